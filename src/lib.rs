@@ -1,0 +1,2 @@
+//! ringmq: a thread-per-core MQTT broker.
+pub mod codec;
