@@ -1,2 +1,3 @@
 //! ringmq: a thread-per-core MQTT broker.
 pub mod codec;
+pub mod router;

@@ -1,0 +1,153 @@
+//! Topic names and topic filters: validation, shared-subscription parsing and
+//! matching (MQTT 5.0 section 4.7 / 4.8.2), pure functions.
+
+/// Prefix of a shared subscription filter: `$share/{group}/{filter}`.
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// A topic name a PUBLISH may carry: non-empty, no wildcards.
+pub fn is_valid_topic_name(topic: &str) -> bool {
+    !topic.is_empty() && !topic.bytes().any(|b| b == b'+' || b == b'#')
+}
+
+/// A topic filter: non-empty; `+` stands alone in its level; `#` stands
+/// alone in the last level.
+pub fn is_valid_topic_filter(filter: &str) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        let is_last = levels.peek().is_none();
+        if level.contains('#') && (level != "#" || !is_last) {
+            return false;
+        }
+        if level.contains('+') && level != "+" {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a valid filter contains a wildcard.
+pub fn has_wildcard(filter: &str) -> bool {
+    filter.bytes().any(|b| b == b'+' || b == b'#')
+}
+
+/// A `$share/{group}/{filter}` subscription split into its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedFilter<'a> {
+    pub group: &'a str,
+    pub filter: &'a str,
+}
+
+/// Why a `$share/...` filter is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedFilterError {
+    /// Group name empty or containing `+`, `#` or `/`.
+    InvalidGroup,
+    /// Nothing valid after the group.
+    InvalidFilter,
+}
+
+/// `Ok(None)` for an ordinary filter, `Ok(Some(..))` for a valid shared
+/// subscription, `Err` for a malformed `$share/` filter.
+pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, SharedFilterError> {
+    let Some(rest) = filter.strip_prefix(SHARE_PREFIX) else {
+        if filter == "$share" {
+            return Err(SharedFilterError::InvalidFilter);
+        }
+        return Ok(None);
+    };
+    let Some((group, inner)) = rest.split_once('/') else {
+        return Err(SharedFilterError::InvalidFilter);
+    };
+    if group.is_empty() || group.bytes().any(|b| b == b'+' || b == b'#') {
+        return Err(SharedFilterError::InvalidGroup);
+    }
+    if !is_valid_topic_filter(inner) {
+        return Err(SharedFilterError::InvalidFilter);
+    }
+    Ok(Some(SharedFilter { group, filter: inner }))
+}
+
+/// Whether `topic` (a valid topic name) matches `filter` (a valid, non-shared
+/// filter). Topics starting with `$` are not matched by a filter whose first
+/// level is a wildcard (MQTT-4.7.2-1).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        for ok in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "/#", "$SYS/#", "a//b"] {
+            assert!(is_valid_topic_filter(ok), "{ok}");
+        }
+        for bad in ["", "a/#/b", "a#", "a/b+", "+a", "##", "a/#/"] {
+            assert!(!is_valid_topic_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_topic_name("a/b"));
+        assert!(is_valid_topic_name("/"));
+        assert!(!is_valid_topic_name(""));
+        assert!(!is_valid_topic_name("a/+"));
+        assert!(!is_valid_topic_name("#"));
+    }
+
+    #[test]
+    fn shared() {
+        assert_eq!(parse_shared("a/b"), Ok(None));
+        assert_eq!(
+            parse_shared("$share/g/a/+"),
+            Ok(Some(SharedFilter { group: "g", filter: "a/+" }))
+        );
+        assert_eq!(parse_shared("$share/g"), Err(SharedFilterError::InvalidFilter));
+        assert_eq!(parse_shared("$share//a"), Err(SharedFilterError::InvalidGroup));
+        assert_eq!(parse_shared("$share/g+/a"), Err(SharedFilterError::InvalidGroup));
+        assert_eq!(parse_shared("$share/g/a/#/b"), Err(SharedFilterError::InvalidFilter));
+        assert_eq!(parse_shared("$share"), Err(SharedFilterError::InvalidFilter));
+    }
+
+    #[test]
+    fn matching() {
+        let cases = [
+            ("a/b", "a/b", true),
+            ("a/+", "a/b", true),
+            ("a/+", "a/b/c", false),
+            ("a/#", "a", true),
+            ("a/#", "a/b/c", true),
+            ("#", "a/b", true),
+            ("+/+", "/a", true),
+            ("+", "/a", false),
+            ("/+", "/a", true),
+            ("#", "$SYS/x", false),
+            ("+/x", "$SYS/x", false),
+            ("$SYS/#", "$SYS/x", true),
+            ("a/b", "a/c", false),
+            ("a//b", "a//b", true),
+            ("a/+/b", "a//b", true),
+        ];
+        for (f, t, m) in cases {
+            assert_eq!(matches(f, t), m, "{f} vs {t}");
+        }
+    }
+}
