@@ -1,2 +1,4 @@
 //! ringmq: a thread-per-core MQTT broker.
 pub mod codec;
+pub mod config;
+pub mod limits;
