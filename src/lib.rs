@@ -1,3 +1,13 @@
-//! ringmq: a thread-per-core MQTT broker.
+//! ringmq: a thread-per-core MQTT 3.1.1 / 5.0 broker.
+//!
+//! Crate map (see docs/ARCHITECTURE.md for the path of a packet):
+//! - [`config`]: TOML + environment configuration, validated with key-naming errors.
+//! - [`limits`]: every compile-time cap, named with its unit.
+//! - [`codec`]: MQTT packet types, decode and encode; sans-IO.
+//! - [`session`]: the per-client protocol state machine; sans-IO.
+//! - [`router`]: topic matching, subscription tables, retained store, shared picks.
+//! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
 pub mod codec;
+pub mod config;
+pub mod limits;
 pub mod router;

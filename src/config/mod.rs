@@ -1,0 +1,221 @@
+//! Broker configuration: built-in defaults, overlaid by a TOML file, overlaid
+//! by `RINGMQ_*` environment variables.
+//!
+//! Keys follow EMQX's names (`mqtt.max_inflight`, `listeners.tcp.default.bind`)
+//! so operators can carry their knowledge over; `docs/configuration.md` lists
+//! them all and `ringmq.example.toml` shows each with its default.
+//!
+//! Every problem is reported as a [`ConfigError`] naming the key, the value,
+//! what is allowed and where the value came from. Unknown keys are errors,
+//! in the file and in the environment alike: a typo must not silently fall
+//! back to a default.
+
+mod affinity;
+mod error;
+mod sections;
+mod source;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, Origin};
+pub use sections::{
+    ListenersConfig, LogConfig, LogLevel, MqttConfig, NodeConfig, TcpListenerConfig,
+    DEFAULT_LISTENER_NAME,
+};
+pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
+pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
+
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use source::Provenance;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The whole broker configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub listeners: ListenersConfig,
+    pub mqtt: MqttConfig,
+    pub log: LogConfig,
+    /// Which file or env var set each key, so checks made after loading
+    /// (`shard_cpus`) can still say where a bad value came from.
+    #[serde(skip)]
+    provenance: Provenance,
+}
+
+impl PartialEq for Config {
+    // Equal settings are equal configs, wherever they came from.
+    fn eq(&self, other: &Self) -> bool {
+        self.node == other.node
+            && self.listeners == other.listeners
+            && self.mqtt == other.mqtt
+            && self.log == other.log
+    }
+}
+
+impl Eq for Config {}
+
+impl Config {
+    /// Load: defaults <- TOML file (if given) <- environment variables
+    /// `RINGMQ_<PATH>` with `__` between levels, e.g.
+    /// `RINGMQ_MQTT__MAX_INFLIGHT=64`. Every `RINGMQ_` variable must be a
+    /// config key.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Some((text, Origin::File(path.to_path_buf())))
+            }
+            None => None,
+        };
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .map(|(name, value)| {
+                (
+                    name.to_string_lossy().into_owned(),
+                    value.to_string_lossy().into_owned(),
+                )
+            })
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        let file = file.as_ref().map(|(text, origin)| (text.as_str(), origin));
+        Config::load_layers(file, &env)
+    }
+
+    /// Same as [`Config::load`] with the file's text and the environment
+    /// given explicitly (tests never read the process environment). Errors
+    /// in `toml_text` say "in the TOML text".
+    pub fn load_from(
+        toml_text: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        Config::load_layers(toml_text.map(|text| (text, &Origin::Text)), env)
+    }
+
+    fn load_layers(
+        toml: Option<(&str, &Origin)>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut provenance = Provenance::default();
+        let mut figment = Figment::new();
+        if let Some((text, origin)) = toml {
+            figment = figment.merge(source::toml_layer(text, origin, &mut provenance)?);
+        }
+        figment = figment.merge(source::env_layer(env, &mut provenance)?);
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| provenance.error_from_figment(e))?;
+        config.provenance = provenance;
+        // A file that adds listeners keeps the default one (as EMQX does);
+        // `enable = false` turns it off.
+        config
+            .listeners
+            .tcp
+            .entry(DEFAULT_LISTENER_NAME.to_string())
+            .or_default();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where `key` (dotted path) got its value.
+    pub fn origin_of(&self, key: &str) -> Origin {
+        self.provenance.origin_of(key)
+    }
+
+    /// Checks that span more than one key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for name in self.listeners.tcp.keys() {
+            let is_valid_name = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !is_valid_name {
+                return Err(ConfigError::InvalidValue {
+                    key: format!("listeners.tcp.{name}"),
+                    origin: self.origin_of(&format!("listeners.tcp.{name}")),
+                    value: format!("{name:?}"),
+                    allowed: "a listener name of lowercase letters, digits, '_' and '-'"
+                        .to_string(),
+                });
+            }
+        }
+        let enabled: Vec<(&String, &TcpListenerConfig)> = self.enabled_tcp_listeners().collect();
+        for (i, (name, listener)) in enabled.iter().enumerate() {
+            if let Some((other_name, _)) = enabled[..i]
+                .iter()
+                .find(|(_, other)| binds_overlap(other.bind, listener.bind))
+            {
+                let key = format!("listeners.tcp.{name}.bind");
+                return Err(ConfigError::InvalidValue {
+                    origin: self.origin_of(&key),
+                    key,
+                    value: format!("{:?}", listener.bind.to_string()),
+                    allowed: format!(
+                        "an address no other enabled listener binds; \
+                         listeners.tcp.{other_name}.bind overlaps it"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The TCP listeners to start, by name (`enable = true` only).
+    pub fn enabled_tcp_listeners(&self) -> impl Iterator<Item = (&String, &TcpListenerConfig)> {
+        self.listeners
+            .tcp
+            .iter()
+            .filter(|(_, listener)| listener.enable)
+    }
+
+    /// The CPUs to pin shards to, one per shard: the first `node.shards`
+    /// CPUs of the process's affinity mask (all of them when `node.shards`
+    /// is unset). Errors, naming `node.shards`, when the mask holds fewer
+    /// CPUs than requested.
+    pub fn shard_cpus(&self) -> Result<Vec<usize>, ConfigError> {
+        let mask_cpus = affinity::cpus_in_affinity_mask().map_err(ConfigError::Affinity)?;
+        self.pick_shard_cpus(&mask_cpus)
+    }
+
+    fn pick_shard_cpus(&self, mask_cpus: &[usize]) -> Result<Vec<usize>, ConfigError> {
+        let Some(shards) = self.node.shards else {
+            return Ok(mask_cpus.to_vec());
+        };
+        if shards > mask_cpus.len() {
+            let cpu_list: Vec<String> = mask_cpus.iter().map(usize::to_string).collect();
+            return Err(ConfigError::InvalidValue {
+                key: "node.shards".to_string(),
+                origin: self.origin_of("node.shards"),
+                value: shards.to_string(),
+                allowed: format!(
+                    "an integer from 1 to {} (the CPUs in this process's affinity mask: {}), \
+                     or unset for all of them",
+                    mask_cpus.len(),
+                    cpu_list.join(",")
+                ),
+            });
+        }
+        Ok(mask_cpus[..shards].to_vec())
+    }
+
+    /// The effective configuration as TOML (for `ringmq --print-config`);
+    /// loading it back gives an equal `Config`.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("every config type has a TOML form");
+        format!("# ringmq effective configuration\n{body}")
+    }
+}
+
+/// Whether two listeners would bind the same port on overlapping addresses
+/// (one of them the wildcard address of the same family).
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}

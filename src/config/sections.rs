@@ -1,0 +1,363 @@
+//! The configuration sections: `[node]`, `[listeners]`, `[mqtt]`, `[log]`.
+//!
+//! Field names are the config keys (EMQX's spelling, so operators can carry
+//! their knowledge over); the unit of each is in its doc comment. Each field
+//! reader checks the allowed range, with caps from `crate::limits`.
+
+use super::value;
+use crate::limits;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+// ---------------------------------------------------------------- [node]
+
+/// `[node]`: identity and placement of this broker process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// `node.name`: `name@host`, unique in a cluster.
+    /// Default `"ringmq@127.0.0.1"`.
+    #[serde(deserialize_with = "de_node_name")]
+    pub name: String,
+    /// `node.shards`: shard (thread) count, one shard per CPU. `None` (key
+    /// absent): one per CPU in the process's affinity mask. 1 to
+    /// `limits::SHARDS_MAX`; more than the mask holds fails in
+    /// `Config::shard_cpus`.
+    #[serde(
+        deserialize_with = "de_shards",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub shards: Option<usize>,
+    /// `node.data_dir`: directory for durable state; relative paths are
+    /// relative to the working directory. Default `"data"`.
+    #[serde(deserialize_with = "de_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "ringmq@127.0.0.1".to_string(),
+            shards: None,
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+fn is_node_name(name: &str) -> bool {
+    let Some((local, host)) = name.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !host.is_empty()
+        && name.len() <= limits::NODE_NAME_LEN_MAX_BYTES
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !host.contains('@')
+}
+
+fn de_node_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let allowed = format!(
+        "a string name@host of at most {} bytes, without spaces, e.g. \"ringmq@10.0.0.1\"",
+        limits::NODE_NAME_LEN_MAX_BYTES
+    );
+    value::string_matching(d, &allowed, is_node_name)
+}
+
+fn de_shards<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let shards_max = u32::try_from(limits::SHARDS_MAX).expect("SHARDS_MAX fits u32");
+    value::int_in(d, 1u32, shards_max).map(|shards| Some(shards as usize))
+}
+
+fn de_data_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    value::string_matching(d, "a non-empty directory path", |s| !s.trim().is_empty())
+        .map(PathBuf::from)
+}
+
+// ---------------------------------------------------------------- [listeners]
+
+/// `[listeners]`: where clients connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// `listeners.tcp.<name>`: plain-TCP MQTT listeners by name. The
+    /// `default` listener always exists (it is filled from defaults when the
+    /// file does not mention it; set its `enable = false` to turn it off).
+    /// Names are lowercase letters, digits, `_` and `-`, because env var
+    /// keys are lowercased.
+    pub tcp: BTreeMap<String, TcpListenerConfig>,
+}
+
+/// The listener every install has.
+pub const DEFAULT_LISTENER_NAME: &str = "default";
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        ListenersConfig {
+            tcp: BTreeMap::from([(
+                DEFAULT_LISTENER_NAME.to_string(),
+                TcpListenerConfig::default(),
+            )]),
+        }
+    }
+}
+
+/// `[listeners.tcp.<name>]`: one plain-TCP listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpListenerConfig {
+    /// `enable`: start this listener. Default `true`.
+    #[serde(deserialize_with = "value::bool")]
+    pub enable: bool,
+    /// `bind`: `ip:port` with an IPv4 or bracketed IPv6 literal (no host
+    /// names: binding must not depend on DNS). Default `"0.0.0.0:1883"`.
+    #[serde(deserialize_with = "de_bind")]
+    pub bind: SocketAddr,
+    /// `max_connections`: connections open at once on this listener;
+    /// further ones are refused. 1 to `limits::CONNECTIONS_PER_LISTENER_MAX`.
+    /// Default 100_000.
+    #[serde(deserialize_with = "de_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for TcpListenerConfig {
+    fn default() -> Self {
+        TcpListenerConfig {
+            enable: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_connections: 100_000,
+        }
+    }
+}
+
+fn de_bind<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    const ALLOWED: &str =
+        "an address ip:port with an IPv4 or [IPv6] literal, e.g. \"0.0.0.0:1883\" or \"[::]:1883\"";
+    let text = value::string_matching(d, ALLOWED, |s| s.trim().parse::<SocketAddr>().is_ok())?;
+    Ok(text.trim().parse().expect("checked by string_matching"))
+}
+
+fn de_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 1, limits::CONNECTIONS_PER_LISTENER_MAX)
+}
+
+// ---------------------------------------------------------------- [mqtt]
+
+/// `[mqtt]`: protocol limits and features offered to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `max_packet_size`, bytes: larger packets are refused (and announced
+    /// as Maximum Packet Size in MQTT 5 CONNACK). 2 to 268_435_460; an
+    /// integer or `"256KB"`/`"1MB"`. Default 1 MiB.
+    #[serde(
+        deserialize_with = "de_max_packet_size",
+        serialize_with = "value::serialize_size_bytes"
+    )]
+    pub max_packet_size: u32,
+    /// `max_inflight`: unacknowledged QoS 1/2 messages per client (the
+    /// Receive Maximum the broker announces). 1 to 65535. Default 32.
+    #[serde(deserialize_with = "de_max_inflight")]
+    pub max_inflight: u16,
+    /// `max_mqueue_len`: messages queued per session beyond the inflight
+    /// window (and while offline). 1 to `limits::MQUEUE_LEN_MAX`.
+    /// Default 1000.
+    #[serde(deserialize_with = "de_max_mqueue_len")]
+    pub max_mqueue_len: u32,
+    /// `max_session_expiry_interval`, seconds: cap on the Session Expiry
+    /// Interval a client may ask for. 0 to 4294967295; an integer or
+    /// `"30s"`/`"30m"`/`"2h"`/`"1d"`. Default 2h (7200).
+    #[serde(
+        deserialize_with = "de_max_session_expiry_interval",
+        serialize_with = "value::serialize_duration_secs"
+    )]
+    pub max_session_expiry_interval: u32,
+    /// `max_topic_alias`: Topic Alias Maximum announced to clients; 0
+    /// disables topic aliases. 0 to 65535. Default 65535.
+    #[serde(deserialize_with = "de_max_topic_alias")]
+    pub max_topic_alias: u16,
+    /// `server_keepalive`, seconds: when set, overrides the client's Keep
+    /// Alive (MQTT 5 Server Keep Alive). `None` (absent or `"disabled"`):
+    /// the client's value stands. 1 to 65535. The Paho conformance run
+    /// uses 60.
+    #[serde(
+        deserialize_with = "de_server_keepalive",
+        serialize_with = "value::serialize_optional_secs"
+    )]
+    pub server_keepalive: Option<u16>,
+    /// `retain_available`: accept retained messages. Default `true`.
+    #[serde(deserialize_with = "value::bool")]
+    pub retain_available: bool,
+    /// `shared_subscription`: accept `$share/` filters. Default `true`.
+    #[serde(deserialize_with = "value::bool")]
+    pub shared_subscription: bool,
+    /// `wildcard_subscription`: accept `+` and `#` in filters. Default
+    /// `true`.
+    #[serde(deserialize_with = "value::bool")]
+    pub wildcard_subscription: bool,
+    /// `max_clientid_len`, bytes: longer client ids are refused. 23 (the
+    /// spec's minimum a server must accept) to 65535. Default 65535.
+    #[serde(deserialize_with = "de_max_clientid_len")]
+    pub max_clientid_len: u32,
+    /// `max_topic_levels`: topic names and filters with more levels are
+    /// refused. 1 to `limits::TOPIC_LEVELS_MAX`. Default 128.
+    #[serde(deserialize_with = "de_max_topic_levels")]
+    pub max_topic_levels: u32,
+    /// `max_subscriptions`: subscriptions one client may hold; further
+    /// SUBSCRIBE entries get a quota-exceeded reason code. Bounded on
+    /// purpose (no "unlimited"): 1 to `limits::SUBSCRIPTIONS_PER_CLIENT_MAX`.
+    /// Default 1000.
+    #[serde(deserialize_with = "de_max_subscriptions")]
+    pub max_subscriptions: u32,
+    /// `retained_max_messages`: retained messages kept by the node; a new
+    /// retained topic beyond this is not stored. 1 to
+    /// `limits::RETAINED_MESSAGES_MAX`. Default 100_000.
+    #[serde(deserialize_with = "de_retained_max_messages")]
+    pub retained_max_messages: u32,
+    /// `retained_max_payload_size`, bytes: larger retained payloads are
+    /// delivered but not stored. 1 to 268_435_460; an integer or
+    /// `"64KB"`/`"1MB"`. Default 1 MiB.
+    #[serde(
+        deserialize_with = "de_retained_max_payload_size",
+        serialize_with = "value::serialize_size_bytes"
+    )]
+    pub retained_max_payload_size: u32,
+}
+
+const MIB_BYTES: u32 = 1 << 20;
+const HOUR_SECS: u32 = 3600;
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: MIB_BYTES,
+            max_inflight: 32,
+            max_mqueue_len: 1000,
+            max_session_expiry_interval: 2 * HOUR_SECS,
+            max_topic_alias: 65_535,
+            server_keepalive: None,
+            retain_available: true,
+            shared_subscription: true,
+            wildcard_subscription: true,
+            max_clientid_len: 65_535,
+            max_topic_levels: 128,
+            max_subscriptions: 1000,
+            retained_max_messages: 100_000,
+            retained_max_payload_size: MIB_BYTES,
+        }
+    }
+}
+
+fn de_max_packet_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::size_bytes_in(
+        d,
+        limits::PACKET_SIZE_MIN_BYTES,
+        limits::PACKET_SIZE_MAX_BYTES,
+    )
+}
+
+fn de_max_inflight<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    value::int_in(d, 1, limits::INFLIGHT_MAX)
+}
+
+fn de_max_mqueue_len<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 1, limits::MQUEUE_LEN_MAX)
+}
+
+fn de_max_session_expiry_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::duration_secs_in(d, 0, limits::SESSION_EXPIRY_INTERVAL_MAX_SECS)
+}
+
+fn de_max_topic_alias<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    value::int_in(d, 0, limits::TOPIC_ALIAS_MAX)
+}
+
+fn de_server_keepalive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    value::optional_duration_secs_in(d, 1, limits::KEEPALIVE_MAX_SECS)
+}
+
+fn de_max_clientid_len<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(
+        d,
+        limits::CLIENT_ID_LEN_MIN_BYTES,
+        limits::CLIENT_ID_LEN_MAX_BYTES,
+    )
+}
+
+fn de_max_topic_levels<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 1, limits::TOPIC_LEVELS_MAX)
+}
+
+fn de_max_subscriptions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 1, limits::SUBSCRIPTIONS_PER_CLIENT_MAX)
+}
+
+fn de_retained_max_messages<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 1, limits::RETAINED_MESSAGES_MAX)
+}
+
+fn de_retained_max_payload_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::size_bytes_in(d, 1, limits::PACKET_SIZE_MAX_BYTES)
+}
+
+// ---------------------------------------------------------------- [log]
+
+/// `[log]`: diagnostics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `log.level`: least severe level written. Default `"info"`.
+    pub level: LogLevel,
+}
+
+/// `log.level` values, most to least severe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// The spelling in the config file, which is also a valid
+    /// `tracing_subscriber::EnvFilter` directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+
+    fn parse(text: &str) -> Option<LogLevel> {
+        let text = text.trim();
+        LogLevel::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    // By hand rather than derived, so the error lists the levels in the
+    // usual "allowed:" form and env values are case-insensitive.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const ALLOWED: &str = "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"";
+        let text = value::string_matching(d, ALLOWED, |s| LogLevel::parse(s).is_some())?;
+        Ok(LogLevel::parse(&text).expect("checked by string_matching"))
+    }
+}

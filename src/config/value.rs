@@ -1,0 +1,324 @@
+//! Field-level readers for scalar config values.
+//!
+//! Environment variables arrive as strings, so every reader accepts both the
+//! TOML type and its string spelling (`64` and `"64"`, `true` and `"true"`).
+//! Range checks happen here, during deserialization, so the error carries
+//! figment's key path and source metadata; see `ConfigError::InvalidValue`.
+
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+use serde::Serializer;
+use std::fmt;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+const SECS_PER_MINUTE: u64 = 60;
+const SECS_PER_HOUR: u64 = 60 * SECS_PER_MINUTE;
+const SECS_PER_DAY: u64 = 24 * SECS_PER_HOUR;
+
+/// A scalar as written, before it is interpreted for a field.
+enum Scalar {
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl Scalar {
+    fn unexpected(&self) -> Unexpected<'_> {
+        match self {
+            Scalar::Unsigned(v) => Unexpected::Unsigned(*v),
+            Scalar::Signed(v) => Unexpected::Signed(*v),
+            Scalar::Float(v) => Unexpected::Float(*v),
+            Scalar::Bool(v) => Unexpected::Bool(*v),
+            Scalar::Str(v) => Unexpected::Str(v),
+        }
+    }
+
+    fn invalid<E: de::Error>(&self, allowed: &str) -> E {
+        E::invalid_value(self.unexpected(), &allowed)
+    }
+
+    /// As `invalid`, but a string spelling a number (always the case for
+    /// env values) is shown as that number: `0`, not `"0"`.
+    fn invalid_number<E: de::Error>(&self, allowed: &str) -> E {
+        if let Scalar::Str(s) = self {
+            if let Some(v) = parse_decimal(s) {
+                return E::invalid_value(Unexpected::Unsigned(v), &allowed);
+            }
+            if let Ok(v) = s.trim().parse::<i64>() {
+                return E::invalid_value(Unexpected::Signed(v), &allowed);
+            }
+        }
+        self.invalid(allowed)
+    }
+}
+
+struct ScalarVisitor<'a> {
+    allowed: &'a str,
+}
+
+impl Visitor<'_> for ScalarVisitor<'_> {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.allowed)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Unsigned(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(match u64::try_from(v) {
+            Ok(v) => Scalar::Unsigned(v),
+            Err(_) => Scalar::Signed(v),
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+}
+
+fn read_scalar<'de, D: Deserializer<'de>>(d: D, allowed: &str) -> Result<Scalar, D::Error> {
+    // Tables and arrays are rejected by the visitor with `allowed` as the
+    // expectation, which is what the error message shows.
+    d.deserialize_any(ScalarVisitor { allowed })
+}
+
+fn parse_decimal(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Reads an integer in `min..=max` from a TOML integer or a decimal string.
+pub(crate) fn int_in<'de, D, T>(d: D, min: T, max: T) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Copy + Into<u64> + TryFrom<u64>,
+{
+    let (min, max) = (min.into(), max.into());
+    let allowed = format!("an integer from {min} to {max}");
+    let scalar = read_scalar(d, &allowed)?;
+    let value = match &scalar {
+        Scalar::Unsigned(v) => Some(*v),
+        Scalar::Str(s) => parse_decimal(s),
+        _ => None,
+    };
+    match value {
+        Some(v) if (min..=max).contains(&v) => {
+            T::try_from(v).map_err(|_| unreachable!("{v} is within the bounds of its own type"))
+        }
+        _ => Err(scalar.invalid_number(&allowed)),
+    }
+}
+
+/// Reads `true`/`false` from a TOML boolean or its string spelling.
+pub(crate) fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    const ALLOWED: &str = "true or false";
+    let scalar = read_scalar(d, ALLOWED)?;
+    match &scalar {
+        Scalar::Bool(v) => Ok(*v),
+        Scalar::Str(s) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Scalar::Str(s) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(scalar.invalid(ALLOWED)),
+    }
+}
+
+/// Parses a byte size: digits with an optional unit `B`, `KB`, `MB` or `GB`
+/// (case-insensitive, powers of 1024 as in EMQX), e.g. `"256KB"`, `"1MB"`.
+pub fn parse_size_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let count: u64 = parse_decimal(digits)?;
+    let unit_bytes = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => KIB,
+        "MB" => MIB,
+        "GB" => GIB,
+        _ => return None,
+    };
+    count.checked_mul(unit_bytes)
+}
+
+/// The shortest exact spelling of a size: `"1MB"`, `"64KB"`, else the
+/// integer.
+pub fn format_size_bytes(bytes: u64) -> Option<String> {
+    [(GIB, "GB"), (MIB, "MB"), (KIB, "KB")]
+        .into_iter()
+        .find(|(unit, _)| bytes != 0 && bytes % unit == 0)
+        .map(|(unit, name)| format!("{}{name}", bytes / unit))
+}
+
+/// Reads a byte size in `min..=max` from an integer or a size string.
+pub(crate) fn size_bytes_in<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u32,
+    max: u32,
+) -> Result<u32, D::Error> {
+    let allowed = format!(
+        "a size from {min} to {max} bytes, as an integer or a string like \"256KB\" or \"1MB\""
+    );
+    let scalar = read_scalar(d, &allowed)?;
+    let value = match &scalar {
+        Scalar::Unsigned(v) => Some(*v),
+        Scalar::Str(s) => parse_size_bytes(s),
+        _ => None,
+    };
+    match value.and_then(|v| u32::try_from(v).ok()) {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(scalar.invalid_number(&allowed)),
+    }
+}
+
+/// Writes a size as `"1MB"` when that is exact, else as an integer.
+pub(crate) fn serialize_size_bytes<S: Serializer>(bytes: &u32, s: S) -> Result<S::Ok, S::Error> {
+    match format_size_bytes((*bytes).into()) {
+        Some(text) => s.serialize_str(&text),
+        None => s.serialize_u32(*bytes),
+    }
+}
+
+/// Parses a duration in whole seconds: an integer (seconds) or one or more
+/// `<n><unit>` terms with unit `s`, `m`, `h` or `d`, e.g. `"2h"`, `"1h30m"`.
+pub fn parse_duration_secs(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(secs) = parse_decimal(text) {
+        return Some(secs);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut total_secs: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let count = parse_decimal(&rest[..digits_end])?;
+        rest = &rest[digits_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_secs = match rest[..unit_end].to_ascii_lowercase().as_str() {
+            "s" => 1,
+            "m" => SECS_PER_MINUTE,
+            "h" => SECS_PER_HOUR,
+            "d" => SECS_PER_DAY,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total_secs = total_secs.checked_add(count.checked_mul(unit_secs)?)?;
+    }
+    Some(total_secs)
+}
+
+/// The shortest exact single-unit spelling of a duration: `"2h"`, `"90s"`.
+pub fn format_duration_secs(secs: u64) -> String {
+    [
+        (SECS_PER_DAY, "d"),
+        (SECS_PER_HOUR, "h"),
+        (SECS_PER_MINUTE, "m"),
+    ]
+    .into_iter()
+    .find(|(unit, _)| secs != 0 && secs % unit == 0)
+    .map(|(unit, name)| format!("{}{name}", secs / unit))
+    .unwrap_or_else(|| format!("{secs}s"))
+}
+
+fn duration_allowed(min: u64, max: u64) -> String {
+    format!(
+        "a duration from {min} to {max} seconds, as an integer or a string like \"30s\", \"30m\" or \"2h\""
+    )
+}
+
+fn duration_secs(scalar: &Scalar) -> Option<u64> {
+    match scalar {
+        Scalar::Unsigned(v) => Some(*v),
+        Scalar::Str(s) => parse_duration_secs(s),
+        _ => None,
+    }
+}
+
+/// Reads a duration in `min..=max` seconds from an integer or a duration
+/// string.
+pub(crate) fn duration_secs_in<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u32,
+    max: u32,
+) -> Result<u32, D::Error> {
+    let allowed = duration_allowed(min.into(), max.into());
+    let scalar = read_scalar(d, &allowed)?;
+    match duration_secs(&scalar).and_then(|v| u32::try_from(v).ok()) {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(scalar.invalid_number(&allowed)),
+    }
+}
+
+/// Writes a duration as `"2h"`-style text.
+pub(crate) fn serialize_duration_secs<S: Serializer>(secs: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration_secs((*secs).into()))
+}
+
+/// The spelling of "no value" for optional caps.
+pub const DISABLED: &str = "disabled";
+
+/// Reads an optional duration in `min..=max` seconds; `"disabled"` is
+/// `None`.
+pub(crate) fn optional_duration_secs_in<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u16,
+    max: u16,
+) -> Result<Option<u16>, D::Error> {
+    let allowed = format!(
+        "\"{DISABLED}\" or {}",
+        duration_allowed(min.into(), max.into())
+    );
+    let scalar = read_scalar(d, &allowed)?;
+    if let Scalar::Str(s) = &scalar {
+        if s.trim().eq_ignore_ascii_case(DISABLED) {
+            return Ok(None);
+        }
+    }
+    match duration_secs(&scalar).and_then(|v| u16::try_from(v).ok()) {
+        Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+        _ => Err(scalar.invalid_number(&allowed)),
+    }
+}
+
+/// Writes `None` as `"disabled"` (TOML has no null) and `Some` as seconds.
+pub(crate) fn serialize_optional_secs<S: Serializer>(
+    secs: &Option<u16>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secs {
+        Some(secs) => s.serialize_u16(*secs),
+        None => s.serialize_str(DISABLED),
+    }
+}
+
+/// Reads a string; numbers and booleans are refused so that `name = 5` is
+/// reported rather than silently stringified.
+pub(crate) fn string_matching<'de, D: Deserializer<'de>>(
+    d: D,
+    allowed: &str,
+    accept: impl Fn(&str) -> bool,
+) -> Result<String, D::Error> {
+    let scalar = read_scalar(d, allowed)?;
+    match scalar {
+        Scalar::Str(s) if accept(&s) => Ok(s),
+        other => Err(other.invalid(allowed)),
+    }
+}

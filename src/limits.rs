@@ -1,0 +1,104 @@
+//! Every compile-time cap of the broker, in one place.
+//!
+//! Configuration (`src/config`) may lower a cap at run time but never raise
+//! it: config validation uses these constants as the upper bounds of the
+//! allowed ranges, so a value the broker accepts is one the code was sized
+//! for. Names carry the unit last (`_BYTES`, `_SECS`); a bare `_MAX` is a
+//! count.
+
+// ---------------------------------------------------------------- protocol
+
+/// Largest MQTT packet on the wire: 1 byte fixed header + 4 bytes of
+/// Remaining Length + the largest Remaining Length the variable byte integer
+/// can encode (268_435_455) [MQTT-2.2.3, MQTT 5 §1.5.5].
+pub const PACKET_SIZE_MAX_BYTES: u32 = 268_435_460;
+
+/// Smallest MQTT packet (PINGREQ, PINGRESP, DISCONNECT v3): a fixed header
+/// byte and a zero Remaining Length. A packet size cap below this would
+/// refuse every packet.
+pub const PACKET_SIZE_MIN_BYTES: u32 = 2;
+
+/// Client identifiers are UTF-8 strings with a 16-bit length prefix
+/// [MQTT-1.5.3], so nothing longer can be encoded.
+pub const CLIENT_ID_LEN_MAX_BYTES: u32 = 65_535;
+
+/// The spec obliges a server to accept client identifiers of 1 to 23 bytes
+/// [MQTT-3.1.3-5], so a configured cap may not go below this.
+pub const CLIENT_ID_LEN_MIN_BYTES: u32 = 23;
+
+/// Topic Alias is a Two Byte Integer property [MQTT 5 §3.3.2.3.4].
+pub const TOPIC_ALIAS_MAX: u16 = 65_535;
+
+/// Receive Maximum is a Two Byte Integer and 0 is a protocol error
+/// [MQTT 5 §3.1.2.11.3], so the inflight window is at most 65535.
+pub const INFLIGHT_MAX: u16 = 65_535;
+
+/// Subscription Identifier is a Variable Byte Integer from 1 to 268_435_455
+/// [MQTT 5 §3.8.2.1.2].
+pub const SUBSCRIPTION_IDENTIFIER_MAX: u32 = 268_435_455;
+
+/// Keep Alive is a Two Byte Integer number of seconds [MQTT-3.1.2.10].
+pub const KEEPALIVE_MAX_SECS: u16 = 65_535;
+
+/// A client is disconnected after one and a half keep-alive periods of
+/// silence [MQTT-3.1.2-24]; kept as a fraction so deadlines stay integer.
+pub const KEEPALIVE_GRACE_NUMERATOR: u32 = 3;
+/// See [`KEEPALIVE_GRACE_NUMERATOR`].
+pub const KEEPALIVE_GRACE_DENOMINATOR: u32 = 2;
+
+/// Session Expiry Interval is a Four Byte Integer number of seconds
+/// [MQTT 5 §3.1.2.11.2].
+pub const SESSION_EXPIRY_INTERVAL_MAX_SECS: u32 = u32::MAX;
+
+// ---------------------------------------------------------------- per-client state
+
+/// Topic levels the router will walk. Matching recurses per level for `+`
+/// and `#`, so this bounds stack depth and per-publish work; EMQX ships 128
+/// and no real deployment needs more than a few dozen.
+pub const TOPIC_LEVELS_MAX: u32 = 1_024;
+
+/// Subscriptions one client may hold. Each pins a trie node and a session
+/// entry (hundreds of bytes), so this bounds the router memory one client
+/// can take: 100_000 subscriptions is tens of MiB.
+pub const SUBSCRIPTIONS_PER_CLIENT_MAX: u32 = 100_000;
+
+/// Messages queued for one session while its inflight window is full or
+/// it is offline. Bounds the memory of one slow or absent subscriber.
+pub const MQUEUE_LEN_MAX: u32 = 1 << 20;
+
+// ---------------------------------------------------------------- node
+
+/// Shards (threads) on one node. The shard mesh has shards² channels, each
+/// [`SHARD_CHANNEL_CAPACITY`] deep, so the mesh memory grows quadratically.
+pub const SHARDS_MAX: usize = 256;
+
+/// Connections one listener accepts. Each connection costs a file
+/// descriptor and at least [`READ_BUFFER_BYTES`] while reading.
+pub const CONNECTIONS_PER_LISTENER_MAX: u32 = 10_000_000;
+
+/// Retained messages on one node; the retained store is scanned on every
+/// wildcard subscribe, so it must stay bounded.
+pub const RETAINED_MESSAGES_MAX: u32 = 10_000_000;
+
+/// Node names travel in cluster frames and admin output; EMQX-style
+/// `name@host` fits easily in a DNS name's 255 bytes.
+pub const NODE_NAME_LEN_MAX_BYTES: usize = 255;
+
+// ---------------------------------------------------------------- I/O and shard mesh
+
+/// Depth of each cross-shard message queue. A full queue makes the sender
+/// hand the message back (back-pressure) instead of growing memory.
+pub const SHARD_CHANNEL_CAPACITY: usize = 4_096;
+
+/// Socket read buffer per connection: fits most PUBLISH bursts in one read
+/// while keeping 100k connections under 7 GiB of buffers.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Bytes gathered into one socket write before it is flushed; bounds the
+/// latency one busy connection adds to the others on its shard.
+pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// glommio `io_memory` per shard. It is locked memory, and RLIMIT_MEMLOCK is
+/// 8 MiB on the development and CI machines, so two shards plus the rest of
+/// the process must fit in that.
+pub const IO_MEMORY_BYTES_PER_SHARD: usize = 1 << 20;

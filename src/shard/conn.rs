@@ -1,0 +1,309 @@
+//! One client connection: the CONNECT handshake, then a reader task (decode,
+//! hand packets to the session, carry out its actions) and a writer task
+//! (encode what the session wants sent). The session logic itself is the
+//! sans-IO `session::Connection`; this file only moves bytes and events.
+
+use super::io::{Half, Signal};
+use super::shard::{Acquired, ConnHandle, Handover, Shard, Slot};
+use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
+use crate::limits;
+use crate::session::Connection;
+use bytes::BytesMut;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a new socket may take to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static ASSIGNED_IDS: AtomicU64 = AtomicU64::new(0);
+
+fn assign_client_id(shard: u16) -> ByteStr {
+    let n = ASSIGNED_IDS.fetch_add(1, Ordering::Relaxed);
+    ByteStr::from(format!("ringmq-{shard}-{n:x}-{:08x}", fastrand::u32(..)))
+}
+
+/// Read more bytes into `buf`; Ok(false) on EOF.
+async fn fill(rd: &mut Half, buf: &mut BytesMut) -> std::io::Result<bool> {
+    let len = buf.len();
+    if buf.capacity() - len < limits::READ_CHUNK_BYTES {
+        buf.reserve(limits::READ_CHUNK_BYTES);
+    }
+    buf.resize(len + limits::READ_CHUNK_BYTES, 0);
+    let r = rd.read(&mut buf[len..]).await;
+    match r {
+        Ok(n) => {
+            buf.truncate(len + n);
+            Ok(n > 0)
+        }
+        Err(e) => {
+            buf.truncate(len);
+            Err(e)
+        }
+    }
+}
+
+async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
+    let mut out = BytesMut::with_capacity(64);
+    if codec::encode(packet, protocol, &mut out).is_ok() {
+        let _ = wr.write_all(&out).await;
+    }
+}
+
+fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: if protocol.is_v5() { v5 } else { v3 },
+        properties: Default::default(),
+    })
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let io = Rc::new(RefCell::new(stream));
+    let mut rd = Half(io.clone());
+    let mut wr = Half(io.clone());
+    let cfg = shard.settings.session.clone();
+    let mut buf = BytesMut::with_capacity(limits::READ_CHUNK_BYTES);
+
+    // ---- CONNECT ----
+    let _ = io.borrow().set_read_timeout(Some(CONNECT_TIMEOUT));
+    let connect = loop {
+        match codec::decode(&mut buf, None, cfg.max_packet_size) {
+            Ok(Some(Packet::Connect(c))) => break c,
+            Ok(Some(_)) => return close(&io).await,
+            Ok(None) => match fill(&mut rd, &mut buf).await {
+                Ok(true) => {}
+                _ => return close(&io).await,
+            },
+            Err(e) => {
+                tracing::debug!(shard = shard.id, ?peer, error = %e, "bad CONNECT");
+                match e.protocol_hint() {
+                    Some(Protocol::V5) => {
+                        let p = refusal(Protocol::V5, e.reason_code(), e.reason_code());
+                        send_packet(&mut wr, &p, Protocol::V5).await;
+                    }
+                    Some(p) => {
+                        if let Some(rc) = e.connack_v3() {
+                            send_packet(&mut wr, &refusal(p, rc, rc), p).await;
+                        }
+                    }
+                    None => {}
+                }
+                return close(&io).await;
+            }
+        }
+    };
+    let protocol = connect.protocol;
+    if let Err(connack) = Connection::check_connect(&connect, &cfg) {
+        send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
+        return close(&io).await;
+    }
+    if shard.state.borrow().connections >= shard.settings.max_connections_per_shard || shard.is_shutting_down() {
+        let p = refusal(protocol, ReasonCode::QUOTA_EXCEEDED, codec::connack_v3::SERVER_UNAVAILABLE);
+        send_packet(&mut wr, &p, protocol).await;
+        return close(&io).await;
+    }
+    shard.state.borrow_mut().connections += 1;
+    serve_connected(&shard, *connect, io, rd, wr, buf).await;
+    shard.state.borrow_mut().connections -= 1;
+}
+
+async fn serve_connected(
+    shard: &Rc<Shard>,
+    connect: codec::Connect,
+    io: Rc<RefCell<TcpStream>>,
+    mut rd: Half,
+    wr: Half,
+    mut buf: BytesMut,
+) {
+    let cfg = &shard.settings.session;
+    let protocol = connect.protocol;
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        (assign_client_id(shard.id), true)
+    } else {
+        (connect.client_id.clone(), false)
+    };
+    let existing = match shard.acquire_session(&client_id).await {
+        Acquired::Ready(s) => s,
+        Acquired::Superseded => return close(&io).await,
+    };
+    shard.cancel_will(&client_id);
+    let existing = match existing {
+        Some(s) if connect.clean_start => {
+            shard.unsubscribe_session(&s).await;
+            None
+        }
+        other => other,
+    };
+    let now = Instant::now();
+    let conn = Connection::accept(connect, client_id.clone(), assigned, existing, cfg, now);
+    let handle = Rc::new(ConnHandle {
+        conn: RefCell::new(conn),
+        wake: Signal::default(),
+        closing: Cell::new(false),
+        handover: RefCell::new(None),
+    });
+    shard.state.borrow_mut().slots.insert(client_id.clone(), Slot::Online(handle.clone()));
+    tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
+
+    let writer = glommio::spawn_local(write_loop(handle.clone(), wr, protocol));
+    shard.run_actions(&handle).await;
+
+    // ---- reader ----
+    'read: loop {
+        loop {
+            if handle.closing.get() {
+                break 'read;
+            }
+            match codec::decode(&mut buf, Some(protocol), cfg.max_packet_size) {
+                Ok(Some(packet)) => {
+                    handle.conn.borrow_mut().handle_packet(packet, Instant::now());
+                    shard.run_actions(&handle).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(shard = shard.id, client_id = %client_id, error = %e, "protocol violation");
+                    handle.conn.borrow_mut().kick(e.reason_code());
+                    shard.run_actions(&handle).await;
+                    break 'read;
+                }
+            }
+        }
+        let timeout = handle.conn.borrow().poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+        let _ = io.borrow().set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
+        match fill(&mut rd, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => {
+                handle.conn.borrow_mut().handle_connection_lost(Instant::now());
+                shard.run_actions(&handle).await;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                handle.conn.borrow_mut().handle_timeout(Instant::now());
+                shard.run_actions(&handle).await;
+            }
+            Err(_) => {
+                handle.conn.borrow_mut().handle_connection_lost(Instant::now());
+                shard.run_actions(&handle).await;
+                break;
+            }
+        }
+    }
+    handle.closing.set(true);
+    handle.wake.raise();
+    writer.await;
+    close(&io).await;
+
+    // ---- end of connection: the session goes offline, moves or ends ----
+    {
+        let mut st = shard.state.borrow_mut();
+        if matches!(st.slots.get(&client_id), Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle)) {
+            st.slots.remove(&client_id);
+        }
+    }
+    let handover = handle.handover.borrow_mut().take();
+    let Ok(handle) = Rc::try_unwrap(handle) else {
+        // Someone still holds the handle (a spawned action task); it ends soon.
+        tracing::warn!(client_id = %client_id, "connection handle still shared at close");
+        return;
+    };
+    let mut conn = handle.conn.into_inner();
+    let filters: Vec<ByteStr> = conn.session().subscriptions().map(|(f, _, _)| f.clone()).collect();
+    let will = conn.take_will();
+    let session = conn.into_session();
+    let now = Instant::now();
+    match handover {
+        Some(to) => {
+            // Taken over: a will with no delay goes out now; a delayed will is
+            // cancelled by the reconnect that took the session.
+            if let Some((w, delay)) = will {
+                if delay.is_zero() {
+                    shard.publish(w).await;
+                }
+            }
+            shard.hand_over(to, session).await;
+        }
+        None => match session {
+            Some(s) => {
+                if let Some((w, delay)) = will {
+                    if delay.is_zero() {
+                        shard.publish(w).await;
+                    } else {
+                        shard.schedule_will(&client_id, w, now + delay);
+                    }
+                }
+                let expires_at = Shard::expiry_deadline(now, &s);
+                shard.state.borrow_mut().slots.insert(client_id.clone(), Slot::Offline { session: s, expires_at });
+            }
+            None => {
+                if let Some((w, _)) = will {
+                    shard.publish(w).await;
+                }
+                // The session ended: its subscriptions go with it.
+                shard.remove_subscriptions(&client_id, filters).await;
+                shard.release(&client_id).await;
+            }
+        },
+    }
+    tracing::debug!(shard = shard.id, client_id = %client_id, "client disconnected");
+}
+
+async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
+    let mut out = BytesMut::with_capacity(limits::WRITE_BATCH_BYTES_MAX);
+    let size_of = |p: &Packet| codec::encoded_len(p, protocol);
+    loop {
+        loop {
+            {
+                let now = Instant::now();
+                let mut conn = handle.conn.borrow_mut();
+                while out.len() < limits::WRITE_BATCH_BYTES_MAX {
+                    match conn.poll_transmit(now, &size_of) {
+                        Some(p) => {
+                            if let Err(e) = codec::encode(&p, protocol, &mut out) {
+                                tracing::warn!(error = %e, "cannot encode {}", p.kind());
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if out.is_empty() {
+                break;
+            }
+            if wr.write_all(&out).await.is_err() {
+                handle.closing.set(true);
+                shutdown_fd(&wr.0);
+                return;
+            }
+            out.clear();
+            if out.capacity() > limits::WRITE_BATCH_BYTES_MAX * 4 {
+                out = BytesMut::with_capacity(limits::WRITE_BATCH_BYTES_MAX);
+            }
+        }
+        if handle.closing.get() {
+            // Wake the reader, which may be blocked on a read.
+            shutdown_fd(&wr.0);
+            return;
+        }
+        handle.wake.wait().await;
+    }
+}
+
+async fn close(io: &Rc<RefCell<TcpStream>>) {
+    shutdown_fd(io);
+}
+
+/// shutdown(2) both directions: a reader blocked on this socket wakes with EOF.
+fn shutdown_fd(io: &Rc<RefCell<TcpStream>>) {
+    use std::os::fd::AsRawFd;
+    let fd = io.borrow().as_raw_fd();
+    // SAFETY: fd is owned by the stream, which outlives this call.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}

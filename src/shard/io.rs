@@ -1,0 +1,91 @@
+//! Small single-threaded I/O helpers for one connection: split halves of a
+//! glommio stream and a wake-up signal. Nothing here is `Send`: a connection
+//! never leaves its shard.
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+/// Read or write half of a stream shared by the reader and writer tasks of
+/// one connection. glommio keeps separate rx and tx sources per stream, so a
+/// pending read and a pending write do not disturb each other; the RefCell is
+/// only borrowed inside a synchronous poll.
+pub struct Half(pub Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut *s).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut *s).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut *s).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut s = self.0.borrow_mut();
+        Pin::new(&mut *s).poll_close(cx)
+    }
+}
+
+/// A level-triggered wake-up for exactly one waiting task (the writer).
+#[derive(Default)]
+pub struct Signal {
+    raised: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    pub fn raise(&self) {
+        self.raised.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.raised.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// A single-value hand-over between two tasks of one shard.
+pub struct Oneshot<T> {
+    value: RefCell<Option<T>>,
+    signal: Signal,
+}
+
+impl<T> Oneshot<T> {
+    pub fn new() -> Rc<Self> {
+        Rc::new(Oneshot { value: RefCell::new(None), signal: Signal::default() })
+    }
+    pub fn put(&self, v: T) {
+        *self.value.borrow_mut() = Some(v);
+        self.signal.raise();
+    }
+    pub async fn take(&self) -> T {
+        loop {
+            if let Some(v) = self.value.borrow_mut().take() {
+                return v;
+            }
+            self.signal.wait().await;
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! One broker per listener address. glommio's listeners always set
+//! SO_REUSEPORT, so a second broker on the same port would bind silently and
+//! steal half the connections. Two checks prevent it: an exclusive flock on a
+//! lock file named after the address (another ringmq), and a probe bind
+//! without SO_REUSEPORT (any other program holding the port).
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+/// Held for the life of the broker; the kernel drops the flock on exit.
+pub struct BindLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl BindLock {
+    pub fn acquire(bind: SocketAddr) -> Result<BindLock, String> {
+        let name = format!("ringmq-{}.lock", bind.to_string().replace([':', '[', ']'], "_"));
+        let path = std::env::temp_dir().join(name);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+        // SAFETY: plain flock on an fd we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(format!(
+                "another ringmq is already listening on {bind} (lock file {} is held)",
+                path.display()
+            ));
+        }
+        if let Err(e) = std::net::TcpListener::bind(bind) {
+            return Err(format!("cannot listen on {bind}: {e} (is another server using this address?)"));
+        }
+        Ok(BindLock { _file: file, path })
+    }
+}

@@ -1,0 +1,196 @@
+//! Shards: the only module that touches glommio. One executor per CPU, each
+//! pinned, each accepting on its own SO_REUSEPORT listener and owning the
+//! clients it accepted; shards share nothing but `ShardMsg`s over a full mesh
+//! of glommio channels.
+//!
+//! - `shard.rs`: a shard's state and the handlers for cross-shard messages
+//!   (routing, retained replication, client-id registry, takeover).
+//! - `conn.rs`: one client connection's reader and writer tasks.
+//! - `msg.rs`: what crosses shards.
+//! - `io.rs`: single-threaded I/O helpers.
+//! - `lock.rs`: refusing a second broker on the same listener address.
+
+mod conn;
+mod io;
+mod lock;
+mod msg;
+mod shard;
+
+pub use lock::BindLock;
+pub use shard::{ShardId, ShardSettings};
+
+use crate::codec::ReasonCode;
+use crate::limits;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use msg::ShardMsg;
+use shard::{Shard, Slot};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a shard runs its periodic work (due wills, session expiry,
+/// shutdown check).
+const TICK: Duration = Duration::from_millis(100);
+/// How long shutdown waits for connections to flush their DISCONNECT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What a node needs to start its shards.
+pub struct NodeSpec {
+    pub bind: SocketAddr,
+    /// One shard per CPU, pinned to it.
+    pub cpus: Vec<usize>,
+    pub settings: ShardSettings,
+}
+
+/// Start every shard and block until they stop (after `shutdown` is set).
+pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+    let count = spec.cpus.len();
+    assert!(count >= 1 && count <= u16::MAX as usize);
+    let mesh = MeshBuilder::<ShardMsg, _>::full(count, limits::SHARD_CHANNEL_CAPACITY);
+    let mut handles = Vec::with_capacity(count);
+    for &cpu in &spec.cpus {
+        let mesh = mesh.clone();
+        let settings = spec.settings.clone();
+        let shutdown = shutdown.clone();
+        let bind = spec.bind;
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name("ringmq-shard")
+            .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
+            .spawn(move || async move { shard_main(mesh, count as u16, bind, settings, shutdown).await })
+            .map_err(|e| std::io::Error::other(format!("cannot start shard on CPU {cpu}: {e}")))?;
+        handles.push(h);
+    }
+    let mut result = Ok(());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.store(true, Ordering::Relaxed);
+                result = Err(e);
+            }
+            Err(e) => result = Err(std::io::Error::other(format!("shard failed: {e}"))),
+        }
+    }
+    result
+}
+
+async fn shard_main(
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    count: u16,
+    bind: SocketAddr,
+    settings: ShardSettings,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let (senders, mut receivers) =
+        mesh.join().await.map_err(|_| std::io::Error::other("shard mesh join failed"))?;
+    let id = senders.peer_id() as ShardId;
+    let shard = Rc::new(Shard::new(id, count, settings, senders, shutdown.clone()));
+    let listener = match TcpListener::bind(bind) {
+        Ok(l) => l,
+        Err(e) => {
+            shutdown.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other(format!("cannot listen on {bind}: {e}")));
+        }
+    };
+    tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
+
+    for (peer, rx) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = rx.recv().await {
+                dispatch(&shard, peer as ShardId, msg);
+            }
+        })
+        .detach();
+    }
+
+    let ticker = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !shard.is_shutting_down() {
+                glommio::timer::sleep(TICK).await;
+                shard.tick(Instant::now()).await;
+            }
+        })
+    };
+
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            ticker_wait(&shard).await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
+                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            None => break,
+        }
+    }
+    drop(listener);
+    ticker.await;
+
+    // Graceful shutdown: every client gets DISCONNECT 0x8B (v5) and its will.
+    let online: Vec<_> = shard
+        .state
+        .borrow()
+        .slots
+        .values()
+        .filter_map(|s| match s {
+            Slot::Online(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    for h in online {
+        h.conn.borrow_mut().kick(ReasonCode::SERVER_SHUTTING_DOWN);
+        shard.drain_sync_actions(&h);
+        h.closing.set(true);
+        h.wake.raise();
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shard.state.borrow().connections > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // Let wills routed to other shards arrive before they stop.
+    glommio::timer::sleep(Duration::from_millis(100)).await;
+    tracing::info!(shard = id, "shard stopped");
+    Ok(())
+}
+
+/// Handle a message from another shard. Messages that need to send in turn
+/// run in their own task, so a receive loop never blocks on a full channel
+/// (two shards waiting on each other's full queues would deadlock).
+fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
+    match msg {
+        ShardMsg::Interest(_)
+        | ShardMsg::Publish(_)
+        | ShardMsg::Retain { .. }
+        | ShardMsg::ClaimReply { .. }
+        | ShardMsg::SessionMoved { .. }
+        | ShardMsg::Release { .. } => shard.on_message_sync(from, msg),
+        other => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { shard.on_message(from, other).await }).detach();
+        }
+    }
+}
+
+async fn ticker_wait(shard: &Shard) {
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(TICK).await;
+    }
+}
+
+fn core_affinity_hint() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    (cpu >= 0).then_some(cpu as usize)
+}

@@ -1,0 +1,29 @@
+//! Messages between shards. Everything here is `Send`: it is the only state
+//! that crosses a shard boundary. Payloads travel as `Arc<Message>` holding
+//! `Bytes`, so a fan-out to many shards copies no payload.
+
+use crate::codec::ByteStr;
+use crate::router::{InterestChange, SharedKey};
+use crate::session::{Message, Session};
+use std::sync::Arc;
+
+pub enum ShardMsg {
+    /// The sender's subscriber count for a filter changed.
+    Interest(InterestChange),
+    /// Deliver to this shard's ordinary subscribers matching the topic.
+    Publish(Arc<Message>),
+    /// Deliver to one local member of a shared group.
+    Shared { message: Arc<Message>, key: SharedKey, hops: u8 },
+    /// Replicated retained store: set (Some) or clear (None).
+    Retain { topic: ByteStr, message: Option<Arc<Message>> },
+    /// To the client id's home shard: the sender now owns this client id.
+    Claim { client_id: ByteStr, token: u64 },
+    /// From the home shard: who owned the id before the claim.
+    ClaimReply { token: u64, previous: Option<u16> },
+    /// To the previous owner: hand the session over to the sender.
+    Takeover { client_id: ByteStr, token: u64 },
+    /// The answer to `Takeover`.
+    SessionMoved { token: u64, session: Option<Box<Session>> },
+    /// To the home shard: the sender no longer holds a session for the id.
+    Release { client_id: ByteStr },
+}

@@ -1,0 +1,645 @@
+//! One shard: the state it owns (router, retained copy, sessions, the part of
+//! the client-id registry homed here) and the handlers for messages from
+//! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
+
+use super::io::{Oneshot, Signal};
+use super::msg::ShardMsg;
+use crate::codec::{ByteStr, ReasonCode};
+use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
+use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
+use ahash::AHashMap;
+use glommio::channels::channel_mesh::Senders;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub type ShardId = u16;
+
+/// Settings every shard reads; built once from the config.
+#[derive(Clone, Debug)]
+pub struct ShardSettings {
+    pub session: SessionConfig,
+    /// Node-wide cap split evenly across shards.
+    pub max_connections_per_shard: usize,
+    pub retained_max_messages: usize,
+    pub retained_max_payload_bytes: usize,
+}
+
+/// Where a session must go when its connection ends (takeover).
+pub enum Handover {
+    /// Another connection of this shard waits for the session.
+    Local(Rc<Oneshot<Option<Session>>>),
+    /// Another shard asked for it with this token.
+    Remote(ShardId, u64),
+}
+
+/// A connected client as the shard sees it. The connection's tasks and the
+/// shard's delivery path share it.
+pub struct ConnHandle {
+    pub conn: RefCell<Connection>,
+    /// Raised whenever the connection may have something to transmit.
+    pub wake: Signal,
+    /// Set once the connection must close after flushing.
+    pub closing: Cell<bool>,
+    pub handover: RefCell<Option<Handover>>,
+}
+
+/// What the shard holds for a client id whose session lives here.
+pub enum Slot {
+    Online(Rc<ConnHandle>),
+    Offline { session: Session, expires_at: Option<Instant> },
+}
+
+/// A connect in progress for a client id (claiming at home, taking over).
+#[derive(Default)]
+pub struct Pending {
+    /// A later connect (here or on another shard) that must get the session
+    /// once this one has it.
+    pub superseded: RefCell<Option<Handover>>,
+}
+
+pub struct State {
+    pub router: Router,
+    pub retained: RetainedStore<Arc<Message>>,
+    pub slots: AHashMap<ByteStr, Slot>,
+    pub pending: AHashMap<ByteStr, Rc<Pending>>,
+    /// Registry for client ids whose home is this shard: the owning shard.
+    pub owners: AHashMap<ByteStr, ShardId>,
+    /// Replies awaited by connect tasks of this shard, by token.
+    pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
+    pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// Delayed wills by due time; the client id lets a reconnect cancel it.
+    pub wills: BTreeMap<(Instant, u64), (ByteStr, Arc<Message>)>,
+    pub will_index: AHashMap<ByteStr, (Instant, u64)>,
+    pub connections: usize,
+    pub dropped_no_recipient: u64,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub count: u16,
+    pub settings: ShardSettings,
+    pub senders: Senders<ShardMsg>,
+    pub state: RefCell<State>,
+    next_token: Cell<u64>,
+    /// Deterministic hash of client ids to home shards: the same on every shard.
+    hasher: ahash::RandomState,
+    pub shutdown: Arc<AtomicBool>,
+    scratch_recipients: RefCell<Vec<crate::router::Recipient>>,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, count: u16, settings: ShardSettings, senders: Senders<ShardMsg>, shutdown: Arc<AtomicBool>) -> Shard {
+        let retained = RetainedStore::new(settings.retained_max_messages);
+        Shard {
+            id,
+            count,
+            state: RefCell::new(State {
+                router: Router::new(id, count),
+                retained,
+                slots: AHashMap::new(),
+                pending: AHashMap::new(),
+                owners: AHashMap::new(),
+                claims: AHashMap::new(),
+                moves: AHashMap::new(),
+                wills: BTreeMap::new(),
+                will_index: AHashMap::new(),
+                connections: 0,
+                dropped_no_recipient: 0,
+            }),
+            settings,
+            senders,
+            next_token: Cell::new(1),
+            hasher: ahash::RandomState::with_seeds(0x5151, 0x7272, 0x9393, 0xb4b4),
+            shutdown,
+            scratch_recipients: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn token(&self) -> u64 {
+        let t = self.next_token.get();
+        self.next_token.set(t + 1);
+        t
+    }
+
+    pub fn home_of(&self, client_id: &str) -> ShardId {
+        let mut h = self.hasher.build_hasher();
+        client_id.hash(&mut h);
+        (h.finish() % self.count as u64) as ShardId
+    }
+
+    /// Send to another shard, waiting for room: a full channel slows the
+    /// sender (backpressure on the publisher) rather than dropping.
+    pub async fn send(&self, to: ShardId, msg: ShardMsg) {
+        debug_assert_ne!(to, self.id);
+        match self.senders.try_send_to(to as usize, msg) {
+            Ok(()) => {}
+            Err(msg) => {
+                let _ = self.senders.send_to(to as usize, msg).await;
+            }
+        }
+    }
+
+    async fn broadcast_interest(&self, change: InterestChange) {
+        for s in 0..self.count {
+            if s != self.id {
+                self.send(s, ShardMsg::Interest(change.clone())).await;
+            }
+        }
+    }
+
+    // ---- publish path -------------------------------------------------
+
+    /// Route a message published by a client of this shard (or a will).
+    pub async fn publish(self: &Rc<Self>, message: Arc<Message>) {
+        if message.retain && self.settings.session.retain_available {
+            let stored = if message.payload.is_empty() { None } else { Some(message.clone()) };
+            if stored.as_ref().is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes) {
+                self.set_retained(&message.topic, stored.clone());
+                for s in 0..self.count {
+                    if s != self.id {
+                        self.send(s, ShardMsg::Retain { topic: message.topic.clone(), message: stored.clone() }).await;
+                    }
+                }
+            }
+        }
+        let mut route = Route::default();
+        self.state.borrow_mut().router.route(&message.topic, &mut route);
+        for &s in &route.shards {
+            if s == self.id {
+                self.deliver_local(&message);
+            } else {
+                self.send(s, ShardMsg::Publish(message.clone())).await;
+            }
+        }
+        for (s, key) in route.shared {
+            if s == self.id {
+                self.deliver_shared(message.clone(), key, 0).await;
+            } else {
+                self.send(s, ShardMsg::Shared { message: message.clone(), key, hops: 0 }).await;
+            }
+        }
+    }
+
+    pub fn set_retained(&self, topic: &ByteStr, message: Option<Arc<Message>>) {
+        let mut st = self.state.borrow_mut();
+        if st.retained.set(topic, message).is_err() {
+            tracing::warn!(topic = %topic, "retained store full; message not retained");
+        }
+    }
+
+    /// Deliver to this shard's ordinary subscribers.
+    pub fn deliver_local(self: &Rc<Self>, message: &Arc<Message>) {
+        let mut recipients = std::mem::take(&mut *self.scratch_recipients.borrow_mut());
+        self.state.borrow().router.local_recipients(&message.topic, message.origin.as_deref(), &mut recipients);
+        for r in recipients.drain(..) {
+            let d = Delivery {
+                message: message.clone(),
+                qos: r.qos.min(message.qos),
+                retain: r.retain_as_published && message.retain,
+                subscription_ids: r.subscription_ids,
+            };
+            self.deliver_to(&r.client, d);
+        }
+        *self.scratch_recipients.borrow_mut() = recipients;
+    }
+
+    pub async fn deliver_shared(self: &Rc<Self>, message: Arc<Message>, key: SharedKey, hops: u8) {
+        let pick = self.state.borrow_mut().router.pick_shared(&key);
+        match pick {
+            Some(r) => {
+                let d = Delivery {
+                    message: message.clone(),
+                    qos: r.qos.min(message.qos),
+                    retain: r.retain_as_published && message.retain,
+                    subscription_ids: r.subscription_ids,
+                };
+                self.deliver_to(&r.client, d);
+            }
+            None if (hops as u16) < self.count => {
+                // The member left after the sender's pick: try the next shard.
+                let next = (self.id + 1) % self.count;
+                if next == self.id {
+                    self.state.borrow_mut().dropped_no_recipient += 1;
+                } else {
+                    self.send(next, ShardMsg::Shared { message, key, hops: hops + 1 }).await;
+                }
+            }
+            None => self.state.borrow_mut().dropped_no_recipient += 1,
+        }
+    }
+
+    fn deliver_to(self: &Rc<Self>, client: &ByteStr, d: Delivery) {
+        let now = Instant::now();
+        let handle = {
+            let mut st = self.state.borrow_mut();
+            match st.slots.get_mut(client) {
+                Some(Slot::Online(h)) => h.clone(),
+                Some(Slot::Offline { session, .. }) => {
+                    session.deliver_offline(d, now);
+                    return;
+                }
+                None => {
+                    st.dropped_no_recipient += 1;
+                    return;
+                }
+            }
+        };
+        handle.conn.borrow_mut().handle_delivery(d, now);
+        self.drain_sync_actions(&handle);
+        handle.wake.raise();
+    }
+
+    /// Actions that can follow a delivery or a kick are handled without
+    /// awaiting; a publish (none is expected here) is routed in a task.
+    pub fn drain_sync_actions(self: &Rc<Self>, handle: &Rc<ConnHandle>) {
+        loop {
+            let action = handle.conn.borrow_mut().poll_action();
+            match action {
+                None => break,
+                Some(Action::Close { .. }) => handle.closing.set(true),
+                Some(Action::Publish(m)) => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move { me.publish(m).await }).detach();
+                }
+                Some(other) => {
+                    let me = self.clone();
+                    let h = handle.clone();
+                    glommio::spawn_local(async move { me.apply_action(&h, other).await }).detach();
+                }
+            }
+        }
+    }
+
+    /// Carry out one action of a connection.
+    pub async fn apply_action(self: &Rc<Self>, handle: &Rc<ConnHandle>, action: Action) {
+        match action {
+            Action::Publish(m) => self.publish(m).await,
+            Action::Subscribe { filter, options, identifier, existed } => {
+                let client = handle.conn.borrow().client_id().clone();
+                let outcome = self.state.borrow_mut().router.subscribe(&client, &filter, options, identifier);
+                if let Some(change) = outcome.interest {
+                    self.broadcast_interest(change).await;
+                }
+                let send_retained = match options.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+                let shared = crate::router::topic::parse_shared(&filter).ok().flatten().is_some();
+                if send_retained && !shared {
+                    let now = Instant::now();
+                    let mut found = Vec::new();
+                    self.state.borrow().retained.for_each_match(&filter, |_, m| found.push(m.clone()));
+                    let mut conn = handle.conn.borrow_mut();
+                    for m in found {
+                        if m.expires_at.is_some_and(|t| t <= now) {
+                            continue;
+                        }
+                        let qos = options.qos.min(m.qos);
+                        conn.handle_delivery(
+                            Delivery { message: m, qos, retain: true, subscription_ids: identifier.into_iter().collect() },
+                            now,
+                        );
+                    }
+                }
+                handle.wake.raise();
+            }
+            Action::Unsubscribe { filter } => {
+                let client = handle.conn.borrow().client_id().clone();
+                let outcome = self.state.borrow_mut().router.unsubscribe(&client, &filter);
+                if let Some(change) = outcome.interest {
+                    self.broadcast_interest(change).await;
+                }
+            }
+            Action::Close { .. } => {
+                handle.closing.set(true);
+                handle.wake.raise();
+            }
+        }
+    }
+
+    /// Drain and carry out every pending action of a connection.
+    pub async fn run_actions(self: &Rc<Self>, handle: &Rc<ConnHandle>) {
+        loop {
+            let action = handle.conn.borrow_mut().poll_action();
+            match action {
+                Some(a) => self.apply_action(handle, a).await,
+                None => break,
+            }
+        }
+        handle.wake.raise();
+    }
+
+    // ---- subscriptions of a whole session -----------------------------
+
+    pub async fn subscribe_session(&self, session: &Session) {
+        let client = session.client_id().clone();
+        let mut changes = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            for (filter, options, id) in session.subscriptions() {
+                if let Some(c) = st.router.subscribe(&client, filter, *options, id).interest {
+                    changes.push(c);
+                }
+            }
+        }
+        for c in changes {
+            self.broadcast_interest(c).await;
+        }
+    }
+
+    pub async fn unsubscribe_session(&self, session: &Session) {
+        let filters: Vec<ByteStr> = session.subscriptions().map(|(f, _, _)| f.clone()).collect();
+        self.remove_subscriptions(session.client_id(), filters).await;
+    }
+
+    pub async fn remove_subscriptions(&self, client: &ByteStr, filters: Vec<ByteStr>) {
+        let mut changes = Vec::new();
+        self.state.borrow_mut().router.remove_client(client, filters, &mut changes);
+        for c in changes {
+            self.broadcast_interest(c).await;
+        }
+    }
+
+    // ---- client-id registry and takeover ------------------------------
+
+    /// Make this shard the owner of `client_id` and bring its session here,
+    /// from wherever it lives. Returns the session and whether its
+    /// subscriptions are already in this shard's router.
+    pub async fn acquire_session(self: &Rc<Self>, client_id: &ByteStr) -> Acquired {
+        // A connect for the same id already in progress here: it hands us the
+        // session when it has it, and we inherit its claim.
+        let earlier = self.state.borrow().pending.get(client_id).cloned();
+        let pending = Rc::new(Pending::default());
+        self.state.borrow_mut().pending.insert(client_id.clone(), pending.clone());
+        let mut remote = None;
+        if let Some(earlier) = earlier {
+            let slot = Oneshot::new();
+            *earlier.superseded.borrow_mut() = Some(Handover::Local(slot.clone()));
+            remote = slot.take().await.map(|s| (s, true));
+        } else {
+            let previous = self.claim(client_id).await;
+            if let Some(prev) = previous.filter(|&p| p != self.id) {
+                let token = self.token();
+                let slot = Oneshot::new();
+                self.state.borrow_mut().moves.insert(token, slot.clone());
+                self.send(prev, ShardMsg::Takeover { client_id: client_id.clone(), token }).await;
+                remote = slot.take().await.map(|s| (s, false));
+                if let Some((s, _)) = &remote {
+                    self.subscribe_session(s).await;
+                }
+            }
+        }
+        // Now any session held locally (offline, or online: take it over).
+        let local = self.take_local(client_id).await;
+        let found = match (remote, local) {
+            (Some(r), None) => Some(r.0),
+            (None, Some(l)) => Some(l),
+            (Some(r), Some(l)) => {
+                // Cannot normally happen (one owner at a time); keep the newer
+                // local one and drop the other's subscriptions.
+                self.unsubscribe_session(&r.0).await;
+                let _ = r;
+                Some(l)
+            }
+            (None, None) => None,
+        };
+        let still_ours = self.state.borrow().pending.get(client_id).is_some_and(|p| Rc::ptr_eq(p, &pending));
+        if still_ours {
+            self.state.borrow_mut().pending.remove(client_id);
+        }
+        let handover = pending.superseded.borrow_mut().take();
+        match handover {
+            Some(h) => {
+                self.hand_over(h, found).await;
+                Acquired::Superseded
+            }
+            None => Acquired::Ready(found),
+        }
+    }
+
+    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
+        let home = self.home_of(client_id);
+        if home == self.id {
+            return self.state.borrow_mut().owners.insert(client_id.clone(), self.id);
+        }
+        let token = self.token();
+        let slot = Oneshot::new();
+        self.state.borrow_mut().claims.insert(token, slot.clone());
+        self.send(home, ShardMsg::Claim { client_id: client_id.clone(), token }).await;
+        slot.take().await
+    }
+
+    /// Take the local session of `client_id`, kicking its connection if online.
+    async fn take_local(self: &Rc<Self>, client_id: &ByteStr) -> Option<Session> {
+        let slot = self.state.borrow_mut().slots.remove(client_id);
+        match slot {
+            None => None,
+            Some(Slot::Offline { session, .. }) => {
+                self.cancel_will(client_id);
+                Some(session)
+            }
+            Some(Slot::Online(handle)) => {
+                // Put it back until its tasks finish; they hand the session over.
+                self.state.borrow_mut().slots.insert(client_id.clone(), Slot::Online(handle.clone()));
+                let slot = Oneshot::new();
+                *handle.handover.borrow_mut() = Some(Handover::Local(slot.clone()));
+                handle.conn.borrow_mut().kick(ReasonCode::SESSION_TAKEN_OVER);
+                self.drain_sync_actions(&handle);
+                handle.closing.set(true);
+                handle.wake.raise();
+                slot.take().await
+            }
+        }
+    }
+
+    /// Give a session to whoever asked for it.
+    pub async fn hand_over(&self, to: Handover, session: Option<Session>) {
+        match to {
+            Handover::Local(slot) => slot.put(session),
+            Handover::Remote(shard, token) => {
+                if let Some(s) = &session {
+                    self.unsubscribe_session(s).await;
+                }
+                self.send(shard, ShardMsg::SessionMoved { token, session: session.map(Box::new) }).await;
+            }
+        }
+    }
+
+    /// Another shard asks for the session of `client_id`.
+    async fn on_takeover(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
+        let pending = self.state.borrow().pending.get(&client_id).cloned();
+        if let Some(p) = pending {
+            *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
+            return;
+        }
+        let slot = self.state.borrow_mut().slots.remove(&client_id);
+        match slot {
+            Some(Slot::Online(handle)) => {
+                self.state.borrow_mut().slots.insert(client_id, Slot::Online(handle.clone()));
+                *handle.handover.borrow_mut() = Some(Handover::Remote(from, token));
+                handle.conn.borrow_mut().kick(ReasonCode::SESSION_TAKEN_OVER);
+                self.drain_sync_actions(&handle);
+                handle.closing.set(true);
+                handle.wake.raise();
+            }
+            Some(Slot::Offline { session, .. }) => {
+                self.cancel_will(&client_id);
+                self.hand_over(Handover::Remote(from, token), Some(session)).await;
+            }
+            None => self.hand_over(Handover::Remote(from, token), None).await,
+        }
+    }
+
+    /// The session of `client_id` ended on this shard: tell its home.
+    pub async fn release(&self, client_id: &ByteStr) {
+        let home = self.home_of(client_id);
+        if home == self.id {
+            let mut st = self.state.borrow_mut();
+            if st.owners.get(client_id) == Some(&self.id) {
+                st.owners.remove(client_id);
+            }
+        } else {
+            self.send(home, ShardMsg::Release { client_id: client_id.clone() }).await;
+        }
+    }
+
+    // ---- wills and expiry -------------------------------------------
+
+    pub fn schedule_will(&self, client_id: &ByteStr, will: Arc<Message>, due: Instant) {
+        let token = self.token();
+        let mut st = self.state.borrow_mut();
+        st.wills.insert((due, token), (client_id.clone(), will));
+        st.will_index.insert(client_id.clone(), (due, token));
+    }
+
+    pub fn cancel_will(&self, client_id: &ByteStr) {
+        let mut st = self.state.borrow_mut();
+        if let Some(key) = st.will_index.remove(client_id) {
+            st.wills.remove(&key);
+        }
+    }
+
+    /// Periodic work: due wills, expired offline sessions.
+    pub async fn tick(self: &Rc<Self>, now: Instant) {
+        let due: Vec<(ByteStr, Arc<Message>)> = {
+            let mut st = self.state.borrow_mut();
+            let later = st.wills.split_off(&(now, u64::MAX));
+            let due = std::mem::replace(&mut st.wills, later);
+            due.into_values()
+                .inspect(|(c, _)| {
+                    st.will_index.remove(c);
+                })
+                .collect()
+        };
+        for (_, will) in due {
+            self.publish(will).await;
+        }
+        let expired: Vec<Session> = {
+            let mut st = self.state.borrow_mut();
+            let ids: Vec<ByteStr> = st
+                .slots
+                .iter()
+                .filter_map(|(id, s)| match s {
+                    Slot::Offline { expires_at: Some(t), .. } if *t <= now => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| match st.slots.remove(&id) {
+                    Some(Slot::Offline { session, .. }) => Some(session),
+                    _ => None,
+                })
+                .collect()
+        };
+        for session in expired {
+            let id = session.client_id().clone();
+            // A delayed will is due at the latest when its session ends.
+            let will = {
+                let mut st = self.state.borrow_mut();
+                st.will_index.remove(&id).and_then(|k| st.wills.remove(&k)).map(|(_, w)| w)
+            };
+            if let Some(w) = will {
+                self.publish(w).await;
+            }
+            self.unsubscribe_session(&session).await;
+            self.release(&id).await;
+            tracing::debug!(shard = self.id, client_id = %id, "session expired");
+        }
+        let mut st = self.state.borrow_mut();
+        if !st.retained.is_empty() {
+            st.retained.retain_matching(|m| m.expires_at.is_none_or(|t| t > now));
+        }
+    }
+
+    // ---- messages from other shards ----------------------------------
+
+    /// Messages handled without awaiting (see `dispatch`).
+    pub fn on_message_sync(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Interest(change) => self.state.borrow_mut().router.apply_interest(from, &change),
+            ShardMsg::Publish(m) => self.deliver_local(&m),
+            ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
+            ShardMsg::ClaimReply { token, previous } => {
+                let slot = self.state.borrow_mut().claims.remove(&token);
+                if let Some(slot) = slot {
+                    slot.put(previous);
+                }
+            }
+            ShardMsg::SessionMoved { token, session } => {
+                let slot = self.state.borrow_mut().moves.remove(&token);
+                if let Some(slot) = slot {
+                    slot.put(session.map(|b| *b));
+                }
+            }
+            ShardMsg::Release { client_id } => {
+                let mut st = self.state.borrow_mut();
+                if st.owners.get(&client_id) == Some(&from) {
+                    st.owners.remove(&client_id);
+                }
+            }
+            other => {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.on_message(from, other).await }).detach();
+            }
+        }
+    }
+
+    /// Messages whose handling may send to other shards.
+    pub async fn on_message(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Shared { message, key, hops } => self.deliver_shared(message, key, hops).await,
+            ShardMsg::Claim { client_id, token } => {
+                let previous = self.state.borrow_mut().owners.insert(client_id, from);
+                self.send(from, ShardMsg::ClaimReply { token, previous }).await;
+            }
+            ShardMsg::Takeover { client_id, token } => self.on_takeover(from, client_id, token).await,
+            other => self.on_message_sync(from, other),
+        }
+    }
+
+    pub fn expiry_deadline(now: Instant, session: &Session) -> Option<Instant> {
+        match session.expiry_interval_s() {
+            u32::MAX => None,
+            s => Some(now + Duration::from_secs(s as u64)),
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+pub enum Acquired {
+    /// Proceed: the session to resume, if any. Its subscriptions are in this
+    /// shard's router.
+    Ready(Option<Session>),
+    /// A later connect for the same id took over while this one was
+    /// acquiring: close without CONNACK.
+    Superseded,
+}
