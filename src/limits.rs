@@ -94,6 +94,10 @@ pub const SHARD_CHANNEL_CAPACITY: usize = 4_096;
 /// while keeping 100k connections under 7 GiB of buffers.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Bytes asked of the kernel per socket read. The read buffer grows in these
+/// steps only while a packet is larger than what is buffered.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Bytes gathered into one socket write before it is flushed; bounds the
 /// latency one busy connection adds to the others on its shard.
 pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;

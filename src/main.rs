@@ -1,1 +1,109 @@
-fn main() {}
+//! `ringmq`: arguments -> config -> listener lock -> shards. Nothing else.
+
+use clap::Parser;
+use ringmq::config::Config;
+use ringmq::shard::{self, BindLock, NodeSpec, ShardSettings};
+use ringmq::session::SessionConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "ringmq", version, about = "Thread-per-core MQTT 3.1.1 / 5.0 broker")]
+struct Args {
+    /// TOML configuration file (see ringmq.example.toml). Every key can also be
+    /// set with RINGMQ_<SECTION>__<KEY> environment variables.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&config);
+
+    // Read the affinity mask before any thread is pinned.
+    let cpus = match config.shard_cpus() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let binds: Vec<_> = config.enabled_tcp_listeners().map(|(_, l)| l.bind).collect();
+    let max_connections: usize = config.enabled_tcp_listeners().map(|(_, l)| l.max_connections as usize).sum();
+    let mut locks = Vec::new();
+    for &bind in &binds {
+        match BindLock::acquire(bind) {
+            Ok(l) => locks.push(l),
+            Err(e) => {
+                eprintln!("ringmq: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+
+    let m = &config.mqtt;
+    let settings = ShardSettings {
+        session: SessionConfig {
+            max_packet_size: m.max_packet_size,
+            max_inflight: m.max_inflight,
+            max_mqueue_len: m.max_mqueue_len as usize,
+            max_session_expiry_interval_s: m.max_session_expiry_interval,
+            max_topic_alias: m.max_topic_alias,
+            server_keepalive_s: m.server_keepalive,
+            retain_available: m.retain_available,
+            shared_subscription_available: m.shared_subscription,
+            wildcard_subscription_available: m.wildcard_subscription,
+            max_subscriptions: m.max_subscriptions as usize,
+            max_client_id_len: m.max_clientid_len as usize,
+        },
+        max_connections_per_shard: max_connections.div_ceil(cpus.len()),
+        retained_max_messages: m.retained_max_messages as usize,
+        retained_max_payload_bytes: m.retained_max_payload_size as usize,
+    };
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
+            eprintln!("ringmq: cannot install signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
+    let result = shard::run(NodeSpec { binds, cpus, settings }, shutdown);
+    drop(locks);
+    match result {
+        Ok(()) => {
+            tracing::info!("ringmq stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    // RUST_LOG, when set, wins over log.level.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(config.log.level.as_str()));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+}

@@ -28,22 +28,16 @@ fn assign_client_id(shard: u16) -> ByteStr {
 
 /// Read more bytes into `buf`; Ok(false) on EOF.
 async fn fill(rd: &mut Half, buf: &mut BytesMut) -> std::io::Result<bool> {
-    let len = buf.len();
-    if buf.capacity() - len < limits::READ_CHUNK_BYTES {
-        buf.reserve(limits::READ_CHUNK_BYTES);
-    }
-    buf.resize(len + limits::READ_CHUNK_BYTES, 0);
-    let r = rd.read(&mut buf[len..]).await;
-    match r {
-        Ok(n) => {
-            buf.truncate(len + n);
-            Ok(n > 0)
-        }
-        Err(e) => {
-            buf.truncate(len);
-            Err(e)
-        }
-    }
+    buf.reserve(limits::READ_CHUNK_BYTES);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv(2) only writes into this memory and nothing reads it
+    // before `set_len` below covers exactly the bytes the kernel wrote; this
+    // avoids zeroing every read buffer on the hot path.
+    let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+    let n = rd.read(window).await?;
+    // SAFETY: `n` bytes were written by the read above (n <= window.len()).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n > 0)
 }
 
 async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
@@ -68,7 +62,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let mut rd = Half(io.clone());
     let mut wr = Half(io.clone());
     let cfg = shard.settings.session.clone();
-    let mut buf = BytesMut::with_capacity(limits::READ_CHUNK_BYTES);
+    let mut buf = BytesMut::new();
 
     // ---- CONNECT ----
     let _ = io.borrow().set_read_timeout(Some(CONNECT_TIMEOUT));
@@ -254,7 +248,7 @@ async fn serve_connected(
 }
 
 async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
-    let mut out = BytesMut::with_capacity(limits::WRITE_BATCH_BYTES_MAX);
+    let mut out = BytesMut::new();
     let size_of = |p: &Packet| codec::encoded_len(p, protocol);
     loop {
         loop {
@@ -281,8 +275,9 @@ async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
                 return;
             }
             out.clear();
-            if out.capacity() > limits::WRITE_BATCH_BYTES_MAX * 4 {
-                out = BytesMut::with_capacity(limits::WRITE_BATCH_BYTES_MAX);
+            if out.capacity() > limits::WRITE_BATCH_BYTES_MAX {
+                // A burst grew the buffer: give the memory back.
+                out = BytesMut::new();
             }
         }
         if handle.closing.get() {

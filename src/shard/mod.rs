@@ -40,7 +40,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// What a node needs to start its shards.
 pub struct NodeSpec {
-    pub bind: SocketAddr,
+    /// Every enabled TCP listener; each shard binds all of them.
+    pub binds: Vec<SocketAddr>,
     /// One shard per CPU, pinned to it.
     pub cpus: Vec<usize>,
     pub settings: ShardSettings,
@@ -56,11 +57,11 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         let mesh = mesh.clone();
         let settings = spec.settings.clone();
         let shutdown = shutdown.clone();
-        let bind = spec.bind;
+        let binds = spec.binds.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
-            .spawn(move || async move { shard_main(mesh, count as u16, bind, settings, shutdown).await })
+            .spawn(move || async move { shard_main(mesh, count as u16, binds, settings, shutdown).await })
             .map_err(|e| std::io::Error::other(format!("cannot start shard on CPU {cpu}: {e}")))?;
         handles.push(h);
     }
@@ -81,7 +82,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
 async fn shard_main(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     count: u16,
-    bind: SocketAddr,
+    binds: Vec<SocketAddr>,
     settings: ShardSettings,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
@@ -89,14 +90,17 @@ async fn shard_main(
         mesh.join().await.map_err(|_| std::io::Error::other("shard mesh join failed"))?;
     let id = senders.peer_id() as ShardId;
     let shard = Rc::new(Shard::new(id, count, settings, senders, shutdown.clone()));
-    let listener = match TcpListener::bind(bind) {
-        Ok(l) => l,
-        Err(e) => {
-            shutdown.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other(format!("cannot listen on {bind}: {e}")));
+    let mut listeners = Vec::new();
+    for &bind in &binds {
+        match TcpListener::bind(bind) {
+            Ok(l) => listeners.push(Rc::new(l)),
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                return Err(std::io::Error::other(format!("cannot listen on {bind}: {e}")));
+            }
         }
-    };
-    tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
+        tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
+    }
 
     for (peer, rx) in receivers.streams() {
         let shard = shard.clone();
@@ -118,24 +122,34 @@ async fn shard_main(
         })
     };
 
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            ticker_wait(&shard).await;
-            None
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                        ticker_wait(&shard).await;
+                        None
+                    })
+                    .await;
+                    match accepted {
+                        Some(Ok(stream)) => {
+                            glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                        None => break,
+                    }
+                }
+            })
         })
-        .await;
-        match accepted {
-            Some(Ok(stream)) => {
-                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(shard = id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-            None => break,
-        }
+        .collect();
+    for a in acceptors {
+        a.await;
     }
-    drop(listener);
     ticker.await;
 
     // Graceful shutdown: every client gets DISCONNECT 0x8B (v5) and its will.
