@@ -254,7 +254,8 @@ impl GroupInterest {
     }
 }
 
-/// One shard's routing state. `!Send` by design: it lives on its shard.
+/// One shard's routing state. Not `Sync` (group cursors are `Cell`s): it
+/// lives on its shard and other shards reach it only through messages.
 pub struct Router {
     shard: ShardId,
     shard_count: u16,
@@ -767,16 +768,15 @@ mod tests {
     #[test]
     fn route_across_shards_and_shared_round_robin() {
         let mut routers: Vec<Router> = (0..3).map(|s| Router::new(s, 3)).collect();
-        let mut broadcast =
-            |routers: &mut Vec<Router>, from: usize, change: Option<InterestChange>| {
-                for (s, r) in routers.iter_mut().enumerate() {
-                    if s != from {
-                        if let Some(change) = &change {
-                            r.apply_interest(from as ShardId, change);
-                        }
+        let broadcast = |routers: &mut Vec<Router>, from: usize, change: Option<InterestChange>| {
+            for (s, r) in routers.iter_mut().enumerate() {
+                if s != from {
+                    if let Some(change) = &change {
+                        r.apply_interest(from as ShardId, change);
                     }
                 }
-            };
+            }
+        };
         let o = routers[2].subscribe(&b("x"), &b("t/+"), opts(QoS::AtMostOnce), None);
         broadcast(&mut routers, 2, o.interest);
         let o = routers[1].subscribe(&b("y"), &b("t/1"), opts(QoS::AtMostOnce), None);

@@ -231,13 +231,11 @@ impl<V> TopicTrie<V> {
             node = node.child(step).expect("path exists: walk 1 went down it");
             depth += 1;
             let is_last = path.peek().is_none();
-            let removable = node.hash.is_none()
-                && node.value.is_none()
-                && if is_last {
-                    node.branches() == 0
-                } else {
-                    node.branches() == 1
-                };
+            let removable = if is_last {
+                node.is_empty()
+            } else {
+                node.hash.is_none() && node.value.is_none() && node.branches() == 1
+            };
             if !removable {
                 cut = None;
             } else if cut.is_none() {
