@@ -1,3 +1,25 @@
 //! Routing: topic filters, the subscription trie, retained messages and
 //! shared-subscription picks. Pure data structures; shards own one each.
+//!
+//! - `topic`: validation, `$share/` parsing and single filter/topic matching.
+//! - `trie`: `TopicTrie<V>`, filter -> value with matching by topic name
+//!   (exact filters in a hash map, wildcard filters in a level tree).
+//! - `retained`: `RetainedStore<T>`, topic -> retained message with
+//!   matching by filter, capped.
+//! - `routing`: `Router`, one shard's subscriptions plus its view of every
+//!   shard's interest, kept current by `InterestChange` messages; `route`
+//!   picks target shards, `local_recipients` / `pick_shared` the sessions.
+//! - `sim` (tests): seeded simulation of several routers against a naive model.
+pub mod retained;
+pub mod routing;
+#[cfg(test)]
+mod sim;
 pub mod topic;
+pub mod trie;
+
+pub use retained::{RetainedFull, RetainedStore};
+pub use routing::{
+    Destination, InterestChange, Recipient, Route, Router, ShardId, SharedKey, SubscribeOutcome,
+    UnsubscribeOutcome,
+};
+pub use trie::TopicTrie;

@@ -67,7 +67,10 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, SharedFilt
     if !is_valid_topic_filter(inner) {
         return Err(SharedFilterError::InvalidFilter);
     }
-    Ok(Some(SharedFilter { group, filter: inner }))
+    Ok(Some(SharedFilter {
+        group,
+        filter: inner,
+    }))
 }
 
 /// Whether `topic` (a valid topic name) matches `filter` (a valid, non-shared
@@ -90,13 +93,26 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Splits off the first level of a topic or filter: `("a", Some("b/c"))` for
+/// `"a/b/c"`, `("c", None)` for `"c"`. Borrowing, no allocation; the walks in
+/// `TopicTrie` and `RetainedStore` advance through a topic with it.
+#[inline]
+pub fn split_level(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('/') {
+        Some((level, rest)) => (level, Some(rest)),
+        None => (s, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn filters() {
-        for ok in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "/#", "$SYS/#", "a//b"] {
+        for ok in [
+            "a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "/#", "$SYS/#", "a//b",
+        ] {
             assert!(is_valid_topic_filter(ok), "{ok}");
         }
         for bad in ["", "a/#/b", "a#", "a/b+", "+a", "##", "a/#/"] {
@@ -118,13 +134,39 @@ mod tests {
         assert_eq!(parse_shared("a/b"), Ok(None));
         assert_eq!(
             parse_shared("$share/g/a/+"),
-            Ok(Some(SharedFilter { group: "g", filter: "a/+" }))
+            Ok(Some(SharedFilter {
+                group: "g",
+                filter: "a/+"
+            }))
         );
-        assert_eq!(parse_shared("$share/g"), Err(SharedFilterError::InvalidFilter));
-        assert_eq!(parse_shared("$share//a"), Err(SharedFilterError::InvalidGroup));
-        assert_eq!(parse_shared("$share/g+/a"), Err(SharedFilterError::InvalidGroup));
-        assert_eq!(parse_shared("$share/g/a/#/b"), Err(SharedFilterError::InvalidFilter));
-        assert_eq!(parse_shared("$share"), Err(SharedFilterError::InvalidFilter));
+        assert_eq!(
+            parse_shared("$share/g"),
+            Err(SharedFilterError::InvalidFilter)
+        );
+        assert_eq!(
+            parse_shared("$share//a"),
+            Err(SharedFilterError::InvalidGroup)
+        );
+        assert_eq!(
+            parse_shared("$share/g+/a"),
+            Err(SharedFilterError::InvalidGroup)
+        );
+        assert_eq!(
+            parse_shared("$share/g/a/#/b"),
+            Err(SharedFilterError::InvalidFilter)
+        );
+        assert_eq!(
+            parse_shared("$share"),
+            Err(SharedFilterError::InvalidFilter)
+        );
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(split_level("a/b/c"), ("a", Some("b/c")));
+        assert_eq!(split_level("c"), ("c", None));
+        assert_eq!(split_level("/"), ("", Some("")));
+        assert_eq!(split_level(""), ("", None));
     }
 
     #[test]

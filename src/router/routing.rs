@@ -1,0 +1,894 @@
+//! `Router`: one shard's routing state.
+//!
+//! Each shard owns the subscriptions of the clients whose sessions it runs
+//! (`local`, `local_shared`) and a copy of the node-wide *interest*: which
+//! shards have at least one ordinary subscriber per filter, and how many
+//! members each shard has in each shared group (`interest`). Shards keep that
+//! copy current by exchanging `InterestChange`s; nothing is shared or locked.
+//!
+//! A PUBLISH is routed in two steps:
+//! 1. the shard where it arrives calls `route`: one walk of `interest` gives
+//!    the shards with matching ordinary subscribers and, per matching shared
+//!    group, the shard of the next member (round robin weighted by members);
+//! 2. each target shard calls `local_recipients` (ordinary subscribers, one
+//!    entry per client) and `pick_shared` (the next local group member).
+//!
+//! Neither step allocates in the common case (a few matching filters, at most
+//! `Route`'s inline capacity of targets), given a reused `Route` / `Vec`.
+
+use std::cell::Cell;
+
+use ahash::AHashMap;
+use smallvec::SmallVec;
+
+use super::topic::{self, parse_shared};
+use super::trie::TopicTrie;
+use crate::codec::{ByteStr, QoS, SubscriptionOptions};
+
+/// Index of a shard (one per core) within a node.
+pub type ShardId = u16;
+
+/// Where a message goes next. The fan-out is expressed with this so one kind
+/// of value can name a local session, another shard, or (later, clustering)
+/// another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A session on this shard, by client id.
+    Local(ByteStr),
+    /// Another shard of this node.
+    Shard(ShardId),
+    /// Another node of the cluster (reserved).
+    Node(u32),
+}
+
+/// A shared subscription's identity: `$share/{group}/{filter}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SharedKey {
+    pub group: ByteStr,
+    pub filter: ByteStr,
+}
+
+/// Sent to every other shard when this shard's local subscriber count for a
+/// key changes in a way others need to know: for ordinary filters only on
+/// 0 <-> non-zero, for shared groups on every change (picks are weighted by
+/// members). Applying one is idempotent: it carries the new count, not a delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterestChange {
+    /// The filter, without any `$share/{group}/` prefix.
+    pub filter: ByteStr,
+    /// The shared group, `None` for an ordinary subscription.
+    pub group: Option<ByteStr>,
+    /// Local subscribers (ordinary: 0 means none, any other value some) or
+    /// local group members now on the sending shard.
+    pub members: u32,
+}
+
+/// Where a PUBLISH must go, computed by `Router::route` on the shard where it
+/// arrived. Reuse one across publishes: `route` clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Shards with at least one matching ordinary subscriber, each once, in
+    /// ascending order; may include the routing shard itself.
+    pub shards: SmallVec<[ShardId; 4]>,
+    /// One entry per matching shared group: the shard that delivers to one
+    /// of its members (it calls `Router::pick_shared`).
+    pub shared: SmallVec<[(ShardId, SharedKey); 2]>,
+}
+
+/// A local session a message is delivered to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub client: ByteStr,
+    /// Maximum QoS granted by the matching subscriptions (the delivery QoS is
+    /// the minimum of this and the message's QoS).
+    pub qos: QoS,
+    pub retain_as_published: bool,
+    /// Identifiers of the matching subscriptions that have one.
+    pub subscription_ids: SmallVec<[u32; 1]>,
+}
+
+/// Result of `Router::subscribe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeOutcome {
+    /// The client already had this exact filter; it was replaced.
+    pub existed: bool,
+    /// To broadcast to every other shard.
+    pub interest: Option<InterestChange>,
+}
+
+/// Result of `Router::unsubscribe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubscribeOutcome {
+    /// The client had this filter.
+    pub existed: bool,
+    /// To broadcast to every other shard.
+    pub interest: Option<InterestChange>,
+}
+
+/// One local subscription's options.
+#[derive(Clone, Copy, Debug)]
+struct Subscription {
+    options: SubscriptionOptions,
+    identifier: Option<u32>,
+}
+
+impl Subscription {
+    fn recipient(&self, client: &ByteStr) -> Recipient {
+        Recipient {
+            client: client.clone(),
+            qos: self.options.qos,
+            retain_as_published: self.options.retain_as_published,
+            subscription_ids: self.identifier.into_iter().collect(),
+        }
+    }
+}
+
+/// The local members of one shared group: a vector for round robin by index,
+/// an index so subscribe and unsubscribe are `O(1)`.
+#[derive(Default)]
+struct LocalGroup {
+    members: Vec<(ByteStr, Subscription)>,
+    /// Client -> position in `members`.
+    index: AHashMap<ByteStr, usize>,
+    /// Position of the next pick (taken modulo the member count).
+    next: usize,
+}
+
+impl LocalGroup {
+    /// Adds or replaces; true if the client was already a member.
+    fn upsert(&mut self, client: &ByteStr, subscription: Subscription) -> bool {
+        if let Some(&i) = self.index.get(client) {
+            self.members[i].1 = subscription;
+            return true;
+        }
+        self.index.insert(client.clone(), self.members.len());
+        self.members.push((client.clone(), subscription));
+        false
+    }
+
+    fn remove(&mut self, client: &str) -> bool {
+        let Some(i) = self.index.remove(client) else {
+            return false;
+        };
+        self.members.swap_remove(i);
+        if let Some((moved, _)) = self.members.get(i) {
+            *self.index.get_mut(moved).expect("every member is indexed") = i;
+        }
+        true
+    }
+
+    fn pick(&mut self) -> Option<Recipient> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let i = self.next % self.members.len();
+        self.next = i + 1;
+        let (client, subscription) = &self.members[i];
+        Some(subscription.recipient(client))
+    }
+}
+
+/// A set of shards as a bitset, one bit per shard.
+#[derive(Clone, Default, Debug)]
+struct ShardSet {
+    /// Word `w` bit `b` is shard `64 w + b`; inline up to 64 shards.
+    words: SmallVec<[u64; 1]>,
+}
+
+impl ShardSet {
+    fn insert(&mut self, shard: ShardId) {
+        let w = usize::from(shard / 64);
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (shard % 64);
+    }
+
+    fn remove(&mut self, shard: ShardId) {
+        if let Some(word) = self.words.get_mut(usize::from(shard / 64)) {
+            *word &= !(1 << (shard % 64));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+}
+
+/// Node-wide interest in one filter, as this shard knows it.
+#[derive(Default, Debug)]
+struct Interest {
+    /// Shards (this one included) with at least one ordinary subscriber.
+    shards: ShardSet,
+    /// Shared groups on this filter with at least one member node-wide;
+    /// usually none or one.
+    groups: SmallVec<[GroupInterest; 1]>,
+}
+
+impl Interest {
+    fn is_empty(&self) -> bool {
+        self.shards.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Node-wide membership of one shared group, and the routing shard's cursor.
+#[derive(Debug)]
+struct GroupInterest {
+    /// Handed out in `Route::shared`, so built once.
+    key: SharedKey,
+    /// (shard, members there) for shards with members, by shard.
+    members: SmallVec<[(ShardId, u32); 4]>,
+    /// Sum of `members`; never 0 (the group is dropped instead).
+    total: u32,
+    /// Picks made by this shard; a `Cell` because matching walks the trie
+    /// immutably. Pick `k` goes to the member `k mod total` in the order of
+    /// `members`, so every member node-wide gets one pick per cycle.
+    cursor: Cell<u32>,
+}
+
+impl GroupInterest {
+    fn set(&mut self, shard: ShardId, count: u32) {
+        match self.members.binary_search_by_key(&shard, |&(s, _)| s) {
+            Ok(i) if count == 0 => {
+                self.members.remove(i);
+            }
+            Ok(i) => self.members[i].1 = count,
+            Err(_) if count == 0 => {}
+            Err(i) => self.members.insert(i, (shard, count)),
+        }
+        self.total = self.members.iter().map(|&(_, n)| n).sum();
+    }
+
+    /// `O(shards with members)`.
+    fn pick(&self) -> ShardId {
+        let k = self.cursor.get();
+        self.cursor.set(k.wrapping_add(1));
+        let mut slot = k % self.total;
+        for &(shard, n) in &self.members {
+            if slot < n {
+                return shard;
+            }
+            slot -= n;
+        }
+        unreachable!("total is the sum of members")
+    }
+}
+
+/// One shard's routing state. Not `Sync` (group cursors are `Cell`s): it
+/// lives on its shard and other shards reach it only through messages.
+pub struct Router {
+    shard: ShardId,
+    shard_count: u16,
+    /// Ordinary subscriptions of local clients: filter -> client -> options.
+    local: TopicTrie<AHashMap<ByteStr, Subscription>>,
+    /// Shared subscriptions of local clients, by group and filter.
+    local_shared: AHashMap<SharedKey, LocalGroup>,
+    /// Node-wide interest per filter (this shard's included), for `route`.
+    interest: TopicTrie<Interest>,
+    /// Union of matching shard sets during `route`; all zero between calls,
+    /// one word per 64 shards.
+    scratch_shards: Vec<u64>,
+}
+
+impl Router {
+    pub fn new(shard: ShardId, shard_count: u16) -> Router {
+        assert!(shard < shard_count, "shard {shard} out of {shard_count}");
+        Router {
+            shard,
+            shard_count,
+            local: TopicTrie::new(),
+            local_shared: AHashMap::new(),
+            interest: TopicTrie::new(),
+            scratch_shards: vec![0; usize::from(shard_count).div_ceil(64)],
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Subscribes a client whose session lives on this shard. `filter` is the
+    /// raw filter, possibly `$share/{group}/{filter}`, already validated.
+    /// `O(L)` in the filter's levels.
+    pub fn subscribe(
+        &mut self,
+        client: &ByteStr,
+        filter: &ByteStr,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> SubscribeOutcome {
+        let subscription = Subscription {
+            options,
+            identifier,
+        };
+        let shared = parse_shared(filter)
+            .unwrap_or_else(|e| panic!("subscribe with unvalidated filter {filter:?}: {e:?}"));
+        let change = match shared {
+            Some(shared) => {
+                let key = SharedKey {
+                    group: shared.group.into(),
+                    filter: shared.filter.into(),
+                };
+                let group = self.local_shared.entry(key.clone()).or_default();
+                if group.upsert(client, subscription) {
+                    return SubscribeOutcome {
+                        existed: true,
+                        interest: None,
+                    };
+                }
+                InterestChange {
+                    filter: key.filter,
+                    group: Some(key.group),
+                    members: count(group.members.len()),
+                }
+            }
+            None => {
+                assert!(
+                    topic::is_valid_topic_filter(filter),
+                    "unvalidated filter {filter:?}"
+                );
+                let subscribers = self.local.entry(filter);
+                if subscribers.insert(client.clone(), subscription).is_some() {
+                    return SubscribeOutcome {
+                        existed: true,
+                        interest: None,
+                    };
+                }
+                if subscribers.len() > 1 {
+                    return SubscribeOutcome {
+                        existed: false,
+                        interest: None,
+                    };
+                }
+                InterestChange {
+                    filter: filter.clone(),
+                    group: None,
+                    members: 1,
+                }
+            }
+        };
+        self.update_interest(self.shard, &change);
+        SubscribeOutcome {
+            existed: false,
+            interest: Some(change),
+        }
+    }
+
+    /// Unsubscribes a local client from `filter` (raw, possibly shared).
+    /// `O(L)`; a malformed filter matches no subscription.
+    pub fn unsubscribe(&mut self, client: &ByteStr, filter: &str) -> UnsubscribeOutcome {
+        const ABSENT: UnsubscribeOutcome = UnsubscribeOutcome {
+            existed: false,
+            interest: None,
+        };
+        let change = match parse_shared(filter) {
+            Err(_) => return ABSENT,
+            Ok(Some(shared)) => {
+                let key = SharedKey {
+                    group: shared.group.into(),
+                    filter: shared.filter.into(),
+                };
+                let Some(group) = self.local_shared.get_mut(&key) else {
+                    return ABSENT;
+                };
+                if !group.remove(client) {
+                    return ABSENT;
+                }
+                let members = count(group.members.len());
+                if members == 0 {
+                    self.local_shared.remove(&key);
+                }
+                InterestChange {
+                    filter: key.filter,
+                    group: Some(key.group),
+                    members,
+                }
+            }
+            Ok(None) => {
+                let Some(subscribers) = self.local.get_mut(filter) else {
+                    return ABSENT;
+                };
+                if subscribers.remove(client).is_none() {
+                    return ABSENT;
+                }
+                if !subscribers.is_empty() {
+                    return UnsubscribeOutcome {
+                        existed: true,
+                        interest: None,
+                    };
+                }
+                self.local.remove(filter);
+                InterestChange {
+                    filter: filter.into(),
+                    group: None,
+                    members: 0,
+                }
+            }
+        };
+        self.update_interest(self.shard, &change);
+        UnsubscribeOutcome {
+            existed: true,
+            interest: Some(change),
+        }
+    }
+
+    /// Removes every subscription of a client (session ended or moved to
+    /// another shard); `filters` are its raw filters, as the session knows
+    /// them. Interest changes for the other shards are appended to `out`.
+    pub fn remove_client(
+        &mut self,
+        client: &ByteStr,
+        filters: impl IntoIterator<Item = ByteStr>,
+        out: &mut Vec<InterestChange>,
+    ) {
+        for filter in filters {
+            out.extend(self.unsubscribe(client, &filter).interest);
+        }
+    }
+
+    /// Applies another shard's interest change. `O(L)` in the filter's levels.
+    pub fn apply_interest(&mut self, from: ShardId, change: &InterestChange) {
+        assert_ne!(
+            from, self.shard,
+            "a shard's own interest is applied by subscribe/unsubscribe"
+        );
+        self.update_interest(from, change);
+    }
+
+    /// Forgets everything a shard told us (it stopped or restarted; a
+    /// restarted shard announces itself again with `interest_snapshot`).
+    /// `O(filters)`.
+    pub fn forget_shard(&mut self, shard: ShardId) {
+        assert_ne!(shard, self.shard, "cannot forget this shard's own interest");
+        self.interest.retain(|_, interest| {
+            interest.shards.remove(shard);
+            interest.groups.retain(|group| {
+                group.set(shard, 0);
+                group.total > 0
+            });
+            !interest.is_empty()
+        });
+    }
+
+    fn update_interest(&mut self, from: ShardId, change: &InterestChange) {
+        assert!(
+            from < self.shard_count,
+            "shard {from} out of {}",
+            self.shard_count
+        );
+        let filter = &*change.filter;
+        if change.members > 0 {
+            let interest = self.interest.entry(filter);
+            match &change.group {
+                None => interest.shards.insert(from),
+                Some(group) => {
+                    let index = match interest.groups.iter().position(|g| g.key.group == *group) {
+                        Some(index) => index,
+                        None => {
+                            interest.groups.push(GroupInterest {
+                                key: SharedKey {
+                                    group: group.clone(),
+                                    filter: change.filter.clone(),
+                                },
+                                members: SmallVec::new(),
+                                total: 0,
+                                cursor: Cell::new(0),
+                            });
+                            interest.groups.len() - 1
+                        }
+                    };
+                    interest.groups[index].set(from, change.members);
+                }
+            }
+            return;
+        }
+        let Some(interest) = self.interest.get_mut(filter) else {
+            return;
+        };
+        match &change.group {
+            None => interest.shards.remove(from),
+            Some(group) => {
+                if let Some(index) = interest.groups.iter().position(|g| g.key.group == *group) {
+                    interest.groups[index].set(from, 0);
+                    if interest.groups[index].total == 0 {
+                        interest.groups.swap_remove(index);
+                    }
+                }
+            }
+        }
+        if interest.is_empty() {
+            self.interest.remove(filter);
+        }
+    }
+
+    /// On the shard where a PUBLISH to `topic` arrived: the shards that must
+    /// get it and, per matching shared group, the shard that delivers it to
+    /// one member (round robin over every member of the group node-wide).
+    /// Clears `route` first.
+    ///
+    /// Cost: one `TopicTrie::for_each_match` walk, then `O(shards / 64)` to
+    /// read out the shard set and `O(shards with members)` per matching group.
+    pub fn route(&mut self, topic: &str, route: &mut Route) {
+        route.shards.clear();
+        route.shared.clear();
+        let scratch = &mut self.scratch_shards;
+        self.interest.for_each_match(topic, |_, interest| {
+            for (acc, word) in scratch.iter_mut().zip(&interest.shards.words) {
+                *acc |= word;
+            }
+            for group in &interest.groups {
+                route.shared.push((group.pick(), group.key.clone()));
+            }
+        });
+        for (w, acc) in scratch.iter_mut().enumerate() {
+            let mut bits = std::mem::take(acc);
+            while bits != 0 {
+                let shard = w * 64 + bits.trailing_zeros() as usize;
+                route
+                    .shards
+                    .push(ShardId::try_from(shard).expect("shard ids fit u16"));
+                bits &= bits - 1;
+            }
+        }
+    }
+
+    /// On a shard that received a message for `topic`: the local clients
+    /// with a matching ordinary subscription, one entry per client however
+    /// many of its filters match (QoS the maximum, every subscription
+    /// identifier, retain-as-published if any subscription has it). A
+    /// subscription with no-local is skipped when `origin` is its client.
+    /// Clears `out` first.
+    ///
+    /// Cost: the trie walk plus `O(r)` for `r` matching subscriptions; when
+    /// more than one filter matches, `O(r log r)` to merge clients by sorting
+    /// in place. No allocation beyond `out`'s growth and the `Bytes` refcount
+    /// of each client id.
+    pub fn local_recipients(&self, topic: &str, origin: Option<&str>, out: &mut Vec<Recipient>) {
+        out.clear();
+        let mut filters_matched = 0usize;
+        self.local.for_each_match(topic, |_, subscribers| {
+            filters_matched += 1;
+            for (client, subscription) in subscribers {
+                if subscription.options.no_local && origin == Some(&**client) {
+                    continue;
+                }
+                out.push(subscription.recipient(client));
+            }
+        });
+        if filters_matched > 1 {
+            out.sort_unstable_by(|a, b| a.client.cmp(&b.client));
+            out.dedup_by(|later, kept| {
+                if later.client != kept.client {
+                    return false;
+                }
+                kept.qos = kept.qos.max(later.qos);
+                kept.retain_as_published |= later.retain_as_published;
+                kept.subscription_ids
+                    .extend(later.subscription_ids.drain(..));
+                true
+            });
+        }
+    }
+
+    /// The next local member of a shared group (round robin over the local
+    /// members), or `None` if it has no member here any more: the caller
+    /// routes again. `O(1)` expected.
+    pub fn pick_shared(&mut self, key: &SharedKey) -> Option<Recipient> {
+        self.local_shared.get_mut(key)?.pick()
+    }
+
+    /// This shard's ordinary and shared interest, as changes to send to a
+    /// shard that starts later or restarts. `O(filters + groups)`.
+    pub fn interest_snapshot(&self) -> Vec<InterestChange> {
+        let mut out = Vec::with_capacity(self.local.len() + self.local_shared.len());
+        self.local.for_each(|filter, subscribers| {
+            out.push(InterestChange {
+                filter: filter.into(),
+                group: None,
+                members: count(subscribers.len()),
+            });
+        });
+        for (key, group) in &self.local_shared {
+            out.push(InterestChange {
+                filter: key.filter.clone(),
+                group: Some(key.group.clone()),
+                members: count(group.members.len()),
+            });
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("shard", &self.shard)
+            .field("shard_count", &self.shard_count)
+            .field("local_filters", &self.local.len())
+            .field("local_shared_groups", &self.local_shared.len())
+            .field("interest_filters", &self.interest.len())
+            .finish()
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).expect("subscriber count fits u32")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            ..Default::default()
+        }
+    }
+
+    fn b(s: &str) -> ByteStr {
+        s.into()
+    }
+
+    fn recipients(router: &Router, topic: &str, origin: Option<&str>) -> Vec<Recipient> {
+        let mut out = Vec::new();
+        router.local_recipients(topic, origin, &mut out);
+        out.sort_by(|a, b| a.client.cmp(&b.client));
+        out
+    }
+
+    #[test]
+    fn interest_changes_only_on_zero_crossings() {
+        let mut r = Router::new(0, 2);
+        let out = r.subscribe(&b("c1"), &b("a/+"), opts(QoS::AtMostOnce), None);
+        assert_eq!(
+            out,
+            SubscribeOutcome {
+                existed: false,
+                interest: Some(InterestChange {
+                    filter: b("a/+"),
+                    group: None,
+                    members: 1
+                })
+            }
+        );
+        let out = r.subscribe(&b("c2"), &b("a/+"), opts(QoS::AtMostOnce), None);
+        assert_eq!(
+            out,
+            SubscribeOutcome {
+                existed: false,
+                interest: None
+            }
+        );
+        let out = r.subscribe(&b("c2"), &b("a/+"), opts(QoS::ExactlyOnce), None);
+        assert_eq!(
+            out,
+            SubscribeOutcome {
+                existed: true,
+                interest: None
+            }
+        );
+        assert_eq!(
+            r.unsubscribe(&b("c1"), "a/+"),
+            UnsubscribeOutcome {
+                existed: true,
+                interest: None
+            }
+        );
+        assert_eq!(
+            r.unsubscribe(&b("c1"), "a/+"),
+            UnsubscribeOutcome {
+                existed: false,
+                interest: None
+            }
+        );
+        assert_eq!(
+            r.unsubscribe(&b("c2"), "a/+").interest,
+            Some(InterestChange {
+                filter: b("a/+"),
+                group: None,
+                members: 0
+            })
+        );
+        assert!(r.local.is_empty());
+        assert!(r.interest.is_empty());
+    }
+
+    #[test]
+    fn shared_interest_reports_every_count() {
+        let mut r = Router::new(1, 2);
+        let f = b("$share/g/a/#");
+        let change = |members| {
+            Some(InterestChange {
+                filter: b("a/#"),
+                group: Some(b("g")),
+                members,
+            })
+        };
+        assert_eq!(
+            r.subscribe(&b("c1"), &f, opts(QoS::AtLeastOnce), None)
+                .interest,
+            change(1)
+        );
+        assert_eq!(
+            r.subscribe(&b("c2"), &f, opts(QoS::AtLeastOnce), None)
+                .interest,
+            change(2)
+        );
+        assert!(
+            r.subscribe(&b("c2"), &f, opts(QoS::AtMostOnce), None)
+                .existed
+        );
+        assert_eq!(r.unsubscribe(&b("c1"), &f).interest, change(1));
+        let mut out = Vec::new();
+        r.remove_client(&b("c2"), [f.clone(), b("x")], &mut out);
+        assert_eq!(out, vec![change(0).unwrap()]);
+        assert!(r.local_shared.is_empty());
+        assert!(r.interest.is_empty());
+    }
+
+    #[test]
+    fn local_recipients_merge_per_client() {
+        let mut r = Router::new(0, 1);
+        let no_local = SubscriptionOptions {
+            no_local: true,
+            ..opts(QoS::ExactlyOnce)
+        };
+        let rap = SubscriptionOptions {
+            retain_as_published: true,
+            ..opts(QoS::AtMostOnce)
+        };
+        r.subscribe(&b("c1"), &b("a/b"), opts(QoS::AtMostOnce), Some(1));
+        r.subscribe(&b("c1"), &b("a/+"), opts(QoS::AtLeastOnce), Some(2));
+        r.subscribe(&b("c1"), &b("#"), no_local, Some(3));
+        r.subscribe(&b("c2"), &b("a/#"), rap, None);
+        r.subscribe(&b("c3"), &b("x"), opts(QoS::AtMostOnce), None);
+
+        let got = recipients(&r, "a/b", Some("c1"));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].client, "c1");
+        assert_eq!(
+            got[0].qos,
+            QoS::AtLeastOnce,
+            "no-local subscription skipped"
+        );
+        let mut ids = got[0].subscription_ids.to_vec();
+        ids.sort();
+        assert_eq!(ids, [1, 2]);
+        assert!(!got[0].retain_as_published);
+        assert_eq!(got[1].client, "c2");
+        assert!(got[1].retain_as_published);
+
+        let got = recipients(&r, "a/b", Some("c2"));
+        assert_eq!(got[0].qos, QoS::ExactlyOnce);
+        assert_eq!(got[0].subscription_ids.len(), 3);
+        assert_eq!(recipients(&r, "$x", None), vec![]);
+    }
+
+    #[test]
+    fn route_across_shards_and_shared_round_robin() {
+        let mut routers: Vec<Router> = (0..3).map(|s| Router::new(s, 3)).collect();
+        let broadcast = |routers: &mut Vec<Router>, from: usize, change: Option<InterestChange>| {
+            for (s, r) in routers.iter_mut().enumerate() {
+                if s != from {
+                    if let Some(change) = &change {
+                        r.apply_interest(from as ShardId, change);
+                    }
+                }
+            }
+        };
+        let o = routers[2].subscribe(&b("x"), &b("t/+"), opts(QoS::AtMostOnce), None);
+        broadcast(&mut routers, 2, o.interest);
+        let o = routers[1].subscribe(&b("y"), &b("t/1"), opts(QoS::AtMostOnce), None);
+        broadcast(&mut routers, 1, o.interest);
+        for (shard, client) in [(0, "m0"), (1, "m1"), (1, "m2")] {
+            let o = routers[shard].subscribe(
+                &b(client),
+                &b("$share/g/t/#"),
+                opts(QoS::AtMostOnce),
+                None,
+            );
+            broadcast(&mut routers, shard, o.interest);
+        }
+
+        let mut route = Route::default();
+        routers[0].route("t/1", &mut route);
+        assert_eq!(route.shards.as_slice(), [1, 2]);
+        let key = SharedKey {
+            group: b("g"),
+            filter: b("t/#"),
+        };
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            routers[0].route("t/1", &mut route);
+            assert_eq!(route.shared.len(), 1);
+            let (shard, k) = route.shared[0].clone();
+            assert_eq!(k, key);
+            got.push(
+                routers[usize::from(shard)]
+                    .pick_shared(&k)
+                    .unwrap()
+                    .client
+                    .to_string(),
+            );
+        }
+        got.sort();
+        assert_eq!(got, ["m0", "m0", "m1", "m1", "m2", "m2"]);
+
+        routers[0].route("u", &mut route);
+        assert_eq!(route, Route::default());
+        assert_eq!(
+            routers[0].pick_shared(&SharedKey {
+                group: b("h"),
+                filter: b("t/#")
+            }),
+            None
+        );
+
+        // A late shard learns everything from snapshots.
+        let mut late = Router::new(0, 3);
+        for (s, r) in routers.iter().enumerate().skip(1) {
+            for change in r.interest_snapshot() {
+                late.apply_interest(s as ShardId, &change);
+            }
+        }
+        late.route("t/1", &mut route);
+        assert_eq!(route.shards.as_slice(), [1, 2]);
+        assert_eq!(route.shared.len(), 1);
+        late.forget_shard(1);
+        late.route("t/1", &mut route);
+        assert_eq!(route.shards.as_slice(), [2]);
+        assert!(
+            route.shared.is_empty(),
+            "`late` knew only shard 1's members"
+        );
+        late.forget_shard(2);
+        assert!(late.interest.is_empty());
+    }
+
+    #[test]
+    fn many_shards_bitset() {
+        let mut r = Router::new(0, 200);
+        for s in [1u16, 63, 64, 130, 199] {
+            r.apply_interest(
+                s,
+                &InterestChange {
+                    filter: b("a/#"),
+                    group: None,
+                    members: 1,
+                },
+            );
+        }
+        r.apply_interest(
+            64,
+            &InterestChange {
+                filter: b("a"),
+                group: None,
+                members: 1,
+            },
+        );
+        let mut route = Route::default();
+        r.route("a", &mut route);
+        assert_eq!(route.shards.as_slice(), [1, 63, 64, 130, 199]);
+        r.apply_interest(
+            130,
+            &InterestChange {
+                filter: b("a/#"),
+                group: None,
+                members: 0,
+            },
+        );
+        r.route("a", &mut route);
+        assert_eq!(route.shards.as_slice(), [1, 63, 64, 199]);
+    }
+
+    #[test]
+    fn cross_shard_types_are_send() {
+        fn send<T: Send>() {}
+        send::<InterestChange>();
+        send::<SharedKey>();
+        send::<Route>();
+        send::<Recipient>();
+        send::<Destination>();
+    }
+}

@@ -1,0 +1,554 @@
+//! `TopicTrie`: a map from topic filters to values, queried with a topic name
+//! for every filter that matches it.
+//!
+//! Two parts, because most subscriptions in practice name one exact topic:
+//! - filters without a wildcard sit in a hash map keyed by the filter, so
+//!   matching them costs one hash of the topic, whatever their number;
+//! - filters with `+` or `#` sit in a tree with one node per level.
+//!
+//! Matching a topic of `L` levels costs `O(L)` for the exact part plus, for
+//! the tree, one hash lookup per visited node. A node is visited only if the
+//! topic's prefix matches its path, and each level can branch into at most
+//! two children (the literal one and `+`), so the walk is bounded by
+//! `O(L * 2^w)` where `w` is the number of `+` levels on a path, in practice
+//! `O(L + matches)`. No allocation unless the walk needs more than
+//! `WALK_INLINE` pending nodes.
+//!
+//! Every walk is iterative (explicit stack), because a 65535-byte topic can
+//! have 32768 levels and recursion that deep would overflow a shard's stack.
+
+use std::ptr;
+
+use ahash::AHashMap;
+use smallvec::SmallVec;
+
+use super::topic::{has_wildcard, split_level};
+
+/// Pending nodes a match walk holds inline before its stack spills to the heap.
+const WALK_INLINE: usize = 16;
+
+/// Filter (valid, non-shared) -> `V`.
+pub struct TopicTrie<V> {
+    /// Filters without a wildcard; such a filter matches exactly the topic
+    /// equal to it.
+    exact: AHashMap<Box<str>, V>,
+    /// Tree of the filters with a wildcard. The root stands for "before the
+    /// first level" and never holds a value itself.
+    root: Node<V>,
+    /// Filters stored in `root`, so matching skips the walk when it is zero.
+    wild_len: usize,
+}
+
+/// One level of the wildcard tree.
+struct Node<V> {
+    /// Literal next levels.
+    children: AHashMap<Box<str>, Node<V>>,
+    /// The `+` next level; boxed because few nodes have one.
+    plus: Option<Box<Node<V>>>,
+    /// The filter whose last level `#` follows this node (`a/#` lives in
+    /// node `a`; `#` lives in the root).
+    hash: Option<Entry<V>>,
+    /// The filter that ends at this node.
+    value: Option<Entry<V>>,
+}
+
+/// A stored filter and its value; the filter is kept so callbacks can name it.
+struct Entry<V> {
+    filter: Box<str>,
+    value: V,
+}
+
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Node {
+            children: AHashMap::new(),
+            plus: None,
+            hash: None,
+            value: None,
+        }
+    }
+}
+
+impl<V> Node<V> {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.value.is_none()
+    }
+
+    /// Number of next levels (literal and `+`).
+    fn branches(&self) -> usize {
+        self.children.len() + usize::from(self.plus.is_some())
+    }
+}
+
+/// One step down the tree along a filter.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Literal(&'a str),
+    Plus,
+}
+
+/// The steps of a wildcard filter, and whether it ends in `#`.
+fn steps(filter: &str) -> (impl Iterator<Item = Step<'_>>, bool) {
+    let (body, hash) = if filter == "#" {
+        (None, true)
+    } else if let Some(body) = filter.strip_suffix("/#") {
+        (Some(body), true)
+    } else {
+        (Some(filter), false)
+    };
+    let steps = body
+        .into_iter()
+        .flat_map(|body| body.split('/'))
+        .map(|level| {
+            if level == "+" {
+                Step::Plus
+            } else {
+                Step::Literal(level)
+            }
+        });
+    (steps, hash)
+}
+
+impl<V> Node<V> {
+    fn child(&self, step: Step<'_>) -> Option<&Node<V>> {
+        match step {
+            Step::Literal(level) => self.children.get(level),
+            Step::Plus => self.plus.as_deref(),
+        }
+    }
+
+    fn child_mut(&mut self, step: Step<'_>) -> Option<&mut Node<V>> {
+        match step {
+            Step::Literal(level) => self.children.get_mut(level),
+            Step::Plus => self.plus.as_deref_mut(),
+        }
+    }
+
+    fn child_or_insert(&mut self, step: Step<'_>) -> &mut Node<V> {
+        match step {
+            Step::Literal(level) => {
+                if !self.children.contains_key(level) {
+                    self.children.insert(level.into(), Node::default());
+                }
+                self.children.get_mut(level).expect("just inserted")
+            }
+            Step::Plus => self.plus.get_or_insert_with(Default::default),
+        }
+    }
+
+    fn remove_child(&mut self, step: Step<'_>) {
+        match step {
+            Step::Literal(level) => {
+                self.children.remove(level);
+            }
+            Step::Plus => self.plus = None,
+        }
+    }
+}
+
+impl<V> Default for TopicTrie<V> {
+    fn default() -> Self {
+        TopicTrie {
+            exact: AHashMap::new(),
+            root: Node::default(),
+            wild_len: 0,
+        }
+    }
+}
+
+impl<V> TopicTrie<V> {
+    /// Number of filters stored.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wild_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `O(L)` in the filter's levels.
+    pub fn get(&self, filter: &str) -> Option<&V> {
+        if !has_wildcard(filter) {
+            return self.exact.get(filter);
+        }
+        let (steps, hash) = steps(filter);
+        let mut node = &self.root;
+        for step in steps {
+            node = node.child(step)?;
+        }
+        let slot = if hash { &node.hash } else { &node.value };
+        slot.as_ref().map(|e| &e.value)
+    }
+
+    /// `O(L)` in the filter's levels.
+    pub fn get_mut(&mut self, filter: &str) -> Option<&mut V> {
+        if !has_wildcard(filter) {
+            return self.exact.get_mut(filter);
+        }
+        let (steps, hash) = steps(filter);
+        let mut node = &mut self.root;
+        for step in steps {
+            node = node.child_mut(step)?;
+        }
+        let slot = if hash {
+            &mut node.hash
+        } else {
+            &mut node.value
+        };
+        slot.as_mut().map(|e| &mut e.value)
+    }
+
+    /// Removes a filter and every tree node left without a filter below it.
+    /// `O(L)` in the filter's levels (three walks down the same path).
+    pub fn remove(&mut self, filter: &str) -> Option<V> {
+        if !has_wildcard(filter) {
+            return self.exact.remove(filter);
+        }
+        // Walk 1: take the entry.
+        let (path, hash) = steps(filter);
+        let mut node = &mut self.root;
+        for step in path {
+            node = node.child_mut(step)?;
+        }
+        let entry = if hash {
+            node.hash.take()
+        } else {
+            node.value.take()
+        }?;
+        self.wild_len -= 1;
+
+        // Walk 2: find the shallowest node from which the rest of the path
+        // holds nothing but the path itself; that whole chain goes.
+        let mut cut: Option<usize> = None;
+        let mut node = &self.root;
+        let (path, _) = steps(filter);
+        let mut path = path.peekable();
+        let mut depth = 0;
+        while let Some(step) = path.next() {
+            node = node.child(step).expect("path exists: walk 1 went down it");
+            depth += 1;
+            let is_last = path.peek().is_none();
+            let removable = if is_last {
+                node.is_empty()
+            } else {
+                node.hash.is_none() && node.value.is_none() && node.branches() == 1
+            };
+            if !removable {
+                cut = None;
+            } else if cut.is_none() {
+                cut = Some(depth);
+            }
+        }
+
+        // Walk 3: unlink the chain from its parent.
+        if let Some(cut) = cut {
+            let (path, _) = steps(filter);
+            let mut path = path;
+            let mut parent = &mut self.root;
+            for _ in 1..cut {
+                let step = path.next().expect("cut is within the path");
+                parent = parent.child_mut(step).expect("path exists");
+            }
+            parent.remove_child(path.next().expect("cut is within the path"));
+        }
+        Some(entry.value)
+    }
+
+    /// Calls `f(filter, value)` once for every stored filter matching
+    /// `topic` (a valid topic name), in no particular order. A topic starting
+    /// with `$` is not matched by a first level `+` or `#` (MQTT-4.7.2-1).
+    ///
+    /// Cost: one hash lookup for exact filters, then the tree walk described
+    /// in the module comment, skipped when no wildcard filter is stored.
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&str, &V)) {
+        if let Some((filter, value)) = self.exact.get_key_value(topic) {
+            f(filter, value);
+        }
+        if self.wild_len == 0 {
+            return;
+        }
+        let dollar = topic.starts_with('$');
+        // (node, levels of the topic still to match below it; None when the
+        // node consumed the last level).
+        let mut stack: SmallVec<[(&Node<V>, Option<&str>); WALK_INLINE]> = SmallVec::new();
+        stack.push((&self.root, Some(topic)));
+        while let Some((node, rest)) = stack.pop() {
+            let wildcards_allowed = !(dollar && ptr::eq(node, &self.root));
+            if let (Some(e), true) = (&node.hash, wildcards_allowed) {
+                // `#` matches the remaining levels, including none.
+                f(&e.filter, &e.value);
+            }
+            match rest {
+                None => {
+                    if let Some(e) = &node.value {
+                        f(&e.filter, &e.value);
+                    }
+                }
+                Some(rest) => {
+                    let (level, next) = split_level(rest);
+                    if let Some(child) = node.children.get(level) {
+                        stack.push((child, next));
+                    }
+                    if let (Some(child), true) = (&node.plus, wildcards_allowed) {
+                        stack.push((child, next));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f(filter, value)` for every stored filter. `O(n)`.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        for (filter, value) in &self.exact {
+            f(filter, value);
+        }
+        let mut stack: Vec<&Node<V>> = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            for e in node.hash.iter().chain(node.value.iter()) {
+                f(&e.filter, &e.value);
+            }
+            stack.extend(node.children.values());
+            stack.extend(node.plus.as_deref());
+        }
+    }
+
+    /// Keeps the filters for which `f(filter, value)` returns true (it may
+    /// change the value) and removes the others, pruning the tree. `O(n)`
+    /// plus `O(L)` per removed wildcard filter.
+    pub fn retain(&mut self, mut f: impl FnMut(&str, &mut V) -> bool) {
+        self.exact.retain(|filter, value| f(filter, value));
+        let mut doomed: Vec<Box<str>> = Vec::new();
+        let mut stack: Vec<&mut Node<V>> = vec![&mut self.root];
+        while let Some(node) = stack.pop() {
+            let Node {
+                children,
+                plus,
+                hash,
+                value,
+            } = node;
+            for e in hash.iter_mut().chain(value.iter_mut()) {
+                if !f(&e.filter, &mut e.value) {
+                    doomed.push(e.filter.clone());
+                }
+            }
+            stack.extend(children.values_mut());
+            stack.extend(plus.as_deref_mut());
+        }
+        for filter in doomed {
+            self.remove(&filter);
+        }
+    }
+}
+
+impl<V: Default> TopicTrie<V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `filter`, inserted as `V::default()` if absent. `O(L)`;
+    /// allocates only when the filter or one of its tree nodes is new.
+    pub fn entry(&mut self, filter: &str) -> &mut V {
+        debug_assert!(
+            super::topic::is_valid_topic_filter(filter),
+            "invalid filter {filter:?}"
+        );
+        if !has_wildcard(filter) {
+            if !self.exact.contains_key(filter) {
+                self.exact.insert(filter.into(), V::default());
+            }
+            return self.exact.get_mut(filter).expect("just inserted");
+        }
+        let (steps, hash) = steps(filter);
+        let mut node = &mut self.root;
+        for step in steps {
+            node = node.child_or_insert(step);
+        }
+        let slot = if hash {
+            &mut node.hash
+        } else {
+            &mut node.value
+        };
+        if slot.is_none() {
+            self.wild_len += 1;
+        }
+        &mut slot
+            .get_or_insert_with(|| Entry {
+                filter: filter.into(),
+                value: V::default(),
+            })
+            .value
+    }
+}
+
+impl<V: std::fmt::Debug> std::fmt::Debug for TopicTrie<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        self.for_each(|filter, value| {
+            map.entry(&filter, value);
+        });
+        map.finish()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::router::topic::matches;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn matched<V>(trie: &TopicTrie<V>, topic: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        trie.for_each_match(topic, |filter, _| out.push(filter.to_string()));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn insert_get_match_remove() {
+        let mut trie: TopicTrie<u32> = TopicTrie::new();
+        for (i, f) in ["a/b", "a/+", "a/#", "#", "+/b", "+", "$SYS/#", "a/b/#"]
+            .iter()
+            .enumerate()
+        {
+            *trie.entry(f) = i as u32;
+        }
+        assert_eq!(trie.len(), 8);
+        assert_eq!(trie.get("a/+"), Some(&1));
+        assert_eq!(trie.get("a/c"), None);
+        assert_eq!(trie.get("a/+/c"), None);
+        *trie.get_mut("#").unwrap() += 10;
+        assert_eq!(trie.get("#"), Some(&13));
+
+        assert_eq!(
+            matched(&trie, "a/b"),
+            ["#", "+/b", "a/#", "a/+", "a/b", "a/b/#"]
+        );
+        assert_eq!(matched(&trie, "a"), ["#", "+", "a/#"]);
+        assert_eq!(matched(&trie, "$SYS/x"), ["$SYS/#"]);
+        assert_eq!(matched(&trie, "$SYS"), ["$SYS/#"]);
+
+        assert_eq!(trie.remove("a/#"), Some(2));
+        assert_eq!(trie.remove("a/#"), None);
+        assert_eq!(trie.remove("x/+"), None);
+        assert_eq!(matched(&trie, "a"), ["#", "+"]);
+        for f in ["a/b", "a/+", "#", "+/b", "+", "$SYS/#", "a/b/#"] {
+            assert!(trie.remove(f).is_some(), "{f}");
+        }
+        assert!(trie.is_empty());
+        assert!(trie.root.is_empty(), "every branch pruned");
+    }
+
+    #[test]
+    fn pruning_keeps_shared_prefixes() {
+        let mut trie: TopicTrie<()> = TopicTrie::new();
+        trie.entry("a/+/c/#");
+        trie.entry("a/+");
+        trie.remove("a/+/c/#");
+        // "a" -> "+" must stay (it holds "a/+"), its "c" child must go.
+        let plus = trie.root.children["a"].plus.as_deref().unwrap();
+        assert!(plus.children.is_empty());
+        assert!(plus.value.is_some());
+        trie.remove("a/+");
+        assert!(trie.root.is_empty());
+    }
+
+    #[test]
+    fn empty_levels() {
+        let mut trie: TopicTrie<()> = TopicTrie::new();
+        for f in ["/", "+/+", "/+", "+", "//#"] {
+            trie.entry(f);
+        }
+        assert_eq!(matched(&trie, "/"), ["+/+", "/", "/+", "//#"]);
+        assert_eq!(matched(&trie, "//"), ["//#"]);
+        assert_eq!(matched(&trie, "x"), ["+"]);
+    }
+
+    #[test]
+    fn retain_and_for_each() {
+        let mut trie: TopicTrie<u32> = TopicTrie::new();
+        for (i, f) in ["a", "a/+", "b/#", "+/c"].iter().enumerate() {
+            *trie.entry(f) = i as u32;
+        }
+        trie.retain(|_, v| {
+            *v += 1;
+            *v % 2 == 0
+        });
+        let mut all = Vec::new();
+        trie.for_each(|f, v| all.push((f.to_string(), *v)));
+        all.sort();
+        assert_eq!(all, [("+/c".to_string(), 4), ("a/+".to_string(), 2)]);
+        assert_eq!(trie.len(), 2);
+    }
+
+    /// A level over the small alphabet the properties use.
+    pub(crate) fn level() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "c", "", "$s"])
+    }
+
+    pub(crate) fn topic() -> impl Strategy<Value = String> {
+        // A single empty level is not a valid topic; "/" is.
+        prop::collection::vec(level(), 1..5).prop_map(|levels| non_empty(levels.join("/")))
+    }
+
+    pub(crate) fn filter() -> impl Strategy<Value = String> {
+        let level = prop_oneof![3 => level(), 1 => Just("+")];
+        (prop::collection::vec(level, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
+            if hash {
+                let last = levels.len() - 1;
+                levels[last] = "#";
+            }
+            non_empty(levels.join("/"))
+        })
+    }
+
+    fn non_empty(s: String) -> String {
+        if s.is_empty() {
+            "/".to_string()
+        } else {
+            s
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_like_naive_scan(
+            ops in prop::collection::vec((filter(), any::<bool>()), 1..40),
+            topics in prop::collection::vec(topic(), 1..20),
+        ) {
+            let mut trie: TopicTrie<u32> = TopicTrie::new();
+            let mut model: BTreeMap<String, u32> = BTreeMap::new();
+            for (i, (filter, insert)) in ops.iter().enumerate() {
+                if *insert {
+                    *trie.entry(filter) = i as u32;
+                    model.insert(filter.clone(), i as u32);
+                } else {
+                    prop_assert_eq!(trie.remove(filter), model.remove(filter));
+                }
+                prop_assert_eq!(trie.len(), model.len());
+            }
+            for (filter, value) in &model {
+                prop_assert_eq!(trie.get(filter), Some(value));
+            }
+            for topic in &topics {
+                let mut got: Vec<(String, u32)> = Vec::new();
+                trie.for_each_match(topic, |f, v| got.push((f.to_string(), *v)));
+                got.sort();
+                let want: Vec<(String, u32)> = model
+                    .iter()
+                    .filter(|(f, _)| matches(f, topic))
+                    .map(|(f, v)| (f.clone(), *v))
+                    .collect();
+                prop_assert_eq!(got, want, "topic {}", topic);
+            }
+            for filter in model.keys() {
+                trie.remove(filter);
+            }
+            prop_assert!(trie.is_empty());
+            prop_assert!(trie.root.is_empty(), "tree pruned after removing everything");
+        }
+    }
+}
