@@ -645,7 +645,10 @@ fn check_reencodes(packet: &Packet, protocol: Protocol) -> Result<(), TestCaseEr
     let mut out = BytesMut::new();
     prop_assert_eq!(encode(packet, protocol, &mut out), Ok(()));
     prop_assert_eq!(out.len(), encoded_len(packet, protocol));
-    prop_assert_eq!(decode_any(&mut out, protocol, MAX), Ok(Some(packet.clone())));
+    prop_assert_eq!(
+        decode_any(&mut out, protocol, MAX),
+        Ok(Some(packet.clone()))
+    );
     Ok(())
 }
 
@@ -687,7 +690,8 @@ fn write_fuzz_seed_corpus() {
         // Whole sessions as a server reads them: CONNECT first.
         let connect_strategy = connect(protocol.is_v5());
         for i in 0..6 {
-            let Packet::Connect(mut first) = connect_strategy.new_tree(&mut runner).unwrap().current()
+            let Packet::Connect(mut first) =
+                connect_strategy.new_tree(&mut runner).unwrap().current()
             else {
                 unreachable!()
             };
@@ -716,7 +720,10 @@ fn write_fuzz_seed_corpus() {
 #[test]
 fn fuzz_corpus_replays_cleanly() {
     let mut files = 0;
-    for dir in [CORPUS_DIR, concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/artifacts/decode")] {
+    for dir in [
+        CORPUS_DIR,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/artifacts/decode"),
+    ] {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
@@ -724,8 +731,12 @@ fn fuzz_corpus_replays_cleanly() {
             let path = entry.unwrap().path();
             let bytes = std::fs::read(&path).unwrap();
             for protocol in [Protocol::V31, Protocol::V311, Protocol::V5] {
-                drain(&mut BytesMut::from(&bytes[..]), |b| decode_any(b, protocol, MAX));
-                drain(&mut BytesMut::from(&bytes[..]), |b| decode(b, Some(protocol), MAX));
+                drain(&mut BytesMut::from(&bytes[..]), |b| {
+                    decode_any(b, protocol, MAX)
+                });
+                drain(&mut BytesMut::from(&bytes[..]), |b| {
+                    decode(b, Some(protocol), MAX)
+                });
             }
             let mut buf = BytesMut::from(&bytes[..]);
             let mut connection = None;
@@ -741,5 +752,8 @@ fn fuzz_corpus_replays_cleanly() {
             files += 1;
         }
     }
-    assert!(files >= 50, "seed corpus missing: {files} files in {CORPUS_DIR}");
+    assert!(
+        files >= 50,
+        "seed corpus missing: {files} files in {CORPUS_DIR}"
+    );
 }

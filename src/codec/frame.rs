@@ -10,7 +10,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use super::connect;
 use super::disconnect;
 use super::error::{DecodeError, EncodeError};
-use super::publish::{self, AckKind};
+use super::publish;
+use super::reason;
 use super::subscribe;
 use super::types::*;
 use super::wire::{parse_vbi, put_vbi, vbi_len, Reader, Vbi, VARIABLE_BYTE_INTEGER_MAX};
@@ -155,10 +156,10 @@ fn decode_body(
         CONNECT => Packet::Connect(Box::new(connect::decode_connect(r)?)),
         CONNACK => Packet::ConnAck(connect::decode_connack(r, protocol)?),
         PUBLISH => Packet::Publish(publish::decode_publish(flags, r, protocol, from_client)?),
-        PUBACK => Packet::PubAck(publish::decode_ack(r, protocol, AckKind::PubAck)?),
-        PUBREC => Packet::PubRec(publish::decode_ack(r, protocol, AckKind::PubRec)?),
-        PUBREL => Packet::PubRel(publish::decode_ack(r, protocol, AckKind::PubRel)?),
-        PUBCOMP => Packet::PubComp(publish::decode_ack(r, protocol, AckKind::PubComp)?),
+        PUBACK => Packet::PubAck(publish::decode_ack(r, protocol, reason::puback)?),
+        PUBREC => Packet::PubRec(publish::decode_ack(r, protocol, reason::puback)?),
+        PUBREL => Packet::PubRel(publish::decode_ack(r, protocol, reason::pubrel)?),
+        PUBCOMP => Packet::PubComp(publish::decode_ack(r, protocol, reason::pubrel)?),
         SUBSCRIBE => Packet::Subscribe(subscribe::decode_subscribe(r, protocol)?),
         SUBACK => Packet::SubAck(subscribe::decode_suback(r, protocol)?),
         UNSUBSCRIBE => Packet::Unsubscribe(subscribe::decode_unsubscribe(r, protocol)?),

@@ -9,7 +9,6 @@ use bytes::{BufMut, BytesMut};
 use super::error::{DecodeError, EncodeError};
 use super::properties as props;
 use super::properties::has_wildcard;
-use super::reason;
 use super::types::*;
 use super::wire::{check_field_len, field_len, put_str, Reader};
 
@@ -98,6 +97,9 @@ pub(crate) fn check_publish(p: &Publish, protocol: Protocol) -> Result<(), Encod
     if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
         return Err(EncodeError::PacketIdZero("PUBLISH with QoS > 0"));
     }
+    if p.topic.is_empty() && (!protocol.is_v5() || p.properties.topic_alias.is_none()) {
+        return Err(EncodeError::Invalid("empty topic name without topic alias"));
+    }
     if p.dup && p.qos == QoS::AtMostOnce {
         return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
     }
@@ -120,30 +122,13 @@ pub(crate) fn put_publish(out: &mut BytesMut, p: &Publish, protocol: Protocol) {
     out.put_slice(&p.payload);
 }
 
-/// Which of the four acknowledgements, for its reason code table.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AckKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
-}
-
-impl AckKind {
-    fn reason_valid(self, code: u8) -> bool {
-        match self {
-            AckKind::PubAck | AckKind::PubRec => reason::puback(code),
-            AckKind::PubRel | AckKind::PubComp => reason::pubrel(code),
-        }
-    }
-}
-
 /// v5 lets the sender drop trailing fields (3.4.2.1): remaining length 2
 /// means SUCCESS without properties, 3 means a reason without properties.
+/// `reason_valid` is the packet kind's reason code table.
 pub(crate) fn decode_ack(
     r: &mut Reader,
     protocol: Protocol,
-    kind: AckKind,
+    reason_valid: fn(u8) -> bool,
 ) -> Result<PubAck, DecodeError> {
     let packet_id = r.u16("packet identifier")?;
     let mut ack = PubAck {
@@ -154,7 +139,7 @@ pub(crate) fn decode_ack(
         return Ok(ack);
     }
     let code = r.u8("reason code")?;
-    if !kind.reason_valid(code) {
+    if !reason_valid(code) {
         return Err(DecodeError::Malformed(
             "reason code not valid for this packet",
         ));

@@ -702,6 +702,23 @@ fn encode_refuses_unframeable_packets() {
         encode(&Packet::Publish(p), Protocol::V311, &mut BytesMut::new()),
         Err(EncodeError::TooLong(_))
     ));
+    // An aliased PUBLISH cannot go to a v3.1.1 client as it is.
+    let mut aliased = publish("", QoS::AtMostOnce, 0, b"");
+    aliased.properties.topic_alias = Some(1);
+    assert!(encode(
+        &Packet::Publish(aliased.clone()),
+        Protocol::V5,
+        &mut BytesMut::new()
+    )
+    .is_ok());
+    assert!(matches!(
+        encode(
+            &Packet::Publish(aliased),
+            Protocol::V311,
+            &mut BytesMut::new()
+        ),
+        Err(EncodeError::Invalid(_))
+    ));
     let mut c = connect(Protocol::V311);
     c.password = Some(Bytes::from_static(b"p"));
     let mut out = BytesMut::new();
