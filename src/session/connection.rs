@@ -9,10 +9,14 @@ use crate::codec::{
     DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, QoS, ReasonCode,
     SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
-use crate::router::topic::{has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared};
+use crate::router::topic::{
+    has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
+};
 
 use super::state::{is_expired, OutState, Session, Subscription};
-use super::{Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX};
+use super::{
+    Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
+};
 
 /// An entry of the transmit queue. PUBLISH packets are built only when they
 /// are polled, so that expiry, the client's Maximum Packet Size and topic
@@ -32,7 +36,7 @@ enum Tx {
 /// See the module documentation for the call order.
 #[derive(Debug)]
 pub struct Connection {
-    session: Session,
+    pub(super) session: Session,
     protocol: Protocol,
     /// Our limits, kept for the life of the connection.
     cfg: SessionConfig,
@@ -93,18 +97,27 @@ impl Connection {
         };
         let id = &connect.client_id;
         if id.len() > cfg.max_client_id_len || id.chars().any(char::is_control) {
-            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, connack_v3::IDENTIFIER_REJECTED);
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                connack_v3::IDENTIFIER_REJECTED,
+            );
         }
         // MQTT-3.1.3-8 (3.1.1): an empty id needs Clean Session 1. v5 lets the
         // server assign one whatever Clean Start is.
         if !v5 && id.is_empty() && !connect.clean_start {
-            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, connack_v3::IDENTIFIER_REJECTED);
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                connack_v3::IDENTIFIER_REJECTED,
+            );
         }
         if v5 {
             let p = &connect.properties;
             // No enhanced authentication method is supported (MQTT-4.12.0-1).
             if p.authentication_method.is_some() {
-                return refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, connack_v3::NOT_AUTHORIZED);
+                return refuse(
+                    ReasonCode::BAD_AUTHENTICATION_METHOD,
+                    connack_v3::NOT_AUTHORIZED,
+                );
             }
             // Both are protocol errors when 0 (sections 3.1.2.11.3 and .4).
             if p.receive_maximum == Some(0) || p.maximum_packet_size == Some(0) {
@@ -157,7 +170,10 @@ impl Connection {
 
         let (mut session, session_present) = match existing {
             Some(s) if !connect.clean_start => (s, true),
-            _ => (Session::new(client_id.clone(), expiry_s, cfg.max_mqueue_len), false),
+            _ => (
+                Session::new(client_id.clone(), expiry_s, cfg.max_mqueue_len),
+                false,
+            ),
         };
         debug_assert_eq!(session.client_id, client_id);
         session.client_id = client_id;
@@ -182,7 +198,9 @@ impl Connection {
                     maximum_packet_size: Some(cfg.max_packet_size),
                     topic_alias_maximum: (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias),
                     retain_available: Some(cfg.retain_available as u8),
-                    wildcard_subscription_available: Some(cfg.wildcard_subscription_available as u8),
+                    wildcard_subscription_available: Some(
+                        cfg.wildcard_subscription_available as u8,
+                    ),
                     subscription_identifiers_available: Some(1),
                     shared_subscription_available: Some(cfg.shared_subscription_available as u8),
                     server_keep_alive_s,
@@ -198,7 +216,11 @@ impl Connection {
             }
         };
 
-        let client_receive_maximum = if v5 { props.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
+        let client_receive_maximum = if v5 {
+            props.receive_maximum.unwrap_or(u16::MAX)
+        } else {
+            u16::MAX
+        };
         let mut conn = Connection {
             protocol: connect.protocol,
             cfg: cfg.clone(),
@@ -211,7 +233,10 @@ impl Connection {
                 _ => usize::MAX,
             },
             alias_out_max: if v5 {
-                props.topic_alias_maximum.unwrap_or(0).min(OUTBOUND_TOPIC_ALIAS_MAX)
+                props
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(OUTBOUND_TOPIC_ALIAS_MAX)
             } else {
                 0
             },
@@ -241,16 +266,25 @@ impl Connection {
     /// others, as far as the window allows; the remaining PUBLISHes go out
     /// as acknowledgements make room (see `drain`).
     fn queue_resends(&mut self) {
-        let mut order: Vec<(u64, u16, OutState)> =
-            self.session.inflight.iter().map(|(&id, o)| (o.seq, id, o.state)).collect();
+        let mut order: Vec<(u64, u16, OutState)> = self
+            .session
+            .inflight
+            .iter()
+            .map(|(&id, o)| (o.seq, id, o.state))
+            .collect();
         order.sort_unstable_by_key(|e| e.0);
         // Every PUBLISH starts in the backlog, so the window counts only the
         // PUBREL'd messages while the loop admits them in order.
-        self.resend
-            .extend(order.iter().filter(|e| e.2 != OutState::AwaitPubComp).map(|e| e.1));
+        self.resend.extend(
+            order
+                .iter()
+                .filter(|e| e.2 != OutState::AwaitPubComp)
+                .map(|e| e.1),
+        );
         for (_, id, state) in order {
             if state == OutState::AwaitPubComp {
-                self.tx.push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
+                self.tx
+                    .push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
             } else if self.resend.front() == Some(&id) && self.has_window() {
                 self.resend.pop_front();
                 self.tx.push_back(Tx::Publish(id));
@@ -316,7 +350,8 @@ impl Connection {
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                self.tx.push_back(Tx::Control(Packet::PubComp(ack(rel.packet_id, reason))));
+                self.tx
+                    .push_back(Tx::Control(Packet::PubComp(ack(rel.packet_id, reason))));
             }
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
@@ -333,10 +368,15 @@ impl Connection {
     }
 
     fn handle_publish(&mut self, mut p: Publish, now: Instant) {
-        let alias = if self.is_v5() { p.properties.topic_alias.take() } else { None };
+        let alias = if self.is_v5() {
+            p.properties.topic_alias.take()
+        } else {
+            None
+        };
         let topic = match alias {
             Some(a) if a == 0 || a > self.cfg.max_topic_alias => {
-                return self.close_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
+                return self
+                    .close_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
             }
             Some(a) if p.topic.is_empty() => match self.aliases_in.get(&a) {
                 Some(topic) => topic.clone(),
@@ -374,7 +414,10 @@ impl Connection {
                     return;
                 }
                 if self.session.incoming_qos2.len() >= self.cfg.max_inflight.max(1) as usize {
-                    return self.close_error(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
+                    return self.close_error(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "receive maximum exceeded",
+                    );
                 }
                 self.session.incoming_qos2.insert(p.packet_id);
                 self.tx.push_back(pubrec);
@@ -408,11 +451,13 @@ impl Connection {
                 let o = self.session.inflight.get_mut(&id).expect("state was read");
                 o.state = OutState::AwaitPubComp;
                 self.unbacklog(id);
-                self.tx.push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
+                self.tx
+                    .push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
             }
             // A repeated PUBREC: answer it again.
             Some(OutState::AwaitPubComp) => {
-                self.tx.push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
+                self.tx
+                    .push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
             }
             Some(OutState::AwaitPubAck) => {}
             None => {
@@ -438,7 +483,11 @@ impl Connection {
         for (filter, options) in s.filters {
             reason_codes.push(self.subscribe_one(filter, options, identifier));
         }
-        let suback = SubAck { packet_id: s.packet_id, reason_codes, properties: AckProperties::default() };
+        let suback = SubAck {
+            packet_id: s.packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        };
         self.tx.push_back(Tx::Control(Packet::SubAck(suback)));
     }
 
@@ -456,7 +505,9 @@ impl Connection {
                 return fail(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
             }
             Ok(Some(shared)) => has_wildcard(shared.filter),
-            Ok(None) if !is_valid_topic_filter(&filter) => return fail(ReasonCode::TOPIC_FILTER_INVALID),
+            Ok(None) if !is_valid_topic_filter(&filter) => {
+                return fail(ReasonCode::TOPIC_FILTER_INVALID)
+            }
             Ok(None) => has_wildcard(&filter),
         };
         if wildcard && !self.cfg.wildcard_subscription_available {
@@ -468,8 +519,19 @@ impl Connection {
         if !existed && max > 0 && subscriptions.len() >= max {
             return fail(ReasonCode::QUOTA_EXCEEDED);
         }
-        subscriptions.insert(filter.clone(), Subscription { options, identifier });
-        self.actions.push_back(Action::Subscribe { filter, options, identifier, existed });
+        subscriptions.insert(
+            filter.clone(),
+            Subscription {
+                options,
+                identifier,
+            },
+        );
+        self.actions.push_back(Action::Subscribe {
+            filter,
+            options,
+            identifier,
+            existed,
+        });
         ReasonCode(options.qos as u8)
     }
 
@@ -488,7 +550,11 @@ impl Connection {
                 reason_codes.push(code);
             }
         }
-        let unsuback = UnsubAck { packet_id: u.packet_id, reason_codes, properties: AckProperties::default() };
+        let unsuback = UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        };
         self.tx.push_back(Tx::Control(Packet::UnsubAck(unsuback)));
     }
 
@@ -548,7 +614,11 @@ impl Connection {
     /// MQTT-3.1.2-25); other packets lose Reason String and User Properties
     /// first, and if still too large are dropped and the connection closed
     /// with 0x95. Outbound topic aliases are applied here, in write order.
-    pub fn poll_transmit(&mut self, now: Instant, size_of: &dyn Fn(&Packet) -> usize) -> Option<Packet> {
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        size_of: &dyn Fn(&Packet) -> usize,
+    ) -> Option<Packet> {
         if now > self.last_now {
             self.last_now = now;
         }
@@ -589,7 +659,8 @@ impl Connection {
                         self.complete(id);
                         continue;
                     }
-                    let (publish, new_alias) = self.build_publish(&o.delivery, id, o.transmitted, now);
+                    let (publish, new_alias) =
+                        self.build_publish(&o.delivery, id, o.transmitted, now);
                     let packet = Packet::Publish(publish);
                     if size_of(&packet) > self.client_packet_size_max {
                         self.session.drops.too_large += 1;
@@ -597,7 +668,11 @@ impl Connection {
                         continue;
                     }
                     self.commit_alias(new_alias);
-                    self.session.inflight.get_mut(&id).expect("read above").transmitted = true;
+                    self.session
+                        .inflight
+                        .get_mut(&id)
+                        .expect("read above")
+                        .transmitted = true;
                     return Some(packet);
                 }
             }
@@ -716,7 +791,11 @@ impl Connection {
     fn will_delay_s(&self) -> u32 {
         match &self.will {
             Some(_) if self.will_delay_zero => 0,
-            Some(w) => w.properties.will_delay_interval_s.unwrap_or(0).min(self.session.expiry_interval_s),
+            Some(w) => w
+                .properties
+                .will_delay_interval_s
+                .unwrap_or(0)
+                .min(self.session.expiry_interval_s),
             None => 0,
         }
     }
@@ -728,7 +807,11 @@ impl Connection {
     /// Room in the outbound window. Messages in the resend backlog hold ids
     /// but not yet window slots.
     fn has_window(&self) -> bool {
-        self.session.inflight.len().saturating_sub(self.resend.len()) < self.window_len
+        self.session
+            .inflight
+            .len()
+            .saturating_sub(self.resend.len())
+            < self.window_len
     }
 
     /// Ends an outbound QoS 1/2 flow: frees its id and window slot.
@@ -840,8 +923,14 @@ impl Connection {
     /// String and User Properties go first (MQTT-3.2.2-19/20 and the same
     /// rule on every ack); a packet still too large is not sent and the
     /// connection is closed with 0x95.
-    fn fit_control(&mut self, mut packet: Packet, size_of: &dyn Fn(&Packet) -> usize) -> Option<Packet> {
-        if self.client_packet_size_max == usize::MAX || size_of(&packet) <= self.client_packet_size_max {
+    fn fit_control(
+        &mut self,
+        mut packet: Packet,
+        size_of: &dyn Fn(&Packet) -> usize,
+    ) -> Option<Packet> {
+        if self.client_packet_size_max == usize::MAX
+            || size_of(&packet) <= self.client_packet_size_max
+        {
             return Some(packet);
         }
         match &mut packet {
@@ -884,7 +973,13 @@ impl Connection {
     /// inflight in the session for the resume; untransmitted QoS 0 ones are
     /// dropped and counted. Control packets already queued (acks) are still
     /// flushed, before the DISCONNECT.
-    fn close(&mut self, reason: ReasonCode, will: bool, send_disconnect: bool, why: Option<&'static str>) {
+    fn close(
+        &mut self,
+        reason: ReasonCode,
+        will: bool,
+        send_disconnect: bool,
+        why: Option<&'static str>,
+    ) {
         if self.closed {
             return;
         }
@@ -909,16 +1004,27 @@ impl Connection {
             let reason_string = why.filter(|_| self.problem_info).map(ByteStr::from_static);
             let disconnect = Disconnect {
                 reason_code: reason,
-                properties: DisconnectProperties { reason_string, ..DisconnectProperties::default() },
+                properties: DisconnectProperties {
+                    reason_string,
+                    ..DisconnectProperties::default()
+                },
             };
-            self.tx.push_back(Tx::Control(Packet::Disconnect(disconnect)));
+            self.tx
+                .push_back(Tx::Control(Packet::Disconnect(disconnect)));
         }
-        self.actions.push_back(Action::Close { reason, will: self.publish_will });
+        self.actions.push_back(Action::Close {
+            reason,
+            will: self.publish_will,
+        });
     }
 }
 
 fn ack(packet_id: u16, reason_code: ReasonCode) -> PubAck {
-    PubAck { packet_id, reason_code, properties: AckProperties::default() }
+    PubAck {
+        packet_id,
+        reason_code,
+        properties: AckProperties::default(),
+    }
 }
 
 fn pubrel(packet_id: u16, reason_code: ReasonCode) -> Packet {

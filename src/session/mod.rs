@@ -167,11 +167,16 @@ pub enum Action {
         identifier: Option<u32>,
         existed: bool,
     },
-    Unsubscribe { filter: ByteStr },
+    Unsubscribe {
+        filter: ByteStr,
+    },
     /// Close the socket after flushing everything `poll_transmit` returns.
     /// `will` = whether the will must be published (then `take_will` has
     /// it). Emitted exactly once per connection.
-    Close { reason: ReasonCode, will: bool },
+    Close {
+        reason: ReasonCode,
+        will: bool,
+    },
 }
 
 /// Messages accepted by a session and then not delivered, by cause.

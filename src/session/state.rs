@@ -96,7 +96,9 @@ impl Session {
     pub fn subscriptions(
         &self,
     ) -> impl Iterator<Item = (&ByteStr, &SubscriptionOptions, Option<u32>)> + '_ {
-        self.subscriptions.iter().map(|(filter, s)| (filter, &s.options, s.identifier))
+        self.subscriptions
+            .iter()
+            .map(|(filter, s)| (filter, &s.options, s.identifier))
     }
 
     /// Queue a delivery while the client is offline (bounded; same drop
@@ -168,7 +170,10 @@ impl Session {
     /// Gives `d` (QoS 1/2) a packet id not used by any inflight message.
     pub(crate) fn insert_inflight(&mut self, d: Delivery) -> u16 {
         assert!(d.qos != QoS::AtMostOnce);
-        assert!(self.inflight.len() < u16::MAX as usize, "packet id space exhausted");
+        assert!(
+            self.inflight.len() < u16::MAX as usize,
+            "packet id space exhausted"
+        );
         let mut id = self.next_packet_id;
         while id == 0 || self.inflight.contains_key(&id) {
             id = id.wrapping_add(1);
@@ -180,7 +185,15 @@ impl Session {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.inflight.insert(id, Outbound { seq, delivery: d, state, transmitted: false });
+        self.inflight.insert(
+            id,
+            Outbound {
+                seq,
+                delivery: d,
+                state,
+                transmitted: false,
+            },
+        );
         id
     }
 }
