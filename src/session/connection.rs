@@ -13,7 +13,7 @@ use crate::router::topic::{
     has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
 };
 
-use super::state::{is_expired, OutState, Session, Subscription};
+use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
     Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
 };
@@ -21,14 +21,29 @@ use super::{
 /// An entry of the transmit queue. PUBLISH packets are built only when they
 /// are polled, so that expiry, the client's Maximum Packet Size and topic
 /// aliases apply to the exact packet written, in write order.
+///
+/// Entries stay small (acks are the common ones); other control packets are
+/// boxed.
 #[derive(Debug)]
 enum Tx {
-    /// Any packet other than an outbound PUBLISH: sent as is.
-    Control(Packet),
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP without properties.
+    Ack(AckKind, u16, ReasonCode),
+    /// Any other packet but an outbound PUBLISH: sent as is.
+    Control(Box<Packet>),
     /// The QoS 1/2 inflight message with this packet id.
     Publish(u16),
     /// A QoS 0 message (never inflight).
     Qos0(Delivery),
+}
+
+// Named after the MQTT packets.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy)]
+enum AckKind {
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
 }
 
 /// A live connection: wraps the [`Session`] while a client is connected.
@@ -86,6 +101,9 @@ pub struct Connection {
 impl Connection {
     /// Validates a CONNECT before anything else happens. `Err` is the
     /// refusal CONNACK (right code for the protocol) to send before closing.
+    // The refusal CONNACK is the API's error type; it is built once per
+    // refused connection, so its size does not matter.
+    #[allow(clippy::result_large_err)]
     pub fn check_connect(connect: &Connect, cfg: &SessionConfig) -> Result<(), ConnAck> {
         let v5 = connect.protocol.is_v5();
         let refuse = |code_v5: ReasonCode, code_v3: ReasonCode| {
@@ -255,7 +273,8 @@ impl Connection {
             closed_at: now,
             session,
         };
-        conn.tx.push_back(Tx::Control(Packet::ConnAck(connack)));
+        conn.tx
+            .push_back(Tx::Control(Box::new(Packet::ConnAck(connack))));
         conn.queue_resends();
         conn.drain(now);
         conn
@@ -266,7 +285,7 @@ impl Connection {
     /// others, as far as the window allows; the remaining PUBLISHes go out
     /// as acknowledgements make room (see `drain`).
     fn queue_resends(&mut self) {
-        let mut order: Vec<(u64, u16, OutState)> = self
+        let mut order: Vec<(u64, u16, Awaiting)> = self
             .session
             .inflight
             .iter()
@@ -278,13 +297,12 @@ impl Connection {
         self.resend.extend(
             order
                 .iter()
-                .filter(|e| e.2 != OutState::AwaitPubComp)
+                .filter(|e| e.2 != Awaiting::PubComp)
                 .map(|e| e.1),
         );
         for (_, id, state) in order {
-            if state == OutState::AwaitPubComp {
-                self.tx
-                    .push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
+            if state == Awaiting::PubComp {
+                self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
             } else if self.resend.front() == Some(&id) && self.has_window() {
                 self.resend.pop_front();
                 self.tx.push_back(Tx::Publish(id));
@@ -334,13 +352,13 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.handle_publish(p, now),
             Packet::PubAck(ack) => {
-                if self.out_state(ack.packet_id) == Some(OutState::AwaitPubAck) {
+                if self.out_state(ack.packet_id) == Some(Awaiting::PubAck) {
                     self.complete(ack.packet_id);
                 }
             }
             Packet::PubRec(ack) => self.handle_pubrec(ack),
             Packet::PubComp(ack) => {
-                if self.out_state(ack.packet_id) == Some(OutState::AwaitPubComp) {
+                if self.out_state(ack.packet_id) == Some(Awaiting::PubComp) {
                     self.complete(ack.packet_id);
                 }
             }
@@ -350,12 +368,12 @@ impl Connection {
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
                 };
-                self.tx
-                    .push_back(Tx::Control(Packet::PubComp(ack(rel.packet_id, reason))));
+                let pubcomp = Tx::Ack(AckKind::PubComp, rel.packet_id, reason);
+                self.tx.push_back(pubcomp);
             }
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
-            Packet::PingReq => self.tx.push_back(Tx::Control(Packet::PingResp)),
+            Packet::PingReq => self.tx.push_back(Tx::Control(Box::new(Packet::PingResp))),
             Packet::Disconnect(d) => self.handle_disconnect(d),
             Packet::Connect(_) => self.protocol_error("second CONNECT"),
             // No authentication method can have been negotiated (check_connect
@@ -403,11 +421,11 @@ impl Connection {
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                let puback = Packet::PubAck(ack(p.packet_id, ReasonCode::SUCCESS));
-                self.tx.push_back(Tx::Control(puback));
+                let puback = Tx::Ack(AckKind::PubAck, p.packet_id, ReasonCode::SUCCESS);
+                self.tx.push_back(puback);
             }
             QoS::ExactlyOnce => {
-                let pubrec = Tx::Control(Packet::PubRec(ack(p.packet_id, ReasonCode::SUCCESS)));
+                let pubrec = Tx::Ack(AckKind::PubRec, p.packet_id, ReasonCode::SUCCESS);
                 if self.session.incoming_qos2.contains(&p.packet_id) {
                     // A resend of a message already routed (MQTT-4.3.3-10).
                     self.tx.push_back(pubrec);
@@ -442,28 +460,26 @@ impl Connection {
     fn handle_pubrec(&mut self, rec: PubAck) {
         let id = rec.packet_id;
         match self.out_state(id) {
-            Some(OutState::AwaitPubRec) if rec.reason_code.is_error() => {
+            Some(Awaiting::PubRec) if rec.reason_code.is_error() => {
                 // The receiver refused the message: the flow ends here
                 // (MQTT 5.0 section 4.3.3) and the slot is free.
                 self.complete(id);
             }
-            Some(OutState::AwaitPubRec) => {
+            Some(Awaiting::PubRec) => {
                 let o = self.session.inflight.get_mut(&id).expect("state was read");
-                o.state = OutState::AwaitPubComp;
+                o.state = Awaiting::PubComp;
                 self.unbacklog(id);
-                self.tx
-                    .push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
+                self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
             }
             // A repeated PUBREC: answer it again.
-            Some(OutState::AwaitPubComp) => {
-                self.tx
-                    .push_back(Tx::Control(pubrel(id, ReasonCode::SUCCESS)));
+            Some(Awaiting::PubComp) => {
+                self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
             }
-            Some(OutState::AwaitPubAck) => {}
+            Some(Awaiting::PubAck) => {}
             None => {
                 if self.is_v5() {
                     let rel = pubrel(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
-                    self.tx.push_back(Tx::Control(rel));
+                    self.tx.push_back(rel);
                 }
             }
         }
@@ -488,7 +504,8 @@ impl Connection {
             reason_codes,
             properties: AckProperties::default(),
         };
-        self.tx.push_back(Tx::Control(Packet::SubAck(suback)));
+        self.tx
+            .push_back(Tx::Control(Box::new(Packet::SubAck(suback))));
     }
 
     fn subscribe_one(
@@ -555,7 +572,8 @@ impl Connection {
             reason_codes,
             properties: AckProperties::default(),
         };
-        self.tx.push_back(Tx::Control(Packet::UnsubAck(unsuback)));
+        self.tx
+            .push_back(Tx::Control(Box::new(Packet::UnsubAck(unsuback))));
     }
 
     fn handle_disconnect(&mut self, d: Disconnect) {
@@ -627,8 +645,20 @@ impl Connection {
                 self.drain(now);
             }
             match self.tx.pop_front()? {
-                Tx::Control(packet) => {
+                Tx::Ack(kind, id, reason) => {
+                    let a = ack(id, reason);
+                    let packet = match kind {
+                        AckKind::PubAck => Packet::PubAck(a),
+                        AckKind::PubRec => Packet::PubRec(a),
+                        AckKind::PubRel => Packet::PubRel(a),
+                        AckKind::PubComp => Packet::PubComp(a),
+                    };
                     if let Some(packet) = self.fit_control(packet, size_of) {
+                        return Some(packet);
+                    }
+                }
+                Tx::Control(packet) => {
+                    if let Some(packet) = self.fit_control(*packet, size_of) {
                         return Some(packet);
                     }
                 }
@@ -651,20 +681,24 @@ impl Connection {
                     let Some(o) = self.session.inflight.get(&id) else {
                         continue; // completed before it was written (bogus ack)
                     };
-                    if o.state == OutState::AwaitPubComp {
+                    if o.state == Awaiting::PubComp {
                         continue;
                     }
-                    if is_expired(&o.delivery, now) {
+                    // Once transmitted, onward delivery has started
+                    // (MQTT-3.3.2-5 deletes only messages not yet started),
+                    // and the client may hold QoS 2 state for this id: the
+                    // resend must happen even if the message has expired.
+                    let transmitted = o.transmitted;
+                    if !transmitted && is_expired(&o.delivery, now) {
                         self.session.drops.expired += 1;
                         self.complete(id);
                         continue;
                     }
                     let (publish, new_alias) =
-                        self.build_publish(&o.delivery, id, o.transmitted, now);
+                        self.build_publish(&o.delivery, id, transmitted, now);
                     let packet = Packet::Publish(publish);
                     if size_of(&packet) > self.client_packet_size_max {
-                        self.session.drops.too_large += 1;
-                        self.complete(id);
+                        self.drop_too_large(id, transmitted);
                         continue;
                     }
                     self.commit_alias(new_alias);
@@ -800,7 +834,7 @@ impl Connection {
         }
     }
 
-    fn out_state(&self, id: u16) -> Option<OutState> {
+    fn out_state(&self, id: u16) -> Option<Awaiting> {
         self.session.inflight.get(&id).map(|o| o.state)
     }
 
@@ -812,6 +846,27 @@ impl Connection {
             .len()
             .saturating_sub(self.resend.len())
             < self.window_len
+    }
+
+    /// A QoS 1/2 PUBLISH larger than the client's Maximum Packet Size: not
+    /// sent, and the flow behaves as completed (MQTT-3.1.2-25). A message
+    /// transmitted before (on a connection that allowed larger packets)
+    /// counts as delivered, not dropped; for QoS 2 it gets a PUBREL instead,
+    /// so a client holding its packet id (awaiting PUBREL) releases it and
+    /// cannot mistake a later message with that id for a duplicate.
+    fn drop_too_large(&mut self, id: u16, transmitted: bool) {
+        if !transmitted {
+            self.session.drops.too_large += 1;
+            return self.complete(id);
+        }
+        let o = self.session.inflight.get_mut(&id).expect("inflight");
+        if o.state == Awaiting::PubRec {
+            o.state = Awaiting::PubComp;
+            let rel = pubrel(id, ReasonCode::SUCCESS);
+            self.tx.push_front(rel);
+        } else {
+            self.complete(id);
+        }
     }
 
     /// Ends an outbound QoS 1/2 flow: frees its id and window slot.
@@ -991,7 +1046,7 @@ impl Connection {
         }
         let drops = &mut self.session.drops;
         self.tx.retain(|t| match t {
-            Tx::Control(_) => true,
+            Tx::Ack(..) | Tx::Control(_) => true,
             Tx::Publish(_) => false,
             Tx::Qos0(_) => {
                 drops.closed += 1;
@@ -1010,7 +1065,7 @@ impl Connection {
                 },
             };
             self.tx
-                .push_back(Tx::Control(Packet::Disconnect(disconnect)));
+                .push_back(Tx::Control(Box::new(Packet::Disconnect(disconnect))));
         }
         self.actions.push_back(Action::Close {
             reason,
@@ -1027,8 +1082,8 @@ fn ack(packet_id: u16, reason_code: ReasonCode) -> PubAck {
     }
 }
 
-fn pubrel(packet_id: u16, reason_code: ReasonCode) -> Packet {
-    Packet::PubRel(ack(packet_id, reason_code))
+fn pubrel(packet_id: u16, reason_code: ReasonCode) -> Tx {
+    Tx::Ack(AckKind::PubRel, packet_id, reason_code)
 }
 
 /// Message Expiry Interval to send: the whole seconds left, rounded up so a
@@ -1036,7 +1091,9 @@ fn pubrel(packet_id: u16, reason_code: ReasonCode) -> Packet {
 fn remaining_s(expires_at: Instant, now: Instant) -> u32 {
     let left = expires_at.saturating_duration_since(now);
     let s = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-    s.min(u64::from(u32::MAX)) as u32
+    // An expired message is only ever resent (see poll_transmit); 1 keeps
+    // it from reading as "expires immediately".
+    s.clamp(1, u64::from(u32::MAX)) as u32
 }
 
 fn is_valid_filter(filter: &str) -> bool {

@@ -47,7 +47,11 @@
 //! (Message Expiry Interval passed before sending), too large for the
 //! client's Maximum Packet Size (MQTT-3.1.2-25: QoS > 0 ones then count as
 //! completed), and QoS 0 messages still in the transmit queue when the
-//! connection closed.
+//! connection closed. A message transmitted once counts as delivered: it is
+//! resent on resume even if it expired meanwhile (onward delivery has
+//! started, MQTT-3.3.2-5), and if a later connection's Maximum Packet Size no
+//! longer fits it, QoS 1 completes and QoS 2 moves on to PUBREL so the
+//! client releases the packet id.
 //!
 //! # Decisions where the spec leaves a choice
 //!

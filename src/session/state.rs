@@ -8,15 +8,17 @@ use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
 use super::{Delivery, DropCounts};
 
-/// Where an outbound QoS 1/2 message is in its handshake.
+/// Where an outbound QoS 1/2 message is in its handshake: the packet it
+/// waits for (variants named after the MQTT packets).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OutState {
+pub(crate) enum Awaiting {
     /// QoS 1 PUBLISH sent (or about to be), waiting for PUBACK.
-    AwaitPubAck,
+    PubAck,
     /// QoS 2 PUBLISH sent (or about to be), waiting for PUBREC.
-    AwaitPubRec,
+    PubRec,
     /// PUBREL sent, waiting for PUBCOMP; the PUBLISH is never resent again.
-    AwaitPubComp,
+    PubComp,
 }
 
 /// One outbound QoS 1/2 message holding a packet id.
@@ -25,7 +27,7 @@ pub(crate) struct Outbound {
     /// Admission order: resends on resume go out in this order (MQTT-4.6.0-1).
     pub seq: u64,
     pub delivery: Delivery,
-    pub state: OutState,
+    pub state: Awaiting,
     /// The PUBLISH was handed to a socket at least once, so any resend must
     /// carry DUP=1 (MQTT-3.3.1-1), and only then.
     pub transmitted: bool,
@@ -180,8 +182,8 @@ impl Session {
         }
         self.next_packet_id = id.wrapping_add(1);
         let state = match d.qos {
-            QoS::AtLeastOnce => OutState::AwaitPubAck,
-            _ => OutState::AwaitPubRec,
+            QoS::AtLeastOnce => Awaiting::PubAck,
+            _ => Awaiting::PubRec,
         };
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -61,6 +61,20 @@ pub(super) fn message(topic: &str, qos: QoS, payload: &str) -> Arc<Message> {
     })
 }
 
+impl Message {
+    pub(super) fn clone_for_test(m: &Message) -> Message {
+        Message {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: m.qos,
+            retain: m.retain,
+            properties: m.properties.clone(),
+            origin: m.origin.clone(),
+            expires_at: m.expires_at,
+        }
+    }
+}
+
 pub(super) fn delivery(topic: &str, qos: QoS, payload: &str) -> Delivery {
     Delivery {
         message: message(topic, qos, payload),

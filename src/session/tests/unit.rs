@@ -841,7 +841,7 @@ fn resume_resends_in_original_order_with_dup() {
     let ack = p.connect(persistent_v5("c1"));
     assert!(ack.session_present);
     let sent = p.take_sent();
-    let expect = vec![
+    let expect = [
         Packet::Publish(Publish {
             dup: true,
             ..pubs[0].clone()
@@ -1058,7 +1058,7 @@ fn will_on_connection_lost_carries_properties() {
     p.connect(will_connect(Some(5), 60));
     p.advance(Duration::from_secs(2));
     p.lose();
-    assert_eq!(close_of(&p.actions).1, true);
+    assert!(close_of(&p.actions).1);
     let (m, delay) = p.wills.remove(0);
     assert_eq!(delay, Duration::from_secs(5));
     assert_eq!(m.topic, "will/t");
@@ -1236,20 +1236,6 @@ fn expiring(topic: &str, qos: QoS, payload: &str, at: Instant) -> Delivery {
     }
 }
 
-impl Message {
-    fn clone_for_test(m: &Message) -> Message {
-        Message {
-            topic: m.topic.clone(),
-            payload: m.payload.clone(),
-            qos: m.qos,
-            retain: m.retain,
-            properties: m.properties.clone(),
-            origin: m.origin.clone(),
-            expires_at: m.expires_at,
-        }
-    }
-}
-
 #[test]
 fn expired_delivery_is_dropped() {
     let mut p = pair_v5();
@@ -1287,22 +1273,30 @@ fn message_expires_while_queued() {
 }
 
 #[test]
-fn inflight_message_expired_before_resend_is_dropped() {
+fn inflight_expiry_untransmitted_dropped_transmitted_resent() {
     let mut p = Pair::new(cfg());
     p.connect(persistent_v5("c1"));
     let now = p.now;
-    p.deliver(expiring(
-        "t",
-        QoS::ExactlyOnce,
-        "x",
-        now + Duration::from_secs(5),
-    ));
+    let at = now + Duration::from_secs(5);
+    p.deliver(expiring("t", QoS::ExactlyOnce, "sent", at));
     assert_eq!(p.publishes().len(), 1);
+    // Admitted to the window but not yet written when the connection drops.
+    p.conn()
+        .handle_delivery(expiring("t", QoS::ExactlyOnce, "unsent", at), now);
     p.lose();
+    assert_eq!(p.parked.as_ref().unwrap().inflight_len(), 2);
     p.now += Duration::from_secs(6);
     p.connect(persistent_v5("c1"));
-    assert!(p.sent.is_empty());
-    assert_eq!(p.conn().session().inflight_len(), 0);
+    // Onward delivery of "sent" had started: resent; "unsent" expired.
+    let pubs = p.publishes();
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(
+        (pubs[0].payload.as_ref(), pubs[0].dup),
+        (&b"sent"[..], true)
+    );
+    assert_eq!(pubs[0].properties.message_expiry_interval_s, Some(1));
+    assert_eq!(p.conn().drop_counts().expired, 1);
+    assert_eq!(p.conn().session().inflight_len(), 1);
 }
 
 // ---- outbound topic aliases ----
@@ -1403,6 +1397,29 @@ fn too_large_publish_dropped_and_completed() {
     assert_eq!(pubs[0].payload, "small");
     assert_eq!(p.conn().drop_counts().too_large, 2);
     assert_eq!(p.conn().dropped_messages(), 2);
+}
+
+#[test]
+fn too_large_on_resend_completes_qos1_and_releases_qos2() {
+    let mut p = Pair::new(cfg());
+    p.connect(persistent_v5("c1"));
+    let big = "x".repeat(100);
+    p.deliver(delivery("t", QoS::AtLeastOnce, &big));
+    p.deliver(delivery("t", QoS::ExactlyOnce, &big));
+    let first = p.publishes();
+    assert_eq!(first.len(), 2);
+    p.lose();
+    // The new connection accepts only small packets.
+    p.connect(with_props(persistent_v5("c1"), |p| {
+        p.maximum_packet_size = Some(64)
+    }));
+    // QoS 1 completes silently; QoS 2 moves on to PUBREL so the client frees
+    // the id it may hold. Both were transmitted once: not counted as dropped.
+    assert_eq!(p.take_sent(), vec![Packet::PubRel(ack(first[1].packet_id))]);
+    assert_eq!(p.conn().session().inflight_len(), 1);
+    assert_eq!(p.conn().dropped_messages(), 0);
+    p.send(Packet::PubComp(ack(first[1].packet_id)));
+    assert_eq!(p.conn().session().inflight_len(), 0);
 }
 
 #[test]
@@ -1598,8 +1615,10 @@ fn subscription_identifier_stored() {
 #[test]
 fn no_local_on_shared_is_protocol_error() {
     let mut p = pair_v5();
-    let mut o = SubscriptionOptions::default();
-    o.no_local = true;
+    let o = SubscriptionOptions {
+        no_local: true,
+        ..SubscriptionOptions::default()
+    };
     p.send(subscribe(
         1,
         vec![sub("a", QoS::AtMostOnce), (ByteStr::from("$share/g/a"), o)],
