@@ -11,3 +11,4 @@ pub mod codec;
 pub mod config;
 pub mod limits;
 pub mod router;
+pub mod session;

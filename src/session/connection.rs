@@ -1,0 +1,1105 @@
+//! [`Connection`]: a live client connection driving its [`Session`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::codec::{
+    connack_v3, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect, Disconnect,
+    DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, QoS, ReasonCode,
+    SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+};
+use crate::router::topic::{
+    has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
+};
+
+use super::state::{is_expired, Awaiting, Session, Subscription};
+use super::{
+    Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
+};
+
+/// An entry of the transmit queue. PUBLISH packets are built only when they
+/// are polled, so that expiry, the client's Maximum Packet Size and topic
+/// aliases apply to the exact packet written, in write order.
+///
+/// Entries stay small (acks are the common ones); other control packets are
+/// boxed.
+#[derive(Debug)]
+enum Tx {
+    /// PUBACK, PUBREC, PUBREL or PUBCOMP without properties.
+    Ack(AckKind, u16, ReasonCode),
+    /// Any other packet but an outbound PUBLISH: sent as is.
+    Control(Box<Packet>),
+    /// The QoS 1/2 inflight message with this packet id.
+    Publish(u16),
+    /// A QoS 0 message (never inflight).
+    Qos0(Delivery),
+}
+
+// Named after the MQTT packets.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy)]
+enum AckKind {
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+}
+
+/// A live connection: wraps the [`Session`] while a client is connected.
+///
+/// See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Connection {
+    pub(super) session: Session,
+    protocol: Protocol,
+    /// Our limits, kept for the life of the connection.
+    cfg: SessionConfig,
+
+    /// Negotiated keepalive (after the Server Keep Alive cap); 0 = off.
+    keep_alive_s: u16,
+    /// When the last packet from the client arrived: keepalive runs from it.
+    last_rx_at: Instant,
+    /// Latest instant seen through any `handle_*`/`poll_transmit`; dates the
+    /// close for the will's expiry where no instant is passed in (`kick`).
+    last_now: Instant,
+
+    /// Outbound QoS 1/2 window: min(client Receive Maximum, cfg.max_inflight).
+    window_len: usize,
+    /// Client's Maximum Packet Size; `usize::MAX` when it set none.
+    client_packet_size_max: usize,
+    /// Outbound aliases we may use: min(client Topic Alias Maximum, cap).
+    alias_out_max: u16,
+    /// Topic -> alias already sent on this connection.
+    aliases_out: BTreeMap<ByteStr, u16>,
+    /// Alias -> topic set by the client on this connection.
+    aliases_in: BTreeMap<u16, ByteStr>,
+    /// Request Problem Information (v5): when false no Reason String goes out.
+    problem_info: bool,
+    /// CONNECT had Session Expiry Interval 0: a DISCONNECT may not raise it
+    /// (MQTT-3.14.2-2 protocol error).
+    connect_expiry_zero: bool,
+
+    will: Option<Will>,
+    /// Set on takeover by a Clean Start connection: the session ends, so the
+    /// will goes out with no delay.
+    will_delay_zero: bool,
+    /// Decided at close: the will must be published.
+    publish_will: bool,
+
+    tx: VecDeque<Tx>,
+    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`].
+    tx_qos0_len: usize,
+    /// Ids of PUBLISHes carried over from an earlier connection that still
+    /// wait for room in this connection's window before being resent.
+    resend: VecDeque<u16>,
+    actions: VecDeque<Action>,
+    closed: bool,
+    closed_at: Instant,
+}
+
+impl Connection {
+    /// Validates a CONNECT before anything else happens. `Err` is the
+    /// refusal CONNACK (right code for the protocol) to send before closing.
+    // The refusal CONNACK is the API's error type; it is built once per
+    // refused connection, so its size does not matter.
+    #[allow(clippy::result_large_err)]
+    pub fn check_connect(connect: &Connect, cfg: &SessionConfig) -> Result<(), ConnAck> {
+        let v5 = connect.protocol.is_v5();
+        let refuse = |code_v5: ReasonCode, code_v3: ReasonCode| {
+            Err(ConnAck {
+                session_present: false,
+                reason_code: if v5 { code_v5 } else { code_v3 },
+                properties: ConnAckProperties::default(),
+            })
+        };
+        let id = &connect.client_id;
+        if id.len() > cfg.max_client_id_len || id.chars().any(char::is_control) {
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                connack_v3::IDENTIFIER_REJECTED,
+            );
+        }
+        // MQTT-3.1.3-8 (3.1.1): an empty id needs Clean Session 1. v5 lets the
+        // server assign one whatever Clean Start is.
+        if !v5 && id.is_empty() && !connect.clean_start {
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                connack_v3::IDENTIFIER_REJECTED,
+            );
+        }
+        if v5 {
+            let p = &connect.properties;
+            // No enhanced authentication method is supported (MQTT-4.12.0-1).
+            if p.authentication_method.is_some() {
+                return refuse(
+                    ReasonCode::BAD_AUTHENTICATION_METHOD,
+                    connack_v3::NOT_AUTHORIZED,
+                );
+            }
+            // Both are protocol errors when 0 (sections 3.1.2.11.3 and .4).
+            if p.receive_maximum == Some(0) || p.maximum_packet_size == Some(0) {
+                return refuse(ReasonCode::PROTOCOL_ERROR, connack_v3::NOT_AUTHORIZED);
+            }
+        }
+        if let Some(will) = &connect.will {
+            if !is_valid_topic_name(&will.topic) {
+                // 3.1.1 has no fitting return code; any non-zero one refuses.
+                return refuse(ReasonCode::TOPIC_NAME_INVALID, connack_v3::NOT_AUTHORIZED);
+            }
+            // MQTT-3.2.2-14 (v5). A 3.1.1 client cannot know; its will simply
+            // loses the retain flag (see `take_will`).
+            if v5 && will.retain && !cfg.retain_available {
+                return refuse(ReasonCode::RETAIN_NOT_SUPPORTED, connack_v3::NOT_AUTHORIZED);
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts a CONNECT that passed [`Connection::check_connect`].
+    ///
+    /// `client_id` is the final id (`assigned` when the shard made it up for
+    /// an empty one: v5 then returns it as Assigned Client Identifier).
+    /// `existing` is the session for this id, already taken over from
+    /// wherever it lived; it is discarded when Clean Start is set.
+    ///
+    /// Queues CONNACK, then the resends of the resumed session in original
+    /// order (PUBLISH with DUP=1 if it was transmitted before, PUBREL for
+    /// PUBREC'd ones), then queued messages, within the window.
+    pub fn accept(
+        connect: Connect,
+        client_id: ByteStr,
+        assigned: bool,
+        existing: Option<Session>,
+        cfg: &SessionConfig,
+        now: Instant,
+    ) -> Connection {
+        let v5 = connect.protocol.is_v5();
+        let props = &connect.properties;
+
+        let expiry_requested_s = if v5 {
+            props.session_expiry_interval_s.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            cfg.max_session_expiry_interval_s
+        };
+        let expiry_s = expiry_requested_s.min(cfg.max_session_expiry_interval_s);
+
+        let (mut session, session_present) = match existing {
+            Some(s) if !connect.clean_start => (s, true),
+            _ => (
+                Session::new(client_id.clone(), expiry_s, cfg.max_mqueue_len),
+                false,
+            ),
+        };
+        debug_assert_eq!(session.client_id, client_id);
+        session.client_id = client_id;
+        session.expiry_interval_s = expiry_s;
+        session.queue_len_max = cfg.max_mqueue_len;
+
+        let (keep_alive_s, server_keep_alive_s) = match cfg.server_keepalive_s {
+            Some(cap) if v5 && (connect.keep_alive_s == 0 || connect.keep_alive_s > cap) => {
+                (cap, Some(cap))
+            }
+            _ => (connect.keep_alive_s, None),
+        };
+
+        let receive_maximum = cfg.max_inflight.max(1);
+        let connack = if v5 {
+            ConnAck {
+                session_present,
+                reason_code: ReasonCode::SUCCESS,
+                properties: ConnAckProperties {
+                    session_expiry_interval_s: (expiry_s != expiry_requested_s).then_some(expiry_s),
+                    receive_maximum: Some(receive_maximum),
+                    maximum_packet_size: Some(cfg.max_packet_size),
+                    topic_alias_maximum: (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias),
+                    retain_available: Some(cfg.retain_available as u8),
+                    wildcard_subscription_available: Some(
+                        cfg.wildcard_subscription_available as u8,
+                    ),
+                    subscription_identifiers_available: Some(1),
+                    shared_subscription_available: Some(cfg.shared_subscription_available as u8),
+                    server_keep_alive_s,
+                    assigned_client_identifier: assigned.then(|| session.client_id.clone()),
+                    ..ConnAckProperties::default()
+                },
+            }
+        } else {
+            ConnAck {
+                session_present,
+                reason_code: connack_v3::ACCEPTED,
+                properties: ConnAckProperties::default(),
+            }
+        };
+
+        let client_receive_maximum = if v5 {
+            props.receive_maximum.unwrap_or(u16::MAX)
+        } else {
+            u16::MAX
+        };
+        let mut conn = Connection {
+            protocol: connect.protocol,
+            cfg: cfg.clone(),
+            keep_alive_s,
+            last_rx_at: now,
+            last_now: now,
+            window_len: client_receive_maximum.min(receive_maximum) as usize,
+            client_packet_size_max: match props.maximum_packet_size {
+                Some(max) if v5 => max as usize,
+                _ => usize::MAX,
+            },
+            alias_out_max: if v5 {
+                props
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(OUTBOUND_TOPIC_ALIAS_MAX)
+            } else {
+                0
+            },
+            aliases_out: BTreeMap::new(),
+            aliases_in: BTreeMap::new(),
+            problem_info: !v5 || props.request_problem_information != Some(0),
+            connect_expiry_zero: expiry_requested_s == 0,
+            will: connect.will,
+            will_delay_zero: false,
+            publish_will: false,
+            tx: VecDeque::new(),
+            tx_qos0_len: 0,
+            resend: VecDeque::new(),
+            actions: VecDeque::new(),
+            closed: false,
+            closed_at: now,
+            session,
+        };
+        conn.tx
+            .push_back(Tx::Control(Box::new(Packet::ConnAck(connack))));
+        conn.queue_resends();
+        conn.drain(now);
+        conn
+    }
+
+    /// Queues what a resumed session owes the client (MQTT-4.4.0-1): in
+    /// original order, PUBREL for PUBREC'd messages and PUBLISH for the
+    /// others, as far as the window allows; the remaining PUBLISHes go out
+    /// as acknowledgements make room (see `drain`).
+    fn queue_resends(&mut self) {
+        let mut order: Vec<(u64, u16, Awaiting)> = self
+            .session
+            .inflight
+            .iter()
+            .map(|(&id, o)| (o.seq, id, o.state))
+            .collect();
+        order.sort_unstable_by_key(|e| e.0);
+        // Every PUBLISH starts in the backlog, so the window counts only the
+        // PUBREL'd messages while the loop admits them in order.
+        self.resend.extend(
+            order
+                .iter()
+                .filter(|e| e.2 != Awaiting::PubComp)
+                .map(|e| e.1),
+        );
+        for (_, id, state) in order {
+            if state == Awaiting::PubComp {
+                self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
+            } else if self.resend.front() == Some(&id) && self.has_window() {
+                self.resend.pop_front();
+                self.tx.push_back(Tx::Publish(id));
+            }
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub fn client_id(&self) -> &ByteStr {
+        &self.session.client_id
+    }
+
+    /// The session this connection drives (read only).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Negotiated keepalive in seconds (after the Server Keep Alive cap).
+    pub fn keep_alive_s(&self) -> u16 {
+        self.keep_alive_s
+    }
+
+    /// Whether the connection has ended (an [`Action::Close`] was emitted).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Every message dropped by the session, all causes (see [`DropCounts`]).
+    pub fn dropped_messages(&self) -> u64 {
+        self.session.dropped_messages()
+    }
+
+    pub fn drop_counts(&self) -> DropCounts {
+        self.session.drops
+    }
+
+    /// A packet from the client.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.last_now = now;
+        self.last_rx_at = now;
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p, now),
+            Packet::PubAck(ack) => {
+                if self.out_state(ack.packet_id) == Some(Awaiting::PubAck) {
+                    self.complete(ack.packet_id);
+                }
+            }
+            Packet::PubRec(ack) => self.handle_pubrec(ack),
+            Packet::PubComp(ack) => {
+                if self.out_state(ack.packet_id) == Some(Awaiting::PubComp) {
+                    self.complete(ack.packet_id);
+                }
+            }
+            Packet::PubRel(rel) => {
+                let reason = if self.session.incoming_qos2.remove(&rel.packet_id) || !self.is_v5() {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                let pubcomp = Tx::Ack(AckKind::PubComp, rel.packet_id, reason);
+                self.tx.push_back(pubcomp);
+            }
+            Packet::Subscribe(s) => self.handle_subscribe(s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => self.tx.push_back(Tx::Control(Box::new(Packet::PingResp))),
+            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Connect(_) => self.protocol_error("second CONNECT"),
+            // No authentication method can have been negotiated (check_connect
+            // refuses them), so any AUTH is out of place (MQTT-4.12.0-1).
+            Packet::Auth(_) => self.protocol_error("AUTH without authentication method"),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.protocol_error("server-only packet from client")
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, mut p: Publish, now: Instant) {
+        let alias = if self.is_v5() {
+            p.properties.topic_alias.take()
+        } else {
+            None
+        };
+        let topic = match alias {
+            Some(a) if a == 0 || a > self.cfg.max_topic_alias => {
+                return self
+                    .close_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
+            }
+            Some(a) if p.topic.is_empty() => match self.aliases_in.get(&a) {
+                Some(topic) => topic.clone(),
+                None => return self.protocol_error("unknown topic alias"),
+            },
+            _ => p.topic,
+        };
+        if topic.is_empty() {
+            return self.protocol_error("empty topic name");
+        }
+        if !is_valid_topic_name(&topic) {
+            return self.close_error(ReasonCode::TOPIC_NAME_INVALID, "wildcard in topic name");
+        }
+        if let Some(a) = alias {
+            // Bounded: at most cfg.max_topic_alias entries.
+            self.aliases_in.insert(a, topic.clone());
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            return self.protocol_error("subscription identifier in PUBLISH"); // MQTT-3.3.4-6
+        }
+        if p.retain && !self.cfg.retain_available {
+            return self.close_error(ReasonCode::RETAIN_NOT_SUPPORTED, "retain not supported");
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let puback = Tx::Ack(AckKind::PubAck, p.packet_id, ReasonCode::SUCCESS);
+                self.tx.push_back(puback);
+            }
+            QoS::ExactlyOnce => {
+                let pubrec = Tx::Ack(AckKind::PubRec, p.packet_id, ReasonCode::SUCCESS);
+                if self.session.incoming_qos2.contains(&p.packet_id) {
+                    // A resend of a message already routed (MQTT-4.3.3-10).
+                    self.tx.push_back(pubrec);
+                    return;
+                }
+                if self.session.incoming_qos2.len() >= self.cfg.max_inflight.max(1) as usize {
+                    return self.close_error(
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "receive maximum exceeded",
+                    );
+                }
+                self.session.incoming_qos2.insert(p.packet_id);
+                self.tx.push_back(pubrec);
+            }
+        }
+        let expires_at = p
+            .properties
+            .message_expiry_interval_s
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let message = Message {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+            origin: Some(self.session.client_id.clone()),
+            expires_at,
+        };
+        self.actions.push_back(Action::Publish(Arc::new(message)));
+    }
+
+    fn handle_pubrec(&mut self, rec: PubAck) {
+        let id = rec.packet_id;
+        match self.out_state(id) {
+            Some(Awaiting::PubRec) if rec.reason_code.is_error() => {
+                // The receiver refused the message: the flow ends here
+                // (MQTT 5.0 section 4.3.3) and the slot is free.
+                self.complete(id);
+            }
+            Some(Awaiting::PubRec) => {
+                let o = self.session.inflight.get_mut(&id).expect("state was read");
+                o.state = Awaiting::PubComp;
+                self.unbacklog(id);
+                self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
+            }
+            // A repeated PUBREC: answer it again.
+            Some(Awaiting::PubComp) => {
+                self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
+            }
+            Some(Awaiting::PubAck) => {}
+            None => {
+                if self.is_v5() {
+                    let rel = pubrel(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+                    self.tx.push_back(rel);
+                }
+            }
+        }
+    }
+
+    fn handle_subscribe(&mut self, s: Subscribe) {
+        // Checked before anything is applied, so the packet is all or nothing.
+        let no_local_shared = s
+            .filters
+            .iter()
+            .any(|(f, o)| o.no_local && matches!(parse_shared(f), Ok(Some(_))));
+        if no_local_shared {
+            return self.protocol_error("No Local on a shared subscription"); // MQTT-3.8.3-4
+        }
+        let identifier = s.properties.subscription_identifier;
+        let mut reason_codes = Vec::with_capacity(s.filters.len());
+        for (filter, options) in s.filters {
+            reason_codes.push(self.subscribe_one(filter, options, identifier));
+        }
+        let suback = SubAck {
+            packet_id: s.packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        };
+        self.tx
+            .push_back(Tx::Control(Box::new(Packet::SubAck(suback))));
+    }
+
+    fn subscribe_one(
+        &mut self,
+        filter: ByteStr,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> ReasonCode {
+        let v5 = self.is_v5();
+        let fail = |code: ReasonCode| if v5 { code } else { ReasonCode::SUBACK_FAILURE };
+        let wildcard = match parse_shared(&filter) {
+            Err(_) => return fail(ReasonCode::TOPIC_FILTER_INVALID),
+            Ok(Some(_)) if !self.cfg.shared_subscription_available => {
+                return fail(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+            }
+            Ok(Some(shared)) => has_wildcard(shared.filter),
+            Ok(None) if !is_valid_topic_filter(&filter) => {
+                return fail(ReasonCode::TOPIC_FILTER_INVALID)
+            }
+            Ok(None) => has_wildcard(&filter),
+        };
+        if wildcard && !self.cfg.wildcard_subscription_available {
+            return fail(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        let subscriptions = &mut self.session.subscriptions;
+        let existed = subscriptions.contains_key(&filter);
+        let max = self.cfg.max_subscriptions;
+        if !existed && max > 0 && subscriptions.len() >= max {
+            return fail(ReasonCode::QUOTA_EXCEEDED);
+        }
+        subscriptions.insert(
+            filter.clone(),
+            Subscription {
+                options,
+                identifier,
+            },
+        );
+        self.actions.push_back(Action::Subscribe {
+            filter,
+            options,
+            identifier,
+            existed,
+        });
+        ReasonCode(options.qos as u8)
+    }
+
+    fn handle_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reason_codes = Vec::with_capacity(if self.is_v5() { u.filters.len() } else { 0 });
+        for filter in u.filters {
+            let code = if self.session.subscriptions.remove(&filter).is_some() {
+                self.actions.push_back(Action::Unsubscribe { filter });
+                ReasonCode::SUCCESS
+            } else if !is_valid_filter(&filter) {
+                ReasonCode::TOPIC_FILTER_INVALID
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            };
+            if self.is_v5() {
+                reason_codes.push(code);
+            }
+        }
+        let unsuback = UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes,
+            properties: AckProperties::default(),
+        };
+        self.tx
+            .push_back(Tx::Control(Box::new(Packet::UnsubAck(unsuback))));
+    }
+
+    fn handle_disconnect(&mut self, d: Disconnect) {
+        if let (true, Some(expiry_s)) = (self.is_v5(), d.properties.session_expiry_interval_s) {
+            if self.connect_expiry_zero && expiry_s != 0 {
+                return self.protocol_error("session expiry raised from 0"); // MQTT-3.14.2-2
+            }
+            self.session.expiry_interval_s = expiry_s.min(self.cfg.max_session_expiry_interval_s);
+        }
+        // Only a normal disconnection discards the will (MQTT-3.14.4-3); 0x04
+        // and the error codes publish it.
+        let will = d.reason_code != ReasonCode::NORMAL_DISCONNECTION;
+        self.close(d.reason_code, will, false, None);
+    }
+
+    /// A routed message for this client. Retained messages matched at
+    /// subscribe time come the same way with `d.retain = true` and count
+    /// toward the window like any other. After the connection closed, the
+    /// message goes to the session queue (as [`Session::deliver_offline`]).
+    pub fn handle_delivery(&mut self, d: Delivery, now: Instant) {
+        if self.closed {
+            return self.session.deliver_offline(d, now);
+        }
+        self.last_now = now;
+        if is_expired(&d, now) {
+            self.session.drops.expired += 1;
+            return;
+        }
+        // Straight to the socket only when nothing older waits, to keep order.
+        if self.session.queue.is_empty() && self.resend.is_empty() {
+            if d.qos == QoS::AtMostOnce {
+                if self.tx_qos0_len < TX_QOS0_MAX {
+                    self.tx_qos0_len += 1;
+                    self.tx.push_back(Tx::Qos0(d));
+                    return;
+                }
+            } else if self.has_window() {
+                let id = self.session.insert_inflight(d);
+                self.tx.push_back(Tx::Publish(id));
+                return;
+            }
+        }
+        self.session.enqueue(d);
+    }
+
+    /// Same as [`Connection::handle_delivery`]: named for the call site in
+    /// the shard that feeds retained messages after [`Action::Subscribe`].
+    pub fn handle_retained(&mut self, mut d: Delivery, now: Instant) {
+        d.retain = true;
+        self.handle_delivery(d, now);
+    }
+
+    /// Next packet to send to the client. `size_of` gives a packet's exact
+    /// encoded size. A PUBLISH larger than the client's Maximum Packet Size
+    /// is dropped and counted (QoS > 0 ones count as completed,
+    /// MQTT-3.1.2-25); other packets lose Reason String and User Properties
+    /// first, and if still too large are dropped and the connection closed
+    /// with 0x95. Outbound topic aliases are applied here, in write order.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        size_of: &dyn Fn(&Packet) -> usize,
+    ) -> Option<Packet> {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+        loop {
+            if self.tx.is_empty() {
+                self.drain(now);
+            }
+            match self.tx.pop_front()? {
+                Tx::Ack(kind, id, reason) => {
+                    let a = ack(id, reason);
+                    let packet = match kind {
+                        AckKind::PubAck => Packet::PubAck(a),
+                        AckKind::PubRec => Packet::PubRec(a),
+                        AckKind::PubRel => Packet::PubRel(a),
+                        AckKind::PubComp => Packet::PubComp(a),
+                    };
+                    if let Some(packet) = self.fit_control(packet, size_of) {
+                        return Some(packet);
+                    }
+                }
+                Tx::Control(packet) => {
+                    if let Some(packet) = self.fit_control(*packet, size_of) {
+                        return Some(packet);
+                    }
+                }
+                Tx::Qos0(d) => {
+                    self.tx_qos0_len -= 1;
+                    if is_expired(&d, now) {
+                        self.session.drops.expired += 1;
+                        continue;
+                    }
+                    let (publish, new_alias) = self.build_publish(&d, 0, false, now);
+                    let packet = Packet::Publish(publish);
+                    if size_of(&packet) > self.client_packet_size_max {
+                        self.session.drops.too_large += 1;
+                        continue;
+                    }
+                    self.commit_alias(new_alias);
+                    return Some(packet);
+                }
+                Tx::Publish(id) => {
+                    let Some(o) = self.session.inflight.get(&id) else {
+                        continue; // completed before it was written (bogus ack)
+                    };
+                    if o.state == Awaiting::PubComp {
+                        continue;
+                    }
+                    // Once transmitted, onward delivery has started
+                    // (MQTT-3.3.2-5 deletes only messages not yet started),
+                    // and the client may hold QoS 2 state for this id: the
+                    // resend must happen even if the message has expired.
+                    let transmitted = o.transmitted;
+                    if !transmitted && is_expired(&o.delivery, now) {
+                        self.session.drops.expired += 1;
+                        self.complete(id);
+                        continue;
+                    }
+                    let (publish, new_alias) =
+                        self.build_publish(&o.delivery, id, transmitted, now);
+                    let packet = Packet::Publish(publish);
+                    if size_of(&packet) > self.client_packet_size_max {
+                        self.drop_too_large(id, transmitted);
+                        continue;
+                    }
+                    self.commit_alias(new_alias);
+                    self.session
+                        .inflight
+                        .get_mut(&id)
+                        .expect("read above")
+                        .transmitted = true;
+                    return Some(packet);
+                }
+            }
+        }
+    }
+
+    /// Next thing the shard must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Earliest instant at which `handle_timeout` must be called (keepalive:
+    /// 1.5 times Keep Alive after the last packet from the client).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed || self.keep_alive_s == 0 {
+            return None;
+        }
+        Some(self.last_rx_at + Duration::from_millis(u64::from(self.keep_alive_s) * 1500))
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            self.close_error(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+        }
+    }
+
+    /// Server-initiated end (takeover 0x8E, shutdown 0x8B, admin 0x98):
+    /// queues DISCONNECT with that reason (v5 only) and `Action::Close` with
+    /// `will = true`: the client did not disconnect normally. For a takeover
+    /// prefer [`Connection::takeover`], which applies the will delay rules.
+    pub fn kick(&mut self, reason: ReasonCode) {
+        self.close(reason, true, true, None);
+    }
+
+    /// Session takeover by a new connection for the same client id:
+    /// `kick(0x8E)` with the will rules of MQTT 5.0 sections 3.1.3.2.2 and
+    /// 3.1.4. The will is published only when the session ends now or the
+    /// will has no delay:
+    /// - new connection with Clean Start: the old session ends, so the will
+    ///   goes out now (delay 0), whatever its delay;
+    /// - new connection resuming the session: a will with a (session-capped)
+    ///   delay > 0 is discarded, since a new connection arrived before the
+    ///   delay passed (MQTT-3.1.3-9); a will with no delay goes out now.
+    ///
+    /// The shard applies the same rule to a will still pending from an
+    /// earlier connection when the client reconnects.
+    pub fn takeover(&mut self, new_clean_start: bool) {
+        if !self.closed {
+            if new_clean_start {
+                self.will_delay_zero = true;
+            } else if self.will_delay_s() > 0 {
+                self.will = None;
+            }
+        }
+        self.kick(ReasonCode::SESSION_TAKEN_OVER);
+    }
+
+    /// The socket is gone (read EOF or error) without a DISCONNECT: the will
+    /// must be published. Emits `Action::Close` (reason 0x80, nothing sent)
+    /// so every connection ends with exactly one Close.
+    pub fn handle_connection_lost(&mut self, now: Instant) {
+        self.last_now = now;
+        self.close(ReasonCode::UNSPECIFIED_ERROR, true, false, None);
+    }
+
+    /// After Close: the will to publish, if any, with its delay (Will Delay
+    /// Interval min()'d with the session expiry; 0 when the session ends
+    /// with the connection, MQTT-3.1.3-9). Its Message Expiry counts from
+    /// the moment the will is due (close + delay).
+    pub fn take_will(&mut self) -> Option<(Arc<Message>, Duration)> {
+        if !self.publish_will {
+            return None;
+        }
+        let delay_s = self.will_delay_s();
+        let will = self.will.take()?;
+        self.publish_will = false;
+        let delay = Duration::from_secs(u64::from(delay_s));
+        let p = will.properties;
+        let message = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain && self.cfg.retain_available,
+            expires_at: p
+                .message_expiry_interval_s
+                .map(|s| self.closed_at + delay + Duration::from_secs(u64::from(s))),
+            properties: PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval_s: p.message_expiry_interval_s,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+                ..PublishProperties::default()
+            },
+            origin: Some(self.session.client_id.clone()),
+        };
+        Some((Arc::new(message), delay))
+    }
+
+    /// Consumes the connection, keeping the session if it outlives the
+    /// connection (Session Expiry Interval > 0); `None` if it ends now.
+    /// QoS 1/2 messages not yet acknowledged stay in the session and are
+    /// resent on resume.
+    pub fn into_session(self) -> Option<Session> {
+        (self.session.expiry_interval_s > 0).then_some(self.session)
+    }
+
+    // ---- internals ----
+
+    fn is_v5(&self) -> bool {
+        self.protocol.is_v5()
+    }
+
+    fn will_delay_s(&self) -> u32 {
+        match &self.will {
+            Some(_) if self.will_delay_zero => 0,
+            Some(w) => w
+                .properties
+                .will_delay_interval_s
+                .unwrap_or(0)
+                .min(self.session.expiry_interval_s),
+            None => 0,
+        }
+    }
+
+    fn out_state(&self, id: u16) -> Option<Awaiting> {
+        self.session.inflight.get(&id).map(|o| o.state)
+    }
+
+    /// Room in the outbound window. Messages in the resend backlog hold ids
+    /// but not yet window slots.
+    fn has_window(&self) -> bool {
+        self.session
+            .inflight
+            .len()
+            .saturating_sub(self.resend.len())
+            < self.window_len
+    }
+
+    /// A QoS 1/2 PUBLISH larger than the client's Maximum Packet Size: not
+    /// sent, and the flow behaves as completed (MQTT-3.1.2-25). A message
+    /// transmitted before (on a connection that allowed larger packets)
+    /// counts as delivered, not dropped; for QoS 2 it gets a PUBREL instead,
+    /// so a client holding its packet id (awaiting PUBREL) releases it and
+    /// cannot mistake a later message with that id for a duplicate.
+    fn drop_too_large(&mut self, id: u16, transmitted: bool) {
+        if !transmitted {
+            self.session.drops.too_large += 1;
+            return self.complete(id);
+        }
+        let o = self.session.inflight.get_mut(&id).expect("inflight");
+        if o.state == Awaiting::PubRec {
+            o.state = Awaiting::PubComp;
+            let rel = pubrel(id, ReasonCode::SUCCESS);
+            self.tx.push_front(rel);
+        } else {
+            self.complete(id);
+        }
+    }
+
+    /// Ends an outbound QoS 1/2 flow: frees its id and window slot.
+    fn complete(&mut self, id: u16) {
+        self.session.inflight.remove(&id);
+        self.unbacklog(id);
+    }
+
+    fn unbacklog(&mut self, id: u16) {
+        if !self.resend.is_empty() {
+            self.resend.retain(|&r| r != id);
+        }
+    }
+
+    /// Moves resends, then queued messages, to the transmit queue as far as
+    /// the window and the QoS 0 bound allow, in order: the first message
+    /// that has to wait blocks the ones behind it.
+    fn drain(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        while let Some(&id) = self.resend.front() {
+            if !self.has_window() {
+                return;
+            }
+            self.resend.pop_front();
+            self.tx.push_back(Tx::Publish(id));
+        }
+        while let Some(d) = self.session.queue.front() {
+            if is_expired(d, now) {
+                self.session.queue_pop_front();
+                self.session.drops.expired += 1;
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                if self.tx_qos0_len >= TX_QOS0_MAX {
+                    return;
+                }
+                let d = self.session.queue_pop_front().expect("front exists");
+                self.tx_qos0_len += 1;
+                self.tx.push_back(Tx::Qos0(d));
+            } else {
+                if !self.has_window() {
+                    return;
+                }
+                let d = self.session.queue_pop_front().expect("front exists");
+                let id = self.session.insert_inflight(d);
+                self.tx.push_back(Tx::Publish(id));
+            }
+        }
+    }
+
+    /// The outbound PUBLISH for `d`, and the alias it would establish (only
+    /// committed if the packet is actually sent).
+    fn build_publish(
+        &self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+    ) -> (Publish, Option<(ByteStr, u16)>) {
+        let m = &d.message;
+        let mut topic = m.topic.clone();
+        let mut new_alias = None;
+        let properties = if self.is_v5() {
+            let mut topic_alias = None;
+            if self.alias_out_max > 0 {
+                if let Some(&a) = self.aliases_out.get(&topic) {
+                    topic_alias = Some(a);
+                    topic = ByteStr::default();
+                } else if self.aliases_out.len() < self.alias_out_max as usize {
+                    let a = self.aliases_out.len() as u16 + 1;
+                    topic_alias = Some(a);
+                    new_alias = Some((topic.clone(), a));
+                }
+            }
+            PublishProperties {
+                payload_format_indicator: m.properties.payload_format_indicator,
+                message_expiry_interval_s: m.expires_at.map(|at| remaining_s(at, now)),
+                topic_alias,
+                response_topic: m.properties.response_topic.clone(),
+                correlation_data: m.properties.correlation_data.clone(),
+                user_properties: m.properties.user_properties.clone(),
+                subscription_identifiers: d.subscription_ids.clone(),
+                content_type: m.properties.content_type.clone(),
+            }
+        } else {
+            PublishProperties::default()
+        };
+        let publish = Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id,
+            payload: m.payload.clone(),
+            properties,
+        };
+        (publish, new_alias)
+    }
+
+    fn commit_alias(&mut self, new_alias: Option<(ByteStr, u16)>) {
+        if let Some((topic, alias)) = new_alias {
+            self.aliases_out.insert(topic, alias);
+        }
+    }
+
+    /// Makes a non-PUBLISH packet fit the client's Maximum Packet Size: Reason
+    /// String and User Properties go first (MQTT-3.2.2-19/20 and the same
+    /// rule on every ack); a packet still too large is not sent and the
+    /// connection is closed with 0x95.
+    fn fit_control(
+        &mut self,
+        mut packet: Packet,
+        size_of: &dyn Fn(&Packet) -> usize,
+    ) -> Option<Packet> {
+        if self.client_packet_size_max == usize::MAX
+            || size_of(&packet) <= self.client_packet_size_max
+        {
+            return Some(packet);
+        }
+        match &mut packet {
+            Packet::ConnAck(c) => {
+                c.properties.reason_string = None;
+                c.properties.user_properties.clear();
+            }
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.properties = AckProperties::default();
+            }
+            Packet::SubAck(s) => s.properties = AckProperties::default(),
+            Packet::UnsubAck(u) => u.properties = AckProperties::default(),
+            Packet::Disconnect(d) => {
+                d.properties.reason_string = None;
+                d.properties.user_properties.clear();
+            }
+            _ => {}
+        }
+        if size_of(&packet) <= self.client_packet_size_max {
+            return Some(packet);
+        }
+        if !matches!(packet, Packet::Disconnect(_)) {
+            self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client");
+        }
+        None
+    }
+
+    fn protocol_error(&mut self, why: &'static str) {
+        self.close_error(ReasonCode::PROTOCOL_ERROR, why);
+    }
+
+    /// Closes for the client's fault: DISCONNECT (v5) with a short Reason
+    /// String unless the client asked for no problem information, and the
+    /// will is published.
+    fn close_error(&mut self, reason: ReasonCode, why: &'static str) {
+        self.close(reason, true, true, Some(why));
+    }
+
+    /// The one way a connection ends. Untransmitted QoS 1/2 PUBLISHes stay
+    /// inflight in the session for the resume; untransmitted QoS 0 ones are
+    /// dropped and counted. Control packets already queued (acks) are still
+    /// flushed, before the DISCONNECT.
+    fn close(
+        &mut self,
+        reason: ReasonCode,
+        will: bool,
+        send_disconnect: bool,
+        why: Option<&'static str>,
+    ) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.closed_at = self.last_now;
+        self.publish_will = will && self.will.is_some();
+        if !will {
+            self.will = None;
+        }
+        let drops = &mut self.session.drops;
+        self.tx.retain(|t| match t {
+            Tx::Ack(..) | Tx::Control(_) => true,
+            Tx::Publish(_) => false,
+            Tx::Qos0(_) => {
+                drops.closed += 1;
+                false
+            }
+        });
+        self.tx_qos0_len = 0;
+        self.resend.clear();
+        if send_disconnect && self.is_v5() {
+            let reason_string = why.filter(|_| self.problem_info).map(ByteStr::from_static);
+            let disconnect = Disconnect {
+                reason_code: reason,
+                properties: DisconnectProperties {
+                    reason_string,
+                    ..DisconnectProperties::default()
+                },
+            };
+            self.tx
+                .push_back(Tx::Control(Box::new(Packet::Disconnect(disconnect))));
+        }
+        self.actions.push_back(Action::Close {
+            reason,
+            will: self.publish_will,
+        });
+    }
+}
+
+fn ack(packet_id: u16, reason_code: ReasonCode) -> PubAck {
+    PubAck {
+        packet_id,
+        reason_code,
+        properties: AckProperties::default(),
+    }
+}
+
+fn pubrel(packet_id: u16, reason_code: ReasonCode) -> Tx {
+    Tx::Ack(AckKind::PubRel, packet_id, reason_code)
+}
+
+/// Message Expiry Interval to send: the whole seconds left, rounded up so a
+/// message still alive never goes out with 0.
+fn remaining_s(expires_at: Instant, now: Instant) -> u32 {
+    let left = expires_at.saturating_duration_since(now);
+    let s = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    // An expired message is only ever resent (see poll_transmit); 1 keeps
+    // it from reading as "expires immediately".
+    s.clamp(1, u64::from(u32::MAX)) as u32
+}
+
+fn is_valid_filter(filter: &str) -> bool {
+    match parse_shared(filter) {
+        Ok(Some(_)) => true,
+        Ok(None) => is_valid_topic_filter(filter),
+        Err(_) => false,
+    }
+}

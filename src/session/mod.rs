@@ -1,0 +1,203 @@
+//! The per-client MQTT protocol state machine, sans-IO.
+//!
+//! Two types split what outlives a socket from what does not:
+//!
+//! - [`Session`]: durable state (subscriptions, outbound inflight window,
+//!   queued messages, inbound QoS 2 packet ids awaiting PUBREL). Plain data
+//!   and `Send`, so a takeover can move it to another shard.
+//! - [`Connection`]: a live client connection wrapping a `Session`: keepalive,
+//!   topic aliases, the client's limits, the will, and the transmit queue.
+//!
+//! # Call order (the quinn-proto model)
+//!
+//! Everything comes in through `handle_*` with the current instant, everything
+//! goes out through `poll_*`. No I/O, no clock reads, no randomness.
+//!
+//! 1. [`Connection::check_connect`] on the first packet; on `Err` send the
+//!    CONNACK and close.
+//! 2. [`Connection::accept`] (after takeover of any existing session).
+//! 3. After every `handle_packet` / `handle_delivery` / `handle_timeout` /
+//!    `kick`: call [`Connection::poll_transmit`] until `None`, then
+//!    [`Connection::poll_action`] until `None` (the Actions are processed
+//!    synchronously; retained messages fed back with `handle_delivery` after
+//!    an [`Action::Subscribe`] then go out after the SUBACK, because the tx
+//!    queue is FIFO); re-arm the timer with [`Connection::poll_timeout`].
+//! 4. After [`Action::Close`]: flush, close the socket,
+//!    [`Connection::take_will`], then [`Connection::into_session`].
+//!
+//! # Queue and drop policy
+//!
+//! Outbound QoS 1/2 messages use the inflight window of
+//! `min(client Receive Maximum, cfg.max_inflight)` packets; the rest wait in
+//! the session queue (at most `cfg.max_mqueue_len` messages), in order. QoS 0
+//! messages skip the window and go straight to the transmit queue when the
+//! session queue is empty and fewer than [`TX_QOS0_MAX`] QoS 0 messages are
+//! already waiting for the socket; otherwise they are queued behind the
+//! others so ordering is kept. QoS 0 messages ARE queued while the client is
+//! offline (MQTT 5.0 section 4.1 allows either); they are the first to go
+//! when the queue fills.
+//!
+//! When a message arrives and the queue is full:
+//! 1. the oldest queued QoS 0 message is dropped and the new one queued;
+//! 2. else the new message is dropped (whatever its QoS: tail drop, so
+//!    messages already accepted keep their place and order).
+//!
+//! Every message this session accepted and then did not deliver is counted in
+//! [`DropCounts`] (`dropped_messages` is the sum): queue full, expired
+//! (Message Expiry Interval passed before sending), too large for the
+//! client's Maximum Packet Size (MQTT-3.1.2-25: QoS > 0 ones then count as
+//! completed), and QoS 0 messages still in the transmit queue when the
+//! connection closed. A message transmitted once counts as delivered: it is
+//! resent on resume even if it expired meanwhile (onward delivery has
+//! started, MQTT-3.3.2-5), and if a later connection's Maximum Packet Size no
+//! longer fits it, QoS 1 completes and QoS 2 moves on to PUBREL so the
+//! client releases the packet id.
+//!
+//! # Decisions where the spec leaves a choice
+//!
+//! - Will on takeover (MQTT 5.0 section 3.1.4 says the old connection's will
+//!   is published "as described in 3.1.2.5", and MQTT-3.1.3-9 forbids
+//!   sending it when a new connection to the session arrives before the Will
+//!   Delay Interval has passed): see [`Connection::takeover`]. A new
+//!   connection with Clean Start ends the session, so the will goes out
+//!   immediately; one resuming the session cancels a delayed will; a will
+//!   with no delay is published at once.
+//! - Outbound topic aliases: assigned in first-send order up to
+//!   `min(client Topic Alias Maximum, OUTBOUND_TOPIC_ALIAS_MAX)`; once all
+//!   are used, new topics go without an alias (no LRU replacement: replacing
+//!   costs a full topic resend anyway and churns the client's table).
+//! - MQTT 3.1.1 keepalive is not capped by `server_keepalive_s`: a 3.1.1
+//!   client cannot be told, and enforcing a shorter interval would
+//!   disconnect a compliant client.
+//! - Client identifiers: any MQTT string up to `max_client_id_len` bytes
+//!   without control characters.
+//! - Unacknowledged outbound messages are never retransmitted on a live
+//!   connection, only on resume (MQTT-4.4.0-1).
+mod connection;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use connection::Connection;
+pub use state::Session;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::codec::{ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions};
+
+/// QoS 0 messages waiting in a connection's transmit queue beyond which new
+/// QoS 0 messages go to the (bounded) session queue instead, so a socket that
+/// is not drained cannot grow the transmit queue without bound.
+pub const TX_QOS0_MAX: usize = 1024;
+
+/// Cap on outbound (server to client) topic aliases per connection, whatever
+/// the client allows: bounds the alias table's memory.
+pub const OUTBOUND_TOPIC_ALIAS_MAX: u16 = 1024;
+
+/// Broker-wide limits the session enforces (built by the lead from config).
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Announced in CONNACK (v5) as Maximum Packet Size; enforced by the codec.
+    pub max_packet_size: u32,
+    /// Our Receive Maximum (announced) AND the cap on our outbound inflight
+    /// window.
+    pub max_inflight: u16,
+    /// Per-session queue of messages waiting for the window or offline.
+    pub max_mqueue_len: usize,
+    /// Cap on Session Expiry Interval; MQTT 3.1.1 persistent sessions (clean
+    /// session 0) use this value.
+    pub max_session_expiry_interval_s: u32,
+    /// Topic Alias Maximum we announce (client to server aliases); 0 = none.
+    pub max_topic_alias: u16,
+    /// Cap on keepalive; when a v5 client asks for more (or 0), use the cap
+    /// and announce Server Keep Alive.
+    pub server_keepalive_s: Option<u16>,
+    pub retain_available: bool,
+    pub shared_subscription_available: bool,
+    pub wildcard_subscription_available: bool,
+    /// Per client; 0 = unlimited.
+    pub max_subscriptions: usize,
+    pub max_client_id_len: usize,
+}
+
+/// An application message as routed across shards: immutable, shared by
+/// `Arc` (payload is `Bytes`, never copied).
+#[derive(Debug, PartialEq)]
+pub struct Message {
+    pub topic: ByteStr,
+    pub payload: Bytes,
+    /// As published.
+    pub qos: QoS,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// As published, minus topic_alias and subscription_identifiers.
+    pub properties: PublishProperties,
+    /// Publisher's client id (for No Local).
+    pub origin: Option<ByteStr>,
+    /// From Message Expiry Interval at receipt.
+    pub expires_at: Option<Instant>,
+}
+
+/// One message for one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(subscription QoS, message QoS), computed by the shard.
+    pub qos: QoS,
+    /// Retain flag to send (true for retained-on-subscribe, or RAP).
+    pub retain: bool,
+    pub subscription_ids: SmallVec<[u32; 1]>,
+}
+
+/// What the shard must do next (see [`Connection::poll_action`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Route this message (after topic-alias resolution). For QoS 2 it is
+    /// emitted when the PUBLISH first arrives; a duplicate with the same
+    /// packet id while awaiting PUBREL is not routed again.
+    Publish(Arc<Message>),
+    /// Subscribe; the shard updates the router, then per retain_handling (0
+    /// always; 1 only if `!existed`; 2 never) and if the filter isn't shared,
+    /// feeds retained messages with `handle_delivery(retain = true)`.
+    /// `existed` = this session already had this exact filter.
+    Subscribe {
+        filter: ByteStr,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+        existed: bool,
+    },
+    Unsubscribe {
+        filter: ByteStr,
+    },
+    /// Close the socket after flushing everything `poll_transmit` returns.
+    /// `will` = whether the will must be published (then `take_will` has
+    /// it). Emitted exactly once per connection.
+    Close {
+        reason: ReasonCode,
+        will: bool,
+    },
+}
+
+/// Messages accepted by a session and then not delivered, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Dropped by the queue policy (queue full).
+    pub queue_full: u64,
+    /// Message Expiry Interval passed before the message could be sent.
+    pub expired: u64,
+    /// Larger than the client's Maximum Packet Size (MQTT-3.1.2-25).
+    pub too_large: u64,
+    /// QoS 0 messages still waiting for the socket when the connection closed.
+    pub closed: u64,
+}
+
+impl DropCounts {
+    pub fn total(&self) -> u64 {
+        self.queue_full + self.expired + self.too_large + self.closed
+    }
+}

@@ -1,0 +1,205 @@
+//! [`Session`]: the durable part of a client's state, which survives
+//! disconnects and moves between shards on takeover.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use crate::codec::{ByteStr, QoS, SubscriptionOptions};
+
+use super::{Delivery, DropCounts};
+
+/// Where an outbound QoS 1/2 message is in its handshake: the packet it
+/// waits for (variants named after the MQTT packets).
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// QoS 1 PUBLISH sent (or about to be), waiting for PUBACK.
+    PubAck,
+    /// QoS 2 PUBLISH sent (or about to be), waiting for PUBREC.
+    PubRec,
+    /// PUBREL sent, waiting for PUBCOMP; the PUBLISH is never resent again.
+    PubComp,
+}
+
+/// One outbound QoS 1/2 message holding a packet id.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    /// Admission order: resends on resume go out in this order (MQTT-4.6.0-1).
+    pub seq: u64,
+    pub delivery: Delivery,
+    pub state: Awaiting,
+    /// The PUBLISH was handed to a socket at least once, so any resend must
+    /// carry DUP=1 (MQTT-3.3.1-1), and only then.
+    pub transmitted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+/// Durable per-client state: survives disconnects (while not expired) and
+/// moves between shards on takeover, so it is plain `Send` data.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) client_id: ByteStr,
+    /// Effective (capped) Session Expiry Interval; 0 = ends with the connection.
+    pub(crate) expiry_interval_s: u32,
+    /// Keyed by the raw filter (including any `$share/group/`): a
+    /// resubscription to the same filter replaces the entry (MQTT-3.8.4-3).
+    pub(crate) subscriptions: BTreeMap<ByteStr, Subscription>,
+    /// Outbound QoS 1/2 messages holding packet ids, keyed by id.
+    pub(crate) inflight: BTreeMap<u16, Outbound>,
+    /// Where the next packet id search starts: ids rotate so a just-freed id
+    /// is not reused at once (helps clients that match late acks by id).
+    pub(crate) next_packet_id: u16,
+    pub(crate) next_seq: u64,
+    /// Messages waiting for the inflight window or for the client to return.
+    pub(crate) queue: VecDeque<Delivery>,
+    /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
+    pub(crate) queue_qos0_len: usize,
+    /// Bound on `queue`, from the config of the last connection: the session
+    /// has to apply it while offline, where no config is passed in.
+    pub(crate) queue_len_max: usize,
+    /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet
+    /// received: a PUBLISH reusing one is a duplicate, not routed again.
+    pub(crate) incoming_qos2: BTreeSet<u16>,
+    pub(crate) drops: DropCounts,
+}
+
+impl Session {
+    pub(crate) fn new(client_id: ByteStr, expiry_interval_s: u32, queue_len_max: usize) -> Session {
+        Session {
+            client_id,
+            expiry_interval_s,
+            subscriptions: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            next_packet_id: 1,
+            next_seq: 0,
+            queue: VecDeque::new(),
+            queue_qos0_len: 0,
+            queue_len_max,
+            incoming_qos2: BTreeSet::new(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    pub fn client_id(&self) -> &ByteStr {
+        &self.client_id
+    }
+
+    /// Seconds the session outlives its connection (already capped by config).
+    pub fn expiry_interval_s(&self) -> u32 {
+        self.expiry_interval_s
+    }
+
+    /// `(raw filter including any $share prefix, options, subscription id)`.
+    pub fn subscriptions(
+        &self,
+    ) -> impl Iterator<Item = (&ByteStr, &SubscriptionOptions, Option<u32>)> + '_ {
+        self.subscriptions
+            .iter()
+            .map(|(filter, s)| (filter, &s.options, s.identifier))
+    }
+
+    /// Queue a delivery while the client is offline (bounded; same drop
+    /// policy as online, see the module doc). Expired messages are dropped.
+    pub fn deliver_offline(&mut self, d: Delivery, now: Instant) {
+        if is_expired(&d, now) {
+            self.drops.expired += 1;
+            return;
+        }
+        self.enqueue(d);
+    }
+
+    /// Every message dropped by this session, all causes (see [`DropCounts`]).
+    pub fn dropped_messages(&self) -> u64 {
+        self.drops.total()
+    }
+
+    /// Dropped messages by cause.
+    pub fn drop_counts(&self) -> DropCounts {
+        self.drops
+    }
+
+    /// Messages waiting for the inflight window or for the client.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Outbound QoS 1/2 messages holding a packet id.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Applies the queue policy (module doc): drop the oldest QoS 0 if the
+    /// queue is full, else tail-drop the newcomer.
+    pub(crate) fn enqueue(&mut self, d: Delivery) {
+        if self.queue.len() >= self.queue_len_max {
+            if self.queue_qos0_len == 0 {
+                self.drops.queue_full += 1;
+                return;
+            }
+            let oldest_qos0 = self
+                .queue
+                .iter()
+                .position(|q| q.qos == QoS::AtMostOnce)
+                .expect("queue_qos0_len > 0 implies a QoS 0 entry");
+            self.queue.remove(oldest_qos0);
+            self.queue_qos0_len -= 1;
+            self.drops.queue_full += 1;
+            if self.queue.len() >= self.queue_len_max {
+                // The cap shrank since the queue filled (a new config).
+                self.drops.queue_full += 1;
+                return;
+            }
+        }
+        if d.qos == QoS::AtMostOnce {
+            self.queue_qos0_len += 1;
+        }
+        self.queue.push_back(d);
+    }
+
+    pub(crate) fn queue_pop_front(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        if d.qos == QoS::AtMostOnce {
+            self.queue_qos0_len -= 1;
+        }
+        Some(d)
+    }
+
+    /// Gives `d` (QoS 1/2) a packet id not used by any inflight message.
+    pub(crate) fn insert_inflight(&mut self, d: Delivery) -> u16 {
+        assert!(d.qos != QoS::AtMostOnce);
+        assert!(
+            self.inflight.len() < u16::MAX as usize,
+            "packet id space exhausted"
+        );
+        let mut id = self.next_packet_id;
+        while id == 0 || self.inflight.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_packet_id = id.wrapping_add(1);
+        let state = match d.qos {
+            QoS::AtLeastOnce => Awaiting::PubAck,
+            _ => Awaiting::PubRec,
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.inflight.insert(
+            id,
+            Outbound {
+                seq,
+                delivery: d,
+                state,
+                transmitted: false,
+            },
+        );
+        id
+    }
+}
+
+pub(crate) fn is_expired(d: &Delivery, now: Instant) -> bool {
+    d.message.expires_at.is_some_and(|at| now >= at)
+}

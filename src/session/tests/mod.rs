@@ -1,0 +1,281 @@
+//! Unit tests: a `Pair` drives one `Connection` with packets on a fake clock
+//! and collects what it transmits and asks the shard to do.
+
+mod sim;
+mod unit;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::*;
+use crate::codec::*;
+
+pub(super) fn cfg() -> SessionConfig {
+    SessionConfig {
+        max_packet_size: 1 << 20,
+        max_inflight: 16,
+        max_mqueue_len: 100,
+        max_session_expiry_interval_s: 3600,
+        max_topic_alias: 10,
+        server_keepalive_s: Some(60),
+        retain_available: true,
+        shared_subscription_available: true,
+        wildcard_subscription_available: true,
+        max_subscriptions: 0,
+        max_client_id_len: 64,
+    }
+}
+
+pub(super) fn connect_v5(id: &str) -> Connect {
+    Connect {
+        protocol: Protocol::V5,
+        clean_start: true,
+        keep_alive_s: 30,
+        client_id: ByteStr::from(id),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+pub(super) fn connect_v3(id: &str) -> Connect {
+    Connect {
+        protocol: Protocol::V311,
+        ..connect_v5(id)
+    }
+}
+
+pub(super) fn message(topic: &str, qos: QoS, payload: &str) -> Arc<Message> {
+    Arc::new(Message {
+        topic: ByteStr::from(topic),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        properties: PublishProperties::default(),
+        origin: None,
+        expires_at: None,
+    })
+}
+
+impl Message {
+    pub(super) fn clone_for_test(m: &Message) -> Message {
+        Message {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: m.qos,
+            retain: m.retain,
+            properties: m.properties.clone(),
+            origin: m.origin.clone(),
+            expires_at: m.expires_at,
+        }
+    }
+}
+
+pub(super) fn delivery(topic: &str, qos: QoS, payload: &str) -> Delivery {
+    Delivery {
+        message: message(topic, qos, payload),
+        qos,
+        retain: false,
+        subscription_ids: SmallVec::new(),
+    }
+}
+
+pub(super) fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: ByteStr::from(topic),
+        packet_id,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        properties: PublishProperties::default(),
+    })
+}
+
+pub(super) fn ack(packet_id: u16) -> PubAck {
+    PubAck {
+        packet_id,
+        reason_code: ReasonCode::SUCCESS,
+        properties: AckProperties::default(),
+    }
+}
+
+/// A plausible encoded size: exact enough for the Maximum Packet Size tests.
+pub(super) fn approx_len(p: &Packet) -> usize {
+    fn s(x: &Option<ByteStr>) -> usize {
+        x.as_ref().map_or(0, |v| 3 + v.len())
+    }
+    fn up(u: &UserProperties) -> usize {
+        u.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
+    }
+    match p {
+        Packet::Publish(p) => {
+            let pr = &p.properties;
+            let props = pr.topic_alias.map_or(0, |_| 3)
+                + pr.message_expiry_interval_s.map_or(0, |_| 5)
+                + pr.payload_format_indicator.map_or(0, |_| 2)
+                + s(&pr.response_topic)
+                + s(&pr.content_type)
+                + pr.correlation_data.as_ref().map_or(0, |c| 3 + c.len())
+                + up(&pr.user_properties)
+                + pr.subscription_identifiers.len() * 5;
+            5 + 2
+                + p.topic.len()
+                + if p.qos == QoS::AtMostOnce { 0 } else { 2 }
+                + props
+                + p.payload.len()
+        }
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            5 + s(&a.properties.reason_string) + up(&a.properties.user_properties)
+        }
+        Packet::SubAck(a) => 5 + a.reason_codes.len() + s(&a.properties.reason_string),
+        Packet::UnsubAck(a) => 5 + a.reason_codes.len() + s(&a.properties.reason_string),
+        Packet::Disconnect(d) => {
+            4 + s(&d.properties.reason_string) + up(&d.properties.user_properties)
+        }
+        Packet::ConnAck(_) => 10,
+        _ => 2,
+    }
+}
+
+/// One client seen from the broker side: its connection (while connected)
+/// or its parked session (while offline), a fake clock, and everything the
+/// connection transmitted and asked for since the last `take_*`.
+pub(super) struct Pair {
+    pub cfg: SessionConfig,
+    pub now: Instant,
+    pub conn: Option<Connection>,
+    pub parked: Option<Session>,
+    pub sent: Vec<Packet>,
+    pub actions: Vec<Action>,
+    pub wills: Vec<(Arc<Message>, Duration)>,
+}
+
+impl Pair {
+    pub fn new(cfg: SessionConfig) -> Pair {
+        Pair {
+            cfg,
+            now: Instant::now(),
+            conn: None,
+            parked: None,
+            sent: Vec::new(),
+            actions: Vec::new(),
+            wills: Vec::new(),
+        }
+    }
+
+    /// Connects (check + accept, resuming any parked session) and pumps.
+    pub fn connect(&mut self, c: Connect) -> ConnAck {
+        assert!(self.conn.is_none(), "already connected");
+        if let Err(refusal) = Connection::check_connect(&c, &self.cfg) {
+            return refusal;
+        }
+        let assigned = c.client_id.is_empty();
+        let id = if assigned {
+            ByteStr::from("assigned-1")
+        } else {
+            c.client_id.clone()
+        };
+        let existing = self.parked.take();
+        let start = self.sent.len();
+        self.conn = Some(Connection::accept(
+            c, id, assigned, existing, &self.cfg, self.now,
+        ));
+        self.pump();
+        match self.sent.remove(start) {
+            Packet::ConnAck(ack) => ack,
+            other => panic!("first packet is not CONNACK: {other:?}"),
+        }
+    }
+
+    pub fn conn(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("connected")
+    }
+
+    /// Client packet in, then pump.
+    pub fn send(&mut self, p: Packet) {
+        let now = self.now;
+        self.conn().handle_packet(p, now);
+        self.pump();
+    }
+
+    pub fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        match &mut self.conn {
+            Some(c) => c.handle_delivery(d, now),
+            None => self
+                .parked
+                .as_mut()
+                .expect("a session")
+                .deliver_offline(d, now),
+        }
+        self.pump();
+    }
+
+    /// Everything the connection has to send and do, as the shard would.
+    /// Closes (parks the session, takes the will) after Action::Close.
+    pub fn pump(&mut self) {
+        let now = self.now;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        while let Some(p) = conn.poll_transmit(now, &approx_len) {
+            self.sent.push(p);
+        }
+        let mut closed = false;
+        while let Some(a) = conn.poll_action() {
+            closed |= matches!(a, Action::Close { .. });
+            self.actions.push(a);
+        }
+        if closed {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        let mut conn = self.conn.take().expect("connected");
+        if let Some(w) = conn.take_will() {
+            self.wills.push(w);
+        }
+        self.parked = conn.into_session();
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        let now = self.now;
+        if let Some(c) = &mut self.conn {
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+            }
+        }
+        self.pump();
+    }
+
+    pub fn lose(&mut self) {
+        let now = self.now;
+        self.conn().handle_connection_lost(now);
+        self.pump();
+    }
+
+    pub fn take_sent(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.sent)
+    }
+
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    pub fn publishes(&mut self) -> Vec<Publish> {
+        self.take_sent()
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p,
+                other => panic!("expected PUBLISH, got {other:?}"),
+            })
+            .collect()
+    }
+}
