@@ -12,3 +12,4 @@ pub mod config;
 pub mod limits;
 pub mod router;
 pub mod session;
+pub mod shard;

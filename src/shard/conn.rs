@@ -4,7 +4,7 @@
 //! sans-IO `session::Connection`; this file only moves bytes and events.
 
 use super::io::{Half, Signal};
-use super::shard::{Acquired, ConnHandle, Handover, Shard, Slot};
+use super::shard::{Acquired, ConnHandle, Shard, Slot};
 use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
@@ -122,7 +122,7 @@ async fn serve_connected(
     } else {
         (connect.client_id.clone(), false)
     };
-    let existing = match shard.acquire_session(&client_id).await {
+    let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
         Acquired::Ready(s) => s,
         Acquired::Superseded => return close(&io).await,
     };
@@ -213,12 +213,10 @@ async fn serve_connected(
     let now = Instant::now();
     match handover {
         Some(to) => {
-            // Taken over: a will with no delay goes out now; a delayed will is
-            // cancelled by the reconnect that took the session.
-            if let Some((w, delay)) = will {
-                if delay.is_zero() {
-                    shard.publish(w).await;
-                }
+            // Taken over: `Connection::takeover` already applied the will
+            // rules; what is left goes out now.
+            if let Some((w, _)) = will {
+                shard.publish(w).await;
             }
             shard.hand_over(to, session).await;
         }

@@ -21,7 +21,7 @@ pub enum ShardMsg {
     /// From the home shard: who owned the id before the claim.
     ClaimReply { token: u64, previous: Option<u16> },
     /// To the previous owner: hand the session over to the sender.
-    Takeover { client_id: ByteStr, token: u64 },
+    Takeover { client_id: ByteStr, token: u64, clean_start: bool },
     /// The answer to `Takeover`.
     SessionMoved { token: u64, session: Option<Box<Session>> },
     /// To the home shard: the sender no longer holds a session for the id.

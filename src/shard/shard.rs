@@ -4,7 +4,7 @@
 
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
-use crate::codec::{ByteStr, ReasonCode};
+use crate::codec::ByteStr;
 use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
@@ -136,11 +136,14 @@ impl Shard {
     /// sender (backpressure on the publisher) rather than dropping.
     pub async fn send(&self, to: ShardId, msg: ShardMsg) {
         debug_assert_ne!(to, self.id);
+        use glommio::{GlommioError, ResourceType};
         match self.senders.try_send_to(to as usize, msg) {
             Ok(()) => {}
-            Err(msg) => {
+            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+                // A closed peer (shutdown) drops the message.
                 let _ = self.senders.send_to(to as usize, msg).await;
             }
+            Err(_) => {}
         }
     }
 
@@ -371,7 +374,7 @@ impl Shard {
     /// Make this shard the owner of `client_id` and bring its session here,
     /// from wherever it lives. Returns the session and whether its
     /// subscriptions are already in this shard's router.
-    pub async fn acquire_session(self: &Rc<Self>, client_id: &ByteStr) -> Acquired {
+    pub async fn acquire_session(self: &Rc<Self>, client_id: &ByteStr, clean_start: bool) -> Acquired {
         // A connect for the same id already in progress here: it hands us the
         // session when it has it, and we inherit its claim.
         let earlier = self.state.borrow().pending.get(client_id).cloned();
@@ -388,7 +391,7 @@ impl Shard {
                 let token = self.token();
                 let slot = Oneshot::new();
                 self.state.borrow_mut().moves.insert(token, slot.clone());
-                self.send(prev, ShardMsg::Takeover { client_id: client_id.clone(), token }).await;
+                self.send(prev, ShardMsg::Takeover { client_id: client_id.clone(), token, clean_start }).await;
                 remote = slot.take().await.map(|s| (s, false));
                 if let Some((s, _)) = &remote {
                     self.subscribe_session(s).await;
@@ -396,7 +399,7 @@ impl Shard {
             }
         }
         // Now any session held locally (offline, or online: take it over).
-        let local = self.take_local(client_id).await;
+        let local = self.take_local(client_id, clean_start).await;
         let found = match (remote, local) {
             (Some(r), None) => Some(r.0),
             (None, Some(l)) => Some(l),
@@ -436,7 +439,7 @@ impl Shard {
     }
 
     /// Take the local session of `client_id`, kicking its connection if online.
-    async fn take_local(self: &Rc<Self>, client_id: &ByteStr) -> Option<Session> {
+    async fn take_local(self: &Rc<Self>, client_id: &ByteStr, clean_start: bool) -> Option<Session> {
         let slot = self.state.borrow_mut().slots.remove(client_id);
         match slot {
             None => None,
@@ -449,7 +452,7 @@ impl Shard {
                 self.state.borrow_mut().slots.insert(client_id.clone(), Slot::Online(handle.clone()));
                 let slot = Oneshot::new();
                 *handle.handover.borrow_mut() = Some(Handover::Local(slot.clone()));
-                handle.conn.borrow_mut().kick(ReasonCode::SESSION_TAKEN_OVER);
+                handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.closing.set(true);
                 handle.wake.raise();
@@ -472,7 +475,7 @@ impl Shard {
     }
 
     /// Another shard asks for the session of `client_id`.
-    async fn on_takeover(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
+    async fn on_takeover(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64, clean_start: bool) {
         let pending = self.state.borrow().pending.get(&client_id).cloned();
         if let Some(p) = pending {
             *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
@@ -483,7 +486,7 @@ impl Shard {
             Some(Slot::Online(handle)) => {
                 self.state.borrow_mut().slots.insert(client_id, Slot::Online(handle.clone()));
                 *handle.handover.borrow_mut() = Some(Handover::Remote(from, token));
-                handle.conn.borrow_mut().kick(ReasonCode::SESSION_TAKEN_OVER);
+                handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.closing.set(true);
                 handle.wake.raise();
@@ -618,7 +621,7 @@ impl Shard {
                 let previous = self.state.borrow_mut().owners.insert(client_id, from);
                 self.send(from, ShardMsg::ClaimReply { token, previous }).await;
             }
-            ShardMsg::Takeover { client_id, token } => self.on_takeover(from, client_id, token).await,
+            ShardMsg::Takeover { client_id, token, clean_start } => self.on_takeover(from, client_id, token, clean_start).await,
             other => self.on_message_sync(from, other),
         }
     }
