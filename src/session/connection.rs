@@ -193,7 +193,10 @@ impl Connection {
                 false,
             ),
         };
-        debug_assert_eq!(session.client_id, client_id);
+        assert_eq!(
+            session.client_id, client_id,
+            "existing session of another client"
+        );
         session.client_id = client_id;
         session.expiry_interval_s = expiry_s;
         session.queue_len_max = cfg.max_mqueue_len;
