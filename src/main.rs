@@ -2,15 +2,19 @@
 
 use clap::Parser;
 use ringmq::config::Config;
-use ringmq::shard::{self, BindLock, NodeSpec, ShardSettings};
 use ringmq::session::SessionConfig;
+use ringmq::shard::{self, BindLock, NodeSpec, ShardSettings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "ringmq", version, about = "Thread-per-core MQTT 3.1.1 / 5.0 broker")]
+#[command(
+    name = "ringmq",
+    version,
+    about = "Thread-per-core MQTT 3.1.1 / 5.0 broker"
+)]
 struct Args {
     /// TOML configuration file (see ringmq.example.toml). Every key can also be
     /// set with RINGMQ_<SECTION>__<KEY> environment variables.
@@ -44,8 +48,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let binds: Vec<_> = config.enabled_tcp_listeners().map(|(_, l)| l.bind).collect();
-    let max_connections: usize = config.enabled_tcp_listeners().map(|(_, l)| l.max_connections as usize).sum();
+    let binds: Vec<_> = config
+        .enabled_tcp_listeners()
+        .map(|(_, l)| l.bind)
+        .collect();
+    let max_connections: usize = config
+        .enabled_tcp_listeners()
+        .map(|(_, l)| l.max_connections as usize)
+        .sum();
     let mut locks = Vec::new();
     for &bind in &binds {
         match BindLock::acquire(bind) {
@@ -85,7 +95,14 @@ fn main() -> ExitCode {
         }
     }
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
-    let result = shard::run(NodeSpec { binds, cpus, settings }, shutdown);
+    let result = shard::run(
+        NodeSpec {
+            binds,
+            cpus,
+            settings,
+        },
+        shutdown,
+    );
     drop(locks);
     match result {
         Ok(()) => {
@@ -105,5 +122,9 @@ fn init_tracing(config: &Config) {
         .ok()
         .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(config.log.level.as_str()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }

@@ -93,13 +93,16 @@ impl DecodeError {
     /// Which protocol the client speaks, for errors in a CONNECT whose level
     /// byte was read: the session answers with a CONNACK in that format (v5:
     /// `reason_code()`, v3.x: `connack_v3()` if any) and closes. An
-    /// unsupported level gets a v5 CONNACK only if the level byte was 5; any
-    /// other level gets the v3.1.1 answer, the one older clients understand.
+    /// unsupported level gets a v5 CONNACK if the level byte was 5 or more;
+    /// a lower level gets the v3.1.1 answer, the one older clients understand.
     /// `None` for every other error: close without CONNACK.
     pub fn protocol_hint(&self) -> Option<Protocol> {
         match self {
             DecodeError::InConnect { protocol, .. } => Some(*protocol),
-            DecodeError::UnsupportedProtocolVersion(5) => Some(Protocol::V5),
+            // Level 5 (a v5 CONNECT we could not parse) or a level newer than
+            // any we know: the client speaks v5 or later, so answer 0x84 in
+            // the v5 format.
+            DecodeError::UnsupportedProtocolVersion(l) if *l >= 5 => Some(Protocol::V5),
             DecodeError::UnsupportedProtocolVersion(_) => Some(Protocol::V311),
             _ => None,
         }

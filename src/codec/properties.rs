@@ -473,7 +473,8 @@ pub(crate) fn decode_publish(
     read_section(r, |id, r| match id {
         PAYLOAD_FORMAT_INDICATOR => set_flag(&mut p.payload_format_indicator, r),
         MESSAGE_EXPIRY_INTERVAL => set_once(&mut p.message_expiry_interval_s, r),
-        TOPIC_ALIAS => set_nonzero(&mut p.topic_alias, r, "topic alias 0"),
+        // 0 is refused by the session with 0x94 (Topic Alias invalid), not here.
+        TOPIC_ALIAS => set_once(&mut p.topic_alias, r),
         RESPONSE_TOPIC => set_response_topic(&mut p.response_topic, r),
         CORRELATION_DATA => set_once(&mut p.correlation_data, r),
         USER_PROPERTY => push_user(&mut p.user_properties, r),

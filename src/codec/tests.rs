@@ -265,11 +265,11 @@ fn publish_properties_rules() {
         server("300e 000161 0a 0200000001 0200000002", Protocol::V5),
         Err(DecodeError::Protocol(_))
     ));
-    // Topic alias 0.
-    assert!(matches!(
-        server("3007 000161 03 230000", Protocol::V5),
-        Err(DecodeError::Protocol(_))
-    ));
+    // Topic alias 0 decodes; the session answers it with 0x94.
+    match server("3007 000161 03 230000", Protocol::V5) {
+        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties.topic_alias, Some(0)),
+        other => panic!("{other:?}"),
+    }
     // Subscription identifier from a client; fine from a server, repeated.
     let hex_str = "3008 000161 04 0b010b02";
     assert!(matches!(
@@ -542,9 +542,9 @@ fn connect_protocol_name_and_level() {
     );
     assert_eq!(err.reason_code(), ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
 
-    // "MQTT" level 6: a client from the future still gets a v3.1.1 answer.
+    // "MQTT" level 6: a client newer than v5 gets the v5 answer (0x84).
     let err = decode(&mut buf("100a00044d5154540602001e"), None, MAX).unwrap_err();
-    assert_eq!(err.protocol_hint(), Some(Protocol::V311));
+    assert_eq!(err.protocol_hint(), Some(Protocol::V5));
     // MQIsdp with level byte 5: answered v5-style.
     let err = decode(
         &mut buf("100c00064d5149736470050200 1e".replace(' ', "").as_str()),

@@ -4,7 +4,7 @@
 //! sans-IO `session::Connection`; this file only moves bytes and events.
 
 use super::io::{Half, Signal};
-use super::shard::{Acquired, ConnHandle, Shard, Slot};
+use super::state::{Acquired, ConnHandle, Shard, Slot};
 use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
@@ -97,8 +97,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
         return close(&io).await;
     }
-    if shard.state.borrow().connections >= shard.settings.max_connections_per_shard || shard.is_shutting_down() {
-        let p = refusal(protocol, ReasonCode::QUOTA_EXCEEDED, codec::connack_v3::SERVER_UNAVAILABLE);
+    if shard.state.borrow().connections >= shard.settings.max_connections_per_shard
+        || shard.is_shutting_down()
+    {
+        let p = refusal(
+            protocol,
+            ReasonCode::QUOTA_EXCEEDED,
+            codec::connack_v3::SERVER_UNAVAILABLE,
+        );
         send_packet(&mut wr, &p, protocol).await;
         return close(&io).await;
     }
@@ -142,7 +148,11 @@ async fn serve_connected(
         closing: Cell::new(false),
         handover: RefCell::new(None),
     });
-    shard.state.borrow_mut().slots.insert(client_id.clone(), Slot::Online(handle.clone()));
+    shard
+        .state
+        .borrow_mut()
+        .slots
+        .insert(client_id.clone(), Slot::Online(handle.clone()));
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
 
     let writer = glommio::spawn_local(write_loop(handle.clone(), wr, protocol));
@@ -156,7 +166,10 @@ async fn serve_connected(
             }
             match codec::decode(&mut buf, Some(protocol), cfg.max_packet_size) {
                 Ok(Some(packet)) => {
-                    handle.conn.borrow_mut().handle_packet(packet, Instant::now());
+                    handle
+                        .conn
+                        .borrow_mut()
+                        .handle_packet(packet, Instant::now());
                     shard.run_actions(&handle).await;
                 }
                 Ok(None) => break,
@@ -168,12 +181,21 @@ async fn serve_connected(
                 }
             }
         }
-        let timeout = handle.conn.borrow().poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
-        let _ = io.borrow().set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
+        let timeout = handle
+            .conn
+            .borrow()
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        let _ = io
+            .borrow()
+            .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
         match fill(&mut rd, &mut buf).await {
             Ok(true) => {}
             Ok(false) => {
-                handle.conn.borrow_mut().handle_connection_lost(Instant::now());
+                handle
+                    .conn
+                    .borrow_mut()
+                    .handle_connection_lost(Instant::now());
                 shard.run_actions(&handle).await;
                 break;
             }
@@ -182,7 +204,10 @@ async fn serve_connected(
                 shard.run_actions(&handle).await;
             }
             Err(_) => {
-                handle.conn.borrow_mut().handle_connection_lost(Instant::now());
+                handle
+                    .conn
+                    .borrow_mut()
+                    .handle_connection_lost(Instant::now());
                 shard.run_actions(&handle).await;
                 break;
             }
@@ -201,13 +226,24 @@ async fn serve_connected(
         }
     }
     let handover = handle.handover.borrow_mut().take();
-    let Ok(handle) = Rc::try_unwrap(handle) else {
-        // Someone still holds the handle (a spawned action task); it ends soon.
-        tracing::warn!(client_id = %client_id, "connection handle still shared at close");
-        return;
+    // Action tasks spawned for this connection may still hold the handle for
+    // a moment; they finish without waiting on anything.
+    let mut handle = handle;
+    let handle = loop {
+        match Rc::try_unwrap(handle) {
+            Ok(h) => break h,
+            Err(h) => {
+                handle = h;
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
     };
     let mut conn = handle.conn.into_inner();
-    let filters: Vec<ByteStr> = conn.session().subscriptions().map(|(f, _, _)| f.clone()).collect();
+    let filters: Vec<ByteStr> = conn
+        .session()
+        .subscriptions()
+        .map(|(f, _, _)| f.clone())
+        .collect();
     let will = conn.take_will();
     let session = conn.into_session();
     let now = Instant::now();
@@ -230,7 +266,13 @@ async fn serve_connected(
                     }
                 }
                 let expires_at = Shard::expiry_deadline(now, &s);
-                shard.state.borrow_mut().slots.insert(client_id.clone(), Slot::Offline { session: s, expires_at });
+                shard.state.borrow_mut().slots.insert(
+                    client_id.clone(),
+                    Slot::Offline {
+                        session: Box::new(s),
+                        expires_at,
+                    },
+                );
             }
             None => {
                 if let Some((w, _)) = will {

@@ -18,14 +18,22 @@ use std::task::{Context, Poll, Waker};
 pub struct Half(pub Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let mut s = self.0.borrow_mut();
         Pin::new(&mut *s).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Half {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut s = self.0.borrow_mut();
         Pin::new(&mut *s).poll_write(cx, buf)
     }
@@ -74,7 +82,10 @@ pub struct Oneshot<T> {
 
 impl<T> Oneshot<T> {
     pub fn new() -> Rc<Self> {
-        Rc::new(Oneshot { value: RefCell::new(None), signal: Signal::default() })
+        Rc::new(Oneshot {
+            value: RefCell::new(None),
+            signal: Signal::default(),
+        })
     }
     pub fn put(&self, v: T) {
         *self.value.borrow_mut() = Some(v);

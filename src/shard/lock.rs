@@ -17,7 +17,10 @@ pub struct BindLock {
 
 impl BindLock {
     pub fn acquire(bind: SocketAddr) -> Result<BindLock, String> {
-        let name = format!("ringmq-{}.lock", bind.to_string().replace([':', '[', ']'], "_"));
+        let name = format!(
+            "ringmq-{}.lock",
+            bind.to_string().replace([':', '[', ']'], "_")
+        );
         let path = std::env::temp_dir().join(name);
         let file = File::options()
             .create(true)
@@ -34,7 +37,9 @@ impl BindLock {
             ));
         }
         if let Err(e) = std::net::TcpListener::bind(bind) {
-            return Err(format!("cannot listen on {bind}: {e} (is another server using this address?)"));
+            return Err(format!(
+                "cannot listen on {bind}: {e} (is another server using this address?)"
+            ));
         }
         Ok(BindLock { _file: file, path })
     }

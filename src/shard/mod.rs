@@ -3,7 +3,7 @@
 //! clients it accepted; shards share nothing but `ShardMsg`s over a full mesh
 //! of glommio channels.
 //!
-//! - `shard.rs`: a shard's state and the handlers for cross-shard messages
+//! - `state.rs`: a shard's state and the handlers for cross-shard messages
 //!   (routing, retained replication, client-id registry, takeover).
 //! - `conn.rs`: one client connection's reader and writer tasks.
 //! - `msg.rs`: what crosses shards.
@@ -14,10 +14,10 @@ mod conn;
 mod io;
 mod lock;
 mod msg;
-mod shard;
+mod state;
 
 pub use lock::BindLock;
-pub use shard::{ShardId, ShardSettings};
+pub use state::{ShardId, ShardSettings};
 
 use crate::codec::ReasonCode;
 use crate::limits;
@@ -25,7 +25,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use msg::ShardMsg;
-use shard::{Shard, Slot};
+use state::{Shard, Slot};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,7 +61,9 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
-            .spawn(move || async move { shard_main(mesh, count as u16, binds, settings, shutdown).await })
+            .spawn(move || async move {
+                shard_main(mesh, count as u16, binds, settings, shutdown).await
+            })
             .map_err(|e| std::io::Error::other(format!("cannot start shard on CPU {cpu}: {e}")))?;
         handles.push(h);
     }
@@ -86,8 +88,10 @@ async fn shard_main(
     settings: ShardSettings,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    let (senders, mut receivers) =
-        mesh.join().await.map_err(|_| std::io::Error::other("shard mesh join failed"))?;
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| std::io::Error::other("shard mesh join failed"))?;
     let id = senders.peer_id() as ShardId;
     let shard = Rc::new(Shard::new(id, count, settings, senders, shutdown.clone()));
     let mut listeners = Vec::new();
@@ -96,7 +100,9 @@ async fn shard_main(
             Ok(l) => listeners.push(Rc::new(l)),
             Err(e) => {
                 shutdown.store(true, Ordering::Relaxed);
-                return Err(std::io::Error::other(format!("cannot listen on {bind}: {e}")));
+                return Err(std::io::Error::other(format!(
+                    "cannot listen on {bind}: {e}"
+                )));
             }
         }
         tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
@@ -128,11 +134,12 @@ async fn shard_main(
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 loop {
-                    let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                        ticker_wait(&shard).await;
-                        None
-                    })
-                    .await;
+                    let accepted =
+                        futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                            ticker_wait(&shard).await;
+                            None
+                        })
+                        .await;
                     match accepted {
                         Some(Ok(stream)) => {
                             glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();

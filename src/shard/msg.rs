@@ -13,17 +13,31 @@ pub enum ShardMsg {
     /// Deliver to this shard's ordinary subscribers matching the topic.
     Publish(Arc<Message>),
     /// Deliver to one local member of a shared group.
-    Shared { message: Arc<Message>, key: SharedKey, hops: u8 },
+    Shared {
+        message: Arc<Message>,
+        key: SharedKey,
+        hops: u8,
+    },
     /// Replicated retained store: set (Some) or clear (None).
-    Retain { topic: ByteStr, message: Option<Arc<Message>> },
+    Retain {
+        topic: ByteStr,
+        message: Option<Arc<Message>>,
+    },
     /// To the client id's home shard: the sender now owns this client id.
     Claim { client_id: ByteStr, token: u64 },
     /// From the home shard: who owned the id before the claim.
     ClaimReply { token: u64, previous: Option<u16> },
     /// To the previous owner: hand the session over to the sender.
-    Takeover { client_id: ByteStr, token: u64, clean_start: bool },
+    Takeover {
+        client_id: ByteStr,
+        token: u64,
+        clean_start: bool,
+    },
     /// The answer to `Takeover`.
-    SessionMoved { token: u64, session: Option<Box<Session>> },
+    SessionMoved {
+        token: u64,
+        session: Option<Box<Session>>,
+    },
     /// To the home shard: the sender no longer holds a session for the id.
     Release { client_id: ByteStr },
 }

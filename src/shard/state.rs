@@ -11,7 +11,7 @@ use ahash::AHashMap;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,7 +51,10 @@ pub struct ConnHandle {
 /// What the shard holds for a client id whose session lives here.
 pub enum Slot {
     Online(Rc<ConnHandle>),
-    Offline { session: Session, expires_at: Option<Instant> },
+    Offline {
+        session: Box<Session>,
+        expires_at: Option<Instant>,
+    },
 }
 
 /// A connect in progress for a client id (claiming at home, taking over).
@@ -93,7 +96,13 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: ShardId, count: u16, settings: ShardSettings, senders: Senders<ShardMsg>, shutdown: Arc<AtomicBool>) -> Shard {
+    pub fn new(
+        id: ShardId,
+        count: u16,
+        settings: ShardSettings,
+        senders: Senders<ShardMsg>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Shard {
         let retained = RetainedStore::new(settings.retained_max_messages);
         Shard {
             id,
@@ -127,9 +136,7 @@ impl Shard {
     }
 
     pub fn home_of(&self, client_id: &str) -> ShardId {
-        let mut h = self.hasher.build_hasher();
-        client_id.hash(&mut h);
-        (h.finish() % self.count as u64) as ShardId
+        (self.hasher.hash_one(client_id) % self.count as u64) as ShardId
     }
 
     /// Send to another shard, waiting for room: a full channel slows the
@@ -160,18 +167,35 @@ impl Shard {
     /// Route a message published by a client of this shard (or a will).
     pub async fn publish(self: &Rc<Self>, message: Arc<Message>) {
         if message.retain && self.settings.session.retain_available {
-            let stored = if message.payload.is_empty() { None } else { Some(message.clone()) };
-            if stored.as_ref().is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes) {
+            let stored = if message.payload.is_empty() {
+                None
+            } else {
+                Some(message.clone())
+            };
+            if stored
+                .as_ref()
+                .is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes)
+            {
                 self.set_retained(&message.topic, stored.clone());
                 for s in 0..self.count {
                     if s != self.id {
-                        self.send(s, ShardMsg::Retain { topic: message.topic.clone(), message: stored.clone() }).await;
+                        self.send(
+                            s,
+                            ShardMsg::Retain {
+                                topic: message.topic.clone(),
+                                message: stored.clone(),
+                            },
+                        )
+                        .await;
                     }
                 }
             }
         }
         let mut route = Route::default();
-        self.state.borrow_mut().router.route(&message.topic, &mut route);
+        self.state
+            .borrow_mut()
+            .router
+            .route(&message.topic, &mut route);
         for &s in &route.shards {
             if s == self.id {
                 self.deliver_local(&message);
@@ -183,7 +207,15 @@ impl Shard {
             if s == self.id {
                 self.deliver_shared(message.clone(), key, 0).await;
             } else {
-                self.send(s, ShardMsg::Shared { message: message.clone(), key, hops: 0 }).await;
+                self.send(
+                    s,
+                    ShardMsg::Shared {
+                        message: message.clone(),
+                        key,
+                        hops: 0,
+                    },
+                )
+                .await;
             }
         }
     }
@@ -198,7 +230,11 @@ impl Shard {
     /// Deliver to this shard's ordinary subscribers.
     pub fn deliver_local(self: &Rc<Self>, message: &Arc<Message>) {
         let mut recipients = std::mem::take(&mut *self.scratch_recipients.borrow_mut());
-        self.state.borrow().router.local_recipients(&message.topic, message.origin.as_deref(), &mut recipients);
+        self.state.borrow().router.local_recipients(
+            &message.topic,
+            message.origin.as_deref(),
+            &mut recipients,
+        );
         for r in recipients.drain(..) {
             let d = Delivery {
                 message: message.clone(),
@@ -229,7 +265,15 @@ impl Shard {
                 if next == self.id {
                     self.state.borrow_mut().dropped_no_recipient += 1;
                 } else {
-                    self.send(next, ShardMsg::Shared { message, key, hops: hops + 1 }).await;
+                    self.send(
+                        next,
+                        ShardMsg::Shared {
+                            message,
+                            key,
+                            hops: hops + 1,
+                        },
+                    )
+                    .await;
                 }
             }
             None => self.state.borrow_mut().dropped_no_recipient += 1,
@@ -282,9 +326,18 @@ impl Shard {
     pub async fn apply_action(self: &Rc<Self>, handle: &Rc<ConnHandle>, action: Action) {
         match action {
             Action::Publish(m) => self.publish(m).await,
-            Action::Subscribe { filter, options, identifier, existed } => {
+            Action::Subscribe {
+                filter,
+                options,
+                identifier,
+                existed,
+            } => {
                 let client = handle.conn.borrow().client_id().clone();
-                let outcome = self.state.borrow_mut().router.subscribe(&client, &filter, options, identifier);
+                let outcome = self
+                    .state
+                    .borrow_mut()
+                    .router
+                    .subscribe(&client, &filter, options, identifier);
                 if let Some(change) = outcome.interest {
                     self.broadcast_interest(change).await;
                 }
@@ -293,11 +346,17 @@ impl Shard {
                     1 => !existed,
                     _ => false,
                 };
-                let shared = crate::router::topic::parse_shared(&filter).ok().flatten().is_some();
+                let shared = crate::router::topic::parse_shared(&filter)
+                    .ok()
+                    .flatten()
+                    .is_some();
                 if send_retained && !shared {
                     let now = Instant::now();
                     let mut found = Vec::new();
-                    self.state.borrow().retained.for_each_match(&filter, |_, m| found.push(m.clone()));
+                    self.state
+                        .borrow()
+                        .retained
+                        .for_each_match(&filter, |_, m| found.push(m.clone()));
                     let mut conn = handle.conn.borrow_mut();
                     for m in found {
                         if m.expires_at.is_some_and(|t| t <= now) {
@@ -305,7 +364,12 @@ impl Shard {
                         }
                         let qos = options.qos.min(m.qos);
                         conn.handle_delivery(
-                            Delivery { message: m, qos, retain: true, subscription_ids: identifier.into_iter().collect() },
+                            Delivery {
+                                message: m,
+                                qos,
+                                retain: true,
+                                subscription_ids: identifier.into_iter().collect(),
+                            },
                             now,
                         );
                     }
@@ -358,12 +422,16 @@ impl Shard {
 
     pub async fn unsubscribe_session(&self, session: &Session) {
         let filters: Vec<ByteStr> = session.subscriptions().map(|(f, _, _)| f.clone()).collect();
-        self.remove_subscriptions(session.client_id(), filters).await;
+        self.remove_subscriptions(session.client_id(), filters)
+            .await;
     }
 
     pub async fn remove_subscriptions(&self, client: &ByteStr, filters: Vec<ByteStr>) {
         let mut changes = Vec::new();
-        self.state.borrow_mut().router.remove_client(client, filters, &mut changes);
+        self.state
+            .borrow_mut()
+            .router
+            .remove_client(client, filters, &mut changes);
         for c in changes {
             self.broadcast_interest(c).await;
         }
@@ -374,12 +442,19 @@ impl Shard {
     /// Make this shard the owner of `client_id` and bring its session here,
     /// from wherever it lives. Returns the session and whether its
     /// subscriptions are already in this shard's router.
-    pub async fn acquire_session(self: &Rc<Self>, client_id: &ByteStr, clean_start: bool) -> Acquired {
+    pub async fn acquire_session(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        clean_start: bool,
+    ) -> Acquired {
         // A connect for the same id already in progress here: it hands us the
         // session when it has it, and we inherit its claim.
         let earlier = self.state.borrow().pending.get(client_id).cloned();
         let pending = Rc::new(Pending::default());
-        self.state.borrow_mut().pending.insert(client_id.clone(), pending.clone());
+        self.state
+            .borrow_mut()
+            .pending
+            .insert(client_id.clone(), pending.clone());
         let mut remote = None;
         if let Some(earlier) = earlier {
             let slot = Oneshot::new();
@@ -391,7 +466,15 @@ impl Shard {
                 let token = self.token();
                 let slot = Oneshot::new();
                 self.state.borrow_mut().moves.insert(token, slot.clone());
-                self.send(prev, ShardMsg::Takeover { client_id: client_id.clone(), token, clean_start }).await;
+                self.send(
+                    prev,
+                    ShardMsg::Takeover {
+                        client_id: client_id.clone(),
+                        token,
+                        clean_start,
+                    },
+                )
+                .await;
                 remote = slot.take().await.map(|s| (s, false));
                 if let Some((s, _)) = &remote {
                     self.subscribe_session(s).await;
@@ -412,7 +495,12 @@ impl Shard {
             }
             (None, None) => None,
         };
-        let still_ours = self.state.borrow().pending.get(client_id).is_some_and(|p| Rc::ptr_eq(p, &pending));
+        let still_ours = self
+            .state
+            .borrow()
+            .pending
+            .get(client_id)
+            .is_some_and(|p| Rc::ptr_eq(p, &pending));
         if still_ours {
             self.state.borrow_mut().pending.remove(client_id);
         }
@@ -429,33 +517,54 @@ impl Shard {
     async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
         let home = self.home_of(client_id);
         if home == self.id {
-            return self.state.borrow_mut().owners.insert(client_id.clone(), self.id);
+            return self
+                .state
+                .borrow_mut()
+                .owners
+                .insert(client_id.clone(), self.id);
         }
         let token = self.token();
         let slot = Oneshot::new();
         self.state.borrow_mut().claims.insert(token, slot.clone());
-        self.send(home, ShardMsg::Claim { client_id: client_id.clone(), token }).await;
+        self.send(
+            home,
+            ShardMsg::Claim {
+                client_id: client_id.clone(),
+                token,
+            },
+        )
+        .await;
         slot.take().await
     }
 
     /// Take the local session of `client_id`, kicking its connection if online.
-    async fn take_local(self: &Rc<Self>, client_id: &ByteStr, clean_start: bool) -> Option<Session> {
+    async fn take_local(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        clean_start: bool,
+    ) -> Option<Session> {
         let slot = self.state.borrow_mut().slots.remove(client_id);
         match slot {
             None => None,
             Some(Slot::Offline { session, .. }) => {
                 self.cancel_will(client_id);
-                Some(session)
+                Some(*session)
             }
             Some(Slot::Online(handle)) => {
                 // Put it back until its tasks finish; they hand the session over.
-                self.state.borrow_mut().slots.insert(client_id.clone(), Slot::Online(handle.clone()));
+                self.state
+                    .borrow_mut()
+                    .slots
+                    .insert(client_id.clone(), Slot::Online(handle.clone()));
                 let slot = Oneshot::new();
                 *handle.handover.borrow_mut() = Some(Handover::Local(slot.clone()));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.closing.set(true);
                 handle.wake.raise();
+                // The connection's own tasks must be the last holders of the
+                // handle when they finish.
+                drop(handle);
                 slot.take().await
             }
         }
@@ -469,13 +578,26 @@ impl Shard {
                 if let Some(s) = &session {
                     self.unsubscribe_session(s).await;
                 }
-                self.send(shard, ShardMsg::SessionMoved { token, session: session.map(Box::new) }).await;
+                self.send(
+                    shard,
+                    ShardMsg::SessionMoved {
+                        token,
+                        session: session.map(Box::new),
+                    },
+                )
+                .await;
             }
         }
     }
 
     /// Another shard asks for the session of `client_id`.
-    async fn on_takeover(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64, clean_start: bool) {
+    async fn on_takeover(
+        self: &Rc<Self>,
+        from: ShardId,
+        client_id: ByteStr,
+        token: u64,
+        clean_start: bool,
+    ) {
         let pending = self.state.borrow().pending.get(&client_id).cloned();
         if let Some(p) = pending {
             *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
@@ -484,7 +606,10 @@ impl Shard {
         let slot = self.state.borrow_mut().slots.remove(&client_id);
         match slot {
             Some(Slot::Online(handle)) => {
-                self.state.borrow_mut().slots.insert(client_id, Slot::Online(handle.clone()));
+                self.state
+                    .borrow_mut()
+                    .slots
+                    .insert(client_id, Slot::Online(handle.clone()));
                 *handle.handover.borrow_mut() = Some(Handover::Remote(from, token));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
@@ -493,7 +618,8 @@ impl Shard {
             }
             Some(Slot::Offline { session, .. }) => {
                 self.cancel_will(&client_id);
-                self.hand_over(Handover::Remote(from, token), Some(session)).await;
+                self.hand_over(Handover::Remote(from, token), Some(*session))
+                    .await;
             }
             None => self.hand_over(Handover::Remote(from, token), None).await,
         }
@@ -508,7 +634,13 @@ impl Shard {
                 st.owners.remove(client_id);
             }
         } else {
-            self.send(home, ShardMsg::Release { client_id: client_id.clone() }).await;
+            self.send(
+                home,
+                ShardMsg::Release {
+                    client_id: client_id.clone(),
+                },
+            )
+            .await;
         }
     }
 
@@ -549,13 +681,16 @@ impl Shard {
                 .slots
                 .iter()
                 .filter_map(|(id, s)| match s {
-                    Slot::Offline { expires_at: Some(t), .. } if *t <= now => Some(id.clone()),
+                    Slot::Offline {
+                        expires_at: Some(t),
+                        ..
+                    } if *t <= now => Some(id.clone()),
                     _ => None,
                 })
                 .collect();
             ids.into_iter()
                 .filter_map(|id| match st.slots.remove(&id) {
-                    Some(Slot::Offline { session, .. }) => Some(session),
+                    Some(Slot::Offline { session, .. }) => Some(*session),
                     _ => None,
                 })
                 .collect()
@@ -565,7 +700,10 @@ impl Shard {
             // A delayed will is due at the latest when its session ends.
             let will = {
                 let mut st = self.state.borrow_mut();
-                st.will_index.remove(&id).and_then(|k| st.wills.remove(&k)).map(|(_, w)| w)
+                st.will_index
+                    .remove(&id)
+                    .and_then(|k| st.wills.remove(&k))
+                    .map(|(_, w)| w)
             };
             if let Some(w) = will {
                 self.publish(w).await;
@@ -576,7 +714,8 @@ impl Shard {
         }
         let mut st = self.state.borrow_mut();
         if !st.retained.is_empty() {
-            st.retained.retain_matching(|m| m.expires_at.is_none_or(|t| t > now));
+            st.retained
+                .retain_matching(|m| m.expires_at.is_none_or(|t| t > now));
         }
     }
 
@@ -585,7 +724,9 @@ impl Shard {
     /// Messages handled without awaiting (see `dispatch`).
     pub fn on_message_sync(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Interest(change) => self.state.borrow_mut().router.apply_interest(from, &change),
+            ShardMsg::Interest(change) => {
+                self.state.borrow_mut().router.apply_interest(from, &change)
+            }
             ShardMsg::Publish(m) => self.deliver_local(&m),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
             ShardMsg::ClaimReply { token, previous } => {
@@ -616,12 +757,19 @@ impl Shard {
     /// Messages whose handling may send to other shards.
     pub async fn on_message(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Shared { message, key, hops } => self.deliver_shared(message, key, hops).await,
+            ShardMsg::Shared { message, key, hops } => {
+                self.deliver_shared(message, key, hops).await
+            }
             ShardMsg::Claim { client_id, token } => {
                 let previous = self.state.borrow_mut().owners.insert(client_id, from);
-                self.send(from, ShardMsg::ClaimReply { token, previous }).await;
+                self.send(from, ShardMsg::ClaimReply { token, previous })
+                    .await;
             }
-            ShardMsg::Takeover { client_id, token, clean_start } => self.on_takeover(from, client_id, token, clean_start).await,
+            ShardMsg::Takeover {
+                client_id,
+                token,
+                clean_start,
+            } => self.on_takeover(from, client_id, token, clean_start).await,
             other => self.on_message_sync(from, other),
         }
     }
