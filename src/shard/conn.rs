@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// How long a new socket may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the client to read our last
+/// packets (DISCONNECT) and close its side before the socket is shut.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
 
 static ASSIGNED_IDS: AtomicU64 = AtomicU64::new(0);
 
@@ -147,6 +150,8 @@ async fn serve_connected(
         wake: Signal::default(),
         closing: Cell::new(false),
         handover: RefCell::new(None),
+        read_closed: Signal::default(),
+        tx_hold: Cell::new(0),
     });
     shard
         .state
@@ -159,6 +164,7 @@ async fn serve_connected(
     shard.run_actions(&handle).await;
 
     // ---- reader ----
+    let mut eof = false;
     'read: loop {
         loop {
             if handle.closing.get() {
@@ -191,30 +197,41 @@ async fn serve_connected(
             .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
         match fill(&mut rd, &mut buf).await {
             Ok(true) => {}
-            Ok(false) => {
-                handle
-                    .conn
-                    .borrow_mut()
-                    .handle_connection_lost(Instant::now());
-                shard.run_actions(&handle).await;
-                break;
-            }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 handle.conn.borrow_mut().handle_timeout(Instant::now());
                 shard.run_actions(&handle).await;
             }
-            Err(_) => {
-                handle
-                    .conn
-                    .borrow_mut()
-                    .handle_connection_lost(Instant::now());
-                shard.run_actions(&handle).await;
+            Ok(false) | Err(_) => {
+                eof = true;
+                if !handle.closing.get() {
+                    handle
+                        .conn
+                        .borrow_mut()
+                        .handle_connection_lost(Instant::now());
+                    shard.run_actions(&handle).await;
+                }
                 break;
             }
         }
     }
     handle.closing.set(true);
     handle.wake.raise();
+    if !eof {
+        // Lingering close: the writer flushes (DISCONNECT included) and
+        // half-closes; meanwhile keep reading and discarding, so the client
+        // can still read our last packets instead of getting a reset for
+        // data it sent that we never read. Ends at the client's FIN, or when
+        // the writer gives up after CLOSE_LINGER.
+        let _ = io.borrow().set_read_timeout(Some(CLOSE_LINGER));
+        loop {
+            buf.clear();
+            match fill(&mut rd, &mut buf).await {
+                Ok(true) => {}
+                _ => break,
+            }
+        }
+    }
+    handle.read_closed.raise();
     writer.await;
     close(&io).await;
 
@@ -291,7 +308,7 @@ async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
     let mut out = BytesMut::new();
     let size_of = |p: &Packet| codec::encoded_len(p, protocol);
     loop {
-        loop {
+        while handle.tx_hold.get() == 0 || handle.closing.get() {
             {
                 let now = Instant::now();
                 let mut conn = handle.conn.borrow_mut();
@@ -321,7 +338,10 @@ async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
             }
         }
         if handle.closing.get() {
-            // Wake the reader, which may be blocked on a read.
+            // Half-close, give the client CLOSE_LINGER to read what we sent
+            // and close its side, then wake a reader still blocked on it.
+            half_close_fd(&wr.0);
+            futures_lite::future::or(glommio::timer::sleep(CLOSE_LINGER), handle.read_closed.wait()).await;
             shutdown_fd(&wr.0);
             return;
         }
@@ -331,6 +351,16 @@ async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
 
 async fn close(io: &Rc<RefCell<TcpStream>>) {
     shutdown_fd(io);
+}
+
+/// shutdown(2) the write direction: the client reads EOF after our last bytes.
+fn half_close_fd(io: &Rc<RefCell<TcpStream>>) {
+    use std::os::fd::AsRawFd;
+    let fd = io.borrow().as_raw_fd();
+    // SAFETY: fd is owned by the stream, which outlives this call.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
 }
 
 /// shutdown(2) both directions: a reader blocked on this socket wakes with EOF.

@@ -191,7 +191,8 @@ async fn shard_main(
 /// (two shards waiting on each other's full queues would deadlock).
 fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
     match msg {
-        ShardMsg::Interest(_)
+        ShardMsg::Interest { .. }
+        | ShardMsg::InterestAck { .. }
         | ShardMsg::Publish(_)
         | ShardMsg::Retain { .. }
         | ShardMsg::ClaimReply { .. }

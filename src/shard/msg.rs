@@ -8,8 +8,10 @@ use crate::session::{Message, Session};
 use std::sync::Arc;
 
 pub enum ShardMsg {
-    /// The sender's subscriber count for a filter changed.
-    Interest(InterestChange),
+    /// The sender's subscriber count for a filter changed; with `ack`, the
+    /// sender waits for an `InterestAck` carrying that token.
+    Interest { change: InterestChange, ack: Option<u64> },
+    InterestAck { token: u64 },
     /// Deliver to this shard's ordinary subscribers matching the topic.
     Publish(Arc<Message>),
     /// Deliver to one local member of a shared group.

@@ -46,6 +46,11 @@ pub struct ConnHandle {
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
     pub handover: RefCell<Option<Handover>>,
+    /// Raised when the reader has seen the end of the client's stream.
+    pub read_closed: Signal,
+    /// While > 0 the writer sends nothing (a SUBACK waits for other shards
+    /// to learn the new interest).
+    pub tx_hold: Cell<u32>,
 }
 
 /// What the shard holds for a client id whose session lives here.
@@ -75,6 +80,8 @@ pub struct State {
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// Interest broadcasts awaiting acks: acks still missing, and who waits.
+    pub interest_acks: AHashMap<u64, (u16, Rc<Oneshot<()>>)>,
     /// Delayed wills by due time; the client id lets a reconnect cancel it.
     pub wills: BTreeMap<(Instant, u64), (ByteStr, Arc<Message>)>,
     pub will_index: AHashMap<ByteStr, (Instant, u64)>,
@@ -115,6 +122,7 @@ impl Shard {
                 owners: AHashMap::new(),
                 claims: AHashMap::new(),
                 moves: AHashMap::new(),
+                interest_acks: AHashMap::new(),
                 wills: BTreeMap::new(),
                 will_index: AHashMap::new(),
                 connections: 0,
@@ -157,9 +165,30 @@ impl Shard {
     async fn broadcast_interest(&self, change: InterestChange) {
         for s in 0..self.count {
             if s != self.id {
-                self.send(s, ShardMsg::Interest(change.clone())).await;
+                self.send(s, ShardMsg::Interest { change: change.clone(), ack: None }).await;
             }
         }
+    }
+
+    /// Broadcast an interest change and wait until every other shard has
+    /// applied it. A SUBACK is held until then, so a client that saw its
+    /// SUBACK gets every message published afterwards on any shard.
+    async fn broadcast_interest_acked(&self, change: InterestChange) {
+        if self.count == 1 {
+            return;
+        }
+        let token = self.token();
+        let done = Oneshot::new();
+        self.state
+            .borrow_mut()
+            .interest_acks
+            .insert(token, (self.count - 1, done.clone()));
+        for s in 0..self.count {
+            if s != self.id {
+                self.send(s, ShardMsg::Interest { change: change.clone(), ack: Some(token) }).await;
+            }
+        }
+        done.take().await
     }
 
     // ---- publish path -------------------------------------------------
@@ -339,7 +368,9 @@ impl Shard {
                     .router
                     .subscribe(&client, &filter, options, identifier);
                 if let Some(change) = outcome.interest {
-                    self.broadcast_interest(change).await;
+                    handle.tx_hold.set(handle.tx_hold.get() + 1);
+                    self.broadcast_interest_acked(change).await;
+                    handle.tx_hold.set(handle.tx_hold.get() - 1);
                 }
                 let send_retained = match options.retain_handling {
                     0 => true,
@@ -724,8 +755,24 @@ impl Shard {
     /// Messages handled without awaiting (see `dispatch`).
     pub fn on_message_sync(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Interest(change) => {
-                self.state.borrow_mut().router.apply_interest(from, &change)
+            ShardMsg::Interest { change, ack } => {
+                self.state.borrow_mut().router.apply_interest(from, &change);
+                if let Some(token) = ack {
+                    // Non-blocking: a full channel here would stall this
+                    // receive loop, so fall back to a task.
+                    let me = self.clone();
+                    glommio::spawn_local(async move { me.send(from, ShardMsg::InterestAck { token }).await }).detach();
+                }
+            }
+            ShardMsg::InterestAck { token } => {
+                let mut st = self.state.borrow_mut();
+                if let Some((left, done)) = st.interest_acks.get_mut(&token) {
+                    *left -= 1;
+                    if *left == 0 {
+                        done.put(());
+                        st.interest_acks.remove(&token);
+                    }
+                }
             }
             ShardMsg::Publish(m) => self.deliver_local(&m),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
