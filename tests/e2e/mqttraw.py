@@ -410,6 +410,8 @@ class RawClient:
         self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
+        # Packets read while looking for a specific one (see ack()); returned first.
+        self.backlog: list[Packet] = []
         self.closed = False
         self.next_pid = 1
         self.connack: Packet | None = None
@@ -468,6 +470,8 @@ class RawClient:
         return decode(first, body, self.version)
 
     def recv_packet(self, timeout: float | None = None) -> Packet:
+        if self.backlog:
+            return self.backlog.pop(0)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             p = self._parse_one()
@@ -562,16 +566,12 @@ class RawClient:
         """Subscribe and wait for the SUBACK (other packets arriving first are an error)."""
         pid = self.pid()
         self.send(subscribe(pid, filters, qos=qos, props=props, version=self.version, **kw))
-        ack = self.expect(SUBACK)
-        assert ack.pid == pid, ack
-        return ack
+        return self.wait_for(SUBACK, pid)
 
     def unsubscribe(self, filters, props: dict | None = None) -> Packet:
         pid = self.pid()
         self.send(unsubscribe(pid, filters, props=props, version=self.version))
-        ack = self.expect(UNSUBACK)
-        assert ack.pid == pid, ack
-        return ack
+        return self.wait_for(UNSUBACK, pid)
 
     def publish(self, topic, payload=b"", qos=0, retain=False, props=None, pid=None, dup=False,
                 wait: bool = True) -> int | None:
@@ -581,14 +581,14 @@ class RawClient:
         self.send(publish(topic, payload, qos=qos, retain=retain, dup=dup, pid=pid, props=props,
                           version=self.version))
         if wait and qos == 1:
-            ack = self.expect(PUBACK)
-            assert ack.pid == pid and ack.rc < 0x80, ack
+            ack = self.wait_for(PUBACK, pid)
+            assert ack.rc < 0x80, ack
         elif wait and qos == 2:
-            rec = self.expect(PUBREC)
-            assert rec.pid == pid and rec.rc < 0x80, rec
+            rec = self.wait_for(PUBREC, pid)
+            assert rec.rc < 0x80, rec
             self.send(pubrel(pid, version=self.version))
-            comp = self.expect(PUBCOMP)
-            assert comp.pid == pid and comp.rc == 0, comp
+            comp = self.wait_for(PUBCOMP, pid)
+            assert comp.rc == 0, comp
         return pid
 
     def ack(self, p: Packet) -> None:
@@ -597,9 +597,27 @@ class RawClient:
             self.send(puback(p.pid, version=self.version))
         elif p.qos == 2:
             self.send(pubrec(p.pid, version=self.version))
-            rel = self.expect(PUBREL)
-            assert rel.pid == p.pid, rel
+            self.wait_for(PUBREL, p.pid)
             self.send(pubcomp(p.pid, version=self.version))
+
+    def wait_for(self, ptype: int, pid: int | None = None, timeout: float | None = None) -> Packet:
+        """Read until a packet of `ptype` (with `pid`) arrives; others are kept for later reads."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        skipped = []
+        try:
+            while True:
+                try:
+                    p = self.recv_packet(max(0.0, deadline - time.monotonic()))
+                except Closed:
+                    raise AssertionError(f"waiting for {PACKET_NAMES[ptype]} {pid}: connection closed") from None
+                except TimeoutError:
+                    raise AssertionError(f"waiting for {PACKET_NAMES[ptype]} {pid}: not received; "
+                                         f"got {skipped!r}") from None
+                if p.type == ptype and (pid is None or p.pid == pid):
+                    return p
+                skipped.append(p)
+        finally:
+            self.backlog[:0] = skipped
 
     def ping(self) -> None:
         self.send(pingreq())
