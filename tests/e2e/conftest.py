@@ -256,6 +256,8 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_exit(self, timeout: float = 10.0) -> int:
+        """Wait for the process to end (it is then not reported as having died)."""
+        self.stopped = True
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -269,6 +271,9 @@ class Broker:
         self.stopped = True
         if self.proc is None:
             return None
+        if self.proc.poll() is not None:
+            self._log_file.close()
+            return self.proc.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -395,10 +400,14 @@ def broker_factory(request, tmp_path):
     request.node._brokers = made
 
     def factory(config: dict | None = None, env: dict | None = None, log_level: str = "info",
-                start: bool = True, **kw) -> Broker:
+                start: bool = True, spawn: bool = True, **kw) -> Broker:
+        """start=True: wait until it listens; start=False: only spawn (for brokers expected
+        to fail); spawn=False: only write the config (the test spawns it)."""
         b = Broker(tmp_path / f"b{len(made)}", config=config, env=env, log_level=log_level,
                    name=f"broker{len(made)}", **kw)
         made.append(b)
+        if not spawn:
+            return b
         if start:
             b.start()
         else:

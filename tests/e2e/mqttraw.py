@@ -591,6 +591,42 @@ class RawClient:
             assert comp.rc == 0, comp
         return pid
 
+    def publish_many(self, messages, qos: int = 1, window: int | None = None, retain: bool = False) -> None:
+        """Publish (topic, payload) pairs in order, pipelined, keeping at most `window`
+        unacknowledged (default: the broker's Receive Maximum, or 16 for 3.1.1)."""
+        if window is None:
+            window = (self.connack.props.get("receive_maximum", 65535)
+                      if self.version == V5 and self.connack else 16)
+        messages = list(messages)
+        pending: set[int] = set()
+        stash: list[Packet] = []
+        i = 0
+        try:
+            while i < len(messages) or pending:
+                while i < len(messages) and (qos == 0 or len(pending) < window):
+                    topic, payload = messages[i]
+                    pid = self.pid() if qos else None
+                    self.send(publish(topic, payload, qos=qos, retain=retain, pid=pid, version=self.version))
+                    if qos:
+                        pending.add(pid)
+                    i += 1
+                if not pending:
+                    break
+                try:
+                    p = self.recv_packet()
+                except (Closed, TimeoutError) as e:
+                    raise AssertionError(f"publish_many: {len(pending)} unacknowledged ({e!r})") from None
+                if p.type in (PUBACK, PUBCOMP) and p.pid in pending:
+                    assert p.rc < 0x80, p
+                    pending.discard(p.pid)
+                elif p.type == PUBREC and p.pid in pending:
+                    assert p.rc < 0x80, p
+                    self.send(pubrel(p.pid, version=self.version))
+                else:
+                    stash.append(p)
+        finally:
+            self.backlog[:0] = stash
+
     def ack(self, p: Packet) -> None:
         """Acknowledge a received PUBLISH (PUBACK, or PUBREC+PUBREL/PUBCOMP for QoS 2)."""
         if p.qos == 1:

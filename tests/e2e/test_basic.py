@@ -51,10 +51,8 @@ def test_order_per_publisher(broker, version, uid, qos):
     n = 100
     sub = broker.client(uid("sub"), version=version)
     sub.subscribe(topic, qos=2)
-    pub = broker.client(uid("pub"), version=version)
-    infos = [pub.publish(topic, str(i), qos=qos, wait=False) for i in range(n)]
-    for info in infos:
-        info.wait_for_publish(5)
+    pub = broker.raw(version=version, connect=uid("pub"))
+    pub.publish_many([(topic, str(i).encode()) for i in range(n)], qos=qos)
     got = sub.expect_messages(n, timeout=10)
     assert [m.text for m in got] == [str(i) for i in range(n)]
     assert all(m.qos == qos for m in got)

@@ -195,13 +195,10 @@ def test_v311_message_order_across_resume(broker, uid):
     s = broker.client(cid, version=4, clean=False)
     s.subscribe(topic, qos=1)
     s.disconnect()
-    pub = broker.client(uid("pub"), version=4)
-    for i in range(30):
-        pub.publish(topic, str(i), qos=1, wait=False)
-    pub.publish(topic, "30", qos=1)
+    pub = broker.raw(version=4, connect=uid("pub"))
+    pub.publish_many([(topic, str(i)) for i in range(31)], qos=1)
     s = broker.client(cid, version=4, clean=False)
     assert s.session_present
-    for i in range(31, 40):
-        pub.publish(topic, str(i), qos=1, wait=False)
+    pub.publish_many([(topic, str(i)) for i in range(31, 40)], qos=1)
     got = [m.text for m in s.expect_messages(40, timeout=10)]
     assert got == [str(i) for i in range(40)]
