@@ -41,8 +41,9 @@ READY_TIMEOUT = float(os.environ.get("RINGMQ_TEST_READY_TIMEOUT", "15"))
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CONNECTED_LINE = "client connected"
-SHARD_RE = re.compile(r"\bshard[=:]\s*\"?(\d+)")
-CLIENT_ID_RE = re.compile(r"\bclient_id[=:]\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^\s,}]+))")
+# `shard=1`, `shard: 1` or JSON `"shard":1`; `client_id=x`, `client_id="x"` or `"client_id":"x"`.
+SHARD_RE = re.compile(r"\bshard\"?\s*[=:]\s*\"?(\d+)")
+CLIENT_ID_RE = re.compile(r"\bclient_id\"?\s*[=:]\s*(?:\"((?:[^\"\\]|\\.)*)\"|([^\s,}]+))")
 
 
 def pytest_configure(config):
@@ -264,6 +265,8 @@ class Broker:
             raise AssertionError(f"{self.kind} still running {timeout}s later:\n" + self.tail(40)) from None
 
     def send_signal(self, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            self.stopped = True  # the test expects it to exit
         self.proc.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
