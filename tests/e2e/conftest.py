@@ -129,9 +129,16 @@ def to_toml(d: dict, prefix: str = "") -> str:
     return out
 
 
-def _raise_memlock():
-    # glommio wants locked memory for io_uring; raise the soft limit as far as
-    # the hard limit allows and carry on if that fails.
+def _broker_preexec():
+    """Runs in the broker's child process before exec."""
+    # Die with the test run: no broker outlives a killed pytest (PR_SET_PDEATHSIG = 1).
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except Exception:
+        pass
+    # glommio wants locked memory for io_uring; raise the soft limit as far as the
+    # hard limit allows and carry on if that fails.
     try:
         _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
@@ -231,7 +238,7 @@ class Broker:
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-                                     preexec_fn=_raise_memlock)
+                                     preexec_fn=_broker_preexec)
         return self
 
     def start(self, timeout: float = READY_TIMEOUT) -> "Broker":
