@@ -418,10 +418,14 @@ def broker_factory(request, tmp_path):
         made.append(b)
         if not spawn:
             return b
-        if start:
-            b.start()
-        else:
-            b.spawn()
+        try:
+            if start:
+                b.start()
+            else:
+                b.spawn()
+        except BaseException:
+            b.stopped = True  # reported once, here, not again as "died during the test"
+            raise
         return b
 
     yield factory
