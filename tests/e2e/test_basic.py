@@ -2,6 +2,7 @@
 import pytest
 
 from conftest import IS_MOSQUITTO
+import mqttraw
 from mqttraw import PUBLISH, V5
 
 pytestmark = pytest.mark.timeout(60)
@@ -236,3 +237,89 @@ def test_overlapping_subscriptions_v5_one_copy_all_ids(broker, uid):
     assert len(copies) == 1, f"ringmq sends a single copy, got {copies}"
     assert first.qos == 2
     assert sorted(first.props.get("subscription_identifier", [])) == [1, 2], first
+
+
+def test_qos2_duplicate_publish_delivered_once(broker, version, uid):
+    """4.3.3: a QoS 2 PUBLISH resent with DUP=1 before PUBREL is not delivered twice."""
+    topic = uid("q2dup")
+    sub = broker.raw(version=version, connect=uid("sub"))
+    sub.subscribe(topic, qos=2)
+    pub = broker.raw(version=version, connect=uid("pub"))
+    pub.send(mqttraw.publish(topic, b"once", qos=2, pid=5, version=version))
+    assert pub.wait_for(mqttraw.PUBREC, 5)
+    pub.send(mqttraw.publish(topic, b"once", qos=2, pid=5, dup=True, version=version))
+    assert pub.wait_for(mqttraw.PUBREC, 5)
+    pub.send(mqttraw.pubrel(5, version=version))
+    assert pub.wait_for(mqttraw.PUBCOMP, 5).rc == 0
+    p = sub.expect_publish()
+    assert p.payload == b"once"
+    sub.ack(p)
+    sub.expect_nothing(0.5)
+
+
+def test_qos2_pubrel_after_reconnect_completes_once(broker, version, uid):
+    """MQTT-4.4.0-1: the publisher's QoS 2 state survives a reconnect; the message goes out once."""
+    topic, cid = uid("q2re"), uid("pub")
+    sub = broker.raw(version=version, connect=uid("sub"))
+    sub.subscribe(topic, qos=2)
+    kw = {"clean": False, "props": {"session_expiry_interval": 60}} if version == 5 else {"clean": False}
+    pub = broker.raw(version=version, connect=cid, **kw)
+    pub.send(mqttraw.publish(topic, b"survives", qos=2, pid=9, version=version))
+    assert pub.wait_for(mqttraw.PUBREC, 9)
+    pub.close()
+    pub = broker.raw(version=version)
+    assert pub.connect(cid, **kw).session_present
+    pub.send(mqttraw.pubrel(9, version=version))
+    comp = pub.wait_for(mqttraw.PUBCOMP, 9)
+    assert comp.rc == 0, comp
+    got = []
+    while True:
+        try:
+            p = sub.expect_publish(timeout=0.7)
+        except AssertionError:
+            break
+        sub.ack(p)
+        got.append(p.payload)
+    assert got == [b"survives"]
+
+
+def test_large_payload(broker, version, uid):
+    """A ~1 MB message (under the 1 MiB max_packet_size) passes intact."""
+    topic = uid("big")
+    sub = broker.client(uid("sub"), version=version)
+    sub.subscribe(topic, qos=1)
+    payload = bytes(range(256)) * 4000  # 1,024,000 bytes
+    broker.raw(version=version, connect=uid("pub"), timeout=10).publish(topic, payload, qos=1)
+    m = sub.expect_message(timeout=10)
+    assert m.payload == payload
+
+
+def test_many_filters_one_subscribe(broker, version, uid):
+    p = uid("many")
+    r = broker.raw(version=version, connect=uid("sub"))
+    ack = r.subscribe([(f"{p}/{i}", 1) for i in range(300)])
+    assert ack.rcs == [1] * 300
+    pub = broker.client(uid("pub"), version=version)
+    for i in (0, 150, 299):
+        pub.publish(f"{p}/{i}", str(i), qos=1)
+    got = []
+    for _ in range(3):
+        m = r.expect_publish()
+        r.ack(m)
+        got.append(m.payload)
+    assert got == [b"0", b"150", b"299"]
+
+
+def test_unicode_topics(broker, version, uid):
+    base = uid("uni")
+    topics = [f"{base}/温度/センサー", f"{base}/😀/x", f"{base}/ä ö ü"]
+    sub = broker.client(uid("sub"), version=version)
+    sub.subscribe(f"{base}/#", qos=1)
+    sub2 = broker.client(uid("sub2"), version=version)
+    sub2.subscribe(f"{base}/+/センサー", qos=1)
+    pub = broker.client(uid("pub"), version=version)
+    for t in topics:
+        pub.publish(t, t, qos=1)
+    assert [m.topic for m in sub.expect_messages(3)] == topics
+    assert sub2.expect_message().topic == topics[0]
+    sub2.expect_no_message(0.3)
