@@ -1,0 +1,63 @@
+# ringmq: build, run, test.
+#   make run    build (release) and run with ringmq.example.toml
+#   make test   install test deps, build, cargo tests, end-to-end tests
+# Other targets: build, lint, fmt, e2e, e2e-mosquitto, conformance.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CARGO ?= cargo
+PYTHON ?= python3
+CONFIG ?= ringmq.example.toml
+PYTEST_ARGS ?=
+RINGMQ_BIN ?= $(CURDIR)/target/release/ringmq
+export RINGMQ_BIN
+
+.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean
+
+all: build
+
+toolchain:
+	@bash scripts/ensure-rust.sh
+
+test-deps:
+	@bash scripts/install-test-deps.sh
+
+build: toolchain
+	$(CARGO) build --release
+
+run: build
+	@ulimit -l unlimited 2>/dev/null || ulimit -l $$(ulimit -H -l) 2>/dev/null || true; \
+	exec ./target/release/ringmq --config $(CONFIG)
+
+# Sequential on purpose (also under make -j): deps, release build, cargo tests, e2e.
+test:
+	@$(MAKE) --no-print-directory test-deps
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
+
+unit: toolchain
+	$(CARGO) test --release
+
+e2e:
+	@ulimit -l unlimited 2>/dev/null || true; \
+	$(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The same end-to-end tests against Debian's mosquitto (checks the tests, not ringmq).
+e2e-mosquitto: test-deps
+	RINGMQ_TEST_BROKER=mosquitto $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+lint: toolchain
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt: toolchain
+	$(CARGO) fmt
+
+# Paho interoperability suite: PAHO_TESTING=/path/to/paho.mqtt.testing make conformance
+conformance: build
+	@bash scripts/conformance.sh all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs beyond the Rust toolchain:
+#   - Debian's mosquitto and mosquitto-clients (mosquitto_pub/sub are test clients;
+#     the mosquitto broker is the reference for RINGMQ_TEST_BROKER=mosquitto)
+#   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
+# Installs only what is missing; safe to run repeatedly and without a terminal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+have_mosquitto() {
+  { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } &&
+    command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1
+}
+
+if ! have_mosquitto; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing mosquitto mosquitto-clients (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients </dev/null
+  else
+    echo "warning: mosquitto/mosquitto_pub/mosquitto_sub missing and no apt-get; their tests will fail" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" - <<'PYEOF' 2>/dev/null
+import importlib.metadata as m
+import sys
+ok = m.version("paho-mqtt").split(".")[0] == "2"
+m.version("pytest"); m.version("pytest-timeout")
+sys.exit(0 if ok else 1)
+PYEOF
+then
+  echo "installing Python test dependencies (tests/requirements.txt)" >&2
+  "$PY" -m pip install -q --disable-pip-version-check -r tests/requirements.txt </dev/null ||
+    "$PY" -m pip install -q --disable-pip-version-check --break-system-packages -r tests/requirements.txt </dev/null
+fi
