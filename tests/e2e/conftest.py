@@ -231,7 +231,10 @@ class Broker:
         if self.kind != "mosquitto" and not RINGMQ_BIN.exists():
             pytest.fail(f"ringmq binary not found at {RINGMQ_BIN}: run `make build` "
                         f"(or set RINGMQ_BIN, or RINGMQ_TEST_BROKER=mosquitto)", pytrace=False)
-        env = dict(os.environ)
+        # Every RINGMQ_ variable is a config key to the broker (unknown ones
+        # are errors), so the harness's own (RINGMQ_BIN, RINGMQ_TEST_*) and
+        # any stray ones stay out; tests pass theirs through env_extra.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RINGMQ_")}
         env.update({"NO_COLOR": "1", "RUST_BACKTRACE": "1"})
         env.pop("RUST_LOG", None)
         env.update(self.env_extra)
