@@ -3,7 +3,7 @@
 use clap::Parser;
 use ringmq::config::Config;
 use ringmq::session::SessionConfig;
-use ringmq::shard::{self, BindLock, NodeSpec, ShardSettings};
+use ringmq::shard::{self, BindLock, ListenerSpec, NodeSpec, ShardSettings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -48,14 +48,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let binds: Vec<_> = config
+    let listeners: Vec<ListenerSpec> = config
         .enabled_tcp_listeners()
-        .map(|(_, l)| l.bind)
+        .map(|(_, l)| ListenerSpec {
+            bind: l.bind,
+            max_connections: l.max_connections as usize,
+        })
         .collect();
-    let max_connections: usize = config
-        .enabled_tcp_listeners()
-        .map(|(_, l)| l.max_connections as usize)
-        .sum();
+    let binds: Vec<_> = listeners.iter().map(|l| l.bind).collect();
     let mut locks = Vec::new();
     for &bind in &binds {
         match BindLock::acquire(bind) {
@@ -82,7 +82,6 @@ fn main() -> ExitCode {
             max_subscriptions: m.max_subscriptions as usize,
             max_client_id_len: m.max_clientid_len as usize,
         },
-        max_connections_per_shard: max_connections.div_ceil(cpus.len()),
         retained_max_messages: m.retained_max_messages as usize,
         retained_max_payload_bytes: m.retained_max_payload_size as usize,
     };
@@ -97,7 +96,7 @@ fn main() -> ExitCode {
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
     let result = shard::run(
         NodeSpec {
-            binds,
+            listeners,
             cpus,
             settings,
         },

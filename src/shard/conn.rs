@@ -5,6 +5,7 @@
 
 use super::io::{Half, Signal};
 use super::state::{Acquired, ConnHandle, Shard, Slot};
+use super::ListenerCount;
 use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
@@ -14,6 +15,7 @@ use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a new socket may take to send its CONNECT.
@@ -58,7 +60,7 @@ fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
     })
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCount>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let io = Rc::new(RefCell::new(stream));
@@ -100,9 +102,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
         return close(&io).await;
     }
-    if shard.state.borrow().connections >= shard.settings.max_connections_per_shard
-        || shard.is_shutting_down()
-    {
+    if shard.is_shutting_down() || !listener.try_admit() {
         let p = refusal(
             protocol,
             ReasonCode::QUOTA_EXCEEDED,
@@ -114,6 +114,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.state.borrow_mut().connections += 1;
     serve_connected(&shard, *connect, io, rd, wr, buf).await;
     shard.state.borrow_mut().connections -= 1;
+    listener.release();
 }
 
 async fn serve_connected(
@@ -150,7 +151,7 @@ async fn serve_connected(
         wake: Signal::default(),
         closing: Cell::new(false),
         handover: RefCell::new(None),
-        read_closed: Signal::default(),
+        close_requested: Signal::default(),
         tx_hold: Cell::new(0),
     });
     shard
@@ -195,13 +196,21 @@ async fn serve_connected(
         let _ = io
             .borrow()
             .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
-        match fill(&mut rd, &mut buf).await {
-            Ok(true) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+        // A close requested elsewhere (takeover, shutdown) must not wait for
+        // the client to send something.
+        let read = futures_lite::future::or(async { Some(fill(&mut rd, &mut buf).await) }, async {
+            handle.close_requested.wait().await;
+            None
+        })
+        .await;
+        match read {
+            None => break,
+            Some(Ok(true)) => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 handle.conn.borrow_mut().handle_timeout(Instant::now());
                 shard.run_actions(&handle).await;
             }
-            Ok(false) | Err(_) => {
+            Some(Ok(false)) | Some(Err(_)) => {
                 eof = true;
                 if !handle.closing.get() {
                     handle
@@ -214,26 +223,45 @@ async fn serve_connected(
             }
         }
     }
-    handle.closing.set(true);
-    handle.wake.raise();
-    if !eof {
-        // Lingering close: the writer flushes (DISCONNECT included) and
-        // half-closes; meanwhile keep reading and discarding, so the client
-        // can still read our last packets instead of getting a reset for
-        // data it sent that we never read. Ends at the client's FIN, or when
-        // the writer gives up after CLOSE_LINGER.
-        let _ = io.borrow().set_read_timeout(Some(CLOSE_LINGER));
-        loop {
-            buf.clear();
-            match fill(&mut rd, &mut buf).await {
-                Ok(true) => {}
-                _ => break,
-            }
-        }
+    handle.request_close();
+    // The writer flushes what is left (DISCONNECT included) and half-closes;
+    // a client that stopped reading gets CLOSE_LINGER before the socket is
+    // shut under the writer.
+    let flushed = futures_lite::future::or(
+        async {
+            writer.await;
+            true
+        },
+        async {
+            glommio::timer::sleep(CLOSE_LINGER).await;
+            false
+        },
+    )
+    .await;
+    if !flushed {
+        shutdown_fd(&io);
     }
-    handle.read_closed.raise();
-    writer.await;
-    close(&io).await;
+    if eof {
+        close(&io).await;
+    } else {
+        // Lingering close, off the session's path: keep reading and
+        // discarding so the client can read our last packets instead of
+        // getting a reset for data it sent that we never read. Ends at the
+        // client's FIN or after CLOSE_LINGER.
+        glommio::spawn_local(async move {
+            let _ = io.borrow().set_read_timeout(Some(CLOSE_LINGER));
+            let started = Instant::now();
+            loop {
+                buf.clear();
+                match fill(&mut rd, &mut buf).await {
+                    Ok(true) if started.elapsed() < CLOSE_LINGER => {}
+                    _ => break,
+                }
+            }
+            shutdown_fd(&io);
+        })
+        .detach();
+    }
 
     // ---- end of connection: the session goes offline, moves or ends ----
     {
@@ -256,6 +284,7 @@ async fn serve_connected(
         }
     };
     let mut conn = handle.conn.into_inner();
+    let drops = conn.drop_counts();
     let filters: Vec<ByteStr> = conn
         .session()
         .subscriptions()
@@ -301,7 +330,14 @@ async fn serve_connected(
             }
         },
     }
-    tracing::debug!(shard = shard.id, client_id = %client_id, "client disconnected");
+    tracing::debug!(
+        shard = shard.id,
+        client_id = %client_id,
+        dropped_queue_full = drops.queue_full,
+        dropped_expired = drops.expired,
+        dropped_too_large = drops.too_large,
+        "client disconnected"
+    );
 }
 
 async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
@@ -327,8 +363,7 @@ async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
                 break;
             }
             if wr.write_all(&out).await.is_err() {
-                handle.closing.set(true);
-                shutdown_fd(&wr.0);
+                handle.request_close();
                 return;
             }
             out.clear();
@@ -338,11 +373,9 @@ async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
             }
         }
         if handle.closing.get() {
-            // Half-close, give the client CLOSE_LINGER to read what we sent
-            // and close its side, then wake a reader still blocked on it.
+            // Everything is flushed: half-close, the client reads EOF after
+            // our last packet.
             half_close_fd(&wr.0);
-            futures_lite::future::or(glommio::timer::sleep(CLOSE_LINGER), handle.read_closed.wait()).await;
-            shutdown_fd(&wr.0);
             return;
         }
         handle.wake.wait().await;

@@ -38,10 +38,41 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for connections to flush their DISCONNECT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// One TCP listener and its node-wide connection cap.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    pub bind: SocketAddr,
+    pub max_connections: usize,
+}
+
+/// Node-wide count of a listener's connections. Shards share it as an atomic
+/// counter (no lock): a CONNECT is admitted only if incrementing stays within
+/// the cap, so the cap is exact whichever shard the kernel picked.
+pub struct ListenerCount {
+    pub bind: SocketAddr,
+    pub max: usize,
+    pub open: std::sync::atomic::AtomicUsize,
+}
+
+impl ListenerCount {
+    pub fn try_admit(&self) -> bool {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            false
+        } else {
+            true
+        }
+    }
+    pub fn release(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What a node needs to start its shards.
 pub struct NodeSpec {
     /// Every enabled TCP listener; each shard binds all of them.
-    pub binds: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSpec>,
     /// One shard per CPU, pinned to it.
     pub cpus: Vec<usize>,
     pub settings: ShardSettings,
@@ -52,17 +83,28 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     let count = spec.cpus.len();
     assert!(count >= 1 && count <= u16::MAX as usize);
     let mesh = MeshBuilder::<ShardMsg, _>::full(count, limits::SHARD_CHANNEL_CAPACITY);
+    let counts: Vec<Arc<ListenerCount>> = spec
+        .listeners
+        .iter()
+        .map(|l| {
+            Arc::new(ListenerCount {
+                bind: l.bind,
+                max: l.max_connections,
+                open: Default::default(),
+            })
+        })
+        .collect();
     let mut handles = Vec::with_capacity(count);
     for &cpu in &spec.cpus {
         let mesh = mesh.clone();
         let settings = spec.settings.clone();
         let shutdown = shutdown.clone();
-        let binds = spec.binds.clone();
+        let counts = counts.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
             .spawn(move || async move {
-                shard_main(mesh, count as u16, binds, settings, shutdown).await
+                shard_main(mesh, count as u16, counts, settings, shutdown).await
             })
             .map_err(|e| std::io::Error::other(format!("cannot start shard on CPU {cpu}: {e}")))?;
         handles.push(h);
@@ -84,7 +126,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
 async fn shard_main(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     count: u16,
-    binds: Vec<SocketAddr>,
+    counts: Vec<Arc<ListenerCount>>,
     settings: ShardSettings,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
@@ -95,9 +137,10 @@ async fn shard_main(
     let id = senders.peer_id() as ShardId;
     let shard = Rc::new(Shard::new(id, count, settings, senders, shutdown.clone()));
     let mut listeners = Vec::new();
-    for &bind in &binds {
+    for count in counts {
+        let bind = count.bind;
         match TcpListener::bind(bind) {
-            Ok(l) => listeners.push(Rc::new(l)),
+            Ok(l) => listeners.push((Rc::new(l), count)),
             Err(e) => {
                 shutdown.store(true, Ordering::Relaxed);
                 return Err(std::io::Error::other(format!(
@@ -130,7 +173,7 @@ async fn shard_main(
 
     let acceptors: Vec<_> = listeners
         .into_iter()
-        .map(|listener| {
+        .map(|(listener, count)| {
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 loop {
@@ -142,7 +185,8 @@ async fn shard_main(
                         .await;
                     match accepted {
                         Some(Ok(stream)) => {
-                            glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                            glommio::spawn_local(conn::serve(shard.clone(), stream, count.clone()))
+                                .detach();
                         }
                         Some(Err(e)) => {
                             tracing::warn!(shard = shard.id, error = %e, "accept failed");
@@ -173,8 +217,7 @@ async fn shard_main(
     for h in online {
         h.conn.borrow_mut().kick(ReasonCode::SERVER_SHUTTING_DOWN);
         shard.drain_sync_actions(&h);
-        h.closing.set(true);
-        h.wake.raise();
+        h.request_close();
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while shard.state.borrow().connections > 0 && Instant::now() < deadline {

@@ -10,8 +10,13 @@ use std::sync::Arc;
 pub enum ShardMsg {
     /// The sender's subscriber count for a filter changed; with `ack`, the
     /// sender waits for an `InterestAck` carrying that token.
-    Interest { change: InterestChange, ack: Option<u64> },
-    InterestAck { token: u64 },
+    Interest {
+        change: InterestChange,
+        ack: Option<u64>,
+    },
+    InterestAck {
+        token: u64,
+    },
     /// Deliver to this shard's ordinary subscribers matching the topic.
     Publish(Arc<Message>),
     /// Deliver to one local member of a shared group.
@@ -26,9 +31,15 @@ pub enum ShardMsg {
         message: Option<Arc<Message>>,
     },
     /// To the client id's home shard: the sender now owns this client id.
-    Claim { client_id: ByteStr, token: u64 },
+    Claim {
+        client_id: ByteStr,
+        token: u64,
+    },
     /// From the home shard: who owned the id before the claim.
-    ClaimReply { token: u64, previous: Option<u16> },
+    ClaimReply {
+        token: u64,
+        previous: Option<u16>,
+    },
     /// To the previous owner: hand the session over to the sender.
     Takeover {
         client_id: ByteStr,
@@ -41,5 +52,7 @@ pub enum ShardMsg {
         session: Option<Box<Session>>,
     },
     /// To the home shard: the sender no longer holds a session for the id.
-    Release { client_id: ByteStr },
+    Release {
+        client_id: ByteStr,
+    },
 }

@@ -19,12 +19,16 @@ use std::time::{Duration, Instant};
 
 pub type ShardId = u16;
 
+/// How often a shard logs messages its sessions dropped (queue full,
+/// expired, too large for the client): one line per interval at most, so a
+/// slow consumer cannot flood the log.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Settings every shard reads; built once from the config.
 #[derive(Clone, Debug)]
 pub struct ShardSettings {
     pub session: SessionConfig,
-    /// Node-wide cap split evenly across shards.
-    pub max_connections_per_shard: usize,
+
     pub retained_max_messages: usize,
     pub retained_max_payload_bytes: usize,
 }
@@ -37,6 +41,16 @@ pub enum Handover {
     Remote(ShardId, u64),
 }
 
+impl ConnHandle {
+    /// Close after flushing: wakes the writer (to flush) and the reader (to
+    /// stop waiting for the client).
+    pub fn request_close(&self) {
+        self.closing.set(true);
+        self.wake.raise();
+        self.close_requested.raise();
+    }
+}
+
 /// A connected client as the shard sees it. The connection's tasks and the
 /// shard's delivery path share it.
 pub struct ConnHandle {
@@ -46,8 +60,9 @@ pub struct ConnHandle {
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
     pub handover: RefCell<Option<Handover>>,
-    /// Raised when the reader has seen the end of the client's stream.
-    pub read_closed: Signal,
+    /// Raised when the connection must close: wakes a reader blocked on the
+    /// socket.
+    pub close_requested: Signal,
     /// While > 0 the writer sends nothing (a SUBACK waits for other shards
     /// to learn the new interest).
     pub tx_hold: Cell<u32>,
@@ -99,6 +114,10 @@ pub struct Shard {
     /// Deterministic hash of client ids to home shards: the same on every shard.
     hasher: ahash::RandomState,
     pub shutdown: Arc<AtomicBool>,
+    /// When the shard next sums its sessions' drop counters for the log.
+    next_drop_report: Cell<Instant>,
+    /// Drop total at the last report, so only growth is logged.
+    reported_drops: Cell<u64>,
     scratch_recipients: RefCell<Vec<crate::router::Recipient>>,
 }
 
@@ -133,6 +152,8 @@ impl Shard {
             next_token: Cell::new(1),
             hasher: ahash::RandomState::with_seeds(0x5151, 0x7272, 0x9393, 0xb4b4),
             shutdown,
+            next_drop_report: Cell::new(Instant::now() + DROP_REPORT_INTERVAL),
+            reported_drops: Cell::new(0),
             scratch_recipients: RefCell::new(Vec::new()),
         }
     }
@@ -165,7 +186,14 @@ impl Shard {
     async fn broadcast_interest(&self, change: InterestChange) {
         for s in 0..self.count {
             if s != self.id {
-                self.send(s, ShardMsg::Interest { change: change.clone(), ack: None }).await;
+                self.send(
+                    s,
+                    ShardMsg::Interest {
+                        change: change.clone(),
+                        ack: None,
+                    },
+                )
+                .await;
             }
         }
     }
@@ -185,7 +213,14 @@ impl Shard {
             .insert(token, (self.count - 1, done.clone()));
         for s in 0..self.count {
             if s != self.id {
-                self.send(s, ShardMsg::Interest { change: change.clone(), ack: Some(token) }).await;
+                self.send(
+                    s,
+                    ShardMsg::Interest {
+                        change: change.clone(),
+                        ack: Some(token),
+                    },
+                )
+                .await;
             }
         }
         done.take().await
@@ -337,7 +372,7 @@ impl Shard {
             let action = handle.conn.borrow_mut().poll_action();
             match action {
                 None => break,
-                Some(Action::Close { .. }) => handle.closing.set(true),
+                Some(Action::Close { .. }) => handle.request_close(),
                 Some(Action::Publish(m)) => {
                     let me = self.clone();
                     glommio::spawn_local(async move { me.publish(m).await }).detach();
@@ -415,8 +450,7 @@ impl Shard {
                 }
             }
             Action::Close { .. } => {
-                handle.closing.set(true);
-                handle.wake.raise();
+                handle.request_close();
             }
         }
     }
@@ -591,8 +625,7 @@ impl Shard {
                 *handle.handover.borrow_mut() = Some(Handover::Local(slot.clone()));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
-                handle.closing.set(true);
-                handle.wake.raise();
+                handle.request_close();
                 // The connection's own tasks must be the last holders of the
                 // handle when they finish.
                 drop(handle);
@@ -644,8 +677,7 @@ impl Shard {
                 *handle.handover.borrow_mut() = Some(Handover::Remote(from, token));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
-                handle.closing.set(true);
-                handle.wake.raise();
+                handle.request_close();
             }
             Some(Slot::Offline { session, .. }) => {
                 self.cancel_will(&client_id);
@@ -691,8 +723,35 @@ impl Shard {
         }
     }
 
+    /// Sum the drop counters of every session held here and log the growth
+    /// since the last report. O(sessions), so it runs rarely.
+    pub fn report_drops(&self) -> u64 {
+        let st = self.state.borrow();
+        let total: u64 = st
+            .slots
+            .values()
+            .map(|s| match s {
+                Slot::Online(h) => h.conn.borrow().drop_counts().total(),
+                Slot::Offline { session, .. } => session.drop_counts().total(),
+            })
+            .sum::<u64>();
+        let before = self.reported_drops.replace(total);
+        if total > before {
+            tracing::info!(
+                shard = self.id,
+                dropped = total - before,
+                "messages dropped since the last report (see docs: queue drop policy)"
+            );
+        }
+        total
+    }
+
     /// Periodic work: due wills, expired offline sessions.
     pub async fn tick(self: &Rc<Self>, now: Instant) {
+        if now >= self.next_drop_report.get() {
+            self.next_drop_report.set(now + DROP_REPORT_INTERVAL);
+            self.report_drops();
+        }
         let due: Vec<(ByteStr, Arc<Message>)> = {
             let mut st = self.state.borrow_mut();
             let later = st.wills.split_off(&(now, u64::MAX));
@@ -761,7 +820,10 @@ impl Shard {
                     // Non-blocking: a full channel here would stall this
                     // receive loop, so fall back to a task.
                     let me = self.clone();
-                    glommio::spawn_local(async move { me.send(from, ShardMsg::InterestAck { token }).await }).detach();
+                    glommio::spawn_local(async move {
+                        me.send(from, ShardMsg::InterestAck { token }).await
+                    })
+                    .detach();
                 }
             }
             ShardMsg::InterestAck { token } => {
