@@ -24,7 +24,7 @@ test-deps:
 	@bash scripts/install-test-deps.sh
 
 build: toolchain
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
 
 run: build
 	@ulimit -l unlimited 2>/dev/null || ulimit -l $$(ulimit -H -l) 2>/dev/null || true; \
@@ -34,11 +34,12 @@ run: build
 test:
 	@$(MAKE) --no-print-directory test-deps
 	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
 
 unit: toolchain
-	$(CARGO) test --release
+	$(CARGO) test --release --workspace
 
 e2e:
 	@ulimit -l unlimited 2>/dev/null || true; \

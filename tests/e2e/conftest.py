@@ -117,12 +117,13 @@ def _toml_value(v: Any) -> str:
 
 def to_toml(d: dict, prefix: str = "") -> str:
     """Minimal TOML writer: scalars first, then one [table] per nested dict."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    # None leaves a key out (the broker's default applies).
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None and not isinstance(v, dict)]
     out = "\n".join(lines) + ("\n" if lines else "")
     for k, v in d.items():
         if isinstance(v, dict):
             name = f"{prefix}.{k}" if prefix else k
-            scalars = any(not isinstance(x, dict) for x in v.values())
+            scalars = any(x is not None and not isinstance(x, dict) for x in v.values())
             if scalars or not v:
                 out += f"\n[{name}]\n"
             out += to_toml(v, name)
