@@ -1,8 +1,8 @@
 //! Fan-out micro-benchmarks: what one PUBLISH costs between "decoded" and
 //! "queued for each subscriber", without sockets.
 //!
-//! - `fanout_pure`: on one shard, `Router::route` + `Router::local_recipients`
-//!   + one `Delivery` per recipient (an `Arc<Message>` clone each), as
+//! - `fanout_pure`: on one shard, `Router::route`, `Router::local_recipients`
+//!   and one `Delivery` per recipient (an `Arc<Message>` clone each), as
 //!   `Shard::publish` / `deliver_local` do; the deliveries are then dropped.
 //!   Throughput is deliveries per second.
 //! - `channel_hop`: the cross-shard hop. Two glommio executors pinned to CPUs
