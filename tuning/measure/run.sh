@@ -34,6 +34,9 @@ cleanup() {
 trap cleanup EXIT
 
 start_broker() {
+    # A new port per start: the broker's start-up probe bind fails with
+    # EADDRINUSE while the previous run's TIME_WAIT sockets hold the port.
+    port=$((port + 1))
     cat >"$tmp/ringmq.toml" <<EOF
 [node]
 shards = 1
