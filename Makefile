@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 RINGMQ_BIN ?= $(CURDIR)/target/release/ringmq
 export RINGMQ_BIN
 
-.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean
+.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench
 
 all: build
 
@@ -36,6 +36,7 @@ test:
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
+	@bash tuning/test_tuning.sh
 	@$(MAKE) --no-print-directory e2e
 
 unit: toolchain
@@ -59,6 +60,14 @@ fmt: toolchain
 # Paho interoperability suite: PAHO_TESTING=/path/to/paho.mqtt.testing make conformance
 conformance: build
 	@bash scripts/conformance.sh all
+
+# Current kernel settings against tuning/sysctl.conf and limits.conf (read-only).
+tuning-check:
+	python3 tuning/check --connections $${CONNECTIONS:-10000}
+
+# Criterion micro-benchmarks (codec, router, cross-shard fan-out); see docs/microbenchmarks.md.
+microbench: toolchain
+	$(CARGO) bench
 
 clean:
 	$(CARGO) clean
