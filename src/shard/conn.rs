@@ -166,6 +166,8 @@ async fn serve_connected(
 
     // ---- reader ----
     let mut eof = false;
+    // One clock read per socket read: every packet of a read arrived together.
+    let mut now = Instant::now();
     'read: loop {
         loop {
             if handle.closing.get() {
@@ -176,7 +178,7 @@ async fn serve_connected(
                     handle
                         .conn
                         .borrow_mut()
-                        .handle_packet(packet, Instant::now());
+                        .handle_packet(packet, now);
                     shard.run_actions(&handle).await;
                 }
                 Ok(None) => break,
@@ -203,6 +205,7 @@ async fn serve_connected(
             None
         })
         .await;
+        now = Instant::now();
         match read {
             None => break,
             Some(Ok(true)) => {}

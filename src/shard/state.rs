@@ -299,6 +299,8 @@ impl Shard {
             message.origin.as_deref(),
             &mut recipients,
         );
+        // One clock read per message, not per recipient.
+        let now = Instant::now();
         for r in recipients.drain(..) {
             let d = Delivery {
                 message: message.clone(),
@@ -306,7 +308,7 @@ impl Shard {
                 retain: r.retain_as_published && message.retain,
                 subscription_ids: r.subscription_ids,
             };
-            self.deliver_to(&r.client, d);
+            self.deliver_to(&r.client, d, now);
         }
         *self.scratch_recipients.borrow_mut() = recipients;
     }
@@ -321,7 +323,7 @@ impl Shard {
                     retain: r.retain_as_published && message.retain,
                     subscription_ids: r.subscription_ids,
                 };
-                self.deliver_to(&r.client, d);
+                self.deliver_to(&r.client, d, Instant::now());
             }
             None if (hops as u16) < self.count => {
                 // The member left after the sender's pick: try the next shard.
@@ -344,8 +346,7 @@ impl Shard {
         }
     }
 
-    fn deliver_to(self: &Rc<Self>, client: &ByteStr, d: Delivery) {
-        let now = Instant::now();
+    fn deliver_to(self: &Rc<Self>, client: &ByteStr, d: Delivery, now: Instant) {
         let handle = {
             let mut st = self.state.borrow_mut();
             match st.slots.get_mut(client) {
