@@ -434,7 +434,12 @@ impl Connection {
                     self.tx.push_back(pubrec);
                     return;
                 }
-                if self.session.incoming_qos2.len() >= self.cfg.max_inflight.max(1) as usize {
+                // v5 clients were told our Receive Maximum; v3.1.1 clients
+                // never were, so only the packet-id space (65535 ids, a
+                // bounded set) limits them, as in Mosquitto and EMQX.
+                if self.is_v5()
+                    && self.session.incoming_qos2.len() >= self.cfg.max_inflight.max(1) as usize
+                {
                     return self.close_error(
                         ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                         "receive maximum exceeded",

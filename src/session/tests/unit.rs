@@ -384,6 +384,24 @@ fn inbound_receive_maximum_exceeded() {
 }
 
 #[test]
+fn inbound_qos2_v311_not_limited_by_receive_maximum() {
+    // A v3.1.1 client was never told a Receive Maximum: it may keep more
+    // QoS 2 messages unreleased than max_inflight without being disconnected.
+    let mut p = Pair::new(SessionConfig {
+        max_inflight: 2,
+        ..cfg()
+    });
+    p.connect(connect_v3("c1"));
+    for id in 1..=10 {
+        p.send(publish("a", QoS::ExactlyOnce, id, "x"));
+    }
+    assert_eq!(routed(&p.take_actions()).len(), 10);
+    assert!(disconnect_sent(&p.sent).is_none());
+    p.send(Packet::PubRel(ack(7)));
+    assert_eq!(p.take_sent().last(), Some(&Packet::PubComp(ack(7))));
+}
+
+#[test]
 fn inbound_message_properties_and_expiry() {
     let mut p = pair_v5();
     let Packet::Publish(mut publ) = publish("a", QoS::AtMostOnce, 0, "x") else {
