@@ -104,6 +104,11 @@ pub struct Args {
     /// messages off (they will show as lost if they never arrive) and goes on.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub outstanding_timeout: Duration,
+    /// QoS 1/2 PUBLISH packets a publisher may have unacknowledged (MQTT
+    /// level). 0: the server's Receive Maximum on MQTT 5, 32 on 3.1.1 (which
+    /// has no flow control; brokers commonly cap it near there).
+    #[arg(long, default_value_t = 0)]
+    pub inflight: u16,
     /// Most PUBLISH packets written per write(2) per connection.
     #[arg(long, default_value_t = 64)]
     pub batch: u32,

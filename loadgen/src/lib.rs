@@ -9,6 +9,7 @@
 //! - [`track`]: loss / duplicate / reorder accounting per stream; pure.
 //! - [`pacing`]: the fixed-rate schedule; pure.
 //! - [`server_ref`]: MQTT 5 Server Reference parsing; pure.
+//! - [`window`]: the closed-loop window of one publisher; pure.
 //! - [`shared`]: atomics the threads share (schedule, closed-loop counters, progress).
 //! - [`worker`]: one thread's epoll loop owning its clients.
 //! - [`forwarder`]: the selftest target.
@@ -27,4 +28,5 @@ pub mod stamp;
 pub mod stats;
 pub mod sys;
 pub mod track;
+pub mod window;
 pub mod worker;

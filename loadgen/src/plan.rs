@@ -10,13 +10,11 @@ pub enum Role {
     /// Connects and holds the connection (conn scenario).
     Idle,
     /// `id` is the publisher id stamped into payloads (0-based, dense).
-    Publisher {
-        id: u32,
-        topic: String,
-    },
-    Subscriber {
-        filter: String,
-    },
+    Publisher { id: u32, topic: String },
+    /// `slot`: which of the publishers' expected receivers this subscriber
+    /// is (0 in p2p, the subscriber index in fanin and fanout, the group in
+    /// sharedsub): its column in the closed-loop delivery counters.
+    Subscriber { filter: String, slot: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +82,9 @@ pub fn build(a: &Args) -> Result<Plan, String> {
         },
         thread,
     };
-    let subscriber = |i: u32, filter: String, thread: usize| ClientSpec {
+    let subscriber = |i: u32, filter: String, slot: u32, thread: usize| ClientSpec {
         client_id: format!("{p}-sub-{i}"),
-        role: Role::Subscriber { filter },
+        role: Role::Subscriber { filter, slot },
         thread,
     };
     let n = a.clients;
@@ -109,7 +107,7 @@ pub fn build(a: &Args) -> Result<Plan, String> {
         }
         Scenario::Sub => {
             for i in 0..n {
-                clients.push(subscriber(i, expand(&topic, i), i as usize % t));
+                clients.push(subscriber(i, expand(&topic, i), 0, i as usize % t));
             }
             (0, n, 0, Mode::Exact)
         }
@@ -117,7 +115,7 @@ pub fn build(a: &Args) -> Result<Plan, String> {
             // Pair i on one thread: its closed loop never crosses threads.
             let filter = a.filter.clone().unwrap_or_else(|| topic.clone());
             for i in 0..n {
-                clients.push(subscriber(i, expand(&filter, i), i as usize % t));
+                clients.push(subscriber(i, expand(&filter, i), 0, i as usize % t));
                 clients.push(publisher(i, &topic, i as usize % t));
             }
             (n, n, 1, Mode::Exact)
@@ -132,7 +130,7 @@ pub fn build(a: &Args) -> Result<Plan, String> {
             });
             let s = a.subscribers;
             for i in 0..s {
-                clients.push(subscriber(i, expand(&filter, i), i as usize % t));
+                clients.push(subscriber(i, expand(&filter, i), i, i as usize % t));
             }
             for i in 0..n {
                 clients.push(publisher(i, &topic, (s + i) as usize % t));
@@ -143,7 +141,7 @@ pub fn build(a: &Args) -> Result<Plan, String> {
             let filter = a.filter.clone().unwrap_or_else(|| topic.clone());
             let pubs = a.publishers;
             for i in 0..n {
-                clients.push(subscriber(i, expand(&filter, i), i as usize % t));
+                clients.push(subscriber(i, expand(&filter, i), i, i as usize % t));
             }
             for i in 0..pubs {
                 clients.push(publisher(i, &topic, (n + i) as usize % t));
@@ -164,13 +162,14 @@ pub fn build(a: &Args) -> Result<Plan, String> {
                 clients.push(subscriber(
                     i,
                     format!("$share/{group}/{}", expand(&filter, i)),
+                    g,
                     i as usize % t,
                 ));
             }
             for i in 0..pubs {
                 clients.push(publisher(i, &topic, (n + i) as usize % t));
             }
-            (pubs, n, groups.min(n.max(1)), Mode::Shared)
+            (pubs, n, groups.min(n), Mode::Shared)
         }
     };
     if clients.is_empty() {
@@ -201,7 +200,7 @@ mod tests {
             .iter()
             .map(|c| match &c.role {
                 Role::Publisher { id, topic } => format!("P{id}:{topic}@{}", c.thread),
-                Role::Subscriber { filter } => format!("S:{filter}@{}", c.thread),
+                Role::Subscriber { filter, slot } => format!("S{slot}:{filter}@{}", c.thread),
                 Role::Idle => format!("I@{}", c.thread),
             })
             .collect()
@@ -219,11 +218,11 @@ mod tests {
         assert_eq!(
             topics(&p),
             vec![
-                "S:bench/p2p/0@0",
+                "S0:bench/p2p/0@0",
                 "P0:bench/p2p/0@0",
-                "S:bench/p2p/1@1",
+                "S0:bench/p2p/1@1",
                 "P1:bench/p2p/1@1",
-                "S:bench/p2p/2@0",
+                "S0:bench/p2p/2@0",
                 "P2:bench/p2p/2@0"
             ]
         );
@@ -236,8 +235,8 @@ mod tests {
         assert_eq!(
             topics(&p),
             vec![
-                "S:bench/fanin/+@0",
-                "S:bench/fanin/+@0",
+                "S0:bench/fanin/+@0",
+                "S1:bench/fanin/+@0",
                 "P0:bench/fanin/0@0",
                 "P1:bench/fanin/1@0",
                 "P2:bench/fanin/2@0"
@@ -253,8 +252,9 @@ mod tests {
     fn sharedsub_groups() {
         let p = plan(&["sharedsub", "-c", "4", "--groups", "2", "--publishers", "2"]);
         let t = topics(&p);
-        assert_eq!(t[0], "S:$share/bench/bench/shared@0");
-        assert_eq!(t[1], "S:$share/bench1/bench/shared@0");
+        assert_eq!(t[0], "S0:$share/bench/bench/shared@0");
+        assert_eq!(t[1], "S1:$share/bench1/bench/shared@0");
+        assert_eq!(t[2], "S0:$share/bench/bench/shared@0");
         assert_eq!((p.publishers, p.subscribers, p.copies), (2, 4, 2));
         assert_eq!(p.mode, Mode::Shared);
     }

@@ -118,6 +118,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         max_outstanding: args.max_outstanding as u64,
         copies: plan.copies as u64,
         batch: args.batch,
+        inflight: args.inflight,
         outstanding_timeout_ns: args.outstanding_timeout.as_nanos() as u64,
         rate_per_publisher: rate,
         publishers_total: plan.publishers,
@@ -134,7 +135,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         threads,
         max_packet_size: (args.size as u32).saturating_add(64 * 1024).max(1 << 20),
     });
-    let shared = Arc::new(Shared::new(plan.publishers, threads));
+    let shared = Arc::new(Shared::new(plan.publishers, plan.copies, threads));
     let planned = plan.clients.len();
     let mut per_thread: Vec<Vec<(usize, ClientSpec)>> = vec![Vec::new(); threads];
     for (g, spec) in plan.clients.into_iter().enumerate() {
@@ -214,7 +215,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     if plan.copies > 0 {
         let drain_deadline = now_ns() + args.drain.as_nanos() as u64;
         loop {
-            let (expected, delivered) = shared.delivery(plan.copies as u64);
+            let (expected, delivered) = shared.delivery();
             if delivered >= expected
                 || now_ns() >= drain_deadline
                 || INTERRUPTED.load(Ordering::Relaxed)

@@ -4,15 +4,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// One publisher's closed-loop counters, on its own cache line: the
-/// publisher's thread writes `sent`, subscriber threads add to `delivered`.
+/// One publisher's sent counter, on its own cache line (written by the
+/// publisher's thread only).
 #[repr(align(64))]
 #[derive(Default, Debug)]
 pub struct PublisherCounters {
     /// Messages written to the socket so far (the next sequence number).
     pub sent: AtomicU64,
-    /// Copies received by our subscribers, duplicates excluded.
-    pub delivered: AtomicU64,
 }
 
 /// Live progress of one worker thread, for the once-a-second line and the
@@ -34,6 +32,12 @@ pub struct ThreadProgress {
 #[derive(Debug)]
 pub struct Shared {
     pub publishers: Box<[PublisherCounters]>,
+    /// Closed-loop delivery counters: `copies` per publisher, one per
+    /// expected receiver (its `slot`), at `publisher * copies + slot`:
+    /// messages of that publisher the receiver got, duplicates excluded.
+    /// Subscriber threads add to them; the publisher reads their minimum.
+    pub delivered: Box<[AtomicU64]>,
+    pub copies: usize,
     pub threads: Box<[ThreadProgress]>,
     /// 0 until every client is set up (or the connect timeout passed); then
     /// when publishing starts. Stored last, with Release: a worker that
@@ -48,9 +52,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(publishers: u32, threads: usize) -> Shared {
+    pub fn new(publishers: u32, copies: u32, threads: usize) -> Shared {
         Shared {
             publishers: (0..publishers).map(|_| Default::default()).collect(),
+            delivered: (0..publishers as usize * copies as usize)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            copies: copies as usize,
             threads: (0..threads).map(|_| Default::default()).collect(),
             publish_start_ns: AtomicU64::new(0),
             measure_start_ns: AtomicU64::new(0),
@@ -74,14 +82,24 @@ impl Shared {
             .sum()
     }
 
+    /// The receivers' counters of publisher `id`.
+    pub fn delivered_row(&self, id: u32) -> &[AtomicU64] {
+        let start = id as usize * self.copies;
+        &self.delivered[start..start + self.copies]
+    }
+
     /// (sent x copies, delivered) over all publishers.
-    pub fn delivery(&self, copies: u64) -> (u64, u64) {
-        let mut expected = 0;
-        let mut delivered = 0;
-        for p in self.publishers.iter() {
-            expected += p.sent.load(Ordering::Relaxed) * copies;
-            delivered += p.delivered.load(Ordering::Relaxed);
-        }
+    pub fn delivery(&self) -> (u64, u64) {
+        let expected = self
+            .publishers
+            .iter()
+            .map(|p| p.sent.load(Ordering::Relaxed) * self.copies as u64)
+            .sum();
+        let delivered = self
+            .delivered
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum();
         (expected, delivered)
     }
 }

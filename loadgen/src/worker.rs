@@ -35,6 +35,7 @@ use crate::stamp::{Stamp, STAMP_LEN};
 use crate::stats::ThreadStats;
 use crate::sys::{self, Epoll};
 use crate::track::{Mode, Stream, StreamTotals};
+use crate::window::Window;
 
 /// Bytes read per `read` call (one buffer per thread).
 const READ_CHUNK: usize = 256 * 1024;
@@ -60,6 +61,8 @@ pub struct WorkerConfig {
     /// Copies expected per message (0: no closed loop on deliveries).
     pub copies: u64,
     pub batch: u32,
+    /// --inflight (0 = default, see the option).
+    pub inflight: u16,
     pub outstanding_timeout_ns: u64,
     pub rate_per_publisher: Option<f64>,
     pub publishers_total: u32,
@@ -115,10 +118,8 @@ struct Publisher {
     receive_max: u32,
     next_packet_id: u16,
     pacer: Option<Pacer>,
-    /// Copies written off after --outstanding-timeout.
-    written_off: u64,
-    last_delivered: u64,
-    stalled_since_ns: u64,
+    /// Closed loop on deliveries (when subscribers of ours expect it).
+    window: Option<Window>,
 }
 
 impl Publisher {
@@ -130,6 +131,8 @@ impl Publisher {
 
 struct Subscriber {
     filter: String,
+    /// Column in the closed-loop counters (see `plan::Role::Subscriber`).
+    slot: u32,
     /// Keyed by run id << 32 | publisher id.
     streams: AHashMap<u64, Stream>,
 }
@@ -167,8 +170,8 @@ pub struct Worker {
     stats: ThreadStats,
     scratch: BytesMut,
     events: Vec<(u32, u64)>,
-    /// Deliveries to add to publishers' counters: (publisher id, count).
-    credits: Vec<(u32, u64)>,
+    /// Deliveries to add to the closed-loop counters: (index, count).
+    credits: Vec<(usize, u64)>,
     next_to_connect: usize,
     connects_started: u64,
     connect_pacer: Option<Pacer>,
@@ -201,6 +204,27 @@ fn ack(packet_id: u16) -> PubAck {
         ..PubAck::default()
     }
 }
+
+/// Unacknowledged QoS 1/2 PUBLISH packets a publisher may have: the
+/// server's Receive Maximum (v5; 65535 when absent), or [`V311_INFLIGHT`]
+/// on 3.1.1, lowered to `--inflight` when that is set.
+pub fn inflight_window(protocol: Protocol, receive_maximum: Option<u16>, option: u16) -> u32 {
+    let server = if protocol.is_v5() {
+        receive_maximum.unwrap_or(u16::MAX)
+    } else {
+        V311_INFLIGHT
+    };
+    let w = if option > 0 && (option < server || !protocol.is_v5()) {
+        option
+    } else {
+        server
+    };
+    w as u32
+}
+
+/// 3.1.1 has no Receive Maximum; brokers cap unacknowledged QoS 2 near this
+/// (ringmq: `mqtt.max_inflight`, 32 by default) and may close the connection.
+pub const V311_INFLIGHT: u16 = 32;
 
 /// Encoded PUBLISH with a zeroed payload; returns (bytes, packet id offset,
 /// payload offset). Checked against the decoder in the tests.
@@ -257,16 +281,17 @@ impl Worker {
                             receive_max: u16::MAX as u32,
                             next_packet_id: 0,
                             pacer: None,
-                            written_off: 0,
-                            last_delivered: 0,
-                            stalled_since_ns: 0,
+                            window: (cfg.copies > 0).then(|| {
+                                Window::new(cfg.max_outstanding, cfg.outstanding_timeout_ns)
+                            }),
                         };
                         (Some(Box::new(p)), None)
                     }
-                    Role::Subscriber { filter } => (
+                    Role::Subscriber { filter, slot } => (
                         None,
                         Some(Box::new(Subscriber {
                             filter,
+                            slot,
                             streams: AHashMap::new(),
                         })),
                     ),
@@ -725,10 +750,11 @@ impl Worker {
                         .entry(c.addr.to_string())
                         .or_default() += 1;
                     if let Some(p) = c.publisher.as_mut() {
-                        p.receive_max = ca
-                            .properties
-                            .receive_maximum
-                            .map_or(u16::MAX as u32, u32::from);
+                        p.receive_max = inflight_window(
+                            protocol,
+                            ca.properties.receive_maximum,
+                            self.cfg.inflight,
+                        );
                     }
                     if let Some(s) = c.subscriber.as_ref() {
                         let sub = Subscribe {
@@ -842,18 +868,18 @@ impl Worker {
                 .record(now.saturating_sub(stamp.sent_ns).max(1));
         }
         if ours && self.cfg.copies > 0 && arrival != crate::track::Arrival::Duplicate {
+            let counter =
+                stamp.publisher_id as usize * self.cfg.copies as usize + sub.slot as usize;
             match self.credits.last_mut() {
-                Some((id, n)) if *id == stamp.publisher_id => *n += 1,
-                _ => self.credits.push((stamp.publisher_id, 1)),
+                Some((k, n)) if *k == counter => *n += 1,
+                _ => self.credits.push((counter, 1)),
             }
         }
     }
 
     fn flush_credits(&mut self) {
-        for (id, n) in self.credits.drain(..) {
-            self.shared.publishers[id as usize]
-                .delivered
-                .fetch_add(n, Ordering::Relaxed);
+        for (counter, n) in self.credits.drain(..) {
+            self.shared.delivered[counter].fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -916,29 +942,24 @@ impl Worker {
         let mut allowed = cfg.batch as u64;
         let template_len = p.template.len();
         allowed = allowed.min((BATCH_BYTES_MAX / template_len).max(1) as u64);
-        if cfg.copies > 0 {
-            let delivered = self.shared.publishers[p.id as usize]
-                .delivered
-                .load(Ordering::Relaxed);
-            let outstanding = (p.seq * cfg.copies).saturating_sub(delivered + p.written_off);
-            let limit = cfg.max_outstanding * cfg.copies;
-            if outstanding >= limit {
-                if delivered != p.last_delivered {
-                    p.last_delivered = delivered;
-                    p.stalled_since_ns = now;
-                } else if now - p.stalled_since_ns > cfg.outstanding_timeout_ns {
-                    p.written_off += outstanding;
-                    p.stalled_since_ns = now;
-                    self.stats.window_timeouts += 1;
-                }
+        if let Some(window) = p.window.as_mut() {
+            let row = self.shared.delivered_row(p.id);
+            let d = window.poll(p.seq, now, || {
+                row.iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .min()
+                    .unwrap_or(0)
+            });
+            if d.timed_out {
+                self.stats.window_timeouts += 1;
+            }
+            if d.allowed == 0 {
                 if cfg.threads > 1 {
                     self.spin = true;
                 }
                 return;
             }
-            p.last_delivered = delivered;
-            p.stalled_since_ns = now;
-            allowed = allowed.min((limit - outstanding).div_ceil(cfg.copies));
+            allowed = allowed.min(d.allowed);
         }
         if cfg.qos != QoS::AtMostOnce {
             let free = p.receive_max.saturating_sub(p.inflight) as u64;
@@ -1073,6 +1094,18 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inflight_windows() {
+        assert_eq!(inflight_window(Protocol::V5, Some(32), 0), 32);
+        assert_eq!(inflight_window(Protocol::V5, None, 0), 65535);
+        assert_eq!(inflight_window(Protocol::V5, Some(32), 10), 10);
+        // Never above what the server announced.
+        assert_eq!(inflight_window(Protocol::V5, Some(32), 100), 32);
+        assert_eq!(inflight_window(Protocol::V311, None, 0), 32);
+        // 3.1.1: the option is the only information there is.
+        assert_eq!(inflight_window(Protocol::V311, None, 100), 100);
+    }
 
     #[test]
     fn template_offsets_match_the_decoder() {

@@ -1,0 +1,204 @@
+"""ringmq-loadgen end to end: short runs against a real broker, checked from the JSON report.
+
+Needs `target/release/ringmq-loadgen` (or $RINGMQ_LOADGEN_BIN):
+`cargo build --release -p ringmq-loadgen`. Nothing here asserts a rate or a latency:
+these are correctness checks of the load generator (and of the broker's delivery).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+LOADGEN_BIN = Path(os.environ.get("RINGMQ_LOADGEN_BIN", REPO / "target" / "release" / "ringmq-loadgen"))
+
+
+def loadgen(tmp_path: Path, *args: str, timeout: float = 60) -> dict:
+    """Run the load generator with `args`; return its JSON report."""
+    if not LOADGEN_BIN.exists():
+        pytest.fail(f"ringmq-loadgen not found at {LOADGEN_BIN}: run "
+                    f"`cargo build --release -p ringmq-loadgen` (or set RINGMQ_LOADGEN_BIN)",
+                    pytrace=False)
+    out = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
+    argv = [str(LOADGEN_BIN), *args, "--quiet", "--json", str(out)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
+    return json.loads(out.read_text())
+
+
+def short(port: int, *extra: str) -> list[str]:
+    """Common options of a short run against 127.0.0.1:port."""
+    return ["-h", "127.0.0.1", "-p", str(port), "--warmup", "0.3", "-d", "1.5", "--drain", "10",
+            "--client-id-prefix", f"lg{os.getpid()}", *extra]
+
+
+def assert_no_loss(r: dict, copies: int) -> None:
+    assert r["errors_total"] == 0, r["errors"]
+    assert r["clients"]["failed"] == 0
+    assert r["clients"]["ready"] == r["clients"]["planned"]
+    assert r["sent"] > 0
+    assert r["copies"] == copies
+    assert r["expected"] == r["sent"] * copies
+    assert r["received"] == r["expected"], (r["received"], r["expected"])
+    assert r["lost"] == 0
+    assert r["duplicated"] == 0
+    assert r["foreign"] == 0 and r["unstamped"] == 0
+    for p in r["publishers"]:
+        assert p["lost"] == 0 and p["duplicated"] == 0, p
+        assert p["received"] == p["sent"] * copies, p
+    lat = r["latency_us"]
+    assert lat is not None and lat["count"] > 0
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+
+
+def test_p2p_qos1_received_equals_sent(broker, tmp_path, version):
+    r = loadgen(tmp_path, "p2p", *short(broker.listen_port, "-c", "4", "-q", "1", "-V", str(version)))
+    assert r["scenario"] == "p2p" and r["protocol_version"] == version and r["qos"] == 1
+    assert (r["clients"]["publishers"], r["clients"]["subscribers"]) == (4, 4)
+    assert_no_loss(r, copies=1)
+    assert len(r["publishers"]) == 4
+    assert r["throughput"]["out_msg_s"] > 0 and r["throughput"]["in_msg_s"] > 0
+    broker.check_alive()
+
+
+def test_p2p_qos2_paced(broker, tmp_path):
+    # Fixed rate: 200 msg/s over 2 publishers for 1.5 s measured.
+    r = loadgen(tmp_path, "p2p", *short(broker.listen_port, "-c", "2", "-q", "2", "-r", "200"))
+    assert r["rate_per_publisher"] == 100
+    assert_no_loss(r, copies=1)
+    # About 1.8 s of sending at 100/s each; loose bounds, this is not a benchmark.
+    for p in r["publishers"]:
+        assert 100 <= p["sent"] <= 260, p
+
+
+def test_fanout(broker, tmp_path):
+    r = loadgen(tmp_path, "fanout", *short(broker.listen_port, "-c", "5", "-q", "1",
+                                            "-t", f"lg/fanout/{os.getpid()}"))
+    assert (r["clients"]["publishers"], r["clients"]["subscribers"]) == (1, 5)
+    assert_no_loss(r, copies=5)
+
+
+def test_fanin(broker, tmp_path):
+    r = loadgen(tmp_path, "fanin", *short(broker.listen_port, "-c", "6", "--subscribers", "2", "-q", "1",
+                                           "-t", f"lg/fanin/{os.getpid()}/%i"))
+    assert (r["clients"]["publishers"], r["clients"]["subscribers"]) == (6, 2)
+    assert_no_loss(r, copies=2)
+
+
+def test_sharedsub(broker, tmp_path):
+    r = loadgen(tmp_path, "sharedsub", *short(broker.listen_port, "-c", "3", "--publishers", "2",
+                                               "-q", "1", "-t", f"lg/shared/{os.getpid()}"))
+    assert (r["clients"]["publishers"], r["clients"]["subscribers"]) == (2, 3)
+    assert_no_loss(r, copies=1)
+
+
+def test_conn_storm_holds_connections(broker, tmp_path):
+    r = loadgen(tmp_path, "conn", "-p", str(broker.listen_port), "-c", "300", "-d", "1",
+                "--client-id-prefix", f"lgc{os.getpid()}")
+    assert r["clients"]["planned"] == 300
+    assert r["clients"]["ready"] == 300 and r["clients"]["failed"] == 0
+    assert r["errors_total"] == 0, r["errors"]
+    assert r["connack_latency_us"]["count"] == 300
+    assert r["sent"] == 0 and r["lost"] is None
+    broker.check_alive()
+
+
+def test_selftest_forwarder(tmp_path):
+    r = loadgen(tmp_path, "selftest", "-c", "2", "--warmup", "0.2", "-d", "0.5")
+    assert_no_loss(r, copies=1)
+    assert r["forwarder_messages"] == r["sent"]
+
+
+# ---------------------------------------------------------------- Server Reference
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connack_redirect(reason: int, reference: str) -> bytes:
+    """v5 CONNACK with `reason` and a Server Reference property (0x1C)."""
+    ref = reference.encode()
+    props = bytes([0x1C]) + len(ref).to_bytes(2, "big") + ref
+    body = bytes([0x00, reason]) + _remaining_length(len(props)) + props
+    return bytes([0x20]) + _remaining_length(len(body)) + body
+
+
+class RedirectingServer:
+    """Answers every CONNECT with CONNACK `reason` + Server Reference `reference`, then closes."""
+
+    def __init__(self, reference: str, reason: int = 0x9C):
+        self.reply = connack_redirect(reason, reference)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connects = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    continue
+                if data[:1] == b"\x10":  # CONNECT
+                    self.connects += 1
+                    conn.sendall(self.reply)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("reason", [0x9C, 0x9D], ids=["use-another-server", "server-moved"])
+def test_follows_server_reference(broker, tmp_path, reason):
+    target = f"127.0.0.1:{broker.listen_port}"
+    fake = RedirectingServer(target, reason)
+    try:
+        r = loadgen(tmp_path, "p2p", *short(fake.port, "-c", "2", "-q", "1", "-V", "5"))
+    finally:
+        fake.close()
+    assert fake.connects == 4
+    red = r["redirects"]
+    assert red["connections"] == 4
+    assert red["hops"] == {f"127.0.0.1:{fake.port} -> {target}": 4}
+    assert red["connected_by_server"] == {target: 4}
+    assert_no_loss(r, copies=1)
+
+
+def test_server_reference_list_takes_the_first(broker, tmp_path):
+    # Several references separated by spaces; a bracketed IPv6 one second.
+    target = f"127.0.0.1:{broker.listen_port}"
+    fake = RedirectingServer(f"{target} [::1]:{free_port()}")
+    try:
+        r = loadgen(tmp_path, "conn", "-p", str(fake.port), "-c", "3", "-d", "0.2")
+    finally:
+        fake.close()
+    assert r["clients"]["ready"] == 3
+    assert r["redirects"]["connections"] == 3
+    assert r["redirects"]["connected_by_server"] == {target: 3}
