@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import IS_MOSQUITTO, REPO, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,9 +75,10 @@ def test_p2p_qos2_paced(broker, tmp_path):
     r = loadgen(tmp_path, "p2p", *short(broker.listen_port, "-c", "2", "-q", "2", "-r", "200"))
     assert r["rate_per_publisher"] == 100
     assert_no_loss(r, copies=1)
-    # About 1.8 s of sending at 100/s each; loose bounds, this is not a benchmark.
+    # 1.8 s of schedule (0.3 warm-up + 1.5) at 100/s each: pacing never runs
+    # ahead of it (a correctness bound, not a timing assertion).
     for p in r["publishers"]:
-        assert 100 <= p["sent"] <= 260, p
+        assert 0 < p["sent"] <= 182, p
 
 
 def test_fanout(broker, tmp_path):
@@ -87,10 +88,17 @@ def test_fanout(broker, tmp_path):
     assert_no_loss(r, copies=5)
 
 
-def test_fanin(broker, tmp_path):
+def test_fanin(broker, tmp_path, version):
     r = loadgen(tmp_path, "fanin", *short(broker.listen_port, "-c", "6", "--subscribers", "2", "-q", "1",
-                                           "-t", f"lg/fanin/{os.getpid()}/%i"))
+                                           "-V", str(version), "-t", f"lg/fanin/{os.getpid()}/%i"))
     assert (r["clients"]["publishers"], r["clients"]["subscribers"]) == (6, 2)
+    if IS_MOSQUITTO:
+        # mosquitto 2.0 drops QoS 1 messages to a subscriber fed by many publishers ("Outgoing
+        # messages are being dropped", counted in $SYS/broker/publish/messages/dropped):
+        # check that the accounting adds up rather than that nothing was lost.
+        assert r["errors_total"] == 0 and r["duplicated"] == 0
+        assert r["received"] + r["lost"] == r["expected"] == r["sent"] * 2
+        return
     assert_no_loss(r, copies=2)
 
 
