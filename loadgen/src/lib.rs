@@ -2,20 +2,20 @@
 //! built to not be the bottleneck. See loadgen/README.md for the options.
 //!
 //! Crate map:
-//! - [`cli`]: options.
-//! - [`plan`]: scenario -> clients (role, id, topic, thread); pure.
-//! - [`clock`]: the shared monotonic clock.
-//! - [`stamp`]: the payload header (publisher id, sequence, send time).
-//! - [`track`]: loss / duplicate / reorder accounting per stream; pure.
-//! - [`pacing`]: the fixed-rate schedule; pure.
-//! - [`server_ref`]: MQTT 5 Server Reference parsing; pure.
-//! - [`window`]: the closed-loop window of one publisher; pure.
-//! - [`shared`]: atomics the threads share (schedule, closed-loop counters, progress).
-//! - [`worker`]: one thread's epoll loop owning its clients.
-//! - [`forwarder`]: the selftest target.
-//! - [`stats`]: per-thread statistics, the report, the table.
-//! - [`run`]: the main thread (phases, progress, report).
-//! - [`sys`]: socket and epoll syscalls.
+//! - [`cli`] - options.
+//! - [`plan`] - scenario -> clients (role, id, topic, thread); pure.
+//! - [`clock`] - the shared monotonic clock.
+//! - [`stamp`] - the payload header (publisher id, sequence, send time).
+//! - [`track`] - loss / duplicate / reorder accounting per stream; pure.
+//! - [`pacing`] - the fixed-rate schedule; pure.
+//! - [`server_ref`] - MQTT 5 Server Reference parsing; pure.
+//! - [`window`] - the closed-loop window of one publisher; pure.
+//! - [`shared`] - atomics the threads share (schedule, closed-loop counters, progress).
+//! - [`worker`] - one thread's epoll loop owning its clients.
+//! - [`forwarder`] - the selftest target.
+//! - [`stats`] - per-thread statistics, the report, the table.
+//! - [`run`] - the main thread (phases, progress, report).
+//! - [`sys`] - socket and epoll syscalls.
 pub mod cli;
 pub mod clock;
 pub mod forwarder;

@@ -34,7 +34,7 @@ use crate::shared::Shared;
 use crate::stamp::{Stamp, STAMP_LEN};
 use crate::stats::ThreadStats;
 use crate::sys::{self, Epoll};
-use crate::track::{Mode, Stream, StreamTotals};
+use crate::track::{Mode, Stream};
 use crate::window::Window;
 
 /// Bytes read per `read` call (one buffer per thread).
@@ -1082,7 +1082,7 @@ impl Worker {
                     self.stats
                         .received_by_publisher
                         .entry(id)
-                        .or_insert_with(StreamTotals::default)
+                        .or_default()
                         .add_stream(stream);
                 }
             }
