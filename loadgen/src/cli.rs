@@ -113,6 +113,11 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
 
+    /// Decode every received packet with ringmq::codec (full validation of
+    /// what the broker sends) instead of parsing PUBLISH and acks in place.
+    #[arg(long)]
+    pub codec_decode: bool,
+
     /// Keep Alive in seconds (0 = off).
     #[arg(short = 'k', long, default_value_t = 60)]
     pub keepalive: u16,

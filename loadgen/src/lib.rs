@@ -12,12 +12,14 @@
 //! - [`window`] - the closed-loop window of one publisher; pure.
 //! - [`shared`] - atomics the threads share (schedule, closed-loop counters, progress).
 //! - [`worker`] - one thread's epoll loop owning its clients.
+//! - [`fastpath`] - in-place parsing of PUBLISH and its acks; pure.
 //! - [`forwarder`] - the selftest target.
 //! - [`stats`] - per-thread statistics, the report, the table.
 //! - [`run`] - the main thread (phases, progress, report).
 //! - [`sys`] - socket and epoll syscalls.
 pub mod cli;
 pub mod clock;
+pub mod fastpath;
 pub mod forwarder;
 pub mod pacing;
 pub mod plan;

@@ -27,6 +27,7 @@ use ringmq::codec::{
 };
 
 use crate::clock::{now_ns, NS_PER_MS, NS_PER_S};
+use crate::fastpath::{self, Frame};
 use crate::pacing::{Pacer, SPIN_BELOW_NS};
 use crate::plan::{ClientSpec, Role};
 use crate::server_ref;
@@ -78,6 +79,8 @@ pub struct WorkerConfig {
     pub accept_any_run: bool,
     pub threads: usize,
     pub max_packet_size: u32,
+    /// Decode every packet with `ringmq::codec` instead of [`fastpath`].
+    pub codec_decode: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -646,25 +649,11 @@ impl Worker {
                     // SAFETY: `n` bytes were written by read().
                     unsafe { scratch.set_len(start + n) };
                     let now = now_ns();
-                    let mut ok = true;
-                    loop {
-                        match decode_any(&mut scratch, self.cfg.protocol, self.cfg.max_packet_size)
-                        {
-                            Ok(Some(p)) => {
-                                self.on_packet(i, p, now);
-                                if self.clients[i].fd < 0 {
-                                    ok = false;
-                                    break;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                self.fail(i, "decode", &e.to_string());
-                                ok = false;
-                                break;
-                            }
-                        }
-                    }
+                    let ok = if self.cfg.codec_decode {
+                        self.decode_with_codec(i, &mut scratch, now)
+                    } else {
+                        self.decode_in_place(i, &mut scratch, now)
+                    };
                     if !ok {
                         break;
                     }
@@ -699,6 +688,102 @@ impl Worker {
         }
     }
 
+    /// Every complete packet in `buf`, through `ringmq::codec`. False when
+    /// the client was closed.
+    fn decode_with_codec(&mut self, i: usize, buf: &mut BytesMut, now: u64) -> bool {
+        loop {
+            match decode_any(buf, self.cfg.protocol, self.cfg.max_packet_size) {
+                Ok(Some(p)) => {
+                    self.on_packet(i, p, now);
+                    if self.clients[i].fd < 0 {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    self.fail(i, "decode", &e.to_string());
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Every complete packet in `buf`: PUBLISH and its acknowledgements
+    /// parsed in place ([`fastpath`]), the rest through the codec. Consumes
+    /// what it handled. False when the client was closed.
+    fn decode_in_place(&mut self, i: usize, buf: &mut BytesMut, now: u64) -> bool {
+        let v5 = self.cfg.protocol.is_v5();
+        let max = self.cfg.max_packet_size as usize;
+        let mut pos = 0;
+        let mut alive = true;
+        while alive {
+            match fastpath::parse(&buf[pos..], v5, max) {
+                Ok(Some((
+                    Frame::Publish {
+                        qos,
+                        packet_id,
+                        payload,
+                    },
+                    n,
+                ))) => {
+                    self.on_publish(i, qos, packet_id, payload, now);
+                    pos += n;
+                }
+                Ok(Some((
+                    Frame::Ack {
+                        kind,
+                        packet_id,
+                        reason,
+                    },
+                    n,
+                ))) => {
+                    self.on_ack(i, kind, packet_id, reason);
+                    pos += n;
+                }
+                Ok(Some((Frame::Other, n))) => {
+                    let mut frame = BytesMut::from(&buf[pos..pos + n]);
+                    pos += n;
+                    alive = self.decode_with_codec(i, &mut frame, now);
+                    continue;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(i, "decode", e);
+                    alive = false;
+                    break;
+                }
+            }
+            alive = self.clients[i].fd >= 0;
+        }
+        let _ = buf.split_to(pos);
+        alive
+    }
+
+    fn on_ack(&mut self, i: usize, kind: u8, packet_id: u16, reason: u8) {
+        let protocol = self.cfg.protocol;
+        let c = &mut self.clients[i];
+        match kind {
+            fastpath::PUBACK | fastpath::PUBCOMP => {
+                if let Some(p) = c.publisher.as_mut() {
+                    p.inflight = p.inflight.saturating_sub(1);
+                }
+            }
+            fastpath::PUBREC => {
+                if ReasonCode(reason).is_error() {
+                    if let Some(p) = c.publisher.as_mut() {
+                        p.inflight = p.inflight.saturating_sub(1);
+                    }
+                } else {
+                    encode_into(&Packet::PubRel(ack(packet_id)), protocol, &mut c.wbuf);
+                }
+            }
+            fastpath::PUBREL => {
+                encode_into(&Packet::PubComp(ack(packet_id)), protocol, &mut c.wbuf);
+            }
+            _ => unreachable!("fastpath yields acknowledgement kinds 4 to 7 only"),
+        }
+    }
+
     fn on_peer_closed(&mut self, i: usize) {
         if self.shared.shutdown.load(Ordering::Relaxed) {
             self.close_fd(i);
@@ -711,26 +796,11 @@ impl Worker {
     fn on_packet(&mut self, i: usize, packet: Packet, now: u64) {
         let protocol = self.cfg.protocol;
         match packet {
-            Packet::Publish(p) => self.on_publish(i, p, now),
-            Packet::PubAck(_) | Packet::PubComp(_) => {
-                if let Some(p) = self.clients[i].publisher.as_mut() {
-                    p.inflight = p.inflight.saturating_sub(1);
-                }
-            }
-            Packet::PubRec(a) => {
-                let c = &mut self.clients[i];
-                if a.reason_code.is_error() {
-                    if let Some(p) = c.publisher.as_mut() {
-                        p.inflight = p.inflight.saturating_sub(1);
-                    }
-                } else {
-                    encode_into(&Packet::PubRel(ack(a.packet_id)), protocol, &mut c.wbuf);
-                }
-            }
-            Packet::PubRel(a) => {
-                let c = &mut self.clients[i];
-                encode_into(&Packet::PubComp(ack(a.packet_id)), protocol, &mut c.wbuf);
-            }
+            Packet::Publish(p) => self.on_publish(i, p.qos as u8, p.packet_id, &p.payload, now),
+            Packet::PubAck(a) => self.on_ack(i, fastpath::PUBACK, a.packet_id, a.reason_code.0),
+            Packet::PubRec(a) => self.on_ack(i, fastpath::PUBREC, a.packet_id, a.reason_code.0),
+            Packet::PubRel(a) => self.on_ack(i, fastpath::PUBREL, a.packet_id, a.reason_code.0),
+            Packet::PubComp(a) => self.on_ack(i, fastpath::PUBCOMP, a.packet_id, a.reason_code.0),
             Packet::ConnAck(ca) => {
                 if self.clients[i].state != State::AwaitConnAck {
                     self.fail(i, "protocol", "unexpected CONNACK");
@@ -824,22 +894,22 @@ impl Worker {
         self.ready += 1;
     }
 
-    fn on_publish(&mut self, i: usize, p: Publish, now: u64) {
+    fn on_publish(&mut self, i: usize, qos: u8, packet_id: u16, payload: &[u8], now: u64) {
         self.received += 1;
         self.stats.received_total += 1;
         if now >= self.measure_start_ns && now < self.stop_ns {
             self.stats.received_measured += 1;
         }
         let c = &mut self.clients[i];
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => encode_into(
-                &Packet::PubAck(ack(p.packet_id)),
+        match qos {
+            0 => {}
+            1 => encode_into(
+                &Packet::PubAck(ack(packet_id)),
                 self.cfg.protocol,
                 &mut c.wbuf,
             ),
-            QoS::ExactlyOnce => encode_into(
-                &Packet::PubRec(ack(p.packet_id)),
+            _ => encode_into(
+                &Packet::PubRec(ack(packet_id)),
                 self.cfg.protocol,
                 &mut c.wbuf,
             ),
@@ -847,7 +917,7 @@ impl Worker {
         let Some(sub) = c.subscriber.as_mut() else {
             return;
         };
-        let Some(stamp) = Stamp::read(&p.payload) else {
+        let Some(stamp) = Stamp::read(payload) else {
             self.stats.unstamped += 1;
             return;
         };
