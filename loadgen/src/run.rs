@@ -87,7 +87,14 @@ fn sleep_until(deadline_ns: u64, step: Duration) {
 
 pub fn run(args: &Args) -> Result<Report, String> {
     let plan = plan::build(args)?;
-    sys::raise_nofile_limit();
+    let nofile = sys::raise_nofile_limit();
+    if nofile > 0 && plan.clients.len() as u64 + 64 > nofile {
+        eprintln!(
+            "ringmq-loadgen: warning: {} connections planned but the open-file limit is {nofile} \
+             (raise it with `ulimit -n`, or as root in /etc/security/limits.conf)",
+            plan.clients.len()
+        );
+    }
     let forwarder = if args.scenario == Scenario::Selftest {
         Some(Forwarder::spawn(args.forwarder_cpu).map_err(|e| format!("forwarder: {e}"))?)
     } else {
@@ -190,7 +197,13 @@ pub fn run(args: &Args) -> Result<Report, String> {
     }
     let publish_start = now_ns();
     let setup_s = (publish_start - started_ns) as f64 / NS_PER_S as f64;
-    let measure_start = publish_start + args.warmup.as_nanos() as u64;
+    // A connection storm has nothing to warm up: it holds for --duration.
+    let warmup = if args.scenario == Scenario::Conn {
+        Duration::ZERO
+    } else {
+        args.warmup
+    };
+    let measure_start = publish_start + warmup.as_nanos() as u64;
     let mut stop = measure_start + args.duration.as_nanos() as u64;
     shared.start(publish_start, measure_start, stop);
     let running = if args.scenario == Scenario::Conn {
@@ -249,7 +262,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         max_outstanding: args.max_outstanding,
         copies: plan.copies,
         rate_per_publisher: rate,
-        warmup_s: args.warmup.as_secs_f64(),
+        warmup_s: warmup.as_secs_f64(),
         duration_s: measured_ns as f64 / NS_PER_S as f64,
         clients: Clients {
             planned: planned as u64,

@@ -372,34 +372,38 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
             .collect();
         let _ = writeln!(o, "connected at {}", at.join(", "));
     }
-    let _ = writeln!(
-        o,
-        "window       warm-up {:.2} s, measured {:.2} s",
-        r.warmup_s, r.duration_s
-    );
-    let _ = writeln!(
-        o,
-        "messages     sent {}  received {}  expected {}  lost {}  duplicated {}  reordered {}",
-        r.sent,
-        r.received,
-        opt(r.expected),
-        opt(r.lost),
-        r.duplicated,
-        r.reordered
-    );
-    if r.foreign + r.unstamped + r.window_timeouts > 0 {
+    if r.scenario == "conn" {
+        let _ = writeln!(o, "held         {:.2} s", r.duration_s);
+    } else {
         let _ = writeln!(
             o,
-            "             foreign {}  unstamped {}  window timeouts {}",
-            r.foreign, r.unstamped, r.window_timeouts
+            "window       warm-up {:.2} s, measured {:.2} s",
+            r.warmup_s, r.duration_s
+        );
+        let _ = writeln!(
+            o,
+            "messages     sent {}  received {}  expected {}  lost {}  duplicated {}  reordered {}",
+            r.sent,
+            r.received,
+            opt(r.expected),
+            opt(r.lost),
+            r.duplicated,
+            r.reordered
+        );
+        if r.foreign + r.unstamped + r.window_timeouts > 0 {
+            let _ = writeln!(
+                o,
+                "             foreign {}  unstamped {}  window timeouts {}",
+                r.foreign, r.unstamped, r.window_timeouts
+            );
+        }
+        let _ = writeln!(
+            o,
+            "throughput   out {} msg/s  in {} msg/s",
+            si(r.throughput.out_msg_s),
+            si(r.throughput.in_msg_s)
         );
     }
-    let _ = writeln!(
-        o,
-        "throughput   out {} msg/s  in {} msg/s",
-        si(r.throughput.out_msg_s),
-        si(r.throughput.in_msg_s)
-    );
     let pct = |name: &str, p: &Option<Percentiles>, o: &mut String| {
         if let Some(p) = p {
             let _ = writeln!(
