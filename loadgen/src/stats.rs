@@ -227,10 +227,14 @@ pub struct RunInfo {
 
 pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
     let copies = info.copies as u64;
-    let mut publishers: Vec<PublisherReport> = s
-        .sent_by_publisher
-        .iter()
-        .map(|&(id, sent)| {
+    // Our publishers, and (sub scenario) the publishers of another run seen.
+    let mut ids: BTreeMap<u32, u64> = s.sent_by_publisher.iter().copied().collect();
+    for id in s.received_by_publisher.keys() {
+        ids.entry(*id).or_insert(0);
+    }
+    let mut publishers: Vec<PublisherReport> = ids
+        .into_iter()
+        .map(|(id, sent)| {
             let t = s
                 .received_by_publisher
                 .get(&id)

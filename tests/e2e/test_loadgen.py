@@ -212,3 +212,32 @@ def test_server_reference_list_takes_the_first(broker, tmp_path):
     assert r["clients"]["ready"] == 3
     assert r["redirects"]["connections"] == 3
     assert r["redirects"]["connected_by_server"] == {target: 3}
+
+
+def test_pub_and_sub_in_two_processes(broker, tmp_path):
+    """A `sub` run counts and times what a separate `pub` run sends (same host clock)."""
+    topic = f"lg/xp/{os.getpid()}"
+    sub_json = tmp_path / "sub.json"
+    sub = subprocess.Popen([str(LOADGEN_BIN), "sub", "-p", str(broker.listen_port), "-c", "2", "-q", "1",
+                            "-t", f"{topic}/#", "--warmup", "0", "-d", "6", "--json", str(sub_json),
+                            "--client-id-prefix", f"lgxs{os.getpid()}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Progress lines go to stderr once a second; the first one past set-up says "run".
+        for line in sub.stderr:
+            if " run " in line:
+                break
+        else:
+            pytest.fail(f"sub run ended early (exit {sub.wait()})")
+        p = loadgen(tmp_path, "pub", *short(broker.listen_port, "-c", "2", "-q", "1", "-r", "500",
+                                             "-t", f"{topic}/%i"))
+        assert sub.wait(timeout=30) == 0
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+    s = json.loads(sub_json.read_text())
+    assert p["sent"] > 0 and p["lost"] is None
+    assert s["received"] == 2 * p["sent"]
+    assert s["duplicated"] == 0 and s["unstamped"] == 0
+    assert s["latency_us"]["count"] == s["received"]
+    assert {q["id"]: q["received"] for q in s["publishers"]} == {q["id"]: 2 * q["sent"] for q in p["publishers"]}
