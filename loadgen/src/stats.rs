@@ -38,7 +38,7 @@ pub struct ThreadStats {
     pub redirects: BTreeMap<String, u64>,
     /// Connections redirected at least once.
     pub redirected_connections: u64,
-    /// Server address -> sessions that reached it (after redirects).
+    /// Server address -> successful CONNACKs from it.
     pub connected_by_server: BTreeMap<String, u64>,
     /// Stamped by another run (or an unknown publisher id).
     pub foreign: u64,
@@ -158,7 +158,8 @@ pub struct Redirects {
     pub connections: u64,
     /// "from -> to": hops followed.
     pub hops: BTreeMap<String, u64>,
-    /// Where sessions ended up.
+    /// Successful CONNACKs per server (a session moved by DISCONNECT counts
+    /// at both).
     pub connected_by_server: BTreeMap<String, u64>,
 }
 

@@ -147,11 +147,21 @@ def connack_redirect(reason: int, reference: str) -> bytes:
     return bytes([0x20]) + _remaining_length(len(body)) + body
 
 
-class RedirectingServer:
-    """Answers every CONNECT with CONNACK `reason` + Server Reference `reference`, then closes."""
+def disconnect_redirect(reason: int, reference: str) -> bytes:
+    """v5 CONNACK success, then DISCONNECT `reason` with a Server Reference."""
+    ref = reference.encode()
+    props = bytes([0x1C]) + len(ref).to_bytes(2, "big") + ref
+    body = bytes([reason]) + _remaining_length(len(props)) + props
+    return bytes([0x20, 3, 0, 0, 0, 0xE0]) + _remaining_length(len(body)) + body
 
-    def __init__(self, reference: str, reason: int = 0x9C):
-        self.reply = connack_redirect(reason, reference)
+
+class RedirectingServer:
+    """Answers every CONNECT with CONNACK `reason` + Server Reference `reference`, then closes
+    (or, with mid_session, accepts the CONNECT and then sends DISCONNECT `reason`)."""
+
+    def __init__(self, reference: str, reason: int = 0x9C, mid_session: bool = False):
+        make = disconnect_redirect if mid_session else connack_redirect
+        self.reply = make(reason, reference)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", free_port()))
@@ -241,3 +251,20 @@ def test_pub_and_sub_in_two_processes(broker, tmp_path):
     assert s["duplicated"] == 0 and s["unstamped"] == 0
     assert s["latency_us"]["count"] == s["received"]
     assert {q["id"]: q["received"] for q in s["publishers"]} == {q["id"]: 2 * q["sent"] for q in p["publishers"]}
+
+
+def test_follows_server_reference_in_disconnect(broker, tmp_path):
+    # Server-initiated redirect of an established session (DISCONNECT 0x9D).
+    target = f"127.0.0.1:{broker.listen_port}"
+    fake = RedirectingServer(target, 0x9D, mid_session=True)
+    try:
+        r = loadgen(tmp_path, "conn", "-p", str(fake.port), "-c", "3", "-d", "0.5")
+    finally:
+        fake.close()
+    assert fake.connects == 3
+    assert r["clients"]["ready"] == 3 and r["clients"]["failed"] == 0
+    assert r["errors_total"] == 0, r["errors"]
+    assert r["redirects"]["connections"] == 3
+    assert r["redirects"]["hops"] == {f"127.0.0.1:{fake.port} -> {target}": 3}
+    # Sessions were accepted at both: first the fake server, then the broker.
+    assert r["redirects"]["connected_by_server"] == {f"127.0.0.1:{fake.port}": 3, target: 3}
