@@ -1080,6 +1080,11 @@ impl Worker {
         if now >= self.measure_start_ns {
             self.stats.sent_measured += allowed;
         }
+        if p.pacer.is_none() {
+            // It may send again at once: the next turn must not sleep (a
+            // full window, MQTT window or socket wakes it through epoll).
+            self.spin = true;
+        }
         self.flush(i);
     }
 
