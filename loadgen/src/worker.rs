@@ -13,6 +13,8 @@
 //! [`pacing::SPIN_BELOW_NS`] or while a publisher waits on counters another
 //! thread updates (no wake-up crosses threads).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
@@ -187,6 +189,10 @@ pub struct Worker {
     spin: bool,
     /// Earliest paced send due (u64::MAX: none).
     next_due_ns: u64,
+    /// Paced publishers by when they are due: (time, client index).
+    due: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Scratch for `pump_publishers`.
+    due_again: Vec<(u64, usize)>,
     next_housekeeping_ns: u64,
     // Counters mirrored into `Shared::threads[thread]`.
     sent: u64,
@@ -339,6 +345,8 @@ impl Worker {
             stop_ns: u64::MAX,
             spin: false,
             next_due_ns: u64::MAX,
+            due: BinaryHeap::new(),
+            due_again: Vec::new(),
             next_housekeeping_ns: now + HOUSEKEEPING_NS,
             sent: 0,
             received: 0,
@@ -391,7 +399,9 @@ impl Worker {
                 let n = self.cfg.publishers_total.max(1) as f64;
                 for &i in &self.publishers {
                     let p = self.clients[i].publisher.as_mut().unwrap();
-                    p.pacer = Some(Pacer::new(start, rate, p.id as f64 / n));
+                    let pacer = Pacer::new(start, rate, p.id as f64 / n);
+                    self.due.push(Reverse((pacer.due_at(0), i)));
+                    p.pacer = Some(pacer);
                 }
             }
         }
@@ -990,25 +1000,54 @@ impl Worker {
         if self.publish_start_ns == 0 {
             return;
         }
-        for k in 0..self.publishers.len() {
-            let i = self.publishers[k];
-            self.pump(i);
+        if self.cfg.rate_per_publisher.is_none() {
+            for k in 0..self.publishers.len() {
+                let i = self.publishers[k];
+                self.pump(i);
+            }
+            return;
         }
+        // Paced: visit only the publishers that are due (a heap by due
+        // time), so thousands of slow publishers cost nothing between sends.
+        let now = now_ns();
+        let mut again = std::mem::take(&mut self.due_again);
+        while let Some(&Reverse((due, i))) = self.due.peek() {
+            if due > now {
+                break;
+            }
+            self.due.pop();
+            let next = self.pump(i);
+            if next != u64::MAX {
+                again.push((next, i));
+            }
+        }
+        for (t, i) in again.drain(..) {
+            self.due.push(Reverse((t, i)));
+        }
+        self.due_again = again;
+        self.next_due_ns = self.due.peek().map_or(u64::MAX, |r| r.0 .0);
     }
 
     /// Write one batch for publisher `i` if its window, its schedule and its
-    /// socket allow.
-    fn pump(&mut self, i: usize) {
+    /// socket allow. Returns when a paced publisher wants looking at again
+    /// (u64::MAX: never; now: next turn, it is blocked or behind).
+    fn pump(&mut self, i: usize) -> u64 {
         let cfg = &self.cfg;
         let c = &mut self.clients[i];
-        if c.state != State::Ready || c.wpos < c.wbuf.len() {
-            return;
+        let now = now_ns();
+        match c.state {
+            State::Ready => {}
+            State::Closed => return u64::MAX,
+            // Being redirected: it comes back.
+            _ => return now + NS_PER_MS,
+        }
+        if now >= self.stop_ns {
+            return u64::MAX;
+        }
+        if c.wpos < c.wbuf.len() {
+            return now;
         }
         let p = c.publisher.as_mut().unwrap();
-        let now = now_ns();
-        if now >= self.stop_ns {
-            return;
-        }
         let mut allowed = cfg.batch as u64;
         let template_len = p.template.len();
         allowed = allowed.min((BATCH_BYTES_MAX / template_len).max(1) as u64);
@@ -1027,26 +1066,27 @@ impl Worker {
                 if cfg.threads > 1 {
                     self.spin = true;
                 }
-                return;
+                return now;
             }
             allowed = allowed.min(d.allowed);
         }
         if cfg.qos != QoS::AtMostOnce {
             let free = p.receive_max.saturating_sub(p.inflight) as u64;
             if free == 0 {
-                return;
+                return now;
             }
             allowed = allowed.min(free);
         }
+        let mut next = now;
         if let Some(pacer) = &p.pacer {
             let due = pacer.due_count(now);
             if due <= p.seq {
-                self.next_due_ns = self.next_due_ns.min(pacer.due_at(p.seq));
-                return;
+                return pacer.due_at(p.seq);
             }
             allowed = allowed.min(due - p.seq);
-            // Anything still due after this batch keeps the loop spinning.
-            self.next_due_ns = self.next_due_ns.min(pacer.due_at(p.seq + allowed));
+            if p.seq + allowed >= due {
+                next = pacer.due_at(p.seq + allowed);
+            }
         }
         let run_id = cfg.run_id;
         let qos = cfg.qos;
@@ -1086,6 +1126,7 @@ impl Worker {
             self.spin = true;
         }
         self.flush(i);
+        next
     }
 
     // ------------------------------------------------------------ housekeeping
