@@ -46,6 +46,10 @@ pub struct ThreadStats {
     pub unstamped: u64,
     /// Times a publisher's window stayed full for --outstanding-timeout.
     pub window_timeouts: u64,
+    /// Time in the measured window spent in loop turns that did work
+    /// (one entry per thread after merging: see `busy_ns_by_thread`).
+    pub busy_ns: u64,
+    pub busy_ns_by_thread: Vec<u64>,
 }
 
 impl Default for ThreadStats {
@@ -65,6 +69,8 @@ impl Default for ThreadStats {
             foreign: 0,
             unstamped: 0,
             window_timeouts: 0,
+            busy_ns: 0,
+            busy_ns_by_thread: Vec::new(),
         }
     }
 }
@@ -97,6 +103,8 @@ impl ThreadStats {
         self.foreign += o.foreign;
         self.unstamped += o.unstamped;
         self.window_timeouts += o.window_timeouts;
+        self.busy_ns_by_thread.push(o.busy_ns);
+        self.busy_ns_by_thread.extend(o.busy_ns_by_thread);
     }
 }
 
@@ -199,6 +207,10 @@ pub struct Report {
     pub unstamped: u64,
     pub window_timeouts: u64,
     pub throughput: Throughput,
+    /// Per worker thread: % of the measured window spent handling sockets
+    /// and sending (the rest is idle polling or sleeping): the load
+    /// generator's own load. Near 100 % means it may be the bottleneck.
+    pub loadgen_busy_pct: Vec<f64>,
     pub latency_us: Option<Percentiles>,
     pub connack_latency_us: Option<Percentiles>,
     pub redirects: Redirects,
@@ -296,6 +308,11 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
             out_msg_s: s.sent_measured as f64 / secs,
             in_msg_s: s.received_measured as f64 / secs,
         },
+        loadgen_busy_pct: s
+            .busy_ns_by_thread
+            .iter()
+            .map(|&b| (b as f64 / (info.duration_s.max(1e-9) * 1e9) * 1000.0).round() / 10.0)
+            .collect(),
         latency_us: percentiles_us(&s.latency_ns),
         connack_latency_us: percentiles_us(&s.connack_ns),
         redirects: Redirects {
@@ -418,6 +435,14 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
             );
         }
     };
+    if !r.loadgen_busy_pct.is_empty() && r.scenario != "conn" {
+        let b: Vec<String> = r
+            .loadgen_busy_pct
+            .iter()
+            .map(|p| format!("{p:.0} %"))
+            .collect();
+        let _ = writeln!(o, "loadgen busy {} (per thread)", b.join(", "));
+    }
     pct("latency", &r.latency_us, &mut o);
     pct("connack", &r.connack_latency_us, &mut o);
     if r.errors_total > 0 {

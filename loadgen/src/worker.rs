@@ -372,12 +372,23 @@ impl Worker {
             let mut events = std::mem::take(&mut self.events);
             events.clear();
             events.extend(self.epoll.wait(timeout).iter().map(|e| (e.events, e.u64)));
+            let work_start = now_ns();
+            let sent_before = self.sent;
             for &(ev, token) in &events {
                 self.on_event(token as usize, ev);
             }
+            let had_events = !events.is_empty();
             self.events = events;
             self.pump_publishers();
             let now = now_ns();
+            // Busy time: turns that handled a socket or sent, inside the
+            // measured window (what is left is headroom).
+            if (had_events || self.sent != sent_before)
+                && work_start >= self.measure_start_ns
+                && now <= self.stop_ns
+            {
+                self.stats.busy_ns += now - work_start;
+            }
             if now >= self.next_housekeeping_ns {
                 self.next_housekeeping_ns = now + HOUSEKEEPING_NS;
                 self.housekeeping(now);
