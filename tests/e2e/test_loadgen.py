@@ -55,6 +55,7 @@ def assert_no_loss(r: dict, copies: int) -> None:
     for p in r["publishers"]:
         assert p["lost"] == 0 and p["duplicated"] == 0, p
         assert p["received"] == p["sent"] * copies, p
+    assert len(r["loadgen_busy_pct"]) == r["threads"]
     lat = r["latency_us"]
     assert lat is not None and lat["count"] > 0
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
@@ -84,9 +85,11 @@ def test_p2p_qos2_paced(broker, tmp_path):
 
 
 def test_fanout(broker, tmp_path):
-    r = loadgen(tmp_path, "fanout", *short(broker.listen_port, "-c", "5", "-q", "1",
+    # Two worker threads: subscribers on both, so the closed loop crosses threads.
+    r = loadgen(tmp_path, "fanout", *short(broker.listen_port, "-c", "5", "-q", "1", "--threads", "2",
                                             "-t", f"lg/fanout/{os.getpid()}"))
     assert (r["clients"]["publishers"], r["clients"]["subscribers"]) == (1, 5)
+    assert r["threads"] == 2
     assert_no_loss(r, copies=5)
 
 
