@@ -147,6 +147,9 @@ struct Client {
     global_index: usize,
     client_id: String,
     fd: RawFd,
+    /// Bumped when the socket is closed: bytes read from an older socket
+    /// (before a redirect) are never taken for the new one's.
+    socket_generation: u32,
     state: State,
     addr: SocketAddr,
     redirects: u8,
@@ -309,6 +312,7 @@ impl Worker {
                     global_index,
                     client_id: spec.client_id,
                     fd: -1,
+                    socket_generation: 0,
                     state: State::Waiting,
                     addr: cfg.target,
                     redirects: 0,
@@ -535,6 +539,7 @@ impl Worker {
         if c.fd >= 0 {
             sys::close(c.fd);
             c.fd = -1;
+            c.socket_generation = c.socket_generation.wrapping_add(1);
         }
         c.rbuf = BytesMut::new();
         c.wbuf.clear();
@@ -710,13 +715,14 @@ impl Worker {
     }
 
     /// Every complete packet in `buf`, through `ringmq::codec`. False when
-    /// the client was closed.
+    /// the socket was closed (failed or redirected): the rest is dropped.
     fn decode_with_codec(&mut self, i: usize, buf: &mut BytesMut, now: u64) -> bool {
+        let generation = self.clients[i].socket_generation;
         loop {
             match decode_any(buf, self.cfg.protocol, self.cfg.max_packet_size) {
                 Ok(Some(p)) => {
                     self.on_packet(i, p, now);
-                    if self.clients[i].fd < 0 {
+                    if self.clients[i].socket_generation != generation {
                         return false;
                     }
                 }
@@ -731,10 +737,12 @@ impl Worker {
 
     /// Every complete packet in `buf`: PUBLISH and its acknowledgements
     /// parsed in place ([`fastpath`]), the rest through the codec. Consumes
-    /// what it handled. False when the client was closed.
+    /// what it handled. False when the socket was closed (failed or
+    /// redirected): the rest is dropped.
     fn decode_in_place(&mut self, i: usize, buf: &mut BytesMut, now: u64) -> bool {
         let v5 = self.cfg.protocol.is_v5();
         let max = self.cfg.max_packet_size as usize;
+        let generation = self.clients[i].socket_generation;
         let mut pos = 0;
         let mut alive = true;
         while alive {
@@ -774,7 +782,7 @@ impl Worker {
                     break;
                 }
             }
-            alive = self.clients[i].fd >= 0;
+            alive = self.clients[i].socket_generation == generation;
         }
         let _ = buf.split_to(pos);
         alive
