@@ -5,6 +5,7 @@
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
+use crate::limits;
 use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
@@ -158,6 +159,21 @@ impl Shard {
         }
     }
 
+    /// With few shards every PUBLISH goes to every shard, which matches it
+    /// against its own subscriptions. The interest table would save those
+    /// hops, but it learns of a subscription on another shard only one
+    /// message later: a client publishing right after another client's
+    /// SUBSCRIBE (without waiting for its SUBACK, as some conformance tests
+    /// do) could be routed before the subscribing shard's interest arrives.
+    /// Broadcasting moves the decision to the subscriber's own shard, which
+    /// read the SUBSCRIBE from its socket before the PUBLISH could reach it.
+    /// Above `limits::PUBLISH_BROADCAST_SHARDS_MAX` the hops cost more than
+    /// they buy, and the interest table routes (SUBACKs then wait for every
+    /// shard's acknowledgement).
+    pub fn broadcast_publishes(&self) -> bool {
+        (self.count as usize) <= limits::PUBLISH_BROADCAST_SHARDS_MAX
+    }
+
     pub fn token(&self) -> u64 {
         let t = self.next_token.get();
         self.next_token.set(t + 1);
@@ -202,8 +218,9 @@ impl Shard {
     /// applied it. A SUBACK is held until then, so a client that saw its
     /// SUBACK gets every message published afterwards on any shard.
     async fn broadcast_interest_acked(&self, change: InterestChange) {
-        if self.count == 1 {
-            return;
+        if self.count == 1 || self.broadcast_publishes() {
+            // Routing does not depend on other shards' interest tables.
+            return self.broadcast_interest(change).await;
         }
         let token = self.token();
         let done = Oneshot::new();
@@ -260,11 +277,21 @@ impl Shard {
             .borrow_mut()
             .router
             .route(&message.topic, &mut route);
-        for &s in &route.shards {
-            if s == self.id {
-                self.deliver_local(&message);
-            } else {
-                self.send(s, ShardMsg::Publish(message.clone())).await;
+        if self.broadcast_publishes() {
+            // Every shard matches locally: see `broadcast_publishes`.
+            for s in 0..self.count {
+                if s != self.id {
+                    self.send(s, ShardMsg::Publish(message.clone())).await;
+                }
+            }
+            self.deliver_local(&message);
+        } else {
+            for &s in &route.shards {
+                if s == self.id {
+                    self.deliver_local(&message);
+                } else {
+                    self.send(s, ShardMsg::Publish(message.clone())).await;
+                }
             }
         }
         for (s, key) in route.shared {
