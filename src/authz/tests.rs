@@ -113,7 +113,10 @@ const PUBLISH_TABLE: &[(&str, &str, bool)] = &[
 #[test]
 fn publish_table() {
     for &(rule_topic, topic, denied) in PUBLISH_TABLE {
-        let a = authz(&[deny(RuleAction::Publish, &[rule_topic])], Permission::Allow);
+        let a = authz(
+            &[deny(RuleAction::Publish, &[rule_topic])],
+            Permission::Allow,
+        );
         assert_eq!(
             !a.check_publish(&ALICE, topic),
             denied,
@@ -175,7 +178,10 @@ fn who_matchers_must_all_match() {
 
     let a = authz(&[only_alice], Permission::Allow);
     assert!(!a.check_publish(&ALICE, "t"));
-    assert!(a.check_publish(&ANON, "t"), "no user name: rule does not apply");
+    assert!(
+        a.check_publish(&ANON, "t"),
+        "no user name: rule does not apply"
+    );
     let bob = Who {
         client_id: "c1",
         username: Some("bob"),
@@ -260,7 +266,14 @@ fn error_of(rules: &[Rule]) -> AuthzError {
 #[test]
 fn bad_rules_name_the_field() {
     for bad in [
-        "a/#/b", "", "a+", "$share/g/a", "$share", "x/${peerhost}", "${clientid", "eq ",
+        "a/#/b",
+        "",
+        "a+",
+        "$share/g/a",
+        "$share",
+        "x/${peerhost}",
+        "${clientid",
+        "eq ",
     ] {
         let rules = [allow(RuleAction::All, &["ok", bad])];
         match error_of(&rules) {
@@ -307,7 +320,10 @@ fn bad_rules_name_the_field() {
 fn names_parse_case_insensitively() {
     assert_eq!(Permission::parse(" Deny "), Some(Permission::Deny));
     assert_eq!(RuleAction::parse("ALL"), Some(RuleAction::All));
-    assert_eq!(DenyAction::parse("disconnect"), Some(DenyAction::Disconnect));
+    assert_eq!(
+        DenyAction::parse("disconnect"),
+        Some(DenyAction::Disconnect)
+    );
     assert_eq!(RuleAction::parse("pub"), None);
     for p in Permission::ALL {
         assert_eq!(Permission::parse(p.as_str()), Some(p));

@@ -21,8 +21,8 @@ mod tests;
 
 pub use error::{ConfigError, Origin};
 pub use sections::{
-    AuthorizationConfig, AuthorizationRuleConfig, ListenersConfig, LogConfig, LogLevel, MqttConfig, NodeConfig, TcpListenerConfig,
-    DEFAULT_LISTENER_NAME,
+    AuthorizationConfig, AuthorizationRuleConfig, ListenersConfig, LogConfig, LogLevel, MqttConfig,
+    NodeConfig, TcpListenerConfig, DEFAULT_LISTENER_NAME,
 };
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
 pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};

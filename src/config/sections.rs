@@ -426,7 +426,10 @@ pub struct AuthorizationRuleConfig {
     #[serde(deserialize_with = "de_permission", serialize_with = "ser_permission")]
     pub permission: Permission,
     /// `action`: `"publish"`, `"subscribe"` or `"all"`. Required.
-    #[serde(deserialize_with = "de_rule_action", serialize_with = "ser_rule_action")]
+    #[serde(
+        deserialize_with = "de_rule_action",
+        serialize_with = "ser_rule_action"
+    )]
     pub action: RuleAction,
     /// `topics`: topic filters (with `${clientid}` / `${username}`), or
     /// `"eq <text>"` for that exact text. Required, 1 to

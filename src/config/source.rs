@@ -142,7 +142,9 @@ impl Provenance {
 /// arrays, and it has no maps with operator-chosen names that could be
 /// numbers (`listeners.tcp.0` is a listener named "0").
 fn display_key(path: &[String]) -> String {
-    let in_arrays = path.first().is_some_and(|section| section == "authorization");
+    let in_arrays = path
+        .first()
+        .is_some_and(|section| section == "authorization");
     let mut key = String::new();
     for segment in path {
         let is_index = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());

@@ -849,7 +849,6 @@ fn empty_env_key_segments_are_unknown_keys() {
     );
 }
 
-
 // ---------------------------------------------------------------- [authorization]
 
 #[test]
@@ -994,7 +993,10 @@ fn bad_rules_name_the_key_by_index() {
     let path = PathBuf::from("/etc/ringmq.toml");
     let origin = Origin::File(path);
     let result = Config::load_layers(
-        Some((&rule_toml("permission = \"deny\"\naction = \"all\"\ntopics = [\"$share/g/a\"]"), &origin)),
+        Some((
+            &rule_toml("permission = \"deny\"\naction = \"all\"\ntopics = [\"$share/g/a\"]"),
+            &origin,
+        )),
         &[],
     );
     message(
@@ -1007,13 +1009,17 @@ fn bad_rules_name_the_key_by_index() {
     );
     message(
         load("[authorization]\nno_match = \"deny\"\nrule = []"),
-        &["unknown key authorization.rule", "known keys in [authorization]: no_match, deny_action, rules"],
+        &[
+            "unknown key authorization.rule",
+            "known keys in [authorization]: no_match, deny_action, rules",
+        ],
     );
 }
 
 #[test]
 fn too_many_rules_is_refused() {
-    let rule = "[[authorization.rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a\"]\n";
+    let rule =
+        "[[authorization.rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a\"]\n";
     let text = rule.repeat(crate::authz::RULES_MAX + 1);
     message(
         load(&text),
