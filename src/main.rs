@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             max_client_id_len: m.max_clientid_len as usize,
             authz,
             authz_deny_action: config.authorization.deny_action,
+            authz_deny_reason: config.authorization.deny_reason,
         },
         retained_max_messages: m.retained_max_messages as usize,
         retained_max_payload_bytes: m.retained_max_payload_size as usize,

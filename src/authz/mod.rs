@@ -140,6 +140,38 @@ impl DenyAction {
     }
 }
 
+/// The MQTT 5 reason code a refusal carries (SUBACK, PUBACK, PUBREC,
+/// DISCONNECT). MQTT 3.1.1 has only SUBACK 0x80, whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenyReason {
+    /// 0x87 Not authorized (EMQX's choice).
+    #[default]
+    NotAuthorized,
+    /// 0x80 Unspecified error: the spec's code for a server that "does not
+    /// wish to reveal the reason" (and the only SUBACK failure code some
+    /// clients accept, e.g. the Paho test client).
+    UnspecifiedError,
+}
+
+impl DenyReason {
+    pub const ALL: [DenyReason; 2] = [DenyReason::NotAuthorized, DenyReason::UnspecifiedError];
+
+    /// The spelling in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NotAuthorized => "not_authorized",
+            DenyReason::UnspecifiedError => "unspecified_error",
+        }
+    }
+
+    /// Case-insensitive, surrounding spaces ignored.
+    pub fn parse(text: &str) -> Option<DenyReason> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
 /// One rule as configured (`[[authorization.rules]]`), before validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {

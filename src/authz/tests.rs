@@ -334,6 +334,13 @@ fn names_parse_case_insensitively() {
     for a in DenyAction::ALL {
         assert_eq!(DenyAction::parse(a.as_str()), Some(a));
     }
+    for r in DenyReason::ALL {
+        assert_eq!(DenyReason::parse(r.as_str()), Some(r));
+    }
+    assert_eq!(
+        DenyReason::parse("Unspecified_Error"),
+        Some(DenyReason::UnspecifiedError)
+    );
 }
 
 // ---------------------------------------------------------------- properties

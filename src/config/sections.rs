@@ -6,7 +6,7 @@
 //! reader checks the allowed range, with caps from `crate::limits`.
 
 use super::value;
-use crate::authz::{DenyAction, Permission, Rule, RuleAction};
+use crate::authz::{DenyAction, DenyReason, Permission, Rule, RuleAction};
 use crate::limits;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -385,6 +385,15 @@ pub struct AuthorizationConfig {
         serialize_with = "ser_deny_action"
     )]
     pub deny_action: DenyAction,
+    /// `deny_reason`: the MQTT 5 reason code of a refusal:
+    /// `"not_authorized"` (0x87) or `"unspecified_error"` (0x80, reveals
+    /// nothing; the Paho conformance run uses it). Default
+    /// `"not_authorized"`.
+    #[serde(
+        deserialize_with = "de_deny_reason",
+        serialize_with = "ser_deny_reason"
+    )]
+    pub deny_reason: DenyReason,
     /// `rules`: `[[authorization.rules]]` tables, tried in order, first match
     /// wins. Only settable in the file (an array of tables has no
     /// environment form). Default: none.
@@ -397,6 +406,7 @@ impl Default for AuthorizationConfig {
         AuthorizationConfig {
             no_match: Permission::Allow,
             deny_action: DenyAction::Ignore,
+            deny_reason: DenyReason::NotAuthorized,
             rules: Vec::new(),
         }
     }
@@ -485,6 +495,16 @@ fn de_deny_action<'de, D: Deserializer<'de>>(d: D) -> Result<DenyAction, D::Erro
 
 fn ser_deny_action<S: Serializer>(a: &DenyAction, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(a.as_str())
+}
+
+fn de_deny_reason<'de, D: Deserializer<'de>>(d: D) -> Result<DenyReason, D::Error> {
+    let allowed = names_allowed(&DenyReason::ALL.map(DenyReason::as_str));
+    let text = value::string_matching(d, &allowed, |s| DenyReason::parse(s).is_some())?;
+    Ok(DenyReason::parse(&text).expect("checked by string_matching"))
+}
+
+fn ser_deny_reason<S: Serializer>(r: &DenyReason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.as_str())
 }
 
 fn de_rule_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

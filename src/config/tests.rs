@@ -1,5 +1,5 @@
 use super::*;
-use crate::authz::{DenyAction, Permission, RuleAction, Who};
+use crate::authz::{DenyAction, DenyReason, Permission, RuleAction, Who};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -61,6 +61,7 @@ fn defaults_without_file_or_env() {
     let authorization = &config.authorization;
     assert_eq!(authorization.no_match, Permission::Allow);
     assert_eq!(authorization.deny_action, DenyAction::Ignore);
+    assert_eq!(authorization.deny_reason, DenyReason::NotAuthorized);
     assert!(authorization.rules.is_empty());
     assert!(config.authz().unwrap().allows_all());
     assert_eq!(config.origin_of("mqtt.max_inflight"), Origin::Default);
@@ -580,6 +581,12 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "kick",
         "one of \"ignore\", \"disconnect\"",
     ),
+    (
+        "authorization.deny_reason",
+        "\"0x87\"",
+        "not-authorized",
+        "one of \"not_authorized\", \"unspecified_error\"",
+    ),
 ];
 
 /// `a.b.c = v` as TOML: a table header and a key.
@@ -782,7 +789,7 @@ fn every_key() -> Vec<String> {
 fn example_file_and_docs_cover_every_key() {
     let docs = include_str!("../../docs/configuration.md");
     let keys = every_key();
-    assert_eq!(keys.len(), 28, "{keys:?}");
+    assert_eq!(keys.len(), 29, "{keys:?}");
     for key in keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(
@@ -893,10 +900,15 @@ fn authorization_scalars_from_env() {
     let config = load_env(&[
         ("RINGMQ_AUTHORIZATION__NO_MATCH", "Deny"),
         ("RINGMQ_AUTHORIZATION__DENY_ACTION", "disconnect"),
+        ("RINGMQ_AUTHORIZATION__DENY_REASON", "unspecified_error"),
     ])
     .unwrap();
     assert_eq!(config.authorization.no_match, Permission::Deny);
     assert_eq!(config.authorization.deny_action, DenyAction::Disconnect);
+    assert_eq!(
+        config.authorization.deny_reason,
+        DenyReason::UnspecifiedError
+    );
     // The file's rules stay when env sets the scalars.
     let config = Config::load_from(
         Some(FULL_RULE),
@@ -1011,7 +1023,7 @@ fn bad_rules_name_the_key_by_index() {
         load("[authorization]\nno_match = \"deny\"\nrule = []"),
         &[
             "unknown key authorization.rule",
-            "known keys in [authorization]: no_match, deny_action, rules",
+            "known keys in [authorization]: no_match, deny_action, deny_reason, rules",
         ],
     );
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::authz::{DenyAction, Who};
+use crate::authz::{DenyAction, DenyReason, Who};
 use crate::codec::{
     connack_v3, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect, Disconnect,
     DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, QoS, ReasonCode,
@@ -545,7 +545,7 @@ impl Connection {
             return fail(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
         }
         if !self.may_subscribe(&filter) {
-            return fail(ReasonCode::NOT_AUTHORIZED);
+            return fail(self.deny_reason_code());
         }
         let subscriptions = &mut self.session.subscriptions;
         let existed = subscriptions.contains_key(&filter);
@@ -868,16 +868,24 @@ impl Connection {
             .is_none_or(|authz| authz.check_subscribe(&self.who(), filter))
     }
 
+    /// The v5 reason code of an authorization refusal.
+    fn deny_reason_code(&self) -> ReasonCode {
+        match self.cfg.authz_deny_reason {
+            DenyReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+            DenyReason::UnspecifiedError => ReasonCode::UNSPECIFIED_ERROR,
+        }
+    }
+
     /// A PUBLISH the rules deny: never routed. `Ignore` acknowledges it (v5
     /// with 0x87 Not authorized; v3.1.1 cannot refuse, so as usual, and its
     /// QoS 2 PUBREL then gets PUBCOMP like any other); `Disconnect` closes
     /// the connection.
     fn refuse_publish(&mut self, qos: QoS, packet_id: u16) {
         if self.cfg.authz_deny_action == DenyAction::Disconnect {
-            return self.close_error(ReasonCode::NOT_AUTHORIZED, "not authorized");
+            return self.close_error(self.deny_reason_code(), "not authorized");
         }
         let reason = if self.is_v5() {
-            ReasonCode::NOT_AUTHORIZED
+            self.deny_reason_code()
         } else {
             ReasonCode::SUCCESS
         };

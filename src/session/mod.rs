@@ -86,6 +86,8 @@
 //!   and v3.1.1 is acknowledged as usual (it has no code to refuse with);
 //!   with `DenyAction::Disconnect` the connection closes (v5: DISCONNECT
 //!   0x87) and the will, if allowed, is published;
+//! - `cfg.authz_deny_reason = UnspecifiedError` puts 0x80 instead of 0x87
+//!   in every v5 refusal above;
 //! - the will is checked when it is due ([`Connection::take_will`]), as EMQX
 //!   does: a will to a denied topic is dropped, the CONNECT is not refused.
 mod connection;
@@ -103,7 +105,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::authz::{Authz, DenyAction};
+use crate::authz::{Authz, DenyAction, DenyReason};
 use crate::codec::{ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions};
 
 /// QoS 0 messages waiting in a connection's transmit queue beyond which new
@@ -144,6 +146,8 @@ pub struct SessionConfig {
     pub authz: Option<Arc<Authz>>,
     /// What a PUBLISH the rules deny causes.
     pub authz_deny_action: DenyAction,
+    /// The MQTT 5 reason code of a refusal (0x87 or 0x80).
+    pub authz_deny_reason: DenyReason,
 }
 
 /// An application message as routed across shards: immutable, shared by

@@ -104,6 +104,17 @@ def test_deny_publish_v311_acked_but_not_delivered(broker_factory, uid):
     sub.expect_no_message(0.3)
 
 
+def test_deny_reason_unspecified_error(broker_factory, uid):
+    """deny_reason = "unspecified_error": v5 refusals carry 0x80 instead of 0x87."""
+    b = authz_broker(broker_factory, [DENY_SUBSCRIBE, DENY_PUBLISH], deny_reason="unspecified_error")
+    r = b.raw(version=V5, connect=uid("c"))
+    assert r.subscribe([("test/nosubscribe", 1), ("ok/x", 1)]).rcs == [SUBACK_FAILURE, 1]
+    r.send(mqttraw.publish("secret/q1", b"x", qos=1, pid=21, version=V5))
+    assert r.wait_for(PUBACK, 21).rc == 0x80
+    r.send(mqttraw.publish("secret/q2", b"x", qos=2, pid=22, version=V5))
+    assert r.wait_for(PUBREC, 22).rc == 0x80
+
+
 def test_allow_list_with_no_match_deny(broker_factory, version, uid):
     b = authz_broker(broker_factory, [
         {"permission": "allow", "action": "publish", "topics": ["sensors/+/temp"]},
@@ -202,7 +213,9 @@ def test_will_to_denied_topic_is_dropped(broker_factory, version, uid):
     ([{"permission": "deny", "action": "all", "topics": ["a"], "clientid": "x"}], {},
      "authorization.rules[0].clientid"),
     ([], {"no_match": "maybe"}, "authorization.no_match"),
-], ids=["bad-action", "bad-topic", "missing-permission", "unknown-key", "bad-no-match"])
+    ([], {"deny_reason": "0x87"}, "authorization.deny_reason"),
+], ids=["bad-action", "bad-topic", "missing-permission", "unknown-key", "bad-no-match",
+        "bad-deny-reason"])
 def test_bad_rule_exits_naming_the_key(broker_factory, rules, section, key):
     b = authz_broker(broker_factory, rules, start=False, **section)
     assert b.wait_exit(10) != 0

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::authz::{Authz, DenyAction, Permission, Rule, RuleAction};
+use crate::authz::{Authz, DenyAction, DenyReason, Permission, Rule, RuleAction};
 use crate::codec::*;
 
 fn rule(permission: Permission, action: RuleAction, topics: &[&str]) -> Rule {
@@ -335,4 +335,35 @@ fn qos2_resend_of_a_routed_message_keeps_its_flow() {
         .collect();
     assert_eq!(codes, [ReasonCode::SUCCESS; 2]);
     assert_eq!(routed(&p.take_actions()), ["public/a"]);
+}
+
+#[test]
+fn deny_reason_unspecified_error_puts_0x80_in_every_v5_refusal() {
+    let with_reason = |deny_action| SessionConfig {
+        authz_deny_reason: DenyReason::UnspecifiedError,
+        ..cfg_with(&rules(), Permission::Allow, deny_action)
+    };
+    let mut p = Pair::new(with_reason(DenyAction::Ignore));
+    p.connect(connect_v5("c1"));
+    p.take_sent();
+    p.send(subscribe(&["test/nosubscribe"]));
+    assert_eq!(suback_codes(&mut p), [ReasonCode::UNSPECIFIED_ERROR]);
+    p.send(publish("secret/a", QoS::AtLeastOnce, 1, "x"));
+    p.send(publish("secret/a", QoS::ExactlyOnce, 2, "x"));
+    match p.take_sent().as_slice() {
+        [Packet::PubAck(a), Packet::PubRec(b)] => {
+            assert_eq!(a.reason_code, ReasonCode::UNSPECIFIED_ERROR);
+            assert_eq!(b.reason_code, ReasonCode::UNSPECIFIED_ERROR);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut p = Pair::new(with_reason(DenyAction::Disconnect));
+    p.connect(connect_v5("c1"));
+    p.take_sent();
+    p.send(publish("secret/a", QoS::AtMostOnce, 0, "x"));
+    match p.take_sent().as_slice() {
+        [Packet::Disconnect(d)] => assert_eq!(d.reason_code, ReasonCode::UNSPECIFIED_ERROR),
+        other => panic!("{other:?}"),
+    }
 }

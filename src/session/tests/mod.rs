@@ -29,6 +29,7 @@ pub(super) fn cfg() -> SessionConfig {
         max_client_id_len: 64,
         authz: None,
         authz_deny_action: crate::authz::DenyAction::Ignore,
+        authz_deny_reason: crate::authz::DenyReason::NotAuthorized,
     }
 }
 
