@@ -31,7 +31,10 @@ bin=${RINGMQ_BIN:-target/release/ringmq}
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 if [ "$kind" = mosquitto ]; then
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_keepalive 60\n' "$port" >"$work/mosquitto.conf"
+  # test_subscribe_failure expects subscribing to test/nosubscribe to be refused: an ACL.
+  printf 'topic readwrite #\ntopic deny test/nosubscribe\n' >"$work/mosquitto.acl"
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_keepalive 60\nacl_file %s\n' \
+    "$port" "$work/mosquitto.acl" >"$work/mosquitto.conf"
   cmd=(mosquitto -c "$work/mosquitto.conf")
 else
   [ -x "$bin" ] || { echo "$bin not built: run make build" >&2; exit 2; }
@@ -45,6 +48,16 @@ bind = "127.0.0.1:$port"
 server_keepalive = 60
 [log]
 level = "warn"
+# test_subscribe_failure expects subscribing to test/nosubscribe to be refused
+# with 0x80, on 3.1.1 and on 5.0 (the Paho v5 test client accepts no other
+# SUBACK failure code): an operator rule, as in EMQX, never a special case in
+# the broker. See docs/authorization.md.
+[authorization]
+deny_reason = "unspecified_error"
+[[authorization.rules]]
+permission = "deny"
+action = "subscribe"
+topics = ["test/nosubscribe"]
 TOML
   cmd=("$bin" --config "$work/ringmq.toml")
 fi

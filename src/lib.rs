@@ -6,7 +6,9 @@
 //! - [`codec`]: MQTT packet types, decode and encode; sans-IO.
 //! - [`session`]: the per-client protocol state machine; sans-IO.
 //! - [`router`]: topic matching, subscription tables, retained store, shared picks.
+//! - [`authz`]: topic authorization rules (ACL), EMQX-style; pure.
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
+pub mod authz;
 pub mod codec;
 pub mod config;
 pub mod limits;

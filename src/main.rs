@@ -67,6 +67,15 @@ fn main() -> ExitCode {
         }
     }
 
+    // Loading has validated the rules; a set that allows everything is not
+    // consulted at all.
+    let authz = match config.authz() {
+        Ok(a) => (!a.allows_all()).then(|| Arc::new(a)),
+        Err(e) => {
+            eprintln!("ringmq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let m = &config.mqtt;
     let settings = ShardSettings {
         session: SessionConfig {
@@ -81,6 +90,9 @@ fn main() -> ExitCode {
             wildcard_subscription_available: m.wildcard_subscription,
             max_subscriptions: m.max_subscriptions as usize,
             max_client_id_len: m.max_clientid_len as usize,
+            authz,
+            authz_deny_action: config.authorization.deny_action,
+            authz_deny_reason: config.authorization.deny_reason,
         },
         retained_max_messages: m.retained_max_messages as usize,
         retained_max_payload_bytes: m.retained_max_payload_size as usize,

@@ -21,12 +21,13 @@ mod tests;
 
 pub use error::{ConfigError, Origin};
 pub use sections::{
-    ListenersConfig, LogConfig, LogLevel, MqttConfig, NodeConfig, TcpListenerConfig,
-    DEFAULT_LISTENER_NAME,
+    AuthorizationConfig, AuthorizationRuleConfig, ListenersConfig, LogConfig, LogLevel, MqttConfig,
+    NodeConfig, TcpListenerConfig, DEFAULT_LISTENER_NAME,
 };
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
 pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
 
+use crate::authz::{Authz, AuthzError};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use source::Provenance;
@@ -41,6 +42,7 @@ pub struct Config {
     pub listeners: ListenersConfig,
     pub mqtt: MqttConfig,
     pub log: LogConfig,
+    pub authorization: AuthorizationConfig,
     /// Which file or env var set each key, so checks made after loading
     /// (`shard_cpus`) can still say where a bad value came from.
     #[serde(skip)]
@@ -54,6 +56,7 @@ impl PartialEq for Config {
             && self.listeners == other.listeners
             && self.mqtt == other.mqtt
             && self.log == other.log
+            && self.authorization == other.authorization
     }
 }
 
@@ -163,7 +166,38 @@ impl Config {
                 });
             }
         }
+        self.authz()?;
         Ok(())
+    }
+
+    /// The topic authorization rule set built from `[authorization]`.
+    /// Loading validates it, so this is `Ok` for every loaded config; errors
+    /// name the rule by index, e.g. `authorization.rules[2].topics[0]`.
+    pub fn authz(&self) -> Result<Authz, ConfigError> {
+        let section = &self.authorization;
+        Authz::new(&section.rules(), section.no_match).map_err(|error| {
+            // Array items are recorded under the array's key.
+            let origin = self.origin_of("authorization.rules");
+            match error {
+                AuthzError::TooManyRules { count } => ConfigError::InvalidValue {
+                    key: "authorization.rules".to_string(),
+                    origin,
+                    value: format!("an array of {count} rules"),
+                    allowed: format!("at most {} rules", crate::authz::RULES_MAX),
+                },
+                AuthzError::InvalidRule {
+                    index,
+                    field,
+                    value,
+                    allowed,
+                } => ConfigError::InvalidValue {
+                    key: format!("authorization.rules[{index}].{field}"),
+                    origin,
+                    value,
+                    allowed,
+                },
+            }
+        })
     }
 
     /// The TCP listeners to start, by name (`enable = true` only).

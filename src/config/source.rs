@@ -87,7 +87,7 @@ impl Provenance {
     /// Turns figment's structured error into a message naming the key, the
     /// value, what is allowed and where the value came from.
     pub(crate) fn error_from_figment(&self, error: figment::Error) -> ConfigError {
-        let key = error.path.join(".");
+        let key = display_key(&error.path);
         let origin = self.origin_of_error(&key, error.metadata.as_ref());
         // `RINGMQ_` or `RINGMQ_MQTT__` give empty key segments; quote the
         // path so the message does not show a blank.
@@ -98,7 +98,7 @@ impl Provenance {
         };
         match error.kind {
             Kind::UnknownField(_, known) => {
-                let section = error.path[..error.path.len().saturating_sub(1)].join(".");
+                let section = display_key(&error.path[..error.path.len().saturating_sub(1)]);
                 ConfigError::UnknownKey {
                     key,
                     origin,
@@ -114,6 +114,13 @@ impl Provenance {
                     allowed: describe_expected(&expected),
                 }
             }
+            // A required key (only inside `[[authorization.rules]]`) left out.
+            Kind::MissingField(field) => ConfigError::InvalidValue {
+                key: format!("{key}.{field}"),
+                origin,
+                value: "nothing".to_string(),
+                allowed: "a value: this key is required".to_string(),
+            },
             Kind::UnknownVariant(variant, known) => ConfigError::InvalidValue {
                 key,
                 origin,
@@ -128,6 +135,31 @@ impl Provenance {
             },
         }
     }
+}
+
+/// A figment error path as a dotted key. Array items, which figment names
+/// by their index, are shown as `rules[0]`: only `[authorization]` has
+/// arrays, and it has no maps with operator-chosen names that could be
+/// numbers (`listeners.tcp.0` is a listener named "0").
+fn display_key(path: &[String]) -> String {
+    let in_arrays = path
+        .first()
+        .is_some_and(|section| section == "authorization");
+    let mut key = String::new();
+    for segment in path {
+        let is_index = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());
+        if in_arrays && is_index && !key.is_empty() {
+            key.push('[');
+            key.push_str(segment);
+            key.push(']');
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(segment);
+        }
+    }
+    key
 }
 
 fn render_actual(actual: &Actual) -> String {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::authz::{DenyAction, DenyReason, Permission, RuleAction, Who};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -57,6 +58,12 @@ fn defaults_without_file_or_env() {
     assert_eq!(mqtt.retained_max_messages, 100_000);
     assert_eq!(mqtt.retained_max_payload_size, 1 << 20);
     assert_eq!(config.log.level, LogLevel::Info);
+    let authorization = &config.authorization;
+    assert_eq!(authorization.no_match, Permission::Allow);
+    assert_eq!(authorization.deny_action, DenyAction::Ignore);
+    assert_eq!(authorization.deny_reason, DenyReason::NotAuthorized);
+    assert!(authorization.rules.is_empty());
+    assert!(config.authz().unwrap().allows_all());
     assert_eq!(config.origin_of("mqtt.max_inflight"), Origin::Default);
 }
 
@@ -562,6 +569,24 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
     ),
     ("log.level", "3", "", "one of \"error\""),
+    (
+        "authorization.no_match",
+        "\"maybe\"",
+        "permit",
+        "one of \"allow\", \"deny\"",
+    ),
+    (
+        "authorization.deny_action",
+        "true",
+        "kick",
+        "one of \"ignore\", \"disconnect\"",
+    ),
+    (
+        "authorization.deny_reason",
+        "\"0x87\"",
+        "not-authorized",
+        "one of \"not_authorized\", \"unspecified_error\"",
+    ),
 ];
 
 /// `a.b.c = v` as TOML: a table header and a key.
@@ -720,7 +745,8 @@ fn example_file_loads_and_shows_the_defaults() {
     assert_eq!(config, Config::default());
 }
 
-/// Dotted paths of every leaf key in a TOML table.
+/// Dotted paths of every leaf key in a TOML table. Keys of tables inside an
+/// array of tables are named `array[n].key`, as the docs write them.
 fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
     for (key, value) in table {
         let path = if prefix.is_empty() {
@@ -730,13 +756,28 @@ fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
         };
         match value {
             toml::Value::Table(child) => leaf_keys(child, &path, out),
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                if let Some(toml::Value::Table(first)) = items.first() {
+                    leaf_keys(first, &format!("{path}[n]"), out);
+                }
+            }
             _ => out.push(path),
         }
     }
 }
 
+/// A rule with every optional key set.
+const FULL_RULE: &str = r#"
+    [[authorization.rules]]
+    permission = "deny"
+    action = "subscribe"
+    topics = ["test/nosubscribe", "secret/#"]
+    client_id = "sensor-1"
+    username = "alice"
+"#;
+
 fn every_key() -> Vec<String> {
-    let mut config = Config::default();
+    let mut config = load(FULL_RULE).unwrap();
     config.node.shards = Some(1);
     config.mqtt.server_keepalive = Some(60);
     let mut keys = Vec::new();
@@ -748,7 +789,7 @@ fn every_key() -> Vec<String> {
 fn example_file_and_docs_cover_every_key() {
     let docs = include_str!("../../docs/configuration.md");
     let keys = every_key();
-    assert_eq!(keys.len(), 21, "{keys:?}");
+    assert_eq!(keys.len(), 29, "{keys:?}");
     for key in keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(
@@ -756,11 +797,14 @@ fn example_file_and_docs_cover_every_key() {
             "ringmq.example.toml lacks {key}"
         );
         assert!(docs.contains(&format!("`{key}`")), "docs lack {key}");
-        assert!(
-            docs.contains(&env_name(&key)),
-            "docs lack {}",
-            env_name(&key)
-        );
+        // Keys inside an array of tables are set in the file only.
+        if !key.contains("[n]") {
+            assert!(
+                docs.contains(&env_name(&key)),
+                "docs lack {}",
+                env_name(&key)
+            );
+        }
     }
 }
 
@@ -775,7 +819,10 @@ fn to_toml_round_trips() {
     ])
     .unwrap();
     config.log.level = LogLevel::Warn;
+    config.authorization = load(FULL_RULE).unwrap().authorization;
+    config.authorization.no_match = Permission::Deny;
     let dumped = config.to_toml();
+    assert!(dumped.contains("[[authorization.rules]]\n"), "{dumped}");
     assert!(dumped.contains("max_packet_size = 1000\n"), "{dumped}");
     assert!(
         dumped.contains("max_session_expiry_interval = \"61s\"\n"),
@@ -794,6 +841,7 @@ fn to_toml_round_trips() {
         "{defaults}"
     );
     assert!(!defaults.contains("shards"), "{defaults}");
+    assert!(!defaults.contains("rules"), "{defaults}");
     assert_eq!(load(&defaults).unwrap(), Config::default());
 }
 #[test]
@@ -805,5 +853,196 @@ fn empty_env_key_segments_are_unknown_keys() {
     message(
         load_env(&[("RINGMQ_MQTT__", "1")]),
         &["unknown key \"mqtt.\" (from env RINGMQ_MQTT__); known keys in [mqtt]"],
+    );
+}
+
+// ---------------------------------------------------------------- [authorization]
+
+#[test]
+fn authorization_rules_load_in_order() {
+    let config = load(&format!(
+        r#"
+        [authorization]
+        no_match = "deny"
+        deny_action = "disconnect"
+        [[authorization.rules]]
+        permission = "allow"
+        action = "all"
+        topics = ["devices/${{clientid}}/#", "eq a/+"]
+        {FULL_RULE}
+        "#
+    ))
+    .unwrap();
+    let section = &config.authorization;
+    assert_eq!(section.no_match, Permission::Deny);
+    assert_eq!(section.deny_action, DenyAction::Disconnect);
+    assert_eq!(section.rules.len(), 2);
+    let rules = section.rules();
+    assert_eq!(rules[0].permission, Permission::Allow);
+    assert_eq!(rules[0].action, RuleAction::All);
+    assert_eq!(rules[0].topics, ["devices/${clientid}/#", "eq a/+"]);
+    assert_eq!(rules[0].client_id, None);
+    assert_eq!(rules[1].permission, Permission::Deny);
+    assert_eq!(rules[1].action, RuleAction::Subscribe);
+    assert_eq!(rules[1].client_id.as_deref(), Some("sensor-1"));
+    assert_eq!(rules[1].username.as_deref(), Some("alice"));
+    let authz = config.authz().unwrap();
+    let who = Who {
+        client_id: "d1",
+        username: None,
+    };
+    assert!(authz.check_publish(&who, "devices/d1/t"));
+    assert!(!authz.check_publish(&who, "devices/d2/t"));
+}
+
+#[test]
+fn authorization_scalars_from_env() {
+    let config = load_env(&[
+        ("RINGMQ_AUTHORIZATION__NO_MATCH", "Deny"),
+        ("RINGMQ_AUTHORIZATION__DENY_ACTION", "disconnect"),
+        ("RINGMQ_AUTHORIZATION__DENY_REASON", "unspecified_error"),
+    ])
+    .unwrap();
+    assert_eq!(config.authorization.no_match, Permission::Deny);
+    assert_eq!(config.authorization.deny_action, DenyAction::Disconnect);
+    assert_eq!(
+        config.authorization.deny_reason,
+        DenyReason::UnspecifiedError
+    );
+    // The file's rules stay when env sets the scalars.
+    let config = Config::load_from(
+        Some(FULL_RULE),
+        &env(&[("RINGMQ_AUTHORIZATION__NO_MATCH", "deny")]),
+    )
+    .unwrap();
+    assert_eq!(config.authorization.rules.len(), 1);
+    message(
+        load_env(&[("RINGMQ_AUTHORIZATION__RULES", "x")]),
+        &[
+            "invalid value for authorization.rules (from env RINGMQ_AUTHORIZATION__RULES): \"x\"",
+            "no environment form",
+        ],
+    );
+    message(
+        load_env(&[("RINGMQ_AUTHORIZATION__RULES__0__ACTION", "all")]),
+        &["invalid value for authorization.rules (from env", "a table"],
+    );
+}
+
+fn rule_toml(body: &str) -> String {
+    format!("[[authorization.rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a\"]\n[[authorization.rules]]\n{body}\n")
+}
+
+#[test]
+fn bad_rules_name_the_key_by_index() {
+    let complete = "permission = \"deny\"\naction = \"all\"\ntopics = [\"a\"]";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "permission = \"deny\"\naction = \"pub\"\ntopics = [\"a\"]",
+            &[
+                "invalid value for authorization.rules[1].action in the TOML text: \"pub\"",
+                "allowed: one of \"publish\", \"subscribe\", \"all\"",
+            ],
+        ),
+        (
+            "permission = \"reject\"\naction = \"all\"\ntopics = [\"a\"]",
+            &[
+                "authorization.rules[1].permission",
+                "one of \"allow\", \"deny\"",
+            ],
+        ),
+        (
+            "permission = \"deny\"\ntopics = [\"a\"]",
+            &["invalid value for authorization.rules[1].action", "required"],
+        ),
+        (
+            "permission = \"deny\"\naction = \"all\"",
+            &["authorization.rules[1].topics", "required"],
+        ),
+        (
+            "permission = \"deny\"\naction = \"all\"\ntopics = \"a\"",
+            &["authorization.rules[1].topics", "an array of topic filter strings"],
+        ),
+        (
+            "permission = \"deny\"\naction = \"all\"\ntopics = [\"a\", 7]",
+            &["authorization.rules[1].topics[1]", ": 7; allowed: a string"],
+        ),
+        (
+            "permission = \"deny\"\naction = \"all\"\ntopics = [\"ok\", \"a/#/b\"]",
+            &[
+                "invalid value for authorization.rules[1].topics[1] in the TOML text: \"a/#/b\"",
+                "a topic filter",
+            ],
+        ),
+        (
+            "permission = \"deny\"\naction = \"all\"\ntopics = []",
+            &["authorization.rules[1].topics", "an array of 1 to 100 topic filters"],
+        ),
+        (
+            "permission = \"deny\"\naction = \"all\"\ntopics = [\"x/${ip}\"]",
+            &["authorization.rules[1].topics[0]", "${clientid} or ${username}"],
+        ),
+        (
+            &format!("{complete}\nclient_id = \"\""),
+            &["authorization.rules[1].client_id", "a non-empty string"],
+        ),
+        (
+            &format!("{complete}\nusername = 5"),
+            &["authorization.rules[1].username", "a non-empty string"],
+        ),
+        (
+            &format!("{complete}\nclientid = \"x\""),
+            &[
+                "unknown key authorization.rules[1].clientid in the TOML text",
+                "known keys in [authorization.rules[1]]: permission, action, topics, client_id, username",
+            ],
+        ),
+    ];
+    for (body, fragments) in cases {
+        let text = message(load(&rule_toml(body)), fragments);
+        assert!(!text.contains('\n'), "{text}");
+    }
+    let path = PathBuf::from("/etc/ringmq.toml");
+    let origin = Origin::File(path);
+    let result = Config::load_layers(
+        Some((
+            &rule_toml("permission = \"deny\"\naction = \"all\"\ntopics = [\"$share/g/a\"]"),
+            &origin,
+        )),
+        &[],
+    );
+    message(
+        result,
+        &["invalid value for authorization.rules[1].topics[0] in /etc/ringmq.toml: \"$share/g/a\""],
+    );
+    message(
+        load("[authorization]\nrules = 5"),
+        &["invalid value for authorization.rules in the TOML text: 5; allowed: an array of [[authorization.rules]] tables"],
+    );
+    message(
+        load("[authorization]\nno_match = \"deny\"\nrule = []"),
+        &[
+            "unknown key authorization.rule",
+            "known keys in [authorization]: no_match, deny_action, deny_reason, rules",
+        ],
+    );
+}
+
+#[test]
+fn too_many_rules_is_refused() {
+    let rule =
+        "[[authorization.rules]]\npermission = \"deny\"\naction = \"all\"\ntopics = [\"a\"]\n";
+    let text = rule.repeat(crate::authz::RULES_MAX + 1);
+    message(
+        load(&text),
+        &["invalid value for authorization.rules in the TOML text: an array of 1001 rules; allowed: at most 1000 rules"],
+    );
+}
+
+#[test]
+fn listener_named_like_an_index_keeps_its_dotted_key() {
+    message(
+        load("[listeners.tcp.0]\nbind = \"x\""),
+        &["invalid value for listeners.tcp.0.bind"],
     );
 }

@@ -322,3 +322,62 @@ pub(crate) fn string_matching<'de, D: Deserializer<'de>>(
         other => Err(other.invalid(allowed)),
     }
 }
+
+/// Visits a sequence of `T`; anything else is refused with `allowed` as
+/// the expectation (so `RINGMQ_…=x` for an array key reads well).
+struct SeqVisitor<'a, T> {
+    allowed: &'a str,
+    item: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for SeqVisitor<'_, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.allowed)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+fn seq_of<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+    allowed: &str,
+) -> Result<Vec<T>, D::Error> {
+    d.deserialize_any(SeqVisitor {
+        allowed,
+        item: std::marker::PhantomData,
+    })
+}
+
+/// A string only (numbers and booleans refused), for array items.
+struct StrictString(String);
+
+impl<'de> serde::Deserialize<'de> for StrictString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        string_matching(d, "a string", |_| true).map(StrictString)
+    }
+}
+
+/// Reads an array of strings.
+pub(crate) fn string_array<'de, D: Deserializer<'de>>(
+    d: D,
+    allowed: &str,
+) -> Result<Vec<String>, D::Error> {
+    let items: Vec<StrictString> = seq_of(d, allowed)?;
+    Ok(items.into_iter().map(|s| s.0).collect())
+}
+
+/// Reads an array of tables (`[[section.key]]`).
+pub(crate) fn table_array<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+    allowed: &str,
+) -> Result<Vec<T>, D::Error> {
+    seq_of(d, allowed)
+}

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::authz::{DenyAction, DenyReason, Who};
 use crate::codec::{
     connack_v3, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect, Disconnect,
     DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, QoS, ReasonCode,
@@ -55,6 +56,8 @@ pub struct Connection {
     protocol: Protocol,
     /// Our limits, kept for the life of the connection.
     cfg: SessionConfig,
+    /// User Name from CONNECT: authorization rules may match on it.
+    username: Option<ByteStr>,
 
     /// Negotiated keepalive (after the Server Keep Alive cap); 0 = off.
     keep_alive_s: u16,
@@ -245,6 +248,7 @@ impl Connection {
         let mut conn = Connection {
             protocol: connect.protocol,
             cfg: cfg.clone(),
+            username: connect.username,
             keep_alive_s,
             last_rx_at: now,
             last_now: now,
@@ -421,6 +425,13 @@ impl Connection {
         if p.retain && !self.cfg.retain_available {
             return self.close_error(ReasonCode::RETAIN_NOT_SUPPORTED, "retain not supported");
         }
+        // A QoS 2 resend of a message already routed (so allowed then) keeps
+        // its flow: refusing it now would strand its packet id.
+        let qos2_resend =
+            p.qos == QoS::ExactlyOnce && self.session.incoming_qos2.contains(&p.packet_id);
+        if !qos2_resend && !self.may_publish(&topic) {
+            return self.refuse_publish(p.qos, p.packet_id);
+        }
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
@@ -537,6 +548,9 @@ impl Connection {
         };
         if wildcard && !self.cfg.wildcard_subscription_available {
             return fail(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        if !self.may_subscribe(&filter) {
+            return fail(self.deny_reason_code());
         }
         let subscriptions = &mut self.session.subscriptions;
         let existed = subscriptions.contains_key(&filter);
@@ -784,7 +798,9 @@ impl Connection {
     /// After Close: the will to publish, if any, with its delay (Will Delay
     /// Interval min()'d with the session expiry; 0 when the session ends
     /// with the connection, MQTT-3.1.3-9). Its Message Expiry counts from
-    /// the moment the will is due (close + delay).
+    /// the moment the will is due (close + delay). A will whose topic the
+    /// authorization rules deny for publishing is dropped here (EMQX checks
+    /// the will when it is published, not at CONNECT).
     pub fn take_will(&mut self) -> Option<(Arc<Message>, Duration)> {
         if !self.publish_will {
             return None;
@@ -792,6 +808,9 @@ impl Connection {
         let delay_s = self.will_delay_s();
         let will = self.will.take()?;
         self.publish_will = false;
+        if !self.may_publish(&will.topic) {
+            return None;
+        }
         let delay = Duration::from_secs(u64::from(delay_s));
         let p = will.properties;
         let message = Message {
@@ -828,6 +847,62 @@ impl Connection {
 
     fn is_v5(&self) -> bool {
         self.protocol.is_v5()
+    }
+
+    fn who(&self) -> Who<'_> {
+        Who {
+            client_id: &self.session.client_id,
+            username: self.username.as_deref(),
+        }
+    }
+
+    /// Whether the authorization rules let this client publish to `topic`.
+    fn may_publish(&self, topic: &str) -> bool {
+        self.cfg
+            .authz
+            .as_ref()
+            .is_none_or(|authz| authz.check_publish(&self.who(), topic))
+    }
+
+    /// Whether the authorization rules let this client subscribe to
+    /// `filter`.
+    fn may_subscribe(&self, filter: &str) -> bool {
+        self.cfg
+            .authz
+            .as_ref()
+            .is_none_or(|authz| authz.check_subscribe(&self.who(), filter))
+    }
+
+    /// The v5 reason code of an authorization refusal.
+    fn deny_reason_code(&self) -> ReasonCode {
+        match self.cfg.authz_deny_reason {
+            DenyReason::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
+            DenyReason::UnspecifiedError => ReasonCode::UNSPECIFIED_ERROR,
+        }
+    }
+
+    /// A PUBLISH the rules deny: never routed. `Ignore` acknowledges it (v5
+    /// with 0x87 Not authorized; v3.1.1 cannot refuse, so as usual, and its
+    /// QoS 2 PUBREL then gets PUBCOMP like any other); `Disconnect` closes
+    /// the connection.
+    fn refuse_publish(&mut self, qos: QoS, packet_id: u16) {
+        if self.cfg.authz_deny_action == DenyAction::Disconnect {
+            return self.close_error(self.deny_reason_code(), "not authorized");
+        }
+        let reason = if self.is_v5() {
+            self.deny_reason_code()
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self
+                .tx
+                .push_back(Tx::Ack(AckKind::PubAck, packet_id, reason)),
+            QoS::ExactlyOnce => self
+                .tx
+                .push_back(Tx::Ack(AckKind::PubRec, packet_id, reason)),
+        }
     }
 
     fn will_delay_s(&self) -> u32 {

@@ -73,6 +73,23 @@
 //!   without control characters.
 //! - Unacknowledged outbound messages are never retransmitted on a live
 //!   connection, only on resume (MQTT-4.4.0-1).
+//!
+//! # Authorization
+//!
+//! With `cfg.authz` set, every SUBSCRIBE filter and every inbound PUBLISH is
+//! checked against the rules (client id and the CONNECT user name):
+//!
+//! - a denied filter gets SUBACK 0x87 (v5) or 0x80 (v3.1.1) and no
+//!   [`Action::Subscribe`]; the other filters of the packet are unaffected;
+//! - a denied PUBLISH is not routed. With `DenyAction::Ignore` (EMQX's
+//!   default) v5 QoS 1/2 get PUBACK/PUBREC 0x87, QoS 0 is dropped silently,
+//!   and v3.1.1 is acknowledged as usual (it has no code to refuse with);
+//!   with `DenyAction::Disconnect` the connection closes (v5: DISCONNECT
+//!   0x87) and the will, if allowed, is published;
+//! - `cfg.authz_deny_reason = UnspecifiedError` puts 0x80 instead of 0x87
+//!   in every v5 refusal above;
+//! - the will is checked when it is due ([`Connection::take_will`]), as EMQX
+//!   does: a will to a denied topic is dropped, the CONNECT is not refused.
 mod connection;
 mod state;
 
@@ -88,6 +105,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::authz::{Authz, DenyAction, DenyReason};
 use crate::codec::{ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions};
 
 /// QoS 0 messages waiting in a connection's transmit queue beyond which new
@@ -123,6 +141,13 @@ pub struct SessionConfig {
     /// Per client; 0 = unlimited.
     pub max_subscriptions: usize,
     pub max_client_id_len: usize,
+    /// Topic authorization rules; `None` allows everything without looking
+    /// (the default config). Shared by every connection of every shard.
+    pub authz: Option<Arc<Authz>>,
+    /// What a PUBLISH the rules deny causes.
+    pub authz_deny_action: DenyAction,
+    /// The MQTT 5 reason code of a refusal (0x87 or 0x80).
+    pub authz_deny_reason: DenyReason,
 }
 
 /// An application message as routed across shards: immutable, shared by

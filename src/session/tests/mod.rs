@@ -1,6 +1,7 @@
 //! Unit tests: a `Pair` drives one `Connection` with packets on a fake clock
 //! and collects what it transmits and asks the shard to do.
 
+mod authz;
 mod sim;
 mod unit;
 
@@ -26,6 +27,9 @@ pub(super) fn cfg() -> SessionConfig {
         wildcard_subscription_available: true,
         max_subscriptions: 0,
         max_client_id_len: 64,
+        authz: None,
+        authz_deny_action: crate::authz::DenyAction::Ignore,
+        authz_deny_reason: crate::authz::DenyReason::NotAuthorized,
     }
 }
 
