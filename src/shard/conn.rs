@@ -175,10 +175,7 @@ async fn serve_connected(
             }
             match codec::decode(&mut buf, Some(protocol), cfg.max_packet_size) {
                 Ok(Some(packet)) => {
-                    handle
-                        .conn
-                        .borrow_mut()
-                        .handle_packet(packet, now);
+                    handle.conn.borrow_mut().handle_packet(packet, now);
                     shard.run_actions(&handle).await;
                 }
                 Ok(None) => break,
