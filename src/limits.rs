@@ -90,13 +90,6 @@ pub const NODE_NAME_LEN_MAX_BYTES: usize = 255;
 /// hand the message back (back-pressure) instead of growing memory.
 pub const SHARD_CHANNEL_CAPACITY: usize = 4_096;
 
-/// Up to this many shards, every PUBLISH is forwarded to every shard instead
-/// of only those the interest table names (see `Shard::broadcast_publishes`):
-/// with few shards the extra hops are cheap, and a subscription becomes
-/// visible to publishers on other shards as soon as its own shard has read
-/// it.
-pub const PUBLISH_BROADCAST_SHARDS_MAX: usize = 4;
-
 /// Socket read buffer per connection: fits most PUBLISH bursts in one read
 /// while keeping 100k connections under 7 GiB of buffers.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;

@@ -175,6 +175,10 @@ async fn serve_connected(
             }
             match codec::decode(&mut buf, Some(protocol), cfg.max_packet_size) {
                 Ok(Some(packet)) => {
+                    // Publishes are broadcast while this SUBSCRIBE is being
+                    // applied (see `Shard::broadcast_publishes`).
+                    let _subscribing =
+                        matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
                     handle.conn.borrow_mut().handle_packet(packet, now);
                     shard.run_actions(&handle).await;
                 }

@@ -94,17 +94,19 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
             })
         })
         .collect();
+    let subscribing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(count);
     for &cpu in &spec.cpus {
         let mesh = mesh.clone();
         let settings = spec.settings.clone();
         let shutdown = shutdown.clone();
         let counts = counts.clone();
+        let subscribing = subscribing.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
             .spawn(move || async move {
-                shard_main(mesh, count as u16, counts, settings, shutdown).await
+                shard_main(mesh, count as u16, counts, settings, shutdown, subscribing).await
             })
             .map_err(|e| std::io::Error::other(format!("cannot start shard on CPU {cpu}: {e}")))?;
         handles.push(h);
@@ -129,13 +131,21 @@ async fn shard_main(
     counts: Vec<Arc<ListenerCount>>,
     settings: ShardSettings,
     shutdown: Arc<AtomicBool>,
+    subscribing: Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::io::Result<()> {
     let (senders, mut receivers) = mesh
         .join()
         .await
         .map_err(|_| std::io::Error::other("shard mesh join failed"))?;
     let id = senders.peer_id() as ShardId;
-    let shard = Rc::new(Shard::new(id, count, settings, senders, shutdown.clone()));
+    let shard = Rc::new(Shard::new(
+        id,
+        count,
+        settings,
+        senders,
+        shutdown.clone(),
+        subscribing,
+    ));
     let mut listeners = Vec::new();
     for count in counts {
         let bind = count.bind;

@@ -5,7 +5,6 @@
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
-use crate::limits;
 use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
@@ -14,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,6 +114,9 @@ pub struct Shard {
     /// Deterministic hash of client ids to home shards: the same on every shard.
     hasher: ahash::RandomState,
     pub shutdown: Arc<AtomicBool>,
+    /// Node-wide count of SUBSCRIBEs being processed (shared by every shard;
+    /// an atomic, not a lock): see `broadcast_publishes`.
+    subscribing: Arc<AtomicUsize>,
     /// When the shard next sums its sessions' drop counters for the log.
     next_drop_report: Cell<Instant>,
     /// Drop total at the last report, so only growth is logged.
@@ -129,6 +131,7 @@ impl Shard {
         settings: ShardSettings,
         senders: Senders<ShardMsg>,
         shutdown: Arc<AtomicBool>,
+        subscribing: Arc<AtomicUsize>,
     ) -> Shard {
         let retained = RetainedStore::new(settings.retained_max_messages);
         Shard {
@@ -153,25 +156,29 @@ impl Shard {
             next_token: Cell::new(1),
             hasher: ahash::RandomState::with_seeds(0x5151, 0x7272, 0x9393, 0xb4b4),
             shutdown,
+            subscribing,
             next_drop_report: Cell::new(Instant::now() + DROP_REPORT_INTERVAL),
             reported_drops: Cell::new(0),
             scratch_recipients: RefCell::new(Vec::new()),
         }
     }
 
-    /// With few shards every PUBLISH goes to every shard, which matches it
-    /// against its own subscriptions. The interest table would save those
-    /// hops, but it learns of a subscription on another shard only one
-    /// message later: a client publishing right after another client's
-    /// SUBSCRIBE (without waiting for its SUBACK, as some conformance tests
-    /// do) could be routed before the subscribing shard's interest arrives.
-    /// Broadcasting moves the decision to the subscriber's own shard, which
-    /// read the SUBSCRIBE from its socket before the PUBLISH could reach it.
-    /// Above `limits::PUBLISH_BROADCAST_SHARDS_MAX` the hops cost more than
-    /// they buy, and the interest table routes (SUBACKs then wait for every
-    /// shard's acknowledgement).
+    /// Whether every PUBLISH routed now must go to every shard: true while
+    /// a SUBSCRIBE is being processed anywhere on the node (from its decode
+    /// until every shard has applied the interest it causes). Otherwise a
+    /// client publishing right after another client's SUBSCRIBE (without
+    /// waiting for its SUBACK, as some conformance tests do) could be routed
+    /// by an interest table that has not heard of the new subscription yet.
+    /// Outside those windows a publish reaches only the shards with matching
+    /// subscribers.
     pub fn broadcast_publishes(&self) -> bool {
-        (self.count as usize) <= limits::PUBLISH_BROADCAST_SHARDS_MAX
+        self.subscribing.load(Ordering::Acquire) > 0
+    }
+
+    /// Marks a SUBSCRIBE in progress on this node until the guard drops.
+    pub fn subscribing(&self) -> SubscribingGuard {
+        self.subscribing.fetch_add(1, Ordering::AcqRel);
+        SubscribingGuard(self.subscribing.clone())
     }
 
     pub fn token(&self) -> u64 {
@@ -218,9 +225,8 @@ impl Shard {
     /// applied it. A SUBACK is held until then, so a client that saw its
     /// SUBACK gets every message published afterwards on any shard.
     async fn broadcast_interest_acked(&self, change: InterestChange) {
-        if self.count == 1 || self.broadcast_publishes() {
-            // Routing does not depend on other shards' interest tables.
-            return self.broadcast_interest(change).await;
+        if self.count == 1 {
+            return;
         }
         let token = self.token();
         let done = Oneshot::new();
@@ -920,6 +926,15 @@ impl Shard {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds the node-wide "SUBSCRIBE in progress" count up while alive.
+pub struct SubscribingGuard(Arc<AtomicUsize>);
+
+impl Drop for SubscribingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
