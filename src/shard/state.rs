@@ -503,7 +503,11 @@ impl Shard {
 
     // ---- subscriptions of a whole session -----------------------------
 
+    /// Add a moved-in session's subscriptions to this shard's router; returns
+    /// once every shard knows the interest (the client's CONNACK follows), and
+    /// publishes are broadcast meanwhile.
     pub async fn subscribe_session(&self, session: &Session) {
+        let _subscribing = self.subscribing();
         let client = session.client_id().clone();
         let mut changes = Vec::new();
         {
@@ -515,7 +519,7 @@ impl Shard {
             }
         }
         for c in changes {
-            self.broadcast_interest(c).await;
+            self.broadcast_interest_acked(c).await;
         }
     }
 
