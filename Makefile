@@ -10,8 +10,9 @@ CARGO ?= cargo
 PYTHON ?= python3
 CONFIG ?= ringmq.example.toml
 PYTEST_ARGS ?=
+# Passed to the tests only: every RINGMQ_* variable in the broker's own
+# environment is a config key, so it must not be exported to `make run`.
 RINGMQ_BIN ?= $(CURDIR)/target/release/ringmq
-export RINGMQ_BIN
 
 .PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench
 
@@ -44,7 +45,7 @@ unit: toolchain
 
 e2e:
 	@ulimit -l unlimited 2>/dev/null || true; \
-	$(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+	RINGMQ_BIN=$(RINGMQ_BIN) $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 # The same end-to-end tests against Debian's mosquitto (checks the tests, not ringmq).
 e2e-mosquitto: test-deps
