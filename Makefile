@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 RINGMQ_BIN ?= $(CURDIR)/target/release/ringmq
 export RINGMQ_BIN
 
-.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench
+.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench bench
 
 all: build
 
@@ -68,6 +68,11 @@ tuning-check:
 # Criterion micro-benchmarks (codec, router, cross-shard fan-out); see docs/microbenchmarks.md.
 microbench: toolchain
 	$(CARGO) bench
+
+# ringmq beside Mosquitto (FLASHMQ=/path/to/flashmq adds FlashMQ), broker on CPU 0 and the
+# load generator on CPU 1, BENCH_REPEAT runs each (3): writes docs/benchmarks.md and its plot.
+bench: build
+	FLASHMQ="$(FLASHMQ)" $(PYTHON) benches/run/bench.py
 
 clean:
 	$(CARGO) clean
