@@ -176,7 +176,7 @@ class BrokerKind:
     binary: str
     version: str = ""
 
-    def config(self, port: int, workdir: Path) -> tuple[str, str]:
+    def config(self, port: int | str, workdir: Path) -> tuple[str, str]:
         """(file name, text) of the generated config."""
         if self.name == "ringmq":
             text = "\n".join([
@@ -370,16 +370,25 @@ class Loadgen:
 
 
 class CpuSampler(threading.Thread):
-    """Samples a process's CPU time (user + system, from /proc/PID/stat) every 50 ms,
-    so the share of one CPU it used in a window can be read afterwards."""
+    """Samples a process's CPU time (user + system, from /proc/PID/stat) and the busy
+    time of the broker's CPU (from /proc/stat) every 50 ms, so the share of one CPU
+    the broker used in a window, and what else ran on its CPU, can be read afterwards."""
 
     TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid = pid
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self.done = threading.Event()
+
+    @staticmethod
+    def cpu_busy_ticks(cpu: int = BROKER_CPU) -> int:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v[:8]) - v[3] - v[4]  # all but idle and iowait (guest is in user)
+        return 0
 
     def ticks(self) -> int | None:
         try:
@@ -393,19 +402,22 @@ class CpuSampler(threading.Thread):
         while not self.done.is_set():
             t = self.ticks()
             if t is not None:
-                self.samples.append((time.monotonic(), t))
+                self.samples.append((time.monotonic(), t, self.cpu_busy_ticks()))
             self.done.wait(0.05)
 
     def stop(self) -> None:
         self.done.set()
         self.join()
 
-    def pct(self, begin: float, end: float) -> float | None:
+    def pct(self, begin: float, end: float) -> tuple[float, float] | None:
+        """(broker CPU %, CPU BROKER_CPU busy % from anything else) in [begin, end]."""
         inside = [s for s in self.samples if begin <= s[0] <= end]
         if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.2:
             return None
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
-        return 100.0 * (c1 - c0) / self.TICKS_PER_S / (t1 - t0)
+        (t0, c0, b0), (t1, c1, b1) = inside[0], inside[-1]
+        broker = 100.0 * (c1 - c0) / self.TICKS_PER_S / (t1 - t0)
+        busy = 100.0 * (b1 - b0) / self.TICKS_PER_S / (t1 - t0)
+        return broker, max(0.0, busy - broker)
 
 
 def check_report(r: dict, who: str, argv: list[str]) -> list[str]:
@@ -468,8 +480,9 @@ class Result:
     report: dict
     argv: list[str]
     broker_argv: list[str]
-    # Broker CPU % (of one CPU) in the measured window; idle: while connecting.
-    broker_cpu: float | None = None
+    # (broker CPU %, other processes' CPU % on the broker's CPU) in the measured
+    # window; idle: while connecting.
+    cpu: tuple[float, float] | None = None
     extra: dict = field(default_factory=dict)   # idle: rss_before_kib, rss_after_kib, ...
 
 
@@ -538,7 +551,8 @@ def metric(key: str, r: Result):
         "p999": lat.get("p999"), "max": lat.get("max"),
         "rss_per_conn_b": r.extra.get("rss_per_conn_b"),
         "conn_per_s": r.extra.get("conn_per_s"),
-        "cpu": r.broker_cpu,
+        "cpu": r.cpu[0] if r.cpu else None,
+        "other": r.cpu[1] if r.cpu else None,
     }[key]
 
 
@@ -652,6 +666,11 @@ def plot_cdf(plt, results, brokers, path: Path) -> bool:
                 ax.plot(xs, ys, marker="o" if bold else None, ms=3, lw=2 if bold else 0.7,
                         alpha=1 if bold else 0.4, color=colors[b.name],
                         label=f"{b.label} (median run)" if bold else None)
+        if key == "lathalf" and results.get("_selftest_half"):
+            lat = sorted(results["_selftest_half"], key=lambda r: r.report["latency_us"]["p99"])[
+                len(results["_selftest_half"]) // 2].report["latency_us"]
+            ax.plot([lat["min"]] + [lat[k] for k, _ in qs] + [lat["max"]], [1e-4] + [q for _, q in qs] + [0.9999],
+                    ls="--", color="gray", lw=1.2, label="load generator alone (selftest)")
         ax.set_xscale("log")
         ax.set_yscale("logit")
         ax.set_ylim(1e-4 * 0.9, 0.9999 * 1.00001)
@@ -664,8 +683,8 @@ def plot_cdf(plt, results, brokers, path: Path) -> bool:
                       "lathalf": f"QoS 0 p2p at {rate:,.0f} msg/s (half of ringmq max)"}[key], fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("Latency CDF (points: min, p50, p90, p99, p99.9, max of each run; thin lines: other runs)",
-                 fontsize=9)
+    fig.suptitle("Latency CDF. Points: p50, p90, p99, p99.9 of each run, with min and max drawn at 0.01 and "
+                 "99.99; bold: the run with the median p99", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -715,6 +734,26 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
       "is supposed to run; the other processes on the box were not stopped.")
     w("")
 
+    w("## Method")
+    w("")
+    w("* **Closed loop** (scenarios 1–3): each publisher keeps at most `--max-outstanding` messages "
+      "on their way (sent, not yet received by every subscriber that should get them), so the "
+      "rate is one the broker sustains, not the speed of filling socket buffers; latency there is "
+      "mostly queueing inside that window (Little's law), so compare it only between brokers at the "
+      "same window. Throughput is messages **delivered** per second (fan-out: publishes × 100).")
+    w("* **Paced** (scenarios 4–5): publishers send on an even schedule (`-r`, spread over the "
+      "publishers and phase-shifted); latency is end to end, from a `CLOCK_MONOTONIC` stamp in each "
+      "payload to its arrival, in an HDR histogram. Scenario 5's rate is half the median of ringmq's "
+      "scenario 1 runs in this same invocation.")
+    w("* **Idle connections** (scenario 6): RSS per connection from the broker's `VmRSS`; connect "
+      "rate from the load generator's set-up time.")
+    w("* **Broker CPU**: the broker process's user + system time over the measured window, in % of "
+      "one CPU (`/proc/PID/stat`, sampled every 50 ms). A glommio shard polls while it has nothing "
+      "to do before it sleeps, so for ringmq a high CPU share at a low rate is not load.")
+    w("* **Lost**: messages sent but never received (the load generator tracks every sequence "
+      "number per publisher and subscriber).")
+    w("")
+
     # ---- summary
     w("## Summary")
     w("")
@@ -728,12 +767,13 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
     w("Ratios are of medians. For throughput a ratio above 1 means ringmq is faster; for "
       "latency a ratio below 1 means ringmq is faster.")
     w("")
-    if ctx["notes"]:
-        w("Observed during the runs:")
-        w("")
-        for n in ctx["notes"]:
-            w(f"* {n}")
-        w("")
+    obs = observations(ctx)
+    w("Observed in the runs (generated from the measurements):")
+    w("")
+    for n in obs or ["nothing unusual: every broker saturated its CPU in the closed-loop runs, the "
+                     "load generator stayed below 90 % busy, and nothing was lost."]:
+        w(f"* {n}")
+    w("")
 
     # ---- headroom
     w("## Load generator headroom")
@@ -773,15 +813,18 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
         w("")
         if sc.kind == "idle":
             rows = [("RSS per connection", "rss_per_conn_b", "B"), ("connect rate", "conn_per_s", "conn/s"),
-                    ("broker CPU while connecting", "cpu", "%")]
+                    ("broker CPU while connecting", "cpu", "%"),
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%")]
         elif sc.kind == "latency":
             rows = [("rate achieved (in)", "in", "msg/s"), ("p50", "p50", "us"), ("p90", "p90", "us"),
                     ("p99", "p99", "us"), ("p99.9", "p999", "us"), ("max", "max", "us"),
-                    ("lost", "lost", "n"), ("broker CPU", "cpu", "%"), ("loadgen busy", "busy", "%")]
+                    ("lost", "lost", "n"), ("broker CPU", "cpu", "%"),
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"), ("loadgen busy", "busy", "%")]
         else:
             rows = [("msg/s out", "out", "msg/s"), ("msg/s in (delivered)", "in", "msg/s"),
                     ("latency p50", "p50", "us"), ("latency p99", "p99", "us"),
-                    ("lost", "lost", "n"), ("broker CPU", "cpu", "%"), ("loadgen busy", "busy", "%")]
+                    ("lost", "lost", "n"), ("broker CPU", "cpu", "%"),
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"), ("loadgen busy", "busy", "%")]
         cols = ["", *[b.label for b in brokers], *[f"ringmq / {p.label}" for p in peers]]
         w("| " + " | ".join(cols) + " |")
         w("|" + "---|" * len(cols))
@@ -794,7 +837,7 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
                 meds[b.name] = med(vals)
             for p in peers:
                 a, c = meds.get("ringmq"), meds.get(p.name)
-                cells.append(f"{a / c:.2f}" if a is not None and c not in (None, 0) and key not in ("lost", "busy", "cpu") else "–")
+                cells.append(f"{a / c:.2f}" if a is not None and c not in (None, 0) and key not in ("lost", "busy", "cpu", "other") else "–")
             w("| " + " | ".join(cells) + " |")
         w("")
         if sc.kind == "idle":
@@ -822,8 +865,10 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
         w(f"![latency CDF of scenarios 4 and 5]({plot_path.name})")
         w("")
         w("The load generator's JSON report has percentiles (min, p50, p90, p99, p99.9, max), not "
-          "histogram buckets, so each curve joins those points; the bold one is the run with the "
-          "median p99.")
+          "histogram buckets, so each curve joins those points (min and max are drawn at the 0.01 and "
+          "99.99 percentiles); the bold one is the run with the median p99, thin ones the other runs. "
+          "The dashed gray line in the right panel is the load generator alone at the same rate "
+          "and shape (selftest).")
         w("")
     else:
         w("(No latency plot: matplotlib could not be installed.)")
@@ -847,7 +892,7 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
         w(f"{b.label} config (`{ctx['broker_config'][b.name][0]}`):")
         w("")
         w("```" + ("toml" if b.name == "ringmq" else ""))
-        w(ctx["broker_config"][b.name][1].rstrip().replace(str(ctx["workdir"]) + "/", ""))
+        w(ctx["broker_config"][b.name][1].rstrip())
         w("```")
         w("")
     w(f"ringmq: `mqtt.max_inflight = {RINGMQ_MAX_INFLIGHT}` (Mosquitto's `max_inflight_messages`) and "
@@ -866,6 +911,45 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
     w("```")
     w("")
     doc.write_text("\n".join(L))
+
+
+def observations(ctx: dict) -> list[str]:
+    """What a reader should know before trusting a number, from the runs themselves."""
+    out = []
+    for sc in ctx["scenarios"]:
+        runs_by = ctx["results"].get(sc.key)
+        if not runs_by:
+            continue
+        for b in ctx["brokers"]:
+            runs = runs_by.get(b.name, [])
+            if not runs:
+                continue
+            who = f"{b.label}, scenario {sc.title.split('.')[0]} ({sc.key})"
+            busy = med([metric("busy", r) for r in runs])
+            cpu = med([metric("cpu", r) for r in runs])
+            other = med([metric("other", r) for r in runs])
+            if sc.kind == "tput" and busy is not None and busy >= 90:
+                out.append(f"{who}: the load generator was {busy:.0f} % busy (median): this number "
+                           f"may be partly the load generator's.")
+            if sc.kind == "tput" and cpu is not None and cpu < 90:
+                out.append(f"{who}: the broker used {cpu:.0f} % of its CPU (median), so it was not "
+                           f"CPU-bound; the limit was elsewhere (closed-loop window, load generator, "
+                           f"or waiting between loop turns).")
+            if other is not None and other >= 10:
+                out.append(f"{who}: CPU {BROKER_CPU} was {other:.0f} % busy beyond the broker's own "
+                           f"{cpu:.0f} % (median): other processes, or kernel work on the broker's "
+                           f"behalf that is not charged to it (loopback TCP in softirq).")
+            if sc.kind == "latency":
+                asked = runs_by["_rate"]
+                got = med([metric("in", r) for r in runs])
+                if asked and got is not None and got < 0.98 * asked:
+                    out.append(f"{who}: reached {got:,.0f} of the {asked:,.0f} msg/s asked (median); "
+                               f"the closed-loop window (100 per publisher) then bounds the queue, "
+                               f"and the latency is that of a saturated broker.")
+            lost = sum((metric("lost", r) or 0) for r in runs)
+            if lost:
+                out.append(f"{who}: {lost:,} messages lost over {len(runs)} runs.")
+    return out + ctx["notes"]
 
 
 def build_summary(ctx: dict) -> None:
@@ -931,6 +1015,9 @@ def build_summary(ctx: dict) -> None:
 
 def main() -> int:
     t0 = time.monotonic()
+    # This script, its sampler and the load generator's main thread stay off the
+    # broker's CPU (brokers are placed on it with taskset).
+    os.sched_setaffinity(0, {LOADGEN_CPU})
     ring_bin = os.environ.get("RINGMQ_BIN") or str(REPO / "target/release/ringmq")
     lg_bin = os.environ.get("LOADGEN_BIN") or str(REPO / "target/release/ringmq-loadgen")
     mosq_bin = os.environ.get("MOSQUITTO_BIN") or "mosquitto"
@@ -972,7 +1059,7 @@ def main() -> int:
     # scenario 5's shape once its rate is known.
     selftest: list[tuple[str, list[Result]]] = []
 
-    def run_selftest(label: str, args: list[str]) -> None:
+    def run_selftest(label: str, args: list[str]) -> list[Result]:
         runs = []
         for rep in range(REPEAT):
             rep_json, argv, _ = lg.run(["selftest", *args, "--forwarder-cpu", str(BROKER_CPU)], None,
@@ -981,6 +1068,7 @@ def main() -> int:
             log(f"selftest ({label}) {rep + 1}/{REPEAT}: {rep_json['throughput']['in_msg_s']:,.0f} msg/s, "
                 f"busy {rep_json['loadgen_busy_pct']}")
         selftest.append((label, runs))
+        return runs
 
     run_selftest("ceiling: 4 pairs, window 1000, batch 256",
                  ["-c", "4", "--max-outstanding", "1000", "--batch", "256",
@@ -1007,7 +1095,7 @@ def main() -> int:
                 raise BenchError("scenario lathalf needs p2p in the same run (or BENCH_HALF_RATE)")
             half = max(50, round(half / 50) * 50)  # a whole number of msg/s per publisher
             sc.args[sc.args.index("HALF")] = str(int(half))
-            run_selftest(f"scenario 5's shape: 50 pairs paced at {half:,.0f} msg/s",
+            results["_selftest_half"] = run_selftest(f"scenario 5's shape: 50 pairs paced at {half:,.0f} msg/s",
                          ["-c", "50", "-q", "0", "-s", "64", "-r", str(int(half)),
                           "--warmup", WARMUP_LAT, "-d", DURATION_LAT])
         results[sc.key] = {"_rate": 20000 if sc.key == "lat20k" else
@@ -1017,7 +1105,8 @@ def main() -> int:
                 tag = f"{sc.key}-{kind.name}-{rep}"
                 broker = Broker(kind, workdir / "brokers" / tag)
                 broker_argv.setdefault(kind.name, broker.argv)
-                broker_config.setdefault(kind.name, (broker.config_path.name, broker.config_path.read_text()))
+                # As shown in the report: the port as $PORT, paths relative to the run directory.
+                broker_config.setdefault(kind.name, kind.config("$PORT", Path("brokers") / tag))
                 prefix = f"b{os.getpid()}{sc.key}{rep}{kind.name[0]}"
                 broker.start()
                 try:
@@ -1036,12 +1125,12 @@ def main() -> int:
                 rj = res.report
                 if sc.kind == "idle":
                     log(f"{tag}: {res.extra['rss_per_conn_b']:,.0f} B/conn, {res.extra['conn_per_s']:,.0f} conn/s, "
-                        f"broker CPU {res.broker_cpu}")
+                        f"broker/other CPU {res.cpu}")
                 else:
                     lat = rj.get("latency_us") or {}
                     log(f"{tag}: in {rj['throughput']['in_msg_s']:,.0f} msg/s, p50 {lat.get('p50')} "
                         f"p99 {lat.get('p99')} us, lost {rj.get('lost')}, busy {rj['loadgen_busy_pct']}, "
-                        f"broker CPU {res.broker_cpu}")
+                        f"broker/other CPU {res.cpu}")
 
     plot_path = doc.with_name(doc.stem + "-latency-cdf.png")
     if plt is None or not plot_cdf(plt, results, brokers, plot_path):
