@@ -497,6 +497,8 @@ def run_idle(lg: Loadgen, broker: Broker, sc: Scenario, prefix: str, tag: str) -
     sampler.start()
     started = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lg_sampler = CpuSampler(p.pid)
+    lg_sampler.start()
     want = fds_before + IDLE_CONNECTIONS
     deadline = time.monotonic() + lg.timeout_s(sc.args)
     reached_s = None
@@ -517,6 +519,7 @@ def run_idle(lg: Loadgen, broker: Broker, sc: Scenario, prefix: str, tag: str) -
         raise BenchError(f"load generator did not finish in time: {shlex.join(argv)}") from None
     finally:
         sampler.stop()
+        lg_sampler.stop()
     if p.returncode != 0 or not path.exists():
         raise BenchError(f"load generator exited {p.returncode}: {shlex.join(argv)}\n{out[-2000:]}{err[-2000:]}")
     report = json.loads(path.read_text())
@@ -525,7 +528,9 @@ def run_idle(lg: Loadgen, broker: Broker, sc: Scenario, prefix: str, tag: str) -
                          f"generator ran (open fds {broker.open_fds()}, wanted {want}): {shlex.join(argv)}")
     ready = report["clients"]["ready"]
     cpu = sampler.pct(started, started + report["clients"]["setup_s"])
+    lg_cpu = lg_sampler.pct(started, started + report["clients"]["setup_s"])
     return Result(report, argv, broker.argv, cpu, {
+        "loadgen_cpu": lg_cpu[0] if lg_cpu else None,
         "rss_before_kib": rss_before, "rss_after_kib": rss_after,
         "rss_per_conn_b": (rss_after - rss_before) * 1024 / max(ready, 1),
         "conn_per_s": ready / max(report["clients"]["setup_s"], 1e-9),
@@ -551,6 +556,7 @@ def metric(key: str, r: Result):
         "p999": lat.get("p999"), "max": lat.get("max"),
         "rss_per_conn_b": r.extra.get("rss_per_conn_b"),
         "conn_per_s": r.extra.get("conn_per_s"),
+        "loadgen_cpu": r.extra.get("loadgen_cpu"),
         "cpu": r.cpu[0] if r.cpu else None,
         "other": r.cpu[1] if r.cpu else None,
     }[key]
@@ -722,6 +728,7 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
     w(f"| memory | {m['mem_gib']:.1f} GiB |")
     w(f"| kernel | Linux {m['kernel']} ({m['os']}) |")
     w(f"| date | {ctx['date']} |")
+    w(f"| load average (1, 5, 15 min) | at start {ctx['loadavg_start']}; at end {ctx['loadavg_end']} |")
     w(f"| open files | soft {ctx['nofile'][0]}, hard {ctx['nofile'][1]} (raised to the hard limit for the run) |")
     for b in brokers:
         w(f"| {b.label} | {b.version} |")
@@ -814,7 +821,8 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
         if sc.kind == "idle":
             rows = [("RSS per connection", "rss_per_conn_b", "B"), ("connect rate", "conn_per_s", "conn/s"),
                     ("broker CPU while connecting", "cpu", "%"),
-                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%")]
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"),
+                    ("load generator CPU while connecting (all threads)", "loadgen_cpu", "%")]
         elif sc.kind == "latency":
             rows = [("rate achieved (in)", "in", "msg/s"), ("p50", "p50", "us"), ("p90", "p90", "us"),
                     ("p99", "p99", "us"), ("p99.9", "p999", "us"), ("max", "max", "us"),
@@ -837,7 +845,7 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
                 meds[b.name] = med(vals)
             for p in peers:
                 a, c = meds.get("ringmq"), meds.get(p.name)
-                cells.append(f"{a / c:.2f}" if a is not None and c not in (None, 0) and key not in ("lost", "busy", "cpu", "other") else "–")
+                cells.append(f"{a / c:.2f}" if a is not None and c not in (None, 0) and key not in ("lost", "busy", "cpu", "other", "loadgen_cpu") else "–")
             w("| " + " | ".join(cells) + " |")
         w("")
         if sc.kind == "idle":
@@ -1041,6 +1049,7 @@ def main() -> int:
     if flashmq:
         brokers[2].version = (sh([brokers[2].binary, "--version"]).splitlines() or ["?"])[0]
 
+    loadavg_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     nofile = raise_nofile()
     plt = ensure_matplotlib()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -1138,7 +1147,8 @@ def main() -> int:
     ctx = {
         "brokers": brokers, "results": results, "selftest": selftest, "notes": notes,
         "scenarios": run_set, "workdir": workdir, "broker_argv": broker_argv, "broker_config": broker_config,
-        "machine": machine(), "nofile": nofile,
+        "machine": machine(), "nofile": nofile, "loadavg_start": loadavg_start,
+        "loadavg_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or "?",
         "loadgen_version": sh([lg_bin, "--version"]),
