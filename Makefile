@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # environment is a config key, so it must not be exported to `make run`.
 RINGMQ_BIN ?= $(CURDIR)/target/release/ringmq
 
-.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench
+.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench bench
 
 all: build
 
@@ -69,6 +69,11 @@ tuning-check:
 # Criterion micro-benchmarks (codec, router, cross-shard fan-out); see docs/microbenchmarks.md.
 microbench: toolchain
 	$(CARGO) bench
+
+# ringmq beside Mosquitto (FLASHMQ=/path/to/flashmq adds FlashMQ), broker on CPU 0 and the
+# load generator on CPU 1, BENCH_REPEAT runs each (3): writes docs/benchmarks.md and its plot.
+bench: build
+	FLASHMQ="$(FLASHMQ)" $(PYTHON) benches/run/bench.py
 
 clean:
 	$(CARGO) clean
