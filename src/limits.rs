@@ -6,6 +6,8 @@
 //! for. Names carry the unit last (`_BYTES`, `_SECS`); a bare `_MAX` is a
 //! count.
 
+use std::time::Duration;
+
 // ---------------------------------------------------------------- protocol
 
 /// Largest MQTT packet on the wire: 1 byte fixed header + 4 bytes of
@@ -106,3 +108,36 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// 8 MiB on the development and CI machines, so two shards plus the rest of
 /// the process must fit in that.
 pub const IO_MEMORY_BYTES_PER_SHARD: usize = 1 << 20;
+
+// ---------------------------------------------------------------- sessions
+
+/// QoS 0 messages allowed to wait in one connection's transmit queue; beyond
+/// it they go to the bounded session queue (and its drop policy).
+pub const TX_QOS0_MAX: usize = 1024;
+
+/// Cap on outbound (server to client) topic aliases per connection, whatever
+/// the client allows: bounds the alias table's memory.
+pub const OUTBOUND_TOPIC_ALIAS_MAX: u16 = 1024;
+
+// ---------------------------------------------------------------- authorization
+
+/// Most authorization rules one broker takes: every check walks them in order.
+pub const AUTHZ_RULES_MAX: usize = 1000;
+/// Most topics one authorization rule lists.
+pub const AUTHZ_TOPICS_PER_RULE_MAX: usize = 100;
+
+// ---------------------------------------------------------------- connection timing
+
+/// How long a new socket may take to send its CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection waits for the client to read our last
+/// packets (DISCONNECT) and close its side before the socket is shut.
+pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
+/// How often a shard runs its periodic work (due wills, session expiry,
+/// shutdown check).
+pub const SHARD_TICK: Duration = Duration::from_millis(100);
+/// How long shutdown waits for connections to flush their DISCONNECT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often a shard logs messages its sessions dropped: one line per
+/// interval at most, so a slow consumer cannot flood the log.
+pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);

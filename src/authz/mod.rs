@@ -35,10 +35,9 @@ use std::fmt;
 
 use crate::router::topic::{is_valid_topic_filter, matches, parse_shared, SHARE_PREFIX};
 
-/// Most rules one broker takes: every check walks them in order.
-pub const RULES_MAX: usize = 1000;
-/// Most topics one rule lists.
-pub const TOPICS_PER_RULE_MAX: usize = 100;
+pub use crate::limits::{
+    AUTHZ_RULES_MAX as RULES_MAX, AUTHZ_TOPICS_PER_RULE_MAX as TOPICS_PER_RULE_MAX,
+};
 
 /// The prefix of a topic that matches only its exact text.
 const EQ_PREFIX: &str = "eq ";

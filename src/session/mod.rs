@@ -108,14 +108,7 @@ use smallvec::SmallVec;
 use crate::authz::{Authz, DenyAction, DenyReason};
 use crate::codec::{ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions};
 
-/// QoS 0 messages waiting in a connection's transmit queue beyond which new
-/// QoS 0 messages go to the (bounded) session queue instead, so a socket that
-/// is not drained cannot grow the transmit queue without bound.
-pub const TX_QOS0_MAX: usize = 1024;
-
-/// Cap on outbound (server to client) topic aliases per connection, whatever
-/// the client allows: bounds the alias table's memory.
-pub const OUTBOUND_TOPIC_ALIAS_MAX: u16 = 1024;
+pub use crate::limits::{OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX};
 
 /// Broker-wide limits the session enforces (built by the lead from config).
 #[derive(Clone, Debug)]

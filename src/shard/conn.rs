@@ -18,11 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a new socket may take to send its CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a closing connection waits for the client to read our last
-/// packets (DISCONNECT) and close its side before the socket is shut.
-const CLOSE_LINGER: Duration = Duration::from_millis(500);
+use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT};
 
 static ASSIGNED_IDS: AtomicU64 = AtomicU64::new(0);
 

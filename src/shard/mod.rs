@@ -32,11 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a shard runs its periodic work (due wills, session expiry,
-/// shutdown check).
-const TICK: Duration = Duration::from_millis(100);
-/// How long shutdown waits for connections to flush their DISCONNECT.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+use crate::limits::{SHARD_TICK as TICK, SHUTDOWN_GRACE};
 
 /// One TCP listener and its node-wide connection cap.
 #[derive(Clone, Debug)]

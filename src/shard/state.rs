@@ -19,10 +19,7 @@ use std::time::{Duration, Instant};
 
 pub type ShardId = u16;
 
-/// How often a shard logs messages its sessions dropped (queue full,
-/// expired, too large for the client): one line per interval at most, so a
-/// slow consumer cannot flood the log.
-const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+use crate::limits::DROP_REPORT_INTERVAL;
 
 /// Settings every shard reads; built once from the config.
 #[derive(Clone, Debug)]
