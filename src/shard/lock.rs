@@ -2,7 +2,7 @@
 //! SO_REUSEPORT, so a second broker on the same port would bind silently and
 //! steal half the connections. Two checks prevent it: an exclusive flock on a
 //! lock file named after the address (another ringmq), and a probe bind
-//! without SO_REUSEPORT (any other program holding the port).
+//! (any other program holding the port).
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -36,11 +36,25 @@ impl BindLock {
                 path.display()
             ));
         }
-        if let Err(e) = std::net::TcpListener::bind(bind) {
+        if let Err(e) = probe_bind(bind) {
             return Err(format!(
                 "cannot listen on {bind}: {e} (is another server using this address?)"
             ));
         }
         Ok(BindLock { _file: file, path })
     }
+}
+
+/// Bind `bind` for a moment, the way the shards will, to find another
+/// program that holds it. SO_REUSEADDR and SO_REUSEPORT are both set so the
+/// TIME_WAIT connections a previous ringmq on this address left behind (its
+/// accepted sockets carry SO_REUSEPORT, inherited from glommio's listener)
+/// do not block a restart; a listener without SO_REUSEPORT, or one owned by
+/// another user, still makes this fail.
+fn probe_bind(bind: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&bind.into())
 }

@@ -50,6 +50,24 @@ def test_second_broker_on_same_port_refused(broker_factory, uid):
         first.check_alive()
 
 
+def test_restart_on_same_port_after_connections(broker_factory, uid):
+    """Connections the broker closed leave TIME_WAIT sockets on its port; a
+    restart on that port must not be refused because of them."""
+    first = broker_factory()
+    for i in range(20):
+        c = first.raw(connect=uid(f"c{i}"))
+        c.disconnect()
+    # Closed by the broker side too: a kicked client (bad packet) is closed by it.
+    for i in range(5):
+        c = first.raw(connect=uid(f"k{i}"))
+        c.send(b"\x00\x00")  # packet type 0 is reserved: malformed
+        c.wait_closed(timeout=5)
+    port = first.port
+    assert first.stop() == 0
+    second = broker_factory(port=port)
+    second.raw(connect=uid("after")).disconnect()
+
+
 # ---------------------------------------------------------------- configuration
 
 @pytest.mark.ringmq_only("ringmq's TOML configuration")
