@@ -91,6 +91,10 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         })
         .collect();
     let subscribing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Shards run one task queue and never ask `need_preempt`: the timers that
+    // would make it true cost two io_uring timeouts per executor loop turn
+    // (vendor/README.md).
+    glommio::set_preemption_timers(false);
     let mut handles = Vec::with_capacity(count);
     for &cpu in &spec.cpus {
         let mesh = mesh.clone();
