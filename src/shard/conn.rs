@@ -10,12 +10,15 @@ use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
 use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT};
@@ -27,18 +30,45 @@ fn assign_client_id(shard: u16) -> ByteStr {
     ByteStr::from(format!("ringmq-{shard}-{n:x}-{:08x}", fastrand::u32(..)))
 }
 
-/// Read more bytes into `buf`; Ok(false) on EOF.
-async fn fill(rd: &mut Half, buf: &mut BytesMut) -> std::io::Result<bool> {
-    buf.reserve(limits::READ_CHUNK_BYTES);
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: recv(2) only writes into this memory and nothing reads it
-    // before `set_len` below covers exactly the bytes the kernel wrote; this
-    // avoids zeroing every read buffer on the hot path.
-    let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-    let n = rd.read(window).await?;
-    // SAFETY: `n` bytes were written by the read above (n <= window.len()).
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n > 0)
+/// Read what the socket has into `buf`; Ok(false) on EOF.
+///
+/// glommio's stream waits for readability with a poll on the descriptor and
+/// passes no buffer to the kernel until data is there, so the buffer is only
+/// needed for the moment of the recv(2): the kernel writes into the shard's
+/// one scratch buffer and just the bytes read are copied into `buf`. A
+/// connection waiting for its client thus holds no read buffer (an idle
+/// connection used to hold a 16 KiB reservation), and the frames split off
+/// `buf` share an allocation sized to what was read instead of a whole chunk.
+/// Only while a packet larger than the scratch buffer is being assembled
+/// (`buf` already grown for it) does the kernel write into `buf` directly,
+/// which saves copying large payloads twice.
+async fn fill(scratch: &RefCell<Box<[u8]>>, rd: &mut Half, buf: &mut BytesMut) -> io::Result<bool> {
+    std::future::poll_fn(|cx| {
+        if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: recv(2) only writes into this memory and nothing reads
+            // it before `set_len` below covers exactly the bytes the kernel
+            // wrote.
+            let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+            let n = ready!(Pin::new(&mut *rd).poll_read(cx, window))?;
+            // SAFETY: `n` bytes were written by the read above (n <= window.len()).
+            unsafe { buf.set_len(buf.len() + n) };
+            return Poll::Ready(Ok(n > 0));
+        }
+        let mut scratch = scratch.borrow_mut();
+        let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
+        buf.extend_from_slice(&scratch[..n]);
+        Poll::Ready(Ok(n > 0))
+    })
+    .await
+}
+
+/// Gives `buf`'s memory back when it holds no partial packet: called before
+/// waiting for the client, so an idle connection holds no read buffer.
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
 }
 
 async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
@@ -71,7 +101,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         match codec::decode(&mut buf, None, cfg.max_packet_size) {
             Ok(Some(Packet::Connect(c))) => break c,
             Ok(Some(_)) => return close(&io).await,
-            Ok(None) => match fill(&mut rd, &mut buf).await {
+            Ok(None) => match fill(&shard.read_scratch, &mut rd, &mut buf).await {
                 Ok(true) => {}
                 _ => return close(&io).await,
             },
@@ -195,12 +225,16 @@ async fn serve_connected(
         let _ = io
             .borrow()
             .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
+        release_if_empty(&mut buf);
         // A close requested elsewhere (takeover, shutdown) must not wait for
         // the client to send something.
-        let read = futures_lite::future::or(async { Some(fill(&mut rd, &mut buf).await) }, async {
-            handle.close_requested.wait().await;
-            None
-        })
+        let read = futures_lite::future::or(
+            async { Some(fill(&shard.read_scratch, &mut rd, &mut buf).await) },
+            async {
+                handle.close_requested.wait().await;
+                None
+            },
+        )
         .await;
         now = Instant::now();
         match read {
@@ -248,12 +282,13 @@ async fn serve_connected(
         // discarding so the client can read our last packets instead of
         // getting a reset for data it sent that we never read. Ends at the
         // client's FIN or after CLOSE_LINGER.
+        let shard = shard.clone();
         glommio::spawn_local(async move {
             let _ = io.borrow().set_read_timeout(Some(CLOSE_LINGER));
             let started = Instant::now();
             loop {
                 buf.clear();
-                match fill(&mut rd, &mut buf).await {
+                match fill(&shard.read_scratch, &mut rd, &mut buf).await {
                     Ok(true) if started.elapsed() < CLOSE_LINGER => {}
                     _ => break,
                 }
