@@ -86,13 +86,52 @@ fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
     })
 }
 
+/// What an admitted CONNECT hands to the rest of the connection.
+struct Admitted {
+    connect: Box<codec::Connect>,
+    io: Rc<RefCell<TcpStream>>,
+    rd: Half,
+    wr: Half,
+    /// Whatever the client sent after its CONNECT.
+    buf: BytesMut,
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCount>) {
+    // The CONNECT phase runs boxed: its packets and refusals take far more
+    // room than the rest of the connection, and inline they would stay in
+    // this future (one allocation per connection, held until it ends).
+    let mut admitted = None;
+    Box::pin(admit(&shard, stream, &listener, &mut admitted)).await;
+    let Some(Admitted {
+        connect,
+        io,
+        rd,
+        wr,
+        buf,
+    }) = admitted
+    else {
+        return;
+    };
+    shard.state.borrow_mut().connections += 1;
+    serve_connected(&shard, connect, io, rd, wr, buf).await;
+    shard.state.borrow_mut().connections -= 1;
+    listener.release();
+}
+
+/// Reads and checks CONNECT and applies the listener's connection cap;
+/// refuses with CONNACK and closes, or fills `admitted`.
+async fn admit(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    listener: &ListenerCount,
+    admitted: &mut Option<Admitted>,
+) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let io = Rc::new(RefCell::new(stream));
     let mut rd = Half(io.clone());
     let mut wr = Half(io.clone());
-    let cfg = shard.settings.session.clone();
+    let cfg = &shard.settings.session;
     let mut buf = BytesMut::new();
 
     // ---- CONNECT ----
@@ -124,7 +163,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         }
     };
     let protocol = connect.protocol;
-    if let Err(connack) = Connection::check_connect(&connect, &cfg) {
+    if let Err(connack) = Connection::check_connect(&connect, cfg) {
         send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
         return close(&io).await;
     }
@@ -137,84 +176,48 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         send_packet(&mut wr, &p, protocol).await;
         return close(&io).await;
     }
-    shard.state.borrow_mut().connections += 1;
-    serve_connected(&shard, *connect, io, rd, wr, buf).await;
-    shard.state.borrow_mut().connections -= 1;
-    listener.release();
+    *admitted = Some(Admitted {
+        connect,
+        io,
+        rd,
+        wr,
+        buf,
+    });
 }
 
+/// An admitted connection, from acquiring its session to its end.
+///
+/// This future lives as long as the connection and glommio allocates it
+/// once per task, so its size is paid by every idle connection: the
+/// session acquisition and the end-of-connection work run in boxed futures
+/// that exist only while they run, and only the read loop's state stays.
 async fn serve_connected(
     shard: &Rc<Shard>,
-    connect: codec::Connect,
+    connect: Box<codec::Connect>,
     io: Rc<RefCell<TcpStream>>,
     mut rd: Half,
     wr: Half,
     mut buf: BytesMut,
 ) {
-    let cfg = &shard.settings.session;
     let protocol = connect.protocol;
-    let (client_id, assigned) = if connect.client_id.is_empty() {
-        (assign_client_id(shard.id), true)
-    } else {
-        (connect.client_id.clone(), false)
+    let Some((handle, writer)) = Box::pin(establish(shard, connect, wr)).await else {
+        return close(&io).await;
     };
-    let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
-        Acquired::Ready(s) => s,
-        Acquired::Superseded => return close(&io).await,
-    };
-    shard.cancel_will(&client_id);
-    let existing = match existing {
-        Some(s) if connect.clean_start => {
-            shard.unsubscribe_session(&s).await;
-            None
-        }
-        other => other,
-    };
-    let now = Instant::now();
-    let conn = Connection::accept(connect, client_id.clone(), assigned, existing, cfg, now);
-    let handle = Rc::new(ConnHandle {
-        conn: RefCell::new(conn),
-        wake: Signal::default(),
-        closing: Cell::new(false),
-        handover: RefCell::new(None),
-        close_requested: Signal::default(),
-        tx_hold: Cell::new(0),
-    });
-    shard
-        .state
-        .borrow_mut()
-        .slots
-        .insert(client_id.clone(), Slot::Online(handle.clone()));
-    tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
-
-    let writer = glommio::spawn_local(write_loop(handle.clone(), wr, protocol));
-    shard.run_actions(&handle).await;
 
     // ---- reader ----
     let mut eof = false;
     // One clock read per socket read: every packet of a read arrived together.
     let mut now = Instant::now();
-    'read: loop {
-        loop {
-            if handle.closing.get() {
-                break 'read;
-            }
-            match codec::decode(&mut buf, Some(protocol), cfg.max_packet_size) {
-                Ok(Some(packet)) => {
-                    // Publishes are broadcast while this SUBSCRIBE is being
-                    // applied (see `Shard::broadcast_publishes`).
-                    let _subscribing =
-                        matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
-                    handle.conn.borrow_mut().handle_packet(packet, now);
-                    shard.run_actions(&handle).await;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(shard = shard.id, client_id = %client_id, error = %e, "protocol violation");
-                    handle.conn.borrow_mut().kick(e.reason_code());
-                    shard.run_actions(&handle).await;
-                    break 'read;
-                }
+    loop {
+        if !buf.is_empty() || handle.closing.get() {
+            // Boxed, once per read: the packets of a read and their actions
+            // (routing may wait for a full shard channel) need far more
+            // state than waiting for the socket, and inline that state would
+            // be part of this future, which lives as long as the connection.
+            let keep_reading =
+                Box::pin(handle_buffered(shard, &handle, &mut buf, protocol, now)).await;
+            if !keep_reading {
+                break;
             }
         }
         let timeout = handle
@@ -242,7 +245,7 @@ async fn serve_connected(
             Some(Ok(true)) => {}
             Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 handle.conn.borrow_mut().handle_timeout(Instant::now());
-                shard.run_actions(&handle).await;
+                Box::pin(shard.run_actions(&handle)).await;
             }
             Some(Ok(false)) | Some(Err(_)) => {
                 eof = true;
@@ -251,12 +254,111 @@ async fn serve_connected(
                         .conn
                         .borrow_mut()
                         .handle_connection_lost(Instant::now());
-                    shard.run_actions(&handle).await;
+                    Box::pin(shard.run_actions(&handle)).await;
                 }
                 break;
             }
         }
     }
+    Box::pin(finish(shard, handle, writer, io, rd, buf, eof)).await;
+}
+
+/// Decodes the packets in `buf` and carries out what they cause; `false`
+/// when the connection is closing (requested, or a protocol violation).
+async fn handle_buffered(
+    shard: &Rc<Shard>,
+    handle: &Rc<ConnHandle>,
+    buf: &mut BytesMut,
+    protocol: Protocol,
+    now: Instant,
+) -> bool {
+    let packet_size_max = shard.settings.session.max_packet_size;
+    loop {
+        if handle.closing.get() {
+            return false;
+        }
+        match codec::decode(buf, Some(protocol), packet_size_max) {
+            Ok(Some(packet)) => {
+                // Publishes are broadcast while this SUBSCRIBE is being
+                // applied (see `Shard::broadcast_publishes`).
+                let _subscribing =
+                    matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
+                handle.conn.borrow_mut().handle_packet(packet, now);
+                shard.run_actions(handle).await;
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::debug!(shard = shard.id, client_id = %handle.conn.borrow().client_id(), error = %e, "protocol violation");
+                handle.conn.borrow_mut().kick(e.reason_code());
+                shard.run_actions(handle).await;
+                return false;
+            }
+        }
+    }
+}
+
+/// From an admitted CONNECT to a running connection: acquires the session
+/// (claiming the client id, taking over an older connection), registers the
+/// connection, starts its writer and queues CONNACK. `None` when a later
+/// connect for the same id took over meanwhile (no CONNACK is sent).
+async fn establish(
+    shard: &Rc<Shard>,
+    connect: Box<codec::Connect>,
+    wr: Half,
+) -> Option<(Rc<ConnHandle>, glommio::Task<()>)> {
+    let cfg = &shard.settings.session;
+    let protocol = connect.protocol;
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        (assign_client_id(shard.id), true)
+    } else {
+        (connect.client_id.clone(), false)
+    };
+    let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
+        Acquired::Ready(s) => s,
+        Acquired::Superseded => return None,
+    };
+    shard.cancel_will(&client_id);
+    let existing = match existing {
+        Some(s) if connect.clean_start => {
+            shard.unsubscribe_session(&s).await;
+            None
+        }
+        other => other,
+    };
+    let now = Instant::now();
+    let conn = Connection::accept(*connect, client_id.clone(), assigned, existing, cfg, now);
+    let handle = Rc::new(ConnHandle {
+        conn: RefCell::new(conn),
+        wake: Signal::default(),
+        closing: Cell::new(false),
+        handover: RefCell::new(None),
+        close_requested: Signal::default(),
+        tx_hold: Cell::new(0),
+    });
+    shard
+        .state
+        .borrow_mut()
+        .slots
+        .insert(client_id.clone(), Slot::Online(handle.clone()));
+    tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
+
+    let writer = glommio::spawn_local(write_loop(handle.clone(), wr, protocol));
+    shard.run_actions(&handle).await;
+    Some((handle, writer))
+}
+
+/// The end of a connection: flush and close the socket, then the session
+/// goes offline, moves to the connection that took it over, or ends.
+async fn finish(
+    shard: &Rc<Shard>,
+    handle: Rc<ConnHandle>,
+    writer: glommio::Task<()>,
+    io: Rc<RefCell<TcpStream>>,
+    mut rd: Half,
+    mut buf: BytesMut,
+    eof: bool,
+) {
+    let client_id = handle.conn.borrow().client_id().clone();
     handle.request_close();
     // The writer flushes what is left (DISCONNECT included) and half-closes;
     // a client that stopped reading gets CLOSE_LINGER before the socket is

@@ -200,8 +200,11 @@ impl Shard {
         match self.senders.try_send_to(to as usize, msg) {
             Ok(()) => {}
             Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                // A closed peer (shutdown) drops the message.
-                let _ = self.senders.send_to(to as usize, msg).await;
+                // A closed peer (shutdown) drops the message. Boxed: waiting
+                // for room is rare, and glommio's send future inline would
+                // grow every future that sends, each connection's reader
+                // (which lives as long as the connection) among them.
+                let _ = Box::pin(self.senders.send_to(to as usize, msg)).await;
             }
             Err(_) => {}
         }
