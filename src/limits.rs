@@ -75,7 +75,8 @@ pub const MQUEUE_LEN_MAX: u32 = 1 << 20;
 pub const SHARDS_MAX: usize = 256;
 
 /// Connections one listener accepts. Each connection costs a file
-/// descriptor and at least [`READ_BUFFER_BYTES`] while reading.
+/// descriptor and about 3 KiB of broker memory while idle (no read buffer:
+/// see [`READ_CHUNK_BYTES`]); docs/performance.md has the breakdown.
 pub const CONNECTIONS_PER_LISTENER_MAX: u32 = 10_000_000;
 
 /// Retained messages on one node; the retained store is scanned on every
@@ -92,12 +93,16 @@ pub const NODE_NAME_LEN_MAX_BYTES: usize = 255;
 /// hand the message back (back-pressure) instead of growing memory.
 pub const SHARD_CHANNEL_CAPACITY: usize = 4_096;
 
-/// Socket read buffer per connection: fits most PUBLISH bursts in one read
-/// while keeping 100k connections under 7 GiB of buffers.
+/// A large read's worth of back-to-back packets: the decoder benchmark
+/// (`benches/codec.rs`) decodes a buffer of this size, as a reader does
+/// after one large read.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Bytes asked of the kernel per socket read. The read buffer grows in these
-/// steps only while a packet is larger than what is buffered.
+/// Bytes asked of the kernel per socket read: the size of each shard's one
+/// receive scratch buffer, which every connection of the shard reads into
+/// (a connection keeps only the bytes of a partial packet, and nothing while
+/// idle). A connection assembling a packet larger than this reads straight
+/// into its own buffer once that buffer has this much room left.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Bytes gathered into one socket write before it is flushed; bounds the

@@ -10,12 +10,15 @@ use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
 use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT};
@@ -27,18 +30,45 @@ fn assign_client_id(shard: u16) -> ByteStr {
     ByteStr::from(format!("ringmq-{shard}-{n:x}-{:08x}", fastrand::u32(..)))
 }
 
-/// Read more bytes into `buf`; Ok(false) on EOF.
-async fn fill(rd: &mut Half, buf: &mut BytesMut) -> std::io::Result<bool> {
-    buf.reserve(limits::READ_CHUNK_BYTES);
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: recv(2) only writes into this memory and nothing reads it
-    // before `set_len` below covers exactly the bytes the kernel wrote; this
-    // avoids zeroing every read buffer on the hot path.
-    let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-    let n = rd.read(window).await?;
-    // SAFETY: `n` bytes were written by the read above (n <= window.len()).
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n > 0)
+/// Read what the socket has into `buf`; Ok(false) on EOF.
+///
+/// glommio's stream waits for readability with a poll on the descriptor and
+/// passes no buffer to the kernel until data is there, so the buffer is only
+/// needed for the moment of the recv(2): the kernel writes into the shard's
+/// one scratch buffer and just the bytes read are copied into `buf`. A
+/// connection waiting for its client thus holds no read buffer (an idle
+/// connection used to hold a 16 KiB reservation), and the frames split off
+/// `buf` share an allocation sized to what was read instead of a whole chunk.
+/// Only while a packet larger than the scratch buffer is being assembled
+/// (`buf` already grown for it) does the kernel write into `buf` directly,
+/// which saves copying large payloads twice.
+async fn fill(scratch: &RefCell<Box<[u8]>>, rd: &mut Half, buf: &mut BytesMut) -> io::Result<bool> {
+    std::future::poll_fn(|cx| {
+        if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: recv(2) only writes into this memory and nothing reads
+            // it before `set_len` below covers exactly the bytes the kernel
+            // wrote.
+            let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+            let n = ready!(Pin::new(&mut *rd).poll_read(cx, window))?;
+            // SAFETY: `n` bytes were written by the read above (n <= window.len()).
+            unsafe { buf.set_len(buf.len() + n) };
+            return Poll::Ready(Ok(n > 0));
+        }
+        let mut scratch = scratch.borrow_mut();
+        let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
+        buf.extend_from_slice(&scratch[..n]);
+        Poll::Ready(Ok(n > 0))
+    })
+    .await
+}
+
+/// Gives `buf`'s memory back when it holds no partial packet: called before
+/// waiting for the client, so an idle connection holds no read buffer.
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
 }
 
 async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
@@ -56,13 +86,52 @@ fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
     })
 }
 
+/// What an admitted CONNECT hands to the rest of the connection.
+struct Admitted {
+    connect: Box<codec::Connect>,
+    io: Rc<RefCell<TcpStream>>,
+    rd: Half,
+    wr: Half,
+    /// Whatever the client sent after its CONNECT.
+    buf: BytesMut,
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCount>) {
+    // The CONNECT phase runs boxed: its packets and refusals take far more
+    // room than the rest of the connection, and inline they would stay in
+    // this future (one allocation per connection, held until it ends).
+    let mut admitted = None;
+    Box::pin(admit(&shard, stream, &listener, &mut admitted)).await;
+    let Some(Admitted {
+        connect,
+        io,
+        rd,
+        wr,
+        buf,
+    }) = admitted
+    else {
+        return;
+    };
+    shard.state.borrow_mut().connections += 1;
+    serve_connected(&shard, connect, io, rd, wr, buf).await;
+    shard.state.borrow_mut().connections -= 1;
+    listener.release();
+}
+
+/// Reads and checks CONNECT and applies the listener's connection cap;
+/// refuses with CONNACK and closes, or fills `admitted`.
+async fn admit(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    listener: &ListenerCount,
+    admitted: &mut Option<Admitted>,
+) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let io = Rc::new(RefCell::new(stream));
     let mut rd = Half(io.clone());
     let mut wr = Half(io.clone());
-    let cfg = shard.settings.session.clone();
+    let cfg = &shard.settings.session;
     let mut buf = BytesMut::new();
 
     // ---- CONNECT ----
@@ -71,7 +140,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         match codec::decode(&mut buf, None, cfg.max_packet_size) {
             Ok(Some(Packet::Connect(c))) => break c,
             Ok(Some(_)) => return close(&io).await,
-            Ok(None) => match fill(&mut rd, &mut buf).await {
+            Ok(None) => match fill(&shard.read_scratch, &mut rd, &mut buf).await {
                 Ok(true) => {}
                 _ => return close(&io).await,
             },
@@ -94,7 +163,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         }
     };
     let protocol = connect.protocol;
-    if let Err(connack) = Connection::check_connect(&connect, &cfg) {
+    if let Err(connack) = Connection::check_connect(&connect, cfg) {
         send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
         return close(&io).await;
     }
@@ -107,20 +176,136 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         send_packet(&mut wr, &p, protocol).await;
         return close(&io).await;
     }
-    shard.state.borrow_mut().connections += 1;
-    serve_connected(&shard, *connect, io, rd, wr, buf).await;
-    shard.state.borrow_mut().connections -= 1;
-    listener.release();
+    *admitted = Some(Admitted {
+        connect,
+        io,
+        rd,
+        wr,
+        buf,
+    });
 }
 
+/// An admitted connection, from acquiring its session to its end.
+///
+/// This future lives as long as the connection and glommio allocates it
+/// once per task, so its size is paid by every idle connection: the
+/// session acquisition and the end-of-connection work run in boxed futures
+/// that exist only while they run, and only the read loop's state stays.
 async fn serve_connected(
     shard: &Rc<Shard>,
-    connect: codec::Connect,
+    connect: Box<codec::Connect>,
     io: Rc<RefCell<TcpStream>>,
     mut rd: Half,
     wr: Half,
     mut buf: BytesMut,
 ) {
+    let protocol = connect.protocol;
+    let Some((handle, writer)) = Box::pin(establish(shard, connect, wr)).await else {
+        return close(&io).await;
+    };
+
+    // ---- reader ----
+    let mut eof = false;
+    // One clock read per socket read: every packet of a read arrived together.
+    let mut now = Instant::now();
+    loop {
+        if !buf.is_empty() || handle.closing.get() {
+            // Boxed, once per read: the packets of a read and their actions
+            // (routing may wait for a full shard channel) need far more
+            // state than waiting for the socket, and inline that state would
+            // be part of this future, which lives as long as the connection.
+            let keep_reading =
+                Box::pin(handle_buffered(shard, &handle, &mut buf, protocol, now)).await;
+            if !keep_reading {
+                break;
+            }
+        }
+        let timeout = handle
+            .conn
+            .borrow()
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        let _ = io
+            .borrow()
+            .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
+        release_if_empty(&mut buf);
+        // A close requested elsewhere (takeover, shutdown) must not wait for
+        // the client to send something.
+        let read = futures_lite::future::or(
+            async { Some(fill(&shard.read_scratch, &mut rd, &mut buf).await) },
+            async {
+                handle.close_requested.wait().await;
+                None
+            },
+        )
+        .await;
+        now = Instant::now();
+        match read {
+            None => break,
+            Some(Ok(true)) => {}
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                handle.conn.borrow_mut().handle_timeout(Instant::now());
+                Box::pin(shard.run_actions(&handle)).await;
+            }
+            Some(Ok(false)) | Some(Err(_)) => {
+                eof = true;
+                if !handle.closing.get() {
+                    handle
+                        .conn
+                        .borrow_mut()
+                        .handle_connection_lost(Instant::now());
+                    Box::pin(shard.run_actions(&handle)).await;
+                }
+                break;
+            }
+        }
+    }
+    Box::pin(finish(shard, handle, writer, io, rd, buf, eof)).await;
+}
+
+/// Decodes the packets in `buf` and carries out what they cause; `false`
+/// when the connection is closing (requested, or a protocol violation).
+async fn handle_buffered(
+    shard: &Rc<Shard>,
+    handle: &Rc<ConnHandle>,
+    buf: &mut BytesMut,
+    protocol: Protocol,
+    now: Instant,
+) -> bool {
+    let packet_size_max = shard.settings.session.max_packet_size;
+    loop {
+        if handle.closing.get() {
+            return false;
+        }
+        match codec::decode(buf, Some(protocol), packet_size_max) {
+            Ok(Some(packet)) => {
+                // Publishes are broadcast while this SUBSCRIBE is being
+                // applied (see `Shard::broadcast_publishes`).
+                let _subscribing =
+                    matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
+                handle.conn.borrow_mut().handle_packet(packet, now);
+                shard.run_actions(handle).await;
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::debug!(shard = shard.id, client_id = %handle.conn.borrow().client_id(), error = %e, "protocol violation");
+                handle.conn.borrow_mut().kick(e.reason_code());
+                shard.run_actions(handle).await;
+                return false;
+            }
+        }
+    }
+}
+
+/// From an admitted CONNECT to a running connection: acquires the session
+/// (claiming the client id, taking over an older connection), registers the
+/// connection, starts its writer and queues CONNACK. `None` when a later
+/// connect for the same id took over meanwhile (no CONNACK is sent).
+async fn establish(
+    shard: &Rc<Shard>,
+    connect: Box<codec::Connect>,
+    wr: Half,
+) -> Option<(Rc<ConnHandle>, glommio::Task<()>)> {
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -130,7 +315,7 @@ async fn serve_connected(
     };
     let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
         Acquired::Ready(s) => s,
-        Acquired::Superseded => return close(&io).await,
+        Acquired::Superseded => return None,
     };
     shard.cancel_will(&client_id);
     let existing = match existing {
@@ -141,7 +326,7 @@ async fn serve_connected(
         other => other,
     };
     let now = Instant::now();
-    let conn = Connection::accept(connect, client_id.clone(), assigned, existing, cfg, now);
+    let conn = Connection::accept(*connect, client_id.clone(), assigned, existing, cfg, now);
     let handle = Rc::new(ConnHandle {
         conn: RefCell::new(conn),
         wake: Signal::default(),
@@ -159,70 +344,21 @@ async fn serve_connected(
 
     let writer = glommio::spawn_local(write_loop(handle.clone(), wr, protocol));
     shard.run_actions(&handle).await;
+    Some((handle, writer))
+}
 
-    // ---- reader ----
-    let mut eof = false;
-    // One clock read per socket read: every packet of a read arrived together.
-    let mut now = Instant::now();
-    'read: loop {
-        loop {
-            if handle.closing.get() {
-                break 'read;
-            }
-            match codec::decode(&mut buf, Some(protocol), cfg.max_packet_size) {
-                Ok(Some(packet)) => {
-                    // Publishes are broadcast while this SUBSCRIBE is being
-                    // applied (see `Shard::broadcast_publishes`).
-                    let _subscribing =
-                        matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
-                    handle.conn.borrow_mut().handle_packet(packet, now);
-                    shard.run_actions(&handle).await;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(shard = shard.id, client_id = %client_id, error = %e, "protocol violation");
-                    handle.conn.borrow_mut().kick(e.reason_code());
-                    shard.run_actions(&handle).await;
-                    break 'read;
-                }
-            }
-        }
-        let timeout = handle
-            .conn
-            .borrow()
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        let _ = io
-            .borrow()
-            .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
-        // A close requested elsewhere (takeover, shutdown) must not wait for
-        // the client to send something.
-        let read = futures_lite::future::or(async { Some(fill(&mut rd, &mut buf).await) }, async {
-            handle.close_requested.wait().await;
-            None
-        })
-        .await;
-        now = Instant::now();
-        match read {
-            None => break,
-            Some(Ok(true)) => {}
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                handle.conn.borrow_mut().handle_timeout(Instant::now());
-                shard.run_actions(&handle).await;
-            }
-            Some(Ok(false)) | Some(Err(_)) => {
-                eof = true;
-                if !handle.closing.get() {
-                    handle
-                        .conn
-                        .borrow_mut()
-                        .handle_connection_lost(Instant::now());
-                    shard.run_actions(&handle).await;
-                }
-                break;
-            }
-        }
-    }
+/// The end of a connection: flush and close the socket, then the session
+/// goes offline, moves to the connection that took it over, or ends.
+async fn finish(
+    shard: &Rc<Shard>,
+    handle: Rc<ConnHandle>,
+    writer: glommio::Task<()>,
+    io: Rc<RefCell<TcpStream>>,
+    mut rd: Half,
+    mut buf: BytesMut,
+    eof: bool,
+) {
+    let client_id = handle.conn.borrow().client_id().clone();
     handle.request_close();
     // The writer flushes what is left (DISCONNECT included) and half-closes;
     // a client that stopped reading gets CLOSE_LINGER before the socket is
@@ -248,12 +384,13 @@ async fn serve_connected(
         // discarding so the client can read our last packets instead of
         // getting a reset for data it sent that we never read. Ends at the
         // client's FIN or after CLOSE_LINGER.
+        let shard = shard.clone();
         glommio::spawn_local(async move {
             let _ = io.borrow().set_read_timeout(Some(CLOSE_LINGER));
             let started = Instant::now();
             loop {
                 buf.clear();
-                match fill(&mut rd, &mut buf).await {
+                match fill(&shard.read_scratch, &mut rd, &mut buf).await {
                     Ok(true) if started.elapsed() < CLOSE_LINGER => {}
                     _ => break,
                 }

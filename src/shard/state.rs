@@ -119,6 +119,9 @@ pub struct Shard {
     /// Drop total at the last report, so only growth is logged.
     reported_drops: Cell<u64>,
     scratch_recipients: RefCell<Vec<crate::router::Recipient>>,
+    /// The one buffer every connection of this shard receives into (see
+    /// `conn::fill`): only a partial packet is kept per connection.
+    pub read_scratch: RefCell<Box<[u8]>>,
 }
 
 impl Shard {
@@ -157,6 +160,7 @@ impl Shard {
             next_drop_report: Cell::new(Instant::now() + DROP_REPORT_INTERVAL),
             reported_drops: Cell::new(0),
             scratch_recipients: RefCell::new(Vec::new()),
+            read_scratch: RefCell::new(vec![0; crate::limits::READ_CHUNK_BYTES].into_boxed_slice()),
         }
     }
 
@@ -196,8 +200,11 @@ impl Shard {
         match self.senders.try_send_to(to as usize, msg) {
             Ok(()) => {}
             Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                // A closed peer (shutdown) drops the message.
-                let _ = self.senders.send_to(to as usize, msg).await;
+                // A closed peer (shutdown) drops the message. Boxed: waiting
+                // for room is rare, and glommio's send future inline would
+                // grow every future that sends, each connection's reader
+                // (which lives as long as the connection) among them.
+                let _ = Box::pin(self.senders.send_to(to as usize, msg)).await;
             }
             Err(_) => {}
         }
