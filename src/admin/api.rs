@@ -198,7 +198,7 @@ fn apply_patch(
             let field = if path == name || path.ends_with(&format!(".{name}")) {
                 path
             } else if path.is_empty() {
-                name
+                name.clone()
             } else {
                 format!("{path}.{name}")
             };
@@ -207,6 +207,17 @@ fn apply_patch(
                 field,
                 value: format!("unknown field `{name}`"),
                 allowed: known.to_string(),
+            };
+        }
+        if let Some(name) = quoted_after(&inner, "missing field `") {
+            return FieldError {
+                field: if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                },
+                value: "nothing".to_string(),
+                allowed: "a value: this field is required".to_string(),
             };
         }
         let (value, allowed) = split_serde_message(&inner);
@@ -242,7 +253,12 @@ fn json_path(path: &serde_path_to_error::Path) -> String {
 /// serde's "unknown field `x`, expected ..." names the field; the path
 /// stops at its parent.
 fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+    quoted_after(message, "unknown field `")
+}
+
+/// The name in serde's "<prefix>name`...".
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
     Some(rest[..rest.find('`')?].to_string())
 }
 
