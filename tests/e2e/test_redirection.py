@@ -305,3 +305,20 @@ def test_bad_env_stops_the_start(broker_factory, var, value, key):
     b = broker_factory(env={var: value}, start=False)
     assert b.wait_exit(10) != 0
     assert key in b.log() and var in b.log(), b.log()
+
+
+# ---------------------------------------------------------------- load generator
+
+def test_loadgen_follows_server_reference_to_another_broker(broker_factory, tmp_path):
+    """ringmq-loadgen's conn scenario: clients past the cap are redirected to a second
+    broker, reconnect there, and the report says how many went where."""
+    from test_loadgen import loadgen
+    target = broker_factory(shards=1)
+    ref = f"127.0.0.1:{target.port}"
+    source = broker_factory(config=redirection(5, servers=[{"host": "127.0.0.1", "port": target.port}]))
+    r = loadgen(tmp_path, "conn", "-p", str(source.port), "-c", "12", "-V", "5", "-d", "1",
+                "--client-id-prefix", make_uid("lg"))
+    assert r["clients"]["ready"] == 12 and r["errors_total"] == 0, r
+    red = r["redirects"]
+    assert red["connections"] == 7 and red["by_target"] == {ref: 7}, red
+    assert red["connected_by_server"] == {f"127.0.0.1:{source.port}": 5, ref: 7}, red
