@@ -26,7 +26,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use msg::ShardMsg;
-use state::{Shard, Slot};
+use state::{Shard, ShardAdmission, Slot};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,8 +158,10 @@ async fn shard_main(
         senders,
         shutdown.clone(),
         subscribing,
-        admission,
-        counters,
+        ShardAdmission {
+            node: admission,
+            counters,
+        },
     ));
     let mut listeners = Vec::new();
     for count in counts {

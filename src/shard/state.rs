@@ -102,6 +102,13 @@ pub struct State {
     pub dropped_no_recipient: u64,
 }
 
+/// A shard's view of admission: the node's shared state and its own
+/// counters.
+pub struct ShardAdmission {
+    pub node: Arc<NodeAdmission>,
+    pub counters: Arc<ShardCounters>,
+}
+
 pub struct Shard {
     pub id: ShardId,
     pub count: u16,
@@ -140,9 +147,12 @@ impl Shard {
         senders: Senders<ShardMsg>,
         shutdown: Arc<AtomicBool>,
         subscribing: Arc<AtomicUsize>,
-        admission: Arc<NodeAdmission>,
-        counters: Arc<ShardCounters>,
+        admission: ShardAdmission,
     ) -> Shard {
+        let ShardAdmission {
+            node: admission,
+            counters,
+        } = admission;
         let retained = RetainedStore::new(settings.retained_max_messages);
         Shard {
             id,
