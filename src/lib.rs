@@ -7,7 +7,12 @@
 //! - [`session`]: the per-client protocol state machine; sans-IO.
 //! - [`router`]: topic matching, subscription tables, retained store, shared picks.
 //! - [`authz`]: topic authorization rules (ACL), EMQX-style; pure.
+//! - [`admission`]: accept / redirect / refuse a CONNECT, and the lock-free
+//!   node-wide state it reads (live redirection config, connection count); pure.
+//! - [`admin`]: the admin HTTP API on its own control-plane thread (tokio + axum).
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
+pub mod admin;
+pub mod admission;
 pub mod authz;
 pub mod codec;
 pub mod config;

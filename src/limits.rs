@@ -146,3 +146,27 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How often a shard logs messages its sessions dropped: one line per
 /// interval at most, so a slow consumer cannot flood the log.
 pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- admission and admin
+
+/// Connections one node admits in all (`server_redirection.max_connections`);
+/// the same bound as one listener's, since a node may have one listener.
+pub const CONNECTIONS_PER_NODE_MAX: u32 = CONNECTIONS_PER_LISTENER_MAX;
+
+/// Servers `[[server_redirection.redirect_servers]]` may list. Round robin
+/// and random picks are O(1) whatever the count; the bound keeps the config
+/// (and a GET of it) small.
+pub const REDIRECT_SERVERS_MAX: usize = 64;
+
+/// Host names in a Server Reference: a DNS name is at most 253 bytes.
+pub const REDIRECT_HOST_LEN_MAX_BYTES: usize = 253;
+
+/// `description` of a redirect server: for operators, kept short.
+pub const REDIRECT_DESCRIPTION_LEN_MAX_BYTES: usize = 1024;
+
+/// Largest admin API request body; a redirection config is far smaller.
+pub const ADMIN_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// How often a shard logs its redirect and refusal counts (when they grew):
+/// one summary line per interval, never one info line per client.
+pub const ADMISSION_REPORT_INTERVAL: Duration = Duration::from_secs(10);

@@ -1,7 +1,9 @@
 //! `ringmq`: arguments -> config -> listener lock -> shards. Nothing else.
 
 use clap::Parser;
-use ringmq::config::Config;
+use ringmq::admin::{self, AdminState};
+use ringmq::admission::{NodeAdmission, ShardCounters};
+use ringmq::config::{Config, Origin};
 use ringmq::session::SessionConfig;
 use ringmq::shard::{self, BindLock, ListenerSpec, NodeSpec, ShardSettings};
 use std::path::PathBuf;
@@ -105,12 +107,27 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // Loading has validated [server_redirection].
+    let admission = Arc::new(NodeAdmission::new(
+        config.server_redirection.to_redirection(),
+    ));
+    let shard_counters: Vec<Arc<ShardCounters>> = cpus
+        .iter()
+        .map(|_| Arc::new(ShardCounters::default()))
+        .collect();
+    if config.api.enable {
+        if let Err(code) = start_admin(&config, &admission, &shard_counters) {
+            return code;
+        }
+    }
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
     let result = shard::run(
         NodeSpec {
             listeners,
             cpus,
             settings,
+            admission,
+            shard_counters,
         },
         shutdown,
     );
@@ -123,6 +140,49 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("ringmq: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Starts the admin API thread. A bind failure stops the start, except on
+/// the built-in default address when it is taken (another broker on this
+/// host with defaults): then the node runs without its API and says so.
+fn start_admin(
+    config: &Config,
+    admission: &Arc<NodeAdmission>,
+    shard_counters: &[Arc<ShardCounters>],
+) -> Result<(), ExitCode> {
+    let api = &config.api;
+    if api.has_default_credentials() {
+        tracing::warn!(
+            username = %api.username,
+            "the admin API uses the default credentials: set api.username and api.password"
+        );
+    }
+    let state = Arc::new(AdminState::new(
+        config.node.name.clone(),
+        &api.username,
+        &api.password,
+        config.server_redirection.clone(),
+        admission.clone(),
+        shard_counters.to_vec(),
+    ));
+    match admin::start(api, state) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AddrInUse
+                && config.origin_of("api.bind") == Origin::Default =>
+        {
+            tracing::warn!(
+                error = %e,
+                "admin API not started: its default address is in use; set api.bind \
+                 (or api.enable = false)"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            Err(ExitCode::from(1))
         }
     }
 }

@@ -14,7 +14,9 @@ Environment:
   BENCH_REPEAT   repetitions per scenario and broker (3)
   FLASHMQ        path to a flashmq binary: adds FlashMQ as a second peer
   BENCH_QUICK    1: short windows (trying the harness, not for numbers)
-  BENCH_ONLY     comma-separated scenario keys to run (default: all), see SCENARIOS
+  BENCH_ONLY     comma-separated scenario keys to run (default: all), see SCENARIOS;
+                 `redirect` is the ringmq-only admission scenario (benches/run/redirect.py,
+                 which also runs alone into its own file: --out FILE)
   BENCH_HALF_RATE  msg/s for `lathalf` when `p2p` is not run
   BENCH_DOC      where to write the report (docs/benchmarks.md; the plot goes
                  beside it as <stem>-latency-cdf.png)
@@ -193,6 +195,10 @@ class BrokerKind:
                 "",
                 "[log]",
                 'level = "warn"',
+                "",
+                # No admin API: nothing here uses it, and its port must not clash.
+                "[api]",
+                "enable = false",
                 "",
             ])
             return "ringmq.toml", text
@@ -1116,8 +1122,9 @@ def main() -> int:
     half_env = os.environ.get("BENCH_HALF_RATE")
     run_set = scenarios(None)
     keys = [s.key for s in run_set]
-    if only - set(keys):
-        raise BenchError(f"BENCH_ONLY: unknown scenarios {sorted(only - set(keys))}; known: {keys}")
+    if only - set(keys) - {"redirect"}:
+        raise BenchError(f"BENCH_ONLY: unknown scenarios {sorted(only - set(keys) - {'redirect'})}; "
+                         f"known: {keys + ['redirect']}")
     for sc in run_set:
         if only and sc.key not in only:
             continue
@@ -1184,6 +1191,15 @@ def main() -> int:
     }
     build_summary(ctx)
     write_doc(doc, plot_path, ctx)
+    if not only or "redirect" in only:
+        # ringmq only (Mosquitto has no redirection): its own section, appended.
+        import redirect
+        try:
+            section = redirect.run(ring_bin, lg_bin, workdir / "redirect", REPEAT, ctx["command"])
+        except redirect.BenchError as e:
+            raise BenchError(str(e)) from None
+        with open(doc, "a") as f:
+            f.write("\n" + section)
     log(f"wrote {doc}" + (f" and {plot_path}" if plot_path else "") +
         f" in {time.monotonic() - t0:.0f} s")
     return 0

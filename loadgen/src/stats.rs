@@ -36,8 +36,11 @@ pub struct ThreadStats {
     pub errors: BTreeMap<String, u64>,
     /// "from -> to": redirects (Server Reference) followed.
     pub redirects: BTreeMap<String, u64>,
-    /// Connections redirected at least once.
+    /// Connections redirected at least once (followed or not).
     pub redirected_connections: u64,
+    /// Redirects received, by the server they named (`host:port`, the
+    /// Server Reference's first entry), followed or not.
+    pub redirected_to: BTreeMap<String, u64>,
     /// Server address -> successful CONNACKs from it.
     pub connected_by_server: BTreeMap<String, u64>,
     /// Stamped by another run (or an unknown publisher id).
@@ -65,6 +68,7 @@ impl Default for ThreadStats {
             errors: BTreeMap::new(),
             redirects: BTreeMap::new(),
             redirected_connections: 0,
+            redirected_to: BTreeMap::new(),
             connected_by_server: BTreeMap::new(),
             foreign: 0,
             unstamped: 0,
@@ -97,6 +101,9 @@ impl ThreadStats {
             *self.redirects.entry(k).or_default() += v;
         }
         self.redirected_connections += o.redirected_connections;
+        for (k, v) in o.redirected_to {
+            *self.redirected_to.entry(k).or_default() += v;
+        }
         for (k, v) in o.connected_by_server {
             *self.connected_by_server.entry(k).or_default() += v;
         }
@@ -162,8 +169,11 @@ pub struct Clients {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Redirects {
-    /// Connections redirected at least once.
+    /// Connections redirected at least once (followed or not).
     pub connections: u64,
+    /// Redirects received, by the `host:port` the server named (followed
+    /// or not: with `--max-redirects 0` nothing is followed).
+    pub by_target: BTreeMap<String, u64>,
     /// "from -> to": hops followed.
     pub hops: BTreeMap<String, u64>,
     /// Successful CONNACKs per server (a session moved by DISCONNECT counts
@@ -317,6 +327,7 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
         connack_latency_us: percentiles_us(&s.connack_ns),
         redirects: Redirects {
             connections: s.redirected_connections,
+            by_target: s.redirected_to.clone(),
             hops: s.redirects.clone(),
             connected_by_server: s.connected_by_server.clone(),
         },
@@ -372,18 +383,27 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
         c.planned, c.publishers, c.subscribers, c.ready, c.failed, c.setup_s
     );
     if r.redirects.connections > 0 {
-        let hops: Vec<String> = r
+        let targets: Vec<String> = r
             .redirects
-            .hops
+            .by_target
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         let _ = writeln!(
             o,
-            "redirected   {} connections ({})",
+            "redirected   {} connections, to {}",
             r.redirects.connections,
-            hops.join(", ")
+            targets.join(", ")
         );
+        if !r.redirects.hops.is_empty() {
+            let hops: Vec<String> = r
+                .redirects
+                .hops
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            let _ = writeln!(o, "followed     {}", hops.join(", "));
+        }
     }
     if r.redirects.connected_by_server.len() > 1 || r.redirects.connections > 0 {
         let at: Vec<String> = r

@@ -580,11 +580,24 @@ impl Worker {
             );
             return;
         };
+        let parsed = server_ref::parse(reference.as_str(), from.port());
+        // Where the server sent us (its first reference, as it named it),
+        // counted whether or not the redirect is followed.
+        if let Ok(refs) = &parsed {
+            *self
+                .stats
+                .redirected_to
+                .entry(refs[0].to_string())
+                .or_default() += 1;
+        }
+        if self.clients[i].redirects == 0 {
+            self.stats.redirected_connections += 1;
+        }
         if self.clients[i].redirects >= self.cfg.max_redirects {
             self.fail(i, "redirect_limit", reference.as_str());
             return;
         }
-        let target = server_ref::parse(reference.as_str(), from.port()).and_then(|refs| {
+        let target = parsed.and_then(|refs| {
             let mut last_err = String::new();
             for r in &refs {
                 match r.resolve() {
@@ -606,9 +619,6 @@ impl Worker {
             .redirects
             .entry(format!("{from} -> {to}"))
             .or_default() += 1;
-        if self.clients[i].redirects == 0 {
-            self.stats.redirected_connections += 1;
-        }
         self.close_fd(i);
         // Leaves setup for a moment; `connect` enters it again.
         self.set_state(i, State::Waiting);

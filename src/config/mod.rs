@@ -21,8 +21,9 @@ mod tests;
 
 pub use error::{ConfigError, Origin};
 pub use sections::{
-    AuthorizationConfig, AuthorizationRuleConfig, ListenersConfig, LogConfig, LogLevel, MqttConfig,
-    NodeConfig, TcpListenerConfig, DEFAULT_LISTENER_NAME,
+    ApiConfig, AuthorizationConfig, AuthorizationRuleConfig, FieldError, ListenersConfig,
+    LogConfig, LogLevel, MqttConfig, NodeConfig, RedirectServerConfig, ServerRedirectionConfig,
+    TcpListenerConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME, DEFAULT_LISTENER_NAME,
 };
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
 pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
@@ -43,6 +44,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub log: LogConfig,
     pub authorization: AuthorizationConfig,
+    pub server_redirection: ServerRedirectionConfig,
+    pub api: ApiConfig,
     /// Which file or env var set each key, so checks made after loading
     /// (`shard_cpus`) can still say where a bad value came from.
     #[serde(skip)]
@@ -57,6 +60,8 @@ impl PartialEq for Config {
             && self.mqtt == other.mqtt
             && self.log == other.log
             && self.authorization == other.authorization
+            && self.server_redirection == other.server_redirection
+            && self.api == other.api
     }
 }
 
@@ -167,6 +172,36 @@ impl Config {
             }
         }
         self.authz()?;
+        if let Err(e) = self.server_redirection.validate() {
+            let key = format!("server_redirection.{}", e.field);
+            // Array items are recorded under the array's key.
+            let origin = match self.origin_of(&key) {
+                Origin::Default => self.origin_of("server_redirection"),
+                origin => origin,
+            };
+            return Err(ConfigError::InvalidValue {
+                key,
+                origin,
+                value: e.value,
+                allowed: e.allowed,
+            });
+        }
+        if self.api.enable {
+            if let Some((name, _)) = self
+                .enabled_tcp_listeners()
+                .find(|(_, l)| binds_overlap(l.bind, self.api.bind))
+            {
+                return Err(ConfigError::InvalidValue {
+                    key: "api.bind".to_string(),
+                    origin: self.origin_of("api.bind"),
+                    value: format!("{:?}", self.api.bind.to_string()),
+                    allowed: format!(
+                        "an address no enabled MQTT listener binds; \
+                         listeners.tcp.{name}.bind overlaps it"
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

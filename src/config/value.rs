@@ -381,3 +381,59 @@ pub(crate) fn table_array<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>
 ) -> Result<Vec<T>, D::Error> {
     seq_of(d, allowed)
 }
+
+/// Visits an array of `T`, or a table whose keys are the indices 0, 1, ...
+/// (how `RINGMQ_..__0__HOST`-style environment variables arrive).
+struct IndexedVisitor<'a, T> {
+    allowed: &'a str,
+    item: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for IndexedVisitor<'_, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.allowed)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+        SeqVisitor {
+            allowed: self.allowed,
+            item: std::marker::PhantomData,
+        }
+        .visit_seq(seq)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<T>, A::Error> {
+        let mut items: std::collections::BTreeMap<u64, T> = std::collections::BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Some(index) = parse_decimal(&key) else {
+                return Err(de::Error::invalid_value(
+                    Unexpected::Str(&key),
+                    &"an index 0, 1, 2, ... (one per array item)",
+                ));
+            };
+            items.insert(index, map.next_value()?);
+        }
+        // Indices must be 0..n, so no item is silently skipped.
+        if let Some((missing, _)) = items.keys().enumerate().find(|(i, k)| *i as u64 != **k) {
+            return Err(de::Error::invalid_value(
+                Unexpected::Unsigned(missing as u64),
+                &"indices 0, 1, 2, ... without gaps",
+            ));
+        }
+        Ok(items.into_values().collect())
+    }
+}
+
+/// Reads an array of tables, or (from the environment) a table of them
+/// keyed by index.
+pub(crate) fn table_array_or_indexed<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+    allowed: &str,
+) -> Result<Vec<T>, D::Error> {
+    d.deserialize_any(IndexedVisitor {
+        allowed,
+        item: std::marker::PhantomData,
+    })
+}

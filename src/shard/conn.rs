@@ -6,7 +6,8 @@
 use super::io::{Half, Signal};
 use super::state::{Acquired, ConnHandle, Shard, Slot};
 use super::ListenerCount;
-use crate::codec::{self, ByteStr, ConnAck, Packet, Protocol, ReasonCode};
+use crate::admission::{self, Decision, Request};
+use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
 use bytes::BytesMut;
@@ -113,13 +114,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
         return;
     };
     shard.state.borrow_mut().connections += 1;
+    shard.counters.connections.fetch_add(1, Ordering::Relaxed);
     serve_connected(&shard, connect, io, rd, wr, buf).await;
+    shard.counters.connections.fetch_sub(1, Ordering::Relaxed);
     shard.state.borrow_mut().connections -= 1;
-    listener.release();
+    listener.open.release();
+    shard.admission.connections.release();
 }
 
-/// Reads and checks CONNECT and applies the listener's connection cap;
-/// refuses with CONNACK and closes, or fills `admitted`.
+/// Reads and checks CONNECT and decides admission (node and listener caps,
+/// server redirection); redirects or refuses with CONNACK and closes, or
+/// fills `admitted`.
 async fn admit(
     shard: &Rc<Shard>,
     stream: TcpStream,
@@ -167,14 +172,36 @@ async fn admit(
         send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
         return close(&io).await;
     }
-    if shard.is_shutting_down() || !listener.try_admit() {
-        let p = refusal(
-            protocol,
-            ReasonCode::QUOTA_EXCEEDED,
-            codec::connack_v3::SERVER_UNAVAILABLE,
-        );
-        send_packet(&mut wr, &p, protocol).await;
-        return close(&io).await;
+    match decide_admission(shard, listener, protocol.is_v5()) {
+        Decision::Admit => {}
+        Decision::Redirect {
+            reason,
+            server_reference,
+        } => {
+            tracing::debug!(
+                shard = shard.id,
+                ?peer,
+                reason = format_args!("0x{:02X}", reason.0),
+                server_reference = %server_reference,
+                "client redirected"
+            );
+            let p = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: reason,
+                properties: ConnAckProperties {
+                    server_reference: Some(ByteStr::from(server_reference)),
+                    ..Default::default()
+                },
+            });
+            send_packet(&mut wr, &p, protocol).await;
+            return close(&io).await;
+        }
+        Decision::Refuse { reason, cause } => {
+            tracing::debug!(shard = shard.id, ?peer, ?cause, "client refused");
+            let p = refusal(protocol, reason, reason);
+            send_packet(&mut wr, &p, protocol).await;
+            return close(&io).await;
+        }
     }
     *admitted = Some(Admitted {
         connect,
@@ -183,6 +210,42 @@ async fn admit(
         wr,
         buf,
     });
+}
+
+/// Decides a CONNECT (`admission::decide`) and, for an admission, takes a
+/// slot in the node-wide and the listener's counts by compare-and-swap. A
+/// count another shard changed meanwhile means deciding again with the new
+/// counts: no lock, and the caps stay exact.
+fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decision {
+    let node = &shard.admission;
+    // One load per CONNECT: a config replaced meanwhile applies to the next.
+    let config = node.config();
+    let decision = loop {
+        let node_seen = node.connections.load();
+        let listener_seen = listener.open.load();
+        let request = Request {
+            v5,
+            node_connections: node_seen,
+            listener_connections: listener_seen,
+            listener_max: listener.max,
+            evacuating: node.is_evacuating(),
+            shutting_down: shard.is_shutting_down(),
+        };
+        let decision = admission::decide(&request, &config, &mut |n| node.pick(config.strategy, n));
+        if decision != Decision::Admit {
+            break decision;
+        }
+        if !node.connections.try_take(node_seen) {
+            continue;
+        }
+        if !listener.open.try_take(listener_seen) {
+            node.connections.release();
+            continue;
+        }
+        break decision;
+    };
+    shard.counters.record(&decision);
+    decision
 }
 
 /// An admitted connection, from acquiring its session to its end.

@@ -19,13 +19,14 @@ mod state;
 pub use lock::BindLock;
 pub use state::{ShardId, ShardSettings};
 
+use crate::admission::{Count, NodeAdmission, ShardCounters};
 use crate::codec::ReasonCode;
 use crate::limits;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use msg::ShardMsg;
-use state::{Shard, Slot};
+use state::{Shard, ShardAdmission, Slot};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,28 +42,12 @@ pub struct ListenerSpec {
     pub max_connections: usize,
 }
 
-/// Node-wide count of a listener's connections. Shards share it as an atomic
-/// counter (no lock): a CONNECT is admitted only if incrementing stays within
-/// the cap, so the cap is exact whichever shard the kernel picked.
+/// Node-wide count of a listener's connections, shared by the shards (an
+/// atomic, no lock): see `admission::Count` for why the cap is exact.
 pub struct ListenerCount {
     pub bind: SocketAddr,
     pub max: usize,
-    pub open: std::sync::atomic::AtomicUsize,
-}
-
-impl ListenerCount {
-    pub fn try_admit(&self) -> bool {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if before >= self.max {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            false
-        } else {
-            true
-        }
-    }
-    pub fn release(&self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
+    pub open: Count,
 }
 
 /// What a node needs to start its shards.
@@ -72,12 +57,21 @@ pub struct NodeSpec {
     /// One shard per CPU, pinned to it.
     pub cpus: Vec<usize>,
     pub settings: ShardSettings,
+    /// Node-wide admission state, shared with the admin thread.
+    pub admission: Arc<NodeAdmission>,
+    /// One per shard (in `cpus` order), shared with the admin thread.
+    pub shard_counters: Vec<Arc<ShardCounters>>,
 }
 
 /// Start every shard and block until they stop (after `shutdown` is set).
 pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     let count = spec.cpus.len();
     assert!(count >= 1 && count <= u16::MAX as usize);
+    assert_eq!(
+        spec.shard_counters.len(),
+        count,
+        "one counter set per shard"
+    );
     let mesh = MeshBuilder::<ShardMsg, _>::full(count, limits::SHARD_CHANNEL_CAPACITY);
     let counts: Vec<Arc<ListenerCount>> = spec
         .listeners
@@ -96,17 +90,26 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     // (vendor/README.md).
     glommio::set_preemption_timers(false);
     let mut handles = Vec::with_capacity(count);
-    for &cpu in &spec.cpus {
+    for (&cpu, counters) in spec.cpus.iter().zip(&spec.shard_counters) {
+        let counters = counters.clone();
+        let admission = spec.admission.clone();
         let mesh = mesh.clone();
         let settings = spec.settings.clone();
         let shutdown = shutdown.clone();
-        let counts = counts.clone();
+        let listener_counts = counts.clone();
         let subscribing = subscribing.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
             .spawn(move || async move {
-                shard_main(mesh, count as u16, counts, settings, shutdown, subscribing).await
+                let shared = Shared {
+                    counts: listener_counts,
+                    shutdown,
+                    subscribing,
+                    admission,
+                    counters,
+                };
+                shard_main(mesh, count as u16, settings, shared).await
             })
             .map_err(|e| std::io::Error::other(format!("cannot start shard on CPU {cpu}: {e}")))?;
         handles.push(h);
@@ -125,14 +128,28 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     result
 }
 
+/// What a shard shares with the other shards and the admin thread.
+struct Shared {
+    counts: Vec<Arc<ListenerCount>>,
+    shutdown: Arc<AtomicBool>,
+    subscribing: Arc<std::sync::atomic::AtomicUsize>,
+    admission: Arc<NodeAdmission>,
+    counters: Arc<ShardCounters>,
+}
+
 async fn shard_main(
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     count: u16,
-    counts: Vec<Arc<ListenerCount>>,
     settings: ShardSettings,
-    shutdown: Arc<AtomicBool>,
-    subscribing: Arc<std::sync::atomic::AtomicUsize>,
+    shared: Shared,
 ) -> std::io::Result<()> {
+    let Shared {
+        counts,
+        shutdown,
+        subscribing,
+        admission,
+        counters,
+    } = shared;
     let (senders, mut receivers) = mesh
         .join()
         .await
@@ -145,6 +162,10 @@ async fn shard_main(
         senders,
         shutdown.clone(),
         subscribing,
+        ShardAdmission {
+            node: admission,
+            counters,
+        },
     ));
     let mut listeners = Vec::new();
     for count in counts {

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 pub type ShardId = u16;
 
-use crate::limits::DROP_REPORT_INTERVAL;
+use crate::admission::{NodeAdmission, ShardCounters, ShardCountersSnapshot};
+use crate::limits::{ADMISSION_REPORT_INTERVAL, DROP_REPORT_INTERVAL};
 
 /// Settings every shard reads; built once from the config.
 #[derive(Clone, Debug)]
@@ -101,6 +102,13 @@ pub struct State {
     pub dropped_no_recipient: u64,
 }
 
+/// A shard's view of admission: the node's shared state and its own
+/// counters.
+pub struct ShardAdmission {
+    pub node: Arc<NodeAdmission>,
+    pub counters: Arc<ShardCounters>,
+}
+
 pub struct Shard {
     pub id: ShardId,
     pub count: u16,
@@ -122,6 +130,16 @@ pub struct Shard {
     /// The one buffer every connection of this shard receives into (see
     /// `conn::fill`): only a partial packet is kept per connection.
     pub read_scratch: RefCell<Box<[u8]>>,
+    /// Node-wide admission state (live redirection config, connection
+    /// count, round-robin cursor), shared lock-free with every shard and the
+    /// admin thread.
+    pub admission: Arc<NodeAdmission>,
+    /// This shard's admission counters, read by the admin API.
+    pub counters: Arc<ShardCounters>,
+    /// When the shard next logs its redirect and refusal counts.
+    next_admission_report: Cell<Instant>,
+    /// Counts at the last report, so only growth is logged.
+    reported_admission: Cell<ShardCountersSnapshot>,
 }
 
 impl Shard {
@@ -132,7 +150,12 @@ impl Shard {
         senders: Senders<ShardMsg>,
         shutdown: Arc<AtomicBool>,
         subscribing: Arc<AtomicUsize>,
+        admission: ShardAdmission,
     ) -> Shard {
+        let ShardAdmission {
+            node: admission,
+            counters,
+        } = admission;
         let retained = RetainedStore::new(settings.retained_max_messages);
         Shard {
             id,
@@ -161,6 +184,10 @@ impl Shard {
             reported_drops: Cell::new(0),
             scratch_recipients: RefCell::new(Vec::new()),
             read_scratch: RefCell::new(vec![0; crate::limits::READ_CHUNK_BYTES].into_boxed_slice()),
+            admission,
+            counters,
+            next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
+            reported_admission: Cell::new(ShardCountersSnapshot::default()),
         }
     }
 
@@ -788,11 +815,36 @@ impl Shard {
         total
     }
 
+    /// Log how many clients were redirected or refused since the last
+    /// report: one line per interval at most, however high the rate (each
+    /// redirect also has a debug line).
+    pub fn report_admission(&self) {
+        let now = self.counters.snapshot();
+        let before = self.reported_admission.replace(now);
+        let redirected = now.redirected() - before.redirected();
+        let refused = (now.refused_quota_exceeded + now.refused_server_unavailable)
+            - (before.refused_quota_exceeded + before.refused_server_unavailable);
+        if redirected + refused > 0 {
+            tracing::info!(
+                shard = self.id,
+                redirected,
+                refused,
+                connections = now.connections,
+                "clients redirected or refused since the last report (see /api/v5/status)"
+            );
+        }
+    }
+
     /// Periodic work: due wills, expired offline sessions.
     pub async fn tick(self: &Rc<Self>, now: Instant) {
         if now >= self.next_drop_report.get() {
             self.next_drop_report.set(now + DROP_REPORT_INTERVAL);
             self.report_drops();
+        }
+        if now >= self.next_admission_report.get() {
+            self.next_admission_report
+                .set(now + ADMISSION_REPORT_INTERVAL);
+            self.report_admission();
         }
         let due: Vec<(ByteStr, Arc<Message>)> = {
             let mut st = self.state.borrow_mut();

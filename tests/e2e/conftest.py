@@ -115,10 +115,16 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
+def _is_table_array(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
 def to_toml(d: dict, prefix: str = "") -> str:
-    """Minimal TOML writer: scalars first, then one [table] per nested dict."""
+    """Minimal TOML writer: scalars first, then one [table] per nested dict and one
+    [[table]] per dict in a list of dicts (arrays of tables)."""
     # None leaves a key out (the broker's default applies).
-    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None and not isinstance(v, dict)]
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items()
+             if v is not None and not isinstance(v, dict) and not _is_table_array(v)]
     out = "\n".join(lines) + ("\n" if lines else "")
     for k, v in d.items():
         if isinstance(v, dict):
@@ -127,6 +133,11 @@ def to_toml(d: dict, prefix: str = "") -> str:
             if scalars or not v:
                 out += f"\n[{name}]\n"
             out += to_toml(v, name)
+    for k, v in d.items():
+        if _is_table_array(v):
+            name = f"{prefix}.{k}" if prefix else k
+            for item in v:
+                out += f"\n[[{name}]]\n" + to_toml(item, name)
     return out
 
 
@@ -147,7 +158,8 @@ def _broker_preexec():
         pass
 
 
-def default_ringmq_config(port: int, data_dir: str, shards: int, log_level: str) -> dict:
+def default_ringmq_config(port: int, data_dir: str, shards: int, log_level: str,
+                          api_port: int | None = None) -> dict:
     return {
         "node": {"name": "test@127.0.0.1", "shards": shards, "data_dir": data_dir},
         "listeners": {"tcp": {"default": {"bind": f"127.0.0.1:{port}", "max_connections": 100000}}},
@@ -163,6 +175,8 @@ def default_ringmq_config(port: int, data_dir: str, shards: int, log_level: str)
             "wildcard_subscription": True,
         },
         "log": {"level": log_level},
+        # A free port: brokers of one run (and other runs) must not share 18083.
+        "api": {"bind": f"127.0.0.1:{api_port or free_port()}"},
     }
 
 
@@ -218,6 +232,8 @@ class Broker:
         self.clients: list = []
         data_dir = str(self.workdir / "data")
         self.config = deep_merge(default_ringmq_config(self.port, data_dir, shards, log_level), config)
+        # The admin API's port (from api.bind; an env override is the test's to follow).
+        self.api_port = int(str(self.config.get("api", {}).get("bind", ":18083")).rsplit(":", 1)[1])
         if kind == "mosquitto":
             self.config_path = self.workdir / f"{name}.mosquitto.conf"
             self.config_path.write_text(mosquitto_config(self.port, self.config, log_level))

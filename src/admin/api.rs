@@ -1,0 +1,317 @@
+//! Handlers, authentication and JSON of the admin API.
+
+use crate::admission::{NodeAdmission, ShardCounters};
+use crate::config::{FieldError, ServerRedirectionConfig};
+use crate::limits;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use std::sync::{Arc, Mutex};
+
+/// What the API serves from. Built once in `main`.
+pub struct AdminState {
+    pub node_name: String,
+    /// One per shard, in shard id order.
+    pub shard_counters: Vec<Arc<ShardCounters>>,
+    pub admission: Arc<NodeAdmission>,
+    /// The live `[server_redirection]` as configured (the shards read its
+    /// converted form from `admission`). Only this thread touches the
+    /// mutex, and never across an await.
+    redirection: Mutex<ServerRedirectionConfig>,
+    /// `Basic base64(username:password)`, compared with each request's
+    /// Authorization header.
+    expected_authorization: Vec<u8>,
+}
+
+impl AdminState {
+    pub fn new(
+        node_name: String,
+        username: &str,
+        password: &str,
+        redirection: ServerRedirectionConfig,
+        admission: Arc<NodeAdmission>,
+        shard_counters: Vec<Arc<ShardCounters>>,
+    ) -> AdminState {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        AdminState {
+            node_name,
+            shard_counters,
+            admission,
+            redirection: Mutex::new(redirection),
+            expected_authorization: format!("Basic {token}").into_bytes(),
+        }
+    }
+
+    fn is_authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        constant_time_eq(given.as_bytes(), &self.expected_authorization)
+    }
+}
+
+/// Compares without an early exit on the first differing byte, so the
+/// time taken does not tell how much of a guessed password was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The API's routes, authentication included.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route(
+            "/api/v5/config/server_redirection",
+            get(get_redirection).put(put_redirection),
+        )
+        .route("/api/v5/status", get(get_status))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(limits::ADMIN_BODY_MAX_BYTES))
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.is_authorized(request.headers()) {
+        return next.run(request).await;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        None,
+        "HTTP basic authentication with api.username and api.password required",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"ringmq\""),
+    );
+    response
+}
+
+fn error(status: StatusCode, code: &str, field: Option<&str>, message: &str) -> Response {
+    let body = json!({ "code": code, "field": field, "message": message });
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(field: Option<&str>, message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "BAD_REQUEST", field, message)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", None, "no such API path")
+}
+
+fn redirection_json(config: &ServerRedirectionConfig) -> Value {
+    serde_json::to_value(config).expect("the config section serializes")
+}
+
+async fn get_redirection(State(state): State<Arc<AdminState>>) -> Response {
+    let config = state.redirection.lock().expect("not poisoned").clone();
+    Json(redirection_json(&config)).into_response()
+}
+
+/// Top-level fields of `[server_redirection]`, as the API accepts them.
+const REDIRECTION_FIELDS: [&str; 4] = [
+    "enable",
+    "redirect_strategy",
+    "max_connections",
+    "redirect_servers",
+];
+
+async fn put_redirection(State(state): State<Arc<AdminState>>, body: Bytes) -> Response {
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(None, &format!("the body is not JSON: {e}")),
+    };
+    let Value::Object(patch) = patch else {
+        return bad_request(
+            None,
+            "the body must be a JSON object with fields of server_redirection",
+        );
+    };
+    if let Some(unknown) = patch
+        .keys()
+        .find(|k| !REDIRECTION_FIELDS.contains(&k.as_str()))
+    {
+        return bad_request(
+            Some(unknown),
+            &format!(
+                "server_redirection.{unknown}: unknown field; known fields: {}",
+                REDIRECTION_FIELDS.join(", ")
+            ),
+        );
+    }
+    let mut guard = state.redirection.lock().expect("not poisoned");
+    let config = match apply_patch(&guard, patch) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!(
+                "server_redirection.{}: invalid value {}; allowed: {}",
+                e.field, e.value, e.allowed
+            );
+            return bad_request(Some(&e.field), &message);
+        }
+    };
+    state.admission.set_config(config.to_redirection());
+    tracing::info!(
+        enable = config.enable,
+        redirect_strategy = config.redirect_strategy.as_str(),
+        max_connections = config.max_connections,
+        redirect_servers = config.redirect_servers.len(),
+        "server_redirection replaced through the admin API"
+    );
+    *guard = config.clone();
+    drop(guard);
+    Json(redirection_json(&config)).into_response()
+}
+
+/// The current section with the patch's fields replaced, read by the same
+/// field readers as the config file and checked by the same `validate`.
+fn apply_patch(
+    current: &ServerRedirectionConfig,
+    patch: Map<String, Value>,
+) -> Result<ServerRedirectionConfig, FieldError> {
+    let Value::Object(mut merged) = redirection_json(current) else {
+        unreachable!("a struct serializes to an object")
+    };
+    merged.extend(patch);
+    let config: ServerRedirectionConfig = serde_path_to_error::deserialize(Value::Object(merged))
+        .map_err(|e| {
+        let path = json_path(e.path());
+        let inner = e.into_inner().to_string();
+        if let Some(name) = unknown_field(&inner) {
+            // The path ends at the unknown key, or (serde's choice) at
+            // its parent.
+            let field = if path == name || path.ends_with(&format!(".{name}")) {
+                path
+            } else if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            let known = inner.split_once(", expected ").map_or("", |(_, k)| k);
+            return FieldError {
+                field,
+                value: format!("unknown field `{name}`"),
+                allowed: known.to_string(),
+            };
+        }
+        if let Some(name) = quoted_after(&inner, "missing field `") {
+            return FieldError {
+                field: if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                },
+                value: "nothing".to_string(),
+                allowed: "a value: this field is required".to_string(),
+            };
+        }
+        let (value, allowed) = split_serde_message(&inner);
+        FieldError {
+            field: path,
+            value,
+            allowed,
+        }
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// `redirect_servers[1].port` from serde_path_to_error's path.
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// serde's "unknown field `x`, expected ..." names the field; the path
+/// stops at its parent.
+fn unknown_field(message: &str) -> Option<String> {
+    quoted_after(message, "unknown field `")
+}
+
+/// The name in serde's "<prefix>name`...".
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// serde's "invalid value: integer `0`, expected an integer from 1 to 5"
+/// as (value, allowed).
+fn split_serde_message(message: &str) -> (String, String) {
+    match message.split_once(", expected ") {
+        Some((value, allowed)) => (
+            value
+                .trim_start_matches("invalid value: ")
+                .trim_start_matches("invalid type: ")
+                .to_string(),
+            allowed.to_string(),
+        ),
+        None => (String::new(), message.to_string()),
+    }
+}
+
+async fn get_status(State(state): State<Arc<AdminState>>) -> Response {
+    let mut total = 0usize;
+    let shards: Vec<Value> = state
+        .shard_counters
+        .iter()
+        .enumerate()
+        .map(|(id, counters)| {
+            let s = counters.snapshot();
+            total += s.connections;
+            json!({
+                "id": id,
+                "connections": s.connections,
+                "accepted": s.accepted,
+                "redirected": {
+                    "use_another_server": s.redirected_use_another_server,
+                    "server_moved": s.redirected_server_moved,
+                },
+                "refused": {
+                    "quota_exceeded": s.refused_quota_exceeded,
+                    "server_unavailable": s.refused_server_unavailable,
+                },
+            })
+        })
+        .collect();
+    let redirection = state.admission.config();
+    Json(json!({
+        "node": state.node_name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "shards": shards,
+        "connections": total,
+        "node_connections": state.admission.connections.load(),
+        "server_redirection": {
+            "enable": redirection.enable,
+            "max_connections": redirection.max_connections,
+        },
+    }))
+    .into_response()
+}

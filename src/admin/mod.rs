@@ -1,0 +1,64 @@
+//! The admin HTTP API, on its own OS thread with a current-thread tokio
+//! runtime (axum): a control plane that never runs on a shard's executor
+//! and is not pinned to a shard's CPU. It reads and replaces the shared
+//! lock-free admission state (`admission::NodeAdmission`) and reads the
+//! per-shard counters; the shards never wait for it.
+//!
+//! Routes (all behind HTTP basic auth, `api.username` / `api.password`):
+//! - `GET /api/v5/config/server_redirection`: the live `[server_redirection]`.
+//! - `PUT /api/v5/config/server_redirection`: a JSON object with any subset
+//!   of its fields; validated like the config file
+//!   (`ServerRedirectionConfig::validate`) and applied to every shard at
+//!   once. `redirect_servers`, when given, replaces the whole list.
+//! - `GET /api/v5/status`: node name, version, per-shard connections and
+//!   admission counters.
+//!
+//! Errors are JSON: `{"code": "BAD_REQUEST", "field": "redirect_strategy",
+//! "message": "server_redirection.redirect_strategy: ..."}`.
+
+mod api;
+
+pub use api::{router, AdminState};
+
+use crate::config::ApiConfig;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Binds the API's address now (so a taken address stops the start with a
+/// clear message) and serves it on a new thread named `ringmq-admin`.
+pub fn start(config: &ApiConfig, state: Arc<AdminState>) -> std::io::Result<()> {
+    let bind = config.bind;
+    let listener = TcpListener::bind(bind)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind api.bind {bind}: {e}")))?;
+    listener.set_nonblocking(true)?;
+    let app = router(state);
+    std::thread::Builder::new()
+        .name("ringmq-admin".to_string())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin API: cannot start its runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin API: cannot use its socket");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        })?;
+    tracing::info!(%bind, "admin API listening");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! What every shard shares for admission, without a lock: atomics and one
+//! `ArcSwap`. The admin thread reads and replaces the same values.
+
+use super::{Decision, Redirection, Strategy};
+use crate::codec::ReasonCode;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A node-wide count of open connections that admits by compare-and-swap:
+/// a shard reads the count, decides, and takes a slot only if the count is
+/// still what it read. So a cap is exact whichever shard the kernel's
+/// SO_REUSEPORT hash chose, and a refused client never raises the count,
+/// not even for an instant (no add-then-undo that would make a concurrent
+/// client see a full node).
+#[derive(Debug, Default)]
+pub struct Count {
+    open: AtomicUsize,
+}
+
+impl Count {
+    pub fn load(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Takes one slot if the count is still `seen`; `false` means another
+    /// shard changed it meanwhile and the caller decides again.
+    pub fn try_take(&self, seen: usize) -> bool {
+        self.open
+            .compare_exchange(seen, seen + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Gives back a slot taken with [`Count::try_take`].
+    pub fn release(&self) {
+        let before = self.open.fetch_sub(1, Ordering::AcqRel);
+        assert!(before > 0, "connection count released below zero");
+    }
+}
+
+/// Admission state of the node, one per process, shared by every shard and
+/// the admin thread.
+pub struct NodeAdmission {
+    /// The live `[server_redirection]` settings. Shards load it once per
+    /// CONNECT; the admin API stores a new one (no restart, no lock).
+    config: ArcSwap<Redirection>,
+    /// MQTT connections past CONNECT on every listener of the node: what
+    /// `server_redirection.max_connections` caps.
+    pub connections: Count,
+    /// Round-robin position, node-wide, so `round_robin` follows the
+    /// configured order whichever shard redirects.
+    cursor: AtomicUsize,
+    /// Set while the node is evacuated (a later issue): new clients get
+    /// 0x9D (Server moved).
+    evacuating: AtomicBool,
+}
+
+impl NodeAdmission {
+    pub fn new(config: Redirection) -> NodeAdmission {
+        NodeAdmission {
+            config: ArcSwap::from_pointee(config),
+            connections: Count::default(),
+            cursor: AtomicUsize::new(0),
+            evacuating: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Redirection> {
+        self.config.load_full()
+    }
+
+    /// Replaces the live config; every CONNECT after this sees it. A change
+    /// of the server list restarts round robin at the first server.
+    pub fn set_config(&self, config: Redirection) {
+        let servers_changed = self.config.load().servers != config.servers;
+        self.config.store(Arc::new(config));
+        if servers_changed {
+            self.cursor.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_evacuating(&self) -> bool {
+        self.evacuating.load(Ordering::Relaxed)
+    }
+
+    pub fn set_evacuating(&self, evacuating: bool) {
+        self.evacuating.store(evacuating, Ordering::Relaxed);
+    }
+
+    /// The index of the server a redirect names, among `n`.
+    pub fn pick(&self, strategy: Strategy, n: usize) -> usize {
+        assert!(n > 0);
+        match strategy {
+            // fastrand's generator is thread-local: one per shard, no sharing.
+            Strategy::Random => fastrand::usize(..n),
+            Strategy::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+}
+
+/// One shard's admission counters. Written only by its shard (relaxed
+/// atomics, no lock), read by the admin thread for `/api/v5/status`.
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// MQTT connections open on this shard.
+    pub connections: AtomicUsize,
+    pub accepted: AtomicU64,
+    /// Redirected with 0x9C (Use another server).
+    pub redirected_use_another_server: AtomicU64,
+    /// Redirected with 0x9D (Server moved).
+    pub redirected_server_moved: AtomicU64,
+    /// Refused with 0x97 (quota exceeded: listener full).
+    pub refused_quota_exceeded: AtomicU64,
+    /// Refused with 0x88 (v5) or return code 3 (v3.1.1): server unavailable
+    /// (v3.1.1 client at the cap, stopping, evacuating).
+    pub refused_server_unavailable: AtomicU64,
+}
+
+impl ShardCounters {
+    /// Counts the outcome of one CONNECT.
+    pub fn record(&self, decision: &Decision) {
+        let counter = match decision {
+            Decision::Admit => &self.accepted,
+            Decision::Redirect { reason, .. } if *reason == ReasonCode::SERVER_MOVED => {
+                &self.redirected_server_moved
+            }
+            Decision::Redirect { .. } => &self.redirected_use_another_server,
+            Decision::Refuse { reason, .. } if *reason == ReasonCode::QUOTA_EXCEEDED => {
+                &self.refused_quota_exceeded
+            }
+            Decision::Refuse { .. } => &self.refused_server_unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ShardCountersSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ShardCountersSnapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            accepted: get(&self.accepted),
+            redirected_use_another_server: get(&self.redirected_use_another_server),
+            redirected_server_moved: get(&self.redirected_server_moved),
+            refused_quota_exceeded: get(&self.refused_quota_exceeded),
+            refused_server_unavailable: get(&self.refused_server_unavailable),
+        }
+    }
+}
+
+/// The counters of one shard at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCountersSnapshot {
+    pub connections: usize,
+    pub accepted: u64,
+    pub redirected_use_another_server: u64,
+    pub redirected_server_moved: u64,
+    pub refused_quota_exceeded: u64,
+    pub refused_server_unavailable: u64,
+}
+
+impl ShardCountersSnapshot {
+    pub fn redirected(&self) -> u64 {
+        self.redirected_use_another_server + self.redirected_server_moved
+    }
+}
