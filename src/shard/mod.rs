@@ -267,6 +267,7 @@ fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
     match msg {
         ShardMsg::Interest { .. }
         | ShardMsg::InterestAck { .. }
+        | ShardMsg::Barrier { .. }
         | ShardMsg::Publish(_)
         | ShardMsg::Retain { .. }
         | ShardMsg::ClaimReply { .. }

@@ -14,9 +14,12 @@ pub enum ShardMsg {
         change: InterestChange,
         ack: Option<u64>,
     },
-    InterestAck {
-        token: u64,
-    },
+    /// The answer to `Interest` with `ack`, and to `Barrier`.
+    InterestAck { token: u64 },
+    /// Answered with `InterestAck` once everything the receiver sent
+    /// before is on its way: a SUBSCRIBE that changes no interest waits for
+    /// it before reading the retained store.
+    Barrier { token: u64 },
     /// Deliver to this shard's ordinary subscribers matching the topic.
     Publish(Arc<Message>),
     /// Deliver to one local member of a shared group.
@@ -31,15 +34,9 @@ pub enum ShardMsg {
         message: Option<Arc<Message>>,
     },
     /// To the client id's home shard: the sender now owns this client id.
-    Claim {
-        client_id: ByteStr,
-        token: u64,
-    },
+    Claim { client_id: ByteStr, token: u64 },
     /// From the home shard: who owned the id before the claim.
-    ClaimReply {
-        token: u64,
-        previous: Option<u16>,
-    },
+    ClaimReply { token: u64, previous: Option<u16> },
     /// To the previous owner: hand the session over to the sender.
     Takeover {
         client_id: ByteStr,
@@ -52,7 +49,5 @@ pub enum ShardMsg {
         session: Option<Box<Session>>,
     },
     /// To the home shard: the sender no longer holds a session for the id.
-    Release {
-        client_id: ByteStr,
-    },
+    Release { client_id: ByteStr },
 }

@@ -280,6 +280,27 @@ impl Shard {
         done.take().await
     }
 
+    /// Returns once every other shard has handled everything it sent to
+    /// this shard before it saw the barrier (channels are FIFO, so its
+    /// reply comes after its earlier `Retain`s).
+    async fn barrier(&self) {
+        if self.count == 1 {
+            return;
+        }
+        let token = self.token();
+        let done = Oneshot::new();
+        self.state
+            .borrow_mut()
+            .interest_acks
+            .insert(token, (self.count - 1, done.clone()));
+        for s in 0..self.count {
+            if s != self.id {
+                self.send(s, ShardMsg::Barrier { token }).await;
+            }
+        }
+        done.take().await
+    }
+
     // ---- publish path -------------------------------------------------
 
     /// Route a message published by a client of this shard (or a will).
@@ -467,11 +488,6 @@ impl Shard {
                     .borrow_mut()
                     .router
                     .subscribe(&client, &filter, options, identifier);
-                if let Some(change) = outcome.interest {
-                    handle.tx_hold.set(handle.tx_hold.get() + 1);
-                    self.broadcast_interest_acked(change).await;
-                    handle.tx_hold.set(handle.tx_hold.get() - 1);
-                }
                 let send_retained = match options.retain_handling {
                     0 => true,
                     1 => !existed,
@@ -481,6 +497,19 @@ impl Shard {
                     .ok()
                     .flatten()
                     .is_some();
+                if let Some(change) = outcome.interest {
+                    handle.tx_hold.set(handle.tx_hold.get() + 1);
+                    self.broadcast_interest_acked(change).await;
+                    handle.tx_hold.set(handle.tx_hold.get() - 1);
+                } else if send_retained && !shared {
+                    // No interest change to wait for, but a retained
+                    // message another shard acknowledged may still be on
+                    // its way here: wait until every shard's earlier
+                    // messages (its `Retain`s) have arrived.
+                    handle.tx_hold.set(handle.tx_hold.get() + 1);
+                    self.barrier().await;
+                    handle.tx_hold.set(handle.tx_hold.get() - 1);
+                }
                 if send_retained && !shared {
                     let now = Instant::now();
                     let mut found = Vec::new();
@@ -919,6 +948,13 @@ impl Shard {
                     })
                     .detach();
                 }
+            }
+            ShardMsg::Barrier { token } => {
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    me.send(from, ShardMsg::InterestAck { token }).await
+                })
+                .detach();
             }
             ShardMsg::InterestAck { token } => {
                 let mut st = self.state.borrow_mut();

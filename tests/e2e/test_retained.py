@@ -155,3 +155,23 @@ def test_retained_message_expiry_v5(broker, uid):
     assert m.text == "kept"
     assert m.props.get("message_expiry_interval", 0) <= 98, m.props
     s.expect_no_message(0.5)
+
+
+def test_retained_latest_value_when_filter_already_subscribed(broker, uid):
+    """A SUBSCRIBE to a filter that other clients on its shard already hold
+    changes no routing interest; it must still see the retained value whose
+    PUBACK the publisher already has (replicated from the publisher's shard),
+    never an older one."""
+    topic = uid("latest")
+    # Holders on (very likely) both shards keep the filter's interest up.
+    holders = [broker.raw(connect=uid(f"h{i}")) for i in range(8)]
+    for h in holders:
+        h.subscribe(topic, qos=0)
+    pub = broker.raw(connect=uid("pub"))
+    for k in range(30):
+        pub.publish(topic, str(k).encode(), qos=1, retain=True)  # returns after PUBACK
+        s = broker.raw(connect=uid(f"s{k}"))
+        s.subscribe(topic, qos=0)
+        p = s.expect_publish()
+        assert (p.payload, p.retain) == (str(k).encode(), True), f"iteration {k}: got {p}"
+        s.disconnect()
