@@ -326,7 +326,7 @@ fn publish(v5: bool) -> impl Strategy<Value = Packet> {
                     topic,
                     packet_id: if at_most_once { 0 } else { packet_id },
                     payload,
-                    properties,
+                    properties: properties.boxed(),
                 })
             },
         )
@@ -528,7 +528,7 @@ fn encoded(packet: &Packet, protocol: Protocol) -> BytesMut {
 fn from_client(packet: &Packet) -> bool {
     match packet {
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => false,
-        Packet::Publish(p) => p.properties.subscription_identifiers.is_empty(),
+        Packet::Publish(p) => p.properties().subscription_identifiers.is_empty(),
         _ => true,
     }
 }

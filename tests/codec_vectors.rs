@@ -376,7 +376,7 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                 topic: o.string("topic")?.ok_or("no topic")?,
                 packet_id: packet_id(&o)?,
                 payload: o.bytes("payload")?.unwrap_or_default(),
-                properties,
+                properties: properties.boxed(),
             })
         }
         "puback" | "pubrec" | "pubrel" | "pubcomp" => {
@@ -616,7 +616,7 @@ const MAX_PACKET_SIZE: u32 = 1 << 20;
 fn is_client_to_server(packet: &Packet) -> bool {
     match packet {
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => false,
-        Packet::Publish(p) => p.properties.subscription_identifiers.is_empty(),
+        Packet::Publish(p) => p.properties().subscription_identifiers.is_empty(),
         _ => true,
     }
 }

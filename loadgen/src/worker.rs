@@ -25,7 +25,7 @@ use ahash::AHashMap;
 use bytes::{BufMut, BytesMut};
 use ringmq::codec::{
     decode_any, encode, ByteStr, Connect, ConnectProperties, Disconnect, Packet, Protocol, PubAck,
-    Publish, PublishProperties, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
 
 use crate::clock::{now_ns, NS_PER_MS, NS_PER_S};
@@ -253,7 +253,7 @@ pub fn publish_template(
         topic: ByteStr::from(topic),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
         payload: vec![0u8; payload_size].into(),
-        properties: PublishProperties::default(),
+        properties: None,
     };
     let mut out = BytesMut::new();
     encode_into(&Packet::Publish(p), protocol, &mut out);

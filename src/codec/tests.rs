@@ -44,7 +44,7 @@ fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Pub
         topic: topic.into(),
         packet_id,
         payload: Bytes::from_static(payload),
-        properties: PublishProperties::default(),
+        properties: None,
     }
 }
 
@@ -226,7 +226,7 @@ fn publish_topic_rules() {
     let Some(Packet::Publish(p)) = server("300700000323000778", Protocol::V5).unwrap() else {
         panic!()
     };
-    assert_eq!(p.properties.topic_alias, Some(7));
+    assert_eq!(p.properties().topic_alias, Some(7));
     assert_eq!(&p.payload[..], b"x");
 }
 
@@ -267,7 +267,7 @@ fn publish_properties_rules() {
     ));
     // Topic alias 0 decodes; the session answers it with 0x94.
     match server("3007 000161 03 230000", Protocol::V5) {
-        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties.topic_alias, Some(0)),
+        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties().topic_alias, Some(0)),
         other => panic!("{other:?}"),
     }
     // Subscription identifier from a client; fine from a server, repeated.
@@ -279,7 +279,7 @@ fn publish_properties_rules() {
     let Some(Packet::Publish(p)) = any(hex_str, Protocol::V5).unwrap() else {
         panic!()
     };
-    assert_eq!(&p.properties.subscription_identifiers[..], &[1, 2]);
+    assert_eq!(&p.properties().subscription_identifiers[..], &[1, 2]);
     // Subscription identifier 0.
     assert!(any("3006 000161 02 0b00", Protocol::V5).is_err());
     // Property not allowed on PUBLISH (Session Expiry Interval).
@@ -302,14 +302,16 @@ fn publish_properties_rules() {
     .unwrap() else {
         panic!()
     };
-    assert_eq!(p.properties.user_properties.len(), 2);
+    assert_eq!(p.properties().user_properties.len(), 2);
     assert_eq!(&p.payload[..], b"c");
 }
 
 #[test]
 fn publish_properties_dropped_on_v3() {
     let mut p = publish("t", QoS::AtMostOnce, 0, b"x");
-    p.properties.message_expiry_interval_s = Some(5);
+    p.properties
+        .get_or_insert_default()
+        .message_expiry_interval_s = Some(5);
     assert_eq!(
         encode_hex(&Packet::Publish(p), Protocol::V311),
         "300400017478"
@@ -688,7 +690,10 @@ fn connack_rules() {
 #[test]
 fn encode_refuses_unframeable_packets() {
     let mut p = publish("t", QoS::AtMostOnce, 0, b"");
-    p.properties.subscription_identifiers.push(268_435_456);
+    p.properties
+        .get_or_insert_default()
+        .subscription_identifiers
+        .push(268_435_456);
     assert!(matches!(
         encode(&Packet::Publish(p), Protocol::V5, &mut BytesMut::new()),
         Err(EncodeError::Invalid(_))
@@ -704,7 +709,7 @@ fn encode_refuses_unframeable_packets() {
     ));
     // An aliased PUBLISH cannot go to a v3.1.1 client as it is.
     let mut aliased = publish("", QoS::AtMostOnce, 0, b"");
-    aliased.properties.topic_alias = Some(1);
+    aliased.properties.get_or_insert_default().topic_alias = Some(1);
     assert!(encode(
         &Packet::Publish(aliased.clone()),
         Protocol::V5,
@@ -756,7 +761,8 @@ fn full_v5_packets_round_trip() {
         user_properties: user.clone(),
         subscription_identifiers: [1, 268_435_455].into_iter().collect(),
         content_type: Some("json".into()),
-    };
+    }
+    .boxed();
     round_trip(Packet::Publish(p), Protocol::V5);
     let mut c = connect(Protocol::V5);
     c.properties = ConnectProperties {
