@@ -325,11 +325,11 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                     authentication_data: p.bytes("authenticationData")?,
                 },
             };
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: o.flag("sessionPresent")?,
                 reason_code: ReasonCode(code),
                 properties,
-            })
+            }))
         }
         "publish" => {
             let properties = match props_obj(
@@ -475,10 +475,10 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                     server_reference: p.string("serverReference")?,
                 },
             };
-            Packet::Disconnect(Disconnect {
+            Packet::Disconnect(Box::new(Disconnect {
                 reason_code: reason(&o)?,
                 properties,
-            })
+            }))
         }
         "auth" => {
             let properties = match props_obj(
@@ -498,10 +498,10 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                     user_properties: user_properties(&p)?,
                 },
             };
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code: reason(&o)?,
                 properties,
-            })
+            }))
         }
         other => return Err(format!("cmd {other}")),
     })

@@ -259,7 +259,7 @@ fn process(
                 let reply = match decode_any(&mut b, c.protocol, u32::MAX) {
                     Ok(Some(Packet::Connect(conn))) => {
                         c.protocol = conn.protocol;
-                        Packet::ConnAck(ConnAck::default())
+                        Packet::ConnAck(Box::default())
                     }
                     Ok(Some(Packet::Subscribe(s))) => {
                         let codes = s

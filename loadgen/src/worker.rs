@@ -1193,11 +1193,7 @@ impl Worker {
             }
             if self.clients[i].state == State::Ready {
                 let c = &mut self.clients[i];
-                encode_into(
-                    &Packet::Disconnect(Disconnect::default()),
-                    protocol,
-                    &mut c.wbuf,
-                );
+                encode_into(&Packet::Disconnect(Box::default()), protocol, &mut c.wbuf);
                 self.flush(i);
             }
             self.close_fd(i);

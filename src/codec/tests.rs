@@ -181,7 +181,7 @@ fn two_packets_in_one_buffer() {
     );
     assert_eq!(
         decode(&mut b, Some(Protocol::V311), MAX),
-        Ok(Some(Packet::Disconnect(Disconnect::default())))
+        Ok(Some(Packet::Disconnect(Box::default())))
     );
     assert_eq!(decode(&mut b, Some(Protocol::V311), MAX), Ok(None));
 }
@@ -376,15 +376,15 @@ fn ack_reason_codes_per_kind() {
 
 #[test]
 fn disconnect_forms() {
-    let normal = Packet::Disconnect(Disconnect::default());
+    let normal = Packet::Disconnect(Box::default());
     assert_eq!(server("e000", Protocol::V5), Ok(Some(normal.clone())));
     assert_eq!(server("e00100", Protocol::V5), Ok(Some(normal.clone())));
     assert_eq!(server("e0020000", Protocol::V5), Ok(Some(normal.clone())));
     assert_eq!(encode_hex(&normal, Protocol::V5), "e000");
-    let with_will = Packet::Disconnect(Disconnect {
+    let with_will = Packet::Disconnect(Box::new(Disconnect {
         reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
         ..Disconnect::default()
-    });
+    }));
     assert_eq!(server("e00104", Protocol::V5), Ok(Some(with_will.clone())));
     assert_eq!(encode_hex(&with_will, Protocol::V5), "e0020400");
     assert_eq!(encode_hex(&with_will, Protocol::V311), "e000");
@@ -395,7 +395,7 @@ fn disconnect_forms() {
 fn auth_forms() {
     assert_eq!(
         server("f000", Protocol::V5),
-        Ok(Some(Packet::Auth(Auth::default())))
+        Ok(Some(Packet::Auth(Box::default())))
     );
     assert!(
         server("f00118", Protocol::V5).is_err(),
@@ -405,7 +405,7 @@ fn auth_forms() {
     assert!(server("f0021700", Protocol::V5).is_err());
     assert!(matches!(
         encode(
-            &Packet::Auth(Auth::default()),
+            &Packet::Auth(Box::default()),
             Protocol::V311,
             &mut BytesMut::new()
         ),
@@ -674,10 +674,10 @@ fn connack_rules() {
     assert!(any("20050000022402", Protocol::V5).is_err());
     assert!(matches!(
         encode(
-            &Packet::ConnAck(ConnAck {
+            &Packet::ConnAck(Box::new(ConnAck {
                 reason_code: ReasonCode::NOT_AUTHORIZED,
                 ..ConnAck::default()
-            }),
+            })),
             Protocol::V311,
             &mut BytesMut::new()
         ),
@@ -778,7 +778,7 @@ fn full_v5_packets_round_trip() {
     };
     round_trip(Packet::Connect(Box::new(c)), Protocol::V5);
     round_trip(
-        Packet::Disconnect(Disconnect {
+        Packet::Disconnect(Box::new(Disconnect {
             reason_code: ReasonCode::SERVER_MOVED,
             properties: DisconnectProperties {
                 session_expiry_interval_s: Some(0),
@@ -786,7 +786,7 @@ fn full_v5_packets_round_trip() {
                 user_properties: user,
                 server_reference: Some("other:1883".into()),
             },
-        }),
+        })),
         Protocol::V5,
     );
 }

@@ -373,9 +373,11 @@ pub struct Auth {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Rare kinds with large property sets are boxed, so a `Packet` stays
+/// small (96 bytes) and cheap to move on the PUBLISH and ack paths.
 pub enum Packet {
     Connect(Box<Connect>),
-    ConnAck(ConnAck),
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(PubAck),
     PubRec(PubAck),
@@ -387,8 +389,8 @@ pub enum Packet {
     UnsubAck(UnsubAck),
     PingReq,
     PingResp,
-    Disconnect(Disconnect),
-    Auth(Auth),
+    Disconnect(Box<Disconnect>),
+    Auth(Box<Auth>),
 }
 
 impl Packet {

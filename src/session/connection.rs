@@ -281,7 +281,7 @@ impl Connection {
             session,
         };
         conn.tx
-            .push_back(Tx::Control(Box::new(Packet::ConnAck(connack))));
+            .push_back(Tx::Control(Box::new(Packet::ConnAck(Box::new(connack)))));
         conn.queue_resends();
         conn.drain(now);
         conn
@@ -381,7 +381,7 @@ impl Connection {
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
             Packet::PingReq => self.tx.push_back(Tx::Control(Box::new(Packet::PingResp))),
-            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Disconnect(d) => self.handle_disconnect(*d),
             Packet::Connect(_) => self.protocol_error("second CONNECT"),
             // No authentication method can have been negotiated (check_connect
             // refuses them), so any AUTH is out of place (MQTT-4.12.0-1).
@@ -1169,7 +1169,9 @@ impl Connection {
                 },
             };
             self.tx
-                .push_back(Tx::Control(Box::new(Packet::Disconnect(disconnect))));
+                .push_back(Tx::Control(Box::new(Packet::Disconnect(Box::new(
+                    disconnect,
+                )))));
         }
         self.actions.push_back(Action::Close {
             reason,

@@ -49,11 +49,11 @@ async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
 }
 
 fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
-    Packet::ConnAck(ConnAck {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason_code: if protocol.is_v5() { v5 } else { v3 },
         properties: Default::default(),
-    })
+    }))
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCount>) {
@@ -95,7 +95,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
     };
     let protocol = connect.protocol;
     if let Err(connack) = Connection::check_connect(&connect, &cfg) {
-        send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
+        send_packet(&mut wr, &Packet::ConnAck(Box::new(connack)), protocol).await;
         return close(&io).await;
     }
     if shard.is_shutting_down() || !listener.try_admit() {
@@ -176,7 +176,9 @@ async fn serve_connected(
                     let _subscribing =
                         matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
                     handle.conn.borrow_mut().handle_packet(packet, now);
-                    shard.run_actions(&handle).await;
+                    if let Some(deferred) = shard.run_actions_now(&handle) {
+                        shard.run_actions_from(&handle, deferred).await;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {

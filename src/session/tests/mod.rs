@@ -191,7 +191,7 @@ impl Pair {
         ));
         self.pump();
         match self.sent.remove(start) {
-            Packet::ConnAck(ack) => ack,
+            Packet::ConnAck(ack) => *ack,
             other => panic!("first packet is not CONNACK: {other:?}"),
         }
     }

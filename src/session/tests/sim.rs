@@ -326,7 +326,7 @@ impl Sim {
                 true
             }
             _ => {
-                let d = Packet::Disconnect(Disconnect::default());
+                let d = Packet::Disconnect(Box::default());
                 c.handle_packet(d, self.now);
                 while let Some(p) = c.poll_transmit(self.now, &approx_len) {
                     assert!(!matches!(p, Packet::Publish(_)), "PUBLISH after close");

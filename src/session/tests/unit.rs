@@ -25,10 +25,10 @@ fn subscribe(packet_id: u16, filters: Vec<(ByteStr, SubscriptionOptions)>) -> Pa
 }
 
 fn disconnect(code: ReasonCode) -> Packet {
-    Packet::Disconnect(Disconnect {
+    Packet::Disconnect(Box::new(Disconnect {
         reason_code: code,
         properties: DisconnectProperties::default(),
-    })
+    }))
 }
 
 fn pair_v5() -> Pair {
@@ -244,7 +244,7 @@ fn no_reason_string_when_problem_information_off() {
     p.connect(with_props(connect_v5("c1"), |p| {
         p.request_problem_information = Some(0)
     }));
-    p.send(Packet::Auth(Auth::default()));
+    p.send(Packet::Auth(Box::default()));
     let d = disconnect_sent(&p.sent).expect("DISCONNECT");
     assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
     assert_eq!(d.properties.reason_string, None);
@@ -967,7 +967,7 @@ fn disconnect_changes_session_expiry() {
     }));
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval_s = Some(0);
-    p.send(Packet::Disconnect(d));
+    p.send(Packet::Disconnect(Box::new(d)));
     assert!(p.parked.is_none(), "expiry lowered to 0: session ends");
 
     let mut p = Pair::new(cfg());
@@ -976,7 +976,7 @@ fn disconnect_changes_session_expiry() {
     }));
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval_s = Some(99999);
-    p.send(Packet::Disconnect(d));
+    p.send(Packet::Disconnect(Box::new(d)));
     assert_eq!(
         p.parked.as_ref().unwrap().expiry_interval_s(),
         3600,
@@ -989,7 +989,7 @@ fn disconnect_cannot_raise_expiry_from_zero() {
     let mut p = pair_v5();
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval_s = Some(10);
-    p.send(Packet::Disconnect(d));
+    p.send(Packet::Disconnect(Box::new(d)));
     assert_eq!(
         disconnect_sent(&p.sent).unwrap().reason_code,
         ReasonCode::PROTOCOL_ERROR
@@ -1149,7 +1149,7 @@ fn will_published_on_disconnect_with_will() {
 fn will_published_on_protocol_error_and_kick() {
     let mut p = Pair::new(cfg());
     p.connect(will_connect(None, 0));
-    p.send(Packet::Auth(Auth::default()));
+    p.send(Packet::Auth(Box::default()));
     assert_eq!(p.wills.len(), 1);
 
     let mut p = Pair::new(cfg());
