@@ -16,9 +16,7 @@ use std::thread::JoinHandle;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
-use ringmq::codec::{
-    decode_any, encode, AckProperties, ConnAck, Packet, Protocol, ReasonCode, SubAck,
-};
+use ringmq::codec::{decode_any, encode, AckProperties, Packet, Protocol, ReasonCode, SubAck};
 
 use crate::sys::{self, Epoll};
 

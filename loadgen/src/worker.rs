@@ -24,8 +24,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytes::{BufMut, BytesMut};
 use ringmq::codec::{
-    decode_any, encode, ByteStr, Connect, ConnectProperties, Disconnect, Packet, Protocol, PubAck,
-    Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    decode_any, encode, ByteStr, Connect, ConnectProperties, Packet, Protocol, PubAck, Publish,
+    QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
 
 use crate::clock::{now_ns, NS_PER_MS, NS_PER_S};
