@@ -1040,6 +1040,9 @@ impl Drop for SubscribingGuard {
     }
 }
 
+// One per CONNECT, moved once: boxing the session would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Acquired {
     /// Proceed: the session to resume, if any. Its subscriptions are in this
     /// shard's router.
