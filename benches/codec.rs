@@ -29,7 +29,7 @@ fn publish_qos0(payload_bytes: usize) -> Publish {
         topic: ByteStr::from_static("site/17/device/4242/sensor/temperature"),
         packet_id: 0,
         payload: Bytes::from(vec![0x5a; payload_bytes]),
-        properties: PublishProperties::default(),
+        properties: None,
     }
 }
 
@@ -61,7 +61,8 @@ fn publish_qos1_v5_properties() -> Publish {
             ],
             content_type: Some(ByteStr::from_static("application/json")),
             ..PublishProperties::default()
-        },
+        }
+        .boxed(),
     }
 }
 

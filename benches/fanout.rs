@@ -28,7 +28,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
-use ringmq::codec::{ByteStr, PublishProperties, QoS, SubscriptionOptions};
+use ringmq::codec::{ByteStr, QoS, SubscriptionOptions};
 use ringmq::limits::{IO_MEMORY_BYTES_PER_SHARD, SHARD_CHANNEL_CAPACITY};
 use ringmq::router::{Recipient, Route, Router};
 use ringmq::session::{Delivery, Message};
@@ -41,7 +41,7 @@ fn message() -> Arc<Message> {
         payload: Bytes::from_static(&[0x5a; 64]),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: PublishProperties::default(),
+        properties: None,
         origin: Some(ByteStr::from_static("publisher")),
         expires_at: None,
     })

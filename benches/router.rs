@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringmq::codec::{ByteStr, PublishProperties, QoS, SubscriptionOptions};
+use ringmq::codec::{ByteStr, QoS, SubscriptionOptions};
 use ringmq::router::{InterestChange, Recipient, RetainedStore, Route, Router, TopicTrie};
 use ringmq::session::Message;
 
@@ -134,7 +134,7 @@ fn message(topic: &str) -> Arc<Message> {
         payload: Bytes::from_static(&[0x5a; 64]),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties: PublishProperties::default(),
+        properties: None,
         origin: None,
         expires_at: None,
     })

@@ -47,7 +47,7 @@ fn publish(qos: QoS) -> Packet {
         topic: ByteStr::from("sensors/room-1/temperature"),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { 7 },
         payload: Bytes::from_static(b"{\"celsius\": 21.5}"),
-        properties: PublishProperties::default(),
+        properties: None,
     })
 }
 

@@ -267,12 +267,12 @@ fn connack(v5: bool) -> impl Strategy<Value = Packet> {
             } else {
                 ConnAckProperties::default()
             };
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 // MQTT-3.2.2-6: no session on a refused connection.
                 session_present: session_present && reason_code.0 == 0,
                 reason_code,
                 properties,
-            })
+            }))
         })
 }
 
@@ -326,7 +326,7 @@ fn publish(v5: bool) -> impl Strategy<Value = Packet> {
                     topic,
                     packet_id: if at_most_once { 0 } else { packet_id },
                     payload,
-                    properties,
+                    properties: properties.boxed(),
                 })
             },
         )
@@ -447,7 +447,7 @@ fn disconnect(v5: bool) -> impl Strategy<Value = Packet> {
     )
         .prop_map(
             move |(reason_code, session, reason_string, user, reference)| {
-                Packet::Disconnect(if v5 {
+                Packet::Disconnect(Box::new(if v5 {
                     Disconnect {
                         reason_code,
                         properties: DisconnectProperties {
@@ -459,7 +459,7 @@ fn disconnect(v5: bool) -> impl Strategy<Value = Packet> {
                     }
                 } else {
                     Disconnect::default()
-                })
+                }))
             },
         )
 }
@@ -473,7 +473,7 @@ fn auth() -> impl Strategy<Value = Packet> {
         user_properties(),
     )
         .prop_map(|(reason_code, method, data, reason_string, user)| {
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code,
                 properties: AuthProperties {
                     authentication_method: method,
@@ -481,7 +481,7 @@ fn auth() -> impl Strategy<Value = Packet> {
                     reason_string,
                     user_properties: user,
                 },
-            })
+            }))
         })
 }
 
@@ -528,7 +528,7 @@ fn encoded(packet: &Packet, protocol: Protocol) -> BytesMut {
 fn from_client(packet: &Packet) -> bool {
     match packet {
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => false,
-        Packet::Publish(p) => p.properties.subscription_identifiers.is_empty(),
+        Packet::Publish(p) => p.properties().subscription_identifiers.is_empty(),
         _ => true,
     }
 }

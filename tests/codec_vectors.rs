@@ -325,11 +325,11 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                     authentication_data: p.bytes("authenticationData")?,
                 },
             };
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: o.flag("sessionPresent")?,
                 reason_code: ReasonCode(code),
                 properties,
-            })
+            }))
         }
         "publish" => {
             let properties = match props_obj(
@@ -376,7 +376,7 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                 topic: o.string("topic")?.ok_or("no topic")?,
                 packet_id: packet_id(&o)?,
                 payload: o.bytes("payload")?.unwrap_or_default(),
-                properties,
+                properties: properties.boxed(),
             })
         }
         "puback" | "pubrec" | "pubrel" | "pubcomp" => {
@@ -475,10 +475,10 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                     server_reference: p.string("serverReference")?,
                 },
             };
-            Packet::Disconnect(Disconnect {
+            Packet::Disconnect(Box::new(Disconnect {
                 reason_code: reason(&o)?,
                 properties,
-            })
+            }))
         }
         "auth" => {
             let properties = match props_obj(
@@ -498,10 +498,10 @@ fn convert(value: &Value, protocol: Protocol) -> Conv<Packet> {
                     user_properties: user_properties(&p)?,
                 },
             };
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code: reason(&o)?,
                 properties,
-            })
+            }))
         }
         other => return Err(format!("cmd {other}")),
     })
@@ -616,7 +616,7 @@ const MAX_PACKET_SIZE: u32 = 1 << 20;
 fn is_client_to_server(packet: &Packet) -> bool {
     match packet {
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => false,
-        Packet::Publish(p) => p.properties.subscription_identifiers.is_empty(),
+        Packet::Publish(p) => p.properties().subscription_identifiers.is_empty(),
         _ => true,
     }
 }

@@ -152,7 +152,7 @@ mod tests {
                         topic: ByteStr::from("a/b/ü"),
                         packet_id: if qos == QoS::AtMostOnce { 0 } else { 513 },
                         payload: payload.clone().into(),
-                        properties,
+                        properties: properties.boxed(),
                     });
                     let mut bytes = enc(&p, protocol);
                     let len = bytes.len();

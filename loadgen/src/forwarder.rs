@@ -16,9 +16,7 @@ use std::thread::JoinHandle;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
-use ringmq::codec::{
-    decode_any, encode, AckProperties, ConnAck, Packet, Protocol, ReasonCode, SubAck,
-};
+use ringmq::codec::{decode_any, encode, AckProperties, Packet, Protocol, ReasonCode, SubAck};
 
 use crate::sys::{self, Epoll};
 
@@ -259,7 +257,7 @@ fn process(
                 let reply = match decode_any(&mut b, c.protocol, u32::MAX) {
                     Ok(Some(Packet::Connect(conn))) => {
                         c.protocol = conn.protocol;
-                        Packet::ConnAck(ConnAck::default())
+                        Packet::ConnAck(Box::default())
                     }
                     Ok(Some(Packet::Subscribe(s))) => {
                         let codes = s

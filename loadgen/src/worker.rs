@@ -24,8 +24,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use bytes::{BufMut, BytesMut};
 use ringmq::codec::{
-    decode_any, encode, ByteStr, Connect, ConnectProperties, Disconnect, Packet, Protocol, PubAck,
-    Publish, PublishProperties, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    decode_any, encode, ByteStr, Connect, ConnectProperties, Packet, Protocol, PubAck, Publish,
+    QoS, ReasonCode, Subscribe, SubscriptionOptions,
 };
 
 use crate::clock::{now_ns, NS_PER_MS, NS_PER_S};
@@ -253,7 +253,7 @@ pub fn publish_template(
         topic: ByteStr::from(topic),
         packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
         payload: vec![0u8; payload_size].into(),
-        properties: PublishProperties::default(),
+        properties: None,
     };
     let mut out = BytesMut::new();
     encode_into(&Packet::Publish(p), protocol, &mut out);
@@ -1203,11 +1203,7 @@ impl Worker {
             }
             if self.clients[i].state == State::Ready {
                 let c = &mut self.clients[i];
-                encode_into(
-                    &Packet::Disconnect(Disconnect::default()),
-                    protocol,
-                    &mut c.wbuf,
-                );
+                encode_into(&Packet::Disconnect(Box::default()), protocol, &mut c.wbuf);
                 self.flush(i);
             }
             self.close_fd(i);

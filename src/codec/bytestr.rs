@@ -33,6 +33,11 @@ impl ByteStr {
         if bytes.len() > u16::MAX as usize {
             return Err(Utf8Error::TooLong);
         }
+        // Topics and client ids are nearly always ASCII: one pass checks
+        // that and the absence of NUL, where the general path takes two.
+        if bytes.iter().all(|&b| b.wrapping_sub(1) < 0x7F) {
+            return Ok(ByteStr(bytes));
+        }
         let s = std::str::from_utf8(&bytes).map_err(|_| Utf8Error::NotUtf8)?;
         if s.as_bytes().contains(&0) {
             return Err(Utf8Error::NullCharacter);
@@ -130,5 +135,30 @@ impl fmt::Debug for ByteStr {
 impl fmt::Display for ByteStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(bytes: &'static [u8]) -> Result<ByteStr, Utf8Error> {
+        ByteStr::try_from_bytes(Bytes::from_static(bytes))
+    }
+
+    #[test]
+    fn ascii_fast_path_and_general_path_agree() {
+        assert_eq!(check(b"a/b/c").unwrap(), "a/b/c");
+        assert_eq!(check(b"").unwrap(), "");
+        assert_eq!(check(b"\x7f~").unwrap(), "\x7f~");
+        assert_eq!(check("a/ü/€".as_bytes()).unwrap(), "a/ü/€");
+        assert_eq!(check(b"\0").unwrap_err(), Utf8Error::NullCharacter);
+        assert_eq!(check(b"a/b\0").unwrap_err(), Utf8Error::NullCharacter);
+        assert_eq!(
+            check("ü\0".as_bytes()).unwrap_err(),
+            Utf8Error::NullCharacter
+        );
+        assert_eq!(check(b"a\x80").unwrap_err(), Utf8Error::NotUtf8);
+        assert_eq!(check(b"\xed\xa0\x80").unwrap_err(), Utf8Error::NotUtf8);
     }
 }

@@ -154,7 +154,7 @@ fn decode_body(
 ) -> Result<Packet, DecodeError> {
     Ok(match packet_type {
         CONNECT => Packet::Connect(Box::new(connect::decode_connect(r)?)),
-        CONNACK => Packet::ConnAck(connect::decode_connack(r, protocol)?),
+        CONNACK => Packet::ConnAck(Box::new(connect::decode_connack(r, protocol)?)),
         PUBLISH => Packet::Publish(publish::decode_publish(flags, r, protocol, from_client)?),
         PUBACK => Packet::PubAck(publish::decode_ack(r, protocol, reason::puback)?),
         PUBREC => Packet::PubRec(publish::decode_ack(r, protocol, reason::puback)?),
@@ -166,8 +166,8 @@ fn decode_body(
         UNSUBACK => Packet::UnsubAck(subscribe::decode_unsuback(r, protocol)?),
         PINGREQ => Packet::PingReq,
         PINGRESP => Packet::PingResp,
-        DISCONNECT => Packet::Disconnect(disconnect::decode_disconnect(r, protocol)?),
-        AUTH => Packet::Auth(disconnect::decode_auth(r)?),
+        DISCONNECT => Packet::Disconnect(Box::new(disconnect::decode_disconnect(r, protocol)?)),
+        AUTH => Packet::Auth(Box::new(disconnect::decode_auth(r)?)),
         _ => unreachable!("packet type is 4 bits and 0 was refused"),
     })
 }

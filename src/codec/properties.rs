@@ -464,11 +464,16 @@ pub(crate) fn put_connack(out: &mut BytesMut, p: &ConnAckProperties) {
 // ---- PUBLISH ------------------------------------------------------------
 
 /// `from_client`: a client must not send Subscription Identifiers
-/// (MQTT-3.3.4-6); a server sends one per matching subscription.
+/// (MQTT-3.3.4-6); a server sends one per matching subscription. `None`
+/// for an empty section, the common case, which allocates nothing.
 pub(crate) fn decode_publish(
     r: &mut Reader,
     from_client: bool,
-) -> Result<PublishProperties, DecodeError> {
+) -> Result<Option<Box<PublishProperties>>, DecodeError> {
+    if r.first() == Some(0) {
+        r.u8("property length")?;
+        return Ok(None);
+    }
     let mut p = PublishProperties::default();
     read_section(r, |id, r| match id {
         PAYLOAD_FORMAT_INDICATOR => set_flag(&mut p.payload_format_indicator, r),
@@ -489,7 +494,7 @@ pub(crate) fn decode_publish(
         CONTENT_TYPE => set_once(&mut p.content_type, r),
         _ => Err(not_allowed()),
     })?;
-    Ok(p)
+    Ok(p.boxed())
 }
 
 pub(crate) fn publish_len(p: &PublishProperties) -> usize {

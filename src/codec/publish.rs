@@ -41,22 +41,24 @@ pub(crate) fn decode_publish(
     let properties = if protocol.is_v5() {
         props::decode_publish(r, from_client)?
     } else {
-        PublishProperties::default()
+        None
     };
+    let properties_read = properties.as_deref().unwrap_or(&PUBLISH_PROPERTIES_EMPTY);
     if topic.is_empty() {
         // v5 lets a Topic Alias stand for the name (MQTT-3.3.2-8); v3.1.1
         // requires at least one character (4.7.3).
         if !protocol.is_v5() {
             return Err(DecodeError::TopicNameInvalid);
         }
-        if properties.topic_alias.is_none() {
+        if properties_read.topic_alias.is_none() {
             return Err(DecodeError::Protocol(
                 "empty topic name without topic alias",
             ));
         }
     }
     let payload = r.rest();
-    if properties.payload_format_indicator == Some(1) && std::str::from_utf8(&payload).is_err() {
+    if properties_read.payload_format_indicator == Some(1) && std::str::from_utf8(&payload).is_err()
+    {
         return Err(DecodeError::PayloadFormatInvalid);
     }
     Ok(Publish {
@@ -87,7 +89,7 @@ pub(crate) fn publish_len(p: &Publish, protocol: Protocol) -> usize {
         len += 2;
     }
     if protocol.is_v5() {
-        len += props::section_len(props::publish_len(&p.properties));
+        len += props::section_len(props::publish_len(p.properties()));
     }
     len
 }
@@ -97,14 +99,14 @@ pub(crate) fn check_publish(p: &Publish, protocol: Protocol) -> Result<(), Encod
     if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
         return Err(EncodeError::PacketIdZero("PUBLISH with QoS > 0"));
     }
-    if p.topic.is_empty() && (!protocol.is_v5() || p.properties.topic_alias.is_none()) {
+    if p.topic.is_empty() && (!protocol.is_v5() || p.properties().topic_alias.is_none()) {
         return Err(EncodeError::Invalid("empty topic name without topic alias"));
     }
     if p.dup && p.qos == QoS::AtMostOnce {
         return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
     }
     if protocol.is_v5() {
-        props::check_publish(&p.properties)?;
+        props::check_publish(p.properties())?;
     }
     Ok(())
 }
@@ -117,7 +119,7 @@ pub(crate) fn put_publish(out: &mut BytesMut, p: &Publish, protocol: Protocol) {
         out.put_u16(p.packet_id);
     }
     if protocol.is_v5() {
-        props::put_publish(out, &p.properties);
+        props::put_publish(out, p.properties());
     }
     out.put_slice(&p.payload);
 }

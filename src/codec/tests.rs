@@ -44,7 +44,7 @@ fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Pub
         topic: topic.into(),
         packet_id,
         payload: Bytes::from_static(payload),
-        properties: PublishProperties::default(),
+        properties: None,
     }
 }
 
@@ -181,7 +181,7 @@ fn two_packets_in_one_buffer() {
     );
     assert_eq!(
         decode(&mut b, Some(Protocol::V311), MAX),
-        Ok(Some(Packet::Disconnect(Disconnect::default())))
+        Ok(Some(Packet::Disconnect(Box::default())))
     );
     assert_eq!(decode(&mut b, Some(Protocol::V311), MAX), Ok(None));
 }
@@ -226,7 +226,7 @@ fn publish_topic_rules() {
     let Some(Packet::Publish(p)) = server("300700000323000778", Protocol::V5).unwrap() else {
         panic!()
     };
-    assert_eq!(p.properties.topic_alias, Some(7));
+    assert_eq!(p.properties().topic_alias, Some(7));
     assert_eq!(&p.payload[..], b"x");
 }
 
@@ -267,7 +267,7 @@ fn publish_properties_rules() {
     ));
     // Topic alias 0 decodes; the session answers it with 0x94.
     match server("3007 000161 03 230000", Protocol::V5) {
-        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties.topic_alias, Some(0)),
+        Ok(Some(Packet::Publish(p))) => assert_eq!(p.properties().topic_alias, Some(0)),
         other => panic!("{other:?}"),
     }
     // Subscription identifier from a client; fine from a server, repeated.
@@ -279,7 +279,7 @@ fn publish_properties_rules() {
     let Some(Packet::Publish(p)) = any(hex_str, Protocol::V5).unwrap() else {
         panic!()
     };
-    assert_eq!(&p.properties.subscription_identifiers[..], &[1, 2]);
+    assert_eq!(&p.properties().subscription_identifiers[..], &[1, 2]);
     // Subscription identifier 0.
     assert!(any("3006 000161 02 0b00", Protocol::V5).is_err());
     // Property not allowed on PUBLISH (Session Expiry Interval).
@@ -302,14 +302,16 @@ fn publish_properties_rules() {
     .unwrap() else {
         panic!()
     };
-    assert_eq!(p.properties.user_properties.len(), 2);
+    assert_eq!(p.properties().user_properties.len(), 2);
     assert_eq!(&p.payload[..], b"c");
 }
 
 #[test]
 fn publish_properties_dropped_on_v3() {
     let mut p = publish("t", QoS::AtMostOnce, 0, b"x");
-    p.properties.message_expiry_interval_s = Some(5);
+    p.properties
+        .get_or_insert_default()
+        .message_expiry_interval_s = Some(5);
     assert_eq!(
         encode_hex(&Packet::Publish(p), Protocol::V311),
         "300400017478"
@@ -374,15 +376,15 @@ fn ack_reason_codes_per_kind() {
 
 #[test]
 fn disconnect_forms() {
-    let normal = Packet::Disconnect(Disconnect::default());
+    let normal = Packet::Disconnect(Box::default());
     assert_eq!(server("e000", Protocol::V5), Ok(Some(normal.clone())));
     assert_eq!(server("e00100", Protocol::V5), Ok(Some(normal.clone())));
     assert_eq!(server("e0020000", Protocol::V5), Ok(Some(normal.clone())));
     assert_eq!(encode_hex(&normal, Protocol::V5), "e000");
-    let with_will = Packet::Disconnect(Disconnect {
+    let with_will = Packet::Disconnect(Box::new(Disconnect {
         reason_code: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
         ..Disconnect::default()
-    });
+    }));
     assert_eq!(server("e00104", Protocol::V5), Ok(Some(with_will.clone())));
     assert_eq!(encode_hex(&with_will, Protocol::V5), "e0020400");
     assert_eq!(encode_hex(&with_will, Protocol::V311), "e000");
@@ -393,7 +395,7 @@ fn disconnect_forms() {
 fn auth_forms() {
     assert_eq!(
         server("f000", Protocol::V5),
-        Ok(Some(Packet::Auth(Auth::default())))
+        Ok(Some(Packet::Auth(Box::default())))
     );
     assert!(
         server("f00118", Protocol::V5).is_err(),
@@ -403,7 +405,7 @@ fn auth_forms() {
     assert!(server("f0021700", Protocol::V5).is_err());
     assert!(matches!(
         encode(
-            &Packet::Auth(Auth::default()),
+            &Packet::Auth(Box::default()),
             Protocol::V311,
             &mut BytesMut::new()
         ),
@@ -672,10 +674,10 @@ fn connack_rules() {
     assert!(any("20050000022402", Protocol::V5).is_err());
     assert!(matches!(
         encode(
-            &Packet::ConnAck(ConnAck {
+            &Packet::ConnAck(Box::new(ConnAck {
                 reason_code: ReasonCode::NOT_AUTHORIZED,
                 ..ConnAck::default()
-            }),
+            })),
             Protocol::V311,
             &mut BytesMut::new()
         ),
@@ -688,7 +690,10 @@ fn connack_rules() {
 #[test]
 fn encode_refuses_unframeable_packets() {
     let mut p = publish("t", QoS::AtMostOnce, 0, b"");
-    p.properties.subscription_identifiers.push(268_435_456);
+    p.properties
+        .get_or_insert_default()
+        .subscription_identifiers
+        .push(268_435_456);
     assert!(matches!(
         encode(&Packet::Publish(p), Protocol::V5, &mut BytesMut::new()),
         Err(EncodeError::Invalid(_))
@@ -704,7 +709,7 @@ fn encode_refuses_unframeable_packets() {
     ));
     // An aliased PUBLISH cannot go to a v3.1.1 client as it is.
     let mut aliased = publish("", QoS::AtMostOnce, 0, b"");
-    aliased.properties.topic_alias = Some(1);
+    aliased.properties.get_or_insert_default().topic_alias = Some(1);
     assert!(encode(
         &Packet::Publish(aliased.clone()),
         Protocol::V5,
@@ -756,7 +761,8 @@ fn full_v5_packets_round_trip() {
         user_properties: user.clone(),
         subscription_identifiers: [1, 268_435_455].into_iter().collect(),
         content_type: Some("json".into()),
-    };
+    }
+    .boxed();
     round_trip(Packet::Publish(p), Protocol::V5);
     let mut c = connect(Protocol::V5);
     c.properties = ConnectProperties {
@@ -772,7 +778,7 @@ fn full_v5_packets_round_trip() {
     };
     round_trip(Packet::Connect(Box::new(c)), Protocol::V5);
     round_trip(
-        Packet::Disconnect(Disconnect {
+        Packet::Disconnect(Box::new(Disconnect {
             reason_code: ReasonCode::SERVER_MOVED,
             properties: DisconnectProperties {
                 session_expiry_interval_s: Some(0),
@@ -780,7 +786,7 @@ fn full_v5_packets_round_trip() {
                 user_properties: user,
                 server_reference: Some("other:1883".into()),
             },
-        }),
+        })),
         Protocol::V5,
     );
 }

@@ -192,7 +192,24 @@ pub struct PublishProperties {
     pub content_type: Option<ByteStr>,
 }
 
+/// What a PUBLISH without properties reads as (see [`Publish::properties`]).
+pub static PUBLISH_PROPERTIES_EMPTY: PublishProperties = PublishProperties {
+    payload_format_indicator: None,
+    message_expiry_interval_s: None,
+    topic_alias: None,
+    response_topic: None,
+    correlation_data: None,
+    user_properties: Vec::new(),
+    subscription_identifiers: SmallVec::new_const(),
+    content_type: None,
+};
+
 impl PublishProperties {
+    /// The boxed form [`Publish::properties`] holds: `None` when empty.
+    pub fn boxed(self) -> Option<Box<PublishProperties>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.payload_format_indicator.is_none()
             && self.message_expiry_interval_s.is_none()
@@ -280,7 +297,19 @@ pub struct Publish {
     /// 0 for QoS 0; non-zero otherwise (the decoder enforces it).
     pub packet_id: u16,
     pub payload: Bytes,
-    pub properties: PublishProperties,
+    /// `None` when the packet has no properties (every v3.1.1 PUBLISH and
+    /// most v5 ones; never `Some` of an empty set). Boxed so that a
+    /// `Publish`, and every `Packet`, moves as a few words on the hot path.
+    pub properties: Option<Box<PublishProperties>>,
+}
+
+impl Publish {
+    /// The properties, empty ones when there are none.
+    pub fn properties(&self) -> &PublishProperties {
+        self.properties
+            .as_deref()
+            .unwrap_or(&PUBLISH_PROPERTIES_EMPTY)
+    }
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share this shape.
@@ -344,9 +373,11 @@ pub struct Auth {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Rare kinds with large property sets are boxed, so a `Packet` stays
+/// small (96 bytes) and cheap to move on the PUBLISH and ack paths.
 pub enum Packet {
     Connect(Box<Connect>),
-    ConnAck(ConnAck),
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(PubAck),
     PubRec(PubAck),
@@ -358,8 +389,8 @@ pub enum Packet {
     UnsubAck(UnsubAck),
     PingReq,
     PingResp,
-    Disconnect(Disconnect),
-    Auth(Auth),
+    Disconnect(Box<Disconnect>),
+    Auth(Box<Auth>),
 }
 
 impl Packet {

@@ -106,6 +106,11 @@ impl Reader {
         self.bytes.is_empty()
     }
 
+    /// The next byte, not consumed.
+    pub(crate) fn first(&self) -> Option<u8> {
+        self.bytes.first().copied()
+    }
+
     pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         if self.bytes.is_empty() {
             return Err(DecodeError::Malformed(what));

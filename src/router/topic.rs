@@ -98,8 +98,11 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 /// `TopicTrie` and `RetainedStore` advance through a topic with it.
 #[inline]
 pub fn split_level(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('/') {
-        Some((level, rest)) => (level, Some(rest)),
+    // Levels are short: a plain byte scan costs less than the general
+    // `split_once` searcher, and runs twice per routed PUBLISH and level.
+    // `/` is ASCII, so the split falls on a char boundary.
+    match s.bytes().position(|b| b == b'/') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     }
 }

@@ -281,7 +281,7 @@ impl Connection {
             session,
         };
         conn.tx
-            .push_back(Tx::Control(Box::new(Packet::ConnAck(connack))));
+            .push_back(Tx::Control(Box::new(Packet::ConnAck(Box::new(connack)))));
         conn.queue_resends();
         conn.drain(now);
         conn
@@ -381,7 +381,7 @@ impl Connection {
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
             Packet::PingReq => self.tx.push_back(Tx::Control(Box::new(Packet::PingResp))),
-            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Disconnect(d) => self.handle_disconnect(*d),
             Packet::Connect(_) => self.protocol_error("second CONNECT"),
             // No authentication method can have been negotiated (check_connect
             // refuses them), so any AUTH is out of place (MQTT-4.12.0-1).
@@ -393,10 +393,15 @@ impl Connection {
     }
 
     fn handle_publish(&mut self, mut p: Publish, now: Instant) {
-        let alias = if self.is_v5() {
-            p.properties.topic_alias.take()
-        } else {
-            None
+        let alias = match p.properties.as_deref_mut() {
+            Some(properties) if self.is_v5() => {
+                let alias = properties.topic_alias.take();
+                if properties.is_empty() {
+                    p.properties = None;
+                }
+                alias
+            }
+            _ => None,
         };
         let topic = match alias {
             Some(a) if a == 0 || a > self.cfg.max_topic_alias => {
@@ -419,7 +424,10 @@ impl Connection {
             // Bounded: at most cfg.max_topic_alias entries.
             self.aliases_in.insert(a, topic.clone());
         }
-        if !p.properties.subscription_identifiers.is_empty() {
+        if p.properties
+            .as_ref()
+            .is_some_and(|p| !p.subscription_identifiers.is_empty())
+        {
             return self.protocol_error("subscription identifier in PUBLISH"); // MQTT-3.3.4-6
         }
         if p.retain && !self.cfg.retain_available {
@@ -462,7 +470,8 @@ impl Connection {
         }
         let expires_at = p
             .properties
-            .message_expiry_interval_s
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval_s)
             .map(|s| now + Duration::from_secs(u64::from(s)));
         let message = Message {
             topic,
@@ -829,7 +838,8 @@ impl Connection {
                 correlation_data: p.correlation_data,
                 user_properties: p.user_properties,
                 ..PublishProperties::default()
-            },
+            }
+            .boxed(),
             origin: Some(self.session.client_id.clone()),
         };
         Some((Arc::new(message), delay))
@@ -1026,18 +1036,29 @@ impl Connection {
                     new_alias = Some((topic.clone(), a));
                 }
             }
-            PublishProperties {
-                payload_format_indicator: m.properties.payload_format_indicator,
-                message_expiry_interval_s: m.expires_at.map(|at| remaining_s(at, now)),
-                topic_alias,
-                response_topic: m.properties.response_topic.clone(),
-                correlation_data: m.properties.correlation_data.clone(),
-                user_properties: m.properties.user_properties.clone(),
-                subscription_identifiers: d.subscription_ids.clone(),
-                content_type: m.properties.content_type.clone(),
+            let message_expiry_interval_s = m.expires_at.map(|at| remaining_s(at, now));
+            if m.properties.is_none()
+                && message_expiry_interval_s.is_none()
+                && topic_alias.is_none()
+                && d.subscription_ids.is_empty()
+            {
+                // The common case: nothing to box.
+                None
+            } else {
+                let mp = m.properties();
+                Some(Box::new(PublishProperties {
+                    payload_format_indicator: mp.payload_format_indicator,
+                    message_expiry_interval_s,
+                    topic_alias,
+                    response_topic: mp.response_topic.clone(),
+                    correlation_data: mp.correlation_data.clone(),
+                    user_properties: mp.user_properties.clone(),
+                    subscription_identifiers: d.subscription_ids.clone(),
+                    content_type: mp.content_type.clone(),
+                }))
             }
         } else {
-            PublishProperties::default()
+            None
         };
         let publish = Publish {
             dup,
@@ -1148,7 +1169,9 @@ impl Connection {
                 },
             };
             self.tx
-                .push_back(Tx::Control(Box::new(Packet::Disconnect(disconnect))));
+                .push_back(Tx::Control(Box::new(Packet::Disconnect(Box::new(
+                    disconnect,
+                )))));
         }
         self.actions.push_back(Action::Close {
             reason,

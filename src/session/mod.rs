@@ -106,7 +106,9 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::authz::{Authz, DenyAction, DenyReason};
-use crate::codec::{ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions};
+use crate::codec::{
+    ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions, PUBLISH_PROPERTIES_EMPTY,
+};
 
 pub use crate::limits::{OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX};
 
@@ -153,12 +155,22 @@ pub struct Message {
     pub qos: QoS,
     /// Retain flag as published.
     pub retain: bool,
-    /// As published, minus topic_alias and subscription_identifiers.
-    pub properties: PublishProperties,
+    /// As published, minus topic_alias and subscription_identifiers; `None`
+    /// when that leaves none (boxed as in [`crate::codec::Publish`]).
+    pub properties: Option<Box<PublishProperties>>,
     /// Publisher's client id (for No Local).
     pub origin: Option<ByteStr>,
     /// From Message Expiry Interval at receipt.
     pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// The properties, empty ones when there are none.
+    pub fn properties(&self) -> &PublishProperties {
+        self.properties
+            .as_deref()
+            .unwrap_or(&PUBLISH_PROPERTIES_EMPTY)
+    }
 }
 
 /// One message for one session.

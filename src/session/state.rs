@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use ahash::AHashMap;
+
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
 use super::{Delivery, DropCounts};
@@ -49,8 +51,11 @@ pub struct Session {
     /// Keyed by the raw filter (including any `$share/group/`): a
     /// resubscription to the same filter replaces the entry (MQTT-3.8.4-3).
     pub(crate) subscriptions: BTreeMap<ByteStr, Subscription>,
-    /// Outbound QoS 1/2 messages holding packet ids, keyed by id.
-    pub(crate) inflight: BTreeMap<u16, Outbound>,
+    /// Outbound QoS 1/2 messages holding packet ids, keyed by id. A hash
+    /// map: every PUBLISH and ack looks an id up (a B-tree of a 1000-message
+    /// window cost several hundred instructions per message); resends sort
+    /// by `seq`, so nothing needs the ids in order.
+    pub(crate) inflight: AHashMap<u16, Outbound>,
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
@@ -74,7 +79,7 @@ impl Session {
             client_id,
             expiry_interval_s,
             subscriptions: BTreeMap::new(),
-            inflight: BTreeMap::new(),
+            inflight: AHashMap::new(),
             next_packet_id: 1,
             next_seq: 0,
             queue: VecDeque::new(),

@@ -80,11 +80,11 @@ async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
 }
 
 fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
-    Packet::ConnAck(ConnAck {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason_code: if protocol.is_v5() { v5 } else { v3 },
         properties: Default::default(),
-    })
+    }))
 }
 
 /// What an admitted CONNECT hands to the rest of the connection.
@@ -169,7 +169,7 @@ async fn admit(
     };
     let protocol = connect.protocol;
     if let Err(connack) = Connection::check_connect(&connect, cfg) {
-        send_packet(&mut wr, &Packet::ConnAck(connack), protocol).await;
+        send_packet(&mut wr, &Packet::ConnAck(Box::new(connack)), protocol).await;
         return close(&io).await;
     }
     match decide_admission(shard, listener, protocol.is_v5()) {
@@ -185,14 +185,14 @@ async fn admit(
                 server_reference = %server_reference,
                 "client redirected"
             );
-            let p = Packet::ConnAck(ConnAck {
+            let p = Packet::ConnAck(Box::new(ConnAck {
                 session_present: false,
                 reason_code: reason,
                 properties: ConnAckProperties {
                     server_reference: Some(ByteStr::from(server_reference)),
                     ..Default::default()
                 },
-            });
+            }));
             send_packet(&mut wr, &p, protocol).await;
             return close(&io).await;
         }
@@ -347,7 +347,9 @@ async fn handle_buffered(
                 let _subscribing =
                     matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
                 handle.conn.borrow_mut().handle_packet(packet, now);
-                shard.run_actions(handle).await;
+                if let Some(deferred) = shard.run_actions_now(handle) {
+                    shard.run_actions_from(handle, deferred).await;
+                }
             }
             Ok(None) => return true,
             Err(e) => {

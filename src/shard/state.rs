@@ -9,6 +9,7 @@ use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
 use glommio::channels::channel_mesh::Senders;
+use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
@@ -64,6 +65,26 @@ pub struct ConnHandle {
     /// While > 0 the writer sends nothing (a SUBACK waits for other shards
     /// to learn the new interest).
     pub tx_hold: Cell<u32>,
+}
+
+/// What `Shard::publish_here` leaves for other shards.
+pub struct RemoteSends {
+    message: Arc<Message>,
+    /// The retained update to replicate (`Some(None)`: delete), before the
+    /// message itself.
+    retain: Option<Option<Arc<Message>>>,
+    /// Other shards with matching ordinary subscribers.
+    shards: SmallVec<[ShardId; 4]>,
+    /// Shared groups whose pick is on another shard, or found no member
+    /// here.
+    shared: SmallVec<[(ShardId, SharedKey); 2]>,
+}
+
+/// A connection action `Shard::run_actions_now` could not finish without
+/// waiting.
+pub enum Deferred {
+    Remote(RemoteSends),
+    Action(Action),
 }
 
 /// What the shard holds for a client id whose session lives here.
@@ -305,6 +326,18 @@ impl Shard {
 
     /// Route a message published by a client of this shard (or a will).
     pub async fn publish(self: &Rc<Self>, message: Arc<Message>) {
+        if let Some(remote) = self.publish_here(message) {
+            self.publish_remote(remote).await;
+        }
+    }
+
+    /// The part of `publish` that needs no other shard, done without
+    /// awaiting: the retained store, routing, delivery to this shard's
+    /// subscribers. Returns what other shards still have to be sent, if
+    /// anything. A one-shard node, or a message whose subscribers are all
+    /// here, never builds a future for it.
+    pub fn publish_here(self: &Rc<Self>, message: Arc<Message>) -> Option<RemoteSends> {
+        let mut retain = None;
         if message.retain && self.settings.session.retain_available {
             let stored = if message.payload.is_empty() {
                 None
@@ -316,17 +349,8 @@ impl Shard {
                 .is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes)
             {
                 self.set_retained(&message.topic, stored.clone());
-                for s in 0..self.count {
-                    if s != self.id {
-                        self.send(
-                            s,
-                            ShardMsg::Retain {
-                                topic: message.topic.clone(),
-                                message: stored.clone(),
-                            },
-                        )
-                        .await;
-                    }
+                if self.count > 1 {
+                    retain = Some(stored);
                 }
             }
         }
@@ -335,25 +359,65 @@ impl Shard {
             .borrow_mut()
             .router
             .route(&message.topic, &mut route);
+        let mut remote = RemoteSends {
+            message,
+            retain,
+            shards: SmallVec::new(),
+            shared: SmallVec::new(),
+        };
         if self.broadcast_publishes() {
             // Every shard matches locally: see `broadcast_publishes`.
-            for s in 0..self.count {
-                if s != self.id {
-                    self.send(s, ShardMsg::Publish(message.clone())).await;
-                }
-            }
-            self.deliver_local(&message);
+            remote
+                .shards
+                .extend((0..self.count).filter(|&s| s != self.id));
+            self.deliver_local(&remote.message);
         } else {
             for &s in &route.shards {
                 if s == self.id {
-                    self.deliver_local(&message);
+                    self.deliver_local(&remote.message);
                 } else {
-                    self.send(s, ShardMsg::Publish(message.clone())).await;
+                    remote.shards.push(s);
                 }
             }
         }
         for (s, key) in route.shared {
+            if s != self.id || !self.deliver_shared_here(&remote.message, &key) {
+                remote.shared.push((s, key));
+            }
+        }
+        let idle = remote.retain.is_none() && remote.shards.is_empty() && remote.shared.is_empty();
+        (!idle).then_some(remote)
+    }
+
+    /// Sends what `publish_here` left for other shards, in the order the
+    /// shards must see it: the retained update before the message.
+    pub async fn publish_remote(self: &Rc<Self>, remote: RemoteSends) {
+        let RemoteSends {
+            message,
+            retain,
+            shards,
+            shared,
+        } = remote;
+        if let Some(stored) = retain {
+            for s in 0..self.count {
+                if s != self.id {
+                    self.send(
+                        s,
+                        ShardMsg::Retain {
+                            topic: message.topic.clone(),
+                            message: stored.clone(),
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+        for s in shards {
+            self.send(s, ShardMsg::Publish(message.clone())).await;
+        }
+        for (s, key) in shared {
             if s == self.id {
+                // The local pick found no member: `deliver_shared` moves on.
                 self.deliver_shared(message.clone(), key, 0).await;
             } else {
                 self.send(
@@ -398,36 +462,41 @@ impl Shard {
         *self.scratch_recipients.borrow_mut() = recipients;
     }
 
+    /// Delivers to the next local member of a shared group; false when the
+    /// group has no member here (any more).
+    fn deliver_shared_here(self: &Rc<Self>, message: &Arc<Message>, key: &SharedKey) -> bool {
+        let pick = self.state.borrow_mut().router.pick_shared(key);
+        let Some(r) = pick else {
+            return false;
+        };
+        let d = Delivery {
+            message: message.clone(),
+            qos: r.qos.min(message.qos),
+            retain: r.retain_as_published && message.retain,
+            subscription_ids: r.subscription_ids,
+        };
+        self.deliver_to(&r.client, d, Instant::now());
+        true
+    }
+
     pub async fn deliver_shared(self: &Rc<Self>, message: Arc<Message>, key: SharedKey, hops: u8) {
-        let pick = self.state.borrow_mut().router.pick_shared(&key);
-        match pick {
-            Some(r) => {
-                let d = Delivery {
-                    message: message.clone(),
-                    qos: r.qos.min(message.qos),
-                    retain: r.retain_as_published && message.retain,
-                    subscription_ids: r.subscription_ids,
-                };
-                self.deliver_to(&r.client, d, Instant::now());
-            }
-            None if (hops as u16) < self.count => {
-                // The member left after the sender's pick: try the next shard.
-                let next = (self.id + 1) % self.count;
-                if next == self.id {
-                    self.state.borrow_mut().dropped_no_recipient += 1;
-                } else {
-                    self.send(
-                        next,
-                        ShardMsg::Shared {
-                            message,
-                            key,
-                            hops: hops + 1,
-                        },
-                    )
-                    .await;
-                }
-            }
-            None => self.state.borrow_mut().dropped_no_recipient += 1,
+        if self.deliver_shared_here(&message, &key) {
+            return;
+        }
+        // The member left after the sender's pick: try the next shard.
+        let next = (self.id + 1) % self.count;
+        if (hops as u16) < self.count && next != self.id {
+            self.send(
+                next,
+                ShardMsg::Shared {
+                    message,
+                    key,
+                    hops: hops + 1,
+                },
+            )
+            .await;
+        } else {
+            self.state.borrow_mut().dropped_no_recipient += 1;
         }
     }
 
@@ -551,14 +620,46 @@ impl Shard {
 
     /// Drain and carry out every pending action of a connection.
     pub async fn run_actions(self: &Rc<Self>, handle: &Rc<ConnHandle>) {
+        if let Some(deferred) = self.run_actions_now(handle) {
+            self.run_actions_from(handle, deferred).await;
+        }
+    }
+
+    /// Carries out a connection's pending actions as long as none needs to
+    /// wait (a publish whose subscribers are all on this shard, a close),
+    /// and returns the first one that does, for `run_actions_from`. The
+    /// reader calls this on every packet: the common case then never
+    /// builds (and copies) the large future of `apply_action`.
+    pub fn run_actions_now(self: &Rc<Self>, handle: &Rc<ConnHandle>) -> Option<Deferred> {
         loop {
             let action = handle.conn.borrow_mut().poll_action();
             match action {
-                Some(a) => self.apply_action(handle, a).await,
-                None => break,
+                None => {
+                    handle.wake.raise();
+                    return None;
+                }
+                Some(Action::Publish(m)) => {
+                    if let Some(remote) = self.publish_here(m) {
+                        return Some(Deferred::Remote(remote));
+                    }
+                }
+                Some(Action::Close { .. }) => handle.request_close(),
+                Some(other) => return Some(Deferred::Action(other)),
             }
         }
-        handle.wake.raise();
+    }
+
+    /// Finishes what `run_actions_now` returned, then the rest of the
+    /// connection's actions.
+    pub async fn run_actions_from(self: &Rc<Self>, handle: &Rc<ConnHandle>, first: Deferred) {
+        let mut next = Some(first);
+        while let Some(deferred) = next {
+            match deferred {
+                Deferred::Remote(remote) => self.publish_remote(remote).await,
+                Deferred::Action(action) => self.apply_action(handle, action).await,
+            }
+            next = self.run_actions_now(handle);
+        }
     }
 
     // ---- subscriptions of a whole session -----------------------------
@@ -1034,6 +1135,9 @@ impl Drop for SubscribingGuard {
     }
 }
 
+// One per CONNECT, moved once: boxing the session would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Acquired {
     /// Proceed: the session to resume, if any. Its subscriptions are in this
     /// shard's router.

@@ -224,7 +224,7 @@ fn aliased_publish_is_checked_on_the_resolved_topic() {
     let mut again = publish("", QoS::AtLeastOnce, 2, "x");
     for packet in [&mut first, &mut again] {
         if let Packet::Publish(p) = packet {
-            p.properties.topic_alias = Some(1);
+            p.properties.get_or_insert_default().topic_alias = Some(1);
         }
     }
     p.send(first);

@@ -59,7 +59,7 @@ pub(super) fn message(topic: &str, qos: QoS, payload: &str) -> Arc<Message> {
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos,
         retain: false,
-        properties: PublishProperties::default(),
+        properties: None,
         origin: None,
         expires_at: None,
     })
@@ -96,7 +96,7 @@ pub(super) fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> P
         topic: ByteStr::from(topic),
         packet_id,
         payload: Bytes::copy_from_slice(payload.as_bytes()),
-        properties: PublishProperties::default(),
+        properties: None,
     })
 }
 
@@ -118,7 +118,7 @@ pub(super) fn approx_len(p: &Packet) -> usize {
     }
     match p {
         Packet::Publish(p) => {
-            let pr = &p.properties;
+            let pr = p.properties();
             let props = pr.topic_alias.map_or(0, |_| 3)
                 + pr.message_expiry_interval_s.map_or(0, |_| 5)
                 + pr.payload_format_indicator.map_or(0, |_| 2)
@@ -191,7 +191,7 @@ impl Pair {
         ));
         self.pump();
         match self.sent.remove(start) {
-            Packet::ConnAck(ack) => ack,
+            Packet::ConnAck(ack) => *ack,
             other => panic!("first packet is not CONNACK: {other:?}"),
         }
     }

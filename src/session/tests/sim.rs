@@ -74,7 +74,7 @@ impl ModelClient {
     fn receive_publish(&mut self, p: Publish) {
         let text = std::str::from_utf8(&p.payload).unwrap();
         let n: u64 = text.split(':').next().unwrap().parse().unwrap();
-        let topic = match p.properties.topic_alias {
+        let topic = match p.properties().topic_alias {
             Some(a) => {
                 assert!(
                     self.v5 && a >= 1 && a <= self.alias_max,
@@ -93,7 +93,7 @@ impl ModelClient {
         assert_eq!(&topic, expected_topic, "message {n}");
         if self.v5 && *expires {
             assert!(
-                p.properties.message_expiry_interval_s >= Some(1),
+                p.properties().message_expiry_interval_s >= Some(1),
                 "message {n} expiry"
             );
         }
@@ -326,7 +326,7 @@ impl Sim {
                 true
             }
             _ => {
-                let d = Packet::Disconnect(Disconnect::default());
+                let d = Packet::Disconnect(Box::default());
                 c.handle_packet(d, self.now);
                 while let Some(p) = c.poll_transmit(self.now, &approx_len) {
                     assert!(!matches!(p, Packet::Publish(_)), "PUBLISH after close");

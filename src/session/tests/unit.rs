@@ -25,10 +25,10 @@ fn subscribe(packet_id: u16, filters: Vec<(ByteStr, SubscriptionOptions)>) -> Pa
 }
 
 fn disconnect(code: ReasonCode) -> Packet {
-    Packet::Disconnect(Disconnect {
+    Packet::Disconnect(Box::new(Disconnect {
         reason_code: code,
         properties: DisconnectProperties::default(),
-    })
+    }))
 }
 
 fn pair_v5() -> Pair {
@@ -244,7 +244,7 @@ fn no_reason_string_when_problem_information_off() {
     p.connect(with_props(connect_v5("c1"), |p| {
         p.request_problem_information = Some(0)
     }));
-    p.send(Packet::Auth(Auth::default()));
+    p.send(Packet::Auth(Box::default()));
     let d = disconnect_sent(&p.sent).expect("DISCONNECT");
     assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
     assert_eq!(d.properties.reason_string, None);
@@ -408,17 +408,20 @@ fn inbound_message_properties_and_expiry() {
         unreachable!()
     };
     publ.retain = true;
-    publ.properties.message_expiry_interval_s = Some(10);
-    publ.properties.content_type = Some(ByteStr::from("text/plain"));
-    publ.properties.user_properties = vec![(ByteStr::from("k"), ByteStr::from("v"))];
-    publ.properties.topic_alias = Some(1);
+    publ.properties
+        .get_or_insert_default()
+        .message_expiry_interval_s = Some(10);
+    publ.properties.get_or_insert_default().content_type = Some(ByteStr::from("text/plain"));
+    publ.properties.get_or_insert_default().user_properties =
+        vec![(ByteStr::from("k"), ByteStr::from("v"))];
+    publ.properties.get_or_insert_default().topic_alias = Some(1);
     p.send(Packet::Publish(publ));
     let m = routed(&p.take_actions()).remove(0);
     assert!(m.retain);
     assert_eq!(m.expires_at, Some(p.now + Duration::from_secs(10)));
-    assert_eq!(m.properties.content_type.as_deref(), Some("text/plain"));
-    assert_eq!(m.properties.topic_alias, None);
-    assert_eq!(m.properties.user_properties.len(), 1);
+    assert_eq!(m.properties().content_type.as_deref(), Some("text/plain"));
+    assert_eq!(m.properties().topic_alias, None);
+    assert_eq!(m.properties().user_properties.len(), 1);
 }
 
 #[test]
@@ -445,7 +448,10 @@ fn inbound_subscription_identifier_is_protocol_error() {
     let Packet::Publish(mut publ) = publish("a", QoS::AtMostOnce, 0, "x") else {
         unreachable!()
     };
-    publ.properties.subscription_identifiers.push(3);
+    publ.properties
+        .get_or_insert_default()
+        .subscription_identifiers
+        .push(3);
     p.send(Packet::Publish(publ));
     assert_eq!(close_of(&p.take_actions()).0, ReasonCode::PROTOCOL_ERROR);
 }
@@ -456,7 +462,7 @@ fn aliased(topic: &str, alias: u16) -> Packet {
     let Packet::Publish(mut publ) = publish(topic, QoS::AtMostOnce, 0, "x") else {
         unreachable!()
     };
-    publ.properties.topic_alias = Some(alias);
+    publ.properties.get_or_insert_default().topic_alias = Some(alias);
     Packet::Publish(publ)
 }
 
@@ -628,7 +634,8 @@ fn outbound_properties_passed_through_v5() {
                 (ByteStr::from("b"), ByteStr::from("2")),
             ],
             ..PublishProperties::default()
-        },
+        }
+        .boxed(),
         origin: Some(ByteStr::from("other")),
         expires_at: Some(p.now + Duration::from_millis(4500)),
     });
@@ -642,13 +649,13 @@ fn outbound_properties_passed_through_v5() {
     assert_eq!(out.qos, QoS::AtLeastOnce);
     assert!(!out.retain);
     assert_eq!(out.topic, "t");
-    let pr = out.properties;
+    let pr = out.properties();
     assert_eq!(pr.payload_format_indicator, Some(1));
     assert_eq!(pr.message_expiry_interval_s, Some(5));
     assert_eq!(pr.content_type.as_deref(), Some("ct"));
     assert_eq!(pr.response_topic.as_deref(), Some("rt"));
     assert_eq!(pr.correlation_data.as_deref(), Some(&b"cd"[..]));
-    assert_eq!(pr.user_properties, m.properties.user_properties);
+    assert_eq!(pr.user_properties, m.properties().user_properties);
     assert_eq!(pr.subscription_identifiers.as_slice(), &[4, 9]);
 
     // 3.1.1: no properties at all.
@@ -661,7 +668,7 @@ fn outbound_properties_passed_through_v5() {
     });
     let out = p.publishes().remove(0);
     assert!(out.retain);
-    assert!(out.properties.is_empty());
+    assert!(out.properties.is_none());
 }
 
 // ---- flow control and queue ----
@@ -960,7 +967,7 @@ fn disconnect_changes_session_expiry() {
     }));
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval_s = Some(0);
-    p.send(Packet::Disconnect(d));
+    p.send(Packet::Disconnect(Box::new(d)));
     assert!(p.parked.is_none(), "expiry lowered to 0: session ends");
 
     let mut p = Pair::new(cfg());
@@ -969,7 +976,7 @@ fn disconnect_changes_session_expiry() {
     }));
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval_s = Some(99999);
-    p.send(Packet::Disconnect(d));
+    p.send(Packet::Disconnect(Box::new(d)));
     assert_eq!(
         p.parked.as_ref().unwrap().expiry_interval_s(),
         3600,
@@ -982,7 +989,7 @@ fn disconnect_cannot_raise_expiry_from_zero() {
     let mut p = pair_v5();
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval_s = Some(10);
-    p.send(Packet::Disconnect(d));
+    p.send(Packet::Disconnect(Box::new(d)));
     assert_eq!(
         disconnect_sent(&p.sent).unwrap().reason_code,
         ReasonCode::PROTOCOL_ERROR
@@ -1084,7 +1091,7 @@ fn will_on_connection_lost_carries_properties() {
     assert_eq!(m.qos, QoS::ExactlyOnce);
     assert!(m.retain);
     assert_eq!(m.origin.as_deref(), Some("c1"));
-    let pr = &m.properties;
+    let pr = m.properties();
     assert_eq!(pr.payload_format_indicator, Some(1));
     assert_eq!(pr.content_type.as_deref(), Some("ct"));
     assert_eq!(pr.response_topic.as_deref(), Some("rt"));
@@ -1142,7 +1149,7 @@ fn will_published_on_disconnect_with_will() {
 fn will_published_on_protocol_error_and_kick() {
     let mut p = Pair::new(cfg());
     p.connect(will_connect(None, 0));
-    p.send(Packet::Auth(Auth::default()));
+    p.send(Packet::Auth(Box::default()));
     assert_eq!(p.wills.len(), 1);
 
     let mut p = Pair::new(cfg());
@@ -1286,7 +1293,7 @@ fn message_expires_while_queued() {
     let pubs = p.publishes();
     assert_eq!(pubs.len(), 1);
     assert_eq!(pubs[0].payload, "long");
-    assert_eq!(pubs[0].properties.message_expiry_interval_s, Some(55));
+    assert_eq!(pubs[0].properties().message_expiry_interval_s, Some(55));
     assert_eq!(p.conn().drop_counts().expired, 1);
 }
 
@@ -1312,7 +1319,7 @@ fn inflight_expiry_untransmitted_dropped_transmitted_resent() {
         (pubs[0].payload.as_ref(), pubs[0].dup),
         (&b"sent"[..], true)
     );
-    assert_eq!(pubs[0].properties.message_expiry_interval_s, Some(1));
+    assert_eq!(pubs[0].properties().message_expiry_interval_s, Some(1));
     assert_eq!(p.conn().drop_counts().expired, 1);
     assert_eq!(p.conn().session().inflight_len(), 1);
 }
@@ -1336,7 +1343,7 @@ fn outbound_topic_aliases() {
     let got: Vec<_> = p
         .publishes()
         .iter()
-        .map(|x| (x.topic.to_string(), x.properties.topic_alias))
+        .map(|x| (x.topic.to_string(), x.properties().topic_alias))
         .collect();
     assert_eq!(
         got,
@@ -1358,7 +1365,7 @@ fn outbound_topic_aliases_off_and_reset() {
     assert!(p
         .publishes()
         .iter()
-        .all(|x| x.properties.topic_alias.is_none() && x.topic == "a"));
+        .all(|x| x.properties().topic_alias.is_none() && x.topic == "a"));
     // Reset per connection.
     let mut p = Pair::new(cfg());
     let c = with_props(persistent_v5("c1"), |p| p.topic_alias_maximum = Some(5));
@@ -1370,7 +1377,7 @@ fn outbound_topic_aliases_off_and_reset() {
     let pubs = p.publishes();
     assert_eq!(pubs.len(), 2);
     assert_eq!(
-        (pubs[1].topic.as_str(), pubs[1].properties.topic_alias),
+        (pubs[1].topic.as_str(), pubs[1].properties().topic_alias),
         ("a", Some(1))
     );
 }
@@ -1388,11 +1395,11 @@ fn resend_after_resume_reestablishes_alias() {
     p.connect(c);
     let pubs = p.publishes();
     assert_eq!(
-        (pubs[0].topic.as_str(), pubs[0].properties.topic_alias),
+        (pubs[0].topic.as_str(), pubs[0].properties().topic_alias),
         ("a", Some(1))
     );
     assert_eq!(
-        (pubs[1].topic.as_str(), pubs[1].properties.topic_alias),
+        (pubs[1].topic.as_str(), pubs[1].properties().topic_alias),
         ("", Some(1))
     );
 }
@@ -1452,7 +1459,7 @@ fn too_large_alias_setting_publish_does_not_commit_alias() {
     let pubs = p.publishes();
     assert_eq!(pubs.len(), 1);
     assert_eq!(
-        (pubs[0].topic.as_str(), pubs[0].properties.topic_alias),
+        (pubs[0].topic.as_str(), pubs[0].properties().topic_alias),
         ("t", Some(1))
     );
 }
