@@ -47,7 +47,7 @@ impl AsyncWrite for Half {
     }
 }
 
-/// A level-triggered wake-up for exactly one waiting task (the writer).
+/// A level-triggered wake-up for exactly one waiting task.
 #[derive(Default)]
 pub struct Signal {
     raised: Cell<bool>,
@@ -59,6 +59,20 @@ impl Signal {
         self.raised.set(true);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
+        }
+    }
+
+    /// Whether it was raised since the last call; clears it.
+    pub fn take_raised(&self) -> bool {
+        self.raised.replace(false)
+    }
+
+    /// The task to wake at the next `raise`, for a poll that waits on this
+    /// signal among other things.
+    pub fn set_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
         }
     }
 

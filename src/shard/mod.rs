@@ -216,7 +216,10 @@ async fn shard_main(
                         .await;
                     match accepted {
                         Some(Ok(stream)) => {
-                            glommio::spawn_local(conn::serve(shard.clone(), stream, count.clone()))
+                            let fut = conn::serve(shard.clone(), stream, count.clone());
+                            static TMP_SIZE: std::sync::Once = std::sync::Once::new();
+                            TMP_SIZE.call_once(|| eprintln!("TMPSIZE serve future {} B, ConnHandle {} B, Connection {} B, Session {} B, TcpStream {} B", std::mem::size_of_val(&fut), std::mem::size_of::<state::ConnHandle>(), std::mem::size_of::<crate::session::Connection>(), std::mem::size_of::<crate::session::Session>(), std::mem::size_of::<glommio::net::TcpStream>()));
+                            glommio::spawn_local(fut)
                                 .detach();
                         }
                         Some(Err(e)) => {

@@ -1061,6 +1061,23 @@ impl SleepableRing {
         }
     }
 
+    /// ringmq patch: sleep while the link poll submitted by an earlier
+    /// `sleep` is still armed in the kernel (see `link_rings_and_sleep`).
+    fn sleep_armed(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
@@ -1242,6 +1259,9 @@ pub(crate) struct Reactor {
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
+    /// ringmq patch: the poll linking the latency ring into the main ring,
+    /// kept while armed (see `link_rings_and_sleep`).
+    link_rings_src: Cell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1373,6 +1393,7 @@ impl Reactor {
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
+            link_rings_src: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1742,7 +1763,27 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    ///
+    /// ringmq patch: the link poll is kept armed across sleeps instead of
+    /// being dropped (and so cancelled) at every wake-up. An io_uring cancel
+    /// first searches the ring's poll table, whose few hash buckets (8 for a
+    /// 128-entry ring) hold every pending socket-readiness poll: with 10,000
+    /// idle connections each wake-up walked about 1,250 entries. A new link
+    /// poll is only submitted once the kept one has completed.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        let kept = self.link_rings_src.take();
+        if let Some(link) = kept {
+            let still_armed = link.result().is_none()
+                && matches!(
+                    link.inner.borrow().enqueued.as_ref().map(|e| &e.status),
+                    Some(EnqueuedStatus::Dispatched)
+                );
+            if still_armed {
+                let slept = ring.sleep_armed().or_else(Self::busy_ok).map(|_| {});
+                self.link_rings_src.set(Some(link));
+                return slept;
+            }
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1750,7 +1791,9 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
+        self.link_rings_src.set(Some(link_rings));
+        slept
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
