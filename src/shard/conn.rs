@@ -193,24 +193,39 @@ struct Admitted {
     buf: BytesMut,
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCount>) {
+/// The task of one accepted connection.
+pub fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    listener: Arc<ListenerCount>,
+) -> impl std::future::Future<Output = ()> {
+    // The stream goes behind its Rc before the task exists: an async fn
+    // keeps its arguments for its whole life, so the 120-byte stream passed
+    // by value would stay in the task's future beside the Rc.
+    serve_shared(shard, Rc::new(RefCell::new(stream)), listener)
+}
+
+async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Arc<ListenerCount>) {
     // The CONNECT phase runs boxed: its packets and refusals take far more
     // room than the rest of the connection, and inline they would stay in
     // this future (one allocation per connection, held until it ends).
     let mut admitted = None;
-    Box::pin(admit(&shard, stream, &listener, &mut admitted)).await;
+    Box::pin(admit(&shard, io, &listener, &mut admitted)).await;
     let Some(Admitted {
         connect,
         io,
-        rd,
-        buf,
+        mut rd,
+        mut buf,
     }) = admitted
     else {
         return;
     };
     shard.state.borrow_mut().connections += 1;
     shard.counters.connections.fetch_add(1, Ordering::Relaxed);
-    serve_connected(&shard, connect, io, rd, buf).await;
+    // By reference: the arguments of an async fn stay in its future beside
+    // the locals they are moved into, so values passed in would be held
+    // twice for the life of the connection.
+    serve_connected(&shard, connect, &io, &mut rd, &mut buf).await;
     shard.counters.connections.fetch_sub(1, Ordering::Relaxed);
     shard.state.borrow_mut().connections -= 1;
     listener.open.release();
@@ -222,13 +237,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
 /// fills `admitted`.
 async fn admit(
     shard: &Rc<Shard>,
-    stream: TcpStream,
+    io: Rc<RefCell<TcpStream>>,
     listener: &ListenerCount,
     admitted: &mut Option<Admitted>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
-    let io = Rc::new(RefCell::new(stream));
+    let peer = {
+        let stream = io.borrow();
+        let _ = stream.set_nodelay(true);
+        stream.peer_addr().ok()
+    };
     let mut rd = Half(io.clone());
     let mut wr = Half(io.clone());
     let cfg = &shard.settings.session;
@@ -351,13 +368,13 @@ fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decisi
 async fn serve_connected(
     shard: &Rc<Shard>,
     connect: Box<codec::Connect>,
-    io: Rc<RefCell<TcpStream>>,
-    mut rd: Half,
-    mut buf: BytesMut,
+    io: &Rc<RefCell<TcpStream>>,
+    rd: &mut Half,
+    buf: &mut BytesMut,
 ) {
     let protocol = connect.protocol;
     let Some(handle) = Box::pin(establish(shard, connect)).await else {
-        return close(&io).await;
+        return close(io).await;
     };
     // What the socket did not take yet (see `poll_transmit`).
     let mut backlog = BytesMut::new();
@@ -372,7 +389,7 @@ async fn serve_connected(
             // state than waiting for the socket, and inline that state would
             // be part of this future, which lives as long as the connection.
             let keep_reading =
-                Box::pin(handle_buffered(shard, &handle, &mut buf, protocol, now)).await;
+                Box::pin(handle_buffered(shard, &handle, buf, protocol, now)).await;
             if !keep_reading {
                 break;
             }
@@ -385,7 +402,7 @@ async fn serve_connected(
         let _ = io
             .borrow()
             .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
-        release_if_empty(&mut buf);
+        release_if_empty(buf);
         // One wait for three things: the client's bytes, something to
         // transmit (or room in the socket for what is waiting), and a close
         // requested elsewhere (takeover, shutdown), which must not wait for
@@ -397,7 +414,7 @@ async fn serve_connected(
                 return Poll::Ready(Woken::Close);
             }
             while handle.wake.take_raised() || !backlog.is_empty() {
-                match poll_transmit(cx, shard, &handle, &io, &mut backlog, protocol) {
+                match poll_transmit(cx, shard, &handle, io, &mut backlog, protocol) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(_)) => {
                         handle.request_close();
@@ -406,7 +423,7 @@ async fn serve_connected(
                     Poll::Pending => break,
                 }
             }
-            if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, &mut rd, &mut buf) {
+            if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, rd, buf) {
                 return Poll::Ready(Woken::Read(r));
             }
             handle.wake.set_waker(cx.waker());
@@ -434,6 +451,9 @@ async fn serve_connected(
             }
         }
     }
+    let io = io.clone();
+    let rd = Half(io.clone());
+    let buf = std::mem::take(buf);
     Box::pin(finish(shard, handle, io, rd, buf, backlog, protocol, eof)).await;
 }
 
