@@ -57,8 +57,9 @@ pub struct Connection {
     /// Our limits, kept for the life of the connection; shared with every
     /// connection of the shard (a copy was 80 bytes per connection).
     cfg: Arc<SessionConfig>,
-    /// User Name from CONNECT: authorization rules may match on it.
-    username: Option<ByteStr>,
+    /// User Name from CONNECT: authorization rules may match on it. Boxed:
+    /// only read by the rules, and 24 bytes less per connection.
+    username: Option<Box<ByteStr>>,
 
     /// Negotiated keepalive (after the Server Keep Alive cap); 0 = off.
     keep_alive_s: u16,
@@ -251,7 +252,7 @@ impl Connection {
         let mut conn = Connection {
             protocol: connect.protocol,
             cfg: Arc::clone(cfg),
-            username: connect.username,
+            username: connect.username.map(Box::new),
             keep_alive_s,
             last_rx_at: now,
             last_now: now,
@@ -745,6 +746,23 @@ impl Connection {
 
     /// Earliest instant at which `handle_timeout` must be called (keepalive:
     /// 1.5 times Keep Alive after the last packet from the client).
+    /// Gives back the memory of the transmit, resend and action queues
+    /// when they are empty. The connection's task calls it once what a read
+    /// caused has been transmitted, before it waits: a deque keeps its
+    /// buffer when emptied, so an idle connection would otherwise hold the
+    /// one its CONNACK was queued in (four entries).
+    pub fn release_idle_memory(&mut self) {
+        if self.tx.is_empty() && self.tx.capacity() > 0 {
+            self.tx = VecDeque::new();
+        }
+        if self.resend.is_empty() && self.resend.capacity() > 0 {
+            self.resend = VecDeque::new();
+        }
+        if self.actions.is_empty() && self.actions.capacity() > 0 {
+            self.actions = VecDeque::new();
+        }
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed || self.keep_alive_s == 0 {
             return None;
@@ -855,7 +873,7 @@ impl Connection {
     fn who(&self) -> Who<'_> {
         Who {
             client_id: &self.session.client_id,
-            username: self.username.as_deref(),
+            username: self.username.as_deref().map(|u| &**u),
         }
     }
 

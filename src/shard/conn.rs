@@ -380,10 +380,12 @@ async fn serve_connected(
     let mut backlog = BytesMut::new();
 
     let mut eof = false;
-    // One clock read per socket read: every packet of a read arrived together.
-    let mut now = Instant::now();
     loop {
         if !buf.is_empty() || handle.closing.get() {
+            // One clock read per socket read: every packet of a read
+            // arrived together. Read here, not kept across the wait: the
+            // 16 bytes would be paid by every idle connection.
+            let now = Instant::now();
             // Boxed, once per read: the packets of a read and their actions
             // (routing may wait for a full shard channel) need far more
             // state than waiting for the socket, and inline that state would
@@ -409,6 +411,7 @@ async fn serve_connected(
         // the client to send something. One task doing both directions is
         // one task header and future less per connection than a separate
         // writer; a full socket does not stop the reading.
+        let mut released = false;
         let woken = std::future::poll_fn(|cx| {
             if handle.closing.get() {
                 return Poll::Ready(Woken::Close);
@@ -423,6 +426,13 @@ async fn serve_connected(
                     Poll::Pending => break,
                 }
             }
+            if !released && backlog.is_empty() {
+                // Once per read, after what it caused went out (not after
+                // every delivery: a busy subscriber keeps its queue's
+                // buffer instead of reallocating it each time).
+                handle.conn.borrow_mut().release_idle_memory();
+                released = true;
+            }
             if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, rd, buf) {
                 return Poll::Ready(Woken::Read(r));
             }
@@ -430,7 +440,6 @@ async fn serve_connected(
             Poll::Pending
         })
         .await;
-        now = Instant::now();
         match woken {
             Woken::Close => break,
             Woken::Read(Ok(true)) => {}
@@ -599,7 +608,7 @@ async fn finish(
             st.slots.remove(&client_id);
         }
     }
-    let handover = handle.handover.borrow_mut().take();
+    let handover = handle.handover.borrow_mut().take().map(|h| *h);
     // Action tasks spawned for this connection may still hold the handle for
     // a moment; they finish without waiting on anything.
     let mut handle = handle;
