@@ -135,7 +135,7 @@ fn poll_transmit(
                 }
             }
         }
-        if out.capacity() > 2 * limits::WRITE_BATCH_BYTES_MAX {
+        if out.capacity() > limits::WRITE_SCRATCH_BYTES_KEPT_MAX {
             // One large packet grew the shared buffer: give the memory back.
             *out = BytesMut::new();
         }
@@ -390,8 +390,7 @@ async fn serve_connected(
             // (routing may wait for a full shard channel) need far more
             // state than waiting for the socket, and inline that state would
             // be part of this future, which lives as long as the connection.
-            let keep_reading =
-                Box::pin(handle_buffered(shard, &handle, buf, protocol, now)).await;
+            let keep_reading = Box::pin(handle_buffered(shard, &handle, buf, protocol, now)).await;
             if !keep_reading {
                 break;
             }
@@ -563,7 +562,10 @@ async fn finish(
     // that stopped reading gets CLOSE_LINGER before the socket is shut.
     let flushed = futures_lite::future::or(
         async {
-            if flush(shard, &handle, &io, &mut backlog, protocol).await.is_ok() {
+            if flush(shard, &handle, &io, &mut backlog, protocol)
+                .await
+                .is_ok()
+            {
                 // The client reads EOF after our last packet.
                 half_close_fd(&io);
             }

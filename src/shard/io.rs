@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// Read or write half of a stream shared by the reader and writer tasks of
-/// one connection. glommio keeps separate rx and tx sources per stream, so a
+/// Read or write half of a connection's stream, shared by its task and the
+/// lingering close. glommio keeps separate rx and tx sources per stream, so a
 /// pending read and a pending write do not disturb each other; the RefCell is
 /// only borrowed inside a synchronous poll.
 pub struct Half(pub Rc<RefCell<TcpStream>>);

@@ -5,7 +5,7 @@
 //!
 //! - `state.rs`: a shard's state and the handlers for cross-shard messages
 //!   (routing, retained replication, client-id registry, takeover).
-//! - `conn.rs`: one client connection's reader and writer tasks.
+//! - `conn.rs`: one client connection's task (reads, handles, transmits).
 //! - `msg.rs`: what crosses shards.
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.
@@ -216,10 +216,7 @@ async fn shard_main(
                         .await;
                     match accepted {
                         Some(Ok(stream)) => {
-                            let fut = conn::serve(shard.clone(), stream, count.clone());
-                            static TMP_SIZE: std::sync::Once = std::sync::Once::new();
-                            TMP_SIZE.call_once(|| eprintln!("TMPSIZE serve future {} B, ConnHandle {} B, Connection {} B, Session {} B, TcpStream {} B", std::mem::size_of_val(&fut), std::mem::size_of::<state::ConnHandle>(), std::mem::size_of::<crate::session::Connection>(), std::mem::size_of::<crate::session::Session>(), std::mem::size_of::<glommio::net::TcpStream>()));
-                            glommio::spawn_local(fut)
+                            glommio::spawn_local(conn::serve(shard.clone(), stream, count.clone()))
                                 .detach();
                         }
                         Some(Err(e)) => {

@@ -132,6 +132,7 @@ impl<S: AsRawFd + FromRawFd + From<socket2::Socket>> GlommioDatagram<S> {
         )?;
         let sz = source.collect_rw().await?;
         match source.extract_source_type() {
+            // ringmq patch: boxed (see `SourceType`).
             SourceType::SockRecvMsg(msg) => {
                 let (mut src, _iov, hdr, addr) = *msg;
                 let mut src = src.take().unwrap();
