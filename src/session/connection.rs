@@ -744,13 +744,14 @@ impl Connection {
         self.actions.pop_front()
     }
 
-    /// Earliest instant at which `handle_timeout` must be called (keepalive:
-    /// 1.5 times Keep Alive after the last packet from the client).
     /// Gives back the memory of the transmit, resend and action queues
-    /// when they are empty. The connection's task calls it once what a read
-    /// caused has been transmitted, before it waits: a deque keeps its
-    /// buffer when emptied, so an idle connection would otherwise hold the
-    /// one its CONNACK was queued in (four entries).
+    /// when they are empty: a deque keeps its buffer when emptied, so an
+    /// idle connection would otherwise hold the one its CONNACK or PINGRESP
+    /// was queued in. The connection's task calls it before waiting for its
+    /// client after a read of control packets only (CONNECT, PINGREQ,
+    /// SUBSCRIBE, ...), once the replies went out; never after a read that
+    /// carried a PUBLISH or an acknowledgement, so a busy connection does
+    /// not reallocate its queues on every read.
     pub fn release_idle_memory(&mut self) {
         if self.tx.is_empty() && self.tx.capacity() > 0 {
             self.tx = VecDeque::new();
@@ -763,6 +764,8 @@ impl Connection {
         }
     }
 
+    /// Earliest instant at which `handle_timeout` must be called (keepalive:
+    /// 1.5 times Keep Alive after the last packet from the client).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed || self.keep_alive_s == 0 {
             return None;

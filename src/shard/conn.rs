@@ -381,6 +381,9 @@ async fn serve_connected(
 
     let mut eof = false;
     loop {
+        // Whether this turn's read carried control packets only (or none):
+        // then the session's emptied queues are released before waiting.
+        let mut quiet = true;
         if !buf.is_empty() || handle.closing.get() {
             // One clock read per socket read: every packet of a read
             // arrived together. Read here, not kept across the wait: the
@@ -390,7 +393,10 @@ async fn serve_connected(
             // (routing may wait for a full shard channel) need far more
             // state than waiting for the socket, and inline that state would
             // be part of this future, which lives as long as the connection.
-            let keep_reading = Box::pin(handle_buffered(shard, &handle, buf, protocol, now)).await;
+            let keep_reading = Box::pin(handle_buffered(
+                shard, &handle, buf, protocol, now, &mut quiet,
+            ))
+            .await;
             if !keep_reading {
                 break;
             }
@@ -410,7 +416,7 @@ async fn serve_connected(
         // the client to send something. One task doing both directions is
         // one task header and future less per connection than a separate
         // writer; a full socket does not stop the reading.
-        let mut released = false;
+        let mut release = quiet;
         let woken = std::future::poll_fn(|cx| {
             if handle.closing.get() {
                 return Poll::Ready(Woken::Close);
@@ -425,12 +431,12 @@ async fn serve_connected(
                     Poll::Pending => break,
                 }
             }
-            if !released && backlog.is_empty() {
-                // Once per read, after what it caused went out (not after
-                // every delivery: a busy subscriber keeps its queue's
-                // buffer instead of reallocating it each time).
+            if release && backlog.is_empty() {
+                // Once what the read caused went out; not after deliveries,
+                // nor after a read of PUBLISH traffic, so a busy connection
+                // keeps its queues' buffers instead of reallocating them.
                 handle.conn.borrow_mut().release_idle_memory();
-                released = true;
+                release = false;
             }
             if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, rd, buf) {
                 return Poll::Ready(Woken::Read(r));
@@ -467,12 +473,14 @@ async fn serve_connected(
 
 /// Decodes the packets in `buf` and carries out what they cause; `false`
 /// when the connection is closing (requested, or a protocol violation).
+/// Clears `quiet` when a PUBLISH or an acknowledgement was among them.
 async fn handle_buffered(
     shard: &Rc<Shard>,
     handle: &Rc<ConnHandle>,
     buf: &mut BytesMut,
     protocol: Protocol,
     now: Instant,
+    quiet: &mut bool,
 ) -> bool {
     let packet_size_max = shard.settings.session.max_packet_size;
     loop {
@@ -485,6 +493,16 @@ async fn handle_buffered(
                 // applied (see `Shard::broadcast_publishes`).
                 let _subscribing =
                     matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
+                if matches!(
+                    packet,
+                    Packet::Publish(_)
+                        | Packet::PubAck(_)
+                        | Packet::PubRec(_)
+                        | Packet::PubRel(_)
+                        | Packet::PubComp(_)
+                ) {
+                    *quiet = false;
+                }
                 handle.conn.borrow_mut().handle_packet(packet, now);
                 shard.run_actions(handle).await;
             }
