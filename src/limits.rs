@@ -75,7 +75,7 @@ pub const MQUEUE_LEN_MAX: u32 = 1 << 20;
 pub const SHARDS_MAX: usize = 256;
 
 /// Connections one listener accepts. Each connection costs a file
-/// descriptor and about 3 KiB of broker memory while idle (no read buffer:
+/// descriptor and about 1.9 KiB of broker memory while idle (no read buffer:
 /// see [`READ_CHUNK_BYTES`]); docs/performance.md has the breakdown.
 pub const CONNECTIONS_PER_LISTENER_MAX: u32 = 10_000_000;
 
@@ -108,6 +108,12 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Bytes gathered into one socket write before it is flushed; bounds the
 /// latency one busy connection adds to the others on its shard.
 pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Capacity the shard's write scratch buffer (which every connection of the
+/// shard encodes into, see `conn::poll_transmit`) keeps between batches. A
+/// batch ends after the packet that crosses [`WRITE_BATCH_BYTES_MAX`], so one
+/// large packet can grow the buffer beyond it; the memory then goes back.
+pub const WRITE_SCRATCH_BYTES_KEPT_MAX: usize = 2 * WRITE_BATCH_BYTES_MAX;
 
 /// glommio `io_memory` per shard. It is locked memory, and RLIMIT_MEMLOCK is
 /// 8 MiB on the development and CI machines, so two shards plus the rest of

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     };
     let m = &config.mqtt;
     let settings = ShardSettings {
-        session: SessionConfig {
+        session: std::sync::Arc::new(SessionConfig {
             max_packet_size: m.max_packet_size,
             max_inflight: m.max_inflight,
             max_mqueue_len: m.max_mqueue_len as usize,
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             authz,
             authz_deny_action: config.authorization.deny_action,
             authz_deny_reason: config.authorization.deny_reason,
-        },
+        }),
         retained_max_messages: m.retained_max_messages as usize,
         retained_max_payload_bytes: m.retained_max_payload_size as usize,
     };

@@ -1,7 +1,8 @@
-//! One client connection: the CONNECT handshake, then a reader task (decode,
-//! hand packets to the session, carry out its actions) and a writer task
-//! (encode what the session wants sent). The session logic itself is the
-//! sans-IO `session::Connection`; this file only moves bytes and events.
+//! One client connection, one task: the CONNECT handshake, then a loop that
+//! decodes what the client sent, hands the packets to the session, carries
+//! out their actions and transmits what the session wants sent. The session
+//! logic itself is the sans-IO `session::Connection`; this file only moves
+//! bytes and events.
 
 use super::io::{Half, Signal};
 use super::state::{Acquired, ConnHandle, Shard, Slot};
@@ -10,8 +11,8 @@ use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
 use crate::limits;
 use crate::session::Connection;
-use bytes::BytesMut;
-use futures_lite::io::{AsyncRead, AsyncWriteExt};
+use bytes::{Buf, BytesMut};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -19,7 +20,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::limits::{CLOSE_LINGER, CONNECT_TIMEOUT};
@@ -44,24 +45,120 @@ fn assign_client_id(shard: u16) -> ByteStr {
 /// (`buf` already grown for it) does the kernel write into `buf` directly,
 /// which saves copying large payloads twice.
 async fn fill(scratch: &RefCell<Box<[u8]>>, rd: &mut Half, buf: &mut BytesMut) -> io::Result<bool> {
-    std::future::poll_fn(|cx| {
-        if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: recv(2) only writes into this memory and nothing reads
-            // it before `set_len` below covers exactly the bytes the kernel
-            // wrote.
-            let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
-            let n = ready!(Pin::new(&mut *rd).poll_read(cx, window))?;
-            // SAFETY: `n` bytes were written by the read above (n <= window.len()).
-            unsafe { buf.set_len(buf.len() + n) };
-            return Poll::Ready(Ok(n > 0));
+    std::future::poll_fn(|cx| poll_fill(cx, scratch, rd, buf)).await
+}
+
+/// `fill` as a poll, for a wait on several things at once.
+fn poll_fill(
+    cx: &mut Context<'_>,
+    scratch: &RefCell<Box<[u8]>>,
+    rd: &mut Half,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<bool>> {
+    if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: recv(2) only writes into this memory and nothing reads
+        // it before `set_len` below covers exactly the bytes the kernel
+        // wrote.
+        let window = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+        let n = ready!(Pin::new(&mut *rd).poll_read(cx, window))?;
+        // SAFETY: `n` bytes were written by the read above (n <= window.len()).
+        unsafe { buf.set_len(buf.len() + n) };
+        return Poll::Ready(Ok(n > 0));
+    }
+    let mut scratch = scratch.borrow_mut();
+    let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
+    buf.extend_from_slice(&scratch[..n]);
+    Poll::Ready(Ok(n > 0))
+}
+
+/// Transmits what the session has to send without waiting: encodes it into
+/// the shard's write scratch buffer and writes as much as the socket takes.
+/// Only what the socket did not take is copied into `backlog`, the
+/// connection's own buffer, which goes out first next time; so an idle
+/// connection (and one whose client keeps up) holds no write buffer.
+/// `Ready(Ok)` once everything went out, `Pending` while the socket is full
+/// (its readiness wakes the task).
+fn poll_transmit(
+    cx: &mut Context<'_>,
+    shard: &Shard,
+    handle: &ConnHandle,
+    io: &RefCell<TcpStream>,
+    backlog: &mut BytesMut,
+    protocol: Protocol,
+) -> Poll<io::Result<()>> {
+    let mut stream = io.borrow_mut();
+    let mut write = |cx: &mut Context<'_>, bytes: &[u8]| -> Poll<io::Result<usize>> {
+        match ready!(Pin::new(&mut *stream).poll_write(cx, bytes)) {
+            Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            other => Poll::Ready(other),
         }
-        let mut scratch = scratch.borrow_mut();
-        let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
-        buf.extend_from_slice(&scratch[..n]);
-        Poll::Ready(Ok(n > 0))
-    })
-    .await
+    };
+    while !backlog.is_empty() {
+        let n = ready!(write(cx, backlog))?;
+        backlog.advance(n);
+    }
+    // The backlog's memory goes back as soon as it is empty.
+    *backlog = BytesMut::new();
+    let size_of = |p: &Packet| codec::encoded_len(p, protocol);
+    loop {
+        if handle.tx_hold.get() > 0 && !handle.closing.get() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut out = shard.write_scratch.borrow_mut();
+        out.clear();
+        {
+            let now = Instant::now();
+            let mut conn = handle.conn.borrow_mut();
+            while out.len() < limits::WRITE_BATCH_BYTES_MAX {
+                match conn.poll_transmit(now, &size_of) {
+                    Some(p) => {
+                        if let Err(e) = codec::encode(&p, protocol, &mut out) {
+                            tracing::warn!(error = %e, "cannot encode {}", p.kind());
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        if out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut written = 0;
+        while written < out.len() {
+            match write(cx, &out[written..]) {
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    backlog.extend_from_slice(&out[written..]);
+                    return Poll::Pending;
+                }
+            }
+        }
+        if out.capacity() > limits::WRITE_SCRATCH_BYTES_KEPT_MAX {
+            // One large packet grew the shared buffer: give the memory back.
+            *out = BytesMut::new();
+        }
+    }
+}
+
+/// Transmits everything the session has left (at the end of a connection).
+async fn flush(
+    shard: &Shard,
+    handle: &ConnHandle,
+    io: &RefCell<TcpStream>,
+    backlog: &mut BytesMut,
+    protocol: Protocol,
+) -> io::Result<()> {
+    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, io, backlog, protocol)).await
+}
+
+/// What ended a wait of an established connection.
+enum Woken {
+    /// The read finished: Ok(false) on EOF.
+    Read(io::Result<bool>),
+    /// The connection must close (requested, or the socket failed on write).
+    Close,
 }
 
 /// Gives `buf`'s memory back when it holds no partial packet: called before
@@ -92,30 +189,43 @@ struct Admitted {
     connect: Box<codec::Connect>,
     io: Rc<RefCell<TcpStream>>,
     rd: Half,
-    wr: Half,
     /// Whatever the client sent after its CONNECT.
     buf: BytesMut,
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCount>) {
+/// The task of one accepted connection.
+pub fn serve(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    listener: Arc<ListenerCount>,
+) -> impl std::future::Future<Output = ()> {
+    // The stream goes behind its Rc before the task exists: an async fn
+    // keeps its arguments for its whole life, so the 120-byte stream passed
+    // by value would stay in the task's future beside the Rc.
+    serve_shared(shard, Rc::new(RefCell::new(stream)), listener)
+}
+
+async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Arc<ListenerCount>) {
     // The CONNECT phase runs boxed: its packets and refusals take far more
     // room than the rest of the connection, and inline they would stay in
     // this future (one allocation per connection, held until it ends).
     let mut admitted = None;
-    Box::pin(admit(&shard, stream, &listener, &mut admitted)).await;
+    Box::pin(admit(&shard, io, &listener, &mut admitted)).await;
     let Some(Admitted {
         connect,
         io,
-        rd,
-        wr,
-        buf,
+        mut rd,
+        mut buf,
     }) = admitted
     else {
         return;
     };
     shard.state.borrow_mut().connections += 1;
     shard.counters.connections.fetch_add(1, Ordering::Relaxed);
-    serve_connected(&shard, connect, io, rd, wr, buf).await;
+    // By reference: the arguments of an async fn stay in its future beside
+    // the locals they are moved into, so values passed in would be held
+    // twice for the life of the connection.
+    serve_connected(&shard, connect, &io, &mut rd, &mut buf).await;
     shard.counters.connections.fetch_sub(1, Ordering::Relaxed);
     shard.state.borrow_mut().connections -= 1;
     listener.open.release();
@@ -127,13 +237,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, listener: Arc<ListenerCo
 /// fills `admitted`.
 async fn admit(
     shard: &Rc<Shard>,
-    stream: TcpStream,
+    io: Rc<RefCell<TcpStream>>,
     listener: &ListenerCount,
     admitted: &mut Option<Admitted>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
-    let io = Rc::new(RefCell::new(stream));
+    let peer = {
+        let stream = io.borrow();
+        let _ = stream.set_nodelay(true);
+        stream.peer_addr().ok()
+    };
     let mut rd = Half(io.clone());
     let mut wr = Half(io.clone());
     let cfg = &shard.settings.session;
@@ -207,7 +319,6 @@ async fn admit(
         connect,
         io,
         rd,
-        wr,
         buf,
     });
 }
@@ -257,28 +368,35 @@ fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decisi
 async fn serve_connected(
     shard: &Rc<Shard>,
     connect: Box<codec::Connect>,
-    io: Rc<RefCell<TcpStream>>,
-    mut rd: Half,
-    wr: Half,
-    mut buf: BytesMut,
+    io: &Rc<RefCell<TcpStream>>,
+    rd: &mut Half,
+    buf: &mut BytesMut,
 ) {
     let protocol = connect.protocol;
-    let Some((handle, writer)) = Box::pin(establish(shard, connect, wr)).await else {
-        return close(&io).await;
+    let Some(handle) = Box::pin(establish(shard, connect)).await else {
+        return close(io).await;
     };
+    // What the socket did not take yet (see `poll_transmit`).
+    let mut backlog = BytesMut::new();
 
-    // ---- reader ----
     let mut eof = false;
-    // One clock read per socket read: every packet of a read arrived together.
-    let mut now = Instant::now();
     loop {
+        // Whether this turn's read carried control packets only (or none):
+        // then the session's emptied queues are released before waiting.
+        let mut quiet = true;
         if !buf.is_empty() || handle.closing.get() {
+            // One clock read per socket read: every packet of a read
+            // arrived together. Read here, not kept across the wait: the
+            // 16 bytes would be paid by every idle connection.
+            let now = Instant::now();
             // Boxed, once per read: the packets of a read and their actions
             // (routing may wait for a full shard channel) need far more
             // state than waiting for the socket, and inline that state would
             // be part of this future, which lives as long as the connection.
-            let keep_reading =
-                Box::pin(handle_buffered(shard, &handle, &mut buf, protocol, now)).await;
+            let keep_reading = Box::pin(handle_buffered(
+                shard, &handle, buf, protocol, now, &mut quiet,
+            ))
+            .await;
             if !keep_reading {
                 break;
             }
@@ -291,26 +409,50 @@ async fn serve_connected(
         let _ = io
             .borrow()
             .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
-        release_if_empty(&mut buf);
-        // A close requested elsewhere (takeover, shutdown) must not wait for
-        // the client to send something.
-        let read = futures_lite::future::or(
-            async { Some(fill(&shard.read_scratch, &mut rd, &mut buf).await) },
-            async {
-                handle.close_requested.wait().await;
-                None
-            },
-        )
+        release_if_empty(buf);
+        // One wait for three things: the client's bytes, something to
+        // transmit (or room in the socket for what is waiting), and a close
+        // requested elsewhere (takeover, shutdown), which must not wait for
+        // the client to send something. One task doing both directions is
+        // one task header and future less per connection than a separate
+        // writer; a full socket does not stop the reading.
+        let mut release = quiet;
+        let woken = std::future::poll_fn(|cx| {
+            if handle.closing.get() {
+                return Poll::Ready(Woken::Close);
+            }
+            while handle.wake.take_raised() || !backlog.is_empty() {
+                match poll_transmit(cx, shard, &handle, io, &mut backlog, protocol) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => {
+                        handle.request_close();
+                        return Poll::Ready(Woken::Close);
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if release && backlog.is_empty() {
+                // Once what the read caused went out; not after deliveries,
+                // nor after a read of PUBLISH traffic, so a busy connection
+                // keeps its queues' buffers instead of reallocating them.
+                handle.conn.borrow_mut().release_idle_memory();
+                release = false;
+            }
+            if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, rd, buf) {
+                return Poll::Ready(Woken::Read(r));
+            }
+            handle.wake.set_waker(cx.waker());
+            Poll::Pending
+        })
         .await;
-        now = Instant::now();
-        match read {
-            None => break,
-            Some(Ok(true)) => {}
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+        match woken {
+            Woken::Close => break,
+            Woken::Read(Ok(true)) => {}
+            Woken::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 handle.conn.borrow_mut().handle_timeout(Instant::now());
                 Box::pin(shard.run_actions(&handle)).await;
             }
-            Some(Ok(false)) | Some(Err(_)) => {
+            Woken::Read(Ok(false)) | Woken::Read(Err(_)) => {
                 eof = true;
                 if !handle.closing.get() {
                     handle
@@ -323,17 +465,22 @@ async fn serve_connected(
             }
         }
     }
-    Box::pin(finish(shard, handle, writer, io, rd, buf, eof)).await;
+    let io = io.clone();
+    let rd = Half(io.clone());
+    let buf = std::mem::take(buf);
+    Box::pin(finish(shard, handle, io, rd, buf, backlog, protocol, eof)).await;
 }
 
 /// Decodes the packets in `buf` and carries out what they cause; `false`
 /// when the connection is closing (requested, or a protocol violation).
+/// Clears `quiet` when a PUBLISH or an acknowledgement was among them.
 async fn handle_buffered(
     shard: &Rc<Shard>,
     handle: &Rc<ConnHandle>,
     buf: &mut BytesMut,
     protocol: Protocol,
     now: Instant,
+    quiet: &mut bool,
 ) -> bool {
     let packet_size_max = shard.settings.session.max_packet_size;
     loop {
@@ -346,6 +493,16 @@ async fn handle_buffered(
                 // applied (see `Shard::broadcast_publishes`).
                 let _subscribing =
                     matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
+                if matches!(
+                    packet,
+                    Packet::Publish(_)
+                        | Packet::PubAck(_)
+                        | Packet::PubRec(_)
+                        | Packet::PubRel(_)
+                        | Packet::PubComp(_)
+                ) {
+                    *quiet = false;
+                }
                 handle.conn.borrow_mut().handle_packet(packet, now);
                 if let Some(deferred) = shard.run_actions_now(handle) {
                     shard.run_actions_from(handle, deferred).await;
@@ -364,15 +521,10 @@ async fn handle_buffered(
 
 /// From an admitted CONNECT to a running connection: acquires the session
 /// (claiming the client id, taking over an older connection), registers the
-/// connection, starts its writer and queues CONNACK. `None` when a later
-/// connect for the same id took over meanwhile (no CONNACK is sent).
-async fn establish(
-    shard: &Rc<Shard>,
-    connect: Box<codec::Connect>,
-    wr: Half,
-) -> Option<(Rc<ConnHandle>, glommio::Task<()>)> {
+/// connection and queues CONNACK. `None` when a later connect for the same
+/// id took over meanwhile (no CONNACK is sent).
+async fn establish(shard: &Rc<Shard>, connect: Box<codec::Connect>) -> Option<Rc<ConnHandle>> {
     let cfg = &shard.settings.session;
-    let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {
         (assign_client_id(shard.id), true)
     } else {
@@ -397,7 +549,6 @@ async fn establish(
         wake: Signal::default(),
         closing: Cell::new(false),
         handover: RefCell::new(None),
-        close_requested: Signal::default(),
         tx_hold: Cell::new(0),
     });
     shard
@@ -407,30 +558,37 @@ async fn establish(
         .insert(client_id.clone(), Slot::Online(handle.clone()));
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
 
-    let writer = glommio::spawn_local(write_loop(handle.clone(), wr, protocol));
     shard.run_actions(&handle).await;
-    Some((handle, writer))
+    Some(handle)
 }
 
 /// The end of a connection: flush and close the socket, then the session
 /// goes offline, moves to the connection that took it over, or ends.
+// One call site; the arguments are the connection's parts, handed over.
+#[allow(clippy::too_many_arguments)]
 async fn finish(
     shard: &Rc<Shard>,
     handle: Rc<ConnHandle>,
-    writer: glommio::Task<()>,
     io: Rc<RefCell<TcpStream>>,
     mut rd: Half,
     mut buf: BytesMut,
+    mut backlog: BytesMut,
+    protocol: Protocol,
     eof: bool,
 ) {
     let client_id = handle.conn.borrow().client_id().clone();
     handle.request_close();
-    // The writer flushes what is left (DISCONNECT included) and half-closes;
-    // a client that stopped reading gets CLOSE_LINGER before the socket is
-    // shut under the writer.
+    // Flush what is left (DISCONNECT included) and half-close; a client
+    // that stopped reading gets CLOSE_LINGER before the socket is shut.
     let flushed = futures_lite::future::or(
         async {
-            writer.await;
+            if flush(shard, &handle, &io, &mut backlog, protocol)
+                .await
+                .is_ok()
+            {
+                // The client reads EOF after our last packet.
+                half_close_fd(&io);
+            }
             true
         },
         async {
@@ -472,7 +630,7 @@ async fn finish(
             st.slots.remove(&client_id);
         }
     }
-    let handover = handle.handover.borrow_mut().take();
+    let handover = handle.handover.borrow_mut().take().map(|h| *h);
     // Action tasks spawned for this connection may still hold the handle for
     // a moment; they finish without waiting on anything.
     let mut handle = handle;
@@ -540,48 +698,6 @@ async fn finish(
         dropped_too_large = drops.too_large,
         "client disconnected"
     );
-}
-
-async fn write_loop(handle: Rc<ConnHandle>, mut wr: Half, protocol: Protocol) {
-    let mut out = BytesMut::new();
-    let size_of = |p: &Packet| codec::encoded_len(p, protocol);
-    loop {
-        while handle.tx_hold.get() == 0 || handle.closing.get() {
-            {
-                let now = Instant::now();
-                let mut conn = handle.conn.borrow_mut();
-                while out.len() < limits::WRITE_BATCH_BYTES_MAX {
-                    match conn.poll_transmit(now, &size_of) {
-                        Some(p) => {
-                            if let Err(e) = codec::encode(&p, protocol, &mut out) {
-                                tracing::warn!(error = %e, "cannot encode {}", p.kind());
-                            }
-                        }
-                        None => break,
-                    }
-                }
-            }
-            if out.is_empty() {
-                break;
-            }
-            if wr.write_all(&out).await.is_err() {
-                handle.request_close();
-                return;
-            }
-            out.clear();
-            if out.capacity() > limits::WRITE_BATCH_BYTES_MAX {
-                // A burst grew the buffer: give the memory back.
-                out = BytesMut::new();
-            }
-        }
-        if handle.closing.get() {
-            // Everything is flushed: half-close, the client reads EOF after
-            // our last packet.
-            half_close_fd(&wr.0);
-            return;
-        }
-        handle.wake.wait().await;
-    }
 }
 
 async fn close(io: &Rc<RefCell<TcpStream>>) {

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// Read or write half of a stream shared by the reader and writer tasks of
-/// one connection. glommio keeps separate rx and tx sources per stream, so a
+/// Read or write half of a connection's stream, shared by its task and the
+/// lingering close. glommio keeps separate rx and tx sources per stream, so a
 /// pending read and a pending write do not disturb each other; the RefCell is
 /// only borrowed inside a synchronous poll.
 pub struct Half(pub Rc<RefCell<TcpStream>>);
@@ -47,7 +47,7 @@ impl AsyncWrite for Half {
     }
 }
 
-/// A level-triggered wake-up for exactly one waiting task (the writer).
+/// A level-triggered wake-up for exactly one waiting task.
 #[derive(Default)]
 pub struct Signal {
     raised: Cell<bool>,
@@ -59,6 +59,20 @@ impl Signal {
         self.raised.set(true);
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
+        }
+    }
+
+    /// Whether it was raised since the last call; clears it.
+    pub fn take_raised(&self) -> bool {
+        self.raised.replace(false)
+    }
+
+    /// The task to wake at the next `raise`, for a poll that waits on this
+    /// signal among other things.
+    pub fn set_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! - `state.rs`: a shard's state and the handlers for cross-shard messages
 //!   (routing, retained replication, client-id registry, takeover).
-//! - `conn.rs`: one client connection's reader and writer tasks.
+//! - `conn.rs`: one client connection's task (reads, handles, transmits).
 //! - `msg.rs`: what crosses shards.
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.

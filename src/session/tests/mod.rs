@@ -187,7 +187,12 @@ impl Pair {
         let existing = self.parked.take();
         let start = self.sent.len();
         self.conn = Some(Connection::accept(
-            c, id, assigned, existing, &self.cfg, self.now,
+            c,
+            id,
+            assigned,
+            existing,
+            &Arc::new(self.cfg.clone()),
+            self.now,
         ));
         self.pump();
         match self.sent.remove(start) {

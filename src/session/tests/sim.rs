@@ -237,7 +237,7 @@ impl Sim {
             ByteStr::from("sim"),
             false,
             existing,
-            &self.cfg,
+            &Arc::new(self.cfg.clone()),
             self.now,
         );
         self.conn = Some(conn);
