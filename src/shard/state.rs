@@ -290,34 +290,24 @@ impl Shard {
     /// applied it. A SUBACK is held until then, so a client that saw its
     /// SUBACK gets every message published afterwards on any shard.
     async fn broadcast_interest_acked(&self, change: InterestChange) {
-        if self.count == 1 {
-            return;
-        }
-        let token = self.token();
-        let done = Oneshot::new();
-        self.state
-            .borrow_mut()
-            .interest_acks
-            .insert(token, (self.count - 1, done.clone()));
-        for s in 0..self.count {
-            if s != self.id {
-                self.send(
-                    s,
-                    ShardMsg::Interest {
-                        change: change.clone(),
-                        ack: Some(token),
-                    },
-                )
-                .await;
-            }
-        }
-        done.take().await
+        self.ask_every_shard(|token| ShardMsg::Interest {
+            change: change.clone(),
+            ack: Some(token),
+        })
+        .await
     }
 
     /// Returns once every other shard has handled everything it sent to
     /// this shard before it saw the barrier (channels are FIFO, so its
     /// reply comes after its earlier `Retain`s).
     async fn barrier(&self) {
+        self.ask_every_shard(|token| ShardMsg::Barrier { token })
+            .await
+    }
+
+    /// Sends `message(token)` to every other shard and waits for an
+    /// `InterestAck` with that token from each.
+    async fn ask_every_shard(&self, message: impl Fn(u64) -> ShardMsg) {
         if self.count == 1 {
             return;
         }
@@ -329,7 +319,7 @@ impl Shard {
             .insert(token, (self.count - 1, done.clone()));
         for s in 0..self.count {
             if s != self.id {
-                self.send(s, ShardMsg::Barrier { token }).await;
+                self.send(s, message(token)).await;
             }
         }
         done.take().await
