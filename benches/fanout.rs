@@ -79,10 +79,10 @@ struct Fanout {
 
 impl Fanout {
     fn publish(&mut self, message: &Arc<Message>) -> usize {
-        self.router.route(&message.topic, &mut self.route);
-        self.router.local_recipients(
+        self.router.route(
             &message.topic,
             message.origin.as_deref(),
+            &mut self.route,
             &mut self.recipients,
         );
         for r in self.recipients.drain(..) {

@@ -103,10 +103,11 @@ fn bench_route(c: &mut Criterion) {
     let mut router = router();
     let mut group = c.benchmark_group("route_100k");
     let mut route = Route::default();
+    let mut local = Vec::new();
     for (name, topic, _) in TOPICS {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
-                router.route(black_box(topic), &mut route);
+                router.route(black_box(topic), None, &mut route, &mut local);
                 route.shards.len()
             })
         });

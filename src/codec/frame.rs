@@ -183,6 +183,9 @@ pub fn encoded_len(packet: &Packet, protocol: Protocol) -> usize {
 /// reason codes on v3.1.1; a v5 SUBACK error code becomes 0x80). CONNECT is
 /// written in its own `protocol` field's version.
 pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
+    if let Packet::Publish(p) = packet {
+        return encode_publish(&p.as_ref(), protocol, usize::MAX, out).map(|_| ());
+    }
     check(packet, protocol)?;
     let remaining_len = remaining_len(packet, protocol);
     if remaining_len > VARIABLE_BYTE_INTEGER_MAX {
@@ -196,7 +199,7 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result
     match packet {
         Packet::Connect(c) => connect::put_connect(out, c),
         Packet::ConnAck(c) => connect::put_connack(out, c, protocol),
-        Packet::Publish(p) => publish::put_publish(out, p, protocol),
+        Packet::Publish(p) => publish::put_publish(out, &p.as_ref(), protocol),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             publish::put_ack(out, a, protocol)
         }
@@ -212,11 +215,68 @@ pub fn encode(packet: &Packet, protocol: Protocol, out: &mut BytesMut) -> Result
     Ok(())
 }
 
+/// `encode` for a PUBLISH given by its parts (the outbound hot path), if
+/// its encoded size is at most `max_packet_size`: `Ok(false)` and nothing
+/// written when it is larger (the receiver's Maximum Packet Size,
+/// MQTT-3.1.2-24).
+pub fn encode_publish(
+    p: &PublishRef<'_>,
+    protocol: Protocol,
+    max_packet_size: usize,
+    out: &mut BytesMut,
+) -> Result<bool, EncodeError> {
+    publish::check_publish(p, protocol)?;
+    let remaining_len = publish::publish_len(p, protocol);
+    if remaining_len > VARIABLE_BYTE_INTEGER_MAX {
+        return Err(EncodeError::PacketTooLarge { remaining_len });
+    }
+    let total_len = 1 + vbi_len(remaining_len) + remaining_len;
+    if total_len > max_packet_size {
+        return Ok(false);
+    }
+    out.reserve(total_len);
+    out.put_u8(PUBLISH << 4 | publish::publish_flags(p));
+    put_vbi(out, remaining_len);
+    publish::put_publish(out, p, protocol);
+    Ok(true)
+}
+
+/// `encode` for a PUBACK, PUBREC, PUBREL or PUBCOMP without properties:
+/// 4 bytes (SUCCESS is implied, 3.4.2.1), or 6 when a v5 reason code other
+/// than SUCCESS must be sent (with a zero property length, as `encode`
+/// writes it). Returns the bytes written.
+pub fn encode_short_ack(
+    kind: AckKind,
+    packet_id: u16,
+    reason: ReasonCode,
+    protocol: Protocol,
+    out: &mut BytesMut,
+) -> usize {
+    let (packet_type, flags) = match kind {
+        AckKind::PubAck => (PUBACK, 0),
+        AckKind::PubRec => (PUBREC, 0),
+        AckKind::PubRel => (PUBREL, FLAGS_QOS_1),
+        AckKind::PubComp => (PUBCOMP, 0),
+    };
+    out.put_u8(packet_type << 4 | flags);
+    if protocol.is_v5() && reason != ReasonCode::SUCCESS {
+        out.put_u8(4);
+        out.put_u16(packet_id);
+        out.put_u8(reason.0);
+        out.put_u8(0);
+        6
+    } else {
+        out.put_u8(2);
+        out.put_u16(packet_id);
+        4
+    }
+}
+
 fn first_byte(packet: &Packet) -> u8 {
     let (packet_type, flags) = match packet {
         Packet::Connect(_) => (CONNECT, 0),
         Packet::ConnAck(_) => (CONNACK, 0),
-        Packet::Publish(p) => (PUBLISH, publish::publish_flags(p)),
+        Packet::Publish(p) => (PUBLISH, publish::publish_flags(&p.as_ref())),
         Packet::PubAck(_) => (PUBACK, 0),
         Packet::PubRec(_) => (PUBREC, 0),
         Packet::PubRel(_) => (PUBREL, FLAGS_QOS_1),
@@ -237,7 +297,7 @@ fn remaining_len(packet: &Packet, protocol: Protocol) -> usize {
     match packet {
         Packet::Connect(c) => connect::connect_len(c),
         Packet::ConnAck(c) => connect::connack_len(c, protocol),
-        Packet::Publish(p) => publish::publish_len(p, protocol),
+        Packet::Publish(p) => publish::publish_len(&p.as_ref(), protocol),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             publish::ack_len(a, protocol)
         }
@@ -256,7 +316,7 @@ fn check(packet: &Packet, protocol: Protocol) -> Result<(), EncodeError> {
     match packet {
         Packet::Connect(c) => connect::check_connect(c),
         Packet::ConnAck(c) => connect::check_connack(c, protocol),
-        Packet::Publish(p) => publish::check_publish(p, protocol),
+        Packet::Publish(p) => publish::check_publish(&p.as_ref(), protocol),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             publish::check_ack(a, protocol)
         }

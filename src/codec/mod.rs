@@ -25,5 +25,5 @@ mod tests;
 
 pub use bytestr::{ByteStr, Utf8Error};
 pub use error::{DecodeError, EncodeError};
-pub use frame::{decode, decode_any, encode, encoded_len};
+pub use frame::{decode, decode_any, encode, encode_publish, encode_short_ack, encoded_len};
 pub use types::*;

@@ -10,7 +10,7 @@ use super::error::{DecodeError, EncodeError};
 use super::properties as props;
 use super::properties::has_wildcard;
 use super::types::*;
-use super::wire::{check_field_len, field_len, put_str, Reader};
+use super::wire::{check_field_len, field_len, put_binary, Reader};
 
 pub(crate) const FLAG_RETAIN: u8 = 0x01;
 pub(crate) const QOS_SHIFT: u8 = 1;
@@ -72,7 +72,7 @@ pub(crate) fn decode_publish(
     })
 }
 
-pub(crate) fn publish_flags(p: &Publish) -> u8 {
+pub(crate) fn publish_flags(p: &PublishRef<'_>) -> u8 {
     let mut flags = (p.qos as u8) << QOS_SHIFT;
     if p.dup {
         flags |= FLAG_DUP;
@@ -83,18 +83,18 @@ pub(crate) fn publish_flags(p: &Publish) -> u8 {
     flags
 }
 
-pub(crate) fn publish_len(p: &Publish, protocol: Protocol) -> usize {
+pub(crate) fn publish_len(p: &PublishRef<'_>, protocol: Protocol) -> usize {
     let mut len = field_len(p.topic.as_bytes()) + p.payload.len();
     if p.qos != QoS::AtMostOnce {
         len += 2;
     }
     if protocol.is_v5() {
-        len += props::section_len(props::publish_len(p.properties()));
+        len += p.properties.map_or(1, |pr| props::section_len(props::publish_len(pr)));
     }
     len
 }
 
-pub(crate) fn check_publish(p: &Publish, protocol: Protocol) -> Result<(), EncodeError> {
+pub(crate) fn check_publish(p: &PublishRef<'_>, protocol: Protocol) -> Result<(), EncodeError> {
     check_field_len(p.topic.as_bytes(), "topic name")?;
     if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
         return Err(EncodeError::PacketIdZero("PUBLISH with QoS > 0"));
@@ -105,23 +105,26 @@ pub(crate) fn check_publish(p: &Publish, protocol: Protocol) -> Result<(), Encod
     if p.dup && p.qos == QoS::AtMostOnce {
         return Err(EncodeError::Invalid("DUP set on a QoS 0 PUBLISH"));
     }
-    if protocol.is_v5() {
-        props::check_publish(p.properties())?;
+    if let (true, Some(pr)) = (protocol.is_v5(), p.properties) {
+        props::check_publish(pr)?;
     }
     Ok(())
 }
 
 /// Properties are dropped on v3.1.1: a v5 publisher's message reaches a
 /// v3.1.1 subscriber without them, as MQTT 5.0 intends.
-pub(crate) fn put_publish(out: &mut BytesMut, p: &Publish, protocol: Protocol) {
-    put_str(out, &p.topic);
+pub(crate) fn put_publish(out: &mut BytesMut, p: &PublishRef<'_>, protocol: Protocol) {
+    put_binary(out, p.topic.as_bytes());
     if p.qos != QoS::AtMostOnce {
         out.put_u16(p.packet_id);
     }
     if protocol.is_v5() {
-        props::put_publish(out, p.properties());
+        match p.properties {
+            Some(pr) => props::put_publish(out, pr),
+            None => out.put_u8(0), // property length 0
+        }
     }
-    out.put_slice(&p.payload);
+    out.put_slice(p.payload);
 }
 
 /// v5 lets the sender drop trailing fields (3.4.2.1): remaining length 2

@@ -790,3 +790,46 @@ fn full_v5_packets_round_trip() {
         Protocol::V5,
     );
 }
+
+#[test]
+fn short_ack_matches_the_general_encoder() {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        for kind in [AckKind::PubAck, AckKind::PubRec, AckKind::PubRel, AckKind::PubComp] {
+            for reason in [ReasonCode::SUCCESS, ReasonCode(0x10), ReasonCode(0x92)] {
+                let a = PubAck {
+                    packet_id: 0x1234,
+                    reason_code: reason,
+                    properties: AckProperties::default(),
+                };
+                let packet = match kind {
+                    AckKind::PubAck => Packet::PubAck(a),
+                    AckKind::PubRec => Packet::PubRec(a),
+                    AckKind::PubRel => Packet::PubRel(a),
+                    AckKind::PubComp => Packet::PubComp(a),
+                };
+                let mut out = BytesMut::new();
+                let n = encode_short_ack(kind, 0x1234, reason, protocol, &mut out);
+                assert_eq!(n, out.len());
+                assert_eq!(hex::encode(&out), encode_hex(&packet, protocol), "{kind:?} {reason:?} {protocol:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn publish_parts_encode_like_a_publish() {
+    let mut p = publish("a/b", QoS::AtLeastOnce, 7, b"payload");
+    p.retain = true;
+    p.dup = true;
+    for protocol in [Protocol::V311, Protocol::V5] {
+        let whole = encode_hex(&Packet::Publish(p.clone()), protocol);
+        let mut out = BytesMut::new();
+        assert!(encode_publish(&p.as_ref(), protocol, usize::MAX, &mut out).unwrap());
+        assert_eq!(hex::encode(&out), whole);
+        // One byte under its size: refused, nothing written.
+        let mut out = BytesMut::new();
+        let max = whole.len() / 2 - 1;
+        assert!(!encode_publish(&p.as_ref(), protocol, max, &mut out).unwrap());
+        assert!(out.is_empty());
+    }
+}

@@ -310,6 +310,53 @@ impl Publish {
             .as_deref()
             .unwrap_or(&PUBLISH_PROPERTIES_EMPTY)
     }
+
+    /// This packet as the borrowed form the encoder works on.
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            payload: &self.payload,
+            properties: self.properties.as_deref(),
+        }
+    }
+}
+
+/// A PUBLISH to encode, borrowing its parts from wherever they live: the
+/// outbound path encodes a routed message for each subscriber from the
+/// shared message and the subscriber's own fields, without building a
+/// [`Publish`] (and taking two reference counts) per delivery. Same field
+/// meanings as [`Publish`].
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+    pub properties: Option<&'a PublishProperties>,
+}
+
+impl PublishRef<'_> {
+    /// The properties, empty ones when there are none.
+    pub fn properties(&self) -> &PublishProperties {
+        self.properties.unwrap_or(&PUBLISH_PROPERTIES_EMPTY)
+    }
+}
+
+/// Which of the four packets that share [`PubAck`]'s shape.
+// Named after the MQTT packets.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
 }
 
 /// PUBACK, PUBREC, PUBREL and PUBCOMP share this shape.

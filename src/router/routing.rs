@@ -195,6 +195,17 @@ impl ShardSet {
     }
 }
 
+/// What one filter means to this shard: who wants it node-wide (for
+/// routing) and this shard's own subscribers (for delivery). One trie holds
+/// both so a PUBLISH is matched in one walk (`Router::route`).
+#[derive(Default)]
+struct Filter {
+    interest: Interest,
+    /// Local clients subscribed to the filter. Non-empty only while
+    /// `interest.shards` holds this shard.
+    local: AHashMap<ByteStr, Subscription>,
+}
+
 /// Node-wide interest in one filter, as this shard knows it.
 #[derive(Default, Debug)]
 struct Interest {
@@ -259,12 +270,13 @@ impl GroupInterest {
 pub struct Router {
     shard: ShardId,
     shard_count: u16,
-    /// Ordinary subscriptions of local clients: filter -> client -> options.
-    local: TopicTrie<AHashMap<ByteStr, Subscription>>,
+    /// Per filter: node-wide interest (this shard's included) and the
+    /// ordinary subscriptions of local clients (client -> options).
+    filters: TopicTrie<Filter>,
+    /// Filters with at least one local ordinary subscriber.
+    local_filters: usize,
     /// Shared subscriptions of local clients, by group and filter.
     local_shared: AHashMap<SharedKey, LocalGroup>,
-    /// Node-wide interest per filter (this shard's included), for `route`.
-    interest: TopicTrie<Interest>,
     /// Union of matching shard sets during `route`; all zero between calls,
     /// one word per 64 shards.
     scratch_shards: Vec<u64>,
@@ -276,9 +288,9 @@ impl Router {
         Router {
             shard,
             shard_count,
-            local: TopicTrie::new(),
+            filters: TopicTrie::new(),
+            local_filters: 0,
             local_shared: AHashMap::new(),
-            interest: TopicTrie::new(),
             scratch_shards: vec![0; usize::from(shard_count).div_ceil(64)],
         }
     }
@@ -327,7 +339,7 @@ impl Router {
                     topic::is_valid_topic_filter(filter),
                     "unvalidated filter {filter:?}"
                 );
-                let subscribers = self.local.entry(filter);
+                let subscribers = &mut self.filters.entry(filter).local;
                 if subscribers.insert(client.clone(), subscription).is_some() {
                     return SubscribeOutcome {
                         existed: true,
@@ -340,6 +352,7 @@ impl Router {
                         interest: None,
                     };
                 }
+                self.local_filters += 1;
                 InterestChange {
                     filter: filter.clone(),
                     group: None,
@@ -385,7 +398,11 @@ impl Router {
                 }
             }
             Ok(None) => {
-                let Some(subscribers) = self.local.get_mut(filter) else {
+                let Some(Filter {
+                    local: subscribers,
+                    ..
+                }) = self.filters.get_mut(filter)
+                else {
                     return ABSENT;
                 };
                 if subscribers.remove(client).is_none() {
@@ -397,7 +414,9 @@ impl Router {
                         interest: None,
                     };
                 }
-                self.local.remove(filter);
+                // `update_interest` below drops the filter's entry once no
+                // shard wants it any more.
+                self.local_filters -= 1;
                 InterestChange {
                     filter: filter.into(),
                     group: None,
@@ -440,7 +459,7 @@ impl Router {
     /// `O(filters)`.
     pub fn forget_shard(&mut self, shard: ShardId) {
         assert_ne!(shard, self.shard, "cannot forget this shard's own interest");
-        self.interest.retain(|_, interest| {
+        self.filters.retain(|_, Filter { interest, .. }| {
             interest.shards.remove(shard);
             interest.groups.retain(|group| {
                 group.set(shard, 0);
@@ -458,7 +477,7 @@ impl Router {
         );
         let filter = &*change.filter;
         if change.members > 0 {
-            let interest = self.interest.entry(filter);
+            let interest = &mut self.filters.entry(filter).interest;
             match &change.group {
                 None => interest.shards.insert(from),
                 Some(group) => {
@@ -482,7 +501,7 @@ impl Router {
             }
             return;
         }
-        let Some(interest) = self.interest.get_mut(filter) else {
+        let Some(Filter { interest, .. }) = self.filters.get_mut(filter) else {
             return;
         };
         match &change.group {
@@ -497,29 +516,41 @@ impl Router {
             }
         }
         if interest.is_empty() {
-            self.interest.remove(filter);
+            self.filters.remove(filter);
         }
     }
 
     /// On the shard where a PUBLISH to `topic` arrived: the shards that must
     /// get it and, per matching shared group, the shard that delivers it to
-    /// one member (round robin over every member of the group node-wide).
-    /// Clears `route` first.
+    /// one member (round robin over every member of the group node-wide);
+    /// and, in the same walk, this shard's own recipients as
+    /// `local_recipients` gives them. Clears `route` and `local` first.
     ///
     /// Cost: one `TopicTrie::for_each_match` walk, then `O(shards / 64)` to
-    /// read out the shard set and `O(shards with members)` per matching group.
-    pub fn route(&mut self, topic: &str, route: &mut Route) {
+    /// read out the shard set, `O(shards with members)` per matching group
+    /// and what `local_recipients` costs per matching subscription.
+    pub fn route(
+        &mut self,
+        topic: &str,
+        origin: Option<&str>,
+        route: &mut Route,
+        local: &mut Vec<Recipient>,
+    ) {
         route.shards.clear();
         route.shared.clear();
+        local.clear();
         let scratch = &mut self.scratch_shards;
-        self.interest.for_each_match(topic, |_, interest| {
-            for (acc, word) in scratch.iter_mut().zip(&interest.shards.words) {
+        let mut filters_matched = 0usize;
+        self.filters.for_each_match(topic, |_, filter| {
+            for (acc, word) in scratch.iter_mut().zip(&filter.interest.shards.words) {
                 *acc |= word;
             }
-            for group in &interest.groups {
+            for group in &filter.interest.groups {
                 route.shared.push((group.pick(), group.key.clone()));
             }
+            filters_matched += collect_local(&filter.local, origin, local);
         });
+        merge_per_client(filters_matched, local);
         for (w, acc) in scratch.iter_mut().enumerate() {
             let mut bits = std::mem::take(acc);
             while bits != 0 {
@@ -546,28 +577,10 @@ impl Router {
     pub fn local_recipients(&self, topic: &str, origin: Option<&str>, out: &mut Vec<Recipient>) {
         out.clear();
         let mut filters_matched = 0usize;
-        self.local.for_each_match(topic, |_, subscribers| {
-            filters_matched += 1;
-            for (client, subscription) in subscribers {
-                if subscription.options.no_local && origin == Some(&**client) {
-                    continue;
-                }
-                out.push(subscription.recipient(client));
-            }
+        self.filters.for_each_match(topic, |_, filter| {
+            filters_matched += collect_local(&filter.local, origin, out);
         });
-        if filters_matched > 1 {
-            out.sort_unstable_by(|a, b| a.client.cmp(&b.client));
-            out.dedup_by(|later, kept| {
-                if later.client != kept.client {
-                    return false;
-                }
-                kept.qos = kept.qos.max(later.qos);
-                kept.retain_as_published |= later.retain_as_published;
-                kept.subscription_ids
-                    .extend(later.subscription_ids.drain(..));
-                true
-            });
-        }
+        merge_per_client(filters_matched, out);
     }
 
     /// The next local member of a shared group (round robin over the local
@@ -580,13 +593,15 @@ impl Router {
     /// This shard's ordinary and shared interest, as changes to send to a
     /// shard that starts later or restarts. `O(filters + groups)`.
     pub fn interest_snapshot(&self) -> Vec<InterestChange> {
-        let mut out = Vec::with_capacity(self.local.len() + self.local_shared.len());
-        self.local.for_each(|filter, subscribers| {
-            out.push(InterestChange {
-                filter: filter.into(),
-                group: None,
-                members: count(subscribers.len()),
-            });
+        let mut out = Vec::with_capacity(self.local_filters + self.local_shared.len());
+        self.filters.for_each(|filter, Filter { local, .. }| {
+            if !local.is_empty() {
+                out.push(InterestChange {
+                    filter: filter.into(),
+                    group: None,
+                    members: count(local.len()),
+                });
+            }
         });
         for (key, group) in &self.local_shared {
             out.push(InterestChange {
@@ -604,11 +619,46 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field("shard", &self.shard)
             .field("shard_count", &self.shard_count)
-            .field("local_filters", &self.local.len())
+            .field("local_filters", &self.local_filters)
             .field("local_shared_groups", &self.local_shared.len())
-            .field("interest_filters", &self.interest.len())
+            .field("filters", &self.filters.len())
             .finish()
     }
+}
+
+/// Appends the recipients of one matching filter's local subscribers to
+/// `out`; 1 if the filter had any (for `merge_per_client`), else 0.
+fn collect_local(
+    subscribers: &AHashMap<ByteStr, Subscription>,
+    origin: Option<&str>,
+    out: &mut Vec<Recipient>,
+) -> usize {
+    for (client, subscription) in subscribers {
+        if subscription.options.no_local && origin == Some(&**client) {
+            continue;
+        }
+        out.push(subscription.recipient(client));
+    }
+    usize::from(!subscribers.is_empty())
+}
+
+/// One entry per client when more than one filter matched: QoS the maximum,
+/// retain-as-published if any, every subscription identifier.
+fn merge_per_client(filters_matched: usize, out: &mut Vec<Recipient>) {
+    if filters_matched <= 1 {
+        return;
+    }
+    out.sort_unstable_by(|a, b| a.client.cmp(&b.client));
+    out.dedup_by(|later, kept| {
+        if later.client != kept.client {
+            return false;
+        }
+        kept.qos = kept.qos.max(later.qos);
+        kept.retain_as_published |= later.retain_as_published;
+        kept.subscription_ids
+            .extend(later.subscription_ids.drain(..));
+        true
+    });
 }
 
 fn count(n: usize) -> u32 {
@@ -690,8 +740,8 @@ mod tests {
                 members: 0
             })
         );
-        assert!(r.local.is_empty());
-        assert!(r.interest.is_empty());
+        assert_eq!(r.local_filters, 0);
+        assert!(r.filters.is_empty());
     }
 
     #[test]
@@ -724,7 +774,7 @@ mod tests {
         r.remove_client(&b("c2"), [f.clone(), b("x")], &mut out);
         assert_eq!(out, vec![change(0).unwrap()]);
         assert!(r.local_shared.is_empty());
-        assert!(r.interest.is_empty());
+        assert!(r.filters.is_empty());
     }
 
     #[test]
@@ -792,7 +842,7 @@ mod tests {
         }
 
         let mut route = Route::default();
-        routers[0].route("t/1", &mut route);
+        routers[0].route("t/1", None, &mut route, &mut Vec::new());
         assert_eq!(route.shards.as_slice(), [1, 2]);
         let key = SharedKey {
             group: b("g"),
@@ -800,7 +850,7 @@ mod tests {
         };
         let mut got = Vec::new();
         for _ in 0..6 {
-            routers[0].route("t/1", &mut route);
+            routers[0].route("t/1", None, &mut route, &mut Vec::new());
             assert_eq!(route.shared.len(), 1);
             let (shard, k) = route.shared[0].clone();
             assert_eq!(k, key);
@@ -815,7 +865,7 @@ mod tests {
         got.sort();
         assert_eq!(got, ["m0", "m0", "m1", "m1", "m2", "m2"]);
 
-        routers[0].route("u", &mut route);
+        routers[0].route("u", None, &mut route, &mut Vec::new());
         assert_eq!(route, Route::default());
         assert_eq!(
             routers[0].pick_shared(&SharedKey {
@@ -832,18 +882,18 @@ mod tests {
                 late.apply_interest(s as ShardId, &change);
             }
         }
-        late.route("t/1", &mut route);
+        late.route("t/1", None, &mut route, &mut Vec::new());
         assert_eq!(route.shards.as_slice(), [1, 2]);
         assert_eq!(route.shared.len(), 1);
         late.forget_shard(1);
-        late.route("t/1", &mut route);
+        late.route("t/1", None, &mut route, &mut Vec::new());
         assert_eq!(route.shards.as_slice(), [2]);
         assert!(
             route.shared.is_empty(),
             "`late` knew only shard 1's members"
         );
         late.forget_shard(2);
-        assert!(late.interest.is_empty());
+        assert!(late.filters.is_empty());
     }
 
     #[test]
@@ -868,7 +918,7 @@ mod tests {
             },
         );
         let mut route = Route::default();
-        r.route("a", &mut route);
+        r.route("a", None, &mut route, &mut Vec::new());
         assert_eq!(route.shards.as_slice(), [1, 63, 64, 130, 199]);
         r.apply_interest(
             130,
@@ -878,7 +928,7 @@ mod tests {
                 members: 0,
             },
         );
-        r.route("a", &mut route);
+        r.route("a", None, &mut route, &mut Vec::new());
         assert_eq!(route.shards.as_slice(), [1, 63, 64, 199]);
     }
 

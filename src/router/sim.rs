@@ -190,7 +190,13 @@ impl Sim {
         origin: Option<usize>,
     ) -> Vec<(SharedKey, usize)> {
         let origin_id = origin.map(|c| self.clients[c].to_string());
-        self.routers[from].route(topic, &mut self.route);
+        let mut routed_here = Vec::new();
+        self.routers[from].route(
+            topic,
+            origin_id.as_deref(),
+            &mut self.route,
+            &mut routed_here,
+        );
 
         // Ordinary: expected per client, from the model.
         let mut expected: BTreeMap<usize, (QoS, bool, Vec<u32>)> = BTreeMap::new();
@@ -233,6 +239,16 @@ impl Sim {
         let mut delivered: BTreeMap<usize, (QoS, bool, Vec<u32>)> = BTreeMap::new();
         for &shard in &shards {
             self.routers[shard].local_recipients(topic, origin_id.as_deref(), &mut self.out);
+            if shard == from {
+                // The routing shard's own recipients come out of the same
+                // walk as the route.
+                let key = |r: &Recipient| r.client.clone();
+                let mut a = routed_here.clone();
+                let mut b = self.out.clone();
+                a.sort_by_key(key);
+                b.sort_by_key(key);
+                assert_eq!(a, b, "route's local recipients for {topic}");
+            }
             for r in &self.out {
                 let client = self.clients.iter().position(|c| *c == r.client).unwrap();
                 assert_eq!(
@@ -347,7 +363,7 @@ fn run(seed: u64) {
     }
     for router in &mut sim.routers {
         assert!(router.interest_snapshot().is_empty());
-        router.route("a", &mut sim.route);
+        router.route("a", None, &mut sim.route, &mut Vec::new());
         assert_eq!(sim.route, Route::default());
     }
 }

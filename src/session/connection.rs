@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::authz::{DenyAction, DenyReason, Who};
+use bytes::BytesMut;
+
 use crate::codec::{
-    connack_v3, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect, Disconnect,
-    DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, QoS, ReasonCode,
-    SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    self, connack_v3, AckKind, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect, Disconnect,
+    DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, PublishRef, QoS,
+    ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 use crate::router::topic::{
     has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
@@ -37,15 +39,6 @@ enum Tx {
     Qos0(Delivery),
 }
 
-// Named after the MQTT packets.
-#[allow(clippy::enum_variant_names)]
-#[derive(Debug, Clone, Copy)]
-enum AckKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
-}
 
 /// A live connection: wraps the [`Session`] while a client is connected.
 ///
@@ -661,17 +654,15 @@ impl Connection {
         self.handle_delivery(d, now);
     }
 
-    /// Next packet to send to the client. `size_of` gives a packet's exact
-    /// encoded size. A PUBLISH larger than the client's Maximum Packet Size
-    /// is dropped and counted (QoS > 0 ones count as completed,
-    /// MQTT-3.1.2-25); other packets lose Reason String and User Properties
-    /// first, and if still too large are dropped and the connection closed
-    /// with 0x95. Outbound topic aliases are applied here, in write order.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        size_of: &dyn Fn(&Packet) -> usize,
-    ) -> Option<Packet> {
+    /// Encodes the next packet to send to the client into `out` and returns
+    /// true, or returns false when there is nothing to send (sans-IO: the
+    /// shard calls it in a loop and writes `out` to the socket). A PUBLISH
+    /// larger than the client's Maximum Packet Size is dropped and counted
+    /// (QoS > 0 ones count as completed, MQTT-3.1.2-25); other packets lose
+    /// Reason String and User Properties first, and if still too large are
+    /// dropped and the connection closed with 0x95. Outbound topic aliases
+    /// are applied here, in write order.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
         if now > self.last_now {
             self.last_now = now;
         }
@@ -679,8 +670,15 @@ impl Connection {
             if self.tx.is_empty() {
                 self.drain(now);
             }
-            match self.tx.pop_front()? {
+            let Some(tx) = self.tx.pop_front() else {
+                return false;
+            };
+            match tx {
                 Tx::Ack(kind, id, reason) => {
+                    if self.client_packet_size_max >= 6 {
+                        codec::encode_short_ack(kind, id, reason, self.protocol, out);
+                        return true;
+                    }
                     let a = ack(id, reason);
                     let packet = match kind {
                         AckKind::PubAck => Packet::PubAck(a),
@@ -688,13 +686,13 @@ impl Connection {
                         AckKind::PubRel => Packet::PubRel(a),
                         AckKind::PubComp => Packet::PubComp(a),
                     };
-                    if let Some(packet) = self.fit_control(packet, size_of) {
-                        return Some(packet);
+                    if self.put_control(packet, out) {
+                        return true;
                     }
                 }
                 Tx::Control(packet) => {
-                    if let Some(packet) = self.fit_control(*packet, size_of) {
-                        return Some(packet);
+                    if self.put_control(*packet, out) {
+                        return true;
                     }
                 }
                 Tx::Qos0(d) => {
@@ -703,14 +701,13 @@ impl Connection {
                         self.session.drops.expired += 1;
                         continue;
                     }
-                    let (publish, new_alias) = self.build_publish(&d, 0, false, now);
-                    let packet = Packet::Publish(publish);
-                    if size_of(&packet) > self.client_packet_size_max {
-                        self.session.drops.too_large += 1;
-                        continue;
+                    match self.put_publish(&d, 0, false, now, out) {
+                        Some(new_alias) => {
+                            self.commit_alias(new_alias);
+                            return true;
+                        }
+                        None => self.session.drops.too_large += 1,
                     }
-                    self.commit_alias(new_alias);
-                    return Some(packet);
                 }
                 Tx::Publish(id) => {
                     let Some(o) = self.session.inflight.get(&id) else {
@@ -729,20 +726,18 @@ impl Connection {
                         self.complete(id);
                         continue;
                     }
-                    let (publish, new_alias) =
-                        self.build_publish(&o.delivery, id, transmitted, now);
-                    let packet = Packet::Publish(publish);
-                    if size_of(&packet) > self.client_packet_size_max {
+                    let Some(new_alias) = self.put_publish(&o.delivery, id, transmitted, now, out)
+                    else {
                         self.drop_too_large(id, transmitted);
                         continue;
-                    }
+                    };
                     self.commit_alias(new_alias);
                     self.session
                         .inflight
                         .get_mut(&id)
                         .expect("read above")
                         .transmitted = true;
-                    return Some(packet);
+                    return true;
                 }
             }
         }
@@ -1036,41 +1031,47 @@ impl Connection {
         }
     }
 
-    /// The outbound PUBLISH for `d`, and the alias it would establish (only
-    /// committed if the packet is actually sent).
-    fn build_publish(
+    /// Encodes the outbound PUBLISH for `d` into `out`, straight from the
+    /// shared message and this delivery's fields (no `Publish` value, no
+    /// reference counts taken). `Some(alias it would establish)` when
+    /// written (committed by the caller once the packet is sent), `None`
+    /// when it exceeds the client's Maximum Packet Size (nothing written).
+    fn put_publish(
         &self,
         d: &Delivery,
         packet_id: u16,
         dup: bool,
         now: Instant,
-    ) -> (Publish, Option<(ByteStr, u16)>) {
-        let m = &d.message;
-        let mut topic = m.topic.clone();
+        out: &mut BytesMut,
+    ) -> Option<Option<(ByteStr, u16)>> {
+        let m = &*d.message;
+        let mut topic: &str = &m.topic;
         let mut new_alias = None;
-        let properties = if self.is_v5() {
+        // Only built when this delivery adds a property of its own.
+        let own_properties;
+        let mut properties = None;
+        if self.is_v5() {
             let mut topic_alias = None;
             if self.alias_out_max > 0 {
-                if let Some(&a) = self.aliases_out.get(&topic) {
+                if let Some(&a) = self.aliases_out.get(&m.topic) {
                     topic_alias = Some(a);
-                    topic = ByteStr::default();
+                    topic = "";
                 } else if self.aliases_out.len() < self.alias_out_max as usize {
                     let a = self.aliases_out.len() as u16 + 1;
                     topic_alias = Some(a);
-                    new_alias = Some((topic.clone(), a));
+                    new_alias = Some((m.topic.clone(), a));
                 }
             }
             let message_expiry_interval_s = m.expires_at.map(|at| remaining_s(at, now));
-            if m.properties.is_none()
-                && message_expiry_interval_s.is_none()
+            if message_expiry_interval_s.is_none()
                 && topic_alias.is_none()
                 && d.subscription_ids.is_empty()
             {
-                // The common case: nothing to box.
-                None
+                // The common case: the message's own properties, if any.
+                properties = m.properties.as_deref();
             } else {
                 let mp = m.properties();
-                Some(Box::new(PublishProperties {
+                own_properties = PublishProperties {
                     payload_format_indicator: mp.payload_format_indicator,
                     message_expiry_interval_s,
                     topic_alias,
@@ -1079,21 +1080,29 @@ impl Connection {
                     user_properties: mp.user_properties.clone(),
                     subscription_identifiers: d.subscription_ids.clone(),
                     content_type: mp.content_type.clone(),
-                }))
+                };
+                properties = Some(&own_properties);
             }
-        } else {
-            None
-        };
-        let publish = Publish {
+        }
+        let publish = PublishRef {
             dup,
             qos: d.qos,
             retain: d.retain,
             topic,
             packet_id,
-            payload: m.payload.clone(),
+            payload: &m.payload,
             properties,
         };
-        (publish, new_alias)
+        match codec::encode_publish(&publish, self.protocol, self.client_packet_size_max, out) {
+            Ok(true) => Some(new_alias),
+            Ok(false) => None,
+            Err(e) => {
+                // A routed message was validated on the way in; this would be
+                // a bug, and the message is dropped rather than sent broken.
+                tracing::warn!(error = %e, "cannot encode an outbound PUBLISH");
+                None
+            }
+        }
     }
 
     fn commit_alias(&mut self, new_alias: Option<(ByteStr, u16)>) {
@@ -1102,43 +1111,46 @@ impl Connection {
         }
     }
 
-    /// Makes a non-PUBLISH packet fit the client's Maximum Packet Size: Reason
-    /// String and User Properties go first (MQTT-3.2.2-19/20 and the same
-    /// rule on every ack); a packet still too large is not sent and the
-    /// connection is closed with 0x95.
-    fn fit_control(
-        &mut self,
-        mut packet: Packet,
-        size_of: &dyn Fn(&Packet) -> usize,
-    ) -> Option<Packet> {
-        if self.client_packet_size_max == usize::MAX
-            || size_of(&packet) <= self.client_packet_size_max
-        {
-            return Some(packet);
-        }
-        match &mut packet {
-            Packet::ConnAck(c) => {
-                c.properties.reason_string = None;
-                c.properties.user_properties.clear();
+    /// Encodes a non-PUBLISH packet into `out`, made to fit the client's
+    /// Maximum Packet Size: Reason String and User Properties go first
+    /// (MQTT-3.2.2-19/20 and the same rule on every ack); a packet still too
+    /// large is not sent and the connection is closed with 0x95. False when
+    /// nothing was written.
+    fn put_control(&mut self, mut packet: Packet, out: &mut BytesMut) -> bool {
+        let protocol = self.protocol;
+        let fits =
+            |p: &Packet, max: usize| max == usize::MAX || codec::encoded_len(p, protocol) <= max;
+        if !fits(&packet, self.client_packet_size_max) {
+            match &mut packet {
+                Packet::ConnAck(c) => {
+                    c.properties.reason_string = None;
+                    c.properties.user_properties.clear();
+                }
+                Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                    a.properties = AckProperties::default();
+                }
+                Packet::SubAck(s) => s.properties = AckProperties::default(),
+                Packet::UnsubAck(u) => u.properties = AckProperties::default(),
+                Packet::Disconnect(d) => {
+                    d.properties.reason_string = None;
+                    d.properties.user_properties.clear();
+                }
+                _ => {}
             }
-            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-                a.properties = AckProperties::default();
+            if !fits(&packet, self.client_packet_size_max) {
+                if !matches!(packet, Packet::Disconnect(_)) {
+                    self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client");
+                }
+                return false;
             }
-            Packet::SubAck(s) => s.properties = AckProperties::default(),
-            Packet::UnsubAck(u) => u.properties = AckProperties::default(),
-            Packet::Disconnect(d) => {
-                d.properties.reason_string = None;
-                d.properties.user_properties.clear();
+        }
+        match codec::encode(&packet, self.protocol, out) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode {}", packet.kind());
+                false
             }
-            _ => {}
         }
-        if size_of(&packet) <= self.client_packet_size_max {
-            return Some(packet);
-        }
-        if !matches!(packet, Packet::Disconnect(_)) {
-            self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client");
-        }
-        None
     }
 
     fn protocol_error(&mut self, why: &'static str) {

@@ -85,7 +85,6 @@ fn poll_transmit(
     handle: &ConnHandle,
     io: &RefCell<TcpStream>,
     backlog: &mut BytesMut,
-    protocol: Protocol,
 ) -> Poll<io::Result<()>> {
     let mut stream = io.borrow_mut();
     let mut write = |cx: &mut Context<'_>, bytes: &[u8]| -> Poll<io::Result<usize>> {
@@ -100,7 +99,6 @@ fn poll_transmit(
     }
     // The backlog's memory goes back as soon as it is empty.
     *backlog = BytesMut::new();
-    let size_of = |p: &Packet| codec::encoded_len(p, protocol);
     loop {
         if handle.tx_hold.get() > 0 && !handle.closing.get() {
             return Poll::Ready(Ok(()));
@@ -110,16 +108,7 @@ fn poll_transmit(
         {
             let now = Instant::now();
             let mut conn = handle.conn.borrow_mut();
-            while out.len() < limits::WRITE_BATCH_BYTES_MAX {
-                match conn.poll_transmit(now, &size_of) {
-                    Some(p) => {
-                        if let Err(e) = codec::encode(&p, protocol, &mut out) {
-                            tracing::warn!(error = %e, "cannot encode {}", p.kind());
-                        }
-                    }
-                    None => break,
-                }
-            }
+            while out.len() < limits::WRITE_BATCH_BYTES_MAX && conn.poll_transmit(now, &mut out) {}
         }
         if out.is_empty() {
             return Poll::Ready(Ok(()));
@@ -148,9 +137,8 @@ async fn flush(
     handle: &ConnHandle,
     io: &RefCell<TcpStream>,
     backlog: &mut BytesMut,
-    protocol: Protocol,
 ) -> io::Result<()> {
-    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, io, backlog, protocol)).await
+    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, io, backlog)).await
 }
 
 /// What ended a wait of an established connection.
@@ -422,7 +410,7 @@ async fn serve_connected(
                 return Poll::Ready(Woken::Close);
             }
             while handle.wake.take_raised() || !backlog.is_empty() {
-                match poll_transmit(cx, shard, &handle, io, &mut backlog, protocol) {
+                match poll_transmit(cx, shard, &handle, io, &mut backlog) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(_)) => {
                         handle.request_close();
@@ -468,7 +456,7 @@ async fn serve_connected(
     let io = io.clone();
     let rd = Half(io.clone());
     let buf = std::mem::take(buf);
-    Box::pin(finish(shard, handle, io, rd, buf, backlog, protocol, eof)).await;
+    Box::pin(finish(shard, handle, io, rd, buf, backlog, eof)).await;
 }
 
 /// Decodes the packets in `buf` and carries out what they cause; `false`
@@ -565,7 +553,6 @@ async fn establish(shard: &Rc<Shard>, connect: Box<codec::Connect>) -> Option<Rc
 /// The end of a connection: flush and close the socket, then the session
 /// goes offline, moves to the connection that took it over, or ends.
 // One call site; the arguments are the connection's parts, handed over.
-#[allow(clippy::too_many_arguments)]
 async fn finish(
     shard: &Rc<Shard>,
     handle: Rc<ConnHandle>,
@@ -573,7 +560,6 @@ async fn finish(
     mut rd: Half,
     mut buf: BytesMut,
     mut backlog: BytesMut,
-    protocol: Protocol,
     eof: bool,
 ) {
     let client_id = handle.conn.borrow().client_id().clone();
@@ -582,7 +568,7 @@ async fn finish(
     // that stopped reading gets CLOSE_LINGER before the socket is shut.
     let flushed = futures_lite::future::or(
         async {
-            if flush(shard, &handle, &io, &mut backlog, protocol)
+            if flush(shard, &handle, &io, &mut backlog)
                 .await
                 .is_ok()
             {

@@ -5,7 +5,7 @@
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
-use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
+use crate::router::{InterestChange, Recipient, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -149,7 +149,7 @@ pub struct Shard {
     next_drop_report: Cell<Instant>,
     /// Drop total at the last report, so only growth is logged.
     reported_drops: Cell<u64>,
-    scratch_recipients: RefCell<Vec<crate::router::Recipient>>,
+    scratch_recipients: RefCell<Vec<Recipient>>,
     /// A clock read at most `SHARD_TICK` old, for deliveries of messages
     /// without an expiry: their `now` only feeds `Connection::last_now`, and
     /// a clock read per delivered message cost 4 % of a shard's time at
@@ -357,11 +357,16 @@ impl Shard {
                 }
             }
         }
+        // One trie walk gives the other shards to send to and this shard's
+        // own recipients.
         let mut route = Route::default();
-        self.state
-            .borrow_mut()
-            .router
-            .route(&message.topic, &mut route);
+        let mut recipients = std::mem::take(&mut *self.scratch_recipients.borrow_mut());
+        self.state.borrow_mut().router.route(
+            &message.topic,
+            message.origin.as_deref(),
+            &mut route,
+            &mut recipients,
+        );
         let mut remote = RemoteSends {
             message,
             retain,
@@ -373,16 +378,13 @@ impl Shard {
             remote
                 .shards
                 .extend((0..self.count).filter(|&s| s != self.id));
-            self.deliver_local(&remote.message);
         } else {
-            for &s in &route.shards {
-                if s == self.id {
-                    self.deliver_local(&remote.message);
-                } else {
-                    remote.shards.push(s);
-                }
-            }
+            remote
+                .shards
+                .extend(route.shards.iter().copied().filter(|&s| s != self.id));
         }
+        self.deliver_recipients(&remote.message, &mut recipients);
+        *self.scratch_recipients.borrow_mut() = recipients;
         for (s, key) in route.shared {
             if s != self.id || !self.deliver_shared_here(&remote.message, &key) {
                 remote.shared.push((s, key));
@@ -451,6 +453,12 @@ impl Shard {
             message.origin.as_deref(),
             &mut recipients,
         );
+        self.deliver_recipients(message, &mut recipients);
+        *self.scratch_recipients.borrow_mut() = recipients;
+    }
+
+    /// Delivers `message` to each of `recipients` (emptied).
+    fn deliver_recipients(self: &Rc<Self>, message: &Arc<Message>, recipients: &mut Vec<Recipient>) {
         let now = self.delivery_now(message);
         for r in recipients.drain(..) {
             let d = Delivery {
@@ -461,7 +469,6 @@ impl Shard {
             };
             self.deliver_to(&r.client, d, now);
         }
-        *self.scratch_recipients.borrow_mut() = recipients;
     }
 
     /// Delivers to the next local member of a shared group; false when the

@@ -8,7 +8,7 @@ mod unit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
 use super::*;
@@ -108,42 +108,18 @@ pub(super) fn ack(packet_id: u16) -> PubAck {
     }
 }
 
-/// A plausible encoded size: exact enough for the Maximum Packet Size tests.
-pub(super) fn approx_len(p: &Packet) -> usize {
-    fn s(x: &Option<ByteStr>) -> usize {
-        x.as_ref().map_or(0, |v| 3 + v.len())
+/// The next packet `c` transmits, through the real encoder and decoder.
+pub(super) fn transmit(c: &mut Connection, now: Instant) -> Option<Packet> {
+    let mut out = BytesMut::new();
+    if !c.poll_transmit(now, &mut out) {
+        assert!(out.is_empty(), "bytes written for no packet");
+        return None;
     }
-    fn up(u: &UserProperties) -> usize {
-        u.iter().map(|(k, v)| 5 + k.len() + v.len()).sum()
-    }
-    match p {
-        Packet::Publish(p) => {
-            let pr = p.properties();
-            let props = pr.topic_alias.map_or(0, |_| 3)
-                + pr.message_expiry_interval_s.map_or(0, |_| 5)
-                + pr.payload_format_indicator.map_or(0, |_| 2)
-                + s(&pr.response_topic)
-                + s(&pr.content_type)
-                + pr.correlation_data.as_ref().map_or(0, |c| 3 + c.len())
-                + up(&pr.user_properties)
-                + pr.subscription_identifiers.len() * 5;
-            5 + 2
-                + p.topic.len()
-                + if p.qos == QoS::AtMostOnce { 0 } else { 2 }
-                + props
-                + p.payload.len()
-        }
-        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-            5 + s(&a.properties.reason_string) + up(&a.properties.user_properties)
-        }
-        Packet::SubAck(a) => 5 + a.reason_codes.len() + s(&a.properties.reason_string),
-        Packet::UnsubAck(a) => 5 + a.reason_codes.len() + s(&a.properties.reason_string),
-        Packet::Disconnect(d) => {
-            4 + s(&d.properties.reason_string) + up(&d.properties.user_properties)
-        }
-        Packet::ConnAck(_) => 10,
-        _ => 2,
-    }
+    let packet = crate::codec::decode_any(&mut out, c.protocol(), u32::MAX)
+        .expect("the connection encodes valid packets")
+        .expect("one whole packet");
+    assert!(out.is_empty(), "exactly one packet per poll_transmit");
+    Some(packet)
 }
 
 /// One client seen from the broker side: its connection (while connected)
@@ -232,7 +208,7 @@ impl Pair {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        while let Some(p) = conn.poll_transmit(now, &approx_len) {
+        while let Some(p) = transmit(conn, now) {
             self.sent.push(p);
         }
         let mut closed = false;

@@ -51,7 +51,7 @@ struct ModelClient {
 impl ModelClient {
     fn receive(&mut self, p: Packet) {
         assert!(
-            approx_len(&p) <= self.packet_size_max,
+            encoded_len(&p, if self.v5 { Protocol::V5 } else { Protocol::V311 }) <= self.packet_size_max,
             "packet larger than the client's Maximum Packet Size: {p:?}"
         );
         match p {
@@ -285,7 +285,7 @@ impl Sim {
     fn pump(&mut self, max: usize) {
         let Some(c) = &mut self.conn else { return };
         for _ in 0..max {
-            match c.poll_transmit(self.now, &approx_len) {
+            match transmit(c, self.now) {
                 Some(p) => self.client.receive(p),
                 None => break,
             }
@@ -319,7 +319,7 @@ impl Sim {
                 c.takeover(false);
                 // The DISCONNECT (and acks queued before it) still reach the
                 // client; no PUBLISH may follow the close.
-                while let Some(p) = c.poll_transmit(self.now, &approx_len) {
+                while let Some(p) = transmit(&mut c, self.now) {
                     assert!(!matches!(p, Packet::Publish(_)), "PUBLISH after close");
                     self.client.receive(p);
                 }
@@ -328,7 +328,7 @@ impl Sim {
             _ => {
                 let d = Packet::Disconnect(Box::default());
                 c.handle_packet(d, self.now);
-                while let Some(p) = c.poll_transmit(self.now, &approx_len) {
+                while let Some(p) = transmit(&mut c, self.now) {
                     assert!(!matches!(p, Packet::Publish(_)), "PUBLISH after close");
                     self.client.receive(p);
                 }

@@ -1243,7 +1243,7 @@ fn untransmitted_qos0_counted_on_close() {
     c.handle_connection_lost(now);
     assert_eq!(c.drop_counts().closed, 1);
     assert!(
-        c.poll_transmit(now, &approx_len).is_none(),
+        transmit(&mut c, now).is_none(),
         "no PUBLISH after close"
     );
 }
@@ -1466,11 +1466,15 @@ fn too_large_alias_setting_publish_does_not_commit_alias() {
 
 #[test]
 fn disconnect_reason_string_stripped_when_too_large() {
+    // 24 bytes: the CONNACK fits exactly, the DISCONNECT with its Reason
+    // String ("session expiry raised from 0", 35 bytes) does not.
     let mut p = Pair::new(cfg());
     p.connect(with_props(connect_v5("c1"), |p| {
-        p.maximum_packet_size = Some(12)
+        p.maximum_packet_size = Some(24)
     }));
-    p.send(Packet::Connect(Box::new(connect_v5("c1"))));
+    let mut d = Disconnect::default();
+    d.properties.session_expiry_interval_s = Some(10);
+    p.send(Packet::Disconnect(Box::new(d)));
     let d = disconnect_sent(&p.sent).unwrap();
     assert_eq!(d.reason_code, ReasonCode::PROTOCOL_ERROR);
     assert_eq!(d.properties.reason_string, None);
@@ -1480,9 +1484,10 @@ fn disconnect_reason_string_stripped_when_too_large() {
 fn oversized_suback_closes_with_0x95() {
     let mut p = Pair::new(cfg());
     p.connect(with_props(connect_v5("c1"), |p| {
-        p.maximum_packet_size = Some(12)
+        p.maximum_packet_size = Some(24)
     }));
-    let filters = (0..10)
+    // A SUBACK of 30 reason codes is 35 bytes.
+    let filters = (0..30)
         .map(|i| sub(&format!("f{i}"), QoS::AtMostOnce))
         .collect();
     p.send(subscribe(1, filters));
@@ -1667,8 +1672,8 @@ fn suback_before_retained_messages() {
     // The shard handles Action::Subscribe, then feeds retained messages.
     assert!(matches!(c.poll_action(), Some(Action::Subscribe { .. })));
     c.handle_retained(delivery("r", QoS::AtLeastOnce, "kept"), now);
-    let first = c.poll_transmit(now, &approx_len).unwrap();
-    let second = c.poll_transmit(now, &approx_len).unwrap();
+    let first = transmit(c, now).unwrap();
+    let second = transmit(c, now).unwrap();
     assert!(matches!(first, Packet::SubAck(_)), "{first:?}");
     let Packet::Publish(publ) = second else {
         panic!("{second:?}")
