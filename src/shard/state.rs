@@ -10,7 +10,6 @@ use crate::session::{Action, Connection, Delivery, Message, Session, SessionConf
 use ahash::AHashMap;
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::Senders;
-use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
@@ -75,11 +74,10 @@ pub struct RemoteSends {
     /// The retained update to replicate (`Some(None)`: delete), before the
     /// message itself.
     retain: Option<Option<Arc<Message>>>,
-    /// Other shards with matching ordinary subscribers.
-    shards: SmallVec<[ShardId; 4]>,
-    /// Shared groups whose pick is on another shard, or found no member
+    /// `shards`: other shards with matching ordinary subscribers; `shared`:
+    /// shared groups whose pick is on another shard, or found no member
     /// here.
-    shared: SmallVec<[(ShardId, SharedKey); 2]>,
+    route: Route,
 }
 
 /// A connection action `Shard::run_actions_now` could not finish without
@@ -367,31 +365,30 @@ impl Shard {
             &mut route,
             &mut recipients,
         );
-        let mut remote = RemoteSends {
-            message,
-            retain,
-            shards: SmallVec::new(),
-            shared: SmallVec::new(),
-        };
         if self.broadcast_publishes() {
             // Every shard matches locally: see `broadcast_publishes`.
-            remote
+            route.shards.clear();
+            route
                 .shards
                 .extend((0..self.count).filter(|&s| s != self.id));
         } else {
-            remote
-                .shards
-                .extend(route.shards.iter().copied().filter(|&s| s != self.id));
+            route.shards.retain(|s| *s != self.id);
         }
-        self.deliver_recipients(&remote.message, &mut recipients);
+        self.deliver_recipients(&message, &mut recipients);
         *self.scratch_recipients.borrow_mut() = recipients;
-        for (s, key) in route.shared {
-            if s != self.id || !self.deliver_shared_here(&remote.message, &key) {
-                remote.shared.push((s, key));
-            }
+        if !route.shared.is_empty() {
+            route
+                .shared
+                .retain(|(s, key)| *s != self.id || !self.deliver_shared_here(&message, key));
         }
-        let idle = remote.retain.is_none() && remote.shards.is_empty() && remote.shared.is_empty();
-        (!idle).then_some(remote)
+        if retain.is_none() && route.shards.is_empty() && route.shared.is_empty() {
+            return None;
+        }
+        Some(RemoteSends {
+            message,
+            retain,
+            route,
+        })
     }
 
     /// Sends what `publish_here` left for other shards, in the order the
@@ -400,8 +397,7 @@ impl Shard {
         let RemoteSends {
             message,
             retain,
-            shards,
-            shared,
+            route: Route { shards, shared },
         } = remote;
         if let Some(stored) = retain {
             for s in 0..self.count {
