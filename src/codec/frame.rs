@@ -89,6 +89,26 @@ fn decode_frame(
     if buf.len() < size {
         return Ok(None);
     }
+    if remaining_len <= 3 {
+        // Small bodies that hold no string are read in place: splitting
+        // them off would take (and later drop) a reference count on the
+        // read buffer for every ack.
+        let body = &buf[header_len..size];
+        let protocol = protocol.unwrap_or(Protocol::V311);
+        let packet = match packet_type {
+            PUBACK => Some(Packet::PubAck(publish::decode_short_ack(body, protocol, reason::puback)?)),
+            PUBREC => Some(Packet::PubRec(publish::decode_short_ack(body, protocol, reason::puback)?)),
+            PUBREL => Some(Packet::PubRel(publish::decode_short_ack(body, protocol, reason::pubrel)?)),
+            PUBCOMP => Some(Packet::PubComp(publish::decode_short_ack(body, protocol, reason::pubrel)?)),
+            PINGREQ if remaining_len == 0 => Some(Packet::PingReq),
+            PINGRESP if remaining_len == 0 => Some(Packet::PingResp),
+            _ => None,
+        };
+        if let Some(packet) = packet {
+            buf.advance(size);
+            return Ok(Some(packet));
+        }
+    }
     let mut frame = buf.split_to(size).freeze();
     frame.advance(header_len);
     let mut r = Reader::new(frame);

@@ -156,6 +156,40 @@ pub(crate) fn decode_ack(
     Ok(ack)
 }
 
+/// `decode_ack` for a body of at most 3 bytes (so without properties), read
+/// in place: the caller does not split the read buffer for it, so the
+/// commonest packet after PUBLISH takes no reference count.
+pub(crate) fn decode_short_ack(
+    body: &[u8],
+    protocol: Protocol,
+    reason_valid: fn(u8) -> bool,
+) -> Result<PubAck, DecodeError> {
+    debug_assert!(body.len() <= 3);
+    let [hi, lo, rest @ ..] = body else {
+        return Err(DecodeError::Malformed("packet identifier"));
+    };
+    let mut ack = PubAck {
+        packet_id: u16::from_be_bytes([*hi, *lo]),
+        ..PubAck::default()
+    };
+    match rest {
+        [] => {}
+        [_] if !protocol.is_v5() => {
+            return Err(DecodeError::Malformed("bytes after the end of the packet"))
+        }
+        [code] => {
+            if !reason_valid(*code) {
+                return Err(DecodeError::Malformed(
+                    "reason code not valid for this packet",
+                ));
+            }
+            ack.reason_code = ReasonCode(*code);
+        }
+        _ => return Err(DecodeError::Malformed("bytes after the end of the packet")),
+    }
+    Ok(ack)
+}
+
 /// Shortest form: SUCCESS without properties is just the packet id. Other
 /// reasons carry an explicit zero property length, like most encoders emit.
 fn ack_is_short(a: &PubAck, protocol: Protocol) -> bool {

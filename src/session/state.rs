@@ -1,10 +1,11 @@
 //! [`Session`]: the durable part of a client's state, which survives
 //! disconnects and moves between shards on takeover.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use ahash::AHashMap;
 
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
@@ -24,6 +25,35 @@ pub(crate) enum Awaiting {
 }
 
 /// One outbound QoS 1/2 message holding a packet id.
+/// Hashes packet ids with one multiplication (Fibonacci hashing): the
+/// outbound ids are assigned by the broker, dense and sequential, so a
+/// keyed string hash buys nothing on a map touched four times per QoS 1
+/// message. The odd multiplier keeps sequential ids in distinct buckets
+/// (hashbrown indexes by the low bits) and mixes the high bits its
+/// control bytes use.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PacketIdHasher(u64);
+
+impl Hasher for PacketIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u16` keys; kept correct for any other key.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Packet id -> `V`.
+pub(crate) type PacketIdMap<V> = HashMap<u16, V, BuildHasherDefault<PacketIdHasher>>;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
     /// Admission order: resends on resume go out in this order (MQTT-4.6.0-1).
@@ -55,7 +85,7 @@ pub struct Session {
     /// map: every PUBLISH and ack looks an id up (a B-tree of a 1000-message
     /// window cost several hundred instructions per message); resends sort
     /// by `seq`, so nothing needs the ids in order.
-    pub(crate) inflight: AHashMap<u16, Outbound>,
+    pub(crate) inflight: PacketIdMap<Outbound>,
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
@@ -79,7 +109,7 @@ impl Session {
             client_id,
             expiry_interval_s,
             subscriptions: BTreeMap::new(),
-            inflight: AHashMap::new(),
+            inflight: PacketIdMap::default(),
             next_packet_id: 1,
             next_seq: 0,
             queue: VecDeque::new(),
@@ -182,9 +212,15 @@ impl Session {
             "packet id space exhausted"
         );
         let mut id = self.next_packet_id;
-        while id == 0 || self.inflight.contains_key(&id) {
+        // One probe per candidate id: usually the first is free.
+        let slot = loop {
+            if id != 0 {
+                if let Entry::Vacant(slot) = self.inflight.entry(id) {
+                    break slot;
+                }
+            }
             id = id.wrapping_add(1);
-        }
+        };
         self.next_packet_id = id.wrapping_add(1);
         let state = match d.qos {
             QoS::AtLeastOnce => Awaiting::PubAck,
@@ -192,15 +228,12 @@ impl Session {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.inflight.insert(
-            id,
-            Outbound {
-                seq,
-                delivery: d,
-                state,
-                transmitted: false,
-            },
-        );
+        slot.insert(Outbound {
+            seq,
+            delivery: d,
+            state,
+            transmitted: false,
+        });
         id
     }
 }
