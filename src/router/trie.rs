@@ -272,10 +272,13 @@ impl<V> TopicTrie<V> {
         }
         let dollar = topic.starts_with('$');
         // (node, levels of the topic still to match below it; None when the
-        // node consumed the last level).
-        let mut stack: SmallVec<[(&Node<V>, Option<&str>); WALK_INLINE]> = SmallVec::new();
-        stack.push((&self.root, Some(topic)));
-        while let Some((node, rest)) = stack.pop() {
+        // node consumed the last level). The walk follows one branch in
+        // `current` and stacks the other only where a level has both a
+        // literal and a `+` child, so a walk down a single path (the common
+        // case) never touches the stack.
+        let mut pending: SmallVec<[(&Node<V>, Option<&str>); WALK_INLINE]> = SmallVec::new();
+        let mut current = Some((&self.root, Some(topic)));
+        while let Some((node, rest)) = current.take().or_else(|| pending.pop()) {
             let wildcards_allowed = !(dollar && ptr::eq(node, &self.root));
             if let (Some(e), true) = (&node.hash, wildcards_allowed) {
                 // `#` matches the remaining levels, including none.
@@ -289,11 +292,15 @@ impl<V> TopicTrie<V> {
                 }
                 Some(rest) => {
                     let (level, next) = split_level(rest);
-                    if let Some(child) = node.children.get(level) {
-                        stack.push((child, next));
-                    }
-                    if let (Some(child), true) = (&node.plus, wildcards_allowed) {
-                        stack.push((child, next));
+                    let literal = node.children.get(level);
+                    let plus = node.plus.as_deref().filter(|_| wildcards_allowed);
+                    match (literal, plus) {
+                        (Some(literal), Some(plus)) => {
+                            current = Some((literal, next));
+                            pending.push((plus, next));
+                        }
+                        (Some(child), None) | (None, Some(child)) => current = Some((child, next)),
+                        (None, None) => {}
                     }
                 }
             }
