@@ -45,6 +45,24 @@ impl ByteStr {
         Ok(ByteStr(bytes))
     }
 
+    /// [`ByteStr::try_from_bytes`] for a topic name, and whether it holds a
+    /// wildcard character (`+` or `#`), in one pass over the (nearly always
+    /// ASCII) bytes instead of one for the string check and one for the
+    /// wildcard scan.
+    pub(crate) fn try_topic_from_bytes(bytes: Bytes) -> Result<(ByteStr, bool), Utf8Error> {
+        let mut plain = true;
+        let mut wildcard = false;
+        for &b in bytes.iter() {
+            plain &= b.wrapping_sub(1) < 0x7F;
+            wildcard |= b == b'+' || b == b'#';
+        }
+        if plain && bytes.len() <= u16::MAX as usize {
+            return Ok((ByteStr(bytes), wildcard));
+        }
+        // Non-ASCII, NUL or too long: the general check decides.
+        Ok((ByteStr::try_from_bytes(bytes)?, wildcard))
+    }
+
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor validates UTF-8 or starts from a &str.
         unsafe { std::str::from_utf8_unchecked(&self.0) }

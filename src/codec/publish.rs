@@ -8,7 +8,6 @@ use bytes::{BufMut, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
 use super::properties as props;
-use super::properties::has_wildcard;
 use super::types::*;
 use super::wire::{check_field_len, field_len, put_binary, Reader};
 
@@ -25,8 +24,8 @@ pub(crate) fn decode_publish(
     from_client: bool,
 ) -> Result<Publish, DecodeError> {
     let qos = QoS::from_u8((flags >> QOS_SHIFT) & 0x03).ok_or(DecodeError::Malformed("QoS 3"))?;
-    let topic = r.string("topic name")?;
-    if has_wildcard(&topic) {
+    let (topic, wildcard) = r.topic_name()?;
+    if wildcard {
         return Err(DecodeError::TopicNameInvalid);
     }
     let packet_id = if qos == QoS::AtMostOnce {

@@ -161,6 +161,13 @@ impl Reader {
         ByteStr::try_from_bytes(bytes).map_err(|_| DecodeError::Malformed(what))
     }
 
+    /// A topic name: a string as [`Reader::string`] reads it, and whether it
+    /// holds a wildcard character, found in the same pass.
+    pub(crate) fn topic_name(&mut self) -> Result<(ByteStr, bool), DecodeError> {
+        let bytes = self.binary("topic name")?;
+        ByteStr::try_topic_from_bytes(bytes).map_err(|_| DecodeError::Malformed("topic name"))
+    }
+
     /// Everything left; the payload of PUBLISH.
     pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.bytes)

@@ -112,13 +112,42 @@ struct Subscription {
     identifier: Option<u32>,
 }
 
-impl Subscription {
-    fn recipient(&self, client: &ByteStr) -> Recipient {
+/// A [`Recipient`] borrowing its client id from the router, as the
+/// callback of [`Router::route_each`] gets it: delivering looks the client up
+/// without cloning its id (a reference count) per delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientRef<'a> {
+    pub client: &'a ByteStr,
+    pub qos: QoS,
+    pub retain_as_published: bool,
+    pub subscription_ids: SmallVec<[u32; 1]>,
+}
+
+impl RecipientRef<'_> {
+    pub fn to_owned(&self) -> Recipient {
         Recipient {
-            client: client.clone(),
+            client: self.client.clone(),
+            qos: self.qos,
+            retain_as_published: self.retain_as_published,
+            subscription_ids: self.subscription_ids.clone(),
+        }
+    }
+}
+
+/// The local subscribers of each filter a walk matched (those with any).
+type LocalMatches<'a> = SmallVec<[&'a AHashMap<ByteStr, Subscription>; 4]>;
+
+impl Subscription {
+    fn recipient<'a>(&self, client: &'a ByteStr) -> RecipientRef<'a> {
+        let mut subscription_ids = SmallVec::new();
+        if let Some(id) = self.identifier {
+            subscription_ids.push(id);
+        }
+        RecipientRef {
+            client,
             qos: self.options.qos,
             retain_as_published: self.options.retain_as_published,
-            subscription_ids: self.identifier.into_iter().collect(),
+            subscription_ids,
         }
     }
 }
@@ -164,7 +193,7 @@ impl LocalGroup {
         let i = self.next % self.members.len();
         self.next = i + 1;
         let (client, subscription) = &self.members[i];
-        Some(subscription.recipient(client))
+        Some(subscription.recipient(client).to_owned())
     }
 }
 
@@ -523,35 +552,42 @@ impl Router {
     /// On the shard where a PUBLISH to `topic` arrived: the shards that must
     /// get it and, per matching shared group, the shard that delivers it to
     /// one member (round robin over every member of the group node-wide);
-    /// and, in the same walk, this shard's own recipients as
-    /// `local_recipients` gives them. Clears `route` and `local` first.
+    /// and, in the same walk, this shard's own recipients, handed to
+    /// `deliver` one by one as `local_recipients` would list them. Clears
+    /// `route` first.
     ///
     /// Cost: one `TopicTrie::for_each_match` walk, then `O(shards / 64)` to
     /// read out the shard set, `O(shards with members)` per matching group
-    /// and what `local_recipients` costs per matching subscription.
-    pub fn route(
+    /// and what `local_recipients` costs per matching subscription, without
+    /// cloning any client id.
+    pub fn route_each(
         &mut self,
         topic: &str,
         origin: Option<&str>,
         route: &mut Route,
-        local: &mut Vec<Recipient>,
+        deliver: impl FnMut(RecipientRef<'_>),
     ) {
         route.shards.clear();
         route.shared.clear();
-        local.clear();
-        let scratch = &mut self.scratch_shards;
-        let mut filters_matched = 0usize;
-        self.filters.for_each_match(topic, |_, filter| {
-            for (acc, word) in scratch.iter_mut().zip(&filter.interest.shards.words) {
+        let Router {
+            filters,
+            scratch_shards,
+            ..
+        } = self;
+        let mut local = LocalMatches::new();
+        filters.for_each_match(topic, |_, filter| {
+            for (acc, word) in scratch_shards.iter_mut().zip(&filter.interest.shards.words) {
                 *acc |= word;
             }
             for group in &filter.interest.groups {
                 route.shared.push((group.pick(), group.key.clone()));
             }
-            filters_matched += collect_local(&filter.local, origin, local);
+            if !filter.local.is_empty() {
+                local.push(&filter.local);
+            }
         });
-        merge_per_client(filters_matched, local);
-        for (w, acc) in scratch.iter_mut().enumerate() {
+        deliver_matches(&local, origin, deliver);
+        for (w, acc) in scratch_shards.iter_mut().enumerate() {
             let mut bits = std::mem::take(acc);
             while bits != 0 {
                 let shard = w * 64 + bits.trailing_zeros() as usize;
@@ -563,24 +599,48 @@ impl Router {
         }
     }
 
+    /// `route_each`, collecting this shard's recipients into `local`
+    /// (cleared first).
+    pub fn route(
+        &mut self,
+        topic: &str,
+        origin: Option<&str>,
+        route: &mut Route,
+        local: &mut Vec<Recipient>,
+    ) {
+        local.clear();
+        self.route_each(topic, origin, route, |r| local.push(r.to_owned()));
+    }
+
     /// On a shard that received a message for `topic`: the local clients
-    /// with a matching ordinary subscription, one entry per client however
-    /// many of its filters match (QoS the maximum, every subscription
-    /// identifier, retain-as-published if any subscription has it). A
-    /// subscription with no-local is skipped when `origin` is its client.
-    /// Clears `out` first.
+    /// with a matching ordinary subscription, each handed to `deliver` once
+    /// however many of its filters match (QoS the maximum, every
+    /// subscription identifier, retain-as-published if any subscription has
+    /// it). A subscription with no-local is skipped when `origin` is its
+    /// client.
     ///
     /// Cost: the trie walk plus `O(r)` for `r` matching subscriptions; when
     /// more than one filter matches, `O(r log r)` to merge clients by sorting
-    /// in place. No allocation beyond `out`'s growth and the `Bytes` refcount
-    /// of each client id.
+    /// in place. No allocation unless more than 8 clients match.
+    pub fn local_recipients_each(
+        &self,
+        topic: &str,
+        origin: Option<&str>,
+        deliver: impl FnMut(RecipientRef<'_>),
+    ) {
+        let mut local = LocalMatches::new();
+        self.filters.for_each_match(topic, |_, filter| {
+            if !filter.local.is_empty() {
+                local.push(&filter.local);
+            }
+        });
+        deliver_matches(&local, origin, deliver);
+    }
+
+    /// `local_recipients_each`, collected into `out` (cleared first).
     pub fn local_recipients(&self, topic: &str, origin: Option<&str>, out: &mut Vec<Recipient>) {
         out.clear();
-        let mut filters_matched = 0usize;
-        self.filters.for_each_match(topic, |_, filter| {
-            filters_matched += collect_local(&filter.local, origin, out);
-        });
-        merge_per_client(filters_matched, out);
+        self.local_recipients_each(topic, origin, |r| out.push(r.to_owned()));
     }
 
     /// The next local member of a shared group (round robin over the local
@@ -626,30 +686,33 @@ impl std::fmt::Debug for Router {
     }
 }
 
-/// Appends the recipients of one matching filter's local subscribers to
-/// `out`; 1 if the filter had any (for `merge_per_client`), else 0.
-fn collect_local(
-    subscribers: &AHashMap<ByteStr, Subscription>,
+/// Hands `deliver` each client of the matched filters once. With one
+/// matching filter (the common case) its subscribers go straight out;
+/// with several, they are collected and merged per client first: QoS the
+/// maximum, retain-as-published if any, every subscription identifier.
+/// A no-local subscription of `origin` is skipped.
+fn deliver_matches<'a>(
+    local: &[&'a AHashMap<ByteStr, Subscription>],
     origin: Option<&str>,
-    out: &mut Vec<Recipient>,
-) -> usize {
-    for (client, subscription) in subscribers {
-        if subscription.options.no_local && origin == Some(&**client) {
-            continue;
+    mut deliver: impl FnMut(RecipientRef<'a>),
+) {
+    let wanted = |(client, subscription): &(&'a ByteStr, &Subscription)| {
+        !(subscription.options.no_local && origin == Some(&***client))
+    };
+    if let [subscribers] = local {
+        for (client, subscription) in subscribers.iter().filter(wanted) {
+            deliver(subscription.recipient(client));
         }
-        out.push(subscription.recipient(client));
-    }
-    usize::from(!subscribers.is_empty())
-}
-
-/// One entry per client when more than one filter matched: QoS the maximum,
-/// retain-as-published if any, every subscription identifier.
-fn merge_per_client(filters_matched: usize, out: &mut Vec<Recipient>) {
-    if filters_matched <= 1 {
         return;
     }
-    out.sort_unstable_by(|a, b| a.client.cmp(&b.client));
-    out.dedup_by(|later, kept| {
+    let mut all: Vec<RecipientRef<'a>> = local
+        .iter()
+        .flat_map(|subscribers| subscribers.iter())
+        .filter(wanted)
+        .map(|(client, subscription)| subscription.recipient(client))
+        .collect();
+    all.sort_unstable_by(|a, b| a.client.cmp(b.client));
+    all.dedup_by(|later, kept| {
         if later.client != kept.client {
             return false;
         }
@@ -659,6 +722,7 @@ fn merge_per_client(filters_matched: usize, out: &mut Vec<Recipient>) {
             .extend(later.subscription_ids.drain(..));
         true
     });
+    all.into_iter().for_each(deliver);
 }
 
 fn count(n: usize) -> u32 {

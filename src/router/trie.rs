@@ -263,7 +263,7 @@ impl<V> TopicTrie<V> {
     ///
     /// Cost: one hash lookup for exact filters, then the tree walk described
     /// in the module comment, skipped when no wildcard filter is stored.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&str, &V)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a str, &'a V)) {
         if let Some((filter, value)) = self.exact.get_key_value(topic) {
             f(filter, value);
         }

@@ -184,6 +184,18 @@ pub struct Delivery {
     pub subscription_ids: SmallVec<[u32; 1]>,
 }
 
+impl Delivery {
+    /// `message` for a local recipient of it.
+    pub fn of(message: &Arc<Message>, r: crate::router::RecipientRef<'_>) -> Delivery {
+        Delivery {
+            message: message.clone(),
+            qos: r.qos.min(message.qos),
+            retain: r.retain_as_published && message.retain,
+            subscription_ids: r.subscription_ids,
+        }
+    }
+}
+
 /// What the shard must do next (see [`Connection::poll_action`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -5,7 +5,7 @@
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
-use crate::router::{InterestChange, Recipient, RetainedStore, Route, Router, SharedKey};
+use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -66,6 +66,34 @@ pub struct ConnHandle {
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
     /// to learn the new interest).
     pub tx_hold: Cell<u32>,
+}
+
+/// Online recipients of one message, resolved while the router is borrowed
+/// and handed their deliveries once that borrow ended
+/// (`Shard::give_deliveries`).
+type Targets = Vec<(Rc<ConnHandle>, Delivery)>;
+
+/// Where a delivery for `client` goes: its connection if online (returned),
+/// its parked session if offline (queued there now), nowhere if the client
+/// has no session on this shard any more (counted).
+fn resolve(
+    slots: &mut AHashMap<ByteStr, Slot>,
+    dropped_no_recipient: &mut u64,
+    client: &ByteStr,
+    d: Delivery,
+    now: Instant,
+) -> Option<(Rc<ConnHandle>, Delivery)> {
+    match slots.get_mut(client) {
+        Some(Slot::Online(h)) => Some((h.clone(), d)),
+        Some(Slot::Offline { session, .. }) => {
+            session.deliver_offline(d, now);
+            None
+        }
+        None => {
+            *dropped_no_recipient += 1;
+            None
+        }
+    }
 }
 
 /// What `Shard::publish_here` leaves for other shards.
@@ -147,7 +175,6 @@ pub struct Shard {
     next_drop_report: Cell<Instant>,
     /// Drop total at the last report, so only growth is logged.
     reported_drops: Cell<u64>,
-    scratch_recipients: RefCell<Vec<Recipient>>,
     /// A clock read at most `SHARD_TICK` old, for deliveries of messages
     /// without an expiry: their `now` only feeds `Connection::last_now`, and
     /// a clock read per delivered message cost 4 % of a shard's time at
@@ -160,6 +187,9 @@ pub struct Shard {
     /// packets into (see `conn::poll_transmit`): a connection keeps only
     /// what the socket did not take, and nothing while idle.
     pub write_scratch: RefCell<BytesMut>,
+    /// The online recipients of the message being delivered (see
+    /// `Targets`), kept to reuse its allocation.
+    scratch_targets: RefCell<Targets>,
     /// Node-wide admission state (live redirection config, connection
     /// count, round-robin cursor), shared lock-free with every shard and the
     /// admin thread.
@@ -212,10 +242,10 @@ impl Shard {
             subscribing,
             next_drop_report: Cell::new(Instant::now() + DROP_REPORT_INTERVAL),
             reported_drops: Cell::new(0),
-            scratch_recipients: RefCell::new(Vec::new()),
             coarse_now: Cell::new(Instant::now()),
             read_scratch: RefCell::new(vec![0; crate::limits::READ_CHUNK_BYTES].into_boxed_slice()),
             write_scratch: RefCell::new(BytesMut::new()),
+            scratch_targets: RefCell::new(Vec::new()),
             admission,
             counters,
             next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
@@ -356,15 +386,29 @@ impl Shard {
             }
         }
         // One trie walk gives the other shards to send to and this shard's
-        // own recipients.
+        // own recipients, resolved to their connections on the way.
+        let now = self.delivery_now(&message);
         let mut route = Route::default();
-        let mut recipients = std::mem::take(&mut *self.scratch_recipients.borrow_mut());
-        self.state.borrow_mut().router.route(
-            &message.topic,
-            message.origin.as_deref(),
-            &mut route,
-            &mut recipients,
-        );
+        let mut targets = std::mem::take(&mut *self.scratch_targets.borrow_mut());
+        {
+            let st = &mut *self.state.borrow_mut();
+            let State {
+                router,
+                slots,
+                dropped_no_recipient,
+                ..
+            } = st;
+            router.route_each(
+                &message.topic,
+                message.origin.as_deref(),
+                &mut route,
+                |r| {
+                    let client = r.client;
+                    let d = Delivery::of(&message, r);
+                    targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
+                },
+            );
+        }
         if self.broadcast_publishes() {
             // Every shard matches locally: see `broadcast_publishes`.
             route.shards.clear();
@@ -374,8 +418,8 @@ impl Shard {
         } else {
             route.shards.retain(|s| *s != self.id);
         }
-        self.deliver_recipients(&message, &mut recipients);
-        *self.scratch_recipients.borrow_mut() = recipients;
+        self.give_deliveries(targets.drain(..), now);
+        *self.scratch_targets.borrow_mut() = targets;
         if !route.shared.is_empty() {
             route
                 .shared
@@ -443,27 +487,38 @@ impl Shard {
 
     /// Deliver to this shard's ordinary subscribers.
     pub fn deliver_local(self: &Rc<Self>, message: &Arc<Message>) {
-        let mut recipients = std::mem::take(&mut *self.scratch_recipients.borrow_mut());
-        self.state.borrow().router.local_recipients(
-            &message.topic,
-            message.origin.as_deref(),
-            &mut recipients,
-        );
-        self.deliver_recipients(message, &mut recipients);
-        *self.scratch_recipients.borrow_mut() = recipients;
+        let now = self.delivery_now(message);
+        let mut targets = std::mem::take(&mut *self.scratch_targets.borrow_mut());
+        {
+            let st = &mut *self.state.borrow_mut();
+            let State {
+                router,
+                slots,
+                dropped_no_recipient,
+                ..
+            } = st;
+            router.local_recipients_each(&message.topic, message.origin.as_deref(), |r| {
+                let client = r.client;
+                let d = Delivery::of(message, r);
+                targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
+            });
+        }
+        self.give_deliveries(targets.drain(..), now);
+        *self.scratch_targets.borrow_mut() = targets;
     }
 
-    /// Delivers `message` to each of `recipients` (emptied).
-    fn deliver_recipients(self: &Rc<Self>, message: &Arc<Message>, recipients: &mut Vec<Recipient>) {
-        let now = self.delivery_now(message);
-        for r in recipients.drain(..) {
-            let d = Delivery {
-                message: message.clone(),
-                qos: r.qos.min(message.qos),
-                retain: r.retain_as_published && message.retain,
-                subscription_ids: r.subscription_ids,
-            };
-            self.deliver_to(&r.client, d, now);
+    /// Gives each connection its delivery, in order. Runs after the state
+    /// borrow that resolved them ended: a delivery can run shard code that
+    /// borrows it again.
+    fn give_deliveries(
+        self: &Rc<Self>,
+        targets: impl IntoIterator<Item = (Rc<ConnHandle>, Delivery)>,
+        now: Instant,
+    ) {
+        for (handle, d) in targets {
+            handle.conn.borrow_mut().handle_delivery(d, now);
+            self.drain_sync_actions(&handle);
+            handle.wake.raise();
         }
     }
 
@@ -480,7 +535,12 @@ impl Shard {
             retain: r.retain_as_published && message.retain,
             subscription_ids: r.subscription_ids,
         };
-        self.deliver_to(&r.client, d, self.delivery_now(message));
+        let now = self.delivery_now(message);
+        let target = {
+            let st = &mut *self.state.borrow_mut();
+            resolve(&mut st.slots, &mut st.dropped_no_recipient, &r.client, d, now)
+        };
+        self.give_deliveries(target, now);
         true
     }
 
@@ -515,26 +575,6 @@ impl Shard {
         } else {
             self.state.borrow_mut().dropped_no_recipient += 1;
         }
-    }
-
-    fn deliver_to(self: &Rc<Self>, client: &ByteStr, d: Delivery, now: Instant) {
-        let handle = {
-            let mut st = self.state.borrow_mut();
-            match st.slots.get_mut(client) {
-                Some(Slot::Online(h)) => h.clone(),
-                Some(Slot::Offline { session, .. }) => {
-                    session.deliver_offline(d, now);
-                    return;
-                }
-                None => {
-                    st.dropped_no_recipient += 1;
-                    return;
-                }
-            }
-        };
-        handle.conn.borrow_mut().handle_delivery(d, now);
-        self.drain_sync_actions(&handle);
-        handle.wake.raise();
     }
 
     /// Actions that can follow a delivery or a kick are handled without
