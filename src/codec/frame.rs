@@ -96,10 +96,26 @@ fn decode_frame(
         let body = &buf[header_len..size];
         let protocol = protocol.unwrap_or(Protocol::V311);
         let packet = match packet_type {
-            PUBACK => Some(Packet::PubAck(publish::decode_short_ack(body, protocol, reason::puback)?)),
-            PUBREC => Some(Packet::PubRec(publish::decode_short_ack(body, protocol, reason::puback)?)),
-            PUBREL => Some(Packet::PubRel(publish::decode_short_ack(body, protocol, reason::pubrel)?)),
-            PUBCOMP => Some(Packet::PubComp(publish::decode_short_ack(body, protocol, reason::pubrel)?)),
+            PUBACK => Some(Packet::PubAck(publish::decode_short_ack(
+                body,
+                protocol,
+                reason::puback,
+            )?)),
+            PUBREC => Some(Packet::PubRec(publish::decode_short_ack(
+                body,
+                protocol,
+                reason::puback,
+            )?)),
+            PUBREL => Some(Packet::PubRel(publish::decode_short_ack(
+                body,
+                protocol,
+                reason::pubrel,
+            )?)),
+            PUBCOMP => Some(Packet::PubComp(publish::decode_short_ack(
+                body,
+                protocol,
+                reason::pubrel,
+            )?)),
             PINGREQ if remaining_len == 0 => Some(Packet::PingReq),
             PINGRESP if remaining_len == 0 => Some(Packet::PingResp),
             _ => None,

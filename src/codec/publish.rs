@@ -88,7 +88,9 @@ pub(crate) fn publish_len(p: &PublishRef<'_>, protocol: Protocol) -> usize {
         len += 2;
     }
     if protocol.is_v5() {
-        len += p.properties.map_or(1, |pr| props::section_len(props::publish_len(pr)));
+        len += p
+            .properties
+            .map_or(1, |pr| props::section_len(props::publish_len(pr)));
     }
     len
 }

@@ -794,7 +794,12 @@ fn full_v5_packets_round_trip() {
 #[test]
 fn short_ack_matches_the_general_encoder() {
     for protocol in [Protocol::V311, Protocol::V5] {
-        for kind in [AckKind::PubAck, AckKind::PubRec, AckKind::PubRel, AckKind::PubComp] {
+        for kind in [
+            AckKind::PubAck,
+            AckKind::PubRec,
+            AckKind::PubRel,
+            AckKind::PubComp,
+        ] {
             for reason in [ReasonCode::SUCCESS, ReasonCode(0x10), ReasonCode(0x92)] {
                 let a = PubAck {
                     packet_id: 0x1234,
@@ -810,7 +815,11 @@ fn short_ack_matches_the_general_encoder() {
                 let mut out = BytesMut::new();
                 let n = encode_short_ack(kind, 0x1234, reason, protocol, &mut out);
                 assert_eq!(n, out.len());
-                assert_eq!(hex::encode(&out), encode_hex(&packet, protocol), "{kind:?} {reason:?} {protocol:?}");
+                assert_eq!(
+                    hex::encode(&out),
+                    encode_hex(&packet, protocol),
+                    "{kind:?} {reason:?} {protocol:?}"
+                );
             }
         }
     }

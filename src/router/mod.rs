@@ -19,7 +19,7 @@ pub mod trie;
 
 pub use retained::{RetainedFull, RetainedStore};
 pub use routing::{
-    Destination, InterestChange, Recipient, RecipientRef, Route, Router, ShardId, SharedKey, SubscribeOutcome,
-    UnsubscribeOutcome,
+    Destination, InterestChange, Recipient, RecipientRef, Route, Router, ShardId, SharedKey,
+    SubscribeOutcome, UnsubscribeOutcome,
 };
 pub use trie::TopicTrie;

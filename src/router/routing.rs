@@ -428,8 +428,7 @@ impl Router {
             }
             Ok(None) => {
                 let Some(Filter {
-                    local: subscribers,
-                    ..
+                    local: subscribers, ..
                 }) = self.filters.get_mut(filter)
                 else {
                     return ABSENT;

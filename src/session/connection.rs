@@ -8,9 +8,10 @@ use crate::authz::{DenyAction, DenyReason, Who};
 use bytes::BytesMut;
 
 use crate::codec::{
-    self, connack_v3, AckKind, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect, Disconnect,
-    DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties, PublishRef, QoS,
-    ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    self, connack_v3, AckKind, AckProperties, ByteStr, ConnAck, ConnAckProperties, Connect,
+    Disconnect, DisconnectProperties, Packet, Protocol, PubAck, Publish, PublishProperties,
+    PublishRef, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Will,
 };
 use crate::router::topic::{
     has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
@@ -38,7 +39,6 @@ enum Tx {
     /// A QoS 0 message (never inflight).
     Qos0(Delivery),
 }
-
 
 /// A live connection: wraps the [`Session`] while a client is connected.
 ///

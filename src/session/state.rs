@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
 use super::{Delivery, DropCounts};

@@ -568,10 +568,7 @@ async fn finish(
     // that stopped reading gets CLOSE_LINGER before the socket is shut.
     let flushed = futures_lite::future::or(
         async {
-            if flush(shard, &handle, &io, &mut backlog)
-                .await
-                .is_ok()
-            {
+            if flush(shard, &handle, &io, &mut backlog).await.is_ok() {
                 // The client reads EOF after our last packet.
                 half_close_fd(&io);
             }

@@ -398,16 +398,11 @@ impl Shard {
                 dropped_no_recipient,
                 ..
             } = st;
-            router.route_each(
-                &message.topic,
-                message.origin.as_deref(),
-                &mut route,
-                |r| {
-                    let client = r.client;
-                    let d = Delivery::of(&message, r);
-                    targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
-                },
-            );
+            router.route_each(&message.topic, message.origin.as_deref(), &mut route, |r| {
+                let client = r.client;
+                let d = Delivery::of(&message, r);
+                targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
+            });
         }
         if self.broadcast_publishes() {
             // Every shard matches locally: see `broadcast_publishes`.
@@ -538,7 +533,13 @@ impl Shard {
         let now = self.delivery_now(message);
         let target = {
             let st = &mut *self.state.borrow_mut();
-            resolve(&mut st.slots, &mut st.dropped_no_recipient, &r.client, d, now)
+            resolve(
+                &mut st.slots,
+                &mut st.dropped_no_recipient,
+                &r.client,
+                d,
+                now,
+            )
         };
         self.give_deliveries(target, now);
         true

@@ -51,7 +51,14 @@ struct ModelClient {
 impl ModelClient {
     fn receive(&mut self, p: Packet) {
         assert!(
-            encoded_len(&p, if self.v5 { Protocol::V5 } else { Protocol::V311 }) <= self.packet_size_max,
+            encoded_len(
+                &p,
+                if self.v5 {
+                    Protocol::V5
+                } else {
+                    Protocol::V311
+                }
+            ) <= self.packet_size_max,
             "packet larger than the client's Maximum Packet Size: {p:?}"
         );
         match p {

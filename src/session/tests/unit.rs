@@ -1242,10 +1242,7 @@ fn untransmitted_qos0_counted_on_close() {
     let mut c = c;
     c.handle_connection_lost(now);
     assert_eq!(c.drop_counts().closed, 1);
-    assert!(
-        transmit(&mut c, now).is_none(),
-        "no PUBLISH after close"
-    );
+    assert!(transmit(&mut c, now).is_none(), "no PUBLISH after close");
 }
 
 // ---- message expiry ----
