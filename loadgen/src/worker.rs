@@ -207,6 +207,11 @@ pub struct Worker {
     /// Scratch for `pump_publishers`.
     due_again: Vec<(u64, usize)>,
     next_housekeeping_ns: u64,
+    /// The thread's run delay when the measured window began (see
+    /// [`Worker::track_preemption`]); `None` before, or where unknown.
+    run_delay_at_measure_start_ns: Option<u64>,
+    /// The measured window's preemption has been taken.
+    preemption_taken: bool,
     // Counters mirrored into `Shared::threads[thread]`.
     sent: u64,
     received: u64,
@@ -362,6 +367,8 @@ impl Worker {
             due: BinaryHeap::new(),
             due_again: Vec::new(),
             next_housekeeping_ns: now + HOUSEKEEPING_NS,
+            run_delay_at_measure_start_ns: None,
+            preemption_taken: false,
             sent: 0,
             received: 0,
             errors: 0,
@@ -407,9 +414,39 @@ impl Worker {
                 self.next_housekeeping_ns = now + HOUSEKEEPING_NS;
                 self.housekeeping(now);
             }
+            self.track_preemption(now);
+        }
+        if self.run_delay_at_measure_start_ns.is_some() {
+            // A window cut short (Ctrl-C) still reports what it had.
+            self.track_preemption(u64::MAX);
         }
         self.shutdown();
         self.finish()
+    }
+
+    /// Reads the thread's run delay (time runnable but off its CPU) when the
+    /// measured window starts and when it ends: two reads of a /proc file
+    /// per run. A thread that busy-polls never gives its CPU up, so this is
+    /// the time other tasks took from it, during which nothing was sent or
+    /// read.
+    fn track_preemption(&mut self, now: u64) {
+        if self.preemption_taken || now < self.measure_start_ns {
+            return;
+        }
+        match self.run_delay_at_measure_start_ns {
+            None => {
+                self.run_delay_at_measure_start_ns = sys::thread_run_delay_ns();
+                if self.run_delay_at_measure_start_ns.is_none() {
+                    self.preemption_taken = true;
+                }
+            }
+            Some(start) if now >= self.stop_ns => {
+                self.stats.preempted_ns =
+                    sys::thread_run_delay_ns().map(|end| end.saturating_sub(start));
+                self.preemption_taken = true;
+            }
+            Some(_) => {}
+        }
     }
 
     fn update_schedule(&mut self) {
