@@ -4,9 +4,11 @@
 //!
 //! Each turn of the loop: start due connections, poll the sockets, read every
 //! readable socket into one big per-thread buffer and decode all complete
-//! packets, then let every publisher write one batch (up to `--batch`
-//! PUBLISH packets in one `send`). A publisher writes only when its previous
-//! batch left the socket completely, so kernel buffers never hide a backlog.
+//! packets, then let publishers write a batch each (up to `--batch` PUBLISH
+//! packets in one `send`): every unpaced publisher, but only the paced one
+//! due earliest ([`PACED_SENDS_PER_TURN`]), so what arrived meanwhile is read
+//! before more is sent. A publisher writes only when its previous batch left
+//! the socket completely, so kernel buffers never hide a backlog.
 //!
 //! The loop blocks in `epoll_wait` only when nothing can happen before the
 //! next socket event; it busy-polls while a paced send is due within
