@@ -51,8 +51,9 @@ const BATCH_BYTES_MAX: usize = 256 * 1024;
 /// `send` and `read` on loopback costs microseconds (the peer's TCP receive
 /// runs inside the sender's system call), so letting every due publisher
 /// write before reading again makes the messages already delivered wait a
-/// whole round of sends: at 1.45M msg/s over 50 pairs on one core that
-/// round was ~250 us, and it set the load generator's own p50. Publishers
+/// whole round of sends: at 1.13-1.45M msg/s over 50 pairs on one core
+/// that wait was the load generator's own p50, 230-530 us (now ~20 us;
+/// docs/performance.md). Publishers
 /// held back are not stamped yet (the stamp is taken when the batch is
 /// built, just before its `send`) and catch up with a larger batch.
 const PACED_SENDS_PER_TURN: usize = 1;
