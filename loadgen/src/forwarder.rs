@@ -173,34 +173,45 @@ fn run(listener: RawFd, stop: &AtomicBool) -> u64 {
             } else {
                 sys::close(c.fd);
             }
+            // Forward what this read produced now, not after every other
+            // readable connection has been read: a message waits for its
+            // own read and send only (a p2p target has one source, so this
+            // costs no extra send).
+            flush_dirty(&mut conns, &mut dirty, &epoll);
         }
-        for i in dirty.drain(..) {
-            let Some(c) = conns[i].as_mut() else { continue };
-            c.dirty = false;
-            while c.wpos < c.wbuf.len() {
-                match sys::send(c.fd, &c.wbuf[c.wpos..]) {
-                    Ok(n) => c.wpos += n,
-                    Err(_) => break,
-                }
-            }
-            if c.wpos == c.wbuf.len() {
-                c.wbuf.clear();
-                c.wpos = 0;
-                if c.want_write {
-                    c.want_write = false;
-                    let _ = epoll.modify(c.fd, sys::IN, i as u64);
-                }
-            } else if !c.want_write {
-                c.want_write = true;
-                let _ = epoll.modify(c.fd, sys::IN | sys::OUT, i as u64);
-            }
-        }
+        flush_dirty(&mut conns, &mut dirty, &epoll);
     }
     for c in conns.into_iter().flatten() {
         sys::close(c.fd);
     }
     sys::close(listener);
     forwarded
+}
+
+/// Write out every connection in `dirty`; register EPOLLOUT for those whose
+/// socket is full (they are flushed again when it drains).
+fn flush_dirty(conns: &mut [Option<Conn>], dirty: &mut Vec<usize>, epoll: &Epoll) {
+    for i in dirty.drain(..) {
+        let Some(c) = conns[i].as_mut() else { continue };
+        c.dirty = false;
+        while c.wpos < c.wbuf.len() {
+            match sys::send(c.fd, &c.wbuf[c.wpos..]) {
+                Ok(n) => c.wpos += n,
+                Err(_) => break,
+            }
+        }
+        if c.wpos == c.wbuf.len() {
+            c.wbuf.clear();
+            c.wpos = 0;
+            if c.want_write {
+                c.want_write = false;
+                let _ = epoll.modify(c.fd, sys::IN, i as u64);
+            }
+        } else if !c.want_write {
+            c.want_write = true;
+            let _ = epoll.modify(c.fd, sys::IN | sys::OUT, i as u64);
+        }
+    }
 }
 
 /// Handle every complete frame in `c.rbuf`; false = close the connection.

@@ -53,6 +53,11 @@ pub struct ThreadStats {
     /// (one entry per thread after merging: see `busy_ns_by_thread`).
     pub busy_ns: u64,
     pub busy_ns_by_thread: Vec<u64>,
+    /// Time in the measured window this thread was runnable but another
+    /// task had its CPU (`None`: the kernel does not say); one entry per
+    /// thread after merging.
+    pub preempted_ns: Option<u64>,
+    pub preempted_ns_by_thread: Vec<Option<u64>>,
 }
 
 impl Default for ThreadStats {
@@ -75,6 +80,8 @@ impl Default for ThreadStats {
             window_timeouts: 0,
             busy_ns: 0,
             busy_ns_by_thread: Vec::new(),
+            preempted_ns: None,
+            preempted_ns_by_thread: Vec::new(),
         }
     }
 }
@@ -112,6 +119,8 @@ impl ThreadStats {
         self.window_timeouts += o.window_timeouts;
         self.busy_ns_by_thread.push(o.busy_ns);
         self.busy_ns_by_thread.extend(o.busy_ns_by_thread);
+        self.preempted_ns_by_thread.push(o.preempted_ns);
+        self.preempted_ns_by_thread.extend(o.preempted_ns_by_thread);
     }
 }
 
@@ -221,6 +230,11 @@ pub struct Report {
     /// and sending (the rest is idle polling or sleeping): the load
     /// generator's own load. Near 100 % means it may be the bottleneck.
     pub loadgen_busy_pct: Vec<f64>,
+    /// Per worker thread: ms of the measured window it was runnable while
+    /// another task had its CPU (null where the kernel does not report
+    /// it). Messages in flight then wait for it: a run whose latency tail
+    /// comes with preemption measured the machine, not the broker.
+    pub loadgen_preempted_ms: Option<Vec<f64>>,
     pub latency_us: Option<Percentiles>,
     pub connack_latency_us: Option<Percentiles>,
     pub redirects: Redirects,
@@ -322,6 +336,11 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
             .busy_ns_by_thread
             .iter()
             .map(|&b| (b as f64 / (info.duration_s.max(1e-9) * 1e9) * 1000.0).round() / 10.0)
+            .collect(),
+        loadgen_preempted_ms: s
+            .preempted_ns_by_thread
+            .iter()
+            .map(|p| p.map(|ns| (ns as f64 / 1e5).round() / 10.0))
             .collect(),
         latency_us: percentiles_us(&s.latency_ns),
         connack_latency_us: percentiles_us(&s.connack_ns),
@@ -461,7 +480,14 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
             .iter()
             .map(|p| format!("{p:.0} %"))
             .collect();
-        let _ = writeln!(o, "loadgen busy {} (per thread)", b.join(", "));
+        let preempted = match &r.loadgen_preempted_ms {
+            Some(p) => {
+                let p: Vec<String> = p.iter().map(|ms| format!("{ms:.1} ms")).collect();
+                format!(", preempted {}", p.join(", "))
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(o, "loadgen busy {} (per thread){preempted}", b.join(", "));
     }
     pct("latency", &r.latency_us, &mut o);
     pct("connack", &r.connack_latency_us, &mut o);

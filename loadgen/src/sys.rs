@@ -277,3 +277,32 @@ pub fn stderr_is_tty() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::isatty(2) == 1 }
 }
+
+/// Nanoseconds the calling thread has spent runnable but waiting for a CPU
+/// (`run_delay`, the second field of /proc/thread-self/schedstat): time
+/// another task held the CPU this thread is pinned to. `None` where the
+/// kernel does not provide it.
+pub fn thread_run_delay_ns() -> Option<u64> {
+    parse_schedstat_run_delay(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+}
+
+/// `run_delay` from the text of a schedstat file: "<on-cpu ns> <run_delay ns> <timeslices>".
+pub fn parse_schedstat_run_delay(text: &str) -> Option<u64> {
+    let mut fields = text.split_ascii_whitespace();
+    fields.next()?.parse::<u64>().ok()?;
+    fields.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedstat_run_delay() {
+        assert_eq!(parse_schedstat_run_delay("0 2947613 1\n"), Some(2_947_613));
+        assert_eq!(parse_schedstat_run_delay("81234567890 123 4567"), Some(123));
+        assert_eq!(parse_schedstat_run_delay(""), None);
+        assert_eq!(parse_schedstat_run_delay("12"), None);
+        assert_eq!(parse_schedstat_run_delay("x 12 1"), None);
+    }
+}

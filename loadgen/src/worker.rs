@@ -4,9 +4,11 @@
 //!
 //! Each turn of the loop: start due connections, poll the sockets, read every
 //! readable socket into one big per-thread buffer and decode all complete
-//! packets, then let every publisher write one batch (up to `--batch`
-//! PUBLISH packets in one `send`). A publisher writes only when its previous
-//! batch left the socket completely, so kernel buffers never hide a backlog.
+//! packets, then let publishers write a batch each (up to `--batch` PUBLISH
+//! packets in one `send`): every unpaced publisher, but only the paced one
+//! due earliest ([`PACED_SENDS_PER_TURN`]), so what arrived meanwhile is read
+//! before more is sent. A publisher writes only when its previous batch left
+//! the socket completely, so kernel buffers never hide a backlog.
 //!
 //! The loop blocks in `epoll_wait` only when nothing can happen before the
 //! next socket event; it busy-polls while a paced send is due within
@@ -44,6 +46,17 @@ use crate::window::Window;
 const READ_CHUNK: usize = 256 * 1024;
 /// Most bytes of PUBLISH packets written per batch.
 const BATCH_BYTES_MAX: usize = 256 * 1024;
+/// Paced publishers that write per loop turn; the others still due wait
+/// for the next turn, after the readable sockets have been read. Every
+/// `send` and `read` on loopback costs microseconds (the peer's TCP receive
+/// runs inside the sender's system call), so letting every due publisher
+/// write before reading again makes the messages already delivered wait a
+/// whole round of sends: at 1.13-1.45M msg/s over 50 pairs on one core
+/// that wait was the load generator's own p50, 230-530 us (now ~20 us;
+/// docs/performance.md). Publishers
+/// held back are not stamped yet (the stamp is taken when the batch is
+/// built, just before its `send`) and catch up with a larger batch.
+const PACED_SENDS_PER_TURN: usize = 1;
 /// Longest sleep in epoll_wait, so phase changes are seen promptly.
 const IDLE_WAIT_MS: i32 = 10;
 /// Keep-alive and timeout checks run this often.
@@ -197,6 +210,11 @@ pub struct Worker {
     /// Scratch for `pump_publishers`.
     due_again: Vec<(u64, usize)>,
     next_housekeeping_ns: u64,
+    /// The thread's run delay when the measured window began (see
+    /// [`Worker::track_preemption`]); `None` before, or where unknown.
+    run_delay_at_measure_start_ns: Option<u64>,
+    /// The measured window's preemption has been taken.
+    preemption_taken: bool,
     // Counters mirrored into `Shared::threads[thread]`.
     sent: u64,
     received: u64,
@@ -352,6 +370,8 @@ impl Worker {
             due: BinaryHeap::new(),
             due_again: Vec::new(),
             next_housekeeping_ns: now + HOUSEKEEPING_NS,
+            run_delay_at_measure_start_ns: None,
+            preemption_taken: false,
             sent: 0,
             received: 0,
             errors: 0,
@@ -397,9 +417,39 @@ impl Worker {
                 self.next_housekeeping_ns = now + HOUSEKEEPING_NS;
                 self.housekeeping(now);
             }
+            self.track_preemption(now);
+        }
+        if self.run_delay_at_measure_start_ns.is_some() {
+            // A window cut short (Ctrl-C) still reports what it had.
+            self.track_preemption(u64::MAX);
         }
         self.shutdown();
         self.finish()
+    }
+
+    /// Reads the thread's run delay (time runnable but off its CPU) when the
+    /// measured window starts and when it ends: two reads of a /proc file
+    /// per run. A thread that busy-polls never gives its CPU up, so this is
+    /// the time other tasks took from it, during which nothing was sent or
+    /// read.
+    fn track_preemption(&mut self, now: u64) {
+        if self.preemption_taken || now < self.measure_start_ns {
+            return;
+        }
+        match self.run_delay_at_measure_start_ns {
+            None => {
+                self.run_delay_at_measure_start_ns = sys::thread_run_delay_ns();
+                if self.run_delay_at_measure_start_ns.is_none() {
+                    self.preemption_taken = true;
+                }
+            }
+            Some(start) if now >= self.stop_ns => {
+                self.stats.preempted_ns =
+                    sys::thread_run_delay_ns().map(|end| end.saturating_sub(start));
+                self.preemption_taken = true;
+            }
+            Some(_) => {}
+        }
     }
 
     fn update_schedule(&mut self) {
@@ -1040,12 +1090,17 @@ impl Worker {
         // time), so thousands of slow publishers cost nothing between sends.
         let now = now_ns();
         let mut again = std::mem::take(&mut self.due_again);
+        let mut sends = 0;
         while let Some(&Reverse((due, i))) = self.due.peek() {
-            if due > now {
+            if due > now || sends >= PACED_SENDS_PER_TURN {
                 break;
             }
             self.due.pop();
+            let sent_before = self.sent;
             let next = self.pump(i);
+            if self.sent != sent_before {
+                sends += 1;
+            }
             if next != u64::MAX {
                 again.push((next, i));
             }
