@@ -559,6 +559,9 @@ def metric(key: str, r: Result):
         "in": rep["throughput"]["in_msg_s"],
         "lost": rep.get("lost"),
         "busy": max(rep["loadgen_busy_pct"]) if rep["loadgen_busy_pct"] else None,
+        # Time the load generator's thread was runnable while another task
+        # had its CPU: the machine's noise, not the broker's.
+        "preempted": max(rep["loadgen_preempted_ms"]) if rep.get("loadgen_preempted_ms") else None,
         "p50": lat.get("p50"), "p90": lat.get("p90"), "p99": lat.get("p99"),
         "p999": lat.get("p999"), "max": lat.get("max"),
         "rss_per_conn_b": r.extra.get("rss_per_conn_b"),
@@ -586,6 +589,8 @@ def fmt_num(v: float | None, unit: str) -> str:
         return f"{v:.0f} %"
     if unit == "n":
         return f"{v:,.0f}"
+    if unit == "ms":
+        return f"{v:,.0f} ms"
     return f"{v:g}"
 
 
@@ -767,6 +772,9 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
       "CPU 0's busy time (`/proc/stat`): other processes, or kernel work not charged to the broker.")
     w("* **Lost**: messages sent but never received (the load generator tracks every sequence "
       "number per publisher and subscriber).")
+    w("* **Loadgen preempted**: how long the load generator's worker thread was ready to run while "
+      "another task had its CPU during the measured window (`/proc/thread-self/schedstat`, JSON "
+      "`loadgen_preempted_ms`): noise from the machine, which inflates latency tails of both brokers.")
     w("")
 
     # ---- summary
@@ -835,12 +843,14 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
             rows = [("rate achieved (in)", "in", "msg/s"), ("p50", "p50", "us"), ("p90", "p90", "us"),
                     ("p99", "p99", "us"), ("p99.9", "p999", "us"), ("max", "max", "us"),
                     ("lost", "lost", "n"), ("broker CPU", "cpu", "%"),
-                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"), ("loadgen busy", "busy", "%")]
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"), ("loadgen busy", "busy", "%"),
+                    ("loadgen preempted", "preempted", "ms")]
         else:
             rows = [("msg/s out", "out", "msg/s"), ("msg/s in (delivered)", "in", "msg/s"),
                     ("latency p50", "p50", "us"), ("latency p99", "p99", "us"),
                     ("lost", "lost", "n"), ("broker CPU", "cpu", "%"),
-                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"), ("loadgen busy", "busy", "%")]
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"), ("loadgen busy", "busy", "%"),
+                    ("loadgen preempted", "preempted", "ms")]
         cols = ["", *[b.label for b in brokers], *[f"ringmq / {p.label}" for p in peers]]
         w("| " + " | ".join(cols) + " |")
         w("|" + "---|" * len(cols))
