@@ -378,6 +378,9 @@ async fn serve_connected(
     };
     // What the socket did not take yet (see `poll_transmit`).
     let mut backlog = BytesMut::new();
+    // Keep Alive is enforced by the shard's tick (`Shard::tick`), not by a
+    // read timeout: a reactor timer per idle connection cost its memory.
+    let _ = io.borrow().set_read_timeout(None);
 
     let mut eof = false;
     loop {
@@ -401,14 +404,6 @@ async fn serve_connected(
                 break;
             }
         }
-        let timeout = handle
-            .conn
-            .borrow()
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        let _ = io
-            .borrow()
-            .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
         release_if_empty(buf);
         // One wait for three things: the client's bytes, something to
         // transmit (or room in the socket for what is waiting), and a close
@@ -448,10 +443,6 @@ async fn serve_connected(
         match woken {
             Woken::Close => break,
             Woken::Read(Ok(true)) => {}
-            Woken::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                handle.conn.borrow_mut().handle_timeout(Instant::now());
-                Box::pin(shard.run_actions(&handle)).await;
-            }
             Woken::Read(Ok(false)) | Woken::Read(Err(_)) => {
                 eof = true;
                 if !handle.closing.get() {

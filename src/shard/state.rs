@@ -1004,8 +1004,15 @@ impl Shard {
         for (_, will) in due {
             self.publish(will).await;
         }
-        let expired: Vec<Session> = {
+        let (expired, silent): (Vec<Session>, Vec<Rc<ConnHandle>>) = {
             let mut st = self.state.borrow_mut();
+            // One pass over the sessions for both deadlines: offline
+            // sessions whose expiry passed, and online clients silent for
+            // 1.5 times their Keep Alive. Checking keepalive here, at most
+            // `SHARD_TICK` late, instead of with a reactor timer per
+            // connection saves every idle connection the timer's memory
+            // (docs/performance.md, idle connections round 3).
+            let mut silent = Vec::new();
             let ids: Vec<ByteStr> = st
                 .slots
                 .iter()
@@ -1014,16 +1021,31 @@ impl Shard {
                         expires_at: Some(t),
                         ..
                     } if *t <= now => Some(id.clone()),
+                    Slot::Online(h) => {
+                        if h.conn.borrow().poll_timeout().is_some_and(|t| t <= now) {
+                            silent.push(h.clone());
+                        }
+                        None
+                    }
                     _ => None,
                 })
                 .collect();
-            ids.into_iter()
+            let expired = ids
+                .into_iter()
                 .filter_map(|id| match st.slots.remove(&id) {
                     Some(Slot::Offline { session, .. }) => Some(*session),
                     _ => None,
                 })
-                .collect()
+                .collect();
+            (expired, silent)
         };
+        for h in silent {
+            // DISCONNECT 0x8D (v5) and a close with the will, as if a timer
+            // had fired in the connection's task; that task flushes and
+            // closes.
+            h.conn.borrow_mut().handle_timeout(now);
+            self.drain_sync_actions(&h);
+        }
         for session in expired {
             let id = session.client_id().clone();
             // A delayed will is due at the latest when its session ends.
