@@ -1,10 +1,11 @@
 //! [`Session`]: the durable part of a client's state, which survives
 //! disconnects and moves between shards on takeover.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
-use ahash::AHashMap;
+use super::lazy::Lazy;
 
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
@@ -55,13 +56,18 @@ pub struct Session {
     /// map: every PUBLISH and ack looks an id up (a B-tree of a 1000-message
     /// window cost several hundred instructions per message); resends sort
     /// by `seq`, so nothing needs the ids in order.
-    pub(crate) inflight: AHashMap<u16, Outbound>,
+    ///
+    /// Hashed with fixed keys: packet ids are ours to choose, so there is
+    /// nothing for a client to collide, and a per-map random state was 32
+    /// bytes of every session.
+    pub(crate) inflight: HashMap<u16, Outbound, BuildHasherDefault<ahash::AHasher>>,
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
     pub(crate) next_seq: u64,
     /// Messages waiting for the inflight window or for the client to return.
-    pub(crate) queue: VecDeque<Delivery>,
+    /// `Lazy`: one pointer while empty (see `session::lazy`).
+    pub(crate) queue: Lazy<VecDeque<Delivery>>,
     /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
     pub(crate) queue_qos0_len: usize,
     /// Bound on `queue`, from the config of the last connection: the session
@@ -79,10 +85,10 @@ impl Session {
             client_id,
             expiry_interval_s,
             subscriptions: BTreeMap::new(),
-            inflight: AHashMap::new(),
+            inflight: HashMap::default(),
             next_packet_id: 1,
             next_seq: 0,
-            queue: VecDeque::new(),
+            queue: Lazy::new(),
             queue_qos0_len: 0,
             queue_len_max,
             incoming_qos2: BTreeSet::new(),
