@@ -7,7 +7,8 @@
 //! Reads of an empty `Lazy` see a shared empty collection; the first write
 //! allocates the box. [`Lazy::release_if_empty`] gives the box back.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
@@ -26,6 +27,13 @@ impl<T: 'static> Empty for VecDeque<T> {
 
 impl<K: 'static, V: 'static> Empty for BTreeMap<K, V> {
     const EMPTY: &'static Self = &BTreeMap::new();
+    fn has_none(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T: 'static> Empty for BTreeSet<T> {
+    const EMPTY: &'static Self = &BTreeSet::new();
     fn has_none(&self) -> bool {
         self.is_empty()
     }
@@ -93,6 +101,24 @@ impl<T: 'static> Lazy<VecDeque<T>> {
     }
 }
 
+impl<K: Ord + 'static, V: 'static> Lazy<BTreeMap<K, V>> {
+    pub(crate) fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        self.0.as_mut()?.remove(key)
+    }
+}
+
+impl<T: Ord + 'static> Lazy<BTreeSet<T>> {
+    pub(crate) fn remove<Q: Ord + ?Sized>(&mut self, value: &Q) -> bool
+    where
+        T: Borrow<Q>,
+    {
+        self.0.as_mut().is_some_and(|s| s.remove(value))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,9 +149,18 @@ mod tests {
         let mut m: Lazy<BTreeMap<u16, u8>> = Lazy::default();
         assert_eq!(m.get(&1), None);
         assert!(m.0.is_none());
+        assert_eq!(m.remove(&1), None);
+        assert!(m.0.is_none(), "removing from an empty map allocated");
         m.insert(1, 7);
         assert_eq!(m.get(&1), Some(&7));
         assert_eq!(format!("{m:?}"), "{1: 7}");
+        assert_eq!(m.remove(&1), Some(7));
+        let mut s: Lazy<BTreeSet<u16>> = Lazy::new();
+        assert!(!s.remove(&3));
+        assert!(s.0.is_none());
+        s.insert(3);
+        assert!(s.contains(&3));
+        assert!(s.remove(&3));
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct Session {
     pub(crate) expiry_interval_s: u32,
     /// Keyed by the raw filter (including any `$share/group/`): a
     /// resubscription to the same filter replaces the entry (MQTT-3.8.4-3).
-    pub(crate) subscriptions: BTreeMap<ByteStr, Subscription>,
+    /// `Lazy`: one pointer while empty (see `session::lazy`).
+    pub(crate) subscriptions: Lazy<BTreeMap<ByteStr, Subscription>>,
     /// Outbound QoS 1/2 messages holding packet ids, keyed by id. A hash
     /// map: every PUBLISH and ack looks an id up (a B-tree of a 1000-message
     /// window cost several hundred instructions per message); resends sort
@@ -75,7 +76,8 @@ pub struct Session {
     pub(crate) queue_len_max: usize,
     /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet
     /// received: a PUBLISH reusing one is a duplicate, not routed again.
-    pub(crate) incoming_qos2: BTreeSet<u16>,
+    /// `Lazy`: one pointer while empty.
+    pub(crate) incoming_qos2: Lazy<BTreeSet<u16>>,
     pub(crate) drops: DropCounts,
 }
 
@@ -84,14 +86,14 @@ impl Session {
         Session {
             client_id,
             expiry_interval_s,
-            subscriptions: BTreeMap::new(),
+            subscriptions: Lazy::new(),
             inflight: HashMap::default(),
             next_packet_id: 1,
             next_seq: 0,
             queue: Lazy::new(),
             queue_qos0_len: 0,
             queue_len_max,
-            incoming_qos2: BTreeSet::new(),
+            incoming_qos2: Lazy::new(),
             drops: DropCounts::default(),
         }
     }
