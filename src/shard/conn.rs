@@ -172,8 +172,11 @@ enum Woken {
 
 /// Gives `buf`'s memory back when it holds no partial packet: called before
 /// waiting for the client, so an idle connection holds no read buffer.
+/// Whatever its capacity: the empty rest of a buffer that frames were split
+/// off (capacity 0 when they took all of it) still holds a reference to the
+/// whole buffer, which would stay allocated.
 fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() {
         *buf = BytesMut::new();
     }
 }
@@ -564,7 +567,11 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     let (client_id, assigned) = if connect.client_id.is_empty() {
         (assign_client_id(shard.id), true)
     } else {
-        (connect.client_id.clone(), false)
+        // A copy of its own: the decoded id shares the buffer of the whole
+        // CONNECT read (and a larger reference count), which the session,
+        // the registry keys and the subscriptions would keep alive for as
+        // long as the client stays.
+        (ByteStr::from(connect.client_id.to_string()), false)
     };
     let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
         Acquired::Ready(s) => s,
