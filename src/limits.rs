@@ -75,7 +75,7 @@ pub const MQUEUE_LEN_MAX: u32 = 1 << 20;
 pub const SHARDS_MAX: usize = 256;
 
 /// Connections one listener accepts. Each connection costs a file
-/// descriptor and about 1.9 KiB of broker memory while idle (no read buffer:
+/// descriptor and about 1.1 KiB of broker memory while idle (no read buffer:
 /// see [`READ_CHUNK_BYTES`]); docs/performance.md has the breakdown.
 pub const CONNECTIONS_PER_LISTENER_MAX: u32 = 10_000_000;
 
