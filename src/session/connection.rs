@@ -17,6 +17,7 @@ use crate::router::topic::{
     has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
 };
 
+use super::lazy::Lazy;
 use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
     Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
@@ -69,9 +70,9 @@ pub struct Connection {
     /// Outbound aliases we may use: min(client Topic Alias Maximum, cap).
     alias_out_max: u16,
     /// Topic -> alias already sent on this connection.
-    aliases_out: BTreeMap<ByteStr, u16>,
+    aliases_out: Lazy<BTreeMap<ByteStr, u16>>,
     /// Alias -> topic set by the client on this connection.
-    aliases_in: BTreeMap<u16, ByteStr>,
+    aliases_in: Lazy<BTreeMap<u16, ByteStr>>,
     /// Request Problem Information (v5): when false no Reason String goes out.
     problem_info: bool,
     /// CONNECT had Session Expiry Interval 0: a DISCONNECT may not raise it
@@ -87,13 +88,15 @@ pub struct Connection {
     /// Decided at close: the will must be published.
     publish_will: bool,
 
-    tx: VecDeque<Tx>,
+    /// This and the next deques are `Lazy` (one pointer while empty, as
+    /// they are while the client is idle), like the alias maps.
+    tx: Lazy<VecDeque<Tx>>,
     /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`].
     tx_qos0_len: usize,
     /// Ids of PUBLISHes carried over from an earlier connection that still
     /// wait for room in this connection's window before being resent.
-    resend: VecDeque<u16>,
-    actions: VecDeque<Action>,
+    resend: Lazy<VecDeque<u16>>,
+    actions: Lazy<VecDeque<Action>>,
     closed: bool,
     closed_at: Instant,
 }
@@ -262,17 +265,17 @@ impl Connection {
             } else {
                 0
             },
-            aliases_out: BTreeMap::new(),
-            aliases_in: BTreeMap::new(),
+            aliases_out: Lazy::new(),
+            aliases_in: Lazy::new(),
             problem_info: !v5 || props.request_problem_information != Some(0),
             connect_expiry_zero: expiry_requested_s == 0,
             will: connect.will.map(Box::new),
             will_delay_zero: false,
             publish_will: false,
-            tx: VecDeque::new(),
+            tx: Lazy::new(),
             tx_qos0_len: 0,
-            resend: VecDeque::new(),
-            actions: VecDeque::new(),
+            resend: Lazy::new(),
+            actions: Lazy::new(),
             closed: false,
             closed_at: now,
             session,
@@ -757,15 +760,10 @@ impl Connection {
     /// carried a PUBLISH or an acknowledgement, so a busy connection does
     /// not reallocate its queues on every read.
     pub fn release_idle_memory(&mut self) {
-        if self.tx.is_empty() && self.tx.capacity() > 0 {
-            self.tx = VecDeque::new();
-        }
-        if self.resend.is_empty() && self.resend.capacity() > 0 {
-            self.resend = VecDeque::new();
-        }
-        if self.actions.is_empty() && self.actions.capacity() > 0 {
-            self.actions = VecDeque::new();
-        }
+        self.tx.release_if_empty();
+        self.resend.release_if_empty();
+        self.actions.release_if_empty();
+        self.session.queue.release_if_empty();
     }
 
     /// Earliest instant at which `handle_timeout` must be called (keepalive:

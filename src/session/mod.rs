@@ -91,6 +91,7 @@
 //! - the will is checked when it is due ([`Connection::take_will`]), as EMQX
 //!   does: a will to a denied topic is dropped, the CONNECT is not refused.
 mod connection;
+mod lazy;
 mod state;
 
 #[cfg(test)]

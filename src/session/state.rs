@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
+use super::lazy::Lazy;
+
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
 use super::{Delivery, DropCounts};
@@ -79,18 +81,24 @@ pub struct Session {
     pub(crate) expiry_interval_s: u32,
     /// Keyed by the raw filter (including any `$share/group/`): a
     /// resubscription to the same filter replaces the entry (MQTT-3.8.4-3).
-    pub(crate) subscriptions: BTreeMap<ByteStr, Subscription>,
+    /// `Lazy`: one pointer while empty (see `session::lazy`).
+    pub(crate) subscriptions: Lazy<BTreeMap<ByteStr, Subscription>>,
     /// Outbound QoS 1/2 messages holding packet ids, keyed by id. A hash
     /// map: every PUBLISH and ack looks an id up (a B-tree of a 1000-message
     /// window cost several hundred instructions per message); resends sort
     /// by `seq`, so nothing needs the ids in order.
+    ///
+    /// Hashed without keys (`PacketIdHasher`): packet ids are ours to
+    /// choose, so there is nothing for a client to collide, and a per-map
+    /// random state was 32 bytes of every session.
     pub(crate) inflight: PacketIdMap<Outbound>,
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
     pub(crate) next_seq: u64,
     /// Messages waiting for the inflight window or for the client to return.
-    pub(crate) queue: VecDeque<Delivery>,
+    /// `Lazy`: one pointer while empty (see `session::lazy`).
+    pub(crate) queue: Lazy<VecDeque<Delivery>>,
     /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
     pub(crate) queue_qos0_len: usize,
     /// Bound on `queue`, from the config of the last connection: the session
@@ -98,7 +106,8 @@ pub struct Session {
     pub(crate) queue_len_max: usize,
     /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet
     /// received: a PUBLISH reusing one is a duplicate, not routed again.
-    pub(crate) incoming_qos2: BTreeSet<u16>,
+    /// `Lazy`: one pointer while empty.
+    pub(crate) incoming_qos2: Lazy<BTreeSet<u16>>,
     pub(crate) drops: DropCounts,
 }
 
@@ -107,14 +116,14 @@ impl Session {
         Session {
             client_id,
             expiry_interval_s,
-            subscriptions: BTreeMap::new(),
+            subscriptions: Lazy::new(),
             inflight: PacketIdMap::default(),
             next_packet_id: 1,
             next_seq: 0,
-            queue: VecDeque::new(),
+            queue: Lazy::new(),
             queue_qos0_len: 0,
             queue_len_max,
-            incoming_qos2: BTreeSet::new(),
+            incoming_qos2: Lazy::new(),
             drops: DropCounts::default(),
         }
     }

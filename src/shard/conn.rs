@@ -44,17 +44,22 @@ fn assign_client_id(shard: u16) -> ByteStr {
 /// Only while a packet larger than the scratch buffer is being assembled
 /// (`buf` already grown for it) does the kernel write into `buf` directly,
 /// which saves copying large payloads twice.
-async fn fill(scratch: &RefCell<Box<[u8]>>, rd: &mut Half, buf: &mut BytesMut) -> io::Result<bool> {
-    std::future::poll_fn(|cx| poll_fill(cx, scratch, rd, buf)).await
+async fn fill(
+    scratch: &RefCell<Box<[u8]>>,
+    io: &RefCell<TcpStream>,
+    buf: &mut BytesMut,
+) -> io::Result<bool> {
+    std::future::poll_fn(|cx| poll_fill(cx, scratch, io, buf)).await
 }
 
 /// `fill` as a poll, for a wait on several things at once.
 fn poll_fill(
     cx: &mut Context<'_>,
     scratch: &RefCell<Box<[u8]>>,
-    rd: &mut Half,
+    io: &RefCell<TcpStream>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<bool>> {
+    let mut rd = io.borrow_mut();
     if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
         let spare = buf.spare_capacity_mut();
         // SAFETY: recv(2) only writes into this memory and nothing reads
@@ -84,7 +89,7 @@ fn poll_transmit(
     shard: &Shard,
     handle: &ConnHandle,
     io: &RefCell<TcpStream>,
-    backlog: &mut BytesMut,
+    backlog: &mut Backlog,
 ) -> Poll<io::Result<()>> {
     let mut stream = io.borrow_mut();
     let mut write = |cx: &mut Context<'_>, bytes: &[u8]| -> Poll<io::Result<usize>> {
@@ -93,12 +98,14 @@ fn poll_transmit(
             other => Poll::Ready(other),
         }
     };
-    while !backlog.is_empty() {
-        let n = ready!(write(cx, backlog))?;
-        backlog.advance(n);
+    if let Some(pending) = backlog {
+        while !pending.is_empty() {
+            let n = ready!(write(cx, pending))?;
+            pending.advance(n);
+        }
+        // The backlog's memory goes back as soon as it is empty.
+        *backlog = None;
     }
-    // The backlog's memory goes back as soon as it is empty.
-    *backlog = BytesMut::new();
     loop {
         if handle.tx_hold.get() > 0 && !handle.closing.get() {
             return Poll::Ready(Ok(()));
@@ -119,7 +126,9 @@ fn poll_transmit(
                 Poll::Ready(Ok(n)) => written += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    backlog.extend_from_slice(&out[written..]);
+                    backlog
+                        .get_or_insert_with(Default::default)
+                        .extend_from_slice(&out[written..]);
                     return Poll::Pending;
                 }
             }
@@ -136,7 +145,7 @@ async fn flush(
     shard: &Shard,
     handle: &ConnHandle,
     io: &RefCell<TcpStream>,
-    backlog: &mut BytesMut,
+    backlog: &mut Backlog,
 ) -> io::Result<()> {
     std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, io, backlog)).await
 }
@@ -151,8 +160,11 @@ enum Woken {
 
 /// Gives `buf`'s memory back when it holds no partial packet: called before
 /// waiting for the client, so an idle connection holds no read buffer.
+/// Whatever its capacity: the empty rest of a buffer that frames were split
+/// off (capacity 0 when they took all of it) still holds a reference to the
+/// whole buffer, which would stay allocated.
 fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() {
         *buf = BytesMut::new();
     }
 }
@@ -172,13 +184,31 @@ fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
     }))
 }
 
+/// What the socket did not take yet, `None` when nothing: boxed, since a
+/// connection whose client keeps up never has any, and inline it took 24
+/// bytes more of every idle connection's task.
+type Backlog = Option<Box<BytesMut>>;
+
 /// What an admitted CONNECT hands to the rest of the connection.
 struct Admitted {
     connect: Box<codec::Connect>,
     io: Rc<RefCell<TcpStream>>,
-    rd: Half,
     /// Whatever the client sent after its CONNECT.
     buf: BytesMut,
+}
+
+/// What an established connection's task keeps while it waits for its
+/// client: this, a reference to the shard and a few flags are the whole
+/// state of the wait, so the task's future (allocated once at its full size
+/// and paid by every idle connection) stays small.
+struct Live {
+    handle: Rc<ConnHandle>,
+    io: Rc<RefCell<TcpStream>>,
+    /// Bytes of a partial packet; released while empty.
+    buf: BytesMut,
+    /// What the socket did not take yet (see `poll_transmit`).
+    backlog: Backlog,
+    protocol: Protocol,
 }
 
 /// The task of one accepted connection.
@@ -195,25 +225,32 @@ pub fn serve(
 
 async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Arc<ListenerCount>) {
     // The CONNECT phase runs boxed: its packets and refusals take far more
-    // room than the rest of the connection, and inline they would stay in
-    // this future (one allocation per connection, held until it ends).
+    // room than the rest of the connection. (Each boxed future is bound by
+    // a `let` before it is awaited: a temporary in the awaiting statement
+    // keeps its room in this future.)
     let mut admitted = None;
-    Box::pin(admit(&shard, io, &listener, &mut admitted)).await;
-    let Some(Admitted {
-        connect,
-        io,
-        mut rd,
-        mut buf,
-    }) = admitted
-    else {
+    let connecting = Box::pin(admit(&shard, io, &listener, &mut admitted));
+    connecting.await;
+    let Some(admitted) = admitted else {
         return;
     };
     shard.state.borrow_mut().connections += 1;
     shard.counters.connections.fetch_add(1, Ordering::Relaxed);
-    // By reference: the arguments of an async fn stay in its future beside
-    // the locals they are moved into, so values passed in would be held
-    // twice for the life of the connection.
-    serve_connected(&shard, connect, &io, &mut rd, &mut buf).await;
+    let establishing = Box::pin(establish(&shard, admitted));
+    match establishing.await {
+        // The established connection runs as a task of its own: glommio
+        // allocates a task's future once, at its full size, and this one
+        // is sized for the CONNECT phase; the new one holds only what
+        // waiting for the client needs, for as long as the client stays.
+        Some(live) => {
+            glommio::spawn_local(serve_established(shard, live, listener)).detach();
+        }
+        None => closed(&shard, &listener),
+    }
+}
+
+/// The accounting at the end of an admitted connection.
+fn closed(shard: &Shard, listener: &ListenerCount) {
     shard.counters.connections.fetch_sub(1, Ordering::Relaxed);
     shard.state.borrow_mut().connections -= 1;
     listener.open.release();
@@ -234,7 +271,6 @@ async fn admit(
         let _ = stream.set_nodelay(true);
         stream.peer_addr().ok()
     };
-    let mut rd = Half(io.clone());
     let mut wr = Half(io.clone());
     let cfg = &shard.settings.session;
     let mut buf = BytesMut::new();
@@ -245,7 +281,7 @@ async fn admit(
         match codec::decode(&mut buf, None, cfg.max_packet_size) {
             Ok(Some(Packet::Connect(c))) => break c,
             Ok(Some(_)) => return close(&io).await,
-            Ok(None) => match fill(&shard.read_scratch, &mut rd, &mut buf).await {
+            Ok(None) => match fill(&shard.read_scratch, &io, &mut buf).await {
                 Ok(true) => {}
                 _ => return close(&io).await,
             },
@@ -303,12 +339,7 @@ async fn admit(
             return close(&io).await;
         }
     }
-    *admitted = Some(Admitted {
-        connect,
-        io,
-        rd,
-        buf,
-    });
+    *admitted = Some(Admitted { connect, io, buf });
 }
 
 /// Decides a CONNECT (`admission::decide`) and, for an admission, takes a
@@ -347,116 +378,115 @@ fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decisi
     decision
 }
 
-/// An admitted connection, from acquiring its session to its end.
-///
-/// This future lives as long as the connection and glommio allocates it
-/// once per task, so its size is paid by every idle connection: the
-/// session acquisition and the end-of-connection work run in boxed futures
-/// that exist only while they run, and only the read loop's state stays.
-async fn serve_connected(
-    shard: &Rc<Shard>,
-    connect: Box<codec::Connect>,
-    io: &Rc<RefCell<TcpStream>>,
-    rd: &mut Half,
-    buf: &mut BytesMut,
-) {
-    let protocol = connect.protocol;
-    let Some(handle) = Box::pin(establish(shard, connect)).await else {
-        return close(io).await;
-    };
-    // What the socket did not take yet (see `poll_transmit`).
-    let mut backlog = BytesMut::new();
-
-    let mut eof = false;
-    loop {
-        // Whether this turn's read carried control packets only (or none):
-        // then the session's emptied queues are released before waiting.
-        let mut quiet = true;
-        if !buf.is_empty() || handle.closing.get() {
-            // One clock read per socket read: every packet of a read
-            // arrived together. Read here, not kept across the wait: the
-            // 16 bytes would be paid by every idle connection.
-            let now = Instant::now();
-            // Boxed, once per read: the packets of a read and their actions
-            // (routing may wait for a full shard channel) need far more
-            // state than waiting for the socket, and inline that state would
-            // be part of this future, which lives as long as the connection.
-            let keep_reading = Box::pin(handle_buffered(
-                shard, &handle, buf, protocol, now, &mut quiet,
-            ))
-            .await;
-            if !keep_reading {
-                break;
+/// The task of an established connection, until it ends: reads, handles,
+/// transmits, then `finish`. Its future is paid by every idle connection:
+/// what it keeps across the wait is `live`, the shard, the listener and a
+/// few flags; the work of a read and the end of the connection run boxed.
+// Not an async fn: one binds a `mut` argument to a second local, and both
+// copies of `live` would stay in the future (152 bytes instead of 256).
+#[allow(clippy::manual_async_fn)]
+fn serve_established(
+    shard: Rc<Shard>,
+    mut live: Live,
+    listener: Arc<ListenerCount>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        // Keep Alive is enforced by the shard's tick (`Shard::tick`), not by a
+        // read timeout: a reactor timer per idle connection cost its memory.
+        let _ = live.io.borrow().set_read_timeout(None);
+        // Whether the connection ended with the client's EOF (or a failed read).
+        let eof = loop {
+            // Whether this turn's read carried control packets only (or none):
+            // then the session's emptied queues are released before waiting.
+            let mut quiet = true;
+            if !live.buf.is_empty() || live.handle.closing.get() {
+                // One clock read per socket read: every packet of a read
+                // arrived together. Read here, not kept across the wait: the
+                // 16 bytes would be paid by every idle connection.
+                let now = Instant::now();
+                // Boxed, once per read: the packets of a read and their actions
+                // (routing may wait for a full shard channel) need far more
+                // state than waiting for the socket, and inline that state would
+                // be part of this future, which lives as long as the connection.
+                let handling = Box::pin(handle_buffered(
+                    &shard,
+                    &live.handle,
+                    &mut live.buf,
+                    live.protocol,
+                    now,
+                    &mut quiet,
+                ));
+                if !handling.await {
+                    break false;
+                }
             }
-        }
-        let timeout = handle
-            .conn
-            .borrow()
-            .poll_timeout()
-            .map(|t| t.saturating_duration_since(Instant::now()));
-        let _ = io
-            .borrow()
-            .set_read_timeout(timeout.map(|d| d.max(Duration::from_millis(1))));
-        release_if_empty(buf);
-        // One wait for three things: the client's bytes, something to
-        // transmit (or room in the socket for what is waiting), and a close
-        // requested elsewhere (takeover, shutdown), which must not wait for
-        // the client to send something. One task doing both directions is
-        // one task header and future less per connection than a separate
-        // writer; a full socket does not stop the reading.
-        let mut release = quiet;
-        let woken = std::future::poll_fn(|cx| {
-            if handle.closing.get() {
-                return Poll::Ready(Woken::Close);
-            }
-            while handle.wake.take_raised() || !backlog.is_empty() {
-                match poll_transmit(cx, shard, &handle, io, &mut backlog) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(_)) => {
-                        handle.request_close();
-                        return Poll::Ready(Woken::Close);
+            release_if_empty(&mut live.buf);
+            let mut release = quiet;
+            let woken = std::future::poll_fn(|cx| live.poll_wait(cx, &shard, &mut release)).await;
+            match woken {
+                Woken::Close => break false,
+                Woken::Read(Ok(true)) => {}
+                Woken::Read(Ok(false)) | Woken::Read(Err(_)) => {
+                    if !live.handle.closing.get() {
+                        live.handle
+                            .conn
+                            .borrow_mut()
+                            .handle_connection_lost(Instant::now());
+                        let acting = Box::pin(shard.run_actions(&live.handle));
+                        acting.await;
                     }
-                    Poll::Pending => break,
+                    break true;
                 }
             }
-            if release && backlog.is_empty() {
-                // Once what the read caused went out; not after deliveries,
-                // nor after a read of PUBLISH traffic, so a busy connection
-                // keeps its queues' buffers instead of reallocating them.
-                handle.conn.borrow_mut().release_idle_memory();
-                release = false;
-            }
-            if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, rd, buf) {
-                return Poll::Ready(Woken::Read(r));
-            }
-            handle.wake.set_waker(cx.waker());
-            Poll::Pending
-        })
-        .await;
-        match woken {
-            Woken::Close => break,
-            Woken::Read(Ok(true)) => {}
-            Woken::Read(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                handle.conn.borrow_mut().handle_timeout(Instant::now());
-                Box::pin(shard.run_actions(&handle)).await;
-            }
-            Woken::Read(Ok(false)) | Woken::Read(Err(_)) => {
-                eof = true;
-                if !handle.closing.get() {
-                    handle
-                        .conn
-                        .borrow_mut()
-                        .handle_connection_lost(Instant::now());
-                    Box::pin(shard.run_actions(&handle)).await;
+        };
+        let finishing = Box::pin(finish(&shard, live, eof));
+        finishing.await;
+        closed(&shard, &listener);
+    }
+}
+
+impl Live {
+    /// One wait for three things: the client's bytes, something to
+    /// transmit (or room in the socket for what is waiting), and a close
+    /// requested elsewhere (takeover, shutdown, keepalive), which must not
+    /// wait for the client to send something. One task doing both
+    /// directions is one task header and future less per connection than a
+    /// separate writer; a full socket does not stop the reading. `release`:
+    /// give the session's emptied queues back once what the last read
+    /// caused went out.
+    fn poll_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        shard: &Shard,
+        release: &mut bool,
+    ) -> Poll<Woken> {
+        let handle = &*self.handle;
+        if handle.closing.get() {
+            return Poll::Ready(Woken::Close);
+        }
+        while handle.wake.take_raised() || self.backlog.is_some() {
+            match poll_transmit(cx, shard, handle, &self.io, &mut self.backlog) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    handle.request_close();
+                    return Poll::Ready(Woken::Close);
                 }
-                break;
+                Poll::Pending => break,
             }
         }
+        if *release && self.backlog.is_none() {
+            // Once what the read caused went out; not after deliveries,
+            // nor after a read of PUBLISH traffic, so a busy connection
+            // keeps its queues' buffers instead of reallocating them.
+            handle.conn.borrow_mut().release_idle_memory();
+            *release = false;
+        }
+        if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, &self.io, &mut self.buf) {
+            return Poll::Ready(Woken::Read(r));
+        }
+        handle.wake.set_waker(cx.waker());
+        Poll::Pending
     }
-    let io = io.clone();
-    let rd = Half(io.clone());
-    let buf = std::mem::take(buf);
-    Box::pin(finish(shard, handle, io, rd, buf, backlog, eof)).await;
 }
 
 /// Decodes the packets in `buf` and carries out what they cause; `false`
@@ -511,16 +541,25 @@ async fn handle_buffered(
 /// (claiming the client id, taking over an older connection), registers the
 /// connection and queues CONNACK. `None` when a later connect for the same
 /// id took over meanwhile (no CONNACK is sent).
-async fn establish(shard: &Rc<Shard>, connect: Box<codec::Connect>) -> Option<Rc<ConnHandle>> {
+async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
+    let Admitted { connect, io, buf } = admitted;
     let cfg = &shard.settings.session;
+    let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {
         (assign_client_id(shard.id), true)
     } else {
-        (connect.client_id.clone(), false)
+        // A copy of its own: the decoded id shares the buffer of the whole
+        // CONNECT read (and a larger reference count), which the session,
+        // the registry keys and the subscriptions would keep alive for as
+        // long as the client stays.
+        (ByteStr::from(connect.client_id.to_string()), false)
     };
     let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
         Acquired::Ready(s) => s,
-        Acquired::Superseded => return None,
+        Acquired::Superseded => {
+            close(&io).await;
+            return None;
+        }
     };
     shard.cancel_will(&client_id);
     let existing = match existing {
@@ -536,7 +575,7 @@ async fn establish(shard: &Rc<Shard>, connect: Box<codec::Connect>) -> Option<Rc
         conn: RefCell::new(conn),
         wake: Signal::default(),
         closing: Cell::new(false),
-        handover: RefCell::new(None),
+        handover: Cell::new(None),
         tx_hold: Cell::new(0),
     });
     shard
@@ -547,21 +586,25 @@ async fn establish(shard: &Rc<Shard>, connect: Box<codec::Connect>) -> Option<Rc
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
 
     shard.run_actions(&handle).await;
-    Some(handle)
+    Some(Live {
+        handle,
+        io,
+        buf,
+        backlog: None,
+        protocol,
+    })
 }
 
 /// The end of a connection: flush and close the socket, then the session
 /// goes offline, moves to the connection that took it over, or ends.
-// One call site; the arguments are the connection's parts, handed over.
-async fn finish(
-    shard: &Rc<Shard>,
-    handle: Rc<ConnHandle>,
-    io: Rc<RefCell<TcpStream>>,
-    mut rd: Half,
-    mut buf: BytesMut,
-    mut backlog: BytesMut,
-    eof: bool,
-) {
+async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
+    let Live {
+        handle,
+        io,
+        mut buf,
+        mut backlog,
+        protocol: _,
+    } = live;
     let client_id = handle.conn.borrow().client_id().clone();
     handle.request_close();
     // Flush what is left (DISCONNECT included) and half-close; a client
@@ -596,7 +639,7 @@ async fn finish(
             let started = Instant::now();
             loop {
                 buf.clear();
-                match fill(&shard.read_scratch, &mut rd, &mut buf).await {
+                match fill(&shard.read_scratch, &io, &mut buf).await {
                     Ok(true) if started.elapsed() < CLOSE_LINGER => {}
                     _ => break,
                 }
@@ -613,7 +656,7 @@ async fn finish(
             st.slots.remove(&client_id);
         }
     }
-    let handover = handle.handover.borrow_mut().take().map(|h| *h);
+    let handover = handle.handover.take().map(|h| *h);
     // Action tasks spawned for this connection may still hold the handle for
     // a moment; they finish without waiting on anything.
     let mut handle = handle;

@@ -497,26 +497,26 @@ pub enum Latency {
     NotImportant,
 }
 
+// ringmq patch: the never-read task queue handle (`_io_handle: usize`) is
+// gone. Every I/O source keeps a copy of these requirements, and the 8 bytes
+// took a readiness poll's source past a 192-byte allocation size class.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IoRequirements {
     latency_req: Latency,
-    _io_handle: usize,
 }
 
 impl Default for IoRequirements {
     fn default() -> Self {
         Self {
             latency_req: Latency::NotImportant,
-            _io_handle: 0,
         }
     }
 }
 
 impl IoRequirements {
-    fn new(latency: Latency, handle: usize) -> Self {
+    fn new(latency: Latency, _handle: usize) -> Self {
         Self {
             latency_req: latency,
-            _io_handle: handle,
         }
     }
 }

@@ -154,64 +154,110 @@ impl RxBuf for Preallocated {
     }
 }
 
-#[derive(Debug)]
+// ringmq patch: a timeout's state is boxed and allocated only once a
+// timeout is set. A stream has two, and inline they were 80 bytes of every
+// connection, including the many that never set one (or set one only while
+// connecting): now 16. The timer id is taken from the reactor when the box is
+// made, which is when the stream used to take it.
+#[derive(Default)]
 struct Timeout {
+    state: Cell<Option<Box<TimeoutState>>>,
+}
+
+impl std::fmt::Debug for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|s| f.debug_struct("Timeout").field("state", &s).finish())
+    }
+}
+
+#[derive(Debug)]
+struct TimeoutState {
     id: u64,
-    timeout: Cell<Option<Duration>>,
-    timer: Cell<Option<Instant>>,
+    timeout: Option<Duration>,
+    timer: Option<Instant>,
 }
 
 impl Timeout {
-    fn new(id: u64) -> Self {
-        Self {
-            id,
-            timeout: Cell::new(None),
-            timer: Cell::new(None),
-        }
+    fn with<R>(&self, f: impl FnOnce(Option<&mut TimeoutState>) -> R) -> R {
+        let mut state = self.state.take();
+        let r = f(state.as_deref_mut());
+        self.state.set(state);
+        r
     }
 
     fn get(&self) -> Option<Duration> {
-        self.timeout.get()
+        self.with(|s| s.and_then(|s| s.timeout))
     }
 
-    fn set(&self, dur: Option<Duration>) -> Result<()> {
+    fn set(&self, reactor: &Weak<Reactor>, dur: Option<Duration>) -> Result<()> {
         if let Some(dur) = dur.as_ref() {
             if dur.as_nanos() == 0 {
                 return Err(io::Error::from_raw_os_error(libc::EINVAL).into());
             }
         }
-        self.timeout.set(dur);
+        let mut state = self.state.take();
+        match (&mut state, dur) {
+            (Some(s), _) => s.timeout = dur,
+            (None, Some(_)) => {
+                state = Some(Box::new(TimeoutState {
+                    id: reactor.upgrade().unwrap().register_timer(),
+                    timeout: dur,
+                    timer: None,
+                }))
+            }
+            (None, None) => {}
+        }
+        // Nothing armed and nothing set: the memory goes back.
+        if state
+            .as_ref()
+            .is_some_and(|s| s.timeout.is_none() && s.timer.is_none())
+        {
+            state = None;
+        }
+        self.state.set(state);
         Ok(())
     }
 
     fn maybe_set_timer(&self, reactor: &Reactor, waker: &Waker) {
-        if let Some(timeout) = self.timeout.get() {
-            if self.timer.get().is_none() {
-                let deadline = Instant::now() + timeout;
-                reactor.insert_timer(self.id, deadline, waker.clone());
-                self.timer.set(Some(deadline));
+        self.with(|s| {
+            if let Some(s) = s {
+                if let Some(timeout) = s.timeout {
+                    if s.timer.is_none() {
+                        let deadline = Instant::now() + timeout;
+                        reactor.insert_timer(s.id, deadline, waker.clone());
+                        s.timer = Some(deadline);
+                    }
+                }
             }
-        }
+        })
     }
 
     fn cancel_timer(&self, reactor: &Reactor) {
-        if self.timer.take().is_some() {
-            reactor.remove_timer(self.id);
-        }
+        self.with(|s| {
+            if let Some(s) = s {
+                if s.timer.take().is_some() {
+                    reactor.remove_timer(s.id);
+                }
+            }
+        })
     }
 
     fn check(&self, reactor: &Reactor) -> io::Result<()> {
-        if let Some(deadline) = self.timer.get() {
-            if !reactor.timer_exists(&(deadline, self.id)) {
-                reactor.remove_timer(self.id);
-                self.timer.take();
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "Operation timed out",
-                ));
+        self.with(|s| {
+            if let Some(s) = s {
+                if let Some(deadline) = s.timer {
+                    if !reactor.timer_exists(&(deadline, s.id)) {
+                        reactor.remove_timer(s.id);
+                        s.timer.take();
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "Operation timed out",
+                        ));
+                    }
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -366,8 +412,8 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
-            write_timeout: Timeout::new(reactor.register_timer()),
-            read_timeout: Timeout::new(reactor.register_timer()),
+            write_timeout: Timeout::default(),
+            read_timeout: Timeout::default(),
         };
         stream.init();
         GlommioStream {
@@ -478,11 +524,11 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
     }
 
     pub(crate) fn set_write_timeout(&self, dur: Option<Duration>) -> Result<()> {
-        self.stream.write_timeout.set(dur)
+        self.stream.write_timeout.set(&self.stream.reactor, dur)
     }
 
     pub(crate) fn set_read_timeout(&self, dur: Option<Duration>) -> Result<()> {
-        self.stream.read_timeout.set(dur)
+        self.stream.read_timeout.set(&self.stream.reactor, dur)
     }
 
     pub(crate) fn write_timeout(&self) -> Option<Duration> {

@@ -548,16 +548,8 @@ pub(super) struct Wakers {
     /// Raw result of the operation.
     pub(super) result: Option<io::Result<usize>>,
 
-    /// The timestamp at which the source was added to the IO queue of the
-    /// reactor
-    pub(super) queued_at: Option<std::time::Instant>,
-
-    /// The timestamp at which the source was submitted to the kernel
-    pub(super) submitted_at: Option<std::time::Instant>,
-
-    /// The timestamp at which the reactor fulfilled the source
-    pub(super) fulfilled_at: Option<std::time::Instant>,
-
+    // ringmq patch: the three statistics timestamps moved to
+    // `source::SourceStats`.
     /// Tasks waiting for the next event.
     pub(super) waiters: SmallVec<[Waker; 1]>,
 }
@@ -566,9 +558,6 @@ impl Wakers {
     pub(super) fn new() -> Self {
         Wakers {
             result: None,
-            queued_at: None,
-            submitted_at: None,
-            fulfilled_at: None,
             waiters: Default::default(),
         }
     }
@@ -581,18 +570,6 @@ impl Wakers {
                 wake!(x);
             });
             true
-        }
-    }
-
-    fn timestamps(&mut self) -> Option<Latencies> {
-        if self.queued_at.is_none() || self.submitted_at.is_none() || self.fulfilled_at.is_none() {
-            None
-        } else {
-            Some(Latencies {
-                queued_at: self.queued_at.take().unwrap(),
-                submitted_at: self.submitted_at.take().unwrap(),
-                fulfilled_at: self.fulfilled_at.take().unwrap(),
-            })
         }
     }
 }

@@ -459,19 +459,23 @@ fn record_stats<Ring: UringCommon>(
     src: &mut InnerSource,
     res: &io::Result<usize>,
 ) {
-    src.wakers.fulfilled_at = Some(Instant::now());
-    if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
+    // ringmq patch: statistics only for sources that collect them.
+    let Some(stats) = src.stats.as_deref_mut() else {
+        return;
+    };
+    stats.fulfilled_at = Some(Instant::now());
+    if let Some(fulfilled) = stats.collection.fulfilled {
         fulfilled(res, ring.io_stats_mut(), 1);
-        if let Some(handle) = src.task_queue {
+        if let Some(handle) = stats.task_queue {
             fulfilled(res, ring.io_stats_for_task_queue_mut(handle), 1);
         }
     }
 
     let waiters = usize::saturating_sub(src.wakers.waiters.len(), 1);
     if waiters > 0 {
-        if let Some(reused) = src.stats_collection.and_then(|x| x.reused) {
+        if let Some(reused) = stats.collection.reused {
             reused(res, ring.io_stats_mut(), waiters as u64);
-            if let Some(handle) = src.task_queue {
+            if let Some(handle) = stats.task_queue {
                 reused(
                     res,
                     ring.io_stats_for_task_queue_mut(handle),
@@ -513,7 +517,10 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    x.wakers.submitted_at = Some(now);
+                    // ringmq patch: statistics only where collected.
+                    if let Some(stats) = x.stats.as_deref_mut() {
+                        stats.submitted_at = Some(now);
+                    }
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -2066,7 +2073,10 @@ fn queue_request_into_ring(
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
+    // ringmq patch: statistics only where collected.
+    if let Some(stats) = source.inner.borrow_mut().stats.as_deref_mut() {
+        stats.queued_at = Some(Instant::now());
+    }
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
