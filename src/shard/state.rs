@@ -5,7 +5,7 @@
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
-use crate::router::{InterestChange, RetainedStore, Route, Router, SharedKey};
+use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -401,24 +401,9 @@ impl Shard {
             }
         }
         // One trie walk gives the other shards to send to and this shard's
-        // own recipients, resolved to their connections on the way.
-        let now = self.delivery_now(&message);
+        // own recipients, delivered to at once.
         let mut route = Route::default();
-        let mut targets = std::mem::take(&mut *self.scratch_targets.borrow_mut());
-        {
-            let st = &mut *self.state.borrow_mut();
-            let State {
-                router,
-                slots,
-                dropped_no_recipient,
-                ..
-            } = st;
-            router.route_each(&message.topic, message.origin.as_deref(), &mut route, |r| {
-                let client = r.client;
-                let d = Delivery::of(&message, r);
-                targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
-            });
-        }
+        self.deliver_matching(&message, Some(&mut route));
         if self.broadcast_publishes() {
             // Every shard matches locally: see `broadcast_publishes`.
             route.shards.clear();
@@ -428,8 +413,6 @@ impl Shard {
         } else {
             route.shards.retain(|s| *s != self.id);
         }
-        self.give_deliveries(targets.drain(..), now);
-        *self.scratch_targets.borrow_mut() = targets;
         if !route.shared.is_empty() {
             route
                 .shared
@@ -497,6 +480,14 @@ impl Shard {
 
     /// Deliver to this shard's ordinary subscribers.
     pub fn deliver_local(self: &Rc<Self>, message: &Arc<Message>) {
+        self.deliver_matching(message, None);
+    }
+
+    /// Delivers `message` to this shard's ordinary subscribers, resolved to
+    /// their connections during the router's walk; with `route`, the same
+    /// walk also says where else the message must go
+    /// (`Router::route_each`).
+    fn deliver_matching(self: &Rc<Self>, message: &Arc<Message>, route: Option<&mut Route>) {
         let now = self.delivery_now(message);
         let mut targets = std::mem::take(&mut *self.scratch_targets.borrow_mut());
         {
@@ -507,11 +498,16 @@ impl Shard {
                 dropped_no_recipient,
                 ..
             } = st;
-            router.local_recipients_each(&message.topic, message.origin.as_deref(), |r| {
+            let deliver = |r: RecipientRef<'_>| {
                 let client = r.client;
                 let d = Delivery::of(message, r);
                 targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
-            });
+            };
+            let origin = message.origin.as_deref();
+            match route {
+                Some(route) => router.route_each(&message.topic, origin, route, deliver),
+                None => router.local_recipients_each(&message.topic, origin, deliver),
+            }
         }
         self.give_deliveries(targets.drain(..), now);
         *self.scratch_targets.borrow_mut() = targets;
