@@ -115,6 +115,12 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// large packet can grow the buffer beyond it; the memory then goes back.
 pub const WRITE_SCRATCH_BYTES_KEPT_MAX: usize = 2 * WRITE_BATCH_BYTES_MAX;
 
+/// Entries the shard's delivery scratch list (the online recipients of the
+/// message being delivered, see `Shard::deliver_matching`; 48 bytes each)
+/// keeps between messages. One message to more subscribers grows it for
+/// that message only; the memory then goes back.
+pub const DELIVERY_SCRATCH_KEPT_MAX: usize = 4096;
+
 /// glommio `io_memory` per shard. It is locked memory, and RLIMIT_MEMLOCK is
 /// 8 MiB on the development and CI machines, so two shards plus the rest of
 /// the process must fit in that.

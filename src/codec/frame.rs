@@ -95,29 +95,14 @@ fn decode_frame(
         // read buffer for every ack.
         let body = &buf[header_len..size];
         let protocol = protocol.unwrap_or(Protocol::V311);
-        let packet = match packet_type {
-            PUBACK => Some(Packet::PubAck(publish::decode_short_ack(
+        let packet = match (ack_kind(packet_type), packet_type) {
+            (Some((make, reason_valid)), _) => Some(make(publish::decode_short_ack(
                 body,
                 protocol,
-                reason::puback,
+                reason_valid,
             )?)),
-            PUBREC => Some(Packet::PubRec(publish::decode_short_ack(
-                body,
-                protocol,
-                reason::puback,
-            )?)),
-            PUBREL => Some(Packet::PubRel(publish::decode_short_ack(
-                body,
-                protocol,
-                reason::pubrel,
-            )?)),
-            PUBCOMP => Some(Packet::PubComp(publish::decode_short_ack(
-                body,
-                protocol,
-                reason::pubrel,
-            )?)),
-            PINGREQ if remaining_len == 0 => Some(Packet::PingReq),
-            PINGRESP if remaining_len == 0 => Some(Packet::PingResp),
+            (None, PINGREQ) if remaining_len == 0 => Some(Packet::PingReq),
+            (None, PINGRESP) if remaining_len == 0 => Some(Packet::PingResp),
             _ => None,
         };
         if let Some(packet) = packet {
@@ -181,6 +166,19 @@ fn check_first_byte(
     Ok(())
 }
 
+/// For the four packets shaped like PUBACK: how to wrap the decoded ack,
+/// and the reason codes its kind allows.
+#[allow(clippy::type_complexity)]
+fn ack_kind(packet_type: u8) -> Option<(fn(PubAck) -> Packet, fn(u8) -> bool)> {
+    match packet_type {
+        PUBACK => Some((Packet::PubAck, reason::puback)),
+        PUBREC => Some((Packet::PubRec, reason::puback)),
+        PUBREL => Some((Packet::PubRel, reason::pubrel)),
+        PUBCOMP => Some((Packet::PubComp, reason::pubrel)),
+        _ => None,
+    }
+}
+
 fn decode_body(
     packet_type: u8,
     flags: u8,
@@ -192,10 +190,10 @@ fn decode_body(
         CONNECT => Packet::Connect(Box::new(connect::decode_connect(r)?)),
         CONNACK => Packet::ConnAck(Box::new(connect::decode_connack(r, protocol)?)),
         PUBLISH => Packet::Publish(publish::decode_publish(flags, r, protocol, from_client)?),
-        PUBACK => Packet::PubAck(publish::decode_ack(r, protocol, reason::puback)?),
-        PUBREC => Packet::PubRec(publish::decode_ack(r, protocol, reason::puback)?),
-        PUBREL => Packet::PubRel(publish::decode_ack(r, protocol, reason::pubrel)?),
-        PUBCOMP => Packet::PubComp(publish::decode_ack(r, protocol, reason::pubrel)?),
+        PUBACK | PUBREC | PUBREL | PUBCOMP => {
+            let (make, reason_valid) = ack_kind(packet_type).expect("an ack type");
+            make(publish::decode_ack(r, protocol, reason_valid)?)
+        }
         SUBSCRIBE => Packet::Subscribe(subscribe::decode_subscribe(r, protocol)?),
         SUBACK => Packet::SubAck(subscribe::decode_suback(r, protocol)?),
         UNSUBSCRIBE => Packet::Unsubscribe(subscribe::decode_unsubscribe(r, protocol)?),

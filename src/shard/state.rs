@@ -510,6 +510,11 @@ impl Shard {
             }
         }
         self.give_deliveries(targets.drain(..), now);
+        if targets.capacity() > crate::limits::DELIVERY_SCRATCH_KEPT_MAX {
+            // A message with that many local subscribers: do not keep
+            // its list's memory for every later one.
+            targets = Targets::new();
+        }
         *self.scratch_targets.borrow_mut() = targets;
     }
 
