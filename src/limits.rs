@@ -74,6 +74,14 @@ pub const MQUEUE_LEN_MAX: u32 = 1 << 20;
 /// [`SHARD_CHANNEL_CAPACITY`] deep, so the mesh memory grows quadratically.
 pub const SHARDS_MAX: usize = 256;
 
+/// `node.idle_poll_us` at most: polling longer than 10 ms before sleeping
+/// only burns the CPU (a shard's tick comes every [`SHARD_TICK`] anyway).
+pub const IDLE_POLL_MAX_US: u32 = 10_000;
+
+/// `node.idle_poll_us` by default; docs/performance.md ("Idle polling")
+/// has the measurements behind it.
+pub const IDLE_POLL_DEFAULT_US: u32 = 50;
+
 /// Connections one listener accepts. Each connection costs a file
 /// descriptor and about 1.1 KiB of broker memory while idle (no read buffer:
 /// see [`READ_CHUNK_BYTES`]); docs/performance.md has the breakdown.

@@ -165,6 +165,7 @@ fn main() -> ExitCode {
             settings,
             admission,
             shard_counters,
+            idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
         },
         shutdown,
     );

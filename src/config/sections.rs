@@ -37,6 +37,15 @@ pub struct NodeConfig {
     /// relative to the working directory. Default `"data"`.
     #[serde(deserialize_with = "de_data_dir")]
     pub data_dir: PathBuf,
+    /// `node.idle_poll_us`, microseconds: how long a shard with nothing to
+    /// do keeps polling its rings and channels before it sleeps. Polling
+    /// answers a message that arrives within that time without a wake-up
+    /// (no interrupt, no scheduler, no idle-to-busy transition of the
+    /// CPU), at the price of a busy CPU while it lasts. 0: sleep at once.
+    /// 0 to `limits::IDLE_POLL_MAX_US`. Default
+    /// `limits::IDLE_POLL_DEFAULT_US`.
+    #[serde(deserialize_with = "de_idle_poll_us")]
+    pub idle_poll_us: u32,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +54,7 @@ impl Default for NodeConfig {
             name: "ringmq@127.0.0.1".to_string(),
             shards: None,
             data_dir: PathBuf::from("data"),
+            idle_poll_us: limits::IDLE_POLL_DEFAULT_US,
         }
     }
 }
@@ -71,6 +81,10 @@ fn de_node_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 fn de_shards<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     let shards_max = u32::try_from(limits::SHARDS_MAX).expect("SHARDS_MAX fits u32");
     value::int_in(d, 1u32, shards_max).map(|shards| Some(shards as usize))
+}
+
+fn de_idle_poll_us<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 0u32, limits::IDLE_POLL_MAX_US)
 }
 
 fn de_data_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {

@@ -39,6 +39,10 @@ fn defaults_without_file_or_env() {
     assert_eq!(config.node.name, "ringmq@127.0.0.1");
     assert_eq!(config.node.shards, None);
     assert_eq!(config.node.data_dir, PathBuf::from("data"));
+    assert_eq!(
+        config.node.idle_poll_us,
+        crate::limits::IDLE_POLL_DEFAULT_US
+    );
     let default = &config.listeners.tcp["default"];
     assert_eq!(config.listeners.tcp.len(), 1);
     assert!(default.enable);
@@ -82,6 +86,7 @@ fn file_sets_every_section() {
         name = "a@10.0.0.1"
         shards = 2
         data_dir = "/var/lib/ringmq"
+        idle_poll_us = 0
 
         [listeners.tcp.default]
         bind = "[::1]:1884"
@@ -102,6 +107,7 @@ fn file_sets_every_section() {
     assert_eq!(config.node.name, "a@10.0.0.1");
     assert_eq!(config.node.shards, Some(2));
     assert_eq!(config.node.data_dir, PathBuf::from("/var/lib/ringmq"));
+    assert_eq!(config.node.idle_poll_us, 0);
     let default = &config.listeners.tcp["default"];
     assert_eq!(default.bind, "[::1]:1884".parse::<SocketAddr>().unwrap());
     assert_eq!(default.max_connections, 10);
@@ -445,6 +451,18 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
     ("node.shards", "0", "0", "an integer from 1 to 256"),
     ("node.shards", "257", "many", "an integer from 1 to 256"),
     ("node.data_dir", "\"\"", " ", "a non-empty directory path"),
+    (
+        "node.idle_poll_us",
+        "10001",
+        "-1",
+        "an integer from 0 to 10000",
+    ),
+    (
+        "node.idle_poll_us",
+        "\"50us\"",
+        "fast",
+        "an integer from 0 to 10000",
+    ),
     (
         "listeners.tcp.default.bind",
         "\"localhost:1883\"",
@@ -794,7 +812,7 @@ fn every_key() -> Vec<String> {
 fn example_file_and_docs_cover_every_key() {
     let docs = include_str!("../../docs/configuration.md");
     let keys = every_key();
-    assert_eq!(keys.len(), 39, "{keys:?}");
+    assert_eq!(keys.len(), 40, "{keys:?}");
     for key in keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(

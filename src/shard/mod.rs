@@ -61,6 +61,8 @@ pub struct NodeSpec {
     pub admission: Arc<NodeAdmission>,
     /// One per shard (in `cpus` order), shared with the admin thread.
     pub shard_counters: Vec<Arc<ShardCounters>>,
+    /// How long an idle shard polls before it sleeps (`node.idle_poll_us`).
+    pub idle_poll: Duration,
 }
 
 /// Start every shard and block until they stop (after `shutdown` is set).
@@ -98,9 +100,16 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         let shutdown = shutdown.clone();
         let listener_counts = counts.clone();
         let subscribing = subscribing.clone();
-        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
-            .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
+            .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD);
+        if spec.idle_poll > Duration::ZERO {
+            // Polls before parking; the vendored glommio fetches the
+            // completions `COOP_TASKRUN` holds back while it polls
+            // (vendor/README.md, patch 9), which upstream does not.
+            builder = builder.spin_before_park(spec.idle_poll);
+        }
+        let h = builder
             .spawn(move || async move {
                 let shared = Shared {
                     counts: listener_counts,

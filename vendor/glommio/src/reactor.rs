@@ -436,6 +436,19 @@ impl Reactor {
         source
     }
 
+    /// ringmq patch: a readability poll that stays armed, completing each
+    /// time the descriptor becomes readable, or `None` where the kernel
+    /// cannot (see `sys::Reactor::multishot_poll`).
+    pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Option<Source> {
+        if !self.sys.multishot_poll() {
+            return None;
+        }
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multishot(&source, common_flags() | read_flags());
+        Some(source)
+    }
+
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

@@ -95,6 +95,10 @@ bitflags::bitflags! {
         /// ringmq: run completion task work when the thread next enters the
         /// kernel instead of interrupting it with an IPI (Linux 5.19).
         const COOP_TASKRUN = 1 << 8;
+        /// ringmq patch: `IORING_SETUP_TASKRUN_FLAG` (5.19+), with
+        /// `COOP_TASKRUN`: the kernel sets `IORING_SQ_TASKRUN` in the SQ
+        /// ring's flags while completions wait for task work.
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

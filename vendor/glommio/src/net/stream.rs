@@ -269,13 +269,77 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
+    /// ringmq patch: `source_rx` is a multishot poll (see `poll_read`).
+    rx_multishot: bool,
+    /// ringmq patch: the last read filled the buffer, so more may be
+    /// waiting without a new readiness completion to say so.
+    rx_more: bool,
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
+        // ringmq patch: one readability poll for the stream's life where the
+        // kernel has multishot polls.
+        if let Some(source) = reactor.poll_read_ready_multishot(stream_fd) {
+            self.source_rx = Some(source);
+            self.rx_multishot = true;
+            return;
+        }
         self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+    }
+
+    /// ringmq patch: `poll_read` over a multishot readability poll. Upstream
+    /// submits a new single-shot poll (a source allocation, a submission
+    /// and often an `io_uring_enter`) after every read that did not fill
+    /// the buffer; here one poll stays armed and each of its completions
+    /// only marks the stream readable. A recv(2) is made when a completion
+    /// came since the last look, when the last read filled the buffer, or
+    /// when the poll ended (then a new one is armed, and the recv covers
+    /// what arrived in between); otherwise the task waits for the next
+    /// completion. Completions that arrive after their data was already
+    /// read only cost a recv that finds nothing.
+    fn poll_read_multishot(
+        &mut self,
+        cx: &Context<'_>,
+        reactor: &Reactor,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let fd = self.stream.as_raw_fd();
+        let armed = self.source_rx.as_ref().is_some_and(|src| src.is_armed());
+        let fired = self
+            .source_rx
+            .as_ref()
+            .is_some_and(|src| src.take_result().is_some());
+        if !armed {
+            match reactor.poll_read_ready_multishot(fd) {
+                Some(source) => self.source_rx = Some(source),
+                None => {
+                    self.rx_multishot = false;
+                    self.source_rx = None;
+                }
+            }
+        }
+        if fired || !armed || std::mem::take(&mut self.rx_more) {
+            if let Some(result) = super::yolo_recv(fd, buf) {
+                self.read_timeout.cancel_timer(reactor);
+                let result = poll_err!(result);
+                self.rx_more = result > 0 && result == buf.len();
+                return Poll::Ready(Ok(result));
+            }
+        }
+        poll_err!(self.read_timeout.check(reactor));
+        match self.source_rx.as_ref() {
+            Some(source) => source.add_waiter_single(cx.waker()),
+            // The kernel refused a multishot poll: single-shot from now on.
+            None => {
+                self.source_rx = Some(reactor.poll_read_ready(fd));
+                self.source_rx.as_ref().unwrap().add_waiter_single(cx.waker());
+            }
+        }
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -306,6 +370,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+        if self.rx_multishot {
+            return self.poll_read_multishot(cx, reactor, buf);
+        }
 
         let no_pending_poll = self
             .source_rx
@@ -414,6 +481,8 @@ where
             source_rx: None,
             write_timeout: Timeout::default(),
             read_timeout: Timeout::default(),
+            rx_multishot: false,
+            rx_more: false,
         };
         stream.init();
         GlommioStream {

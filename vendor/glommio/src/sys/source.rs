@@ -318,6 +318,26 @@ impl Source {
         ret
     }
 
+    /// ringmq patch: takes the result of the last completion (for a
+    /// multishot poll: whether it fired since the last take).
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        self.inner
+            .borrow_mut()
+            .wakers
+            .result
+            .take()
+            .map(|x| OsResult::from(&x).into())
+    }
+
+    /// ringmq patch: whether the request is still in the kernel (or about
+    /// to be submitted): a multishot poll that has not ended.
+    pub(crate) fn is_armed(&self) -> bool {
+        matches!(
+            self.inner.borrow().enqueued.as_ref().map(|e| &e.status),
+            Some(EnqueuedStatus::Enqueued | EnqueuedStatus::Dispatched)
+        )
+    }
+
     // adds a single waiter to the list, replacing any waiter that may already
     // exist. Should be used for single streams that map a future 1:1 to their I/O
     // source

@@ -57,6 +57,8 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    /// ringmq patch: a multishot poll (`IORING_POLL_ADD_MULTI`, 5.13+).
+    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +276,11 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMulti(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                // IORING_POLL_ADD_MULTI goes in the length field.
+                sqe.raw_mut().len = 1;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -541,12 +548,19 @@ fn extract_one_chain(
         .collect()
 }
 
+/// What one completion did: whether it woke a task, and whether its request
+/// is finished (a multishot request's completions flagged MORE are not).
+struct Completed {
+    woke: bool,
+    finished: bool,
+}
+
 fn process_one_event<F, R>(
     cqe: Option<iou::CQE>,
     try_process: F,
     post_process: R,
     source_map: Rc<RefCell<SourceMap>>,
-) -> Option<bool>
+) -> Option<Completed>
 where
     F: FnOnce(Ref<'_, InnerSource>) -> Option<()>,
     R: FnOnce(RefMut<'_, InnerSource>, io::Result<usize>) -> io::Result<usize>,
@@ -554,12 +568,22 @@ where
     if let Some(value) = cqe {
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
-            return Some(false);
+            return Some(Completed {
+                woke: false,
+                finished: true,
+            });
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        // ringmq patch: a multishot poll stays armed (and in the source
+        // map, which holds the kernel's reference) until a completion
+        // without MORE.
+        let id = from_user_data(value.user_data());
+        let more = value.flags().contains(iou::cqe::CompletionFlags::MORE);
+        let src = if more {
+            source_map.borrow()[id].clone()
+        } else {
+            source_map.borrow_mut().consume_source(id)
+        };
 
         let result = value.result();
 
@@ -570,7 +594,10 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
-        return Some(woke);
+        return Some(Completed {
+            woke,
+            finished: !more,
+        });
     }
     None
 }
@@ -856,9 +883,11 @@ impl UringCommon for PollRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|c| {
+            if c.finished {
+                self.in_kernel -= 1;
+            }
+            c.woke
         })
     }
 
@@ -902,6 +931,8 @@ struct SleepableRing {
     task_queue_stats: AHashMap<TaskQueueHandle, RingIoStats>,
     source_map: Rc<RefCell<SourceMap>>,
     in_kernel: usize,
+    /// ringmq patch: made with `COOP_TASKRUN` (see `new_sleepable_ring`).
+    coop_taskrun: bool,
 }
 
 /// ringmq patch: a main or latency ring with `IORING_SETUP_COOP_TASKRUN`
@@ -910,14 +941,49 @@ struct SleepableRing {
 /// run io_uring task work; with it the work runs at the thread's next system
 /// call, and an executor always enters the kernel (`io_uring_enter` with
 /// GETEVENTS) before it sleeps, so no completion is stranded.
-fn new_sleepable_ring(entries: u32) -> io::Result<iou::IoUring> {
+///
+/// ringmq patch: with `IORING_SETUP_TASKRUN_FLAG` as well, so a thread that
+/// polls the ring without sleeping (`spin_before_park`) can tell from the
+/// SQ ring's flags that completions are waiting for task work and enter the
+/// kernel for them (`run_deferred_completions`); without it a spinning
+/// executor would not see a single socket completion until it slept.
+/// Returns the ring and whether it has `COOP_TASKRUN`.
+fn new_sleepable_ring(entries: u32) -> io::Result<(iou::IoUring, bool)> {
+    let einval = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
     match iou::IoUring::new_with_flags(
         entries,
-        iou::SetupFlags::COOP_TASKRUN,
+        iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
         iou::SetupFeatures::empty(),
     ) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(entries),
-        other => other,
+        Err(e) if einval(&e) => Ok((iou::IoUring::new(entries)?, false)),
+        other => other.map(|ring| (ring, true)),
+    }
+}
+
+/// ringmq patch: runs the task work of completions the kernel is holding
+/// back for `ring` (a `COOP_TASKRUN` ring with `TASKRUN_FLAG`), so they
+/// reach the completion queue now. One flag read when there are none.
+fn run_deferred_completions(ring: &iou::IoUring) {
+    let raw = ring.raw();
+    // SAFETY: `kflags` points into the SQ ring the kernel shares with us for
+    // the ring's lifetime; the kernel writes it concurrently, hence the
+    // atomic load.
+    let flags = unsafe {
+        (*(raw.sq.kflags as *const std::sync::atomic::AtomicU32))
+            .load(std::sync::atomic::Ordering::Acquire)
+    };
+    if flags & uring_sys::IORING_SQ_TASKRUN != 0 {
+        // SAFETY: a plain io_uring_enter on our own ring: nothing submitted,
+        // no wait; only the pending task work runs.
+        unsafe {
+            uring_sys::syscalls::io_uring_enter(
+                raw.ring_fd,
+                0,
+                0,
+                uring_sys::IORING_ENTER_GETEVENTS,
+                std::ptr::null(),
+            );
+        }
     }
 }
 
@@ -929,8 +995,9 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        let (ring, coop_taskrun) = new_sleepable_ring(size as _)?;
         Ok(SleepableRing {
-            ring: new_sleepable_ring(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -939,6 +1006,7 @@ impl SleepableRing {
             task_queue_stats: AHashMap::new(),
             source_map,
             in_kernel: 0,
+            coop_taskrun,
         })
     }
 
@@ -1222,9 +1290,11 @@ impl UringCommon for SleepableRing {
             },
             source_map,
         )
-        .map(|x| {
-            self.in_kernel -= 1;
-            x
+        .map(|c| {
+            if c.finished {
+                self.in_kernel -= 1;
+            }
+            c.woke
         })
     }
 
@@ -1258,6 +1328,9 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// ringmq patch: how late a kept sleep timeout may fire (`keep_sleep_timeout`).
+const SLEEP_TIMEOUT_SLACK: Duration = Duration::from_micros(100);
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1271,6 +1344,10 @@ pub(crate) struct Reactor {
     /// ringmq patch: the poll linking the latency ring into the main ring,
     /// kept while armed (see `link_rings_and_sleep`).
     link_rings_src: Cell<Option<Source>>,
+    /// ringmq patch: when it fires, the sleep timeout kept armed in
+    /// `latency_preemption_timeout_src` (see `keep_sleep_timeout`); only used
+    /// while preemption timers are off.
+    sleep_timeout_deadline: Cell<Option<std::time::Instant>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1403,6 +1480,7 @@ impl Reactor {
             blocking_thread,
             link_fd,
             link_rings_src: Cell::new(None),
+            sleep_timeout_deadline: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1483,6 +1561,23 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// ringmq patch: whether multishot polls can be used: the rings were
+    /// made with `COOP_TASKRUN` (5.19+), so the kernel has them (5.13+).
+    pub(crate) fn multishot_poll(&self) -> bool {
+        self.main_ring.borrow().coop_taskrun
+    }
+
+    /// ringmq patch: a poll that stays armed (`poll_ready` completes once).
+    pub(crate) fn poll_ready_multishot(&self, source: &Source, flags: PollFlags) {
+        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
@@ -1810,7 +1905,46 @@ impl Reactor {
         slept
     }
 
+    /// ringmq patch: whether the sleep timeout armed at an earlier sleep
+    /// can stay as it is for a sleep that must end within `dur`: it is still
+    /// pending in the kernel and fires no later than needed (firing earlier
+    /// only costs one early wake-up, after which a new one is armed). When it
+    /// cannot, it is dropped here (cancelled) and the caller arms a new one.
+    /// Always false while preemption timers are on: then `wait` drops the
+    /// timeout at every turn, as upstream does.
+    fn keep_sleep_timeout(&self, dur: Duration) -> bool {
+        if crate::executor::preemption_timers() {
+            return false;
+        }
+        let kept = self.latency_preemption_timeout_src.take();
+        let deadline = self.sleep_timeout_deadline.take();
+        if let (Some(src), Some(deadline)) = (kept, deadline) {
+            let armed = src.result().is_none()
+                && matches!(
+                    src.inner.borrow().enqueued.as_ref().map(|e| &e.status),
+                    Some(EnqueuedStatus::Dispatched)
+                );
+            // The deadline is taken from a fresh clock read each time, so the
+            // same user timer asks for a deadline a few µs apart at each
+            // sleep; a timer firing up to `SLEEP_TIMEOUT_SLACK` late is kept.
+            let in_time = std::time::Instant::now()
+                .checked_add(dur + SLEEP_TIMEOUT_SLACK)
+                .is_some_and(|needed| deadline <= needed);
+            if armed && in_time {
+                self.latency_preemption_timeout_src.set(Some(src));
+                self.sleep_timeout_deadline.set(Some(deadline));
+                return true;
+            }
+        }
+        false
+    }
+
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
+        // ringmq patch: completions held back by `COOP_TASKRUN` are fetched
+        // here, not only at the next sleep or system call: this is what a
+        // spinning executor polls, and a busy one picks up readiness sooner.
+        run_deferred_completions(&self.main_ring.borrow().ring);
+        run_deferred_completions(&self.latency_ring.borrow().ring);
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
         self.latency_ring.borrow_mut().poll(woke)?;
@@ -1894,7 +2028,16 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // ringmq patch: without preemption timers the only timeout here is
+        // the one that wakes a sleep for the next user timer. It is kept
+        // armed across wake-ups (`keep_sleep_timeout`) instead of being
+        // cancelled at every turn and submitted again at every sleep: a
+        // shard waking for each sparse message paid a TIMEOUT, an
+        // ASYNC_CANCEL and an extra `io_uring_enter` per wake-up.
+        if crate::executor::preemption_timers() {
+            drop(self.latency_preemption_timeout_src.take());
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1927,9 +2070,15 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if !self.keep_sleep_timeout(dur) {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                    if !crate::executor::preemption_timers() {
+                        self.sleep_timeout_deadline
+                            .set(std::time::Instant::now().checked_add(dur));
+                    }
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
