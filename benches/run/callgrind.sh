@@ -20,6 +20,8 @@ cat > "$OUT/one-shard.toml" <<TOML
 [node]
 shards = 1
 data_dir = "$OUT/data"
+# Instructions of work only: polling while idle would count too.
+idle_poll_us = 0
 
 [listeners.tcp.default]
 bind = "127.0.0.1:$PORT"
