@@ -63,10 +63,12 @@ pub struct Connection {
     /// close for the will's expiry where no instant is passed in (`kick`).
     last_now: Instant,
 
-    /// Outbound QoS 1/2 window: min(client Receive Maximum, cfg.max_inflight).
-    window_len: usize,
-    /// Client's Maximum Packet Size; `usize::MAX` when it set none.
-    client_packet_size_max: usize,
+    /// Outbound QoS 1/2 window: min(client Receive Maximum, cfg.max_inflight),
+    /// both 16-bit.
+    window_len: u16,
+    /// Client's Maximum Packet Size (a four-byte integer in CONNECT);
+    /// `u32::MAX` when it set none, larger than any packet MQTT can encode.
+    client_packet_size_max: u32,
     /// Outbound aliases we may use: min(client Topic Alias Maximum, cap).
     alias_out_max: u16,
     /// Topic -> alias already sent on this connection.
@@ -91,8 +93,10 @@ pub struct Connection {
     /// This and the next deques are `Lazy` (one pointer while empty, as
     /// they are while the client is idle), like the alias maps.
     tx: Lazy<VecDeque<Tx>>,
-    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`].
-    tx_qos0_len: usize,
+    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`]. The 32-bit
+    /// counters here keep `ConnHandle` in a smaller allocator size class
+    /// (docs/performance.md, idle connections round 4).
+    tx_qos0_len: u32,
     /// Ids of PUBLISHes carried over from an earlier connection that still
     /// wait for room in this connection's window before being resent.
     resend: Lazy<VecDeque<u16>>,
@@ -202,7 +206,7 @@ impl Connection {
         );
         session.client_id = client_id;
         session.expiry_interval_s = expiry_s;
-        session.queue_len_max = cfg.max_mqueue_len;
+        session.queue_len_max = super::state::queue_len_max_u32(cfg.max_mqueue_len);
 
         let (keep_alive_s, server_keep_alive_s) = match cfg.server_keepalive_s {
             Some(cap) if v5 && (connect.keep_alive_s == 0 || connect.keep_alive_s > cap) => {
@@ -252,10 +256,10 @@ impl Connection {
             keep_alive_s,
             last_rx_at: now,
             last_now: now,
-            window_len: client_receive_maximum.min(receive_maximum) as usize,
+            window_len: client_receive_maximum.min(receive_maximum),
             client_packet_size_max: match props.maximum_packet_size {
-                Some(max) if v5 => max as usize,
-                _ => usize::MAX,
+                Some(max) if v5 => max,
+                _ => u32::MAX,
             },
             alias_out_max: if v5 {
                 props
@@ -346,7 +350,7 @@ impl Connection {
     }
 
     pub fn drop_counts(&self) -> DropCounts {
-        self.session.drops
+        *self.session.drops
     }
 
     /// A packet from the client.
@@ -636,7 +640,7 @@ impl Connection {
         // Straight to the socket only when nothing older waits, to keep order.
         if self.session.queue.is_empty() && self.resend.is_empty() {
             if d.qos == QoS::AtMostOnce {
-                if self.tx_qos0_len < TX_QOS0_MAX {
+                if (self.tx_qos0_len as usize) < TX_QOS0_MAX {
                     self.tx_qos0_len += 1;
                     self.tx.push_back(Tx::Qos0(d));
                     return;
@@ -955,7 +959,7 @@ impl Connection {
             .inflight
             .len()
             .saturating_sub(self.resend.len())
-            < self.window_len
+            < usize::from(self.window_len)
     }
 
     /// A QoS 1/2 PUBLISH larger than the client's Maximum Packet Size: not
@@ -1012,7 +1016,7 @@ impl Connection {
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
-                if self.tx_qos0_len >= TX_QOS0_MAX {
+                if self.tx_qos0_len as usize >= TX_QOS0_MAX {
                     return;
                 }
                 let d = self.session.queue_pop_front().expect("front exists");
@@ -1091,7 +1095,7 @@ impl Connection {
             payload: &m.payload,
             properties,
         };
-        match codec::encode_publish(&publish, self.protocol, self.client_packet_size_max, out) {
+        match codec::encode_publish(&publish, self.protocol, self.client_packet_size_max as usize, out) {
             Ok(true) => Some(new_alias),
             Ok(false) => None,
             Err(e) => {
@@ -1118,7 +1122,7 @@ impl Connection {
         let protocol = self.protocol;
         let fits =
             |p: &Packet, max: usize| max == usize::MAX || codec::encoded_len(p, protocol) <= max;
-        if !fits(&packet, self.client_packet_size_max) {
+        if !fits(&packet, self.client_packet_size_max as usize) {
             match &mut packet {
                 Packet::ConnAck(c) => {
                     c.properties.reason_string = None;
@@ -1135,7 +1139,7 @@ impl Connection {
                 }
                 _ => {}
             }
-            if !fits(&packet, self.client_packet_size_max) {
+            if !fits(&packet, self.client_packet_size_max as usize) {
                 if !matches!(packet, Packet::Disconnect(_)) {
                     self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client");
                 }

@@ -32,6 +32,18 @@ impl<K: 'static, V: 'static> Empty for BTreeMap<K, V> {
     }
 }
 
+impl Empty for super::DropCounts {
+    const EMPTY: &'static Self = &super::DropCounts {
+        queue_full: 0,
+        expired: 0,
+        too_large: 0,
+        closed: 0,
+    };
+    fn has_none(&self) -> bool {
+        self.total() == 0
+    }
+}
+
 impl<T: 'static> Empty for BTreeSet<T> {
     const EMPTY: &'static Self = &BTreeSet::new();
     fn has_none(&self) -> bool {

@@ -5,7 +5,7 @@
 //! bytes and events.
 
 use super::io::{Half, Signal};
-use super::state::{Acquired, ConnHandle, Shard, Slot};
+use super::state::{Acquired, ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
@@ -582,7 +582,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         .state
         .borrow_mut()
         .slots
-        .insert(client_id.clone(), Slot::Online(handle.clone()));
+        .insert(client_id.as_str().into(), Slot::Online(handle.clone()));
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
 
     shard.run_actions(&handle).await;
@@ -652,8 +652,9 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
     // ---- end of connection: the session goes offline, moves or ends ----
     {
         let mut st = shard.state.borrow_mut();
-        if matches!(st.slots.get(&client_id), Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle)) {
-            st.slots.remove(&client_id);
+        if matches!(st.slots.get(client_id.as_str()), Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle))
+        {
+            st.slots.remove(client_id.as_str());
         }
     }
     let handover = handle.handover.take().map(|h| *h);
@@ -699,11 +700,11 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
                 }
                 let expires_at = Shard::expiry_deadline(now, &s);
                 shard.state.borrow_mut().slots.insert(
-                    client_id.clone(),
-                    Slot::Offline {
-                        session: Box::new(s),
+                    client_id.as_str().into(),
+                    Slot::Offline(Box::new(Parked {
+                        session: s,
                         expires_at,
-                    },
+                    })),
                 );
             }
             None => {

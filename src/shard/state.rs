@@ -86,16 +86,16 @@ type Targets = Vec<(Rc<ConnHandle>, Delivery)>;
 /// its parked session if offline (queued there now), nowhere if the client
 /// has no session on this shard any more (counted).
 fn resolve(
-    slots: &mut AHashMap<ByteStr, Slot>,
+    slots: &mut AHashMap<ClientKey, Slot>,
     dropped_no_recipient: &mut u64,
     client: &ByteStr,
     d: Delivery,
     now: Instant,
 ) -> Option<(Rc<ConnHandle>, Delivery)> {
-    match slots.get_mut(client) {
+    match slots.get_mut(client.as_str()) {
         Some(Slot::Online(h)) => Some((h.clone(), d)),
-        Some(Slot::Offline { session, .. }) => {
-            session.deliver_offline(d, now);
+        Some(Slot::Offline(parked)) => {
+            parked.session.deliver_offline(d, now);
             None
         }
         None => {
@@ -124,14 +124,26 @@ pub enum Deferred {
     Action(Action),
 }
 
-/// What the shard holds for a client id whose session lives here.
+/// What the shard holds for a client id whose session lives here: 16
+/// bytes, one per session in `State::slots` (the expiry sits in the box with
+/// the offline session, not beside every online one).
 pub enum Slot {
     Online(Rc<ConnHandle>),
-    Offline {
-        session: Box<Session>,
-        expires_at: Option<Instant>,
-    },
+    Offline(Box<Parked>),
 }
+
+/// A session whose client is offline, and when it expires.
+pub struct Parked {
+    pub session: Session,
+    pub expires_at: Option<Instant>,
+}
+
+/// A client id as a key of the registry maps (`State::slots`,
+/// `State::owners`): 16 bytes where a `ByteStr` takes 32, in tables that
+/// hold one entry per session and grow by doubling (so up to two buckets
+/// per entry); the string itself is a small allocation of its own. Looked
+/// up by `&str`.
+pub type ClientKey = Box<str>;
 
 /// A connect in progress for a client id (claiming at home, taking over).
 #[derive(Default)]
@@ -144,10 +156,10 @@ pub struct Pending {
 pub struct State {
     pub router: Router,
     pub retained: RetainedStore<Arc<Message>>,
-    pub slots: AHashMap<ByteStr, Slot>,
+    pub slots: AHashMap<ClientKey, Slot>,
     pub pending: AHashMap<ByteStr, Rc<Pending>>,
     /// Registry for client ids whose home is this shard: the owning shard.
-    pub owners: AHashMap<ByteStr, ShardId>,
+    pub owners: AHashMap<ClientKey, ShardId>,
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
@@ -859,7 +871,7 @@ impl Shard {
                 .state
                 .borrow_mut()
                 .owners
-                .insert(client_id.clone(), self.id);
+                .insert(client_id.as_str().into(), self.id);
         }
         let token = self.token();
         let slot = Oneshot::new();
@@ -881,19 +893,19 @@ impl Shard {
         client_id: &ByteStr,
         clean_start: bool,
     ) -> Option<Session> {
-        let slot = self.state.borrow_mut().slots.remove(client_id);
+        let slot = self.state.borrow_mut().slots.remove_entry(client_id.as_str());
         match slot {
             None => None,
-            Some(Slot::Offline { session, .. }) => {
+            Some((_, Slot::Offline(parked))) => {
                 self.cancel_will(client_id);
-                Some(*session)
+                Some(parked.session)
             }
-            Some(Slot::Online(handle)) => {
+            Some((key, Slot::Online(handle))) => {
                 // Put it back until its tasks finish; they hand the session over.
                 self.state
                     .borrow_mut()
                     .slots
-                    .insert(client_id.clone(), Slot::Online(handle.clone()));
+                    .insert(key, Slot::Online(handle.clone()));
                 let slot = Oneshot::new();
                 handle
                     .handover
@@ -942,13 +954,13 @@ impl Shard {
             *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
             return;
         }
-        let slot = self.state.borrow_mut().slots.remove(&client_id);
+        let slot = self.state.borrow_mut().slots.remove_entry(client_id.as_str());
         match slot {
-            Some(Slot::Online(handle)) => {
+            Some((key, Slot::Online(handle))) => {
                 self.state
                     .borrow_mut()
                     .slots
-                    .insert(client_id, Slot::Online(handle.clone()));
+                    .insert(key, Slot::Online(handle.clone()));
                 handle
                     .handover
                     .set(Some(Box::new(Handover::Remote(from, token))));
@@ -956,9 +968,9 @@ impl Shard {
                 self.drain_sync_actions(&handle);
                 handle.request_close();
             }
-            Some(Slot::Offline { session, .. }) => {
+            Some((_, Slot::Offline(parked))) => {
                 self.cancel_will(&client_id);
-                self.hand_over(Handover::Remote(from, token), Some(*session))
+                self.hand_over(Handover::Remote(from, token), Some(parked.session))
                     .await;
             }
             None => self.hand_over(Handover::Remote(from, token), None).await,
@@ -970,8 +982,8 @@ impl Shard {
         let home = self.home_of(client_id);
         if home == self.id {
             let mut st = self.state.borrow_mut();
-            if st.owners.get(client_id) == Some(&self.id) {
-                st.owners.remove(client_id);
+            if st.owners.get(client_id.as_str()) == Some(&self.id) {
+                st.owners.remove(client_id.as_str());
             }
         } else {
             self.send(
@@ -1009,7 +1021,7 @@ impl Shard {
             .values()
             .map(|s| match s {
                 Slot::Online(h) => h.conn.borrow().drop_counts().total(),
-                Slot::Offline { session, .. } => session.drop_counts().total(),
+                Slot::Offline(parked) => parked.session.drop_counts().total(),
             })
             .sum::<u64>();
         let before = self.reported_drops.replace(total);
@@ -1098,14 +1110,13 @@ impl Shard {
             // connection saves every idle connection the timer's memory
             // (docs/performance.md, idle connections round 3).
             let mut silent = Vec::new();
-            let ids: Vec<ByteStr> = st
+            let ids: Vec<ClientKey> = st
                 .slots
                 .iter()
                 .filter_map(|(id, s)| match s {
-                    Slot::Offline {
-                        expires_at: Some(t),
-                        ..
-                    } if *t <= now => Some(id.clone()),
+                    Slot::Offline(parked) if parked.expires_at.is_some_and(|t| t <= now) => {
+                        Some(id.clone())
+                    }
                     Slot::Online(h) => {
                         if h.conn.borrow().poll_timeout().is_some_and(|t| t <= now) {
                             silent.push(h.clone());
@@ -1118,7 +1129,7 @@ impl Shard {
             let expired = ids
                 .into_iter()
                 .filter_map(|id| match st.slots.remove(&id) {
-                    Some(Slot::Offline { session, .. }) => Some(*session),
+                    Some(Slot::Offline(parked)) => Some(parked.session),
                     _ => None,
                 })
                 .collect();
@@ -1205,8 +1216,8 @@ impl Shard {
             }
             ShardMsg::Release { client_id } => {
                 let mut st = self.state.borrow_mut();
-                if st.owners.get(&client_id) == Some(&from) {
-                    st.owners.remove(&client_id);
+                if st.owners.get(client_id.as_str()) == Some(&from) {
+                    st.owners.remove(client_id.as_str());
                 }
             }
             other => {
@@ -1223,7 +1234,11 @@ impl Shard {
                 self.deliver_shared(message, key, hops).await
             }
             ShardMsg::Claim { client_id, token } => {
-                let previous = self.state.borrow_mut().owners.insert(client_id, from);
+                let previous = self
+                    .state
+                    .borrow_mut()
+                    .owners
+                    .insert(client_id.as_str().into(), from);
                 self.send(from, ShardMsg::ClaimReply { token, previous })
                     .await;
             }
@@ -1267,4 +1282,23 @@ pub enum Acquired {
     /// A later connect for the same id took over while this one was
     /// acquiring: close without CONNACK.
     Superseded,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection pays these, rounded up to the allocator's size
+    /// class (mimalloc: ..., 256, 320, 384, ... bytes); a field that takes
+    /// one past its class costs every connection the whole step
+    /// (docs/performance.md, idle connections round 4).
+    #[test]
+    fn per_connection_state_fits_its_size_class() {
+        // `Rc<ConnHandle>`: two counts, then the handle.
+        let handle_allocation = 16 + std::mem::size_of::<ConnHandle>();
+        assert!(handle_allocation <= 320, "ConnHandle allocation {handle_allocation} B");
+        // One `slots` bucket per entry and up to as many empty ones.
+        assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 32);
+        assert_eq!(std::mem::size_of::<(ClientKey, ShardId)>(), 24);
+    }
 }
