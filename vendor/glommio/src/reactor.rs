@@ -340,7 +340,7 @@ impl Reactor {
 
         let source = self.new_source(
             raw,
-            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
+            SourceType::Write(pollable, Box::new(IoBuffer::DmaSource(buf))),
             Some(stats),
         );
         self.sys.write_dma(&source, pos);
@@ -398,7 +398,7 @@ impl Reactor {
             raw,
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::Buffered(buf),
+                Box::new(IoBuffer::Buffered(buf)),
             ),
             Some(stats),
         );
@@ -449,7 +449,7 @@ impl Reactor {
         buf: DmaBuffer,
         timeout: Option<Duration>,
     ) -> io::Result<Source> {
-        let source = self.new_source(fd, SourceType::SockSend(buf), None);
+        let source = self.new_source(fd, SourceType::SockSend(Box::new(buf)), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
         }
@@ -676,7 +676,10 @@ impl Reactor {
     {
         let source = self.new_source(
             -1,
-            SourceType::Rename(old_path.as_ref().to_owned(), new_path.as_ref().to_owned()),
+            SourceType::Rename(Box::new((
+                old_path.as_ref().to_owned(),
+                new_path.as_ref().to_owned(),
+            ))),
             None,
         );
         let waiter = self.sys.rename(&source);
