@@ -8,7 +8,8 @@
 //! allocates the box. [`Lazy::release_if_empty`] gives the box back.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
@@ -41,6 +42,15 @@ impl Empty for super::DropCounts {
     };
     fn has_none(&self) -> bool {
         self.total() == 0
+    }
+}
+
+impl<K: 'static, V: 'static, H: Default + Hasher + 'static> Empty
+    for HashMap<K, V, BuildHasherDefault<H>>
+{
+    const EMPTY: &'static Self = &HashMap::with_hasher(BuildHasherDefault::new());
+    fn has_none(&self) -> bool {
+        self.is_empty()
     }
 }
 

@@ -91,7 +91,10 @@ pub struct Session {
     /// Hashed without keys (`PacketIdHasher`): packet ids are ours to
     /// choose, so there is nothing for a client to collide, and a per-map
     /// random state was 32 bytes of every session.
-    pub(crate) inflight: PacketIdMap<Outbound>,
+    ///
+    /// `Lazy`: one pointer while the client has nothing unacknowledged (an
+    /// idle client), where the map's header took 32 bytes.
+    pub(crate) inflight: Lazy<PacketIdMap<Outbound>>,
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
@@ -126,7 +129,7 @@ impl Session {
             client_id,
             expiry_interval_s,
             subscriptions: Lazy::new(),
-            inflight: PacketIdMap::default(),
+            inflight: Lazy::new(),
             next_packet_id: 1,
             next_seq: 0,
             queue: Lazy::new(),

@@ -618,7 +618,6 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         conn: RefCell::new(conn),
         wake: Signal::default(),
         closing: Cell::new(false),
-        handover: Cell::new(None),
         tx_hold: Cell::new(0),
     });
     shard
@@ -701,7 +700,7 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
             st.slots.remove(client_id.as_str());
         }
     }
-    let handover = handle.handover.take().map(|h| *h);
+    let handover = shard.take_handover(&handle);
     // Action tasks spawned for this connection may still hold the handle for
     // a moment; they finish without waiting on anything.
     let mut handle = handle;

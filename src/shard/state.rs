@@ -2,6 +2,7 @@
 //! the client-id registry homed here) and the handlers for messages from
 //! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
 
+use super::client_key::ClientKey;
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
@@ -69,9 +70,6 @@ pub struct ConnHandle {
     pub wake: Signal,
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
-    /// Set on takeover (rare): boxed, 16 bytes less per connection; a
-    /// `Cell` (only set and taken), 8 less than a `RefCell`.
-    pub handover: Cell<Option<Box<Handover>>>,
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
     /// to learn the new interest).
     pub tx_hold: Cell<u32>,
@@ -138,12 +136,6 @@ pub struct Parked {
     pub expires_at: Option<Instant>,
 }
 
-/// A client id as a key of the registry maps (`State::slots`,
-/// `State::owners`): 16 bytes where a `ByteStr` takes 32, in tables that
-/// hold one entry per session and grow by doubling (so up to two buckets
-/// per entry); the string itself is a small allocation of its own. Looked
-/// up by `&str`.
-pub type ClientKey = Box<str>;
 
 /// A connect in progress for a client id (claiming at home, taking over).
 #[derive(Default)]
@@ -163,6 +155,12 @@ pub struct State {
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// Takeovers waiting for an online connection to end, by the address of
+    /// its `ConnHandle` (unique while the handle lives, and the connection
+    /// takes its entry before it drops the handle). Here rather than in the
+    /// handle: set only on takeover, and in the handle it was 8 bytes of
+    /// every connection.
+    pub handovers: AHashMap<usize, Handover>,
     /// Interest broadcasts awaiting acks: acks still missing, and who waits.
     pub interest_acks: AHashMap<u64, (u16, Rc<Oneshot<()>>)>,
     /// Delayed wills by due time; the client id lets a reconnect cancel it.
@@ -253,6 +251,7 @@ impl Shard {
                 owners: AHashMap::new(),
                 claims: AHashMap::new(),
                 moves: AHashMap::new(),
+                handovers: AHashMap::new(),
                 interest_acks: AHashMap::new(),
                 wills: BTreeMap::new(),
                 will_index: AHashMap::new(),
@@ -907,9 +906,7 @@ impl Shard {
                     .slots
                     .insert(key, Slot::Online(handle.clone()));
                 let slot = Oneshot::new();
-                handle
-                    .handover
-                    .set(Some(Box::new(Handover::Local(slot.clone()))));
+                self.set_handover(&handle, Handover::Local(slot.clone()));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.request_close();
@@ -919,6 +916,21 @@ impl Shard {
                 slot.take().await
             }
         }
+    }
+
+    /// Where the session of `handle`'s connection must go when it ends
+    /// (takeover); a later takeover replaces an earlier one.
+    fn set_handover(&self, handle: &Rc<ConnHandle>, to: Handover) {
+        let key = Rc::as_ptr(handle) as usize;
+        self.state.borrow_mut().handovers.insert(key, to);
+    }
+
+    /// The handover set for `handle`'s connection, if any: called once, when
+    /// the connection ends, after its slot was removed (so no takeover can
+    /// set one later).
+    pub fn take_handover(&self, handle: &Rc<ConnHandle>) -> Option<Handover> {
+        let key = Rc::as_ptr(handle) as usize;
+        self.state.borrow_mut().handovers.remove(&key)
     }
 
     /// Give a session to whoever asked for it.
@@ -961,9 +973,7 @@ impl Shard {
                     .borrow_mut()
                     .slots
                     .insert(key, Slot::Online(handle.clone()));
-                handle
-                    .handover
-                    .set(Some(Box::new(Handover::Remote(from, token))));
+                self.set_handover(&handle, Handover::Remote(from, token));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.request_close();
@@ -1289,16 +1299,16 @@ mod tests {
     use super::*;
 
     /// Every idle connection pays these, rounded up to the allocator's size
-    /// class (mimalloc: ..., 256, 320, 384, ... bytes); a field that takes
+    /// class (mimalloc: ..., 192, 224, 256, 320, ... bytes); a field that takes
     /// one past its class costs every connection the whole step
     /// (docs/performance.md, idle connections round 4).
     #[test]
     fn per_connection_state_fits_its_size_class() {
         // `Rc<ConnHandle>`: two counts, then the handle.
         let handle_allocation = 16 + std::mem::size_of::<ConnHandle>();
-        assert!(handle_allocation <= 320, "ConnHandle allocation {handle_allocation} B");
+        assert!(handle_allocation <= 256, "ConnHandle allocation {handle_allocation} B");
         // One `slots` bucket per entry and up to as many empty ones.
-        assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 32);
-        assert_eq!(std::mem::size_of::<(ClientKey, ShardId)>(), 24);
+        assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 24);
+        assert_eq!(std::mem::size_of::<(ClientKey, ShardId)>(), 16);
     }
 }
