@@ -1143,7 +1143,12 @@ impl Connection {
             payload: &m.payload,
             properties,
         };
-        match codec::encode_publish(&publish, self.protocol, self.client_packet_size_max as usize, out) {
+        match codec::encode_publish(
+            &publish,
+            self.protocol,
+            self.client_packet_size_max as usize,
+            out,
+        ) {
             Ok(true) => Some(new_alias),
             Ok(false) => None,
             Err(e) => {

@@ -136,7 +136,6 @@ pub struct Parked {
     pub expires_at: Option<Instant>,
 }
 
-
 /// A connect in progress for a client id (claiming at home, taking over).
 #[derive(Default)]
 pub struct Pending {
@@ -892,7 +891,11 @@ impl Shard {
         client_id: &ByteStr,
         clean_start: bool,
     ) -> Option<Session> {
-        let slot = self.state.borrow_mut().slots.remove_entry(client_id.as_str());
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
         match slot {
             None => None,
             Some((_, Slot::Offline(parked))) => {
@@ -966,7 +969,11 @@ impl Shard {
             *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
             return;
         }
-        let slot = self.state.borrow_mut().slots.remove_entry(client_id.as_str());
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
         match slot {
             Some((key, Slot::Online(handle))) => {
                 self.state
@@ -1306,7 +1313,10 @@ mod tests {
     fn per_connection_state_fits_its_size_class() {
         // `Rc<ConnHandle>`: two counts, then the handle.
         let handle_allocation = 16 + std::mem::size_of::<ConnHandle>();
-        assert!(handle_allocation <= 256, "ConnHandle allocation {handle_allocation} B");
+        assert!(
+            handle_allocation <= 256,
+            "ConnHandle allocation {handle_allocation} B"
+        );
         // One `slots` bucket per entry and up to as many empty ones.
         assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 24);
         assert_eq!(std::mem::size_of::<(ClientKey, ShardId)>(), 16);
