@@ -94,8 +94,26 @@ impl<T: Empty> Deref for Lazy<T> {
 }
 
 impl<T: Empty> DerefMut for Lazy<T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
-        self.0.get_or_insert_with(Box::default)
+        if self.0.is_none() {
+            self.fill();
+        }
+        match &mut self.0 {
+            Some(b) => b,
+            None => unreachable!("filled above"),
+        }
+    }
+}
+
+impl<T: Empty> Lazy<T> {
+    /// The first write's allocation, out of line: the inflight map and the
+    /// transmit deque are written several times per message, where the
+    /// inlined construction cost instructions on every access.
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self) {
+        self.0 = Some(Box::default());
     }
 }
 

@@ -227,15 +227,17 @@ impl Session {
     /// Gives `d` (QoS 1/2) a packet id not used by any inflight message.
     pub(crate) fn insert_inflight(&mut self, d: Delivery) -> u16 {
         assert!(d.qos != QoS::AtMostOnce);
+        // The `Lazy` resolved once, not per probe.
+        let inflight = &mut *self.inflight;
         assert!(
-            self.inflight.len() < u16::MAX as usize,
+            inflight.len() < u16::MAX as usize,
             "packet id space exhausted"
         );
         let mut id = self.next_packet_id;
         // One probe per candidate id: usually the first is free.
         let slot = loop {
             if id != 0 {
-                if let Entry::Vacant(slot) = self.inflight.entry(id) {
+                if let Entry::Vacant(slot) = inflight.entry(id) {
                     break slot;
                 }
             }

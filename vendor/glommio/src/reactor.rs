@@ -340,6 +340,7 @@ impl Reactor {
 
         let source = self.new_source(
             raw,
+            // ringmq patch: boxed (see `SourceType`).
             SourceType::Write(pollable, Box::new(IoBuffer::DmaSource(buf))),
             Some(stats),
         );
@@ -398,6 +399,7 @@ impl Reactor {
             raw,
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
+                // ringmq patch: boxed (see `SourceType`).
                 Box::new(IoBuffer::Buffered(buf)),
             ),
             Some(stats),
@@ -449,6 +451,7 @@ impl Reactor {
         buf: DmaBuffer,
         timeout: Option<Duration>,
     ) -> io::Result<Source> {
+        // ringmq patch: boxed (see `SourceType`).
         let source = self.new_source(fd, SourceType::SockSend(Box::new(buf)), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
@@ -676,6 +679,7 @@ impl Reactor {
     {
         let source = self.new_source(
             -1,
+            // ringmq patch: boxed (see `SourceType`).
             SourceType::Rename(Box::new((
                 old_path.as_ref().to_owned(),
                 new_path.as_ref().to_owned(),

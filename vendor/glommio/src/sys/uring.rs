@@ -300,6 +300,7 @@ fn fill_sqe<F>(
                             // source. The kernel knows about that buffer already, and will write to
                             // it. So this can only be called if there is no buffer attached to it.
                             assert!(slot.is_none());
+                            // ringmq patch: boxed (see `SourceType`).
                             *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         _ => unreachable!("Expected Read source type"),
@@ -356,6 +357,7 @@ fn fill_sqe<F>(
                     match &mut src.source_type {
                         SourceType::Read(PollableStatus::NonPollable(DirectIo::Disabled), slot) => {
                             sqe.prep_read(op.fd, buf.as_bytes_mut(), pos);
+                            // ringmq patch: boxed (see `SourceType`).
                             *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         SourceType::Read(_, slot) => {
@@ -367,6 +369,7 @@ fn fill_sqe<F>(
                                     sqe.prep_read_fixed(op.fd, buf.as_bytes_mut(), pos, idx);
                                 }
                             };
+                            // ringmq patch: boxed (see `SourceType`).
                             *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         _ => unreachable!(),
@@ -395,6 +398,7 @@ fn fill_sqe<F>(
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
                         SourceType::SockRecv(slot) => {
+                            // ringmq patch: boxed (see `SourceType`).
                             *slot = Some(Box::new(buf));
                         }
                         _ => unreachable!(),
@@ -1629,6 +1633,7 @@ impl Reactor {
 
     pub(crate) fn rename(&self, source: &Source) -> impl Future<Output = ()> {
         let (old_path, new_path) = match &*source.source_type() {
+            // ringmq patch: boxed (see `SourceType`).
             SourceType::Rename(paths) => paths.as_ref().clone(),
             _ => panic!("Unexpected source for rename operation"),
         };
