@@ -17,6 +17,10 @@ use std::ptr::NonNull;
 /// Bytes before the id in the allocation: its length.
 const HEADER_BYTES: usize = std::mem::size_of::<u16>();
 
+// The length is a `u16`: every client id the shard keeps is within the
+// named limit, which MQTT's two-byte string length sets.
+const _: () = assert!(crate::limits::CLIENT_ID_LEN_MAX_BYTES <= u16::MAX as u32);
+
 /// An owned client id: a pointer to its length (`u16`, native endian)
 /// followed by its UTF-8 bytes. Hashes and compares as the `str` it holds,
 /// so maps keyed by it are looked up with a `&str`.
@@ -24,9 +28,9 @@ pub struct ClientKey(NonNull<u8>);
 
 impl ClientKey {
     /// # Panics
-    /// On ids longer than 65,535 bytes, which MQTT cannot encode (every
-    /// client id reached the shard through a decoded CONNECT or a
-    /// `ShardMsg` carrying one).
+    /// On ids longer than `limits::CLIENT_ID_LEN_MAX_BYTES` (65,535, which
+    /// MQTT cannot exceed: every client id reached the shard through a
+    /// decoded CONNECT or a `ShardMsg` carrying one).
     pub fn new(id: &str) -> ClientKey {
         let len = u16::try_from(id.len()).expect("an MQTT string is at most 65535 bytes");
         let layout = Self::layout(len);
