@@ -17,7 +17,7 @@ use crate::router::topic::{
     has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
 };
 
-use super::lazy::Lazy;
+use super::lazy::{Empty, Lazy};
 use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
     Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
@@ -51,37 +51,38 @@ pub struct Connection {
     /// Our limits, kept for the life of the connection; shared with every
     /// connection of the shard (a copy was 80 bytes per connection).
     cfg: Arc<SessionConfig>,
-    /// User Name from CONNECT: authorization rules may match on it. Boxed:
-    /// only read by the rules, and 24 bytes less per connection.
-    username: Option<Box<ByteStr>>,
+    /// User Name and will from CONNECT, in one box (`None` when the client
+    /// set neither): see `ConnectExtras`.
+    extras: Option<Box<ConnectExtras>>,
 
     /// Negotiated keepalive (after the Server Keep Alive cap); 0 = off.
     keep_alive_s: u16,
     /// When the last packet from the client arrived: keepalive runs from it.
     last_rx_at: Instant,
-    /// Latest instant seen through any `handle_*`/`poll_transmit`; dates the
-    /// close for the will's expiry where no instant is passed in (`kick`).
+    /// Latest instant seen through any `handle_*`/`poll_transmit` until the
+    /// close, and no longer updated after it: then it is the instant of the
+    /// close, which dates the will's expiry (the close may come where no
+    /// instant is passed in, `kick`). One field for both: 16 bytes of every
+    /// connection (docs/performance.md, idle connections round 4).
     last_now: Instant,
 
-    /// Outbound QoS 1/2 window: min(client Receive Maximum, cfg.max_inflight).
-    window_len: usize,
-    /// Client's Maximum Packet Size; `usize::MAX` when it set none.
-    client_packet_size_max: usize,
+    /// Outbound QoS 1/2 window: min(client Receive Maximum, cfg.max_inflight),
+    /// both 16-bit.
+    window_len: u16,
+    /// Client's Maximum Packet Size (a four-byte integer in CONNECT);
+    /// `u32::MAX` when it set none, larger than any packet MQTT can encode.
+    client_packet_size_max: u32,
     /// Outbound aliases we may use: min(client Topic Alias Maximum, cap).
     alias_out_max: u16,
-    /// Topic -> alias already sent on this connection.
-    aliases_out: Lazy<BTreeMap<ByteStr, u16>>,
-    /// Alias -> topic set by the client on this connection.
-    aliases_in: Lazy<BTreeMap<u16, ByteStr>>,
+    /// Topic aliases of this connection, both directions in one `Lazy`
+    /// (one pointer while the client uses none).
+    aliases: Lazy<Aliases>,
     /// Request Problem Information (v5): when false no Reason String goes out.
     problem_info: bool,
     /// CONNECT had Session Expiry Interval 0: a DISCONNECT may not raise it
     /// (MQTT-3.14.2-2 protocol error).
     connect_expiry_zero: bool,
 
-    /// Boxed: most clients set no will, and inline it took 200 bytes of
-    /// every connection, idle or not.
-    will: Option<Box<Will>>,
     /// Set on takeover by a Clean Start connection: the session ends, so the
     /// will goes out with no delay.
     will_delay_zero: bool,
@@ -91,17 +92,63 @@ pub struct Connection {
     /// This and the next deques are `Lazy` (one pointer while empty, as
     /// they are while the client is idle), like the alias maps.
     tx: Lazy<VecDeque<Tx>>,
-    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`].
-    tx_qos0_len: usize,
+    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`]. The 32-bit
+    /// counters here keep `ConnHandle` in a smaller allocator size class
+    /// (docs/performance.md, idle connections round 4).
+    tx_qos0_len: u32,
     /// Ids of PUBLISHes carried over from an earlier connection that still
     /// wait for room in this connection's window before being resent.
     resend: Lazy<VecDeque<u16>>,
     actions: Lazy<VecDeque<Action>>,
     closed: bool,
-    closed_at: Instant,
+}
+
+/// What a CONNECT may carry beyond the client id, kept for the life of the
+/// connection. One box for both, present only when the client set either:
+/// most clients set no will (inline, a will took 200 bytes of every
+/// connection), and the user name is only read by authorization rules.
+#[derive(Debug)]
+struct ConnectExtras {
+    username: Option<ByteStr>,
+    will: Option<Will>,
+}
+
+impl ConnectExtras {
+    fn of(username: Option<ByteStr>, will: Option<Will>) -> Option<Box<ConnectExtras>> {
+        (username.is_some() || will.is_some()).then(|| Box::new(ConnectExtras { username, will }))
+    }
+}
+
+/// The topic aliases of a connection (MQTT 5.0 section 3.3.2.3.4).
+#[derive(Debug, Default)]
+struct Aliases {
+    /// Topic -> alias already sent on this connection.
+    outbound: BTreeMap<ByteStr, u16>,
+    /// Alias -> topic set by the client on this connection.
+    inbound: BTreeMap<u16, ByteStr>,
+}
+
+impl Empty for Aliases {
+    const EMPTY: &'static Self = &Aliases {
+        outbound: BTreeMap::new(),
+        inbound: BTreeMap::new(),
+    };
+    fn has_none(&self) -> bool {
+        self.outbound.is_empty() && self.inbound.is_empty()
+    }
 }
 
 impl Connection {
+    fn will(&self) -> Option<&Will> {
+        self.extras.as_ref()?.will.as_ref()
+    }
+
+    fn drop_will(&mut self) {
+        if let Some(e) = &mut self.extras {
+            e.will = None;
+        }
+    }
+
     /// Validates a CONNECT before anything else happens. `Err` is the
     /// refusal CONNACK (right code for the protocol) to send before closing.
     // The refusal CONNACK is the API's error type; it is built once per
@@ -202,7 +249,7 @@ impl Connection {
         );
         session.client_id = client_id;
         session.expiry_interval_s = expiry_s;
-        session.queue_len_max = cfg.max_mqueue_len;
+        session.queue_len_max = super::state::queue_len_max_u32(cfg.max_mqueue_len);
 
         let (keep_alive_s, server_keep_alive_s) = match cfg.server_keepalive_s {
             Some(cap) if v5 && (connect.keep_alive_s == 0 || connect.keep_alive_s > cap) => {
@@ -248,14 +295,14 @@ impl Connection {
         let mut conn = Connection {
             protocol: connect.protocol,
             cfg: Arc::clone(cfg),
-            username: connect.username.map(Box::new),
+            extras: ConnectExtras::of(connect.username, connect.will),
             keep_alive_s,
             last_rx_at: now,
             last_now: now,
-            window_len: client_receive_maximum.min(receive_maximum) as usize,
+            window_len: client_receive_maximum.min(receive_maximum),
             client_packet_size_max: match props.maximum_packet_size {
-                Some(max) if v5 => max as usize,
-                _ => usize::MAX,
+                Some(max) if v5 => max,
+                _ => u32::MAX,
             },
             alias_out_max: if v5 {
                 props
@@ -265,11 +312,9 @@ impl Connection {
             } else {
                 0
             },
-            aliases_out: Lazy::new(),
-            aliases_in: Lazy::new(),
+            aliases: Lazy::new(),
             problem_info: !v5 || props.request_problem_information != Some(0),
             connect_expiry_zero: expiry_requested_s == 0,
-            will: connect.will.map(Box::new),
             will_delay_zero: false,
             publish_will: false,
             tx: Lazy::new(),
@@ -277,7 +322,6 @@ impl Connection {
             resend: Lazy::new(),
             actions: Lazy::new(),
             closed: false,
-            closed_at: now,
             session,
         };
         conn.tx
@@ -346,7 +390,7 @@ impl Connection {
     }
 
     pub fn drop_counts(&self) -> DropCounts {
-        self.session.drops
+        *self.session.drops
     }
 
     /// A packet from the client.
@@ -408,7 +452,7 @@ impl Connection {
                 return self
                     .close_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range");
             }
-            Some(a) if p.topic.is_empty() => match self.aliases_in.get(&a) {
+            Some(a) if p.topic.is_empty() => match self.aliases.inbound.get(&a) {
                 Some(topic) => topic.clone(),
                 None => return self.protocol_error("unknown topic alias"),
             },
@@ -422,7 +466,7 @@ impl Connection {
         }
         if let Some(a) = alias {
             // Bounded: at most cfg.max_topic_alias entries.
-            self.aliases_in.insert(a, topic.clone());
+            self.aliases.inbound.insert(a, topic.clone());
         }
         if p.properties
             .as_ref()
@@ -636,7 +680,7 @@ impl Connection {
         // Straight to the socket only when nothing older waits, to keep order.
         if self.session.queue.is_empty() && self.resend.is_empty() {
             if d.qos == QoS::AtMostOnce {
-                if self.tx_qos0_len < TX_QOS0_MAX {
+                if (self.tx_qos0_len as usize) < TX_QOS0_MAX {
                     self.tx_qos0_len += 1;
                     self.tx.push_back(Tx::Qos0(d));
                     return;
@@ -666,7 +710,7 @@ impl Connection {
     /// dropped and the connection closed with 0x95. Outbound topic aliases
     /// are applied here, in write order.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
-        if now > self.last_now {
+        if now > self.last_now && !self.closed {
             self.last_now = now;
         }
         loop {
@@ -751,8 +795,9 @@ impl Connection {
         self.actions.pop_front()
     }
 
-    /// Gives back the memory of the transmit, resend and action queues
-    /// when they are empty: a deque keeps its buffer when emptied, so an
+    /// Gives back the memory of the transmit, resend and action queues (and
+    /// of the session queue and inflight map) when they are empty: a deque
+    /// keeps its buffer when emptied, so an
     /// idle connection would otherwise hold the one its CONNACK or PINGRESP
     /// was queued in. The connection's task calls it before waiting for its
     /// client after a read of control packets only (CONNECT, PINGREQ,
@@ -764,6 +809,7 @@ impl Connection {
         self.resend.release_if_empty();
         self.actions.release_if_empty();
         self.session.queue.release_if_empty();
+        self.session.inflight.release_if_empty();
     }
 
     /// Earliest instant at which `handle_timeout` must be called (keepalive:
@@ -776,6 +822,9 @@ impl Connection {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
         self.last_now = now;
         if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
             self.close_error(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
@@ -807,7 +856,7 @@ impl Connection {
             if new_clean_start {
                 self.will_delay_zero = true;
             } else if self.will_delay_s() > 0 {
-                self.will = None;
+                self.drop_will();
             }
         }
         self.kick(ReasonCode::SESSION_TAKEN_OVER);
@@ -817,6 +866,9 @@ impl Connection {
     /// must be published. Emits `Action::Close` (reason 0x80, nothing sent)
     /// so every connection ends with exactly one Close.
     pub fn handle_connection_lost(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
         self.last_now = now;
         self.close(ReasonCode::UNSPECIFIED_ERROR, true, false, None);
     }
@@ -832,7 +884,7 @@ impl Connection {
             return None;
         }
         let delay_s = self.will_delay_s();
-        let will = *self.will.take()?;
+        let will = self.extras.as_mut()?.will.take()?;
         self.publish_will = false;
         if !self.may_publish(&will.topic) {
             return None;
@@ -846,7 +898,7 @@ impl Connection {
             retain: will.retain && self.cfg.retain_available,
             expires_at: p
                 .message_expiry_interval_s
-                .map(|s| self.closed_at + delay + Duration::from_secs(u64::from(s))),
+                .map(|s| self.last_now + delay + Duration::from_secs(u64::from(s))),
             properties: PublishProperties {
                 payload_format_indicator: p.payload_format_indicator,
                 message_expiry_interval_s: p.message_expiry_interval_s,
@@ -879,7 +931,7 @@ impl Connection {
     fn who(&self) -> Who<'_> {
         Who {
             client_id: &self.session.client_id,
-            username: self.username.as_deref().map(|u| &**u),
+            username: self.extras.as_ref().and_then(|e| e.username.as_deref()),
         }
     }
 
@@ -933,7 +985,7 @@ impl Connection {
     }
 
     fn will_delay_s(&self) -> u32 {
-        match &self.will {
+        match self.will() {
             Some(_) if self.will_delay_zero => 0,
             Some(w) => w
                 .properties
@@ -955,7 +1007,7 @@ impl Connection {
             .inflight
             .len()
             .saturating_sub(self.resend.len())
-            < self.window_len
+            < usize::from(self.window_len)
     }
 
     /// A QoS 1/2 PUBLISH larger than the client's Maximum Packet Size: not
@@ -1012,7 +1064,7 @@ impl Connection {
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
-                if self.tx_qos0_len >= TX_QOS0_MAX {
+                if self.tx_qos0_len as usize >= TX_QOS0_MAX {
                     return;
                 }
                 let d = self.session.queue_pop_front().expect("front exists");
@@ -1051,11 +1103,11 @@ impl Connection {
         if self.is_v5() {
             let mut topic_alias = None;
             if self.alias_out_max > 0 {
-                if let Some(&a) = self.aliases_out.get(&m.topic) {
+                if let Some(&a) = self.aliases.outbound.get(&m.topic) {
                     topic_alias = Some(a);
                     topic = "";
-                } else if self.aliases_out.len() < self.alias_out_max as usize {
-                    let a = self.aliases_out.len() as u16 + 1;
+                } else if self.aliases.outbound.len() < self.alias_out_max as usize {
+                    let a = self.aliases.outbound.len() as u16 + 1;
                     topic_alias = Some(a);
                     new_alias = Some((m.topic.clone(), a));
                 }
@@ -1091,7 +1143,12 @@ impl Connection {
             payload: &m.payload,
             properties,
         };
-        match codec::encode_publish(&publish, self.protocol, self.client_packet_size_max, out) {
+        match codec::encode_publish(
+            &publish,
+            self.protocol,
+            self.client_packet_size_max as usize,
+            out,
+        ) {
             Ok(true) => Some(new_alias),
             Ok(false) => None,
             Err(e) => {
@@ -1105,7 +1162,7 @@ impl Connection {
 
     fn commit_alias(&mut self, new_alias: Option<(ByteStr, u16)>) {
         if let Some((topic, alias)) = new_alias {
-            self.aliases_out.insert(topic, alias);
+            self.aliases.outbound.insert(topic, alias);
         }
     }
 
@@ -1118,7 +1175,7 @@ impl Connection {
         let protocol = self.protocol;
         let fits =
             |p: &Packet, max: usize| max == usize::MAX || codec::encoded_len(p, protocol) <= max;
-        if !fits(&packet, self.client_packet_size_max) {
+        if !fits(&packet, self.client_packet_size_max as usize) {
             match &mut packet {
                 Packet::ConnAck(c) => {
                     c.properties.reason_string = None;
@@ -1135,7 +1192,7 @@ impl Connection {
                 }
                 _ => {}
             }
-            if !fits(&packet, self.client_packet_size_max) {
+            if !fits(&packet, self.client_packet_size_max as usize) {
                 if !matches!(packet, Packet::Disconnect(_)) {
                     self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client");
                 }
@@ -1177,10 +1234,9 @@ impl Connection {
             return;
         }
         self.closed = true;
-        self.closed_at = self.last_now;
-        self.publish_will = will && self.will.is_some();
+        self.publish_will = will && self.will().is_some();
         if !will {
-            self.will = None;
+            self.drop_will();
         }
         let drops = &mut self.session.drops;
         self.tx.retain(|t| match t {

@@ -8,8 +8,9 @@
 //! allocates the box. [`Lazy::release_if_empty`] gives the box back.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
 
 /// A collection with an empty value that can be shared read-only.
@@ -27,6 +28,27 @@ impl<T: 'static> Empty for VecDeque<T> {
 
 impl<K: 'static, V: 'static> Empty for BTreeMap<K, V> {
     const EMPTY: &'static Self = &BTreeMap::new();
+    fn has_none(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Empty for super::DropCounts {
+    const EMPTY: &'static Self = &super::DropCounts {
+        queue_full: 0,
+        expired: 0,
+        too_large: 0,
+        closed: 0,
+    };
+    fn has_none(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+impl<K: 'static, V: 'static, H: Default + Hasher + 'static> Empty
+    for HashMap<K, V, BuildHasherDefault<H>>
+{
+    const EMPTY: &'static Self = &HashMap::with_hasher(BuildHasherDefault::new());
     fn has_none(&self) -> bool {
         self.is_empty()
     }
@@ -72,8 +94,26 @@ impl<T: Empty> Deref for Lazy<T> {
 }
 
 impl<T: Empty> DerefMut for Lazy<T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
-        self.0.get_or_insert_with(Box::default)
+        if self.0.is_none() {
+            self.fill();
+        }
+        match &mut self.0 {
+            Some(b) => b,
+            None => unreachable!("filled above"),
+        }
+    }
+}
+
+impl<T: Empty> Lazy<T> {
+    /// The first write's allocation, out of line: the inflight map and the
+    /// transmit deque are written several times per message, where the
+    /// inlined construction cost instructions on every access.
+    #[cold]
+    #[inline(never)]
+    fn fill(&mut self) {
+        self.0 = Some(Box::default());
     }
 }
 

@@ -91,7 +91,10 @@ pub struct Session {
     /// Hashed without keys (`PacketIdHasher`): packet ids are ours to
     /// choose, so there is nothing for a client to collide, and a per-map
     /// random state was 32 bytes of every session.
-    pub(crate) inflight: PacketIdMap<Outbound>,
+    ///
+    /// `Lazy`: one pointer while the client has nothing unacknowledged (an
+    /// idle client), where the map's header took 32 bytes.
+    pub(crate) inflight: Lazy<PacketIdMap<Outbound>>,
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
@@ -100,15 +103,24 @@ pub struct Session {
     /// `Lazy`: one pointer while empty (see `session::lazy`).
     pub(crate) queue: Lazy<VecDeque<Delivery>>,
     /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
-    pub(crate) queue_qos0_len: usize,
+    /// 32 bits, like the bound (`mqtt.max_mqueue_len` is a `u32`).
+    pub(crate) queue_qos0_len: u32,
     /// Bound on `queue`, from the config of the last connection: the session
     /// has to apply it while offline, where no config is passed in.
-    pub(crate) queue_len_max: usize,
+    pub(crate) queue_len_max: u32,
     /// Inbound QoS 2 packet ids whose PUBREC was sent and PUBREL not yet
     /// received: a PUBLISH reusing one is a duplicate, not routed again.
     /// `Lazy`: one pointer while empty.
     pub(crate) incoming_qos2: Lazy<BTreeSet<u16>>,
-    pub(crate) drops: DropCounts,
+    /// `Lazy`: nearly every session drops nothing, and inline the four
+    /// counters were 32 bytes of every connection.
+    pub(crate) drops: Lazy<DropCounts>,
+}
+
+/// A queue bound as stored in a session: the config's value is a `u32`,
+/// so this only saturates bounds set in code.
+pub(crate) fn queue_len_max_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 impl Session {
@@ -117,14 +129,14 @@ impl Session {
             client_id,
             expiry_interval_s,
             subscriptions: Lazy::new(),
-            inflight: PacketIdMap::default(),
+            inflight: Lazy::new(),
             next_packet_id: 1,
             next_seq: 0,
             queue: Lazy::new(),
             queue_qos0_len: 0,
-            queue_len_max,
+            queue_len_max: queue_len_max_u32(queue_len_max),
             incoming_qos2: Lazy::new(),
-            drops: DropCounts::default(),
+            drops: Lazy::new(),
         }
     }
 
@@ -163,7 +175,7 @@ impl Session {
 
     /// Dropped messages by cause.
     pub fn drop_counts(&self) -> DropCounts {
-        self.drops
+        *self.drops
     }
 
     /// Messages waiting for the inflight window or for the client.
@@ -179,7 +191,7 @@ impl Session {
     /// Applies the queue policy (module doc): drop the oldest QoS 0 if the
     /// queue is full, else tail-drop the newcomer.
     pub(crate) fn enqueue(&mut self, d: Delivery) {
-        if self.queue.len() >= self.queue_len_max {
+        if self.queue.len() >= self.queue_len_max as usize {
             if self.queue_qos0_len == 0 {
                 self.drops.queue_full += 1;
                 return;
@@ -192,7 +204,7 @@ impl Session {
             self.queue.remove(oldest_qos0);
             self.queue_qos0_len -= 1;
             self.drops.queue_full += 1;
-            if self.queue.len() >= self.queue_len_max {
+            if self.queue.len() >= self.queue_len_max as usize {
                 // The cap shrank since the queue filled (a new config).
                 self.drops.queue_full += 1;
                 return;
@@ -215,15 +227,17 @@ impl Session {
     /// Gives `d` (QoS 1/2) a packet id not used by any inflight message.
     pub(crate) fn insert_inflight(&mut self, d: Delivery) -> u16 {
         assert!(d.qos != QoS::AtMostOnce);
+        // The `Lazy` resolved once, not per probe.
+        let inflight = &mut *self.inflight;
         assert!(
-            self.inflight.len() < u16::MAX as usize,
+            inflight.len() < u16::MAX as usize,
             "packet id space exhausted"
         );
         let mut id = self.next_packet_id;
         // One probe per candidate id: usually the first is free.
         let slot = loop {
             if id != 0 {
-                if let Entry::Vacant(slot) = self.inflight.entry(id) {
+                if let Entry::Vacant(slot) = inflight.entry(id) {
                     break slot;
                 }
             }

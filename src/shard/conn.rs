@@ -5,7 +5,7 @@
 //! bytes and events.
 
 use super::io::{Half, Signal};
-use super::state::{Acquired, ConnHandle, Shard, Slot};
+use super::state::{Acquired, ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
@@ -74,6 +74,26 @@ fn poll_fill(
     let mut scratch = scratch.borrow_mut();
     let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
     buf.extend_from_slice(&scratch[..n]);
+    Poll::Ready(Ok(n > 0))
+}
+
+/// `poll_fill` into a `PartialPacket`: without a box, the read goes to the
+/// scratch buffer and a box is made only when bytes arrived.
+fn poll_fill_partial(
+    cx: &mut Context<'_>,
+    scratch: &RefCell<Box<[u8]>>,
+    io: &RefCell<TcpStream>,
+    buf: &mut PartialPacket,
+) -> Poll<io::Result<bool>> {
+    if let Some(b) = buf {
+        return poll_fill(cx, scratch, io, b);
+    }
+    let mut rd = io.borrow_mut();
+    let mut scratch = scratch.borrow_mut();
+    let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
+    if n > 0 {
+        *buf = Some(Box::new(BytesMut::from(&scratch[..n])));
+    }
     Poll::Ready(Ok(n > 0))
 }
 
@@ -169,6 +189,19 @@ fn release_if_empty(buf: &mut BytesMut) {
     }
 }
 
+/// `release_if_empty` for an established connection's buffer; after a read
+/// of control packets only (`quiet`) the box goes too (see
+/// `PartialPacket`).
+fn release_partial_packet(buf: &mut PartialPacket, quiet: bool) {
+    if let Some(b) = buf {
+        if b.is_empty() && quiet {
+            *buf = None;
+        } else {
+            release_if_empty(b);
+        }
+    }
+}
+
 async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
     let mut out = BytesMut::with_capacity(64);
     if codec::encode(packet, protocol, &mut out).is_ok() {
@@ -183,6 +216,15 @@ fn refusal(protocol: Protocol, v5: ReasonCode, v3: ReasonCode) -> Packet {
         properties: Default::default(),
     }))
 }
+
+/// The bytes of a partial packet. The box exists only while the client
+/// sends more than control packets (its storage is released whenever it
+/// holds no partial packet, the box after a read of control packets only):
+/// an idle connection keeps `None`, 8 bytes of its task's future where the
+/// `BytesMut` took 32 (a task in the 160-byte allocator class instead of
+/// 192; docs/performance.md, idle connections round 4). A busy connection
+/// keeps the box, so reading costs no allocation more than before.
+type PartialPacket = Option<Box<BytesMut>>;
 
 /// What the socket did not take yet, `None` when nothing: boxed, since a
 /// connection whose client keeps up never has any, and inline it took 24
@@ -204,8 +246,8 @@ struct Admitted {
 struct Live {
     handle: Rc<ConnHandle>,
     io: Rc<RefCell<TcpStream>>,
-    /// Bytes of a partial packet; released while empty.
-    buf: BytesMut,
+    /// Bytes of a partial packet (see `PartialPacket`).
+    buf: PartialPacket,
     /// What the socket did not take yet (see `poll_transmit`).
     backlog: Backlog,
     protocol: Protocol,
@@ -399,7 +441,7 @@ fn serve_established(
             // Whether this turn's read carried control packets only (or none):
             // then the session's emptied queues are released before waiting.
             let mut quiet = true;
-            if !live.buf.is_empty() || live.handle.closing.get() {
+            if live.buf.as_ref().is_some_and(|b| !b.is_empty()) || live.handle.closing.get() {
                 // One clock read per socket read: every packet of a read
                 // arrived together. Read here, not kept across the wait: the
                 // 16 bytes would be paid by every idle connection.
@@ -411,7 +453,7 @@ fn serve_established(
                 let handling = Box::pin(handle_buffered(
                     &shard,
                     &live.handle,
-                    &mut live.buf,
+                    live.buf.get_or_insert_default(),
                     live.protocol,
                     now,
                     &mut quiet,
@@ -420,7 +462,7 @@ fn serve_established(
                     break false;
                 }
             }
-            release_if_empty(&mut live.buf);
+            release_partial_packet(&mut live.buf, quiet);
             let mut release = quiet;
             let woken = std::future::poll_fn(|cx| live.poll_wait(cx, &shard, &mut release)).await;
             match woken {
@@ -481,7 +523,8 @@ impl Live {
             handle.conn.borrow_mut().release_idle_memory();
             *release = false;
         }
-        if let Poll::Ready(r) = poll_fill(cx, &shard.read_scratch, &self.io, &mut self.buf) {
+        if let Poll::Ready(r) = poll_fill_partial(cx, &shard.read_scratch, &self.io, &mut self.buf)
+        {
             return Poll::Ready(Woken::Read(r));
         }
         handle.wake.set_waker(cx.waker());
@@ -575,21 +618,20 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         conn: RefCell::new(conn),
         wake: Signal::default(),
         closing: Cell::new(false),
-        handover: Cell::new(None),
         tx_hold: Cell::new(0),
     });
     shard
         .state
         .borrow_mut()
         .slots
-        .insert(client_id.clone(), Slot::Online(handle.clone()));
+        .insert(client_id.as_str().into(), Slot::Online(handle.clone()));
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
 
     shard.run_actions(&handle).await;
     Some(Live {
         handle,
         io,
-        buf,
+        buf: (!buf.is_empty()).then(|| Box::new(buf)),
         backlog: None,
         protocol,
     })
@@ -601,10 +643,11 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
     let Live {
         handle,
         io,
-        mut buf,
+        buf,
         mut backlog,
         protocol: _,
     } = live;
+    let mut buf = buf.map(|b| *b).unwrap_or_default();
     let client_id = handle.conn.borrow().client_id().clone();
     handle.request_close();
     // Flush what is left (DISCONNECT included) and half-close; a client
@@ -652,11 +695,12 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
     // ---- end of connection: the session goes offline, moves or ends ----
     {
         let mut st = shard.state.borrow_mut();
-        if matches!(st.slots.get(&client_id), Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle)) {
-            st.slots.remove(&client_id);
+        if matches!(st.slots.get(client_id.as_str()), Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle))
+        {
+            st.slots.remove(client_id.as_str());
         }
     }
-    let handover = handle.handover.take().map(|h| *h);
+    let handover = shard.take_handover(&handle);
     // Action tasks spawned for this connection may still hold the handle for
     // a moment; they finish without waiting on anything.
     let mut handle = handle;
@@ -699,11 +743,11 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
                 }
                 let expires_at = Shard::expiry_deadline(now, &s);
                 shard.state.borrow_mut().slots.insert(
-                    client_id.clone(),
-                    Slot::Offline {
-                        session: Box::new(s),
+                    client_id.as_str().into(),
+                    Slot::Offline(Box::new(Parked {
+                        session: s,
                         expires_at,
-                    },
+                    })),
                 );
             }
             None => {
@@ -747,5 +791,17 @@ fn shutdown_fd(io: &Rc<RefCell<TcpStream>>) {
     // SAFETY: fd is owned by the stream, which outlives this call.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Live` is most of the established connection's task future, which
+    /// every idle connection keeps (see `PartialPacket`).
+    #[test]
+    fn live_state_is_five_words() {
+        assert_eq!(std::mem::size_of::<Live>(), 40);
     }
 }

@@ -9,7 +9,9 @@
 //! - `msg.rs`: what crosses shards.
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.
+//! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
 
+mod client_key;
 mod conn;
 mod io;
 mod lock;

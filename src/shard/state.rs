@@ -2,6 +2,7 @@
 //! the client-id registry homed here) and the handlers for messages from
 //! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
 
+use super::client_key::ClientKey;
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
@@ -69,9 +70,6 @@ pub struct ConnHandle {
     pub wake: Signal,
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
-    /// Set on takeover (rare): boxed, 16 bytes less per connection; a
-    /// `Cell` (only set and taken), 8 less than a `RefCell`.
-    pub handover: Cell<Option<Box<Handover>>>,
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
     /// to learn the new interest).
     pub tx_hold: Cell<u32>,
@@ -86,16 +84,16 @@ type Targets = Vec<(Rc<ConnHandle>, Delivery)>;
 /// its parked session if offline (queued there now), nowhere if the client
 /// has no session on this shard any more (counted).
 fn resolve(
-    slots: &mut AHashMap<ByteStr, Slot>,
+    slots: &mut AHashMap<ClientKey, Slot>,
     dropped_no_recipient: &mut u64,
     client: &ByteStr,
     d: Delivery,
     now: Instant,
 ) -> Option<(Rc<ConnHandle>, Delivery)> {
-    match slots.get_mut(client) {
+    match slots.get_mut(client.as_str()) {
         Some(Slot::Online(h)) => Some((h.clone(), d)),
-        Some(Slot::Offline { session, .. }) => {
-            session.deliver_offline(d, now);
+        Some(Slot::Offline(parked)) => {
+            parked.session.deliver_offline(d, now);
             None
         }
         None => {
@@ -124,13 +122,18 @@ pub enum Deferred {
     Action(Action),
 }
 
-/// What the shard holds for a client id whose session lives here.
+/// What the shard holds for a client id whose session lives here: 16
+/// bytes, one per session in `State::slots` (the expiry sits in the box with
+/// the offline session, not beside every online one).
 pub enum Slot {
     Online(Rc<ConnHandle>),
-    Offline {
-        session: Box<Session>,
-        expires_at: Option<Instant>,
-    },
+    Offline(Box<Parked>),
+}
+
+/// A session whose client is offline, and when it expires.
+pub struct Parked {
+    pub session: Session,
+    pub expires_at: Option<Instant>,
 }
 
 /// A connect in progress for a client id (claiming at home, taking over).
@@ -144,13 +147,19 @@ pub struct Pending {
 pub struct State {
     pub router: Router,
     pub retained: RetainedStore<Arc<Message>>,
-    pub slots: AHashMap<ByteStr, Slot>,
+    pub slots: AHashMap<ClientKey, Slot>,
     pub pending: AHashMap<ByteStr, Rc<Pending>>,
     /// Registry for client ids whose home is this shard: the owning shard.
-    pub owners: AHashMap<ByteStr, ShardId>,
+    pub owners: AHashMap<ClientKey, ShardId>,
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// Takeovers waiting for an online connection to end, by the address of
+    /// its `ConnHandle` (unique while the handle lives, and the connection
+    /// takes its entry before it drops the handle). Here rather than in the
+    /// handle: set only on takeover, and in the handle it was 8 bytes of
+    /// every connection.
+    pub handovers: AHashMap<usize, Handover>,
     /// Interest broadcasts awaiting acks: acks still missing, and who waits.
     pub interest_acks: AHashMap<u64, (u16, Rc<Oneshot<()>>)>,
     /// Delayed wills by due time; the client id lets a reconnect cancel it.
@@ -241,6 +250,7 @@ impl Shard {
                 owners: AHashMap::new(),
                 claims: AHashMap::new(),
                 moves: AHashMap::new(),
+                handovers: AHashMap::new(),
                 interest_acks: AHashMap::new(),
                 wills: BTreeMap::new(),
                 will_index: AHashMap::new(),
@@ -859,7 +869,7 @@ impl Shard {
                 .state
                 .borrow_mut()
                 .owners
-                .insert(client_id.clone(), self.id);
+                .insert(client_id.as_str().into(), self.id);
         }
         let token = self.token();
         let slot = Oneshot::new();
@@ -881,23 +891,25 @@ impl Shard {
         client_id: &ByteStr,
         clean_start: bool,
     ) -> Option<Session> {
-        let slot = self.state.borrow_mut().slots.remove(client_id);
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
         match slot {
             None => None,
-            Some(Slot::Offline { session, .. }) => {
+            Some((_, Slot::Offline(parked))) => {
                 self.cancel_will(client_id);
-                Some(*session)
+                Some(parked.session)
             }
-            Some(Slot::Online(handle)) => {
+            Some((key, Slot::Online(handle))) => {
                 // Put it back until its tasks finish; they hand the session over.
                 self.state
                     .borrow_mut()
                     .slots
-                    .insert(client_id.clone(), Slot::Online(handle.clone()));
+                    .insert(key, Slot::Online(handle.clone()));
                 let slot = Oneshot::new();
-                handle
-                    .handover
-                    .set(Some(Box::new(Handover::Local(slot.clone()))));
+                self.set_handover(&handle, Handover::Local(slot.clone()));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.request_close();
@@ -907,6 +919,21 @@ impl Shard {
                 slot.take().await
             }
         }
+    }
+
+    /// Where the session of `handle`'s connection must go when it ends
+    /// (takeover); a later takeover replaces an earlier one.
+    fn set_handover(&self, handle: &Rc<ConnHandle>, to: Handover) {
+        let key = Rc::as_ptr(handle) as usize;
+        self.state.borrow_mut().handovers.insert(key, to);
+    }
+
+    /// The handover set for `handle`'s connection, if any: called once, when
+    /// the connection ends, after its slot was removed (so no takeover can
+    /// set one later).
+    pub fn take_handover(&self, handle: &Rc<ConnHandle>) -> Option<Handover> {
+        let key = Rc::as_ptr(handle) as usize;
+        self.state.borrow_mut().handovers.remove(&key)
     }
 
     /// Give a session to whoever asked for it.
@@ -942,23 +969,25 @@ impl Shard {
             *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
             return;
         }
-        let slot = self.state.borrow_mut().slots.remove(&client_id);
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
         match slot {
-            Some(Slot::Online(handle)) => {
+            Some((key, Slot::Online(handle))) => {
                 self.state
                     .borrow_mut()
                     .slots
-                    .insert(client_id, Slot::Online(handle.clone()));
-                handle
-                    .handover
-                    .set(Some(Box::new(Handover::Remote(from, token))));
+                    .insert(key, Slot::Online(handle.clone()));
+                self.set_handover(&handle, Handover::Remote(from, token));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.request_close();
             }
-            Some(Slot::Offline { session, .. }) => {
+            Some((_, Slot::Offline(parked))) => {
                 self.cancel_will(&client_id);
-                self.hand_over(Handover::Remote(from, token), Some(*session))
+                self.hand_over(Handover::Remote(from, token), Some(parked.session))
                     .await;
             }
             None => self.hand_over(Handover::Remote(from, token), None).await,
@@ -970,8 +999,8 @@ impl Shard {
         let home = self.home_of(client_id);
         if home == self.id {
             let mut st = self.state.borrow_mut();
-            if st.owners.get(client_id) == Some(&self.id) {
-                st.owners.remove(client_id);
+            if st.owners.get(client_id.as_str()) == Some(&self.id) {
+                st.owners.remove(client_id.as_str());
             }
         } else {
             self.send(
@@ -1009,7 +1038,7 @@ impl Shard {
             .values()
             .map(|s| match s {
                 Slot::Online(h) => h.conn.borrow().drop_counts().total(),
-                Slot::Offline { session, .. } => session.drop_counts().total(),
+                Slot::Offline(parked) => parked.session.drop_counts().total(),
             })
             .sum::<u64>();
         let before = self.reported_drops.replace(total);
@@ -1098,14 +1127,13 @@ impl Shard {
             // connection saves every idle connection the timer's memory
             // (docs/performance.md, idle connections round 3).
             let mut silent = Vec::new();
-            let ids: Vec<ByteStr> = st
+            let ids: Vec<ClientKey> = st
                 .slots
                 .iter()
                 .filter_map(|(id, s)| match s {
-                    Slot::Offline {
-                        expires_at: Some(t),
-                        ..
-                    } if *t <= now => Some(id.clone()),
+                    Slot::Offline(parked) if parked.expires_at.is_some_and(|t| t <= now) => {
+                        Some(id.clone())
+                    }
                     Slot::Online(h) => {
                         if h.conn.borrow().poll_timeout().is_some_and(|t| t <= now) {
                             silent.push(h.clone());
@@ -1118,7 +1146,7 @@ impl Shard {
             let expired = ids
                 .into_iter()
                 .filter_map(|id| match st.slots.remove(&id) {
-                    Some(Slot::Offline { session, .. }) => Some(*session),
+                    Some(Slot::Offline(parked)) => Some(parked.session),
                     _ => None,
                 })
                 .collect();
@@ -1205,8 +1233,8 @@ impl Shard {
             }
             ShardMsg::Release { client_id } => {
                 let mut st = self.state.borrow_mut();
-                if st.owners.get(&client_id) == Some(&from) {
-                    st.owners.remove(&client_id);
+                if st.owners.get(client_id.as_str()) == Some(&from) {
+                    st.owners.remove(client_id.as_str());
                 }
             }
             other => {
@@ -1223,7 +1251,11 @@ impl Shard {
                 self.deliver_shared(message, key, hops).await
             }
             ShardMsg::Claim { client_id, token } => {
-                let previous = self.state.borrow_mut().owners.insert(client_id, from);
+                let previous = self
+                    .state
+                    .borrow_mut()
+                    .owners
+                    .insert(client_id.as_str().into(), from);
                 self.send(from, ShardMsg::ClaimReply { token, previous })
                     .await;
             }
@@ -1267,4 +1299,26 @@ pub enum Acquired {
     /// A later connect for the same id took over while this one was
     /// acquiring: close without CONNACK.
     Superseded,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle connection pays these, rounded up to the allocator's size
+    /// class (mimalloc: ..., 192, 224, 256, 320, ... bytes); a field that takes
+    /// one past its class costs every connection the whole step
+    /// (docs/performance.md, idle connections round 4).
+    #[test]
+    fn per_connection_state_fits_its_size_class() {
+        // `Rc<ConnHandle>`: two counts, then the handle.
+        let handle_allocation = 16 + std::mem::size_of::<ConnHandle>();
+        assert!(
+            handle_allocation <= 256,
+            "ConnHandle allocation {handle_allocation} B"
+        );
+        // One `slots` bucket per entry and up to as many empty ones.
+        assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 24);
+        assert_eq!(std::mem::size_of::<(ClientKey, ShardId)>(), 16);
+    }
 }

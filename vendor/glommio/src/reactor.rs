@@ -340,7 +340,8 @@ impl Reactor {
 
         let source = self.new_source(
             raw,
-            SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
+            // ringmq patch: boxed (see `SourceType`).
+            SourceType::Write(pollable, Box::new(IoBuffer::DmaSource(buf))),
             Some(stats),
         );
         self.sys.write_dma(&source, pos);
@@ -398,7 +399,8 @@ impl Reactor {
             raw,
             SourceType::Write(
                 PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::Buffered(buf),
+                // ringmq patch: boxed (see `SourceType`).
+                Box::new(IoBuffer::Buffered(buf)),
             ),
             Some(stats),
         );
@@ -462,7 +464,8 @@ impl Reactor {
         buf: DmaBuffer,
         timeout: Option<Duration>,
     ) -> io::Result<Source> {
-        let source = self.new_source(fd, SourceType::SockSend(buf), None);
+        // ringmq patch: boxed (see `SourceType`).
+        let source = self.new_source(fd, SourceType::SockSend(Box::new(buf)), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
         }
@@ -689,7 +692,11 @@ impl Reactor {
     {
         let source = self.new_source(
             -1,
-            SourceType::Rename(old_path.as_ref().to_owned(), new_path.as_ref().to_owned()),
+            // ringmq patch: boxed (see `SourceType`).
+            SourceType::Rename(Box::new((
+                old_path.as_ref().to_owned(),
+                new_path.as_ref().to_owned(),
+            ))),
             None,
         );
         let waiter = self.sys.rename(&source);

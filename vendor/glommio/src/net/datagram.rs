@@ -74,7 +74,8 @@ impl<S: AsRawFd + FromRawFd + From<socket2::Socket>> GlommioDatagram<S> {
         let sz = source.collect_rw().await?;
         let src = match source.extract_source_type() {
             SourceType::SockRecv(mut buf) => {
-                let mut buf = buf.take().unwrap();
+                // ringmq patch: boxed (see `SourceType`).
+                let mut buf = *buf.take().unwrap();
                 buf.trim_to_size(sz);
                 buf
             }

@@ -307,7 +307,8 @@ fn fill_sqe<F>(
                             // source. The kernel knows about that buffer already, and will write to
                             // it. So this can only be called if there is no buffer attached to it.
                             assert!(slot.is_none());
-                            *slot = Some(IoBuffer::DmaSink(buf));
+                            // ringmq patch: boxed (see `SourceType`).
+                            *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         _ => unreachable!("Expected Read source type"),
                     }
@@ -363,7 +364,8 @@ fn fill_sqe<F>(
                     match &mut src.source_type {
                         SourceType::Read(PollableStatus::NonPollable(DirectIo::Disabled), slot) => {
                             sqe.prep_read(op.fd, buf.as_bytes_mut(), pos);
-                            *slot = Some(IoBuffer::DmaSink(buf));
+                            // ringmq patch: boxed (see `SourceType`).
+                            *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         SourceType::Read(_, slot) => {
                             match buf.uring_buffer_id() {
@@ -374,7 +376,8 @@ fn fill_sqe<F>(
                                     sqe.prep_read_fixed(op.fd, buf.as_bytes_mut(), pos, idx);
                                 }
                             };
-                            *slot = Some(IoBuffer::DmaSink(buf));
+                            // ringmq patch: boxed (see `SourceType`).
+                            *slot = Some(Box::new(IoBuffer::DmaSink(buf)));
                         }
                         _ => unreachable!(),
                     };
@@ -402,7 +405,8 @@ fn fill_sqe<F>(
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut src| {
                     match &mut src.source_type {
                         SourceType::SockRecv(slot) => {
-                            *slot = Some(buf);
+                            // ringmq patch: boxed (see `SourceType`).
+                            *slot = Some(Box::new(buf));
                         }
                         _ => unreachable!(),
                     };
@@ -1514,14 +1518,17 @@ impl Reactor {
     }
 
     pub(crate) fn write_dma(&self, source: &Source, pos: u64) {
+        // ringmq patch: the buffer is boxed (see `SourceType`).
         let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::DmaSource(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
-            SourceType::Write(_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
-                Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
-                None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(p, b) => match (p, &**b) {
+                (PollableStatus::NonPollable(DirectIo::Disabled), IoBuffer::DmaSource(buf)) => {
+                    UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos)
+                }
+                (_, IoBuffer::DmaSource(buf)) => match buf.uring_buffer_id() {
+                    Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
+                    None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+                },
+                x => panic!("Unexpected source type for write: {:?}", x),
             },
             x => panic!("Unexpected source type for write: {:?}", x),
         };
@@ -1534,11 +1541,13 @@ impl Reactor {
     }
 
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
+        // ringmq patch: the buffer is boxed (see `SourceType`).
         let op = match &*source.source_type() {
-            SourceType::Write(
-                PollableStatus::NonPollable(DirectIo::Disabled),
-                IoBuffer::Buffered(buf),
-            ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
+            SourceType::Write(PollableStatus::NonPollable(DirectIo::Disabled), b)
+                if matches!(**b, IoBuffer::Buffered(_)) =>
+            {
+                UringOpDescriptor::Write(b.as_ptr(), b.len(), pos)
+            }
             x => panic!("Unexpected source type for write: {:?}", x),
         };
         queue_request_into_ring(
@@ -1719,7 +1728,8 @@ impl Reactor {
 
     pub(crate) fn rename(&self, source: &Source) -> impl Future<Output = ()> {
         let (old_path, new_path) = match &*source.source_type() {
-            SourceType::Rename(o, n) => (o.clone(), n.clone()),
+            // ringmq patch: boxed (see `SourceType`).
+            SourceType::Rename(paths) => paths.as_ref().clone(),
             _ => panic!("Unexpected source for rename operation"),
         };
 
