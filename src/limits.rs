@@ -80,7 +80,7 @@ pub const IDLE_POLL_MAX_US: u32 = 10_000;
 
 /// `node.idle_poll_us` by default; docs/performance.md ("Idle polling")
 /// has the measurements behind it.
-pub const IDLE_POLL_DEFAULT_US: u32 = 50;
+pub const IDLE_POLL_DEFAULT_US: u32 = 20;
 
 /// Connections one listener accepts. Each connection costs a file
 /// descriptor and about 1.1 KiB of broker memory while idle (no read buffer:

@@ -995,8 +995,8 @@ def observations(ctx: dict) -> list[str]:
         if a is not None and b:
             out.append(f"At 20,000 msg/s QoS 1 (scenario 4) ringmq used {a:.0f} % of its CPU and Mosquitto "
                        f"{b:.0f} % (medians). ringmq's share includes idle polling (`node.idle_poll_us`, "
-                       f"50 µs by default: a shard keeps polling that long before it sleeps, and at this "
-                       f"rate the next packet usually comes sooner), so it is not its CPU per message: "
+                       f"20 µs by default: a shard keeps polling that long before it sleeps, and at this "
+                       f"rate the next packet often comes sooner), so it is not its CPU per message: "
                        f"docs/performance.md, \"Low rates, round 2\", has that with polling off.")
     for label, st in ctx["selftest"]:
         if label.startswith("scenario 5"):

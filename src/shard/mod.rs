@@ -108,7 +108,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         if spec.idle_poll > Duration::ZERO {
             // Polls before parking; the vendored glommio fetches the
             // completions `COOP_TASKRUN` holds back while it polls
-            // (vendor/README.md, patch 9), which upstream does not.
+            // (vendor/README.md, patch 8), which upstream does not.
             builder = builder.spin_before_park(spec.idle_poll);
         }
         let h = builder

@@ -1332,9 +1332,6 @@ impl UringCommon for SleepableRing {
     }
 }
 
-/// ringmq patch: how late a kept sleep timeout may fire (`keep_sleep_timeout`).
-const SLEEP_TIMEOUT_SLACK: Duration = Duration::from_micros(100);
-
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1348,10 +1345,6 @@ pub(crate) struct Reactor {
     /// ringmq patch: the poll linking the latency ring into the main ring,
     /// kept while armed (see `link_rings_and_sleep`).
     link_rings_src: Cell<Option<Source>>,
-    /// ringmq patch: when it fires, the sleep timeout kept armed in
-    /// `latency_preemption_timeout_src` (see `keep_sleep_timeout`); only used
-    /// while preemption timers are off.
-    sleep_timeout_deadline: Cell<Option<std::time::Instant>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1484,7 +1477,6 @@ impl Reactor {
             blocking_thread,
             link_fd,
             link_rings_src: Cell::new(None),
-            sleep_timeout_deadline: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1915,40 +1907,6 @@ impl Reactor {
         slept
     }
 
-    /// ringmq patch: whether the sleep timeout armed at an earlier sleep
-    /// can stay as it is for a sleep that must end within `dur`: it is still
-    /// pending in the kernel and fires no later than needed (firing earlier
-    /// only costs one early wake-up, after which a new one is armed). When it
-    /// cannot, it is dropped here (cancelled) and the caller arms a new one.
-    /// Always false while preemption timers are on: then `wait` drops the
-    /// timeout at every turn, as upstream does.
-    fn keep_sleep_timeout(&self, dur: Duration) -> bool {
-        if crate::executor::preemption_timers() {
-            return false;
-        }
-        let kept = self.latency_preemption_timeout_src.take();
-        let deadline = self.sleep_timeout_deadline.take();
-        if let (Some(src), Some(deadline)) = (kept, deadline) {
-            let armed = src.result().is_none()
-                && matches!(
-                    src.inner.borrow().enqueued.as_ref().map(|e| &e.status),
-                    Some(EnqueuedStatus::Dispatched)
-                );
-            // The deadline is taken from a fresh clock read each time, so the
-            // same user timer asks for a deadline a few µs apart at each
-            // sleep; a timer firing up to `SLEEP_TIMEOUT_SLACK` late is kept.
-            let in_time = std::time::Instant::now()
-                .checked_add(dur + SLEEP_TIMEOUT_SLACK)
-                .is_some_and(|needed| deadline <= needed);
-            if armed && in_time {
-                self.latency_preemption_timeout_src.set(Some(src));
-                self.sleep_timeout_deadline.set(Some(deadline));
-                return true;
-            }
-        }
-        false
-    }
-
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         // ringmq patch: completions held back by `COOP_TASKRUN` are fetched
         // here, not only at the next sleep or system call: this is what a
@@ -2038,16 +1996,7 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        //
-        // ringmq patch: without preemption timers the only timeout here is
-        // the one that wakes a sleep for the next user timer. It is kept
-        // armed across wake-ups (`keep_sleep_timeout`) instead of being
-        // cancelled at every turn and submitted again at every sleep: a
-        // shard waking for each sparse message paid a TIMEOUT, an
-        // ASYNC_CANCEL and an extra `io_uring_enter` per wake-up.
-        if crate::executor::preemption_timers() {
-            drop(self.latency_preemption_timeout_src.take());
-        }
+        drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -2080,15 +2029,9 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                if !self.keep_sleep_timeout(dur) {
-                    self.latency_preemption_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                    if !crate::executor::preemption_timers() {
-                        self.sleep_timeout_deadline
-                            .set(std::time::Instant::now().checked_add(dur));
-                    }
-                    assert!(flush_rings!(lat_ring)? > 0);
-                }
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
