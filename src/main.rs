@@ -105,6 +105,20 @@ fn main() -> ExitCode {
         }
     }
 
+    // Size the descriptor table for every connection the listeners admit
+    // now, while waiting on its growth stalls nobody (shard/fd_table.rs).
+    let want_fds = listeners
+        .iter()
+        .map(|l| l.max_connections)
+        .sum::<usize>()
+        .saturating_add(shard::FD_TABLE_RESERVE);
+    match shard::presize_fd_table(want_fds) {
+        Ok(size) => tracing::debug!(size, want_fds, "descriptor table reserved"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reserve the descriptor table; it grows on demand")
+        }
+    }
+
     // Loading has validated the rules; a set that allows everything is not
     // consulted at all.
     let authz = match config.authz() {

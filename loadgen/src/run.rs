@@ -95,6 +95,11 @@ pub fn run(args: &Args) -> Result<Report, String> {
             plan.clients.len()
         );
     }
+    // Reserve the descriptor table while this process has one thread: each
+    // later doubling would wait for an RCU grace period (10-15 ms here) in
+    // the middle of a connection storm (the broker does the same,
+    // src/shard/fd_table.rs).
+    let _ = ringmq::shard::presize_fd_table(plan.clients.len() + 64);
     let forwarder = if args.scenario == Scenario::Selftest {
         Some(Forwarder::spawn(args.forwarder_cpu).map_err(|e| format!("forwarder: {e}"))?)
     } else {

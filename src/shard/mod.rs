@@ -10,14 +10,17 @@
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
+//! - `fd_table.rs`: the descriptor table reserved at start (no growth stalls).
 
 mod client_key;
 mod conn;
+mod fd_table;
 mod io;
 mod lock;
 mod msg;
 mod state;
 
+pub use fd_table::{presize_fd_table, FD_TABLE_RESERVE};
 pub use lock::BindLock;
 pub use state::{ShardId, ShardSettings};
 

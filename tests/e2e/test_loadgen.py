@@ -286,3 +286,18 @@ def test_follows_server_reference_in_disconnect(broker, tmp_path):
     assert r["redirects"]["hops"] == {f"127.0.0.1:{fake.port} -> {target}": 3}
     # Sessions were accepted at both: first the fake server, then the broker.
     assert r["redirects"]["connected_by_server"] == {f"127.0.0.1:{fake.port}": 3, target: 3}
+
+
+def test_refused_connections_are_counted_and_fail_the_run(tmp_path):
+    # Nothing listens on the port: every client's connect is refused, which
+    # the load generator learns either from connect() or from the CONNECT it
+    # writes at once (it does not wait for EPOLLOUT on loopback).
+    port = free_port()
+    out = tmp_path / "refused.json"
+    argv = [str(LOADGEN_BIN), "conn", "-c", "5", "-h", "127.0.0.1", "-p", str(port), "-d", "0.5",
+            "--quiet", "--json", str(out)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    r = json.loads(out.read_text())
+    assert r["errors"] == {"connect_refused": 5}, r["errors"]
+    assert r["clients"]["failed"] == 5 and r["clients"]["ready"] == 0
