@@ -230,6 +230,10 @@ class BrokerKind:
                 "  inet_protocol ip4",
                 "  inet4_bind_address 127.0.0.1",
                 f"  port {port}",
+                # Like Mosquitto's set_tcp_nodelay: without it Nagle's
+                # algorithm holds small writes for the peer's delayed ACK
+                # (p50 12 ms at 20k msg/s QoS 1, a 40 ms p99).
+                "  tcp_nodelay true",
                 "}",
                 "allow_anonymous true",
                 "thread_count 1",

@@ -305,3 +305,131 @@ fn core_affinity_hint() -> Option<usize> {
     let cpu = unsafe { libc::sched_getcpu() };
     (cpu >= 0).then_some(cpu as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The executor's scheduling order that the shards rely on (vendored
+    //! glommio, vendor/README.md patch 11). glommio polls a task once right
+    //! where it is spawned, so each task here first waits on a `Gate` and
+    //! runs from the executor's queue once the gate opens.
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::task::{Poll, Waker};
+
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    #[derive(Default)]
+    struct Gate {
+        open: Cell<bool>,
+        waiter: RefCell<Option<Waker>>,
+    }
+
+    impl Gate {
+        async fn wait(&self) {
+            std::future::poll_fn(|cx| {
+                if self.open.get() {
+                    Poll::Ready(())
+                } else {
+                    *self.waiter.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await
+        }
+
+        fn open(&self) {
+            self.open.set(true);
+            if let Some(w) = self.waiter.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn run_on_test_executor<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
+            .make()
+            .expect("executor")
+            .run(f)
+    }
+
+    /// A task that a delivery wakes (the subscriber's connection) runs right
+    /// after the task that woke it (the publisher's), ahead of the tasks
+    /// queued before the wake.
+    #[test]
+    fn a_task_woken_by_the_running_task_runs_next() {
+        let log = run_on_test_executor(async {
+            let log: Log = Rc::default();
+            let (start_pub, start_other, delivered) = (
+                Rc::new(Gate::default()),
+                Rc::new(Gate::default()),
+                Rc::new(Gate::default()),
+            );
+            let (l, g) = (log.clone(), delivered.clone());
+            let sub = glommio::spawn_local(async move {
+                g.wait().await;
+                l.borrow_mut().push("sub");
+            });
+            let (l, g, d) = (log.clone(), start_pub.clone(), delivered.clone());
+            let publisher = glommio::spawn_local(async move {
+                g.wait().await;
+                l.borrow_mut().push("pub");
+                d.open();
+            });
+            let (l, g) = (log.clone(), start_other.clone());
+            let other = glommio::spawn_local(async move {
+                g.wait().await;
+                l.borrow_mut().push("other");
+            });
+            // Both queued: the publisher first, then the other task.
+            start_pub.open();
+            start_other.open();
+            publisher.await;
+            other.await;
+            sub.await;
+            Rc::try_unwrap(log).unwrap().into_inner()
+        });
+        let at = log.iter().position(|&e| e == "pub").unwrap();
+        assert_eq!(log.get(at + 1), Some(&"sub"), "order: {log:?}");
+    }
+
+    /// A task that wakes itself to yield still goes behind the others.
+    #[test]
+    fn a_task_that_wakes_itself_yields() {
+        let log = run_on_test_executor(async {
+            let log: Log = Rc::default();
+            let (start_y, start_other) = (Rc::new(Gate::default()), Rc::new(Gate::default()));
+            let (l, g) = (log.clone(), start_other.clone());
+            let other = glommio::spawn_local(async move {
+                g.wait().await;
+                l.borrow_mut().push("other");
+            });
+            let (l, g) = (log.clone(), start_y.clone());
+            let yielder = glommio::spawn_local(async move {
+                g.wait().await;
+                l.borrow_mut().push("before yield");
+                let mut yielded = false;
+                std::future::poll_fn(|cx| {
+                    if yielded {
+                        return Poll::Ready(());
+                    }
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                })
+                .await;
+                l.borrow_mut().push("after yield");
+            });
+            // The other task is queued when the yielder yields.
+            start_other.open();
+            start_y.open();
+            yielder.await;
+            other.await;
+            Rc::try_unwrap(log).unwrap().into_inner()
+        });
+        let yielded = log.iter().position(|&e| e == "before yield").unwrap();
+        let resumed = log.iter().position(|&e| e == "after yield").unwrap();
+        let other = log.iter().position(|&e| e == "other").unwrap();
+        assert!(yielded < other && other < resumed, "order: {log:?}");
+    }
+}

@@ -1395,8 +1395,11 @@ impl LocalExecutor {
                 }
 
                 if let Some(r) = queue_ref.get_task() {
+                    // ringmq patch 11: see `LocalQueue::next`.
+                    queue_ref.ex.set_running(r.raw_task.as_ptr());
                     drop(queue_ref);
                     r.run();
+                    queue.borrow().ex.set_running(std::ptr::null());
                     tasks_executed_this_loop += 1;
                 } else {
                     break;

@@ -14,7 +14,7 @@ use crate::{
     Latency,
 };
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::VecDeque,
     future::Future,
     marker::PhantomData,
@@ -90,24 +90,65 @@ impl<T> Future for Task<T> {
     }
 }
 
+/// ringmq patch 11: how many tasks in a row may run from the `next` slot
+/// before a woken task goes to the back of the queue again (tokio's LIFO
+/// slot has the same guard): a chain of tasks waking each other cannot keep
+/// the rest of the queue waiting.
+const NEXT_STREAK_MAX: u8 = 3;
+
 #[derive(Debug)]
 struct LocalQueue {
     queue: RefCell<VecDeque<Runnable>>,
+    // ringmq patch 11: a task woken by the task that is running runs right
+    // after it (the "LIFO slot" of tokio's scheduler) instead of behind every
+    // task already queued. A connection task that delivers a message wakes
+    // its subscriber's task, which then writes while the message is still in
+    // cache, instead of after every other connection's read of the round.
+    next: RefCell<Option<Runnable>>,
+    /// The task being run from this queue (null between tasks): wakes from
+    /// it are candidates for `next`, wakes from the reactor are not, and a
+    /// task that wakes itself (to yield) goes to the back.
+    running: Cell<*const ()>,
+    next_streak: Cell<u8>,
 }
 
 impl LocalQueue {
     fn new() -> Self {
         LocalQueue {
             queue: RefCell::new(VecDeque::new()),
+            next: RefCell::new(None),
+            running: Cell::new(std::ptr::null()),
+            next_streak: Cell::new(0),
         }
     }
 
     pub(crate) fn push(&self, runnable: Runnable) {
+        let running = self.running.get();
+        if !running.is_null()
+            && running != runnable.raw_task.as_ptr() as *const ()
+            && self.next_streak.get() < NEXT_STREAK_MAX
+        {
+            // The task woken earlier by the same running task keeps its
+            // turn, at the back of the queue.
+            if let Some(previous) = self.next.borrow_mut().replace(runnable) {
+                self.queue.borrow_mut().push_back(previous);
+            }
+            return;
+        }
         self.queue.borrow_mut().push_back(runnable);
     }
 
     pub(crate) fn pop(&self) -> Option<Runnable> {
+        if let Some(next) = self.next.borrow_mut().take() {
+            self.next_streak.set(self.next_streak.get() + 1);
+            return Some(next);
+        }
+        self.next_streak.set(0);
         self.queue.borrow_mut().pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.borrow().is_empty() && self.next.borrow().is_none()
     }
 }
 
@@ -194,6 +235,12 @@ impl LocalExecutor {
     }
 
     pub(crate) fn is_active(&self) -> bool {
-        !self.local_queue.queue.borrow().is_empty()
+        !self.local_queue.is_empty()
+    }
+
+    /// ringmq patch 11: the task about to run (or null after it ran), so
+    /// that the tasks it wakes can take the `next` slot.
+    pub(crate) fn set_running(&self, task: *const ()) {
+        self.local_queue.running.set(task);
     }
 }
