@@ -44,7 +44,9 @@ shards = 1
 bind = "127.0.0.1:$port"
 max_connections = 100000
 EOF
-    taskset -c 0 "$bin" --config "$tmp/ringmq.toml" >"$tmp/broker.log" 2>&1 &
+    # RINGMQ_BIN names the binary to measure; the broker would read it as a
+    # config key (RINGMQ_<KEY> overlays) and refuse to start.
+    env -u RINGMQ_BIN taskset -c 0 "$bin" --config "$tmp/ringmq.toml" >"$tmp/broker.log" 2>&1 &
     broker_pid=$!
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
