@@ -780,7 +780,10 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
       "payload to its arrival, in an HDR histogram. Scenario 5's rate is half the median of ringmq's "
       "scenario 1 runs in this same invocation.")
     w("* **Idle connections** (scenario 6): RSS per connection from the broker's `VmRSS`; connect "
-      "rate from the load generator's set-up time.")
+      "rate from the load generator's set-up time. On loopback the whole TCP handshake, the "
+      "listener's side included, runs in the softirq of the connecting thread, so during the "
+      "storm the load generator's CPU is the busier one: the connect rate is a lower bound of "
+      "the broker's accept rate (docs/performance.md, \"Accept rate\").")
     w("* **Broker CPU**: the broker process's user + system time over the measured window, in % of "
       "one CPU (`/proc/PID/stat`, sampled every 50 ms); near 100 % in a closed-loop run means the "
       "broker, not the load generator, set the rate. `CPU 0 busy beyond the broker` is the rest of "
