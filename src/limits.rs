@@ -134,6 +134,16 @@ pub const DELIVERY_SCRATCH_KEPT_MAX: usize = 4096;
 /// the process must fit in that.
 pub const IO_MEMORY_BYTES_PER_SHARD: usize = 1 << 20;
 
+/// Descriptors the start-up reservation of the descriptor table adds to the
+/// listeners' `max_connections`, for the broker's own use: listeners,
+/// io_uring rings, eventfds, the lock and data files, the admin API
+/// (`shard::presize_fd_table`).
+pub const FD_TABLE_RESERVE: usize = 1024;
+
+/// The largest descriptor table reserved at start (8 MiB of kernel memory
+/// for its pointers); a process allowed more grows past it on demand.
+pub const FD_TABLE_PRESIZE_MAX: usize = 1 << 20;
+
 // ---------------------------------------------------------------- sessions
 
 /// QoS 0 messages allowed to wait in one connection's transmit queue; beyond

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         .iter()
         .map(|l| l.max_connections)
         .sum::<usize>()
-        .saturating_add(shard::FD_TABLE_RESERVE);
+        .saturating_add(ringmq::limits::FD_TABLE_RESERVE);
     match shard::presize_fd_table(want_fds) {
         Ok(size) => tracing::debug!(size, want_fds, "descriptor table reserved"),
         Err(e) => {

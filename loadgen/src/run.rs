@@ -85,10 +85,14 @@ fn sleep_until(deadline_ns: u64, step: Duration) {
     }
 }
 
+/// Descriptors the load generator keeps besides its clients' sockets
+/// (stdio, epoll, the report file), with room to spare.
+const OWN_FDS: usize = 64;
+
 pub fn run(args: &Args) -> Result<Report, String> {
     let plan = plan::build(args)?;
     let nofile = sys::raise_nofile_limit();
-    if nofile > 0 && plan.clients.len() as u64 + 64 > nofile {
+    if nofile > 0 && plan.clients.len() as u64 + OWN_FDS as u64 > nofile {
         eprintln!(
             "ringmq-loadgen: warning: {} connections planned but the open-file limit is {nofile} \
              (raise it with `ulimit -n`, or as root in /etc/security/limits.conf)",
@@ -99,7 +103,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     // later doubling would wait for an RCU grace period (10-15 ms here) in
     // the middle of a connection storm (the broker does the same,
     // src/shard/fd_table.rs).
-    let _ = ringmq::shard::presize_fd_table(plan.clients.len() + 64);
+    let _ = ringmq::shard::presize_fd_table(plan.clients.len() + OWN_FDS);
     let forwarder = if args.scenario == Scenario::Selftest {
         Some(Forwarder::spawn(args.forwarder_cpu).map_err(|e| format!("forwarder: {e}"))?)
     } else {

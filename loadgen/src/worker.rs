@@ -540,8 +540,7 @@ impl Worker {
                 // On loopback the handshake has usually completed inside
                 // connect() (the SYN, SYN-ACK and ACK are processed in its
                 // softirq), so write CONNECT now: that saves the EPOLLOUT
-                // round trip, an epoll_ctl and a getsockopt per connection
-                // (about a tenth of this thread's CPU in a connection storm).
+                // round trip, an epoll_ctl and a getsockopt per connection.
                 let c = &mut self.clients[i];
                 encode_connect(&self.cfg, c);
                 match sys::send(fd, &c.wbuf) {

@@ -9,18 +9,12 @@
 //! storm (docs/performance.md, "Accept rate"). Reserving the table before
 //! the shards start moves that wait to start-up, where nothing waits on it.
 
+use crate::limits::FD_TABLE_PRESIZE_MAX;
 use std::io;
 
-/// Descriptors reserved beyond the connections: listeners, io_uring rings,
-/// eventfds, the lock and data files, the admin API.
-pub const FD_TABLE_RESERVE: usize = 1024;
-
-/// The largest table reserved ahead (8 MiB of kernel memory for its
-/// pointers); a process allowed more grows past it on demand.
-pub const FD_TABLE_PRESIZE_MAX: usize = 1 << 20;
-
 /// Grows the descriptor table to hold `want` descriptors, capped at the
-/// soft `RLIMIT_NOFILE` (beyond it no descriptor can be opened anyway).
+/// soft `RLIMIT_NOFILE` (beyond it no descriptor can be opened anyway) and
+/// at `limits::FD_TABLE_PRESIZE_MAX`.
 /// Returns the table size the kernel reports afterwards (`FDSize` in
 /// `/proc/self/status`), or the error of the probe descriptor.
 pub fn presize_fd_table(want: usize) -> io::Result<usize> {

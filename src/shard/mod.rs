@@ -20,7 +20,7 @@ mod lock;
 mod msg;
 mod state;
 
-pub use fd_table::{presize_fd_table, FD_TABLE_RESERVE};
+pub use fd_table::presize_fd_table;
 pub use lock::BindLock;
 pub use state::{ShardId, ShardSettings};
 
