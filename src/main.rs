@@ -142,6 +142,8 @@ fn main() -> ExitCode {
             wildcard_subscription_available: m.wildcard_subscription,
             max_subscriptions: m.max_subscriptions as usize,
             max_client_id_len: m.max_clientid_len as usize,
+            max_topic_levels: m.max_topic_levels as usize,
+            allow_publish_sys: m.allow_publish_sys,
             authz,
             authz_deny_action: config.authorization.deny_action,
             authz_deny_reason: config.authorization.deny_reason,

@@ -217,10 +217,18 @@ pub struct MqttConfig {
     /// spec's minimum a server must accept) to 65535. Default 65535.
     #[serde(deserialize_with = "de_max_clientid_len")]
     pub max_clientid_len: u32,
-    /// `max_topic_levels`: topic names and filters with more levels are
-    /// refused. 1 to `limits::TOPIC_LEVELS_MAX`. Default 128.
+    /// `max_topic_levels`: topic names (PUBLISH, will) and filters
+    /// (SUBSCRIBE; of `$share/{group}/{filter}` the `{filter}`) with more
+    /// levels are refused (see docs/configuration.md for the reason codes).
+    /// 1 to `limits::TOPIC_LEVELS_MAX`. Default 128.
     #[serde(deserialize_with = "de_max_topic_levels")]
     pub max_topic_levels: u32,
+    /// `allow_publish_sys`: let clients publish to `$SYS` and `$SYS/...`
+    /// (for bridges relaying another broker's `$SYS` tree). Default `false`:
+    /// such a PUBLISH is refused as if an authorization rule denied it
+    /// (MQTT 5.0 section 4.7.2).
+    #[serde(deserialize_with = "value::bool")]
+    pub allow_publish_sys: bool,
     /// `max_subscriptions`: subscriptions one client may hold; further
     /// SUBSCRIBE entries get a quota-exceeded reason code. Bounded on
     /// purpose (no "unlimited"): 1 to `limits::SUBSCRIPTIONS_PER_CLIENT_MAX`.
@@ -259,6 +267,7 @@ impl Default for MqttConfig {
             wildcard_subscription: true,
             max_clientid_len: 65_535,
             max_topic_levels: 128,
+            allow_publish_sys: false,
             max_subscriptions: 1000,
             retained_max_messages: 100_000,
             retained_max_payload_size: MIB_BYTES,

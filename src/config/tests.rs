@@ -58,6 +58,7 @@ fn defaults_without_file_or_env() {
     assert!(mqtt.retain_available && mqtt.shared_subscription && mqtt.wildcard_subscription);
     assert_eq!(mqtt.max_clientid_len, 65535);
     assert_eq!(mqtt.max_topic_levels, 128);
+    assert!(!mqtt.allow_publish_sys);
     assert_eq!(mqtt.max_subscriptions, 1000);
     assert_eq!(mqtt.retained_max_messages, 100_000);
     assert_eq!(mqtt.retained_max_payload_size, 1 << 20);
@@ -562,6 +563,7 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "1025",
         "an integer from 1 to 1024",
     ),
+    ("mqtt.allow_publish_sys", "1", "yes", "true or false"),
     (
         "mqtt.max_subscriptions",
         "0",
@@ -812,7 +814,7 @@ fn every_key() -> Vec<String> {
 fn example_file_and_docs_cover_every_key() {
     let docs = include_str!("../../docs/configuration.md");
     let keys = every_key();
-    assert_eq!(keys.len(), 40, "{keys:?}");
+    assert_eq!(keys.len(), 41, "{keys:?}");
     for key in keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(

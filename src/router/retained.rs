@@ -198,6 +198,13 @@ impl<T: Clone> RetainedStore<T> {
             super::topic::is_valid_topic_name(topic),
             "invalid topic {topic:?}"
         );
+        // The session refuses deeper topic names (`mqtt.max_topic_levels`),
+        // so a retained topic pins at most this many nodes.
+        assert!(
+            super::topic::levels(topic) <= crate::limits::TOPIC_LEVELS_MAX as usize,
+            "topic of {} levels reached the retained store",
+            super::topic::levels(topic)
+        );
         let Some(message) = message else {
             self.remove(topic);
             return Ok(());

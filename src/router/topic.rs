@@ -4,6 +4,35 @@
 /// Prefix of a shared subscription filter: `$share/{group}/{filter}`.
 pub const SHARE_PREFIX: &str = "$share/";
 
+/// First level of the topics a server reserves for its own information
+/// (MQTT 5.0 section 4.7.2).
+pub const SYS_LEVEL: &str = "$SYS";
+
+/// Levels in a topic name or filter, counted as written: one more than its
+/// `/` separators, so empty levels count (`"a//b"` has 3, `"/"` has 2) and
+/// wildcards count like any level (`"a/#"` has 2). For a shared
+/// subscription pass the filter part ([`SharedFilter::filter`]): the
+/// `$share/{group}/` prefix is not part of the topic tree.
+pub fn levels(s: &str) -> usize {
+    1 + s.bytes().filter(|&b| b == b'/').count()
+}
+
+/// Whether a topic name is in the server's `$SYS` tree (`$SYS` itself or
+/// below it), which clients should not be able to publish to (4.7.2).
+pub fn is_sys_topic(topic: &str) -> bool {
+    topic
+        .strip_prefix(SYS_LEVEL)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether a topic name starts like a shared subscription (`$share` or
+/// `$share/...`): no subscription can ever match it, since every filter so
+/// spelled is a shared subscription (or invalid) and matches the topic
+/// after the group instead.
+pub fn is_share_topic(topic: &str) -> bool {
+    topic.starts_with(SHARE_PREFIX) || topic == "$share"
+}
+
 /// A topic name a PUBLISH may carry: non-empty, no wildcards.
 pub fn is_valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && !topic.bytes().any(|b| b == b'+' || b == b'#')
@@ -165,7 +194,44 @@ mod tests {
     }
 
     #[test]
-    fn levels() {
+    fn level_counts() {
+        for (s, n) in [
+            ("a", 1),
+            ("a/b", 2),
+            ("a/#", 2),
+            ("+/+/+", 3),
+            ("/", 2),
+            ("a//b", 3),
+            ("//", 3),
+            ("$SYS/x", 2),
+        ] {
+            assert_eq!(levels(s), n, "{s}");
+        }
+        // The filter part of a shared subscription, not the prefix.
+        let shared = parse_shared("$share/group/a/b/+").unwrap().unwrap();
+        assert_eq!(levels(shared.filter), 3);
+        // 65535 bytes of separators: the 65,536 levels of the issue.
+        assert_eq!(levels(&"/".repeat(65_535)), 65_536);
+    }
+
+    #[test]
+    fn reserved_names() {
+        for sys in ["$SYS", "$SYS/", "$SYS/broker/uptime"] {
+            assert!(is_sys_topic(sys), "{sys}");
+        }
+        for not in ["$SYSTEM", "$SYSx/a", "$sys/a", "a/$SYS", "SYS/a", "$"] {
+            assert!(!is_sys_topic(not), "{not}");
+        }
+        for share in ["$share", "$share/", "$share/g/a"] {
+            assert!(is_share_topic(share), "{share}");
+        }
+        for not in ["$shared/a", "$SHARE/g/a", "a/$share/g", "$sharex"] {
+            assert!(!is_share_topic(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn split_levels() {
         assert_eq!(split_level("a/b/c"), ("a", Some("b/c")));
         assert_eq!(split_level("c"), ("c", None));
         assert_eq!(split_level("/"), ("", Some("")));

@@ -15,14 +15,18 @@
 //! `WALK_INLINE` pending nodes.
 //!
 //! Every walk is iterative (explicit stack), because a 65535-byte topic can
-//! have 32768 levels and recursion that deep would overflow a shard's stack.
+//! have 65536 levels and recursion that deep would overflow a shard's stack.
+//! Stored filters are shallower: `entry` refuses (asserts) a filter deeper
+//! than `limits::TOPIC_LEVELS_MAX`, which bounds the tree nodes one filter
+//! can pin.
 
 use std::ptr;
 
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
-use super::topic::{has_wildcard, split_level};
+use super::topic::{has_wildcard, levels, split_level};
+use crate::limits::TOPIC_LEVELS_MAX;
 
 /// Pending nodes a match walk holds inline before its stack spills to the heap.
 const WALK_INLINE: usize = 16;
@@ -357,10 +361,22 @@ impl<V: Default> TopicTrie<V> {
 
     /// The value of `filter`, inserted as `V::default()` if absent. `O(L)`;
     /// allocates only when the filter or one of its tree nodes is new.
+    ///
+    /// # Panics
+    ///
+    /// On a filter of more than [`TOPIC_LEVELS_MAX`] levels: the session
+    /// refuses those (`mqtt.max_topic_levels`, at most that cap) before they
+    /// reach a router, so each stored filter costs at most that many tree
+    /// nodes.
     pub fn entry(&mut self, filter: &str) -> &mut V {
         debug_assert!(
             super::topic::is_valid_topic_filter(filter),
             "invalid filter {filter:?}"
+        );
+        assert!(
+            levels(filter) <= TOPIC_LEVELS_MAX as usize,
+            "filter of {} levels reached the router",
+            levels(filter)
         );
         if !has_wildcard(filter) {
             if !self.exact.contains_key(filter) {
@@ -489,6 +505,30 @@ pub(crate) mod tests {
         all.sort();
         assert_eq!(all, [("+/c".to_string(), 4), ("a/+".to_string(), 2)]);
         assert_eq!(trie.len(), 2);
+    }
+
+    #[test]
+    fn stores_filters_up_to_the_level_cap() {
+        let mut trie: TopicTrie<()> = TopicTrie::new();
+        let deepest = vec!["+"; TOPIC_LEVELS_MAX as usize].join("/");
+        trie.entry(&deepest);
+        let exact = vec!["a"; TOPIC_LEVELS_MAX as usize].join("/");
+        trie.entry(&exact);
+        assert_eq!(trie.len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "levels reached the router")]
+    fn refuses_a_filter_deeper_than_the_cap() {
+        let mut trie: TopicTrie<()> = TopicTrie::new();
+        trie.entry(&vec!["+"; TOPIC_LEVELS_MAX as usize + 1].join("/"));
+    }
+
+    #[test]
+    #[should_panic(expected = "levels reached the router")]
+    fn refuses_an_exact_filter_deeper_than_the_cap() {
+        let mut trie: TopicTrie<()> = TopicTrie::new();
+        trie.entry(&"/".repeat(65_535));
     }
 
     /// A level over the small alphabet the properties use.

@@ -14,7 +14,8 @@ use crate::codec::{
     Will,
 };
 use crate::router::topic::{
-    has_wildcard, is_valid_topic_filter, is_valid_topic_name, parse_shared,
+    has_wildcard, is_share_topic, is_sys_topic, is_valid_topic_filter, is_valid_topic_name,
+    levels, parse_shared,
 };
 
 use super::lazy::{Empty, Lazy};
@@ -193,7 +194,9 @@ impl Connection {
             }
         }
         if let Some(will) = &connect.will {
-            if !is_valid_topic_name(&will.topic) {
+            // Deeper than `max_topic_levels`: the will could never be
+            // published, so the client learns it now.
+            if !is_valid_topic_name(&will.topic) || levels(&will.topic) > cfg.max_topic_levels {
                 // 3.1.1 has no fitting return code; any non-zero one refuses.
                 return refuse(ReasonCode::TOPIC_NAME_INVALID, connack_v3::NOT_AUTHORIZED);
             }
@@ -468,6 +471,10 @@ impl Connection {
             // Bounded: at most cfg.max_topic_alias entries.
             self.aliases.inbound.insert(a, topic.clone());
         }
+        // Counted on the topic as resolved, whether it came by name or alias.
+        if levels(&topic) > self.cfg.max_topic_levels {
+            return self.refuse_topic_levels(p.qos, p.packet_id);
+        }
         if p.properties
             .as_ref()
             .is_some_and(|p| !p.subscription_identifiers.is_empty())
@@ -588,17 +595,25 @@ impl Connection {
     ) -> ReasonCode {
         let v5 = self.is_v5();
         let fail = |code: ReasonCode| if v5 { code } else { ReasonCode::SUBACK_FAILURE };
-        let wildcard = match parse_shared(&filter) {
+        // The filter that goes into the topic tree: for a shared
+        // subscription the part after `$share/{group}/`.
+        let tree_filter = match parse_shared(&filter) {
             Err(_) => return fail(ReasonCode::TOPIC_FILTER_INVALID),
             Ok(Some(_)) if !self.cfg.shared_subscription_available => {
                 return fail(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
             }
-            Ok(Some(shared)) => has_wildcard(shared.filter),
+            Ok(Some(shared)) => shared.filter,
             Ok(None) if !is_valid_topic_filter(&filter) => {
                 return fail(ReasonCode::TOPIC_FILTER_INVALID)
             }
-            Ok(None) => has_wildcard(&filter),
+            Ok(None) => &filter,
         };
+        // Refused here, so no router stores a deeper filter (the trie
+        // asserts `limits::TOPIC_LEVELS_MAX`). As EMQX: 0x8F.
+        if levels(tree_filter) > self.cfg.max_topic_levels {
+            return fail(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        let wildcard = has_wildcard(tree_filter);
         if wildcard && !self.cfg.wildcard_subscription_available {
             return fail(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
         }
@@ -935,8 +950,16 @@ impl Connection {
         }
     }
 
-    /// Whether the authorization rules let this client publish to `topic`.
+    /// Whether this client may publish to `topic` (a PUBLISH or the will):
+    /// not to `$share` names, which no subscription can match, nor to the
+    /// server's `$SYS` tree unless `allow_publish_sys` (MQTT 5.0 section
+    /// 4.7.2: a server SHOULD prevent clients from using such names), and
+    /// only where the authorization rules allow it. A refusal here is
+    /// handled as an authorization denial (`refuse_publish`, `take_will`).
     fn may_publish(&self, topic: &str) -> bool {
+        if is_share_topic(topic) || (!self.cfg.allow_publish_sys && is_sys_topic(topic)) {
+            return false;
+        }
         self.cfg
             .authz
             .as_ref()
@@ -982,6 +1005,22 @@ impl Connection {
                 .tx
                 .push_back(Tx::Ack(AckKind::PubRec, packet_id, reason)),
         }
+    }
+
+    /// A PUBLISH whose topic has more than `max_topic_levels` levels: never
+    /// routed. v5 QoS 1/2 are refused with PUBACK/PUBREC 0x90 (Topic Name
+    /// invalid) and the connection stays; where no acknowledgement can
+    /// carry a refusal (v5 QoS 0, any 3.1.1 PUBLISH) the connection closes
+    /// (v5: DISCONNECT 0x90), as EMQX does, rather than let the client
+    /// believe the message went out.
+    fn refuse_topic_levels(&mut self, qos: QoS, packet_id: u16) {
+        let kind = match qos {
+            QoS::AtLeastOnce if self.is_v5() => AckKind::PubAck,
+            QoS::ExactlyOnce if self.is_v5() => AckKind::PubRec,
+            _ => return self.close_error(ReasonCode::TOPIC_NAME_INVALID, "too many topic levels"),
+        };
+        self.tx
+            .push_back(Tx::Ack(kind, packet_id, ReasonCode::TOPIC_NAME_INVALID));
     }
 
     fn will_delay_s(&self) -> u32 {

@@ -90,6 +90,20 @@
 //!   in every v5 refusal above;
 //! - the will is checked when it is due ([`Connection::take_will`]), as EMQX
 //!   does: a will to a denied topic is dropped, the CONNECT is not refused.
+//!
+//! Topic names `$share` / `$share/...` (no subscription can match them)
+//! and, unless `cfg.allow_publish_sys`, `$SYS` / `$SYS/...` (MQTT 5.0
+//! section 4.7.2) are denied to every PUBLISH and will by a built-in rule
+//! checked before the configured ones, with or without `cfg.authz`.
+//!
+//! # Topic levels
+//!
+//! Topic names and filters with more than `cfg.max_topic_levels` levels are
+//! refused before anything is routed or stored (the router asserts the
+//! compile-time cap): SUBSCRIBE 0x8F / 0x80 for that filter, a will with
+//! CONNACK 0x90 / 5, a PUBLISH with PUBACK/PUBREC 0x90 where an ack can
+//! carry it (v5 QoS 1/2) and by closing the connection otherwise (v5:
+//! DISCONNECT 0x90), as EMQX does.
 mod connection;
 mod lazy;
 mod state;
@@ -137,6 +151,14 @@ pub struct SessionConfig {
     /// Per client; 0 = unlimited.
     pub max_subscriptions: usize,
     pub max_client_id_len: usize,
+    /// Most levels in a topic name (PUBLISH, after topic alias resolution;
+    /// the will) or a filter (the part after `$share/{group}/`); at most
+    /// `limits::TOPIC_LEVELS_MAX`, which the router asserts.
+    pub max_topic_levels: usize,
+    /// Let clients publish to `$SYS` topics (bridges that relay another
+    /// broker's `$SYS` tree); otherwise such a PUBLISH is refused as if an
+    /// authorization rule denied it.
+    pub allow_publish_sys: bool,
     /// Topic authorization rules; `None` allows everything without looking
     /// (the default config). Shared by every connection of every shard.
     pub authz: Option<Arc<Authz>>,

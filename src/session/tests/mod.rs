@@ -3,6 +3,7 @@
 
 mod authz;
 mod sim;
+mod topics;
 mod unit;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub(super) fn cfg() -> SessionConfig {
         wildcard_subscription_available: true,
         max_subscriptions: 0,
         max_client_id_len: 64,
+        max_topic_levels: 128,
+        allow_publish_sys: false,
         authz: None,
         authz_deny_action: crate::authz::DenyAction::Ignore,
         authz_deny_reason: crate::authz::DenyReason::NotAuthorized,
