@@ -14,8 +14,8 @@ use crate::codec::{
     Will,
 };
 use crate::router::topic::{
-    has_wildcard, is_share_topic, is_sys_topic, is_valid_topic_filter, is_valid_topic_name,
-    levels, parse_shared,
+    has_wildcard, is_share_topic, is_sys_topic, is_valid_topic_filter, is_valid_topic_name, levels,
+    parse_shared,
 };
 
 use super::lazy::{Empty, Lazy};

@@ -227,10 +227,7 @@ fn a_filter_of_65536_levels_is_refused_by_default() {
     let mut p = connected(cfg(), connect_v5("c1"));
     let deep = "/".repeat(65_535);
     p.send(subscribe(&[deep.as_str(), &format!("{deep}#")]));
-    assert_eq!(
-        suback_codes(&mut p),
-        [ReasonCode::TOPIC_FILTER_INVALID; 2]
-    );
+    assert_eq!(suback_codes(&mut p), [ReasonCode::TOPIC_FILTER_INVALID; 2]);
     assert!(subscribed(&p.take_actions()).is_empty());
 }
 
@@ -322,7 +319,10 @@ fn sys_refusal_follows_deny_action_disconnect() {
     };
     let mut p = connected(cfg, connect_v5("c1"));
     p.send(publish("$SYS/x", QoS::AtMostOnce, 0, "x"));
-    assert_eq!(closed_with(&p.take_actions()), Some(ReasonCode::NOT_AUTHORIZED));
+    assert_eq!(
+        closed_with(&p.take_actions()),
+        Some(ReasonCode::NOT_AUTHORIZED)
+    );
 }
 
 #[test]
