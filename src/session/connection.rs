@@ -1011,8 +1011,8 @@ impl Connection {
     /// routed. v5 QoS 1/2 are refused with PUBACK/PUBREC 0x90 (Topic Name
     /// invalid) and the connection stays; where no acknowledgement can
     /// carry a refusal (v5 QoS 0, any 3.1.1 PUBLISH) the connection closes
-    /// (v5: DISCONNECT 0x90), as EMQX does, rather than let the client
-    /// believe the message went out.
+    /// (v5: DISCONNECT 0x90; EMQX closes for every such PUBLISH) rather than
+    /// let the client believe the message went out.
     fn refuse_topic_levels(&mut self, qos: QoS, packet_id: u16) {
         let kind = match qos {
             QoS::AtLeastOnce if self.is_v5() => AckKind::PubAck,
