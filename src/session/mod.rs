@@ -14,7 +14,9 @@
 //! goes out through `poll_*`. No I/O, no clock reads, no randomness.
 //!
 //! 1. [`Connection::check_connect`] on the first packet; on `Err` send the
-//!    CONNACK and close.
+//!    CONNACK (made to fit by [`Connection::fit_refusal`]) and close.
+//!    Then [`Connection::check_connack_fits`] with the final client id: on
+//!    `Err` send the refusal it gives, if any, and close.
 //! 2. [`Connection::accept`] (after takeover of any existing session).
 //! 3. After every `handle_packet` / `handle_delivery` / `handle_timeout` /
 //!    `kick`: call [`Connection::poll_transmit`] until `None`, then
@@ -90,6 +92,7 @@
 //!   in every v5 refusal above;
 //! - the will is checked when it is due ([`Connection::take_will`]), as EMQX
 //!   does: a will to a denied topic is dropped, the CONNECT is not refused.
+mod connack;
 mod connection;
 mod lazy;
 mod state;
