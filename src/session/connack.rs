@@ -9,8 +9,8 @@
 //! Only values that differ from those go on the wire, so a client with a
 //! small Maximum Packet Size can still receive its CONNACK.
 
-use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Connect, Packet, Protocol};
 use crate::codec::ReasonCode;
+use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Connect, Packet, Protocol};
 use crate::limits::PACKET_SIZE_MAX_BYTES;
 
 use super::SessionConfig;

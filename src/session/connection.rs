@@ -1202,9 +1202,12 @@ impl Connection {
                     // DISCONNECT; and the connection was never accepted, so
                     // no will. `check_connack_fits` refuses such a CONNECT
                     // before it gets here.
-                    Packet::ConnAck(_) => self.close(ReasonCode::PACKET_TOO_LARGE, false, false, None),
+                    Packet::ConnAck(_) => {
+                        self.close(ReasonCode::PACKET_TOO_LARGE, false, false, None)
+                    }
                     Packet::Disconnect(_) => {}
-                    _ => self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client"),
+                    _ => self
+                        .close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client"),
                 }
                 return false;
             }
