@@ -60,7 +60,8 @@ def test_wrong_type_ack_is_a_protocol_error(broker_factory, version, uid, case):
         sub.send(mqttraw.puback(p.pid, version=version))
     else:
         sub.send(wrong(p.pid, version=version))
-    sub.expect_disconnect(PROTOCOL_ERROR, timeout=CLOSE_WITHIN_S)
+    # Mosquitto closes without a DISCONNECT, which 4.13 allows.
+    sub.expect_disconnect(None if IS_MOSQUITTO else PROTOCOL_ERROR, timeout=CLOSE_WITHIN_S)
     b.check_alive()
 
 
@@ -72,9 +73,18 @@ def test_acks_for_unknown_packet_ids_are_tolerated(broker, version, uid):
         r.send(ack(4242, version=version))
     r.send(mqttraw.pingreq())
     r.wait_for(PINGRESP)
+    got = []
+    try:
+        while True:
+            got.append(r.recv_packet(0.3))
+    except TimeoutError:
+        pass
+    except mqttraw.Closed:
+        raise AssertionError(f"connection closed after {got!r}") from None
+    # Only the PUBREC may be answered (Mosquitto answers it with PUBREL 0 on both versions).
+    assert all(p.type == PUBREL and p.pid == 4242 for p in got), got
     if version == V5 and not IS_MOSQUITTO:
-        assert r.wait_for(PUBREL, 4242).rc == 0x92
-    r.expect_nothing(0.2)
+        assert [p.rc for p in got] == [0x92], got
 
 
 # ---------------------------------------------------------------- MQTT 3.1
