@@ -274,7 +274,9 @@ pub(crate) fn check_connack(c: &ConnAck, protocol: Protocol) -> Result<(), Encod
 }
 
 pub(crate) fn put_connack(out: &mut BytesMut, c: &ConnAck, protocol: Protocol) {
-    out.put_u8(if c.session_present {
+    // MQTT 3.1 has no Session Present: its acknowledge flags byte is
+    // reserved and must be 0.
+    out.put_u8(if c.session_present && protocol != Protocol::V31 {
         CONNACK_FLAG_SESSION_PRESENT
     } else {
         0

@@ -18,6 +18,7 @@ use crate::router::topic::{
     parse_shared,
 };
 
+use super::connack;
 use super::lazy::{Empty, Lazy};
 use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
@@ -209,7 +210,31 @@ impl Connection {
         Ok(())
     }
 
-    /// Accepts a CONNECT that passed [`Connection::check_connect`].
+    /// Whether the client can receive the CONNACK [`Connection::accept`]
+    /// would send, with the final client id (`assigned_client_id` when the
+    /// shard made one up). Checked before the session is acquired, so a
+    /// CONNECT that cannot be accepted takes nothing over. `Err`: the
+    /// refusal CONNACK to send before closing, or `None` to close without
+    /// sending anything (see `connack::check_fits` for why).
+    #[allow(clippy::result_large_err)] // built once per refused connection
+    pub fn check_connack_fits(
+        connect: &Connect,
+        cfg: &SessionConfig,
+        assigned_client_id: Option<&ByteStr>,
+    ) -> Result<(), Option<ConnAck>> {
+        connack::check_fits(connect, cfg, assigned_client_id)
+    }
+
+    /// A refusal CONNACK for `connect` made to fit the client's Maximum
+    /// Packet Size (MQTT-3.1.2-24): optional properties go first; `None`
+    /// when even the reason code alone does not fit (send nothing, close).
+    pub fn fit_refusal(refusal: ConnAck, connect: &Connect) -> Option<ConnAck> {
+        let size_max = connack::client_packet_size_max(connect);
+        connack::fit(refusal, connect.protocol, size_max)
+    }
+
+    /// Accepts a CONNECT that passed [`Connection::check_connect`] and
+    /// [`Connection::check_connack_fits`].
     ///
     /// `client_id` is the final id (`assigned` when the shard made it up for
     /// an empty one: v5 then returns it as Assigned Client Identifier).
@@ -229,15 +254,9 @@ impl Connection {
     ) -> Connection {
         let v5 = connect.protocol.is_v5();
         let props = &connect.properties;
-
-        let expiry_requested_s = if v5 {
-            props.session_expiry_interval_s.unwrap_or(0)
-        } else if connect.clean_start {
-            0
-        } else {
-            cfg.max_session_expiry_interval_s
-        };
-        let expiry_s = expiry_requested_s.min(cfg.max_session_expiry_interval_s);
+        let negotiated = connack::negotiate(&connect, cfg);
+        let client_packet_size_max = connack::client_packet_size_max(&connect);
+        let expiry_s = negotiated.expiry_s;
 
         let (mut session, session_present) = match existing {
             Some(s) if !connect.clean_start => (s, true),
@@ -254,33 +273,13 @@ impl Connection {
         session.expiry_interval_s = expiry_s;
         session.queue_len_max = super::state::queue_len_max_u32(cfg.max_mqueue_len);
 
-        let (keep_alive_s, server_keep_alive_s) = match cfg.server_keepalive_s {
-            Some(cap) if v5 && (connect.keep_alive_s == 0 || connect.keep_alive_s > cap) => {
-                (cap, Some(cap))
-            }
-            _ => (connect.keep_alive_s, None),
-        };
-
-        let receive_maximum = cfg.max_inflight.max(1);
+        let receive_maximum = connack::receive_maximum(cfg);
         let connack = if v5 {
+            let assigned_client_id = assigned.then(|| session.client_id.clone());
             ConnAck {
                 session_present,
                 reason_code: ReasonCode::SUCCESS,
-                properties: ConnAckProperties {
-                    session_expiry_interval_s: (expiry_s != expiry_requested_s).then_some(expiry_s),
-                    receive_maximum: Some(receive_maximum),
-                    maximum_packet_size: Some(cfg.max_packet_size),
-                    topic_alias_maximum: (cfg.max_topic_alias > 0).then_some(cfg.max_topic_alias),
-                    retain_available: Some(cfg.retain_available as u8),
-                    wildcard_subscription_available: Some(
-                        cfg.wildcard_subscription_available as u8,
-                    ),
-                    subscription_identifiers_available: Some(1),
-                    shared_subscription_available: Some(cfg.shared_subscription_available as u8),
-                    server_keep_alive_s,
-                    assigned_client_identifier: assigned.then(|| session.client_id.clone()),
-                    ..ConnAckProperties::default()
-                },
+                properties: connack::properties(&negotiated, cfg, assigned_client_id),
             }
         } else {
             ConnAck {
@@ -299,14 +298,11 @@ impl Connection {
             protocol: connect.protocol,
             cfg: Arc::clone(cfg),
             extras: ConnectExtras::of(connect.username, connect.will),
-            keep_alive_s,
+            keep_alive_s: negotiated.keep_alive_s,
             last_rx_at: now,
             last_now: now,
             window_len: client_receive_maximum.min(receive_maximum),
-            client_packet_size_max: match props.maximum_packet_size {
-                Some(max) if v5 => max,
-                _ => u32::MAX,
-            },
+            client_packet_size_max,
             alias_out_max: if v5 {
                 props
                     .topic_alias_maximum
@@ -317,7 +313,7 @@ impl Connection {
             },
             aliases: Lazy::new(),
             problem_info: !v5 || props.request_problem_information != Some(0),
-            connect_expiry_zero: expiry_requested_s == 0,
+            connect_expiry_zero: negotiated.expiry_requested_s == 0,
             will_delay_zero: false,
             publish_will: false,
             tx: Lazy::new(),
@@ -405,17 +401,25 @@ impl Connection {
         self.last_rx_at = now;
         match packet {
             Packet::Publish(p) => self.handle_publish(p, now),
-            Packet::PubAck(ack) => {
-                if self.out_state(ack.packet_id) == Some(Awaiting::PubAck) {
-                    self.complete(ack.packet_id);
+            // An ack of the wrong kind for the flow its packet id is in is
+            // a protocol error (3.1.1 MQTT-4.8.0-1, 5.0 section 4.13): left
+            // alone, the message would hold its window slot for good. An
+            // ack for an id with no flow is tolerated: a resend after a
+            // reconnect can produce one.
+            Packet::PubAck(ack) => match self.out_state(ack.packet_id) {
+                Some(Awaiting::PubAck) => self.complete(ack.packet_id),
+                Some(Awaiting::PubRec | Awaiting::PubComp) => {
+                    self.protocol_error("PUBACK for a QoS 2 message")
                 }
-            }
+                None => {}
+            },
             Packet::PubRec(ack) => self.handle_pubrec(ack),
-            Packet::PubComp(ack) => {
-                if self.out_state(ack.packet_id) == Some(Awaiting::PubComp) {
-                    self.complete(ack.packet_id);
-                }
-            }
+            Packet::PubComp(ack) => match self.out_state(ack.packet_id) {
+                Some(Awaiting::PubComp) => self.complete(ack.packet_id),
+                Some(Awaiting::PubAck) => self.protocol_error("PUBCOMP for a QoS 1 message"),
+                Some(Awaiting::PubRec) => self.protocol_error("PUBCOMP before PUBREC"),
+                None => {}
+            },
             Packet::PubRel(rel) => {
                 let reason = if self.session.incoming_qos2.remove(&rel.packet_id) || !self.is_v5() {
                     ReasonCode::SUCCESS
@@ -554,7 +558,7 @@ impl Connection {
             Some(Awaiting::PubComp) => {
                 self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
             }
-            Some(Awaiting::PubAck) => {}
+            Some(Awaiting::PubAck) => self.protocol_error("PUBREC for a QoS 1 message"),
             None => {
                 if self.is_v5() {
                     let rel = pubrel(id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
@@ -1232,8 +1236,17 @@ impl Connection {
                 _ => {}
             }
             if !fits(&packet, self.client_packet_size_max as usize) {
-                if !matches!(packet, Packet::Disconnect(_)) {
-                    self.close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client");
+                match packet {
+                    // Nothing may precede the CONNACK (MQTT-3.2.0-1), so no
+                    // DISCONNECT; and the connection was never accepted, so
+                    // no will. `check_connack_fits` refuses such a CONNECT
+                    // before it gets here.
+                    Packet::ConnAck(_) => {
+                        self.close(ReasonCode::PACKET_TOO_LARGE, false, false, None)
+                    }
+                    Packet::Disconnect(_) => {}
+                    _ => self
+                        .close_error(ReasonCode::PACKET_TOO_LARGE, "packet too large for client"),
                 }
                 return false;
             }

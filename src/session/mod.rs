@@ -14,7 +14,9 @@
 //! goes out through `poll_*`. No I/O, no clock reads, no randomness.
 //!
 //! 1. [`Connection::check_connect`] on the first packet; on `Err` send the
-//!    CONNACK and close.
+//!    CONNACK (made to fit by [`Connection::fit_refusal`]) and close.
+//!    Then [`Connection::check_connack_fits`] with the final client id: on
+//!    `Err` send the refusal it gives, if any, and close.
 //! 2. [`Connection::accept`] (after takeover of any existing session).
 //! 3. After every `handle_packet` / `handle_delivery` / `handle_timeout` /
 //!    `kick`: call [`Connection::poll_transmit`] until `None`, then
@@ -104,6 +106,8 @@
 //! CONNACK 0x90 / 5, a PUBLISH with PUBACK/PUBREC 0x90 where an ack can
 //! carry it (v5 QoS 1/2) and by closing the connection otherwise (v5:
 //! DISCONNECT 0x90), as EMQX does.
+
+mod connack;
 mod connection;
 mod lazy;
 mod state;

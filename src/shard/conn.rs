@@ -136,6 +136,13 @@ fn poll_transmit(
             let now = Instant::now();
             let mut conn = handle.conn.borrow_mut();
             while out.len() < limits::WRITE_BATCH_BYTES_MAX && conn.poll_transmit(now, &mut out) {}
+            // A packet too large for the client closes the connection from
+            // within `poll_transmit`; its `Action::Close` is not run by
+            // anything here, so the close is requested now (the connection
+            // would otherwise wait for its client's next byte).
+            if conn.is_closed() && !handle.closing.get() {
+                handle.request_close();
+            }
         }
         if out.is_empty() {
             return Poll::Ready(Ok(()));
@@ -206,6 +213,15 @@ async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
     let mut out = BytesMut::with_capacity(64);
     if codec::encode(packet, protocol, &mut out).is_ok() {
         let _ = wr.write_all(&out).await;
+    }
+}
+
+/// Sends a refusal CONNACK made to fit the client's Maximum Packet Size;
+/// nothing when not even its reason code fits (the caller closes).
+async fn send_refusal(wr: &mut Half, connack: ConnAck, connect: &codec::Connect) {
+    if let Some(connack) = Connection::fit_refusal(connack, connect) {
+        let packet = Packet::ConnAck(Box::new(connack));
+        send_packet(wr, &packet, connect.protocol).await;
     }
 }
 
@@ -347,7 +363,7 @@ async fn admit(
     };
     let protocol = connect.protocol;
     if let Err(connack) = Connection::check_connect(&connect, cfg) {
-        send_packet(&mut wr, &Packet::ConnAck(Box::new(connack)), protocol).await;
+        send_refusal(&mut wr, connack, &connect).await;
         return close(&io).await;
     }
     match decide_admission(shard, listener, protocol.is_v5()) {
@@ -363,21 +379,25 @@ async fn admit(
                 server_reference = %server_reference,
                 "client redirected"
             );
-            let p = Packet::ConnAck(Box::new(ConnAck {
+            let connack = ConnAck {
                 session_present: false,
                 reason_code: reason,
                 properties: ConnAckProperties {
                     server_reference: Some(ByteStr::from(server_reference)),
                     ..Default::default()
                 },
-            }));
-            send_packet(&mut wr, &p, protocol).await;
+            };
+            send_refusal(&mut wr, connack, &connect).await;
             return close(&io).await;
         }
         Decision::Refuse { reason, cause } => {
             tracing::debug!(shard = shard.id, ?peer, ?cause, "client refused");
-            let p = refusal(protocol, reason, reason);
-            send_packet(&mut wr, &p, protocol).await;
+            let connack = ConnAck {
+                session_present: false,
+                reason_code: reason,
+                properties: ConnAckProperties::default(),
+            };
+            send_refusal(&mut wr, connack, &connect).await;
             return close(&io).await;
         }
     }
@@ -516,6 +536,10 @@ impl Live {
                 Poll::Pending => break,
             }
         }
+        if handle.closing.get() {
+            // Requested by the transmit above (see `poll_transmit`).
+            return Poll::Ready(Woken::Close);
+        }
         if *release && self.backlog.is_none() {
             // Once what the read caused went out; not after deliveries,
             // nor after a read of PUBLISH traffic, so a busy connection
@@ -597,6 +621,22 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         // long as the client stays.
         (ByteStr::from(connect.client_id.to_string()), false)
     };
+    // Before the session is acquired: a CONNECT that cannot be accepted
+    // must not take over (and kick) the connection that holds it.
+    let assigned_id = assigned.then_some(&client_id);
+    if let Err(refusal) = Connection::check_connack_fits(&connect, cfg, assigned_id) {
+        tracing::debug!(
+            shard = shard.id,
+            client_id = %client_id,
+            "CONNACK larger than the client's Maximum Packet Size: refused"
+        );
+        if let Some(connack) = refusal {
+            let packet = Packet::ConnAck(Box::new(connack));
+            send_packet(&mut Half(io.clone()), &packet, protocol).await;
+        }
+        close(&io).await;
+        return None;
+    }
     let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
         Acquired::Ready(s) => s,
         Acquired::Superseded => {

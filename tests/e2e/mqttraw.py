@@ -26,7 +26,7 @@ PACKET_NAMES = {
     12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT", 15: "AUTH",
 }
 
-V311, V5 = 4, 5
+V31, V311, V5 = 3, 4, 5
 
 # MQTT 5 properties: id -> (name, kind). Kinds: byte, u16, u32, varint, str, bin, pair.
 PROPS = {
@@ -139,8 +139,11 @@ def connect(client_id: str | bytes = "", version: int = V5, clean: bool = True,
             username: str | None = None, password: bytes | None = None,
             proto_name: str | bytes = "MQTT", proto_level: int | None = None,
             flags_override: int | None = None) -> bytes:
-    """CONNECT. `will` = dict(topic, payload, qos=0, retain=False, props=None)."""
+    """CONNECT. `will` = dict(topic, payload, qos=0, retain=False, props=None).
+    `version=V31` makes an MQTT 3.1 CONNECT ("MQIsdp", level 3) unless `proto_name` says otherwise."""
     level = version if proto_level is None else proto_level
+    if version == V31 and proto_name == "MQTT":
+        proto_name = "MQIsdp"
     flags = 0
     if clean:
         flags |= 0x02

@@ -2,6 +2,7 @@
 //! and collects what it transmits and asks the shard to do.
 
 mod authz;
+mod protocol_errors;
 mod sim;
 mod topics;
 mod unit;
@@ -163,6 +164,12 @@ impl Pair {
         } else {
             c.client_id.clone()
         };
+        let assigned_id = assigned.then_some(&id);
+        if let Err(refusal) = Connection::check_connack_fits(&c, &self.cfg, assigned_id) {
+            // Tests of a refusal that cannot be sent at all call
+            // `check_connack_fits` themselves.
+            return refusal.expect("a refusal CONNACK that fits");
+        }
         let existing = self.parked.take();
         let start = self.sent.len();
         self.conn = Some(Connection::accept(
