@@ -284,8 +284,11 @@ fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
         | ShardMsg::Barrier { .. }
         | ShardMsg::Publish(_)
         | ShardMsg::Retain { .. }
+        | ShardMsg::Claim { .. }
         | ShardMsg::ClaimReply { .. }
+        | ShardMsg::ClaimDone { .. }
         | ShardMsg::SessionMoved { .. }
+        | ShardMsg::TakeoverPendings { .. }
         | ShardMsg::Release { .. } => shard.on_message_sync(from, msg),
         other => {
             let shard = shard.clone();

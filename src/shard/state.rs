@@ -12,7 +12,7 @@ use ahash::AHashMap;
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,8 +45,10 @@ pub struct ShardSettings {
 
 /// Where a session must go when its connection ends (takeover).
 pub enum Handover {
-    /// Another connection of this shard waits for the session.
-    Local(Rc<Oneshot<Option<Session>>>),
+    /// Another connection of this shard waits for the session: it is parked
+    /// in `slots`, where deliveries keep reaching it, and then this is
+    /// signalled (`Shard::take_local`).
+    Local(Rc<Oneshot<()>>),
     /// Another shard asked for it with this token.
     Remote(ShardId, u64),
 }
@@ -81,11 +83,13 @@ pub struct ConnHandle {
 type Targets = Vec<(Rc<ConnHandle>, Delivery)>;
 
 /// Where a delivery for `client` goes: its connection if online (returned),
-/// its parked session if offline (queued there now), nowhere if the client
-/// has no session on this shard any more (counted).
+/// its parked session if offline (queued there now), beside a session
+/// moving between shards (kept for it, up to `moving_len_max`), nowhere if
+/// the client has no session on this shard any more (counted).
 fn resolve(
     slots: &mut AHashMap<ClientKey, Slot>,
     dropped_no_recipient: &mut u64,
+    moving_len_max: usize,
     client: &ByteStr,
     d: Delivery,
     now: Instant,
@@ -94,6 +98,14 @@ fn resolve(
         Some(Slot::Online(h)) => Some((h.clone(), d)),
         Some(Slot::Offline(parked)) => {
             parked.session.deliver_offline(d, now);
+            None
+        }
+        Some(Slot::Exported(m) | Slot::Importing(m)) => {
+            if m.deliveries.len() < moving_len_max {
+                m.deliveries.push(d);
+            } else {
+                *dropped_no_recipient += 1;
+            }
             None
         }
         None => {
@@ -128,6 +140,25 @@ pub enum Deferred {
 pub enum Slot {
     Online(Rc<ConnHandle>),
     Offline(Box<Parked>),
+    /// The session went to another shard, which is adding its
+    /// subscriptions to its router; until it has (`TakeoverEnd`), this
+    /// shard's router still matches them and what they deliver waits here,
+    /// then follows the session (`TakeoverPendings`).
+    Exported(Box<Moving>),
+    /// The session came from another shard and its subscriptions are being
+    /// added here; what they deliver waits here until the old shard's
+    /// deliveries arrived (`Session::deliver_moved`).
+    Importing(Box<Moving>),
+}
+
+/// Deliveries for a session in the middle of a move between shards. At
+/// most `mqtt.max_mqueue_len`: the session's queue would drop the rest.
+#[derive(Default)]
+pub struct Moving {
+    pub deliveries: Vec<Delivery>,
+    /// The session's filters, for the old shard to remove from its router
+    /// at `TakeoverEnd` (empty when importing).
+    pub filters: Vec<ByteStr>,
 }
 
 /// A session whose client is offline, and when it expires.
@@ -136,24 +167,23 @@ pub struct Parked {
     pub expires_at: Option<Instant>,
 }
 
-/// A connect in progress for a client id (claiming at home, taking over).
-#[derive(Default)]
-pub struct Pending {
-    /// A later connect (here or on another shard) that must get the session
-    /// once this one has it.
-    pub superseded: RefCell<Option<Handover>>,
-}
-
 pub struct State {
     pub router: Router,
     pub retained: RetainedStore<Arc<Message>>,
     pub slots: AHashMap<ClientKey, Slot>,
-    pub pending: AHashMap<ByteStr, Rc<Pending>>,
     /// Registry for client ids whose home is this shard: the owning shard.
     pub owners: AHashMap<ClientKey, ShardId>,
+    /// Client ids homed here with a connect in progress (claimed, no
+    /// `ClaimDone` yet), and the claims waiting for it, in arrival order.
+    /// One connect at a time per id: each takes over from a settled owner,
+    /// never from a connect still acquiring (two such connects used to wait
+    /// for each other).
+    pub claiming: AHashMap<ByteStr, VecDeque<(ShardId, u64)>>,
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// `TakeoverPendings` awaited by connect tasks of this shard, by token.
+    pub move_ends: AHashMap<u64, Rc<Oneshot<Vec<Delivery>>>>,
     /// Takeovers waiting for an online connection to end, by the address of
     /// its `ConnHandle` (unique while the handle lives, and the connection
     /// takes its entry before it drops the handle). Here rather than in the
@@ -246,10 +276,11 @@ impl Shard {
                 router: Router::new(id, count),
                 retained,
                 slots: AHashMap::new(),
-                pending: AHashMap::new(),
                 owners: AHashMap::new(),
+                claiming: AHashMap::new(),
                 claims: AHashMap::new(),
                 moves: AHashMap::new(),
+                move_ends: AHashMap::new(),
                 handovers: AHashMap::new(),
                 interest_acks: AHashMap::new(),
                 wills: BTreeMap::new(),
@@ -508,10 +539,18 @@ impl Shard {
                 dropped_no_recipient,
                 ..
             } = st;
+            let moving_len_max = self.settings.session.max_mqueue_len;
             let deliver = |r: RecipientRef<'_>| {
                 let client = r.client;
                 let d = Delivery::of(message, r);
-                targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
+                targets.extend(resolve(
+                    slots,
+                    dropped_no_recipient,
+                    moving_len_max,
+                    client,
+                    d,
+                    now,
+                ));
             };
             let origin = message.origin.as_deref();
             match route {
@@ -562,6 +601,7 @@ impl Shard {
             resolve(
                 &mut st.slots,
                 &mut st.dropped_no_recipient,
+                self.settings.session.max_mqueue_len,
                 &r.client,
                 d,
                 now,
@@ -788,141 +828,217 @@ impl Shard {
     // ---- client-id registry and takeover ------------------------------
 
     /// Make this shard the owner of `client_id` and bring its session here,
-    /// from wherever it lives. Returns the session and whether its
-    /// subscriptions are already in this shard's router.
+    /// from wherever it lives; its subscriptions are then in this shard's
+    /// router. The caller must send `claim_done` once its connection is in
+    /// `slots`: until then no other connect of the id gets its claim
+    /// answered. Returns at once after the session became reachable here
+    /// (no await in between), and the caller makes the connection reachable
+    /// without awaiting either, so no delivery finds the session nowhere.
     pub async fn acquire_session(
         self: &Rc<Self>,
         client_id: &ByteStr,
         clean_start: bool,
-    ) -> Acquired {
-        // A connect for the same id already in progress here: it hands us the
-        // session when it has it, and we inherit its claim.
-        let earlier = self.state.borrow().pending.get(client_id).cloned();
-        let pending = Rc::new(Pending::default());
-        self.state
-            .borrow_mut()
-            .pending
-            .insert(client_id.clone(), pending.clone());
-        let mut remote = None;
-        if let Some(earlier) = earlier {
-            let slot = Oneshot::new();
-            *earlier.superseded.borrow_mut() = Some(Handover::Local(slot.clone()));
-            remote = slot.take().await.map(|s| (s, true));
-        } else {
-            let previous = self.claim(client_id).await;
-            if let Some(prev) = previous.filter(|&p| p != self.id) {
-                let token = self.token();
-                let slot = Oneshot::new();
-                self.state.borrow_mut().moves.insert(token, slot.clone());
-                self.send(
-                    prev,
-                    ShardMsg::Takeover {
-                        client_id: client_id.clone(),
-                        token,
-                        clean_start,
-                    },
-                )
-                .await;
-                remote = slot.take().await.map(|s| (s, false));
-                if let Some((s, _)) = &remote {
-                    self.subscribe_session(s).await;
-                }
+    ) -> Option<Session> {
+        match self.claim(client_id).await {
+            Some(prev) if prev != self.id => {
+                self.import_session(prev, client_id, clean_start).await
             }
-        }
-        // Now any session held locally (offline, or online: take it over).
-        let local = self.take_local(client_id, clean_start).await;
-        let found = match (remote, local) {
-            (Some(r), None) => Some(r.0),
-            (None, Some(l)) => Some(l),
-            (Some(r), Some(l)) => {
-                // Cannot normally happen (one owner at a time); keep the newer
-                // local one and drop the other's subscriptions.
-                self.unsubscribe_session(&r.0).await;
-                let _ = r;
-                Some(l)
-            }
-            (None, None) => None,
-        };
-        let still_ours = self
-            .state
-            .borrow()
-            .pending
-            .get(client_id)
-            .is_some_and(|p| Rc::ptr_eq(p, &pending));
-        if still_ours {
-            self.state.borrow_mut().pending.remove(client_id);
-        }
-        let handover = pending.superseded.borrow_mut().take();
-        match handover {
-            Some(h) => {
-                self.hand_over(h, found).await;
-                Acquired::Superseded
-            }
-            None => Acquired::Ready(found),
+            _ => self.take_local(client_id, clean_start).await,
         }
     }
 
-    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
-        let home = self.home_of(client_id);
-        if home == self.id {
-            return self
-                .state
-                .borrow_mut()
-                .owners
-                .insert(client_id.as_str().into(), self.id);
-        }
+    /// Takes the session of `client_id` over from shard `prev`, without a
+    /// moment in which neither shard's router would deliver to it: `prev`
+    /// keeps matching its subscriptions, keeping what they deliver, until
+    /// they are in this shard's router and every shard knows; this shard
+    /// keeps what they deliver here meanwhile; then `prev` stops and sends
+    /// what it kept (`TakeoverEnd`, `TakeoverPendings`), and both go into
+    /// the session, each message once (`Session::deliver_moved`).
+    async fn import_session(
+        self: &Rc<Self>,
+        prev: ShardId,
+        client_id: &ByteStr,
+        clean_start: bool,
+    ) -> Option<Session> {
         let token = self.token();
-        let slot = Oneshot::new();
-        self.state.borrow_mut().claims.insert(token, slot.clone());
+        let moved = Oneshot::new();
+        self.state.borrow_mut().moves.insert(token, moved.clone());
         self.send(
-            home,
-            ShardMsg::Claim {
+            prev,
+            ShardMsg::Takeover {
+                client_id: client_id.clone(),
+                token,
+                clean_start,
+            },
+        )
+        .await;
+        let mut session = moved.take().await?;
+        {
+            let mut st = self.state.borrow_mut();
+            // Nothing else holds the id here: this connect holds its claim,
+            // and the previous owner was `prev`.
+            debug_assert!(!st.slots.contains_key(client_id.as_str()));
+            st.slots.insert(
+                client_id.as_str().into(),
+                Slot::Importing(Box::default()),
+            );
+        }
+        self.subscribe_session(&session).await;
+        let ended = Oneshot::new();
+        self.state.borrow_mut().move_ends.insert(token, ended.clone());
+        self.send(
+            prev,
+            ShardMsg::TakeoverEnd {
                 client_id: client_id.clone(),
                 token,
             },
         )
         .await;
-        slot.take().await
+        let old_shard = ended.take().await;
+        let here = match self.state.borrow_mut().slots.remove(client_id.as_str()) {
+            Some(Slot::Importing(m)) => m.deliveries,
+            _ => unreachable!("only this connect changes an importing slot"),
+        };
+        session.deliver_moved(old_shard, here, Instant::now());
+        Some(session)
     }
 
-    /// Take the local session of `client_id`, kicking its connection if online.
+    /// Asks the home of `client_id` to make this shard its owner; returns
+    /// the previous owner once every earlier connect of the id is in place.
+    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
+        let token = self.token();
+        let reply = Oneshot::new();
+        self.state.borrow_mut().claims.insert(token, reply.clone());
+        let home = self.home_of(client_id);
+        if home == self.id {
+            self.on_claim(self.id, client_id.clone(), token);
+        } else {
+            self.send(
+                home,
+                ShardMsg::Claim {
+                    client_id: client_id.clone(),
+                    token,
+                },
+            )
+            .await;
+        }
+        reply.take().await
+    }
+
+    /// The connect that claimed `client_id` has its connection in `slots`:
+    /// the home may answer the next claim.
+    pub async fn claim_done(self: &Rc<Self>, client_id: &ByteStr) {
+        let home = self.home_of(client_id);
+        if home == self.id {
+            self.on_claim_done(client_id);
+        } else {
+            let client_id = client_id.clone();
+            self.send(home, ShardMsg::ClaimDone { client_id }).await;
+        }
+    }
+
+    /// At the home shard: a claim of `client_id` by shard `from`, answered
+    /// now unless another connect of the id is in progress.
+    fn on_claim(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
+        let previous = {
+            let mut st = self.state.borrow_mut();
+            if let Some(waiting) = st.claiming.get_mut(&client_id) {
+                waiting.push_back((from, token));
+                return;
+            }
+            let previous = st.owners.insert(client_id.as_str().into(), from);
+            st.claiming.insert(client_id, VecDeque::new());
+            previous
+        };
+        self.answer_claim(from, token, previous);
+    }
+
+    /// At the home shard: the connect in progress for `client_id` is in
+    /// place; the next waiting claim, if any, takes over from it.
+    fn on_claim_done(self: &Rc<Self>, client_id: &ByteStr) {
+        let (next, previous) = {
+            let mut st = self.state.borrow_mut();
+            let next = st.claiming.get_mut(client_id).and_then(|w| w.pop_front());
+            match next {
+                Some((from, _)) => (next, st.owners.insert(client_id.as_str().into(), from)),
+                None => {
+                    st.claiming.remove(client_id);
+                    return;
+                }
+            }
+        };
+        if let Some((from, token)) = next {
+            self.answer_claim(from, token, previous);
+        }
+    }
+
+    fn answer_claim(self: &Rc<Self>, to: ShardId, token: u64, previous: Option<ShardId>) {
+        if to == self.id {
+            let reply = self.state.borrow_mut().claims.remove(&token);
+            if let Some(reply) = reply {
+                reply.put(previous);
+            }
+        } else {
+            // Not awaited here: the handler of a shard message must not wait
+            // for a full channel (see `dispatch`).
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                me.send(to, ShardMsg::ClaimReply { token, previous }).await
+            })
+            .detach();
+        }
+    }
+
+    /// Take the local session of `client_id`, kicking its connection if
+    /// online: the connection's end parks the session in `slots` (where
+    /// deliveries keep reaching it) and signals; it is taken from there.
     async fn take_local(
         self: &Rc<Self>,
         client_id: &ByteStr,
         clean_start: bool,
     ) -> Option<Session> {
-        let slot = self
-            .state
-            .borrow_mut()
-            .slots
-            .remove_entry(client_id.as_str());
-        match slot {
-            None => None,
-            Some((_, Slot::Offline(parked))) => {
-                self.cancel_will(client_id);
-                Some(parked.session)
-            }
-            Some((key, Slot::Online(handle))) => {
-                // Put it back until its tasks finish; they hand the session over.
-                self.state
-                    .borrow_mut()
-                    .slots
-                    .insert(key, Slot::Online(handle.clone()));
-                let slot = Oneshot::new();
-                self.set_handover(&handle, Handover::Local(slot.clone()));
-                handle.conn.borrow_mut().takeover(clean_start);
-                self.drain_sync_actions(&handle);
-                handle.request_close();
-                // The connection's own tasks must be the last holders of the
-                // handle when they finish.
-                drop(handle);
-                slot.take().await
+        loop {
+            let slot = self
+                .state
+                .borrow_mut()
+                .slots
+                .remove_entry(client_id.as_str());
+            match slot {
+                None => return None,
+                Some((_, Slot::Offline(parked))) => {
+                    self.cancel_will(client_id);
+                    return Some(parked.session);
+                }
+                Some((key, Slot::Online(handle))) => {
+                    // Put it back until its task ends: deliveries go into the
+                    // closed connection's session meanwhile.
+                    self.state
+                        .borrow_mut()
+                        .slots
+                        .insert(key, Slot::Online(handle.clone()));
+                    let parked = Oneshot::new();
+                    self.set_handover(&handle, Handover::Local(parked.clone()));
+                    handle.conn.borrow_mut().takeover(clean_start);
+                    self.drain_sync_actions(&handle);
+                    handle.request_close();
+                    // The connection's own tasks must be the last holders of the
+                    // handle when they finish.
+                    drop(handle);
+                    parked.take().await;
+                }
+                Some((key, moving)) => {
+                    // A move between shards: only a connect holding the claim
+                    // starts one, and this one holds it now.
+                    tracing::warn!(shard = self.id, client_id = %client_id, "session moving while claimed");
+                    self.state.borrow_mut().slots.insert(key, moving);
+                    return None;
+                }
             }
         }
     }
 
     /// Where the session of `handle`'s connection must go when it ends
-    /// (takeover); a later takeover replaces an earlier one.
+    /// (takeover).
     fn set_handover(&self, handle: &Rc<ConnHandle>, to: Handover) {
         let key = Rc::as_ptr(handle) as usize;
         self.state.borrow_mut().handovers.insert(key, to);
@@ -936,13 +1052,36 @@ impl Shard {
         self.state.borrow_mut().handovers.remove(&key)
     }
 
-    /// Give a session to whoever asked for it.
-    pub async fn hand_over(&self, to: Handover, session: Option<Session>) {
+    /// Give a session to whoever asked for it. What places it runs before
+    /// the first await: called right where the session left its connection
+    /// or its parked slot, it leaves no moment in which a delivery for it
+    /// would find nothing. A local taker finds it parked; a remote one gets
+    /// it while this shard keeps matching its subscriptions (`Exported`)
+    /// until `TakeoverEnd`.
+    pub async fn hand_over(&self, client_id: &ByteStr, to: Handover, session: Option<Session>) {
         match to {
-            Handover::Local(slot) => slot.put(session),
+            Handover::Local(parked) => {
+                if let Some(session) = session {
+                    self.state.borrow_mut().slots.insert(
+                        client_id.as_str().into(),
+                        Slot::Offline(Box::new(Parked {
+                            session,
+                            expires_at: None,
+                        })),
+                    );
+                }
+                parked.put(());
+            }
             Handover::Remote(shard, token) => {
                 if let Some(s) = &session {
-                    self.unsubscribe_session(s).await;
+                    let filters = s.subscriptions().map(|(f, _, _)| f.clone()).collect();
+                    self.state.borrow_mut().slots.insert(
+                        client_id.as_str().into(),
+                        Slot::Exported(Box::new(Moving {
+                            deliveries: Vec::new(),
+                            filters,
+                        })),
+                    );
                 }
                 self.send(
                     shard,
@@ -956,7 +1095,10 @@ impl Shard {
         }
     }
 
-    /// Another shard asks for the session of `client_id`.
+    /// Another shard asks for the session of `client_id`. The home answered
+    /// its claim after the connect that made this shard the owner was in
+    /// place, so the session is online, offline, or gone (never being
+    /// acquired here).
     async fn on_takeover(
         self: &Rc<Self>,
         from: ShardId,
@@ -964,11 +1106,6 @@ impl Shard {
         token: u64,
         clean_start: bool,
     ) {
-        let pending = self.state.borrow().pending.get(&client_id).cloned();
-        if let Some(p) = pending {
-            *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
-            return;
-        }
         let slot = self
             .state
             .borrow_mut()
@@ -987,10 +1124,55 @@ impl Shard {
             }
             Some((_, Slot::Offline(parked))) => {
                 self.cancel_will(&client_id);
-                self.hand_over(Handover::Remote(from, token), Some(parked.session))
+                self.hand_over(&client_id, Handover::Remote(from, token), Some(parked.session))
                     .await;
             }
-            None => self.hand_over(Handover::Remote(from, token), None).await,
+            other => {
+                if let Some((key, moving)) = other {
+                    tracing::warn!(shard = self.id, client_id = %client_id, "takeover of a session still moving");
+                    self.state.borrow_mut().slots.insert(key, moving);
+                }
+                self.hand_over(&client_id, Handover::Remote(from, token), None)
+                    .await;
+            }
+        }
+    }
+
+    /// The shard that took the session of `client_id` over has its
+    /// subscriptions in place, and every shard knows: stop matching them
+    /// here and send what they delivered since the session left.
+    async fn on_takeover_end(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
+        // A publish routed here by a shard that had not yet learned of the
+        // new owner's subscriptions may still be on its way (channels are
+        // FIFO only per pair of shards): once every shard answered a
+        // barrier, it has arrived.
+        self.barrier().await;
+        let mut changes = Vec::new();
+        let deliveries = {
+            let st = &mut *self.state.borrow_mut();
+            match st.slots.remove_entry(client_id.as_str()) {
+                Some((_, Slot::Exported(m))) => {
+                    let Moving {
+                        deliveries,
+                        filters,
+                    } = *m;
+                    // In the same step as the slot goes: from here on, this
+                    // shard's router no longer delivers to the session.
+                    st.router.remove_client(&client_id, filters, &mut changes);
+                    deliveries
+                }
+                other => {
+                    if let Some((key, slot)) = other {
+                        st.slots.insert(key, slot);
+                    }
+                    Vec::new()
+                }
+            }
+        };
+        self.send(from, ShardMsg::TakeoverPendings { token, deliveries })
+            .await;
+        for c in changes {
+            self.broadcast_interest(c).await;
         }
     }
 
@@ -1039,6 +1221,7 @@ impl Shard {
             .map(|s| match s {
                 Slot::Online(h) => h.conn.borrow().drop_counts().total(),
                 Slot::Offline(parked) => parked.session.drop_counts().total(),
+                Slot::Exported(_) | Slot::Importing(_) => 0,
             })
             .sum::<u64>();
         let before = self.reported_drops.replace(total);
@@ -1219,6 +1402,14 @@ impl Shard {
             }
             ShardMsg::Publish(m) => self.deliver_local(&m),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
+            ShardMsg::Claim { client_id, token } => self.on_claim(from, client_id, token),
+            ShardMsg::ClaimDone { client_id } => self.on_claim_done(&client_id),
+            ShardMsg::TakeoverPendings { token, deliveries } => {
+                let slot = self.state.borrow_mut().move_ends.remove(&token);
+                if let Some(slot) = slot {
+                    slot.put(deliveries);
+                }
+            }
             ShardMsg::ClaimReply { token, previous } => {
                 let slot = self.state.borrow_mut().claims.remove(&token);
                 if let Some(slot) = slot {
@@ -1250,20 +1441,14 @@ impl Shard {
             ShardMsg::Shared { message, key, hops } => {
                 self.deliver_shared(message, key, hops).await
             }
-            ShardMsg::Claim { client_id, token } => {
-                let previous = self
-                    .state
-                    .borrow_mut()
-                    .owners
-                    .insert(client_id.as_str().into(), from);
-                self.send(from, ShardMsg::ClaimReply { token, previous })
-                    .await;
-            }
             ShardMsg::Takeover {
                 client_id,
                 token,
                 clean_start,
             } => self.on_takeover(from, client_id, token, clean_start).await,
+            ShardMsg::TakeoverEnd { client_id, token } => {
+                self.on_takeover_end(from, client_id, token).await
+            }
             other => self.on_message_sync(from, other),
         }
     }
@@ -1287,18 +1472,6 @@ impl Drop for SubscribingGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-// One per CONNECT, moved once: boxing the session would only add an
-// allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Acquired {
-    /// Proceed: the session to resume, if any. Its subscriptions are in this
-    /// shard's router.
-    Ready(Option<Session>),
-    /// A later connect for the same id took over while this one was
-    /// acquiring: close without CONNACK.
-    Superseded,
 }
 
 #[cfg(test)]
