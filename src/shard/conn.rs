@@ -279,16 +279,12 @@ async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Ar
     shard.state.borrow_mut().connections += 1;
     shard.counters.connections.fetch_add(1, Ordering::Relaxed);
     let establishing = Box::pin(establish(&shard, admitted));
-    match establishing.await {
-        // The established connection runs as a task of its own: glommio
-        // allocates a task's future once, at its full size, and this one
-        // is sized for the CONNECT phase; the new one holds only what
-        // waiting for the client needs, for as long as the client stays.
-        Some(live) => {
-            glommio::spawn_local(serve_established(shard, live, listener)).detach();
-        }
-        None => closed(&shard, &listener),
-    }
+    let live = establishing.await;
+    // The established connection runs as a task of its own: glommio
+    // allocates a task's future once, at its full size, and this one is
+    // sized for the CONNECT phase; the new one holds only what waiting for
+    // the client needs, for as long as the client stays.
+    glommio::spawn_local(serve_established(shard, live, listener)).detach();
 }
 
 /// The accounting at the end of an admitted connection.
@@ -583,7 +579,7 @@ async fn handle_buffered(
 /// From an admitted CONNECT to a running connection: acquires the session
 /// (claiming the client id, taking over an older connection), registers the
 /// connection and queues CONNACK.
-async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
+async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Live {
     let Admitted { connect, io, buf } = admitted;
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
@@ -625,13 +621,13 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     shard.claim_done(&client_id).await;
 
     shard.run_actions(&handle).await;
-    Some(Live {
+    Live {
         handle,
         io,
         buf: (!buf.is_empty()).then(|| Box::new(buf)),
         backlog: None,
         protocol,
-    })
+    }
 }
 
 /// The end of a connection: flush and close the socket, then the session
@@ -721,13 +717,11 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
         .collect();
     let session = conn.into_session();
     let now = Instant::now();
-    let ended = session.is_none();
-    if ended {
-        // The session ends with the connection: its subscriptions go with
-        // it, before a taker here could subscribe anew.
-        let removing = Box::pin(shard.remove_subscriptions(&client_id, filters));
-        removing.await;
-    }
+    // A session ending with its connection takes its subscriptions with it,
+    // now: before a taker here could subscribe anew.
+    let unrouted = session
+        .is_none()
+        .then(|| shard.unroute(&client_id, filters));
     match handover {
         Some(to) => {
             shard.hand_over(&client_id, to, session).await;
@@ -756,12 +750,17 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
                 }
             }
             None => {
+                // First: a connect of this shard claiming the id after this
+                // point must not have its ownership released by this.
+                shard.release(&client_id).await;
                 if let Some((w, _)) = will {
                     shard.publish(w).await;
                 }
-                shard.release(&client_id).await;
             }
         },
+    }
+    if let Some(changes) = unrouted {
+        shard.announce_interest(changes).await;
     }
     tracing::debug!(
         shard = shard.id,

@@ -815,11 +815,22 @@ impl Shard {
     }
 
     pub async fn remove_subscriptions(&self, client: &ByteStr, filters: Vec<ByteStr>) {
+        let changes = self.unroute(client, filters);
+        self.announce_interest(changes).await;
+    }
+
+    /// Removes `client`'s subscriptions from this shard's router at once;
+    /// the interest changes to announce (`announce_interest`) are returned.
+    pub fn unroute(&self, client: &ByteStr, filters: Vec<ByteStr>) -> Vec<InterestChange> {
         let mut changes = Vec::new();
         self.state
             .borrow_mut()
             .router
             .remove_client(client, filters, &mut changes);
+        changes
+    }
+
+    pub async fn announce_interest(&self, changes: Vec<InterestChange>) {
         for c in changes {
             self.broadcast_interest(c).await;
         }
@@ -878,14 +889,15 @@ impl Shard {
             // Nothing else holds the id here: this connect holds its claim,
             // and the previous owner was `prev`.
             debug_assert!(!st.slots.contains_key(client_id.as_str()));
-            st.slots.insert(
-                client_id.as_str().into(),
-                Slot::Importing(Box::default()),
-            );
+            st.slots
+                .insert(client_id.as_str().into(), Slot::Importing(Box::default()));
         }
         self.subscribe_session(&session).await;
         let ended = Oneshot::new();
-        self.state.borrow_mut().move_ends.insert(token, ended.clone());
+        self.state
+            .borrow_mut()
+            .move_ends
+            .insert(token, ended.clone());
         self.send(
             prev,
             ShardMsg::TakeoverEnd {
@@ -969,6 +981,17 @@ impl Shard {
         };
         if let Some((from, token)) = next {
             self.answer_claim(from, token, previous);
+        }
+    }
+
+    /// At the home shard: shard `from` no longer holds a session for
+    /// `client_id`. Ignored while a connect of `from` holds the claim: that
+    /// release is its previous connection's, which ended meanwhile.
+    fn on_release(&self, from: ShardId, client_id: &ByteStr) {
+        let mut st = self.state.borrow_mut();
+        if st.owners.get(client_id.as_str()) == Some(&from) && !st.claiming.contains_key(client_id)
+        {
+            st.owners.remove(client_id.as_str());
         }
     }
 
@@ -1124,8 +1147,12 @@ impl Shard {
             }
             Some((_, Slot::Offline(parked))) => {
                 self.cancel_will(&client_id);
-                self.hand_over(&client_id, Handover::Remote(from, token), Some(parked.session))
-                    .await;
+                self.hand_over(
+                    &client_id,
+                    Handover::Remote(from, token),
+                    Some(parked.session),
+                )
+                .await;
             }
             other => {
                 if let Some((key, moving)) = other {
@@ -1147,43 +1174,38 @@ impl Shard {
         // FIFO only per pair of shards): once every shard answered a
         // barrier, it has arrived.
         self.barrier().await;
-        let mut changes = Vec::new();
-        let deliveries = {
-            let st = &mut *self.state.borrow_mut();
-            match st.slots.remove_entry(client_id.as_str()) {
-                Some((_, Slot::Exported(m))) => {
-                    let Moving {
-                        deliveries,
-                        filters,
-                    } = *m;
-                    // In the same step as the slot goes: from here on, this
-                    // shard's router no longer delivers to the session.
-                    st.router.remove_client(&client_id, filters, &mut changes);
-                    deliveries
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
+        let (deliveries, changes) = match slot {
+            Some((_, Slot::Exported(m))) => {
+                let Moving {
+                    deliveries,
+                    filters,
+                } = *m;
+                // In the same step as the slot goes: from here on, this
+                // shard's router no longer delivers to the session.
+                (deliveries, self.unroute(&client_id, filters))
+            }
+            other => {
+                if let Some((key, slot)) = other {
+                    self.state.borrow_mut().slots.insert(key, slot);
                 }
-                other => {
-                    if let Some((key, slot)) = other {
-                        st.slots.insert(key, slot);
-                    }
-                    Vec::new()
-                }
+                (Vec::new(), Vec::new())
             }
         };
         self.send(from, ShardMsg::TakeoverPendings { token, deliveries })
             .await;
-        for c in changes {
-            self.broadcast_interest(c).await;
-        }
+        self.announce_interest(changes).await;
     }
 
     /// The session of `client_id` ended on this shard: tell its home.
     pub async fn release(&self, client_id: &ByteStr) {
         let home = self.home_of(client_id);
         if home == self.id {
-            let mut st = self.state.borrow_mut();
-            if st.owners.get(client_id.as_str()) == Some(&self.id) {
-                st.owners.remove(client_id.as_str());
-            }
+            self.on_release(self.id, client_id);
         } else {
             self.send(
                 home,
@@ -1422,12 +1444,7 @@ impl Shard {
                     slot.put(session.map(|b| *b));
                 }
             }
-            ShardMsg::Release { client_id } => {
-                let mut st = self.state.borrow_mut();
-                if st.owners.get(client_id.as_str()) == Some(&from) {
-                    st.owners.remove(client_id.as_str());
-                }
-            }
+            ShardMsg::Release { client_id } => self.on_release(from, &client_id),
             other => {
                 let me = self.clone();
                 glommio::spawn_local(async move { me.on_message(from, other).await }).detach();

@@ -1760,7 +1760,10 @@ fn delivery_after_takeover_stays_in_the_session() {
         disconnect_sent(&p.take_sent()).unwrap().reason_code,
         ReasonCode::SESSION_TAKEN_OVER
     );
-    assert_eq!(queued_payloads(p.parked.as_ref().unwrap()), ["late-1", "late-2"]);
+    assert_eq!(
+        queued_payloads(p.parked.as_ref().unwrap()),
+        ["late-1", "late-2"]
+    );
     assert!(p.connect(persistent_v5("c1")).session_present);
     let got: Vec<_> = p
         .publishes()
@@ -1797,5 +1800,8 @@ fn deliver_moved_queues_each_message_once_old_shard_first() {
     ];
     let here = vec![twin, lookalike, delivery("t", QoS::AtLeastOnce, "new")];
     s.deliver_moved(old_shard, here, Instant::now());
-    assert_eq!(queued_payloads(&s), ["old-1", "old-2", "both", "both", "new"]);
+    assert_eq!(
+        queued_payloads(&s),
+        ["old-1", "old-2", "both", "both", "new"]
+    );
 }
