@@ -168,7 +168,7 @@ def test_concurrent_connects_of_one_client_id_all_answered(broker_factory, uid):
     CONNECT gets a CONNACK or its connection is closed; exactly one connection remains,
     and the others that had a CONNACK got DISCONNECT 0x8E."""
     b = broker_factory(shards=2, log_level="debug")
-    for n in range(100):
+    for n in range(200):
         cid = uid("same")
         conns = connect_at_once(b.port, cid, 3)
         try:
