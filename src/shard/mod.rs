@@ -19,6 +19,7 @@ mod io;
 mod lock;
 mod msg;
 mod state;
+mod takeover;
 
 pub use fd_table::presize_fd_table;
 pub use lock::BindLock;
