@@ -18,6 +18,7 @@ mod fd_table;
 mod io;
 mod lock;
 mod msg;
+mod registry;
 mod state;
 mod takeover;
 

@@ -5,6 +5,7 @@
 use super::client_key::ClientKey;
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
+use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
@@ -12,7 +13,7 @@ use ahash::AHashMap;
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -171,14 +172,8 @@ pub struct State {
     pub router: Router,
     pub retained: RetainedStore<Arc<Message>>,
     pub slots: AHashMap<ClientKey, Slot>,
-    /// Registry for client ids whose home is this shard: the owning shard.
-    pub owners: AHashMap<ClientKey, ShardId>,
-    /// Client ids homed here with a connect in progress (claimed, no
-    /// `ClaimDone` yet), and the claims waiting for it, in arrival order.
-    /// One connect at a time per id: each takes over from a settled owner,
-    /// never from a connect still acquiring (two such connects used to wait
-    /// for each other).
-    pub claiming: AHashMap<ByteStr, VecDeque<(ShardId, u64)>>,
+    /// The client-id registry for ids whose home is this shard.
+    pub registry: Registry,
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
@@ -276,8 +271,7 @@ impl Shard {
                 router: Router::new(id, count),
                 retained,
                 slots: AHashMap::new(),
-                owners: AHashMap::new(),
-                claiming: AHashMap::new(),
+                registry: Registry::default(),
                 claims: AHashMap::new(),
                 moves: AHashMap::new(),
                 move_ends: AHashMap::new(),

@@ -5,10 +5,10 @@
 
 use super::io::Oneshot;
 use super::msg::ShardMsg;
+use super::registry::Answer;
 use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
 use crate::session::Session;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -124,53 +124,38 @@ impl Shard {
         }
     }
 
-    /// At the home shard: a claim of `client_id` by shard `from`, answered
-    /// now unless another connect of the id is in progress.
+    /// At the home shard: a claim of `client_id` by shard `from`.
     pub(super) fn on_claim(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
-        let previous = {
-            let mut st = self.state.borrow_mut();
-            if let Some(waiting) = st.claiming.get_mut(&client_id) {
-                waiting.push_back((from, token));
-                return;
-            }
-            let previous = st.owners.insert(client_id.as_str().into(), from);
-            st.claiming.insert(client_id, VecDeque::new());
-            previous
-        };
-        self.answer_claim(from, token, previous);
+        let answer = self
+            .state
+            .borrow_mut()
+            .registry
+            .claim(from, &client_id, token);
+        self.answer_claim(answer);
     }
 
     /// At the home shard: the connect in progress for `client_id` is in
-    /// place; the next waiting claim, if any, takes over from it.
+    /// place.
     pub(super) fn on_claim_done(self: &Rc<Self>, client_id: &ByteStr) {
-        let (next, previous) = {
-            let mut st = self.state.borrow_mut();
-            let next = st.claiming.get_mut(client_id).and_then(|w| w.pop_front());
-            match next {
-                Some((from, _)) => (next, st.owners.insert(client_id.as_str().into(), from)),
-                None => {
-                    st.claiming.remove(client_id);
-                    return;
-                }
-            }
-        };
-        if let Some((from, token)) = next {
-            self.answer_claim(from, token, previous);
-        }
+        let answer = self.state.borrow_mut().registry.claim_done(client_id);
+        self.answer_claim(answer);
     }
 
     /// At the home shard: shard `from` no longer holds a session for
-    /// `client_id`. Ignored while a connect of `from` holds the claim: that
-    /// release is its previous connection's, which ended meanwhile.
+    /// `client_id`.
     pub(super) fn on_release(&self, from: ShardId, client_id: &ByteStr) {
-        let mut st = self.state.borrow_mut();
-        if st.owners.get(client_id.as_str()) == Some(&from) && !st.claiming.contains_key(client_id)
-        {
-            st.owners.remove(client_id.as_str());
-        }
+        self.state.borrow_mut().registry.release(from, client_id);
     }
 
-    fn answer_claim(self: &Rc<Self>, to: ShardId, token: u64, previous: Option<ShardId>) {
+    fn answer_claim(self: &Rc<Self>, answer: Option<Answer>) {
+        let Some(Answer {
+            to,
+            token,
+            previous,
+        }) = answer
+        else {
+            return;
+        };
         if to == self.id {
             let reply = self.state.borrow_mut().claims.remove(&token);
             if let Some(reply) = reply {
