@@ -86,6 +86,14 @@ impl Shard {
             Some(Slot::Importing(m)) => m.deliveries,
             _ => unreachable!("only this connect changes an importing slot"),
         };
+        tracing::debug!(
+            shard = self.id,
+            client_id = %client_id,
+            from = prev,
+            delivered_there = old_shard.len(),
+            delivered_here = here.len(),
+            "session moved in"
+        );
         session.deliver_moved(old_shard, here, Instant::now());
         Some(session)
     }
