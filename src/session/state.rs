@@ -4,6 +4,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::lazy::Lazy;
@@ -166,6 +167,28 @@ impl Session {
             return;
         }
         self.enqueue(d);
+    }
+
+    /// Queues what was delivered for this session while it moved between
+    /// shards: `old_shard`, what the shard it came from received after
+    /// exporting it, then `here`, what this shard received once it had the
+    /// subscriptions. Both shards match the subscriptions for a moment, so
+    /// a message may be in both: it is queued once (the same routed message
+    /// is one `Arc` on every shard). The old shard's come first: a
+    /// publisher's messages reach the new shard only from the one its shard
+    /// learned of the new subscriptions, so none of them precedes the old
+    /// shard's of the same publisher.
+    pub fn deliver_moved(&mut self, old_shard: Vec<Delivery>, here: Vec<Delivery>, now: Instant) {
+        let seen: ahash::AHashSet<*const super::Message> =
+            here.iter().map(|d| Arc::as_ptr(&d.message)).collect();
+        for d in old_shard {
+            if !seen.contains(&Arc::as_ptr(&d.message)) {
+                self.deliver_offline(d, now);
+            }
+        }
+        for d in here {
+            self.deliver_offline(d, now);
+        }
     }
 
     /// Every message dropped by this session, all causes (see [`DropCounts`]).

@@ -5,7 +5,7 @@
 //! bytes and events.
 
 use super::io::{Half, Signal};
-use super::state::{Acquired, ConnHandle, Parked, Shard, Slot};
+use super::state::{ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
@@ -303,6 +303,7 @@ async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Ar
         Some(live) => {
             glommio::spawn_local(serve_established(shard, live, listener)).detach();
         }
+        // Refused before the session was acquired (its CONNACK cannot fit).
         None => closed(&shard, &listener),
     }
 }
@@ -606,8 +607,7 @@ async fn handle_buffered(
 
 /// From an admitted CONNECT to a running connection: acquires the session
 /// (claiming the client id, taking over an older connection), registers the
-/// connection and queues CONNACK. `None` when a later connect for the same
-/// id took over meanwhile (no CONNACK is sent).
+/// connection and queues CONNACK.
 async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     let Admitted { connect, io, buf } = admitted;
     let cfg = &shard.settings.session;
@@ -637,13 +637,9 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         close(&io).await;
         return None;
     }
-    let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
-        Acquired::Ready(s) => s,
-        Acquired::Superseded => {
-            close(&io).await;
-            return None;
-        }
-    };
+    // From here to the slot's insertion nothing awaits unless the session is
+    // discarded: a delivery for it finds it wherever it is.
+    let existing = shard.acquire_session(&client_id, connect.clean_start).await;
     shard.cancel_will(&client_id);
     let existing = match existing {
         Some(s) if connect.clean_start => {
@@ -666,6 +662,8 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         .slots
         .insert(client_id.as_str().into(), Slot::Online(handle.clone()));
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
+    // The next connect of this id may now take over from this one.
+    shard.claim_done(&client_id).await;
 
     shard.run_actions(&handle).await;
     Some(Live {
@@ -733,54 +731,53 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
     }
 
     // ---- end of connection: the session goes offline, moves or ends ----
-    {
-        let mut st = shard.state.borrow_mut();
-        if matches!(st.slots.get(client_id.as_str()), Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle))
-        {
-            st.slots.remove(client_id.as_str());
-        }
+    // The slot keeps the closed connection reachable until its session has
+    // its next place: deliveries meanwhile go into that session
+    // (`Connection::handle_delivery` after the close), and a takeover
+    // arriving meanwhile still finds it. Action tasks spawned for this
+    // connection may hold the handle for a moment; they finish without
+    // waiting on anything.
+    let in_slot = |shard: &Shard| {
+        matches!(shard.state.borrow().slots.get(client_id.as_str()),
+            Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle))
+    };
+    while Rc::strong_count(&handle) > 1 + usize::from(in_slot(shard)) {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    // From here until the session is in its next place nothing awaits.
+    if in_slot(shard) {
+        shard.state.borrow_mut().slots.remove(client_id.as_str());
     }
     let handover = shard.take_handover(&handle);
-    // Action tasks spawned for this connection may still hold the handle for
-    // a moment; they finish without waiting on anything.
-    let mut handle = handle;
-    let handle = loop {
-        match Rc::try_unwrap(handle) {
-            Ok(h) => break h,
-            Err(h) => {
-                handle = h;
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
-        }
+    let Ok(handle) = Rc::try_unwrap(handle) else {
+        unreachable!("the handle's other holders are gone and nothing awaited since");
     };
     let mut conn = handle.conn.into_inner();
     let drops = conn.drop_counts();
+    let will = conn.take_will();
     let filters: Vec<ByteStr> = conn
         .session()
         .subscriptions()
         .map(|(f, _, _)| f.clone())
         .collect();
-    let will = conn.take_will();
     let session = conn.into_session();
     let now = Instant::now();
+    // A session ending with its connection takes its subscriptions with it,
+    // now: before a taker here could subscribe anew.
+    let unrouted = session
+        .is_none()
+        .then(|| shard.unroute(&client_id, filters));
     match handover {
         Some(to) => {
+            shard.hand_over(&client_id, to, session).await;
             // Taken over: `Connection::takeover` already applied the will
             // rules; what is left goes out now.
             if let Some((w, _)) = will {
                 shard.publish(w).await;
             }
-            shard.hand_over(to, session).await;
         }
         None => match session {
             Some(s) => {
-                if let Some((w, delay)) = will {
-                    if delay.is_zero() {
-                        shard.publish(w).await;
-                    } else {
-                        shard.schedule_will(&client_id, w, now + delay);
-                    }
-                }
                 let expires_at = Shard::expiry_deadline(now, &s);
                 shard.state.borrow_mut().slots.insert(
                     client_id.as_str().into(),
@@ -789,16 +786,26 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
                         expires_at,
                     })),
                 );
+                if let Some((w, delay)) = will {
+                    if delay.is_zero() {
+                        shard.publish(w).await;
+                    } else {
+                        shard.schedule_will(&client_id, w, now + delay);
+                    }
+                }
             }
             None => {
+                // First: a connect of this shard claiming the id after this
+                // point must not have its ownership released by this.
+                shard.release(&client_id).await;
                 if let Some((w, _)) = will {
                     shard.publish(w).await;
                 }
-                // The session ended: its subscriptions go with it.
-                shard.remove_subscriptions(&client_id, filters).await;
-                shard.release(&client_id).await;
             }
         },
+    }
+    if let Some(changes) = unrouted {
+        shard.announce_interest(changes).await;
     }
     tracing::debug!(
         shard = shard.id,

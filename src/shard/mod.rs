@@ -18,7 +18,9 @@ mod fd_table;
 mod io;
 mod lock;
 mod msg;
+mod registry;
 mod state;
+mod takeover;
 
 pub use fd_table::presize_fd_table;
 pub use lock::BindLock;
@@ -284,8 +286,11 @@ fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
         | ShardMsg::Barrier { .. }
         | ShardMsg::Publish(_)
         | ShardMsg::Retain { .. }
+        | ShardMsg::Claim { .. }
         | ShardMsg::ClaimReply { .. }
+        | ShardMsg::ClaimDone { .. }
         | ShardMsg::SessionMoved { .. }
+        | ShardMsg::TakeoverPendings { .. }
         | ShardMsg::Release { .. } => shard.on_message_sync(from, msg),
         other => {
             let shard = shard.clone();

@@ -4,7 +4,7 @@
 
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, SharedKey};
-use crate::session::{Message, Session};
+use crate::session::{Delivery, Message, Session};
 use std::sync::Arc;
 
 pub enum ShardMsg {
@@ -33,20 +33,36 @@ pub enum ShardMsg {
         topic: ByteStr,
         message: Option<Arc<Message>>,
     },
-    /// To the client id's home shard: the sender now owns this client id.
+    /// To the client id's home shard: the sender wants to own this client
+    /// id. Claims of one id are answered one at a time: the next only after
+    /// the previous claimant's `ClaimDone`.
     Claim { client_id: ByteStr, token: u64 },
-    /// From the home shard: who owned the id before the claim.
+    /// From the home shard: the sender owns the id now; who owned it before.
     ClaimReply { token: u64, previous: Option<u16> },
+    /// To the home shard: the claimant's connection is in place (its session
+    /// acquired and reachable); the next claim of the id may be answered.
+    ClaimDone { client_id: ByteStr },
     /// To the previous owner: hand the session over to the sender.
     Takeover {
         client_id: ByteStr,
         token: u64,
         clean_start: bool,
     },
-    /// The answer to `Takeover`.
+    /// The answer to `Takeover`. With a session, the sender keeps its
+    /// subscriptions and collects what they deliver until `TakeoverEnd`.
     SessionMoved {
         token: u64,
         session: Option<Box<Session>>,
+    },
+    /// To the shard a session moved from: its subscriptions are in the
+    /// sender's router and every shard knows; stop matching them and send
+    /// what they delivered meanwhile.
+    TakeoverEnd { client_id: ByteStr, token: u64 },
+    /// The answer to `TakeoverEnd`: what the moved session's subscriptions
+    /// delivered on the old shard after it was exported.
+    TakeoverPendings {
+        token: u64,
+        deliveries: Vec<Delivery>,
     },
     /// To the home shard: the sender no longer holds a session for the id.
     Release { client_id: ByteStr },

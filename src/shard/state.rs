@@ -5,6 +5,7 @@
 use super::client_key::ClientKey;
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
+use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
@@ -45,8 +46,10 @@ pub struct ShardSettings {
 
 /// Where a session must go when its connection ends (takeover).
 pub enum Handover {
-    /// Another connection of this shard waits for the session.
-    Local(Rc<Oneshot<Option<Session>>>),
+    /// Another connection of this shard waits for the session: it is parked
+    /// in `slots`, where deliveries keep reaching it, and then this is
+    /// signalled (`Shard::take_local`).
+    Local(Rc<Oneshot<()>>),
     /// Another shard asked for it with this token.
     Remote(ShardId, u64),
 }
@@ -81,11 +84,13 @@ pub struct ConnHandle {
 type Targets = Vec<(Rc<ConnHandle>, Delivery)>;
 
 /// Where a delivery for `client` goes: its connection if online (returned),
-/// its parked session if offline (queued there now), nowhere if the client
-/// has no session on this shard any more (counted).
+/// its parked session if offline (queued there now), beside a session
+/// moving between shards (kept for it, up to `moving_len_max`), nowhere if
+/// the client has no session on this shard any more (counted).
 fn resolve(
     slots: &mut AHashMap<ClientKey, Slot>,
     dropped_no_recipient: &mut u64,
+    moving_len_max: usize,
     client: &ByteStr,
     d: Delivery,
     now: Instant,
@@ -94,6 +99,14 @@ fn resolve(
         Some(Slot::Online(h)) => Some((h.clone(), d)),
         Some(Slot::Offline(parked)) => {
             parked.session.deliver_offline(d, now);
+            None
+        }
+        Some(Slot::Exported(m) | Slot::Importing(m)) => {
+            if m.deliveries.len() < moving_len_max {
+                m.deliveries.push(d);
+            } else {
+                *dropped_no_recipient += 1;
+            }
             None
         }
         None => {
@@ -128,6 +141,25 @@ pub enum Deferred {
 pub enum Slot {
     Online(Rc<ConnHandle>),
     Offline(Box<Parked>),
+    /// The session went to another shard, which is adding its
+    /// subscriptions to its router; until it has (`TakeoverEnd`), this
+    /// shard's router still matches them and what they deliver waits here,
+    /// then follows the session (`TakeoverPendings`).
+    Exported(Box<Moving>),
+    /// The session came from another shard and its subscriptions are being
+    /// added here; what they deliver waits here until the old shard's
+    /// deliveries arrived (`Session::deliver_moved`).
+    Importing(Box<Moving>),
+}
+
+/// Deliveries for a session in the middle of a move between shards. At
+/// most `mqtt.max_mqueue_len`: the session's queue would drop the rest.
+#[derive(Default)]
+pub struct Moving {
+    pub deliveries: Vec<Delivery>,
+    /// The session's filters, for the old shard to remove from its router
+    /// at `TakeoverEnd` (empty when importing).
+    pub filters: Vec<ByteStr>,
 }
 
 /// A session whose client is offline, and when it expires.
@@ -136,24 +168,17 @@ pub struct Parked {
     pub expires_at: Option<Instant>,
 }
 
-/// A connect in progress for a client id (claiming at home, taking over).
-#[derive(Default)]
-pub struct Pending {
-    /// A later connect (here or on another shard) that must get the session
-    /// once this one has it.
-    pub superseded: RefCell<Option<Handover>>,
-}
-
 pub struct State {
     pub router: Router,
     pub retained: RetainedStore<Arc<Message>>,
     pub slots: AHashMap<ClientKey, Slot>,
-    pub pending: AHashMap<ByteStr, Rc<Pending>>,
-    /// Registry for client ids whose home is this shard: the owning shard.
-    pub owners: AHashMap<ClientKey, ShardId>,
+    /// The client-id registry for ids whose home is this shard.
+    pub registry: Registry,
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
     pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// `TakeoverPendings` awaited by connect tasks of this shard, by token.
+    pub move_ends: AHashMap<u64, Rc<Oneshot<Vec<Delivery>>>>,
     /// Takeovers waiting for an online connection to end, by the address of
     /// its `ConnHandle` (unique while the handle lives, and the connection
     /// takes its entry before it drops the handle). Here rather than in the
@@ -246,10 +271,10 @@ impl Shard {
                 router: Router::new(id, count),
                 retained,
                 slots: AHashMap::new(),
-                pending: AHashMap::new(),
-                owners: AHashMap::new(),
+                registry: Registry::default(),
                 claims: AHashMap::new(),
                 moves: AHashMap::new(),
+                move_ends: AHashMap::new(),
                 handovers: AHashMap::new(),
                 interest_acks: AHashMap::new(),
                 wills: BTreeMap::new(),
@@ -353,7 +378,7 @@ impl Shard {
     /// Returns once every other shard has handled everything it sent to
     /// this shard before it saw the barrier (channels are FIFO, so its
     /// reply comes after its earlier `Retain`s).
-    async fn barrier(&self) {
+    pub(super) async fn barrier(&self) {
         self.ask_every_shard(|token| ShardMsg::Barrier { token })
             .await
     }
@@ -508,10 +533,18 @@ impl Shard {
                 dropped_no_recipient,
                 ..
             } = st;
+            let moving_len_max = self.settings.session.max_mqueue_len;
             let deliver = |r: RecipientRef<'_>| {
                 let client = r.client;
                 let d = Delivery::of(message, r);
-                targets.extend(resolve(slots, dropped_no_recipient, client, d, now));
+                targets.extend(resolve(
+                    slots,
+                    dropped_no_recipient,
+                    moving_len_max,
+                    client,
+                    d,
+                    now,
+                ));
             };
             let origin = message.origin.as_deref();
             match route {
@@ -562,6 +595,7 @@ impl Shard {
             resolve(
                 &mut st.slots,
                 &mut st.dropped_no_recipient,
+                self.settings.session.max_mqueue_len,
                 &r.client,
                 d,
                 now,
@@ -775,241 +809,24 @@ impl Shard {
     }
 
     pub async fn remove_subscriptions(&self, client: &ByteStr, filters: Vec<ByteStr>) {
+        let changes = self.unroute(client, filters);
+        self.announce_interest(changes).await;
+    }
+
+    /// Removes `client`'s subscriptions from this shard's router at once;
+    /// the interest changes to announce (`announce_interest`) are returned.
+    pub fn unroute(&self, client: &ByteStr, filters: Vec<ByteStr>) -> Vec<InterestChange> {
         let mut changes = Vec::new();
         self.state
             .borrow_mut()
             .router
             .remove_client(client, filters, &mut changes);
+        changes
+    }
+
+    pub async fn announce_interest(&self, changes: Vec<InterestChange>) {
         for c in changes {
             self.broadcast_interest(c).await;
-        }
-    }
-
-    // ---- client-id registry and takeover ------------------------------
-
-    /// Make this shard the owner of `client_id` and bring its session here,
-    /// from wherever it lives. Returns the session and whether its
-    /// subscriptions are already in this shard's router.
-    pub async fn acquire_session(
-        self: &Rc<Self>,
-        client_id: &ByteStr,
-        clean_start: bool,
-    ) -> Acquired {
-        // A connect for the same id already in progress here: it hands us the
-        // session when it has it, and we inherit its claim.
-        let earlier = self.state.borrow().pending.get(client_id).cloned();
-        let pending = Rc::new(Pending::default());
-        self.state
-            .borrow_mut()
-            .pending
-            .insert(client_id.clone(), pending.clone());
-        let mut remote = None;
-        if let Some(earlier) = earlier {
-            let slot = Oneshot::new();
-            *earlier.superseded.borrow_mut() = Some(Handover::Local(slot.clone()));
-            remote = slot.take().await.map(|s| (s, true));
-        } else {
-            let previous = self.claim(client_id).await;
-            if let Some(prev) = previous.filter(|&p| p != self.id) {
-                let token = self.token();
-                let slot = Oneshot::new();
-                self.state.borrow_mut().moves.insert(token, slot.clone());
-                self.send(
-                    prev,
-                    ShardMsg::Takeover {
-                        client_id: client_id.clone(),
-                        token,
-                        clean_start,
-                    },
-                )
-                .await;
-                remote = slot.take().await.map(|s| (s, false));
-                if let Some((s, _)) = &remote {
-                    self.subscribe_session(s).await;
-                }
-            }
-        }
-        // Now any session held locally (offline, or online: take it over).
-        let local = self.take_local(client_id, clean_start).await;
-        let found = match (remote, local) {
-            (Some(r), None) => Some(r.0),
-            (None, Some(l)) => Some(l),
-            (Some(r), Some(l)) => {
-                // Cannot normally happen (one owner at a time); keep the newer
-                // local one and drop the other's subscriptions.
-                self.unsubscribe_session(&r.0).await;
-                let _ = r;
-                Some(l)
-            }
-            (None, None) => None,
-        };
-        let still_ours = self
-            .state
-            .borrow()
-            .pending
-            .get(client_id)
-            .is_some_and(|p| Rc::ptr_eq(p, &pending));
-        if still_ours {
-            self.state.borrow_mut().pending.remove(client_id);
-        }
-        let handover = pending.superseded.borrow_mut().take();
-        match handover {
-            Some(h) => {
-                self.hand_over(h, found).await;
-                Acquired::Superseded
-            }
-            None => Acquired::Ready(found),
-        }
-    }
-
-    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
-        let home = self.home_of(client_id);
-        if home == self.id {
-            return self
-                .state
-                .borrow_mut()
-                .owners
-                .insert(client_id.as_str().into(), self.id);
-        }
-        let token = self.token();
-        let slot = Oneshot::new();
-        self.state.borrow_mut().claims.insert(token, slot.clone());
-        self.send(
-            home,
-            ShardMsg::Claim {
-                client_id: client_id.clone(),
-                token,
-            },
-        )
-        .await;
-        slot.take().await
-    }
-
-    /// Take the local session of `client_id`, kicking its connection if online.
-    async fn take_local(
-        self: &Rc<Self>,
-        client_id: &ByteStr,
-        clean_start: bool,
-    ) -> Option<Session> {
-        let slot = self
-            .state
-            .borrow_mut()
-            .slots
-            .remove_entry(client_id.as_str());
-        match slot {
-            None => None,
-            Some((_, Slot::Offline(parked))) => {
-                self.cancel_will(client_id);
-                Some(parked.session)
-            }
-            Some((key, Slot::Online(handle))) => {
-                // Put it back until its tasks finish; they hand the session over.
-                self.state
-                    .borrow_mut()
-                    .slots
-                    .insert(key, Slot::Online(handle.clone()));
-                let slot = Oneshot::new();
-                self.set_handover(&handle, Handover::Local(slot.clone()));
-                handle.conn.borrow_mut().takeover(clean_start);
-                self.drain_sync_actions(&handle);
-                handle.request_close();
-                // The connection's own tasks must be the last holders of the
-                // handle when they finish.
-                drop(handle);
-                slot.take().await
-            }
-        }
-    }
-
-    /// Where the session of `handle`'s connection must go when it ends
-    /// (takeover); a later takeover replaces an earlier one.
-    fn set_handover(&self, handle: &Rc<ConnHandle>, to: Handover) {
-        let key = Rc::as_ptr(handle) as usize;
-        self.state.borrow_mut().handovers.insert(key, to);
-    }
-
-    /// The handover set for `handle`'s connection, if any: called once, when
-    /// the connection ends, after its slot was removed (so no takeover can
-    /// set one later).
-    pub fn take_handover(&self, handle: &Rc<ConnHandle>) -> Option<Handover> {
-        let key = Rc::as_ptr(handle) as usize;
-        self.state.borrow_mut().handovers.remove(&key)
-    }
-
-    /// Give a session to whoever asked for it.
-    pub async fn hand_over(&self, to: Handover, session: Option<Session>) {
-        match to {
-            Handover::Local(slot) => slot.put(session),
-            Handover::Remote(shard, token) => {
-                if let Some(s) = &session {
-                    self.unsubscribe_session(s).await;
-                }
-                self.send(
-                    shard,
-                    ShardMsg::SessionMoved {
-                        token,
-                        session: session.map(Box::new),
-                    },
-                )
-                .await;
-            }
-        }
-    }
-
-    /// Another shard asks for the session of `client_id`.
-    async fn on_takeover(
-        self: &Rc<Self>,
-        from: ShardId,
-        client_id: ByteStr,
-        token: u64,
-        clean_start: bool,
-    ) {
-        let pending = self.state.borrow().pending.get(&client_id).cloned();
-        if let Some(p) = pending {
-            *p.superseded.borrow_mut() = Some(Handover::Remote(from, token));
-            return;
-        }
-        let slot = self
-            .state
-            .borrow_mut()
-            .slots
-            .remove_entry(client_id.as_str());
-        match slot {
-            Some((key, Slot::Online(handle))) => {
-                self.state
-                    .borrow_mut()
-                    .slots
-                    .insert(key, Slot::Online(handle.clone()));
-                self.set_handover(&handle, Handover::Remote(from, token));
-                handle.conn.borrow_mut().takeover(clean_start);
-                self.drain_sync_actions(&handle);
-                handle.request_close();
-            }
-            Some((_, Slot::Offline(parked))) => {
-                self.cancel_will(&client_id);
-                self.hand_over(Handover::Remote(from, token), Some(parked.session))
-                    .await;
-            }
-            None => self.hand_over(Handover::Remote(from, token), None).await,
-        }
-    }
-
-    /// The session of `client_id` ended on this shard: tell its home.
-    pub async fn release(&self, client_id: &ByteStr) {
-        let home = self.home_of(client_id);
-        if home == self.id {
-            let mut st = self.state.borrow_mut();
-            if st.owners.get(client_id.as_str()) == Some(&self.id) {
-                st.owners.remove(client_id.as_str());
-            }
-        } else {
-            self.send(
-                home,
-                ShardMsg::Release {
-                    client_id: client_id.clone(),
-                },
-            )
-            .await;
         }
     }
 
@@ -1039,6 +856,7 @@ impl Shard {
             .map(|s| match s {
                 Slot::Online(h) => h.conn.borrow().drop_counts().total(),
                 Slot::Offline(parked) => parked.session.drop_counts().total(),
+                Slot::Exported(_) | Slot::Importing(_) => 0,
             })
             .sum::<u64>();
         let before = self.reported_drops.replace(total);
@@ -1219,6 +1037,14 @@ impl Shard {
             }
             ShardMsg::Publish(m) => self.deliver_local(&m),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
+            ShardMsg::Claim { client_id, token } => self.on_claim(from, client_id, token),
+            ShardMsg::ClaimDone { client_id } => self.on_claim_done(&client_id),
+            ShardMsg::TakeoverPendings { token, deliveries } => {
+                let slot = self.state.borrow_mut().move_ends.remove(&token);
+                if let Some(slot) = slot {
+                    slot.put(deliveries);
+                }
+            }
             ShardMsg::ClaimReply { token, previous } => {
                 let slot = self.state.borrow_mut().claims.remove(&token);
                 if let Some(slot) = slot {
@@ -1231,12 +1057,7 @@ impl Shard {
                     slot.put(session.map(|b| *b));
                 }
             }
-            ShardMsg::Release { client_id } => {
-                let mut st = self.state.borrow_mut();
-                if st.owners.get(client_id.as_str()) == Some(&from) {
-                    st.owners.remove(client_id.as_str());
-                }
-            }
+            ShardMsg::Release { client_id } => self.on_release(from, &client_id),
             other => {
                 let me = self.clone();
                 glommio::spawn_local(async move { me.on_message(from, other).await }).detach();
@@ -1250,20 +1071,14 @@ impl Shard {
             ShardMsg::Shared { message, key, hops } => {
                 self.deliver_shared(message, key, hops).await
             }
-            ShardMsg::Claim { client_id, token } => {
-                let previous = self
-                    .state
-                    .borrow_mut()
-                    .owners
-                    .insert(client_id.as_str().into(), from);
-                self.send(from, ShardMsg::ClaimReply { token, previous })
-                    .await;
-            }
             ShardMsg::Takeover {
                 client_id,
                 token,
                 clean_start,
             } => self.on_takeover(from, client_id, token, clean_start).await,
+            ShardMsg::TakeoverEnd { client_id, token } => {
+                self.on_takeover_end(from, client_id, token).await
+            }
             other => self.on_message_sync(from, other),
         }
     }
@@ -1287,18 +1102,6 @@ impl Drop for SubscribingGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-// One per CONNECT, moved once: boxing the session would only add an
-// allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Acquired {
-    /// Proceed: the session to resume, if any. Its subscriptions are in this
-    /// shard's router.
-    Ready(Option<Session>),
-    /// A later connect for the same id took over while this one was
-    /// acquiring: close without CONNACK.
-    Superseded,
 }
 
 #[cfg(test)]

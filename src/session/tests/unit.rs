@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use smallvec::smallvec;
@@ -1731,4 +1731,74 @@ fn session_is_send() {
     assert_send::<Session>();
     assert_send::<Delivery>();
     assert_send::<Action>();
+}
+
+/// Issue 11 item 7: between the takeover's kick and the moment the shard
+/// takes the session out of the closed connection, deliveries still reach
+/// the connection; they must stay in the session for the new connection.
+#[test]
+fn delivery_after_takeover_stays_in_the_session() {
+    let mut p = Pair::new(cfg());
+    p.connect(persistent_v5("c1"));
+    p.deliver(delivery("t", QoS::AtLeastOnce, "sent"));
+    let first = p.publishes();
+    assert_eq!(first.len(), 1);
+    p.conn().takeover(false);
+    let now = p.now;
+    // The shard has not yet seen the Close: the connection is still where
+    // deliveries are routed.
+    for payload in ["late-1", "late-2"] {
+        p.conn()
+            .handle_delivery(delivery("t", QoS::AtLeastOnce, payload), now);
+    }
+    p.pump();
+    assert!(p.conn.is_none(), "closed and parked");
+    assert_eq!(
+        disconnect_sent(&p.take_sent()).unwrap().reason_code,
+        ReasonCode::SESSION_TAKEN_OVER
+    );
+    assert_eq!(
+        queued_payloads(p.parked.as_ref().unwrap()),
+        ["late-1", "late-2"]
+    );
+    assert!(p.connect(persistent_v5("c1")).session_present);
+    let got: Vec<_> = p
+        .publishes()
+        .iter()
+        .map(|x| (x.payload.clone(), x.dup))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Bytes::from("sent"), true),
+            (Bytes::from("late-1"), false),
+            (Bytes::from("late-2"), false)
+        ]
+    );
+}
+
+/// A session moved between shards gets what the old shard's subscriptions
+/// delivered after it left, then what the new shard's delivered, and a
+/// message both delivered (the same routed `Arc`) once.
+#[test]
+fn deliver_moved_queues_each_message_once_old_shard_first() {
+    let mut s = Session::new(ByteStr::from("c1"), 60, 100);
+    let both = delivery("t", QoS::AtLeastOnce, "both");
+    let twin = Delivery {
+        message: both.message.clone(),
+        ..both.clone()
+    };
+    // Equal content, another message: not a duplicate.
+    let lookalike = delivery("t", QoS::AtLeastOnce, "both");
+    let old_shard = vec![
+        delivery("t", QoS::AtLeastOnce, "old-1"),
+        both,
+        delivery("t", QoS::AtMostOnce, "old-2"),
+    ];
+    let here = vec![twin, lookalike, delivery("t", QoS::AtLeastOnce, "new")];
+    s.deliver_moved(old_shard, here, Instant::now());
+    assert_eq!(
+        queued_payloads(&s),
+        ["old-1", "old-2", "both", "both", "new"]
+    );
 }

@@ -1,0 +1,139 @@
+//! The client-id registry of one home shard, as plain data: which shard owns
+//! each id homed here, and the claims waiting while a connect of the id is
+//! in progress. The shard carries out the answers (`shard/takeover.rs`).
+//!
+//! One connect per id at a time: a claim is answered only once the previous
+//! claimant's connection is in place (`claim_done`). A connect thus always
+//! takes the session over from a settled owner. Answering claims at once let
+//! a connect still acquiring be asked for the session by a later one while
+//! it waited for that later one's shard: the two waited for each other, and
+//! neither CONNECT was ever answered (issue 11, item 8).
+
+use super::client_key::ClientKey;
+use super::state::ShardId;
+use crate::codec::ByteStr;
+use ahash::AHashMap;
+use std::collections::VecDeque;
+
+#[derive(Default)]
+pub struct Registry {
+    /// The owning shard of each id homed here that has a session.
+    owners: AHashMap<ClientKey, ShardId>,
+    /// Ids with a connect in progress (claimed, no `claim_done` yet), and
+    /// the claims waiting for it, in arrival order. Only while connecting:
+    /// the per-session `owners` entry stays 16 bytes.
+    claiming: AHashMap<ByteStr, VecDeque<(ShardId, u64)>>,
+}
+
+/// A claim to answer now: shard `to` (its `token`) owns the id; `previous`
+/// owned it before and has the session, if any.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub to: ShardId,
+    pub token: u64,
+    pub previous: Option<ShardId>,
+}
+
+impl Registry {
+    /// Shard `from` claims `client_id`: answered now, unless another
+    /// connect of the id is in progress (then at its `claim_done`).
+    pub fn claim(&mut self, from: ShardId, client_id: &ByteStr, token: u64) -> Option<Answer> {
+        if let Some(waiting) = self.claiming.get_mut(client_id) {
+            waiting.push_back((from, token));
+            return None;
+        }
+        self.claiming.insert(client_id.clone(), VecDeque::new());
+        let previous = self.owners.insert(client_id.as_str().into(), from);
+        Some(Answer {
+            to: from,
+            token,
+            previous,
+        })
+    }
+
+    /// The connect in progress for `client_id` is in place: the next
+    /// waiting claim, if any, takes over from it.
+    pub fn claim_done(&mut self, client_id: &ByteStr) -> Option<Answer> {
+        let next = self.claiming.get_mut(client_id).and_then(|w| w.pop_front());
+        let Some((to, token)) = next else {
+            self.claiming.remove(client_id);
+            return None;
+        };
+        let previous = self.owners.insert(client_id.as_str().into(), to);
+        Some(Answer {
+            to,
+            token,
+            previous,
+        })
+    }
+
+    /// Shard `from` no longer holds a session for `client_id`. Ignored
+    /// while a connect of `from` holds the claim: that release is its
+    /// previous connection's, which ended meanwhile.
+    pub fn release(&mut self, from: ShardId, client_id: &ByteStr) {
+        if self.owners.get(client_id.as_str()) == Some(&from)
+            && !self.claiming.contains_key(client_id)
+        {
+            self.owners.remove(client_id.as_str());
+        }
+    }
+
+    #[cfg(test)]
+    pub fn owner(&self, client_id: &str) -> Option<ShardId> {
+        self.owners.get(client_id).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(to: ShardId, token: u64, previous: Option<ShardId>) -> Option<Answer> {
+        Some(Answer {
+            to,
+            token,
+            previous,
+        })
+    }
+
+    /// Issue 11 item 8: X connected on shard 1; Y (shard 0) and Z (shard 1)
+    /// claim at once. Answered at once, Z's claim named Y's shard while Y
+    /// was still acquiring from Z's: each waited for the other. Now Z waits
+    /// until Y is in place, and takes over from it.
+    #[test]
+    fn claims_of_one_id_are_answered_one_at_a_time_in_order() {
+        let id = ByteStr::from("c");
+        let mut r = Registry::default();
+        assert_eq!(r.claim(1, &id, 10), answer(1, 10, None));
+        assert_eq!(r.claim_done(&id), None);
+        assert_eq!(r.claim(0, &id, 20), answer(0, 20, Some(1)));
+        assert_eq!(r.claim(1, &id, 30), None);
+        assert_eq!(r.claim(0, &id, 40), None);
+        assert_eq!(r.claim_done(&id), answer(1, 30, Some(0)));
+        assert_eq!(r.claim_done(&id), answer(0, 40, Some(1)));
+        assert_eq!(r.claim_done(&id), None);
+        assert!(r.claiming.is_empty());
+        assert_eq!(r.owner("c"), Some(0));
+        // Other ids are not held up.
+        assert_eq!(r.claim(1, &ByteStr::from("d"), 50), answer(1, 50, None));
+    }
+
+    #[test]
+    fn release_is_ignored_while_the_releasing_shard_holds_the_claim() {
+        let id = ByteStr::from("c");
+        let mut r = Registry::default();
+        r.claim(1, &id, 1);
+        r.claim_done(&id);
+        // A new connect on shard 1 claims; its previous connection's session
+        // ends meanwhile and is released: the new one keeps the id.
+        r.claim(1, &id, 2);
+        r.release(1, &id);
+        assert_eq!(r.owner("c"), Some(1));
+        r.claim_done(&id);
+        // Another shard's release changes nothing.
+        r.release(0, &id);
+        assert_eq!(r.owner("c"), Some(1));
+        r.release(1, &id);
+        assert_eq!(r.owner("c"), None);
+    }
+}

@@ -1,0 +1,392 @@
+//! The client-id registry and session takeover: claims at an id's home
+//! shard, one at a time; taking a session from this shard or another one
+//! without a moment in which a delivery for it finds nothing
+//! (docs/ARCHITECTURE.md, "Connect and session takeover").
+
+use super::io::Oneshot;
+use super::msg::ShardMsg;
+use super::registry::Answer;
+use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
+use crate::codec::ByteStr;
+use crate::session::Session;
+use std::rc::Rc;
+use std::time::Instant;
+
+impl Shard {
+    /// Make this shard the owner of `client_id` and bring its session here,
+    /// from wherever it lives; its subscriptions are then in this shard's
+    /// router. The caller must send `claim_done` once its connection is in
+    /// `slots`: until then no other connect of the id gets its claim
+    /// answered. Returns at once after the session became reachable here
+    /// (no await in between), and the caller makes the connection reachable
+    /// without awaiting either, so no delivery finds the session nowhere.
+    pub async fn acquire_session(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        clean_start: bool,
+    ) -> Option<Session> {
+        match self.claim(client_id).await {
+            Some(prev) if prev != self.id => {
+                self.import_session(prev, client_id, clean_start).await
+            }
+            _ => self.take_local(client_id, clean_start).await,
+        }
+    }
+
+    /// Takes the session of `client_id` over from shard `prev`, without a
+    /// moment in which neither shard's router would deliver to it: `prev`
+    /// keeps matching its subscriptions, keeping what they deliver, until
+    /// they are in this shard's router and every shard knows; this shard
+    /// keeps what they deliver here meanwhile; then `prev` stops and sends
+    /// what it kept (`TakeoverEnd`, `TakeoverPendings`), and both go into
+    /// the session, each message once (`Session::deliver_moved`).
+    async fn import_session(
+        self: &Rc<Self>,
+        prev: ShardId,
+        client_id: &ByteStr,
+        clean_start: bool,
+    ) -> Option<Session> {
+        let token = self.token();
+        let moved = Oneshot::new();
+        self.state.borrow_mut().moves.insert(token, moved.clone());
+        self.send(
+            prev,
+            ShardMsg::Takeover {
+                client_id: client_id.clone(),
+                token,
+                clean_start,
+            },
+        )
+        .await;
+        let mut session = moved.take().await?;
+        {
+            let mut st = self.state.borrow_mut();
+            // Nothing else holds the id here: this connect holds its claim,
+            // and the previous owner was `prev`.
+            debug_assert!(!st.slots.contains_key(client_id.as_str()));
+            st.slots
+                .insert(client_id.as_str().into(), Slot::Importing(Box::default()));
+        }
+        self.subscribe_session(&session).await;
+        let ended = Oneshot::new();
+        self.state
+            .borrow_mut()
+            .move_ends
+            .insert(token, ended.clone());
+        self.send(
+            prev,
+            ShardMsg::TakeoverEnd {
+                client_id: client_id.clone(),
+                token,
+            },
+        )
+        .await;
+        let old_shard = ended.take().await;
+        let here = match self.state.borrow_mut().slots.remove(client_id.as_str()) {
+            Some(Slot::Importing(m)) => m.deliveries,
+            _ => unreachable!("only this connect changes an importing slot"),
+        };
+        tracing::debug!(
+            shard = self.id,
+            client_id = %client_id,
+            from = prev,
+            delivered_there = old_shard.len(),
+            delivered_here = here.len(),
+            "session moved in"
+        );
+        session.deliver_moved(old_shard, here, Instant::now());
+        Some(session)
+    }
+
+    /// Asks the home of `client_id` to make this shard its owner; returns
+    /// the previous owner once every earlier connect of the id is in place.
+    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
+        let token = self.token();
+        let reply = Oneshot::new();
+        self.state.borrow_mut().claims.insert(token, reply.clone());
+        let home = self.home_of(client_id);
+        if home == self.id {
+            self.on_claim(self.id, client_id.clone(), token);
+        } else {
+            self.send(
+                home,
+                ShardMsg::Claim {
+                    client_id: client_id.clone(),
+                    token,
+                },
+            )
+            .await;
+        }
+        reply.take().await
+    }
+
+    /// The connect that claimed `client_id` has its connection in `slots`:
+    /// the home may answer the next claim.
+    pub async fn claim_done(self: &Rc<Self>, client_id: &ByteStr) {
+        let home = self.home_of(client_id);
+        if home == self.id {
+            self.on_claim_done(client_id);
+        } else {
+            let client_id = client_id.clone();
+            self.send(home, ShardMsg::ClaimDone { client_id }).await;
+        }
+    }
+
+    /// At the home shard: a claim of `client_id` by shard `from`.
+    pub(super) fn on_claim(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
+        let answer = self
+            .state
+            .borrow_mut()
+            .registry
+            .claim(from, &client_id, token);
+        self.answer_claim(answer);
+    }
+
+    /// At the home shard: the connect in progress for `client_id` is in
+    /// place.
+    pub(super) fn on_claim_done(self: &Rc<Self>, client_id: &ByteStr) {
+        let answer = self.state.borrow_mut().registry.claim_done(client_id);
+        self.answer_claim(answer);
+    }
+
+    /// At the home shard: shard `from` no longer holds a session for
+    /// `client_id`.
+    pub(super) fn on_release(&self, from: ShardId, client_id: &ByteStr) {
+        self.state.borrow_mut().registry.release(from, client_id);
+    }
+
+    fn answer_claim(self: &Rc<Self>, answer: Option<Answer>) {
+        let Some(Answer {
+            to,
+            token,
+            previous,
+        }) = answer
+        else {
+            return;
+        };
+        if to == self.id {
+            let reply = self.state.borrow_mut().claims.remove(&token);
+            if let Some(reply) = reply {
+                reply.put(previous);
+            }
+        } else {
+            // Not awaited here: the handler of a shard message must not wait
+            // for a full channel (see `dispatch`).
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                me.send(to, ShardMsg::ClaimReply { token, previous }).await
+            })
+            .detach();
+        }
+    }
+
+    /// Take the local session of `client_id`, kicking its connection if
+    /// online: the connection's end parks the session in `slots` (where
+    /// deliveries keep reaching it) and signals; it is taken from there.
+    async fn take_local(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        clean_start: bool,
+    ) -> Option<Session> {
+        loop {
+            let slot = self
+                .state
+                .borrow_mut()
+                .slots
+                .remove_entry(client_id.as_str());
+            match slot {
+                None => return None,
+                Some((_, Slot::Offline(parked))) => {
+                    self.cancel_will(client_id);
+                    return Some(parked.session);
+                }
+                Some((key, Slot::Online(handle))) => {
+                    // Put it back until its task ends: deliveries go into the
+                    // closed connection's session meanwhile.
+                    self.state
+                        .borrow_mut()
+                        .slots
+                        .insert(key, Slot::Online(handle.clone()));
+                    let parked = Oneshot::new();
+                    self.set_handover(&handle, Handover::Local(parked.clone()));
+                    handle.conn.borrow_mut().takeover(clean_start);
+                    self.drain_sync_actions(&handle);
+                    handle.request_close();
+                    // The connection's own tasks must be the last holders of the
+                    // handle when they finish.
+                    drop(handle);
+                    parked.take().await;
+                }
+                Some((key, moving)) => {
+                    // A move between shards: only a connect holding the claim
+                    // starts one, and this one holds it now.
+                    tracing::warn!(shard = self.id, client_id = %client_id, "session moving while claimed");
+                    self.state.borrow_mut().slots.insert(key, moving);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Where the session of `handle`'s connection must go when it ends
+    /// (takeover).
+    fn set_handover(&self, handle: &Rc<ConnHandle>, to: Handover) {
+        let key = Rc::as_ptr(handle) as usize;
+        self.state.borrow_mut().handovers.insert(key, to);
+    }
+
+    /// The handover set for `handle`'s connection, if any: called once, when
+    /// the connection ends, after its slot was removed (so no takeover can
+    /// set one later).
+    pub fn take_handover(&self, handle: &Rc<ConnHandle>) -> Option<Handover> {
+        let key = Rc::as_ptr(handle) as usize;
+        self.state.borrow_mut().handovers.remove(&key)
+    }
+
+    /// Give a session to whoever asked for it. What places it runs before
+    /// the first await: called right where the session left its connection
+    /// or its parked slot, it leaves no moment in which a delivery for it
+    /// would find nothing. A local taker finds it parked; a remote one gets
+    /// it while this shard keeps matching its subscriptions (`Exported`)
+    /// until `TakeoverEnd`.
+    pub async fn hand_over(&self, client_id: &ByteStr, to: Handover, session: Option<Session>) {
+        match to {
+            Handover::Local(parked) => {
+                if let Some(session) = session {
+                    self.state.borrow_mut().slots.insert(
+                        client_id.as_str().into(),
+                        Slot::Offline(Box::new(Parked {
+                            session,
+                            expires_at: None,
+                        })),
+                    );
+                }
+                parked.put(());
+            }
+            Handover::Remote(shard, token) => {
+                if let Some(s) = &session {
+                    let filters = s.subscriptions().map(|(f, _, _)| f.clone()).collect();
+                    self.state.borrow_mut().slots.insert(
+                        client_id.as_str().into(),
+                        Slot::Exported(Box::new(Moving {
+                            deliveries: Vec::new(),
+                            filters,
+                        })),
+                    );
+                }
+                self.send(
+                    shard,
+                    ShardMsg::SessionMoved {
+                        token,
+                        session: session.map(Box::new),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Another shard asks for the session of `client_id`. The home answered
+    /// its claim after the connect that made this shard the owner was in
+    /// place, so the session is online, offline, or gone (never being
+    /// acquired here).
+    pub(super) async fn on_takeover(
+        self: &Rc<Self>,
+        from: ShardId,
+        client_id: ByteStr,
+        token: u64,
+        clean_start: bool,
+    ) {
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
+        match slot {
+            Some((key, Slot::Online(handle))) => {
+                self.state
+                    .borrow_mut()
+                    .slots
+                    .insert(key, Slot::Online(handle.clone()));
+                self.set_handover(&handle, Handover::Remote(from, token));
+                handle.conn.borrow_mut().takeover(clean_start);
+                self.drain_sync_actions(&handle);
+                handle.request_close();
+            }
+            Some((_, Slot::Offline(parked))) => {
+                self.cancel_will(&client_id);
+                self.hand_over(
+                    &client_id,
+                    Handover::Remote(from, token),
+                    Some(parked.session),
+                )
+                .await;
+            }
+            other => {
+                if let Some((key, moving)) = other {
+                    tracing::warn!(shard = self.id, client_id = %client_id, "takeover of a session still moving");
+                    self.state.borrow_mut().slots.insert(key, moving);
+                }
+                self.hand_over(&client_id, Handover::Remote(from, token), None)
+                    .await;
+            }
+        }
+    }
+
+    /// The shard that took the session of `client_id` over has its
+    /// subscriptions in place, and every shard knows: stop matching them
+    /// here and send what they delivered since the session left.
+    pub(super) async fn on_takeover_end(
+        self: &Rc<Self>,
+        from: ShardId,
+        client_id: ByteStr,
+        token: u64,
+    ) {
+        // A publish routed here by a shard that had not yet learned of the
+        // new owner's subscriptions may still be on its way (channels are
+        // FIFO only per pair of shards): once every shard answered a
+        // barrier, it has arrived.
+        self.barrier().await;
+        let slot = self
+            .state
+            .borrow_mut()
+            .slots
+            .remove_entry(client_id.as_str());
+        let (deliveries, changes) = match slot {
+            Some((_, Slot::Exported(m))) => {
+                let Moving {
+                    deliveries,
+                    filters,
+                } = *m;
+                // In the same step as the slot goes: from here on, this
+                // shard's router no longer delivers to the session.
+                (deliveries, self.unroute(&client_id, filters))
+            }
+            other => {
+                if let Some((key, slot)) = other {
+                    self.state.borrow_mut().slots.insert(key, slot);
+                }
+                (Vec::new(), Vec::new())
+            }
+        };
+        self.send(from, ShardMsg::TakeoverPendings { token, deliveries })
+            .await;
+        self.announce_interest(changes).await;
+    }
+
+    /// The session of `client_id` ended on this shard: tell its home.
+    pub async fn release(&self, client_id: &ByteStr) {
+        let home = self.home_of(client_id);
+        if home == self.id {
+            self.on_release(self.id, client_id);
+        } else {
+            self.send(
+                home,
+                ShardMsg::Release {
+                    client_id: client_id.clone(),
+                },
+            )
+            .await;
+        }
+    }
+}
