@@ -38,7 +38,7 @@ use crate::{
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
         membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
-        PollableStatus, Source, SourceType, Statx, TimeSpec64,
+        PollableStatus, RawResult, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
     GlommioError, IoRequirements, IoStats, ReactorErrorKind, RingIoStats, TaskQueueHandle,
@@ -593,9 +593,9 @@ where
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
-            let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
+            let res = post_process(src.borrow_mut(), transmute_error(result));
             let mut inner_source = src.borrow_mut();
-            inner_source.wakers.result = res;
+            inner_source.wakers.result = RawResult::new(&res);
             woke = inner_source.wakers.wake_waiters();
         }
         return Some(Completed {
@@ -624,7 +624,7 @@ impl SourceMap {
             .inner
             .borrow_mut()
             .enqueued
-            .replace(EnqueuedSource { id, queue, status });
+            .replace(EnqueuedSource::new(id, queue, status));
         id
     }
 
