@@ -180,7 +180,6 @@ mod uring;
 pub use self::dma_buffer::DmaBuffer;
 pub(crate) use self::{source::*, uring::*};
 use crate::error::{ExecutorErrorKind, GlommioError};
-use smallvec::SmallVec;
 use std::{convert::TryFrom, ops::Deref, sync::atomic::AtomicBool};
 
 #[derive(Debug, Default)]
@@ -543,26 +542,18 @@ pub(super) struct Wakers {
 
     // ringmq patch: the three statistics timestamps moved to
     // `source::SourceStats`.
-    /// Tasks waiting for the next event.
-    pub(super) waiters: SmallVec<[Waker; 1]>,
+    // ringmq patch: the first task waiting for the next event; the rare
+    // further ones (`Source::add_waiter_many`) wait in
+    // `source::SourceRare::waiters`. A `SmallVec` of one took 24 bytes
+    // where a readiness poll has one waiter; see `InnerSource::rare`.
+    pub(super) first: Option<Waker>,
 }
 
 impl Wakers {
     pub(super) fn new() -> Self {
         Wakers {
             result: RawResult::NONE,
-            waiters: Default::default(),
-        }
-    }
-
-    pub(super) fn wake_waiters(&mut self) -> bool {
-        if self.waiters.is_empty() {
-            false
-        } else {
-            self.waiters.drain(..).for_each(|x| {
-                wake!(x);
-            });
-            true
+            first: None,
         }
     }
 }

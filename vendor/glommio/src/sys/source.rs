@@ -198,24 +198,63 @@ pub(crate) struct InnerSource {
     // keeps one pending. Checked below.
     pub(crate) latency_matters: bool,
 
-    // ringmq patch: boxed, few sources have a timeout. Changed in place
-    // once set: a queued link timeout points into the box.
-    pub(crate) timeout: Option<Box<TimeSpec64>>,
-
     pub(crate) enqueued: Option<EnqueuedSource>,
 
-    // ringmq patch: `None` for sources without statistics (see
-    // `SourceStats`).
-    pub(crate) stats: Option<Box<SourceStats>>,
+    // ringmq patch: what few sources have, in one box made when first
+    // needed (a link timeout, statistics, more than one waiter), where the
+    // timeout and the statistics were a box each and the waiters a
+    // `SmallVec`: with it `InnerSource` is 88 bytes and a readiness poll's
+    // allocation fits the 112-byte size class.
+    pub(crate) rare: Option<Box<SourceRare>>,
 }
 
-// ringmq patch: see `latency_matters`; a field that takes `InnerSource` past
-// 104 bytes costs every idle connection the next size class (32 bytes).
-const _: () = assert!(std::mem::size_of::<InnerSource>() <= 104);
+/// ringmq patch: the part of a source that few sources use (see
+/// `InnerSource::rare`). Never moved once made: a queued link timeout points
+/// into it.
+#[derive(Default)]
+pub(crate) struct SourceRare {
+    /// Few sources have a timeout. Changed in place once set.
+    pub(crate) timeout: Option<TimeSpec64>,
+    /// `None` for sources without statistics (see `SourceStats`).
+    pub(crate) stats: Option<SourceStats>,
+    /// Waiters after `Wakers::first`.
+    pub(crate) waiters: Vec<Waker>,
+}
+
+// ringmq patch: see `latency_matters` and `rare`; a field that takes
+// `InnerSource` past 88 bytes costs every idle connection the next size
+// class (16 bytes).
+const _: () = assert!(std::mem::size_of::<InnerSource>() <= 88);
 
 impl InnerSource {
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {
         std::mem::replace(&mut self.source_type, source_type)
+    }
+
+    /// ringmq patch: the statistics state, if the source collects any.
+    pub(crate) fn stats_mut(&mut self) -> Option<&mut SourceStats> {
+        self.rare.as_deref_mut().and_then(|r| r.stats.as_mut())
+    }
+
+    fn rare_mut(&mut self) -> &mut SourceRare {
+        self.rare.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn waiter_count(&self) -> usize {
+        usize::from(self.wakers.first.is_some()) + self.rare.as_ref().map_or(0, |r| r.waiters.len())
+    }
+
+    pub(crate) fn wake_waiters(&mut self) -> bool {
+        let Some(first) = self.wakers.first.take() else {
+            return false;
+        };
+        wake!(first);
+        if let Some(rare) = self.rare.as_deref_mut() {
+            rare.waiters.drain(..).for_each(|x| {
+                wake!(x);
+            });
+        }
+        true
     }
 }
 
@@ -251,14 +290,16 @@ impl Source {
                 source_type,
                 latency_matters: matches!(ioreq.latency_req, crate::Latency::Matters(_)),
                 enqueued: None,
-                timeout: None,
-                stats: stats_collection.map(|collection| {
-                    Box::new(SourceStats {
-                        collection,
-                        task_queue,
-                        queued_at: None,
-                        submitted_at: None,
-                        fulfilled_at: None,
+                rare: stats_collection.map(|collection| {
+                    Box::new(SourceRare {
+                        stats: Some(SourceStats {
+                            collection,
+                            task_queue,
+                            queued_at: None,
+                            submitted_at: None,
+                            fulfilled_at: None,
+                        }),
+                        ..Default::default()
                     })
                 }),
             })),
@@ -267,20 +308,19 @@ impl Source {
 
     pub(crate) fn set_timeout(&self, d: Duration) -> Option<Duration> {
         let mut inner = self.inner.borrow_mut();
-        let t = &mut inner.timeout;
-        let old = t.as_deref().copied();
         let dur = match TimeSpec64::try_from(d) {
             Ok(dur) | Err(dur) => dur,
         };
-        match t {
-            Some(b) => **b = dur,
-            None => *t = Some(Box::new(dur)),
-        }
+        // In place: a queued link timeout points into `rare`.
+        let old = inner.rare_mut().timeout.replace(dur);
         old.map(Duration::from)
     }
 
-    pub(super) fn timeout_ref(&self) -> Ref<'_, Option<Box<TimeSpec64>>> {
-        Ref::map(self.inner.borrow(), |x| &x.timeout)
+    pub(super) fn timeout_ref(&self) -> Option<Ref<'_, TimeSpec64>> {
+        Ref::filter_map(self.inner.borrow(), |x| {
+            x.rare.as_deref().and_then(|r| r.timeout.as_ref())
+        })
+        .ok()
     }
 
     pub(super) fn source_type(&self) -> Ref<'_, SourceType> {
@@ -322,7 +362,7 @@ impl Source {
         }
 
         // if there is a scheduler latency collection function present, invoke it once
-        if let Some(stats) = inner.stats.as_deref_mut() {
+        if let Some(stats) = inner.stats_mut() {
             if let (Some(stat_fn), Some(lat)) = (stats.collection.latency, stats.timestamps()) {
                 drop(inner);
                 let pre_lat = lat.submitted_at - lat.queued_at;
@@ -370,22 +410,26 @@ impl Source {
     // source
     pub(crate) fn add_waiter_single(&self, waker: &Waker) {
         let mut inner = self.inner.borrow_mut();
-        let waiters = &mut inner.wakers.waiters;
-        match waiters.first_mut() {
+        match &mut inner.wakers.first {
             Some(w) => {
                 if !w.will_wake(waker) {
                     *w = waker.clone();
                 }
             }
-            None => waiters.push(waker.clone()),
+            None => inner.wakers.first = Some(waker.clone()),
         }
-        debug_assert_eq!(inner.wakers.waiters.len(), 1)
+        debug_assert_eq!(inner.waiter_count(), 1)
     }
 
     // adds a waiter to the list. Useful for streams that have many futures waiting
     // on a single I/O source
     pub(crate) fn add_waiter_many(&self, waker: Waker) {
-        self.inner.borrow_mut().wakers.waiters.push(waker)
+        let mut inner = self.inner.borrow_mut();
+        if inner.wakers.first.is_none() {
+            inner.wakers.first = Some(waker);
+        } else {
+            inner.rare_mut().waiters.push(waker);
+        }
     }
 
     pub(super) fn is_installed(&self) -> Option<bool> {
@@ -400,7 +444,12 @@ impl Source {
     }
 
     pub(crate) fn stats_collection(&self) -> Option<StatsCollection> {
-        self.inner.borrow().stats.as_ref().map(|s| s.collection)
+        self.inner
+            .borrow()
+            .rare
+            .as_ref()
+            .and_then(|r| r.stats.as_ref())
+            .map(|s| s.collection)
     }
 
     pub(crate) async fn collect_rw(&self) -> io::Result<usize> {
