@@ -106,6 +106,7 @@
 //! DISCONNECT 0x90), as EMQX does.
 mod connection;
 mod lazy;
+mod stamp;
 mod state;
 
 #[cfg(test)]
