@@ -1,29 +1,34 @@
 //! `ClientKey`: a client id as a key of the shard's registry maps
-//! (`State::slots`, the registry's owners), one pointer wide.
+//! (`State::slots`, the registry's owners), one pointer wide, and shared by both.
 //!
 //! Those maps hold an entry per session and grow by doubling, so every
 //! session pays up to two buckets of each: with 10,000 sessions, 16,384
 //! buckets. A `ByteStr` key took 32 bytes of every bucket, a `Box<str>` 16;
-//! this takes 8, the length living in the allocation beside the bytes (which
-//! is a 16-byte allocation either way for ids of up to 14 bytes).
-//! docs/performance.md, idle connections round 4.
+//! this takes 8, the length living in the allocation beside the bytes
+//! (docs/performance.md, idle connections round 4). A clone is the same
+//! allocation with its count raised, so an id homed on the shard that holds
+//! its session is stored once for both maps (`shared_key`; round 5).
 
+use ahash::AHashMap;
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ptr::NonNull;
 
-/// Bytes before the id in the allocation: its length.
-const HEADER_BYTES: usize = std::mem::size_of::<u16>();
+/// Bytes before the id in the allocation: the reference count (`u32`)
+/// and the length (`u16`).
+const COUNT_BYTES: usize = std::mem::size_of::<u32>();
+const HEADER_BYTES: usize = COUNT_BYTES + std::mem::size_of::<u16>();
 
 // The length is a `u16`: every client id the shard keeps is within the
 // named limit, which MQTT's two-byte string length sets.
 const _: () = assert!(crate::limits::CLIENT_ID_LEN_MAX_BYTES <= u16::MAX as u32);
 
-/// An owned client id: a pointer to its length (`u16`, native endian)
-/// followed by its UTF-8 bytes. Hashes and compares as the `str` it holds,
-/// so maps keyed by it are looked up with a `&str`.
+/// A shared client id: a pointer to its reference count (`u32`) and length
+/// (`u16`, both native endian) followed by its UTF-8 bytes. Hashes and
+/// compares as the `str` it holds, so maps keyed by it are looked up with a
+/// `&str`. Not `Send` (the count is not atomic): a shard's own maps only.
 pub struct ClientKey(NonNull<u8>);
 
 impl ClientKey {
@@ -40,23 +45,32 @@ impl ClientKey {
             alloc::handle_alloc_error(layout)
         };
         // SAFETY: the allocation holds HEADER_BYTES + len bytes, aligned for
-        // u16; the id's bytes do not overlap a fresh allocation.
+        // u32 (the count; the length follows at an offset aligned for u16);
+        // the id's bytes do not overlap a fresh allocation.
         unsafe {
-            ptr.as_ptr().cast::<u16>().write(len);
+            ptr.as_ptr().cast::<u32>().write(1);
+            ptr.as_ptr().add(COUNT_BYTES).cast::<u16>().write(len);
             std::ptr::copy_nonoverlapping(id.as_ptr(), ptr.as_ptr().add(HEADER_BYTES), id.len());
         }
         ClientKey(ptr)
     }
 
     fn layout(len: u16) -> Layout {
-        Layout::from_size_align(HEADER_BYTES + usize::from(len), std::mem::align_of::<u16>())
-            .expect("at most 65537 bytes")
+        Layout::from_size_align(HEADER_BYTES + usize::from(len), std::mem::align_of::<u32>())
+            .expect("at most 65541 bytes")
+    }
+
+    fn count(&self) -> &std::cell::Cell<u32> {
+        // SAFETY: `new` wrote the count at the start of the allocation,
+        // which lives as long as `self`; a `Cell<u32>` has `u32`'s layout,
+        // and the key is not `Send`, so only this thread touches it.
+        unsafe { &*self.0.as_ptr().cast::<std::cell::Cell<u32>>() }
     }
 
     fn len(&self) -> u16 {
-        // SAFETY: `new` wrote the length at the start of the allocation,
-        // which lives as long as `self`.
-        unsafe { self.0.as_ptr().cast::<u16>().read() }
+        // SAFETY: `new` wrote the length after the count, and the
+        // allocation lives as long as `self`.
+        unsafe { self.0.as_ptr().add(COUNT_BYTES).cast::<u16>().read() }
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,8 +88,13 @@ impl ClientKey {
 
 impl Drop for ClientKey {
     fn drop(&mut self) {
-        // SAFETY: allocated by `new` with this layout, freed once.
-        unsafe { alloc::dealloc(self.0.as_ptr(), Self::layout(self.len())) }
+        let count = self.count().get() - 1;
+        self.count().set(count);
+        if count == 0 {
+            // SAFETY: allocated by `new` with this layout; the last key
+            // that shares it frees it, once.
+            unsafe { alloc::dealloc(self.0.as_ptr(), Self::layout(self.len())) }
+        }
     }
 }
 
@@ -85,9 +104,25 @@ impl From<&str> for ClientKey {
     }
 }
 
+/// The same allocation, its count raised.
 impl Clone for ClientKey {
     fn clone(&self) -> ClientKey {
-        ClientKey::new(self.as_str())
+        let count = self
+            .count()
+            .get()
+            .checked_add(1)
+            .expect("fewer than 2^32 keys share an id");
+        self.count().set(count);
+        ClientKey(self.0)
+    }
+}
+
+/// A key for `id`: `other`'s key for it when that map has one (both maps
+/// then share one allocation), else a new one.
+pub fn shared_key<V>(other: &AHashMap<ClientKey, V>, id: &str) -> ClientKey {
+    match other.get_key_value(id) {
+        Some((key, _)) => key.clone(),
+        None => ClientKey::new(id),
     }
 }
 
@@ -147,6 +182,34 @@ mod tests {
         assert_eq!(m.get("client-1000"), None);
         assert_eq!(m.remove("client-7"), Some(7));
         assert_eq!(m.get("client-7"), None);
+    }
+
+    #[test]
+    fn clones_share_the_allocation() {
+        let a = ClientKey::new("idle0-9999");
+        let b = a.clone();
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.count().get(), 2);
+        drop(a);
+        assert_eq!(b.count().get(), 1);
+        assert_eq!(b.as_str(), "idle0-9999");
+        let mut owners: AHashMap<ClientKey, u16> = AHashMap::new();
+        owners.insert(b, 0);
+        let shared = shared_key(&owners, "idle0-9999");
+        assert_eq!(shared.count().get(), 2);
+        let fresh = shared_key(&owners, "idle0-1");
+        assert_eq!(fresh.count().get(), 1);
+        drop(owners);
+        assert_eq!(shared.count().get(), 1);
+    }
+
+    /// The registry's keys for the ids `make bench`'s scenario 6 uses
+    /// (`b<pid>idle<run>r-conn-<n>`, about 23 bytes) stay in mimalloc's
+    /// 32-byte class.
+    #[test]
+    fn header_keeps_bench_ids_in_the_32_byte_class() {
+        assert_eq!(HEADER_BYTES, 6);
+        assert!(ClientKey::layout(26).size() <= 32);
     }
 
     #[test]

@@ -49,17 +49,16 @@ async fn fill(
     io: &RefCell<TcpStream>,
     buf: &mut BytesMut,
 ) -> io::Result<bool> {
-    std::future::poll_fn(|cx| poll_fill(cx, scratch, io, buf)).await
+    std::future::poll_fn(|cx| poll_fill(cx, scratch, &mut io.borrow_mut(), buf)).await
 }
 
 /// `fill` as a poll, for a wait on several things at once.
 fn poll_fill(
     cx: &mut Context<'_>,
     scratch: &RefCell<Box<[u8]>>,
-    io: &RefCell<TcpStream>,
+    rd: &mut TcpStream,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<bool>> {
-    let mut rd = io.borrow_mut();
     if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
         let spare = buf.spare_capacity_mut();
         // SAFETY: recv(2) only writes into this memory and nothing reads
@@ -82,13 +81,12 @@ fn poll_fill(
 fn poll_fill_partial(
     cx: &mut Context<'_>,
     scratch: &RefCell<Box<[u8]>>,
-    io: &RefCell<TcpStream>,
+    rd: &mut TcpStream,
     buf: &mut PartialPacket,
 ) -> Poll<io::Result<bool>> {
     if let Some(b) = buf {
-        return poll_fill(cx, scratch, io, b);
+        return poll_fill(cx, scratch, rd, b);
     }
-    let mut rd = io.borrow_mut();
     let mut scratch = scratch.borrow_mut();
     let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
     if n > 0 {
@@ -108,10 +106,9 @@ fn poll_transmit(
     cx: &mut Context<'_>,
     shard: &Shard,
     handle: &ConnHandle,
-    io: &RefCell<TcpStream>,
+    stream: &mut TcpStream,
     backlog: &mut Backlog,
 ) -> Poll<io::Result<()>> {
-    let mut stream = io.borrow_mut();
     let mut write = |cx: &mut Context<'_>, bytes: &[u8]| -> Poll<io::Result<usize>> {
         match ready!(Pin::new(&mut *stream).poll_write(cx, bytes)) {
             Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -171,10 +168,10 @@ fn poll_transmit(
 async fn flush(
     shard: &Shard,
     handle: &ConnHandle,
-    io: &RefCell<TcpStream>,
+    stream: &mut TcpStream,
     backlog: &mut Backlog,
 ) -> io::Result<()> {
-    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, io, backlog)).await
+    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, stream, backlog)).await
 }
 
 /// What ended a wait of an established connection.
@@ -256,17 +253,28 @@ struct Admitted {
 }
 
 /// What an established connection's task keeps while it waits for its
-/// client: this, a reference to the shard and a few flags are the whole
-/// state of the wait, so the task's future (allocated once at its full size
-/// and paid by every idle connection) stays small.
+/// client: this, the listener's count and a few flags are the whole state
+/// of the wait, so the task's future (allocated once at its full size and
+/// paid by every idle connection) stays small. The shard and the `release`
+/// flag are here, not beside it, so the wait (`Live::poll_wait`) borrows
+/// one thing: a closure holding three references took 24 bytes of the
+/// future. The stream is inline (40 bytes): behind the `Rc<RefCell<_>>`
+/// the CONNECT phase shares it through, it was an allocation of its own
+/// in the 64-byte size class, where inline it takes the task from the
+/// 128-byte class to the 160-byte one (docs/performance.md, idle
+/// connections round 5).
 struct Live {
+    shard: Rc<Shard>,
     handle: Rc<ConnHandle>,
-    io: Rc<RefCell<TcpStream>>,
+    stream: TcpStream,
     /// Bytes of a partial packet (see `PartialPacket`).
     buf: PartialPacket,
     /// What the socket did not take yet (see `poll_transmit`).
     backlog: Backlog,
     protocol: Protocol,
+    /// Give the session's emptied queues back once what the last read
+    /// caused went out (see `poll_wait`).
+    release: bool,
 }
 
 /// The task of one accepted connection.
@@ -301,7 +309,7 @@ async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Ar
         // is sized for the CONNECT phase; the new one holds only what
         // waiting for the client needs, for as long as the client stays.
         Some(live) => {
-            glommio::spawn_local(serve_established(shard, live, listener)).detach();
+            glommio::spawn_local(serve_established(live, listener)).detach();
         }
         // Refused before the session was acquired (its CONNACK cannot fit).
         None => closed(&shard, &listener),
@@ -443,20 +451,20 @@ fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decisi
 
 /// The task of an established connection, until it ends: reads, handles,
 /// transmits, then `finish`. Its future is paid by every idle connection:
-/// what it keeps across the wait is `live`, the shard, the listener and a
-/// few flags; the work of a read and the end of the connection run boxed.
+/// what it keeps across the wait is `live`, the listener and a few flags
+/// (104 bytes; the task with glommio's header fits the 160-byte size
+/// class); the work of a read and the end of the connection run boxed.
 // Not an async fn: one binds a `mut` argument to a second local, and both
 // copies of `live` would stay in the future (152 bytes instead of 256).
 #[allow(clippy::manual_async_fn)]
 fn serve_established(
-    shard: Rc<Shard>,
     mut live: Live,
     listener: Arc<ListenerCount>,
 ) -> impl std::future::Future<Output = ()> {
     async move {
         // Keep Alive is enforced by the shard's tick (`Shard::tick`), not by a
         // read timeout: a reactor timer per idle connection cost its memory.
-        let _ = live.io.borrow().set_read_timeout(None);
+        let _ = live.stream.set_read_timeout(None);
         // Whether the connection ended with the client's EOF (or a failed read).
         let eof = loop {
             // Whether this turn's read carried control packets only (or none):
@@ -472,7 +480,7 @@ fn serve_established(
                 // state than waiting for the socket, and inline that state would
                 // be part of this future, which lives as long as the connection.
                 let handling = Box::pin(handle_buffered(
-                    &shard,
+                    &live.shard,
                     &live.handle,
                     live.buf.get_or_insert_default(),
                     live.protocol,
@@ -484,27 +492,29 @@ fn serve_established(
                 }
             }
             release_partial_packet(&mut live.buf, quiet);
-            let mut release = quiet;
-            let woken = std::future::poll_fn(|cx| live.poll_wait(cx, &shard, &mut release)).await;
-            match woken {
+            live.release = quiet;
+            // What woke the wait is reduced to a flag before anything else
+            // is awaited: a `Woken` kept across the await below took 16
+            // bytes of the future.
+            let lost = match std::future::poll_fn(|cx| live.poll_wait(cx)).await {
                 Woken::Close => break false,
-                Woken::Read(Ok(true)) => {}
-                Woken::Read(Ok(false)) | Woken::Read(Err(_)) => {
-                    if !live.handle.closing.get() {
-                        live.handle
-                            .conn
-                            .borrow_mut()
-                            .handle_connection_lost(Instant::now());
-                        let acting = Box::pin(shard.run_actions(&live.handle));
-                        acting.await;
-                    }
-                    break true;
+                Woken::Read(Ok(true)) => false,
+                Woken::Read(Ok(false) | Err(_)) => true,
+            };
+            if lost {
+                if !live.handle.closing.get() {
+                    live.handle
+                        .conn
+                        .borrow_mut()
+                        .handle_connection_lost(Instant::now());
+                    let acting = Box::pin(live.shard.run_actions(&live.handle));
+                    acting.await;
                 }
+                break true;
             }
         };
-        let finishing = Box::pin(finish(&shard, live, eof));
+        let finishing = Box::pin(finish(live, eof, listener));
         finishing.await;
-        closed(&shard, &listener);
     }
 }
 
@@ -514,21 +524,17 @@ impl Live {
     /// requested elsewhere (takeover, shutdown, keepalive), which must not
     /// wait for the client to send something. One task doing both
     /// directions is one task header and future less per connection than a
-    /// separate writer; a full socket does not stop the reading. `release`:
-    /// give the session's emptied queues back once what the last read
-    /// caused went out.
-    fn poll_wait(
-        &mut self,
-        cx: &mut Context<'_>,
-        shard: &Shard,
-        release: &mut bool,
-    ) -> Poll<Woken> {
+    /// separate writer; a full socket does not stop the reading. With
+    /// `self.release`, gives the session's emptied queues back once what
+    /// the last read caused went out.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Woken> {
+        let shard = &*self.shard;
         let handle = &*self.handle;
         if handle.closing.get() {
             return Poll::Ready(Woken::Close);
         }
         while handle.wake.take_raised() || self.backlog.is_some() {
-            match poll_transmit(cx, shard, handle, &self.io, &mut self.backlog) {
+            match poll_transmit(cx, shard, handle, &mut self.stream, &mut self.backlog) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => {
                     handle.request_close();
@@ -541,14 +547,15 @@ impl Live {
             // Requested by the transmit above (see `poll_transmit`).
             return Poll::Ready(Woken::Close);
         }
-        if *release && self.backlog.is_none() {
+        if self.release && self.backlog.is_none() {
             // Once what the read caused went out; not after deliveries,
             // nor after a read of PUBLISH traffic, so a busy connection
             // keeps its queues' buffers instead of reallocating them.
             handle.conn.borrow_mut().release_idle_memory();
-            *release = false;
+            self.release = false;
         }
-        if let Poll::Ready(r) = poll_fill_partial(cx, &shard.read_scratch, &self.io, &mut self.buf)
+        if let Poll::Ready(r) =
+            poll_fill_partial(cx, &shard.read_scratch, &mut self.stream, &mut self.buf)
         {
             return Poll::Ready(Woken::Read(r));
         }
@@ -649,42 +656,58 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         other => other,
     };
     let now = Instant::now();
-    let conn = Connection::accept(*connect, client_id.clone(), assigned, existing, cfg, now);
+    // The session gets a copy of its own, never cloned while the client is
+    // idle: `client_id` was cloned for the connects in progress
+    // (`State::pending`), and a cloned `Bytes` keeps a 24-byte shared header
+    // for as long as any copy lives.
+    let session_id = ByteStr::from(client_id.as_str());
+    let conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
     let handle = Rc::new(ConnHandle {
         conn: RefCell::new(conn),
         wake: Signal::default(),
         closing: Cell::new(false),
         tx_hold: Cell::new(0),
     });
-    shard
-        .state
-        .borrow_mut()
-        .slots
-        .insert(client_id.as_str().into(), Slot::Online(handle.clone()));
+    {
+        let st = &mut *shard.state.borrow_mut();
+        let key = st.registry.shared_key(client_id.as_str());
+        st.slots.insert(key, Slot::Online(handle.clone()));
+    }
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
     // The next connect of this id may now take over from this one.
     shard.claim_done(&client_id).await;
 
     shard.run_actions(&handle).await;
+    // The CONNECT phase's other references to the stream (its write half)
+    // are gone: the connection owns it from here on.
+    let stream = Rc::try_unwrap(io)
+        .unwrap_or_else(|_| unreachable!("the stream is shared after CONNECT"))
+        .into_inner();
     Some(Live {
+        shard: shard.clone(),
         handle,
-        io,
+        stream,
         buf: (!buf.is_empty()).then(|| Box::new(buf)),
         backlog: None,
         protocol,
+        release: false,
     })
 }
 
 /// The end of a connection: flush and close the socket, then the session
-/// goes offline, moves to the connection that took it over, or ends.
-async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
+/// goes offline, moves to the connection that took it over, or ends; then
+/// the connection is no longer counted.
+async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
     let Live {
+        shard,
         handle,
-        io,
+        mut stream,
         buf,
         mut backlog,
         protocol: _,
+        release: _,
     } = live;
+    let shard = &shard;
     let mut buf = buf.map(|b| *b).unwrap_or_default();
     let client_id = handle.conn.borrow().client_id().clone();
     handle.request_close();
@@ -692,9 +715,12 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
     // that stopped reading gets CLOSE_LINGER before the socket is shut.
     let flushed = futures_lite::future::or(
         async {
-            if flush(shard, &handle, &io, &mut backlog).await.is_ok() {
+            if flush(shard, &handle, &mut stream, &mut backlog)
+                .await
+                .is_ok()
+            {
                 // The client reads EOF after our last packet.
-                half_close_fd(&io);
+                half_close_fd(&stream);
             }
             true
         },
@@ -705,10 +731,10 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
     )
     .await;
     if !flushed {
-        shutdown_fd(&io);
+        shutdown_fd(&stream);
     }
     if eof {
-        close(&io).await;
+        shutdown_fd(&stream);
     } else {
         // Lingering close, off the session's path: keep reading and
         // discarding so the client can read our last packets instead of
@@ -716,7 +742,8 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
         // client's FIN or after CLOSE_LINGER.
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            let _ = io.borrow().set_read_timeout(Some(CLOSE_LINGER));
+            let _ = stream.set_read_timeout(Some(CLOSE_LINGER));
+            let io = RefCell::new(stream);
             let started = Instant::now();
             loop {
                 buf.clear();
@@ -725,7 +752,7 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
                     _ => break,
                 }
             }
-            shutdown_fd(&io);
+            shutdown_fd(&io.borrow());
         })
         .detach();
     }
@@ -779,8 +806,10 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
         None => match session {
             Some(s) => {
                 let expires_at = Shard::expiry_deadline(now, &s);
-                shard.state.borrow_mut().slots.insert(
-                    client_id.as_str().into(),
+                let st = &mut *shard.state.borrow_mut();
+                let key = st.registry.shared_key(client_id.as_str());
+                st.slots.insert(
+                    key,
                     Slot::Offline(Box::new(Parked {
                         session: s,
                         expires_at,
@@ -815,16 +844,17 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
         dropped_too_large = drops.too_large,
         "client disconnected"
     );
+    closed(shard, &listener);
 }
 
 async fn close(io: &Rc<RefCell<TcpStream>>) {
-    shutdown_fd(io);
+    shutdown_fd(&io.borrow());
 }
 
 /// shutdown(2) the write direction: the client reads EOF after our last bytes.
-fn half_close_fd(io: &Rc<RefCell<TcpStream>>) {
+fn half_close_fd(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let fd = io.borrow().as_raw_fd();
+    let fd = stream.as_raw_fd();
     // SAFETY: fd is owned by the stream, which outlives this call.
     unsafe {
         libc::shutdown(fd, libc::SHUT_WR);
@@ -832,9 +862,9 @@ fn half_close_fd(io: &Rc<RefCell<TcpStream>>) {
 }
 
 /// shutdown(2) both directions: a reader blocked on this socket wakes with EOF.
-fn shutdown_fd(io: &Rc<RefCell<TcpStream>>) {
+fn shutdown_fd(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let fd = io.borrow().as_raw_fd();
+    let fd = stream.as_raw_fd();
     // SAFETY: fd is owned by the stream, which outlives this call.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
@@ -846,9 +876,23 @@ mod tests {
     use super::*;
 
     /// `Live` is most of the established connection's task future, which
-    /// every idle connection keeps (see `PartialPacket`).
+    /// every idle connection keeps (see `PartialPacket`, `Live`).
     #[test]
-    fn live_state_is_five_words() {
-        assert_eq!(std::mem::size_of::<Live>(), 40);
+    fn live_state_is_ten_words() {
+        assert_eq!(std::mem::size_of::<Live>(), 80);
+    }
+
+    /// The established connection's task: glommio's header (40 bytes) and
+    /// its schedule function (8) before the future, in one allocation that
+    /// every idle connection keeps; mimalloc's classes around it are 128,
+    /// 160 and 192 bytes. A local kept across an await, or a wider borrow
+    /// in the wait, moves it a class up.
+    #[test]
+    fn established_task_fits_its_size_class() {
+        fn future_size<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let size = future_size(serve_established);
+        assert!(48 + size <= 160, "established connection future {size} B");
     }
 }

@@ -9,7 +9,7 @@
 //! it waited for that later one's shard: the two waited for each other, and
 //! neither CONNECT was ever answered (issue 11, item 8).
 
-use super::client_key::ClientKey;
+use super::client_key::{shared_key, ClientKey};
 use super::state::ShardId;
 use crate::codec::ByteStr;
 use ahash::AHashMap;
@@ -76,6 +76,13 @@ impl Registry {
         {
             self.owners.remove(client_id.as_str());
         }
+    }
+
+    /// A key for `client_id` in another registry map (`State::slots`):
+    /// this map's own when the id is homed here, so both maps share one
+    /// allocation (docs/performance.md, idle connections round 5).
+    pub fn shared_key(&self, client_id: &str) -> ClientKey {
+        shared_key(&self.owners, client_id)
     }
 
     #[cfg(test)]

@@ -1,6 +1,6 @@
 use crate::{
     executor::bind_to_cpu_set,
-    sys::{InnerSource, SleepNotifier},
+    sys::{InnerSource, RawResult, SleepNotifier},
     PoolPlacement,
 };
 use ahash::AHashMap;
@@ -230,10 +230,7 @@ impl BlockingThreadPool {
         let req = BlockingThreadReq {
             op,
             id,
-            latency_sensitive: matches!(
-                source.borrow().io_requirements.latency_req,
-                crate::Latency::Matters(_)
-            ),
+            latency_sensitive: source.borrow().latency_matters,
         };
         let mut waiters = self.sources.borrow_mut();
         assert!(waiters.insert(id, source).is_none());
@@ -255,11 +252,11 @@ impl BlockingThreadPool {
 
             let src = waiters.remove(&id).unwrap();
             let mut inner_source = src.borrow_mut();
-            inner_source.wakers.result.replace(
-                res.try_into()
-                    .expect("not a valid blocking operation's result"),
-            );
-            inner_source.wakers.wake_waiters();
+            let res: io::Result<usize> = res
+                .try_into()
+                .expect("not a valid blocking operation's result");
+            inner_source.wakers.result = RawResult::new(&res);
+            inner_source.wake_waiters();
 
             woke += 1;
         }

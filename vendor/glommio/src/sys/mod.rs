@@ -180,7 +180,6 @@ mod uring;
 pub use self::dma_buffer::DmaBuffer;
 pub(crate) use self::{source::*, uring::*};
 use crate::error::{ExecutorErrorKind, GlommioError};
-use smallvec::SmallVec;
 use std::{convert::TryFrom, ops::Deref, sync::atomic::AtomicBool};
 
 #[derive(Debug, Default)]
@@ -206,51 +205,44 @@ impl ReactorGlobalState {
     }
 }
 
+// ringmq patch: a source's last result in 8 bytes, where
+// `Option<io::Result<usize>>` took 16 (part of the readiness poll each idle
+// connection keeps pending, see `source::InnerSource`). Every stored result
+// is a byte count or an OS error (completions and the blocking pool only
+// give these; upstream converted them to `OsResult` on every read and
+// panicked on any other error): `n >= 0` is `Ok(n)`, a negative value is
+// the bitwise complement of the error number, `i64::MIN` is no result.
 #[derive(Copy, Clone)]
-pub(super) struct OsError(i32);
+pub(super) struct RawResult(i64);
 
-#[derive(Debug, Copy, Clone)]
-pub(super) enum OsResult {
-    Ok(usize),
-    Err(OsError),
-}
+impl RawResult {
+    pub(super) const NONE: RawResult = RawResult(i64::MIN);
 
-impl From<io::Result<usize>> for OsResult {
-    fn from(other: io::Result<usize>) -> Self {
-        match other {
-            io::Result::Ok(v) => OsResult::Ok(v),
-            io::Result::Err(err) => OsResult::Err(OsError(err.raw_os_error().unwrap())),
-        }
-    }
-}
-
-impl From<&io::Result<usize>> for OsResult {
-    fn from(other: &io::Result<usize>) -> Self {
-        match other {
-            io::Result::Ok(v) => OsResult::Ok(*v),
-            io::Result::Err(err) => OsResult::Err(OsError(err.raw_os_error().unwrap())),
-        }
-    }
-}
-
-impl From<OsResult> for io::Result<usize> {
-    fn from(res: OsResult) -> Self {
+    pub(super) fn new(res: &io::Result<usize>) -> RawResult {
         match res {
-            OsResult::Ok(v) => io::Result::Ok(v),
-            OsResult::Err(err) => io::Result::Err(err.into()),
+            Ok(n) => RawResult(i64::try_from(*n).expect("a byte count fits i64")),
+            Err(e) => RawResult(!i64::from(
+                e.raw_os_error().expect("a source's result is an OS error"),
+            )),
         }
     }
-}
 
-impl From<OsError> for io::Error {
-    fn from(err: OsError) -> Self {
-        Error::from_raw_os_error(err.0)
+    pub(super) fn get(self) -> Option<io::Result<usize>> {
+        match self.0 {
+            i64::MIN => None,
+            n if n >= 0 => Some(Ok(n as usize)),
+            n => Some(Err(Error::from_raw_os_error(!n as i32))),
+        }
+    }
+
+    pub(super) fn take(&mut self) -> Option<io::Result<usize>> {
+        std::mem::replace(self, RawResult::NONE).get()
     }
 }
 
-impl fmt::Debug for OsError {
+impl fmt::Debug for RawResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        Error::from_raw_os_error(self.0).fmt(f)
+        self.get().fmt(f)
     }
 }
 
@@ -546,30 +538,22 @@ pub(super) struct Latencies {
 #[derive(Debug)]
 pub(super) struct Wakers {
     /// Raw result of the operation.
-    pub(super) result: Option<io::Result<usize>>,
+    pub(super) result: RawResult,
 
     // ringmq patch: the three statistics timestamps moved to
     // `source::SourceStats`.
-    /// Tasks waiting for the next event.
-    pub(super) waiters: SmallVec<[Waker; 1]>,
+    // ringmq patch: the first task waiting for the next event; the rare
+    // further ones (`Source::add_waiter_many`) wait in
+    // `source::SourceRare::waiters`. A `SmallVec` of one took 24 bytes
+    // where a readiness poll has one waiter; see `InnerSource::rare`.
+    pub(super) first: Option<Waker>,
 }
 
 impl Wakers {
     pub(super) fn new() -> Self {
         Wakers {
-            result: None,
-            waiters: Default::default(),
-        }
-    }
-
-    pub(super) fn wake_waiters(&mut self) -> bool {
-        if self.waiters.is_empty() {
-            false
-        } else {
-            self.waiters.drain(..).for_each(|x| {
-                wake!(x);
-            });
-            true
+            result: RawResult::NONE,
+            first: None,
         }
     }
 }

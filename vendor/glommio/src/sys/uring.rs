@@ -38,7 +38,7 @@ use crate::{
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
         membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
-        PollableStatus, Source, SourceType, Statx, TimeSpec64,
+        PollableStatus, RawResult, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
     GlommioError, IoRequirements, IoStats, ReactorErrorKind, RingIoStats, TaskQueueHandle,
@@ -471,7 +471,8 @@ fn record_stats<Ring: UringCommon>(
     res: &io::Result<usize>,
 ) {
     // ringmq patch: statistics only for sources that collect them.
-    let Some(stats) = src.stats.as_deref_mut() else {
+    let waiters = usize::saturating_sub(src.waiter_count(), 1);
+    let Some(stats) = src.stats_mut() else {
         return;
     };
     stats.fulfilled_at = Some(Instant::now());
@@ -482,7 +483,6 @@ fn record_stats<Ring: UringCommon>(
         }
     }
 
-    let waiters = usize::saturating_sub(src.wakers.waiters.len(), 1);
     if waiters > 0 {
         if let Some(reused) = stats.collection.reused {
             reused(res, ring.io_stats_mut(), waiters as u64);
@@ -529,7 +529,7 @@ fn extract_one_chain(
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
                     // ringmq patch: statistics only where collected.
-                    if let Some(stats) = x.stats.as_deref_mut() {
+                    if let Some(stats) = x.stats_mut() {
                         stats.submitted_at = Some(now);
                     }
                     let current = x.enqueued.as_mut().expect("bug");
@@ -593,10 +593,10 @@ where
 
         let mut woke = false;
         if try_process(src.borrow()).is_none() {
-            let res = Some(post_process(src.borrow_mut(), transmute_error(result)));
+            let res = post_process(src.borrow_mut(), transmute_error(result));
             let mut inner_source = src.borrow_mut();
-            inner_source.wakers.result = res;
-            woke = inner_source.wakers.wake_waiters();
+            inner_source.wakers.result = RawResult::new(&res);
+            woke = inner_source.wake_waiters();
         }
         return Some(Completed {
             woke,
@@ -624,7 +624,7 @@ impl SourceMap {
             .inner
             .borrow_mut()
             .enqueued
-            .replace(EnqueuedSource { id, queue, status });
+            .replace(EnqueuedSource::new(id, queue, status));
         id
     }
 
@@ -2176,13 +2176,13 @@ fn queue_request_into_ring(
     source_map: &mut SourceMap,
 ) {
     // ringmq patch: statistics only where collected.
-    if let Some(stats) = source.inner.borrow_mut().stats.as_deref_mut() {
+    if let Some(stats) = source.inner.borrow_mut().stats_mut() {
         stats.queued_at = Some(Instant::now());
     }
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
-    let flags = match &*source.timeout_ref() {
+    let flags = match source.timeout_ref() {
         Some(_) => SubmissionFlags::IO_LINK,
         _ => SubmissionFlags::empty(),
     };
@@ -2195,7 +2195,7 @@ fn queue_request_into_ring(
         user_data: to_user_data(id),
     });
 
-    if let Some(ref ts) = &*source.timeout_ref() {
+    if let Some(ts) = source.timeout_ref() {
         queue.submissions.push_back(UringDescriptor {
             args: UringOpDescriptor::LinkTimeout(&ts.raw as *const _),
             flags: SubmissionFlags::empty(),
