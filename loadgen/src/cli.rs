@@ -117,6 +117,11 @@ pub struct Args {
     /// what the broker sends) instead of parsing PUBLISH and acks in place.
     #[arg(long)]
     pub codec_decode: bool,
+    /// Report the N slowest messages of the measured window (JSON
+    /// `slowest`: send time on CLOCK_MONOTONIC, latency, publisher,
+    /// sequence), to line a latency tail up with the broker's events.
+    #[arg(long, default_value_t = 0)]
+    pub slowest: usize,
 
     /// Keep Alive in seconds (0 = off).
     #[arg(short = 'k', long, default_value_t = 60)]

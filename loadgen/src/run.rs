@@ -150,6 +150,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         accept_any_run: args.scenario == Scenario::Sub,
         threads,
         codec_decode: args.codec_decode,
+        slowest: args.slowest,
         max_packet_size: (args.size as u32).saturating_add(64 * 1024).max(1 << 20),
     });
     let shared = Arc::new(Shared::new(plan.publishers, plan.copies, threads));
