@@ -174,6 +174,12 @@ pub struct Args {
     /// selftest: CPU to pin the forwarder thread to.
     #[arg(long)]
     pub forwarder_cpu: Option<usize>,
+    /// selftest: run the forwarder at real-time priority (SCHED_FIFO 1; it
+    /// then sleeps in epoll_wait once idle for 20 us), so other tasks on
+    /// its CPU do not delay messages; needs CAP_SYS_NICE. See README,
+    /// "Headroom (selftest)".
+    #[arg(long)]
+    pub forwarder_rt: bool,
 
     /// Write the report as JSON to FILE, or `-` for stdout (the table then
     /// goes to stderr).

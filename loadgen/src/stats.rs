@@ -249,6 +249,13 @@ pub struct Report {
     /// selftest only: messages the forwarder passed on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarder_messages: Option<u64>,
+    /// selftest only: ms of the measured window the forwarder was runnable
+    /// while another task had its CPU (it busy-polls, so any other task on
+    /// its CPU delays every message in flight meanwhile). Beside
+    /// `loadgen_preempted_ms`, it tells a tail of the machine from the load
+    /// generator's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarder_preempted_ms: Option<f64>,
     /// `--slowest N`: the N slowest messages of the measured window, in
     /// send order.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -269,6 +276,7 @@ pub struct RunInfo {
     pub duration_s: f64,
     pub clients: Clients,
     pub forwarder_messages: Option<u64>,
+    pub forwarder_preempted_ns: Option<u64>,
 }
 
 pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
@@ -363,6 +371,9 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
         errors: s.errors.clone(),
         publishers,
         forwarder_messages: info.forwarder_messages,
+        forwarder_preempted_ms: info
+            .forwarder_preempted_ns
+            .map(|ns| (ns as f64 / 1e5).round() / 10.0),
         slowest: s.slowest.is_enabled().then(|| s.slowest.by_send_time()),
     }
 }
@@ -506,7 +517,10 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
         let _ = writeln!(o, "errors       {} ({})", r.errors_total, e.join(", "));
     }
     if let Some(f) = r.forwarder_messages {
-        let _ = writeln!(o, "forwarder    {f} messages passed on");
+        let preempted = r
+            .forwarder_preempted_ms
+            .map_or(String::new(), |ms| format!(", preempted {ms} ms"));
+        let _ = writeln!(o, "forwarder    {f} messages passed on{preempted}");
     }
     if !r.publishers.is_empty() && max_publishers > 0 {
         let _ = writeln!(
@@ -588,6 +602,7 @@ mod tests {
                 setup_s: 0.1,
             },
             forwarder_messages: None,
+            forwarder_preempted_ns: None,
         };
         let r = build_report(info, &a);
         assert_eq!(
