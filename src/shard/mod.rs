@@ -96,6 +96,9 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     // would make it true cost two io_uring timeouts per executor loop turn
     // (vendor/README.md).
     glommio::set_preemption_timers(false);
+    // A late wake-up interrupt must not leave a busy shard asleep until its
+    // next timer (vendor/README.md patch 12).
+    glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
     let mut handles = Vec::with_capacity(count);
     for (&cpu, counters) in spec.cpus.iter().zip(&spec.shard_counters) {
         let counters = counters.clone();
@@ -431,5 +434,87 @@ mod tests {
         let resumed = log.iter().position(|&e| e == "after yield").unwrap();
         let other = log.iter().position(|&e| e == "other").unwrap();
         assert!(yielded < other && other < resumed, "order: {log:?}");
+    }
+
+    /// How long a parking shard may sleep (vendored glommio, patch 12): to
+    /// its next timer, but at most `SHARD_ACTIVE_SLEEP_MAX` (even with no
+    /// timer due) while it worked less than `SHARD_ACTIVE_WINDOW` ago.
+    #[test]
+    fn sleep_is_bounded_only_soon_after_work() {
+        let (max, window) = limits::SHARD_ACTIVE_PARK;
+        let tick = Some(TICK);
+        let recently = window / 2;
+        let long_ago = window * 2;
+        let bound = Some(limits::SHARD_ACTIVE_PARK);
+        assert_eq!(glommio::bounded_park_timeout(tick, recently, bound), Some(max));
+        assert_eq!(glommio::bounded_park_timeout(None, recently, bound), Some(max));
+        let soon = Some(max / 2);
+        assert_eq!(glommio::bounded_park_timeout(soon, recently, bound), soon);
+        assert_eq!(glommio::bounded_park_timeout(tick, long_ago, bound), tick);
+        assert_eq!(glommio::bounded_park_timeout(None, long_ago, bound), None);
+        assert_eq!(glommio::bounded_park_timeout(tick, recently, None), tick);
+    }
+
+    /// An executor that just ran a task and then has nothing due for a long
+    /// time does not sleep through in one piece: it wakes by itself every
+    /// `max_sleep` for `window` (so a wake-up interrupt that never comes is
+    /// not waited for until its next timer). Counted in loop turns, not
+    /// timed: without the bound the executor sleeps once, to the timer.
+    #[test]
+    fn an_executor_that_just_worked_sleeps_in_bounded_pieces() {
+        // Longer than the shards' window, so a busy test machine still
+        // sees several wake-ups; the shards set their own bound at start.
+        glommio::set_active_park_bound(Some((
+            Duration::from_micros(500),
+            Duration::from_millis(50),
+        )));
+        let turns = run_on_test_executor(async {
+            let runs = || glommio::executor().executor_stats().scheduler_runs();
+            let before = runs();
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            runs() - before
+        });
+        glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
+        assert!(turns >= 4, "{turns} loop turns while asleep");
+    }
+
+    /// A shard parked with no timer due wakes for its socket's data: the
+    /// completion of the readiness poll reaches a sleeping executor (rings
+    /// with `COOP_TASKRUN`, vendor/README.md patches 1 and 8). Bounded by a
+    /// generous deadline only so that a broken wake-up fails instead of
+    /// hanging.
+    #[test]
+    fn a_parked_shard_wakes_for_its_socket() {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let shard = std::thread::spawn(move || {
+            let got = LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
+                .spin_before_park(Duration::from_micros(20))
+                .make()
+                .expect("executor")
+                .run(async move {
+                    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+                    port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                    let mut stream = listener.accept().await.expect("accept");
+                    let mut buf = [0u8; 5];
+                    stream.read_exact(&mut buf).await.expect("read");
+                    buf
+                });
+            let _ = done_tx.send(got);
+        });
+        let port = port_rx.recv().unwrap();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Long enough for the shard to be asleep in the kernel; the test
+        // passes either way, it only makes the sleeping case the usual one.
+        std::thread::sleep(Duration::from_millis(50));
+        client.write_all(b"hello").unwrap();
+        let got = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the parked shard never woke for its socket");
+        assert_eq!(&got, b"hello");
+        shard.join().unwrap();
     }
 }

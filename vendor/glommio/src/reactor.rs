@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -173,6 +173,10 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// ringmq patch 12: when the executor last ran tasks (see
+    /// `executor::set_active_park_bound`).
+    pub(crate) last_work: Cell<Instant>,
 }
 
 impl Reactor {
@@ -193,6 +197,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            last_work: Cell::new(Instant::now()),
         })
     }
 
@@ -893,6 +898,13 @@ impl Reactor {
     pub(crate) fn react(&self, timeout: impl Fn() -> Option<Duration>) -> io::Result<bool> {
         // Process ready timers.
         let (next_timer, woke) = self.process_external_events();
+        // ringmq patch 12: a sleep soon after work is bounded even without
+        // a timer due (a late wake-up interrupt must not wait for one).
+        let next_timer = crate::executor::bounded_park_timeout(
+            next_timer,
+            self.last_work.get().elapsed(),
+            crate::executor::active_park_bound(),
+        );
 
         // Block on I/O events.
         match self
