@@ -105,7 +105,10 @@ pub fn run(args: &Args) -> Result<Report, String> {
     // src/shard/fd_table.rs).
     let _ = ringmq::shard::presize_fd_table(plan.clients.len() + OWN_FDS);
     let forwarder = if args.scenario == Scenario::Selftest {
-        Some(Forwarder::spawn(args.forwarder_cpu, args.forwarder_rt).map_err(|e| format!("forwarder: {e}"))?)
+        Some(
+            Forwarder::spawn(args.forwarder_cpu, args.forwarder_rt)
+                .map_err(|e| format!("forwarder: {e}"))?,
+        )
     } else {
         None
     };

@@ -119,7 +119,11 @@ mod tests {
         b.record(20, 3, 1, 0);
         b.record(40, 4, 1, 1);
         a.merge(b);
-        let seqs: Vec<(u32, u64)> = a.by_send_time().iter().map(|m| (m.publisher, m.seq)).collect();
+        let seqs: Vec<(u32, u64)> = a
+            .by_send_time()
+            .iter()
+            .map(|m| (m.publisher, m.seq))
+            .collect();
         assert_eq!(seqs, vec![(0, 1), (1, 1)]);
         let mut off = Slowest::new(0);
         off.record(1, 1, 0, 0);

@@ -446,8 +446,14 @@ mod tests {
         let recently = window / 2;
         let long_ago = window * 2;
         let bound = Some(limits::SHARD_ACTIVE_PARK);
-        assert_eq!(glommio::bounded_park_timeout(tick, recently, bound), Some(max));
-        assert_eq!(glommio::bounded_park_timeout(None, recently, bound), Some(max));
+        assert_eq!(
+            glommio::bounded_park_timeout(tick, recently, bound),
+            Some(max)
+        );
+        assert_eq!(
+            glommio::bounded_park_timeout(None, recently, bound),
+            Some(max)
+        );
         let soon = Some(max / 2);
         assert_eq!(glommio::bounded_park_timeout(soon, recently, bound), soon);
         assert_eq!(glommio::bounded_park_timeout(tick, long_ago, bound), tick);
