@@ -438,7 +438,7 @@ mod tests {
 
     /// How long a parking shard may sleep (vendored glommio, patch 12): to
     /// its next timer, but at most `SHARD_ACTIVE_SLEEP_MAX` (even with no
-    /// timer due) while it worked less than `SHARD_ACTIVE_WINDOW` ago.
+    /// timer due) while I/O woke it less than `SHARD_ACTIVE_WINDOW` ago.
     #[test]
     fn sleep_is_bounded_only_soon_after_work() {
         let (max, window) = limits::SHARD_ACTIVE_PARK;
@@ -461,27 +461,64 @@ mod tests {
         assert_eq!(glommio::bounded_park_timeout(tick, recently, None), tick);
     }
 
-    /// An executor that just ran a task and then has nothing due for a long
-    /// time does not sleep through in one piece: it wakes by itself every
-    /// `max_sleep` for `window` (so a wake-up interrupt that never comes is
-    /// not waited for until its next timer). Counted in loop turns, not
-    /// timed: without the bound the executor sleeps once, to the timer.
-    #[test]
-    fn an_executor_that_just_worked_sleeps_in_bounded_pieces() {
-        // Longer than the shards' window, so a busy test machine still
-        // sees several wake-ups; the shards set their own bound at start.
-        glommio::set_active_park_bound(Some((
-            Duration::from_micros(500),
-            Duration::from_millis(50),
-        )));
-        let turns = run_on_test_executor(async {
+    /// Loop turns of an executor, run with `bound`, while it sleeps 200 ms
+    /// right after its socket woke it (or, `with_io` false, with only a
+    /// timer having woken it).
+    fn turns_while_asleep(bound: Option<(Duration, Duration)>, with_io: bool) -> u64 {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        glommio::set_active_park_bound(bound);
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let port: u16 = port_rx.recv().unwrap();
+            let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            client.write_all(b"x").unwrap();
+            // Held open until the executor is done.
+            let mut end = [0u8; 1];
+            let _ = std::io::Read::read(&mut client, &mut end);
+        });
+        let turns = run_on_test_executor(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let mut stream = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1];
+            stream.read_exact(&mut buf).await.expect("read");
+            if !with_io {
+                // Long enough for the I/O to be out of any window here.
+                glommio::timer::sleep(Duration::from_millis(120)).await;
+            }
+            // Reading the statistics resets them.
             let runs = || glommio::executor().executor_stats().scheduler_runs();
-            let before = runs();
+            let _ = runs();
             glommio::timer::sleep(Duration::from_millis(200)).await;
-            runs() - before
+            runs()
         });
         glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
-        assert!(turns >= 4, "{turns} loop turns while asleep");
+        writer.join().unwrap();
+        turns
+    }
+
+    /// An executor whose task its socket just woke and that then has
+    /// nothing due for a long time does not sleep through in one piece: it
+    /// wakes by itself every `max_sleep` for `window` (so a wake-up
+    /// interrupt that never comes is not waited for until its next timer);
+    /// after a timer it sleeps to its next timer, so an idle shard's tick
+    /// does not keep the bound on. Counted in loop turns, not timed (a
+    /// window of 50 ms at 500 us is about 100 turns).
+    #[test]
+    fn only_io_bounds_the_sleeps_that_follow() {
+        let bound = Some((Duration::from_micros(500), Duration::from_millis(50)));
+        let unbounded = turns_while_asleep(None, true);
+        let after_io = turns_while_asleep(bound, true);
+        let after_timer = turns_while_asleep(bound, false);
+        assert!(
+            after_io >= unbounded + 4,
+            "after I/O: {after_io} turns, without the bound {unbounded}"
+        );
+        assert!(
+            after_timer < after_io,
+            "after a timer: {after_timer} turns, after I/O {after_io}"
+        );
     }
 
     /// A shard parked with no timer due wakes for its socket's data: the

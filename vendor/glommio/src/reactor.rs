@@ -6,7 +6,7 @@
 //!
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     collections::BTreeMap,
     ffi::CString,
     fmt,
@@ -173,10 +173,6 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
-
-    /// ringmq patch 12: when the executor last ran tasks (see
-    /// `executor::set_active_park_bound`).
-    pub(crate) last_work: Cell<Instant>,
 }
 
 impl Reactor {
@@ -197,7 +193,6 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
-            last_work: Cell::new(Instant::now()),
         })
     }
 
@@ -883,7 +878,12 @@ impl Reactor {
         let mut woke = 0;
         self.sys.poll_io(&mut woke)?;
         woke += self.process_timers().1;
-        woke += self.process_shared_channels();
+        let messages = self.process_shared_channels();
+        if messages > 0 {
+            // ringmq patch 12: a message from another executor is I/O too.
+            self.sys.note_io();
+        }
+        woke += messages;
 
         Ok(woke > 0)
     }
@@ -902,7 +902,7 @@ impl Reactor {
         // a timer due (a late wake-up interrupt must not wait for one).
         let next_timer = crate::executor::bounded_park_timeout(
             next_timer,
-            self.last_work.get().elapsed(),
+            self.sys.since_io(),
             crate::executor::active_park_bound(),
         );
 

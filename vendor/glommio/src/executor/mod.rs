@@ -90,9 +90,11 @@ pub(crate) fn preemption_timers() -> bool {
 static ACTIVE_PARK_MAX_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static ACTIVE_PARK_WINDOW_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// ringmq patch 12: an executor that ran tasks less than `window` ago
+/// ringmq patch 12: an executor whose tasks were last woken by I/O (a ring
+/// completion or a message from another executor) less than `window` ago
 /// sleeps at most `max_sleep` (a timeout is armed even when no timer is
-/// due), for executors started after this call; `None` turns it off.
+/// due); `None` turns it off. Timers do not count as I/O, so an idle
+/// executor's own periodic timers do not keep the bound on.
 ///
 /// A sleeping executor is woken by the kernel when its I/O completes; on a
 /// virtual machine that wake-up is an interrupt to a halted vCPU, which the
@@ -101,8 +103,8 @@ static ACTIVE_PARK_WINDOW_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::
 /// With no timer due soon (a shard's next one is its 100 ms tick) such a
 /// sleep lasted until that timer while packets waited. The bound keeps a
 /// timer within `max_sleep` of every sleep while traffic flows; an idle
-/// executor (no task ran for `window`) sleeps until its next timer as
-/// before, so idling costs at most `window / max_sleep` extra wake-ups.
+/// executor (no I/O for `window`) sleeps until its next timer as before, so
+/// when traffic stops it pays at most `window / max_sleep` extra wake-ups.
 pub fn set_active_park_bound(bound: Option<(Duration, Duration)>) {
     let (max, window) = bound.map_or((0, 0), |(m, w)| {
         (m.as_nanos().max(1) as u64, w.as_nanos() as u64)
@@ -122,16 +124,16 @@ pub(crate) fn active_park_bound() -> Option<(Duration, Duration)> {
 }
 
 /// ringmq patch 12: how long a parking executor may sleep: until its next
-/// timer (`next_timer`, `None` = no timer), bounded by `max_sleep` when it
-/// ran tasks less than `window` ago (`since_work`); see
+/// timer (`next_timer`, `None` = no timer), bounded by `max_sleep` when I/O
+/// woke its tasks less than `window` ago (`since_io`); see
 /// [`set_active_park_bound`].
 pub fn bounded_park_timeout(
     next_timer: Option<Duration>,
-    since_work: Duration,
+    since_io: Duration,
     bound: Option<(Duration, Duration)>,
 ) -> Option<Duration> {
     match bound {
-        Some((max, window)) if since_work < window => {
+        Some((max, window)) if since_io < window => {
             Some(next_timer.map_or(max, |t| t.min(max)))
         }
         _ => next_timer,
@@ -1565,10 +1567,6 @@ impl LocalExecutor {
 
                 // account for runtime and poll/sleep if possible
                 let cur_time = Instant::now();
-                if run {
-                    // ringmq patch 12: see `set_active_park_bound`.
-                    this.reactor.last_work.set(cur_time);
-                }
                 this.queues.borrow_mut().stats.total_runtime += cur_time - pre_time;
                 pre_time = cur_time;
                 if !run {
