@@ -173,6 +173,20 @@ pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// a silent client is disconnected at most this long after 1.5 times its
 /// Keep Alive [MQTT-3.1.2-24].
 pub const SHARD_TICK: Duration = Duration::from_millis(100);
+/// Longest sleep of a shard whose tasks I/O (a socket, another shard) woke
+/// less than [`SHARD_ACTIVE_WINDOW`] ago (vendored glommio, vendor/README.md
+/// patch 13). The wake-up interrupt of a halted vCPU is now and then
+/// delivered hundreds of microseconds late or not before the vCPU's next
+/// timer, which was the tick: a shard that went to sleep with packets about
+/// to arrive could sleep up to [`SHARD_TICK`] with them waiting
+/// (docs/performance.md, "Low rates, round 3"). This bounds such a wait.
+pub const SHARD_ACTIVE_SLEEP_MAX: Duration = Duration::from_micros(500);
+/// How long after its last I/O a shard's sleeps stay bounded by
+/// [`SHARD_ACTIVE_SLEEP_MAX`]; a shard without traffic then sleeps until
+/// its next timer, having paid at most 10 extra wake-ups.
+pub const SHARD_ACTIVE_WINDOW: Duration = Duration::from_millis(5);
+/// Both, as glommio takes them.
+pub const SHARD_ACTIVE_PARK: (Duration, Duration) = (SHARD_ACTIVE_SLEEP_MAX, SHARD_ACTIVE_WINDOW);
 /// Longest a shard goes without handing the allocator's free memory back
 /// to the system (it also does so on the first tick after its connection
 /// count changed): bounds how long memory freed by a burst of work stays

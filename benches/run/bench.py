@@ -1011,6 +1011,14 @@ def observations(ctx: dict) -> list[str]:
                        f"rate the next packet often comes sooner), so it is not its CPU per message: "
                        f"docs/performance.md, \"Low rates, round 2\", has that with polling off.")
     for label, st in ctx["selftest"]:
+        if label.startswith("scenario 4"):
+            p99 = med([r.report["latency_us"]["p99"] for r in st])
+            fwd = med([r.report.get("forwarder_preempted_ms") or 0.0 for r in st])
+            if p99 is not None:
+                out.append(f"The load generator alone at scenario 4's rate and shape has a p99 of "
+                           f"{p99:,.0f} µs (selftest, no broker; its forwarder was preempted "
+                           f"{fwd:,.0f} ms of the window, median: docs/performance.md, \"Low rates, "
+                           f"round 3\").")
         if label.startswith("scenario 5"):
             p99 = med([r.report["latency_us"]["p99"] for r in st])
             if p99 is not None and p99 >= 1000:
@@ -1148,6 +1156,12 @@ def main() -> int:
     run_selftest("scenario 1's shape: 50 pairs, window 100, closed loop",
                  ["-c", "50", "-q", "0", "-s", "64", "--max-outstanding", "100",
                   "--warmup", WARMUP_TPUT, "-d", DURATION_SELFTEST])
+
+    # Scenario 4's floor: the load generator alone at its rate and shape.
+    if not only or "lat20k" in only:
+        run_selftest("scenario 4's shape: 50 pairs QoS 1 paced at 20,000 msg/s",
+                     ["-c", "50", "-q", "1", "-s", "64", "-r", "20000",
+                      "--warmup", WARMUP_LAT, "-d", DURATION_LAT])
 
     half_env = os.environ.get("BENCH_HALF_RATE")
     run_set = scenarios(None)

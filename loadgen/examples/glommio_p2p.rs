@@ -83,7 +83,7 @@ fn main() {
     let arg = |i: usize, d: u64| a.get(i).map_or(d, |s| s.parse().unwrap());
     let (pairs, secs, window, cpu, fcpu) =
         (arg(0, 4), arg(1, 5), arg(2, 1000), arg(3, 1), arg(4, 0));
-    let fwd = Forwarder::spawn(Some(fcpu as usize)).unwrap();
+    let fwd = Forwarder::spawn(Some(fcpu as usize), false).unwrap();
     let port = fwd.port;
     let h = LocalExecutorBuilder::new(Placement::Fixed(cpu as usize))
         .spawn(move || async move {

@@ -117,6 +117,11 @@ pub struct Args {
     /// what the broker sends) instead of parsing PUBLISH and acks in place.
     #[arg(long)]
     pub codec_decode: bool,
+    /// Report the N slowest messages of the measured window (JSON
+    /// `slowest`: send time on CLOCK_MONOTONIC, latency, publisher,
+    /// sequence), to line a latency tail up with the broker's events.
+    #[arg(long, default_value_t = 0)]
+    pub slowest: usize,
 
     /// Keep Alive in seconds (0 = off).
     #[arg(short = 'k', long, default_value_t = 60)]
@@ -169,6 +174,12 @@ pub struct Args {
     /// selftest: CPU to pin the forwarder thread to.
     #[arg(long)]
     pub forwarder_cpu: Option<usize>,
+    /// selftest: run the forwarder at real-time priority (SCHED_FIFO 1; it
+    /// then sleeps in epoll_wait once idle for 20 us), so other tasks on
+    /// its CPU do not delay messages; needs CAP_SYS_NICE. See README,
+    /// "Headroom (selftest)".
+    #[arg(long)]
+    pub forwarder_rt: bool,
 
     /// Write the report as JSON to FILE, or `-` for stdout (the table then
     /// goes to stderr).

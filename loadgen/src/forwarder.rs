@@ -10,7 +10,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -22,6 +22,16 @@ use crate::sys::{self, Epoll};
 
 const LISTENER: u64 = u64::MAX;
 const READ_CHUNK: usize = 256 * 1024;
+/// `--forwarder-rt`: how long the forwarder keeps polling after its last
+/// event before it sleeps in `epoll_wait` (it must sleep now and then: a
+/// real-time thread that never does starves its CPU's other tasks until
+/// the kernel throttles it, for tens of milliseconds).
+const RT_SPIN_NS: u64 = 20_000;
+/// `--forwarder-rt`: longest sleep, so a stop is seen promptly.
+const RT_WAIT_MS: i32 = 10;
+/// `--forwarder-rt`: SCHED_FIFO priority (the lowest: above every
+/// normal task, below the kernel's real-time threads).
+const RT_PRIORITY: i32 = 1;
 
 struct Conn {
     fd: RawFd,
@@ -36,24 +46,67 @@ struct Conn {
 pub struct Forwarder {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    /// The forwarder thread's id (0 until it started).
+    tid: Arc<AtomicI32>,
     handle: JoinHandle<u64>,
 }
 
 impl Forwarder {
     /// Start on 127.0.0.1, an ephemeral port, pinned to `cpu` if given.
-    pub fn spawn(cpu: Option<usize>) -> io::Result<Forwarder> {
+    /// `rt`: at real-time priority (SCHED_FIFO), sleeping when idle, so no
+    /// other task on its CPU delays a message (`--forwarder-rt`).
+    pub fn spawn(cpu: Option<usize>, rt: bool) -> io::Result<Forwarder> {
         let (listener, port) = sys::tcp_listen_loopback()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let tid = Arc::new(AtomicI32::new(0));
+        let tid2 = tid.clone();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("forwarder".into())
             .spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid2.store(unsafe { libc::gettid() }, Ordering::Relaxed);
                 if let Some(cpu) = cpu {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 }
-                run(listener, &stop2)
+                if rt {
+                    if let Err(e) = sys::set_fifo_priority(RT_PRIORITY) {
+                        let _ = started_tx.send(Err(e));
+                        sys::close(listener);
+                        return 0;
+                    }
+                }
+                let _ = started_tx.send(Ok(()));
+                run(listener, &stop2, rt)
             })?;
-        Ok(Forwarder { port, stop, handle })
+        started_rx
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("forwarder thread exited")))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("--forwarder-rt: SCHED_FIFO refused ({e}); needs CAP_SYS_NICE"),
+                )
+            })?;
+        Ok(Forwarder {
+            port,
+            stop,
+            tid,
+            handle,
+        })
+    }
+
+    /// The forwarder thread's run delay so far (time runnable while another
+    /// task had its CPU), where the kernel reports it. It busy-polls, so
+    /// every other task on its CPU takes time from it, and messages wait.
+    pub fn run_delay_ns(&self) -> Option<u64> {
+        let tid = self.tid.load(Ordering::Relaxed);
+        if tid == 0 {
+            return None;
+        }
+        let path = format!("/proc/self/task/{tid}/schedstat");
+        sys::parse_schedstat_run_delay(&std::fs::read_to_string(path).ok()?)
     }
 
     /// Stop; returns the number of messages forwarded.
@@ -80,7 +133,7 @@ fn frame_header(b: &[u8]) -> Option<(u8, usize, usize)> {
     Some((0, 0, usize::MAX))
 }
 
-fn run(listener: RawFd, stop: &AtomicBool) -> u64 {
+fn run(listener: RawFd, stop: &AtomicBool, rt: bool) -> u64 {
     let mut epoll = Epoll::new(1024).expect("epoll");
     epoll.add(listener, sys::IN, LISTENER).expect("epoll add");
     let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -88,11 +141,21 @@ fn run(listener: RawFd, stop: &AtomicBool) -> u64 {
     let mut forwarded = 0u64;
     let mut dirty: Vec<usize> = Vec::new();
     let mut events = Vec::new();
+    let mut last_event_ns = crate::clock::now_ns();
     while !stop.load(Ordering::Relaxed) {
         events.clear();
         // Busy-poll: the forwarder has its own CPU, and sleeping would add
-        // wake-up latency to the selftest latency floor.
-        events.extend(epoll.wait(0).iter().map(|e| (e.events, e.u64)));
+        // wake-up latency to the selftest latency floor. At real-time
+        // priority it sleeps once idle for RT_SPIN_NS (see there).
+        let timeout_ms = if rt && crate::clock::now_ns() - last_event_ns > RT_SPIN_NS {
+            RT_WAIT_MS
+        } else {
+            0
+        };
+        events.extend(epoll.wait(timeout_ms).iter().map(|e| (e.events, e.u64)));
+        if !events.is_empty() {
+            last_event_ns = crate::clock::now_ns();
+        }
         for &(ev, token) in &events {
             if token == LISTENER {
                 while let Ok(Some(fd)) = sys::accept(listener) {

@@ -14,6 +14,7 @@
 //! - [`worker`] - one thread's epoll loop owning its clients.
 //! - [`fastpath`] - in-place parsing of PUBLISH and its acks; pure.
 //! - [`forwarder`] - the selftest target.
+//! - [`slowest`] - the N slowest messages with their send times; pure.
 //! - [`stats`] - per-thread statistics, the report, the table.
 //! - [`run`] - the main thread (phases, progress, report).
 //! - [`sys`] - socket and epoll syscalls.
@@ -26,6 +27,7 @@ pub mod plan;
 pub mod run;
 pub mod server_ref;
 pub mod shared;
+pub mod slowest;
 pub mod stamp;
 pub mod stats;
 pub mod sys;

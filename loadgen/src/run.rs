@@ -105,7 +105,10 @@ pub fn run(args: &Args) -> Result<Report, String> {
     // src/shard/fd_table.rs).
     let _ = ringmq::shard::presize_fd_table(plan.clients.len() + OWN_FDS);
     let forwarder = if args.scenario == Scenario::Selftest {
-        Some(Forwarder::spawn(args.forwarder_cpu).map_err(|e| format!("forwarder: {e}"))?)
+        Some(
+            Forwarder::spawn(args.forwarder_cpu, args.forwarder_rt)
+                .map_err(|e| format!("forwarder: {e}"))?,
+        )
     } else {
         None
     };
@@ -150,6 +153,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         accept_any_run: args.scenario == Scenario::Sub,
         threads,
         codec_decode: args.codec_decode,
+        slowest: args.slowest,
         max_packet_size: (args.size as u32).saturating_add(64 * 1024).max(1 << 20),
     });
     let shared = Arc::new(Shared::new(plan.publishers, plan.copies, threads));
@@ -220,7 +224,12 @@ pub fn run(args: &Args) -> Result<Report, String> {
     } else {
         "run"
     };
+    // The forwarder's run delay at the measured window's start and end.
+    let mut forwarder_delay: (Option<u64>, Option<u64>) = (None, None);
     while now_ns() < stop {
+        if forwarder_delay.0.is_none() && now_ns() >= measure_start {
+            forwarder_delay.0 = forwarder.as_ref().and_then(Forwarder::run_delay_ns);
+        }
         if INTERRUPTED.load(Ordering::Relaxed) {
             stop = now_ns().max(measure_start.min(now_ns()));
             shared.stop_ns.store(stop, Ordering::Relaxed);
@@ -234,6 +243,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         progress.tick(&shared, planned, phase, false);
         sleep_until(stop, tick);
     }
+    forwarder_delay.1 = forwarder.as_ref().and_then(Forwarder::run_delay_ns);
     // Drain: wait for what is still on its way.
     if plan.copies > 0 {
         let drain_deadline = now_ns() + args.drain.as_nanos() as u64;
@@ -282,6 +292,10 @@ pub fn run(args: &Args) -> Result<Report, String> {
             setup_s,
         },
         forwarder_messages,
+        forwarder_preempted_ns: match forwarder_delay {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
     };
     Ok(stats::build_report(info, &total))
 }

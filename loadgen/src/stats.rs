@@ -8,6 +8,7 @@ use ahash::AHashMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::slowest::{SlowMessage, Slowest};
 use crate::track::{self, StreamTotals};
 
 /// Latencies are recorded in ns, from 1 ns to 1 h, 3 significant digits.
@@ -31,6 +32,8 @@ pub struct ThreadStats {
     pub received_total: u64,
     /// End-to-end latency (ns) of messages sent inside the measured window.
     pub latency_ns: Histogram<u64>,
+    /// The slowest of those (`--slowest`).
+    pub slowest: Slowest,
     /// From the first TCP connect to CONNACK success, redirects included (ns).
     pub connack_ns: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
@@ -69,6 +72,7 @@ impl Default for ThreadStats {
             received_measured: 0,
             received_total: 0,
             latency_ns: histogram(),
+            slowest: Slowest::default(),
             connack_ns: histogram(),
             errors: BTreeMap::new(),
             redirects: BTreeMap::new(),
@@ -100,6 +104,7 @@ impl ThreadStats {
         self.received_measured += o.received_measured;
         self.received_total += o.received_total;
         self.latency_ns.add(&o.latency_ns).expect("same bounds");
+        self.slowest.merge(o.slowest);
         self.connack_ns.add(&o.connack_ns).expect("same bounds");
         for (k, v) in o.errors {
             *self.errors.entry(k).or_default() += v;
@@ -244,6 +249,17 @@ pub struct Report {
     /// selftest only: messages the forwarder passed on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarder_messages: Option<u64>,
+    /// selftest only: ms of the measured window the forwarder was runnable
+    /// while another task had its CPU (it busy-polls, so any other task on
+    /// its CPU delays every message in flight meanwhile). Beside
+    /// `loadgen_preempted_ms`, it tells a tail of the machine from the load
+    /// generator's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarder_preempted_ms: Option<f64>,
+    /// `--slowest N`: the N slowest messages of the measured window, in
+    /// send order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest: Option<Vec<SlowMessage>>,
 }
 
 pub struct RunInfo {
@@ -260,6 +276,7 @@ pub struct RunInfo {
     pub duration_s: f64,
     pub clients: Clients,
     pub forwarder_messages: Option<u64>,
+    pub forwarder_preempted_ns: Option<u64>,
 }
 
 pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
@@ -354,6 +371,10 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
         errors: s.errors.clone(),
         publishers,
         forwarder_messages: info.forwarder_messages,
+        forwarder_preempted_ms: info
+            .forwarder_preempted_ns
+            .map(|ns| (ns as f64 / 1e5).round() / 10.0),
+        slowest: s.slowest.is_enabled().then(|| s.slowest.by_send_time()),
     }
 }
 
@@ -496,7 +517,10 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
         let _ = writeln!(o, "errors       {} ({})", r.errors_total, e.join(", "));
     }
     if let Some(f) = r.forwarder_messages {
-        let _ = writeln!(o, "forwarder    {f} messages passed on");
+        let preempted = r
+            .forwarder_preempted_ms
+            .map_or(String::new(), |ms| format!(", preempted {ms} ms"));
+        let _ = writeln!(o, "forwarder    {f} messages passed on{preempted}");
     }
     if !r.publishers.is_empty() && max_publishers > 0 {
         let _ = writeln!(
@@ -578,6 +602,7 @@ mod tests {
                 setup_s: 0.1,
             },
             forwarder_messages: None,
+            forwarder_preempted_ns: None,
         };
         let r = build_report(info, &a);
         assert_eq!(

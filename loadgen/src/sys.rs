@@ -282,6 +282,19 @@ pub fn stderr_is_tty() -> bool {
 /// (`run_delay`, the second field of /proc/thread-self/schedstat): time
 /// another task held the CPU this thread is pinned to. `None` where the
 /// kernel does not provide it.
+/// The calling thread to SCHED_FIFO at `priority` (needs CAP_SYS_NICE or
+/// an RLIMIT_RTPRIO that allows it).
+pub fn set_fifo_priority(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn thread_run_delay_ns() -> Option<u64> {
     parse_schedstat_run_delay(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
 }

@@ -96,6 +96,8 @@ pub struct WorkerConfig {
     pub max_packet_size: u32,
     /// Decode every packet with `ringmq::codec` instead of [`fastpath`].
     pub codec_decode: bool,
+    /// `--slowest`: how many of the slowest messages to keep.
+    pub slowest: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,7 +356,10 @@ impl Worker {
             epoll: Epoll::new(EVENTS_PER_WAIT)?,
             clients,
             publishers,
-            stats: ThreadStats::default(),
+            stats: ThreadStats {
+                slowest: crate::slowest::Slowest::new(cfg.slowest),
+                ..ThreadStats::default()
+            },
             scratch: BytesMut::with_capacity(READ_CHUNK * 2),
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             credits: Vec::new(),
@@ -1021,10 +1026,11 @@ impl Worker {
         let stream = sub.streams.entry(key).or_insert_with(|| Stream::new(mode));
         let arrival = stream.on_seq(stamp.seq);
         if stamp.sent_ns >= self.measure_start_ns && stamp.sent_ns < self.stop_ns {
-            let _ = self
-                .stats
-                .latency_ns
-                .record(now.saturating_sub(stamp.sent_ns).max(1));
+            let latency_ns = now.saturating_sub(stamp.sent_ns).max(1);
+            let _ = self.stats.latency_ns.record(latency_ns);
+            self.stats
+                .slowest
+                .record(latency_ns, stamp.sent_ns, stamp.publisher_id, stamp.seq);
         }
         if ours && self.cfg.copies > 0 && arrival != crate::track::Arrival::Duplicate {
             let counter =

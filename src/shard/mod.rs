@@ -98,6 +98,9 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     // would make it true cost two io_uring timeouts per executor loop turn
     // (vendor/README.md).
     glommio::set_preemption_timers(false);
+    // A late wake-up interrupt must not leave a busy shard asleep until its
+    // next timer (vendor/README.md patch 13).
+    glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
     let mut handles = Vec::with_capacity(count);
     for (&cpu, counters) in spec.cpus.iter().zip(&spec.shard_counters) {
         let counters = counters.clone();
@@ -436,5 +439,130 @@ mod tests {
         let resumed = log.iter().position(|&e| e == "after yield").unwrap();
         let other = log.iter().position(|&e| e == "other").unwrap();
         assert!(yielded < other && other < resumed, "order: {log:?}");
+    }
+
+    /// How long a parking shard may sleep (vendored glommio, patch 13): to
+    /// its next timer, but at most `SHARD_ACTIVE_SLEEP_MAX` (even with no
+    /// timer due) while I/O woke it less than `SHARD_ACTIVE_WINDOW` ago.
+    #[test]
+    fn sleep_is_bounded_only_soon_after_work() {
+        let (max, window) = limits::SHARD_ACTIVE_PARK;
+        let tick = Some(TICK);
+        let recently = window / 2;
+        let long_ago = window * 2;
+        let bound = Some(limits::SHARD_ACTIVE_PARK);
+        assert_eq!(
+            glommio::bounded_park_timeout(tick, recently, bound),
+            Some(max)
+        );
+        assert_eq!(
+            glommio::bounded_park_timeout(None, recently, bound),
+            Some(max)
+        );
+        let soon = Some(max / 2);
+        assert_eq!(glommio::bounded_park_timeout(soon, recently, bound), soon);
+        assert_eq!(glommio::bounded_park_timeout(tick, long_ago, bound), tick);
+        assert_eq!(glommio::bounded_park_timeout(None, long_ago, bound), None);
+        assert_eq!(glommio::bounded_park_timeout(tick, recently, None), tick);
+    }
+
+    /// Loop turns of an executor, run with `bound`, while it sleeps 200 ms
+    /// right after its socket woke it (or, `with_io` false, with only a
+    /// timer having woken it).
+    fn turns_while_asleep(bound: Option<(Duration, Duration)>, with_io: bool) -> u64 {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        glommio::set_active_park_bound(bound);
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let port: u16 = port_rx.recv().unwrap();
+            let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            client.write_all(b"x").unwrap();
+            // Held open until the executor is done.
+            let mut end = [0u8; 1];
+            let _ = std::io::Read::read(&mut client, &mut end);
+        });
+        let turns = run_on_test_executor(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let mut stream = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1];
+            stream.read_exact(&mut buf).await.expect("read");
+            if !with_io {
+                // Long enough for the I/O to be out of any window here.
+                glommio::timer::sleep(Duration::from_millis(120)).await;
+            }
+            // Reading the statistics resets them.
+            let runs = || glommio::executor().executor_stats().scheduler_runs();
+            let _ = runs();
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            runs()
+        });
+        glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
+        writer.join().unwrap();
+        turns
+    }
+
+    /// An executor whose task its socket just woke and that then has
+    /// nothing due for a long time does not sleep through in one piece: it
+    /// wakes by itself every `max_sleep` for `window` (so a wake-up
+    /// interrupt that never comes is not waited for until its next timer);
+    /// after a timer it sleeps to its next timer, so an idle shard's tick
+    /// does not keep the bound on. Counted in loop turns, not timed (a
+    /// window of 50 ms at 500 us is about 100 turns).
+    #[test]
+    fn only_io_bounds_the_sleeps_that_follow() {
+        let bound = Some((Duration::from_micros(500), Duration::from_millis(50)));
+        let unbounded = turns_while_asleep(None, true);
+        let after_io = turns_while_asleep(bound, true);
+        let after_timer = turns_while_asleep(bound, false);
+        assert!(
+            after_io >= unbounded + 4,
+            "after I/O: {after_io} turns, without the bound {unbounded}"
+        );
+        assert!(
+            after_timer < after_io,
+            "after a timer: {after_timer} turns, after I/O {after_io}"
+        );
+    }
+
+    /// A shard parked with no timer due wakes for its socket's data: the
+    /// completion of the readiness poll reaches a sleeping executor (rings
+    /// with `COOP_TASKRUN`, vendor/README.md patches 1 and 8). Bounded by a
+    /// generous deadline only so that a broken wake-up fails instead of
+    /// hanging.
+    #[test]
+    fn a_parked_shard_wakes_for_its_socket() {
+        use futures_lite::AsyncReadExt;
+        use std::io::Write;
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let shard = std::thread::spawn(move || {
+            let got = LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD)
+                .spin_before_park(Duration::from_micros(20))
+                .make()
+                .expect("executor")
+                .run(async move {
+                    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+                    port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                    let mut stream = listener.accept().await.expect("accept");
+                    let mut buf = [0u8; 5];
+                    stream.read_exact(&mut buf).await.expect("read");
+                    buf
+                });
+            let _ = done_tx.send(got);
+        });
+        let port = port_rx.recv().unwrap();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Long enough for the shard to be asleep in the kernel; the test
+        // passes either way, it only makes the sleeping case the usual one.
+        std::thread::sleep(Duration::from_millis(50));
+        client.write_all(b"hello").unwrap();
+        let got = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the parked shard never woke for its socket");
+        assert_eq!(&got, b"hello");
+        shard.join().unwrap();
     }
 }

@@ -452,7 +452,7 @@ pub use crate::{
         yield_if_needed, CpuSet, ExecutorJoinHandle, ExecutorProxy, ExecutorStats, LocalExecutor,
         LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement,
         PoolThreadHandles, ScopedTask, Task, TaskQueueHandle, TaskQueueStats,
-        set_preemption_timers,
+        set_preemption_timers, set_active_park_bound, bounded_park_timeout,
     },
     shares::{Shares, SharesManager},
     sys::hardware_topology::CpuLocation,

@@ -878,7 +878,12 @@ impl Reactor {
         let mut woke = 0;
         self.sys.poll_io(&mut woke)?;
         woke += self.process_timers().1;
-        woke += self.process_shared_channels();
+        let messages = self.process_shared_channels();
+        if messages > 0 {
+            // ringmq patch 13: a message from another executor is I/O too.
+            self.sys.note_io();
+        }
+        woke += messages;
 
         Ok(woke > 0)
     }
@@ -893,6 +898,13 @@ impl Reactor {
     pub(crate) fn react(&self, timeout: impl Fn() -> Option<Duration>) -> io::Result<bool> {
         // Process ready timers.
         let (next_timer, woke) = self.process_external_events();
+        // ringmq patch 13: a sleep soon after work is bounded even without
+        // a timer due (a late wake-up interrupt must not wait for one).
+        let next_timer = crate::executor::bounded_park_timeout(
+            next_timer,
+            self.sys.since_io(),
+            crate::executor::active_park_bound(),
+        );
 
         // Block on I/O events.
         match self

@@ -86,6 +86,60 @@ pub(crate) fn preemption_timers() -> bool {
     PREEMPTION_TIMERS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// ringmq patch 13: `(max_sleep, window)` in ns, 0 = off.
+static ACTIVE_PARK_MAX_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ACTIVE_PARK_WINDOW_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// ringmq patch 13: an executor whose tasks were last woken by I/O (a ring
+/// completion or a message from another executor) less than `window` ago
+/// sleeps at most `max_sleep` (a timeout is armed even when no timer is
+/// due); `None` turns it off. Timers do not count as I/O, so an idle
+/// executor's own periodic timers do not keep the bound on.
+///
+/// A sleeping executor is woken by the kernel when its I/O completes; on a
+/// virtual machine that wake-up is an interrupt to a halted vCPU, which the
+/// hypervisor delivers late now and then (hundreds of microseconds) or not
+/// at all until the vCPU's next interrupt of another kind, its next timer.
+/// With no timer due soon (a shard's next one is its 100 ms tick) such a
+/// sleep lasted until that timer while packets waited. The bound keeps a
+/// timer within `max_sleep` of every sleep while traffic flows; an idle
+/// executor (no I/O for `window`) sleeps until its next timer as before, so
+/// when traffic stops it pays at most `window / max_sleep` extra wake-ups.
+pub fn set_active_park_bound(bound: Option<(Duration, Duration)>) {
+    let (max, window) = bound.map_or((0, 0), |(m, w)| {
+        (m.as_nanos().max(1) as u64, w.as_nanos() as u64)
+    });
+    ACTIVE_PARK_WINDOW_NS.store(window, std::sync::atomic::Ordering::Relaxed);
+    ACTIVE_PARK_MAX_NS.store(max, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn active_park_bound() -> Option<(Duration, Duration)> {
+    let max = ACTIVE_PARK_MAX_NS.load(std::sync::atomic::Ordering::Relaxed);
+    (max > 0).then(|| {
+        (
+            Duration::from_nanos(max),
+            Duration::from_nanos(ACTIVE_PARK_WINDOW_NS.load(std::sync::atomic::Ordering::Relaxed)),
+        )
+    })
+}
+
+/// ringmq patch 13: how long a parking executor may sleep: until its next
+/// timer (`next_timer`, `None` = no timer), bounded by `max_sleep` when I/O
+/// woke its tasks less than `window` ago (`since_io`); see
+/// [`set_active_park_bound`].
+pub fn bounded_park_timeout(
+    next_timer: Option<Duration>,
+    since_io: Duration,
+    bound: Option<(Duration, Duration)>,
+) -> Option<Duration> {
+    match bound {
+        Some((max, window)) if since_io < window => {
+            Some(next_timer.map_or(max, |t| t.min(max)))
+        }
+        _ => next_timer,
+    }
+}
+
 pub(crate) const DEFAULT_EXECUTOR_NAME: &str = "unnamed";
 pub(crate) const DEFAULT_PREEMPT_TIMER: Duration = Duration::from_millis(100);
 pub(crate) const DEFAULT_IO_MEMORY: usize = 10 << 20;

@@ -1346,6 +1346,11 @@ pub(crate) struct Reactor {
     /// kept while armed (see `link_rings_and_sleep`).
     link_rings_src: Cell<Option<Source>>,
 
+    /// ringmq patch 13: when a ring completion (or a message from another
+    /// executor) last woke a task; `None`: never (see
+    /// `executor::set_active_park_bound`).
+    last_io: Cell<Option<std::time::Instant>>,
+
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
     // This is the source used to handle the notifications into the ring.
@@ -1477,6 +1482,7 @@ impl Reactor {
             blocking_thread,
             link_fd,
             link_rings_src: Cell::new(None),
+            last_io: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1913,11 +1919,26 @@ impl Reactor {
         // spinning executor polls, and a busy one picks up readiness sooner.
         run_deferred_completions(&self.main_ring.borrow().ring);
         run_deferred_completions(&self.latency_ring.borrow().ring);
+        let before = *woke;
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
         self.latency_ring.borrow_mut().poll(woke)?;
+        if *woke > before {
+            self.note_io();
+        }
         *woke += self.flush_syscall_thread();
         Ok(())
+    }
+
+    /// ringmq patch 13: I/O woke a task just now.
+    pub(crate) fn note_io(&self) {
+        self.last_io.set(Some(std::time::Instant::now()));
+    }
+
+    /// ringmq patch 13: time since I/O last woke a task (`Duration::MAX`:
+    /// never).
+    pub(crate) fn since_io(&self) -> Duration {
+        self.last_io.get().map_or(Duration::MAX, |t| t.elapsed())
     }
 
     pub(crate) fn rush_dispatch(&self, src: &Source, woke: &mut usize) -> io::Result<()> {
@@ -1988,7 +2009,9 @@ impl Reactor {
         let mut lat_ring = self.latency_ring.borrow_mut();
 
         // consume all events from the rings
-        consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+        // (ringmq patch 13: counted apart, to note I/O that woke a task)
+        let mut io_woke = 0;
+        consume_rings!(into &mut io_woke; lat_ring, poll_ring, main_ring);
 
         // Cancel the old timer regardless of whether we can sleep:
         // if we won't sleep, we will register the new timer with its new
@@ -2016,7 +2039,11 @@ impl Reactor {
         // be careful about this dependency.
         flush_rings!(lat_ring, poll_ring, main_ring)?;
         // pick up the results of any cancellations
-        consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+        consume_rings!(into &mut io_woke; lat_ring, poll_ring, main_ring);
+        if io_woke > 0 {
+            self.note_io();
+        }
+        woke += io_woke;
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt_timer().is_none()
@@ -2050,7 +2077,13 @@ impl Reactor {
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    // ringmq patch 13: what woke the sleep is I/O if it
+                    // woke a task.
+                    let mut io_woke = 0;
+                    consume_rings!(into &mut io_woke; lat_ring, poll_ring, main_ring);
+                    if io_woke > 0 {
+                        self.note_io();
+                    }
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
