@@ -50,8 +50,9 @@ fn defaults_without_file_or_env() {
     assert_eq!(default.max_connections, 100_000);
     let mqtt = &config.mqtt;
     assert_eq!(mqtt.max_packet_size, 1 << 20);
-    assert_eq!(mqtt.max_inflight, 32);
+    assert_eq!(mqtt.max_inflight, 1000);
     assert_eq!(mqtt.max_mqueue_len, 1000);
+    assert_eq!(mqtt.max_publisher_hold_ms, 5000);
     assert_eq!(mqtt.max_session_expiry_interval, 7200);
     assert_eq!(mqtt.max_topic_alias, 65535);
     assert_eq!(mqtt.server_keepalive, None);
@@ -517,6 +518,12 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "an integer from 1 to 1048576",
     ),
     (
+        "mqtt.max_publisher_hold_ms",
+        "600001",
+        "-1",
+        "an integer from 0 to 600000",
+    ),
+    (
         "mqtt.max_session_expiry_interval",
         "4294967296",
         "4294967296",
@@ -812,7 +819,7 @@ fn every_key() -> Vec<String> {
 fn example_file_and_docs_cover_every_key() {
     let docs = include_str!("../../docs/configuration.md");
     let keys = every_key();
-    assert_eq!(keys.len(), 40, "{keys:?}");
+    assert_eq!(keys.len(), 41, "{keys:?}");
     for key in keys {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(

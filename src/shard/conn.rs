@@ -176,6 +176,9 @@ enum Woken {
     Read(io::Result<bool>),
     /// The connection must close (requested, or the socket failed on write).
     Close,
+    /// The last pause of this publisher ended with packets still undecoded
+    /// in its buffer (`shard::pressure`).
+    Resumed,
 }
 
 /// Gives `buf`'s memory back when it holds no partial packet: called before
@@ -251,6 +254,9 @@ struct Live {
     /// What the socket did not take yet (see `poll_transmit`).
     backlog: Backlog,
     protocol: Protocol,
+    /// Decoding stopped because the connection was paused: resume it when
+    /// the pause ends (`shard::pressure`). In the padding after `protocol`.
+    held: bool,
 }
 
 /// The task of one accepted connection.
@@ -441,7 +447,10 @@ fn serve_established(
             // Whether this turn's read carried control packets only (or none):
             // then the session's emptied queues are released before waiting.
             let mut quiet = true;
-            if live.buf.as_ref().is_some_and(|b| !b.is_empty()) || live.handle.closing.get() {
+            let paused = live.handle.pauses.get() > 0;
+            if (!paused && live.buf.as_ref().is_some_and(|b| !b.is_empty()))
+                || live.handle.closing.get()
+            {
                 // One clock read per socket read: every packet of a read
                 // arrived together. Read here, not kept across the wait: the
                 // 16 bytes would be paid by every idle connection.
@@ -462,12 +471,15 @@ fn serve_established(
                     break false;
                 }
             }
+            // Paused by a congested subscriber (here or after the read
+            // above): what is left in the buffer waits for the resume.
+            live.held = live.handle.pauses.get() > 0;
             release_partial_packet(&mut live.buf, quiet);
             let mut release = quiet;
             let woken = std::future::poll_fn(|cx| live.poll_wait(cx, &shard, &mut release)).await;
             match woken {
                 Woken::Close => break false,
-                Woken::Read(Ok(true)) => {}
+                Woken::Read(Ok(true)) | Woken::Resumed => {}
                 Woken::Read(Ok(false)) | Woken::Read(Err(_)) => {
                     if !live.handle.closing.get() {
                         live.handle
@@ -499,7 +511,7 @@ impl Live {
     fn poll_wait(
         &mut self,
         cx: &mut Context<'_>,
-        shard: &Shard,
+        shard: &Rc<Shard>,
         release: &mut bool,
     ) -> Poll<Woken> {
         let handle = &*self.handle;
@@ -516,6 +528,11 @@ impl Live {
                 Poll::Pending => break,
             }
         }
+        // Transmitting drains the session queue: a congested subscriber
+        // back at half its bound resumes the publishers it paused.
+        if handle.conn.borrow_mut().poll_relieved() {
+            shard.relieve(handle);
+        }
         if *release && self.backlog.is_none() {
             // Once what the read caused went out; not after deliveries,
             // nor after a read of PUBLISH traffic, so a busy connection
@@ -523,9 +540,18 @@ impl Live {
             handle.conn.borrow_mut().release_idle_memory();
             *release = false;
         }
-        if let Poll::Ready(r) = poll_fill_partial(cx, &shard.read_scratch, &self.io, &mut self.buf)
-        {
-            return Poll::Ready(Woken::Read(r));
+        // A paused publisher is not read: TCP's flow control stops the
+        // client. Its resume raises `wake`.
+        if handle.pauses.get() == 0 {
+            if self.held {
+                self.held = false;
+                return Poll::Ready(Woken::Resumed);
+            }
+            if let Poll::Ready(r) =
+                poll_fill_partial(cx, &shard.read_scratch, &self.io, &mut self.buf)
+            {
+                return Poll::Ready(Woken::Read(r));
+            }
         }
         handle.wake.set_waker(cx.waker());
         Poll::Pending
@@ -547,6 +573,11 @@ async fn handle_buffered(
     loop {
         if handle.closing.get() {
             return false;
+        }
+        if handle.pauses.get() > 0 {
+            // A congested subscriber paused this publisher: the rest of
+            // the buffer waits (`Live::held`).
+            return true;
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
@@ -619,6 +650,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         wake: Signal::default(),
         closing: Cell::new(false),
         tx_hold: Cell::new(0),
+        pauses: Cell::new(0),
     });
     shard
         .state
@@ -634,6 +666,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         buf: (!buf.is_empty()).then(|| Box::new(buf)),
         backlog: None,
         protocol,
+        held: false,
     })
 }
 
@@ -646,6 +679,7 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
         buf,
         mut backlog,
         protocol: _,
+        held: _,
     } = live;
     let mut buf = buf.map(|b| *b).unwrap_or_default();
     let client_id = handle.conn.borrow().client_id().clone();
@@ -700,6 +734,8 @@ async fn finish(shard: &Rc<Shard>, live: Live, eof: bool) {
             st.slots.remove(client_id.as_str());
         }
     }
+    // A congested subscriber that leaves holds nobody back.
+    shard.relieve(&handle);
     let handover = shard.take_handover(&handle);
     // Action tasks spawned for this connection may still hold the handle for
     // a moment; they finish without waiting on anything.
