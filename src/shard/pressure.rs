@@ -64,7 +64,15 @@ impl Shard {
         let added = {
             let mut st = self.state.borrow_mut();
             let entry = st.congested.entry(key(subscriber)).or_insert_with(|| {
-                let progress = subscriber.conn.borrow().progress();
+                let conn = subscriber.conn.borrow();
+                tracing::debug!(
+                    shard = self.id,
+                    client_id = %conn.client_id(),
+                    queued = conn.session().queued_len(),
+                    "subscriber congested: its queue is past mqtt.max_mqueue_len; \
+                     pausing its publishers"
+                );
+                let progress = conn.progress();
                 Congestion {
                     subscriber: Rc::downgrade(subscriber),
                     clock: StallClock::new(progress, now),
