@@ -117,13 +117,13 @@ impl Shard {
                 continue;
             }
             let resume = ShardMsg::Resume { client_id };
-            if let Err(e) = self.senders.try_send_to(shard as usize, resume) {
+            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
+                self.senders.try_send_to(shard as usize, resume)
+            {
                 // The channel is full: wait for room in a task (the Pause
                 // this answers is already in the channel, ahead of it).
-                if let glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg)) = e {
-                    let me = self.clone();
-                    glommio::spawn_local(async move { me.send(shard, msg).await }).detach();
-                }
+                let me = self.clone();
+                glommio::spawn_local(async move { me.send(shard, msg).await }).detach();
             }
         }
     }
