@@ -68,6 +68,25 @@ pub const SUBSCRIPTIONS_PER_CLIENT_MAX: u32 = 100_000;
 /// it is offline. Bounds the memory of one slow or absent subscriber.
 pub const MQUEUE_LEN_MAX: u32 = 1 << 20;
 
+/// Messages an online subscriber that keeps reading may hold beyond
+/// `mqtt.max_mqueue_len` while its publishers are being paused
+/// (`session::pressure`): the publishes already on their way when the
+/// pause is decided, one per local publisher and at most a shard channel's
+/// worth ([`SHARD_CHANNEL_CAPACITY`]) from another shard. Beyond it the
+/// queue policy drops, as for any full queue. 8192 queued deliveries are
+/// about 400 KiB (the payloads are shared).
+pub const MQUEUE_OVERSHOOT_MAX: usize = 2 * SHARD_CHANNEL_CAPACITY;
+
+/// `mqtt.max_publisher_hold_ms` at most: how long a subscriber that makes
+/// no progress may hold its publishers back. Ten minutes is longer than any
+/// keep-alive a publisher could still be waiting on.
+pub const PUBLISHER_HOLD_MAX_MS: u32 = 600_000;
+
+/// `mqtt.max_publisher_hold_ms` by default: long enough for a subscriber's
+/// pause (a garbage collection, a busy disk) without losing messages, short
+/// enough that publishers behind a subscriber that stopped do not time out.
+pub const PUBLISHER_HOLD_DEFAULT_MS: u32 = 5_000;
+
 // ---------------------------------------------------------------- node
 
 /// Shards (threads) on one node. The shard mesh has shards² channels, each

@@ -134,6 +134,7 @@ fn main() -> ExitCode {
             max_packet_size: m.max_packet_size,
             max_inflight: m.max_inflight,
             max_mqueue_len: m.max_mqueue_len as usize,
+            max_publisher_hold_ms: m.max_publisher_hold_ms,
             max_session_expiry_interval_s: m.max_session_expiry_interval,
             max_topic_alias: m.max_topic_alias,
             server_keepalive_s: m.server_keepalive,

@@ -55,8 +55,10 @@ STOP_TIMEOUT_S = 10.0
 
 # ringmq's settings beyond the defaults, and why (also written into the report).
 # Closed-loop runs keep at most max_outstanding x publishers messages queued for
-# one subscriber (fanin: 100 x 100 = 10,000); with the default queue (1000) ringmq
-# would drop by design. The inflight window matches mosquitto's below.
+# one subscriber (fanin: 100 x 100 = 10,000): the queue is sized for that, as
+# mosquitto's is unlimited below. The inflight window matches mosquitto's below.
+# Scenario faninDefault runs ringmq with none of these (its defaults: a full
+# queue pauses the publishers, docs/adr/0001-subscriber-backpressure.md).
 RINGMQ_MAX_INFLIGHT = 1000
 RINGMQ_MAX_MQUEUE_LEN = 20_000
 
@@ -183,9 +185,12 @@ class BrokerKind:
     binary: str
     version: str = ""
 
-    def config(self, port: int | str, workdir: Path) -> tuple[str, str]:
-        """(file name, text) of the generated config."""
+    def config(self, port: int | str, workdir: Path, ringmq_defaults: bool = False) -> tuple[str, str]:
+        """(file name, text) of the generated config; `ringmq_defaults`: ringmq's
+        [mqtt] section left at its defaults."""
         if self.name == "ringmq":
+            mqtt = ([] if ringmq_defaults else
+                    [f"max_inflight = {RINGMQ_MAX_INFLIGHT}", f"max_mqueue_len = {RINGMQ_MAX_MQUEUE_LEN}"])
             text = "\n".join([
                 "[node]",
                 "shards = 1",
@@ -195,8 +200,7 @@ class BrokerKind:
                 f'bind = "127.0.0.1:{port}"',
                 "",
                 "[mqtt]",
-                f"max_inflight = {RINGMQ_MAX_INFLIGHT}",
-                f"max_mqueue_len = {RINGMQ_MAX_MQUEUE_LEN}",
+                *mqtt,
                 "",
                 "[log]",
                 'level = "warn"',
@@ -262,12 +266,12 @@ class BrokerKind:
 class Broker:
     """One broker process, pinned with taskset, on its own port and directory."""
 
-    def __init__(self, kind: BrokerKind, workdir: Path):
+    def __init__(self, kind: BrokerKind, workdir: Path, ringmq_defaults: bool = False):
         self.kind = kind
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        name, text = kind.config(self.port, workdir)
+        name, text = kind.config(self.port, workdir, ringmq_defaults)
         self.config_path = workdir / name
         self.config_path.write_text(text)
         self.argv = ["taskset", "-c", str(BROKER_CPU), *kind.argv(self.config_path)]
@@ -467,6 +471,7 @@ class Scenario:
     args: list[str]                  # loadgen arguments (without target, pinning, output)
     kind: str                        # tput, latency, idle
     note: str = ""
+    ringmq_defaults: bool = False    # ringmq without the [mqtt] settings above
 
 
 def scenarios(half_rate: float | None) -> list[Scenario]:
@@ -482,6 +487,10 @@ def scenarios(half_rate: float | None) -> list[Scenario]:
         Scenario("fanin", "3. fan-in QoS 1, 64 B, 100 publishers to 1 subscriber on bench/fanin/+, closed loop",
                  ["fanin", "-c", "100", "--subscribers", "1", "-q", "1", "-s", "64",
                   "--max-outstanding", "100", *tput], "tput"),
+        Scenario("faninDefault", "3b. fan-in QoS 1 with ringmq's default config, 64 B, 100 publishers "
+                 "(100 outstanding each) to 1 subscriber of bench/#, closed loop",
+                 ["fanin", "-c", "100", "--subscribers", "1", "-q", "1", "-s", "64", "--filter", "bench/#",
+                  "--max-outstanding", "100", *tput], "tput", ringmq_defaults=True),
         Scenario("lat20k", "4. latency at 20,000 msg/s, QoS 1 p2p, 50 pairs, evenly paced",
                  ["p2p", "-c", "50", "-q", "1", "-s", "64", "-r", "20000", *lat], "latency"),
     ]
@@ -664,6 +673,7 @@ TARGETS = {
     "p2p": "≥ 20x Mosquitto",
     "fanout": "≥ 30x Mosquitto",
     "fanin": "≥ 25x Mosquitto, zero loss",
+    "faninDefault": "zero loss with ringmq's defaults",
     "lat20k": "p99 ≤ 0.75x Mosquitto's",
     "lathalf": "p99 < 1 ms",
     "idle_rss": "≤ 1 KiB per connection",
@@ -932,17 +942,20 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
         w(redact(ctx["broker_argv"][b.name], ctx["workdir"]))
     w("```")
     w("")
-    for b in brokers:
-        w(f"{b.label} config (`{ctx['broker_config'][b.name][0]}`):")
+    labels = {b.name: b.label for b in brokers}
+    for key, (name, text) in ctx["broker_config"].items():
+        kind, _, variant = key.partition(" ")
+        w(f"{labels[kind]}{' ' + variant if variant else ''} config (`{name}`):")
         w("")
-        w("```" + ("toml" if b.name == "ringmq" else ""))
-        w(ctx["broker_config"][b.name][1].rstrip())
+        w("```" + ("toml" if kind == "ringmq" else ""))
+        w(text.rstrip())
         w("```")
         w("")
     w(f"ringmq: `mqtt.max_inflight = {RINGMQ_MAX_INFLIGHT}` (Mosquitto's `max_inflight_messages`) and "
       f"`mqtt.max_mqueue_len = {RINGMQ_MAX_MQUEUE_LEN}` (default 1000): in the fan-in run 100 publishers "
       "with a closed-loop window of 100 each may have 10,000 messages queued for the one subscriber, which "
-      "the default queue would drop by design. Mosquitto: the logging lines only quiet per-connection "
+      "the default queue holds only by pausing the publishers (scenario 3b runs ringmq with its defaults, "
+      "docs/adr/0001-subscriber-backpressure.md). Mosquitto: the logging lines only quiet per-connection "
       "messages, as ringmq's `warn` does.")
     w("")
     w("Load generator runs (each once per broker and repetition, with a fresh `--client-id-prefix`):")
@@ -1067,6 +1080,16 @@ def build_summary(ctx: dict) -> None:
         rows.append(["3 fan-in 100→1 QoS 1", "messages lost (sum of runs)",
                      *[f"{sum(metric('lost', x) or 0 for x in results['fanin'].get(b.name, [])):,}" for b in brokers],
                      *["–" for _ in peers], "0 for ringmq", met(zero)])
+    if "faninDefault" in results:
+        m = meds("faninDefault", "in")
+        lost = [metric("lost", x) for x in results["faninDefault"].get("ringmq", [])]
+        zero = bool(lost) and all(v == 0 for v in lost)
+        rows.append(["3b fan-in 100→1 QoS 1, ringmq defaults", "msg/s delivered",
+                     *sums("faninDefault", "in", "msg/s"), *ratios(m), "", ""])
+        rows.append(["3b fan-in 100→1 QoS 1, ringmq defaults", "messages lost (sum of runs)",
+                     *[f"{sum(metric('lost', x) or 0 for x in results['faninDefault'].get(b.name, [])):,}"
+                       for b in brokers],
+                     *["–" for _ in peers], TARGETS["faninDefault"], met(zero)])
     if "lat20k" in results:
         for q, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
             m = meds("lat20k", q)
@@ -1190,10 +1213,12 @@ def main() -> int:
         for rep in range(REPEAT_LAT if sc.kind == "latency" else REPEAT):
             for kind in brokers:
                 tag = f"{sc.key}-{kind.name}-{rep}"
-                broker = Broker(kind, workdir / "brokers" / tag)
+                defaults = sc.ringmq_defaults and kind.name == "ringmq"
+                broker = Broker(kind, workdir / "brokers" / tag, defaults)
                 broker_argv.setdefault(kind.name, broker.argv)
                 # As shown in the report: the port as $PORT, paths relative to the run directory.
-                broker_config.setdefault(kind.name, kind.config("$PORT", Path("brokers") / tag))
+                broker_config.setdefault(kind.name + (" (scenario 3b: defaults)" if defaults else ""),
+                                         kind.config("$PORT", Path("brokers") / tag, defaults))
                 prefix = f"b{os.getpid()}{sc.key}{rep}{kind.name[0]}"
                 broker.start()
                 try:

@@ -174,7 +174,9 @@ pub struct MqttConfig {
     )]
     pub max_packet_size: u32,
     /// `max_inflight`: unacknowledged QoS 1/2 messages per client (the
-    /// Receive Maximum the broker announces). 1 to 65535. Default 32.
+    /// Receive Maximum the broker announces; a v5 client's own Receive
+    /// Maximum caps its window further). 1 to 65535. Default 1000
+    /// (docs/adr/0001-subscriber-backpressure.md).
     #[serde(deserialize_with = "de_max_inflight")]
     pub max_inflight: u16,
     /// `max_mqueue_len`: messages queued per session beyond the inflight
@@ -182,6 +184,14 @@ pub struct MqttConfig {
     /// Default 1000.
     #[serde(deserialize_with = "de_max_mqueue_len")]
     pub max_mqueue_len: u32,
+    /// `max_publisher_hold_ms`, milliseconds: how long a subscriber whose
+    /// queue is past `max_mqueue_len` and that makes no progress may hold
+    /// back the publishers of its messages before it is treated as stalled
+    /// (its messages are then dropped). 0 turns back-pressure off: a full
+    /// queue drops at once. 0 to `limits::PUBLISHER_HOLD_MAX_MS`. Default
+    /// 5000.
+    #[serde(deserialize_with = "de_max_publisher_hold_ms")]
+    pub max_publisher_hold_ms: u32,
     /// `max_session_expiry_interval`, seconds: cap on the Session Expiry
     /// Interval a client may ask for. 0 to 4294967295; an integer or
     /// `"30s"`/`"30m"`/`"2h"`/`"1d"`. Default 2h (7200).
@@ -257,8 +267,9 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             max_packet_size: MIB_BYTES,
-            max_inflight: 32,
+            max_inflight: 1000,
             max_mqueue_len: 1000,
+            max_publisher_hold_ms: limits::PUBLISHER_HOLD_DEFAULT_MS,
             max_session_expiry_interval: 2 * HOUR_SECS,
             max_topic_alias: 65_535,
             server_keepalive: None,
@@ -289,6 +300,10 @@ fn de_max_inflight<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
 
 fn de_max_mqueue_len<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     value::int_in(d, 1, limits::MQUEUE_LEN_MAX)
+}
+
+fn de_max_publisher_hold_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 0, limits::PUBLISHER_HOLD_MAX_MS)
 }
 
 fn de_max_session_expiry_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

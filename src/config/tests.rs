@@ -50,8 +50,9 @@ fn defaults_without_file_or_env() {
     assert_eq!(default.max_connections, 100_000);
     let mqtt = &config.mqtt;
     assert_eq!(mqtt.max_packet_size, 1 << 20);
-    assert_eq!(mqtt.max_inflight, 32);
+    assert_eq!(mqtt.max_inflight, 1000);
     assert_eq!(mqtt.max_mqueue_len, 1000);
+    assert_eq!(mqtt.max_publisher_hold_ms, 5000);
     assert_eq!(mqtt.max_session_expiry_interval, 7200);
     assert_eq!(mqtt.max_topic_alias, 65535);
     assert_eq!(mqtt.server_keepalive, None);
@@ -516,6 +517,12 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "0",
         "0",
         "an integer from 1 to 1048576",
+    ),
+    (
+        "mqtt.max_publisher_hold_ms",
+        "600001",
+        "-1",
+        "an integer from 0 to 600000",
     ),
     (
         "mqtt.max_session_expiry_interval",

@@ -20,6 +20,7 @@ use crate::router::topic::{
 
 use super::connack;
 use super::lazy::{Empty, Lazy};
+use super::pressure::{self, Pressure};
 use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
     Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
@@ -103,6 +104,9 @@ pub struct Connection {
     resend: Lazy<VecDeque<u16>>,
     actions: Lazy<VecDeque<Action>>,
     closed: bool,
+    /// Whether the session queue is past its bound and holds publishers
+    /// back (see `session::pressure`).
+    pressure: Pressure,
 }
 
 /// What a CONNECT may carry beyond the client id, kept for the life of the
@@ -320,6 +324,7 @@ impl Connection {
             resend: Lazy::new(),
             actions: Lazy::new(),
             closed: false,
+            pressure: Pressure::Free,
             session,
         };
         conn.tx
@@ -709,7 +714,71 @@ impl Connection {
                 return;
             }
         }
-        self.session.enqueue(d);
+        self.enqueue_online(d);
+    }
+
+    /// Queues `d` for the live client: past the queue's bound only a QoS
+    /// 1/2 message, when no QoS 0 message can make room and the client is
+    /// not stalled; the client is then congested (see `session::pressure`).
+    fn enqueue_online(&mut self, d: Delivery) {
+        let bound = self.session.queue_len_max as usize;
+        let session = &mut self.session;
+        if session.queue.len() < bound
+            || d.qos == QoS::AtMostOnce
+            || session.queue_qos0_len > 0
+            || self.pressure == Pressure::Stalled
+            || self.cfg.max_publisher_hold_ms == 0
+        {
+            return session.enqueue(d);
+        }
+        self.pressure = Pressure::Congested;
+        session.enqueue_within(d, pressure::queue_len_hard_max(bound));
+    }
+
+    /// Whether the queue is past its bound while the client still counts
+    /// as reading: the shard pauses the publishers of what it delivers.
+    pub fn is_congested(&self) -> bool {
+        self.pressure == Pressure::Congested && !self.closed
+    }
+
+    /// True once when a congested (or stalled) client's queue is back at
+    /// half its bound: the shard then resumes the publishers it paused.
+    /// Call after `poll_transmit`, which is where the queue drains.
+    pub fn poll_relieved(&mut self) -> bool {
+        if self.pressure == Pressure::Free
+            || self.session.queue.len() > pressure::resume_len(self.session.queue_len_max as usize)
+        {
+            return false;
+        }
+        self.pressure = Pressure::Free;
+        true
+    }
+
+    /// A congested client made no progress for the hold time: it holds
+    /// nobody back any more, and its queue is bounded by
+    /// `max_mqueue_len` again (new messages are dropped and counted) until
+    /// it drains to half of it.
+    pub fn stall(&mut self) {
+        if self.pressure == Pressure::Congested {
+            self.pressure = Pressure::Stalled;
+        }
+    }
+
+    /// Grows whenever the outbound window takes a new QoS 1/2 message, which
+    /// for a congested client means an acknowledgement freed a slot: what
+    /// `pressure::StallClock` watches.
+    pub fn progress(&self) -> u64 {
+        self.session.next_seq
+    }
+
+    /// The shard stops reading a paused publisher's socket, so the client
+    /// may have sent packets (PINGREQ) that were not read: its keep-alive
+    /// counts from the end of the pause.
+    pub fn handle_resumed(&mut self, now: Instant) {
+        if !self.closed {
+            self.last_now = now;
+            self.last_rx_at = now;
+        }
     }
 
     /// Same as [`Connection::handle_delivery`]: named for the call site in

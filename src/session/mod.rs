@@ -41,7 +41,13 @@
 //!
 //! When a message arrives and the queue is full:
 //! 1. the oldest queued QoS 0 message is dropped and the new one queued;
-//! 2. else the new message is dropped (whatever its QoS: tail drop, so
+//! 2. else, for a QoS 1/2 message to a client that is online and not
+//!    stalled (and `max_publisher_hold_ms` > 0), the message is queued past
+//!    the bound, up to [`pressure::queue_len_hard_max`], and the client is
+//!    congested: the shard pauses the publishers until the queue is back
+//!    at half the bound (`Connection::poll_relieved`), or until the client
+//!    has made no progress for the hold time (`Connection::stall`);
+//! 3. else the new message is dropped (whatever its QoS: tail drop, so
 //!    messages already accepted keep their place and order).
 //!
 //! Every message this session accepted and then did not deliver is counted in
@@ -110,6 +116,7 @@
 mod connack;
 mod connection;
 mod lazy;
+pub mod pressure;
 mod state;
 
 #[cfg(test)]
@@ -140,7 +147,13 @@ pub struct SessionConfig {
     /// window.
     pub max_inflight: u16,
     /// Per-session queue of messages waiting for the window or offline.
+    /// An online subscriber that keeps reading may go past it while its
+    /// publishers are paused (see [`pressure`]).
     pub max_mqueue_len: usize,
+    /// How long a congested subscriber that makes no progress holds its
+    /// publishers back (`mqtt.max_publisher_hold_ms`); 0: never, a full
+    /// queue drops at once.
+    pub max_publisher_hold_ms: u32,
     /// Cap on Session Expiry Interval; MQTT 3.1.1 persistent sessions (clean
     /// session 0) use this value.
     pub max_session_expiry_interval_s: u32,

@@ -214,7 +214,13 @@ impl Session {
     /// Applies the queue policy (module doc): drop the oldest QoS 0 if the
     /// queue is full, else tail-drop the newcomer.
     pub(crate) fn enqueue(&mut self, d: Delivery) {
-        if self.queue.len() >= self.queue_len_max as usize {
+        self.enqueue_within(d, self.queue_len_max as usize);
+    }
+
+    /// `enqueue` with another bound: an online subscriber that keeps
+    /// reading may go past `queue_len_max` (see `session::pressure`).
+    pub(crate) fn enqueue_within(&mut self, d: Delivery, queue_len_max: usize) {
+        if self.queue.len() >= queue_len_max {
             if self.queue_qos0_len == 0 {
                 self.drops.queue_full += 1;
                 return;
@@ -227,7 +233,7 @@ impl Session {
             self.queue.remove(oldest_qos0);
             self.queue_qos0_len -= 1;
             self.drops.queue_full += 1;
-            if self.queue.len() >= self.queue_len_max as usize {
+            if self.queue.len() >= queue_len_max {
                 // The cap shrank since the queue filled (a new config).
                 self.drops.queue_full += 1;
                 return;

@@ -180,6 +180,9 @@ enum Woken {
     Read(io::Result<bool>),
     /// The connection must close (requested, or the socket failed on write).
     Close,
+    /// The last pause of this publisher ended with packets still undecoded
+    /// in its buffer (`shard::pressure`).
+    Resumed,
 }
 
 /// Gives `buf`'s memory back when it holds no partial packet: called before
@@ -275,6 +278,9 @@ struct Live {
     /// Give the session's emptied queues back once what the last read
     /// caused went out (see `poll_wait`).
     release: bool,
+    /// Decoding stopped because the connection was paused: resume it when
+    /// the pause ends (`shard::pressure`). In the padding after `protocol`.
+    held: bool,
 }
 
 /// The task of one accepted connection.
@@ -470,7 +476,10 @@ fn serve_established(
             // Whether this turn's read carried control packets only (or none):
             // then the session's emptied queues are released before waiting.
             let mut quiet = true;
-            if live.buf.as_ref().is_some_and(|b| !b.is_empty()) || live.handle.closing.get() {
+            let paused = live.handle.pauses.get() > 0;
+            if (!paused && live.buf.as_ref().is_some_and(|b| !b.is_empty()))
+                || live.handle.closing.get()
+            {
                 // One clock read per socket read: every packet of a read
                 // arrived together. Read here, not kept across the wait: the
                 // 16 bytes would be paid by every idle connection.
@@ -491,6 +500,9 @@ fn serve_established(
                     break false;
                 }
             }
+            // Paused by a congested subscriber (here or after the read
+            // above): what is left in the buffer waits for the resume.
+            live.held = live.handle.pauses.get() > 0;
             release_partial_packet(&mut live.buf, quiet);
             live.release = quiet;
             // What woke the wait is reduced to a flag before anything else
@@ -498,7 +510,7 @@ fn serve_established(
             // bytes of the future.
             let lost = match std::future::poll_fn(|cx| live.poll_wait(cx)).await {
                 Woken::Close => break false,
-                Woken::Read(Ok(true)) => false,
+                Woken::Read(Ok(true)) | Woken::Resumed => false,
                 Woken::Read(Ok(false) | Err(_)) => true,
             };
             if lost {
@@ -547,6 +559,11 @@ impl Live {
             // Requested by the transmit above (see `poll_transmit`).
             return Poll::Ready(Woken::Close);
         }
+        // Transmitting drains the session queue: a congested subscriber
+        // back at half its bound resumes the publishers it paused.
+        if handle.conn.borrow_mut().poll_relieved() {
+            self.shard.relieve(handle);
+        }
         if self.release && self.backlog.is_none() {
             // Once what the read caused went out; not after deliveries,
             // nor after a read of PUBLISH traffic, so a busy connection
@@ -554,10 +571,18 @@ impl Live {
             handle.conn.borrow_mut().release_idle_memory();
             self.release = false;
         }
-        if let Poll::Ready(r) =
-            poll_fill_partial(cx, &shard.read_scratch, &mut self.stream, &mut self.buf)
-        {
-            return Poll::Ready(Woken::Read(r));
+        // A paused publisher is not read: TCP's flow control stops the
+        // client. Its resume raises `wake`.
+        if handle.pauses.get() == 0 {
+            if self.held {
+                self.held = false;
+                return Poll::Ready(Woken::Resumed);
+            }
+            if let Poll::Ready(r) =
+                poll_fill_partial(cx, &shard.read_scratch, &mut self.stream, &mut self.buf)
+            {
+                return Poll::Ready(Woken::Read(r));
+            }
         }
         handle.wake.set_waker(cx.waker());
         Poll::Pending
@@ -579,6 +604,11 @@ async fn handle_buffered(
     loop {
         if handle.closing.get() {
             return false;
+        }
+        if handle.pauses.get() > 0 {
+            // A congested subscriber paused this publisher: the rest of
+            // the buffer waits (`Live::held`).
+            return true;
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
@@ -667,6 +697,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         wake: Signal::default(),
         closing: Cell::new(false),
         tx_hold: Cell::new(0),
+        pauses: Cell::new(0),
     });
     {
         let st = &mut *shard.state.borrow_mut();
@@ -691,6 +722,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         backlog: None,
         protocol,
         release: false,
+        held: false,
     })
 }
 
@@ -706,6 +738,7 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
         mut backlog,
         protocol: _,
         release: _,
+        held: _,
     } = live;
     let shard = &shard;
     let mut buf = buf.map(|b| *b).unwrap_or_default();
@@ -775,6 +808,8 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
     if in_slot(shard) {
         shard.state.borrow_mut().slots.remove(client_id.as_str());
     }
+    // A congested subscriber that leaves holds nobody back.
+    shard.relieve(&handle);
     let handover = shard.take_handover(&handle);
     let Ok(handle) = Rc::try_unwrap(handle) else {
         unreachable!("the handle's other holders are gone and nothing awaited since");

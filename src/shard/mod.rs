@@ -7,6 +7,7 @@
 //!   (routing, retained replication, client-id registry, takeover).
 //! - `conn.rs`: one client connection's task (reads, handles, transmits).
 //! - `msg.rs`: what crosses shards.
+//! - `pressure.rs`: congested subscribers pause their publishers.
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
@@ -18,6 +19,7 @@ mod fd_table;
 mod io;
 mod lock;
 mod msg;
+mod pressure;
 mod registry;
 mod state;
 mod takeover;
@@ -294,7 +296,9 @@ fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
         | ShardMsg::ClaimDone { .. }
         | ShardMsg::SessionMoved { .. }
         | ShardMsg::TakeoverPendings { .. }
-        | ShardMsg::Release { .. } => shard.on_message_sync(from, msg),
+        | ShardMsg::Release { .. }
+        | ShardMsg::Pause { .. }
+        | ShardMsg::Resume { .. } => shard.on_message_sync(from, msg),
         other => {
             let shard = shard.clone();
             glommio::spawn_local(async move { shard.on_message(from, other).await }).detach();

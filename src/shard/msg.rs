@@ -66,4 +66,10 @@ pub enum ShardMsg {
     },
     /// To the home shard: the sender no longer holds a session for the id.
     Release { client_id: ByteStr },
+    /// To a publisher's shard: a subscriber of the sender is congested by
+    /// this client's messages; stop reading it until the matching `Resume`
+    /// (`shard::pressure`).
+    Pause { client_id: ByteStr },
+    /// Undoes one `Pause` of the same client.
+    Resume { client_id: ByteStr },
 }

@@ -5,6 +5,7 @@
 use super::client_key::ClientKey;
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
+use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
@@ -76,6 +77,10 @@ pub struct ConnHandle {
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
     /// to learn the new interest).
     pub tx_hold: Cell<u32>,
+    /// While > 0 the connection's task neither decodes nor reads: one per
+    /// congested subscriber that paused this publisher (`shard::pressure`).
+    /// 16 bits in the padding after `tx_hold`.
+    pub pauses: Cell<u16>,
 }
 
 /// Online recipients of one message, resolved while the router is borrowed
@@ -192,6 +197,9 @@ pub struct State {
     pub will_index: AHashMap<ByteStr, (Instant, u64)>,
     pub connections: usize,
     pub dropped_no_recipient: u64,
+    /// Congested subscribers of this shard and the publishers they paused,
+    /// by the address of the subscriber's handle (`shard::pressure`).
+    pub congested: AHashMap<usize, Congestion>,
 }
 
 /// A shard's view of admission: the node's shared state and its own
@@ -281,6 +289,7 @@ impl Shard {
                 will_index: AHashMap::new(),
                 connections: 0,
                 dropped_no_recipient: 0,
+                congested: AHashMap::new(),
             }),
             settings,
             senders,
@@ -438,7 +447,7 @@ impl Shard {
         // One trie walk gives the other shards to send to and this shard's
         // own recipients, delivered to at once.
         let mut route = Route::default();
-        self.deliver_matching(&message, Some(&mut route));
+        self.deliver_matching(&message, Some(&mut route), self.id);
         if self.broadcast_publishes() {
             // Every shard matches locally: see `broadcast_publishes`.
             route.shards.clear();
@@ -449,9 +458,9 @@ impl Shard {
             route.shards.retain(|s| *s != self.id);
         }
         if !route.shared.is_empty() {
-            route
-                .shared
-                .retain(|(s, key)| *s != self.id || !self.deliver_shared_here(&message, key));
+            route.shared.retain(|(s, key)| {
+                *s != self.id || !self.deliver_shared_here(&message, key, self.id)
+            });
         }
         if retain.is_none() && route.shards.is_empty() && route.shared.is_empty() {
             return None;
@@ -491,7 +500,7 @@ impl Shard {
         for (s, key) in shared {
             if s == self.id {
                 // The local pick found no member: `deliver_shared` moves on.
-                self.deliver_shared(message.clone(), key, 0).await;
+                self.deliver_shared(message.clone(), key, 0, self.id).await;
             } else {
                 self.send(
                     s,
@@ -513,16 +522,23 @@ impl Shard {
         }
     }
 
-    /// Deliver to this shard's ordinary subscribers.
-    pub fn deliver_local(self: &Rc<Self>, message: &Arc<Message>) {
-        self.deliver_matching(message, None);
+    /// Deliver to this shard's ordinary subscribers a message shard `from`
+    /// sent.
+    pub fn deliver_local(self: &Rc<Self>, message: &Arc<Message>, from: ShardId) {
+        self.deliver_matching(message, None, from);
     }
 
     /// Delivers `message` to this shard's ordinary subscribers, resolved to
     /// their connections during the router's walk; with `route`, the same
     /// walk also says where else the message must go
-    /// (`Router::route_each`).
-    fn deliver_matching(self: &Rc<Self>, message: &Arc<Message>, route: Option<&mut Route>) {
+    /// (`Router::route_each`). `from`: the shard the message came from,
+    /// where its publisher is paused if a subscriber is congested.
+    fn deliver_matching(
+        self: &Rc<Self>,
+        message: &Arc<Message>,
+        route: Option<&mut Route>,
+        from: ShardId,
+    ) {
         let now = self.delivery_now(message);
         let mut targets = std::mem::take(&mut *self.scratch_targets.borrow_mut());
         {
@@ -552,7 +568,7 @@ impl Shard {
                 None => router.local_recipients_each(&message.topic, origin, deliver),
             }
         }
-        self.give_deliveries(targets.drain(..), now);
+        self.give_deliveries(targets.drain(..), message, from, now);
         if targets.capacity() > crate::limits::DELIVERY_SCRATCH_KEPT_MAX {
             // A message with that many local subscribers: do not keep
             // its list's memory for every later one.
@@ -561,24 +577,39 @@ impl Shard {
         *self.scratch_targets.borrow_mut() = targets;
     }
 
-    /// Gives each connection its delivery, in order. Runs after the state
-    /// borrow that resolved them ended: a delivery can run shard code that
-    /// borrows it again.
+    /// Gives each connection its delivery of `message` (from shard
+    /// `from`), in order, and pauses the publisher for each subscriber the
+    /// delivery left congested. Runs after the state borrow that resolved
+    /// them ended: a delivery can run shard code that borrows it again.
     fn give_deliveries(
         self: &Rc<Self>,
         targets: impl IntoIterator<Item = (Rc<ConnHandle>, Delivery)>,
+        message: &Message,
+        from: ShardId,
         now: Instant,
     ) {
         for (handle, d) in targets {
-            handle.conn.borrow_mut().handle_delivery(d, now);
+            let congested = {
+                let mut conn = handle.conn.borrow_mut();
+                conn.handle_delivery(d, now);
+                conn.is_congested()
+            };
             self.drain_sync_actions(&handle);
             handle.wake.raise();
+            if congested {
+                self.hold_publisher(&handle, from, message, now);
+            }
         }
     }
 
     /// Delivers to the next local member of a shared group; false when the
     /// group has no member here (any more).
-    fn deliver_shared_here(self: &Rc<Self>, message: &Arc<Message>, key: &SharedKey) -> bool {
+    fn deliver_shared_here(
+        self: &Rc<Self>,
+        message: &Arc<Message>,
+        key: &SharedKey,
+        from: ShardId,
+    ) -> bool {
         let pick = self.state.borrow_mut().router.pick_shared(key);
         let Some(r) = pick else {
             return false;
@@ -601,7 +632,7 @@ impl Shard {
                 now,
             )
         };
-        self.give_deliveries(target, now);
+        self.give_deliveries(target, message, from, now);
         true
     }
 
@@ -617,8 +648,14 @@ impl Shard {
         }
     }
 
-    pub async fn deliver_shared(self: &Rc<Self>, message: Arc<Message>, key: SharedKey, hops: u8) {
-        if self.deliver_shared_here(&message, &key) {
+    pub async fn deliver_shared(
+        self: &Rc<Self>,
+        message: Arc<Message>,
+        key: SharedKey,
+        hops: u8,
+        from: ShardId,
+    ) {
+        if self.deliver_shared_here(&message, &key, from) {
             return;
         }
         // The member left after the sender's pick: try the next shard.
@@ -918,6 +955,7 @@ impl Shard {
             self.next_drop_report.set(now + DROP_REPORT_INTERVAL);
             self.report_drops();
         }
+        self.check_stalls(now);
         if now >= self.next_admission_report.get() {
             self.next_admission_report
                 .set(now + ADMISSION_REPORT_INTERVAL);
@@ -952,7 +990,9 @@ impl Shard {
                     Slot::Offline(parked) if parked.expires_at.is_some_and(|t| t <= now) => {
                         Some(id.clone())
                     }
-                    Slot::Online(h) => {
+                    // A paused publisher's packets are not read: its
+                    // silence is ours (`shard::pressure`).
+                    Slot::Online(h) if h.pauses.get() == 0 => {
                         if h.conn.borrow().poll_timeout().is_some_and(|t| t <= now) {
                             silent.push(h.clone());
                         }
@@ -1035,7 +1075,9 @@ impl Shard {
                     }
                 }
             }
-            ShardMsg::Publish(m) => self.deliver_local(&m),
+            ShardMsg::Publish(m) => self.deliver_local(&m, from),
+            ShardMsg::Pause { client_id } => self.pause_here(&client_id),
+            ShardMsg::Resume { client_id } => self.resume_here(&client_id, Instant::now()),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
             ShardMsg::Claim { client_id, token } => self.on_claim(from, client_id, token),
             ShardMsg::ClaimDone { client_id } => self.on_claim_done(&client_id),
@@ -1069,7 +1111,7 @@ impl Shard {
     pub async fn on_message(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
         match msg {
             ShardMsg::Shared { message, key, hops } => {
-                self.deliver_shared(message, key, hops).await
+                self.deliver_shared(message, key, hops, from).await
             }
             ShardMsg::Takeover {
                 client_id,

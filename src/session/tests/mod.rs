@@ -2,6 +2,7 @@
 //! and collects what it transmits and asks the shard to do.
 
 mod authz;
+mod pressure;
 mod protocol_errors;
 mod sim;
 mod topics;
@@ -21,6 +22,9 @@ pub(super) fn cfg() -> SessionConfig {
         max_packet_size: 1 << 20,
         max_inflight: 16,
         max_mqueue_len: 100,
+        // Off: most tests check the plain queue policy; `pressure` tests
+        // turn it on.
+        max_publisher_hold_ms: 0,
         max_session_expiry_interval_s: 3600,
         max_topic_alias: 10,
         server_keepalive_s: Some(60),

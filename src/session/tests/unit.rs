@@ -24,7 +24,7 @@ fn subscribe(packet_id: u16, filters: Vec<(ByteStr, SubscriptionOptions)>) -> Pa
     })
 }
 
-fn disconnect(code: ReasonCode) -> Packet {
+pub(super) fn disconnect(code: ReasonCode) -> Packet {
     Packet::Disconnect(Box::new(Disconnect {
         reason_code: code,
         properties: DisconnectProperties::default(),
@@ -43,12 +43,12 @@ fn pair_v3() -> Pair {
     p
 }
 
-fn with_props(mut c: Connect, f: impl FnOnce(&mut ConnectProperties)) -> Connect {
+pub(super) fn with_props(mut c: Connect, f: impl FnOnce(&mut ConnectProperties)) -> Connect {
     f(&mut c.properties);
     c
 }
 
-fn persistent_v5(id: &str) -> Connect {
+pub(super) fn persistent_v5(id: &str) -> Connect {
     let mut c = with_props(connect_v5(id), |p| p.session_expiry_interval_s = Some(600));
     c.clean_start = false;
     c

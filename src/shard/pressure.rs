@@ -1,0 +1,192 @@
+//! Back-pressure from congested subscribers to their publishers
+//! (docs/adr/0001-subscriber-backpressure.md; the queue side is
+//! `session::pressure`).
+//!
+//! A delivery that leaves its subscriber congested pauses the message's
+//! publisher: the subscriber's shard records the publisher (its shard and
+//! client id) with the subscriber and pauses it, here or with
+//! `ShardMsg::Pause` to the publisher's shard. A paused connection's task
+//! stops decoding and reading its socket (`ConnHandle::pauses` > 0), so
+//! TCP's flow control stops the client. The subscriber's shard resumes
+//! every publisher it paused (`ShardMsg::Resume` for other shards) when
+//! the subscriber's queue is back at half its bound, when it closes, or
+//! when its shard's tick finds it made no progress for
+//! `mqtt.max_publisher_hold_ms` (then it is stalled and drops instead).
+//! Nothing here waits: a `Pause` that does not fit in a full channel is
+//! not sent (the next message tries again), a `Resume` that does not fit
+//! goes in a task.
+
+use super::msg::ShardMsg;
+use super::state::{ConnHandle, Shard, ShardId, Slot};
+use crate::codec::ByteStr;
+use crate::session::pressure::StallClock;
+use crate::session::Message;
+use ahash::AHashSet;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+/// A congested subscriber of this shard and the publishers it paused.
+pub struct Congestion {
+    /// Weak: the connection's task must stay the last holder of its handle
+    /// (`conn::finish`).
+    subscriber: Weak<ConnHandle>,
+    clock: StallClock,
+    /// Each paused publisher once: its shard and client id (a publisher on
+    /// another shard is known by what its messages carry).
+    publishers: AHashSet<(ShardId, ByteStr)>,
+}
+
+/// The key of a subscriber's entry in `State::congested`: the address of
+/// its handle, unique while the handle lives (its connection's end removes
+/// the entry, `Shard::relieve`).
+fn key(handle: &ConnHandle) -> usize {
+    handle as *const ConnHandle as usize
+}
+
+impl Shard {
+    /// `subscriber` is congested after a delivery of `message`, which came
+    /// from shard `from`: pause the message's publisher, once per
+    /// subscriber.
+    pub(super) fn hold_publisher(
+        self: &Rc<Self>,
+        subscriber: &Rc<ConnHandle>,
+        from: ShardId,
+        message: &Message,
+        now: Instant,
+    ) {
+        let Some(publisher) = &message.origin else {
+            return;
+        };
+        // A client publishing to itself must keep reading its own acks.
+        if from == self.id && subscriber.conn.borrow().client_id() == publisher {
+            return;
+        }
+        let added = {
+            let mut st = self.state.borrow_mut();
+            let entry = st.congested.entry(key(subscriber)).or_insert_with(|| {
+                let conn = subscriber.conn.borrow();
+                tracing::debug!(
+                    shard = self.id,
+                    client_id = %conn.client_id(),
+                    queued = conn.session().queued_len(),
+                    "subscriber congested: its queue is past mqtt.max_mqueue_len; \
+                     pausing its publishers"
+                );
+                let progress = conn.progress();
+                Congestion {
+                    subscriber: Rc::downgrade(subscriber),
+                    clock: StallClock::new(progress, now),
+                    publishers: AHashSet::new(),
+                }
+            });
+            entry.publishers.insert((from, publisher.clone()))
+        };
+        if !added {
+            return;
+        }
+        if from == self.id {
+            self.pause_here(publisher);
+            return;
+        }
+        let pause = ShardMsg::Pause {
+            client_id: publisher.clone(),
+        };
+        if self.senders.try_send_to(from as usize, pause).is_err() {
+            // Not paused, so nothing to resume: the publisher's next
+            // message to this subscriber tries again.
+            if let Some(c) = self.state.borrow_mut().congested.get_mut(&key(subscriber)) {
+                c.publishers.remove(&(from, publisher.clone()));
+            }
+        }
+    }
+
+    /// The subscriber's queue is back at half its bound, or its connection
+    /// ends: resume the publishers it paused.
+    pub(super) fn relieve(self: &Rc<Self>, subscriber: &ConnHandle) {
+        let entry = self.state.borrow_mut().congested.remove(&key(subscriber));
+        if let Some(c) = entry {
+            self.resume_publishers(c.publishers);
+        }
+    }
+
+    fn resume_publishers(self: &Rc<Self>, publishers: AHashSet<(ShardId, ByteStr)>) {
+        let now = Instant::now();
+        for (shard, client_id) in publishers {
+            if shard == self.id {
+                self.resume_here(&client_id, now);
+                continue;
+            }
+            let resume = ShardMsg::Resume { client_id };
+            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
+                self.senders.try_send_to(shard as usize, resume)
+            {
+                // The channel is full: wait for room in a task (the Pause
+                // this answers is already in the channel, ahead of it).
+                let me = self.clone();
+                glommio::spawn_local(async move { me.send(shard, msg).await }).detach();
+            }
+        }
+    }
+
+    /// Pause a publisher of this shard: its task stops reading.
+    pub(super) fn pause_here(&self, client_id: &str) {
+        if let Some(Slot::Online(h)) = self.state.borrow().slots.get(client_id) {
+            h.pauses.set(h.pauses.get().saturating_add(1));
+        }
+    }
+
+    /// Undo one `pause_here`; the last one wakes the connection's task.
+    pub(super) fn resume_here(&self, client_id: &str, now: Instant) {
+        let handle = match self.state.borrow().slots.get(client_id) {
+            Some(Slot::Online(h)) if h.pauses.get() > 0 => h.clone(),
+            _ => return,
+        };
+        handle.pauses.set(handle.pauses.get() - 1);
+        if handle.pauses.get() == 0 {
+            handle.conn.borrow_mut().handle_resumed(now);
+            handle.wake.raise();
+        }
+    }
+
+    /// On each tick: a congested subscriber that made no progress for the
+    /// hold time is stalled (its publishers resume, its new messages are
+    /// dropped); entries of subscribers no longer congested go.
+    pub(super) fn check_stalls(self: &Rc<Self>, now: Instant) {
+        if self.state.borrow().congested.is_empty() {
+            return;
+        }
+        let hold = Duration::from_millis(u64::from(self.settings.session.max_publisher_hold_ms));
+        let mut ended = Vec::new();
+        for (&k, c) in self.state.borrow_mut().congested.iter_mut() {
+            let Some(subscriber) = c.subscriber.upgrade() else {
+                ended.push((k, None));
+                continue;
+            };
+            let conn = subscriber.conn.borrow();
+            if !conn.is_congested() {
+                ended.push((k, None));
+            } else if c.clock.is_stalled(conn.progress(), now, hold) {
+                drop(conn);
+                ended.push((k, Some(subscriber)));
+            }
+        }
+        for (k, stalled) in ended {
+            let entry = self.state.borrow_mut().congested.remove(&k);
+            if let Some(subscriber) = stalled {
+                let mut conn = subscriber.conn.borrow_mut();
+                conn.stall();
+                tracing::info!(
+                    shard = self.id,
+                    client_id = %conn.client_id(),
+                    queued = conn.session().queued_len(),
+                    hold_ms = hold.as_millis() as u64,
+                    "subscriber stalled: no progress for mqtt.max_publisher_hold_ms; \
+                     its publishers resume and its new messages are dropped"
+                );
+            }
+            if let Some(c) = entry {
+                self.resume_publishers(c.publishers);
+            }
+        }
+    }
+}
