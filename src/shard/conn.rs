@@ -841,15 +841,17 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
         None => match session {
             Some(s) => {
                 let expires_at = Shard::expiry_deadline(now, &s);
-                let st = &mut *shard.state.borrow_mut();
-                let key = st.registry.shared_key(client_id.as_str());
-                st.slots.insert(
-                    key,
-                    Slot::Offline(Box::new(Parked {
-                        session: s,
-                        expires_at,
-                    })),
-                );
+                {
+                    let st = &mut *shard.state.borrow_mut();
+                    let key = st.registry.shared_key(client_id.as_str());
+                    st.slots.insert(
+                        key,
+                        Slot::Offline(Box::new(Parked {
+                            session: s,
+                            expires_at,
+                        })),
+                    );
+                }
                 if let Some((w, delay)) = will {
                     if delay.is_zero() {
                         shard.publish(w).await;
