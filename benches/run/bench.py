@@ -58,7 +58,7 @@ STOP_TIMEOUT_S = 10.0
 # one subscriber (fanin: 100 x 100 = 10,000): the queue is sized for that, as
 # mosquitto's is unlimited below. The inflight window matches mosquitto's below.
 # Scenario faninDefault runs ringmq with none of these (its defaults: a full
-# queue pauses the publishers, docs/adr/0001-subscriber-backpressure.md).
+# queue pauses the publishers, docs/adr/0002-subscriber-backpressure.md).
 RINGMQ_MAX_INFLIGHT = 1000
 RINGMQ_MAX_MQUEUE_LEN = 20_000
 
@@ -955,7 +955,7 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
       f"`mqtt.max_mqueue_len = {RINGMQ_MAX_MQUEUE_LEN}` (default 1000): in the fan-in run 100 publishers "
       "with a closed-loop window of 100 each may have 10,000 messages queued for the one subscriber, which "
       "the default queue holds only by pausing the publishers (scenario 3b runs ringmq with its defaults, "
-      "docs/adr/0001-subscriber-backpressure.md). Mosquitto: the logging lines only quiet per-connection "
+      "docs/adr/0002-subscriber-backpressure.md). Mosquitto: the logging lines only quiet per-connection "
       "messages, as ringmq's `warn` does.")
     w("")
     w("Load generator runs (each once per broker and repetition, with a fresh `--client-id-prefix`):")

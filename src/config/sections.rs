@@ -176,7 +176,7 @@ pub struct MqttConfig {
     /// `max_inflight`: unacknowledged QoS 1/2 messages per client (the
     /// Receive Maximum the broker announces; a v5 client's own Receive
     /// Maximum caps its window further). 1 to 65535. Default 1000
-    /// (docs/adr/0001-subscriber-backpressure.md).
+    /// (docs/adr/0002-subscriber-backpressure.md).
     #[serde(deserialize_with = "de_max_inflight")]
     pub max_inflight: u16,
     /// `max_mqueue_len`: messages queued per session beyond the inflight

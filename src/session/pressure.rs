@@ -1,5 +1,5 @@
 //! Back-pressure from a subscriber's queue to its publishers, sans-IO
-//! (docs/adr/0001-subscriber-backpressure.md).
+//! (docs/adr/0002-subscriber-backpressure.md).
 //!
 //! `mqtt.max_mqueue_len` bounds the queue of an offline session and of an
 //! online one that stopped reading. An online subscriber that is still

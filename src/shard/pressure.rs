@@ -1,5 +1,5 @@
 //! Back-pressure from congested subscribers to their publishers
-//! (docs/adr/0001-subscriber-backpressure.md; the queue side is
+//! (docs/adr/0002-subscriber-backpressure.md; the queue side is
 //! `session::pressure`).
 //!
 //! A delivery that leaves its subscriber congested pauses the message's

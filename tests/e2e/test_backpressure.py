@@ -1,4 +1,4 @@
-"""Back-pressure from a full subscriber queue to its publishers (docs/adr/0001-subscriber-backpressure.md).
+"""Back-pressure from a full subscriber queue to its publishers (docs/adr/0002-subscriber-backpressure.md).
 
 Nothing ringmq acknowledged is lost to an online subscriber that keeps reading: when
 its queue (`mqtt.max_mqueue_len`) is full, the publishers of its messages are paused
