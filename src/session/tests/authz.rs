@@ -67,33 +67,6 @@ fn subscribe(filters: &[&str]) -> Packet {
     })
 }
 
-fn suback_codes(p: &mut Pair) -> Vec<ReasonCode> {
-    match p.take_sent().as_slice() {
-        [Packet::SubAck(s)] => s.reason_codes.clone(),
-        other => panic!("expected one SUBACK, got {other:?}"),
-    }
-}
-
-fn subscribed(actions: &[Action]) -> Vec<String> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Subscribe { filter, .. } => Some(filter.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn routed(actions: &[Action]) -> Vec<String> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Publish(m) => Some(m.topic.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn denied_filter_gets_0x87_on_v5_and_no_subscribe_action() {
     let mut p = pair(connect_v5("c1"), DenyAction::Ignore);
@@ -239,17 +212,6 @@ fn aliased_publish_is_checked_on_the_resolved_topic() {
         .collect();
     assert_eq!(codes, [ReasonCode::NOT_AUTHORIZED; 2]);
     assert!(routed(&p.take_actions()).is_empty());
-}
-
-fn with_will(mut c: Connect, topic: &str) -> Connect {
-    c.will = Some(Will {
-        topic: ByteStr::from(topic),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: WillProperties::default(),
-    });
-    c
 }
 
 #[test]

@@ -278,3 +278,43 @@ impl Pair {
             .collect()
     }
 }
+
+// Helpers shared by the authorization and topic-limit tests.
+
+pub(super) fn suback_codes(p: &mut Pair) -> Vec<ReasonCode> {
+    match p.take_sent().as_slice() {
+        [Packet::SubAck(s)] => s.reason_codes.clone(),
+        other => panic!("expected one SUBACK, got {other:?}"),
+    }
+}
+
+pub(super) fn subscribed(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Subscribe { filter, .. } => Some(filter.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn routed(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish(m) => Some(m.topic.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn with_will(mut c: Connect, topic: &str) -> Connect {
+    c.will = Some(Will {
+        topic: ByteStr::from(topic),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    c
+}

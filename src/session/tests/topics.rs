@@ -22,26 +22,6 @@ fn connected(cfg: SessionConfig, c: Connect) -> Pair {
     p
 }
 
-fn routed(actions: &[Action]) -> Vec<String> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Publish(m) => Some(m.topic.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn subscribed(actions: &[Action]) -> Vec<String> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Subscribe { filter, .. } => Some(filter.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn closed_with(actions: &[Action]) -> Option<ReasonCode> {
     actions.iter().find_map(|a| match a {
         Action::Close { reason, .. } => Some(*reason),
@@ -75,24 +55,6 @@ fn subscribe(filters: &[&str]) -> Packet {
             .collect(),
         properties: SubscribeProperties::default(),
     })
-}
-
-fn suback_codes(p: &mut Pair) -> Vec<ReasonCode> {
-    match p.take_sent().as_slice() {
-        [Packet::SubAck(s)] => s.reason_codes.clone(),
-        other => panic!("expected one SUBACK, got {other:?}"),
-    }
-}
-
-fn with_will(mut c: Connect, topic: &str) -> Connect {
-    c.will = Some(Will {
-        topic: ByteStr::from(topic),
-        payload: Bytes::from_static(b"gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: WillProperties::default(),
-    });
-    c
 }
 
 fn aliased(topic: &str, alias: u16, qos: QoS, packet_id: u16) -> Packet {
