@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::*;
 use crate::authz::{Authz, DenyAction, DenyReason, Permission, Rule, RuleAction};
 use crate::codec::*;
