@@ -124,3 +124,30 @@ def test_stalled_subscriber_holds_publishers_only_for_the_hold(broker_factory, u
     # The window (1000) and the queue (1000) took the rest, and one publish per pause.
     assert 0 < dropped < 6000, line
     b.check_alive()
+
+
+def test_paho_fanin_with_default_config_loses_nothing(broker_factory, uid):
+    """Real clients: paho publishers, QoS 1, each with many messages in flight, into one
+    MQTT 3.1.1 paho subscriber of a wildcard, default config. More is in flight than the
+    subscriber's queue (1000) and window hold, so the broker must pause the publishers
+    instead of dropping: every message each publisher had acknowledged arrives."""
+    from clients import MqttClient
+    b = broker_factory()
+    base = uid("pahofanin")
+    sub = MqttClient(b.listen_port, f"{base}-sub", version=4, max_inflight=1000)
+    sub.subscribe(f"{base}/#", qos=1)
+    publishers, per_publisher = 8, 1500
+    pubs = [MqttClient(b.listen_port, f"{base}-p{i}", version=4, max_inflight=500)
+            for i in range(publishers)]
+    infos = []
+    for n in range(per_publisher):
+        for i, p in enumerate(pubs):
+            infos.append(p.publish(f"{base}/{i}", b"%d-%d" % (i, n), qos=1, wait=False))
+    for info in infos:
+        info.wait_for_publish(60)
+        assert info.is_published()
+    got = sub.expect_messages(publishers * per_publisher, timeout=60)
+    assert len({m.payload for m in got}) == publishers * per_publisher
+    for c in pubs + [sub]:
+        c.stop()
+    b.check_alive()
