@@ -2,6 +2,7 @@
 # Installs what `make test` needs beyond the Rust toolchain:
 #   - Debian's mosquitto and mosquitto-clients (mosquitto_pub/sub are test clients;
 #     the mosquitto broker is the reference for RINGMQ_TEST_BROKER=mosquitto)
+#   - gdb: a failed e2e test prints the running broker's thread backtraces
 #   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
 # Installs only what is missing; safe to run repeatedly and without a terminal.
 set -euo pipefail
@@ -15,12 +16,12 @@ have_mosquitto() {
     command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1
 }
 
-if ! have_mosquitto; then
+if ! have_mosquitto || ! command -v gdb >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing mosquitto mosquitto-clients (apt-get)" >&2
+    echo "installing mosquitto mosquitto-clients gdb (apt-get)" >&2
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients </dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients gdb </dev/null
   else
     echo "warning: mosquitto/mosquitto_pub/mosquitto_sub missing and no apt-get; their tests will fail" >&2
   fi

@@ -266,6 +266,7 @@ async fn shard_main(
             _ => None,
         })
         .collect();
+    tracing::info!(shard = id, clients = online.len(), "shard stopping");
     for h in online {
         h.conn.borrow_mut().kick(ReasonCode::SERVER_SHUTTING_DOWN);
         shard.drain_sync_actions(&h);

@@ -70,18 +70,26 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         for b in getattr(item, "_brokers", []):
             rep.sections.append((f"{b.kind} log {b.log_path} (last lines)", b.tail(150)))
+            if b.alive:
+                rep.sections.append((f"{b.kind} threads (gdb)", b.thread_stacks()))
 
 
 # ---------------------------------------------------------------- helpers
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (never 1883)."""
+    """A free TCP port on 127.0.0.1 (never 1883), never one this run gave
+    out before: the kernel may hand a just-closed ephemeral port out again
+    at once, and a broker's listener and API port must differ."""
     while True:
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        if port != 1883:
+        if port != 1883 and port not in _ports_given:
+            _ports_given.add(port)
             return port
 
 
@@ -290,6 +298,21 @@ class Broker:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.kind} still running {timeout}s later:\n" + self.tail(40)) from None
+
+    def thread_stacks(self) -> str:
+        """Every thread's backtrace of the running broker (for a failed test:
+        where a shard that should have answered is waiting)."""
+        gdb = shutil.which("gdb")
+        if gdb is None:
+            return "(gdb not installed)"
+        try:
+            out = subprocess.run(
+                [gdb, "-p", str(self.proc.pid), "-batch", "-nx", "-ex", "thread apply all bt 30"],
+                capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return "(gdb timed out)"
+        lines = [l for l in out.stdout.splitlines() if l.startswith(("#", "Thread"))]
+        return "\n".join(lines) or out.stderr[-2000:]
 
     def send_signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
