@@ -25,6 +25,8 @@ mod pressure;
 mod registry;
 mod reply;
 mod service;
+#[cfg(test)]
+mod sim;
 mod state;
 mod stop;
 mod takeover;

@@ -136,6 +136,12 @@ impl<R, W> ReplyTable<R, W> {
         self.pending.remove(&token).map(|p| p.outcome)
     }
 
+    /// The waiter of call `token` while replies are still due.
+    #[cfg(test)]
+    pub fn pending_waiter(&self, token: u64) -> Option<&W> {
+        self.pending.get(&token)?.waiter.as_ref()
+    }
+
     /// Calls not yet taken (finished or not).
     pub fn open_calls(&self) -> usize {
         self.pending.len()
@@ -224,6 +230,12 @@ impl<R, W> Protocol<R, W> {
             return Vec::new();
         }
         self.calls.handle_peer_stopped(peer)
+    }
+
+    /// How many peers' `mark` arrived.
+    #[cfg(test)]
+    pub fn marks(&self, mark: Mark) -> u16 {
+        self.marks[mark as usize]
     }
 
     /// Whether every peer's `mark` arrived.
