@@ -63,8 +63,6 @@ struct Shard {
     /// Per peer: the next note sequence number it sends to us / we expect.
     note_next_out: Vec<u64>,
     note_next_in: Vec<u64>,
-    /// Peers that failed (their channel ended) without a stop.
-    gone: BTreeSet<ShardId>,
 }
 
 struct Call {
@@ -105,7 +103,6 @@ impl Sim {
                     held: Vec::new(),
                     note_next_out: vec![0; n],
                     note_next_in: vec![0; n],
-                    gone: BTreeSet::new(),
                 })
                 .collect(),
             channels: (0..n)
@@ -237,7 +234,6 @@ impl Sim {
                 }
             }
             Msg::Gone => {
-                self.shards[shard].gone.insert(from);
                 for woken in self.shards[shard].proto.handle_peer_gone(from) {
                     self.finish(to, Some(woken));
                 }
@@ -245,11 +241,9 @@ impl Sim {
         }
     }
 
-    /// Peers whose `mark` arrived or that failed (the real shard waits
-    /// for the latter until its deadline).
+    /// Every peer's `mark` arrived or the peer failed.
     fn marked(&self, id: ShardId, mark: Mark) -> bool {
-        let s = &self.shards[id as usize];
-        s.proto.all_marked(mark) || s.proto.marks(mark) + s.gone.len() as u16 >= SHARDS - 1
+        self.shards[id as usize].proto.all_marked(mark)
     }
 
     fn mark_all(&mut self, id: ShardId, mark: Mark) {
