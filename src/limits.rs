@@ -211,7 +211,10 @@ pub const SHARD_ACTIVE_PARK: (Duration, Duration) = (SHARD_ACTIVE_SLEEP_MAX, SHA
 /// count changed): bounds how long memory freed by a burst of work stays
 /// in the process's RSS.
 pub const FREE_MEMORY_RELEASE_INTERVAL: Duration = Duration::from_secs(10);
-/// How long shutdown waits for connections to flush their DISCONNECT.
+/// How long a shard's stop may take in all (`shard/stop.rs`): each step
+/// (every shard's wills published, its connections closed after their
+/// DISCONNECT, every shard's stop mark) normally ends at its event; this
+/// bounds them if a peer or a client is stuck.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How often a shard logs messages its sessions dropped: one line per
 /// interval at most, so a slow consumer cannot flood the log.
