@@ -17,6 +17,7 @@ mod client_key;
 mod conn;
 mod fd_table;
 mod io;
+mod lifecycle;
 mod lock;
 mod msg;
 mod pressure;

@@ -4,7 +4,7 @@
 
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, SharedKey};
-use crate::session::{Delivery, Message, Session};
+use crate::session::{Delivery, Message, SessionSnapshot};
 use std::sync::Arc;
 
 pub enum ShardMsg {
@@ -48,11 +48,12 @@ pub enum ShardMsg {
         token: u64,
         clean_start: bool,
     },
-    /// The answer to `Takeover`. With a session, the sender keeps its
+    /// The answer to `Takeover`: the session as a snapshot, moved by value
+    /// (payloads shared, not copied). With a session, the sender keeps its
     /// subscriptions and collects what they deliver until `TakeoverEnd`.
     SessionMoved {
         token: u64,
-        session: Option<Box<Session>>,
+        session: Option<Box<SessionSnapshot>>,
     },
     /// To the shard a session moved from: its subscriptions are in the
     /// sender's router and every shard knows; stop matching them and send

@@ -9,7 +9,10 @@ use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
-use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
+use crate::session::{
+    Action, Connection, Delivery, Lifecycle, Message, Session, SessionConfig, SessionSnapshot,
+    WallClock,
+};
 use ahash::AHashMap;
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::Senders;
@@ -19,7 +22,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub type ShardId = u16;
 
@@ -181,7 +184,8 @@ pub struct State {
     pub registry: Registry,
     /// Replies awaited by connect tasks of this shard, by token.
     pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
-    pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
+    /// Sessions moving in from other shards (`SessionMoved`), by token.
+    pub moves: AHashMap<u64, Rc<Oneshot<Option<SessionSnapshot>>>>,
     /// `TakeoverPendings` awaited by connect tasks of this shard, by token.
     pub move_ends: AHashMap<u64, Rc<Oneshot<Vec<Delivery>>>>,
     /// Takeovers waiting for an online connection to end, by the address of
@@ -215,6 +219,9 @@ pub struct Shard {
     pub settings: ShardSettings,
     pub senders: Senders<ShardMsg>,
     pub state: RefCell<State>,
+    /// The transitions of this shard's sessions and their events
+    /// (`session::lifecycle`, `shard/lifecycle.rs`).
+    pub lifecycle: RefCell<Lifecycle>,
     next_token: Cell<u64>,
     /// Deterministic hash of client ids to home shards: the same on every shard.
     hasher: ahash::RandomState,
@@ -291,6 +298,7 @@ impl Shard {
                 dropped_no_recipient: 0,
                 congested: AHashMap::new(),
             }),
+            lifecycle: RefCell::new(Lifecycle::new()),
             settings,
             senders,
             next_token: Cell::new(1),
@@ -1018,6 +1026,7 @@ impl Shard {
             self.drain_sync_actions(&h);
         }
         for session in expired {
+            self.with_lifecycle(|l| l.handle_expired(&session, &WallClock::now()));
             let id = session.client_id().clone();
             // A delayed will is due at the latest when its session ends.
             let will = {
@@ -1122,13 +1131,6 @@ impl Shard {
                 self.on_takeover_end(from, client_id, token).await
             }
             other => self.on_message_sync(from, other),
-        }
-    }
-
-    pub fn expiry_deadline(now: Instant, session: &Session) -> Option<Instant> {
-        match session.expiry_interval_s() {
-            u32::MAX => None,
-            s => Some(now + Duration::from_secs(s as u64)),
         }
     }
 

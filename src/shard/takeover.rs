@@ -8,7 +8,7 @@ use super::msg::ShardMsg;
 use super::registry::Answer;
 use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
-use crate::session::Session;
+use crate::session::{Session, WallClock};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -58,7 +58,8 @@ impl Shard {
             },
         )
         .await;
-        let mut session = moved.take().await?;
+        let snapshot = moved.take().await?;
+        let mut session = self.with_lifecycle(|l| l.handle_import(snapshot, &WallClock::now()));
         {
             let mut st = self.state.borrow_mut();
             // Nothing else holds the id here: this connect holds its claim,
@@ -274,14 +275,12 @@ impl Shard {
                         })),
                     );
                 }
-                self.send(
-                    shard,
-                    ShardMsg::SessionMoved {
-                        token,
-                        session: session.map(Box::new),
-                    },
-                )
-                .await;
+                // What moves is the session's snapshot, by value: the shape
+                // a move to another node or to disk will take.
+                let session = session
+                    .map(|s| self.with_lifecycle(|l| l.handle_export(s, shard, &WallClock::now())));
+                self.send(shard, ShardMsg::SessionMoved { token, session })
+                    .await;
             }
         }
     }
