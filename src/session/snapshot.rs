@@ -95,9 +95,8 @@ impl WallClock {
         }
     }
 
-    /// Unix milliseconds as an `Instant` of this process. A time further
-    /// in the past than this process's clock reaches becomes `self.instant`
-    /// (already due either way).
+    /// Unix milliseconds as an `Instant` of this process. A time before
+    /// what `Instant` can hold becomes `self.instant` (due either way).
     pub fn to_instant(&self, unix_ms: u64) -> Instant {
         if unix_ms >= self.unix_ms {
             let later = Duration::from_millis(unix_ms - self.unix_ms);
