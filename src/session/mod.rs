@@ -119,6 +119,7 @@
 //! carry it (v5 QoS 1/2) and by closing the connection otherwise (v5:
 //! DISCONNECT 0x90), as EMQX does.
 
+mod clock;
 mod connack;
 mod connection;
 mod lazy;

@@ -1025,8 +1025,9 @@ impl Shard {
             h.conn.borrow_mut().handle_timeout(now);
             self.drain_sync_actions(&h);
         }
+        let clock = WallClock::now();
         for session in expired {
-            self.with_lifecycle(|l| l.handle_expired(&session, &WallClock::now()));
+            self.with_lifecycle(|l| l.handle_expired(&session, &clock));
             let id = session.client_id().clone();
             // A delayed will is due at the latest when its session ends.
             let will = {
