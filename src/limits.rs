@@ -173,6 +173,17 @@ pub const TX_QOS0_MAX: usize = 1024;
 /// the client allows: bounds the alias table's memory.
 pub const OUTBOUND_TOPIC_ALIAS_MAX: u16 = 1024;
 
+/// The largest session snapshot body written or read
+/// (`session::SessionSnapshot`, bytes form): a frame claiming more is
+/// refused before anything is allocated for it. 256 MiB holds a full
+/// default queue of large messages; the frame's length field is 32 bits.
+pub const SESSION_SNAPSHOT_BYTES_MAX: usize = 256 << 20;
+
+/// Session lifecycle events waiting to be polled on one shard
+/// (`session::Lifecycle`). The shard polls after every transition, so a
+/// handful at most wait; past this the oldest is dropped and counted.
+pub const SESSION_EVENTS_MAX: usize = 1024;
+
 // ---------------------------------------------------------------- authorization
 
 /// Most authorization rules one broker takes: every check walks them in order.

@@ -153,10 +153,15 @@ mod tests {
 
     #[test]
     fn resolves_literals() {
+        // Typed: rkyv (a dependency of ringmq) adds `SocketAddr: PartialEq<_>`
+        // impls, so an untyped `parse()` is ambiguous here.
         assert_eq!(
             r("127.0.0.1", 5).resolve().unwrap(),
-            "127.0.0.1:5".parse().unwrap()
+            "127.0.0.1:5".parse::<SocketAddr>().unwrap()
         );
-        assert_eq!(r("::1", 5).resolve().unwrap(), "[::1]:5".parse().unwrap());
+        assert_eq!(
+            r("::1", 5).resolve().unwrap(),
+            "[::1]:5".parse::<SocketAddr>().unwrap()
+        );
     }
 }

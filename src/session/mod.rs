@@ -8,6 +8,12 @@
 //! - [`Connection`]: a live client connection wrapping a `Session`: keepalive,
 //!   topic aliases, the client's limits, the will, and the transmit queue.
 //!
+//! Around them: [`Lifecycle`] owns a session's transitions (created,
+//! resumed, taken over, offline, expired, ended) and emits the events a
+//! store follows; [`SessionSnapshot`] is a session as versioned plain data
+//! with wall-clock deadlines, what moves between shards (and later nodes
+//! and disk).
+//!
 //! # Call order (the quinn-proto model)
 //!
 //! Everything comes in through `handle_*` with the current instant, everything
@@ -113,16 +119,21 @@
 //! carry it (v5 QoS 1/2) and by closing the connection otherwise (v5:
 //! DISCONNECT 0x90), as EMQX does.
 
+mod clock;
 mod connack;
 mod connection;
 mod lazy;
+pub mod lifecycle;
 pub mod pressure;
+pub mod snapshot;
 mod state;
 
 #[cfg(test)]
 mod tests;
 
 pub use connection::Connection;
+pub use lifecycle::{Lifecycle, SessionEvent};
+pub use snapshot::{SessionSnapshot, SnapshotError, WallClock, SNAPSHOT_VERSION};
 pub use state::Session;
 
 use std::sync::Arc;

@@ -10,7 +10,8 @@ use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
 use crate::limits;
-use crate::session::Connection;
+use crate::session::lifecycle::WillPlan;
+use crate::session::{Connection, WallClock};
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -676,13 +677,14 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     // discarded: a delivery for it finds it wherever it is.
     let existing = shard.acquire_session(&client_id, connect.clean_start).await;
     shard.cancel_will(&client_id);
-    let existing = match existing {
-        Some(s) if connect.clean_start => {
-            shard.unsubscribe_session(&s).await;
-            None
-        }
-        other => other,
-    };
+    let clock = WallClock::now();
+    let connected = shard
+        .with_lifecycle(|l| l.handle_connect(&client_id, existing, connect.clean_start, &clock));
+    if let Some(s) = &connected.discard {
+        shard.unsubscribe_session(s).await;
+    }
+    let existing = connected.resume;
+    let resumed = existing.is_some();
     let now = Instant::now();
     // The session gets a copy of its own, never cloned while the client is
     // idle: `client_id` was cloned for the connects in progress
@@ -690,6 +692,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     // for as long as any copy lives.
     let session_id = ByteStr::from(client_id.as_str());
     let conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
+    shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
     let handle = Rc::new(ConnHandle {
         conn: RefCell::new(conn),
         wake: Signal::default(),
@@ -821,7 +824,7 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
         .map(|(f, _, _)| f.clone())
         .collect();
     let session = conn.into_session();
-    let now = Instant::now();
+    let clock = WallClock::now();
     // A session ending with its connection takes its subscriptions with it,
     // now: before a taker here could subscribe anew.
     let unrouted = session
@@ -838,27 +841,26 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
         }
         None => match session {
             Some(s) => {
-                let expires_at = Shard::expiry_deadline(now, &s);
+                let offline = shard.with_lifecycle(|l| l.handle_offline(s, will, &clock));
                 {
                     let st = &mut *shard.state.borrow_mut();
                     let key = st.registry.shared_key(client_id.as_str());
                     st.slots.insert(
                         key,
                         Slot::Offline(Box::new(Parked {
-                            session: s,
-                            expires_at,
+                            session: offline.session,
+                            expires_at: offline.expires_at,
                         })),
                     );
                 }
-                if let Some((w, delay)) = will {
-                    if delay.is_zero() {
-                        shard.publish(w).await;
-                    } else {
-                        shard.schedule_will(&client_id, w, now + delay);
-                    }
+                match offline.will {
+                    WillPlan::None => {}
+                    WillPlan::PublishNow(w) => shard.publish(w).await,
+                    WillPlan::At(w, due) => shard.schedule_will(&client_id, w, due),
                 }
             }
             None => {
+                shard.with_lifecycle(|l| l.handle_ended(&client_id, &clock));
                 // First: a connect of this shard claiming the id after this
                 // point must not have its ownership released by this.
                 shard.release(&client_id).await;

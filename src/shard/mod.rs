@@ -18,6 +18,7 @@ mod conn;
 mod fd_table;
 mod inbox;
 mod io;
+mod lifecycle;
 mod lock;
 mod mesh;
 mod msg;

@@ -4,7 +4,7 @@
 
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, SharedKey};
-use crate::session::{Delivery, Message, Session};
+use crate::session::{Delivery, Message, SessionSnapshot};
 use std::sync::Arc;
 
 pub enum ShardMsg {
@@ -89,7 +89,7 @@ pub enum Reply {
     /// `Claim`: the sender owns the id now; who owned it before.
     Claimed { previous: Option<u16> },
     /// `Takeover`: the session, if there was one.
-    Session(Option<Box<Session>>),
+    Session(Option<Box<SessionSnapshot>>),
     /// `TakeoverEnd`: what the moved session's subscriptions delivered on
     /// the old shard after it was exported.
     Pendings(Vec<Delivery>),

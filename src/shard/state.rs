@@ -10,7 +10,10 @@ use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
-use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
+use crate::session::{
+    Action, Connection, Delivery, Lifecycle, Message, Session, SessionConfig, SessionSnapshot,
+    WallClock,
+};
 use ahash::AHashMap;
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::Senders;
@@ -20,7 +23,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub type ShardId = u16;
 
@@ -203,6 +206,9 @@ pub struct Shard {
     /// Sends, calls and the stop protocol between shards (`mesh.rs`).
     pub mesh: Mesh,
     pub state: RefCell<State>,
+    /// The transitions of this shard's sessions and their events
+    /// (`session::lifecycle`, `shard/lifecycle.rs`).
+    pub lifecycle: RefCell<Lifecycle>,
     next_token: Cell<u64>,
     /// Deterministic hash of client ids to home shards: the same on every shard.
     hasher: ahash::RandomState,
@@ -274,6 +280,7 @@ impl Shard {
                 dropped_no_recipient: 0,
                 congested: AHashMap::new(),
             }),
+            lifecycle: RefCell::new(Lifecycle::new()),
             settings,
             mesh: Mesh::new(id, count, senders),
             next_token: Cell::new(1),
@@ -966,7 +973,9 @@ impl Shard {
             h.conn.borrow_mut().handle_timeout(now);
             self.drain_sync_actions(&h);
         }
+        let clock = WallClock::now();
         for session in expired {
+            self.with_lifecycle(|l| l.handle_expired(&session, &clock));
             let id = session.client_id().clone();
             // A delayed will is due at the latest when its session ends.
             let will = {
@@ -1033,13 +1042,6 @@ impl Shard {
                 self.on_takeover_end(from, client_id, token).await
             }
             other => self.on_message_sync(from, other),
-        }
-    }
-
-    pub fn expiry_deadline(now: Instant, session: &Session) -> Option<Instant> {
-        match session.expiry_interval_s() {
-            u32::MAX => None,
-            s => Some(now + Duration::from_secs(s as u64)),
         }
     }
 

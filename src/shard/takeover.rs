@@ -8,7 +8,7 @@ use super::msg::{Reply, ShardMsg};
 use super::registry::Answer;
 use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
-use crate::session::Session;
+use crate::session::{Session, WallClock};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -54,12 +54,13 @@ impl Shard {
                 clean_start,
             })
             .await;
-        let mut session = match moved {
-            Some(Reply::Session(session)) => *session?,
+        let snapshot = match moved {
+            Some(Reply::Session(snapshot)) => *snapshot?,
             // `prev` stopped first (the node is stopping).
             None => return None,
             Some(_) => unreachable!("a takeover is answered with a session"),
         };
+        let mut session = self.with_lifecycle(|l| l.handle_import(snapshot, &WallClock::now()));
         {
             let mut st = self.state.borrow_mut();
             // Nothing else holds the id here: this connect holds its claim,
@@ -267,7 +268,11 @@ impl Shard {
                         })),
                     );
                 }
-                self.reply(shard, token, Reply::Session(session.map(Box::new)));
+                // What moves is the session's snapshot, by value: the shape
+                // a move to another node or to disk will take.
+                let session = session
+                    .map(|s| self.with_lifecycle(|l| l.handle_export(s, shard, &WallClock::now())));
+                self.reply(shard, token, Reply::Session(session));
             }
         }
     }

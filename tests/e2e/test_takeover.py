@@ -2,6 +2,7 @@
 another one. Shard placement is read from ringmq's debug log (`client connected shard=N
 client_id=X`); a new connection lands on whichever shard the kernel's SO_REUSEPORT hash
 picks, so the tests reconnect until they get the placement they need."""
+import re
 import threading
 import time
 
@@ -129,6 +130,13 @@ def test_offline_queue_follows_session_across_shards(debug_broker, uid, want):
             assert got[q] == [f"{batch}:{q}:{i}" for i in range(5)], got
         s.disconnect()
         if (shard != prev_shard) == (want == "cross"):
+            if want == "cross":
+                # It moved as a SessionSnapshot (docs/sessions.md): the old shard's
+                # lifecycle recorded the export.
+                b.wait_log(
+                    rf"session lifecycle.*shard\W+{prev_shard}\b.*client_id\W+{re.escape(cid)}\b"
+                    r".*event\W+taken_over"
+                )
             return
         prev_shard = shard
     raise AssertionError(f"no {want}-shard resume in 40 attempts")

@@ -2,6 +2,7 @@
 //! and collects what it transmits and asks the shard to do.
 
 mod authz;
+mod lifecycle;
 mod pressure;
 mod protocol_errors;
 mod sim;
