@@ -4,7 +4,8 @@
 //! lock-free admission state (`admission::NodeAdmission`) and reads the
 //! per-shard counters; the shards never wait for it.
 //!
-//! Routes (all behind HTTP basic auth, `api.username` / `api.password`):
+//! Routes (behind HTTP basic auth, `api.username` / `api.password`, except
+//! the Prometheus endpoint by default):
 //! - `GET /api/v5/config/server_redirection`: the live `[server_redirection]`.
 //! - `PUT /api/v5/config/server_redirection`: a JSON object with any subset
 //!   of its fields; validated like the config file
@@ -12,13 +13,26 @@
 //!   once. `redirect_servers`, when given, replaces the whole list.
 //! - `GET /api/v5/status`: node name, version, per-shard connections and
 //!   admission counters.
+//! - `GET /api/v5/clients`, `GET|DELETE /api/v5/clients/{clientid}`,
+//!   `GET /api/v5/clients/{clientid}/subscriptions`,
+//!   `GET /api/v5/subscriptions`: EMQX 5's client management, answered
+//!   by the shards (`clients.rs`, `shards.rs`).
+//! - `GET /api/v5/prometheus/stats`: the shards' statistics in Prometheus's
+//!   text format; without authentication unless
+//!   `prometheus.enable_basic_auth` (`prometheus.rs`).
+//!
+//! docs/admin-api.md describes every route, field and metric.
 //!
 //! Errors are JSON: `{"code": "BAD_REQUEST", "field": "redirect_strategy",
 //! "message": "server_redirection.redirect_strategy: ..."}`.
 
 mod api;
+mod clients;
+mod prometheus;
+mod shards;
 
 pub use api::{router, AdminState};
+pub use shards::{AskShards, Asked, Unavailable};
 
 use crate::config::ApiConfig;
 use std::net::TcpListener;

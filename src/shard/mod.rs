@@ -8,6 +8,8 @@
 //! - `conn.rs`: one client connection's task (reads, handles, transmits).
 //! - `msg.rs`: what crosses shards.
 //! - `pressure.rs`: congested subscribers pause their publishers.
+//! - `inspect.rs`: the shard's answers to the admin API (clients, kicks,
+//!   statistics).
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
@@ -16,6 +18,7 @@
 mod client_key;
 mod conn;
 mod fd_table;
+mod inspect;
 mod io;
 mod lock;
 mod msg;
@@ -25,6 +28,7 @@ mod state;
 mod takeover;
 
 pub use fd_table::presize_fd_table;
+pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
 pub use state::{ShardId, ShardSettings};
 

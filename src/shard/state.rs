@@ -3,11 +3,13 @@
 //! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
 
 use super::client_key::ClientKey;
+use super::inspect::ConnInfo;
 use super::io::{Oneshot, Signal};
 use super::msg::ShardMsg;
 use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
+use crate::metrics::ShardMetrics;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;
@@ -247,6 +249,11 @@ pub struct Shard {
     pub admission: Arc<NodeAdmission>,
     /// This shard's admission counters, read by the admin API.
     pub counters: Arc<ShardCounters>,
+    /// Traffic counters, plain `Cell`s (read by `Shard::stats`).
+    pub metrics: ShardMetrics,
+    /// What the admin API shows of each online connection beyond its
+    /// session, by `inspect::conn_key` (`shard::inspect`).
+    pub conn_infos: RefCell<AHashMap<usize, ConnInfo>>,
     /// When the shard next logs its redirect and refusal counts.
     next_admission_report: Cell<Instant>,
     /// Counts at the last report, so only growth is logged.
@@ -305,6 +312,8 @@ impl Shard {
             scratch_targets: RefCell::new(Vec::new()),
             admission,
             counters,
+            metrics: ShardMetrics::default(),
+            conn_infos: RefCell::new(AHashMap::new()),
             next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
             reported_admission: Cell::new(ShardCountersSnapshot::default()),
             released_at_connections: Cell::new(0),
@@ -684,6 +693,7 @@ impl Shard {
                 None => break,
                 Some(Action::Close { .. }) => handle.request_close(),
                 Some(Action::Publish(m)) => {
+                    ShardMetrics::add(&self.metrics.messages_received, 1);
                     let me = self.clone();
                     glommio::spawn_local(async move { me.publish(m).await }).detach();
                 }
@@ -699,7 +709,10 @@ impl Shard {
     /// Carry out one action of a connection.
     pub async fn apply_action(self: &Rc<Self>, handle: &Rc<ConnHandle>, action: Action) {
         match action {
-            Action::Publish(m) => self.publish(m).await,
+            Action::Publish(m) => {
+                ShardMetrics::add(&self.metrics.messages_received, 1);
+                self.publish(m).await
+            }
             Action::Subscribe {
                 filter,
                 options,
@@ -794,6 +807,7 @@ impl Shard {
                     return None;
                 }
                 Some(Action::Publish(m)) => {
+                    ShardMetrics::add(&self.metrics.messages_received, 1);
                     if let Some(remote) = self.publish_here(m) {
                         return Some(Deferred::Remote(remote));
                     }
@@ -1018,21 +1032,8 @@ impl Shard {
             self.drain_sync_actions(&h);
         }
         for session in expired {
-            let id = session.client_id().clone();
-            // A delayed will is due at the latest when its session ends.
-            let will = {
-                let mut st = self.state.borrow_mut();
-                st.will_index
-                    .remove(&id)
-                    .and_then(|k| st.wills.remove(&k))
-                    .map(|(_, w)| w)
-            };
-            if let Some(w) = will {
-                self.publish(w).await;
-            }
-            self.unsubscribe_session(&session).await;
-            self.release(&id).await;
-            tracing::debug!(shard = self.id, client_id = %id, "session expired");
+            tracing::debug!(shard = self.id, client_id = %session.client_id(), "session expired");
+            self.end_session(session).await;
         }
         let mut st = self.state.borrow_mut();
         if !st.retained.is_empty() {
