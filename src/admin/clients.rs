@@ -310,6 +310,119 @@ pub async fn kick_client(State(state): State<Arc<AdminState>>, Path(id): Path<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::shards::Asked;
+
+    /// Shards with canned sessions; `down` answers nothing.
+    struct Fake {
+        shards: Vec<Vec<&'static str>>,
+        down: Option<usize>,
+    }
+
+    fn info(id: &str, shard: usize) -> ClientInfo {
+        ClientInfo {
+            client_id: id.to_string(),
+            shard: shard as u16,
+            connected: true,
+            username: None,
+            proto_ver: 5,
+            peer: None,
+            keepalive_s: 60,
+            clean_start: Some(true),
+            expiry_interval_s: 0,
+            subscriptions: 0,
+            mqueue_len: 0,
+            mqueue_max: 10,
+            mqueue_dropped: 0,
+            inflight_cnt: 0,
+            connected_at_ms: None,
+            disconnected_at_ms: None,
+        }
+    }
+
+    impl AskShards for Fake {
+        fn shard_count(&self) -> usize {
+            self.shards.len()
+        }
+
+        fn ask(&self, shard: usize, query: AdminQuery) -> Asked {
+            let ids = &self.shards[shard];
+            let answer = if self.down == Some(shard) {
+                Err(Unavailable("the shard's inbox is full".into()))
+            } else {
+                Ok(match query {
+                    AdminQuery::CountClients => AdminAnswer::Count(ids.len()),
+                    AdminQuery::ListClients { skip, take } => AdminAnswer::Clients(
+                        ids.iter().skip(skip).take(take).map(|id| info(id, shard)).collect(),
+                    ),
+                    AdminQuery::Client(id) => AdminAnswer::Client(
+                        ids.contains(&id.as_str()).then(|| info(&id, shard)),
+                    ),
+                    other => panic!("not asked in these tests: {other:?}"),
+                })
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn page(fake: &Fake, page: usize, limit: usize) -> Result<(Vec<String>, usize), Unavailable> {
+        let rows_of = |a: AdminAnswer| match a {
+            AdminAnswer::Clients(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        };
+        run(list_page(
+            fake,
+            AdminQuery::CountClients,
+            |skip, take| AdminQuery::ListClients { skip, take },
+            rows_of,
+            Paging { page, limit },
+        ))
+        .map(|(rows, count)| (rows.into_iter().map(|c| c.client_id).collect(), count))
+    }
+
+    #[test]
+    fn pages_cross_shard_boundaries() {
+        let fake = Fake {
+            shards: vec![vec!["a", "b", "c"], vec![], vec!["d", "e"]],
+            down: None,
+        };
+        assert_eq!(page(&fake, 1, 2).unwrap(), (vec!["a".into(), "b".into()], 5));
+        assert_eq!(page(&fake, 2, 2).unwrap().0, vec!["c", "d"]);
+        assert_eq!(page(&fake, 3, 2).unwrap().0, vec!["e"]);
+        assert!(page(&fake, 4, 2).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_shard_that_cannot_answer_fails_the_listing() {
+        let fake = Fake {
+            shards: vec![vec!["a"], vec!["b"]],
+            down: Some(1),
+        };
+        let e = page(&fake, 1, 10).unwrap_err();
+        assert!(e.0.contains("inbox is full"), "{e:?}");
+    }
+
+    #[test]
+    fn find_stops_at_the_shard_that_has_the_client() {
+        let fake = Fake {
+            shards: vec![vec!["a"], vec!["b"], vec!["c"]],
+            // Never asked: shard 1 has the client.
+            down: Some(2),
+        };
+        let found = run(find(&fake, AdminQuery::Client("b".into()), |a| match a {
+            AdminAnswer::Client(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }))
+        .unwrap();
+        assert_eq!(found.map(|c| c.shard), Some(1));
+    }
 
     #[test]
     fn paging_defaults_and_bounds() {
