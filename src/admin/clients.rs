@@ -352,11 +352,15 @@ mod tests {
                 Ok(match query {
                     AdminQuery::CountClients => AdminAnswer::Count(ids.len()),
                     AdminQuery::ListClients { skip, take } => AdminAnswer::Clients(
-                        ids.iter().skip(skip).take(take).map(|id| info(id, shard)).collect(),
+                        ids.iter()
+                            .skip(skip)
+                            .take(take)
+                            .map(|id| info(id, shard))
+                            .collect(),
                     ),
-                    AdminQuery::Client(id) => AdminAnswer::Client(
-                        ids.contains(&id.as_str()).then(|| info(&id, shard)),
-                    ),
+                    AdminQuery::Client(id) => {
+                        AdminAnswer::Client(ids.contains(&id.as_str()).then(|| info(&id, shard)))
+                    }
                     other => panic!("not asked in these tests: {other:?}"),
                 })
             };
@@ -393,7 +397,10 @@ mod tests {
             shards: vec![vec!["a", "b", "c"], vec![], vec!["d", "e"]],
             down: None,
         };
-        assert_eq!(page(&fake, 1, 2).unwrap(), (vec!["a".into(), "b".into()], 5));
+        assert_eq!(
+            page(&fake, 1, 2).unwrap(),
+            (vec!["a".into(), "b".into()], 5)
+        );
         assert_eq!(page(&fake, 2, 2).unwrap().0, vec!["c", "d"]);
         assert_eq!(page(&fake, 3, 2).unwrap().0, vec!["e"]);
         assert!(page(&fake, 4, 2).unwrap().0.is_empty());

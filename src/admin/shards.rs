@@ -4,7 +4,7 @@
 //! own listings (`plan_page`, pure).
 
 use crate::limits;
-use crate::shard::{AdminAnswer, AdminQuery};
+use crate::shard::{AdminAnswer, AdminQuery, NodeHandle};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -21,6 +21,20 @@ pub trait AskShards: Send + Sync + 'static {
     fn shard_count(&self) -> usize;
     /// Runs `query` on shard `shard` and returns its answer.
     fn ask(&self, shard: usize, query: AdminQuery) -> Asked;
+}
+
+impl AskShards for NodeHandle {
+    fn shard_count(&self) -> usize {
+        self.shards()
+    }
+
+    fn ask(&self, shard: usize, query: AdminQuery) -> Asked {
+        let call = self.call(shard, move |ctx| ctx.answer_admin(query));
+        Box::pin(async move {
+            call.await
+                .map_err(|e| Unavailable(format!("shard {shard}: {e}")))
+        })
+    }
 }
 
 /// `ask`, bounded by `limits::ADMIN_SHARD_CALL_TIMEOUT`.

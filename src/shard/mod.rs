@@ -18,28 +18,33 @@
 mod client_key;
 mod conn;
 mod fd_table;
+mod inbox;
 mod inspect;
 mod io;
 mod lock;
 mod msg;
 mod pressure;
 mod registry;
+mod service;
 mod state;
+mod stop;
 mod takeover;
 
 pub use fd_table::presize_fd_table;
+pub use inbox::{CallError, NodeHandle};
 pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
+pub use service::{ShardContext, ShardStatus};
 pub use state::{ShardId, ShardSettings};
 
-use crate::admission::{Count, NodeAdmission, ShardCounters};
+use crate::admission::{Count, NodeAdmission};
 use crate::codec::ReasonCode;
 use crate::limits;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use msg::ShardMsg;
-use state::{Shard, ShardAdmission, Slot};
+use state::{Shard, Slot};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,8 +77,9 @@ pub struct NodeSpec {
     pub settings: ShardSettings,
     /// Node-wide admission state, shared with the admin thread.
     pub admission: Arc<NodeAdmission>,
-    /// One per shard (in `cpus` order), shared with the admin thread.
-    pub shard_counters: Vec<Arc<ShardCounters>>,
+    /// The shards' inboxes (one per shard, in `cpus` order), through which
+    /// other threads ask them things.
+    pub node: NodeHandle,
     /// How long an idle shard polls before it sleeps (`node.idle_poll_us`).
     pub idle_poll: Duration,
 }
@@ -82,11 +88,7 @@ pub struct NodeSpec {
 pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     let count = spec.cpus.len();
     assert!(count >= 1 && count <= u16::MAX as usize);
-    assert_eq!(
-        spec.shard_counters.len(),
-        count,
-        "one counter set per shard"
-    );
+    assert_eq!(spec.node.shards(), count, "one inbox per shard");
     let mesh = MeshBuilder::<ShardMsg, _>::full(count, limits::SHARD_CHANNEL_CAPACITY);
     let counts: Vec<Arc<ListenerCount>> = spec
         .listeners
@@ -108,8 +110,8 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     // next timer (vendor/README.md patch 13).
     glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
     let mut handles = Vec::with_capacity(count);
-    for (&cpu, counters) in spec.cpus.iter().zip(&spec.shard_counters) {
-        let counters = counters.clone();
+    for &cpu in &spec.cpus {
+        let node = spec.node.clone();
         let admission = spec.admission.clone();
         let mesh = mesh.clone();
         let settings = spec.settings.clone();
@@ -132,7 +134,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
                     shutdown,
                     subscribing,
                     admission,
-                    counters,
+                    node,
                 };
                 shard_main(mesh, count as u16, settings, shared).await
             })
@@ -159,7 +161,8 @@ struct Shared {
     shutdown: Arc<AtomicBool>,
     subscribing: Arc<std::sync::atomic::AtomicUsize>,
     admission: Arc<NodeAdmission>,
-    counters: Arc<ShardCounters>,
+    /// This shard serves its inbox (the one with its id) from it.
+    node: NodeHandle,
 }
 
 async fn shard_main(
@@ -173,7 +176,7 @@ async fn shard_main(
         shutdown,
         subscribing,
         admission,
-        counters,
+        node,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -187,10 +190,7 @@ async fn shard_main(
         senders,
         shutdown.clone(),
         subscribing,
-        ShardAdmission {
-            node: admission,
-            counters,
-        },
+        admission,
     ));
     let mut listeners = Vec::new();
     for count in counts {
@@ -216,6 +216,11 @@ async fn shard_main(
         })
         .detach();
     }
+
+    let inbox = {
+        let (shard, node) = (shard.clone(), node.clone());
+        glommio::spawn_local(async move { node.inbox(shard.id as usize).serve(&shard).await })
+    };
 
     let ticker = {
         let shard = shard.clone();
@@ -276,12 +281,29 @@ async fn shard_main(
         shard.drain_sync_actions(&h);
         h.request_close();
     }
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shard.state.borrow().connections > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+    let closed = futures_lite::future::or(
+        async {
+            shard.no_connections_left().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(SHUTDOWN_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !closed {
+        tracing::warn!(
+            shard = id,
+            connections = shard.state.borrow().connections,
+            "connections still open after the shutdown grace"
+        );
     }
     // Let wills routed to other shards arrive before they stop.
     glommio::timer::sleep(Duration::from_millis(100)).await;
+    // Requests from other threads get `Stopped` from here on.
+    node.inbox(id as usize).close().await;
+    inbox.await;
     tracing::info!(shard = id, "shard stopped");
     Ok(())
 }

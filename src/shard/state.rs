@@ -204,13 +204,6 @@ pub struct State {
     pub congested: AHashMap<usize, Congestion>,
 }
 
-/// A shard's view of admission: the node's shared state and its own
-/// counters.
-pub struct ShardAdmission {
-    pub node: Arc<NodeAdmission>,
-    pub counters: Arc<ShardCounters>,
-}
-
 pub struct Shard {
     pub id: ShardId,
     pub count: u16,
@@ -247,8 +240,9 @@ pub struct Shard {
     /// count, round-robin cursor), shared lock-free with every shard and the
     /// admin thread.
     pub admission: Arc<NodeAdmission>,
-    /// This shard's admission counters, read by the admin API.
-    pub counters: Arc<ShardCounters>,
+    /// This shard's admission counters; other threads read them by asking
+    /// the shard (`service::ShardContext::status`).
+    pub counters: ShardCounters,
     /// Traffic counters, plain `Cell`s (read by `Shard::stats`).
     pub metrics: ShardMetrics,
     /// What the admin API shows of each online connection beyond its
@@ -262,6 +256,8 @@ pub struct Shard {
     /// again whatever the connections do.
     released_at_connections: Cell<usize>,
     next_release: Cell<Instant>,
+    /// Raised when the last connection ends (`stop.rs`).
+    pub(super) no_connections: Signal,
 }
 
 impl Shard {
@@ -272,12 +268,8 @@ impl Shard {
         senders: Senders<ShardMsg>,
         shutdown: Arc<AtomicBool>,
         subscribing: Arc<AtomicUsize>,
-        admission: ShardAdmission,
+        admission: Arc<NodeAdmission>,
     ) -> Shard {
-        let ShardAdmission {
-            node: admission,
-            counters,
-        } = admission;
         let retained = RetainedStore::new(settings.retained_max_messages);
         Shard {
             id,
@@ -311,13 +303,14 @@ impl Shard {
             write_scratch: RefCell::new(BytesMut::new()),
             scratch_targets: RefCell::new(Vec::new()),
             admission,
-            counters,
+            counters: ShardCounters::default(),
             metrics: ShardMetrics::default(),
             conn_infos: RefCell::new(AHashMap::new()),
             next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
             reported_admission: Cell::new(ShardCountersSnapshot::default()),
             released_at_connections: Cell::new(0),
             next_release: Cell::new(Instant::now() + FREE_MEMORY_RELEASE_INTERVAL),
+            no_connections: Signal::default(),
         }
     }
 
@@ -925,7 +918,8 @@ impl Shard {
     /// report: one line per interval at most, however high the rate (each
     /// redirect also has a debug line).
     pub fn report_admission(&self) {
-        let now = self.counters.snapshot();
+        let mut now = self.counters.snapshot();
+        now.connections = self.state.borrow().connections;
         let before = self.reported_admission.replace(now);
         let redirected = now.redirected() - before.redirected();
         let refused = (now.refused_quota_exceeded + now.refused_server_unavailable)
