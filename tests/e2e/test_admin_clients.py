@@ -65,7 +65,7 @@ def test_fifty_clients_over_two_shards_are_listed_and_paged(broker_factory):
         cid = f"{prefix}-{i:02d}"
         v5 = i % 2 == 0
         r = b.raw(version=V5 if v5 else V311)
-        kw = dict(keepalive=30 + i, clean=i % 3 != 0, username=f"user{i}" if i % 5 else None)
+        kw = dict(keepalive=10 + i, clean=i % 3 != 0, username=f"user{i}" if i % 5 else None)
         if v5:
             kw["props"] = {"session_expiry_interval": 100 + i}
         r.connect(cid, **kw)
