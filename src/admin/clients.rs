@@ -228,21 +228,21 @@ async fn find<T>(
     Ok(None)
 }
 
-fn checked_client_id(id: &str) -> Result<(), Response> {
-    if id.len() > limits::CLIENT_ID_LEN_MAX_BYTES as usize {
-        return Err(error(
+/// A 400 for a client id no MQTT client can have; `None` for any other.
+fn bad_client_id(id: &str) -> Option<Response> {
+    (id.len() > limits::CLIENT_ID_LEN_MAX_BYTES as usize).then(|| {
+        error(
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
             Some("clientid"),
             "clientid: longer than an MQTT client id can be (65535 bytes)",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// `GET /api/v5/clients/{clientid}`
 pub async fn get_client(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
-    if let Err(r) = checked_client_id(&id) {
+    if let Some(r) = bad_client_id(&id) {
         return r;
     }
     let found = find(&*state.shards, AdminQuery::Client(id), |a| match a {
@@ -262,7 +262,7 @@ pub async fn get_client_subscriptions(
     State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = checked_client_id(&id) {
+    if let Some(r) = bad_client_id(&id) {
         return r;
     }
     let found = find(
@@ -291,7 +291,7 @@ pub async fn get_client_subscriptions(
 /// v5 client gets DISCONNECT 0x98; the session ends with the connection),
 /// 404 for an unknown client.
 pub async fn kick_client(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
-    if let Err(r) = checked_client_id(&id) {
+    if let Some(r) = bad_client_id(&id) {
         return r;
     }
     let kicked = find(&*state.shards, AdminQuery::Kick(id), |a| match a {

@@ -14,6 +14,9 @@ use std::fmt::Write;
 /// The `Content-Type` of the rendering.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// A family of one series per shard: name, help, and the value it reads.
+type PerShardFamily = (&'static str, &'static str, fn(&ShardStats) -> u64);
+
 enum Kind {
     Gauge,
     Counter,
@@ -44,7 +47,7 @@ fn per_shard(
 /// The whole exposition of a node whose shards answered with `shards`.
 pub fn render(shards: &[ShardStats]) -> String {
     let mut out = String::with_capacity(4096);
-    let gauges: [(&str, &str, fn(&ShardStats) -> u64); 3] = [
+    let gauges: [PerShardFamily; 3] = [
         ("ringmq_connections", "Open MQTT connections.", |s| {
             s.connections
         }),
@@ -72,7 +75,7 @@ pub fn render(shards: &[ShardStats]) -> String {
     let retained = shards.first().map_or(0, |s| s.retained_messages);
     let _ = writeln!(out, "ringmq_retained_messages {retained}");
 
-    let counters: [(&str, &str, fn(&ShardStats) -> u64); 4] = [
+    let counters: [PerShardFamily; 4] = [
         (
             "ringmq_messages_received_total",
             "PUBLISH packets received from clients.",
