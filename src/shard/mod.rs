@@ -22,9 +22,11 @@ mod inbox;
 mod inspect;
 mod io;
 mod lock;
+mod mesh;
 mod msg;
 mod pressure;
 mod registry;
+mod reply;
 mod service;
 mod state;
 mod stop;
@@ -38,20 +40,19 @@ pub use service::{ShardContext, ShardStatus};
 pub use state::{ShardId, ShardSettings};
 
 use crate::admission::{Count, NodeAdmission};
-use crate::codec::ReasonCode;
 use crate::limits;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use msg::ShardMsg;
-use state::{Shard, Slot};
+use state::Shard;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::limits::{SHARD_TICK as TICK, SHUTDOWN_GRACE};
+use crate::limits::SHARD_TICK as TICK;
 
 /// One TCP listener and its node-wide connection cap.
 #[derive(Clone, Debug)]
@@ -207,15 +208,26 @@ async fn shard_main(
         tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
     }
 
-    for (peer, rx) in receivers.streams() {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(msg) = rx.recv().await {
-                dispatch(&shard, peer as ShardId, msg);
-            }
+    // One loop per peer, in its messages' order; it ends with the peer's
+    // `Mark::Stop`, its last message (or when the peer is gone).
+    let receive_loops: Vec<_> = receivers
+        .streams()
+        .into_iter()
+        .map(|(peer, rx)| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    let stop = matches!(msg, ShardMsg::Mark(msg::Mark::Stop));
+                    dispatch(&shard, peer as ShardId, msg);
+                    if stop {
+                        return;
+                    }
+                }
+                // The peer failed: nothing more comes from it.
+                shard.mesh.handle_peer_gone(peer as ShardId);
+            })
         })
-        .detach();
-    }
+        .collect();
 
     let inbox = {
         let (shard, node) = (shard.clone(), node.clone());
@@ -264,47 +276,15 @@ async fn shard_main(
     }
     ticker.await;
 
-    // Graceful shutdown: every client gets DISCONNECT 0x8B (v5) and its will.
-    let online: Vec<_> = shard
-        .state
-        .borrow()
-        .slots
-        .values()
-        .filter_map(|s| match s {
-            Slot::Online(h) => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
-    tracing::info!(shard = id, clients = online.len(), "shard stopping");
-    for h in online {
-        h.conn.borrow_mut().kick(ReasonCode::SERVER_SHUTTING_DOWN);
-        shard.drain_sync_actions(&h);
-        h.request_close();
+    // Graceful shutdown: wills first, then every client gets DISCONNECT
+    // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).
+    shard.stop().await;
+    for r in receive_loops {
+        r.await;
     }
-    let closed = futures_lite::future::or(
-        async {
-            shard.no_connections_left().await;
-            true
-        },
-        async {
-            glommio::timer::sleep(SHUTDOWN_GRACE).await;
-            false
-        },
-    )
-    .await;
-    if !closed {
-        tracing::warn!(
-            shard = id,
-            connections = shard.state.borrow().connections,
-            "connections still open after the shutdown grace"
-        );
-    }
-    // Let wills routed to other shards arrive before they stop.
-    glommio::timer::sleep(Duration::from_millis(100)).await;
     // Requests from other threads get `Stopped` from here on.
     node.inbox(id as usize).close().await;
     inbox.await;
-    tracing::info!(shard = id, "shard stopped");
     Ok(())
 }
 
@@ -314,15 +294,13 @@ async fn shard_main(
 fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
     match msg {
         ShardMsg::Interest { .. }
-        | ShardMsg::InterestAck { .. }
         | ShardMsg::Barrier { .. }
         | ShardMsg::Publish(_)
         | ShardMsg::Retain { .. }
         | ShardMsg::Claim { .. }
-        | ShardMsg::ClaimReply { .. }
         | ShardMsg::ClaimDone { .. }
-        | ShardMsg::SessionMoved { .. }
-        | ShardMsg::TakeoverPendings { .. }
+        | ShardMsg::Reply { .. }
+        | ShardMsg::Mark(_)
         | ShardMsg::Release { .. }
         | ShardMsg::Pause { .. }
         | ShardMsg::Resume { .. } => shard.on_message_sync(from, msg),

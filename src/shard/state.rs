@@ -5,7 +5,8 @@
 use super::client_key::ClientKey;
 use super::inspect::ConnInfo;
 use super::io::{Oneshot, Signal};
-use super::msg::ShardMsg;
+use super::mesh::Mesh;
+use super::msg::{Reply, ShardMsg};
 use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
@@ -181,19 +182,12 @@ pub struct State {
     pub slots: AHashMap<ClientKey, Slot>,
     /// The client-id registry for ids whose home is this shard.
     pub registry: Registry,
-    /// Replies awaited by connect tasks of this shard, by token.
-    pub claims: AHashMap<u64, Rc<Oneshot<Option<ShardId>>>>,
-    pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
-    /// `TakeoverPendings` awaited by connect tasks of this shard, by token.
-    pub move_ends: AHashMap<u64, Rc<Oneshot<Vec<Delivery>>>>,
     /// Takeovers waiting for an online connection to end, by the address of
     /// its `ConnHandle` (unique while the handle lives, and the connection
     /// takes its entry before it drops the handle). Here rather than in the
     /// handle: set only on takeover, and in the handle it was 8 bytes of
     /// every connection.
     pub handovers: AHashMap<usize, Handover>,
-    /// Interest broadcasts awaiting acks: acks still missing, and who waits.
-    pub interest_acks: AHashMap<u64, (u16, Rc<Oneshot<()>>)>,
     /// Delayed wills by due time; the client id lets a reconnect cancel it.
     pub wills: BTreeMap<(Instant, u64), (ByteStr, Arc<Message>)>,
     pub will_index: AHashMap<ByteStr, (Instant, u64)>,
@@ -208,7 +202,8 @@ pub struct Shard {
     pub id: ShardId,
     pub count: u16,
     pub settings: ShardSettings,
-    pub senders: Senders<ShardMsg>,
+    /// Sends, calls and the stop protocol between shards (`mesh.rs`).
+    pub mesh: Mesh,
     pub state: RefCell<State>,
     next_token: Cell<u64>,
     /// Deterministic hash of client ids to home shards: the same on every shard.
@@ -279,11 +274,7 @@ impl Shard {
                 retained,
                 slots: AHashMap::new(),
                 registry: Registry::default(),
-                claims: AHashMap::new(),
-                moves: AHashMap::new(),
-                move_ends: AHashMap::new(),
                 handovers: AHashMap::new(),
-                interest_acks: AHashMap::new(),
                 wills: BTreeMap::new(),
                 will_index: AHashMap::new(),
                 connections: 0,
@@ -291,7 +282,7 @@ impl Shard {
                 congested: AHashMap::new(),
             }),
             settings,
-            senders,
+            mesh: Mesh::new(id, count, senders),
             next_token: Cell::new(1),
             hasher: ahash::RandomState::with_seeds(0x5151, 0x7272, 0x9393, 0xb4b4),
             shutdown,
@@ -342,24 +333,6 @@ impl Shard {
         (self.hasher.hash_one(client_id) % self.count as u64) as ShardId
     }
 
-    /// Send to another shard, waiting for room: a full channel slows the
-    /// sender (backpressure on the publisher) rather than dropping.
-    pub async fn send(&self, to: ShardId, msg: ShardMsg) {
-        debug_assert_ne!(to, self.id);
-        use glommio::{GlommioError, ResourceType};
-        match self.senders.try_send_to(to as usize, msg) {
-            Ok(()) => {}
-            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                // A closed peer (shutdown) drops the message. Boxed: waiting
-                // for room is rare, and glommio's send future inline would
-                // grow every future that sends, each connection's reader
-                // (which lives as long as the connection) among them.
-                let _ = Box::pin(self.senders.send_to(to as usize, msg)).await;
-            }
-            Err(_) => {}
-        }
-    }
-
     async fn broadcast_interest(&self, change: InterestChange) {
         for s in 0..self.count {
             if s != self.id {
@@ -379,39 +352,21 @@ impl Shard {
     /// applied it. A SUBACK is held until then, so a client that saw its
     /// SUBACK gets every message published afterwards on any shard.
     async fn broadcast_interest_acked(&self, change: InterestChange) {
-        self.ask_every_shard(|token| ShardMsg::Interest {
-            change: change.clone(),
-            ack: Some(token),
-        })
-        .await
+        self.mesh
+            .call_all(|token| ShardMsg::Interest {
+                change: change.clone(),
+                ack: Some(token),
+            })
+            .await;
     }
 
     /// Returns once every other shard has handled everything it sent to
     /// this shard before it saw the barrier (channels are FIFO, so its
     /// reply comes after its earlier `Retain`s).
     pub(super) async fn barrier(&self) {
-        self.ask_every_shard(|token| ShardMsg::Barrier { token })
-            .await
-    }
-
-    /// Sends `message(token)` to every other shard and waits for an
-    /// `InterestAck` with that token from each.
-    async fn ask_every_shard(&self, message: impl Fn(u64) -> ShardMsg) {
-        if self.count == 1 {
-            return;
-        }
-        let token = self.token();
-        let done = Oneshot::new();
-        self.state
-            .borrow_mut()
-            .interest_acks
-            .insert(token, (self.count - 1, done.clone()));
-        for s in 0..self.count {
-            if s != self.id {
-                self.send(s, message(token)).await;
-            }
-        }
-        done.take().await
+        self.mesh
+            .call_all(|token| ShardMsg::Barrier { token })
+            .await;
     }
 
     // ---- publish path -------------------------------------------------
@@ -1044,56 +999,18 @@ impl Shard {
             ShardMsg::Interest { change, ack } => {
                 self.state.borrow_mut().router.apply_interest(from, &change);
                 if let Some(token) = ack {
-                    // Non-blocking: a full channel here would stall this
-                    // receive loop, so fall back to a task.
-                    let me = self.clone();
-                    glommio::spawn_local(async move {
-                        me.send(from, ShardMsg::InterestAck { token }).await
-                    })
-                    .detach();
+                    self.reply(from, token, Reply::Ack);
                 }
             }
-            ShardMsg::Barrier { token } => {
-                let me = self.clone();
-                glommio::spawn_local(async move {
-                    me.send(from, ShardMsg::InterestAck { token }).await
-                })
-                .detach();
-            }
-            ShardMsg::InterestAck { token } => {
-                let mut st = self.state.borrow_mut();
-                if let Some((left, done)) = st.interest_acks.get_mut(&token) {
-                    *left -= 1;
-                    if *left == 0 {
-                        done.put(());
-                        st.interest_acks.remove(&token);
-                    }
-                }
-            }
+            ShardMsg::Barrier { token } => self.reply(from, token, Reply::Ack),
+            ShardMsg::Reply { token, reply } => self.mesh.handle_reply(from, token, reply),
+            ShardMsg::Mark(mark) => self.mesh.handle_mark(from, mark),
             ShardMsg::Publish(m) => self.deliver_local(&m, from),
             ShardMsg::Pause { client_id } => self.pause_here(&client_id),
             ShardMsg::Resume { client_id } => self.resume_here(&client_id, Instant::now()),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
             ShardMsg::Claim { client_id, token } => self.on_claim(from, client_id, token),
             ShardMsg::ClaimDone { client_id } => self.on_claim_done(&client_id),
-            ShardMsg::TakeoverPendings { token, deliveries } => {
-                let slot = self.state.borrow_mut().move_ends.remove(&token);
-                if let Some(slot) = slot {
-                    slot.put(deliveries);
-                }
-            }
-            ShardMsg::ClaimReply { token, previous } => {
-                let slot = self.state.borrow_mut().claims.remove(&token);
-                if let Some(slot) = slot {
-                    slot.put(previous);
-                }
-            }
-            ShardMsg::SessionMoved { token, session } => {
-                let slot = self.state.borrow_mut().moves.remove(&token);
-                if let Some(slot) = slot {
-                    slot.put(session.map(|b| *b));
-                }
-            }
             ShardMsg::Release { client_id } => self.on_release(from, &client_id),
             other => {
                 let me = self.clone();
