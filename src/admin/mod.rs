@@ -1,8 +1,11 @@
 //! The admin HTTP API, on its own OS thread with a current-thread tokio
 //! runtime (axum): a control plane that never runs on a shard's executor
 //! and is not pinned to a shard's CPU. It reads and replaces the shared
-//! lock-free admission state (`admission::NodeAdmission`) and reads the
-//! per-shard counters; the shards never wait for it.
+//! lock-free admission state (`admission::NodeAdmission`) and asks the
+//! shards for their state through their inboxes (`shard::NodeHandle`: a
+//! full inbox, a stopping shard or no answer within
+//! `limits::ADMIN_SHARD_CALL_TIMEOUT` is a 503); the shards never wait for
+//! it.
 //!
 //! Routes (behind HTTP basic auth, `api.username` / `api.password`, except
 //! the Prometheus endpoint by default):
@@ -11,8 +14,9 @@
 //!   of its fields; validated like the config file
 //!   (`ServerRedirectionConfig::validate`) and applied to every shard at
 //!   once. `redirect_servers`, when given, replaces the whole list.
-//! - `GET /api/v5/status`: node name, version, per-shard connections and
-//!   admission counters.
+//! - `GET /api/v5/status`: node name, version, per-shard connections,
+//!   sessions, retained messages and admission counters, as the shards
+//!   answer.
 //! - `GET /api/v5/clients`, `GET|DELETE /api/v5/clients/{clientid}`,
 //!   `GET /api/v5/clients/{clientid}/subscriptions`,
 //!   `GET /api/v5/subscriptions`: EMQX 5's client management, answered
