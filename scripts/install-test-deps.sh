@@ -3,6 +3,8 @@
 #   - Debian's mosquitto and mosquitto-clients (mosquitto_pub/sub are test clients;
 #     the mosquitto broker is the reference for RINGMQ_TEST_BROKER=mosquitto)
 #   - gdb: a failed e2e test prints the running broker's thread backtraces
+#   - Debian's prometheus (the server and promtool): tests/e2e/test_prometheus.py
+#     starts a real Prometheus that scrapes the broker and checks the format
 #   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
 # Installs only what is missing; safe to run repeatedly and without a terminal.
 set -euo pipefail
@@ -24,6 +26,19 @@ if ! have_mosquitto || ! command -v gdb >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq --no-install-recommends mosquitto mosquitto-clients gdb </dev/null
   else
     echo "warning: mosquitto/mosquitto_pub/mosquitto_sub missing and no apt-get; their tests will fail" >&2
+  fi
+fi
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing prometheus (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # Only the binaries are used: the test starts its own server on free
+    # ports; the package's service is not started here.
+    $SUDO apt-get install -y -qq --no-install-recommends prometheus </dev/null
+  else
+    echo "warning: prometheus/promtool missing and no apt-get; tests/e2e/test_prometheus.py will fail" >&2
   fi
 fi
 

@@ -10,6 +10,8 @@
 //! - [`admission`]: accept / redirect / refuse a CONNECT, and the lock-free
 //!   node-wide state it reads (live redirection config, connection count); pure.
 //! - [`admin`]: the admin HTTP API on its own control-plane thread (tokio + axum).
+//! - [`metrics`]: per-shard counters (plain `Cell`s), the statistics and client
+//!   records shards answer the admin API with, Prometheus rendering; pure.
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
 pub mod admin;
 pub mod admission;
@@ -17,6 +19,7 @@ pub mod authz;
 pub mod codec;
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod router;
 pub mod session;
 pub mod shard;

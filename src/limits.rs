@@ -251,6 +251,20 @@ pub const REDIRECT_DESCRIPTION_LEN_MAX_BYTES: usize = 1024;
 /// Largest admin API request body; a redirection config is far smaller.
 pub const ADMIN_BODY_MAX_BYTES: usize = 64 * 1024;
 
+/// `limit` of an admin API listing (`/api/v5/clients`) when the request
+/// sets none: EMQX's default page size.
+pub const ADMIN_PAGE_LIMIT_DEFAULT: usize = 100;
+
+/// `limit` of an admin API listing at most: EMQX's cap (its
+/// `max_row_limit`). Bounds the rows a shard builds for one request and the
+/// size of one response (a client record is about 500 bytes of JSON).
+pub const ADMIN_PAGE_LIMIT_MAX: usize = 10_000;
+
+/// `page` of an admin API listing at most: beyond every session a node can
+/// hold at `limit=1`, so it refuses only nonsense; the skip a shard walks
+/// is bounded by its session count anyway.
+pub const ADMIN_PAGE_MAX: usize = 1_000_000_000;
+
 /// How often a shard logs its redirect and refusal counts (when they grew):
 /// one summary line per interval, never one info line per client.
 pub const ADMISSION_REPORT_INTERVAL: Duration = Duration::from_secs(10);

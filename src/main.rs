@@ -220,6 +220,7 @@ fn start_admin(
         config.server_redirection.clone(),
         admission.clone(),
         node.clone(),
+        config.prometheus.enable_basic_auth,
     ));
     match admin::start(api, state) {
         Ok(()) => Ok(()),

@@ -1,5 +1,6 @@
 //! Handlers, authentication and JSON of the admin API.
 
+use super::shards::AskShards;
 use crate::admission::NodeAdmission;
 use crate::config::{FieldError, ServerRedirectionConfig};
 use crate::limits;
@@ -29,6 +30,11 @@ pub struct AdminState {
     /// `Basic base64(username:password)`, compared with each request's
     /// Authorization header.
     expected_authorization: Vec<u8>,
+    /// The shards as the client and metrics handlers ask them: `node`
+    /// behind a trait their tests can stand in for.
+    pub shards: Arc<dyn AskShards>,
+    /// `prometheus.enable_basic_auth`: the metrics need the credentials too.
+    pub prometheus_basic_auth: bool,
 }
 
 impl AdminState {
@@ -39,15 +45,18 @@ impl AdminState {
         redirection: ServerRedirectionConfig,
         admission: Arc<NodeAdmission>,
         node: NodeHandle,
+        prometheus_basic_auth: bool,
     ) -> AdminState {
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         AdminState {
             node_name,
+            shards: Arc::new(node.clone()),
             node,
             admission,
             redirection: Mutex::new(redirection),
             expected_authorization: format!("Basic {token}").into_bytes(),
+            prometheus_basic_auth,
         }
     }
 
@@ -70,14 +79,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The API's routes, authentication included.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    use super::{clients, prometheus};
+    let metrics = Router::new().route("/api/v5/prometheus/stats", get(prometheus::stats));
+    let mut protected = Router::new()
         .route(
             "/api/v5/config/server_redirection",
             get(get_redirection).put(put_redirection),
         )
         .route("/api/v5/status", get(get_status))
+        .route("/api/v5/clients", get(clients::list_clients))
+        .route(
+            "/api/v5/clients/{clientid}",
+            get(clients::get_client).delete(clients::kick_client),
+        )
+        .route(
+            "/api/v5/clients/{clientid}/subscriptions",
+            get(clients::get_client_subscriptions),
+        )
+        .route("/api/v5/subscriptions", get(clients::list_subscriptions));
+    let open = if state.prometheus_basic_auth {
+        protected = protected.merge(metrics);
+        Router::new()
+    } else {
+        // A scraper without credentials, as EMQX's default.
+        metrics
+    };
+    let protected = protected
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    open.merge(protected)
         .layer(DefaultBodyLimit::max(limits::ADMIN_BODY_MAX_BYTES))
         .with_state(state)
 }
@@ -103,7 +133,12 @@ async fn authenticate(
     response
 }
 
-fn error(status: StatusCode, code: &str, field: Option<&str>, message: &str) -> Response {
+pub(super) fn error(
+    status: StatusCode,
+    code: &str,
+    field: Option<&str>,
+    message: &str,
+) -> Response {
     let body = json!({ "code": code, "field": field, "message": message });
     (status, Json(body)).into_response()
 }

@@ -7,7 +7,8 @@
 //! `limits::ADMIN_SHARD_CALL_TIMEOUT` is a 503); the shards never wait for
 //! it.
 //!
-//! Routes (all behind HTTP basic auth, `api.username` / `api.password`):
+//! Routes (behind HTTP basic auth, `api.username` / `api.password`, except
+//! the Prometheus endpoint by default):
 //! - `GET /api/v5/config/server_redirection`: the live `[server_redirection]`.
 //! - `PUT /api/v5/config/server_redirection`: a JSON object with any subset
 //!   of its fields; validated like the config file
@@ -16,13 +17,26 @@
 //! - `GET /api/v5/status`: node name, version, per-shard connections,
 //!   sessions, retained messages and admission counters, as the shards
 //!   answer.
+//! - `GET /api/v5/clients`, `GET|DELETE /api/v5/clients/{clientid}`,
+//!   `GET /api/v5/clients/{clientid}/subscriptions`,
+//!   `GET /api/v5/subscriptions`: EMQX 5's client management, answered
+//!   by the shards (`clients.rs`, `shards.rs`).
+//! - `GET /api/v5/prometheus/stats`: the shards' statistics in Prometheus's
+//!   text format; without authentication unless
+//!   `prometheus.enable_basic_auth` (`prometheus.rs`).
+//!
+//! docs/admin-api.md describes every route, field and metric.
 //!
 //! Errors are JSON: `{"code": "BAD_REQUEST", "field": "redirect_strategy",
 //! "message": "server_redirection.redirect_strategy: ..."}`.
 
 mod api;
+mod clients;
+mod prometheus;
+mod shards;
 
 pub use api::{router, AdminState};
+pub use shards::{AskShards, Asked, Unavailable};
 
 use crate::config::ApiConfig;
 use std::net::TcpListener;

@@ -22,8 +22,9 @@ mod tests;
 pub use error::{ConfigError, Origin};
 pub use sections::{
     ApiConfig, AuthorizationConfig, AuthorizationRuleConfig, FieldError, ListenersConfig,
-    LogConfig, LogLevel, MqttConfig, NodeConfig, RedirectServerConfig, ServerRedirectionConfig,
-    TcpListenerConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME, DEFAULT_LISTENER_NAME,
+    LogConfig, LogLevel, MqttConfig, NodeConfig, PrometheusConfig, RedirectServerConfig,
+    ServerRedirectionConfig, TcpListenerConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME,
+    DEFAULT_LISTENER_NAME,
 };
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
 pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
@@ -46,6 +47,7 @@ pub struct Config {
     pub authorization: AuthorizationConfig,
     pub server_redirection: ServerRedirectionConfig,
     pub api: ApiConfig,
+    pub prometheus: PrometheusConfig,
     /// Which file or env var set each key, so checks made after loading
     /// (`shard_cpus`) can still say where a bad value came from.
     #[serde(skip)]
@@ -62,6 +64,7 @@ impl PartialEq for Config {
             && self.authorization == other.authorization
             && self.server_redirection == other.server_redirection
             && self.api == other.api
+            && self.prometheus == other.prometheus
     }
 }
 

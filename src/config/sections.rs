@@ -1,5 +1,5 @@
 //! The configuration sections: `[node]`, `[listeners]`, `[mqtt]`, `[log]`,
-//! `[authorization]`, `[server_redirection]`, `[api]`.
+//! `[authorization]`, `[server_redirection]`, `[api]`, `[prometheus]`.
 //!
 //! Field names are the config keys (EMQX's spelling, so operators can carry
 //! their knowledge over); the unit of each is in its doc comment. Each field
@@ -820,6 +820,20 @@ impl ApiConfig {
     pub fn has_default_credentials(&self) -> bool {
         self.username == DEFAULT_API_USERNAME && self.password == DEFAULT_API_PASSWORD
     }
+}
+
+// ---------------------------------------------------------------- [prometheus]
+
+/// `[prometheus]`: the metrics endpoint of the admin API
+/// (`GET /api/v5/prometheus/stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// `enable_basic_auth`: the endpoint asks for the API's credentials
+    /// (`api.username`, `api.password`) like every other route. Default
+    /// `false`: a scraper needs none, as with EMQX.
+    #[serde(deserialize_with = "value::bool")]
+    pub enable_basic_auth: bool,
 }
 
 fn de_api_bind<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

@@ -377,6 +377,11 @@ impl Connection {
         &self.session
     }
 
+    /// CONNECT's User Name, if it had one.
+    pub fn username(&self) -> Option<&ByteStr> {
+        self.extras.as_ref()?.username.as_ref()
+    }
+
     /// Negotiated keepalive in seconds (after the Server Keep Alive cap).
     pub fn keep_alive_s(&self) -> u16 {
         self.keep_alive_s
@@ -924,6 +929,16 @@ impl Connection {
     /// prefer [`Connection::takeover`], which applies the will delay rules.
     pub fn kick(&mut self, reason: ReasonCode) {
         self.close(reason, true, true, None);
+    }
+
+    /// An administrator's kick (`DELETE /api/v5/clients/{clientid}`):
+    /// `kick` with `reason` (0x98 Administrative action), and the session
+    /// ends with the connection whatever its expiry interval, so the will
+    /// (if any) goes out with no delay. On a connection already closing,
+    /// only the session's end is added.
+    pub fn kick_ending_session(&mut self, reason: ReasonCode) {
+        self.session.expiry_interval_s = 0;
+        self.kick(reason);
     }
 
     /// The server is stopping, which ends every session: the will, if any,

@@ -293,4 +293,12 @@ impl DropCounts {
     pub fn total(&self) -> u64 {
         self.queue_full + self.expired + self.too_large + self.closed
     }
+
+    /// Adds `other`'s counts, cause by cause.
+    pub fn add(&mut self, other: &DropCounts) {
+        self.queue_full += other.queue_full;
+        self.expired += other.expired;
+        self.too_large += other.too_large;
+        self.closed += other.closed;
+    }
 }

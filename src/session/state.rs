@@ -201,6 +201,16 @@ impl Session {
         *self.drops
     }
 
+    /// Subscriptions held (each filter once, shared ones included).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// The bound of the queue (`mqtt.max_mqueue_len` of the last connection).
+    pub fn queue_len_max(&self) -> usize {
+        self.queue_len_max as usize
+    }
+
     /// Messages waiting for the inflight window or for the client.
     pub fn queued_len(&self) -> usize {
         self.queue.len()

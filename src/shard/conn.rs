@@ -4,12 +4,14 @@
 //! logic itself is the sans-IO `session::Connection`; this file only moves
 //! bytes and events.
 
+use super::inspect::{conn_key, ConnInfo};
 use super::io::{Half, Signal};
 use super::state::{ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
 use crate::limits;
+use crate::metrics::ShardMetrics;
 use crate::session::lifecycle::WillPlan;
 use crate::session::{Connection, WallClock};
 use bytes::{Buf, BytesMut};
@@ -113,6 +115,10 @@ fn poll_transmit(
     let mut write = |cx: &mut Context<'_>, bytes: &[u8]| -> Poll<io::Result<usize>> {
         match ready!(Pin::new(&mut *stream).poll_write(cx, bytes)) {
             Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                ShardMetrics::add(&shard.metrics.bytes_sent, n as u64);
+                Poll::Ready(Ok(n))
+            }
             other => Poll::Ready(other),
         }
     };
@@ -133,7 +139,18 @@ fn poll_transmit(
         {
             let now = Instant::now();
             let mut conn = handle.conn.borrow_mut();
-            while out.len() < limits::WRITE_BATCH_BYTES_MAX && conn.poll_transmit(now, &mut out) {}
+            let mut publishes = 0u64;
+            loop {
+                let at = out.len();
+                if at >= limits::WRITE_BATCH_BYTES_MAX || !conn.poll_transmit(now, &mut out) {
+                    break;
+                }
+                // The packet's type is the high nibble of its first byte
+                // (3: PUBLISH): counted from what was encoded, so the
+                // session needs no counter of its own.
+                publishes += u64::from(out[at] >> 4 == 3);
+            }
+            ShardMetrics::add(&shard.metrics.messages_sent, publishes);
             // A packet too large for the client closes the connection from
             // within `poll_transmit`; its `Action::Close` is not run by
             // anything here, so the close is requested now (the connection
@@ -254,6 +271,8 @@ struct Admitted {
     io: Rc<RefCell<TcpStream>>,
     /// Whatever the client sent after its CONNECT.
     buf: BytesMut,
+    /// The client's address, for the admin API (`shard::inspect`).
+    peer: Option<std::net::SocketAddr>,
 }
 
 /// What an established connection's task keeps while it waits for its
@@ -353,10 +372,16 @@ async fn admit(
         match codec::decode(&mut buf, None, cfg.max_packet_size) {
             Ok(Some(Packet::Connect(c))) => break c,
             Ok(Some(_)) => return close(&io).await,
-            Ok(None) => match fill(&shard.read_scratch, &io, &mut buf).await {
-                Ok(true) => {}
-                _ => return close(&io).await,
-            },
+            Ok(None) => {
+                let before = buf.len();
+                match fill(&shard.read_scratch, &io, &mut buf).await {
+                    Ok(true) => {
+                        let read = (buf.len() - before) as u64;
+                        ShardMetrics::add(&shard.metrics.bytes_received, read);
+                    }
+                    _ => return close(&io).await,
+                }
+            }
             Err(e) => {
                 tracing::debug!(shard = shard.id, ?peer, error = %e, "bad CONNECT");
                 match e.protocol_hint() {
@@ -415,7 +440,12 @@ async fn admit(
             return close(&io).await;
         }
     }
-    *admitted = Some(Admitted { connect, io, buf });
+    *admitted = Some(Admitted {
+        connect,
+        io,
+        buf,
+        peer,
+    });
 }
 
 /// Decides a CONNECT (`admission::decide`) and, for an admission, takes a
@@ -577,9 +607,12 @@ impl Live {
                 self.held = false;
                 return Poll::Ready(Woken::Resumed);
             }
+            let before = self.buf.as_ref().map_or(0, |b| b.len());
             if let Poll::Ready(r) =
                 poll_fill_partial(cx, &shard.read_scratch, &mut self.stream, &mut self.buf)
             {
+                let read = self.buf.as_ref().map_or(0, |b| b.len()) - before;
+                ShardMetrics::add(&shard.metrics.bytes_received, read as u64);
                 return Poll::Ready(Woken::Read(r));
             }
         }
@@ -645,7 +678,12 @@ async fn handle_buffered(
 /// (claiming the client id, taking over an older connection), registers the
 /// connection and queues CONNACK.
 async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
-    let Admitted { connect, io, buf } = admitted;
+    let Admitted {
+        connect,
+        io,
+        buf,
+        peer,
+    } = admitted;
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -681,10 +719,12 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
     let connected = shard
         .with_lifecycle(|l| l.handle_connect(&client_id, existing, connect.clean_start, &clock));
     if let Some(s) = &connected.discard {
+        shard.metrics.session_ended(s.drop_counts());
         shard.unsubscribe_session(s).await;
     }
     let existing = connected.resume;
     let resumed = existing.is_some();
+    let info = ConnInfo::new(peer, connect.clean_start, std::time::SystemTime::now());
     let now = Instant::now();
     // The session gets a copy of its own, never cloned while the client is
     // idle: `client_id` was cloned for the connects in progress
@@ -705,6 +745,10 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
         let key = st.registry.shared_key(client_id.as_str());
         st.slots.insert(key, Slot::Online(handle.clone()));
     }
+    shard
+        .conn_infos
+        .borrow_mut()
+        .insert(conn_key(&handle), info);
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
     // The next connect of this id may now take over from this one.
     shard.claim_done(&client_id).await;
@@ -812,6 +856,7 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
     // A congested subscriber that leaves holds nobody back.
     shard.relieve(&handle);
     let handover = shard.take_handover(&handle);
+    shard.conn_infos.borrow_mut().remove(&conn_key(&handle));
     let Ok(handle) = Rc::try_unwrap(handle) else {
         unreachable!("the handle's other holders are gone and nothing awaited since");
     };
@@ -825,6 +870,9 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
         .collect();
     let session = conn.into_session();
     let clock = WallClock::now();
+    if session.is_none() {
+        shard.metrics.session_ended(drops);
+    }
     // A session ending with its connection takes its subscriptions with it,
     // now: before a taker here could subscribe anew.
     let unrouted = session

@@ -8,6 +8,8 @@
 //! - `conn.rs`: one client connection's task (reads, handles, transmits).
 //! - `msg.rs`: what crosses shards.
 //! - `pressure.rs`: congested subscribers pause their publishers.
+//! - `inspect.rs`: the shard's answers to the admin API (clients, kicks,
+//!   statistics).
 //! - `io.rs`: single-threaded I/O helpers.
 //! - `lock.rs`: refusing a second broker on the same listener address.
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
@@ -17,6 +19,7 @@ mod client_key;
 mod conn;
 mod fd_table;
 mod inbox;
+mod inspect;
 mod io;
 mod lifecycle;
 mod lock;
@@ -34,6 +37,7 @@ mod takeover;
 
 pub use fd_table::presize_fd_table;
 pub use inbox::{CallError, NodeHandle};
+pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
 pub use service::{ShardContext, ShardStatus};
 pub use state::{ShardId, ShardSettings};

@@ -61,6 +61,12 @@ impl ShardContext {
         }
     }
 
+    /// Answers a question of the admin API's client management and
+    /// metrics routes (`shard::inspect`).
+    pub fn answer_admin(&self, query: super::AdminQuery) -> super::AdminAnswer {
+        self.shard.answer_admin(query)
+    }
+
     /// Client ids of the sessions held here whose client is online.
     pub fn online_client_ids(&self) -> Vec<String> {
         self.shard

@@ -3,16 +3,17 @@
 //! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
 
 use super::client_key::ClientKey;
+use super::inspect::ConnInfo;
 use super::io::{Oneshot, Signal};
 use super::mesh::Mesh;
 use super::msg::{Reply, ShardMsg};
 use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
+use crate::metrics::ShardMetrics;
 use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
 use crate::session::{
-    Action, Connection, Delivery, Lifecycle, Message, Session, SessionConfig, SessionSnapshot,
-    WallClock,
+    Action, Connection, Delivery, Lifecycle, Message, Session, SessionConfig, WallClock,
 };
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -242,6 +243,11 @@ pub struct Shard {
     /// This shard's admission counters; other threads read them by asking
     /// the shard (`service::ShardContext::status`).
     pub counters: ShardCounters,
+    /// Traffic counters, plain `Cell`s (read by `Shard::stats`).
+    pub metrics: ShardMetrics,
+    /// What the admin API shows of each online connection beyond its
+    /// session, by `inspect::conn_key` (`shard::inspect`).
+    pub conn_infos: RefCell<AHashMap<usize, ConnInfo>>,
     /// When the shard next logs its redirect and refusal counts.
     next_admission_report: Cell<Instant>,
     /// Counts at the last report, so only growth is logged.
@@ -295,6 +301,8 @@ impl Shard {
             scratch_targets: RefCell::new(Vec::new()),
             admission,
             counters: ShardCounters::default(),
+            metrics: ShardMetrics::default(),
+            conn_infos: RefCell::new(AHashMap::new()),
             next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
             reported_admission: Cell::new(ShardCountersSnapshot::default()),
             released_at_connections: Cell::new(0),
@@ -639,6 +647,7 @@ impl Shard {
                 None => break,
                 Some(Action::Close { .. }) => handle.request_close(),
                 Some(Action::Publish(m)) => {
+                    ShardMetrics::add(&self.metrics.messages_received, 1);
                     let me = self.clone();
                     glommio::spawn_local(async move { me.publish(m).await }).detach();
                 }
@@ -654,7 +663,10 @@ impl Shard {
     /// Carry out one action of a connection.
     pub async fn apply_action(self: &Rc<Self>, handle: &Rc<ConnHandle>, action: Action) {
         match action {
-            Action::Publish(m) => self.publish(m).await,
+            Action::Publish(m) => {
+                ShardMetrics::add(&self.metrics.messages_received, 1);
+                self.publish(m).await
+            }
             Action::Subscribe {
                 filter,
                 options,
@@ -749,6 +761,7 @@ impl Shard {
                     return None;
                 }
                 Some(Action::Publish(m)) => {
+                    ShardMetrics::add(&self.metrics.messages_received, 1);
                     if let Some(remote) = self.publish_here(m) {
                         return Some(Deferred::Remote(remote));
                     }
@@ -976,21 +989,8 @@ impl Shard {
         let clock = WallClock::now();
         for session in expired {
             self.with_lifecycle(|l| l.handle_expired(&session, &clock));
-            let id = session.client_id().clone();
-            // A delayed will is due at the latest when its session ends.
-            let will = {
-                let mut st = self.state.borrow_mut();
-                st.will_index
-                    .remove(&id)
-                    .and_then(|k| st.wills.remove(&k))
-                    .map(|(_, w)| w)
-            };
-            if let Some(w) = will {
-                self.publish(w).await;
-            }
-            self.unsubscribe_session(&session).await;
-            self.release(&id).await;
-            tracing::debug!(shard = self.id, client_id = %id, "session expired");
+            tracing::debug!(shard = self.id, client_id = %session.client_id(), "session expired");
+            self.end_session(session).await;
         }
         let mut st = self.state.borrow_mut();
         if !st.retained.is_empty() {
