@@ -19,6 +19,7 @@ use crate::router::topic::{
 };
 
 use super::connack;
+use super::origin::Origin;
 use super::lazy::{Empty, Lazy};
 use super::pressure::{self, Pressure};
 use super::state::{is_expired, Awaiting, Session, Subscription};
@@ -538,7 +539,7 @@ impl Connection {
             qos: p.qos,
             retain: p.retain,
             properties: p.properties,
-            origin: Some(self.session.client_id.clone()),
+            origin: Some(Origin::new(&self.session.client_id)),
             expires_at,
         };
         self.actions.push_back(Action::Publish(Arc::new(message)));
@@ -996,7 +997,7 @@ impl Connection {
                 ..PublishProperties::default()
             }
             .boxed(),
-            origin: Some(self.session.client_id.clone()),
+            origin: Some(Origin::new(&self.session.client_id)),
         };
         Some((Arc::new(message), delay))
     }

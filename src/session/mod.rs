@@ -116,6 +116,7 @@
 mod connack;
 mod connection;
 mod lazy;
+mod origin;
 pub mod pressure;
 mod state;
 
@@ -123,6 +124,7 @@ mod state;
 mod tests;
 
 pub use connection::Connection;
+pub use origin::Origin;
 pub use state::Session;
 
 use std::sync::Arc;
@@ -199,7 +201,7 @@ pub struct Message {
     /// when that leaves none (boxed as in [`crate::codec::Publish`]).
     pub properties: Option<Box<PublishProperties>>,
     /// Publisher's client id (for No Local).
-    pub origin: Option<ByteStr>,
+    pub origin: Option<Origin>,
     /// From Message Expiry Interval at receipt.
     pub expires_at: Option<Instant>,
 }
