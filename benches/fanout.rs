@@ -42,7 +42,9 @@ fn message() -> Arc<Message> {
         qos: QoS::AtLeastOnce,
         retain: false,
         properties: None,
-        origin: Some(ByteStr::from_static("publisher")),
+        origin: Some(ringmq::session::Origin::new(&ByteStr::from_static(
+            "publisher",
+        ))),
         expires_at: None,
     })
 }

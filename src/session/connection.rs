@@ -20,6 +20,7 @@ use crate::router::topic::{
 
 use super::connack;
 use super::lazy::{Empty, Lazy};
+use super::origin::Origin;
 use super::pressure::{self, Pressure};
 use super::state::{is_expired, Awaiting, Session, Subscription};
 use super::{
@@ -543,7 +544,7 @@ impl Connection {
             qos: p.qos,
             retain: p.retain,
             properties: p.properties,
-            origin: Some(self.session.client_id.clone()),
+            origin: Some(Origin::new(&self.session.client_id)),
             expires_at,
         };
         self.actions.push_back(Action::Publish(Arc::new(message)));
@@ -1040,7 +1041,7 @@ impl Connection {
                 ..PublishProperties::default()
             }
             .boxed(),
-            origin: Some(self.session.client_id.clone()),
+            origin: Some(Origin::new(&self.session.client_id)),
         };
         Some((Arc::new(message), delay))
     }

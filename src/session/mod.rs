@@ -124,6 +124,7 @@ mod connack;
 mod connection;
 mod lazy;
 pub mod lifecycle;
+mod origin;
 pub mod pressure;
 pub mod snapshot;
 mod state;
@@ -133,6 +134,7 @@ mod tests;
 
 pub use connection::Connection;
 pub use lifecycle::{Lifecycle, SessionEvent};
+pub use origin::Origin;
 pub use snapshot::{SessionSnapshot, SnapshotError, WallClock, SNAPSHOT_VERSION};
 pub use state::Session;
 
@@ -210,7 +212,7 @@ pub struct Message {
     /// when that leaves none (boxed as in [`crate::codec::Publish`]).
     pub properties: Option<Box<PublishProperties>>,
     /// Publisher's client id (for No Local).
-    pub origin: Option<ByteStr>,
+    pub origin: Option<Origin>,
     /// From Message Expiry Interval at receipt.
     pub expires_at: Option<Instant>,
 }

@@ -52,7 +52,7 @@ use smallvec::SmallVec;
 
 pub use super::clock::WallClock;
 use super::state::{Awaiting, Outbound, Session, Subscription};
-use super::{Delivery, DropCounts, Message};
+use super::{Delivery, DropCounts, Message, Origin};
 use crate::codec::{ByteStr, PublishProperties, QoS, SubscriptionOptions};
 use crate::limits::{
     INFLIGHT_MAX, MQUEUE_LEN_MAX, MQUEUE_OVERSHOOT_MAX, SESSION_SNAPSHOT_BYTES_MAX,
@@ -518,7 +518,7 @@ impl MessageSnapshot {
                 .map(|(k, v)| (string(k), string(v)))
                 .collect(),
             content_type: p.content_type.as_ref().map(string),
-            origin: m.origin.as_ref().map(string),
+            origin: m.origin.as_deref().map(str::to_owned),
             expires_at_unix_ms: m.expires_at.map(|t| clock.to_unix_ms(t)),
         }
     }
@@ -544,7 +544,7 @@ impl MessageSnapshot {
                 ..PublishProperties::default()
             }
             .boxed(),
-            origin: opt(self.origin, "origin")?,
+            origin: opt(self.origin, "origin")?.map(|id| Origin::new(&id)),
             expires_at: self.expires_at_unix_ms.map(|ms| clock.to_instant(ms)),
         })
     }

@@ -19,9 +19,9 @@
 use super::mesh::TrySendError;
 use super::msg::ShardMsg;
 use super::state::{ConnHandle, Shard, ShardId, Slot};
-use crate::codec::ByteStr;
 use crate::session::pressure::StallClock;
 use crate::session::Message;
+use crate::session::Origin;
 use ahash::AHashSet;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ pub struct Congestion {
     clock: StallClock,
     /// Each paused publisher once: its shard and client id (a publisher on
     /// another shard is known by what its messages carry).
-    publishers: AHashSet<(ShardId, ByteStr)>,
+    publishers: AHashSet<(ShardId, Origin)>,
 }
 
 /// The key of a subscriber's entry in `State::congested`: the address of
@@ -55,9 +55,10 @@ impl Shard {
         message: &Message,
         now: Instant,
     ) {
-        let Some(publisher) = &message.origin else {
+        let Some(origin) = &message.origin else {
             return;
         };
+        let publisher = origin.as_str();
         // A client publishing to itself must keep reading its own acks.
         if from == self.id && subscriber.conn.borrow().client_id() == publisher {
             return;
@@ -80,7 +81,7 @@ impl Shard {
                     publishers: AHashSet::new(),
                 }
             });
-            entry.publishers.insert((from, publisher.clone()))
+            entry.publishers.insert((from, origin.clone()))
         };
         if !added {
             return;
@@ -90,14 +91,14 @@ impl Shard {
             return;
         }
         let pause = ShardMsg::Pause {
-            client_id: publisher.clone(),
+            client_id: origin.to_byte_str(),
         };
         if let Err(unsent) = self.mesh.try_send(from, pause) {
             // Not paused, so nothing to resume: the publisher's next
             // message to this subscriber tries again.
             drop(unsent.into_message());
             if let Some(c) = self.state.borrow_mut().congested.get_mut(&key(subscriber)) {
-                c.publishers.remove(&(from, publisher.clone()));
+                c.publishers.remove(&(from, origin.clone()));
             }
         }
     }
@@ -111,14 +112,16 @@ impl Shard {
         }
     }
 
-    fn resume_publishers(self: &Rc<Self>, publishers: AHashSet<(ShardId, ByteStr)>) {
+    fn resume_publishers(self: &Rc<Self>, publishers: AHashSet<(ShardId, Origin)>) {
         let now = Instant::now();
         for (shard, client_id) in publishers {
             if shard == self.id {
                 self.resume_here(&client_id, now);
                 continue;
             }
-            let resume = ShardMsg::Resume { client_id };
+            let resume = ShardMsg::Resume {
+                client_id: client_id.to_byte_str(),
+            };
             if let Err(TrySendError::Full(msg)) = self.mesh.try_send(shard, resume) {
                 // The channel is full: wait for room in a task (the Pause
                 // this answers is already in the channel, ahead of it).

@@ -633,7 +633,7 @@ fn outbound_properties_passed_through_v5() {
             ..PublishProperties::default()
         }
         .boxed(),
-        origin: Some(ByteStr::from("other")),
+        origin: Some(crate::session::Origin::new(&ByteStr::from("other"))),
         expires_at: Some(p.now + Duration::from_millis(4500)),
     });
     p.deliver(Delivery {
