@@ -3,15 +3,16 @@
 //! `Bytes`, so a fan-out to many shards copies no payload.
 
 use crate::codec::ByteStr;
-use crate::router::{InterestChange, SharedKey};
+use crate::router::{Location, NumberedChange, SharedKey};
 use crate::session::{Delivery, Message, Session};
 use std::sync::Arc;
 
 pub enum ShardMsg {
-    /// The sender's subscriber count for a filter changed; with `ack`, the
-    /// sender waits for an `InterestAck` carrying that token.
+    /// The sender's subscriber count for a filter changed, with the
+    /// change's number in the sender's sequence (`router::interest`); with
+    /// `ack`, the sender waits for an `InterestAck` carrying that token.
     Interest {
-        change: InterestChange,
+        update: NumberedChange,
         ack: Option<u64>,
     },
     /// The answer to `Interest` with `ack`, and to `Barrier`.
@@ -38,7 +39,10 @@ pub enum ShardMsg {
     /// the previous claimant's `ClaimDone`.
     Claim { client_id: ByteStr, token: u64 },
     /// From the home shard: the sender owns the id now; who owned it before.
-    ClaimReply { token: u64, previous: Option<u16> },
+    ClaimReply {
+        token: u64,
+        previous: Option<Location>,
+    },
     /// To the home shard: the claimant's connection is in place (its session
     /// acquired and reachable); the next claim of the id may be answered.
     ClaimDone { client_id: ByteStr },

@@ -8,6 +8,7 @@ use super::msg::ShardMsg;
 use super::registry::Answer;
 use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
+use crate::router::Location;
 use crate::session::Session;
 use std::rc::Rc;
 use std::time::Instant;
@@ -26,8 +27,15 @@ impl Shard {
         clean_start: bool,
     ) -> Option<Session> {
         match self.claim(client_id).await {
-            Some(prev) if prev != self.id => {
-                self.import_session(prev, client_id, clean_start).await
+            Some(prev) if prev != self.location() => {
+                // Only this node's shards claim until the cluster exists
+                // (docs/adr/0001-cluster.md, "Takeover across nodes").
+                assert!(
+                    prev.is_on(self.settings.node),
+                    "session of {client_id} on another node ({prev})"
+                );
+                self.import_session(prev.shard, client_id, clean_start)
+                    .await
             }
             _ => self.take_local(client_id, clean_start).await,
         }
@@ -100,7 +108,7 @@ impl Shard {
 
     /// Asks the home of `client_id` to make this shard its owner; returns
     /// the previous owner once every earlier connect of the id is in place.
-    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
+    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<Location> {
         let token = self.token();
         let reply = Oneshot::new();
         self.state.borrow_mut().claims.insert(token, reply.clone());
@@ -138,7 +146,7 @@ impl Shard {
             .state
             .borrow_mut()
             .registry
-            .claim(from, &client_id, token);
+            .claim(self.at(from), &client_id, token);
         self.answer_claim(answer);
     }
 
@@ -152,6 +160,7 @@ impl Shard {
     /// At the home shard: shard `from` no longer holds a session for
     /// `client_id`.
     pub(super) fn on_release(&self, from: ShardId, client_id: &ByteStr) {
+        let from = self.at(from);
         self.state.borrow_mut().registry.release(from, client_id);
     }
 
@@ -164,7 +173,8 @@ impl Shard {
         else {
             return;
         };
-        if to == self.id {
+        assert!(to.is_on(self.settings.node), "claim from another node ({to})");
+        if to.shard == self.id {
             let reply = self.state.borrow_mut().claims.remove(&token);
             if let Some(reply) = reply {
                 reply.put(previous);
@@ -174,7 +184,8 @@ impl Shard {
             // for a full channel (see `dispatch`).
             let me = self.clone();
             glommio::spawn_local(async move {
-                me.send(to, ShardMsg::ClaimReply { token, previous }).await
+                me.send(to.shard, ShardMsg::ClaimReply { token, previous })
+                    .await
             })
             .detach();
         }
