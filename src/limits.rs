@@ -240,3 +240,19 @@ pub const ADMIN_BODY_MAX_BYTES: usize = 64 * 1024;
 /// How often a shard logs its redirect and refusal counts (when they grew):
 /// one summary line per interval, never one info line per client.
 pub const ADMISSION_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- shard services
+
+/// Requests one shard's inbox holds for threads that are not shards (the
+/// admin thread; `shard::NodeHandle`). A full inbox answers at once (the
+/// admin API says 503) instead of queueing without bound or blocking.
+/// Each waiting request is a boxed closure of a few words.
+pub const INBOX_CAPACITY: usize = 256;
+
+/// Inbox requests a shard runs in one go before its other tasks run: bounds
+/// what a burst of admin requests adds to its clients' latency.
+pub const INBOX_JOBS_PER_TURN: usize = 16;
+
+/// How long the admin API waits for the shards' answers before it says 503.
+/// A shard answers within a loop turn unless it is stuck or stopping.
+pub const ADMIN_SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(5);

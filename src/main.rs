@@ -2,10 +2,10 @@
 
 use clap::Parser;
 use ringmq::admin::{self, AdminState};
-use ringmq::admission::{NodeAdmission, ShardCounters};
+use ringmq::admission::NodeAdmission;
 use ringmq::config::{Config, Origin};
 use ringmq::session::SessionConfig;
-use ringmq::shard::{self, BindLock, ListenerSpec, NodeSpec, ShardSettings};
+use ringmq::shard::{self, BindLock, ListenerSpec, NodeHandle, NodeSpec, ShardSettings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -166,12 +166,11 @@ fn main() -> ExitCode {
     let admission = Arc::new(NodeAdmission::new(
         config.server_redirection.to_redirection(),
     ));
-    let shard_counters: Vec<Arc<ShardCounters>> = cpus
-        .iter()
-        .map(|_| Arc::new(ShardCounters::default()))
-        .collect();
+    // Made before the shards start: the admin thread may ask them at once
+    // (requests wait in the inboxes until the shards serve them).
+    let node = NodeHandle::new(cpus.len());
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &shard_counters) {
+        if let Err(code) = start_admin(&config, &admission, &node) {
             return code;
         }
     }
@@ -182,7 +181,7 @@ fn main() -> ExitCode {
             cpus,
             settings,
             admission,
-            shard_counters,
+            node,
             idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
         },
         shutdown,
@@ -206,7 +205,7 @@ fn main() -> ExitCode {
 fn start_admin(
     config: &Config,
     admission: &Arc<NodeAdmission>,
-    shard_counters: &[Arc<ShardCounters>],
+    node: &NodeHandle,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -221,7 +220,7 @@ fn start_admin(
         &api.password,
         config.server_redirection.clone(),
         admission.clone(),
-        shard_counters.to_vec(),
+        node.clone(),
     ));
     match admin::start(api, state) {
         Ok(()) => Ok(()),

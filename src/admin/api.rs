@@ -1,8 +1,9 @@
 //! Handlers, authentication and JSON of the admin API.
 
-use crate::admission::{NodeAdmission, ShardCounters};
+use crate::admission::NodeAdmission;
 use crate::config::{FieldError, ServerRedirectionConfig};
 use crate::limits;
+use crate::shard::{CallError, NodeHandle};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -17,8 +18,9 @@ use std::sync::{Arc, Mutex};
 /// What the API serves from. Built once in `main`.
 pub struct AdminState {
     pub node_name: String,
-    /// One per shard, in shard id order.
-    pub shard_counters: Vec<Arc<ShardCounters>>,
+    /// The shards' inboxes: views of shard state (`/api/v5/status`) are
+    /// answers of the shards themselves, asked through these.
+    pub node: NodeHandle,
     pub admission: Arc<NodeAdmission>,
     /// The live `[server_redirection]` as configured (the shards read its
     /// converted form from `admission`). Only this thread touches the
@@ -36,13 +38,13 @@ impl AdminState {
         password: &str,
         redirection: ServerRedirectionConfig,
         admission: Arc<NodeAdmission>,
-        shard_counters: Vec<Arc<ShardCounters>>,
+        node: NodeHandle,
     ) -> AdminState {
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         AdminState {
             node_name,
-            shard_counters,
+            node,
             admission,
             redirection: Mutex::new(redirection),
             expected_authorization: format!("Basic {token}").into_bytes(),
@@ -277,18 +279,47 @@ fn split_serde_message(message: &str) -> (String, String) {
     }
 }
 
+/// The answer when a shard cannot answer: 503 for a full inbox, a stopping
+/// shard or one that took longer than `ADMIN_SHARD_CALL_TIMEOUT`.
+fn shard_unavailable(why: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+        None,
+        &format!("the shards cannot answer now ({why}); try again"),
+    )
+}
+
+/// Asks every shard, bounded by `ADMIN_SHARD_CALL_TIMEOUT`.
+async fn ask_shards<R: Send + 'static>(
+    node: &NodeHandle,
+    f: impl Fn(&crate::shard::ShardContext) -> R + Send + Sync + 'static,
+) -> Result<Vec<R>, Response> {
+    match tokio::time::timeout(limits::ADMIN_SHARD_CALL_TIMEOUT, node.call_all(f)).await {
+        Ok(Ok(replies)) => Ok(replies),
+        Ok(Err(e @ (CallError::Full | CallError::Stopped | CallError::NoSuchShard))) => {
+            Err(shard_unavailable(&e.to_string()))
+        }
+        Err(_) => Err(shard_unavailable("no answer in time")),
+    }
+}
+
 async fn get_status(State(state): State<Arc<AdminState>>) -> Response {
+    let statuses = match ask_shards(&state.node, |shard| shard.status()).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
     let mut total = 0usize;
-    let shards: Vec<Value> = state
-        .shard_counters
+    let shards: Vec<Value> = statuses
         .iter()
-        .enumerate()
-        .map(|(id, counters)| {
-            let s = counters.snapshot();
-            total += s.connections;
+        .map(|status| {
+            let s = status.admission;
+            total += status.connections;
             json!({
-                "id": id,
-                "connections": s.connections,
+                "id": status.id,
+                "connections": status.connections,
+                "sessions": status.sessions,
+                "retained_messages": status.retained_messages,
                 "accepted": s.accepted,
                 "redirected": {
                     "use_another_server": s.redirected_use_another_server,

@@ -1,10 +1,14 @@
 //! What every shard shares for admission, without a lock: atomics and one
-//! `ArcSwap`. The admin thread reads and replaces the same values.
+//! `ArcSwap`. The admin thread reads and replaces the same values. These
+//! stay atomics because they are the admission mechanism itself (an exact
+//! node-wide cap, one round-robin cursor), not a view; the per-shard
+//! counters (`ShardCounters`) are shard-local and read by asking the shard.
 
 use super::{Decision, Redirection, Strategy};
 use crate::codec::ReasonCode;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A node-wide count of open connections that admits by compare-and-swap:
@@ -98,22 +102,21 @@ impl NodeAdmission {
     }
 }
 
-/// One shard's admission counters. Written only by its shard (relaxed
-/// atomics, no lock), read by the admin thread for `/api/v5/status`.
+/// One shard's admission counters. Owned by its shard and written only
+/// there (plain cells: no atomic on the connect path); other threads see
+/// them by asking the shard (`shard::NodeHandle`, `ShardContext::status`).
 #[derive(Debug, Default)]
 pub struct ShardCounters {
-    /// MQTT connections open on this shard.
-    pub connections: AtomicUsize,
-    pub accepted: AtomicU64,
+    pub accepted: Cell<u64>,
     /// Redirected with 0x9C (Use another server).
-    pub redirected_use_another_server: AtomicU64,
+    pub redirected_use_another_server: Cell<u64>,
     /// Redirected with 0x9D (Server moved).
-    pub redirected_server_moved: AtomicU64,
+    pub redirected_server_moved: Cell<u64>,
     /// Refused with 0x97 (quota exceeded: listener full).
-    pub refused_quota_exceeded: AtomicU64,
+    pub refused_quota_exceeded: Cell<u64>,
     /// Refused with 0x88 (v5) or return code 3 (v3.1.1): server unavailable
     /// (v3.1.1 client at the cap, stopping, evacuating).
-    pub refused_server_unavailable: AtomicU64,
+    pub refused_server_unavailable: Cell<u64>,
 }
 
 impl ShardCounters {
@@ -130,18 +133,19 @@ impl ShardCounters {
             }
             Decision::Refuse { .. } => &self.refused_server_unavailable,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.set(counter.get() + 1);
     }
 
+    /// The counts now; `connections` is left 0 for the shard to fill in
+    /// (it counts its connections itself).
     pub fn snapshot(&self) -> ShardCountersSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ShardCountersSnapshot {
-            connections: self.connections.load(Ordering::Relaxed),
-            accepted: get(&self.accepted),
-            redirected_use_another_server: get(&self.redirected_use_another_server),
-            redirected_server_moved: get(&self.redirected_server_moved),
-            refused_quota_exceeded: get(&self.refused_quota_exceeded),
-            refused_server_unavailable: get(&self.refused_server_unavailable),
+            connections: 0,
+            accepted: self.accepted.get(),
+            redirected_use_another_server: self.redirected_use_another_server.get(),
+            redirected_server_moved: self.redirected_server_moved.get(),
+            refused_quota_exceeded: self.refused_quota_exceeded.get(),
+            refused_server_unavailable: self.refused_server_unavailable.get(),
         }
     }
 }

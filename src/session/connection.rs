@@ -926,6 +926,35 @@ impl Connection {
         self.close(reason, true, true, None);
     }
 
+    /// The server is stopping, which ends every session: the will, if any,
+    /// is due now whatever its delay (MQTT-3.1.3-9) and is returned for
+    /// the shard to publish before it disconnects anyone, so that clients
+    /// still connected on any shard receive it. The connection stays open
+    /// (`kick_after_queued` closes it).
+    pub fn take_will_at_stop(&mut self) -> Option<Arc<Message>> {
+        if self.closed || self.will().is_none() {
+            return None;
+        }
+        self.will_delay_zero = true;
+        self.publish_will = true;
+        self.take_will().map(|(will, _)| will)
+    }
+
+    /// `kick` for a stopping server: what is already queued for the client
+    /// (the wills of the other clients among it) is sent before the
+    /// DISCONNECT instead of being left in the session.
+    pub fn kick_after_queued(&mut self, reason: ReasonCode) {
+        if self.closed {
+            return;
+        }
+        let queued = std::mem::take(&mut self.tx);
+        let qos0 = self.tx_qos0_len;
+        self.kick(reason);
+        let mut disconnect = std::mem::replace(&mut self.tx, queued);
+        self.tx.extend(disconnect.drain(..));
+        self.tx_qos0_len = qos0;
+    }
+
     /// Session takeover by a new connection for the same client id:
     /// `kick(0x8E)` with the will rules of MQTT 5.0 sections 3.1.3.2.2 and
     /// 3.1.4. The will is published only when the session ends now or the

@@ -307,7 +307,6 @@ async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Ar
         return;
     };
     shard.state.borrow_mut().connections += 1;
-    shard.counters.connections.fetch_add(1, Ordering::Relaxed);
     let establishing = Box::pin(establish(&shard, admitted));
     match establishing.await {
         // The established connection runs as a task of its own: glommio
@@ -324,8 +323,7 @@ async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Ar
 
 /// The accounting at the end of an admitted connection.
 fn closed(shard: &Shard, listener: &ListenerCount) {
-    shard.counters.connections.fetch_sub(1, Ordering::Relaxed);
-    shard.state.borrow_mut().connections -= 1;
+    shard.connection_closed();
     listener.open.release();
     shard.admission.connections.release();
 }

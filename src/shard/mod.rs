@@ -16,33 +16,39 @@
 mod client_key;
 mod conn;
 mod fd_table;
+mod inbox;
 mod io;
 mod lock;
+mod mesh;
 mod msg;
 mod pressure;
 mod registry;
+mod reply;
+mod service;
 mod state;
+mod stop;
 mod takeover;
 
 pub use fd_table::presize_fd_table;
+pub use inbox::{CallError, NodeHandle};
 pub use lock::BindLock;
+pub use service::{ShardContext, ShardStatus};
 pub use state::{ShardId, ShardSettings};
 
-use crate::admission::{Count, NodeAdmission, ShardCounters};
-use crate::codec::ReasonCode;
+use crate::admission::{Count, NodeAdmission};
 use crate::limits;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use msg::ShardMsg;
-use state::{Shard, ShardAdmission, Slot};
+use state::Shard;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::limits::{SHARD_TICK as TICK, SHUTDOWN_GRACE};
+use crate::limits::SHARD_TICK as TICK;
 
 /// One TCP listener and its node-wide connection cap.
 #[derive(Clone, Debug)]
@@ -68,8 +74,9 @@ pub struct NodeSpec {
     pub settings: ShardSettings,
     /// Node-wide admission state, shared with the admin thread.
     pub admission: Arc<NodeAdmission>,
-    /// One per shard (in `cpus` order), shared with the admin thread.
-    pub shard_counters: Vec<Arc<ShardCounters>>,
+    /// The shards' inboxes (one per shard, in `cpus` order), through which
+    /// other threads ask them things.
+    pub node: NodeHandle,
     /// How long an idle shard polls before it sleeps (`node.idle_poll_us`).
     pub idle_poll: Duration,
 }
@@ -78,11 +85,7 @@ pub struct NodeSpec {
 pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     let count = spec.cpus.len();
     assert!(count >= 1 && count <= u16::MAX as usize);
-    assert_eq!(
-        spec.shard_counters.len(),
-        count,
-        "one counter set per shard"
-    );
+    assert_eq!(spec.node.shards(), count, "one inbox per shard");
     let mesh = MeshBuilder::<ShardMsg, _>::full(count, limits::SHARD_CHANNEL_CAPACITY);
     let counts: Vec<Arc<ListenerCount>> = spec
         .listeners
@@ -104,8 +107,8 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
     // next timer (vendor/README.md patch 13).
     glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
     let mut handles = Vec::with_capacity(count);
-    for (&cpu, counters) in spec.cpus.iter().zip(&spec.shard_counters) {
-        let counters = counters.clone();
+    for &cpu in &spec.cpus {
+        let node = spec.node.clone();
         let admission = spec.admission.clone();
         let mesh = mesh.clone();
         let settings = spec.settings.clone();
@@ -128,7 +131,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
                     shutdown,
                     interest_marks,
                     admission,
-                    counters,
+                    node,
                 };
                 shard_main(mesh, count as u16, settings, shared).await
             })
@@ -156,7 +159,8 @@ struct Shared {
     /// Each shard's latest added interest (`router::interest`).
     interest_marks: Arc<crate::router::InterestMarks>,
     admission: Arc<NodeAdmission>,
-    counters: Arc<ShardCounters>,
+    /// This shard serves its inbox (the one with its id) from it.
+    node: NodeHandle,
 }
 
 async fn shard_main(
@@ -170,7 +174,7 @@ async fn shard_main(
         shutdown,
         interest_marks,
         admission,
-        counters,
+        node,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -184,10 +188,7 @@ async fn shard_main(
         senders,
         shutdown.clone(),
         interest_marks,
-        ShardAdmission {
-            node: admission,
-            counters,
-        },
+        admission,
     ));
     let mut listeners = Vec::new();
     for count in counts {
@@ -204,15 +205,29 @@ async fn shard_main(
         tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
     }
 
-    for (peer, rx) in receivers.streams() {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(msg) = rx.recv().await {
-                dispatch(&shard, peer as ShardId, msg);
-            }
+    // One loop per peer, in its messages' order; it ends with the peer's
+    // `Mark::Stop`, its last message (or when the peer is gone).
+    let receive_loops: Vec<_> = receivers
+        .streams()
+        .into_iter()
+        .map(|(peer, rx)| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    let stop = matches!(msg, ShardMsg::Mark(msg::Mark::Stop));
+                    dispatch(&shard, peer as ShardId, msg);
+                    if stop {
+                        break;
+                    }
+                }
+            })
         })
-        .detach();
-    }
+        .collect();
+
+    let inbox = {
+        let (shard, node) = (shard.clone(), node.clone());
+        glommio::spawn_local(async move { node.inbox(shard.id as usize).serve(&shard).await })
+    };
 
     let ticker = {
         let shard = shard.clone();
@@ -256,30 +271,15 @@ async fn shard_main(
     }
     ticker.await;
 
-    // Graceful shutdown: every client gets DISCONNECT 0x8B (v5) and its will.
-    let online: Vec<_> = shard
-        .state
-        .borrow()
-        .slots
-        .values()
-        .filter_map(|s| match s {
-            Slot::Online(h) => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
-    tracing::info!(shard = id, clients = online.len(), "shard stopping");
-    for h in online {
-        h.conn.borrow_mut().kick(ReasonCode::SERVER_SHUTTING_DOWN);
-        shard.drain_sync_actions(&h);
-        h.request_close();
+    // Graceful shutdown: wills first, then every client gets DISCONNECT
+    // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).
+    shard.stop().await;
+    for r in receive_loops {
+        r.await;
     }
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shard.state.borrow().connections > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    // Let wills routed to other shards arrive before they stop.
-    glommio::timer::sleep(Duration::from_millis(100)).await;
-    tracing::info!(shard = id, "shard stopped");
+    // Requests from other threads get `Stopped` from here on.
+    node.inbox(id as usize).close().await;
+    inbox.await;
     Ok(())
 }
 
@@ -289,15 +289,13 @@ async fn shard_main(
 fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
     match msg {
         ShardMsg::Interest { .. }
-        | ShardMsg::InterestAck { .. }
         | ShardMsg::Barrier { .. }
         | ShardMsg::Publish(_)
         | ShardMsg::Retain { .. }
         | ShardMsg::Claim { .. }
-        | ShardMsg::ClaimReply { .. }
         | ShardMsg::ClaimDone { .. }
-        | ShardMsg::SessionMoved { .. }
-        | ShardMsg::TakeoverPendings { .. }
+        | ShardMsg::Reply { .. }
+        | ShardMsg::Mark(_)
         | ShardMsg::Release { .. }
         | ShardMsg::Pause { .. }
         | ShardMsg::Resume { .. } => shard.on_message_sync(from, msg),

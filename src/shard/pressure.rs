@@ -16,6 +16,7 @@
 //! not sent (the next message tries again), a `Resume` that does not fit
 //! goes in a task.
 
+use super::mesh::TrySendError;
 use super::msg::ShardMsg;
 use super::state::{ConnHandle, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
@@ -91,9 +92,10 @@ impl Shard {
         let pause = ShardMsg::Pause {
             client_id: publisher.clone(),
         };
-        if self.senders.try_send_to(from as usize, pause).is_err() {
+        if let Err(unsent) = self.mesh.try_send(from, pause) {
             // Not paused, so nothing to resume: the publisher's next
             // message to this subscriber tries again.
+            drop(unsent.into_message());
             if let Some(c) = self.state.borrow_mut().congested.get_mut(&key(subscriber)) {
                 c.publishers.remove(&(from, publisher.clone()));
             }
@@ -117,9 +119,7 @@ impl Shard {
                 continue;
             }
             let resume = ShardMsg::Resume { client_id };
-            if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
-                self.senders.try_send_to(shard as usize, resume)
-            {
+            if let Err(TrySendError::Full(msg)) = self.mesh.try_send(shard, resume) {
                 // The channel is full: wait for room in a task (the Pause
                 // this answers is already in the channel, ahead of it).
                 let me = self.clone();

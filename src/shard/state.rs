@@ -4,7 +4,8 @@
 
 use super::client_key::ClientKey;
 use super::io::{Oneshot, Signal};
-use super::msg::ShardMsg;
+use super::mesh::Mesh;
+use super::msg::{Reply, ShardMsg};
 use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
@@ -185,19 +186,12 @@ pub struct State {
     pub slots: AHashMap<ClientKey, Slot>,
     /// The client-id registry for ids whose home is this shard.
     pub registry: Registry,
-    /// Replies awaited by connect tasks of this shard, by token.
-    pub claims: AHashMap<u64, Rc<Oneshot<Option<Location>>>>,
-    pub moves: AHashMap<u64, Rc<Oneshot<Option<Session>>>>,
-    /// `TakeoverPendings` awaited by connect tasks of this shard, by token.
-    pub move_ends: AHashMap<u64, Rc<Oneshot<Vec<Delivery>>>>,
     /// Takeovers waiting for an online connection to end, by the address of
     /// its `ConnHandle` (unique while the handle lives, and the connection
     /// takes its entry before it drops the handle). Here rather than in the
     /// handle: set only on takeover, and in the handle it was 8 bytes of
     /// every connection.
     pub handovers: AHashMap<usize, Handover>,
-    /// Interest broadcasts awaiting acks: acks still missing, and who waits.
-    pub interest_acks: AHashMap<u64, (u16, Rc<Oneshot<()>>)>,
     /// This shard's interest sequence and how far it applied the others'
     /// (`router::interest`).
     pub interest_clock: InterestClock,
@@ -211,18 +205,12 @@ pub struct State {
     pub congested: AHashMap<usize, Congestion>,
 }
 
-/// A shard's view of admission: the node's shared state and its own
-/// counters.
-pub struct ShardAdmission {
-    pub node: Arc<NodeAdmission>,
-    pub counters: Arc<ShardCounters>,
-}
-
 pub struct Shard {
     pub id: ShardId,
     pub count: u16,
     pub settings: ShardSettings,
-    pub senders: Senders<ShardMsg>,
+    /// Sends, calls and the stop protocol between shards (`mesh.rs`).
+    pub mesh: Mesh,
     pub state: RefCell<State>,
     next_token: Cell<u64>,
     /// Deterministic hash of client ids to home shards: the same on every shard.
@@ -255,8 +243,9 @@ pub struct Shard {
     /// count, round-robin cursor), shared lock-free with every shard and the
     /// admin thread.
     pub admission: Arc<NodeAdmission>,
-    /// This shard's admission counters, read by the admin API.
-    pub counters: Arc<ShardCounters>,
+    /// This shard's admission counters; other threads read them by asking
+    /// the shard (`service::ShardContext::status`).
+    pub counters: ShardCounters,
     /// When the shard next logs its redirect and refusal counts.
     next_admission_report: Cell<Instant>,
     /// Counts at the last report, so only growth is logged.
@@ -265,6 +254,8 @@ pub struct Shard {
     /// again whatever the connections do.
     released_at_connections: Cell<usize>,
     next_release: Cell<Instant>,
+    /// Raised when the last connection ends (`stop.rs`).
+    pub(super) no_connections: Signal,
 }
 
 impl Shard {
@@ -275,12 +266,8 @@ impl Shard {
         senders: Senders<ShardMsg>,
         shutdown: Arc<AtomicBool>,
         interest_marks: Arc<InterestMarks>,
-        admission: ShardAdmission,
+        admission: Arc<NodeAdmission>,
     ) -> Shard {
-        let ShardAdmission {
-            node: admission,
-            counters,
-        } = admission;
         let retained = RetainedStore::new(settings.retained_max_messages);
         Shard {
             id,
@@ -290,11 +277,7 @@ impl Shard {
                 retained,
                 slots: AHashMap::new(),
                 registry: Registry::default(),
-                claims: AHashMap::new(),
-                moves: AHashMap::new(),
-                move_ends: AHashMap::new(),
                 handovers: AHashMap::new(),
-                interest_acks: AHashMap::new(),
                 interest_clock: InterestClock::new(id, count),
                 wills: BTreeMap::new(),
                 will_index: AHashMap::new(),
@@ -303,7 +286,7 @@ impl Shard {
                 congested: AHashMap::new(),
             }),
             settings,
-            senders,
+            mesh: Mesh::new(id, count, senders),
             next_token: Cell::new(1),
             hasher: ahash::RandomState::with_seeds(0x5151, 0x7272, 0x9393, 0xb4b4),
             shutdown,
@@ -315,11 +298,12 @@ impl Shard {
             write_scratch: RefCell::new(BytesMut::new()),
             scratch_targets: RefCell::new(Vec::new()),
             admission,
-            counters,
+            counters: ShardCounters::default(),
             next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
             reported_admission: Cell::new(ShardCountersSnapshot::default()),
             released_at_connections: Cell::new(0),
             next_release: Cell::new(Instant::now() + FREE_MEMORY_RELEASE_INTERVAL),
+            no_connections: Signal::default(),
         }
     }
 
@@ -373,24 +357,6 @@ impl Shard {
         (self.hasher.hash_one(client_id) % self.count as u64) as ShardId
     }
 
-    /// Send to another shard, waiting for room: a full channel slows the
-    /// sender (backpressure on the publisher) rather than dropping.
-    pub async fn send(&self, to: ShardId, msg: ShardMsg) {
-        debug_assert_ne!(to, self.id);
-        use glommio::{GlommioError, ResourceType};
-        match self.senders.try_send_to(to as usize, msg) {
-            Ok(()) => {}
-            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                // A closed peer (shutdown) drops the message. Boxed: waiting
-                // for room is rare, and glommio's send future inline would
-                // grow every future that sends, each connection's reader
-                // (which lives as long as the connection) among them.
-                let _ = Box::pin(self.senders.send_to(to as usize, msg)).await;
-            }
-            Err(_) => {}
-        }
-    }
-
     async fn broadcast_interest(&self, update: NumberedChange) {
         for s in 0..self.count {
             if s != self.id {
@@ -410,39 +376,21 @@ impl Shard {
     /// applied it. A SUBACK is held until then, so a client that saw its
     /// SUBACK gets every message published afterwards on any shard.
     async fn broadcast_interest_acked(&self, update: NumberedChange) {
-        self.ask_every_shard(|token| ShardMsg::Interest {
-            update: update.clone(),
-            ack: Some(token),
-        })
-        .await
+        self.mesh
+            .call_all(|token| ShardMsg::Interest {
+                update: update.clone(),
+                ack: Some(token),
+            })
+            .await;
     }
 
     /// Returns once every other shard has handled everything it sent to
     /// this shard before it saw the barrier (channels are FIFO, so its
     /// reply comes after its earlier `Retain`s).
     pub(super) async fn barrier(&self) {
-        self.ask_every_shard(|token| ShardMsg::Barrier { token })
-            .await
-    }
-
-    /// Sends `message(token)` to every other shard and waits for an
-    /// `InterestAck` with that token from each.
-    async fn ask_every_shard(&self, message: impl Fn(u64) -> ShardMsg) {
-        if self.count == 1 {
-            return;
-        }
-        let token = self.token();
-        let done = Oneshot::new();
-        self.state
-            .borrow_mut()
-            .interest_acks
-            .insert(token, (self.count - 1, done.clone()));
-        for s in 0..self.count {
-            if s != self.id {
-                self.send(s, message(token)).await;
-            }
-        }
-        done.take().await
+        self.mesh
+            .call_all(|token| ShardMsg::Barrier { token })
+            .await;
     }
 
     // ---- publish path -------------------------------------------------
@@ -947,7 +895,8 @@ impl Shard {
     /// report: one line per interval at most, however high the rate (each
     /// redirect also has a debug line).
     pub fn report_admission(&self) {
-        let now = self.counters.snapshot();
+        let mut now = self.counters.snapshot();
+        now.connections = self.state.borrow().connections;
         let before = self.reported_admission.replace(now);
         let redirected = now.redirected() - before.redirected();
         let refused = (now.refused_quota_exceeded + now.refused_server_unavailable)
@@ -1098,56 +1047,18 @@ impl Shard {
                     );
                 }
                 if let Some(token) = ack {
-                    // Non-blocking: a full channel here would stall this
-                    // receive loop, so fall back to a task.
-                    let me = self.clone();
-                    glommio::spawn_local(async move {
-                        me.send(from, ShardMsg::InterestAck { token }).await
-                    })
-                    .detach();
+                    self.reply(from, token, Reply::Ack);
                 }
             }
-            ShardMsg::Barrier { token } => {
-                let me = self.clone();
-                glommio::spawn_local(async move {
-                    me.send(from, ShardMsg::InterestAck { token }).await
-                })
-                .detach();
-            }
-            ShardMsg::InterestAck { token } => {
-                let mut st = self.state.borrow_mut();
-                if let Some((left, done)) = st.interest_acks.get_mut(&token) {
-                    *left -= 1;
-                    if *left == 0 {
-                        done.put(());
-                        st.interest_acks.remove(&token);
-                    }
-                }
-            }
+            ShardMsg::Barrier { token } => self.reply(from, token, Reply::Ack),
+            ShardMsg::Reply { token, reply } => self.mesh.handle_reply(from, token, reply),
+            ShardMsg::Mark(mark) => self.mesh.handle_mark(from, mark),
             ShardMsg::Publish(m) => self.deliver_local(&m, from),
             ShardMsg::Pause { client_id } => self.pause_here(&client_id),
             ShardMsg::Resume { client_id } => self.resume_here(&client_id, Instant::now()),
             ShardMsg::Retain { topic, message } => self.set_retained(&topic, message),
             ShardMsg::Claim { client_id, token } => self.on_claim(from, client_id, token),
             ShardMsg::ClaimDone { client_id } => self.on_claim_done(&client_id),
-            ShardMsg::TakeoverPendings { token, deliveries } => {
-                let slot = self.state.borrow_mut().move_ends.remove(&token);
-                if let Some(slot) = slot {
-                    slot.put(deliveries);
-                }
-            }
-            ShardMsg::ClaimReply { token, previous } => {
-                let slot = self.state.borrow_mut().claims.remove(&token);
-                if let Some(slot) = slot {
-                    slot.put(previous);
-                }
-            }
-            ShardMsg::SessionMoved { token, session } => {
-                let slot = self.state.borrow_mut().moves.remove(&token);
-                if let Some(slot) = slot {
-                    slot.put(session.map(|b| *b));
-                }
-            }
             ShardMsg::Release { client_id } => self.on_release(from, &client_id),
             other => {
                 let me = self.clone();

@@ -4,7 +4,7 @@
 //! (docs/ARCHITECTURE.md, "Connect and session takeover").
 
 use super::io::Oneshot;
-use super::msg::ShardMsg;
+use super::msg::{Reply, ShardMsg};
 use super::registry::Answer;
 use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
@@ -54,19 +54,20 @@ impl Shard {
         client_id: &ByteStr,
         clean_start: bool,
     ) -> Option<Session> {
-        let token = self.token();
-        let moved = Oneshot::new();
-        self.state.borrow_mut().moves.insert(token, moved.clone());
-        self.send(
-            prev,
-            ShardMsg::Takeover {
+        let moved = self
+            .mesh
+            .call(prev, |token| ShardMsg::Takeover {
                 client_id: client_id.clone(),
                 token,
                 clean_start,
-            },
-        )
-        .await;
-        let mut session = moved.take().await?;
+            })
+            .await;
+        let mut session = match moved {
+            Some(Reply::Session(session)) => *session?,
+            // `prev` stopped first (the node is stopping).
+            None => return None,
+            Some(_) => unreachable!("a takeover is answered with a session"),
+        };
         {
             let mut st = self.state.borrow_mut();
             // Nothing else holds the id here: this connect holds its claim,
@@ -76,20 +77,19 @@ impl Shard {
                 .insert(client_id.as_str().into(), Slot::Importing(Box::default()));
         }
         self.subscribe_session(&session).await;
-        let ended = Oneshot::new();
-        self.state
-            .borrow_mut()
-            .move_ends
-            .insert(token, ended.clone());
-        self.send(
-            prev,
-            ShardMsg::TakeoverEnd {
+        let ended = self
+            .mesh
+            .call(prev, |token| ShardMsg::TakeoverEnd {
                 client_id: client_id.clone(),
                 token,
-            },
-        )
-        .await;
-        let old_shard = ended.take().await;
+            })
+            .await;
+        let old_shard = match ended {
+            Some(Reply::Pendings(deliveries)) => deliveries,
+            // `prev` stopped first: what it kept is lost with it.
+            None => Vec::new(),
+            Some(_) => unreachable!("a takeover's end is answered with deliveries"),
+        };
         let here = match self.state.borrow_mut().slots.remove(client_id.as_str()) {
             Some(Slot::Importing(m)) => m.deliveries,
             _ => unreachable!("only this connect changes an importing slot"),
@@ -109,23 +109,22 @@ impl Shard {
     /// Asks the home of `client_id` to make this shard its owner; returns
     /// the previous owner once every earlier connect of the id is in place.
     async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<Location> {
-        let token = self.token();
-        let reply = Oneshot::new();
-        self.state.borrow_mut().claims.insert(token, reply.clone());
         let home = self.home_of(client_id);
+        let (token, done) = self.mesh.open([home]);
         if home == self.id {
             self.on_claim(self.id, client_id.clone(), token);
         } else {
-            self.send(
-                home,
-                ShardMsg::Claim {
-                    client_id: client_id.clone(),
-                    token,
-                },
-            )
-            .await;
+            let client_id = client_id.clone();
+            let claim = ShardMsg::Claim { client_id, token };
+            self.mesh.request(home, token, claim).await;
         }
-        reply.take().await
+        match self.mesh.wait(token, done).await.into_single() {
+            Some(Reply::Claimed { previous }) => previous,
+            // The home stopped first (the node is stopping): no previous
+            // owner to take a session from.
+            None => None,
+            Some(_) => unreachable!("a claim is answered with its previous owner"),
+        }
     }
 
     /// The connect that claimed `client_id` has its connection in `slots`:
@@ -174,21 +173,9 @@ impl Shard {
             return;
         };
         assert!(to.is_on(self.settings.node), "claim from another node ({to})");
-        if to.shard == self.id {
-            let reply = self.state.borrow_mut().claims.remove(&token);
-            if let Some(reply) = reply {
-                reply.put(previous);
-            }
-        } else {
-            // Not awaited here: the handler of a shard message must not wait
-            // for a full channel (see `dispatch`).
-            let me = self.clone();
-            glommio::spawn_local(async move {
-                me.send(to.shard, ShardMsg::ClaimReply { token, previous })
-                    .await
-            })
-            .detach();
-        }
+        // Never waits: the handler of a shard message must not wait for a
+        // full channel (see `dispatch`).
+        self.reply(to.shard, token, Reply::Claimed { previous });
     }
 
     /// Take the local session of `client_id`, kicking its connection if
@@ -260,7 +247,12 @@ impl Shard {
     /// would find nothing. A local taker finds it parked; a remote one gets
     /// it while this shard keeps matching its subscriptions (`Exported`)
     /// until `TakeoverEnd`.
-    pub async fn hand_over(&self, client_id: &ByteStr, to: Handover, session: Option<Session>) {
+    pub async fn hand_over(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        to: Handover,
+        session: Option<Session>,
+    ) {
         match to {
             Handover::Local(parked) => {
                 if let Some(session) = session {
@@ -285,14 +277,7 @@ impl Shard {
                         })),
                     );
                 }
-                self.send(
-                    shard,
-                    ShardMsg::SessionMoved {
-                        token,
-                        session: session.map(Box::new),
-                    },
-                )
-                .await;
+                self.reply(shard, token, Reply::Session(session.map(Box::new)));
             }
         }
     }
@@ -380,8 +365,7 @@ impl Shard {
                 (Vec::new(), Vec::new())
             }
         };
-        self.send(from, ShardMsg::TakeoverPendings { token, deliveries })
-            .await;
+        self.reply(from, token, Reply::Pendings(deliveries));
         self.announce_interest(changes).await;
     }
 

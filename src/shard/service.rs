@@ -1,0 +1,75 @@
+//! What a request from another thread may see of a shard
+//! ([`ShardContext`]) and the answers it gets back, all plain `Send` data.
+//!
+//! A request (`NodeHandle::call`) runs on the shard's own thread with a
+//! `&ShardContext`: it reads the shard's state where it lives, with no lock
+//! and no atomic. The context's methods are the whole interface: the
+//! shard's fields stay private to `src/shard`. Add a method here (and its
+//! answer type) for each new question the admin API, the cluster or the
+//! store asks.
+
+use super::state::{Shard, ShardId, Slot};
+use crate::admission::ShardCountersSnapshot;
+use std::future::Future;
+use std::rc::Rc;
+
+/// A shard, as a request running on it sees it. `!Send`: it exists only on
+/// its shard's thread, inside a request.
+#[derive(Clone)]
+pub struct ShardContext {
+    shard: Rc<Shard>,
+}
+
+/// One shard's counts for `/api/v5/status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub id: ShardId,
+    /// MQTT connections past CONNECT on this shard.
+    pub connections: usize,
+    /// Sessions held here: online, offline, or moving between shards.
+    pub sessions: usize,
+    /// Retained messages in this shard's copy of the store.
+    pub retained_messages: usize,
+    /// Admission outcomes of the CONNECTs this shard decided.
+    pub admission: ShardCountersSnapshot,
+}
+
+impl ShardContext {
+    pub(super) fn new(shard: Rc<Shard>) -> ShardContext {
+        ShardContext { shard }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.shard.id
+    }
+
+    /// Runs `work` as a task of this shard (for `NodeHandle::call_async`).
+    pub(super) fn spawn(&self, work: impl Future<Output = ()> + 'static) {
+        glommio::spawn_local(work).detach();
+    }
+
+    pub fn status(&self) -> ShardStatus {
+        let st = self.shard.state.borrow();
+        let mut admission = self.shard.counters.snapshot();
+        admission.connections = st.connections;
+        ShardStatus {
+            id: self.shard.id,
+            connections: st.connections,
+            sessions: st.slots.len(),
+            retained_messages: st.retained.len(),
+            admission,
+        }
+    }
+
+    /// Client ids of the sessions held here whose client is online.
+    pub fn online_client_ids(&self) -> Vec<String> {
+        self.shard
+            .state
+            .borrow()
+            .slots
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Online(_)))
+            .map(|(id, _)| id.as_str().to_string())
+            .collect()
+    }
+}

@@ -1,0 +1,130 @@
+//! A shard's stop, in steps every shard takes together, each ended by the
+//! event that ends it (bounded by `SHUTDOWN_GRACE`), never by a fixed sleep:
+//!
+//! 1. Wills: the wills of this shard's clients and its delayed wills are
+//!    published (the node's stop ends every session, MQTT-3.1.3-9), then
+//!    `Mark::WillsPublished` goes to every peer; the shard waits for every
+//!    peer's. When it has them, every will of the node was delivered to the
+//!    connections here (a peer's mark follows its wills on the same FIFO
+//!    channel).
+//! 2. Clients: each gets what is queued for it (the wills among it), then
+//!    DISCONNECT 0x8B (v5) and a close; the shard waits for its last
+//!    connection to end.
+//! 3. Drain: `Mark::Stop` to every peer (the last message it sends them),
+//!    then the shard waits for every peer's: everything they sent before
+//!    has been handled here, and nothing more will come.
+
+use super::msg::Mark;
+use super::state::{Shard, Slot};
+use crate::codec::ReasonCode;
+use crate::limits::SHUTDOWN_GRACE;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Instant;
+
+impl Shard {
+    /// One admitted connection ended: counted, and a stop waiting for the
+    /// last one is woken.
+    pub(super) fn connection_closed(&self) {
+        let left = {
+            let mut st = self.state.borrow_mut();
+            st.connections -= 1;
+            st.connections
+        };
+        if left == 0 {
+            self.no_connections.raise();
+        }
+    }
+
+    /// Returns once no admitted connection is left.
+    async fn no_connections_left(&self) {
+        while self.state.borrow().connections > 0 {
+            self.no_connections.wait().await;
+        }
+    }
+
+    fn online(&self) -> Vec<Rc<super::state::ConnHandle>> {
+        self.state
+            .borrow()
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Online(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops this shard (see the module's steps). Called once its
+    /// acceptors and ticker ended.
+    pub(super) async fn stop(self: &Rc<Self>) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let online = self.online();
+        tracing::info!(shard = self.id, clients = online.len(), "shard stopping");
+
+        let mut wills: Vec<_> = online
+            .iter()
+            .filter_map(|h| h.conn.borrow_mut().take_will_at_stop())
+            .collect();
+        {
+            let mut st = self.state.borrow_mut();
+            st.will_index.clear();
+            wills.extend(std::mem::take(&mut st.wills).into_values().map(|(_, w)| w));
+        }
+        let published = wills.len();
+        for will in wills {
+            self.publish(will).await;
+        }
+        self.mesh.mark(Mark::WillsPublished).await;
+        if !within(deadline, self.mesh.wait_marks(Mark::WillsPublished)).await {
+            tracing::warn!(shard = self.id, "a shard did not publish its wills in time");
+        }
+
+        // Again: a connect that was being established may be online now.
+        for h in self.online() {
+            h.conn
+                .borrow_mut()
+                .kick_after_queued(ReasonCode::SERVER_SHUTTING_DOWN);
+            self.drain_sync_actions(&h);
+            h.request_close();
+        }
+        if !within(deadline, self.no_connections_left()).await {
+            let connections = self.state.borrow().connections;
+            tracing::warn!(
+                shard = self.id,
+                connections,
+                "connections still open at the end of the shutdown grace"
+            );
+        }
+
+        self.mesh.mark(Mark::Stop).await;
+        if !within(deadline, self.mesh.wait_marks(Mark::Stop)).await {
+            tracing::warn!(shard = self.id, "a shard did not stop in time");
+        }
+        let (open_calls, stray_replies, handed_back) = self.mesh.leftovers();
+        tracing::info!(
+            shard = self.id,
+            wills = published,
+            open_calls,
+            stray_replies,
+            handed_back,
+            "shard stopped"
+        );
+    }
+}
+
+/// Whether `work` finished before `deadline`.
+async fn within(deadline: Instant, work: impl Future<Output = ()>) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    futures_lite::future::or(
+        async {
+            work.await;
+            true
+        },
+        async {
+            glommio::timer::sleep(left).await;
+            false
+        },
+    )
+    .await
+}
