@@ -30,7 +30,7 @@ pub mod trie;
 pub use interest::{InterestClock, InterestMarks, NumberedChange};
 pub use retained::{RetainedFull, RetainedStore};
 pub use routing::{
-    InterestChange, Location, NodeId, Recipient, RecipientRef, Route, Router, ShardId,
-    SharedKey, SubscribeOutcome, UnsubscribeOutcome,
+    InterestChange, Location, NodeId, Recipient, RecipientRef, Route, Router, ShardId, SharedKey,
+    SubscribeOutcome, UnsubscribeOutcome,
 };
 pub use trie::TopicTrie;

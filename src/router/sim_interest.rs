@@ -42,7 +42,6 @@ struct Shard {
     clock: InterestClock,
 }
 
-
 struct Sim {
     rng: Rng,
     marks_on: Marks,
@@ -81,7 +80,9 @@ impl Sim {
             channels: vec![vec![VecDeque::new(); usize::from(SHARDS)]; usize::from(SHARDS)],
             model: vec![Vec::new(); CLIENTS],
             wanted_since: BTreeMap::new(),
-            clients: (0..CLIENTS).map(|i| ByteStr::from(format!("c{i}"))).collect(),
+            clients: (0..CLIENTS)
+                .map(|i| ByteStr::from(format!("c{i}")))
+                .collect(),
             route: Route::default(),
             misses: 0,
         }
@@ -166,16 +167,12 @@ impl Sim {
         let from = self.rng.usize(..usize::from(SHARDS));
         let topic = TOPICS[self.rng.usize(..TOPICS.len())];
         let Sim { shards, route, .. } = self;
-        shards[from]
-            .router
-            .route_each(topic, None, route, |_| {});
+        shards[from].router.route_each(topic, None, route, |_| {});
         let mut targets: BTreeSet<ShardId> = route.shards.iter().copied().collect();
         if self.marks_on == Marks::On {
-            self.shards[from]
-                .clock
-                .behind(&self.marks, |s| {
-                    targets.insert(s);
-                });
+            self.shards[from].clock.behind(&self.marks, |s| {
+                targets.insert(s);
+            });
         }
         let mut delivered = BTreeSet::new();
         for &shard in &targets {

@@ -13,8 +13,8 @@
 //! neither CONNECT was ever answered (issue 11, item 8).
 
 use super::client_key::{shared_key, ClientKey};
-use crate::router::Location;
 use crate::codec::ByteStr;
+use crate::router::Location;
 use ahash::AHashMap;
 use std::collections::VecDeque;
 

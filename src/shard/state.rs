@@ -10,8 +10,8 @@ use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::router::{
-    InterestClock, InterestMarks, Location, NodeId, NumberedChange, RecipientRef,
-    RetainedStore, Route, Router, SharedKey,
+    InterestClock, InterestMarks, Location, NodeId, NumberedChange, RecipientRef, RetainedStore,
+    Route, Router, SharedKey,
 };
 use crate::session::{Action, Connection, Delivery, Message, Session, SessionConfig};
 use ahash::AHashMap;

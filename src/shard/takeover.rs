@@ -172,7 +172,10 @@ impl Shard {
         else {
             return;
         };
-        assert!(to.is_on(self.settings.node), "claim from another node ({to})");
+        assert!(
+            to.is_on(self.settings.node),
+            "claim from another node ({to})"
+        );
         // Never waits: the handler of a shard message must not wait for a
         // full channel (see `dispatch`).
         self.reply(to.shard, token, Reply::Claimed { previous });
