@@ -16,11 +16,11 @@
 
 use super::io::Signal;
 use super::msg::{Mark, Reply, ShardMsg};
-use super::reply::{Outcome, ReplyTable};
+use super::reply::{Outcome, Protocol};
 use super::state::{Shard, ShardId};
 use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// A message `Mesh::try_send` could not send, handed back.
@@ -43,20 +43,10 @@ pub struct Mesh {
     id: ShardId,
     count: u16,
     senders: Senders<ShardMsg>,
-    /// Calls of this shard's tasks waiting for replies.
-    replies: RefCell<ReplyTable<Reply, Rc<Signal>>>,
-    /// Per peer: this shard sent it `Mark::Stop`, so nothing more may go
-    /// to it (a later send is handed back).
-    stop_sent: RefCell<Vec<bool>>,
-    /// Per mark: the peers whose mark arrived.
-    marks: [Cell<u16>; Mark::COUNT],
-    /// Per peer: its `Mark::Stop` arrived (calls to it are lost at once).
-    peer_stopped: RefCell<Vec<bool>>,
+    /// Calls waiting for replies, stop state and marks (sans-IO).
+    protocol: RefCell<Protocol<Reply, Rc<Signal>>>,
     /// Raised whenever a mark arrives, for `wait_marks`.
     mark_arrived: Signal,
-    /// Messages handed back because their peer had stopped (a message for
-    /// a peer that stopped first), for the stop's log line.
-    handed_back: Cell<u64>,
 }
 
 impl Mesh {
@@ -65,30 +55,24 @@ impl Mesh {
             id,
             count,
             senders,
-            replies: RefCell::new(ReplyTable::default()),
-            stop_sent: RefCell::new(vec![false; count as usize]),
-            marks: Default::default(),
-            peer_stopped: RefCell::new(vec![false; count as usize]),
+            protocol: RefCell::new(Protocol::new(id, count)),
             mark_arrived: Signal::default(),
-            handed_back: Cell::new(0),
         }
     }
 
-    fn peers(&self) -> impl Iterator<Item = ShardId> + '_ {
-        (0..self.count).filter(move |&s| s != self.id)
+    fn peers(&self) -> impl Iterator<Item = ShardId> {
+        let peers = self.protocol.borrow().peers();
+        peers
     }
 
     /// Sends to another shard, waiting for room: a full channel slows the
     /// sender (back-pressure on the publisher) rather than dropping. A peer
     /// that stopped hands the message back.
     pub async fn send(&self, to: ShardId, msg: ShardMsg) -> Result<(), ShardMsg> {
-        debug_assert_ne!(to, self.id);
-        if self.stop_sent.borrow()[to as usize] {
-            return Err(self.hand_back(msg));
-        }
-        match self.senders.try_send_to(to as usize, msg) {
+        match self.try_send(to, msg) {
             Ok(()) => Ok(()),
-            Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
+            Err(TrySendError::Stopped(msg)) => Err(msg),
+            Err(TrySendError::Full(msg)) => {
                 // Boxed: waiting for room is rare, and glommio's send
                 // future inline would grow every future that sends, each
                 // connection's reader (which lives as long as the
@@ -98,7 +82,6 @@ impl Mesh {
                     Err(e) => Err(self.hand_back(Self::message_of(e))),
                 }
             }
-            Err(e) => Err(self.hand_back(Self::message_of(e))),
         }
     }
 
@@ -106,7 +89,7 @@ impl Mesh {
     /// which must not wait).
     pub fn try_send(&self, to: ShardId, msg: ShardMsg) -> Result<(), TrySendError> {
         debug_assert_ne!(to, self.id);
-        if self.stop_sent.borrow()[to as usize] {
+        if !self.protocol.borrow().may_send(to) {
             return Err(TrySendError::Stopped(self.hand_back(msg)));
         }
         match self.senders.try_send_to(to as usize, msg) {
@@ -127,7 +110,7 @@ impl Mesh {
     }
 
     fn hand_back(&self, msg: ShardMsg) -> ShardMsg {
-        self.handed_back.set(self.handed_back.get() + 1);
+        self.protocol.borrow_mut().handle_handed_back();
         msg
     }
 
@@ -135,21 +118,22 @@ impl Mesh {
     /// `wait` waits on. Send each request with `request`.
     pub fn open(&self, peers: impl IntoIterator<Item = ShardId>) -> (u64, Rc<Signal>) {
         let done = Rc::new(Signal::default());
-        let token = self.replies.borrow_mut().open(peers, done.clone());
+        let token = self.protocol.borrow_mut().calls.open(peers, done.clone());
         (token, done)
     }
 
     /// Sends the request of call `token` to `to`; a request that cannot go
     /// out (the peer stopped) counts that peer lost.
     pub async fn request(&self, to: ShardId, token: u64, msg: ShardMsg) {
-        let sent = if self.peer_stopped.borrow()[to as usize] {
+        let sent = if self.protocol.borrow().may_request(to) {
+            self.send(to, msg).await
+        } else {
             // Nobody would answer it.
             Err(self.hand_back(msg))
-        } else {
-            self.send(to, msg).await
         };
         if sent.is_err() {
-            if let Some(done) = self.replies.borrow_mut().handle_lost(token, to) {
+            let done = self.protocol.borrow_mut().calls.handle_lost(token, to);
+            if let Some(done) = done {
                 done.raise();
             }
         }
@@ -158,7 +142,7 @@ impl Mesh {
     /// Waits for call `token` to finish.
     pub async fn wait(&self, token: u64, done: Rc<Signal>) -> Outcome<Reply> {
         loop {
-            if let Some(outcome) = self.replies.borrow_mut().take(token) {
+            if let Some(outcome) = self.protocol.borrow_mut().calls.take(token) {
                 return outcome;
             }
             done.wait().await;
@@ -191,7 +175,11 @@ impl Mesh {
     /// A reply to one of this shard's calls, from `from` (which may be this
     /// shard itself, for a call it answers locally).
     pub fn handle_reply(&self, from: ShardId, token: u64, reply: Reply) {
-        let done = self.replies.borrow_mut().handle_reply(token, from, reply);
+        let done = self
+            .protocol
+            .borrow_mut()
+            .calls
+            .handle_reply(token, from, reply);
         if let Some(done) = done {
             done.raise();
         }
@@ -199,17 +187,20 @@ impl Mesh {
 
     /// `from`'s mark arrived; everything it sent before has been handled.
     pub fn handle_mark(&self, from: ShardId, mark: Mark) {
-        let seen = &self.marks[mark as usize];
-        seen.set(seen.get() + 1);
-        assert!(seen.get() < self.count, "one mark per peer");
-        if mark == Mark::Stop {
-            self.peer_stopped.borrow_mut()[from as usize] = true;
-            let woken = self.replies.borrow_mut().handle_peer_stopped(from);
-            for done in woken {
-                done.raise();
-            }
+        let woken = self.protocol.borrow_mut().handle_mark(from, mark);
+        for done in woken {
+            done.raise();
         }
         self.mark_arrived.raise();
+    }
+
+    /// `peer`'s channel closed without its stop (it failed): calls waiting
+    /// for it end.
+    pub fn handle_peer_gone(&self, peer: ShardId) {
+        let woken = self.protocol.borrow_mut().handle_peer_gone(peer);
+        for done in woken {
+            done.raise();
+        }
     }
 
     /// Sends `mark` to every peer, after everything this shard sent before.
@@ -218,15 +209,13 @@ impl Mesh {
         for s in self.peers() {
             // A peer gone without its own stop (it failed) cannot be told.
             let _ = self.send(s, ShardMsg::Mark(mark)).await;
-            if mark == Mark::Stop {
-                self.stop_sent.borrow_mut()[s as usize] = true;
-            }
+            self.protocol.borrow_mut().handle_mark_sent(s, mark);
         }
     }
 
     /// Returns once every peer's `mark` arrived.
     pub async fn wait_marks(&self, mark: Mark) {
-        while self.marks[mark as usize].get() < self.count - 1 {
+        while !self.protocol.borrow().all_marked(mark) {
             self.mark_arrived.wait().await;
         }
     }
@@ -234,11 +223,11 @@ impl Mesh {
     /// Calls still open, stray replies and messages handed back, for the
     /// stop's log line.
     pub fn leftovers(&self) -> (usize, u64, u64) {
-        let replies = self.replies.borrow();
+        let p = self.protocol.borrow();
         (
-            replies.open_calls(),
-            replies.stray_replies(),
-            self.handed_back.get(),
+            p.calls.open_calls(),
+            p.calls.stray_replies(),
+            p.handed_back(),
         )
     }
 }

@@ -217,9 +217,11 @@ async fn shard_main(
                     let stop = matches!(msg, ShardMsg::Mark(msg::Mark::Stop));
                     dispatch(&shard, peer as ShardId, msg);
                     if stop {
-                        break;
+                        return;
                     }
                 }
+                // The peer failed: nothing more comes from it.
+                shard.mesh.handle_peer_gone(peer as ShardId);
             })
         })
         .collect();

@@ -3,11 +3,14 @@
 //! The shard wakes the waiter of a finished call (`mesh.rs`); tests and the
 //! simulation (`sim.rs`) drive it directly.
 //!
+//! `Protocol` adds what the stop needs around it.
+//!
 //! Call order: `open` (a token, the peers asked, and an opaque waiter) ->
 //! `handle_reply` for each reply / `handle_lost` for a request that never
 //! left / `handle_peer_stopped` when a peer stops -> each of these returns
 //! the waiter of a call that just finished -> `take` its outcome.
 
+use super::msg::Mark;
 use super::state::ShardId;
 use ahash::AHashMap;
 
@@ -140,6 +143,96 @@ impl<R, W> ReplyTable<R, W> {
 
     pub fn stray_replies(&self) -> u64 {
         self.stray
+    }
+}
+
+/// A shard's side of the mesh protocol, as plain data: its calls (the
+/// reply table), which peers it told to stop (nothing more may go to them)
+/// and which stopped (nobody is left to answer a request to them), and the
+/// marks of the stop's steps that arrived. `mesh.rs` does the I/O around
+/// it; the simulation (`sim.rs`) drives it with a seeded scheduler.
+pub struct Protocol<R, W> {
+    id: ShardId,
+    count: u16,
+    pub calls: ReplyTable<R, W>,
+    stop_sent: Vec<bool>,
+    peer_stopped: Vec<bool>,
+    marks: [u16; Mark::COUNT],
+    /// Messages handed back because their peer stopped or was told to.
+    handed_back: u64,
+}
+
+impl<R, W> Protocol<R, W> {
+    pub fn new(id: ShardId, count: u16) -> Self {
+        Protocol {
+            id,
+            count,
+            calls: ReplyTable::default(),
+            stop_sent: vec![false; count as usize],
+            peer_stopped: vec![false; count as usize],
+            marks: [0; Mark::COUNT],
+            handed_back: 0,
+        }
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = ShardId> {
+        let (id, count) = (self.id, self.count);
+        (0..count).filter(move |&s| s != id)
+    }
+
+    /// Whether a message may go to `to`: not after this shard's
+    /// `Mark::Stop` to it (its last message there).
+    pub fn may_send(&self, to: ShardId) -> bool {
+        !self.stop_sent[to as usize]
+    }
+
+    /// Whether a request to `to` can be answered: it may be sent and `to`
+    /// has not stopped.
+    pub fn may_request(&self, to: ShardId) -> bool {
+        self.may_send(to) && !self.peer_stopped[to as usize]
+    }
+
+    /// A message could not go out and is back with its sender.
+    pub fn handle_handed_back(&mut self) {
+        self.handed_back += 1;
+    }
+
+    /// This shard sent `mark` to `to`.
+    pub fn handle_mark_sent(&mut self, to: ShardId, mark: Mark) {
+        if mark == Mark::Stop {
+            self.stop_sent[to as usize] = true;
+        }
+    }
+
+    /// `from`'s `mark` arrived, after everything it sent before. A stop
+    /// ends every call still waiting for it: the waiters to wake.
+    pub fn handle_mark(&mut self, from: ShardId, mark: Mark) -> Vec<W> {
+        let seen = &mut self.marks[mark as usize];
+        *seen += 1;
+        assert!(*seen < self.count, "one mark per peer");
+        if mark == Mark::Stop {
+            self.handle_peer_gone(from)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// `peer` will send nothing more (it stopped, or its channel closed):
+    /// calls waiting for it have lost it.
+    pub fn handle_peer_gone(&mut self, peer: ShardId) -> Vec<W> {
+        if std::mem::replace(&mut self.peer_stopped[peer as usize], true) {
+            return Vec::new();
+        }
+        self.calls.handle_peer_stopped(peer)
+    }
+
+    /// Whether every peer's `mark` arrived.
+    pub fn all_marked(&self, mark: Mark) -> bool {
+        self.marks[mark as usize] == self.count - 1
+    }
+
+    pub fn handed_back(&self) -> u64 {
+        self.handed_back
     }
 }
 
