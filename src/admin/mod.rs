@@ -1,8 +1,11 @@
 //! The admin HTTP API, on its own OS thread with a current-thread tokio
 //! runtime (axum): a control plane that never runs on a shard's executor
 //! and is not pinned to a shard's CPU. It reads and replaces the shared
-//! lock-free admission state (`admission::NodeAdmission`) and reads the
-//! per-shard counters; the shards never wait for it.
+//! lock-free admission state (`admission::NodeAdmission`) and asks the
+//! shards for their state through their inboxes (`shard::NodeHandle`: a
+//! full inbox, a stopping shard or no answer within
+//! `limits::ADMIN_SHARD_CALL_TIMEOUT` is a 503); the shards never wait for
+//! it.
 //!
 //! Routes (all behind HTTP basic auth, `api.username` / `api.password`):
 //! - `GET /api/v5/config/server_redirection`: the live `[server_redirection]`.
@@ -10,8 +13,9 @@
 //!   of its fields; validated like the config file
 //!   (`ServerRedirectionConfig::validate`) and applied to every shard at
 //!   once. `redirect_servers`, when given, replaces the whole list.
-//! - `GET /api/v5/status`: node name, version, per-shard connections and
-//!   admission counters.
+//! - `GET /api/v5/status`: node name, version, per-shard connections,
+//!   sessions, retained messages and admission counters, as the shards
+//!   answer.
 //!
 //! Errors are JSON: `{"code": "BAD_REQUEST", "field": "redirect_strategy",
 //! "message": "server_redirection.redirect_strategy: ..."}`.

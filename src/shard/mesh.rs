@@ -201,6 +201,8 @@ impl Mesh {
         for done in woken {
             done.raise();
         }
+        // A stop waiting for its marks does not wait for this peer's.
+        self.mark_arrived.raise();
     }
 
     /// Sends `mark` to every peer, after everything this shard sent before.

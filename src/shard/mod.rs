@@ -25,6 +25,8 @@ mod pressure;
 mod registry;
 mod reply;
 mod service;
+#[cfg(test)]
+mod sim;
 mod state;
 mod stop;
 mod takeover;
@@ -276,9 +278,9 @@ async fn shard_main(
     // Graceful shutdown: wills first, then every client gets DISCONNECT
     // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).
     shard.stop().await;
-    for r in receive_loops {
-        r.await;
-    }
+    // Each loop ended at its peer's stop; one whose peer never stopped
+    // (the stop's grace ran out) is cancelled here.
+    drop(receive_loops);
     // Requests from other threads get `Stopped` from here on.
     node.inbox(id as usize).close().await;
     inbox.await;

@@ -136,6 +136,12 @@ impl<R, W> ReplyTable<R, W> {
         self.pending.remove(&token).map(|p| p.outcome)
     }
 
+    /// The waiter of call `token` while replies are still due.
+    #[cfg(test)]
+    pub fn pending_waiter(&self, token: u64) -> Option<&W> {
+        self.pending.get(&token)?.waiter.as_ref()
+    }
+
     /// Calls not yet taken (finished or not).
     pub fn open_calls(&self) -> usize {
         self.pending.len()
@@ -158,6 +164,9 @@ pub struct Protocol<R, W> {
     stop_sent: Vec<bool>,
     peer_stopped: Vec<bool>,
     marks: [u16; Mark::COUNT],
+    /// Peers gone without their stop (they failed): no mark will come
+    /// from them, so waiting for marks does not wait for them.
+    failed: u16,
     /// Messages handed back because their peer stopped or was told to.
     handed_back: u64,
 }
@@ -171,6 +180,7 @@ impl<R, W> Protocol<R, W> {
             stop_sent: vec![false; count as usize],
             peer_stopped: vec![false; count as usize],
             marks: [0; Mark::COUNT],
+            failed: 0,
             handed_back: 0,
         }
     }
@@ -211,24 +221,31 @@ impl<R, W> Protocol<R, W> {
         *seen += 1;
         assert!(*seen < self.count, "one mark per peer");
         if mark == Mark::Stop {
-            self.handle_peer_gone(from)
+            self.peer_stopped(from)
         } else {
             Vec::new()
         }
     }
 
-    /// `peer` will send nothing more (it stopped, or its channel closed):
-    /// calls waiting for it have lost it.
+    /// `peer`'s channel closed: after its stop, nothing new; without it,
+    /// the peer failed, and no mark will come from it.
     pub fn handle_peer_gone(&mut self, peer: ShardId) -> Vec<W> {
-        if std::mem::replace(&mut self.peer_stopped[peer as usize], true) {
+        if self.peer_stopped[peer as usize] {
             return Vec::new();
         }
+        self.failed += 1;
+        self.peer_stopped(peer)
+    }
+
+    /// `peer` will send nothing more: calls waiting for it have lost it.
+    fn peer_stopped(&mut self, peer: ShardId) -> Vec<W> {
+        self.peer_stopped[peer as usize] = true;
         self.calls.handle_peer_stopped(peer)
     }
 
-    /// Whether every peer's `mark` arrived.
+    /// Whether every peer's `mark` arrived (or the peer failed).
     pub fn all_marked(&self, mark: Mark) -> bool {
-        self.marks[mark as usize] == self.count - 1
+        self.marks[mark as usize] + self.failed >= self.count - 1
     }
 
     pub fn handed_back(&self) -> u64 {

@@ -66,6 +66,9 @@ impl Shard {
             .iter()
             .filter_map(|h| h.conn.borrow_mut().take_will_at_stop())
             .collect();
+        // A connection's end waits until it holds the last reference to
+        // its handle.
+        drop(online);
         {
             let mut st = self.state.borrow_mut();
             st.will_index.clear();
