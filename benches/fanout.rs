@@ -30,7 +30,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use ringmq::codec::{ByteStr, QoS, SubscriptionOptions};
 use ringmq::limits::{IO_MEMORY_BYTES_PER_SHARD, SHARD_CHANNEL_CAPACITY};
-use ringmq::router::{Recipient, Route, Router};
+use ringmq::router::{Location, NodeId, Recipient, Route, Router};
 use ringmq::session::{Delivery, Message};
 
 const TOPIC: &str = "site/3/device/17/sensor/5";
@@ -53,7 +53,7 @@ fn message() -> Arc<Message> {
 /// with `overlapping`, each client also holds `site/3/#`, so two filters
 /// match and `local_recipients` merges per client (sort + dedup).
 fn router(subscribers: usize, overlapping: bool) -> Router {
-    let mut router = Router::new(0, 2);
+    let mut router = Router::new(Location::new(NodeId::from_name("bench@127.0.0.1"), 0), 2);
     let options = SubscriptionOptions {
         qos: QoS::AtLeastOnce,
         ..SubscriptionOptions::default()

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringmq::codec::{ByteStr, QoS, SubscriptionOptions};
-use ringmq::router::{InterestChange, Recipient, RetainedStore, Route, Router, TopicTrie};
+use ringmq::router::{
+    InterestChange, Location, NodeId, Recipient, RetainedStore, Route, Router, TopicTrie,
+};
 use ringmq::session::Message;
 
 const SITES: u32 = 40;
@@ -76,7 +78,7 @@ const TOPICS: [(&str, &str, usize); 4] = [
 /// Shard 1 announced interest in every other filter, so `route` reports
 /// both shards for most topics, as on a real two-shard node.
 fn router() -> Router {
-    let mut router = Router::new(0, 2);
+    let mut router = Router::new(Location::new(NodeId::from_name("bench@127.0.0.1"), 0), 2);
     let options = SubscriptionOptions {
         qos: QoS::AtLeastOnce,
         ..SubscriptionOptions::default()

@@ -130,6 +130,7 @@ fn main() -> ExitCode {
     };
     let m = &config.mqtt;
     let settings = ShardSettings {
+        node: ringmq::router::NodeId::from_name(&config.node.name),
         session: std::sync::Arc::new(SessionConfig {
             max_packet_size: m.max_packet_size,
             max_inflight: m.max_inflight,

@@ -4,22 +4,33 @@
 //! - `topic`: validation, `$share/` parsing and single filter/topic matching.
 //! - `trie`: `TopicTrie<V>`, filter -> value with matching by topic name
 //!   (exact filters in a hash map, wildcard filters in a level tree).
+//! - `interest`: the interest protocol's sequence numbers per origin
+//!   (`InterestClock`) and the marks of added interest (`InterestMarks`).
+//! - `location`: `Location { node, shard }`, where a session, subscriber or
+//!   route lives; `NodeId`, derived from `node.name`.
 //! - `retained`: `RetainedStore<T>`, topic -> retained message with
 //!   matching by filter, capped.
 //! - `routing`: `Router`, one shard's subscriptions plus its view of every
 //!   shard's interest, kept current by `InterestChange` messages; `route`
 //!   picks target shards, `local_recipients` / `pick_shared` the sessions.
 //! - `sim` (tests): seeded simulation of several routers against a naive model.
+//! - `sim_interest` (tests): seeded simulation of late interest changes and
+//!   the publishes routed meanwhile.
+pub mod interest;
+pub mod location;
 pub mod retained;
 pub mod routing;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_interest;
 pub mod topic;
 pub mod trie;
 
+pub use interest::{InterestClock, InterestMarks, NumberedChange};
 pub use retained::{RetainedFull, RetainedStore};
 pub use routing::{
-    Destination, InterestChange, Recipient, RecipientRef, Route, Router, ShardId, SharedKey,
+    InterestChange, Location, NodeId, Recipient, RecipientRef, Route, Router, ShardId, SharedKey,
     SubscribeOutcome, UnsubscribeOutcome,
 };
 pub use trie::TopicTrie;

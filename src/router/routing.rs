@@ -1,10 +1,12 @@
 //! `Router`: one shard's routing state.
 //!
 //! Each shard owns the subscriptions of the clients whose sessions it runs
-//! (`local`, `local_shared`) and a copy of the node-wide *interest*: which
-//! shards have at least one ordinary subscriber per filter, and how many
-//! members each shard has in each shared group (`interest`). Shards keep that
-//! copy current by exchanging `InterestChange`s; nothing is shared or locked.
+//! (`local`, `local_shared`) and a copy of the cluster-wide *interest*:
+//! which shards of this node and which other nodes have at least one
+//! ordinary subscriber per filter, and how many members each `Location`
+//! has in each shared group (`interest`). Shards keep that copy current by
+//! exchanging `InterestChange`s (another node's arrive per node, through
+//! `apply_remote_interest`); nothing is shared or locked.
 //!
 //! A PUBLISH is routed in two steps:
 //! 1. the shard where it arrives calls `route`: one walk of `interest` gives
@@ -21,25 +23,10 @@ use std::cell::Cell;
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
+pub use super::location::{Location, NodeId, ShardId};
 use super::topic::{self, parse_shared};
 use super::trie::TopicTrie;
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
-
-/// Index of a shard (one per core) within a node.
-pub type ShardId = u16;
-
-/// Where a message goes next. The fan-out is expressed with this so one kind
-/// of value can name a local session, another shard, or (later, clustering)
-/// another node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    /// A session on this shard, by client id.
-    Local(ByteStr),
-    /// Another shard of this node.
-    Shard(ShardId),
-    /// Another node of the cluster (reserved).
-    Node(u32),
-}
 
 /// A shared subscription's identity: `$share/{group}/{filter}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -67,12 +54,18 @@ pub struct InterestChange {
 /// arrived. Reuse one across publishes: `route` clears it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Route {
-    /// Shards with at least one matching ordinary subscriber, each once, in
-    /// ascending order; may include the routing shard itself.
+    /// Shards of this node with at least one matching ordinary subscriber,
+    /// each once, in ascending order; may include the routing shard itself.
     pub shards: SmallVec<[ShardId; 4]>,
-    /// One entry per matching shared group: the shard that delivers to one
-    /// of its members (it calls `Router::pick_shared`).
-    pub shared: SmallVec<[(ShardId, SharedKey); 2]>,
+    /// Other nodes with at least one matching ordinary subscriber, each
+    /// once: the message is forwarded once per node, and that node's own
+    /// routing finds its shards (docs/adr/0001-cluster.md). Empty on a
+    /// single node.
+    pub nodes: SmallVec<[NodeId; 2]>,
+    /// One entry per matching shared group: where it is delivered to one of
+    /// its members (that shard calls `Router::pick_shared`; another node
+    /// picks among its own members).
+    pub shared: SmallVec<[(Location, SharedKey); 2]>,
 }
 
 /// A local session a message is delivered to.
@@ -235,29 +228,37 @@ struct Filter {
     local: AHashMap<ByteStr, Subscription>,
 }
 
-/// Node-wide interest in one filter, as this shard knows it.
+/// Cluster-wide interest in one filter, as this shard knows it.
 #[derive(Default, Debug)]
 struct Interest {
-    /// Shards (this one included) with at least one ordinary subscriber.
+    /// Shards of this node (this one included) with at least one ordinary
+    /// subscriber.
     shards: ShardSet,
-    /// Shared groups on this filter with at least one member node-wide;
+    /// Other nodes with at least one ordinary subscriber (their routes are
+    /// advertised per node, not per shard). Empty, and unallocated, on a
+    /// single node.
+    nodes: Vec<NodeId>,
+    /// Shared groups on this filter with at least one member cluster-wide;
     /// usually none or one.
     groups: SmallVec<[GroupInterest; 1]>,
 }
 
 impl Interest {
     fn is_empty(&self) -> bool {
-        self.shards.is_empty() && self.groups.is_empty()
+        self.shards.is_empty() && self.nodes.is_empty() && self.groups.is_empty()
     }
 }
 
-/// Node-wide membership of one shared group, and the routing shard's cursor.
+/// Cluster-wide membership of one shared group, and the routing shard's
+/// cursor.
 #[derive(Debug)]
 struct GroupInterest {
     /// Handed out in `Route::shared`, so built once.
     key: SharedKey,
-    /// (shard, members there) for shards with members, by shard.
-    members: SmallVec<[(ShardId, u32); 4]>,
+    /// (location, members there) for locations with members, by location:
+    /// the shards of this node, and another node as the one location its
+    /// advertisement names.
+    members: SmallVec<[(Location, u32); 4]>,
     /// Sum of `members`; never 0 (the group is dropped instead).
     total: u32,
     /// Picks made by this shard; a `Cell` because matching walks the trie
@@ -267,26 +268,26 @@ struct GroupInterest {
 }
 
 impl GroupInterest {
-    fn set(&mut self, shard: ShardId, count: u32) {
-        match self.members.binary_search_by_key(&shard, |&(s, _)| s) {
+    fn set(&mut self, at: Location, count: u32) {
+        match self.members.binary_search_by_key(&at, |&(l, _)| l) {
             Ok(i) if count == 0 => {
                 self.members.remove(i);
             }
             Ok(i) => self.members[i].1 = count,
             Err(_) if count == 0 => {}
-            Err(i) => self.members.insert(i, (shard, count)),
+            Err(i) => self.members.insert(i, (at, count)),
         }
         self.total = self.members.iter().map(|&(_, n)| n).sum();
     }
 
-    /// `O(shards with members)`.
-    fn pick(&self) -> ShardId {
+    /// `O(locations with members)`.
+    fn pick(&self) -> Location {
         let k = self.cursor.get();
         self.cursor.set(k.wrapping_add(1));
         let mut slot = k % self.total;
-        for &(shard, n) in &self.members {
+        for &(at, n) in &self.members {
             if slot < n {
-                return shard;
+                return at;
             }
             slot -= n;
         }
@@ -297,7 +298,8 @@ impl GroupInterest {
 /// One shard's routing state. Not `Sync` (group cursors are `Cell`s): it
 /// lives on its shard and other shards reach it only through messages.
 pub struct Router {
-    shard: ShardId,
+    /// This shard: its node tells this node's shards from other nodes.
+    here: Location,
     shard_count: u16,
     /// Per filter: node-wide interest (this shard's included) and the
     /// ordinary subscriptions of local clients (client -> options).
@@ -312,10 +314,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(shard: ShardId, shard_count: u16) -> Router {
+    pub fn new(here: Location, shard_count: u16) -> Router {
+        let shard = here.shard;
         assert!(shard < shard_count, "shard {shard} out of {shard_count}");
         Router {
-            shard,
+            here,
             shard_count,
             filters: TopicTrie::new(),
             local_filters: 0,
@@ -325,7 +328,11 @@ impl Router {
     }
 
     pub fn shard(&self) -> ShardId {
-        self.shard
+        self.here.shard
+    }
+
+    pub fn location(&self) -> Location {
+        self.here
     }
 
     /// Subscribes a client whose session lives on this shard. `filter` is the
@@ -389,7 +396,7 @@ impl Router {
                 }
             }
         };
-        self.update_interest(self.shard, &change);
+        self.update_interest(self.here, &change);
         SubscribeOutcome {
             existed: false,
             interest: Some(change),
@@ -452,7 +459,7 @@ impl Router {
                 }
             }
         };
-        self.update_interest(self.shard, &change);
+        self.update_interest(self.here, &change);
         UnsubscribeOutcome {
             existed: true,
             interest: Some(change),
@@ -476,38 +483,76 @@ impl Router {
     /// Applies another shard's interest change. `O(L)` in the filter's levels.
     pub fn apply_interest(&mut self, from: ShardId, change: &InterestChange) {
         assert_ne!(
-            from, self.shard,
+            from, self.here.shard,
             "a shard's own interest is applied by subscribe/unsubscribe"
+        );
+        self.update_interest(Location::new(self.here.node, from), change);
+    }
+
+    /// Applies another node's interest change, as that node advertises it:
+    /// one count per node (its shards' summed), from `from`, the one
+    /// location its advertisement names (docs/adr/0001-cluster.md).
+    /// `O(L)` in the filter's levels.
+    pub fn apply_remote_interest(&mut self, from: Location, change: &InterestChange) {
+        assert!(
+            !from.is_on(self.here.node),
+            "this node's interest comes per shard (apply_interest)"
         );
         self.update_interest(from, change);
     }
 
-    /// Forgets everything a shard told us (it stopped or restarted; a
-    /// restarted shard announces itself again with `interest_snapshot`).
-    /// `O(filters)`.
-    pub fn forget_shard(&mut self, shard: ShardId) {
-        assert_ne!(shard, self.shard, "cannot forget this shard's own interest");
+    /// Forgets everything a node told us (it left or was declared dead:
+    /// no route may stay with it). `O(filters)`.
+    pub fn forget_node(&mut self, node: NodeId) {
+        assert_ne!(node, self.here.node, "cannot forget this node");
         self.filters.retain(|_, Filter { interest, .. }| {
-            interest.shards.remove(shard);
+            interest.nodes.retain(|n| *n != node);
             interest.groups.retain(|group| {
-                group.set(shard, 0);
+                group.members.retain(|(at, _)| !at.is_on(node));
+                group.total = group.members.iter().map(|&(_, n)| n).sum();
                 group.total > 0
             });
             !interest.is_empty()
         });
     }
 
-    fn update_interest(&mut self, from: ShardId, change: &InterestChange) {
+    /// Forgets everything a shard told us (it stopped or restarted; a
+    /// restarted shard announces itself again with `interest_snapshot`).
+    /// `O(filters)`.
+    pub fn forget_shard(&mut self, shard: ShardId) {
+        assert_ne!(
+            shard, self.here.shard,
+            "cannot forget this shard's own interest"
+        );
+        let at = Location::new(self.here.node, shard);
+        self.filters.retain(|_, Filter { interest, .. }| {
+            interest.shards.remove(shard);
+            interest.groups.retain(|group| {
+                group.set(at, 0);
+                group.total > 0
+            });
+            !interest.is_empty()
+        });
+    }
+
+    fn update_interest(&mut self, from: Location, change: &InterestChange) {
+        let local = from.is_on(self.here.node);
         assert!(
-            from < self.shard_count,
-            "shard {from} out of {}",
+            !local || from.shard < self.shard_count,
+            "shard {} out of {}",
+            from.shard,
             self.shard_count
         );
         let filter = &*change.filter;
         if change.members > 0 {
             let interest = &mut self.filters.entry(filter).interest;
             match &change.group {
-                None => interest.shards.insert(from),
+                None if local => interest.shards.insert(from.shard),
+                None => {
+                    if !interest.nodes.contains(&from.node) {
+                        interest.nodes.push(from.node);
+                    }
+                }
                 Some(group) => {
                     let index = match interest.groups.iter().position(|g| g.key.group == *group) {
                         Some(index) => index,
@@ -533,7 +578,8 @@ impl Router {
             return;
         };
         match &change.group {
-            None => interest.shards.remove(from),
+            None if local => interest.shards.remove(from.shard),
+            None => interest.nodes.retain(|n| *n != from.node),
             Some(group) => {
                 if let Some(index) = interest.groups.iter().position(|g| g.key.group == *group) {
                     interest.groups[index].set(from, 0);
@@ -548,9 +594,10 @@ impl Router {
         }
     }
 
-    /// On the shard where a PUBLISH to `topic` arrived: the shards that must
-    /// get it and, per matching shared group, the shard that delivers it to
-    /// one member (round robin over every member of the group node-wide);
+    /// On the shard where a PUBLISH to `topic` arrived: the shards and the
+    /// other nodes that must get it and, per matching shared group, the
+    /// location that delivers it to one member (round robin over every
+    /// member of the group cluster-wide);
     /// and, in the same walk, this shard's own recipients, handed to
     /// `deliver` one by one as `local_recipients` would list them. Clears
     /// `route` first.
@@ -567,6 +614,7 @@ impl Router {
         deliver: impl FnMut(RecipientRef<'_>),
     ) {
         route.shards.clear();
+        route.nodes.clear();
         route.shared.clear();
         let Router {
             filters,
@@ -580,6 +628,11 @@ impl Router {
             }
             for group in &filter.interest.groups {
                 route.shared.push((group.pick(), group.key.clone()));
+            }
+            for node in &filter.interest.nodes {
+                if !route.nodes.contains(node) {
+                    route.nodes.push(*node);
+                }
             }
             if !filter.local.is_empty() {
                 local.push(&filter.local);
@@ -676,7 +729,7 @@ impl Router {
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
-            .field("shard", &self.shard)
+            .field("here", &self.here)
             .field("shard_count", &self.shard_count)
             .field("local_filters", &self.local_filters)
             .field("local_shared_groups", &self.local_shared.len())
@@ -729,279 +782,5 @@ fn count(n: usize) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn opts(qos: QoS) -> SubscriptionOptions {
-        SubscriptionOptions {
-            qos,
-            ..Default::default()
-        }
-    }
-
-    fn b(s: &str) -> ByteStr {
-        s.into()
-    }
-
-    fn recipients(router: &Router, topic: &str, origin: Option<&str>) -> Vec<Recipient> {
-        let mut out = Vec::new();
-        router.local_recipients(topic, origin, &mut out);
-        out.sort_by(|a, b| a.client.cmp(&b.client));
-        out
-    }
-
-    #[test]
-    fn interest_changes_only_on_zero_crossings() {
-        let mut r = Router::new(0, 2);
-        let out = r.subscribe(&b("c1"), &b("a/+"), opts(QoS::AtMostOnce), None);
-        assert_eq!(
-            out,
-            SubscribeOutcome {
-                existed: false,
-                interest: Some(InterestChange {
-                    filter: b("a/+"),
-                    group: None,
-                    members: 1
-                })
-            }
-        );
-        let out = r.subscribe(&b("c2"), &b("a/+"), opts(QoS::AtMostOnce), None);
-        assert_eq!(
-            out,
-            SubscribeOutcome {
-                existed: false,
-                interest: None
-            }
-        );
-        let out = r.subscribe(&b("c2"), &b("a/+"), opts(QoS::ExactlyOnce), None);
-        assert_eq!(
-            out,
-            SubscribeOutcome {
-                existed: true,
-                interest: None
-            }
-        );
-        assert_eq!(
-            r.unsubscribe(&b("c1"), "a/+"),
-            UnsubscribeOutcome {
-                existed: true,
-                interest: None
-            }
-        );
-        assert_eq!(
-            r.unsubscribe(&b("c1"), "a/+"),
-            UnsubscribeOutcome {
-                existed: false,
-                interest: None
-            }
-        );
-        assert_eq!(
-            r.unsubscribe(&b("c2"), "a/+").interest,
-            Some(InterestChange {
-                filter: b("a/+"),
-                group: None,
-                members: 0
-            })
-        );
-        assert_eq!(r.local_filters, 0);
-        assert!(r.filters.is_empty());
-    }
-
-    #[test]
-    fn shared_interest_reports_every_count() {
-        let mut r = Router::new(1, 2);
-        let f = b("$share/g/a/#");
-        let change = |members| {
-            Some(InterestChange {
-                filter: b("a/#"),
-                group: Some(b("g")),
-                members,
-            })
-        };
-        assert_eq!(
-            r.subscribe(&b("c1"), &f, opts(QoS::AtLeastOnce), None)
-                .interest,
-            change(1)
-        );
-        assert_eq!(
-            r.subscribe(&b("c2"), &f, opts(QoS::AtLeastOnce), None)
-                .interest,
-            change(2)
-        );
-        assert!(
-            r.subscribe(&b("c2"), &f, opts(QoS::AtMostOnce), None)
-                .existed
-        );
-        assert_eq!(r.unsubscribe(&b("c1"), &f).interest, change(1));
-        let mut out = Vec::new();
-        r.remove_client(&b("c2"), [f.clone(), b("x")], &mut out);
-        assert_eq!(out, vec![change(0).unwrap()]);
-        assert!(r.local_shared.is_empty());
-        assert!(r.filters.is_empty());
-    }
-
-    #[test]
-    fn local_recipients_merge_per_client() {
-        let mut r = Router::new(0, 1);
-        let no_local = SubscriptionOptions {
-            no_local: true,
-            ..opts(QoS::ExactlyOnce)
-        };
-        let rap = SubscriptionOptions {
-            retain_as_published: true,
-            ..opts(QoS::AtMostOnce)
-        };
-        r.subscribe(&b("c1"), &b("a/b"), opts(QoS::AtMostOnce), Some(1));
-        r.subscribe(&b("c1"), &b("a/+"), opts(QoS::AtLeastOnce), Some(2));
-        r.subscribe(&b("c1"), &b("#"), no_local, Some(3));
-        r.subscribe(&b("c2"), &b("a/#"), rap, None);
-        r.subscribe(&b("c3"), &b("x"), opts(QoS::AtMostOnce), None);
-
-        let got = recipients(&r, "a/b", Some("c1"));
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].client, "c1");
-        assert_eq!(
-            got[0].qos,
-            QoS::AtLeastOnce,
-            "no-local subscription skipped"
-        );
-        let mut ids = got[0].subscription_ids.to_vec();
-        ids.sort();
-        assert_eq!(ids, [1, 2]);
-        assert!(!got[0].retain_as_published);
-        assert_eq!(got[1].client, "c2");
-        assert!(got[1].retain_as_published);
-
-        let got = recipients(&r, "a/b", Some("c2"));
-        assert_eq!(got[0].qos, QoS::ExactlyOnce);
-        assert_eq!(got[0].subscription_ids.len(), 3);
-        assert_eq!(recipients(&r, "$x", None), vec![]);
-    }
-
-    #[test]
-    fn route_across_shards_and_shared_round_robin() {
-        let mut routers: Vec<Router> = (0..3).map(|s| Router::new(s, 3)).collect();
-        let broadcast = |routers: &mut Vec<Router>, from: usize, change: Option<InterestChange>| {
-            for (s, r) in routers.iter_mut().enumerate() {
-                if s != from {
-                    if let Some(change) = &change {
-                        r.apply_interest(from as ShardId, change);
-                    }
-                }
-            }
-        };
-        let o = routers[2].subscribe(&b("x"), &b("t/+"), opts(QoS::AtMostOnce), None);
-        broadcast(&mut routers, 2, o.interest);
-        let o = routers[1].subscribe(&b("y"), &b("t/1"), opts(QoS::AtMostOnce), None);
-        broadcast(&mut routers, 1, o.interest);
-        for (shard, client) in [(0, "m0"), (1, "m1"), (1, "m2")] {
-            let o = routers[shard].subscribe(
-                &b(client),
-                &b("$share/g/t/#"),
-                opts(QoS::AtMostOnce),
-                None,
-            );
-            broadcast(&mut routers, shard, o.interest);
-        }
-
-        let mut route = Route::default();
-        routers[0].route("t/1", None, &mut route, &mut Vec::new());
-        assert_eq!(route.shards.as_slice(), [1, 2]);
-        let key = SharedKey {
-            group: b("g"),
-            filter: b("t/#"),
-        };
-        let mut got = Vec::new();
-        for _ in 0..6 {
-            routers[0].route("t/1", None, &mut route, &mut Vec::new());
-            assert_eq!(route.shared.len(), 1);
-            let (shard, k) = route.shared[0].clone();
-            assert_eq!(k, key);
-            got.push(
-                routers[usize::from(shard)]
-                    .pick_shared(&k)
-                    .unwrap()
-                    .client
-                    .to_string(),
-            );
-        }
-        got.sort();
-        assert_eq!(got, ["m0", "m0", "m1", "m1", "m2", "m2"]);
-
-        routers[0].route("u", None, &mut route, &mut Vec::new());
-        assert_eq!(route, Route::default());
-        assert_eq!(
-            routers[0].pick_shared(&SharedKey {
-                group: b("h"),
-                filter: b("t/#")
-            }),
-            None
-        );
-
-        // A late shard learns everything from snapshots.
-        let mut late = Router::new(0, 3);
-        for (s, r) in routers.iter().enumerate().skip(1) {
-            for change in r.interest_snapshot() {
-                late.apply_interest(s as ShardId, &change);
-            }
-        }
-        late.route("t/1", None, &mut route, &mut Vec::new());
-        assert_eq!(route.shards.as_slice(), [1, 2]);
-        assert_eq!(route.shared.len(), 1);
-        late.forget_shard(1);
-        late.route("t/1", None, &mut route, &mut Vec::new());
-        assert_eq!(route.shards.as_slice(), [2]);
-        assert!(
-            route.shared.is_empty(),
-            "`late` knew only shard 1's members"
-        );
-        late.forget_shard(2);
-        assert!(late.filters.is_empty());
-    }
-
-    #[test]
-    fn many_shards_bitset() {
-        let mut r = Router::new(0, 200);
-        for s in [1u16, 63, 64, 130, 199] {
-            r.apply_interest(
-                s,
-                &InterestChange {
-                    filter: b("a/#"),
-                    group: None,
-                    members: 1,
-                },
-            );
-        }
-        r.apply_interest(
-            64,
-            &InterestChange {
-                filter: b("a"),
-                group: None,
-                members: 1,
-            },
-        );
-        let mut route = Route::default();
-        r.route("a", None, &mut route, &mut Vec::new());
-        assert_eq!(route.shards.as_slice(), [1, 63, 64, 130, 199]);
-        r.apply_interest(
-            130,
-            &InterestChange {
-                filter: b("a/#"),
-                group: None,
-                members: 0,
-            },
-        );
-        r.route("a", None, &mut route, &mut Vec::new());
-        assert_eq!(route.shards.as_slice(), [1, 63, 64, 199]);
-    }
-
-    #[test]
-    fn cross_shard_types_are_send() {
-        fn send<T: Send>() {}
-        send::<InterestChange>();
-        send::<SharedKey>();
-        send::<Route>();
-        send::<Recipient>();
-        send::<Destination>();
-    }
-}
+#[path = "routing_tests.rs"]
+mod tests;

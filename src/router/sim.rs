@@ -11,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use fastrand::Rng;
 
+use super::location::{Location, NodeId};
 use super::routing::{InterestChange, Recipient, Route, Router, ShardId, SharedKey};
 use super::topic::{matches, parse_shared};
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
@@ -43,7 +44,9 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         Sim {
             rng: Rng::with_seed(seed),
-            routers: (0..SHARDS).map(|s| Router::new(s, SHARDS)).collect(),
+            routers: (0..SHARDS)
+                .map(|s| Router::new(Location::new(NodeId(1), s), SHARDS))
+                .collect(),
             model: vec![BTreeMap::new(); CLIENTS],
             clients: (0..CLIENTS)
                 .map(|i| ByteStr::from(format!("c{i}")))
@@ -274,7 +277,8 @@ impl Sim {
         // Shared: one delivery per group with a matching member anywhere.
         let mut groups: BTreeSet<(String, String)> = BTreeSet::new();
         let mut picks = Vec::new();
-        for (shard, key) in self.route.shared.clone() {
+        for (at, key) in self.route.shared.clone() {
+            let shard = at.shard;
             let fresh = groups.insert((key.group.to_string(), key.filter.to_string()));
             assert!(fresh, "group {key:?} routed twice for {topic}");
             let r = self.routers[usize::from(shard)]

@@ -644,10 +644,6 @@ async fn handle_buffered(
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
-                // Publishes are broadcast while this SUBSCRIBE is being
-                // applied (see `Shard::broadcast_publishes`).
-                let _subscribing =
-                    matches!(packet, Packet::Subscribe(_)).then(|| shard.subscribing());
                 if matches!(
                     packet,
                     Packet::Publish(_)

@@ -105,7 +105,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
             })
         })
         .collect();
-    let subscribing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let interest_marks = Arc::new(crate::router::InterestMarks::new(count as u16));
     // Shards run one task queue and never ask `need_preempt`: the timers that
     // would make it true cost two io_uring timeouts per executor loop turn
     // (vendor/README.md).
@@ -121,7 +121,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         let settings = spec.settings.clone();
         let shutdown = shutdown.clone();
         let listener_counts = counts.clone();
-        let subscribing = subscribing.clone();
+        let interest_marks = interest_marks.clone();
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD);
@@ -136,7 +136,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
                 let shared = Shared {
                     counts: listener_counts,
                     shutdown,
-                    subscribing,
+                    interest_marks,
                     admission,
                     node,
                 };
@@ -163,7 +163,8 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
 struct Shared {
     counts: Vec<Arc<ListenerCount>>,
     shutdown: Arc<AtomicBool>,
-    subscribing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Each shard's latest added interest (`router::interest`).
+    interest_marks: Arc<crate::router::InterestMarks>,
     admission: Arc<NodeAdmission>,
     /// This shard serves its inbox (the one with its id) from it.
     node: NodeHandle,
@@ -178,7 +179,7 @@ async fn shard_main(
     let Shared {
         counts,
         shutdown,
-        subscribing,
+        interest_marks,
         admission,
         node,
     } = shared;
@@ -193,7 +194,7 @@ async fn shard_main(
         settings,
         senders,
         shutdown.clone(),
-        subscribing,
+        interest_marks,
         admission,
     ));
     let mut listeners = Vec::new();

@@ -3,15 +3,16 @@
 //! `Bytes`, so a fan-out to many shards copies no payload.
 
 use crate::codec::ByteStr;
-use crate::router::{InterestChange, SharedKey};
+use crate::router::{Location, NumberedChange, SharedKey};
 use crate::session::{Delivery, Message, SessionSnapshot};
 use std::sync::Arc;
 
 pub enum ShardMsg {
-    /// The sender's subscriber count for a filter changed; with `ack`, the
-    /// sender's call (that token) waits for `Reply::Ack`.
+    /// The sender's subscriber count for a filter changed, with the
+    /// change's number in the sender's sequence (`router::interest`); with
+    /// `ack`, the sender's call (that token) waits for `Reply::Ack`.
     Interest {
-        change: InterestChange,
+        update: NumberedChange,
         ack: Option<u64>,
     },
     /// Answered with `Reply::Ack` once everything the receiver sent
@@ -87,7 +88,7 @@ pub enum Reply {
     /// `Interest` with `ack`, `Barrier`: handled.
     Ack,
     /// `Claim`: the sender owns the id now; who owned it before.
-    Claimed { previous: Option<u16> },
+    Claimed { previous: Option<Location> },
     /// `Takeover`: the session, if there was one.
     Session(Option<Box<SessionSnapshot>>),
     /// `TakeoverEnd`: what the moved session's subscriptions delivered on

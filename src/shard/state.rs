@@ -11,7 +11,10 @@ use super::pressure::Congestion;
 use super::registry::Registry;
 use crate::codec::ByteStr;
 use crate::metrics::ShardMetrics;
-use crate::router::{InterestChange, RecipientRef, RetainedStore, Route, Router, SharedKey};
+use crate::router::{
+    InterestClock, InterestMarks, Location, NodeId, NumberedChange, RecipientRef, RetainedStore,
+    Route, Router, SharedKey,
+};
 use crate::session::{
     Action, Connection, Delivery, Lifecycle, Message, Session, SessionConfig, WallClock,
 };
@@ -22,7 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +39,9 @@ use crate::limits::{
 /// Settings every shard reads; built once from the config.
 #[derive(Clone, Debug)]
 pub struct ShardSettings {
+    /// This node (from `node.name`): the node of every location this
+    /// shard names (`router::Location`).
+    pub node: NodeId,
     /// Shared by every connection of every shard (`Connection` keeps an
     /// `Arc`, not a copy).
     pub session: Arc<SessionConfig>,
@@ -190,6 +196,9 @@ pub struct State {
     /// handle: set only on takeover, and in the handle it was 8 bytes of
     /// every connection.
     pub handovers: AHashMap<usize, Handover>,
+    /// This shard's interest sequence and how far it applied the others'
+    /// (`router::interest`).
+    pub interest_clock: InterestClock,
     /// Delayed wills by due time; the client id lets a reconnect cancel it.
     pub wills: BTreeMap<(Instant, u64), (ByteStr, Arc<Message>)>,
     pub will_index: AHashMap<ByteStr, (Instant, u64)>,
@@ -214,9 +223,10 @@ pub struct Shard {
     /// Deterministic hash of client ids to home shards: the same on every shard.
     hasher: ahash::RandomState,
     pub shutdown: Arc<AtomicBool>,
-    /// Node-wide count of SUBSCRIBEs being processed (shared by every shard;
-    /// an atomic, not a lock): see `broadcast_publishes`.
-    subscribing: Arc<AtomicUsize>,
+    /// Per shard, its latest added ordinary interest (this shard writes
+    /// only its own): a publish also goes to the shards whose additions
+    /// this shard has not applied yet (`router::interest`).
+    interest_marks: Arc<InterestMarks>,
     /// When the shard next sums its sessions' drop counters for the log.
     next_drop_report: Cell<Instant>,
     /// Drop total at the last report, so only growth is logged.
@@ -267,7 +277,7 @@ impl Shard {
         settings: ShardSettings,
         senders: Senders<ShardMsg>,
         shutdown: Arc<AtomicBool>,
-        subscribing: Arc<AtomicUsize>,
+        interest_marks: Arc<InterestMarks>,
         admission: Arc<NodeAdmission>,
     ) -> Shard {
         let retained = RetainedStore::new(settings.retained_max_messages);
@@ -275,11 +285,12 @@ impl Shard {
             id,
             count,
             state: RefCell::new(State {
-                router: Router::new(id, count),
+                router: Router::new(Location::new(settings.node, id), count),
                 retained,
                 slots: AHashMap::new(),
                 registry: Registry::default(),
                 handovers: AHashMap::new(),
+                interest_clock: InterestClock::new(id, count),
                 wills: BTreeMap::new(),
                 will_index: AHashMap::new(),
                 connections: 0,
@@ -292,7 +303,7 @@ impl Shard {
             next_token: Cell::new(1),
             hasher: ahash::RandomState::with_seeds(0x5151, 0x7272, 0x9393, 0xb4b4),
             shutdown,
-            subscribing,
+            interest_marks,
             next_drop_report: Cell::new(Instant::now() + DROP_REPORT_INTERVAL),
             reported_drops: Cell::new(0),
             coarse_now: Cell::new(Instant::now()),
@@ -311,22 +322,44 @@ impl Shard {
         }
     }
 
-    /// Whether every PUBLISH routed now must go to every shard: true while
-    /// a SUBSCRIBE is being processed anywhere on the node (from its decode
-    /// until every shard has applied the interest it causes). Otherwise a
-    /// client publishing right after another client's SUBSCRIBE (without
-    /// waiting for its SUBACK, as some conformance tests do) could be routed
-    /// by an interest table that has not heard of the new subscription yet.
-    /// Outside those windows a publish reaches only the shards with matching
-    /// subscribers.
-    pub fn broadcast_publishes(&self) -> bool {
-        self.subscribing.load(Ordering::Acquire) > 0
+    /// This shard as a location: its node and its id.
+    pub fn location(&self) -> Location {
+        Location::new(self.settings.node, self.id)
     }
 
-    /// Marks a SUBSCRIBE in progress on this node until the guard drops.
-    pub fn subscribing(&self) -> SubscribingGuard {
-        self.subscribing.fetch_add(1, Ordering::AcqRel);
-        SubscribingGuard(self.subscribing.clone())
+    /// Shard `shard` of this node as a location.
+    pub fn at(&self, shard: ShardId) -> Location {
+        Location::new(self.settings.node, shard)
+    }
+
+    /// Numbers an interest change this shard's router just made, and marks
+    /// an addition of ordinary interest for the other shards' publish paths
+    /// (`router::interest`). Called in the same step as the router's
+    /// change, with no await between: the mark must be up while the router
+    /// holds the subscription and before any shard can have applied it.
+    fn number(&self, st: &mut State, change: crate::router::InterestChange) -> NumberedChange {
+        let update = NumberedChange {
+            seq: st.interest_clock.issue(),
+            change,
+        };
+        if self.count > 1 && update.adds_ordinary_interest() {
+            self.interest_marks.set(self.id, update.seq);
+        }
+        update
+    }
+
+    /// Adds to `shards` every shard whose added interest this shard has not
+    /// applied yet: their new subscribers may match (see `router::interest`
+    /// for the race this closes).
+    fn add_shards_behind(&self, shards: &mut smallvec::SmallVec<[ShardId; 4]>) {
+        self.state
+            .borrow()
+            .interest_clock
+            .behind(&self.interest_marks, |s| {
+                if !shards.contains(&s) {
+                    shards.push(s);
+                }
+            });
     }
 
     pub fn token(&self) -> u64 {
@@ -339,13 +372,13 @@ impl Shard {
         (self.hasher.hash_one(client_id) % self.count as u64) as ShardId
     }
 
-    async fn broadcast_interest(&self, change: InterestChange) {
+    async fn broadcast_interest(&self, update: NumberedChange) {
         for s in 0..self.count {
             if s != self.id {
                 self.send(
                     s,
                     ShardMsg::Interest {
-                        change: change.clone(),
+                        update: update.clone(),
                         ack: None,
                     },
                 )
@@ -357,10 +390,10 @@ impl Shard {
     /// Broadcast an interest change and wait until every other shard has
     /// applied it. A SUBACK is held until then, so a client that saw its
     /// SUBACK gets every message published afterwards on any shard.
-    async fn broadcast_interest_acked(&self, change: InterestChange) {
+    async fn broadcast_interest_acked(&self, update: NumberedChange) {
         self.mesh
             .call_all(|token| ShardMsg::Interest {
-                change: change.clone(),
+                update: update.clone(),
                 ack: Some(token),
             })
             .await;
@@ -411,18 +444,17 @@ impl Shard {
         // own recipients, delivered to at once.
         let mut route = Route::default();
         self.deliver_matching(&message, Some(&mut route), self.id);
-        if self.broadcast_publishes() {
-            // Every shard matches locally: see `broadcast_publishes`.
-            route.shards.clear();
-            route
-                .shards
-                .extend((0..self.count).filter(|&s| s != self.id));
-        } else {
-            route.shards.retain(|s| *s != self.id);
+        route.shards.retain(|s| *s != self.id);
+        if self.count > 1 {
+            self.add_shards_behind(&mut route.shards);
         }
+        // Only this node's interest is applied until the cluster exists
+        // (docs/adr/0001-cluster.md).
+        debug_assert!(route.nodes.is_empty());
         if !route.shared.is_empty() {
-            route.shared.retain(|(s, key)| {
-                *s != self.id || !self.deliver_shared_here(&message, key, self.id)
+            route.shared.retain(|(at, key)| {
+                debug_assert!(at.is_on(self.settings.node));
+                at.shard != self.id || !self.deliver_shared_here(&message, key, self.id)
             });
         }
         if retain.is_none() && route.shards.is_empty() && route.shared.is_empty() {
@@ -441,7 +473,7 @@ impl Shard {
         let RemoteSends {
             message,
             retain,
-            route: Route { shards, shared },
+            route: Route { shards, shared, .. },
         } = remote;
         if let Some(stored) = retain {
             for s in 0..self.count {
@@ -460,7 +492,8 @@ impl Shard {
         for s in shards {
             self.send(s, ShardMsg::Publish(message.clone())).await;
         }
-        for (s, key) in shared {
+        for (at, key) in shared {
+            let s = at.shard;
             if s == self.id {
                 // The local pick found no member: `deliver_shared` moves on.
                 self.deliver_shared(message.clone(), key, 0, self.id).await;
@@ -674,11 +707,11 @@ impl Shard {
                 existed,
             } => {
                 let client = handle.conn.borrow().client_id().clone();
-                let outcome = self
-                    .state
-                    .borrow_mut()
-                    .router
-                    .subscribe(&client, &filter, options, identifier);
+                let update = {
+                    let st = &mut *self.state.borrow_mut();
+                    let outcome = st.router.subscribe(&client, &filter, options, identifier);
+                    outcome.interest.map(|c| self.number(st, c))
+                };
                 let send_retained = match options.retain_handling {
                     0 => true,
                     1 => !existed,
@@ -688,9 +721,9 @@ impl Shard {
                     .ok()
                     .flatten()
                     .is_some();
-                if let Some(change) = outcome.interest {
+                if let Some(update) = update {
                     handle.tx_hold.set(handle.tx_hold.get() + 1);
-                    self.broadcast_interest_acked(change).await;
+                    self.broadcast_interest_acked(update).await;
                     handle.tx_hold.set(handle.tx_hold.get() - 1);
                 } else if send_retained && !shared {
                     // No interest change to wait for, but a retained
@@ -729,9 +762,13 @@ impl Shard {
             }
             Action::Unsubscribe { filter } => {
                 let client = handle.conn.borrow().client_id().clone();
-                let outcome = self.state.borrow_mut().router.unsubscribe(&client, &filter);
-                if let Some(change) = outcome.interest {
-                    self.broadcast_interest(change).await;
+                let update = {
+                    let st = &mut *self.state.borrow_mut();
+                    let outcome = st.router.unsubscribe(&client, &filter);
+                    outcome.interest.map(|c| self.number(st, c))
+                };
+                if let Some(update) = update {
+                    self.broadcast_interest(update).await;
                 }
             }
             Action::Close { .. } => {
@@ -788,22 +825,22 @@ impl Shard {
     // ---- subscriptions of a whole session -----------------------------
 
     /// Add a moved-in session's subscriptions to this shard's router; returns
-    /// once every shard knows the interest (the client's CONNACK follows), and
-    /// publishes are broadcast meanwhile.
+    /// once every shard knows the interest (the client's CONNACK follows).
+    /// Meanwhile publishes on other shards also come here (the additions
+    /// are marked, `router::interest`).
     pub async fn subscribe_session(&self, session: &Session) {
-        let _subscribing = self.subscribing();
         let client = session.client_id().clone();
-        let mut changes = Vec::new();
+        let mut updates = Vec::new();
         {
-            let mut st = self.state.borrow_mut();
+            let st = &mut *self.state.borrow_mut();
             for (filter, options, id) in session.subscriptions() {
                 if let Some(c) = st.router.subscribe(&client, filter, *options, id).interest {
-                    changes.push(c);
+                    updates.push(self.number(st, c));
                 }
             }
         }
-        for c in changes {
-            self.broadcast_interest_acked(c).await;
+        for u in updates {
+            self.broadcast_interest_acked(u).await;
         }
     }
 
@@ -819,19 +856,18 @@ impl Shard {
     }
 
     /// Removes `client`'s subscriptions from this shard's router at once;
-    /// the interest changes to announce (`announce_interest`) are returned.
-    pub fn unroute(&self, client: &ByteStr, filters: Vec<ByteStr>) -> Vec<InterestChange> {
+    /// the interest changes to announce (`announce_interest`) are returned,
+    /// numbered.
+    pub fn unroute(&self, client: &ByteStr, filters: Vec<ByteStr>) -> Vec<NumberedChange> {
         let mut changes = Vec::new();
-        self.state
-            .borrow_mut()
-            .router
-            .remove_client(client, filters, &mut changes);
-        changes
+        let st = &mut *self.state.borrow_mut();
+        st.router.remove_client(client, filters, &mut changes);
+        changes.into_iter().map(|c| self.number(st, c)).collect()
     }
 
-    pub async fn announce_interest(&self, changes: Vec<InterestChange>) {
-        for c in changes {
-            self.broadcast_interest(c).await;
+    pub async fn announce_interest(&self, updates: Vec<NumberedChange>) {
+        for u in updates {
+            self.broadcast_interest(u).await;
         }
     }
 
@@ -1004,8 +1040,21 @@ impl Shard {
     /// Messages handled without awaiting (see `dispatch`).
     pub fn on_message_sync(self: &Rc<Self>, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Interest { change, ack } => {
-                self.state.borrow_mut().router.apply_interest(from, &change);
+            ShardMsg::Interest { update, ack } => {
+                let in_order = {
+                    let st = &mut *self.state.borrow_mut();
+                    st.router.apply_interest(from, &update.change);
+                    st.interest_clock.applied_from(from, update.seq)
+                };
+                if !in_order {
+                    // Two tasks of the sender raced for a full channel.
+                    tracing::warn!(
+                        shard = self.id,
+                        from,
+                        seq = update.seq,
+                        "interest change out of order"
+                    );
+                }
                 if let Some(token) = ack {
                     self.reply(from, token, Reply::Ack);
                 }
@@ -1050,15 +1099,6 @@ impl Shard {
     }
 }
 
-/// Holds the node-wide "SUBSCRIBE in progress" count up while alive.
-pub struct SubscribingGuard(Arc<AtomicUsize>);
-
-impl Drop for SubscribingGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1077,6 +1117,6 @@ mod tests {
         );
         // One `slots` bucket per entry and up to as many empty ones.
         assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 24);
-        assert_eq!(std::mem::size_of::<(ClientKey, ShardId)>(), 16);
+        assert_eq!(std::mem::size_of::<(ClientKey, Location)>(), 16);
     }
 }

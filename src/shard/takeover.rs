@@ -8,6 +8,7 @@ use super::msg::{Reply, ShardMsg};
 use super::registry::Answer;
 use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
 use crate::codec::ByteStr;
+use crate::router::Location;
 use crate::session::{Session, WallClock};
 use std::rc::Rc;
 use std::time::Instant;
@@ -26,8 +27,15 @@ impl Shard {
         clean_start: bool,
     ) -> Option<Session> {
         match self.claim(client_id).await {
-            Some(prev) if prev != self.id => {
-                self.import_session(prev, client_id, clean_start).await
+            Some(prev) if prev != self.location() => {
+                // Only this node's shards claim until the cluster exists
+                // (docs/adr/0001-cluster.md, "Takeover across nodes").
+                assert!(
+                    prev.is_on(self.settings.node),
+                    "session of {client_id} on another node ({prev})"
+                );
+                self.import_session(prev.shard, client_id, clean_start)
+                    .await
             }
             _ => self.take_local(client_id, clean_start).await,
         }
@@ -101,7 +109,7 @@ impl Shard {
 
     /// Asks the home of `client_id` to make this shard its owner; returns
     /// the previous owner once every earlier connect of the id is in place.
-    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<ShardId> {
+    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<Location> {
         let home = self.home_of(client_id);
         let (token, done) = self.mesh.open([home]);
         if home == self.id {
@@ -138,7 +146,7 @@ impl Shard {
             .state
             .borrow_mut()
             .registry
-            .claim(from, &client_id, token);
+            .claim(self.at(from), &client_id, token);
         self.answer_claim(answer);
     }
 
@@ -152,6 +160,7 @@ impl Shard {
     /// At the home shard: shard `from` no longer holds a session for
     /// `client_id`.
     pub(super) fn on_release(&self, from: ShardId, client_id: &ByteStr) {
+        let from = self.at(from);
         self.state.borrow_mut().registry.release(from, client_id);
     }
 
@@ -164,9 +173,13 @@ impl Shard {
         else {
             return;
         };
+        assert!(
+            to.is_on(self.settings.node),
+            "claim from another node ({to})"
+        );
         // Never waits: the handler of a shard message must not wait for a
         // full channel (see `dispatch`).
-        self.reply(to, token, Reply::Claimed { previous });
+        self.reply(to.shard, token, Reply::Claimed { previous });
     }
 
     /// Take the local session of `client_id`, kicking its connection if
