@@ -48,7 +48,7 @@ pub enum TransportError {
     #[error("WebSocket text frame: MQTT is carried in binary frames only")]
     WsTextFrame,
     #[error("WebSocket: {0}")]
-    Ws(tungstenite::Error),
+    Ws(Box<tungstenite::Error>),
 }
 
 /// The transport state of one TLS and/or WebSocket connection. Boxed by its

@@ -7,6 +7,7 @@
 use super::tls::{self, TlsFiles, TlsSpec};
 use super::ws::WsSpec;
 use super::*;
+use crate::limits;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConnection;

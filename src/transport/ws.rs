@@ -283,7 +283,7 @@ impl Ws {
                     // bad opcode): tungstenite has queued a Close frame
                     // where the RFC asks for one.
                     let _ = socket.flush();
-                    break Err(TransportError::Ws(e));
+                    break Err(TransportError::Ws(Box::new(e)));
                 }
             }
         };
@@ -304,7 +304,7 @@ impl Ws {
         };
         socket
             .send(Message::Binary(bytes::Bytes::copy_from_slice(bytes)))
-            .map_err(TransportError::Ws)?;
+            .map_err(|e| TransportError::Ws(Box::new(e)))?;
         socket.get_mut().take_tx(out);
         Ok(())
     }
