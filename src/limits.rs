@@ -205,6 +205,11 @@ pub const TRANSPORT_WIRE_OUT_BYTES_MAX: usize = 256 * 1024;
 /// is given, and a record is at most about 16.5 KiB; with one read on top,
 /// nothing legitimate needs more.
 pub const TLS_INCOMING_BYTES_MAX: usize = 64 * 1024 + 17 * 1024 + READ_CHUNK_BYTES;
+/// TLS and WebSocket handshakes one shard runs at once. A handshake holds
+/// its transport state (tens of KiB during a TLS handshake) before the
+/// connection is admitted, so the admission caps, applied at CONNECT, do not
+/// bound it; a socket accepted beyond this is closed at once.
+pub const TRANSPORT_HANDSHAKES_PER_SHARD_MAX: usize = 1_024;
 /// Certificates one PEM file (`ssl_options.certfile`, `cacertfile`) may hold.
 pub const TLS_PEM_CERTS_MAX: usize = 1_000;
 

@@ -11,6 +11,7 @@ use crate::limits;
 use crate::transport::{Stack, TransportSpec};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -146,6 +147,16 @@ pub async fn serve(
     spec: Arc<TransportSpec>,
 ) {
     let peer = tcp.peer_addr().ok();
+    let Some(handshaking_slot) = HandshakeSlot::take() else {
+        tracing::debug!(
+            shard = shard.id,
+            ?peer,
+            max = limits::TRANSPORT_HANDSHAKES_PER_SHARD_MAX,
+            "too many transport handshakes at once: closed"
+        );
+        shutdown(&tcp);
+        return;
+    };
     let stack = match Stack::new(&spec) {
         Ok(stack) => Box::new(stack),
         Err(e) => {
@@ -164,6 +175,7 @@ pub async fn serve(
         ))
     })
     .await;
+    drop(handshaking_slot);
     if let Err(e) = done {
         tracing::debug!(shard = shard.id, ?peer, error = %e, "transport handshake failed");
         // What the stack answered (a TLS alert, an HTTP error response)
@@ -175,6 +187,32 @@ pub async fn serve(
     }
     let serving = Box::pin(conn::serve(shard, secured, listener));
     serving.await;
+}
+
+thread_local! {
+    /// Handshakes this shard runs (one shard per thread).
+    static HANDSHAKING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One of `limits::TRANSPORT_HANDSHAKES_PER_SHARD_MAX` handshake slots,
+/// given back when dropped.
+struct HandshakeSlot;
+
+impl HandshakeSlot {
+    fn take() -> Option<HandshakeSlot> {
+        HANDSHAKING.with(|n| {
+            (n.get() < limits::TRANSPORT_HANDSHAKES_PER_SHARD_MAX).then(|| {
+                n.set(n.get() + 1);
+                HandshakeSlot
+            })
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        HANDSHAKING.with(|n| n.set(n.get() - 1));
+    }
 }
 
 /// Reads and answers until every handshake of the stack is done.

@@ -286,3 +286,41 @@ def test_idle_tls_connection_memory(broker_factory, pki, uid):
     assert per_conn_b < 8 * 1024, per_conn_b
     for s in conns + warm:
         s.close()
+
+
+@pytest.mark.slow
+def test_handshakes_at_once_are_capped_per_shard(broker_factory, pki, uid):
+    """limits::TRANSPORT_HANDSHAKES_PER_SHARD_MAX (1,024): a socket accepted
+    while a shard runs that many handshakes is closed at once; the ones in
+    progress are not disturbed, and their slots come back when they end."""
+    cap = 1024
+    port = free_port()
+    b = broker_factory(config={"listeners": {"ssl": {"default": {
+        "bind": f"127.0.0.1:{port}", "handshake_timeout": "20s",
+        "ssl_options": ssl_options(pki)}}}}, shards=1, log_level="debug")
+    b.tls_port = port
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(cap)]
+    try:
+        time.sleep(1.0)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            _, took = read_until_closed(extra, 10)
+        assert took < 3, took
+        b.wait_log("too many transport handshakes at once")
+        # The handshakes in progress are still open.
+        silent[0].settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            silent[0].recv(1)
+    finally:
+        for s in silent:
+            s.close()
+    # Their end (EOF) gives the slots back.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            c = tls_client(b, pki, uid("after"))
+            break
+        except (ssl.SSLError, OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert c.is_connected()
