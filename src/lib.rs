@@ -13,6 +13,7 @@
 //! - [`metrics`]: per-shard counters (plain `Cell`s), the statistics and client
 //!   records shards answer the admin API with, Prometheus rendering; pure.
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
+//! - [`transport`]: TLS (rustls) and WebSocket (RFC 6455) under MQTT; sans-IO.
 pub mod admin;
 pub mod admission;
 pub mod authz;
@@ -23,3 +24,4 @@ pub mod metrics;
 pub mod router;
 pub mod session;
 pub mod shard;
+pub mod transport;
