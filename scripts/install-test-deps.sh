@@ -3,6 +3,10 @@
 #   - Debian's mosquitto and mosquitto-clients (mosquitto_pub/sub are test clients;
 #     the mosquitto broker is the reference for RINGMQ_TEST_BROKER=mosquitto)
 #   - gdb: a failed e2e test prints the running broker's thread backtraces
+#   - Node.js, npm, Chromium and openssl (Debian packages) and, with `npm ci` in
+#     tests/js, MQTT.js and playwright-core as pinned in tests/js/package-lock.json
+#     (tests/e2e/test_mqttjs.py; playwright-core drives Debian's chromium, it
+#     downloads no browser of its own; openssl makes the test certificates)
 #   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
 # Installs only what is missing; safe to run repeatedly and without a terminal.
 set -euo pipefail
@@ -25,6 +29,31 @@ if ! have_mosquitto || ! command -v gdb >/dev/null 2>&1; then
   else
     echo "warning: mosquitto/mosquitto_pub/mosquitto_sub missing and no apt-get; their tests will fail" >&2
   fi
+fi
+
+have_js_tools() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+    { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; } &&
+    command -v openssl >/dev/null 2>&1
+}
+
+if ! have_js_tools; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing nodejs npm chromium openssl (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm chromium openssl ca-certificates </dev/null
+  else
+    echo "warning: node/npm/chromium/openssl missing and no apt-get; tests/e2e/test_mqttjs.py will fail" >&2
+  fi
+fi
+
+# npm ci only when node_modules is missing or older than the lock file.
+JS=tests/js
+if command -v npm >/dev/null 2>&1 &&
+  { [ ! -d "$JS/node_modules" ] || [ "$JS/package-lock.json" -nt "$JS/node_modules/.package-lock.json" ]; }; then
+  echo "installing MQTT.js and playwright-core (npm ci in $JS)" >&2
+  (cd "$JS" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error </dev/null)
 fi
 
 PY=${PYTHON:-python3}
