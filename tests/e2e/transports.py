@@ -20,13 +20,15 @@ from conftest import BROKER_KIND, deep_merge, free_port
 WS_PATH = "/mqtt"
 
 
-def ringmq_listeners(ports: dict[str, int], pki: Pki, verify: str = "verify_none") -> dict:
+def ringmq_listeners(ports: dict[str, int], pki: Pki, verify_peer: bool = False) -> dict:
     ssl_options = {
         "certfile": str(pki.server_cert),
         "keyfile": str(pki.server_key),
         "cacertfile": str(pki.ca),
-        "verify": verify,
+        "verify": "verify_peer" if verify_peer else "verify_none",
     }
+    if verify_peer:
+        ssl_options["fail_if_no_peer_cert"] = True
     out: dict = {}
     for kind, port in ports.items():
         table: dict = {"bind": f"127.0.0.1:{port}"}
@@ -44,7 +46,7 @@ def ringmq_listeners(ports: dict[str, int], pki: Pki, verify: str = "verify_none
 MOSQUITTO_LACKS = frozenset({"wss"})
 
 
-def mosquitto_listeners(ports: dict[str, int], pki: Pki) -> str:
+def mosquitto_listeners(ports: dict[str, int], pki: Pki, verify_peer: bool = False) -> str:
     # As root, mosquitto drops to user `mosquitto` before it reads the
     # certificate files, which sit in root's 0700 pytest directory.
     lines = ["user root"]
@@ -54,21 +56,24 @@ def mosquitto_listeners(ports: dict[str, int], pki: Pki) -> str:
             lines.append("protocol websockets")
         if kind in ("ssl", "wss"):
             lines += [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}"]
+            if verify_peer:
+                lines.append("require_certificate true")
     return "\n".join(lines) + "\n"
 
 
 def start_with_transports(broker_factory, pki: Pki, kinds=("ssl", "ws", "wss"),
-                          config: dict | None = None, **kw):
+                          config: dict | None = None, verify_peer: bool = False, **kw):
     """A started broker with a TCP listener plus one listener of each of
     `kinds` ("ssl", "ws", "wss"); returns (broker, {kind: port}). Under
-    mosquitto the kinds in MOSQUITTO_LACKS are missing from the ports."""
+    mosquitto the kinds in MOSQUITTO_LACKS are missing from the ports.
+    `verify_peer`: TLS listeners require a client certificate signed by the CA."""
     if BROKER_KIND == "mosquitto":
         kinds = [k for k in kinds if k not in MOSQUITTO_LACKS]
     ports = {kind: free_port() for kind in kinds}
-    b = broker_factory(config=deep_merge(ringmq_listeners(ports, pki), config), spawn=False, **kw)
+    b = broker_factory(config=deep_merge(ringmq_listeners(ports, pki, verify_peer), config), spawn=False, **kw)
     if b.kind == "mosquitto":
         with open(b.config_path, "a") as f:
-            f.write(mosquitto_listeners(ports, pki))
+            f.write(mosquitto_listeners(ports, pki, verify_peer))
     try:
         b.start()
     except BaseException:
