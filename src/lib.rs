@@ -11,6 +11,7 @@
 //!   node-wide state it reads (live redirection config, connection count); pure.
 //! - [`admin`]: the admin HTTP API on its own control-plane thread (tokio + axum).
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
+//! - [`transport`]: TLS (rustls) and WebSocket (RFC 6455) under MQTT; sans-IO.
 pub mod admin;
 pub mod admission;
 pub mod authz;
@@ -20,3 +21,4 @@ pub mod limits;
 pub mod router;
 pub mod session;
 pub mod shard;
+pub mod transport;

@@ -180,10 +180,39 @@ pub const AUTHZ_RULES_MAX: usize = 1000;
 /// Most topics one authorization rule lists.
 pub const AUTHZ_TOPICS_PER_RULE_MAX: usize = 100;
 
+// ---------------------------------------------------------------- transports
+
+/// Bytes a WebSocket client may send before its HTTP upgrade request is
+/// complete (request line and headers). Browsers send well under 2 KiB; a
+/// longer request closes the connection instead of growing a buffer.
+pub const WS_HANDSHAKE_BYTES_MAX: usize = 8 * 1024;
+/// Room a WebSocket frame may take beyond the MQTT packet it carries: a
+/// frame larger than `mqtt.max_packet_size` plus this is an oversized frame
+/// and closes the connection before its payload is buffered (a client may
+/// split a packet over frames, never needs a frame larger than a packet).
+pub const WS_FRAME_OVERHEAD_BYTES: usize = 16;
+/// Initial read buffer of a WebSocket connection's frame codec (tungstenite
+/// allocates it eagerly; its default of 128 KiB per connection would dwarf
+/// the rest of the connection).
+pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Transport bytes (TLS records, WebSocket frames) a connection may hold
+/// unsent before its writer waits for the socket: the transport encodes
+/// what the session transmits at once, so this bounds it like the TCP
+/// backlog.
+pub const TRANSPORT_WIRE_OUT_BYTES_MAX: usize = 256 * 1024;
+/// Certificates one PEM file (`ssl_options.certfile`, `cacertfile`) may hold.
+pub const TLS_PEM_CERTS_MAX: usize = 1_000;
+
 // ---------------------------------------------------------------- connection timing
 
 /// How long a new socket may take to send its CONNECT.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `handshake_timeout` of TLS and WebSocket listeners: how long a
+/// new socket may take to finish its TLS and WebSocket handshakes (EMQX's
+/// default). The MQTT CONNECT timeout runs after it.
+pub const HANDSHAKE_TIMEOUT_DEFAULT_SECS: u32 = 15;
+/// Largest `handshake_timeout` a listener may set.
+pub const HANDSHAKE_TIMEOUT_MAX_SECS: u32 = 3_600;
 /// How long a closing connection waits for the client to read our last
 /// packets (DISCONNECT) and close its side before the socket is shut.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(500);

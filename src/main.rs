@@ -86,11 +86,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listeners: Vec<ListenerSpec> = config
-        .enabled_tcp_listeners()
-        .map(|(_, l)| ListenerSpec {
+    // Reads the TLS listeners' certificate files: a bad one stops the start.
+    let plans = match config.listener_plans() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ringmq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listeners: Vec<ListenerSpec> = plans
+        .into_iter()
+        .map(|l| ListenerSpec {
             bind: l.bind,
             max_connections: l.max_connections as usize,
+            transport: l.transport,
         })
         .collect();
     let binds: Vec<_> = listeners.iter().map(|l| l.bind).collect();

@@ -12,6 +12,7 @@
 
 mod affinity;
 mod error;
+mod listeners;
 mod sections;
 mod source;
 mod value;
@@ -20,6 +21,10 @@ mod value;
 mod tests;
 
 pub use error::{ConfigError, Origin};
+pub use listeners::{
+    ListenerPlan, PeerCertAsUsername, SslListenerConfig, SslOptionsConfig, Verify, WebsocketConfig,
+    WsListenerConfig, WssListenerConfig,
+};
 pub use sections::{
     ApiConfig, AuthorizationConfig, AuthorizationRuleConfig, FieldError, ListenersConfig,
     LogConfig, LogLevel, MqttConfig, NodeConfig, RedirectServerConfig, ServerRedirectionConfig,
@@ -138,35 +143,35 @@ impl Config {
 
     /// Checks that span more than one key.
     fn validate(&self) -> Result<(), ConfigError> {
-        for name in self.listeners.tcp.keys() {
+        for (key, name) in self.listener_names() {
             let is_valid_name = !name.is_empty()
                 && name.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
                 });
             if !is_valid_name {
                 return Err(ConfigError::InvalidValue {
-                    key: format!("listeners.tcp.{name}"),
-                    origin: self.origin_of(&format!("listeners.tcp.{name}")),
+                    origin: self.origin_of(&key),
+                    key,
                     value: format!("{name:?}"),
                     allowed: "a listener name of lowercase letters, digits, '_' and '-'"
                         .to_string(),
                 });
             }
         }
-        let enabled: Vec<(&String, &TcpListenerConfig)> = self.enabled_tcp_listeners().collect();
-        for (i, (name, listener)) in enabled.iter().enumerate() {
-            if let Some((other_name, _)) = enabled[..i]
+        let enabled = self.enabled_binds();
+        for (i, (listener, bind)) in enabled.iter().enumerate() {
+            if let Some((other, _)) = enabled[..i]
                 .iter()
-                .find(|(_, other)| binds_overlap(other.bind, listener.bind))
+                .find(|(_, other)| binds_overlap(*other, *bind))
             {
-                let key = format!("listeners.tcp.{name}.bind");
+                let key = format!("{listener}.bind");
                 return Err(ConfigError::InvalidValue {
                     origin: self.origin_of(&key),
                     key,
-                    value: format!("{:?}", listener.bind.to_string()),
+                    value: format!("{:?}", bind.to_string()),
                     allowed: format!(
                         "an address no other enabled listener binds; \
-                         listeners.tcp.{other_name}.bind overlaps it"
+                         {other}.bind overlaps it"
                     ),
                 });
             }
@@ -187,9 +192,10 @@ impl Config {
             });
         }
         if self.api.enable {
-            if let Some((name, _)) = self
-                .enabled_tcp_listeners()
-                .find(|(_, l)| binds_overlap(l.bind, self.api.bind))
+            if let Some((listener, _)) = self
+                .enabled_binds()
+                .into_iter()
+                .find(|(_, bind)| binds_overlap(*bind, self.api.bind))
             {
                 return Err(ConfigError::InvalidValue {
                     key: "api.bind".to_string(),
@@ -197,7 +203,7 @@ impl Config {
                     value: format!("{:?}", self.api.bind.to_string()),
                     allowed: format!(
                         "an address no enabled MQTT listener binds; \
-                         listeners.tcp.{name}.bind overlaps it"
+                         {listener}.bind overlaps it"
                     ),
                 });
             }

@@ -5,6 +5,7 @@
 //! their knowledge over); the unit of each is in its doc comment. Each field
 //! reader checks the allowed range, with caps from `crate::limits`.
 
+use super::listeners::{SslListenerConfig, WsListenerConfig, WssListenerConfig};
 use super::value;
 use crate::admission::{RedirectServer, Redirection, Strategy};
 use crate::authz::{DenyAction, DenyReason, Permission, Rule, RuleAction};
@@ -104,6 +105,17 @@ pub struct ListenersConfig {
     /// Names are lowercase letters, digits, `_` and `-`, because env var
     /// keys are lowercased.
     pub tcp: BTreeMap<String, TcpListenerConfig>,
+    /// `listeners.ssl.<name>`: MQTT over TLS (`config/listeners.rs`).
+    /// None by default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ssl: BTreeMap<String, SslListenerConfig>,
+    /// `listeners.ws.<name>`: MQTT over WebSocket. None by default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ws: BTreeMap<String, WsListenerConfig>,
+    /// `listeners.wss.<name>`: MQTT over WebSocket over TLS. None by
+    /// default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub wss: BTreeMap<String, WssListenerConfig>,
 }
 
 /// The listener every install has.
@@ -116,6 +128,9 @@ impl Default for ListenersConfig {
                 DEFAULT_LISTENER_NAME.to_string(),
                 TcpListenerConfig::default(),
             )]),
+            ssl: BTreeMap::new(),
+            ws: BTreeMap::new(),
+            wss: BTreeMap::new(),
         }
     }
 }
@@ -148,14 +163,14 @@ impl Default for TcpListenerConfig {
     }
 }
 
-fn de_bind<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+pub(super) fn de_bind<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     const ALLOWED: &str =
         "an address ip:port with an IPv4 or [IPv6] literal, e.g. \"0.0.0.0:1883\" or \"[::]:1883\"";
     let text = value::string_matching(d, ALLOWED, |s| s.trim().parse::<SocketAddr>().is_ok())?;
     Ok(text.trim().parse().expect("checked by string_matching"))
 }
 
-fn de_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+pub(super) fn de_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     value::int_in(d, 1, limits::CONNECTIONS_PER_LISTENER_MAX)
 }
 

@@ -4,7 +4,7 @@
 //! logic itself is the sans-IO `session::Connection`; this file only moves
 //! bytes and events.
 
-use super::io::{Half, Signal};
+use super::io::{Half, Signal, Stream};
 use super::state::{ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
@@ -12,7 +12,7 @@ use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, 
 use crate::limits;
 use crate::session::Connection;
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -44,19 +44,19 @@ fn assign_client_id(shard: u16) -> ByteStr {
 /// Only while a packet larger than the scratch buffer is being assembled
 /// (`buf` already grown for it) does the kernel write into `buf` directly,
 /// which saves copying large payloads twice.
-async fn fill(
+async fn fill<S: Stream>(
     scratch: &RefCell<Box<[u8]>>,
-    io: &RefCell<TcpStream>,
+    io: &RefCell<S>,
     buf: &mut BytesMut,
 ) -> io::Result<bool> {
-    std::future::poll_fn(|cx| poll_fill(cx, scratch, &mut io.borrow_mut(), buf)).await
+    std::future::poll_fn(|cx| poll_fill(cx, scratch, &mut *io.borrow_mut(), buf)).await
 }
 
 /// `fill` as a poll, for a wait on several things at once.
-fn poll_fill(
+fn poll_fill<S: Stream>(
     cx: &mut Context<'_>,
     scratch: &RefCell<Box<[u8]>>,
-    rd: &mut TcpStream,
+    rd: &mut S,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<bool>> {
     if buf.capacity() - buf.len() >= limits::READ_CHUNK_BYTES {
@@ -78,10 +78,10 @@ fn poll_fill(
 
 /// `poll_fill` into a `PartialPacket`: without a box, the read goes to the
 /// scratch buffer and a box is made only when bytes arrived.
-fn poll_fill_partial(
+fn poll_fill_partial<S: Stream>(
     cx: &mut Context<'_>,
     scratch: &RefCell<Box<[u8]>>,
-    rd: &mut TcpStream,
+    rd: &mut S,
     buf: &mut PartialPacket,
 ) -> Poll<io::Result<bool>> {
     if let Some(b) = buf {
@@ -102,11 +102,11 @@ fn poll_fill_partial(
 /// connection (and one whose client keeps up) holds no write buffer.
 /// `Ready(Ok)` once everything went out, `Pending` while the socket is full
 /// (its readiness wakes the task).
-fn poll_transmit(
+fn poll_transmit<S: Stream>(
     cx: &mut Context<'_>,
     shard: &Shard,
     handle: &ConnHandle,
-    stream: &mut TcpStream,
+    stream: &mut S,
     backlog: &mut Backlog,
 ) -> Poll<io::Result<()>> {
     let mut write = |cx: &mut Context<'_>, bytes: &[u8]| -> Poll<io::Result<usize>> {
@@ -164,14 +164,16 @@ fn poll_transmit(
     }
 }
 
-/// Transmits everything the session has left (at the end of a connection).
-async fn flush(
+/// Transmits everything the session has left (at the end of a connection),
+/// then ends the transport (nothing for plain TCP).
+async fn flush<S: Stream>(
     shard: &Shard,
     handle: &ConnHandle,
-    stream: &mut TcpStream,
+    stream: &mut S,
     backlog: &mut Backlog,
 ) -> io::Result<()> {
-    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, stream, backlog)).await
+    std::future::poll_fn(|cx| poll_transmit(cx, shard, handle, stream, backlog)).await?;
+    std::future::poll_fn(|cx| stream.poll_end(cx)).await
 }
 
 /// What ended a wait of an established connection.
@@ -209,7 +211,7 @@ fn release_partial_packet(buf: &mut PartialPacket, quiet: bool) {
     }
 }
 
-async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
+async fn send_packet<S: Stream>(wr: &mut Half<S>, packet: &Packet, protocol: Protocol) {
     let mut out = BytesMut::with_capacity(64);
     if codec::encode(packet, protocol, &mut out).is_ok() {
         let _ = wr.write_all(&out).await;
@@ -218,7 +220,7 @@ async fn send_packet(wr: &mut Half, packet: &Packet, protocol: Protocol) {
 
 /// Sends a refusal CONNACK made to fit the client's Maximum Packet Size;
 /// nothing when not even its reason code fits (the caller closes).
-async fn send_refusal(wr: &mut Half, connack: ConnAck, connect: &codec::Connect) {
+async fn send_refusal<S: Stream>(wr: &mut Half<S>, connack: ConnAck, connect: &codec::Connect) {
     if let Some(connack) = Connection::fit_refusal(connack, connect) {
         let packet = Packet::ConnAck(Box::new(connack));
         send_packet(wr, &packet, connect.protocol).await;
@@ -248,9 +250,9 @@ type PartialPacket = Option<Box<BytesMut>>;
 type Backlog = Option<Box<BytesMut>>;
 
 /// What an admitted CONNECT hands to the rest of the connection.
-struct Admitted {
+struct Admitted<S> {
     connect: Box<codec::Connect>,
-    io: Rc<RefCell<TcpStream>>,
+    io: Rc<RefCell<S>>,
     /// Whatever the client sent after its CONNECT.
     buf: BytesMut,
 }
@@ -266,10 +268,10 @@ struct Admitted {
 /// in the 64-byte size class, where inline it takes the task from the
 /// 128-byte class to the 160-byte one (docs/performance.md, idle
 /// connections round 5).
-struct Live {
+struct Live<S> {
     shard: Rc<Shard>,
     handle: Rc<ConnHandle>,
-    stream: TcpStream,
+    stream: S,
     /// Bytes of a partial packet (see `PartialPacket`).
     buf: PartialPacket,
     /// What the socket did not take yet (see `poll_transmit`).
@@ -284,9 +286,9 @@ struct Live {
 }
 
 /// The task of one accepted connection.
-pub fn serve(
+pub fn serve<S: Stream>(
     shard: Rc<Shard>,
-    stream: TcpStream,
+    stream: S,
     listener: Arc<ListenerCount>,
 ) -> impl std::future::Future<Output = ()> {
     // The stream goes behind its Rc before the task exists: an async fn
@@ -295,7 +297,11 @@ pub fn serve(
     serve_shared(shard, Rc::new(RefCell::new(stream)), listener)
 }
 
-async fn serve_shared(shard: Rc<Shard>, io: Rc<RefCell<TcpStream>>, listener: Arc<ListenerCount>) {
+async fn serve_shared<S: Stream>(
+    shard: Rc<Shard>,
+    io: Rc<RefCell<S>>,
+    listener: Arc<ListenerCount>,
+) {
     // The CONNECT phase runs boxed: its packets and refusals take far more
     // room than the rest of the connection. (Each boxed future is bound by
     // a `let` before it is awaited: a temporary in the awaiting statement
@@ -333,14 +339,15 @@ fn closed(shard: &Shard, listener: &ListenerCount) {
 /// Reads and checks CONNECT and decides admission (node and listener caps,
 /// server redirection); redirects or refuses with CONNACK and closes, or
 /// fills `admitted`.
-async fn admit(
+async fn admit<S: Stream>(
     shard: &Rc<Shard>,
-    io: Rc<RefCell<TcpStream>>,
+    io: Rc<RefCell<S>>,
     listener: &ListenerCount,
-    admitted: &mut Option<Admitted>,
+    admitted: &mut Option<Admitted<S>>,
 ) {
     let peer = {
         let stream = io.borrow();
+        let stream = stream.tcp();
         let _ = stream.set_nodelay(true);
         stream.peer_addr().ok()
     };
@@ -349,7 +356,7 @@ async fn admit(
     let mut buf = BytesMut::new();
 
     // ---- CONNECT ----
-    let _ = io.borrow().set_read_timeout(Some(CONNECT_TIMEOUT));
+    let _ = io.borrow().tcp().set_read_timeout(Some(CONNECT_TIMEOUT));
     let connect = loop {
         match codec::decode(&mut buf, None, cfg.max_packet_size) {
             Ok(Some(Packet::Connect(c))) => break c,
@@ -376,6 +383,13 @@ async fn admit(
             }
         }
     };
+    let mut connect = connect;
+    // The client certificate's CN is the user name when the listener says
+    // so (`peer_cert_as_username = "cn"`), whatever CONNECT claimed; always
+    // `None` on plain TCP.
+    if let Some(name) = io.borrow().peer_username() {
+        connect.username = Some(ByteStr::from(name));
+    }
     let protocol = connect.protocol;
     if let Err(connack) = Connection::check_connect(&connect, cfg) {
         send_refusal(&mut wr, connack, &connect).await;
@@ -463,14 +477,14 @@ fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decisi
 // Not an async fn: one binds a `mut` argument to a second local, and both
 // copies of `live` would stay in the future (152 bytes instead of 256).
 #[allow(clippy::manual_async_fn)]
-fn serve_established(
-    mut live: Live,
+fn serve_established<S: Stream>(
+    mut live: Live<S>,
     listener: Arc<ListenerCount>,
 ) -> impl std::future::Future<Output = ()> {
     async move {
         // Keep Alive is enforced by the shard's tick (`Shard::tick`), not by a
         // read timeout: a reactor timer per idle connection cost its memory.
-        let _ = live.stream.set_read_timeout(None);
+        let _ = live.stream.tcp().set_read_timeout(None);
         // Whether the connection ended with the client's EOF (or a failed read).
         let eof = loop {
             // Whether this turn's read carried control packets only (or none):
@@ -530,7 +544,7 @@ fn serve_established(
     }
 }
 
-impl Live {
+impl<S: Stream> Live<S> {
     /// One wait for three things: the client's bytes, something to
     /// transmit (or room in the socket for what is waiting), and a close
     /// requested elsewhere (takeover, shutdown, keepalive), which must not
@@ -645,7 +659,7 @@ async fn handle_buffered(
 /// From an admitted CONNECT to a running connection: acquires the session
 /// (claiming the client id, taking over an older connection), registers the
 /// connection and queues CONNACK.
-async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
+async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Option<Live<S>> {
     let Admitted { connect, io, buf } = admitted;
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
@@ -729,7 +743,7 @@ async fn establish(shard: &Rc<Shard>, admitted: Admitted) -> Option<Live> {
 /// The end of a connection: flush and close the socket, then the session
 /// goes offline, moves to the connection that took it over, or ends; then
 /// the connection is no longer counted.
-async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
+async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount>) {
     let Live {
         shard,
         handle,
@@ -753,7 +767,7 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
                 .is_ok()
             {
                 // The client reads EOF after our last packet.
-                half_close_fd(&stream);
+                half_close_fd(stream.tcp());
             }
             true
         },
@@ -764,10 +778,10 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
     )
     .await;
     if !flushed {
-        shutdown_fd(&stream);
+        shutdown_fd(stream.tcp());
     }
     if eof {
-        shutdown_fd(&stream);
+        shutdown_fd(stream.tcp());
     } else {
         // Lingering close, off the session's path: keep reading and
         // discarding so the client can read our last packets instead of
@@ -775,7 +789,7 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
         // client's FIN or after CLOSE_LINGER.
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            let _ = stream.set_read_timeout(Some(CLOSE_LINGER));
+            let _ = stream.tcp().set_read_timeout(Some(CLOSE_LINGER));
             let io = RefCell::new(stream);
             let started = Instant::now();
             loop {
@@ -785,7 +799,7 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
                     _ => break,
                 }
             }
-            shutdown_fd(&io.borrow());
+            shutdown_fd(io.borrow().tcp());
         })
         .detach();
     }
@@ -884,8 +898,8 @@ async fn finish(live: Live, eof: bool, listener: Arc<ListenerCount>) {
     closed(shard, &listener);
 }
 
-async fn close(io: &Rc<RefCell<TcpStream>>) {
-    shutdown_fd(&io.borrow());
+async fn close<S: Stream>(io: &Rc<RefCell<S>>) {
+    shutdown_fd(io.borrow().tcp());
 }
 
 /// shutdown(2) the write direction: the client reads EOF after our last bytes.
@@ -916,7 +930,7 @@ mod tests {
     /// every idle connection keeps (see `PartialPacket`, `Live`).
     #[test]
     fn live_state_is_ten_words() {
-        assert_eq!(std::mem::size_of::<Live>(), 80);
+        assert_eq!(std::mem::size_of::<Live<TcpStream>>(), 80);
     }
 
     /// The established connection's task: glommio's header (40 bytes) and
@@ -929,7 +943,7 @@ mod tests {
         fn future_size<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
             std::mem::size_of::<F>()
         }
-        let size = future_size(serve_established);
+        let size = future_size(serve_established::<TcpStream>);
         assert!(48 + size <= 160, "established connection future {size} B");
     }
 }

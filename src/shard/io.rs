@@ -11,13 +11,38 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+/// What a connection reads and writes: the TCP socket itself, or a
+/// transport over it (`shard::transport::Secured`: TLS, WebSocket).
+/// `shard::conn` is generic over it, so a plain TCP connection runs exactly
+/// the code it ran before transports existed.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// The socket under the transport (options, addresses, shutdown).
+    fn tcp(&self) -> &TcpStream;
+    /// The user name the transport vouches for (a client certificate's CN
+    /// with `peer_cert_as_username = "cn"`): it replaces CONNECT's.
+    fn peer_username(&self) -> Option<String> {
+        None
+    }
+    /// Ends the transport (TLS close_notify, WebSocket Close frame) and
+    /// writes what it still holds; before the socket is half-closed.
+    fn poll_end(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Stream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// Read or write half of a connection's stream, shared by its task and the
 /// lingering close. glommio keeps separate rx and tx sources per stream, so a
 /// pending read and a pending write do not disturb each other; the RefCell is
 /// only borrowed inside a synchronous poll.
-pub struct Half(pub Rc<RefCell<TcpStream>>);
+pub struct Half<S>(pub Rc<RefCell<S>>);
 
-impl AsyncRead for Half {
+impl<S: Stream> AsyncRead for Half<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -28,7 +53,7 @@ impl AsyncRead for Half {
     }
 }
 
-impl AsyncWrite for Half {
+impl<S: Stream> AsyncWrite for Half<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -5,7 +5,9 @@
 //!
 //! - `state.rs`: a shard's state and the handlers for cross-shard messages
 //!   (routing, retained replication, client-id registry, takeover).
-//! - `conn.rs`: one client connection's task (reads, handles, transmits).
+//! - `conn.rs`: one client connection's task (reads, handles, transmits),
+//!   generic over the stream: the TCP socket, or a `transport::Secured` one.
+//! - `transport.rs`: TLS and WebSocket listeners' handshakes and streams.
 //! - `msg.rs`: what crosses shards.
 //! - `pressure.rs`: congested subscribers pause their publishers.
 //! - `io.rs`: single-threaded I/O helpers.
@@ -23,6 +25,7 @@ mod pressure;
 mod registry;
 mod state;
 mod takeover;
+mod transport;
 
 pub use fd_table::presize_fd_table;
 pub use lock::BindLock;
@@ -44,11 +47,13 @@ use std::time::{Duration, Instant};
 
 use crate::limits::{SHARD_TICK as TICK, SHUTDOWN_GRACE};
 
-/// One TCP listener and its node-wide connection cap.
+/// One listener and its node-wide connection cap.
 #[derive(Clone, Debug)]
 pub struct ListenerSpec {
     pub bind: SocketAddr,
     pub max_connections: usize,
+    /// TLS and/or WebSocket over the socket; `None`: plain TCP.
+    pub transport: Option<Arc<crate::transport::TransportSpec>>,
 }
 
 /// Node-wide count of a listener's connections, shared by the shards (an
@@ -57,11 +62,13 @@ pub struct ListenerCount {
     pub bind: SocketAddr,
     pub max: usize,
     pub open: Count,
+    /// The listener's transport (`ListenerSpec::transport`).
+    pub transport: Option<Arc<crate::transport::TransportSpec>>,
 }
 
 /// What a node needs to start its shards.
 pub struct NodeSpec {
-    /// Every enabled TCP listener; each shard binds all of them.
+    /// Every enabled listener; each shard binds all of them.
     pub listeners: Vec<ListenerSpec>,
     /// One shard per CPU, pinned to it.
     pub cpus: Vec<usize>,
@@ -92,6 +99,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
                 bind: l.bind,
                 max: l.max_connections,
                 open: Default::default(),
+                transport: l.transport.clone(),
             })
         })
         .collect();
@@ -236,10 +244,25 @@ async fn shard_main(
                         })
                         .await;
                     match accepted {
-                        Some(Ok(stream)) => {
-                            glommio::spawn_local(conn::serve(shard.clone(), stream, count.clone()))
+                        Some(Ok(stream)) => match &count.transport {
+                            None => {
+                                glommio::spawn_local(conn::serve(
+                                    shard.clone(),
+                                    stream,
+                                    count.clone(),
+                                ))
                                 .detach();
-                        }
+                            }
+                            Some(spec) => {
+                                glommio::spawn_local(transport::serve(
+                                    shard.clone(),
+                                    stream,
+                                    count.clone(),
+                                    spec.clone(),
+                                ))
+                                .detach();
+                            }
+                        },
                         Some(Err(e)) => {
                             tracing::warn!(shard = shard.id, error = %e, "accept failed");
                             glommio::timer::sleep(Duration::from_millis(10)).await;

@@ -76,7 +76,10 @@ class MqttClient:
                  username: str | None = None, password: str | None = None,
                  connect: bool = True, expect_rc: int | None = 0, manual_ack: bool = False,
                  host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT,
-                 max_inflight: int = 20):
+                 max_inflight: int = 20, transport: str = "tcp", ws_path: str = "/mqtt",
+                 tls: dict | None = None):
+        """transport "websockets" speaks MQTT over WebSocket at `ws_path`; `tls`
+        (ca_certs=, certfile=, keyfile=) wraps the connection in TLS."""
         self.port, self.host = port, host
         self.client_id = client_id
         self.version = version
@@ -92,11 +95,16 @@ class MqttClient:
             protocol=mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311,
             reconnect_on_failure=False,
             manual_ack=manual_ack,
+            transport=transport,
         )
         if version != 5:
             kwargs["clean_session"] = clean
         self.c = mqtt.Client(**kwargs)
         self.c.max_inflight_messages_set(max_inflight)
+        if transport == "websockets":
+            self.c.ws_set_options(path=ws_path)
+        if tls is not None:
+            self.c.tls_set(**tls)
         if username is not None:
             self.c.username_pw_set(username, password)
         if will is not None:
