@@ -3,11 +3,12 @@
 #   - Debian's mosquitto and mosquitto-clients (mosquitto_pub/sub are test clients;
 #     the mosquitto broker is the reference for RINGMQ_TEST_BROKER=mosquitto)
 #   - gdb: a failed e2e test prints the running broker's thread backtraces
-#   - Node.js, npm, Chromium and openssl (Debian packages) and, with `npm ci` in
-#     tests/js, MQTT.js and playwright-core as pinned in tests/js/package-lock.json
+#   - Node.js, npm and Chromium (Debian packages) and, with `npm ci` in tests/js,
+#     MQTT.js and playwright-core as pinned in tests/js/package-lock.json
 #     (tests/e2e/test_mqttjs.py; playwright-core drives Debian's chromium, it
-#     downloads no browser of its own; openssl makes the test certificates)
-#   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
+#     downloads no browser of its own)
+#   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout,
+#     cryptography for the test certificates)
 # Installs only what is missing; safe to run repeatedly and without a terminal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,18 +34,17 @@ fi
 
 have_js_tools() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
-    { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; } &&
-    command -v openssl >/dev/null 2>&1
+    { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
 }
 
 if ! have_js_tools; then
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing nodejs npm chromium openssl (apt-get)" >&2
+    echo "installing nodejs npm chromium (apt-get)" >&2
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm chromium openssl ca-certificates </dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm chromium ca-certificates </dev/null
   else
-    echo "warning: node/npm/chromium/openssl missing and no apt-get; tests/e2e/test_mqttjs.py will fail" >&2
+    echo "warning: node/npm/chromium missing and no apt-get; tests/e2e/test_mqttjs.py will fail" >&2
   fi
 fi
 
@@ -61,7 +61,7 @@ if ! "$PY" - <<'PYEOF' 2>/dev/null
 import importlib.metadata as m
 import sys
 ok = m.version("paho-mqtt").split(".")[0] == "2"
-m.version("pytest"); m.version("pytest-timeout")
+m.version("pytest"); m.version("pytest-timeout"); m.version("cryptography")
 sys.exit(0 if ok else 1)
 PYEOF
 then

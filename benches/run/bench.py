@@ -278,7 +278,7 @@ class BrokerKind:
 @dataclass
 class TlsListener:
     """A TLS listener beside the TCP one (scenarios 7 and 8): its port and the
-    certificate files (tests/e2e/certs.py: EC P-256, CN=localhost)."""
+    certificate files (tests/e2e/pki.py: EC P-256, CN=localhost)."""
     port: int | str
     ca: Path
     cert: Path
@@ -307,13 +307,13 @@ class TlsListener:
 
 
 def make_tls_files(workdir: Path) -> tuple[Path, Path, Path]:
-    """(CA, server certificate, key) for the TLS scenarios, made with openssl."""
+    """(CA, server certificate, key) for the TLS scenarios (tests/e2e/pki.py)."""
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
-    from certs import make_pki
+    from pki import make_pki
     pki = make_pki(workdir)
     # Mosquitto started as root reads the key after it drops to its own user.
-    pki.server_key.chmod(0o644)
-    return pki.ca, pki.server_cert, pki.server_key
+    pki.key.chmod(0o644)
+    return pki.cacert, pki.cert, pki.key
 
 
 class Broker:

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from certs import make_pki
+from pki import make_pki
 from test_loadgen import LOADGEN_BIN, assert_no_loss, loadgen, short
 from transports import start_with_transports
 
@@ -51,7 +51,7 @@ def loadgen_failing(tmp_path, *args: str) -> tuple[int, dict, str]:
 def test_tls_conn_holds_idle_connections(tls_broker, pki, tmp_path):
     b, port = tls_broker
     r = loadgen(tmp_path, "conn", *short(port, "-c", "40", "--connect-rate", "400"),
-                "--tls", "--cafile", str(pki.ca))
+                "--tls", "--cafile", str(pki.cacert))
     assert r["tls"] is True
     assert r["errors_total"] == 0, r["errors"]
     assert r["clients"] == {**r["clients"], "planned": 40, "ready": 40, "failed": 0}
@@ -64,7 +64,7 @@ def test_tls_conn_holds_idle_connections(tls_broker, pki, tmp_path):
 def test_tls_p2p_loses_nothing(tls_broker, pki, tmp_path, qos):
     b, port = tls_broker
     r = loadgen(tmp_path, "p2p", *short(port, "-c", "4", "-q", str(qos), "-r", "2000"),
-                "--tls", "--cafile", str(pki.ca), "--tls-server-name", "localhost")
+                "--tls", "--cafile", str(pki.cacert), "--tls-server-name", "localhost")
     assert r["tls"] is True
     assert_no_loss(r, copies=1)
 
@@ -74,17 +74,17 @@ def test_tls_big_batches_cross_the_tls_buffers(tls_broker, pki, tmp_path):
     b, port = tls_broker
     r = loadgen(tmp_path, "p2p", *short(port, "-c", "2", "-q", "0", "-s", "4096", "--batch", "64",
                                         "--max-outstanding", "200"),
-                "--tls", "--cafile", str(pki.ca))
+                "--tls", "--cafile", str(pki.cacert))
     assert_no_loss(r, copies=1)
 
 
-def test_tls_untrusted_server_is_refused(tls_broker, tmp_path):
+def test_tls_untrusted_server_is_refused(tls_broker, pki, tmp_path):
     """With another CA's certificate as the trust anchor every handshake fails,
     reported as a `tls` error naming the reason."""
     b, port = tls_broker
-    other = make_pki(tmp_path / "other")
+    rogue_ca = pki.dir / "rogue-ca.pem"  # a CA that did not sign the server's certificate
     rc, r, err = loadgen_failing(tmp_path, "conn", *brief(port, "-c", "3"),
-                                 "--tls", "--cafile", str(other.ca))
+                                 "--tls", "--cafile", str(rogue_ca))
     assert rc == 1, err
     assert r["clients"]["ready"] == 0 and r["clients"]["failed"] == 3
     assert r["errors"] == {"tls": 3}, r["errors"]
@@ -97,11 +97,11 @@ def test_tls_client_certificate_for_verify_peer(broker_factory, pki, tmp_path):
     port = ports["ssl"]
     cert, key = pki.client("loadgen")
     r = loadgen(tmp_path, "p2p", *short(port, "-c", "2", "-q", "1", "-r", "500"),
-                "--tls", "--cafile", str(pki.ca), "--cert", str(cert), "--key", str(key))
+                "--tls", "--cafile", str(pki.cacert), "--cert", str(cert), "--key", str(key))
     assert_no_loss(r, copies=1)
     # Without a certificate the server ends the handshake (or the connection).
     rc, r, err = loadgen_failing(tmp_path, "conn", *brief(port, "-c", "2"),
-                                 "--tls", "--cafile", str(pki.ca))
+                                 "--tls", "--cafile", str(pki.cacert))
     assert rc == 1, err
     assert r["clients"]["ready"] == 0 and r["clients"]["failed"] == 2
     assert set(r["errors"]) <= {"tls", "closed_by_server", "read"}, r["errors"]

@@ -5,7 +5,7 @@ playwright-core) over ws://.
 The Node scripts are in tests/js/ (`npm ci` there installs MQTT.js and
 playwright-core from its package-lock.json; scripts/install-test-deps.sh does
 it, with Node.js and Chromium from Debian). Certificates are made per test
-module by tests/e2e/certs.py.
+module by tests/e2e/pki.py.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import make_pki
+from pki import make_pki
 from conftest import REPO, free_port, make_uid
 from transports import WS_PATH, start_with_transports
 
@@ -96,7 +96,7 @@ def test_mqttjs_node_over_wss_trusting_the_test_ca(js_broker, pki):
     payload = f"hello over wss {make_uid('p')}"
     rc, out, err = run_node("node_client.mjs", {
         "url": f"wss://127.0.0.1:{wss_port(ports)}{WS_PATH}", "topic": topic, "payload": payload,
-        "clientId": make_uid("js-wss"), "protocolVersion": 5, "ca": str(pki.ca)})
+        "clientId": make_uid("js-wss"), "protocolVersion": 5, "ca": str(pki.cacert)})
     assert rc == 0 and out["ok"], (out, err, b.tail(30))
     assert (out["topic"], out["payload"]) == (topic, payload)
 

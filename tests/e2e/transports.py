@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import time
 
-from certs import Pki
+from pki import Pki
 from conftest import BROKER_KIND, deep_merge, free_port
 
 WS_PATH = "/mqtt"
@@ -22,9 +22,9 @@ WS_PATH = "/mqtt"
 
 def ringmq_listeners(ports: dict[str, int], pki: Pki, verify_peer: bool = False) -> dict:
     ssl_options = {
-        "certfile": str(pki.server_cert),
-        "keyfile": str(pki.server_key),
-        "cacertfile": str(pki.ca),
+        "certfile": str(pki.cert),
+        "keyfile": str(pki.key),
+        "cacertfile": str(pki.cacert),
         "verify": "verify_peer" if verify_peer else "verify_none",
     }
     if verify_peer:
@@ -55,7 +55,7 @@ def mosquitto_listeners(ports: dict[str, int], pki: Pki, verify_peer: bool = Fal
         if kind in ("ws", "wss"):
             lines.append("protocol websockets")
         if kind in ("ssl", "wss"):
-            lines += [f"cafile {pki.ca}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}"]
+            lines += [f"cafile {pki.cacert}", f"certfile {pki.cert}", f"keyfile {pki.key}"]
             if verify_peer:
                 lines.append("require_certificate true")
     return "\n".join(lines) + "\n"
