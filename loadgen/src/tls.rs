@@ -133,6 +133,11 @@ impl Write for Fd {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         sys::send(self.0, buf)
     }
+    // rustls hands every queued record over at once: the default would
+    // send only the first (a system call, and a segment, per record).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        sys::send_vectored(self.0, bufs)
+    }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

@@ -273,10 +273,25 @@ impl Config {
     pub(super) fn enabled_binds(&self) -> Vec<(String, SocketAddr)> {
         let l = &self.listeners;
         let key = |kind: &str, name: &str| format!("listeners.{kind}.{name}");
-        let tcp = l.tcp.iter().filter(|(_, c)| c.enable).map(|(n, c)| (key("tcp", n), c.bind));
-        let ssl = l.ssl.iter().filter(|(_, c)| c.enable).map(|(n, c)| (key("ssl", n), c.bind));
-        let ws = l.ws.iter().filter(|(_, c)| c.enable).map(|(n, c)| (key("ws", n), c.bind));
-        let wss = l.wss.iter().filter(|(_, c)| c.enable).map(|(n, c)| (key("wss", n), c.bind));
+        let tcp = l
+            .tcp
+            .iter()
+            .filter(|(_, c)| c.enable)
+            .map(|(n, c)| (key("tcp", n), c.bind));
+        let ssl = l
+            .ssl
+            .iter()
+            .filter(|(_, c)| c.enable)
+            .map(|(n, c)| (key("ssl", n), c.bind));
+        let ws =
+            l.ws.iter()
+                .filter(|(_, c)| c.enable)
+                .map(|(n, c)| (key("ws", n), c.bind));
+        let wss = l
+            .wss
+            .iter()
+            .filter(|(_, c)| c.enable)
+            .map(|(n, c)| (key("wss", n), c.bind));
         tcp.chain(ssl).chain(ws).chain(wss).collect()
     }
 

@@ -40,7 +40,10 @@ pub enum TransportError {
     TlsIo(std::io::Error),
     #[error("WebSocket handshake refused: {0}")]
     WsHandshake(String),
-    #[error("WebSocket upgrade request larger than {} bytes", crate::limits::WS_HANDSHAKE_BYTES_MAX)]
+    #[error(
+        "WebSocket upgrade request larger than {} bytes",
+        crate::limits::WS_HANDSHAKE_BYTES_MAX
+    )]
     WsHandshakeTooLarge,
     #[error("WebSocket text frame: MQTT is carried in binary frames only")]
     WsTextFrame,
@@ -99,7 +102,11 @@ impl Stack {
         result
     }
 
-    fn handle_wire_into(&mut self, bytes: &[u8], middle: &mut Vec<u8>) -> Result<(), TransportError> {
+    fn handle_wire_into(
+        &mut self,
+        bytes: &[u8],
+        middle: &mut Vec<u8>,
+    ) -> Result<(), TransportError> {
         let above_tls: &[u8] = match &mut self.tls {
             Some(tls) => {
                 let result = tls.handle_wire(bytes, middle, &mut self.wire_out);

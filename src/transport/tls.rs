@@ -118,7 +118,10 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsConfi
             roots.add(ca).map_err(|e| {
                 config_error(
                     "cacertfile",
-                    format!("{}: not a usable CA certificate: {e}", files.cacertfile.display()),
+                    format!(
+                        "{}: not a usable CA certificate: {e}",
+                        files.cacertfile.display()
+                    ),
                 )
             })?;
         }
@@ -213,7 +216,11 @@ impl Tls {
 
     /// Encrypts plaintext into records in `wire_out` (buffered by rustls
     /// until the handshake is done).
-    pub fn write_plain(&mut self, bytes: &[u8], wire_out: &mut Vec<u8>) -> Result<(), TransportError> {
+    pub fn write_plain(
+        &mut self,
+        bytes: &[u8],
+        wire_out: &mut Vec<u8>,
+    ) -> Result<(), TransportError> {
         self.conn
             .writer()
             .write_all(bytes)

@@ -95,7 +95,11 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
 }
 
 impl Callback for UpgradeCheck {
-    fn on_request(self, request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
         if request.uri().path() != &*self.mqtt_path {
             return Err(refuse(
                 StatusCode::NOT_FOUND,
@@ -230,7 +234,11 @@ impl Ws {
         }
     }
 
-    fn read_frames(&mut self, app_in: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), TransportError> {
+    fn read_frames(
+        &mut self,
+        app_in: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransportError> {
         let State::Open(socket) = &mut self.state else {
             return Ok(());
         };
