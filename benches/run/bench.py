@@ -309,7 +309,11 @@ class TlsListener:
 def make_tls_files(workdir: Path) -> tuple[Path, Path, Path]:
     """(CA, server certificate, key) for the TLS scenarios (tests/e2e/pki.py)."""
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
-    from pki import make_pki
+    try:
+        from pki import make_pki
+    except ImportError as e:
+        raise BenchError(f"the TLS scenarios make certificates with tests/e2e/pki.py: {e} "
+                         f"(run `make test-deps`, or leave them out with BENCH_ONLY)") from None
     pki = make_pki(workdir)
     # Mosquitto started as root reads the key after it drops to its own user.
     pki.key.chmod(0o644)
