@@ -200,6 +200,11 @@ pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// what the session transmits at once, so this bounds it like the TCP
 /// backlog.
 pub const TRANSPORT_WIRE_OUT_BYTES_MAX: usize = 256 * 1024;
+/// TLS bytes a connection may hold unprocessed: rustls joins a handshake
+/// message of up to 64 KiB (a client's certificate chain) in the buffer it
+/// is given, and a record is at most about 16.5 KiB; with one read on top,
+/// nothing legitimate needs more.
+pub const TLS_INCOMING_BYTES_MAX: usize = 64 * 1024 + 17 * 1024 + READ_CHUNK_BYTES;
 /// Certificates one PEM file (`ssl_options.certfile`, `cacertfile`) may hold.
 pub const TLS_PEM_CERTS_MAX: usize = 1_000;
 

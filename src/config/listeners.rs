@@ -149,8 +149,9 @@ macro_rules! config_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let allowed = concat!("one of", $(" \"", $text, "\""),+);
-                let text = value::string_matching(d, allowed, |s| {
+                let allowed =
+                    format!("one of {}", [$(concat!("\"", $text, "\"")),+].join(", "));
+                let text = value::string_matching(d, &allowed, |s| {
                     [$($text),+].iter().any(|t| t.eq_ignore_ascii_case(s.trim()))
                 })?;
                 let text = text.trim();
@@ -402,5 +403,167 @@ impl Config {
             config,
             peer_cert_cn_as_username: peer_cert_as_username == PeerCertAsUsername::Cn,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(Some(text), &env)
+    }
+
+    #[test]
+    fn no_transport_listener_by_default_and_a_present_table_is_enabled() {
+        let config = Config::default();
+        assert!(config.listeners.ssl.is_empty() && config.listeners.ws.is_empty());
+        assert!(config.listeners.wss.is_empty());
+        let config = load("[listeners.ws.default]\n", &[]).unwrap();
+        let ws = &config.listeners.ws["default"];
+        assert!(ws.enable);
+        assert_eq!(ws.bind, SocketAddr::from(([0, 0, 0, 0], 8083)));
+        assert_eq!(ws.websocket.mqtt_path, "/mqtt");
+        assert_eq!(ws.handshake_timeout, 15);
+        // The TCP default stays.
+        assert!(config.listeners.tcp["default"].enable);
+        let plans = config.listener_plans().unwrap();
+        assert_eq!(plans.len(), 2);
+        let ws_plan = plans
+            .iter()
+            .find(|p| p.key == "listeners.ws.default")
+            .unwrap();
+        let transport = ws_plan.transport.as_ref().unwrap();
+        assert!(transport.tls.is_none());
+        assert_eq!(
+            transport.ws.as_ref().unwrap().frame_bytes_max,
+            1024 * 1024 + limits::WS_FRAME_OVERHEAD_BYTES
+        );
+    }
+
+    #[test]
+    fn disabled_listener_is_not_started_and_its_files_are_not_read() {
+        let config = load(
+            "[listeners.ssl.default]\nenable = false\nssl_options.certfile = \"/nonexistent\"\n",
+            &[],
+        )
+        .unwrap();
+        let plans = config.listener_plans().unwrap();
+        assert!(plans.iter().all(|p| p.transport.is_none()));
+    }
+
+    #[test]
+    fn env_sets_nested_transport_keys() {
+        let config = load(
+            "",
+            &[
+                ("RINGMQ_LISTENERS__WSS__EDGE__BIND", "127.0.0.1:9443"),
+                ("RINGMQ_LISTENERS__WSS__EDGE__WEBSOCKET__MQTT_PATH", "/ws"),
+                (
+                    "RINGMQ_LISTENERS__WSS__EDGE__SSL_OPTIONS__VERIFY",
+                    "verify_peer",
+                ),
+                (
+                    "RINGMQ_LISTENERS__WSS__EDGE__SSL_OPTIONS__FAIL_IF_NO_PEER_CERT",
+                    "true",
+                ),
+                ("RINGMQ_LISTENERS__WSS__EDGE__PEER_CERT_AS_USERNAME", "cn"),
+                ("RINGMQ_LISTENERS__WSS__EDGE__HANDSHAKE_TIMEOUT", "1m"),
+            ],
+        )
+        .unwrap();
+        let wss = &config.listeners.wss["edge"];
+        assert_eq!(wss.bind, SocketAddr::from(([127, 0, 0, 1], 9443)));
+        assert_eq!(wss.websocket.mqtt_path, "/ws");
+        assert_eq!(wss.ssl_options.verify, Verify::VerifyPeer);
+        assert!(wss.ssl_options.fail_if_no_peer_cert);
+        assert_eq!(wss.peer_cert_as_username, PeerCertAsUsername::Cn);
+        assert_eq!(wss.handshake_timeout, 60);
+        // The dump loads back to the same config.
+        assert_eq!(load(&config.to_toml(), &[]).unwrap(), config);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                "[listeners.ssl.a]\nssl_options.verify = \"verify_all\"\n",
+                "listeners.ssl.a.ssl_options.verify",
+                "one of \"verify_none\", \"verify_peer\"",
+            ),
+            (
+                "[listeners.wss.a]\npeer_cert_as_username = \"dn\"\n",
+                "listeners.wss.a.peer_cert_as_username",
+                "\"cn\"",
+            ),
+            (
+                "[listeners.ws.a]\nwebsocket.mqtt_path = \"mqtt\"\n",
+                "listeners.ws.a.websocket.mqtt_path",
+                "starting with '/'",
+            ),
+            (
+                "[listeners.ws.a]\nhandshake_timeout = 0\n",
+                "listeners.ws.a.handshake_timeout",
+                "from 1 to 3600",
+            ),
+            (
+                "[listeners.ssl.a]\nssl_options.certfiles = \"x\"\n",
+                "listeners.ssl.a.ssl_options.certfiles",
+                "certfile",
+            ),
+            ("[listeners.ws.A]\n", "listeners.ws.A", "lowercase"),
+        ];
+        for (text, key, allowed) in cases {
+            let e = load(text, &[]).unwrap_err();
+            assert_eq!(e.key(), Some(key), "{e}");
+            assert!(e.to_string().contains(allowed), "{e}");
+        }
+    }
+
+    #[test]
+    fn listeners_of_different_kinds_may_not_overlap() {
+        let e = load(
+            "[listeners.tcp.default]\nbind = \"127.0.0.1:7000\"\n\
+             [listeners.ws.web]\nbind = \"0.0.0.0:7000\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("listeners.ws.web.bind"));
+        assert!(
+            e.to_string()
+                .contains("listeners.tcp.default.bind overlaps it"),
+            "{e}"
+        );
+        let e = load(
+            "[listeners.wss.web]\nbind = \"127.0.0.1:7001\"\n[api]\nbind = \"127.0.0.1:7001\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("api.bind"));
+        assert!(e.to_string().contains("listeners.wss.web.bind"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_certificate_names_the_key_and_where_it_was_set() {
+        let config = load(
+            "[listeners.ssl.default]\n",
+            &[(
+                "RINGMQ_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE",
+                "/nonexistent/cert.pem",
+            )],
+        )
+        .unwrap();
+        let e = config.listener_plans().err().expect("the file is missing");
+        let text = e.to_string();
+        assert_eq!(e.key(), Some("listeners.ssl.default.ssl_options.certfile"));
+        assert!(
+            text.contains("RINGMQ_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE"),
+            "{text}"
+        );
+        assert!(text.contains("/nonexistent/cert.pem"), "{text}");
     }
 }

@@ -51,6 +51,9 @@ impl Secured {
         // takes them; the rest with the next write or read.
         let drained = self.poll_drain(cx);
         if let Err(e) = fed {
+            // The peer's fault: this connection closes, with the reason in
+            // the log (the connection task sees only a failed read).
+            tracing::debug!(peer = ?self.tcp.peer_addr().ok(), error = %e, "transport error: closing");
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
         }
         if let Poll::Ready(Err(e)) = drained {

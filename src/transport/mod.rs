@@ -48,7 +48,7 @@ pub enum TransportError {
     #[error("WebSocket text frame: MQTT is carried in binary frames only")]
     WsTextFrame,
     #[error("WebSocket: {0}")]
-    Ws(tungstenite::Error),
+    Ws(Box<tungstenite::Error>),
 }
 
 /// The transport state of one TLS and/or WebSocket connection. Boxed by its
@@ -60,8 +60,6 @@ pub struct Stack {
     /// MQTT bytes decoded and not read yet; `app_in_read` of them are read.
     app_in: Vec<u8>,
     app_in_read: usize,
-    /// Bytes between the TLS and WebSocket layers (reused, kept empty).
-    middle: Vec<u8>,
     /// Bytes for the socket, in order (handshake answers, records, frames,
     /// alerts and close frames).
     wire_out: Vec<u8>,
@@ -77,7 +75,6 @@ impl Stack {
             ws: spec.ws.as_ref().map(ws::Ws::new),
             app_in: Vec::new(),
             app_in_read: 0,
-            middle: Vec::new(),
             wire_out: Vec::new(),
             peer_closed: false,
         })
@@ -95,54 +92,48 @@ impl Stack {
     /// response or a Close frame) went out if the socket takes it.
     pub fn handle_wire(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         self.compact_app_in();
-        let mut middle = std::mem::take(&mut self.middle);
-        let result = self.handle_wire_into(bytes, &mut middle);
-        middle.clear();
-        self.middle = middle;
-        result
-    }
-
-    fn handle_wire_into(
-        &mut self,
-        bytes: &[u8],
-        middle: &mut Vec<u8>,
-    ) -> Result<(), TransportError> {
-        let above_tls: &[u8] = match &mut self.tls {
-            Some(tls) => {
-                let result = tls.handle_wire(bytes, middle, &mut self.wire_out);
+        match (&mut self.tls, &mut self.ws) {
+            (Some(tls), None) => {
+                let result = tls.handle_wire(bytes, &mut self.app_in, &mut self.wire_out);
                 self.peer_closed |= tls.peer_closed();
-                result?;
-                middle
-            }
-            None => bytes,
-        };
-        match &mut self.ws {
-            Some(ws) => {
-                let mut frames_out = Vec::new();
-                let result = ws.handle_input(above_tls, &mut self.app_in, &mut frames_out);
-                self.peer_closed |= ws.peer_closed();
-                // A handshake answer, a pong, a close frame: sent even when
-                // the input failed (an HTTP error response says why).
-                self.send_down(&frames_out)?;
                 result
             }
-            None => {
-                self.app_in.extend_from_slice(above_tls);
-                Ok(())
+            (None, _) => self.handle_ws_input(bytes),
+            (Some(tls), Some(_)) => {
+                // WebSocket over TLS: the plaintext goes through the
+                // WebSocket layer (a buffer for this read only: an idle
+                // connection keeps none).
+                let mut plain = Vec::new();
+                let result = tls.handle_wire(bytes, &mut plain, &mut self.wire_out);
+                self.peer_closed |= tls.peer_closed();
+                let ws_result = self.handle_ws_input(&plain);
+                result.and(ws_result)
             }
         }
+    }
+
+    /// Feeds bytes to the WebSocket layer (straight to `app_in` without one).
+    fn handle_ws_input(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        let Some(ws) = &mut self.ws else {
+            self.app_in.extend_from_slice(bytes);
+            return Ok(());
+        };
+        let mut frames_out = Vec::new();
+        let result = ws.handle_input(bytes, &mut self.app_in, &mut frames_out);
+        self.peer_closed |= ws.peer_closed();
+        // A handshake answer, a pong, a close frame: sent even when the
+        // input failed (an HTTP error response says why).
+        self.send_down(&frames_out)?;
+        result
     }
 
     /// Encodes MQTT bytes the session transmits into `wire_out`.
     pub fn write_app(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         match &mut self.ws {
             Some(ws) => {
-                let mut frames = std::mem::take(&mut self.middle);
+                let mut frames = Vec::new();
                 ws.encode(bytes, &mut frames)?;
-                let result = self.send_down(&frames);
-                frames.clear();
-                self.middle = frames;
-                result
+                self.send_down(&frames)
             }
             None => self.send_down(bytes),
         }
@@ -212,10 +203,12 @@ impl Stack {
     }
 
     pub fn consume_wire_out(&mut self, n: usize) {
-        self.wire_out.drain(..n);
-        if self.wire_out.is_empty() && self.wire_out.capacity() > crate::limits::READ_CHUNK_BYTES {
-            // A burst grew it: an idle connection keeps no large buffer.
+        if n == self.wire_out.len() {
+            // All sent: an idle connection keeps no buffer (the price is an
+            // allocation per write on a busy one, small beside encryption).
             self.wire_out = Vec::new();
+        } else {
+            self.wire_out.drain(..n);
         }
     }
 

@@ -1,16 +1,22 @@
-//! TLS, server side: rustls's `ServerConnection` is itself sans-IO (records
-//! in through `read_tls`, out through `write_tls`), so it runs on the shard
-//! without an async runtime. Also here: building the listener's
+//! TLS, server side: rustls's unbuffered `UnbufferedServerConnection` is
+//! sans-IO (records in through `process_tls_records` from a buffer the
+//! caller owns, records out into a buffer the caller gives), so it runs on
+//! the shard without an async runtime. Also here: building the listener's
 //! `ServerConfig` from `ssl_options` (certificate files read once, at
 //! start) and reading the client certificate's Common Name for
 //! `peer_cert_as_username = "cn"`.
 
 use super::TransportError;
+use crate::limits;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
-use std::io::{Read, Write};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
+};
+use rustls::{RootCertStore, ServerConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -151,22 +157,39 @@ pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsConfi
     Ok(Arc::new(config))
 }
 
-/// One connection's TLS state.
+/// One connection's TLS state: rustls's unbuffered server connection, fed
+/// from a record buffer this struct owns, so that an idle connection holds
+/// none (rustls's buffered `ServerConnection` keeps a 4 KiB one for its
+/// whole life; docs/benchmarks.md).
 pub struct Tls {
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
+    /// Records received and not processed yet (a partial record at most,
+    /// between reads); released when empty.
+    incoming: Vec<u8>,
+    /// Plaintext written before the handshake allowed application data;
+    /// sent when it does. (Nothing is, in practice: MQTT and the WebSocket
+    /// upgrade answer only after the client spoke.)
+    pending_plain: Vec<u8>,
     peer_cert_cn_as_username: bool,
     peer_closed: bool,
 }
 
+/// What to do after one state of the unbuffered connection.
+enum Step {
+    Continue,
+    Stop,
+}
+
+/// Steps one call may take: each processes a record or emits one; a bound
+/// so that a bug cannot spin a shard.
+const STEPS_PER_CALL_MAX: usize = 4_096;
+
 impl Tls {
     pub fn new(spec: &TlsSpec) -> Result<Tls, TransportError> {
-        let mut conn = ServerConnection::new(spec.config.clone())?;
-        // The owner bounds what waits for the socket
-        // (`limits::TRANSPORT_WIRE_OUT_BYTES_MAX`); rustls's own limit
-        // would make a write take less than it was given.
-        conn.set_buffer_limit(None);
         Ok(Tls {
-            conn,
+            conn: UnbufferedServerConnection::new(spec.config.clone())?,
+            incoming: Vec::new(),
+            pending_plain: Vec::new(),
             peer_cert_cn_as_username: spec.peer_cert_cn_as_username,
             peer_closed: false,
         })
@@ -184,61 +207,188 @@ impl Tls {
     /// rustls answers (handshake, alerts) to `wire_out`.
     pub fn handle_wire(
         &mut self,
-        mut bytes: &[u8],
+        bytes: &[u8],
         plain: &mut Vec<u8>,
         wire_out: &mut Vec<u8>,
     ) -> Result<(), TransportError> {
-        let result = (|| {
-            while !bytes.is_empty() {
-                // Takes what fits rustls's record buffer; the loop feeds
-                // the rest once the records read were processed.
-                self.conn
-                    .read_tls(&mut bytes)
-                    .map_err(TransportError::TlsIo)?;
-                let state = self.conn.process_new_packets()?;
-                self.peer_closed |= state.peer_has_closed();
-                let n = state.plaintext_bytes_to_read();
-                if n > 0 {
-                    let start = plain.len();
-                    plain.resize(start + n, 0);
-                    self.conn
-                        .reader()
-                        .read_exact(&mut plain[start..])
-                        .map_err(TransportError::TlsIo)?;
-                }
-            }
-            Ok(())
-        })();
-        // A failed record leaves an alert for the peer.
-        self.drain(wire_out);
+        if self.incoming.len() + bytes.len() > limits::TLS_INCOMING_BYTES_MAX {
+            return Err(TransportError::TlsIo(std::io::Error::other(
+                "more unprocessed TLS bytes than any record or handshake message takes",
+            )));
+        }
+        self.incoming.extend_from_slice(bytes);
+        let result = self.drive(plain, wire_out);
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
+        }
+        if result.is_err() {
+            // The alert saying why goes out before the close.
+            self.emit_queued(wire_out);
+        }
         result
     }
 
-    /// Encrypts plaintext into records in `wire_out` (buffered by rustls
-    /// until the handshake is done).
+    /// Processes what `incoming` holds until rustls needs more bytes (or
+    /// the handshake is done and nothing is left).
+    fn drive(&mut self, plain: &mut Vec<u8>, wire_out: &mut Vec<u8>) -> Result<(), TransportError> {
+        for _ in 0..STEPS_PER_CALL_MAX {
+            let (discard, step) = {
+                let UnbufferedStatus { mut discard, state } =
+                    self.conn.process_tls_records(&mut self.incoming);
+                let step = match state {
+                    Err(e) => Err(TransportError::Tls(e)),
+                    Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                        let mut step = Ok(Step::Continue);
+                        while let Some(record) = traffic.next_record() {
+                            match record {
+                                Ok(record) => {
+                                    discard += record.discard;
+                                    plain.extend_from_slice(record.payload);
+                                }
+                                Err(e) => {
+                                    step = Err(TransportError::Tls(e));
+                                    break;
+                                }
+                            }
+                        }
+                        step
+                    }
+                    Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                        encode_into(&mut encode, wire_out);
+                        Ok(Step::Continue)
+                    }
+                    // What was encoded is in `wire_out`: the caller sends it.
+                    Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                        transmit.done();
+                        Ok(Step::Continue)
+                    }
+                    Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                        if self.pending_plain.is_empty() {
+                            Ok(Step::Stop)
+                        } else {
+                            let pending = std::mem::take(&mut self.pending_plain);
+                            encrypt_into(&mut traffic, &pending, wire_out).map(|()| Step::Stop)
+                        }
+                    }
+                    Ok(ConnectionState::PeerClosed) => {
+                        self.peer_closed = true;
+                        Ok(Step::Continue)
+                    }
+                    Ok(ConnectionState::Closed) => {
+                        self.peer_closed = true;
+                        Ok(Step::Stop)
+                    }
+                    // BlockedHandshake, and early data, which is not
+                    // enabled (the config's max_early_data_size is 0).
+                    Ok(_) => Ok(Step::Stop),
+                };
+                (discard, step)
+            };
+            self.incoming.drain(..discard);
+            if let Step::Stop = step? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes what rustls queued (an alert after an error) into `wire_out`.
+    fn emit_queued(&mut self, wire_out: &mut Vec<u8>) {
+        let mut empty: [u8; 0] = [];
+        for _ in 0..8 {
+            match self.conn.process_tls_records(&mut empty).state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_into(&mut encode, wire_out)
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Encrypts plaintext into records in `wire_out` (kept until the
+    /// handshake allows application data).
     pub fn write_plain(
         &mut self,
         bytes: &[u8],
         wire_out: &mut Vec<u8>,
     ) -> Result<(), TransportError> {
-        self.conn
-            .writer()
-            .write_all(bytes)
-            .map_err(TransportError::TlsIo)?;
-        self.drain(wire_out);
-        Ok(())
+        self.with_write_traffic(wire_out, |traffic, wire_out, pending| match traffic {
+            Some(traffic) => encrypt_into(traffic, bytes, wire_out),
+            None => {
+                pending.extend_from_slice(bytes);
+                Ok(())
+            }
+        })
     }
 
     pub fn close(&mut self, wire_out: &mut Vec<u8>) {
-        self.conn.send_close_notify();
-        self.drain(wire_out);
+        let _ = self.with_write_traffic(wire_out, |traffic, wire_out, _| {
+            if let Some(traffic) = traffic {
+                grow_into(wire_out, 64, |buf| traffic.queue_close_notify(buf))?;
+            }
+            Ok(())
+        });
     }
 
-    fn drain(&mut self, wire_out: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            // Writing into a Vec cannot fail.
-            let _ = self.conn.write_tls(wire_out);
+    /// Runs `write` with the connection's write state once rustls offers
+    /// it (`None` while the handshake does not allow application data),
+    /// encoding what rustls has to send first.
+    fn with_write_traffic(
+        &mut self,
+        wire_out: &mut Vec<u8>,
+        write: impl FnOnce(
+            Option<&mut WriteTraffic<'_, ServerConnectionData>>,
+            &mut Vec<u8>,
+            &mut Vec<u8>,
+        ) -> Result<(), TransportError>,
+    ) -> Result<(), TransportError> {
+        let mut write = Some(write);
+        for _ in 0..STEPS_PER_CALL_MAX {
+            let (discard, step) = {
+                let UnbufferedStatus { discard, state } =
+                    self.conn.process_tls_records(&mut self.incoming);
+                let step = match state {
+                    Err(e) => Err(TransportError::Tls(e)),
+                    Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                        let write = write.take().expect("called once: Stop follows");
+                        write(Some(&mut traffic), wire_out, &mut self.pending_plain)
+                            .map(|()| Step::Stop)
+                    }
+                    Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                        encode_into(&mut encode, wire_out);
+                        Ok(Step::Continue)
+                    }
+                    Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                        transmit.done();
+                        Ok(Step::Continue)
+                    }
+                    Ok(ConnectionState::PeerClosed) => {
+                        self.peer_closed = true;
+                        Ok(Step::Continue)
+                    }
+                    // The peer is gone: nothing more is sent.
+                    Ok(ConnectionState::Closed) => Ok(Step::Stop),
+                    // `drive` leaves no complete record unprocessed, so a
+                    // read state here would be a received record nobody
+                    // reads: refuse rather than lose it.
+                    Ok(ConnectionState::ReadTraffic(_)) => Err(TransportError::TlsIo(
+                        std::io::Error::other("TLS records left unread before a write"),
+                    )),
+                    // The handshake is not done: keep the plaintext.
+                    Ok(_) => {
+                        let write = write.take().expect("called once: Stop follows");
+                        write(None, wire_out, &mut self.pending_plain).map(|()| Step::Stop)
+                    }
+                };
+                (discard, step)
+            };
+            self.incoming.drain(..discard);
+            if let Step::Stop = step? {
+                return Ok(());
+            }
         }
+        Ok(())
     }
 
     pub fn peer_username(&self) -> Option<String> {
@@ -248,6 +398,81 @@ impl Tls {
         let cert = self.conn.peer_certificates()?.first()?;
         subject_common_name(cert)
     }
+}
+
+/// Appends what `write` puts into a buffer to `out`, growing the room as
+/// rustls asks for it.
+fn grow_into<E: Into<RoomError>>(
+    out: &mut Vec<u8>,
+    first_room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), TransportError> {
+    let start = out.len();
+    let mut room = first_room;
+    loop {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]).map_err(Into::into) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(RoomError::Needs(required)) if required > room => room = required,
+            Err(RoomError::Needs(_)) | Err(RoomError::Done) => {
+                out.truncate(start);
+                return Ok(());
+            }
+            Err(RoomError::Failed(message)) => {
+                out.truncate(start);
+                return Err(TransportError::TlsIo(std::io::Error::other(message)));
+            }
+        }
+    }
+}
+
+/// rustls's "not enough room" and other outcomes of an encode or encrypt.
+enum RoomError {
+    Needs(usize),
+    /// Nothing (more) to encode.
+    Done,
+    Failed(String),
+}
+
+impl From<EncodeError> for RoomError {
+    fn from(e: EncodeError) -> Self {
+        match e {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                RoomError::Needs(required_size)
+            }
+            EncodeError::AlreadyEncoded => RoomError::Done,
+        }
+    }
+}
+
+impl From<EncryptError> for RoomError {
+    fn from(e: EncryptError) -> Self {
+        match e {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                RoomError::Needs(required_size)
+            }
+            other => RoomError::Failed(other.to_string()),
+        }
+    }
+}
+
+fn encode_into(encode: &mut EncodeTlsData<'_, ServerConnectionData>, out: &mut Vec<u8>) {
+    // Encoding cannot fail but for room (handled) or a repeat (nothing).
+    let _ = grow_into(out, 4096, |buf| encode.encode(buf));
+}
+
+fn encrypt_into(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), TransportError> {
+    // Records add a header, a content type and a tag (at most 64 bytes per
+    // 16 KiB record).
+    let room = plain.len() + 64 * (plain.len() / 16_384 + 1);
+    grow_into(out, room, |buf| traffic.encrypt(plain, buf))
 }
 
 /// The last Common Name (OID 2.5.4.3) in an X.509 certificate's subject, as

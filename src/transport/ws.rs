@@ -52,6 +52,16 @@ impl MemoryIo {
         self.rx.extend_from_slice(bytes);
     }
 
+    /// Moves what the codec wrote to `out`, keeping no buffer here.
+    fn take_tx(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            *out = std::mem::take(&mut self.tx);
+        } else {
+            out.append(&mut self.tx);
+            self.tx = Vec::new();
+        }
+    }
+
     fn release_if_read(&mut self) {
         if self.rx_read == self.rx.len() {
             self.rx = Vec::new();
@@ -200,13 +210,13 @@ impl Ws {
             handshake.get_mut().get_mut().feed(bytes);
             match handshake.handshake() {
                 Ok(mut socket) => {
-                    out.append(&mut socket.get_mut().tx);
+                    socket.get_mut().take_tx(out);
                     self.state = State::Open(socket);
                     // Frames the client sent right behind its request.
                     return self.read_frames(app_in, out);
                 }
                 Err(HandshakeError::Interrupted(mut handshake)) => {
-                    out.append(&mut handshake.get_mut().get_mut().tx);
+                    handshake.get_mut().get_mut().take_tx(out);
                     self.state = State::Upgrading(handshake);
                     return Ok(());
                 }
@@ -245,7 +255,9 @@ impl Ws {
         let result = loop {
             match socket.read() {
                 Ok(Message::Binary(data)) => app_in.extend_from_slice(&data),
-                Ok(Message::Text(_)) => {
+                // A text frame; tungstenite checks its UTF-8 before it
+                // hands it over, so one that is not UTF-8 is an error.
+                Ok(Message::Text(_)) | Err(tungstenite::Error::Utf8(_)) => {
                     let _ = socket.close(Some(CloseFrame {
                         code: CloseCode::Unsupported,
                         reason: "MQTT uses binary frames".into(),
@@ -271,14 +283,14 @@ impl Ws {
                     // bad opcode): tungstenite has queued a Close frame
                     // where the RFC asks for one.
                     let _ = socket.flush();
-                    break Err(TransportError::Ws(e));
+                    break Err(TransportError::Ws(Box::new(e)));
                 }
             }
         };
         // Replies (pong, close) are written by a flush.
         let _ = socket.flush();
         let io = socket.get_mut();
-        out.append(&mut io.tx);
+        io.take_tx(out);
         io.release_if_read();
         result
     }
@@ -292,8 +304,8 @@ impl Ws {
         };
         socket
             .send(Message::Binary(bytes::Bytes::copy_from_slice(bytes)))
-            .map_err(TransportError::Ws)?;
-        out.append(&mut socket.get_mut().tx);
+            .map_err(|e| TransportError::Ws(Box::new(e)))?;
+        socket.get_mut().take_tx(out);
         Ok(())
     }
 
@@ -302,7 +314,7 @@ impl Ws {
         if let State::Open(socket) = &mut self.state {
             let _ = socket.close(None);
             let _ = socket.flush();
-            out.append(&mut socket.get_mut().tx);
+            socket.get_mut().take_tx(out);
         }
     }
 }
