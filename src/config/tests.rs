@@ -348,10 +348,10 @@ fn unknown_keys_at_every_level() {
         ],
     );
     message(
-        load("[listeners.ssl.default]\nbind = \"0.0.0.0:8883\""),
+        load("[listeners.quic.default]\nbind = \"0.0.0.0:14567\""),
         &[
-            "unknown key listeners.ssl",
-            "known keys in [listeners]: tcp",
+            "unknown key listeners.quic",
+            "known keys in [listeners]: tcp, ssl, ws, wss",
         ],
     );
     message(

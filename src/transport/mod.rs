@@ -1,5 +1,5 @@
 //! Transports under the MQTT byte stream, sans-IO: TLS (`tls.rs`, rustls's
-//! `ServerConnection`) and WebSocket (`ws.rs`, RFC 6455 through
+//! `UnbufferedServerConnection`) and WebSocket (`ws.rs`, RFC 6455 through
 //! tungstenite's handshake and frame codec over in-memory buffers), stacked
 //! as TCP -> TLS -> WebSocket -> MQTT. A [`Stack`] is fed the bytes the
 //! socket read (`handle_wire`) and the bytes the session transmits

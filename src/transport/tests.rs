@@ -1,23 +1,55 @@
 //! The transport stack without sockets: a rustls client and hand-made
-//! WebSocket frames against `Stack`, bytes passed by hand. Certificates in
-//! `testdata/` (a CA, a server certificate for localhost, a client
-//! certificate with CN "device-7"; valid until 2123) were made for these
-//! tests only.
+//! WebSocket frames against `Stack`, bytes passed by hand. The certificates
+//! (a CA, a server certificate for localhost, a client certificate with CN
+//! "device-7") are made once per test process by rcgen, into a temporary
+//! directory: no private key lives in the repository.
 
 use super::tls::{self, TlsFiles, TlsSpec};
 use super::ws::WsSpec;
 use super::*;
 use crate::limits;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ClientConnection;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The directory with `ca.pem`, `server.crt`/`.key`, `client.crt`/`.key`.
+fn testdata_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("ringmq-transport-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(DnType::CommonName, "ca");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        for (name, cn, purpose) in [
+            ("server", "localhost", ExtendedKeyUsagePurpose::ServerAuth),
+            ("client", "device-7", ExtendedKeyUsagePurpose::ClientAuth),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![cn.to_string()]).unwrap();
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "ringmq tests");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![purpose];
+            let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        dir
+    })
+}
 
 fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/transport/testdata")
-        .join(name)
+    testdata_dir().join(name)
 }
 
 fn tls_spec(verify_peer: bool, fail_if_no_peer_cert: bool) -> TlsSpec {
@@ -272,16 +304,19 @@ fn upgraded() -> Stack {
     server
         .handle_wire(&upgrade_request("/mqtt", Some("mqtt")))
         .unwrap();
-    let response = String::from_utf8(server.wire_out().to_vec()).unwrap();
+    // Header names are case-insensitive; tungstenite writes them lowercase.
+    let response = String::from_utf8(server.wire_out().to_vec())
+        .unwrap()
+        .to_ascii_lowercase();
     server.consume_wire_out(response.len());
-    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    assert!(response.starts_with("http/1.1 101"), "{response}");
     assert!(
-        response.contains("Sec-WebSocket-Protocol: mqtt\r\n"),
+        response.contains("sec-websocket-protocol: mqtt\r\n"),
         "{response}"
     );
     // RFC 6455 section 1.3's example key and answer.
     assert!(
-        response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        response.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
         "{response}"
     );
     assert!(server.is_established());

@@ -172,6 +172,8 @@ pub struct Tls {
     pending_plain: Vec<u8>,
     peer_cert_cn_as_username: bool,
     peer_closed: bool,
+    /// rustls refused the peer: nothing more is processed or sent.
+    failed: bool,
 }
 
 /// What to do after one state of the unbuffered connection.
@@ -192,6 +194,7 @@ impl Tls {
             pending_plain: Vec::new(),
             peer_cert_cn_as_username: spec.peer_cert_cn_as_username,
             peer_closed: false,
+            failed: false,
         })
     }
 
@@ -211,6 +214,11 @@ impl Tls {
         plain: &mut Vec<u8>,
         wire_out: &mut Vec<u8>,
     ) -> Result<(), TransportError> {
+        if self.failed {
+            return Err(TransportError::TlsIo(std::io::Error::other(
+                "the TLS connection failed before",
+            )));
+        }
         if self.incoming.len() + bytes.len() > limits::TLS_INCOMING_BYTES_MAX {
             return Err(TransportError::TlsIo(std::io::Error::other(
                 "more unprocessed TLS bytes than any record or handshake message takes",
@@ -222,6 +230,7 @@ impl Tls {
             self.incoming = Vec::new();
         }
         if result.is_err() {
+            self.failed = true;
             // The alert saying why goes out before the close.
             self.emit_queued(wire_out);
         }
@@ -294,15 +303,12 @@ impl Tls {
 
     /// Encodes what rustls queued (an alert after an error) into `wire_out`.
     fn emit_queued(&mut self, wire_out: &mut Vec<u8>) {
-        let mut empty: [u8; 0] = [];
-        for _ in 0..8 {
-            match self.conn.process_tls_records(&mut empty).state {
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, wire_out)
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => return,
-            }
+        // One call: rustls hands out what it queued before it processes the
+        // records again (which would fail again). Its state refers into the
+        // record buffer it was given, so the same buffer is passed.
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
+            encode_into(&mut encode, wire_out);
         }
     }
 
@@ -343,6 +349,11 @@ impl Tls {
             &mut Vec<u8>,
         ) -> Result<(), TransportError>,
     ) -> Result<(), TransportError> {
+        if self.failed {
+            return Err(TransportError::TlsIo(std::io::Error::other(
+                "the TLS connection failed before",
+            )));
+        }
         let mut write = Some(write);
         for _ in 0..STEPS_PER_CALL_MAX {
             let (discard, step) = {
@@ -384,8 +395,13 @@ impl Tls {
                 (discard, step)
             };
             self.incoming.drain(..discard);
-            if let Step::Stop = step? {
-                return Ok(());
+            match step {
+                Ok(Step::Stop) => return Ok(()),
+                Ok(Step::Continue) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
             }
         }
         Ok(())
