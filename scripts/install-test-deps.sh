@@ -6,6 +6,12 @@
 #   - Debian's prometheus (the server and promtool): tests/e2e/test_prometheus.py
 #     starts a real Prometheus that scrapes the broker and checks the format
 #   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
+#   - Node.js, npm and Chromium (Debian packages) and, with `npm ci` in tests/js,
+#     MQTT.js and playwright-core as pinned in tests/js/package-lock.json
+#     (tests/e2e/test_mqttjs.py; playwright-core drives Debian's chromium, it
+#     downloads no browser of its own)
+#   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout,
+#     cryptography for the test certificates)
 # Installs only what is missing; safe to run repeatedly and without a terminal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +48,36 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   fi
 fi
 
+have_js_tools() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+    { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
+}
+
+if ! have_js_tools; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing nodejs npm chromium (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm chromium ca-certificates </dev/null
+  else
+    echo "warning: node/npm/chromium missing and no apt-get; tests/e2e/test_mqttjs.py will fail" >&2
+  fi
+fi
+
+# npm ci only when node_modules is missing or older than the lock file.
+JS=tests/js
+if command -v npm >/dev/null 2>&1 &&
+  { [ ! -d "$JS/node_modules" ] || [ "$JS/package-lock.json" -nt "$JS/node_modules/.package-lock.json" ]; }; then
+  echo "installing MQTT.js and playwright-core (npm ci in $JS)" >&2
+  (cd "$JS" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error </dev/null)
+fi
+
 PY=${PYTHON:-python3}
 if ! "$PY" - <<'PYEOF' 2>/dev/null
 import importlib.metadata as m
 import sys
 ok = m.version("paho-mqtt").split(".")[0] == "2"
-m.version("pytest"); m.version("pytest-timeout")
+m.version("pytest"); m.version("pytest-timeout"); m.version("cryptography")
 sys.exit(0 if ok else 1)
 PYEOF
 then

@@ -47,6 +47,11 @@ REPO = Path(__file__).resolve().parents[2]
 BROKER_CPU = 0
 LOADGEN_CPU = 1
 IDLE_CONNECTIONS = 10_000
+# Scenarios 7 and 8 (TLS): idle TLS connections held, and TLS handshakes per
+# second. Fewer than scenario 6: the load generator's own TLS handshakes
+# (certificate checks) cost more than the broker's.
+IDLE_TLS_CONNECTIONS = 5_000
+TLS_RATE_CONNECTIONS = 2_000
 # Descriptors beyond the idle connections that a broker or the load generator
 # needs for itself (listeners, epoll, io_uring, logs).
 FDS_SPARE = 200
@@ -185,9 +190,16 @@ class BrokerKind:
     binary: str
     version: str = ""
 
-    def config(self, port: int | str, workdir: Path, ringmq_defaults: bool = False) -> tuple[str, str]:
+    def config(self, port: int | str, workdir: Path, ringmq_defaults: bool = False,
+               tls: "TlsListener | None" = None) -> tuple[str, str]:
         """(file name, text) of the generated config; `ringmq_defaults`: ringmq's
-        [mqtt] section left at its defaults."""
+        [mqtt] section left at its defaults; `tls`: a TLS listener as well."""
+        name, text = self._config(port, workdir, ringmq_defaults)
+        if tls is not None:
+            text += tls.config(self.name)
+        return name, text
+
+    def _config(self, port: int | str, workdir: Path, ringmq_defaults: bool) -> tuple[str, str]:
         if self.name == "ringmq":
             mqtt = ([] if ringmq_defaults else
                     [f"max_inflight = {RINGMQ_MAX_INFLIGHT}", f"max_mqueue_len = {RINGMQ_MAX_MQUEUE_LEN}"])
@@ -263,15 +275,64 @@ class BrokerKind:
         return [self.binary, "--config-file", str(config_path)]
 
 
+@dataclass
+class TlsListener:
+    """A TLS listener beside the TCP one (scenarios 7 and 8): its port and the
+    certificate files (tests/e2e/pki.py: EC P-256, CN=localhost)."""
+    port: int | str
+    ca: Path
+    cert: Path
+    key: Path
+
+    def config(self, broker: str) -> str:
+        if broker == "ringmq":
+            return "\n".join([
+                "[listeners.ssl.default]",
+                f'bind = "127.0.0.1:{self.port}"',
+                f'ssl_options.certfile = "{self.cert}"',
+                f'ssl_options.keyfile = "{self.key}"',
+                f'ssl_options.cacertfile = "{self.ca}"',
+                'ssl_options.verify = "verify_none"',
+                "",
+            ])
+        if broker == "mosquitto":
+            return "\n".join([
+                f"listener {self.port} 127.0.0.1",
+                f"cafile {self.ca}",
+                f"certfile {self.cert}",
+                f"keyfile {self.key}",
+                "",
+            ])
+        raise BenchError(f"no TLS listener config for {broker}")
+
+
+def make_tls_files(workdir: Path) -> tuple[Path, Path, Path]:
+    """(CA, server certificate, key) for the TLS scenarios (tests/e2e/pki.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    try:
+        from pki import make_pki
+    except ImportError as e:
+        raise BenchError(f"the TLS scenarios make certificates with tests/e2e/pki.py: {e} "
+                         f"(run `make test-deps`, or leave them out with BENCH_ONLY)") from None
+    pki = make_pki(workdir)
+    # Mosquitto started as root reads the key after it drops to its own user.
+    pki.key.chmod(0o644)
+    return pki.cacert, pki.cert, pki.key
+
+
 class Broker:
     """One broker process, pinned with taskset, on its own port and directory."""
 
-    def __init__(self, kind: BrokerKind, workdir: Path, ringmq_defaults: bool = False):
+    def __init__(self, kind: BrokerKind, workdir: Path, ringmq_defaults: bool = False,
+                 tls_files: tuple[Path, Path, Path] | None = None):
         self.kind = kind
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        name, text = kind.config(self.port, workdir, ringmq_defaults)
+        # The TLS listener's port (scenarios with `tls`), else None.
+        self.tls_port = free_port() if tls_files else None
+        tls = TlsListener(self.tls_port, *tls_files) if tls_files else None
+        name, text = kind.config(self.port, workdir, ringmq_defaults, tls)
         self.config_path = workdir / name
         self.config_path.write_text(text)
         self.argv = ["taskset", "-c", str(BROKER_CPU), *kind.argv(self.config_path)]
@@ -293,8 +354,11 @@ class Broker:
                 raise BenchError(f"{self.kind.label} exited with {self.proc.returncode} before "
                                  f"listening: {shlex.join(self.argv)}\n{self.tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                for port in (self.port, self.tls_port):
+                    if port is not None:
+                        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                            pass
+                return self
             except OSError:
                 time.sleep(0.02)
         self.stop()
@@ -472,6 +536,11 @@ class Scenario:
     kind: str                        # tput, latency, idle
     note: str = ""
     ringmq_defaults: bool = False    # ringmq without the [mqtt] settings above
+    tls: bool = False                # the load generator connects to the broker's TLS listener
+    connections: int = IDLE_CONNECTIONS  # idle / handshake: connections the broker must hold
+    # Brokers this scenario runs against (None: all). FlashMQ's TLS listener
+    # is not set up here (no FlashMQ on the development box to check it).
+    only_brokers: tuple[str, ...] | None = None
 
 
 def scenarios(half_rate: float | None) -> list[Scenario]:
@@ -500,6 +569,17 @@ def scenarios(half_rate: float | None) -> list[Scenario]:
                         "50 pairs, evenly paced", half, "latency"))
     out.append(Scenario("idle", f"6. {IDLE_CONNECTIONS:,} idle MQTT 5 connections",
                         ["conn", "-c", str(IDLE_CONNECTIONS), "-V", "5", "-d", HOLD_IDLE], "idle"))
+    # CAFILE is replaced by the run's CA certificate (main).
+    tls = ["--tls", "--cafile", "CAFILE", "--tls-server-name", "localhost"]
+    out.append(Scenario("idleTls", f"7. {IDLE_TLS_CONNECTIONS:,} idle MQTT 5 connections over TLS "
+                        "(TLS 1.3, ECDSA P-256 certificate)",
+                        ["conn", "-c", str(IDLE_TLS_CONNECTIONS), "-V", "5", "-d", HOLD_IDLE, *tls], "idle",
+                        tls=True, connections=IDLE_TLS_CONNECTIONS, only_brokers=("ringmq", "mosquitto")))
+    out.append(Scenario("tlsRate", f"8. TLS handshakes per second: {TLS_RATE_CONNECTIONS:,} new MQTT 5 "
+                        "connections over TLS, 64 handshakes in flight",
+                        ["conn", "-c", str(TLS_RATE_CONNECTIONS), "-V", "5", "-d", HOLD_IDLE,
+                         "--connect-inflight", "64", *tls], "handshake",
+                        tls=True, connections=TLS_RATE_CONNECTIONS, only_brokers=("ringmq", "mosquitto")))
     return out
 
 
@@ -521,14 +601,14 @@ def run_idle(lg: Loadgen, broker: Broker, sc: Scenario, prefix: str, tag: str) -
     fds_before = broker.open_fds()
     rss_before = broker.rss_kib()
     path = lg.next_json(tag)
-    argv = lg.argv(sc.args, broker.port, prefix, path)
+    argv = lg.argv(sc.args, broker.tls_port if sc.tls else broker.port, prefix, path)
     sampler = CpuSampler(broker.pid)
     sampler.start()
     started = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lg_sampler = CpuSampler(p.pid)
     lg_sampler.start()
-    want = fds_before + IDLE_CONNECTIONS
+    want = fds_before + sc.connections
     deadline = time.monotonic() + lg.timeout_s(sc.args)
     reached_s = None
     while p.poll() is None and time.monotonic() < deadline:
@@ -554,7 +634,7 @@ def run_idle(lg: Loadgen, broker: Broker, sc: Scenario, prefix: str, tag: str) -
         raise BenchError(f"load generator exited {p.returncode}: {shlex.join(argv)}\n{out[-2000:]}{err[-2000:]}")
     report = json.loads(path.read_text())
     if rss_after is None:
-        raise BenchError(f"{broker.kind.label}: never held {IDLE_CONNECTIONS} connections while the load "
+        raise BenchError(f"{broker.kind.label}: never held {sc.connections} connections while the load "
                          f"generator ran (open fds {broker.open_fds()}, wanted {want}): {shlex.join(argv)}")
     ready = report["clients"]["ready"]
     cpu = sampler.pct(started, started + report["clients"]["setup_s"])
@@ -678,6 +758,7 @@ TARGETS = {
     "lathalf": "p99 < 1 ms",
     "idle_rss": "≤ 1 KiB per connection",
     "idle_rate": "≥ 20k conn/s",
+    "idle_tls_rss": "< 8 KiB per TLS connection",
 }
 
 
@@ -862,7 +943,12 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
         runs = results[sc.key]
         w(f"### {sc.title}")
         w("")
-        if sc.kind == "idle":
+        if sc.kind == "handshake":
+            rows = [("TLS handshakes per second (connect rate)", "conn_per_s", "conn/s"),
+                    ("broker CPU while connecting", "cpu", "%"),
+                    (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"),
+                    ("load generator CPU while connecting (all threads)", "loadgen_cpu", "%")]
+        elif sc.kind == "idle":
             rows = [("RSS per connection", "rss_per_conn_b", "B"), ("connect rate", "conn_per_s", "conn/s"),
                     ("broker CPU while connecting", "cpu", "%"),
                     (f"CPU {BROKER_CPU} busy beyond the broker", "other", "%"),
@@ -894,6 +980,21 @@ def write_doc(doc: Path, plot_path: Path | None, ctx: dict) -> None:
                 cells.append(f"{a / c:.2f}" if a is not None and c not in (None, 0) and key not in ("lost", "busy", "cpu", "other", "loadgen_cpu") else "–")
             w("| " + " | ".join(cells) + " |")
         w("")
+        if sc.only_brokers:
+            skipped = [b.label for b in brokers if b.name not in sc.only_brokers]
+            if skipped:
+                w(f"Not run against {', '.join(skipped)}: this script sets up no TLS listener for it.")
+                w("")
+        if sc.tls:
+            w("The load generator connects with `--tls` (rustls, TLS 1.3, trusting the run's test CA): "
+              "each connection is a full handshake (no resumption), and the CONNACK comes after it. "
+              "The load generator's side of a handshake (two ECDSA verifications) costs more than the "
+              "broker's (one signature): see its CPU row.")
+            w("")
+        if sc.kind == "handshake":
+            w("Handshakes per second = connections / the load generator's set-up time (`clients.setup_s`, "
+              "from start until the last CONNACK, `--connect-inflight 64`).")
+            w("")
         if sc.kind == "idle":
             w("RSS per connection = (broker VmRSS with the connections held − VmRSS before) / connections, "
               "read from `/proc/PID/status` one second after the broker's open descriptors show every "
@@ -1110,6 +1211,15 @@ def build_summary(ctx: dict) -> None:
         m = meds("idle", "conn_per_s")
         rows.append(["6 10k idle v5 connections", "connect rate (conn/s)", *sums("idle", "conn_per_s", "conn/s"),
                      *ratios(m), TARGETS["idle_rate"], met(m["ringmq"] >= 20000 if m["ringmq"] is not None else None)])
+    if "idleTls" in results:
+        m = meds("idleTls", "rss_per_conn_b")
+        rows.append([f"7 {IDLE_TLS_CONNECTIONS // 1000}k idle v5 TLS connections", "RSS per connection",
+                     *sums("idleTls", "rss_per_conn_b", "B"), *ratios(m), TARGETS["idle_tls_rss"],
+                     met(m["ringmq"] < 8192 if m["ringmq"] is not None else None)])
+    if "tlsRate" in results:
+        m = meds("tlsRate", "conn_per_s")
+        rows.append(["8 TLS handshakes", "handshakes per second", *sums("tlsRate", "conn_per_s", "conn/s"),
+                     *ratios(m), "", ""])
     ctx["summary_rows"] = rows
 
 
@@ -1188,6 +1298,12 @@ def main() -> int:
 
     half_env = os.environ.get("BENCH_HALF_RATE")
     run_set = scenarios(None)
+    tls_files = None
+    if any(sc.tls and (not only or sc.key in only) for sc in run_set):
+        tls_files = make_tls_files(workdir / "tls")
+        for sc in run_set:
+            if "CAFILE" in sc.args:
+                sc.args[sc.args.index("CAFILE")] = str(tls_files[0])
     keys = [s.key for s in run_set]
     if only - set(keys) - {"redirect"}:
         raise BenchError(f"BENCH_ONLY: unknown scenarios {sorted(only - set(keys) - {'redirect'})}; "
@@ -1212,17 +1328,22 @@ def main() -> int:
                            (float(sc.args[sc.args.index("-r") + 1]) if "-r" in sc.args else None)}
         for rep in range(REPEAT_LAT if sc.kind == "latency" else REPEAT):
             for kind in brokers:
+                if sc.only_brokers and kind.name not in sc.only_brokers:
+                    continue
                 tag = f"{sc.key}-{kind.name}-{rep}"
                 defaults = sc.ringmq_defaults and kind.name == "ringmq"
-                broker = Broker(kind, workdir / "brokers" / tag, defaults)
+                broker = Broker(kind, workdir / "brokers" / tag, defaults, tls_files if sc.tls else None)
                 broker_argv.setdefault(kind.name, broker.argv)
                 # As shown in the report: the port as $PORT, paths relative to the run directory.
-                broker_config.setdefault(kind.name + (" (scenario 3b: defaults)" if defaults else ""),
-                                         kind.config("$PORT", Path("brokers") / tag, defaults))
+                shown_tls = TlsListener("$TLS_PORT", *(f.relative_to(workdir) for f in tls_files)) \
+                    if sc.tls else None
+                broker_config.setdefault(kind.name + (" (scenario 3b: defaults)" if defaults else "") +
+                                         (" (scenarios 7 and 8: TLS)" if sc.tls else ""),
+                                         kind.config("$PORT", Path("brokers") / tag, defaults, shown_tls))
                 prefix = f"b{os.getpid()}{sc.key}{rep}{kind.name[0]}"
                 broker.start()
                 try:
-                    if sc.kind == "idle":
+                    if sc.kind in ("idle", "handshake"):
                         res = run_idle(lg, broker, sc, prefix, tag)
                     else:
                         rep_json, argv, cpu = lg.run(sc.args, broker.port, prefix, tag, broker)
@@ -1235,7 +1356,7 @@ def main() -> int:
                     log("note: " + n)
                 results[sc.key].setdefault(kind.name, []).append(res)
                 rj = res.report
-                if sc.kind == "idle":
+                if sc.kind in ("idle", "handshake"):
                     log(f"{tag}: {res.extra['rss_per_conn_b']:,.0f} B/conn, {res.extra['conn_per_s']:,.0f} conn/s, "
                         f"broker/other CPU {res.cpu}")
                 else:

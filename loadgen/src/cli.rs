@@ -164,6 +164,25 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub max_redirects: u8,
 
+    /// Connect over TLS (rustls; TLS 1.2 or 1.3). The CONNACK latency then
+    /// includes the TLS handshake.
+    #[arg(long)]
+    pub tls: bool,
+    /// --tls: PEM file of the CA certificates to trust (default: the
+    /// system bundle /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, requires = "tls")]
+    pub cafile: Option<std::path::PathBuf>,
+    /// --tls: client certificate chain (PEM), for listeners that verify peers.
+    #[arg(long, requires_all = ["tls", "key"])]
+    pub cert: Option<std::path::PathBuf>,
+    /// --tls: the client certificate's private key (PEM).
+    #[arg(long, requires_all = ["tls", "cert"])]
+    pub key: Option<std::path::PathBuf>,
+    /// --tls: server name sent as SNI and checked against the server's
+    /// certificate (default: --host, a DNS name or an IP address).
+    #[arg(long, requires = "tls")]
+    pub tls_server_name: Option<String>,
+
     /// Worker threads (each an event loop owning a share of the clients).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -316,5 +335,16 @@ mod tests {
         assert!(Args::try_parse_from(["x", "p2p", "-V", "3"]).is_err());
         assert!(Args::try_parse_from(["x", "p2p", "-q", "3"]).is_err());
         assert!(Args::try_parse_from(["x", "p2p", "-r", "5", "--client-rate", "1"]).is_err());
+    }
+
+    #[test]
+    fn tls_args() {
+        let a = Args::try_parse_from(["x", "conn", "--tls", "--cafile", "ca.pem"]).unwrap();
+        assert!(a.tls);
+        assert_eq!(a.cafile.as_deref(), Some(std::path::Path::new("ca.pem")));
+        // The TLS options mean nothing without --tls; a certificate needs its key.
+        assert!(Args::try_parse_from(["x", "conn", "--cafile", "ca.pem"]).is_err());
+        assert!(Args::try_parse_from(["x", "conn", "--tls", "--cert", "c.pem"]).is_err());
+        assert!(Args::try_parse_from(["x", "conn", "--tls", "--cert", "c", "--key", "k"]).is_ok());
     }
 }

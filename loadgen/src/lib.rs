@@ -18,6 +18,7 @@
 //! - [`stats`] - per-thread statistics, the report, the table.
 //! - [`run`] - the main thread (phases, progress, report).
 //! - [`sys`] - socket and epoll syscalls.
+//! - [`tls`] - `--tls`: a rustls client session per connection, sans-IO.
 pub mod cli;
 pub mod clock;
 pub mod fastpath;
@@ -31,6 +32,7 @@ pub mod slowest;
 pub mod stamp;
 pub mod stats;
 pub mod sys;
+pub mod tls;
 pub mod track;
 pub mod window;
 pub mod worker;

@@ -16,6 +16,7 @@ use crate::plan::{self, ClientSpec};
 use crate::shared::Shared;
 use crate::stats::{self, Clients, Report, RunInfo, ThreadStats};
 use crate::sys;
+use crate::tls::{TlsClient, TlsOptions};
 use crate::worker::{Worker, WorkerConfig};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -120,6 +121,19 @@ pub fn run(args: &Args) -> Result<Report, String> {
             .next()
             .ok_or_else(|| format!("{}:{} resolves to no address", args.host, args.port))?,
     };
+    let tls = if args.tls && forwarder.is_none() {
+        let opts = TlsOptions {
+            cafile: args.cafile.clone(),
+            certfile: args.cert.clone(),
+            keyfile: args.key.clone(),
+            server_name: args.tls_server_name.clone(),
+        };
+        Some(TlsClient::load(&opts, &args.host)?)
+    } else if args.tls {
+        return Err("--tls: the selftest forwarder speaks plain TCP only".into());
+    } else {
+        None
+    };
     let threads = args.threads;
     let rate = per_publisher_rate(args.rate, args.client_rate, plan.publishers);
     let protocol = if args.protocol_version == 5 {
@@ -154,6 +168,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         threads,
         codec_decode: args.codec_decode,
         slowest: args.slowest,
+        tls,
         max_packet_size: (args.size as u32).saturating_add(64 * 1024).max(1 << 20),
     });
     let shared = Arc::new(Shared::new(plan.publishers, plan.copies, threads));
@@ -274,6 +289,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     let info = RunInfo {
         scenario: format!("{:?}", args.scenario).to_lowercase(),
         target: target.to_string(),
+        tls: args.tls,
         protocol_version: args.protocol_version,
         qos: args.qos,
         payload_size: args.size,

@@ -207,6 +207,8 @@ pub struct Throughput {
 pub struct Report {
     pub scenario: String,
     pub target: String,
+    /// Connected over TLS (`--tls`).
+    pub tls: bool,
     pub protocol_version: u8,
     pub qos: u8,
     pub payload_size: usize,
@@ -265,6 +267,7 @@ pub struct Report {
 pub struct RunInfo {
     pub scenario: String,
     pub target: String,
+    pub tls: bool,
     pub protocol_version: u8,
     pub qos: u8,
     pub payload_size: usize,
@@ -326,6 +329,7 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
     Report {
         scenario: info.scenario,
         target: info.target,
+        tls: info.tls,
         protocol_version: info.protocol_version,
         qos: info.qos,
         payload_size: info.payload_size,
@@ -403,9 +407,10 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
     };
     let _ = writeln!(
         o,
-        "ringmq-loadgen {} -> {}  MQTT {}  QoS {}  {} B  {}  threads {}",
+        "ringmq-loadgen {} -> {}{}  MQTT {}  QoS {}  {} B  {}  threads {}",
         r.scenario,
         r.target,
+        if r.tls { " (TLS)" } else { "" },
         if r.protocol_version == 5 {
             "5"
         } else {
@@ -584,6 +589,7 @@ mod tests {
         let info = RunInfo {
             scenario: "p2p".into(),
             target: "x".into(),
+            tls: false,
             protocol_version: 5,
             qos: 1,
             payload_size: 64,

@@ -39,6 +39,7 @@ use crate::shared::Shared;
 use crate::stamp::{Stamp, STAMP_LEN};
 use crate::stats::ThreadStats;
 use crate::sys::{self, Epoll};
+use crate::tls::{self, TlsClient};
 use crate::track::{Mode, Stream};
 use crate::window::Window;
 
@@ -98,6 +99,8 @@ pub struct WorkerConfig {
     pub codec_decode: bool,
     /// `--slowest`: how many of the slowest messages to keep.
     pub slowest: usize,
+    /// `--tls`: every connection speaks TLS.
+    pub tls: Option<TlsClient>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,9 +180,36 @@ struct Client {
     wpos: usize,
     /// EPOLLOUT registered.
     want_write: bool,
+    /// The TLS session (`--tls`); `rbuf` and `wbuf` then hold plaintext.
+    /// Boxed: a plain TCP client pays one pointer for it.
+    tls: Option<Box<rustls::ClientConnection>>,
     last_send_ns: u64,
     publisher: Option<Box<Publisher>>,
     subscriber: Option<Box<Subscriber>>,
+}
+
+impl Client {
+    /// Bytes not yet on the socket: plaintext in `wbuf`, or TLS records
+    /// rustls still holds.
+    fn write_pending(&self) -> bool {
+        self.wpos < self.wbuf.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Writes `wbuf[wpos..]` (through TLS with `--tls`). `WouldBlock`: the
+    /// rest waits for EPOLLOUT (or, with TLS, for the handshake to end).
+    fn write_out(&mut self) -> io::Result<()> {
+        if let Some(session) = self.tls.as_deref_mut() {
+            return tls::write(session, self.fd, &self.wbuf, &mut self.wpos);
+        }
+        while self.wpos < self.wbuf.len() {
+            match sys::send(self.fd, &self.wbuf[self.wpos..]) {
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct Worker {
@@ -341,6 +371,7 @@ impl Worker {
                     wbuf: BytesMut::new(),
                     wpos: 0,
                     want_write: false,
+                    tls: None,
                     last_send_ns: 0,
                     publisher,
                     subscriber,
@@ -542,6 +573,19 @@ impl Worker {
             Ok(fd) => {
                 self.clients[i].fd = fd;
                 self.set_state(i, State::Connecting);
+                if let Some(tls) = &self.cfg.tls {
+                    // The ClientHello and the CONNECT go out once the TCP
+                    // handshake is reported done (`on_tcp_connected`).
+                    match tls.connect() {
+                        Ok(session) => self.clients[i].tls = Some(session),
+                        Err(e) => return self.fail(i, "tls", &e.to_string()),
+                    }
+                    self.clients[i].want_write = true;
+                    if let Err(e) = self.epoll.add(fd, sys::IN | sys::OUT, i as u64) {
+                        self.fail(i, "epoll", &e.to_string());
+                    }
+                    return;
+                }
                 // On loopback the handshake has usually completed inside
                 // connect() (the SYN, SYN-ACK and ACK are processed in its
                 // softirq), so write CONNECT now: that saves the EPOLLOUT
@@ -607,6 +651,7 @@ impl Worker {
         c.wbuf.clear();
         c.wpos = 0;
         c.want_write = false;
+        c.tls = None;
         if c.state == State::Ready {
             self.connected -= 1;
         }
@@ -731,7 +776,12 @@ impl Worker {
             // SAFETY: reading into spare capacity; only `n` bytes are exposed.
             let spare =
                 unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr() as *mut u8, want) };
-            match sys::read(c.fd, spare) {
+            let read = match c.tls.as_deref_mut() {
+                None => sys::read(c.fd, spare),
+                Some(session) => tls::read(session, c.fd, spare),
+            };
+            let is_tls = c.tls.is_some();
+            match read {
                 Ok(0) => {
                     self.on_peer_closed(i);
                     break;
@@ -751,7 +801,9 @@ impl Worker {
                     if !scratch.is_empty() {
                         self.clients[i].rbuf.extend_from_slice(&scratch);
                     }
-                    if n < want {
+                    // A short read drained the socket; with TLS, rustls may
+                    // still hold decrypted bytes epoll knows nothing of.
+                    if n < want && !is_tls {
                         break;
                     }
                 }
@@ -767,14 +819,19 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    self.fail(i, "read", &e.to_string());
+                    let kind = if is_tls && e.kind() == io::ErrorKind::InvalidData {
+                        "tls"
+                    } else {
+                        "read"
+                    };
+                    self.fail(i, kind, &e.to_string());
                     break;
                 }
             }
         }
         self.scratch = scratch;
         self.flush_credits();
-        if self.clients[i].fd >= 0 && self.clients[i].wbuf.len() > self.clients[i].wpos {
+        if self.clients[i].fd >= 0 && self.clients[i].write_pending() {
             self.flush(i);
         }
     }
@@ -1053,21 +1110,18 @@ impl Worker {
     /// Write what is buffered; register for EPOLLOUT if the socket is full.
     fn flush(&mut self, i: usize) {
         let c = &mut self.clients[i];
-        while c.wpos < c.wbuf.len() {
-            match sys::send(c.fd, &c.wbuf[c.wpos..]) {
-                Ok(n) => c.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !c.want_write {
-                        c.want_write = true;
-                        let _ = self.epoll.modify(c.fd, sys::IN | sys::OUT, i as u64);
-                    }
-                    return;
+        match c.write_out() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !c.want_write {
+                    c.want_write = true;
+                    let _ = self.epoll.modify(c.fd, sys::IN | sys::OUT, i as u64);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.fail(i, "write", &e.to_string());
-                    return;
-                }
+                return;
+            }
+            Err(e) => {
+                self.fail(i, "write", &e.to_string());
+                return;
             }
         }
         c.wbuf.clear();
@@ -1134,7 +1188,7 @@ impl Worker {
         if now >= self.stop_ns {
             return u64::MAX;
         }
-        if c.wpos < c.wbuf.len() {
+        if c.write_pending() {
             return now;
         }
         let p = c.publisher.as_mut().unwrap();
@@ -1234,7 +1288,7 @@ impl Worker {
                 State::Ready
                     if keepalive_ns > 0
                         && now.saturating_sub(c.last_send_ns) > keepalive_ns / 2
-                        && c.wpos == c.wbuf.len() =>
+                        && !c.write_pending() =>
                 {
                     let c = &mut self.clients[i];
                     c.wbuf.put_slice(&[0xC0, 0x00]); // PINGREQ
@@ -1265,6 +1319,9 @@ impl Worker {
             if self.clients[i].state == State::Ready {
                 let c = &mut self.clients[i];
                 encode_into(&Packet::Disconnect(Box::default()), protocol, &mut c.wbuf);
+                if let Some(session) = c.tls.as_deref_mut() {
+                    session.send_close_notify();
+                }
                 self.flush(i);
             }
             self.close_fd(i);
