@@ -5,7 +5,6 @@
 #   - gdb: a failed e2e test prints the running broker's thread backtraces
 #   - Debian's prometheus (the server and promtool): tests/e2e/test_prometheus.py
 #     starts a real Prometheus that scrapes the broker and checks the format
-#   - the Python packages in tests/requirements.txt (paho-mqtt 2.x, pytest, pytest-timeout)
 #   - Node.js, npm and Chromium (Debian packages) and, with `npm ci` in tests/js,
 #     MQTT.js and playwright-core as pinned in tests/js/package-lock.json
 #     (tests/e2e/test_mqttjs.py; playwright-core drives Debian's chromium, it
