@@ -323,3 +323,7 @@ pub const INBOX_JOBS_PER_TURN: usize = 16;
 /// How long the admin API waits for the shards' answers before it says 503.
 /// A shard answers within a loop turn unless it is stuck or stopping.
 pub const ADMIN_SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest `websocket.mqtt_path` a listener may be configured with: an HTTP
+/// request line must fit the WebSocket upgrade request's cap.
+pub const WS_MQTT_PATH_LEN_MAX_BYTES: usize = 1024;

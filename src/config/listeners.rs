@@ -241,9 +241,7 @@ fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     value::string_matching(d, "a non-empty file path", |s| !s.trim().is_empty()).map(PathBuf::from)
 }
 
-/// Longest `websocket.mqtt_path`: an HTTP request line must fit the
-/// upgrade request's cap.
-const MQTT_PATH_LEN_MAX_BYTES: usize = 1024;
+use crate::limits::WS_MQTT_PATH_LEN_MAX_BYTES as MQTT_PATH_LEN_MAX_BYTES;
 
 fn de_mqtt_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let allowed = format!(
