@@ -4,8 +4,8 @@
 //! logic itself is the sans-IO `session::Connection`; this file only moves
 //! bytes and events.
 
-use super::inspect::{conn_key, ConnInfo};
-use super::io::{Half, Signal, Stream};
+use super::inspect::ConnInfo;
+use super::io::{Half, Stream};
 use super::state::{ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
@@ -17,7 +17,7 @@ use crate::session::{Connection, WallClock};
 use bytes::{Buf, BytesMut};
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -588,7 +588,7 @@ impl<S: Stream> Live<S> {
         if handle.closing.get() {
             return Poll::Ready(Woken::Close);
         }
-        while handle.wake.take_raised() || self.backlog.is_some() {
+        while handle.take_raised() || self.backlog.is_some() {
             match poll_transmit(cx, shard, handle, &mut self.stream, &mut self.backlog) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => {
@@ -630,7 +630,7 @@ impl<S: Stream> Live<S> {
                 return Poll::Ready(Woken::Read(r));
             }
         }
-        handle.wake.set_waker(cx.waker());
+        handle.set_waker(cx.waker());
         Poll::Pending
     }
 }
@@ -743,22 +743,12 @@ async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Optio
     let session_id = ByteStr::from(client_id.as_str());
     let conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
-    let handle = Rc::new(ConnHandle {
-        conn: RefCell::new(conn),
-        wake: Signal::default(),
-        closing: Cell::new(false),
-        tx_hold: Cell::new(0),
-        pauses: Cell::new(0),
-    });
+    let handle = Rc::new(ConnHandle::new(conn, info));
     {
         let st = &mut *shard.state.borrow_mut();
         let key = st.registry.shared_key(client_id.as_str());
         st.slots.insert(key, Slot::Online(handle.clone()));
     }
-    shard
-        .conn_infos
-        .borrow_mut()
-        .insert(conn_key(&handle), info);
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
     // The next connect of this id may now take over from this one.
     shard.claim_done(&client_id).await;
@@ -866,7 +856,6 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
     // A congested subscriber that leaves holds nobody back.
     shard.relieve(&handle);
     let handover = shard.take_handover(&handle);
-    shard.conn_infos.borrow_mut().remove(&conn_key(&handle));
     let Ok(handle) = Rc::try_unwrap(handle) else {
         unreachable!("the handle's other holders are gone and nothing awaited since");
     };

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 pub type ShardId = u16;
@@ -71,7 +72,7 @@ impl ConnHandle {
     /// waiting for the client, flushes and closes.
     pub fn request_close(&self) {
         self.closing.set(true);
-        self.wake.raise();
+        self.raise_wake();
     }
 }
 
@@ -79,10 +80,14 @@ impl ConnHandle {
 /// shard's delivery path share it.
 pub struct ConnHandle {
     pub conn: RefCell<Connection>,
+    /// The task to wake at the next `raise_wake` (see `raised`).
+    waker: Cell<Option<Waker>>,
     /// Raised whenever the connection may have something to transmit, or
     /// must close: wakes the connection's task wherever it waits (for the
-    /// client or for room in the socket).
-    pub wake: Signal,
+    /// client or for room in the socket). The flag and the waker of an
+    /// `io::Signal`, inline so that the flag shares the padding of the
+    /// fields below instead of taking 8 bytes of its own.
+    raised: Cell<bool>,
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
@@ -92,6 +97,48 @@ pub struct ConnHandle {
     /// congested subscriber that paused this publisher (`shard::pressure`).
     /// 16 bits in the padding after `tx_hold`.
     pub pauses: Cell<u16>,
+    /// What the admin API shows that the session does not keep (peer
+    /// address, connect time, Clean Start), boxed: 32 bytes per connection,
+    /// where a shard-side map cost about 67 (docs/performance.md, "Idle
+    /// connections after issue 12").
+    pub info: Box<ConnInfo>,
+}
+
+impl ConnHandle {
+    pub fn new(conn: Connection, info: ConnInfo) -> ConnHandle {
+        ConnHandle {
+            conn: RefCell::new(conn),
+            waker: Cell::new(None),
+            raised: Cell::new(false),
+            closing: Cell::new(false),
+            tx_hold: Cell::new(0),
+            pauses: Cell::new(0),
+            info: Box::new(info),
+        }
+    }
+
+    /// Wakes the connection's task (see `raised`).
+    pub fn raise_wake(&self) {
+        self.raised.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the wake was raised since the last call; clears it.
+    pub fn take_raised(&self) -> bool {
+        self.raised.replace(false)
+    }
+
+    /// The task to wake at the next `raise_wake`, for a poll that waits on
+    /// it among other things.
+    pub fn set_waker(&self, waker: &Waker) {
+        let slot = self.waker.take();
+        self.waker.set(match slot {
+            Some(w) if w.will_wake(waker) => Some(w),
+            _ => Some(waker.clone()),
+        });
+    }
 }
 
 /// Online recipients of one message, resolved while the router is borrowed
@@ -257,7 +304,6 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// What the admin API shows of each online connection beyond its
     /// session, by `inspect::conn_key` (`shard::inspect`).
-    pub conn_infos: RefCell<AHashMap<usize, ConnInfo>>,
     /// When the shard next logs its redirect and refusal counts.
     next_admission_report: Cell<Instant>,
     /// Counts at the last report, so only growth is logged.
@@ -313,7 +359,6 @@ impl Shard {
             admission,
             counters: ShardCounters::default(),
             metrics: ShardMetrics::default(),
-            conn_infos: RefCell::new(AHashMap::new()),
             next_admission_report: Cell::new(Instant::now() + ADMISSION_REPORT_INTERVAL),
             reported_admission: Cell::new(ShardCountersSnapshot::default()),
             released_at_connections: Cell::new(0),
@@ -591,7 +636,7 @@ impl Shard {
                 conn.is_congested()
             };
             self.drain_sync_actions(&handle);
-            handle.wake.raise();
+            handle.raise_wake();
             if congested {
                 self.hold_publisher(&handle, from, message, now);
             }
@@ -758,7 +803,7 @@ impl Shard {
                         );
                     }
                 }
-                handle.wake.raise();
+                handle.raise_wake();
             }
             Action::Unsubscribe { filter } => {
                 let client = handle.conn.borrow().client_id().clone();
@@ -794,7 +839,7 @@ impl Shard {
             let action = handle.conn.borrow_mut().poll_action();
             match action {
                 None => {
-                    handle.wake.raise();
+                    handle.raise_wake();
                     return None;
                 }
                 Some(Action::Publish(m)) => {
