@@ -67,15 +67,6 @@ pub enum Handover {
     Remote(ShardId, u64),
 }
 
-impl ConnHandle {
-    /// Close after flushing: wakes the connection's task, which stops
-    /// waiting for the client, flushes and closes.
-    pub fn request_close(&self) {
-        self.closing.set(true);
-        self.raise_wake();
-    }
-}
-
 /// A connected client as the shard sees it. The connection's task and the
 /// shard's delivery path share it.
 pub struct ConnHandle {
@@ -115,6 +106,13 @@ impl ConnHandle {
             pauses: Cell::new(0),
             info: Box::new(info),
         }
+    }
+
+    /// Close after flushing: wakes the connection's task, which stops
+    /// waiting for the client, flushes and closes.
+    pub fn request_close(&self) {
+        self.closing.set(true);
+        self.raise_wake();
     }
 
     /// Wakes the connection's task (see `raised`).
