@@ -177,6 +177,19 @@ fn resolve(
     }
 }
 
+/// A SUBSCRIBE decoded and not finished yet (`Shard::subscribe_pending`):
+/// dropped when its connection has carried it out, or with the connection.
+pub struct SubscribePending(Rc<Shard>);
+
+impl Drop for SubscribePending {
+    fn drop(&mut self) {
+        let shard = &self.0;
+        let mut st = shard.state.borrow_mut();
+        st.interest_clock.end_subscribe();
+        shard.interest_marks.set(shard.id, st.interest_clock.mark());
+    }
+}
+
 /// What `Shard::publish_here` leaves for other shards.
 pub struct RemoteSends {
     message: Arc<Message>,
@@ -381,14 +394,28 @@ impl Shard {
     /// change, with no await between: the mark must be up while the router
     /// holds the subscription and before any shard can have applied it.
     fn number(&self, st: &mut State, change: crate::router::InterestChange) -> NumberedChange {
+        let adds = change.group.is_none() && change.members > 0;
         let update = NumberedChange {
-            seq: st.interest_clock.issue(),
+            seq: st.interest_clock.issue_change(adds),
             change,
         };
-        if self.count > 1 && update.adds_ordinary_interest() {
-            self.interest_marks.set(self.id, update.seq);
+        debug_assert_eq!(adds, update.adds_ordinary_interest());
+        if self.count > 1 && adds {
+            self.interest_marks.set(self.id, st.interest_clock.mark());
         }
         update
+    }
+
+    /// A SUBSCRIBE was decoded on this shard: other shards send publishes
+    /// here until the guard drops (`InterestClock::begin_subscribe`).
+    pub fn subscribe_pending(self: &Rc<Self>) -> Option<SubscribePending> {
+        if self.count < 2 {
+            return None;
+        }
+        let mut st = self.state.borrow_mut();
+        st.interest_clock.begin_subscribe();
+        self.interest_marks.set(self.id, st.interest_clock.mark());
+        Some(SubscribePending(self.clone()))
     }
 
     /// Adds to `shards` every shard whose added interest this shard has not
