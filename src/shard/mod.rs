@@ -95,8 +95,13 @@ pub struct NodeSpec {
     pub idle_poll: Duration,
 }
 
-/// Start every shard and block until they stop (after `shutdown` is set).
-pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Start every shard and block until they stop: after
+/// `spec.node.request_stop()` (the signal thread calls it), or after a
+/// shard failed (which asks the others to stop).
+pub fn run(spec: NodeSpec) -> std::io::Result<()> {
+    // Set by each shard as its stop request arrives; new CONNECTs are
+    // refused from then on, on every shard.
+    let shutdown = Arc::new(AtomicBool::new(false));
     let count = spec.cpus.len();
     assert!(count >= 1 && count <= u16::MAX as usize);
     assert_eq!(spec.node.shards(), count, "one inbox per shard");
@@ -158,7 +163,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         match h.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                shutdown.store(true, Ordering::Relaxed);
+                spec.node.request_stop();
                 result = Err(e);
             }
             Err(e) => result = Err(std::io::Error::other(format!("shard failed: {e}"))),
@@ -211,7 +216,9 @@ async fn shard_main(
         match TcpListener::bind(bind) {
             Ok(l) => listeners.push((Rc::new(l), count)),
             Err(e) => {
-                shutdown.store(true, Ordering::Relaxed);
+                // The other shards stop too (this one returns before it
+                // serves its inbox; its peers see it gone).
+                node.request_stop();
                 return Err(std::io::Error::other(format!(
                     "cannot listen on {bind}: {e}"
                 )));
@@ -241,17 +248,55 @@ async fn shard_main(
         })
         .collect();
 
+    // The node's stop request comes through the inbox and wakes the ticker
+    // and the acceptors at once, asleep or not (`stop.rs`).
+    let stopping = Rc::new(stop::StopLatch::default());
+    let stop_request = {
+        let (node, stopping) = (node.clone(), stopping.clone());
+        glommio::spawn_local(async move {
+            node.inbox(id as usize).stop_requested().await;
+            tracing::info!(shard = id, "stop requested");
+            shutdown.store(true, Ordering::Relaxed);
+            stopping.set();
+        })
+    };
     let inbox = {
         let (shard, node) = (shard.clone(), node.clone());
         glommio::spawn_local(async move { node.inbox(shard.id as usize).serve(&shard).await })
     };
 
     let ticker = {
-        let shard = shard.clone();
+        let (shard, stopping) = (shard.clone(), stopping.clone());
         glommio::spawn_local(async move {
-            while !shard.is_shutting_down() {
-                glommio::timer::sleep(TICK).await;
-                shard.tick(Instant::now()).await;
+            loop {
+                let asleep_at = Instant::now();
+                let stopped = futures_lite::future::or(
+                    async {
+                        stopping.wait().await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(TICK).await;
+                        false
+                    },
+                )
+                .await;
+                if stopped {
+                    return;
+                }
+                let now = Instant::now();
+                let late = now.saturating_duration_since(asleep_at + TICK);
+                if late >= limits::SHARD_TICK_LATE_WARN {
+                    // An executor that did not run its timer (or anything)
+                    // for this long: a starved CPU, or a lost wake-up
+                    // (docs/performance.md, "Idle shard wake-ups").
+                    tracing::warn!(
+                        shard = shard.id,
+                        late_ms = late.as_millis() as u64,
+                        "shard tick ran late"
+                    );
+                }
+                shard.tick(now).await;
             }
         })
     };
@@ -259,12 +304,12 @@ async fn shard_main(
     let acceptors: Vec<_> = listeners
         .into_iter()
         .map(|(listener, count)| {
-            let shard = shard.clone();
+            let (shard, stopping) = (shard.clone(), stopping.clone());
             glommio::spawn_local(async move {
                 loop {
                     let accepted =
                         futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                            ticker_wait(&shard).await;
+                            stopping.wait().await;
                             None
                         })
                         .await;
@@ -302,6 +347,7 @@ async fn shard_main(
         a.await;
     }
     ticker.await;
+    stop_request.await;
 
     // Graceful shutdown: wills first, then every client gets DISCONNECT
     // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).
@@ -335,12 +381,6 @@ fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
             let shard = shard.clone();
             glommio::spawn_local(async move { shard.on_message(from, other).await }).detach();
         }
-    }
-}
-
-async fn ticker_wait(shard: &Shard) {
-    while !shard.is_shutting_down() {
-        glommio::timer::sleep(TICK).await;
     }
 }
 
