@@ -191,16 +191,14 @@ fn main() -> ExitCode {
         }
     }
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
-    let result = shard::run(
-        NodeSpec {
-            listeners,
-            cpus,
-            settings,
-            admission,
-            node,
-            idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
-        },
-    );
+    let result = shard::run(NodeSpec {
+        listeners,
+        cpus,
+        settings,
+        admission,
+        node,
+        idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
+    });
     drop(locks);
     match result {
         Ok(()) => {

@@ -16,6 +16,8 @@
 //! - `lock.rs`: refusing a second broker on the same listener address.
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
 //! - `fd_table.rs`: the descriptor table reserved at start (no growth stalls).
+//! - `ticker.rs`: the periodic tick, and its report when it runs late.
+//! - `stop.rs`: the node's stop as it reaches a shard, and its steps.
 
 mod client_key;
 mod conn;
@@ -36,6 +38,7 @@ mod sim;
 mod state;
 mod stop;
 mod takeover;
+mod ticker;
 mod transport;
 
 pub use fd_table::presize_fd_table;
@@ -56,9 +59,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crate::limits::SHARD_TICK as TICK;
+use std::time::Duration;
 
 /// One listener and its node-wide connection cap.
 #[derive(Clone, Debug)]
@@ -265,41 +266,7 @@ async fn shard_main(
         glommio::spawn_local(async move { node.inbox(shard.id as usize).serve(&shard).await })
     };
 
-    let ticker = {
-        let (shard, stopping) = (shard.clone(), stopping.clone());
-        glommio::spawn_local(async move {
-            loop {
-                let asleep_at = Instant::now();
-                let stopped = futures_lite::future::or(
-                    async {
-                        stopping.wait().await;
-                        true
-                    },
-                    async {
-                        glommio::timer::sleep(TICK).await;
-                        false
-                    },
-                )
-                .await;
-                if stopped {
-                    return;
-                }
-                let now = Instant::now();
-                let late = now.saturating_duration_since(asleep_at + TICK);
-                if late >= limits::SHARD_TICK_LATE_WARN {
-                    // An executor that did not run its timer (or anything)
-                    // for this long: a starved CPU, or a lost wake-up
-                    // (docs/performance.md, "Idle shard wake-ups").
-                    tracing::warn!(
-                        shard = shard.id,
-                        late_ms = late.as_millis() as u64,
-                        "shard tick ran late"
-                    );
-                }
-                shard.tick(now).await;
-            }
-        })
-    };
+    let ticker = glommio::spawn_local(ticker::run(shard.clone(), stopping.clone()));
 
     let acceptors: Vec<_> = listeners
         .into_iter()
@@ -397,6 +364,7 @@ mod tests {
     //! where it is spawned, so each task here first waits on a `Gate` and
     //! runs from the executor's queue once the gate opens.
     use super::*;
+    use crate::limits::SHARD_TICK as TICK;
     use std::cell::{Cell, RefCell};
     use std::task::{Poll, Waker};
 
