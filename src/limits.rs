@@ -238,10 +238,14 @@ pub const HANDSHAKE_TIMEOUT_MAX_SECS: u32 = 3_600;
 /// packets (DISCONNECT) and close its side before the socket is shut.
 pub const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// How often a shard runs its periodic work (due wills, session expiry,
-/// keepalive, shutdown check). Keep Alive is enforced at this granularity:
-/// a silent client is disconnected at most this long after 1.5 times its
-/// Keep Alive [MQTT-3.1.2-24].
+/// keepalive). Keep Alive is enforced at this granularity: a silent client
+/// is disconnected at most this long after 1.5 times its Keep Alive
+/// [MQTT-3.1.2-24]. (The node's stop does not wait for it: it wakes the
+/// shard through its inbox.)
 pub const SHARD_TICK: Duration = Duration::from_millis(100);
+/// A shard logs a warning when its tick runs this much later than due: its
+/// executor ran nothing for that long (a starved CPU, or a wake-up lost).
+pub const SHARD_TICK_LATE_WARN: Duration = Duration::from_millis(500);
 /// Longest sleep of a shard whose tasks I/O (a socket, another shard) woke
 /// less than [`SHARD_ACTIVE_WINDOW`] ago (vendored glommio, vendor/README.md
 /// patch 13). The wake-up interrupt of a halted vCPU is now and then

@@ -8,7 +8,6 @@ use ringmq::session::SessionConfig;
 use ringmq::shard::{self, BindLock, ListenerSpec, NodeHandle, NodeSpec, ShardSettings};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// mimalloc instead of glibc malloc: every message allocates and frees its
@@ -164,13 +163,18 @@ fn main() -> ExitCode {
         release_free_memory: Some(release_free_memory),
     };
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
+    // Installed before the shards start, so a signal that comes during the
+    // start is not lost (its stop request waits in the inboxes).
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
             eprintln!("ringmq: cannot install signal handler: {e}");
             return ExitCode::from(1);
         }
-    }
+    };
     // Loading has validated [server_redirection].
     let admission = Arc::new(NodeAdmission::new(
         config.server_redirection.to_redirection(),
@@ -178,23 +182,23 @@ fn main() -> ExitCode {
     // Made before the shards start: the admin thread may ask them at once
     // (requests wait in the inboxes until the shards serve them).
     let node = NodeHandle::new(cpus.len());
+    if let Err(code) = start_signal_thread(signals, &node) {
+        return code;
+    }
     if config.api.enable {
         if let Err(code) = start_admin(&config, &admission, &node) {
             return code;
         }
     }
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
-    let result = shard::run(
-        NodeSpec {
-            listeners,
-            cpus,
-            settings,
-            admission,
-            node,
-            idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
-        },
-        shutdown,
-    );
+    let result = shard::run(NodeSpec {
+        listeners,
+        cpus,
+        settings,
+        admission,
+        node,
+        idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
+    });
     drop(locks);
     match result {
         Ok(()) => {
@@ -206,6 +210,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Starts the thread that turns SIGTERM and SIGINT into the node's stop
+/// request. The request goes through each shard's inbox, whose wake-up
+/// reaches a shard asleep with nothing to do at once (a flag that the
+/// shards' ticks polled depended on an idle shard's timer firing).
+fn start_signal_thread(
+    mut signals: signal_hook::iterator::Signals,
+    node: &NodeHandle,
+) -> Result<(), ExitCode> {
+    let node = node.clone();
+    std::thread::Builder::new()
+        .name("ringmq-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                tracing::info!(signal, "stopping");
+                node.request_stop();
+            }
+        })
+        .map(drop)
+        .map_err(|e| {
+            eprintln!("ringmq: cannot start the signal thread: {e}");
+            ExitCode::from(1)
+        })
 }
 
 /// Starts the admin API thread. A bind failure stops the start, except on

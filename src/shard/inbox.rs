@@ -30,7 +30,7 @@ use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -169,6 +169,20 @@ impl NodeHandle {
         }
     }
 
+    /// Asks every shard to stop (the node's graceful shutdown). Not a queued
+    /// request: a flag in each inbox and a wake-up of the shard's task that
+    /// waits for it (`Inbox::stop_requested`), so a full inbox cannot refuse
+    /// it and a shard asleep with nothing to do wakes for it at once instead
+    /// of noticing a flag at its next tick. Idempotent; a shard not started
+    /// yet sees it when it starts. Not async-signal-safe (the wake-up may
+    /// allocate): call it from a thread, not from a signal handler.
+    pub fn request_stop(&self) {
+        for inbox in self.inboxes.iter() {
+            inbox.stop.store(true, Ordering::SeqCst);
+            inbox.stop_waker.wake();
+        }
+    }
+
     /// Shard `id`'s inbox, for the shard to serve.
     pub(super) fn inbox(&self, id: usize) -> &Inbox {
         &self.inboxes[id]
@@ -194,6 +208,10 @@ pub(super) struct Inbox {
     jobs: ArrayQueue<Job>,
     waker: AtomicWaker,
     gate: AtomicUsize,
+    /// The node asked this shard to stop (`NodeHandle::request_stop`).
+    stop: AtomicBool,
+    /// The shard's task waiting for `stop` (woken the same way as `waker`).
+    stop_waker: AtomicWaker,
 }
 
 impl Inbox {
@@ -202,6 +220,8 @@ impl Inbox {
             jobs: ArrayQueue::new(capacity),
             waker: AtomicWaker::new(),
             gate: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            stop_waker: AtomicWaker::new(),
         }
     }
 
@@ -264,6 +284,26 @@ impl Inbox {
         }
     }
 
+    /// Returns once the node asked this shard to stop
+    /// (`NodeHandle::request_stop`), at once if it already did. One task
+    /// of the shard waits on it.
+    pub(super) async fn stop_requested(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stop.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            self.stop_waker.register(cx.waker());
+            // Asked between the check and the registration: no waker was
+            // there to wake.
+            if self.stop.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Stops taking requests and drops those still queued (their callers
     /// get `Stopped`). Called by the shard as it stops, after which the
     /// serving task ends. Waits out senders inside `push` (a few
@@ -281,6 +321,7 @@ impl Inbox {
         // No glommio waker of this shard outlives it in another thread's
         // hands.
         drop(self.waker.take());
+        drop(self.stop_waker.take());
     }
 }
 
@@ -298,6 +339,41 @@ mod tests {
         futures_lite::future::block_on(inbox.close());
         assert!(inbox.jobs.is_empty(), "close drops what was queued");
         assert_eq!(inbox.push(job()), Err(CallError::Stopped));
+    }
+
+    /// The node's stop reaches a shard parked with nothing to do and no
+    /// timer at all, by its wake-up alone (the stop used to be a flag
+    /// that only the shard's tick, a timer, looked at). Bounded by a
+    /// generous deadline only so that a lost wake-up fails instead of
+    /// hanging.
+    #[test]
+    fn a_stop_request_wakes_a_parked_shard() {
+        use std::time::{Duration, Instant};
+        let node = NodeHandle::new(2);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let shard = {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                    .io_memory(crate::limits::IO_MEMORY_BYTES_PER_SHARD)
+                    .spin_before_park(Duration::from_micros(20))
+                    .make()
+                    .expect("executor")
+                    .run(async move { node.inbox(1).stop_requested().await });
+                let _ = done_tx.send(Instant::now());
+            })
+        };
+        // Long enough for the executor to be asleep in the kernel.
+        std::thread::sleep(Duration::from_millis(100));
+        let asked = Instant::now();
+        node.request_stop();
+        let stopped = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the parked shard never woke for the stop request");
+        shard.join().unwrap();
+        assert!(stopped >= asked);
+        // Asked before it waits: returns at once.
+        futures_lite::future::block_on(node.inbox(0).stop_requested());
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - `lock.rs`: refusing a second broker on the same listener address.
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
 //! - `fd_table.rs`: the descriptor table reserved at start (no growth stalls).
+//! - `ticker.rs`: the periodic tick, and its report when it runs late.
+//! - `stop.rs`: the node's stop as it reaches a shard, and its steps.
 
 mod client_key;
 mod conn;
@@ -36,6 +38,7 @@ mod sim;
 mod state;
 mod stop;
 mod takeover;
+mod ticker;
 mod transport;
 
 pub use fd_table::presize_fd_table;
@@ -56,9 +59,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crate::limits::SHARD_TICK as TICK;
+use std::time::Duration;
 
 /// One listener and its node-wide connection cap.
 #[derive(Clone, Debug)]
@@ -95,8 +96,13 @@ pub struct NodeSpec {
     pub idle_poll: Duration,
 }
 
-/// Start every shard and block until they stop (after `shutdown` is set).
-pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Start every shard and block until they stop: after
+/// `spec.node.request_stop()` (the signal thread calls it), or after a
+/// shard failed (which asks the others to stop).
+pub fn run(spec: NodeSpec) -> std::io::Result<()> {
+    // Set by each shard as its stop request arrives; new CONNECTs are
+    // refused from then on, on every shard.
+    let shutdown = Arc::new(AtomicBool::new(false));
     let count = spec.cpus.len();
     assert!(count >= 1 && count <= u16::MAX as usize);
     assert_eq!(spec.node.shards(), count, "one inbox per shard");
@@ -158,7 +164,7 @@ pub fn run(spec: NodeSpec, shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
         match h.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                shutdown.store(true, Ordering::Relaxed);
+                spec.node.request_stop();
                 result = Err(e);
             }
             Err(e) => result = Err(std::io::Error::other(format!("shard failed: {e}"))),
@@ -211,7 +217,9 @@ async fn shard_main(
         match TcpListener::bind(bind) {
             Ok(l) => listeners.push((Rc::new(l), count)),
             Err(e) => {
-                shutdown.store(true, Ordering::Relaxed);
+                // The other shards stop too (this one returns before it
+                // serves its inbox; its peers see it gone).
+                node.request_stop();
                 return Err(std::io::Error::other(format!(
                     "cannot listen on {bind}: {e}"
                 )));
@@ -241,30 +249,34 @@ async fn shard_main(
         })
         .collect();
 
+    // The node's stop request comes through the inbox and wakes the ticker
+    // and the acceptors at once, asleep or not (`stop.rs`).
+    let stopping = Rc::new(stop::StopLatch::default());
+    let stop_request = {
+        let (node, stopping) = (node.clone(), stopping.clone());
+        glommio::spawn_local(async move {
+            node.inbox(id as usize).stop_requested().await;
+            tracing::info!(shard = id, "stop requested");
+            shutdown.store(true, Ordering::Relaxed);
+            stopping.set();
+        })
+    };
     let inbox = {
         let (shard, node) = (shard.clone(), node.clone());
         glommio::spawn_local(async move { node.inbox(shard.id as usize).serve(&shard).await })
     };
 
-    let ticker = {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while !shard.is_shutting_down() {
-                glommio::timer::sleep(TICK).await;
-                shard.tick(Instant::now()).await;
-            }
-        })
-    };
+    let ticker = glommio::spawn_local(ticker::run(shard.clone(), stopping.clone()));
 
     let acceptors: Vec<_> = listeners
         .into_iter()
         .map(|(listener, count)| {
-            let shard = shard.clone();
+            let (shard, stopping) = (shard.clone(), stopping.clone());
             glommio::spawn_local(async move {
                 loop {
                     let accepted =
                         futures_lite::future::or(async { Some(listener.accept().await) }, async {
-                            ticker_wait(&shard).await;
+                            stopping.wait().await;
                             None
                         })
                         .await;
@@ -302,6 +314,7 @@ async fn shard_main(
         a.await;
     }
     ticker.await;
+    stop_request.await;
 
     // Graceful shutdown: wills first, then every client gets DISCONNECT
     // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).
@@ -338,12 +351,6 @@ fn dispatch(shard: &Rc<Shard>, from: ShardId, msg: ShardMsg) {
     }
 }
 
-async fn ticker_wait(shard: &Shard) {
-    while !shard.is_shutting_down() {
-        glommio::timer::sleep(TICK).await;
-    }
-}
-
 fn core_affinity_hint() -> Option<usize> {
     // SAFETY: sched_getcpu has no preconditions.
     let cpu = unsafe { libc::sched_getcpu() };
@@ -357,6 +364,7 @@ mod tests {
     //! where it is spawned, so each task here first waits on a `Gate` and
     //! runs from the executor's queue once the gate opens.
     use super::*;
+    use crate::limits::SHARD_TICK as TICK;
     use std::cell::{Cell, RefCell};
     use std::task::{Poll, Waker};
 

@@ -13,14 +13,57 @@
 //! 3. Drain: `Mark::Stop` to every peer (the last message it sends them),
 //!    then the shard waits for every peer's: everything they sent before
 //!    has been handled here, and nothing more will come.
+//!
+//! What starts it: the node's stop request (`NodeHandle::request_stop`,
+//! from the signal thread or a failed shard) arrives through the shard's
+//! inbox, which sets the shard's [`StopLatch`]; the latch wakes the
+//! acceptors and the ticker, which end, and the shard runs the steps above.
+//! An idle shard wakes for it like for any message from another thread,
+//! not at its next tick.
 
 use super::msg::Mark;
 use super::state::{Shard, Slot};
 use crate::codec::ReasonCode;
 use crate::limits::SHUTDOWN_GRACE;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Instant;
+
+/// A shard's stop request as its own tasks see it: set once, and every
+/// task waiting on it (the ticker, each acceptor) is woken. Waiters are
+/// kept once per task (`Waker::will_wake`), so a task that waits on it
+/// again and again (an acceptor, between connections) holds one entry.
+#[derive(Default)]
+pub(super) struct StopLatch {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl StopLatch {
+    pub(super) fn set(&self) {
+        if !self.set.replace(true) {
+            for w in self.waiters.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Returns once the latch is set.
+    pub(super) fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.set.get() {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
 
 impl Shard {
     /// One admitted connection ended: counted, and a stop waiting for the
