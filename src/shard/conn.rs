@@ -5,12 +5,12 @@
 //! bytes and events.
 
 use super::client_key::ClientKey;
+use super::inspect::unix_ms;
 use super::io::{Half, Stream};
 use super::state::{ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
-use super::inspect::unix_ms;
 use crate::limits;
 use crate::metrics::ShardMetrics;
 use crate::session::lifecycle::WillPlan;
@@ -454,11 +454,7 @@ async fn admit<S: Stream>(
             return close(&io).await;
         }
     }
-    *admitted = Some(Admitted {
-        connect,
-        io,
-        buf,
-    });
+    *admitted = Some(Admitted { connect, io, buf });
 }
 
 /// Decides a CONNECT (`admission::decide`) and, for an admission, takes a
@@ -687,11 +683,7 @@ async fn handle_buffered(
 /// (claiming the client id, taking over an older connection), registers the
 /// connection and queues CONNACK.
 async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Option<Live<S>> {
-    let Admitted {
-        connect,
-        io,
-        buf,
-    } = admitted;
+    let Admitted { connect, io, buf } = admitted;
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {

@@ -395,8 +395,8 @@ mod tests {
                 Some(client.local_addr().unwrap())
             );
         }
-        let unconnected = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .unwrap();
+        let unconnected =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         assert_eq!(socket_peer(unconnected.as_fd()), None);
     }
 
