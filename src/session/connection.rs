@@ -27,6 +27,9 @@ use super::{
     Action, Delivery, DropCounts, Message, SessionConfig, OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX,
 };
 
+// `Connection::tx_qos0_len` is 16 bits.
+const _: () = assert!(TX_QOS0_MAX <= u16::MAX as usize);
+
 /// An entry of the transmit queue. PUBLISH packets are built only when they
 /// are polled, so that expiry, the client's Maximum Packet Size and topic
 /// aliases apply to the exact packet written, in write order.
@@ -96,15 +99,24 @@ pub struct Connection {
     /// This and the next deques are `Lazy` (one pointer while empty, as
     /// they are while the client is idle), like the alias maps.
     tx: Lazy<VecDeque<Tx>>,
-    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`]. The 32-bit
-    /// counters here keep `ConnHandle` in a smaller allocator size class
-    /// (docs/performance.md, idle connections round 4).
-    tx_qos0_len: u32,
+    /// `Tx::Qos0` entries in `tx`, bounded by [`TX_QOS0_MAX`]. 16 bits
+    /// (the bound fits): the narrow counters here keep `ConnHandle` in a
+    /// smaller allocator size class and make room for `clean_start` and
+    /// `socket_fd` (docs/performance.md, idle connections round 4 and
+    /// "round 2" after issue 12).
+    tx_qos0_len: u16,
     /// Ids of PUBLISHes carried over from an earlier connection that still
     /// wait for room in this connection's window before being resent.
     resend: Lazy<VecDeque<u16>>,
     actions: Lazy<VecDeque<Action>>,
     closed: bool,
+    /// Clean Start of the CONNECT, for the admin API.
+    clean_start: bool,
+    /// The shard's descriptor of this connection's socket (-1 until set),
+    /// for the admin API's `getpeername` (`shard::inspect`). Kept here, in
+    /// padding, rather than the peer's address (18 bytes) in a box of its
+    /// own: never used for I/O by this sans-IO state.
+    socket_fd: i32,
     /// Whether the session queue is past its bound and holds publishers
     /// back (see `session::pressure`).
     pressure: Pressure,
@@ -325,6 +337,8 @@ impl Connection {
             resend: Lazy::new(),
             actions: Lazy::new(),
             closed: false,
+            clean_start: connect.clean_start,
+            socket_fd: -1,
             pressure: Pressure::Free,
             session,
         };
@@ -386,6 +400,22 @@ impl Connection {
     /// Negotiated keepalive in seconds (after the Server Keep Alive cap).
     pub fn keep_alive_s(&self) -> u16 {
         self.keep_alive_s
+    }
+
+    /// Clean Start as the client's CONNECT set it.
+    pub fn clean_start(&self) -> bool {
+        self.clean_start
+    }
+
+    /// The shard's descriptor of the connection's socket, if set
+    /// (`set_socket_fd`): for the admin API's peer address only.
+    pub fn socket_fd(&self) -> Option<i32> {
+        (self.socket_fd >= 0).then_some(self.socket_fd)
+    }
+
+    /// Records the descriptor of the connection's socket (see `socket_fd`).
+    pub fn set_socket_fd(&mut self, fd: i32) {
+        self.socket_fd = fd;
     }
 
     /// Whether the connection has ended (an [`Action::Close`] was emitted).

@@ -1,15 +1,15 @@
 //! `ClientKey`: a client id as a key of the shard's registry maps
-//! (`State::slots`, the registry's owners), one pointer wide, and shared by both.
+//! (`State::slots`, the registry's owners), one pointer wide.
 //!
 //! Those maps hold an entry per session and grow by doubling, so every
 //! session pays up to two buckets of each: with 10,000 sessions, 16,384
 //! buckets. A `ByteStr` key took 32 bytes of every bucket, a `Box<str>` 16;
 //! this takes 8, the length living in the allocation beside the bytes
 //! (docs/performance.md, idle connections round 4). A clone is the same
-//! allocation with its count raised, so an id homed on the shard that holds
-//! its session is stored once for both maps (`shared_key`; round 5).
+//! allocation with its count raised. Both maps once shared one key per id
+//! homed on the shard that holds its session (round 5); since "Idle
+//! connections after issue 12", round 2, such an id is in `slots` only.
 
-use ahash::AHashMap;
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::fmt;
@@ -117,15 +117,6 @@ impl Clone for ClientKey {
     }
 }
 
-/// A key for `id`: `other`'s key for it when that map has one (both maps
-/// then share one allocation), else a new one.
-pub fn shared_key<V>(other: &AHashMap<ClientKey, V>, id: &str) -> ClientKey {
-    match other.get_key_value(id) {
-        Some((key, _)) => key.clone(),
-        None => ClientKey::new(id),
-    }
-}
-
 impl Borrow<str> for ClientKey {
     fn borrow(&self) -> &str {
         self.as_str()
@@ -193,14 +184,6 @@ mod tests {
         drop(a);
         assert_eq!(b.count().get(), 1);
         assert_eq!(b.as_str(), "idle0-9999");
-        let mut owners: AHashMap<ClientKey, u16> = AHashMap::new();
-        owners.insert(b, 0);
-        let shared = shared_key(&owners, "idle0-9999");
-        assert_eq!(shared.count().get(), 2);
-        let fresh = shared_key(&owners, "idle0-1");
-        assert_eq!(fresh.count().get(), 1);
-        drop(owners);
-        assert_eq!(shared.count().get(), 1);
     }
 
     /// The registry's keys for the ids `make bench`'s scenario 6 uses

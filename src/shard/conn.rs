@@ -4,7 +4,8 @@
 //! logic itself is the sans-IO `session::Connection`; this file only moves
 //! bytes and events.
 
-use super::inspect::ConnInfo;
+use super::client_key::ClientKey;
+use super::inspect::unix_ms;
 use super::io::{Half, Stream};
 use super::state::{ConnHandle, Parked, Shard, Slot};
 use super::ListenerCount;
@@ -19,6 +20,7 @@ use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,8 +275,6 @@ struct Admitted<S> {
     io: Rc<RefCell<S>>,
     /// Whatever the client sent after its CONNECT.
     buf: BytesMut,
-    /// The client's address, for the admin API (`shard::inspect`).
-    peer: Option<std::net::SocketAddr>,
 }
 
 /// What an established connection's task keeps while it waits for its
@@ -454,12 +454,7 @@ async fn admit<S: Stream>(
             return close(&io).await;
         }
     }
-    *admitted = Some(Admitted {
-        connect,
-        io,
-        buf,
-        peer,
-    });
+    *admitted = Some(Admitted { connect, io, buf });
 }
 
 /// Decides a CONNECT (`admission::decide`) and, for an admission, takes a
@@ -693,12 +688,7 @@ async fn handle_buffered(
 /// (claiming the client id, taking over an older connection), registers the
 /// connection and queues CONNACK.
 async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Option<Live<S>> {
-    let Admitted {
-        connect,
-        io,
-        buf,
-        peer,
-    } = admitted;
+    let Admitted { connect, io, buf } = admitted;
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -739,19 +729,20 @@ async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Optio
     }
     let existing = connected.resume;
     let resumed = existing.is_some();
-    let info = ConnInfo::new(peer, connect.clean_start, std::time::SystemTime::now());
+    let connected_at_ms = unix_ms(std::time::SystemTime::now());
     let now = Instant::now();
     // The session gets a copy of its own, never cloned while the client is
     // idle: `client_id` was cloned for the connects in progress
     // (`State::pending`), and a cloned `Bytes` keeps a 24-byte shared header
     // for as long as any copy lives.
     let session_id = ByteStr::from(client_id.as_str());
-    let conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
+    let mut conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
+    conn.set_socket_fd(io.borrow().tcp().as_raw_fd());
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
-    let handle = Rc::new(ConnHandle::new(conn, info));
+    let handle = Rc::new(ConnHandle::new(conn, connected_at_ms));
     {
         let st = &mut *shard.state.borrow_mut();
-        let key = st.registry.shared_key(client_id.as_str());
+        let key = ClientKey::new(client_id.as_str());
         st.slots.insert(key, Slot::Online(handle.clone()));
     }
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
@@ -896,7 +887,7 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
                 let offline = shard.with_lifecycle(|l| l.handle_offline(s, will, &clock));
                 {
                     let st = &mut *shard.state.borrow_mut();
-                    let key = st.registry.shared_key(client_id.as_str());
+                    let key = ClientKey::new(client_id.as_str());
                     st.slots.insert(
                         key,
                         Slot::Offline(Box::new(Parked {

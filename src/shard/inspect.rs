@@ -4,18 +4,19 @@
 //! Nothing here runs on the publish path; the counters it reads are plain
 //! `Cell`s the publish path adds to (`metrics::ShardMetrics`).
 //!
-//! The few facts about a connection that its session does not keep (the
-//! peer's address, when it connected, Clean Start) are in one small boxed
-//! `ConnInfo` per connection (`ConnHandle::info`): the handle fills its
-//! allocator size class to the byte
-//! (`state::tests::per_connection_state_fits_its_size_class`), and a
-//! shard-side map of them cost twice the box (docs/performance.md).
+//! The few facts about a connection that its session does not keep cost
+//! no allocation: the connect time is in `ConnHandle`, Clean Start and the
+//! socket's descriptor in the padding of `Connection`, and the peer's
+//! address is asked of the socket when the admin API wants it (`peer_of`).
+//! A box of them cost 32 bytes per connection, a shard-side map about 67
+//! (docs/performance.md, "Idle connections after issue 12").
 
 use super::state::{ConnHandle, Shard, Slot};
 use crate::codec::ReasonCode;
 use crate::metrics::{ClientInfo, DropTotals, ShardStats, SubscriptionInfo};
-use crate::session::{DropCounts, Session};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use crate::session::{Connection, DropCounts, Session};
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,44 +56,29 @@ pub enum AdminAnswer {
     Stats(Box<ShardStats>),
 }
 
-/// What the admin API shows of a connection that its session does not
-/// keep. 32 bytes: the address as IPv6 (IPv4 mapped), so no `SocketAddr`
-/// enum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnInfo {
-    ip: [u8; 16],
-    port: u16,
-    clean_start: bool,
-    connected_at_ms: u64,
+/// The peer's address of a connected client, asked of its socket: kept
+/// per connection it cost 18 bytes and, boxed with the connect time, a
+/// 32-byte allocation (docs/performance.md, "Idle connections after issue
+/// 12", round 2). Read only while the connection is not `closing`: its task
+/// closes the descriptor in `finish`, after `request_close`, so until then
+/// the descriptor is this connection's (everything here runs on the shard's
+/// thread). `None` once the peer is gone (the socket reports `ENOTCONN`).
+fn peer_of(handle: &ConnHandle, conn: &Connection) -> Option<SocketAddr> {
+    if handle.closing.get() {
+        return None;
+    }
+    // SAFETY: the descriptor is open for as long as the connection is not
+    // closing (above), and the borrow ends within this function.
+    let fd = unsafe { BorrowedFd::borrow_raw(conn.socket_fd()?) };
+    socket_peer(fd)
 }
 
-impl ConnInfo {
-    pub fn new(peer: Option<SocketAddr>, clean_start: bool, connected_at: SystemTime) -> ConnInfo {
-        let (ip, port) = match peer {
-            Some(p) => {
-                let v6 = match p.ip() {
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                    IpAddr::V6(v6) => v6,
-                };
-                (v6.octets(), p.port())
-            }
-            // Port 0 marks an unknown address: no TCP peer has it.
-            None => ([0; 16], 0),
-        };
-        ConnInfo {
-            ip,
-            port,
-            clean_start,
-            connected_at_ms: unix_ms(connected_at),
-        }
-    }
-
-    fn peer(&self) -> Option<SocketAddr> {
-        (self.port != 0).then(|| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(self.ip)), self.port))
-    }
+/// `getpeername` of a socket.
+fn socket_peer(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket()
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+pub(super) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -197,7 +183,6 @@ impl Shard {
     fn online_info(&self, handle: &Rc<ConnHandle>) -> ClientInfo {
         let conn = handle.conn.borrow();
         let session = conn.session();
-        let info = &handle.info;
         ClientInfo {
             client_id: session.client_id().to_string(),
             shard: self.id,
@@ -208,16 +193,16 @@ impl Shard {
                 crate::codec::Protocol::V311 => 4,
                 crate::codec::Protocol::V5 => 5,
             },
-            peer: info.peer(),
+            peer: peer_of(handle, &conn),
             keepalive_s: conn.keep_alive_s(),
-            clean_start: Some(info.clean_start),
+            clean_start: Some(conn.clean_start()),
             expiry_interval_s: session.expiry_interval_s(),
             subscriptions: session.subscription_count() as u64,
             mqueue_len: session.queued_len() as u64,
             mqueue_max: session.queue_len_max() as u64,
             mqueue_dropped: session.dropped_messages(),
             inflight_cnt: session.inflight_len() as u64,
-            connected_at_ms: Some(info.connected_at_ms),
+            connected_at_ms: Some(handle.connected_at_ms),
             disconnected_at_ms: None,
         }
     }
@@ -394,18 +379,25 @@ impl Shard {
 mod tests {
     use super::*;
 
+    /// The admin API's address of a client is its socket's peer, IPv4 or
+    /// IPv6, and none once the socket has no peer.
     #[test]
-    fn conn_info_is_small_and_keeps_the_address() {
-        assert_eq!(std::mem::size_of::<ConnInfo>(), 32);
-        let t = UNIX_EPOCH + Duration::from_millis(1234);
-        let v4: SocketAddr = "10.1.2.3:4567".parse().unwrap();
-        let i = ConnInfo::new(Some(v4), true, t);
-        assert_eq!(i.peer().map(|p| p.ip().to_canonical()), Some(v4.ip()));
-        assert_eq!(i.peer().map(|p| p.port()), Some(4567));
-        assert_eq!(i.connected_at_ms, 1234);
-        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
-        assert_eq!(ConnInfo::new(Some(v6), false, t).peer(), Some(v6));
-        assert_eq!(ConnInfo::new(None, false, t).peer(), None);
+    fn the_peer_is_asked_of_the_socket() {
+        use std::os::fd::AsFd;
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = std::net::TcpListener::bind(bind) else {
+                continue; // no IPv6 on this host
+            };
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            assert_eq!(
+                socket_peer(server.as_fd()),
+                Some(client.local_addr().unwrap())
+            );
+        }
+        let unconnected =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        assert_eq!(socket_peer(unconnected.as_fd()), None);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! other shards. Only this shard's tasks touch it, through `Rc<Shard>`.
 
 use super::client_key::ClientKey;
-use super::inspect::ConnInfo;
 use super::io::{Oneshot, Signal};
 use super::mesh::Mesh;
 use super::msg::{Reply, ShardMsg};
@@ -88,15 +87,16 @@ pub struct ConnHandle {
     /// congested subscriber that paused this publisher (`shard::pressure`).
     /// 16 bits in the padding after `tx_hold`.
     pub pauses: Cell<u16>,
-    /// What the admin API shows that the session does not keep (peer
-    /// address, connect time, Clean Start), boxed: 32 bytes per connection,
-    /// where a shard-side map cost about 67 (docs/performance.md, "Idle
-    /// connections after issue 12").
-    pub info: Box<ConnInfo>,
+    /// When the client connected (ms since the Unix epoch), for the admin
+    /// API. The rest of what it shows of a connection is in `Connection`
+    /// (Clean Start, the socket's descriptor for the peer's address): a
+    /// 32-byte box of them cost every connection its allocation
+    /// (docs/performance.md, "Idle connections after issue 12", round 2).
+    pub connected_at_ms: u64,
 }
 
 impl ConnHandle {
-    pub fn new(conn: Connection, info: ConnInfo) -> ConnHandle {
+    pub fn new(conn: Connection, connected_at_ms: u64) -> ConnHandle {
         ConnHandle {
             conn: RefCell::new(conn),
             waker: Cell::new(None),
@@ -104,7 +104,7 @@ impl ConnHandle {
             closing: Cell::new(false),
             tx_hold: Cell::new(0),
             pauses: Cell::new(0),
-            info: Box::new(info),
+            connected_at_ms,
         }
     }
 
@@ -345,7 +345,7 @@ impl Shard {
                 router: Router::new(Location::new(settings.node, id), count),
                 retained,
                 slots: AHashMap::new(),
-                registry: Registry::default(),
+                registry: Registry::new(Location::new(settings.node, id)),
                 handovers: AHashMap::new(),
                 interest_clock: InterestClock::new(id, count),
                 wills: BTreeMap::new(),

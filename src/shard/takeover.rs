@@ -142,11 +142,12 @@ impl Shard {
 
     /// At the home shard: a claim of `client_id` by shard `from`.
     pub(super) fn on_claim(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
-        let answer = self
-            .state
-            .borrow_mut()
-            .registry
-            .claim(self.at(from), &client_id, token);
+        let answer = {
+            let st = &mut *self.state.borrow_mut();
+            let held_here = st.slots.contains_key(client_id.as_str());
+            st.registry
+                .claim(self.at(from), &client_id, token, held_here)
+        };
         self.answer_claim(answer);
     }
 

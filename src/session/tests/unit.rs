@@ -96,6 +96,23 @@ fn connack_v5_announces_limits() {
     assert_eq!(pr.maximum_qos, None);
 }
 
+/// What the admin API reads of a connection besides its session: Clean
+/// Start as CONNECT set it, and the socket's descriptor once the shard set it.
+#[test]
+fn connection_keeps_clean_start_and_socket_fd_for_the_admin_api() {
+    for clean_start in [true, false] {
+        let mut p = Pair::new(cfg());
+        p.connect(Connect {
+            clean_start,
+            ..connect_v5("c1")
+        });
+        assert_eq!(p.conn().clean_start(), clean_start);
+        assert_eq!(p.conn().socket_fd(), None);
+        p.conn().set_socket_fd(7);
+        assert_eq!(p.conn().socket_fd(), Some(7));
+    }
+}
+
 #[test]
 fn connack_v3_has_no_properties() {
     let mut p = Pair::new(cfg());
