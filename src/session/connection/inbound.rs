@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::authz::DenyAction;
-use crate::codec::{AckKind, Publish, QoS, ReasonCode};
+use crate::codec::{AckKind, PubAck, Publish, QoS, ReasonCode};
 use crate::router::topic::{is_valid_topic_name, levels};
 use crate::session::origin::Origin;
 use crate::session::{Action, Message};
@@ -109,6 +109,17 @@ impl Connection {
             expires_at,
         };
         self.actions.push_back(Action::Publish(Arc::new(message)));
+    }
+
+    /// The end of an inbound QoS 2 flow: the packet id is free again.
+    pub(super) fn handle_pubrel(&mut self, rel: PubAck) {
+        let reason = if self.session.incoming_qos2.remove(&rel.packet_id) || !self.is_v5() {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        let pubcomp = Tx::Ack(AckKind::PubComp, rel.packet_id, reason);
+        self.tx.push_back(pubcomp);
     }
 
     /// A PUBLISH the rules deny: never routed. `Ignore` acknowledges it (v5

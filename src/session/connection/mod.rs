@@ -8,10 +8,10 @@
 //! | part | concern | offers the others |
 //! |---|---|---|
 //! | `accept` | CONNECT checks, the CONNACK, a resumed session's resends | `ConnectExtras` |
-//! | `inbound` | PUBLISH from the client: aliases in, limits, QoS 1/2 receive state | `handle_publish` |
+//! | `inbound` | PUBLISH and PUBREL from the client: aliases in, limits, QoS 1/2 receive state | `handle_publish`, `handle_pubrel` |
 //! | `access` | `$SYS` / `$share` names and the authorization rules | `may_publish`, `may_subscribe`, `deny_reason_code` |
 //! | `subscriptions` | SUBSCRIBE and UNSUBSCRIBE | `handle_subscribe`, `handle_unsubscribe` |
-//! | `outbound` | deliveries, the session queue, the inflight window, acks of our PUBLISHes, back-pressure | `complete`, `drain`, `has_window`, `out_state`, `handle_pubrec`, `drop_too_large` |
+//! | `outbound` | deliveries, the session queue, the inflight window, acks of our PUBLISHes, back-pressure | `handle_puback`, `handle_pubrec`, `handle_pubcomp`, `complete`, `drain`, `has_window`, `drop_too_large` |
 //! | `transmit` | `poll_transmit`: each packet encoded in write order, fitted to the client's Maximum Packet Size | nothing |
 //! | `aliases` | the topic alias tables of both directions | `Aliases` |
 //! | `end` | DISCONNECT, kicks, takeover, the will, `into_session`, the one `close` | `close`, `close_error`, `protocol_error` |
@@ -36,7 +36,7 @@ use crate::codec::{AckKind, AckProperties, ByteStr, Packet, Protocol, PubAck, Re
 
 use super::lazy::Lazy;
 use super::pressure::Pressure;
-use super::state::{Awaiting, Session};
+use super::state::Session;
 use super::{Action, Delivery, DropCounts, SessionConfig};
 
 use accept::ConnectExtras;
@@ -173,34 +173,10 @@ impl Connection {
         self.last_rx_at = now;
         match packet {
             Packet::Publish(p) => self.handle_publish(p, now),
-            // An ack of the wrong kind for the flow its packet id is in is
-            // a protocol error (3.1.1 MQTT-4.8.0-1, 5.0 section 4.13): left
-            // alone, the message would hold its window slot for good. An
-            // ack for an id with no flow is tolerated: a resend after a
-            // reconnect can produce one.
-            Packet::PubAck(ack) => match self.out_state(ack.packet_id) {
-                Some(Awaiting::PubAck) => self.complete(ack.packet_id),
-                Some(Awaiting::PubRec | Awaiting::PubComp) => {
-                    self.protocol_error("PUBACK for a QoS 2 message")
-                }
-                None => {}
-            },
+            Packet::PubRel(rel) => self.handle_pubrel(rel),
+            Packet::PubAck(ack) => self.handle_puback(ack),
             Packet::PubRec(ack) => self.handle_pubrec(ack),
-            Packet::PubComp(ack) => match self.out_state(ack.packet_id) {
-                Some(Awaiting::PubComp) => self.complete(ack.packet_id),
-                Some(Awaiting::PubAck) => self.protocol_error("PUBCOMP for a QoS 1 message"),
-                Some(Awaiting::PubRec) => self.protocol_error("PUBCOMP before PUBREC"),
-                None => {}
-            },
-            Packet::PubRel(rel) => {
-                let reason = if self.session.incoming_qos2.remove(&rel.packet_id) || !self.is_v5() {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-                };
-                let pubcomp = Tx::Ack(AckKind::PubComp, rel.packet_id, reason);
-                self.tx.push_back(pubcomp);
-            }
+            Packet::PubComp(ack) => self.handle_pubcomp(ack),
             Packet::Subscribe(s) => self.handle_subscribe(s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
             Packet::PingReq => self.tx.push_back(Tx::Control(Box::new(Packet::PingResp))),

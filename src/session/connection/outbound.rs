@@ -12,6 +12,30 @@ use crate::session::{Delivery, TX_QOS0_MAX};
 use super::{pubrel, Connection, Tx};
 
 impl Connection {
+    // An ack of the wrong kind for the flow its packet id is in is a
+    // protocol error (3.1.1 MQTT-4.8.0-1, 5.0 section 4.13): left alone,
+    // the message would hold its window slot for good. An ack for an id
+    // with no flow is tolerated: a resend after a reconnect can produce one.
+
+    pub(super) fn handle_puback(&mut self, ack: PubAck) {
+        match self.out_state(ack.packet_id) {
+            Some(Awaiting::PubAck) => self.complete(ack.packet_id),
+            Some(Awaiting::PubRec | Awaiting::PubComp) => {
+                self.protocol_error("PUBACK for a QoS 2 message")
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, ack: PubAck) {
+        match self.out_state(ack.packet_id) {
+            Some(Awaiting::PubComp) => self.complete(ack.packet_id),
+            Some(Awaiting::PubAck) => self.protocol_error("PUBCOMP for a QoS 1 message"),
+            Some(Awaiting::PubRec) => self.protocol_error("PUBCOMP before PUBREC"),
+            None => {}
+        }
+    }
+
     pub(super) fn handle_pubrec(&mut self, rec: PubAck) {
         let id = rec.packet_id;
         match self.out_state(id) {
@@ -141,7 +165,7 @@ impl Connection {
         self.handle_delivery(d, now);
     }
 
-    pub(super) fn out_state(&self, id: u16) -> Option<Awaiting> {
+    fn out_state(&self, id: u16) -> Option<Awaiting> {
         self.session.inflight.get(&id).map(|o| o.state)
     }
 
