@@ -1,7 +1,6 @@
 //! `Lifecycle` transitions and their events; a session moved as a snapshot
 //! (by value and as bytes) resumes exactly as one that never moved.
 
-use super::unit::{persistent_v5, with_props};
 use super::*;
 use crate::session::lifecycle::{EndReason, WillPlan};
 

@@ -2,12 +2,18 @@
 //! and collects what it transmits and asks the shard to do.
 
 mod authz;
+mod connect;
+mod end;
+mod inbound;
 mod lifecycle;
+mod outbound;
 mod pressure;
 mod protocol_errors;
+mod resume;
 mod sim;
+mod subscriptions;
 mod topics;
-mod unit;
+mod transmit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -318,4 +324,78 @@ pub(super) fn with_will(mut c: Connect, topic: &str) -> Connect {
         properties: WillProperties::default(),
     });
     c
+}
+
+pub(super) fn sub(filter: &str, qos: QoS) -> (ByteStr, SubscriptionOptions) {
+    (
+        ByteStr::from(filter),
+        SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        },
+    )
+}
+
+pub(super) fn subscribe(packet_id: u16, filters: Vec<(ByteStr, SubscriptionOptions)>) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id,
+        filters,
+        properties: SubscribeProperties::default(),
+    })
+}
+
+pub(super) fn disconnect(code: ReasonCode) -> Packet {
+    Packet::Disconnect(Box::new(Disconnect {
+        reason_code: code,
+        properties: DisconnectProperties::default(),
+    }))
+}
+
+pub(super) fn pair_v5() -> Pair {
+    let mut p = Pair::new(cfg());
+    p.connect(connect_v5("c1"));
+    p
+}
+
+pub(super) fn pair_v3() -> Pair {
+    let mut p = Pair::new(cfg());
+    p.connect(connect_v3("c1"));
+    p
+}
+
+pub(super) fn with_props(mut c: Connect, f: impl FnOnce(&mut ConnectProperties)) -> Connect {
+    f(&mut c.properties);
+    c
+}
+
+pub(super) fn persistent_v5(id: &str) -> Connect {
+    let mut c = with_props(connect_v5(id), |p| p.session_expiry_interval_s = Some(600));
+    c.clean_start = false;
+    c
+}
+
+pub(super) fn close_of(actions: &[Action]) -> (ReasonCode, bool) {
+    let closes: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Close { reason, will } => Some((*reason, *will)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes.len(), 1, "exactly one Close: {actions:?}");
+    closes[0]
+}
+
+pub(super) fn disconnect_sent(sent: &[Packet]) -> Option<&Disconnect> {
+    match sent.last() {
+        Some(Packet::Disconnect(d)) => Some(d),
+        _ => None,
+    }
+}
+
+pub(super) fn queued_payloads(s: &Session) -> Vec<String> {
+    s.queue
+        .iter()
+        .map(|d| String::from_utf8(d.message.payload.to_vec()).unwrap())
+        .collect()
 }

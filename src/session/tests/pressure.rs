@@ -2,7 +2,6 @@
 //! subscriber that keeps reading takes QoS 1/2 messages past its queue
 //! bound and says it is congested; stalled, or offline, it drops.
 
-use super::unit::{disconnect, persistent_v5, with_props};
 use super::*;
 use crate::session::pressure::{StallClock, MQUEUE_OVERSHOOT_MAX};
 
