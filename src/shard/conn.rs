@@ -6,7 +6,9 @@
 
 use super::inspect::{conn_key, ConnInfo};
 use super::io::{Half, Signal, Stream};
-use super::state::{ConnHandle, Parked, Shard, Slot};
+use super::scratch::Scratch;
+use super::sessions::{Parked, Slot};
+use super::state::{ConnHandle, Shard};
 use super::ListenerCount;
 use crate::admission::{self, Decision, Request};
 use crate::codec::{self, ByteStr, ConnAck, ConnAckProperties, Packet, Protocol, ReasonCode};
@@ -48,7 +50,7 @@ fn assign_client_id(shard: u16) -> ByteStr {
 /// (`buf` already grown for it) does the kernel write into `buf` directly,
 /// which saves copying large payloads twice.
 async fn fill<S: Stream>(
-    scratch: &RefCell<Box<[u8]>>,
+    scratch: &Scratch,
     io: &RefCell<S>,
     buf: &mut BytesMut,
 ) -> io::Result<bool> {
@@ -58,7 +60,7 @@ async fn fill<S: Stream>(
 /// `fill` as a poll, for a wait on several things at once.
 fn poll_fill<S: Stream>(
     cx: &mut Context<'_>,
-    scratch: &RefCell<Box<[u8]>>,
+    scratch: &Scratch,
     rd: &mut S,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<bool>> {
@@ -73,7 +75,7 @@ fn poll_fill<S: Stream>(
         unsafe { buf.set_len(buf.len() + n) };
         return Poll::Ready(Ok(n > 0));
     }
-    let mut scratch = scratch.borrow_mut();
+    let mut scratch = scratch.read();
     let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
     buf.extend_from_slice(&scratch[..n]);
     Poll::Ready(Ok(n > 0))
@@ -83,14 +85,14 @@ fn poll_fill<S: Stream>(
 /// scratch buffer and a box is made only when bytes arrived.
 fn poll_fill_partial<S: Stream>(
     cx: &mut Context<'_>,
-    scratch: &RefCell<Box<[u8]>>,
+    scratch: &Scratch,
     rd: &mut S,
     buf: &mut PartialPacket,
 ) -> Poll<io::Result<bool>> {
     if let Some(b) = buf {
         return poll_fill(cx, scratch, rd, b);
     }
-    let mut scratch = scratch.borrow_mut();
+    let mut scratch = scratch.read();
     let n = ready!(Pin::new(&mut *rd).poll_read(cx, &mut scratch))?;
     if n > 0 {
         *buf = Some(Box::new(BytesMut::from(&scratch[..n])));
@@ -134,7 +136,7 @@ fn poll_transmit<S: Stream>(
         if handle.tx_hold.get() > 0 && !handle.closing.get() {
             return Poll::Ready(Ok(()));
         }
-        let mut out = shard.write_scratch.borrow_mut();
+        let mut out = shard.scratch.write();
         out.clear();
         {
             let now = Instant::now();
@@ -332,7 +334,7 @@ async fn serve_shared<S: Stream>(
     let Some(admitted) = admitted else {
         return;
     };
-    shard.state.borrow_mut().connections += 1;
+    shard.sessions.connection_opened();
     let establishing = Box::pin(establish(&shard, admitted));
     match establishing.await {
         // The established connection runs as a task of its own: glommio
@@ -381,7 +383,7 @@ async fn admit<S: Stream>(
             Ok(Some(_)) => return close(&io).await,
             Ok(None) => {
                 let before = buf.len();
-                match fill(&shard.read_scratch, &io, &mut buf).await {
+                match fill(&shard.scratch, &io, &mut buf).await {
                     Ok(true) => {
                         let read = (buf.len() - before) as u64;
                         ShardMetrics::add(&shard.metrics.bytes_received, read);
@@ -623,7 +625,7 @@ impl<S: Stream> Live<S> {
             }
             let before = self.buf.as_ref().map_or(0, |b| b.len());
             if let Poll::Ready(r) =
-                poll_fill_partial(cx, &shard.read_scratch, &mut self.stream, &mut self.buf)
+                poll_fill_partial(cx, &shard.scratch, &mut self.stream, &mut self.buf)
             {
                 let read = self.buf.as_ref().map_or(0, |b| b.len()) - before;
                 ShardMetrics::add(&shard.metrics.bytes_received, read as u64);
@@ -750,11 +752,9 @@ async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Optio
         tx_hold: Cell::new(0),
         pauses: Cell::new(0),
     });
-    {
-        let st = &mut *shard.state.borrow_mut();
-        let key = st.registry.shared_key(client_id.as_str());
-        st.slots.insert(key, Slot::Online(handle.clone()));
-    }
+    shard
+        .sessions
+        .insert(client_id.as_str(), Slot::Online(handle.clone()));
     shard
         .conn_infos
         .borrow_mut()
@@ -835,7 +835,7 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
             let started = Instant::now();
             loop {
                 buf.clear();
-                match fill(&shard.read_scratch, &io, &mut buf).await {
+                match fill(&shard.scratch, &io, &mut buf).await {
                     Ok(true) if started.elapsed() < CLOSE_LINGER => {}
                     _ => break,
                 }
@@ -852,20 +852,17 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
     // arriving meanwhile still finds it. Action tasks spawned for this
     // connection may hold the handle for a moment; they finish without
     // waiting on anything.
-    let in_slot = |shard: &Shard| {
-        matches!(shard.state.borrow().slots.get(client_id.as_str()),
-            Some(Slot::Online(h)) if Rc::ptr_eq(h, &handle))
-    };
+    let in_slot = |shard: &Shard| shard.sessions.holds_online(client_id.as_str(), &handle);
     while Rc::strong_count(&handle) > 1 + usize::from(in_slot(shard)) {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     // From here until the session is in its next place nothing awaits.
     if in_slot(shard) {
-        shard.state.borrow_mut().slots.remove(client_id.as_str());
+        shard.sessions.remove(client_id.as_str());
     }
     // A congested subscriber that leaves holds nobody back.
     shard.relieve(&handle);
-    let handover = shard.take_handover(&handle);
+    let handover = shard.sessions.take_handover(&handle);
     shard.conn_infos.borrow_mut().remove(&conn_key(&handle));
     let Ok(handle) = Rc::try_unwrap(handle) else {
         unreachable!("the handle's other holders are gone and nothing awaited since");
@@ -900,17 +897,13 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
         None => match session {
             Some(s) => {
                 let offline = shard.with_lifecycle(|l| l.handle_offline(s, will, &clock));
-                {
-                    let st = &mut *shard.state.borrow_mut();
-                    let key = st.registry.shared_key(client_id.as_str());
-                    st.slots.insert(
-                        key,
-                        Slot::Offline(Box::new(Parked {
-                            session: offline.session,
-                            expires_at: offline.expires_at,
-                        })),
-                    );
-                }
+                shard.sessions.insert(
+                    client_id.as_str(),
+                    Slot::Offline(Box::new(Parked {
+                        session: offline.session,
+                        expires_at: offline.expires_at,
+                    })),
+                );
                 match offline.will {
                     WillPlan::None => {}
                     WillPlan::PublishNow(w) => shard.publish(w).await,

@@ -17,25 +17,32 @@
 //! - `client_key.rs`: client ids as keys of the registry maps, one pointer wide.
 //! - `fd_table.rs`: the descriptor table reserved at start (no growth stalls).
 
+mod actions;
 mod client_key;
 mod conn;
 mod fd_table;
 mod inbox;
 mod inspect;
+mod interest;
 mod io;
 mod lifecycle;
 mod lock;
 mod mesh;
 mod msg;
 mod pressure;
+mod publish;
 mod registry;
 mod reply;
+mod routes;
+mod scratch;
 mod service;
+mod sessions;
 #[cfg(test)]
 mod sim;
 mod state;
 mod stop;
 mod takeover;
+mod timers;
 mod transport;
 
 pub use fd_table::presize_fd_table;

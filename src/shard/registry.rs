@@ -81,7 +81,7 @@ impl Registry {
         }
     }
 
-    /// A key for `client_id` in another registry map (`State::slots`):
+    /// A key for `client_id` in another registry map (the shard's slots, `Sessions`):
     /// this map's own when the id is homed here, so both maps share one
     /// allocation (docs/performance.md, idle connections round 5).
     pub fn shared_key(&self, client_id: &str) -> ClientKey {
