@@ -10,7 +10,6 @@
 //! reach the shard again (`give_deliveries`).
 
 use super::msg::ShardMsg;
-use super::sessions::Resolved;
 use super::state::{ConnHandle, Shard, ShardId};
 use crate::router::{RecipientRef, Route, SharedKey};
 use crate::session::{Delivery, Message};
@@ -158,19 +157,14 @@ impl Shard {
         let mut targets = self.routes.take_targets();
         {
             let mut slots = self.sessions.resolver(self.settings.session.max_mqueue_len);
-            let mut no_recipient = 0;
             self.routes
                 .each_recipient(message, route, |r: RecipientRef<'_>| {
                     let client = r.client;
                     let d = Delivery::of(message, r);
-                    match slots.resolve(client, d, now) {
-                        Resolved::Online(h, d) => targets.push((h, d)),
-                        Resolved::Kept => {}
-                        Resolved::NoRecipient => no_recipient += 1,
-                    }
+                    targets.extend(slots.resolve(client, d, now));
                 });
-            if no_recipient > 0 {
-                self.routes.count_no_recipient(no_recipient);
+            if slots.no_recipient() > 0 {
+                self.routes.count_no_recipient(slots.no_recipient());
             }
         }
         self.give_deliveries(targets.drain(..), message, from, now);
@@ -221,17 +215,11 @@ impl Shard {
             subscription_ids: r.subscription_ids,
         };
         let now = self.routes.delivery_now(message);
-        let resolved = self
-            .sessions
-            .resolver(self.settings.session.max_mqueue_len)
-            .resolve(&r.client, d, now);
-        let target = match resolved {
-            Resolved::Online(h, d) => Some((h, d)),
-            Resolved::Kept => None,
-            Resolved::NoRecipient => {
-                self.routes.count_no_recipient(1);
-                None
-            }
+        let target = {
+            let mut slots = self.sessions.resolver(self.settings.session.max_mqueue_len);
+            let target = slots.resolve(&r.client, d, now);
+            self.routes.count_no_recipient(slots.no_recipient());
+            target
         };
         self.give_deliveries(target, message, from, now);
         true

@@ -31,7 +31,7 @@ pub struct Routes {
     coarse_now: Cell<Instant>,
     /// The online recipients of the message being delivered, kept to
     /// reuse its allocation (`take_targets`).
-    targets: RefCell<Targets>,
+    targets: Cell<Targets>,
 }
 
 impl Routes {
@@ -41,7 +41,7 @@ impl Routes {
             retained: RefCell::new(RetainedStore::new(retained_max_messages)),
             dropped_no_recipient: Cell::new(0),
             coarse_now: Cell::new(Instant::now()),
-            targets: RefCell::new(Targets::new()),
+            targets: Cell::new(Targets::new()),
         }
     }
 
@@ -75,7 +75,7 @@ impl Routes {
     /// `put_back_targets` after its deliveries.
     #[inline]
     pub fn take_targets(&self) -> Targets {
-        std::mem::take(&mut *self.targets.borrow_mut())
+        self.targets.take()
     }
 
     #[inline]
@@ -86,7 +86,7 @@ impl Routes {
             // its list's memory for every later one.
             targets = Targets::new();
         }
-        *self.targets.borrow_mut() = targets;
+        self.targets.set(targets);
     }
 
     /// The next local member of a shared group, if it has one here.

@@ -64,18 +64,6 @@ pub struct Parked {
     pub expires_at: Option<Instant>,
 }
 
-/// Where a delivery went (`Resolver::resolve`).
-pub enum Resolved {
-    /// To this online connection: the caller gives it the delivery once no
-    /// part is borrowed any more.
-    Online(Rc<ConnHandle>, Delivery),
-    /// Queued in the parked session, or kept beside a moving one.
-    Kept,
-    /// Nowhere: no session here (any more), or a moving session's bound
-    /// was reached.
-    NoRecipient,
-}
-
 pub type Slots = AHashMap<ClientKey, Slot>;
 
 #[derive(Default)]
@@ -102,31 +90,50 @@ pub struct Sessions {
 pub struct Resolver<'a> {
     held: RefMut<'a, Held>,
     moving_len_max: usize,
+    /// Deliveries that found no session here, or a moving session's bound
+    /// reached.
+    no_recipient: u64,
 }
 
 impl Resolver<'_> {
     /// Where a delivery for `client` goes: its connection if online
-    /// (returned), its parked session if offline (queued there now), beside
+    /// (returned: the caller gives it the delivery once no part is borrowed
+    /// any more), its parked session if offline (queued there now), beside
     /// a session moving between shards (kept for it, up to
-    /// `moving_len_max`), nowhere if the client has no session here.
+    /// `moving_len_max`), nowhere if the client has no session here
+    /// (counted, `no_recipient`).
     #[inline]
-    pub fn resolve(&mut self, client: &ByteStr, d: Delivery, now: Instant) -> Resolved {
+    pub fn resolve(
+        &mut self,
+        client: &ByteStr,
+        d: Delivery,
+        now: Instant,
+    ) -> Option<(Rc<ConnHandle>, Delivery)> {
         match self.held.slots.get_mut(client.as_str()) {
-            Some(Slot::Online(h)) => Resolved::Online(h.clone(), d),
+            Some(Slot::Online(h)) => Some((h.clone(), d)),
             Some(Slot::Offline(parked)) => {
                 parked.session.deliver_offline(d, now);
-                Resolved::Kept
+                None
             }
             Some(Slot::Exported(m) | Slot::Importing(m)) => {
                 if m.deliveries.len() < self.moving_len_max {
                     m.deliveries.push(d);
-                    Resolved::Kept
                 } else {
-                    Resolved::NoRecipient
+                    self.no_recipient += 1;
                 }
+                None
             }
-            None => Resolved::NoRecipient,
+            None => {
+                self.no_recipient += 1;
+                None
+            }
         }
+    }
+
+    /// How many deliveries found no recipient.
+    #[inline]
+    pub fn no_recipient(&self) -> u64 {
+        self.no_recipient
     }
 }
 
@@ -138,6 +145,7 @@ impl Sessions {
         Resolver {
             held: self.held.borrow_mut(),
             moving_len_max,
+            no_recipient: 0,
         }
     }
 
