@@ -310,3 +310,65 @@ impl Sessions {
         left
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::QoS;
+    use crate::session::Message;
+    use std::sync::Arc;
+
+    fn delivery() -> Delivery {
+        let message = Arc::new(Message {
+            topic: "t".into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            origin: None,
+            expires_at: None,
+        });
+        Delivery {
+            message,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Default::default(),
+        }
+    }
+
+    /// Offline: queued in the session; moving: kept up to the bound, then
+    /// counted; no slot: counted. Nothing is returned for any of them.
+    #[test]
+    fn the_resolver_queues_keeps_or_counts() {
+        let sessions = Sessions::default();
+        let parked = Parked {
+            session: Session::new("off".into(), 60, 10),
+            expires_at: None,
+        };
+        sessions.insert("off", Slot::Offline(Box::new(parked)));
+        sessions.insert("moving", Slot::Importing(Box::default()));
+        let now = Instant::now();
+        {
+            let mut slots = sessions.resolver(2);
+            for client in ["off", "moving", "moving", "moving", "gone"] {
+                assert!(slots.resolve(&client.into(), delivery(), now).is_none());
+            }
+            assert_eq!(slots.no_recipient(), 2);
+        }
+        assert_eq!(sessions.end_import("moving").len(), 2);
+        sessions.view(|slots| match slots.get("off") {
+            Some(Slot::Offline(p)) => assert_eq!(p.session.queued_len(), 1),
+            _ => panic!("the offline slot left"),
+        });
+        assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn connections_are_counted() {
+        let sessions = Sessions::default();
+        sessions.connection_opened();
+        sessions.connection_opened();
+        assert_eq!(sessions.connection_closed(), 1);
+        assert_eq!(sessions.connections(), 1);
+    }
+}
