@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// A congested subscriber of this shard and the publishers it paused.
 struct Congestion {
     /// Weak: the connection's task must stay the last holder of its handle
-    /// (`conn::finish`).
+    /// (`conn/close.rs`).
     subscriber: Weak<ConnHandle>,
     clock: StallClock,
     /// Each paused publisher once: its shard and client id (a publisher on
