@@ -192,7 +192,7 @@ impl Lifecycle {
     /// The connection was accepted with `session` (`resumed`: the session
     /// it got from `handle_connect`).
     pub fn handle_online(&mut self, session: &Session, resumed: bool, now: &WallClock) {
-        let client_id = session.client_id().clone();
+        let client_id = event_id(session);
         let expiry_interval_s = session.expiry_interval_s();
         let at_unix_ms = now.unix_ms;
         self.emit(if resumed {
@@ -233,7 +233,7 @@ impl Lifecycle {
             .offline_snapshots
             .then(|| Box::new(SessionSnapshot::of(&session, expires_at, pending, now)));
         self.emit(SessionEvent::Offline {
-            client_id: session.client_id().clone(),
+            client_id: event_id(&session),
             at_unix_ms: now.unix_ms,
             expires_at_unix_ms: expires_at.map(|t| now.to_unix_ms(t)),
             will_due_unix_ms: pending.map(|(_, due)| now.to_unix_ms(due)),
@@ -307,6 +307,15 @@ impl Lifecycle {
         }
         self.events.push_back(event);
     }
+}
+
+/// The client id an event carries about a session that stays: a copy,
+/// not a clone. The session's id is a `Bytes` made from a `Vec`; its first
+/// clone allocates a 24-byte shared header that stays with the session for
+/// as long as it lives, i.e. in every idle connection and parked session
+/// (docs/performance.md, "Idle connections after issue 12").
+fn event_id(session: &Session) -> ByteStr {
+    ByteStr::from(session.client_id().as_str())
 }
 
 /// When a session with this Session Expiry Interval ends if its client

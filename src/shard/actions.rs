@@ -102,7 +102,7 @@ impl Shard {
                         );
                     }
                 }
-                handle.wake.raise();
+                handle.raise_wake();
             }
             Action::Unsubscribe { filter } => {
                 let client = handle.conn.borrow().client_id().clone();
@@ -137,7 +137,7 @@ impl Shard {
             let action = handle.conn.borrow_mut().poll_action();
             match action {
                 None => {
-                    handle.wake.raise();
+                    handle.raise_wake();
                     return None;
                 }
                 Some(Action::Publish(m)) => {

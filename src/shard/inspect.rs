@@ -5,10 +5,11 @@
 //! `Cell`s the publish path adds to (`metrics::ShardMetrics`).
 //!
 //! The few facts about a connection that its session does not keep (the
-//! peer's address, when it connected, Clean Start) are in one small
-//! `ConnInfo` per connection in a shard-side map, not in `ConnHandle`:
-//! the handle fills its allocator size class to the byte
-//! (`state::tests::per_connection_state_fits_its_size_class`).
+//! peer's address, when it connected, Clean Start) are in one small boxed
+//! `ConnInfo` per connection (`ConnHandle::info`): the handle fills its
+//! allocator size class to the byte
+//! (`state::tests::per_connection_state_fits_its_size_class`), and a
+//! shard-side map of them cost twice the box (docs/performance.md).
 
 use super::sessions::Slot;
 use super::state::{ConnHandle, Shard};
@@ -95,13 +96,6 @@ impl ConnInfo {
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The key of a connection in `Shard::conn_infos`: its handle's address,
-/// unique while the handle lives (the connection removes its entry before
-/// it drops the handle, as for the takeovers in `Sessions`).
-pub fn conn_key(handle: &Rc<ConnHandle>) -> usize {
-    Rc::as_ptr(handle) as usize
 }
 
 /// The record of a session's subscriptions.
@@ -205,7 +199,7 @@ impl Shard {
     fn online_info(&self, handle: &Rc<ConnHandle>) -> ClientInfo {
         let conn = handle.conn.borrow();
         let session = conn.session();
-        let info = self.conn_infos.borrow().get(&conn_key(handle)).copied();
+        let info = &handle.info;
         ClientInfo {
             client_id: session.client_id().to_string(),
             shard: self.id,
@@ -216,16 +210,16 @@ impl Shard {
                 crate::codec::Protocol::V311 => 4,
                 crate::codec::Protocol::V5 => 5,
             },
-            peer: info.and_then(|i| i.peer()),
+            peer: info.peer(),
             keepalive_s: conn.keep_alive_s(),
-            clean_start: info.map(|i| i.clean_start),
+            clean_start: Some(info.clean_start),
             expiry_interval_s: session.expiry_interval_s(),
             subscriptions: session.subscription_count() as u64,
             mqueue_len: session.queued_len() as u64,
             mqueue_max: session.queue_len_max() as u64,
             mqueue_dropped: session.dropped_messages(),
             inflight_cnt: session.inflight_len() as u64,
-            connected_at_ms: info.map(|i| i.connected_at_ms),
+            connected_at_ms: Some(info.connected_at_ms),
             disconnected_at_ms: None,
         }
     }

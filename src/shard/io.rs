@@ -76,8 +76,9 @@ impl<S: Stream> AsyncWrite for Half<S> {
 #[derive(Default)]
 pub struct Signal {
     raised: Cell<bool>,
-    /// A `Cell` (the waker is only ever moved in and out), 8 bytes less
-    /// than a `RefCell` in every connection.
+    /// A `Cell`: the waker is only ever moved in and out. (A connection's
+    /// wake-up is the same pair inline in `ConnHandle`, where the flag
+    /// shares the padding of the handle's other flags.)
     waker: Cell<Option<Waker>>,
 }
 
@@ -87,21 +88,6 @@ impl Signal {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
-    }
-
-    /// Whether it was raised since the last call; clears it.
-    pub fn take_raised(&self) -> bool {
-        self.raised.replace(false)
-    }
-
-    /// The task to wake at the next `raise`, for a poll that waits on this
-    /// signal among other things.
-    pub fn set_waker(&self, waker: &Waker) {
-        let slot = self.waker.take();
-        self.waker.set(match slot {
-            Some(w) if w.will_wake(waker) => Some(w),
-            _ => Some(waker.clone()),
-        });
     }
 
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {

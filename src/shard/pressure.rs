@@ -216,7 +216,7 @@ impl Shard {
         handle.pauses.set(handle.pauses.get() - 1);
         if handle.pauses.get() == 0 {
             handle.conn.borrow_mut().handle_resumed(now);
-            handle.wake.raise();
+            handle.raise_wake();
         }
     }
 

@@ -189,7 +189,7 @@ impl Shard {
                 conn.is_congested()
             };
             self.drain_sync_actions(&handle);
-            handle.wake.raise();
+            handle.raise_wake();
             if congested {
                 self.hold_publisher(&handle, from, message, now);
             }

@@ -36,12 +36,12 @@ use crate::admission::{NodeAdmission, ShardCounters};
 use crate::metrics::ShardMetrics;
 use crate::router::{InterestMarks, Location, NodeId};
 use crate::session::{Connection, Lifecycle, SessionConfig};
-use ahash::AHashMap;
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 pub type ShardId = u16;
@@ -66,23 +66,18 @@ pub struct ShardSettings {
     pub release_free_memory: Option<fn()>,
 }
 
-impl ConnHandle {
-    /// Close after flushing: wakes the connection's task, which stops
-    /// waiting for the client, flushes and closes.
-    pub fn request_close(&self) {
-        self.closing.set(true);
-        self.wake.raise();
-    }
-}
-
 /// A connected client as the shard sees it. The connection's task and the
 /// shard's delivery path share it.
 pub struct ConnHandle {
     pub conn: RefCell<Connection>,
+    /// The task to wake at the next `raise_wake` (see `raised`).
+    waker: Cell<Option<Waker>>,
     /// Raised whenever the connection may have something to transmit, or
     /// must close: wakes the connection's task wherever it waits (for the
-    /// client or for room in the socket).
-    pub wake: Signal,
+    /// client or for room in the socket). The flag and the waker of an
+    /// `io::Signal`, inline so that the flag shares the padding of the
+    /// fields below instead of taking 8 bytes of its own.
+    raised: Cell<bool>,
     /// Set once the connection must close after flushing.
     pub closing: Cell<bool>,
     /// While > 0 nothing is transmitted (a SUBACK waits for other shards
@@ -92,6 +87,55 @@ pub struct ConnHandle {
     /// congested subscriber that paused this publisher (`shard::pressure`).
     /// 16 bits in the padding after `tx_hold`.
     pub pauses: Cell<u16>,
+    /// What the admin API shows that the session does not keep (peer
+    /// address, connect time, Clean Start), boxed: 32 bytes per connection,
+    /// where a shard-side map cost about 67 (docs/performance.md, "Idle
+    /// connections after issue 12").
+    pub info: Box<ConnInfo>,
+}
+
+impl ConnHandle {
+    pub fn new(conn: Connection, info: ConnInfo) -> ConnHandle {
+        ConnHandle {
+            conn: RefCell::new(conn),
+            waker: Cell::new(None),
+            raised: Cell::new(false),
+            closing: Cell::new(false),
+            tx_hold: Cell::new(0),
+            pauses: Cell::new(0),
+            info: Box::new(info),
+        }
+    }
+
+    /// Close after flushing: wakes the connection's task, which stops
+    /// waiting for the client, flushes and closes.
+    pub fn request_close(&self) {
+        self.closing.set(true);
+        self.raise_wake();
+    }
+
+    /// Wakes the connection's task (see `raised`).
+    pub fn raise_wake(&self) {
+        self.raised.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the wake was raised since the last call; clears it.
+    pub fn take_raised(&self) -> bool {
+        self.raised.replace(false)
+    }
+
+    /// The task to wake at the next `raise_wake`, for a poll that waits on
+    /// it among other things.
+    pub fn set_waker(&self, waker: &Waker) {
+        let slot = self.waker.take();
+        self.waker.set(match slot {
+            Some(w) if w.will_wake(waker) => Some(w),
+            _ => Some(waker.clone()),
+        });
+    }
 }
 
 pub struct Shard {
@@ -127,9 +171,6 @@ pub struct Shard {
     pub counters: ShardCounters,
     /// Traffic counters, plain `Cell`s (read by `Shard::stats`).
     pub metrics: ShardMetrics,
-    /// What the admin API shows of each online connection beyond its
-    /// session, by `inspect::conn_key` (`shard::inspect`).
-    pub conn_infos: RefCell<AHashMap<usize, ConnInfo>>,
     /// Raised when the last connection ends (`stop.rs`).
     pub(super) no_connections: Signal,
 }
@@ -166,7 +207,6 @@ impl Shard {
             admission,
             counters: ShardCounters::default(),
             metrics: ShardMetrics::default(),
-            conn_infos: RefCell::new(AHashMap::new()),
             no_connections: Signal::default(),
         }
     }

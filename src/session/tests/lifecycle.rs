@@ -252,3 +252,30 @@ fn unpolled_events_are_bounded() {
     assert_eq!(l.events_dropped(), 5);
     assert_eq!(events(&mut l).len(), crate::limits::SESSION_EVENTS_MAX);
 }
+
+/// An event about a session that stays (online, parked) carries a copy of
+/// its id: a clone would give the session's id a shared header for the
+/// rest of its life, paid by every idle connection.
+#[test]
+fn events_about_a_kept_session_do_not_share_its_id() {
+    let p = Pair::new(cfg());
+    let now = clock(&p);
+    let mut l = Lifecycle::new();
+    let session = Session::new(ByteStr::from("kept"), 60, 10);
+    let session_bytes = session.client_id().as_str().as_ptr();
+    l.handle_online(&session, false, &now);
+    let offline = l.handle_offline(session, None, &now);
+    let seen = events(&mut l);
+    assert_eq!(seen.len(), 2);
+    for event in seen {
+        let id = match &event {
+            SessionEvent::Created { client_id, .. } | SessionEvent::Offline { client_id, .. } => {
+                client_id
+            }
+            other => panic!("unexpected event {other:?}"),
+        };
+        assert_eq!(id.as_str(), "kept");
+        assert_ne!(id.as_str().as_ptr(), session_bytes, "{}", event.kind());
+    }
+    assert_eq!(offline.session.client_id().as_str().as_ptr(), session_bytes);
+}

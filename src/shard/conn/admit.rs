@@ -3,8 +3,8 @@
 //! with a CONNACK; then acquire the session (claim, takeover), make the
 //! connection reachable and queue CONNACK.
 
-use super::super::inspect::{conn_key, ConnInfo};
-use super::super::io::{Half, Signal, Stream};
+use super::super::inspect::ConnInfo;
+use super::super::io::{Half, Stream};
 use super::super::sessions::Slot;
 use super::super::state::{ConnHandle, Shard};
 use super::super::ListenerCount;
@@ -18,7 +18,7 @@ use crate::metrics::ShardMetrics;
 use crate::session::{Connection, WallClock};
 use bytes::BytesMut;
 use futures_lite::io::AsyncWriteExt;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -274,20 +274,10 @@ pub(super) async fn establish<S: Stream>(
     let session_id = ByteStr::from(client_id.as_str());
     let conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
-    let handle = Rc::new(ConnHandle {
-        conn: RefCell::new(conn),
-        wake: Signal::default(),
-        closing: Cell::new(false),
-        tx_hold: Cell::new(0),
-        pauses: Cell::new(0),
-    });
+    let handle = Rc::new(ConnHandle::new(conn, info));
     shard
         .sessions
         .insert(client_id.as_str(), Slot::Online(handle.clone()));
-    shard
-        .conn_infos
-        .borrow_mut()
-        .insert(conn_key(&handle), info);
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
     // The next connect of this id may now take over from this one.
     shard.claim_done(&client_id).await;

@@ -2,7 +2,6 @@
 //! read), then the session goes offline, moves to the connection that took
 //! it over, or ends, and the connection is no longer counted.
 
-use super::super::inspect::conn_key;
 use super::super::io::Stream;
 use super::super::sessions::{Parked, Slot};
 use super::super::state::Shard;
@@ -109,7 +108,6 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
     // A congested subscriber that leaves holds nobody back.
     shard.relieve(&handle);
     let handover = shard.sessions.take_handover(&handle);
-    shard.conn_infos.borrow_mut().remove(&conn_key(&handle));
     let Ok(handle) = Rc::try_unwrap(handle) else {
         unreachable!("the handle's other holders are gone and nothing awaited since");
     };

@@ -200,7 +200,7 @@ impl<S: Stream> Live<S> {
         if handle.closing.get() {
             return Poll::Ready(Woken::Close);
         }
-        while handle.wake.take_raised() || self.backlog.is_some() {
+        while handle.take_raised() || self.backlog.is_some() {
             match poll_transmit(cx, shard, handle, &mut self.stream, &mut self.backlog) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => {
@@ -242,7 +242,7 @@ impl<S: Stream> Live<S> {
                 return Poll::Ready(Woken::Read(r));
             }
         }
-        handle.wake.set_waker(cx.waker());
+        handle.set_waker(cx.waker());
         Poll::Pending
     }
 }
