@@ -151,21 +151,33 @@ fn subscription_json(s: &SubscriptionInfo, node: &str) -> Value {
     serde_json::to_value(s.to_json(node)).expect("a subscription record serializes")
 }
 
-/// `GET /api/v5/clients`
-pub async fn list_clients(State(state): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Response {
-    let paging = match parse_paging(q.as_deref()) {
+/// What sets one node-wide listing apart from another: the questions each
+/// shard is asked and how a row becomes JSON. Paging, asking and the
+/// answer's shape are `serve_listing`'s, the same for every listing.
+struct Listing<T> {
+    count: AdminQuery,
+    list: fn(usize, usize) -> AdminQuery,
+    /// The rows of a shard's answer; any other answer is out of turn.
+    rows_of: fn(AdminAnswer) -> Result<Vec<T>, Unavailable>,
+    to_json: fn(&T, &str) -> Value,
+}
+
+/// Answers a paged listing: 400 for bad paging, 503 when a shard cannot
+/// answer, else one page of rows.
+async fn serve_listing<T>(
+    state: &AdminState,
+    query: Option<&str>,
+    listing: Listing<T>,
+) -> Response {
+    let paging = match parse_paging(query) {
         Ok(p) => p,
         Err(e) => return bad_paging(e),
     };
-    let rows_of = |a: AdminAnswer| match a {
-        AdminAnswer::Clients(c) => Ok(c),
-        other => Err(unexpected(&other)),
-    };
     let listed = list_page(
         &*state.shards,
-        AdminQuery::CountClients,
-        |skip, take| AdminQuery::ListClients { skip, take },
-        rows_of,
+        listing.count,
+        listing.list,
+        listing.rows_of,
         paging,
     )
     .await;
@@ -173,7 +185,7 @@ pub async fn list_clients(State(state): State<Arc<AdminState>>, RawQuery(q): Raw
         Ok((rows, count)) => {
             let data = rows
                 .iter()
-                .map(|c| client_json(c, &state.node_name))
+                .map(|row| (listing.to_json)(row, &state.node_name))
                 .collect();
             page_json(data, paging, count)
         }
@@ -181,37 +193,35 @@ pub async fn list_clients(State(state): State<Arc<AdminState>>, RawQuery(q): Raw
     }
 }
 
+/// `GET /api/v5/clients`
+pub async fn list_clients(State(state): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Response {
+    let listing = Listing {
+        count: AdminQuery::CountClients,
+        list: |skip, take| AdminQuery::ListClients { skip, take },
+        rows_of: |answer| match answer {
+            AdminAnswer::Clients(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        },
+        to_json: client_json,
+    };
+    serve_listing(&state, q.as_deref(), listing).await
+}
+
 /// `GET /api/v5/subscriptions`
 pub async fn list_subscriptions(
     State(state): State<Arc<AdminState>>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let paging = match parse_paging(q.as_deref()) {
-        Ok(p) => p,
-        Err(e) => return bad_paging(e),
+    let listing = Listing {
+        count: AdminQuery::CountSubscriptions,
+        list: |skip, take| AdminQuery::ListSubscriptions { skip, take },
+        rows_of: |answer| match answer {
+            AdminAnswer::Subscriptions(Some(s)) => Ok(s),
+            other => Err(unexpected(&other)),
+        },
+        to_json: subscription_json,
     };
-    let rows_of = |a: AdminAnswer| match a {
-        AdminAnswer::Subscriptions(Some(s)) => Ok(s),
-        other => Err(unexpected(&other)),
-    };
-    let listed = list_page(
-        &*state.shards,
-        AdminQuery::CountSubscriptions,
-        |skip, take| AdminQuery::ListSubscriptions { skip, take },
-        rows_of,
-        paging,
-    )
-    .await;
-    match listed {
-        Ok((rows, count)) => {
-            let data = rows
-                .iter()
-                .map(|s| subscription_json(s, &state.node_name))
-                .collect();
-            page_json(data, paging, count)
-        }
-        Err(e) => unavailable(e),
-    }
+    serve_listing(&state, q.as_deref(), listing).await
 }
 
 /// Asks the shards in turn until one answers for `client_id`.

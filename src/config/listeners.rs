@@ -1,20 +1,102 @@
-//! `[listeners.ssl.<name>]`, `[listeners.ws.<name>]` and
-//! `[listeners.wss.<name>]`: MQTT over TLS, WebSocket and WebSocket over
-//! TLS, shaped like EMQX's. A table that is present is a listener, enabled
-//! unless it says `enable = false`; none exists by default. Also here: the
-//! listeners as the node starts them (`Config::listener_plans`), which reads
-//! the certificate files, so an unreadable one stops the start naming its
-//! key.
+//! `[listeners]`: where clients connect, shaped like EMQX's: plain TCP
+//! (`listeners.tcp.<name>`, of which `default` always exists), MQTT over
+//! TLS (`listeners.ssl.<name>`), WebSocket (`listeners.ws.<name>`) and
+//! WebSocket over TLS (`listeners.wss.<name>`). A table that is present is
+//! a listener, enabled unless it says `enable = false`; only
+//! `listeners.tcp.default` exists by default. What the node starts from
+//! these tables is in `listener_plan.rs`.
+//!
+//! Every kind repeats `enable`, `bind`, `max_connections` (and the
+//! transports `handshake_timeout`) as its own fields rather than through a
+//! flattened common struct: serde's `flatten` cannot be combined with
+//! `deny_unknown_fields`, and a typo in a listener table must stay an error
+//! naming the key. The field readers are shared.
 
-use super::sections::{de_bind, de_max_connections};
-use super::{value, Config, ConfigError};
+use super::value;
 use crate::limits;
-use crate::transport::{tls, ws, TransportSpec};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+
+/// `[listeners]`: where clients connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// `listeners.tcp.<name>`: plain-TCP MQTT listeners by name. The
+    /// `default` listener always exists (it is filled from defaults when the
+    /// file does not mention it; set its `enable = false` to turn it off).
+    /// Names are lowercase letters, digits, `_` and `-`, because env var
+    /// keys are lowercased.
+    pub tcp: BTreeMap<String, TcpListenerConfig>,
+    /// `listeners.ssl.<name>`: MQTT over TLS (`config/listeners.rs`).
+    /// None by default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ssl: BTreeMap<String, SslListenerConfig>,
+    /// `listeners.ws.<name>`: MQTT over WebSocket. None by default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ws: BTreeMap<String, WsListenerConfig>,
+    /// `listeners.wss.<name>`: MQTT over WebSocket over TLS. None by
+    /// default.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub wss: BTreeMap<String, WssListenerConfig>,
+}
+
+/// The listener every install has.
+pub const DEFAULT_LISTENER_NAME: &str = "default";
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        ListenersConfig {
+            tcp: BTreeMap::from([(
+                DEFAULT_LISTENER_NAME.to_string(),
+                TcpListenerConfig::default(),
+            )]),
+            ssl: BTreeMap::new(),
+            ws: BTreeMap::new(),
+            wss: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[listeners.tcp.<name>]`: one plain-TCP listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpListenerConfig {
+    /// `enable`: start this listener. Default `true`.
+    #[serde(deserialize_with = "value::bool")]
+    pub enable: bool,
+    /// `bind`: `ip:port` with an IPv4 or bracketed IPv6 literal (no host
+    /// names: binding must not depend on DNS). Default `"0.0.0.0:1883"`.
+    #[serde(deserialize_with = "de_bind")]
+    pub bind: SocketAddr,
+    /// `max_connections`: connections open at once on this listener;
+    /// further ones are refused. 1 to `limits::CONNECTIONS_PER_LISTENER_MAX`.
+    /// Default 100_000.
+    #[serde(deserialize_with = "de_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for TcpListenerConfig {
+    fn default() -> Self {
+        TcpListenerConfig {
+            enable: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_connections: 100_000,
+        }
+    }
+}
+
+pub(super) fn de_bind<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    const ALLOWED: &str =
+        "an address ip:port with an IPv4 or [IPv6] literal, e.g. \"0.0.0.0:1883\" or \"[::]:1883\"";
+    let text = value::string_matching(d, ALLOWED, |s| s.trim().parse::<SocketAddr>().is_ok())?;
+    Ok(text.trim().parse().expect("checked by string_matching"))
+}
+
+fn de_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    value::int_in(d, 1, limits::CONNECTIONS_PER_LISTENER_MAX)
+}
 
 /// `[listeners.ssl.<name>]`: MQTT over TLS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,16 +231,11 @@ macro_rules! config_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let allowed =
-                    format!("one of {}", [$(concat!("\"", $text, "\"")),+].join(", "));
-                let text = value::string_matching(d, &allowed, |s| {
-                    [$($text),+].iter().any(|t| t.eq_ignore_ascii_case(s.trim()))
-                })?;
-                let text = text.trim();
-                Ok([$($name::$variant),+]
-                    .into_iter()
-                    .find(|v| v.as_str().eq_ignore_ascii_case(text))
-                    .expect("checked by string_matching"))
+                value::one_of(d, &[$($text),+], |s| {
+                    [$($name::$variant),+]
+                        .into_iter()
+                        .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+                })
             }
         }
     };
@@ -255,313 +332,4 @@ fn de_mqtt_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
     })
-}
-
-/// One listener as the node starts it.
-pub struct ListenerPlan {
-    /// `listeners.<kind>.<name>`.
-    pub key: String,
-    pub bind: SocketAddr,
-    pub max_connections: u32,
-    /// `None` for plain TCP.
-    pub transport: Option<Arc<TransportSpec>>,
-}
-
-impl Config {
-    /// Every enabled listener of every kind: its key and address.
-    pub(super) fn enabled_binds(&self) -> Vec<(String, SocketAddr)> {
-        let l = &self.listeners;
-        let key = |kind: &str, name: &str| format!("listeners.{kind}.{name}");
-        let tcp = l
-            .tcp
-            .iter()
-            .filter(|(_, c)| c.enable)
-            .map(|(n, c)| (key("tcp", n), c.bind));
-        let ssl = l
-            .ssl
-            .iter()
-            .filter(|(_, c)| c.enable)
-            .map(|(n, c)| (key("ssl", n), c.bind));
-        let ws =
-            l.ws.iter()
-                .filter(|(_, c)| c.enable)
-                .map(|(n, c)| (key("ws", n), c.bind));
-        let wss = l
-            .wss
-            .iter()
-            .filter(|(_, c)| c.enable)
-            .map(|(n, c)| (key("wss", n), c.bind));
-        tcp.chain(ssl).chain(ws).chain(wss).collect()
-    }
-
-    /// Every listener name of every kind, with its key.
-    pub(super) fn listener_names(&self) -> Vec<(String, &str)> {
-        let l = &self.listeners;
-        let tcp = l.tcp.keys().map(|n| ("tcp", n));
-        let ssl = l.ssl.keys().map(|n| ("ssl", n));
-        let ws = l.ws.keys().map(|n| ("ws", n));
-        let wss = l.wss.keys().map(|n| ("wss", n));
-        tcp.chain(ssl)
-            .chain(ws)
-            .chain(wss)
-            .map(|(kind, name)| (format!("listeners.{kind}.{name}"), name.as_str()))
-            .collect()
-    }
-
-    /// The enabled listeners as the node starts them. Reads the TLS
-    /// listeners' certificate and key files: a file that cannot be read or
-    /// used is an error naming its key.
-    pub fn listener_plans(&self) -> Result<Vec<ListenerPlan>, ConfigError> {
-        let l = &self.listeners;
-        let frame_bytes_max = self.mqtt.max_packet_size as usize + limits::WS_FRAME_OVERHEAD_BYTES;
-        let ws_spec = |c: &WebsocketConfig| ws::WsSpec {
-            mqtt_path: Arc::from(c.mqtt_path.as_str()),
-            frame_bytes_max,
-        };
-        let mut plans = Vec::new();
-        for (name, c) in l.tcp.iter().filter(|(_, c)| c.enable) {
-            plans.push(ListenerPlan {
-                key: format!("listeners.tcp.{name}"),
-                bind: c.bind,
-                max_connections: c.max_connections,
-                transport: None,
-            });
-        }
-        for (name, c) in l.ssl.iter().filter(|(_, c)| c.enable) {
-            let key = format!("listeners.ssl.{name}");
-            let tls = self.tls_spec(&key, &c.ssl_options, c.peer_cert_as_username)?;
-            plans.push(ListenerPlan {
-                bind: c.bind,
-                max_connections: c.max_connections,
-                transport: Some(Arc::new(TransportSpec {
-                    tls: Some(tls),
-                    ws: None,
-                    handshake_timeout: Duration::from_secs(c.handshake_timeout.into()),
-                })),
-                key,
-            });
-        }
-        for (name, c) in l.ws.iter().filter(|(_, c)| c.enable) {
-            plans.push(ListenerPlan {
-                key: format!("listeners.ws.{name}"),
-                bind: c.bind,
-                max_connections: c.max_connections,
-                transport: Some(Arc::new(TransportSpec {
-                    tls: None,
-                    ws: Some(ws_spec(&c.websocket)),
-                    handshake_timeout: Duration::from_secs(c.handshake_timeout.into()),
-                })),
-            });
-        }
-        for (name, c) in l.wss.iter().filter(|(_, c)| c.enable) {
-            let key = format!("listeners.wss.{name}");
-            let tls = self.tls_spec(&key, &c.ssl_options, c.peer_cert_as_username)?;
-            plans.push(ListenerPlan {
-                bind: c.bind,
-                max_connections: c.max_connections,
-                transport: Some(Arc::new(TransportSpec {
-                    tls: Some(tls),
-                    ws: Some(ws_spec(&c.websocket)),
-                    handshake_timeout: Duration::from_secs(c.handshake_timeout.into()),
-                })),
-                key,
-            });
-        }
-        Ok(plans)
-    }
-
-    fn tls_spec(
-        &self,
-        listener_key: &str,
-        options: &SslOptionsConfig,
-        peer_cert_as_username: PeerCertAsUsername,
-    ) -> Result<tls::TlsSpec, ConfigError> {
-        let files = tls::TlsFiles {
-            certfile: &options.certfile,
-            keyfile: &options.keyfile,
-            cacertfile: &options.cacertfile,
-            verify_peer: options.verify == Verify::VerifyPeer,
-            fail_if_no_peer_cert: options.fail_if_no_peer_cert,
-        };
-        let config = tls::server_config(&files).map_err(|e| {
-            let key = format!("{listener_key}.ssl_options.{}", e.field);
-            let path = match e.field {
-                "certfile" => &options.certfile,
-                "keyfile" => &options.keyfile,
-                _ => &options.cacertfile,
-            };
-            ConfigError::InvalidValue {
-                origin: self.origin_of(&key),
-                value: format!("{:?}", path.display().to_string()),
-                allowed: format!("a readable PEM file that fits the listener ({})", e.message),
-                key,
-            }
-        })?;
-        Ok(tls::TlsSpec {
-            config,
-            peer_cert_cn_as_username: peer_cert_as_username == PeerCertAsUsername::Cn,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Config::load_from(Some(text), &env)
-    }
-
-    #[test]
-    fn no_transport_listener_by_default_and_a_present_table_is_enabled() {
-        let config = Config::default();
-        assert!(config.listeners.ssl.is_empty() && config.listeners.ws.is_empty());
-        assert!(config.listeners.wss.is_empty());
-        let config = load("[listeners.ws.default]\n", &[]).unwrap();
-        let ws = &config.listeners.ws["default"];
-        assert!(ws.enable);
-        assert_eq!(ws.bind, SocketAddr::from(([0, 0, 0, 0], 8083)));
-        assert_eq!(ws.websocket.mqtt_path, "/mqtt");
-        assert_eq!(ws.handshake_timeout, 15);
-        // The TCP default stays.
-        assert!(config.listeners.tcp["default"].enable);
-        let plans = config.listener_plans().unwrap();
-        assert_eq!(plans.len(), 2);
-        let ws_plan = plans
-            .iter()
-            .find(|p| p.key == "listeners.ws.default")
-            .unwrap();
-        let transport = ws_plan.transport.as_ref().unwrap();
-        assert!(transport.tls.is_none());
-        assert_eq!(
-            transport.ws.as_ref().unwrap().frame_bytes_max,
-            1024 * 1024 + limits::WS_FRAME_OVERHEAD_BYTES
-        );
-    }
-
-    #[test]
-    fn disabled_listener_is_not_started_and_its_files_are_not_read() {
-        let config = load(
-            "[listeners.ssl.default]\nenable = false\nssl_options.certfile = \"/nonexistent\"\n",
-            &[],
-        )
-        .unwrap();
-        let plans = config.listener_plans().unwrap();
-        assert!(plans.iter().all(|p| p.transport.is_none()));
-    }
-
-    #[test]
-    fn env_sets_nested_transport_keys() {
-        let config = load(
-            "",
-            &[
-                ("RINGMQ_LISTENERS__WSS__EDGE__BIND", "127.0.0.1:9443"),
-                ("RINGMQ_LISTENERS__WSS__EDGE__WEBSOCKET__MQTT_PATH", "/ws"),
-                (
-                    "RINGMQ_LISTENERS__WSS__EDGE__SSL_OPTIONS__VERIFY",
-                    "verify_peer",
-                ),
-                (
-                    "RINGMQ_LISTENERS__WSS__EDGE__SSL_OPTIONS__FAIL_IF_NO_PEER_CERT",
-                    "true",
-                ),
-                ("RINGMQ_LISTENERS__WSS__EDGE__PEER_CERT_AS_USERNAME", "cn"),
-                ("RINGMQ_LISTENERS__WSS__EDGE__HANDSHAKE_TIMEOUT", "1m"),
-            ],
-        )
-        .unwrap();
-        let wss = &config.listeners.wss["edge"];
-        assert_eq!(wss.bind, SocketAddr::from(([127, 0, 0, 1], 9443)));
-        assert_eq!(wss.websocket.mqtt_path, "/ws");
-        assert_eq!(wss.ssl_options.verify, Verify::VerifyPeer);
-        assert!(wss.ssl_options.fail_if_no_peer_cert);
-        assert_eq!(wss.peer_cert_as_username, PeerCertAsUsername::Cn);
-        assert_eq!(wss.handshake_timeout, 60);
-        // The dump loads back to the same config.
-        assert_eq!(load(&config.to_toml(), &[]).unwrap(), config);
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        let cases = [
-            (
-                "[listeners.ssl.a]\nssl_options.verify = \"verify_all\"\n",
-                "listeners.ssl.a.ssl_options.verify",
-                "one of \"verify_none\", \"verify_peer\"",
-            ),
-            (
-                "[listeners.wss.a]\npeer_cert_as_username = \"dn\"\n",
-                "listeners.wss.a.peer_cert_as_username",
-                "\"cn\"",
-            ),
-            (
-                "[listeners.ws.a]\nwebsocket.mqtt_path = \"mqtt\"\n",
-                "listeners.ws.a.websocket.mqtt_path",
-                "starting with '/'",
-            ),
-            (
-                "[listeners.ws.a]\nhandshake_timeout = 0\n",
-                "listeners.ws.a.handshake_timeout",
-                "from 1 to 3600",
-            ),
-            (
-                "[listeners.ssl.a]\nssl_options.certfiles = \"x\"\n",
-                "listeners.ssl.a.ssl_options.certfiles",
-                "certfile",
-            ),
-            ("[listeners.ws.A]\n", "listeners.ws.A", "lowercase"),
-        ];
-        for (text, key, allowed) in cases {
-            let e = load(text, &[]).unwrap_err();
-            assert_eq!(e.key(), Some(key), "{e}");
-            assert!(e.to_string().contains(allowed), "{e}");
-        }
-    }
-
-    #[test]
-    fn listeners_of_different_kinds_may_not_overlap() {
-        let e = load(
-            "[listeners.tcp.default]\nbind = \"127.0.0.1:7000\"\n\
-             [listeners.ws.web]\nbind = \"0.0.0.0:7000\"\n",
-            &[],
-        )
-        .unwrap_err();
-        assert_eq!(e.key(), Some("listeners.ws.web.bind"));
-        assert!(
-            e.to_string()
-                .contains("listeners.tcp.default.bind overlaps it"),
-            "{e}"
-        );
-        let e = load(
-            "[listeners.wss.web]\nbind = \"127.0.0.1:7001\"\n[api]\nbind = \"127.0.0.1:7001\"\n",
-            &[],
-        )
-        .unwrap_err();
-        assert_eq!(e.key(), Some("api.bind"));
-        assert!(e.to_string().contains("listeners.wss.web.bind"), "{e}");
-    }
-
-    #[test]
-    fn unreadable_certificate_names_the_key_and_where_it_was_set() {
-        let config = load(
-            "[listeners.ssl.default]\n",
-            &[(
-                "RINGMQ_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE",
-                "/nonexistent/cert.pem",
-            )],
-        )
-        .unwrap();
-        let e = config.listener_plans().err().expect("the file is missing");
-        let text = e.to_string();
-        assert_eq!(e.key(), Some("listeners.ssl.default.ssl_options.certfile"));
-        assert!(
-            text.contains("RINGMQ_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE"),
-            "{text}"
-        );
-        assert!(text.contains("/nonexistent/cert.pem"), "{text}");
-    }
 }

@@ -11,26 +11,33 @@
 //! back to a default.
 
 mod affinity;
+mod api;
+mod authorization;
 mod error;
+mod listener_plan;
 mod listeners;
-mod sections;
+mod log;
+mod mqtt;
+mod node;
+mod redirection;
 mod source;
 mod value;
 
 #[cfg(test)]
 mod tests;
 
+pub use api::{ApiConfig, PrometheusConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME};
+pub use authorization::{AuthorizationConfig, AuthorizationRuleConfig};
 pub use error::{ConfigError, Origin};
+pub use listener_plan::ListenerPlan;
 pub use listeners::{
-    ListenerPlan, PeerCertAsUsername, SslListenerConfig, SslOptionsConfig, Verify, WebsocketConfig,
-    WsListenerConfig, WssListenerConfig,
+    ListenersConfig, PeerCertAsUsername, SslListenerConfig, SslOptionsConfig, TcpListenerConfig,
+    Verify, WebsocketConfig, WsListenerConfig, WssListenerConfig, DEFAULT_LISTENER_NAME,
 };
-pub use sections::{
-    ApiConfig, AuthorizationConfig, AuthorizationRuleConfig, FieldError, ListenersConfig,
-    LogConfig, LogLevel, MqttConfig, NodeConfig, PrometheusConfig, RedirectServerConfig,
-    ServerRedirectionConfig, TcpListenerConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME,
-    DEFAULT_LISTENER_NAME,
-};
+pub use log::{LogConfig, LogLevel};
+pub use mqtt::MqttConfig;
+pub use node::NodeConfig;
+pub use redirection::{FieldError, RedirectServerConfig, ServerRedirectionConfig};
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
 pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
 

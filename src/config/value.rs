@@ -323,6 +323,21 @@ pub(crate) fn string_matching<'de, D: Deserializer<'de>>(
     }
 }
 
+/// Reads one of a fixed set of names: the config spellings of an enum,
+/// listed in `names` in the order the error shows them; `parse` decides,
+/// so each enum keeps its own case and space rules. One reader for every
+/// such key, so their errors all read `one of "a", "b"`.
+pub(crate) fn one_of<'de, D: Deserializer<'de>, T>(
+    d: D,
+    names: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, D::Error> {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let allowed = format!("one of {}", quoted.join(", "));
+    let text = string_matching(d, &allowed, |s| parse(s).is_some())?;
+    Ok(parse(&text).expect("checked by string_matching"))
+}
+
 /// Visits a sequence of `T`; anything else is refused with `allowed` as
 /// the expectation (so `RINGMQ_…=x` for an array key reads well).
 struct SeqVisitor<'a, T> {

@@ -17,6 +17,11 @@
 //! `InterestMarks`, node-local memory each shard writes only for itself;
 //! a shard that routes a publish also sends it to every shard whose mark is
 //! ahead of what it has applied from that shard (`InterestClock::behind`).
+//! From the moment a SUBSCRIBE is decoded until its connection has carried
+//! it out, the shard's mark is ahead of every change it issued
+//! (`InterestClock::begin_subscribe`): the publisher's shard may read its
+//! PUBLISH microseconds after this shard read the SUBSCRIBE, before the
+//! router has changed.
 //! That replaces a node-wide count of SUBSCRIBEs in progress (raised by
 //! every SUBSCRIBE, with or without an interest change, and making every
 //! shard broadcast every publish until all shards had acknowledged): the
@@ -59,6 +64,10 @@ pub struct InterestClock {
     /// Changes that arrived with a number other than the next one
     /// expected (a sender's channel was full and two of its tasks raced).
     out_of_order: u64,
+    /// SUBSCRIBEs decoded here and not finished yet (`begin_subscribe`).
+    subscribes_pending: u32,
+    /// Number of this shard's latest change that added ordinary interest.
+    last_added: u64,
 }
 
 impl InterestClock {
@@ -69,6 +78,44 @@ impl InterestClock {
             issued: 0,
             applied: vec![0; usize::from(shard_count)],
             out_of_order: 0,
+            subscribes_pending: 0,
+            last_added: 0,
+        }
+    }
+
+    /// Numbers this shard's next change; `adds` says whether it adds
+    /// ordinary interest (`NumberedChange::adds_ordinary_interest`).
+    pub fn issue_change(&mut self, adds: bool) -> u64 {
+        let seq = self.issue();
+        if adds {
+            self.last_added = seq;
+        }
+        seq
+    }
+
+    /// A SUBSCRIBE was decoded here: until `end_subscribe`, the mark stays
+    /// ahead of every change issued, so other shards send their publishes
+    /// here before the subscription is even in the router. The publisher's
+    /// PUBLISH can reach its shard a few microseconds after the SUBSCRIBE
+    /// reached this one (the Paho suite's `test_subscribe_options` sends
+    /// them back to back on two connections); raising the mark only when
+    /// the router changes left that window open, and on a loaded machine
+    /// the publisher's shard routed inside it about one run in six.
+    pub fn begin_subscribe(&mut self) {
+        self.subscribes_pending += 1;
+    }
+
+    pub fn end_subscribe(&mut self) {
+        self.subscribes_pending = self.subscribes_pending.saturating_sub(1);
+    }
+
+    /// What this shard publishes in `InterestMarks`: its latest added
+    /// interest, or beyond everything issued while a SUBSCRIBE is pending.
+    pub fn mark(&self) -> u64 {
+        if self.subscribes_pending > 0 {
+            self.issued + 1
+        } else {
+            self.last_added
         }
     }
 
@@ -124,7 +171,8 @@ impl InterestClock {
 #[derive(Default, Debug)]
 struct Mark(AtomicU64);
 
-/// Per shard, the number of its latest added ordinary interest; written
+/// Per shard, the number of its latest added ordinary interest (or one
+/// beyond its latest change while a SUBSCRIBE is pending); written
 /// only by that shard (`set`), read by every shard's publish path. Shared
 /// by the shards of one node (an `Arc`), never across nodes.
 #[derive(Debug)]
@@ -183,6 +231,40 @@ mod tests {
         assert!(behind(&clock0).is_empty());
         assert_eq!(behind(&InterestClock::new(0, 3)), [1]);
         assert_eq!(behind(&clock1), [0]);
+    }
+
+    #[test]
+    fn a_pending_subscribe_keeps_the_mark_ahead_until_it_ends() {
+        let marks = InterestMarks::new(2);
+        let mut clock0 = InterestClock::new(0, 2);
+        let mut clock1 = InterestClock::new(1, 2);
+        let behind = |clock: &InterestClock| {
+            let mut v = Vec::new();
+            clock.behind(&marks, |s| v.push(s));
+            v
+        };
+        // A SUBSCRIBE decoded on shard 1: shard 0 sends there at once.
+        clock1.begin_subscribe();
+        marks.set(1, clock1.mark());
+        assert_eq!(behind(&clock0), [1]);
+        // Its change added interest and was applied by shard 0; the
+        // SUBSCRIBE still pending keeps the mark ahead.
+        let seq = clock1.issue_change(true);
+        marks.set(1, clock1.mark());
+        assert!(clock0.applied_from(1, seq));
+        assert_eq!(behind(&clock0), [1]);
+        // Once it ended, the mark is the added change: nothing behind.
+        clock1.end_subscribe();
+        marks.set(1, clock1.mark());
+        assert!(behind(&clock0).is_empty());
+        // A SUBSCRIBE that changed nothing (refused, or interest already
+        // there) leaves the mark where it was.
+        clock1.begin_subscribe();
+        clock1.end_subscribe();
+        assert_eq!(clock1.mark(), seq);
+        // A removal does not move the mark.
+        clock1.issue_change(false);
+        assert_eq!(clock1.mark(), seq);
     }
 
     #[test]

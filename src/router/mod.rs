@@ -13,12 +13,18 @@
 //! - `routing`: `Router`, one shard's subscriptions plus its view of every
 //!   shard's interest, kept current by `InterestChange` messages; `route`
 //!   picks target shards, `local_recipients` / `pick_shared` the sessions.
+//!   Its parts: `route` (the types it takes and gives), `filter` (the
+//!   node-wide interest in one filter, shared-group cursors), `local` (this
+//!   shard's subscribers, group round robin, merging matches per client).
 //! - `sim` (tests): seeded simulation of several routers against a naive model.
 //! - `sim_interest` (tests): seeded simulation of late interest changes and
 //!   the publishes routed meanwhile.
+mod filter;
 pub mod interest;
+mod local;
 pub mod location;
 pub mod retained;
+mod route;
 pub mod routing;
 #[cfg(test)]
 mod sim;

@@ -1,6 +1,7 @@
 //! Tests of `Router` (`routing.rs`).
 
 use super::*;
+use crate::codec::QoS;
 
 fn opts(qos: QoS) -> SubscriptionOptions {
     SubscriptionOptions {

@@ -2,10 +2,11 @@
 //! changes and how far it applied the other shards' (`router::interest`,
 //! which also explains the race the marks close).
 
-use super::state::ShardId;
+use super::state::{Shard, ShardId};
 use crate::router::{InterestChange, InterestClock, InterestMarks, NumberedChange};
 use smallvec::SmallVec;
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 pub struct Interest {
@@ -35,14 +36,36 @@ impl Interest {
     /// between: the mark must be up while the router holds the
     /// subscription and before any shard can have applied it.
     pub fn number(&self, change: InterestChange) -> NumberedChange {
+        let adds = change.group.is_none() && change.members > 0;
+        let mut clock = self.clock.borrow_mut();
         let update = NumberedChange {
-            seq: self.clock.borrow_mut().issue(),
+            seq: clock.issue_change(adds),
             change,
         };
-        if self.count > 1 && update.adds_ordinary_interest() {
-            self.marks.set(self.id, update.seq);
+        debug_assert_eq!(adds, update.adds_ordinary_interest());
+        if self.count > 1 && adds {
+            self.marks.set(self.id, clock.mark());
         }
         update
+    }
+
+    /// A SUBSCRIBE was decoded on this shard: other shards send publishes
+    /// here until `end_subscribe` (`InterestClock::begin_subscribe`). False
+    /// on a one-shard node, where nothing is to be told.
+    fn begin_subscribe(&self) -> bool {
+        if self.count < 2 {
+            return false;
+        }
+        let mut clock = self.clock.borrow_mut();
+        clock.begin_subscribe();
+        self.marks.set(self.id, clock.mark());
+        true
+    }
+
+    fn end_subscribe(&self) {
+        let mut clock = self.clock.borrow_mut();
+        clock.end_subscribe();
+        self.marks.set(self.id, clock.mark());
     }
 
     /// Adds to `shards` every shard whose added interest this shard has not
@@ -60,5 +83,25 @@ impl Interest {
     /// of order.
     pub fn applied_from(&self, from: ShardId, seq: u64) -> bool {
         self.clock.borrow_mut().applied_from(from, seq)
+    }
+}
+
+/// A SUBSCRIBE decoded and not finished yet (`Shard::subscribe_pending`):
+/// dropped when its connection has carried it out, or with the connection.
+pub struct SubscribePending(Rc<Shard>);
+
+impl Drop for SubscribePending {
+    fn drop(&mut self) {
+        self.0.interest.end_subscribe();
+    }
+}
+
+impl Shard {
+    /// A SUBSCRIBE was decoded on this shard: other shards send publishes
+    /// here until the guard drops (`InterestClock::begin_subscribe`).
+    pub fn subscribe_pending(self: &Rc<Self>) -> Option<SubscribePending> {
+        self.interest
+            .begin_subscribe()
+            .then(|| SubscribePending(self.clone()))
     }
 }

@@ -134,6 +134,11 @@ pub(super) async fn handle_buffered(
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
+                // Other shards route to this one while the SUBSCRIBE is
+                // carried out (`Shard::subscribe_pending`).
+                let _pending = matches!(packet, Packet::Subscribe(_))
+                    .then(|| shard.subscribe_pending())
+                    .flatten();
                 if matches!(
                     packet,
                     Packet::Publish(_)

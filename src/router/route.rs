@@ -1,0 +1,101 @@
+//! What `Router` takes and gives: the interest changes shards exchange,
+//! where a PUBLISH must go (`Route`), who receives it (`Recipient`), and
+//! the outcomes of subscribe and unsubscribe. The shard and session code
+//! uses these; they are re-exported from `routing` and `router`.
+
+use smallvec::SmallVec;
+
+use super::location::{Location, NodeId, ShardId};
+use crate::codec::{ByteStr, QoS};
+
+/// A shared subscription's identity: `$share/{group}/{filter}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SharedKey {
+    pub group: ByteStr,
+    pub filter: ByteStr,
+}
+
+/// Sent to every other shard when this shard's local subscriber count for a
+/// key changes in a way others need to know: for ordinary filters only on
+/// 0 <-> non-zero, for shared groups on every change (picks are weighted by
+/// members). Applying one is idempotent: it carries the new count, not a delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterestChange {
+    /// The filter, without any `$share/{group}/` prefix.
+    pub filter: ByteStr,
+    /// The shared group, `None` for an ordinary subscription.
+    pub group: Option<ByteStr>,
+    /// Local subscribers (ordinary: 0 means none, any other value some) or
+    /// local group members now on the sending shard.
+    pub members: u32,
+}
+
+/// Where a PUBLISH must go, computed by `Router::route` on the shard where it
+/// arrived. Reuse one across publishes: `route` clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Route {
+    /// Shards of this node with at least one matching ordinary subscriber,
+    /// each once, in ascending order; may include the routing shard itself.
+    pub shards: SmallVec<[ShardId; 4]>,
+    /// Other nodes with at least one matching ordinary subscriber, each
+    /// once: the message is forwarded once per node, and that node's own
+    /// routing finds its shards (docs/adr/0001-cluster.md). Empty on a
+    /// single node.
+    pub nodes: SmallVec<[NodeId; 2]>,
+    /// One entry per matching shared group: where it is delivered to one of
+    /// its members (that shard calls `Router::pick_shared`; another node
+    /// picks among its own members).
+    pub shared: SmallVec<[(Location, SharedKey); 2]>,
+}
+
+/// A local session a message is delivered to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub client: ByteStr,
+    /// Maximum QoS granted by the matching subscriptions (the delivery QoS is
+    /// the minimum of this and the message's QoS).
+    pub qos: QoS,
+    pub retain_as_published: bool,
+    /// Identifiers of the matching subscriptions that have one.
+    pub subscription_ids: SmallVec<[u32; 1]>,
+}
+
+/// Result of `Router::subscribe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeOutcome {
+    /// The client already had this exact filter; it was replaced.
+    pub existed: bool,
+    /// To broadcast to every other shard.
+    pub interest: Option<InterestChange>,
+}
+
+/// Result of `Router::unsubscribe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubscribeOutcome {
+    /// The client had this filter.
+    pub existed: bool,
+    /// To broadcast to every other shard.
+    pub interest: Option<InterestChange>,
+}
+
+/// A [`Recipient`] borrowing its client id from the router, as the
+/// callback of [`Router::route_each`] gets it: delivering looks the client up
+/// without cloning its id (a reference count) per delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientRef<'a> {
+    pub client: &'a ByteStr,
+    pub qos: QoS,
+    pub retain_as_published: bool,
+    pub subscription_ids: SmallVec<[u32; 1]>,
+}
+
+impl RecipientRef<'_> {
+    pub fn to_owned(&self) -> Recipient {
+        Recipient {
+            client: self.client.clone(),
+            qos: self.qos,
+            retain_as_published: self.retain_as_published,
+            subscription_ids: self.subscription_ids.clone(),
+        }
+    }
+}
