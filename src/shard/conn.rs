@@ -723,9 +723,10 @@ async fn establish<S: Stream>(shard: &Rc<Shard>, admitted: Admitted<S>) -> Optio
     let clock = WallClock::now();
     let connected = shard
         .with_lifecycle(|l| l.handle_connect(&client_id, existing, connect.clean_start, &clock));
-    if let Some(s) = &connected.discard {
+    if let Some(mut s) = connected.discard {
         shard.metrics.session_ended(s.drop_counts());
-        shard.unsubscribe_session(s).await;
+        shard.unsubscribe_session(&s).await;
+        shard.redispatch_shared(s.take_shared_undelivered()).await;
     }
     let existing = connected.resume;
     let resumed = existing.is_some();
@@ -863,6 +864,9 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
         .subscriptions()
         .map(|(f, _, _)| f.clone())
         .collect();
+    // A session ending now hands its undelivered shared messages back to
+    // their groups (MQTT 5.0 section 4.8.2), once it has left them.
+    let undelivered_shared = conn.take_shared_undelivered();
     let session = conn.into_session();
     let clock = WallClock::now();
     if session.is_none() {
@@ -913,6 +917,7 @@ async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<ListenerCount
             }
         },
     }
+    shard.redispatch_shared(undelivered_shared).await;
     if let Some(changes) = unrouted {
         shard.announce_interest(changes).await;
     }

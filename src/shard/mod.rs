@@ -30,6 +30,7 @@ mod lock;
 mod mesh;
 mod msg;
 mod pressure;
+mod redispatch;
 mod registry;
 mod reply;
 mod service;

@@ -148,7 +148,7 @@ type Targets = Vec<(Rc<ConnHandle>, Delivery)>;
 /// its parked session if offline (queued there now), beside a session
 /// moving between shards (kept for it, up to `moving_len_max`), nowhere if
 /// the client has no session on this shard any more (counted).
-fn resolve(
+pub(super) fn resolve(
     slots: &mut AHashMap<ClientKey, Slot>,
     dropped_no_recipient: &mut u64,
     moving_len_max: usize,
@@ -668,35 +668,23 @@ impl Shard {
         }
     }
 
-    /// Delivers to the next local member of a shared group; false when the
-    /// group has no member here (any more).
+    /// Delivers to the next local member of a shared group (passing over
+    /// members whose session is gone, `redispatch::pick_shared_target`);
+    /// false when the group has no member here (any more).
     fn deliver_shared_here(
         self: &Rc<Self>,
         message: &Arc<Message>,
         key: &SharedKey,
         from: ShardId,
     ) -> bool {
-        let pick = self.state.borrow_mut().router.pick_shared(key);
-        let Some(r) = pick else {
-            return false;
-        };
-        let d = Delivery {
-            message: message.clone(),
-            qos: r.qos.min(message.qos),
-            retain: r.retain_as_published && message.retain,
-            subscription_ids: r.subscription_ids,
-        };
         let now = self.delivery_now(message);
         let target = {
             let st = &mut *self.state.borrow_mut();
-            resolve(
-                &mut st.slots,
-                &mut st.dropped_no_recipient,
-                self.settings.session.max_mqueue_len,
-                &r.client,
-                d,
-                now,
-            )
+            let moving_len_max = self.settings.session.max_mqueue_len;
+            match super::redispatch::pick_shared_target(st, message, key, moving_len_max, now) {
+                Some(target) => target,
+                None => return false,
+            }
         };
         self.give_deliveries(target, message, from, now);
         true
@@ -823,6 +811,7 @@ impl Shard {
                                 qos,
                                 retain: true,
                                 subscription_ids: identifier.into_iter().collect(),
+                                shared: None,
                             },
                             now,
                         );
