@@ -137,7 +137,7 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 /// Capacity the shard's write scratch buffer (which every connection of the
-/// shard encodes into, see `conn::poll_transmit`) keeps between batches. A
+/// shard encodes into, see `shard::conn::transmit`) keeps between batches. A
 /// batch ends after the packet that crosses [`WRITE_BATCH_BYTES_MAX`], so one
 /// large packet can grow the buffer beyond it; the memory then goes back.
 pub const WRITE_SCRATCH_BYTES_KEPT_MAX: usize = 2 * WRITE_BATCH_BYTES_MAX;

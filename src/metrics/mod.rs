@@ -58,7 +58,7 @@ impl ShardMetrics {
 pub struct DropTotals {
     pub sessions: DropCounts,
     /// Routed to this shard for a client whose session had left it
-    /// (`State::dropped_no_recipient`).
+    /// (`shard::routes::Routes`).
     pub no_recipient: u64,
 }
 

@@ -1,5 +1,5 @@
 //! `ClientKey`: a client id as a key of the shard's registry maps
-//! (`State::slots`, the registry's owners), one pointer wide.
+//! (the slots of `Sessions`, the registry's owners), one pointer wide.
 //!
 //! Those maps hold an entry per session and grow by doubling, so every
 //! session pays up to two buckets of each: with 10,000 sessions, 16,384

@@ -97,19 +97,10 @@ impl NodeHandle {
         R: Send + 'static,
         F: FnOnce(&ShardContext) -> R + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |ctx| {
+        self.request(shard, move |ctx, reply| {
             // The caller may have gone (timed out): nobody to tell.
-            let _ = tx.send(f(ctx));
-        });
-        let pushed = match self.inboxes.get(shard) {
-            Some(inbox) => inbox.push(job),
-            None => Err(CallError::NoSuchShard),
-        };
-        async move {
-            pushed?;
-            rx.await.map_err(|_| CallError::Stopped)
-        }
+            let _ = reply.send(f(ctx));
+        })
     }
 
     /// Like [`NodeHandle::call`], for work that must await on the shard
@@ -125,13 +116,24 @@ impl NodeHandle {
         F: FnOnce(ShardContext) -> Fut + Send + 'static,
         Fut: Future<Output = R> + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |ctx| {
+        self.request(shard, move |ctx, reply| {
             let work = f(ctx.clone());
             ctx.spawn(async move {
-                let _ = tx.send(work.await);
+                let _ = reply.send(work.await);
             });
-        });
+        })
+    }
+
+    /// Pushes `job` to shard `shard`'s inbox with the sender of its reply;
+    /// the future waits for that reply. `Stopped` when the job is dropped
+    /// unrun (the shard stopped) or its reply sender is.
+    fn request<R: Send + 'static>(
+        &self,
+        shard: usize,
+        job: impl FnOnce(&ShardContext, tokio::sync::oneshot::Sender<R>) + Send + 'static,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |ctx| job(ctx, tx));
         let pushed = match self.inboxes.get(shard) {
             Some(inbox) => inbox.push(job),
             None => Err(CallError::NoSuchShard),

@@ -11,7 +11,8 @@
 //! A box of them cost 32 bytes per connection, a shard-side map about 67
 //! (docs/performance.md, "Idle connections after issue 12").
 
-use super::state::{ConnHandle, Shard, Slot};
+use super::sessions::Slot;
+use super::state::{ConnHandle, Shard};
 use crate::codec::ReasonCode;
 use crate::metrics::{ClientInfo, DropTotals, ShardStats, SubscriptionInfo};
 use crate::session::{Connection, DropCounts, Session};
@@ -160,23 +161,24 @@ impl Shard {
 
     /// (sessions, their subscriptions) listed here. O(sessions).
     fn listed_sessions(&self) -> (usize, usize) {
-        let st = self.state.borrow();
         let mut sessions = 0;
         let mut subscriptions = 0;
-        for slot in st.slots.values() {
-            match slot {
-                Slot::Online(h) => {
-                    sessions += 1;
-                    subscriptions += h.conn.borrow().session().subscription_count();
+        self.sessions.view(|slots| {
+            for slot in slots.values() {
+                match slot {
+                    Slot::Online(h) => {
+                        sessions += 1;
+                        subscriptions += h.conn.borrow().session().subscription_count();
+                    }
+                    Slot::Offline(p) => {
+                        sessions += 1;
+                        subscriptions += p.session.subscription_count();
+                    }
+                    // Listed by the shard it is moving to, once there.
+                    Slot::Exported(_) | Slot::Importing(_) => {}
                 }
-                Slot::Offline(p) => {
-                    sessions += 1;
-                    subscriptions += p.session.subscription_count();
-                }
-                // Listed by the shard it is moving to, once there.
-                Slot::Exported(_) | Slot::Importing(_) => {}
             }
-        }
+        });
         (sessions, subscriptions)
     }
 
@@ -223,69 +225,74 @@ impl Shard {
 
     fn list_clients(&self, skip: usize, take: usize) -> Vec<ClientInfo> {
         let (now, wall_now) = (Instant::now(), SystemTime::now());
-        let st = self.state.borrow();
-        st.slots
-            .values()
-            .filter(|s| matches!(s, Slot::Online(_) | Slot::Offline(_)))
-            .skip(skip)
-            .take(take)
-            .filter_map(|s| self.slot_info(s, now, wall_now))
-            .collect()
+        self.sessions.view(|slots| {
+            slots
+                .values()
+                .filter(|s| matches!(s, Slot::Online(_) | Slot::Offline(_)))
+                .skip(skip)
+                .take(take)
+                .filter_map(|s| self.slot_info(s, now, wall_now))
+                .collect()
+        })
     }
 
     fn client_info(&self, client_id: &str) -> Option<ClientInfo> {
-        let st = self.state.borrow();
-        let slot = st.slots.get(client_id)?;
-        self.slot_info(slot, Instant::now(), SystemTime::now())
+        self.sessions.view(|slots| {
+            let slot = slots.get(client_id)?;
+            self.slot_info(slot, Instant::now(), SystemTime::now())
+        })
     }
 
     fn client_subscriptions(&self, client_id: &str) -> Option<Vec<SubscriptionInfo>> {
-        let st = self.state.borrow();
-        match st.slots.get(client_id)? {
+        self.sessions.view(|slots| match slots.get(client_id)? {
             Slot::Online(h) => Some(subscriptions_of(h.conn.borrow().session())),
             Slot::Offline(p) => Some(subscriptions_of(&p.session)),
             Slot::Exported(_) | Slot::Importing(_) => None,
-        }
+        })
     }
 
     fn list_subscriptions(&self, skip: usize, take: usize) -> Vec<SubscriptionInfo> {
-        let st = self.state.borrow();
         let mut out = Vec::new();
         let mut to_skip = skip;
-        for slot in st.slots.values() {
-            if out.len() >= take {
-                break;
-            }
-            let conn;
-            let session = match slot {
-                Slot::Online(h) => {
-                    conn = h.conn.borrow();
-                    conn.session()
+        self.sessions.view(|slots| {
+            for slot in slots.values() {
+                if out.len() >= take {
+                    break;
                 }
-                Slot::Offline(p) => &p.session,
-                Slot::Exported(_) | Slot::Importing(_) => continue,
-            };
-            let n = session.subscription_count();
-            if to_skip >= n {
-                to_skip -= n;
-                continue;
+                let conn;
+                let session = match slot {
+                    Slot::Online(h) => {
+                        conn = h.conn.borrow();
+                        conn.session()
+                    }
+                    Slot::Offline(p) => &p.session,
+                    Slot::Exported(_) | Slot::Importing(_) => continue,
+                };
+                let n = session.subscription_count();
+                if to_skip >= n {
+                    to_skip -= n;
+                    continue;
+                }
+                let mut subs = subscriptions_of(session);
+                subs.drain(..to_skip);
+                to_skip = 0;
+                subs.truncate(take - out.len());
+                out.extend(subs);
             }
-            let mut subs = subscriptions_of(session);
-            subs.drain(..to_skip);
-            to_skip = 0;
-            subs.truncate(take - out.len());
-            out.extend(subs);
-        }
+        });
         out
     }
 
     /// Starts the end of `client_id`'s connection and session; false when
     /// its session is not on this shard.
     fn kick_client(self: &Rc<Self>, client_id: &str) -> bool {
-        let online = match self.state.borrow().slots.get(client_id) {
-            Some(Slot::Online(h)) => Some(h.clone()),
-            Some(Slot::Offline(_)) => None,
-            _ => return false,
+        let online = self.sessions.view(|slots| match slots.get(client_id) {
+            Some(Slot::Online(h)) => Some(Some(h.clone())),
+            Some(Slot::Offline(_)) => Some(None),
+            _ => None,
+        });
+        let Some(online) = online else {
+            return false;
         };
         match online {
             Some(h) => {
@@ -298,7 +305,7 @@ impl Shard {
                 h.request_close();
             }
             None => {
-                let parked = match self.state.borrow_mut().slots.remove(client_id) {
+                let parked = match self.sessions.remove(client_id) {
                     Some(Slot::Offline(p)) => p,
                     _ => unreachable!("an offline slot was there and nothing awaited"),
                 };
@@ -321,13 +328,7 @@ impl Shard {
         let id = session.client_id().clone();
         self.metrics.session_ended(session.drop_counts());
         // A delayed will is due at the latest when its session ends.
-        let will = {
-            let mut st = self.state.borrow_mut();
-            st.will_index
-                .remove(&id)
-                .and_then(|k| st.wills.remove(&k))
-                .map(|(_, w)| w)
-        };
+        let will = self.timers.take_will(&id);
         if let Some(w) = will {
             self.publish(w).await;
         }
@@ -341,7 +342,6 @@ impl Shard {
     /// The shard's gauges and counters now. O(sessions): the gauges and the
     /// drops of live sessions are read from every session.
     pub fn stats(&self) -> ShardStats {
-        let st = self.state.borrow();
         let mut sessions = 0u64;
         let mut subscriptions = 0u64;
         let mut drops = self.metrics.ended_session_drops.get();
@@ -350,27 +350,29 @@ impl Shard {
             subscriptions += session.subscription_count() as u64;
             drops.add(&session.drop_counts());
         };
-        for slot in st.slots.values() {
-            match slot {
-                Slot::Online(h) => count(h.conn.borrow().session(), &mut drops),
-                Slot::Offline(p) => count(&p.session, &mut drops),
-                Slot::Exported(_) | Slot::Importing(_) => {}
+        self.sessions.view(|slots| {
+            for slot in slots.values() {
+                match slot {
+                    Slot::Online(h) => count(h.conn.borrow().session(), &mut drops),
+                    Slot::Offline(p) => count(&p.session, &mut drops),
+                    Slot::Exported(_) | Slot::Importing(_) => {}
+                }
             }
-        }
+        });
         let m = &self.metrics;
         ShardStats {
             shard: self.id,
-            connections: st.connections as u64,
+            connections: self.sessions.connections() as u64,
             sessions,
             subscriptions,
-            retained_messages: st.retained.len() as u64,
+            retained_messages: self.routes.retained_len() as u64,
             messages_received: m.messages_received.get(),
             messages_sent: m.messages_sent.get(),
             bytes_received: m.bytes_received.get(),
             bytes_sent: m.bytes_sent.get(),
             dropped: DropTotals {
                 sessions: drops,
-                no_recipient: st.dropped_no_recipient,
+                no_recipient: self.routes.dropped_no_recipient(),
             },
             admission: self.counters.snapshot(),
         }

@@ -18,18 +18,19 @@
 
 use super::mesh::TrySendError;
 use super::msg::ShardMsg;
-use super::state::{ConnHandle, Shard, ShardId, Slot};
+use super::state::{ConnHandle, Shard, ShardId};
 use crate::session::pressure::StallClock;
 use crate::session::Message;
 use crate::session::Origin;
-use ahash::AHashSet;
+use ahash::{AHashMap, AHashSet};
+use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 /// A congested subscriber of this shard and the publishers it paused.
-pub struct Congestion {
+struct Congestion {
     /// Weak: the connection's task must stay the last holder of its handle
-    /// (`conn::finish`).
+    /// (`conn/close.rs`).
     subscriber: Weak<ConnHandle>,
     clock: StallClock,
     /// Each paused publisher once: its shard and client id (a publisher on
@@ -37,11 +38,99 @@ pub struct Congestion {
     publishers: AHashSet<(ShardId, Origin)>,
 }
 
-/// The key of a subscriber's entry in `State::congested`: the address of
+/// The key of a subscriber's entry in `Pressure::congested`: the address of
 /// its handle, unique while the handle lives (its connection's end removes
 /// the entry, `Shard::relieve`).
 fn key(handle: &ConnHandle) -> usize {
     handle as *const ConnHandle as usize
+}
+
+/// The `Pressure` part of a shard: its congested subscribers and the
+/// publishers each paused, by the address of the subscriber's handle. Its
+/// methods end their borrow before they return; none calls the shard.
+#[derive(Default)]
+pub struct Pressure {
+    congested: RefCell<AHashMap<usize, Congestion>>,
+}
+
+type Publisher = (ShardId, Origin);
+
+impl Pressure {
+    /// Records that `subscriber`, congested at `now`, paused `publisher`;
+    /// false when it had already.
+    fn add(
+        &self,
+        shard: ShardId,
+        subscriber: &Rc<ConnHandle>,
+        publisher: Publisher,
+        now: Instant,
+    ) -> bool {
+        let mut congested = self.congested.borrow_mut();
+        let entry = congested.entry(key(subscriber)).or_insert_with(|| {
+            let conn = subscriber.conn.borrow();
+            tracing::debug!(
+                shard,
+                client_id = %conn.client_id(),
+                queued = conn.session().queued_len(),
+                "subscriber congested: its queue is past mqtt.max_mqueue_len; \
+                 pausing its publishers"
+            );
+            let progress = conn.progress();
+            Congestion {
+                subscriber: Rc::downgrade(subscriber),
+                clock: StallClock::new(progress, now),
+                publishers: AHashSet::new(),
+            }
+        });
+        entry.publishers.insert(publisher)
+    }
+
+    /// `publisher` was not paused after all.
+    fn forget(&self, subscriber: &ConnHandle, publisher: &Publisher) {
+        if let Some(c) = self.congested.borrow_mut().get_mut(&key(subscriber)) {
+            c.publishers.remove(publisher);
+        }
+    }
+
+    /// Ends `subscriber`'s congestion: the publishers it paused.
+    fn remove(&self, subscriber: &ConnHandle) -> Option<AHashSet<Publisher>> {
+        self.congested
+            .borrow_mut()
+            .remove(&key(subscriber))
+            .map(|c| c.publishers)
+    }
+
+    /// The entries that end at `now`: subscribers gone or no longer
+    /// congested (`None`), and those that made no progress for `hold`
+    /// (the subscriber, to stall), each with the publishers it paused.
+    fn take_ended(
+        &self,
+        now: Instant,
+        hold: Duration,
+    ) -> Vec<(Option<Rc<ConnHandle>>, AHashSet<Publisher>)> {
+        let mut congested = self.congested.borrow_mut();
+        if congested.is_empty() {
+            return Vec::new();
+        }
+        let mut ended = Vec::new();
+        for (&k, c) in congested.iter_mut() {
+            let Some(subscriber) = c.subscriber.upgrade() else {
+                ended.push((k, None));
+                continue;
+            };
+            let conn = subscriber.conn.borrow();
+            if !conn.is_congested() {
+                ended.push((k, None));
+            } else if c.clock.is_stalled(conn.progress(), now, hold) {
+                drop(conn);
+                ended.push((k, Some(subscriber)));
+            }
+        }
+        ended
+            .into_iter()
+            .filter_map(|(k, stalled)| congested.remove(&k).map(|c| (stalled, c.publishers)))
+            .collect()
+    }
 }
 
 impl Shard {
@@ -63,27 +152,10 @@ impl Shard {
         if from == self.id && subscriber.conn.borrow().client_id() == publisher {
             return;
         }
-        let added = {
-            let mut st = self.state.borrow_mut();
-            let entry = st.congested.entry(key(subscriber)).or_insert_with(|| {
-                let conn = subscriber.conn.borrow();
-                tracing::debug!(
-                    shard = self.id,
-                    client_id = %conn.client_id(),
-                    queued = conn.session().queued_len(),
-                    "subscriber congested: its queue is past mqtt.max_mqueue_len; \
-                     pausing its publishers"
-                );
-                let progress = conn.progress();
-                Congestion {
-                    subscriber: Rc::downgrade(subscriber),
-                    clock: StallClock::new(progress, now),
-                    publishers: AHashSet::new(),
-                }
-            });
-            entry.publishers.insert((from, origin.clone()))
-        };
-        if !added {
+        if !self
+            .pressure
+            .add(self.id, subscriber, (from, origin.clone()), now)
+        {
             return;
         }
         if from == self.id {
@@ -97,22 +169,19 @@ impl Shard {
             // Not paused, so nothing to resume: the publisher's next
             // message to this subscriber tries again.
             drop(unsent.into_message());
-            if let Some(c) = self.state.borrow_mut().congested.get_mut(&key(subscriber)) {
-                c.publishers.remove(&(from, origin.clone()));
-            }
+            self.pressure.forget(subscriber, &(from, origin.clone()));
         }
     }
 
     /// The subscriber's queue is back at half its bound, or its connection
     /// ends: resume the publishers it paused.
     pub(super) fn relieve(self: &Rc<Self>, subscriber: &ConnHandle) {
-        let entry = self.state.borrow_mut().congested.remove(&key(subscriber));
-        if let Some(c) = entry {
-            self.resume_publishers(c.publishers);
+        if let Some(publishers) = self.pressure.remove(subscriber) {
+            self.resume_publishers(publishers);
         }
     }
 
-    fn resume_publishers(self: &Rc<Self>, publishers: AHashSet<(ShardId, Origin)>) {
+    fn resume_publishers(self: &Rc<Self>, publishers: AHashSet<Publisher>) {
         let now = Instant::now();
         for (shard, client_id) in publishers {
             if shard == self.id {
@@ -133,15 +202,15 @@ impl Shard {
 
     /// Pause a publisher of this shard: its task stops reading.
     pub(super) fn pause_here(&self, client_id: &str) {
-        if let Some(Slot::Online(h)) = self.state.borrow().slots.get(client_id) {
+        if let Some(h) = self.sessions.online(client_id) {
             h.pauses.set(h.pauses.get().saturating_add(1));
         }
     }
 
     /// Undo one `pause_here`; the last one wakes the connection's task.
     pub(super) fn resume_here(&self, client_id: &str, now: Instant) {
-        let handle = match self.state.borrow().slots.get(client_id) {
-            Some(Slot::Online(h)) if h.pauses.get() > 0 => h.clone(),
+        let handle = match self.sessions.online(client_id) {
+            Some(h) if h.pauses.get() > 0 => h,
             _ => return,
         };
         handle.pauses.set(handle.pauses.get() - 1);
@@ -155,26 +224,8 @@ impl Shard {
     /// hold time is stalled (its publishers resume, its new messages are
     /// dropped); entries of subscribers no longer congested go.
     pub(super) fn check_stalls(self: &Rc<Self>, now: Instant) {
-        if self.state.borrow().congested.is_empty() {
-            return;
-        }
         let hold = Duration::from_millis(u64::from(self.settings.session.max_publisher_hold_ms));
-        let mut ended = Vec::new();
-        for (&k, c) in self.state.borrow_mut().congested.iter_mut() {
-            let Some(subscriber) = c.subscriber.upgrade() else {
-                ended.push((k, None));
-                continue;
-            };
-            let conn = subscriber.conn.borrow();
-            if !conn.is_congested() {
-                ended.push((k, None));
-            } else if c.clock.is_stalled(conn.progress(), now, hold) {
-                drop(conn);
-                ended.push((k, Some(subscriber)));
-            }
-        }
-        for (k, stalled) in ended {
-            let entry = self.state.borrow_mut().congested.remove(&k);
+        for (stalled, publishers) in self.pressure.take_ended(now, hold) {
             if let Some(subscriber) = stalled {
                 let mut conn = subscriber.conn.borrow_mut();
                 conn.stall();
@@ -187,9 +238,7 @@ impl Shard {
                      its publishers resume and its new messages are dropped"
                 );
             }
-            if let Some(c) = entry {
-                self.resume_publishers(c.publishers);
-            }
+            self.resume_publishers(publishers);
         }
     }
 }

@@ -5,47 +5,29 @@
 //! `Session::take_shared_undelivered`.
 
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Instant;
 
-use super::state::{resolve, ConnHandle, Shard, State};
-use crate::router::SharedKey;
-use crate::session::{Delivery, Message};
-
-/// The next local member of the group `key` and its delivery of `message`,
-/// resolved as `resolve` does (`Some(None)`: queued in a session that is
-/// offline or moving, or dropped and counted). A member the router still
-/// lists whose session is gone from `slots` (it is ending) is passed over
-/// for the next one, at most once per local member. `None`: the group has
-/// no member here.
-pub(super) fn pick_shared_target(
-    st: &mut State,
-    message: &Arc<Message>,
-    key: &SharedKey,
-    moving_len_max: usize,
-    now: Instant,
-) -> Option<Option<(Rc<ConnHandle>, Delivery)>> {
-    let mut picks = 0;
-    loop {
-        let pick = st.router.pick_shared_member(key)?;
-        picks += 1;
-        let client = pick.recipient.client.clone();
-        if picks < pick.members && !st.slots.contains_key(client.as_str()) {
-            continue;
-        }
-        let d = Delivery::shared(message, pick.recipient, pick.key);
-        return Some(resolve(
-            &mut st.slots,
-            &mut st.dropped_no_recipient,
-            moving_len_max,
-            &client,
-            d,
-            now,
-        ));
-    }
-}
+use super::state::Shard;
+use crate::router::{SharedKey, SharedPick};
+use crate::session::Delivery;
 
 impl Shard {
+    /// The next local member of the group `key`. A member the router still
+    /// lists whose session is gone from the slots (it is ending) is passed
+    /// over for the next one, at most once per local member; the last pick
+    /// is returned whatever it is (its delivery is then counted as without
+    /// recipient). `None`: the group has no member here.
+    pub(super) fn pick_shared_member(&self, key: &SharedKey) -> Option<SharedPick> {
+        let mut picks = 0;
+        loop {
+            let pick = self.routes.pick_shared(key)?;
+            picks += 1;
+            if picks < pick.members && !self.sessions.contains(pick.recipient.client.as_str()) {
+                continue;
+            }
+            return Some(pick);
+        }
+    }
+
     /// Hands each message an ended session did not deliver to another
     /// member of its group, through the usual shared delivery (this
     /// shard's members first, then the next shards'); with no member left

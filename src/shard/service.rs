@@ -8,7 +8,8 @@
 //! answer type) for each new question the admin API, the cluster or the
 //! store asks.
 
-use super::state::{Shard, ShardId, Slot};
+use super::sessions::Slot;
+use super::state::{Shard, ShardId};
 use crate::admission::ShardCountersSnapshot;
 use std::future::Future;
 use std::rc::Rc;
@@ -49,14 +50,15 @@ impl ShardContext {
     }
 
     pub fn status(&self) -> ShardStatus {
-        let st = self.shard.state.borrow();
-        let mut admission = self.shard.counters.snapshot();
-        admission.connections = st.connections;
+        let shard = &self.shard;
+        let connections = shard.sessions.connections();
+        let mut admission = shard.counters.snapshot();
+        admission.connections = connections;
         ShardStatus {
-            id: self.shard.id,
-            connections: st.connections,
-            sessions: st.slots.len(),
-            retained_messages: st.retained.len(),
+            id: shard.id,
+            connections,
+            sessions: shard.sessions.len(),
+            retained_messages: shard.routes.retained_len(),
             admission,
         }
     }
@@ -69,13 +71,12 @@ impl ShardContext {
 
     /// Client ids of the sessions held here whose client is online.
     pub fn online_client_ids(&self) -> Vec<String> {
-        self.shard
-            .state
-            .borrow()
-            .slots
-            .iter()
-            .filter(|(_, s)| matches!(s, Slot::Online(_)))
-            .map(|(id, _)| id.as_str().to_string())
-            .collect()
+        self.shard.sessions.view(|slots| {
+            slots
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Online(_)))
+                .map(|(id, _)| id.as_str().to_string())
+                .collect()
+        })
     }
 }

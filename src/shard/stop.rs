@@ -22,7 +22,7 @@
 //! not at its next tick.
 
 use super::msg::Mark;
-use super::state::{Shard, Slot};
+use super::state::Shard;
 use crate::codec::ReasonCode;
 use crate::limits::SHUTDOWN_GRACE;
 use std::cell::{Cell, RefCell};
@@ -69,40 +69,23 @@ impl Shard {
     /// One admitted connection ended: counted, and a stop waiting for the
     /// last one is woken.
     pub(super) fn connection_closed(&self) {
-        let left = {
-            let mut st = self.state.borrow_mut();
-            st.connections -= 1;
-            st.connections
-        };
-        if left == 0 {
+        if self.sessions.connection_closed() == 0 {
             self.no_connections.raise();
         }
     }
 
     /// Returns once no admitted connection is left.
     async fn no_connections_left(&self) {
-        while self.state.borrow().connections > 0 {
+        while self.sessions.connections() > 0 {
             self.no_connections.wait().await;
         }
-    }
-
-    fn online(&self) -> Vec<Rc<super::state::ConnHandle>> {
-        self.state
-            .borrow()
-            .slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Online(h) => Some(h.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Stops this shard (see the module's steps). Called once its
     /// acceptors and ticker ended.
     pub(super) async fn stop(self: &Rc<Self>) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let online = self.online();
+        let online = self.sessions.online_handles();
         tracing::info!(shard = self.id, clients = online.len(), "shard stopping");
 
         let mut wills: Vec<_> = online
@@ -112,11 +95,7 @@ impl Shard {
         // A connection's end waits until it holds the last reference to
         // its handle.
         drop(online);
-        {
-            let mut st = self.state.borrow_mut();
-            st.will_index.clear();
-            wills.extend(std::mem::take(&mut st.wills).into_values().map(|(_, w)| w));
-        }
+        wills.extend(self.timers.take_all());
         let published = wills.len();
         for will in wills {
             self.publish(will).await;
@@ -127,7 +106,7 @@ impl Shard {
         }
 
         // Again: a connect that was being established may be online now.
-        for h in self.online() {
+        for h in self.sessions.online_handles() {
             h.conn
                 .borrow_mut()
                 .kick_after_queued(ReasonCode::SERVER_SHUTTING_DOWN);
@@ -135,7 +114,7 @@ impl Shard {
             h.request_close();
         }
         if !within(deadline, self.no_connections_left()).await {
-            let connections = self.state.borrow().connections;
+            let connections = self.sessions.connections();
             tracing::warn!(
                 shard = self.id,
                 connections,

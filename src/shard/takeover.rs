@@ -6,7 +6,8 @@
 use super::io::Oneshot;
 use super::msg::{Reply, ShardMsg};
 use super::registry::Answer;
-use super::state::{ConnHandle, Handover, Moving, Parked, Shard, ShardId, Slot};
+use super::sessions::{Handover, Moving, Parked, Slot};
+use super::state::{Shard, ShardId};
 use crate::codec::ByteStr;
 use crate::router::Location;
 use crate::session::{Session, WallClock};
@@ -69,14 +70,11 @@ impl Shard {
             Some(_) => unreachable!("a takeover is answered with a session"),
         };
         let mut session = self.with_lifecycle(|l| l.handle_import(snapshot, &WallClock::now()));
-        {
-            let mut st = self.state.borrow_mut();
-            // Nothing else holds the id here: this connect holds its claim,
-            // and the previous owner was `prev`.
-            debug_assert!(!st.slots.contains_key(client_id.as_str()));
-            st.slots
-                .insert(client_id.as_str().into(), Slot::Importing(Box::default()));
-        }
+        // Nothing else holds the id here: this connect holds its claim,
+        // and the previous owner was `prev`.
+        debug_assert!(!self.sessions.contains(client_id.as_str()));
+        self.sessions
+            .insert(client_id.as_str(), Slot::Importing(Box::default()));
         self.subscribe_session(&session).await;
         let ended = self
             .mesh
@@ -91,10 +89,7 @@ impl Shard {
             None => Vec::new(),
             Some(_) => unreachable!("a takeover's end is answered with deliveries"),
         };
-        let here = match self.state.borrow_mut().slots.remove(client_id.as_str()) {
-            Some(Slot::Importing(m)) => m.deliveries,
-            _ => unreachable!("only this connect changes an importing slot"),
-        };
+        let here = self.sessions.end_import(client_id.as_str());
         tracing::debug!(
             shard = self.id,
             client_id = %client_id,
@@ -142,19 +137,14 @@ impl Shard {
 
     /// At the home shard: a claim of `client_id` by shard `from`.
     pub(super) fn on_claim(self: &Rc<Self>, from: ShardId, client_id: ByteStr, token: u64) {
-        let answer = {
-            let st = &mut *self.state.borrow_mut();
-            let held_here = st.slots.contains_key(client_id.as_str());
-            st.registry
-                .claim(self.at(from), &client_id, token, held_here)
-        };
+        let answer = self.sessions.claim(self.at(from), &client_id, token);
         self.answer_claim(answer);
     }
 
     /// At the home shard: the connect in progress for `client_id` is in
     /// place.
     pub(super) fn on_claim_done(self: &Rc<Self>, client_id: &ByteStr) {
-        let answer = self.state.borrow_mut().registry.claim_done(client_id);
+        let answer = self.sessions.claim_done(client_id);
         self.answer_claim(answer);
     }
 
@@ -162,7 +152,7 @@ impl Shard {
     /// `client_id`.
     pub(super) fn on_release(&self, from: ShardId, client_id: &ByteStr) {
         let from = self.at(from);
-        self.state.borrow_mut().registry.release(from, client_id);
+        self.sessions.release(from, client_id);
     }
 
     fn answer_claim(self: &Rc<Self>, answer: Option<Answer>) {
@@ -192,11 +182,7 @@ impl Shard {
         clean_start: bool,
     ) -> Option<Session> {
         loop {
-            let slot = self
-                .state
-                .borrow_mut()
-                .slots
-                .remove_entry(client_id.as_str());
+            let slot = self.sessions.take(client_id.as_str());
             match slot {
                 None => return None,
                 Some((_, Slot::Offline(parked))) => {
@@ -206,12 +192,10 @@ impl Shard {
                 Some((key, Slot::Online(handle))) => {
                     // Put it back until its task ends: deliveries go into the
                     // closed connection's session meanwhile.
-                    self.state
-                        .borrow_mut()
-                        .slots
-                        .insert(key, Slot::Online(handle.clone()));
+                    self.sessions.put_back(key, Slot::Online(handle.clone()));
                     let parked = Oneshot::new();
-                    self.set_handover(&handle, Handover::Local(parked.clone()));
+                    self.sessions
+                        .set_handover(&handle, Handover::Local(parked.clone()));
                     handle.conn.borrow_mut().takeover(clean_start);
                     self.drain_sync_actions(&handle);
                     handle.request_close();
@@ -224,26 +208,11 @@ impl Shard {
                     // A move between shards: only a connect holding the claim
                     // starts one, and this one holds it now.
                     tracing::warn!(shard = self.id, client_id = %client_id, "session moving while claimed");
-                    self.state.borrow_mut().slots.insert(key, moving);
+                    self.sessions.put_back(key, moving);
                     return None;
                 }
             }
         }
-    }
-
-    /// Where the session of `handle`'s connection must go when it ends
-    /// (takeover).
-    fn set_handover(&self, handle: &Rc<ConnHandle>, to: Handover) {
-        let key = Rc::as_ptr(handle) as usize;
-        self.state.borrow_mut().handovers.insert(key, to);
-    }
-
-    /// The handover set for `handle`'s connection, if any: called once, when
-    /// the connection ends, after its slot was removed (so no takeover can
-    /// set one later).
-    pub fn take_handover(&self, handle: &Rc<ConnHandle>) -> Option<Handover> {
-        let key = Rc::as_ptr(handle) as usize;
-        self.state.borrow_mut().handovers.remove(&key)
     }
 
     /// Give a session to whoever asked for it. What places it runs before
@@ -261,8 +230,8 @@ impl Shard {
         match to {
             Handover::Local(parked) => {
                 if let Some(session) = session {
-                    self.state.borrow_mut().slots.insert(
-                        client_id.as_str().into(),
+                    self.sessions.insert(
+                        client_id.as_str(),
                         Slot::Offline(Box::new(Parked {
                             session,
                             expires_at: None,
@@ -274,8 +243,8 @@ impl Shard {
             Handover::Remote(shard, token) => {
                 if let Some(s) = &session {
                     let filters = s.subscriptions().map(|(f, _, _)| f.clone()).collect();
-                    self.state.borrow_mut().slots.insert(
-                        client_id.as_str().into(),
+                    self.sessions.insert(
+                        client_id.as_str(),
                         Slot::Exported(Box::new(Moving {
                             deliveries: Vec::new(),
                             filters,
@@ -302,18 +271,12 @@ impl Shard {
         token: u64,
         clean_start: bool,
     ) {
-        let slot = self
-            .state
-            .borrow_mut()
-            .slots
-            .remove_entry(client_id.as_str());
+        let slot = self.sessions.take(client_id.as_str());
         match slot {
             Some((key, Slot::Online(handle))) => {
-                self.state
-                    .borrow_mut()
-                    .slots
-                    .insert(key, Slot::Online(handle.clone()));
-                self.set_handover(&handle, Handover::Remote(from, token));
+                self.sessions.put_back(key, Slot::Online(handle.clone()));
+                self.sessions
+                    .set_handover(&handle, Handover::Remote(from, token));
                 handle.conn.borrow_mut().takeover(clean_start);
                 self.drain_sync_actions(&handle);
                 handle.request_close();
@@ -330,7 +293,7 @@ impl Shard {
             other => {
                 if let Some((key, moving)) = other {
                     tracing::warn!(shard = self.id, client_id = %client_id, "takeover of a session still moving");
-                    self.state.borrow_mut().slots.insert(key, moving);
+                    self.sessions.put_back(key, moving);
                 }
                 self.hand_over(&client_id, Handover::Remote(from, token), None)
                     .await;
@@ -352,11 +315,7 @@ impl Shard {
         // FIFO only per pair of shards): once every shard answered a
         // barrier, it has arrived.
         self.barrier().await;
-        let slot = self
-            .state
-            .borrow_mut()
-            .slots
-            .remove_entry(client_id.as_str());
+        let slot = self.sessions.take(client_id.as_str());
         let (deliveries, changes) = match slot {
             Some((_, Slot::Exported(m))) => {
                 let Moving {
@@ -369,7 +328,7 @@ impl Shard {
             }
             other => {
                 if let Some((key, slot)) = other {
-                    self.state.borrow_mut().slots.insert(key, slot);
+                    self.sessions.put_back(key, slot);
                 }
                 (Vec::new(), Vec::new())
             }

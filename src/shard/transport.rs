@@ -224,7 +224,7 @@ async fn handshake(shard: &Shard, secured: &mut Secured) -> io::Result<()> {
         }
         // The shard's read buffer, borrowed only inside the poll.
         let fed = std::future::poll_fn(|cx| {
-            let mut scratch = shard.read_scratch.borrow_mut();
+            let mut scratch = shard.scratch.read();
             secured.poll_feed(cx, &mut scratch)
         })
         .await?;
