@@ -93,6 +93,7 @@ impl Fanout {
                 qos: r.qos.min(message.qos),
                 retain: r.retain_as_published && message.retain,
                 subscription_ids: r.subscription_ids,
+                shared: None,
             });
         }
         let delivered = self.deliveries.len();

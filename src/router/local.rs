@@ -3,10 +3,12 @@
 //! merge of several matching filters into one delivery per client. The
 //! node-wide side (who else wants a filter) is in `filter.rs`.
 
+use std::sync::Arc;
+
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
-use super::route::{Recipient, RecipientRef};
+use super::route::{Recipient, RecipientRef, SharedKey};
 use crate::codec::{ByteStr, SubscriptionOptions};
 
 /// One local subscription's options.
@@ -36,8 +38,12 @@ impl Subscription {
 
 /// The local members of one shared group: a vector for round robin by index,
 /// an index so subscribe and unsubscribe are `O(1)`.
-#[derive(Default)]
 pub(super) struct LocalGroup {
+    /// The group's identity, handed out with each pick: a shared delivery
+    /// carries it (`Delivery::shared`) so that a session ending with it
+    /// undelivered can hand it back to the group, without an allocation
+    /// per delivery.
+    pub(super) key: Arc<SharedKey>,
     pub(super) members: Vec<(ByteStr, Subscription)>,
     /// Client -> position in `members`.
     pub(super) index: AHashMap<ByteStr, usize>,
@@ -46,6 +52,15 @@ pub(super) struct LocalGroup {
 }
 
 impl LocalGroup {
+    pub(super) fn new(key: SharedKey) -> LocalGroup {
+        LocalGroup {
+            key: Arc::new(key),
+            members: Vec::new(),
+            index: AHashMap::new(),
+            next: 0,
+        }
+    }
+
     /// Adds or replaces; true if the client was already a member.
     pub(super) fn upsert(&mut self, client: &ByteStr, subscription: Subscription) -> bool {
         if let Some(&i) = self.index.get(client) {

@@ -60,6 +60,16 @@ pub struct Recipient {
     pub subscription_ids: SmallVec<[u32; 1]>,
 }
 
+/// What `Router::pick_shared_member` gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedPick {
+    pub recipient: Recipient,
+    /// The group, shared by every delivery picked from it.
+    pub key: std::sync::Arc<SharedKey>,
+    /// Members of the group on this shard (the pick included).
+    pub members: usize,
+}
+
 /// Result of `Router::subscribe`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscribeOutcome {

@@ -27,7 +27,8 @@ use super::filter::{Filter, GroupInterest};
 use super::local::{deliver_matches, LocalGroup, LocalMatches, Subscription};
 pub use super::location::{Location, NodeId, ShardId};
 pub use super::route::{
-    InterestChange, Recipient, RecipientRef, Route, SharedKey, SubscribeOutcome, UnsubscribeOutcome,
+    InterestChange, Recipient, RecipientRef, Route, SharedKey, SharedPick, SubscribeOutcome,
+    UnsubscribeOutcome,
 };
 use super::topic::{self, parse_shared};
 use super::trie::TopicTrie;
@@ -95,7 +96,10 @@ impl Router {
                     group: shared.group.into(),
                     filter: shared.filter.into(),
                 };
-                let group = self.local_shared.entry(key.clone()).or_default();
+                let group = self
+                    .local_shared
+                    .entry(key.clone())
+                    .or_insert_with(|| LocalGroup::new(key.clone()));
                 if group.upsert(client, subscription) {
                     return SubscribeOutcome {
                         existed: true,
@@ -438,6 +442,19 @@ impl Router {
     /// routes again. `O(1)` expected.
     pub fn pick_shared(&mut self, key: &SharedKey) -> Option<Recipient> {
         self.local_shared.get_mut(key)?.pick()
+    }
+
+    /// `pick_shared`, with the group's key to tag the delivery with
+    /// (`Delivery::shared`) and the number of local members (the bound on
+    /// picks when a picked member turns out to be gone). `O(1)` expected.
+    pub fn pick_shared_member(&mut self, key: &SharedKey) -> Option<SharedPick> {
+        let group = self.local_shared.get_mut(key)?;
+        let recipient = group.pick()?;
+        Some(SharedPick {
+            recipient,
+            key: group.key.clone(),
+            members: group.members.len(),
+        })
     }
 
     /// This shard's ordinary and shared interest, as changes to send to a

@@ -232,6 +232,30 @@ fn route_across_shards_and_shared_round_robin() {
 }
 
 #[test]
+fn shared_pick_hands_out_the_groups_one_key_and_member_count() {
+    let mut r = Router::new(at(0), 1);
+    for client in ["m0", "m1", "m2"] {
+        r.subscribe(&b(client), &b("$share/g/t/#"), opts(QoS::AtLeastOnce), None);
+    }
+    let key = SharedKey {
+        group: b("g"),
+        filter: b("t/#"),
+    };
+    let first = r.pick_shared_member(&key).unwrap();
+    assert_eq!(*first.key, key);
+    assert_eq!(first.members, 3);
+    let second = r.pick_shared_member(&key).unwrap();
+    // One `Arc` per group: tagging a delivery allocates nothing.
+    assert!(std::sync::Arc::ptr_eq(&first.key, &second.key));
+    assert_ne!(first.recipient.client, second.recipient.client);
+    r.unsubscribe(&b("m1"), "$share/g/t/#");
+    assert_eq!(r.pick_shared_member(&key).unwrap().members, 2);
+    r.unsubscribe(&b("m0"), "$share/g/t/#");
+    r.unsubscribe(&b("m2"), "$share/g/t/#");
+    assert_eq!(r.pick_shared_member(&key), None);
+}
+
+#[test]
 fn many_shards_bitset() {
     let mut r = Router::new(at(0), 200);
     for s in [1u16, 63, 64, 130, 199] {

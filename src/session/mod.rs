@@ -148,6 +148,7 @@ use crate::authz::{Authz, DenyAction, DenyReason};
 use crate::codec::{
     ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions, PUBLISH_PROPERTIES_EMPTY,
 };
+use crate::router::SharedKey;
 
 pub use crate::limits::{OUTBOUND_TOPIC_ALIAS_MAX, TX_QOS0_MAX};
 
@@ -235,6 +236,13 @@ pub struct Delivery {
     /// Retain flag to send (true for retained-on-subscribe, or RAP).
     pub retain: bool,
     pub subscription_ids: SmallVec<[u32; 1]>,
+    /// The shared group this delivery was picked for (`None`: an ordinary
+    /// subscription). A session that ends with this message undelivered
+    /// hands it back to the group (MQTT 5.0 section 4.8.2), see
+    /// [`Session::take_shared_undelivered`]. The router's own `Arc`, so a
+    /// reference count per delivery, no allocation. Not in the snapshot: a
+    /// session that moves is not ending.
+    pub shared: Option<Arc<SharedKey>>,
 }
 
 impl Delivery {
@@ -245,6 +253,22 @@ impl Delivery {
             qos: r.qos.min(message.qos),
             retain: r.retain_as_published && message.retain,
             subscription_ids: r.subscription_ids,
+            shared: None,
+        }
+    }
+
+    /// `message` for the member `r` of the shared group `key` picked.
+    pub fn shared(
+        message: &Arc<Message>,
+        r: crate::router::Recipient,
+        key: Arc<SharedKey>,
+    ) -> Delivery {
+        Delivery {
+            message: message.clone(),
+            qos: r.qos.min(message.qos),
+            retain: r.retain_as_published && message.retain,
+            subscription_ids: r.subscription_ids,
+            shared: Some(key),
         }
     }
 }

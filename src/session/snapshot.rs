@@ -495,6 +495,9 @@ impl DeliverySnapshot {
             message: Arc::new(self.message.into_message(clock)?),
             retain: self.retain,
             subscription_ids: SmallVec::from_vec(self.subscription_ids),
+            // Not in the snapshot (docs/sessions.md): a moved session is
+            // not ending, and its group is not known on another node.
+            shared: None,
         })
     }
 }

@@ -221,6 +221,40 @@ impl Session {
         self.inflight.len()
     }
 
+    /// Takes out, for a session that is ending, the QoS 1/2 messages it got
+    /// through a shared subscription and did not deliver: inflight ones
+    /// whose PUBLISH has no PUBACK / PUBREC yet (in the order they were
+    /// admitted), then queued ones (in queue order). A QoS 2 message past
+    /// PUBREC stays: the client has it. The shard hands them to another
+    /// member of their group (MQTT 5.0 section 4.8.2). Shared QoS 0
+    /// messages stay and end with the session, as before.
+    ///
+    /// Cost: `O(inflight + queue)`, plus sorting what is taken from the
+    /// inflight window.
+    pub fn take_shared_undelivered(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        if !self.inflight.is_empty() {
+            let mut taken: Vec<(u64, Delivery)> = Vec::new();
+            self.inflight.retain(|_, o| {
+                let undelivered = o.delivery.shared.is_some() && o.state != Awaiting::PubComp;
+                if undelivered {
+                    taken.push((o.seq, o.delivery.clone()));
+                }
+                !undelivered
+            });
+            taken.sort_unstable_by_key(|(seq, _)| *seq);
+            out.extend(taken.into_iter().map(|(_, d)| d));
+        }
+        if self.queue.iter().any(is_shared_undelivered) {
+            let queue = std::mem::take(&mut *self.queue);
+            let (shared, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
+                queue.into_iter().partition(is_shared_undelivered);
+            *self.queue = kept;
+            out.extend(shared);
+        }
+        out
+    }
+
     /// Applies the queue policy (module doc): drop the oldest QoS 0 if the
     /// queue is full, else tail-drop the newcomer.
     pub(crate) fn enqueue(&mut self, d: Delivery) {
@@ -297,6 +331,11 @@ impl Session {
         });
         id
     }
+}
+
+/// A queued QoS 1/2 message that came through a shared subscription.
+fn is_shared_undelivered(d: &Delivery) -> bool {
+    d.shared.is_some() && d.qos != QoS::AtMostOnce
 }
 
 pub(crate) fn is_expired(d: &Delivery, now: Instant) -> bool {

@@ -97,6 +97,7 @@ impl Shard {
                                 qos,
                                 retain: true,
                                 subscription_ids: identifier.into_iter().collect(),
+                                shared: None,
                             },
                             now,
                         );

@@ -324,7 +324,7 @@ impl Shard {
     /// Ends an offline session taken out of `slots` (expired, or kicked):
     /// its delayed will goes out now, its subscriptions leave the router,
     /// the id's registry entry is released, its drops are kept.
-    pub async fn end_session(self: &Rc<Self>, session: Session) {
+    pub async fn end_session(self: &Rc<Self>, mut session: Session) {
         let id = session.client_id().clone();
         self.metrics.session_ended(session.drop_counts());
         // A delayed will is due at the latest when its session ends.
@@ -333,6 +333,8 @@ impl Shard {
             self.publish(w).await;
         }
         self.unsubscribe_session(&session).await;
+        self.redispatch_shared(session.take_shared_undelivered())
+            .await;
         self.release(&id).await;
         tracing::debug!(shard = self.id, client_id = %id, "session ended");
     }

@@ -44,6 +44,7 @@ mod mesh;
 mod msg;
 mod pressure;
 mod publish;
+mod redispatch;
 mod registry;
 mod reply;
 mod routes;

@@ -196,28 +196,24 @@ impl Shard {
         }
     }
 
-    /// Delivers to the next local member of a shared group; false when the
-    /// group has no member here (any more).
+    /// Delivers to the next local member of a shared group (passing over
+    /// members whose session is gone, `Shard::pick_shared_member`); false
+    /// when the group has no member here (any more).
     fn deliver_shared_here(
         self: &Rc<Self>,
         message: &Arc<Message>,
         key: &SharedKey,
         from: ShardId,
     ) -> bool {
-        let pick = self.routes.pick_shared(key);
-        let Some(r) = pick else {
+        let Some(pick) = self.pick_shared_member(key) else {
             return false;
         };
-        let d = Delivery {
-            message: message.clone(),
-            qos: r.qos.min(message.qos),
-            retain: r.retain_as_published && message.retain,
-            subscription_ids: r.subscription_ids,
-        };
+        let client = pick.recipient.client.clone();
+        let d = Delivery::shared(message, pick.recipient, pick.key);
         let now = self.routes.delivery_now(message);
         let target = {
             let mut slots = self.sessions.resolver(self.settings.session.max_mqueue_len);
-            let target = slots.resolve(&r.client, d, now);
+            let target = slots.resolve(&client, d, now);
             self.routes.count_no_recipient(slots.no_recipient());
             target
         };

@@ -11,7 +11,7 @@
 use super::publish::Targets;
 use crate::codec::{ByteStr, SubscriptionOptions};
 use crate::router::{
-    InterestChange, Location, Recipient, RecipientRef, RetainedStore, Route, Router, SharedKey,
+    InterestChange, Location, RecipientRef, RetainedStore, Route, Router, SharedKey, SharedPick,
     SubscribeOutcome,
 };
 use crate::session::Message;
@@ -89,9 +89,10 @@ impl Routes {
         self.targets.set(targets);
     }
 
-    /// The next local member of a shared group, if it has one here.
-    pub fn pick_shared(&self, key: &SharedKey) -> Option<Recipient> {
-        self.router.borrow_mut().pick_shared(key)
+    /// The next local member of a shared group, if it has one here, with
+    /// the group's key to tag the delivery with and its local member count.
+    pub fn pick_shared(&self, key: &SharedKey) -> Option<SharedPick> {
+        self.router.borrow_mut().pick_shared_member(key)
     }
 
     pub fn count_no_recipient(&self, n: u64) {

@@ -346,6 +346,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Default::default(),
+            shared: None,
         }
     }
 

@@ -1,5 +1,6 @@
 """Shared subscriptions ($share/group/filter), MQTT 5 section 4.8.2 (also offered to 3.1.1 clients)."""
 import collections
+import time
 
 import pytest
 
@@ -164,3 +165,68 @@ def test_retained_not_sent_to_new_shared_subscription(broker, uid):
     s = broker.client(uid("s"))
     s.subscribe(f"$share/g/{topic}", qos=1)
     s.expect_no_message(0.5)
+
+
+def _on_both_shards(b, make_client, tries=30):
+    """Two clients on different shards (ringmq with the debug log), or just two (mosquitto)."""
+    from conftest import IS_MOSQUITTO
+    first, second = make_client(), make_client()
+    if IS_MOSQUITTO:
+        return first, second
+    s1 = b.shard_of(first.client_id)
+    for _ in range(tries):
+        if b.shard_of(second.client_id) != s1:
+            return first, second
+        second.close()
+        second = make_client()
+    raise AssertionError("could not get a second client onto the other shard")
+
+
+def test_leaving_member_messages_redispatched(debug_broker, uid):
+    """MQTT 5.0 4.8.2: when a member's connection closes while the server is sending it
+    messages, the server SHOULD send them to another member. A member with a window of 1
+    (Receive Maximum 1) that never acknowledges holds one message in flight and the rest of
+    its share queued; when it disconnects (session ends), every one of them reaches the
+    other member, which is on the other shard."""
+    b = debug_broker
+    topic = uid("shr")
+    flt = f"$share/g/{topic}"
+
+    def member():
+        r = b.raw(timeout=10)
+        r.client_id = uid("m")
+        r.connect(r.client_id, props={"receive_maximum": 1})
+        return r
+
+    # Both with a window of 1: `other` acknowledges each message at once,
+    # `slow` never does.
+    slow, other = _on_both_shards(b, member)
+    slow.subscribe(flt, qos=1)
+    other.subscribe(flt, qos=1)
+    pub = b.raw(connect=uid("pub"))
+    n = 200
+    pub.publish_many([(topic, str(i).encode()) for i in range(n)], qos=1)
+
+    got = []
+
+    def drain(until, timeout):
+        deadline = time.monotonic() + timeout
+        while len(got) < until and time.monotonic() < deadline:
+            try:
+                p = other.expect_publish(timeout=max(0.05, deadline - time.monotonic()))
+            except (AssertionError, TimeoutError):
+                break
+            other.ack(p)
+            got.append(int(p.payload))
+
+    # Round robin: about half go to `slow`, one of them in flight, the rest queued.
+    drain(n // 2 - 5, 10)
+    first = slow.expect_publish(timeout=5)
+    assert first.qos == 1
+    assert len(got) < n - 10, f"{len(got)} of {n} reached the other member before any left"
+    slow.disconnect()
+    drain(n, 15)
+    assert sorted(got) == list(range(n)), (
+        f"missing {sorted(set(range(n)) - set(got))[:20]}..., duplicated "
+        f"{[k for k, v in collections.Counter(got).items() if v > 1][:20]}")
+    b.check_alive()

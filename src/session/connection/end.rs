@@ -9,7 +9,7 @@ use crate::codec::{
 };
 use crate::session::origin::Origin;
 use crate::session::state::Session;
-use crate::session::{Action, Message};
+use crate::session::{Action, Delivery, Message};
 
 use super::{Connection, Tx};
 
@@ -165,6 +165,19 @@ impl Connection {
     /// resent on resume.
     pub fn into_session(self) -> Option<Session> {
         (self.session.expiry_interval_s > 0).then_some(self.session)
+    }
+
+    /// After Close, when the session ends with the connection (`into_session`
+    /// will give `None`): the shared QoS 1/2 messages it did not deliver
+    /// (see [`Session::take_shared_undelivered`]), for the shard to hand to
+    /// another member of their group. Empty when the session outlives the
+    /// connection: they wait for the client's return like the others.
+    pub fn take_shared_undelivered(&mut self) -> Vec<Delivery> {
+        debug_assert!(self.closed, "called after Close");
+        if self.session.expiry_interval_s > 0 {
+            return Vec::new();
+        }
+        self.session.take_shared_undelivered()
     }
 
     fn will_delay_s(&self) -> u32 {

@@ -10,6 +10,7 @@ mod outbound;
 mod pressure;
 mod protocol_errors;
 mod resume;
+mod shared;
 mod sim;
 mod subscriptions;
 mod topics;
@@ -100,6 +101,7 @@ pub(super) fn delivery(topic: &str, qos: QoS, payload: &str) -> Delivery {
         qos,
         retain: false,
         subscription_ids: SmallVec::new(),
+        shared: None,
     }
 }
 
@@ -148,6 +150,8 @@ pub(super) struct Pair {
     pub sent: Vec<Packet>,
     pub actions: Vec<Action>,
     pub wills: Vec<(Arc<Message>, Duration)>,
+    /// What `Connection::take_shared_undelivered` gave at the close.
+    pub redispatched: Vec<Delivery>,
 }
 
 impl Pair {
@@ -160,6 +164,7 @@ impl Pair {
             sent: Vec::new(),
             actions: Vec::new(),
             wills: Vec::new(),
+            redispatched: Vec::new(),
         }
     }
 
@@ -247,6 +252,7 @@ impl Pair {
         if let Some(w) = conn.take_will() {
             self.wills.push(w);
         }
+        self.redispatched.extend(conn.take_shared_undelivered());
         self.parked = conn.into_session();
     }
 

@@ -121,6 +121,7 @@ fn outbound_properties_passed_through_v5() {
         qos: QoS::AtLeastOnce,
         retain: false,
         subscription_ids: smallvec![4, 9],
+        shared: None,
     });
     let out = p.publishes().remove(0);
     assert_eq!(out.qos, QoS::AtLeastOnce);
@@ -142,6 +143,7 @@ fn outbound_properties_passed_through_v5() {
         qos: QoS::AtLeastOnce,
         retain: true,
         subscription_ids: smallvec![4],
+        shared: None,
     });
     let out = p.publishes().remove(0);
     assert!(out.retain);

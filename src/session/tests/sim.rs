@@ -274,6 +274,7 @@ impl Sim {
             qos,
             retain: false,
             subscription_ids: SmallVec::new(),
+            shared: None,
         };
         match &mut self.conn {
             Some(c) => c.handle_delivery(d, self.now),

@@ -16,6 +16,7 @@ fn expiring(topic: &str, qos: QoS, payload: &str, at: Instant) -> Delivery {
         qos,
         retain: false,
         subscription_ids: SmallVec::new(),
+        shared: None,
     }
 }
 

@@ -248,9 +248,10 @@ pub(super) async fn establish<S: Stream>(
     let clock = WallClock::now();
     let connected = shard
         .with_lifecycle(|l| l.handle_connect(&client_id, existing, connect.clean_start, &clock));
-    if let Some(s) = &connected.discard {
+    if let Some(mut s) = connected.discard {
         shard.metrics.session_ended(s.drop_counts());
-        shard.unsubscribe_session(s).await;
+        shard.unsubscribe_session(&s).await;
+        shard.redispatch_shared(s.take_shared_undelivered()).await;
     }
     let existing = connected.resume;
     let resumed = existing.is_some();

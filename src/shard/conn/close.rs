@@ -119,6 +119,9 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
         .subscriptions()
         .map(|(f, _, _)| f.clone())
         .collect();
+    // A session ending now hands its undelivered shared messages back to
+    // their groups (MQTT 5.0 section 4.8.2), once it has left them.
+    let undelivered_shared = conn.take_shared_undelivered();
     let session = conn.into_session();
     let clock = WallClock::now();
     if session.is_none() {
@@ -165,6 +168,7 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
             }
         },
     }
+    shard.redispatch_shared(undelivered_shared).await;
     if let Some(changes) = unrouted {
         shard.announce_interest(changes).await;
     }
