@@ -1,6 +1,5 @@
 use std::{
     fmt, io,
-    time::Duration,
     marker::PhantomData,
     mem::MaybeUninit,
     ptr::{self, NonNull},
@@ -59,35 +58,6 @@ impl<'ring> CompletionQueue<'ring> {
     /// These CQEs can be processed using `peek_for_cqe` or the `cqes` iterator.
     pub fn wait(&mut self, count: u32) -> io::Result<()> {
         self.wait_inner(count).map(|_| ())
-    }
-
-    /// ringmq patch 14: like [`wait`](Self::wait), but returns after
-    /// `timeout` at the latest (`ETIME`) when the kernel takes the timeout
-    /// as an argument of `io_uring_enter` (`IORING_FEAT_EXT_ARG`, 5.11+):
-    /// the kernel then wakes the waiting thread by a timer of its own, not
-    /// by a completion. Without that feature (liburing would submit a
-    /// timeout request instead), or with `None`, it waits like `wait`.
-    pub fn wait_at_most(&mut self, count: u32, timeout: Option<Duration>) -> io::Result<()> {
-        let ext_arg = unsafe { self.ring.as_ref().features } & uring_sys::IORING_FEAT_EXT_ARG != 0;
-        let timeout = match timeout {
-            Some(t) if ext_arg => t,
-            _ => return self.wait(count),
-        };
-        let ts = uring_sys::__kernel_timespec {
-            tv_sec: timeout.as_secs() as _,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
-        unsafe {
-            let mut cqe = MaybeUninit::uninit();
-            resultify(uring_sys::io_uring_wait_cqes(
-                self.ring.as_ptr(),
-                cqe.as_mut_ptr(),
-                count as _,
-                &ts,
-                ptr::null(),
-            ))?;
-        }
-        Ok(())
     }
 
     #[inline(always)]

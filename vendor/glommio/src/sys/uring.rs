@@ -1144,8 +1144,7 @@ impl SleepableRing {
 
     /// ringmq patch: sleep while the link poll submitted by an earlier
     /// `sleep` is still armed in the kernel (see `link_rings_and_sleep`).
-    /// ringmq patch 14: for `timeout` at most (see `Reactor::wait`).
-    fn sleep_armed(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+    fn sleep_armed(&mut self) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1153,15 +1152,14 @@ impl SleepableRing {
         );
         self.ring
             .cq()
-            .wait_at_most(1, timeout)
+            .wait(1)
             .map(|_| 1)
             .or_else(Reactor::busy_ok)
             .or_else(Reactor::again_ok)
             .or_else(Reactor::intr_ok)
-            .or_else(Reactor::time_ok)
     }
 
-    fn sleep(&mut self, link: &Source, timeout: Option<Duration>) -> io::Result<usize> {
+    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1204,15 +1202,13 @@ impl SleepableRing {
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked. Goodnight!
-                // (ringmq patch 14: for `timeout` at most.)
                 self.ring
                     .cq()
-                    .wait_at_most(1, timeout)
+                    .wait(1)
                     .map(|_| 1)
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
                     .or_else(Reactor::intr_ok)
-                    .or_else(Reactor::time_ok)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1877,14 +1873,6 @@ impl Reactor {
         }
     }
 
-    /// ringmq patch 14: a sleep bounded by a wait timeout ends with `ETIME`.
-    fn time_ok<T: Default>(x: std::io::Error) -> io::Result<T> {
-        match x.raw_os_error() {
-            Some(libc::ETIME) => Ok(Default::default()),
-            _ => Err(x),
-        }
-    }
-
     /// We want to go to sleep, but we can only go to sleep in one of the rings,
     /// as we only have one thread. There are more than one sleepable rings, so
     /// what we do is we take advantage of the fact that the ring's `ring_fd` is
@@ -1899,15 +1887,7 @@ impl Reactor {
     /// 128-entry ring) hold every pending socket-readiness poll: with 10,000
     /// idle connections each wake-up walked about 1,250 entries. A new link
     /// poll is only submitted once the kept one has completed.
-    ///
-    /// ringmq patch 14: the sleep lasts `timeout` at most, enforced by the
-    /// kernel's wait itself (a timer that wakes the thread directly), not
-    /// only by the latency ring's timeout request: see `Reactor::wait`.
-    fn link_rings_and_sleep(
-        &self,
-        ring: &mut SleepableRing,
-        timeout: Option<Duration>,
-    ) -> io::Result<()> {
+    fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
         let kept = self.link_rings_src.take();
         if let Some(link) = kept {
             let still_armed = link.result().is_none()
@@ -1916,10 +1896,7 @@ impl Reactor {
                     Some(EnqueuedStatus::Dispatched)
                 );
             if still_armed {
-                let slept = ring
-                    .sleep_armed(timeout)
-                    .or_else(Self::busy_ok)
-                    .map(|_| {});
+                let slept = ring.sleep_armed().or_else(Self::busy_ok).map(|_| {});
                 self.link_rings_src.set(Some(link));
                 return slept;
             }
@@ -1931,10 +1908,7 @@ impl Reactor {
             None,
             None,
         );
-        let slept = ring
-            .sleep(&link_rings, timeout)
-            .or_else(Self::busy_ok)
-            .map(|_| {});
+        let slept = ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {});
         self.link_rings_src.set(Some(link_rings));
         slept
     }
@@ -2098,18 +2072,7 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    // ringmq patch 14: bounded by the next timer twice: by
-                    // the latency ring's timeout request above, and by the
-                    // wait's own timeout. Every completion, that timeout's
-                    // included, reaches a thread asleep in `io_uring_enter`
-                    // as task work; a shard was seen asleep there, with its
-                    // sockets' data and its timer's completion waiting, for
-                    // 11 minutes, until a signal woke it. The wait's
-                    // timeout wakes the thread by a timer of the kernel's
-                    // own, and the task work then runs: such a sleep now
-                    // ends at the next timer (docs/performance.md of
-                    // ringmq, "Idle shard wake-ups").
-                    self.link_rings_and_sleep(&mut main_ring, user_timer)
+                    self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
