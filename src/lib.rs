@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod admission;
 pub mod authz;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod limits;

@@ -1,0 +1,1 @@
+//! CA and node certificates for a first cluster (see `super`).

@@ -1,0 +1,1 @@
+//! Sans-IO cluster logic (see `super`).

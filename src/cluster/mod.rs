@@ -1,0 +1,15 @@
+//! The cluster (issue 13, docs/adr/0001-cluster.md): nodes linked over QUIC.
+//!
+//! * [`net`]: the cluster thread. It owns the QUIC endpoint, the peer
+//!   links (handshake, authentication, framing), SWIM membership (foca)
+//!   and discovery. Shards never touch the network for the cluster; they
+//!   reach this thread through bounded queues.
+//! * [`logic`]: the sans-IO cluster logic the thread drives: route relay
+//!   with acknowledgements before SUBACK, client-id homes and claims,
+//!   cross-node takeover, forwarding windows; and its seeded simulation.
+//! * [`certs`]: a CA and node certificates for a first cluster
+//!   (`ringmq gen-certs`).
+
+pub mod certs;
+pub mod logic;
+pub mod net;
