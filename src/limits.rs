@@ -246,6 +246,14 @@ pub const SHARD_TICK: Duration = Duration::from_millis(100);
 /// A shard logs a warning when its tick runs this much later than due: its
 /// executor ran nothing for that long (a starved CPU, or a wake-up lost).
 pub const SHARD_TICK_LATE_WARN: Duration = Duration::from_millis(500);
+/// How often the shard watchdog (`shard::watchdog`) reads the shards' tick
+/// counts.
+pub const SHARD_WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
+/// A shard that ran no tick for this long is woken from outside by the
+/// watchdog (again after each further stretch this long): a lost wake-up
+/// then costs at most this, not minutes. Four ticks, so a shard merely
+/// busy for a moment is left alone.
+pub const SHARD_WATCHDOG_STALL: Duration = Duration::from_millis(400);
 /// Longest sleep of a shard whose tasks I/O (a socket, another shard) woke
 /// less than [`SHARD_ACTIVE_WINDOW`] ago (vendored glommio, vendor/README.md
 /// patch 13). The wake-up interrupt of a halted vCPU is now and then

@@ -185,6 +185,11 @@ fn main() -> ExitCode {
     if let Err(code) = start_signal_thread(signals, &node) {
         return code;
     }
+    // Bounds a shard's lost wake-up (shard/watchdog.rs).
+    if let Err(e) = ringmq::shard::watchdog::start(node.clone()) {
+        eprintln!("ringmq: cannot start the shard watchdog thread: {e}");
+        return ExitCode::from(1);
+    }
     if config.api.enable {
         if let Err(code) = start_admin(&config, &admission, &node) {
             return code;

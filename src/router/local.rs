@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
-use super::route::{Recipient, RecipientRef, SharedKey};
+use super::route::{Recipient, RecipientRef, SharedKey, SubscriptionIds};
 use crate::codec::{ByteStr, SubscriptionOptions};
 
 /// One local subscription's options.
@@ -23,15 +23,11 @@ pub(super) type LocalMatches<'a> = SmallVec<[&'a AHashMap<ByteStr, Subscription>
 
 impl Subscription {
     pub(super) fn recipient<'a>(&self, client: &'a ByteStr) -> RecipientRef<'a> {
-        let mut subscription_ids = SmallVec::new();
-        if let Some(id) = self.identifier {
-            subscription_ids.push(id);
-        }
         RecipientRef {
             client,
             qos: self.options.qos,
             retain_as_published: self.options.retain_as_published,
-            subscription_ids,
+            subscription_ids: SubscriptionIds::one(self.identifier),
         }
     }
 }
@@ -126,8 +122,8 @@ pub(super) fn deliver_matches<'a>(
         }
         kept.qos = kept.qos.max(later.qos);
         kept.retain_as_published |= later.retain_as_published;
-        kept.subscription_ids
-            .extend(later.subscription_ids.drain(..));
+        let later_ids = std::mem::take(&mut later.subscription_ids);
+        kept.subscription_ids.extend(later_ids.iter());
         true
     });
     all.into_iter().for_each(deliver);

@@ -37,6 +37,6 @@ pub use interest::{InterestClock, InterestMarks, NumberedChange};
 pub use retained::{RetainedFull, RetainedStore};
 pub use routing::{
     InterestChange, Location, NodeId, Recipient, RecipientRef, Route, Router, ShardId, SharedKey,
-    SharedPick, SubscribeOutcome, UnsubscribeOutcome,
+    SharedPick, SubscribeOutcome, SubscriptionIds, UnsubscribeOutcome,
 };
 pub use trie::TopicTrie;

@@ -41,11 +41,11 @@ pub struct Route {
     /// once: the message is forwarded once per node, and that node's own
     /// routing finds its shards (docs/adr/0001-cluster.md). Empty on a
     /// single node.
-    pub nodes: SmallVec<[NodeId; 2]>,
+    pub nodes: Vec<NodeId>,
     /// One entry per matching shared group: where it is delivered to one of
     /// its members (that shard calls `Router::pick_shared`; another node
     /// picks among its own members).
-    pub shared: SmallVec<[(Location, SharedKey); 2]>,
+    pub shared: Vec<(Location, SharedKey)>,
 }
 
 /// A local session a message is delivered to.
@@ -57,7 +57,7 @@ pub struct Recipient {
     pub qos: QoS,
     pub retain_as_published: bool,
     /// Identifiers of the matching subscriptions that have one.
-    pub subscription_ids: SmallVec<[u32; 1]>,
+    pub subscription_ids: SubscriptionIds,
 }
 
 /// What `Router::pick_shared_member` gives.
@@ -96,7 +96,7 @@ pub struct RecipientRef<'a> {
     pub client: &'a ByteStr,
     pub qos: QoS,
     pub retain_as_published: bool,
-    pub subscription_ids: SmallVec<[u32; 1]>,
+    pub subscription_ids: SubscriptionIds,
 }
 
 impl RecipientRef<'_> {
@@ -107,5 +107,67 @@ impl RecipientRef<'_> {
             retain_as_published: self.retain_as_published,
             subscription_ids: self.subscription_ids.clone(),
         }
+    }
+}
+
+/// The subscription identifiers a delivery carries (MQTT 5.0 3.3.4: one
+/// per matching subscription that has one). None or one in nearly every
+/// delivery, kept inline; the rest, for a client whose several overlapping
+/// subscriptions each have one, in a box. 16 bytes where a
+/// `SmallVec<[u32; 1]>` took 24, and building, moving and dropping one is a
+/// few instructions on every delivery (docs/performance.md, "Publish path
+/// after issue 12's parts").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionIds {
+    first: Option<std::num::NonZeroU32>,
+    /// After `first`, in the order they were added.
+    rest: Option<Box<Vec<u32>>>,
+}
+
+impl SubscriptionIds {
+    /// No identifier, or `id`.
+    pub fn one(id: Option<u32>) -> SubscriptionIds {
+        let mut ids = SubscriptionIds::default();
+        ids.extend(id);
+        ids
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_none()
+    }
+
+    pub fn push(&mut self, id: u32) {
+        match (self.first, &mut self.rest, std::num::NonZeroU32::new(id)) {
+            (None, None, Some(id)) => self.first = Some(id),
+            (_, Some(rest), _) => rest.push(id),
+            (_, rest @ None, _) => *rest = Some(Box::new(vec![id])),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.first
+            .map(std::num::NonZeroU32::get)
+            .into_iter()
+            .chain(self.rest.iter().flat_map(|rest| rest.iter().copied()))
+    }
+
+    pub fn to_vec(&self) -> Vec<u32> {
+        self.iter().collect()
+    }
+}
+
+impl Extend<u32> for SubscriptionIds {
+    fn extend<I: IntoIterator<Item = u32>>(&mut self, ids: I) {
+        for id in ids {
+            self.push(id);
+        }
+    }
+}
+
+impl FromIterator<u32> for SubscriptionIds {
+    fn from_iter<I: IntoIterator<Item = u32>>(ids: I) -> SubscriptionIds {
+        let mut all = SubscriptionIds::default();
+        all.extend(ids);
+        all
     }
 }

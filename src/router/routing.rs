@@ -28,7 +28,7 @@ use super::local::{deliver_matches, LocalGroup, LocalMatches, Subscription};
 pub use super::location::{Location, NodeId, ShardId};
 pub use super::route::{
     InterestChange, Recipient, RecipientRef, Route, SharedKey, SharedPick, SubscribeOutcome,
-    UnsubscribeOutcome,
+    SubscriptionIds, UnsubscribeOutcome,
 };
 use super::topic::{self, parse_shared};
 use super::trie::TopicTrie;

@@ -150,7 +150,7 @@ fn local_recipients_merge_per_client() {
 
     let got = recipients(&r, "a/b", Some("c2"));
     assert_eq!(got[0].qos, QoS::ExactlyOnce);
-    assert_eq!(got[0].subscription_ids.len(), 3);
+    assert_eq!(got[0].subscription_ids.to_vec().len(), 3);
     assert_eq!(recipients(&r, "$x", None), vec![]);
 }
 
@@ -358,4 +358,19 @@ fn cross_shard_types_are_send() {
     send::<Route>();
     send::<Recipient>();
     send::<Location>();
+}
+
+#[test]
+fn subscription_ids_keep_order_and_zero() {
+    use super::SubscriptionIds;
+    assert!(SubscriptionIds::one(None).is_empty());
+    assert_eq!(SubscriptionIds::one(Some(7)).to_vec(), vec![7]);
+    let mut ids: SubscriptionIds = [3, 268_435_455, 1].into_iter().collect();
+    ids.push(9);
+    assert_eq!(ids.to_vec(), vec![3, 268_435_455, 1, 9]);
+    // 0 is not a valid identifier, but a list given one keeps it in place.
+    let odd: SubscriptionIds = [0, 5].into_iter().collect();
+    assert_eq!(odd.to_vec(), vec![0, 5]);
+    assert!(!odd.is_empty());
+    assert_eq!(std::mem::size_of::<SubscriptionIds>(), 16);
 }

@@ -142,7 +142,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 use crate::authz::{Authz, DenyAction, DenyReason};
 use crate::codec::{
@@ -235,7 +234,7 @@ pub struct Delivery {
     pub qos: QoS,
     /// Retain flag to send (true for retained-on-subscribe, or RAP).
     pub retain: bool,
-    pub subscription_ids: SmallVec<[u32; 1]>,
+    pub subscription_ids: crate::router::SubscriptionIds,
     /// The shared group this delivery was picked for (`None`: an ordinary
     /// subscription). A session that ends with this message undelivered
     /// hands it back to the group (MQTT 5.0 section 4.8.2), see

@@ -48,7 +48,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 pub use super::clock::WallClock;
 use super::state::{Awaiting, Outbound, Session, Subscription};
@@ -494,7 +493,7 @@ impl DeliverySnapshot {
             qos: qos(self.qos)?,
             message: Arc::new(self.message.into_message(clock)?),
             retain: self.retain,
-            subscription_ids: SmallVec::from_vec(self.subscription_ids),
+            subscription_ids: self.subscription_ids.into_iter().collect(),
             // Not in the snapshot (docs/sessions.md): a moved session is
             // not ending, and its group is not known on another node.
             shared: None,

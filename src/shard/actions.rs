@@ -96,7 +96,7 @@ impl Shard {
                                 message: m,
                                 qos,
                                 retain: true,
-                                subscription_ids: identifier.into_iter().collect(),
+                                subscription_ids: crate::router::SubscriptionIds::one(identifier),
                                 shared: None,
                             },
                             now,

@@ -30,7 +30,7 @@ use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -185,6 +185,34 @@ impl NodeHandle {
         }
     }
 
+    /// Shard `shard` ran a tick; called on its thread, which it also
+    /// records for the watchdog. One relaxed store and load per tick.
+    pub(super) fn note_tick(&self, shard: usize) {
+        let inbox = &self.inboxes[shard];
+        inbox.ticks.fetch_add(1, Ordering::Relaxed);
+        if inbox.thread_id.load(Ordering::Relaxed) == 0 {
+            // SAFETY: gettid has no arguments and cannot fail.
+            let tid = unsafe { libc::gettid() };
+            inbox.thread_id.store(tid, Ordering::Relaxed);
+        }
+    }
+
+    /// Ticks shard `shard` ran, and its thread's id (0: not known yet).
+    pub(super) fn ticks(&self, shard: usize) -> (u64, i32) {
+        let inbox = &self.inboxes[shard];
+        (
+            inbox.ticks.load(Ordering::Relaxed),
+            inbox.thread_id.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Wakes shard `shard`'s inbox task from another thread, with nothing
+    /// queued: the executor runs, fires its due timers and goes back to
+    /// sleep. The watchdog's remedy for a shard asleep past its tick.
+    pub(super) fn poke(&self, shard: usize) {
+        self.inboxes[shard].waker.wake();
+    }
+
     /// Shard `id`'s inbox, for the shard to serve.
     pub(super) fn inbox(&self, id: usize) -> &Inbox {
         &self.inboxes[id]
@@ -214,6 +242,12 @@ pub(super) struct Inbox {
     stop: AtomicBool,
     /// The shard's task waiting for `stop` (woken the same way as `waker`).
     stop_waker: AtomicWaker,
+    /// Ticks the shard has run (`NodeHandle::note_tick`), read by the
+    /// watchdog (`watchdog.rs`).
+    ticks: AtomicU64,
+    /// The shard thread's kernel id, 0 until it runs: the watchdog reads
+    /// its state (asleep or waiting for a CPU) from procfs.
+    thread_id: AtomicI32,
 }
 
 impl Inbox {
@@ -224,6 +258,8 @@ impl Inbox {
             gate: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             stop_waker: AtomicWaker::new(),
+            ticks: AtomicU64::new(0),
+            thread_id: AtomicI32::new(0),
         }
     }
 

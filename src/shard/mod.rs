@@ -59,6 +59,7 @@ mod takeover;
 mod ticker;
 mod timers;
 mod transport;
+pub mod watchdog;
 
 pub use fd_table::presize_fd_table;
 pub use inbox::{CallError, NodeHandle};
@@ -285,7 +286,7 @@ async fn shard_main(
         glommio::spawn_local(async move { node.inbox(shard.id as usize).serve(&shard).await })
     };
 
-    let ticker = glommio::spawn_local(ticker::run(shard.clone(), stopping.clone()));
+    let ticker = glommio::spawn_local(ticker::run(shard.clone(), stopping.clone(), node.clone()));
 
     let acceptors: Vec<_> = listeners
         .into_iter()

@@ -4,19 +4,26 @@
 //! from the kernel's scheduler counters: time on the CPU (busy: a task
 //! that did not yield), time runnable but waiting for the CPU (starved:
 //! other tasks, or real-time ones, held its CPU), or neither (asleep: a
-//! wake-up that did not come). docs/performance.md, "Idle shard wake-ups".
+//! wake-up that did not come, or blocked in the kernel: the thread's major
+//! page faults and voluntary context switches over the same stretch tell a
+//! fault that waited for the disk from one sleep that nothing ended).
+//! docs/performance.md, "Idle shard wake-ups".
 
+use super::inbox::NodeHandle;
 use super::state::Shard;
 use super::stop::StopLatch;
 use crate::limits::{SHARD_TICK, SHARD_TICK_LATE_WARN};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub(super) async fn run(shard: Rc<Shard>, stopping: Rc<StopLatch>) {
+pub(super) async fn run(shard: Rc<Shard>, stopping: Rc<StopLatch>, node: NodeHandle) {
     let sched = SchedStat::open();
     loop {
+        // For the watchdog (`watchdog.rs`): this shard is alive.
+        node.note_tick(shard.id as usize);
         let asleep_at = Instant::now();
         let before = sched.read();
+        let usage_before = ThreadUsage::read();
         let stopped = futures_lite::future::or(
             async {
                 stopping.wait().await;
@@ -42,11 +49,15 @@ pub(super) async fn run(shard: Rc<Shard>, stopping: Rc<StopLatch>) {
                 ),
                 _ => (None, None),
             };
+            let usage = ThreadUsage::read().since(usage_before);
             tracing::warn!(
                 shard = shard.id,
                 late_ms = ms(late),
                 on_cpu_ms,
                 waiting_for_cpu_ms,
+                major_faults = usage.major_faults,
+                voluntary_switches = usage.voluntary_switches,
+                involuntary_switches = usage.involuntary_switches,
                 "shard tick ran late"
             );
         }
@@ -81,6 +92,45 @@ impl SchedStat {
     }
 }
 
+/// The calling thread's counts from `getrusage(RUSAGE_THREAD)`: a page
+/// fault that read from the disk (major), a sleep (voluntary switch: one
+/// over a long late stretch is one sleep that lasted it), a preemption
+/// (involuntary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ThreadUsage {
+    major_faults: u64,
+    voluntary_switches: u64,
+    involuntary_switches: u64,
+}
+
+impl ThreadUsage {
+    fn read() -> ThreadUsage {
+        // SAFETY: getrusage writes one `rusage` into the zeroed value we own.
+        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) } != 0 {
+            return ThreadUsage::default();
+        }
+        let count = |v: libc::c_long| u64::try_from(v).unwrap_or(0);
+        ThreadUsage {
+            major_faults: count(r.ru_majflt),
+            voluntary_switches: count(r.ru_nvcsw),
+            involuntary_switches: count(r.ru_nivcsw),
+        }
+    }
+
+    fn since(self, before: ThreadUsage) -> ThreadUsage {
+        ThreadUsage {
+            major_faults: self.major_faults.saturating_sub(before.major_faults),
+            voluntary_switches: self
+                .voluntary_switches
+                .saturating_sub(before.voluntary_switches),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(before.involuntary_switches),
+        }
+    }
+}
+
 /// `<on-cpu ns> <waiting ns> <timeslices>`.
 fn parse_schedstat(text: &str) -> Option<Sched> {
     let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
@@ -95,6 +145,14 @@ fn parse_schedstat(text: &str) -> Option<Sched> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_usage_counts_this_threads_sleeps() {
+        let before = ThreadUsage::read();
+        std::thread::sleep(Duration::from_millis(5));
+        let slept = ThreadUsage::read().since(before);
+        assert!(slept.voluntary_switches >= 1, "{slept:?}");
+    }
 
     #[test]
     fn schedstat_is_parsed_and_this_threads_can_be_read() {

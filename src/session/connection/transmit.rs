@@ -155,7 +155,7 @@ impl Connection {
                     response_topic: mp.response_topic.clone(),
                     correlation_data: mp.correlation_data.clone(),
                     user_properties: mp.user_properties.clone(),
-                    subscription_identifiers: d.subscription_ids.clone(),
+                    subscription_identifiers: d.subscription_ids.iter().collect(),
                     content_type: mp.content_type.clone(),
                 };
                 properties = Some(&own_properties);

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use smallvec::smallvec;
 
 use super::*;
 use crate::codec::*;
@@ -120,7 +119,7 @@ fn outbound_properties_passed_through_v5() {
         message: m.clone(),
         qos: QoS::AtLeastOnce,
         retain: false,
-        subscription_ids: smallvec![4, 9],
+        subscription_ids: [4, 9].into_iter().collect(),
         shared: None,
     });
     let out = p.publishes().remove(0);
@@ -142,7 +141,7 @@ fn outbound_properties_passed_through_v5() {
         message: m,
         qos: QoS::AtLeastOnce,
         retain: true,
-        subscription_ids: smallvec![4],
+        subscription_ids: [4].into_iter().collect(),
         shared: None,
     });
     let out = p.publishes().remove(0);

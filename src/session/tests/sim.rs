@@ -273,7 +273,7 @@ impl Sim {
             message: Arc::new(m),
             qos,
             retain: false,
-            subscription_ids: SmallVec::new(),
+            subscription_ids: Default::default(),
             shared: None,
         };
         match &mut self.conn {

@@ -15,7 +15,7 @@ fn expiring(topic: &str, qos: QoS, payload: &str, at: Instant) -> Delivery {
         message: Arc::new(m),
         qos,
         retain: false,
-        subscription_ids: SmallVec::new(),
+        subscription_ids: Default::default(),
         shared: None,
     }
 }
