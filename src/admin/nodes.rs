@@ -353,10 +353,11 @@ pub async fn get_cluster(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 /// The cluster thread, when membership can be changed by hand: 400 unless
-/// `discovery_strategy` is `manual`, 503 when the thread is not running.
-fn manual_control(cluster: &ClusterAdmin) -> Result<&Arc<dyn ClusterControl>, Response> {
+/// `discovery_strategy` is `manual`, 503 when the thread is not running
+/// (boxed: a `Response` is large for an error).
+fn manual_control(cluster: &ClusterAdmin) -> Result<Arc<dyn ClusterControl>, Box<Response>> {
     if cluster.discovery_strategy != "manual" {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
             Some("cluster.discovery_strategy"),
@@ -365,15 +366,15 @@ fn manual_control(cluster: &ClusterAdmin) -> Result<&Arc<dyn ClusterControl>, Re
                  join, leave and force-leave need \"manual\"",
                 cluster.discovery_strategy
             ),
-        ));
+        )));
     }
-    cluster.control.as_ref().ok_or_else(|| {
-        error(
+    cluster.control.clone().ok_or_else(|| {
+        Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "SERVICE_UNAVAILABLE",
             None,
             "cluster not running on this node",
-        )
+        ))
     })
 }
 
@@ -415,8 +416,8 @@ fn done(action: &str) -> Response {
 /// cluster of the node whose QUIC endpoint is there.
 pub async fn join(State(state): State<Arc<AdminState>>, body: Bytes) -> Response {
     let control = match manual_control(&state.cluster) {
-        Ok(c) => c.clone(),
-        Err(response) => return response,
+        Ok(c) => c,
+        Err(response) => return *response,
     };
     let request: JoinRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -447,8 +448,8 @@ pub async fn join(State(state): State<Arc<AdminState>>, body: Bytes) -> Response
 /// `PUT /api/v5/cluster/leave`: this node leaves its cluster.
 pub async fn leave(State(state): State<Arc<AdminState>>) -> Response {
     let control = match manual_control(&state.cluster) {
-        Ok(c) => c.clone(),
-        Err(response) => return response,
+        Ok(c) => c,
+        Err(response) => return *response,
     };
     tracing::info!("cluster leave requested through the admin API");
     match bounded(control.leave()).await {
@@ -464,8 +465,8 @@ pub async fn force_leave(
     Path(node): Path<String>,
 ) -> Response {
     let control = match manual_control(&state.cluster) {
-        Ok(c) => c.clone(),
-        Err(response) => return response,
+        Ok(c) => c,
+        Err(response) => return *response,
     };
     if node == state.node_name {
         return error(
