@@ -75,6 +75,14 @@ def test_the_environment_overlay_gives_address_and_credentials(broker_factory):
     assert NODE in table(p.stdout)
 
 
+def test_config_given_before_ctl_is_used_too(broker):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RINGMQ_")}
+    p = subprocess.run([str(RINGMQ_BIN), "--config", str(broker.config_path), "ctl", "cluster", "status"],
+                       capture_output=True, text=True, timeout=30, env=clean)
+    assert p.returncode == 0, p.stderr
+    assert NODE in table(p.stdout)
+
+
 def test_a_bad_password_exits_1_with_the_servers_message(broker):
     p = ctl(broker, "cluster", "status", env={"RINGMQ_API__PASSWORD": "wrong"})
     assert p.returncode == 1, (p.stdout, p.stderr)
