@@ -10,6 +10,7 @@
 //! - [`admission`]: accept / redirect / refuse a CONNECT, and the lock-free
 //!   node-wide state it reads (live redirection config, connection count); pure.
 //! - [`admin`]: the admin HTTP API on its own control-plane thread (tokio + axum).
+//! - [`ctl`]: `ringmq ctl`, the command line that drives a node through its admin API.
 //! - [`metrics`]: per-shard counters (plain `Cell`s), the statistics and client
 //!   records shards answer the admin API with, Prometheus rendering; pure.
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
@@ -20,6 +21,7 @@ pub mod authz;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod ctl;
 pub mod limits;
 pub mod metrics;
 pub mod router;

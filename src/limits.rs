@@ -336,6 +336,20 @@ pub const INBOX_JOBS_PER_TURN: usize = 16;
 /// A shard answers within a loop turn unless it is stuck or stopping.
 pub const ADMIN_SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the admin API waits for the cluster thread (a peer list, a
+/// join, a leave) before it says 503. A join waits for the QUIC handshake
+/// and the first membership exchange with the seed, well within this.
+pub const ADMIN_CLUSTER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `ringmq ctl` waits to connect to the admin API, and then for
+/// each read and write: longer than the API's own longest wait
+/// (`ADMIN_CLUSTER_CALL_TIMEOUT`), so the API's 503 arrives first.
+pub const CTL_HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Largest admin API response `ringmq ctl` reads: a nodes listing of a big
+/// cluster is a few hundred bytes per node.
+pub const CTL_RESPONSE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// Longest `websocket.mqtt_path` a listener may be configured with: an HTTP
 /// request line must fit the WebSocket upgrade request's cap.
 pub const WS_MQTT_PATH_LEN_MAX_BYTES: usize = 1024;

@@ -1,6 +1,6 @@
 //! `ringmq`: arguments -> config -> listener lock -> shards. Nothing else.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ringmq::admin::{self, AdminState};
 use ringmq::admission::NodeAdmission;
 use ringmq::config::{Config, Origin};
@@ -49,6 +49,14 @@ struct Args {
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Operate a running node through its admin API (`ringmq ctl cluster status`).
+    Ctl(ringmq::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +72,11 @@ fn main() -> ExitCode {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let args = Args::parse();
+    if let Some(Command::Ctl(mut ctl)) = args.command {
+        // `ringmq --config F ctl ...` reads F too.
+        ctl.config = ctl.config.or(args.config);
+        return ringmq::ctl::run(ctl);
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::targets::{parse_server_addr, ServerAddr};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
@@ -53,6 +55,14 @@ pub struct Args {
     /// Broker port.
     #[arg(short = 'p', long, default_value_t = 1883)]
     pub port: u16,
+    /// Publishers' servers, `host:port[,host:port...]`, round robin by
+    /// publisher (the conn scenario's clients too). Default: --host:--port.
+    #[arg(long, value_delimiter = ',', value_parser = parse_server_addr)]
+    pub pub_addrs: Vec<ServerAddr>,
+    /// Subscribers' servers, `host:port[,host:port...]`, round robin by
+    /// subscriber. Default: --host:--port.
+    #[arg(long, value_delimiter = ',', value_parser = parse_server_addr)]
+    pub sub_addrs: Vec<ServerAddr>,
     /// MQTT protocol level: 4 (3.1.1) or 5.
     #[arg(short = 'V', long = "protocol-version", default_value_t = 5,
           value_parser = clap::value_parser!(u8).range(4..=5))]
@@ -335,6 +345,26 @@ mod tests {
         assert!(Args::try_parse_from(["x", "p2p", "-V", "3"]).is_err());
         assert!(Args::try_parse_from(["x", "p2p", "-q", "3"]).is_err());
         assert!(Args::try_parse_from(["x", "p2p", "-r", "5", "--client-rate", "1"]).is_err());
+    }
+
+    #[test]
+    fn server_lists() {
+        let a = Args::try_parse_from([
+            "x",
+            "p2p",
+            "--pub-addrs",
+            "127.0.0.1:1883,[::1]:1884",
+            "--sub-addrs",
+            "node-3:1885",
+        ])
+        .unwrap();
+        let shown = |l: &[ServerAddr]| l.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(shown(&a.pub_addrs), ["127.0.0.1:1883", "[::1]:1884"]);
+        assert_eq!(shown(&a.sub_addrs), ["node-3:1885"]);
+        let none = Args::try_parse_from(["x", "p2p"]).unwrap();
+        assert!(none.pub_addrs.is_empty() && none.sub_addrs.is_empty());
+        assert!(Args::try_parse_from(["x", "p2p", "--pub-addrs", "127.0.0.1"]).is_err());
+        assert!(Args::try_parse_from(["x", "p2p", "--sub-addrs", "a:1,,b:2"]).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Crate map:
 //! - [`cli`] - options.
 //! - [`plan`] - scenario -> clients (role, id, topic, thread); pure.
+//! - [`targets`] - `--pub-addrs` / `--sub-addrs`: which server each client connects to; pure.
 //! - [`clock`] - the shared monotonic clock.
 //! - [`stamp`] - the payload header (publisher id, sequence, send time).
 //! - [`track`] - loss / duplicate / reorder accounting per stream; pure.
@@ -32,6 +33,7 @@ pub mod slowest;
 pub mod stamp;
 pub mod stats;
 pub mod sys;
+pub mod targets;
 pub mod tls;
 pub mod track;
 pub mod window;

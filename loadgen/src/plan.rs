@@ -4,6 +4,7 @@
 use crate::cli::{Args, Scenario};
 use crate::stamp::STAMP_LEN;
 use crate::track::Mode;
+use std::net::SocketAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -22,6 +23,9 @@ pub struct ClientSpec {
     pub client_id: String,
     pub role: Role,
     pub thread: usize,
+    /// The server to connect to, when not the run's default
+    /// (`--pub-addrs` / `--sub-addrs`, set by `targets::assign`).
+    pub target: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,11 +85,13 @@ pub fn build(a: &Args) -> Result<Plan, String> {
             topic: expand(topic, id),
         },
         thread,
+        target: None,
     };
     let subscriber = |i: u32, filter: String, slot: u32, thread: usize| ClientSpec {
         client_id: format!("{p}-sub-{i}"),
         role: Role::Subscriber { filter, slot },
         thread,
+        target: None,
     };
     let n = a.clients;
     let (publishers, subscribers, copies, mode) = match a.scenario {
@@ -95,6 +101,7 @@ pub fn build(a: &Args) -> Result<Plan, String> {
                     client_id: format!("{p}-conn-{i}"),
                     role: Role::Idle,
                     thread: i as usize % t,
+                    target: None,
                 });
             }
             (0, 0, 0, Mode::Exact)

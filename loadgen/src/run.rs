@@ -16,6 +16,7 @@ use crate::plan::{self, ClientSpec};
 use crate::shared::Shared;
 use crate::stats::{self, Clients, Report, RunInfo, ThreadStats};
 use crate::sys;
+use crate::targets::{self, ServerAddr};
 use crate::tls::{TlsClient, TlsOptions};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -91,7 +92,7 @@ fn sleep_until(deadline_ns: u64, step: Duration) {
 const OWN_FDS: usize = 64;
 
 pub fn run(args: &Args) -> Result<Report, String> {
-    let plan = plan::build(args)?;
+    let mut plan = plan::build(args)?;
     let nofile = sys::raise_nofile_limit();
     if nofile > 0 && plan.clients.len() as u64 + OWN_FDS as u64 > nofile {
         eprintln!(
@@ -121,6 +122,19 @@ pub fn run(args: &Args) -> Result<Report, String> {
             .next()
             .ok_or_else(|| format!("{}:{} resolves to no address", args.host, args.port))?,
     };
+    if forwarder.is_some() && !(args.pub_addrs.is_empty() && args.sub_addrs.is_empty()) {
+        return Err(
+            "--pub-addrs / --sub-addrs: selftest connects to its own forwarder only".into(),
+        );
+    }
+    let resolve = |list: &[ServerAddr], option: &str| {
+        list.iter()
+            .map(|a| a.resolve(option))
+            .collect::<Result<Vec<SocketAddr>, String>>()
+    };
+    let pub_targets = resolve(&args.pub_addrs, "--pub-addrs")?;
+    let sub_targets = resolve(&args.sub_addrs, "--sub-addrs")?;
+    targets::assign(&mut plan.clients, &pub_targets, &sub_targets);
     let tls = if args.tls && forwarder.is_none() {
         let opts = TlsOptions {
             cafile: args.cafile.clone(),
@@ -288,7 +302,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
     let measured_ns = stop.saturating_sub(measure_start);
     let info = RunInfo {
         scenario: format!("{:?}", args.scenario).to_lowercase(),
-        target: target.to_string(),
+        target: targets::describe(target, &pub_targets, &sub_targets),
         tls: args.tls,
         protocol_version: args.protocol_version,
         qos: args.qos,

@@ -364,7 +364,7 @@ impl Worker {
                     fd: -1,
                     socket_generation: 0,
                     state: State::Waiting,
-                    addr: cfg.target,
+                    addr: spec.target.unwrap_or(cfg.target),
                     redirects: 0,
                     started_ns: 0,
                     rbuf: BytesMut::new(),

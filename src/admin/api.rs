@@ -1,5 +1,6 @@
 //! Handlers, authentication and JSON of the admin API.
 
+use super::nodes::ClusterAdmin;
 use super::shards::AskShards;
 use crate::admission::NodeAdmission;
 use crate::config::{FieldError, ServerRedirectionConfig};
@@ -10,11 +11,12 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What the API serves from. Built once in `main`.
 pub struct AdminState {
@@ -35,6 +37,11 @@ pub struct AdminState {
     pub shards: Arc<dyn AskShards>,
     /// `prometheus.enable_basic_auth`: the metrics need the credentials too.
     pub prometheus_basic_auth: bool,
+    /// The cluster as the nodes API shows and changes it (`nodes.rs`).
+    pub cluster: ClusterAdmin,
+    /// When the node started (made at start, before the shards): the
+    /// nodes API's `uptime`.
+    pub started_at: Instant,
 }
 
 impl AdminState {
@@ -57,7 +64,16 @@ impl AdminState {
             redirection: Mutex::new(redirection),
             expected_authorization: format!("Basic {token}").into_bytes(),
             prometheus_basic_auth,
+            cluster: ClusterAdmin::default(),
+            started_at: Instant::now(),
         }
+    }
+
+    /// The cluster's name, this node's role and discovery strategy, and
+    /// the cluster thread when it runs (default: a single node).
+    pub fn with_cluster(mut self, cluster: ClusterAdmin) -> AdminState {
+        self.cluster = cluster;
+        self
     }
 
     fn is_authorized(&self, headers: &HeaderMap) -> bool {
@@ -79,7 +95,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The API's routes, authentication included.
 pub fn router(state: Arc<AdminState>) -> Router {
-    use super::{clients, prometheus};
+    use super::{clients, nodes, prometheus};
     let metrics = Router::new().route("/api/v5/prometheus/stats", get(prometheus::stats));
     let mut protected = Router::new()
         .route(
@@ -96,7 +112,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/api/v5/clients/{clientid}/subscriptions",
             get(clients::get_client_subscriptions),
         )
-        .route("/api/v5/subscriptions", get(clients::list_subscriptions));
+        .route("/api/v5/subscriptions", get(clients::list_subscriptions))
+        .route("/api/v5/nodes", get(nodes::list_nodes))
+        .route("/api/v5/nodes/{node}", get(nodes::get_node))
+        .route("/api/v5/cluster", get(nodes::get_cluster))
+        .route("/api/v5/cluster/join", put(nodes::join))
+        .route("/api/v5/cluster/leave", put(nodes::leave))
+        .route(
+            "/api/v5/cluster/{node}/force_leave",
+            delete(nodes::force_leave),
+        );
     let open = if state.prometheus_basic_auth {
         protected = protected.merge(metrics);
         Router::new()

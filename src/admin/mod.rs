@@ -21,6 +21,10 @@
 //!   `GET /api/v5/clients/{clientid}/subscriptions`,
 //!   `GET /api/v5/subscriptions`: EMQX 5's client management, answered
 //!   by the shards (`clients.rs`, `shards.rs`).
+//! - `GET /api/v5/nodes`, `GET /api/v5/nodes/{node}`, `GET /api/v5/cluster`,
+//!   `PUT /api/v5/cluster/join`, `PUT /api/v5/cluster/leave`,
+//!   `DELETE /api/v5/cluster/{node}/force_leave`: the cluster's nodes and
+//!   its manual membership (`nodes.rs`; `ringmq ctl cluster ...`).
 //! - `GET /api/v5/prometheus/stats`: the shards' statistics in Prometheus's
 //!   text format; without authentication unless
 //!   `prometheus.enable_basic_auth` (`prometheus.rs`).
@@ -32,10 +36,12 @@
 
 mod api;
 mod clients;
+mod nodes;
 mod prometheus;
 mod shards;
 
 pub use api::{router, AdminState};
+pub use nodes::{kmg, ClusterAdmin, ClusterControl, ControlError, NodeInfo, NodeStatus, Pending};
 pub use shards::{AskShards, Asked, Unavailable};
 
 use crate::config::ApiConfig;
