@@ -362,6 +362,11 @@ pub const ROUTE_WAITERS_MAX: usize = 65_536;
 /// pauses the publisher (ADR 0002's back-pressure).
 pub const FORWARD_WINDOW_MESSAGES_MAX: usize = 4_096;
 
+/// QoS 1/2 messages a full forwarding window still takes while its
+/// publishers are being paused (the publishes already on their way, as
+/// `MQUEUE_OVERSHOOT_MAX` for a session); beyond it they are dropped too.
+pub const FORWARD_WINDOW_OVERSHOOT_MAX: usize = SHARD_CHANNEL_CAPACITY;
+
 /// Client ids whose claim is being served (one at a time each) at a home.
 pub const CLAIMS_BUSY_MAX: usize = 65_536;
 
