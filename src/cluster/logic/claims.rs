@@ -158,7 +158,20 @@ impl ClaimTable {
         if let Some(busy) = state.busy.take() {
             self.deadlines.remove(&(busy.deadline_ms, client_id.to_owned()));
         }
-        if owner.is_some() {
+        if let Some((at, _)) = owner {
+            // The previous owner normally gave its session up in the
+            // takeover; if the takeover failed (a lost frame, a timeout)
+            // it may still hold it: the newer claim wins.
+            if let Some((prev, prev_epoch)) = state.owner.filter(|(prev, _)| prev.node != at.node) {
+                self.stats.evictions += 1;
+                self.transmits.push_back((
+                    prev.node,
+                    Message::Evict(Evict {
+                        client_id: client_id.to_owned(),
+                        epoch: prev_epoch,
+                    }),
+                ));
+            }
             state.owner = owner;
         }
         if let Some((claimant, request)) = state.waiting.pop_front() {

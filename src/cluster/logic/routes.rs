@@ -391,6 +391,9 @@ impl RouteRelay {
     // ------------------------------------------------------------ incoming
 
     pub fn handle_route_change(&mut self, from: NodeId, change: RouteChange) {
+        if !self.peers.contains_key(&from) {
+            return; // not (or no longer) a running peer: nothing to route to
+        }
         let origin = self.origins.entry(from).or_default();
         if origin.live && change.epoch == origin.epoch {
             if change.seq <= origin.received {
@@ -425,6 +428,9 @@ impl RouteRelay {
     }
 
     pub fn handle_route_snapshot(&mut self, from: NodeId, part: RouteSnapshot) {
+        if !self.peers.contains_key(&from) {
+            return;
+        }
         let origin = self.origins.entry(from).or_default();
         if part.epoch < origin.epoch {
             return;
