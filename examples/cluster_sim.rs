@@ -39,7 +39,9 @@ fn main() {
     let config = SimConfig {
         nodes,
         shards: args.shards,
-        clients: args.clients.unwrap_or(small.clients.max(nodes * 4)),
+        clients: args
+            .clients
+            .unwrap_or(if args.nodes.is_some() { nodes * 4 } else { small.clients }),
         steps: args.steps,
         faults: !args.no_faults,
         keep_trace: args.trace,

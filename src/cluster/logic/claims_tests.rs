@@ -17,8 +17,9 @@ fn claim(id: &str, claimant: Location, request: u64) -> Claim {
 
 fn answers(t: &mut ClaimTable) -> Vec<(NodeId, ClaimAnswer)> {
     std::iter::from_fn(|| t.poll_transmit())
-        .map(|(to, m)| match m {
-            Message::ClaimAnswer(a) => (to, a),
+        .filter_map(|(to, m)| match m {
+            Message::ClaimAnswer(a) => Some((to, a)),
+            Message::Evict(_) => None,
             other => panic!("{other:?}"),
         })
         .collect()
@@ -51,6 +52,8 @@ fn claims_of_one_id_are_served_one_at_a_time_with_the_previous_owner() {
     assert_eq!(second[0].1.previous, Some(at(2, 0).into()));
     assert!(second[0].1.epoch > first[0].1.epoch);
     done(&mut t, &second[0].1, at(3, 1), 14);
+    // The previous owner is told it lost, in case its takeover failed.
+    assert_eq!(t.stats().evictions, 1);
     let third = answers(&mut t);
     assert_eq!(third[0].1.previous, Some(at(3, 1).into()));
     done(&mut t, &third[0].1, at(4, 0), 15);

@@ -251,6 +251,7 @@ fn large_snapshots_come_in_parts() {
     let parts = transmits(&mut a);
     assert_eq!(parts.len(), 2);
     let mut b = RouteRelay::new(B, 2, 1);
+    b.handle_member_up(A);
     for (_, m) in parts {
         let Message::RouteSnapshot(s) = m else { panic!() };
         b.handle_route_snapshot(A, s);

@@ -9,9 +9,10 @@
 //!    the session and subscribes; once those route changes are released
 //!    (acknowledged cluster-wide) the caller says `handle_routes_acked`.
 //! 3. `HeldRequest`; meanwhile what this node routes to the client is
-//!    buffered (`intercept`). The held deliveries are delivered first, then
-//!    the buffered ones, each message once (by [`MessageId`]); then
-//!    [`TakeoverEvent::Online`] and `ClaimDone`.
+//!    buffered (`intercept`). The held and the buffered deliveries are
+//!    merged by [`MessageId`] (each message once, every publisher's order
+//!    kept: `complete_incoming`); then [`TakeoverEvent::Online`] and
+//!    `ClaimDone`.
 //!
 //! Previous owner:
 //! 1. `TakeoverKick`: [`TakeoverEvent::Export`] (the shard sends DISCONNECT
@@ -97,9 +98,11 @@ struct Incoming {
     epoch: Option<ClaimEpoch>,
     stage: Stage,
     deadline_ms: u64,
-    /// Routed here while the held deliveries are not in: delivered after.
+    /// Routed here while the held deliveries are not in.
     buffered: Vec<(MessageId, DeliverySnapshot)>,
-    /// Delivered (held ones) during this move: each message once.
+    /// Held by the previous owner, as received so far.
+    held: Vec<(MessageId, DeliverySnapshot)>,
+    /// Delivered during this move: each message once.
     seen: BTreeSet<MessageId>,
 }
 
@@ -191,6 +194,7 @@ impl Takeovers {
                 stage: Stage::Claiming { request },
                 deadline_ms: now_ms + CLAIM_TIMEOUT_MS,
                 buffered: Vec::new(),
+                held: Vec::new(),
                 seen: BTreeSet::new(),
             },
         );
@@ -306,28 +310,29 @@ impl Takeovers {
             Stage::AwaitHeld { from: f } if f == from && inc.epoch == Some(held.epoch) => {}
             _ => return,
         }
-        for m in held.messages {
-            if inc.seen.insert(m.id) {
-                self.events.push_back(TakeoverEvent::Deliver {
-                    client_id: held.client_id.clone(),
-                    id: m.id,
-                    delivery: m.delivery,
-                });
-            } else {
-                self.stats.duplicates_dropped += 1;
-            }
-        }
+        inc.held
+            .extend(held.messages.into_iter().map(|m| (m.id, m.delivery)));
         if held.last {
             self.stats.moved_in += 1;
             self.complete_incoming(&held.client_id);
         }
     }
 
-    /// Delivers the buffered messages, goes online, tells the home.
+    /// Delivers the held and the buffered messages, goes online, tells
+    /// the home. The two lists overlap (both nodes matched while the new
+    /// owner's routes spread) and neither alone has one publisher's
+    /// messages in order: a peer may have routed a message here before it
+    /// applied the previous owner's last subscription and the next one to
+    /// both. A message id's number grows with each publish on its origin
+    /// shard, where one publisher's messages all come from, so sorting the
+    /// union by id restores every publisher's order.
     fn complete_incoming(&mut self, client_id: &str) {
         let inc = self.incoming.get_mut(client_id).expect("incoming");
         let at = inc.at;
-        for (id, delivery) in std::mem::take(&mut inc.buffered) {
+        let mut all = std::mem::take(&mut inc.held);
+        all.append(&mut inc.buffered);
+        all.sort_by_key(|(id, _)| *id);
+        for (id, delivery) in all {
             if inc.seen.insert(id) {
                 self.events.push_back(TakeoverEvent::Deliver {
                     client_id: client_id.into(),

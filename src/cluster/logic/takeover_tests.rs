@@ -87,6 +87,7 @@ impl World {
                     Message::TakeoverExport(x) => self.node(to).handle_export(from, x, now),
                     Message::HeldRequest(r) => self.node(to).handle_held_request(from, r, now),
                     Message::HeldDeliveries(h) => self.node(to).handle_held(from, h),
+                    Message::Evict(e) => self.node(to).handle_evict(e),
                     other => panic!("{other:?}"),
                 }
             }
@@ -161,7 +162,7 @@ fn a_session_moves_with_its_held_deliveries_each_once_and_in_order() {
             _ => None,
         })
         .collect();
-    assert_eq!(delivered, [1, 2, 3], "held first, each message once");
+    assert_eq!(delivered, [1, 2, 3], "merged by id, each message once");
     assert!(ev.contains(&(OLD, TakeoverEvent::Drop { client_id: "c".into() })));
     assert!(ev.contains(&(
         NEW,

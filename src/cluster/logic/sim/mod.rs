@@ -248,9 +248,7 @@ impl Sim {
         let now = self.world.now_ms;
         for p in self.net.due(now) {
             let m = p.message();
-            self.world
-                .trace
-                .record(format_args!("{} -> {} kind {} {}B", p.from, p.to, p.kind, p.body.len()));
+            self.world.log(format_args!("{} -> {} kind {} {}B", p.from, p.to, p.kind, p.body.len()));
             self.with_node(p.to, |n, cx| n.receive(p.from, m, cx));
         }
         while let Some(&(at, seq, what)) = self.schedule.first() {
@@ -258,7 +256,7 @@ impl Sim {
                 break;
             }
             self.schedule.remove(&(at, seq, what));
-            self.world.trace.record(format_args!("membership {what:?}"));
+            self.world.log(format_args!("membership {what:?}"));
             self.membership(what);
         }
         for id in self.alive() {
@@ -318,7 +316,7 @@ impl Sim {
             // Crash a node (never the last one), restart it later.
             0 if alive.len() > 1 => {
                 let x = alive[self.rng.usize(..alive.len())];
-                self.world.trace.record(format_args!("fault crash {x}"));
+                self.world.log(format_args!("fault crash {x}"));
                 self.nodes.insert(x, None);
                 for &p in &self.ids {
                     self.net.break_link(x, p);
@@ -334,7 +332,7 @@ impl Sim {
             }
             // Heal a partition.
             1 | 2 if partitioned => {
-                self.world.trace.record(format_args!("fault heal"));
+                self.world.log(format_args!("fault heal"));
                 for (i, &a) in alive.iter().enumerate() {
                     for &b in &alive[i + 1..] {
                         if self.side[&a] != self.side[&b] {
@@ -353,7 +351,7 @@ impl Sim {
             // Split the cluster in two.
             1 if alive.len() > 1 => {
                 let cut: BTreeSet<NodeId> = alive.iter().copied().filter(|_| self.rng.bool()).collect();
-                self.world.trace.record(format_args!("fault partition {cut:?}"));
+                self.world.log(format_args!("fault partition {cut:?}"));
                 for &id in &self.ids {
                     self.side.insert(id, u8::from(cut.contains(&id)));
                 }
@@ -382,7 +380,7 @@ impl Sim {
                     return;
                 }
                 let (a, b) = connected[self.rng.usize(..connected.len())];
-                self.world.trace.record(format_args!("fault link {a} {b}"));
+                self.world.log(format_args!("fault link {a} {b}"));
                 self.net.break_link(a, b);
                 self.with_node(a, |n, cx| n.link_down(b, cx));
                 self.with_node(b, |n, cx| n.link_down(a, cx));
@@ -409,32 +407,27 @@ impl Sim {
             (0..=54, Some(node)) => {
                 let topic = TOPICS[self.rng.usize(..TOPICS.len())];
                 let qos = self.rng.u8(0..=1);
-                self.world
-                    .trace
-                    .record(format_args!("{client} publish {topic} qos {qos} on {node}"));
+                self.world.log(format_args!("{client} publish {topic} qos {qos} on {node}"));
                 let mut id = None;
                 self.with_node(node, |n, cx| id = n.publish(&client, topic, qos, cx));
                 if let Some(id) = id {
+                    self.world.log(format_args!("{client} published {id:?}"));
                     self.publishes += 1;
                     self.expect(id, node);
                 }
             }
             (55..=71, Some(node)) => {
                 let filter = FILTERS[self.rng.usize(..FILTERS.len())];
-                self.world
-                    .trace
-                    .record(format_args!("{client} subscribe {filter} on {node}"));
+                self.world.log(format_args!("{client} subscribe {filter} on {node}"));
                 self.with_node(node, |n, cx| n.subscribe(&client, filter, cx));
             }
             (72..=76, Some(node)) => {
                 let filter = FILTERS[self.rng.usize(..FILTERS.len())];
-                self.world
-                    .trace
-                    .record(format_args!("{client} unsubscribe {filter} on {node}"));
+                self.world.log(format_args!("{client} unsubscribe {filter} on {node}"));
                 self.with_node(node, |n, cx| n.unsubscribe(&client, filter, cx));
             }
             (77..=79, Some(node)) => {
-                self.world.trace.record(format_args!("{client} disconnect on {node}"));
+                self.world.log(format_args!("{client} disconnect on {node}"));
                 self.with_node(node, |n, _| n.disconnect(&client));
             }
             _ => {
@@ -459,9 +452,7 @@ impl Sim {
                 }
                 let node = ready[self.rng.usize(..ready.len())];
                 let shard = self.rng.u16(0..self.config.shards);
-                self.world
-                    .trace
-                    .record(format_args!("{client} connect on {node}/{shard}"));
+                self.world.log(format_args!("{client} connect on {node}/{shard}"));
                 self.with_node(node, |n, cx| n.connect(&client, shard, cx));
             }
         }
@@ -481,6 +472,7 @@ impl Sim {
                     let Some(acked) = &sub.acked else { continue };
                     if matches(filter, &topic)
                         && acked.fault_gen == self.world.fault_gen
+                        && acked.view.contains(&from)
                         && !acked.out_of_sync.contains(&from)
                     {
                         owed.push(Expectation {

@@ -262,7 +262,7 @@ impl SimNode {
     }
 
     fn route_event(&mut self, e: RouteEvent, cx: &mut Ctx<'_>) {
-        cx.world.trace.record(format_args!("{} route {:?}", self.id, e));
+        cx.world.log(format_args!("{} route {:?}", self.id, e));
         match e {
             RouteEvent::Apply {
                 from,
@@ -308,10 +308,13 @@ impl SimNode {
                         .and_then(|s| s.subs.get_mut(&filter))
                         .filter(|s| s.id == sub_id);
                     if let Some(sub) = sub {
+                        let mut view = self.view.clone();
+                        view.insert(self.id);
                         sub.acked = Some(Acked {
                             at_ms: cx.world.now_ms,
                             fault_gen,
                             out_of_sync,
+                            view,
                         });
                     }
                 }
@@ -329,7 +332,7 @@ impl SimNode {
     }
 
     fn takeover_event(&mut self, e: TakeoverEvent, cx: &mut Ctx<'_>) {
-        cx.world.trace.record(format_args!("{} takeover {:?}", self.id, e));
+        cx.world.log(format_args!("{} takeover {:?}", self.id, e));
         match e {
             TakeoverEvent::Refused { .. } => {}
             TakeoverEvent::Start {
@@ -354,6 +357,7 @@ impl SimNode {
                     }
                 };
                 let moved = session.clone();
+                cx.world.log(format_args!("{client_id} is session {} at {at}", moved.incarnation));
                 self.sessions.insert(client_id, session);
                 self.set_interest_all(&moved, cx);
             }
@@ -371,6 +375,7 @@ impl SimNode {
                     self.sessions.insert(client_id.clone(), old);
                     self.drop_session(&client_id, cx);
                 }
+                cx.world.log(format_args!("{client_id} is session {} at {at}", session.incarnation));
                 session.at = at;
                 session.online = true;
                 session.importing = true;
@@ -563,7 +568,7 @@ impl SimNode {
             seq: self.msg_seq[usize::from(shard)],
         };
         let info = super::world::MsgInfo {
-            publisher: s.incarnation,
+            publisher: (s.incarnation, self.id.0, shard),
             pub_seq: s.published,
             topic: topic.into(),
             qos,

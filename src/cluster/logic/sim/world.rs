@@ -31,9 +31,10 @@ impl Trace {
 
 #[derive(Debug, Clone)]
 pub struct MsgInfo {
-    /// The publisher's session incarnation and its own number: order is
-    /// checked per (publisher, subscriber).
-    pub publisher: u64,
+    /// The publisher: its session incarnation and where it published
+    /// (order holds per connection); with its own number, order is checked
+    /// per (publisher, subscriber).
+    pub publisher: (u64, u32, u16),
     pub pub_seq: u64,
     pub topic: String,
     pub qos: u8,
@@ -48,6 +49,11 @@ pub struct Acked {
     pub at_ms: u64,
     pub fault_gen: u64,
     pub out_of_sync: Vec<NodeId>,
+    /// The subscriber's node and the peers it knew running: only they
+    /// were waited for (a peer announced later gets the routes in its
+    /// join snapshot, before it accepts clients; one healing from a
+    /// partition may still publish meanwhile).
+    pub view: BTreeSet<NodeId>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +76,7 @@ pub struct SessionModel {
     pub subs: BTreeMap<String, SubRecord>,
     pub received: BTreeSet<MessageId>,
     /// Per publisher: the last number received (order check).
-    pub last_from: BTreeMap<u64, u64>,
+    pub last_from: BTreeMap<(u64, u32, u16), u64>,
     /// Messages this session published.
     pub published: u64,
 }
@@ -98,7 +104,7 @@ impl SessionModel {
         let last = self.last_from.entry(info.publisher).or_insert(0);
         if info.pub_seq <= *last {
             return Err(format!(
-                "order: session {} got message {} of publisher {} after message {}",
+                "order: session {} got message {} of publisher {:?} after message {}",
                 self.incarnation, info.pub_seq, info.publisher, last
             ));
         }
@@ -164,6 +170,12 @@ impl World {
             deliveries: 0,
             expectations_met: 0,
         }
+    }
+
+    /// A trace line, stamped with the simulated time.
+    pub fn log(&mut self, line: std::fmt::Arguments<'_>) {
+        let now = self.now_ms;
+        self.trace.record(format_args!("{now:>8} {line}"));
     }
 
     pub fn fault(&mut self) {
