@@ -9,7 +9,7 @@
 //! arguments replay it exactly.
 
 use clap::Parser;
-use ringmq::cluster::logic::sim::{run, SimConfig};
+use ringmq::cluster::logic::sim::{run, Sabotage, SimConfig};
 
 #[derive(Parser)]
 struct Args {
@@ -30,6 +30,10 @@ struct Args {
     /// Print every trace line.
     #[arg(long)]
     trace: bool,
+    /// Break the glue on purpose (suback-without-acks | no-holding) to
+    /// see the checks fail.
+    #[arg(long)]
+    sabotage: Option<String>,
 }
 
 fn main() {
@@ -39,12 +43,22 @@ fn main() {
     let config = SimConfig {
         nodes,
         shards: args.shards,
-        clients: args
-            .clients
-            .unwrap_or(if args.nodes.is_some() { nodes * 4 } else { small.clients }),
+        clients: args.clients.unwrap_or(if args.nodes.is_some() {
+            nodes * 4
+        } else {
+            small.clients
+        }),
         steps: args.steps,
         faults: !args.no_faults,
         keep_trace: args.trace,
+        sabotage: args.sabotage.as_deref().map(|s| match s {
+            "suback-without-acks" => Sabotage::SubackWithoutAcks,
+            "no-holding" => Sabotage::NoHolding,
+            other => {
+                eprintln!("--sabotage {other}: expected suback-without-acks or no-holding");
+                std::process::exit(2)
+            }
+        }),
         ..small
     };
     let started = std::time::Instant::now();

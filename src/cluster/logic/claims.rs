@@ -156,7 +156,8 @@ impl ClaimTable {
             return;
         };
         if let Some(busy) = state.busy.take() {
-            self.deadlines.remove(&(busy.deadline_ms, client_id.to_owned()));
+            self.deadlines
+                .remove(&(busy.deadline_ms, client_id.to_owned()));
         }
         if let Some((at, _)) = owner {
             // The previous owner normally gave its session up in the

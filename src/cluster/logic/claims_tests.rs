@@ -157,7 +157,10 @@ fn after_a_partition_the_older_owner_is_evicted() {
             epoch: old,
         },
     );
-    assert!(matches!(t.poll_transmit(), Some((NodeId(2), Message::Evict(_)))));
+    assert!(matches!(
+        t.poll_transmit(),
+        Some((NodeId(2), Message::Evict(_)))
+    ));
     assert_eq!(t.owner("c"), Some((at(3, 0), new)));
 }
 

@@ -52,7 +52,10 @@ impl ForwardDrops {
 pub enum PushOutcome {
     /// Queued; `pause`: the window is over its size, pause the publisher
     /// until `Resume` for this stream.
-    Queued { stream_seq: u64, pause: bool },
+    Queued {
+        stream_seq: u64,
+        pause: bool,
+    },
     Dropped(DropReason),
 }
 
@@ -121,12 +124,18 @@ impl ForwardOut {
 
     /// Queues `forward` (its `stream_seq` is set here) on `shard`'s stream.
     /// `token`: the publisher's, for QoS 1/2 (see `PublishAcks`).
-    pub fn push(&mut self, shard: ShardId, mut forward: Forward, token: Option<u64>) -> PushOutcome {
+    pub fn push(
+        &mut self,
+        shard: ShardId,
+        mut forward: Forward,
+        token: Option<u64>,
+    ) -> PushOutcome {
         let qos = forward.message.qos;
         let stream = self.streams.entry(shard).or_default();
         let depth = stream.unacked.len();
         let full = depth >= FORWARD_WINDOW_MESSAGES_MAX;
-        if (full && qos == 0) || depth >= FORWARD_WINDOW_MESSAGES_MAX + FORWARD_WINDOW_OVERSHOOT_MAX {
+        if (full && qos == 0) || depth >= FORWARD_WINDOW_MESSAGES_MAX + FORWARD_WINDOW_OVERSHOOT_MAX
+        {
             self.drops.count(DropReason::WindowFull, qos);
             return PushOutcome::Dropped(DropReason::WindowFull);
         }
@@ -171,7 +180,8 @@ impl ForwardOut {
         }
         if stream.paused && stream.unacked.len() <= FORWARD_WINDOW_MESSAGES_MAX / 2 {
             stream.paused = false;
-            self.events.push_back(ForwardEvent::Resume { shard: ack.shard });
+            self.events
+                .push_back(ForwardEvent::Resume { shard: ack.shard });
         }
     }
 
@@ -216,7 +226,10 @@ impl PublishAcks {
         if nodes.is_empty() {
             self.released.push_back((token, true));
         } else {
-            assert!(self.waiting.insert(token, (nodes, false)).is_none(), "token {token} reused");
+            assert!(
+                self.waiting.insert(token, (nodes, false)).is_none(),
+                "token {token} reused"
+            );
         }
     }
 
@@ -290,7 +303,12 @@ impl ForwardIn {
     /// A forwarded message arrived on `from`'s stream `shard`: `Ok(true)`
     /// to deliver it, `Ok(false)` for a repeat. A gap is the peer's fault
     /// (streams are reliable): close the link.
-    pub fn handle_forward(&mut self, from: NodeId, shard: ShardId, forward: &Forward) -> Result<bool, StreamGap> {
+    pub fn handle_forward(
+        &mut self,
+        from: NodeId,
+        shard: ShardId,
+        forward: &Forward,
+    ) -> Result<bool, StreamGap> {
         let s = self.streams.entry((from, shard)).or_default();
         if forward.stream_seq <= s.received {
             return Ok(false);
@@ -325,7 +343,10 @@ impl ForwardIn {
     /// One cumulative acknowledgement per stream that advanced.
     pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
         let (from, shard) = self.dirty.pop_first()?;
-        let s = self.streams.get_mut(&(from, shard)).expect("dirty stream exists");
+        let s = self
+            .streams
+            .get_mut(&(from, shard))
+            .expect("dirty stream exists");
         s.acked = s.queued;
         Some((
             from,

@@ -48,7 +48,11 @@ fn messages_are_numbered_per_stream_and_acked_cumulatively() {
         assert_eq!(inn.handle_forward(NodeId(1), shard, &f), Ok(true));
         inn.handle_queued(NodeId(1), shard, f.stream_seq);
     }
-    assert_eq!(sent, [(0, 1), (1, 1), (0, 2), (0, 3)], "streams are served in turn");
+    assert_eq!(
+        sent,
+        [(0, 1), (1, 1), (0, 2), (0, 3)],
+        "streams are served in turn"
+    );
     let acks: Vec<_> = std::iter::from_fn(|| inn.poll_transmit()).collect();
     assert_eq!(acks.len(), 2, "one cumulative ack per stream");
     for (_, m) in acks {
@@ -94,7 +98,10 @@ fn a_full_window_drops_qos0_and_pauses_qos1() {
         shard: 0,
         up_to: FORWARD_WINDOW_OVERSHOOT_MAX as u64,
     });
-    assert!(!events(&mut out).contains(&ForwardEvent::Resume { shard: 0 }), "not yet half");
+    assert!(
+        !events(&mut out).contains(&ForwardEvent::Resume { shard: 0 }),
+        "not yet half"
+    );
     out.handle_ack(&ForwardAck {
         shard: 0,
         up_to: (FORWARD_WINDOW_OVERSHOOT_MAX + FORWARD_WINDOW_MESSAGES_MAX / 2) as u64,
@@ -137,7 +144,11 @@ fn the_receiver_refuses_a_gap_and_ignores_repeats() {
     );
     inn.handle_link_down(NodeId(2));
     f.stream_seq = 1;
-    assert_eq!(inn.handle_forward(NodeId(2), 0, &f), Ok(true), "a new link numbers from 1");
+    assert_eq!(
+        inn.handle_forward(NodeId(2), 0, &f),
+        Ok(true),
+        "a new link numbers from 1"
+    );
 }
 
 #[test]
@@ -145,7 +156,11 @@ fn the_publisher_is_acked_when_every_node_queued_the_message() {
     let mut acks = PublishAcks::new();
     acks.begin(1, [NodeId(2), NodeId(3)]);
     acks.begin(2, []);
-    assert_eq!(acks.poll_release(), Some((2, true)), "no remote node: at once");
+    assert_eq!(
+        acks.poll_release(),
+        Some((2, true)),
+        "no remote node: at once"
+    );
     acks.handle_node(1, NodeId(2), true);
     assert_eq!(acks.poll_release(), None);
     acks.handle_node(1, NodeId(3), true);

@@ -96,7 +96,16 @@ pub struct RouteSnapshot {
 /// Identifies a message cluster-wide (an `Arc` does not cross nodes):
 /// the node and shard where it was published, and that shard's number.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
     rkyv::Deserialize,
 )]
 pub struct MessageId {
@@ -136,7 +145,16 @@ pub struct ForwardAck {
 /// `claimed_at_ms` is the home's wall clock (kept monotonic per home), so
 /// claims from different homes compare by time; ties by home and counter.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
     rkyv::Deserialize,
 )]
 pub struct ClaimEpoch {

@@ -227,7 +227,8 @@ impl RouteRelay {
         if self.waiters.len() >= ROUTE_WAITERS_MAX {
             self.stats.waiters_overflow += 1;
             let out_of_sync = self.lagging(waiter.seq);
-            self.events.push_back(RouteEvent::Released { token, out_of_sync });
+            self.events
+                .push_back(RouteEvent::Released { token, out_of_sync });
             return;
         }
         self.waiters.push_back(waiter);

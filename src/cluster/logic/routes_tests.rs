@@ -95,7 +95,11 @@ fn ordinary_filters_are_advertised_on_node_level_crossings_only() {
     a.handle_interest(0, &change("x/#", None, 1), 1, 0);
     a.handle_interest(1, &change("x/#", None, 3), 2, 0);
     a.handle_interest(0, &change("x/#", None, 0), 3, 0);
-    assert_eq!(a.issued(), 1, "the second shard and the first leaving are not crossings");
+    assert_eq!(
+        a.issued(),
+        1,
+        "the second shard and the first leaving are not crossings"
+    );
     a.handle_interest(1, &change("x/#", None, 0), 4, 0);
     assert_eq!(a.issued(), 2);
     let sent: Vec<_> = transmits(&mut a)
@@ -177,7 +181,10 @@ fn a_silent_peer_is_marked_out_of_sync_and_resynchronised() {
     let rest = settle(&mut [(A, &mut a), (B, &mut b)]);
     assert!(rest.is_empty(), "{rest:?}");
     a.handle_interest(0, &change("v", None, 1), 9, 1_600);
-    assert!(released(&events(&mut a)).is_empty(), "B is waited for again");
+    assert!(
+        released(&events(&mut a)).is_empty(),
+        "B is waited for again"
+    );
     let rest = settle(&mut [(A, &mut a), (B, &mut b)]);
     assert_eq!(
         rest,
@@ -211,7 +218,9 @@ fn a_gap_asks_for_a_snapshot_that_replaces_the_peers_routes() {
     };
     a.handle_snapshot_request(B, q);
     for (_, m) in transmits(&mut a) {
-        let Message::RouteSnapshot(s) = m else { panic!() };
+        let Message::RouteSnapshot(s) = m else {
+            panic!()
+        };
         b.handle_route_snapshot(A, s);
     }
     match &events(&mut b)[..] {
@@ -237,7 +246,10 @@ fn a_restarted_peer_is_resynchronised_by_its_new_epoch() {
     b.handle_member_up(A);
     a2.handle_interest(0, &change("w", None, 1), 1, 5);
     let rest = settle(&mut [(A, &mut a2), (B, &mut b)]);
-    assert_eq!(released(&rest.into_iter().map(|(_, e)| e).collect::<Vec<_>>()), [1]);
+    assert_eq!(
+        released(&rest.into_iter().map(|(_, e)| e).collect::<Vec<_>>()),
+        [1]
+    );
     assert!(b.routes_complete());
 }
 
@@ -253,7 +265,9 @@ fn large_snapshots_come_in_parts() {
     let mut b = RouteRelay::new(B, 2, 1);
     b.handle_member_up(A);
     for (_, m) in parts {
-        let Message::RouteSnapshot(s) = m else { panic!() };
+        let Message::RouteSnapshot(s) = m else {
+            panic!()
+        };
         b.handle_route_snapshot(A, s);
     }
     match &events(&mut b)[..] {

@@ -294,7 +294,12 @@ impl Takeovers {
         delivery: DeliverySnapshot,
     ) -> Option<DeliverySnapshot> {
         match self.incoming.get_mut(client_id) {
-            Some(inc) if matches!(inc.stage, Stage::AwaitRoutes { .. } | Stage::AwaitHeld { .. }) => {
+            Some(inc)
+                if matches!(
+                    inc.stage,
+                    Stage::AwaitRoutes { .. } | Stage::AwaitHeld { .. }
+                ) =>
+            {
                 inc.buffered.push((id, delivery));
                 None
             }
@@ -384,7 +389,9 @@ impl Takeovers {
                 });
                 self.finish_incoming(client_id);
             }
-            Stage::AwaitRoutes { .. } | Stage::AwaitHeld { .. } => self.complete_incoming(client_id),
+            Stage::AwaitRoutes { .. } | Stage::AwaitHeld { .. } => {
+                self.complete_incoming(client_id)
+            }
         }
     }
 
@@ -472,7 +479,11 @@ impl Takeovers {
         };
         if out.held.len() >= TAKEOVER_HELD_MAX {
             self.stats.held_dropped += 1;
-            let victim = out.held.iter().position(|m| m.delivery.qos == 0).unwrap_or(0);
+            let victim = out
+                .held
+                .iter()
+                .position(|m| m.delivery.qos == 0)
+                .unwrap_or(0);
             out.held.remove(victim);
         }
         out.held.push_back(HeldMessage { id, delivery });
@@ -619,7 +630,9 @@ impl Takeovers {
             .iter()
             .filter_map(|(id, o)| match o.linger_until_ms {
                 Some(t) if t <= now_ms => Some((id.clone(), true)),
-                _ if o.deadline_ms <= now_ms && o.linger_until_ms.is_none() => Some((id.clone(), false)),
+                _ if o.deadline_ms <= now_ms && o.linger_until_ms.is_none() => {
+                    Some((id.clone(), false))
+                }
                 _ => None,
             })
             .collect();

@@ -106,7 +106,8 @@ impl World {
 }
 
 fn start_on_old(w: &mut World) {
-    w.node(OLD).connect("c", Location::new(OLD, 0), Some(HOME), 0);
+    w.node(OLD)
+        .connect("c", Location::new(OLD, 0), Some(HOME), 0);
     let ev = w.run();
     assert_eq!(
         ev,
@@ -125,13 +126,23 @@ fn start_on_old(w: &mut World) {
 fn a_session_moves_with_its_held_deliveries_each_once_and_in_order() {
     let mut w = World::new();
     start_on_old(&mut w);
-    w.node(NEW).connect("c", Location::new(NEW, 1), Some(HOME), 1);
+    w.node(NEW)
+        .connect("c", Location::new(NEW, 1), Some(HOME), 1);
     let ev = w.run();
-    assert_eq!(ev, [(OLD, TakeoverEvent::Export { client_id: "c".into() })]);
+    assert_eq!(
+        ev,
+        [(
+            OLD,
+            TakeoverEvent::Export {
+                client_id: "c".into()
+            }
+        )]
+    );
     // Matched on the old node after the export started: held.
     let (id1, d1) = delivery(1);
     assert!(w.node(OLD).hold("c", id1, d1));
-    w.node(OLD).handle_exported("c", Some(Bytes::from_static(b"snapshot")));
+    w.node(OLD)
+        .handle_exported("c", Some(Bytes::from_static(b"snapshot")));
     let ev = w.run();
     assert_eq!(
         ev,
@@ -163,7 +174,12 @@ fn a_session_moves_with_its_held_deliveries_each_once_and_in_order() {
         })
         .collect();
     assert_eq!(delivered, [1, 2, 3], "merged by id, each message once");
-    assert!(ev.contains(&(OLD, TakeoverEvent::Drop { client_id: "c".into() })));
+    assert!(ev.contains(&(
+        OLD,
+        TakeoverEvent::Drop {
+            client_id: "c".into()
+        }
+    )));
     assert!(ev.contains(&(
         NEW,
         TakeoverEvent::Online {
@@ -171,9 +187,15 @@ fn a_session_moves_with_its_held_deliveries_each_once_and_in_order() {
             at: Location::new(NEW, 1)
         }
     )));
-    assert_eq!(w.home.owner("c").map(|(at, _)| at), Some(Location::new(NEW, 1)));
+    assert_eq!(
+        w.home.owner("c").map(|(at, _)| at),
+        Some(Location::new(NEW, 1))
+    );
     assert_eq!(w.node(NEW).stats().duplicates_dropped, 1);
-    assert!(!w.node(OLD).hold("c", id1, delivery(1).1), "no longer moving");
+    assert!(
+        !w.node(OLD).hold("c", id1, delivery(1).1),
+        "no longer moving"
+    );
     assert_eq!(w.node(OLD).owned().count(), 0);
     assert_eq!(w.node(NEW).owned().count(), 1);
 }
@@ -182,7 +204,8 @@ fn a_session_moves_with_its_held_deliveries_each_once_and_in_order() {
 fn a_dead_previous_owner_gives_a_fresh_session() {
     let mut w = World::new();
     start_on_old(&mut w);
-    w.node(NEW).connect("c", Location::new(NEW, 0), Some(HOME), 1);
+    w.node(NEW)
+        .connect("c", Location::new(NEW, 0), Some(HOME), 1);
     let ev = w.run();
     assert_eq!(ev.len(), 1, "the kick reached the old node: {ev:?}");
     // The old node dies before exporting.
@@ -208,7 +231,8 @@ fn a_dead_previous_owner_gives_a_fresh_session() {
 fn a_silent_previous_owner_times_out_into_a_fresh_session() {
     let mut w = World::new();
     start_on_old(&mut w);
-    w.node(NEW).connect("c", Location::new(NEW, 0), Some(HOME), 0);
+    w.node(NEW)
+        .connect("c", Location::new(NEW, 0), Some(HOME), 0);
     w.run();
     // The old node never calls handle_exported.
     let ev = w.tick(TAKEOVER_TIMEOUT_MS);
@@ -228,7 +252,8 @@ fn a_kick_for_a_session_not_here_exports_nothing() {
     let mut w = World::new();
     start_on_old(&mut w);
     w.node(OLD).handle_session_ended("c");
-    w.node(NEW).connect("c", Location::new(NEW, 0), Some(HOME), 0);
+    w.node(NEW)
+        .connect("c", Location::new(NEW, 0), Some(HOME), 0);
     let ev = w.run();
     assert!(matches!(
         &ev[..],
@@ -237,25 +262,44 @@ fn a_kick_for_a_session_not_here_exports_nothing() {
     w.node(NEW).handle_routes_acked("c", 0);
     assert!(w.run().is_empty());
     let ev = w.tick(TAKEOVER_LINGER_MS);
-    assert!(ev.iter().any(|(_, e)| matches!(e, TakeoverEvent::Online { .. })));
+    assert!(ev
+        .iter()
+        .any(|(_, e)| matches!(e, TakeoverEvent::Online { .. })));
 }
 
 #[test]
 fn no_home_refuses_and_a_second_connect_while_moving_is_refused() {
     let mut w = World::new();
     w.node(NEW).connect("c", Location::new(NEW, 0), None, 0);
-    w.node(OLD).connect("d", Location::new(OLD, 0), Some(HOME), 0);
-    w.node(OLD).connect("d", Location::new(OLD, 1), Some(HOME), 0);
+    w.node(OLD)
+        .connect("d", Location::new(OLD, 0), Some(HOME), 0);
+    w.node(OLD)
+        .connect("d", Location::new(OLD, 1), Some(HOME), 0);
     let ev = w.run();
-    assert!(ev.contains(&(NEW, TakeoverEvent::Refused { client_id: "c".into() })));
-    assert!(ev.contains(&(OLD, TakeoverEvent::Refused { client_id: "d".into() })));
+    assert!(ev.contains(&(
+        NEW,
+        TakeoverEvent::Refused {
+            client_id: "c".into()
+        }
+    )));
+    assert!(ev.contains(&(
+        OLD,
+        TakeoverEvent::Refused {
+            client_id: "d".into()
+        }
+    )));
 }
 
 #[test]
 fn evict_drops_only_an_older_owner() {
     let mut w = World::new();
     start_on_old(&mut w);
-    let (_, _, epoch) = w.node(OLD).owned().next().map(|(a, b, c)| (a.to_owned(), b, c)).unwrap();
+    let (_, _, epoch) = w
+        .node(OLD)
+        .owned()
+        .next()
+        .map(|(a, b, c)| (a.to_owned(), b, c))
+        .unwrap();
     let older = ClaimEpoch {
         counter: epoch.counter - 1,
         ..epoch
@@ -264,13 +308,19 @@ fn evict_drops_only_an_older_owner() {
         client_id: "c".into(),
         epoch: older,
     });
-    assert_eq!(w.node(OLD).poll_event(), None, "newer than the evicted epoch");
+    assert_eq!(
+        w.node(OLD).poll_event(),
+        None,
+        "newer than the evicted epoch"
+    );
     w.node(OLD).handle_evict(Evict {
         client_id: "c".into(),
         epoch,
     });
     assert_eq!(
         w.node(OLD).poll_event(),
-        Some(TakeoverEvent::Evict { client_id: "c".into() })
+        Some(TakeoverEvent::Evict {
+            client_id: "c".into()
+        })
     );
 }

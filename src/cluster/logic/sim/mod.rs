@@ -21,9 +21,9 @@
 //! * SUBACK implies delivery: a message published after a SUBACK on a node
 //!   that acknowledged the route reaches the subscriber's session (where
 //!   it is now, takeovers included) within `DELIVERY_DEADLINE_MS`, unless a
-//!   fault happened since the SUBACK or the QoS 0 message was dropped by a
-//!   full window (counted) -- this also covers "no acknowledged QoS 1
-//!   message is lost while no node died";
+//!   fault happened since `QUIET_MS` before the SUBACK or the QoS 0
+//!   message was dropped by a full window (counted) -- this also covers
+//!   "no acknowledged QoS 1 message is lost while no node died";
 //! * per publisher and subscriber, messages arrive in order (checked on
 //!   every delivery), each once.
 
@@ -34,7 +34,9 @@ mod world;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::proto::MessageId;
-use crate::limits::{CLAIM_TIMEOUT_MS, TAKEOVER_LINGER_MS, TAKEOVER_TIMEOUT_MS};
+use crate::limits::{
+    CLAIM_TIMEOUT_MS, ROUTE_ACK_TIMEOUT_MS, TAKEOVER_LINGER_MS, TAKEOVER_TIMEOUT_MS,
+};
 use crate::router::location::NodeId;
 use crate::router::topic::matches;
 use net::Net;
@@ -53,8 +55,17 @@ pub const SETTLE_MS: u64 = CLAIM_TIMEOUT_MS + TAKEOVER_TIMEOUT_MS + TAKEOVER_LIN
 const DETECT_MS: (u64, u64) = (1_000, 4_000);
 const JOIN_MS: (u64, u64) = (20, 300);
 
-const TOPICS: [&str; 4] = ["t/0", "t/1", "t/2", "t/3"];
-const FILTERS: [&str; 6] = ["t/0", "t/1", "t/2", "t/3", "t/#", "+/1"];
+/// A SUBACK owes deliveries only this long after the last fault: before,
+/// a link may be cut without either side knowing yet (the routes were
+/// there, the frames are lost), or views may still be converging.
+const QUIET_MS: u64 = DETECT_MS.1 + JOIN_MS.1 + ROUTE_ACK_TIMEOUT_MS;
+
+const TOPICS: [&str; 8] = ["t/0", "t/1", "t/2", "t/3", "t/4", "t/5", "t/6", "t/7"];
+/// Mostly exact filters, so a new subscription is often a new route (a
+/// broad filter held elsewhere would carry every message to every node).
+const FILTERS: [&str; 10] = [
+    "t/0", "t/1", "t/2", "t/3", "t/4", "t/5", "t/6", "t/7", "+/1", "t/#",
+];
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -68,6 +79,18 @@ pub struct SimConfig {
     pub latency_max_ms: u64,
     /// Keep every trace line (else only their hash).
     pub keep_trace: bool,
+    /// Break the glue on purpose, to show the checks catch it (tests).
+    pub sabotage: Option<Sabotage>,
+}
+
+/// Deliberate bugs the invariant checks must catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    /// SUBACK as soon as the SUBSCRIBE is applied locally, without the
+    /// peers' acknowledgements.
+    SubackWithoutAcks,
+    /// A moving session's deliveries are not held for its new owner.
+    NoHolding,
 }
 
 impl SimConfig {
@@ -81,6 +104,7 @@ impl SimConfig {
             faults: true,
             latency_max_ms: 30,
             keep_trace: false,
+            sabotage: None,
         }
     }
 }
@@ -185,7 +209,10 @@ impl Sim {
         let world = World::new(config.keep_trace);
         let mut nodes = BTreeMap::new();
         for &id in &ids {
-            nodes.insert(id, Some(SimNode::new(id, 1, config.shards)));
+            nodes.insert(
+                id,
+                Some(SimNode::new(id, 1, config.shards, config.sabotage)),
+            );
         }
         for (i, &a) in ids.iter().enumerate() {
             for &b in &ids[i + 1..] {
@@ -248,7 +275,13 @@ impl Sim {
         let now = self.world.now_ms;
         for p in self.net.due(now) {
             let m = p.message();
-            self.world.log(format_args!("{} -> {} kind {} {}B", p.from, p.to, p.kind, p.body.len()));
+            self.world.log(format_args!(
+                "{} -> {} kind {} {}B",
+                p.from,
+                p.to,
+                p.kind,
+                p.body.len()
+            ));
             self.with_node(p.to, |n, cx| n.receive(p.from, m, cx));
         }
         while let Some(&(at, seq, what)) = self.schedule.first() {
@@ -265,8 +298,13 @@ impl Sim {
                 self.with_node(id, |n, cx| n.timeout(cx));
             }
         }
+        for (filter, node) in std::mem::take(&mut self.world.fresh_subacks) {
+            if self.rng.bool() {
+                self.publish_elsewhere(&filter, node);
+            }
+        }
         let roll = self.rng.u32(0..1000);
-        if self.config.faults && roll < 3 && self.schedule.is_empty() {
+        if self.config.faults && roll < 1 && self.schedule.is_empty() {
             self.fault();
         } else if roll < 600 {
             self.client_action();
@@ -284,8 +322,15 @@ impl Sim {
             }
             Scheduled::Restart { node } => {
                 let epoch = self.world.now_ms;
-                self.nodes
-                    .insert(node, Some(SimNode::new(node, epoch, self.config.shards)));
+                self.nodes.insert(
+                    node,
+                    Some(SimNode::new(
+                        node,
+                        epoch,
+                        self.config.shards,
+                        self.config.sabotage,
+                    )),
+                );
                 self.world.fault();
                 let peers: Vec<NodeId> = self
                     .alive()
@@ -336,7 +381,8 @@ impl Sim {
                 for (i, &a) in alive.iter().enumerate() {
                     for &b in &alive[i + 1..] {
                         if self.side[&a] != self.side[&b] {
-                            self.net.connect(&mut self.rng, a, b, self.config.latency_max_ms);
+                            self.net
+                                .connect(&mut self.rng, a, b, self.config.latency_max_ms);
                             let (da, db) = (
                                 self.rng.u64(JOIN_MS.0..=JOIN_MS.1),
                                 self.rng.u64(JOIN_MS.0..=JOIN_MS.1),
@@ -350,7 +396,8 @@ impl Sim {
             }
             // Split the cluster in two.
             1 if alive.len() > 1 => {
-                let cut: BTreeSet<NodeId> = alive.iter().copied().filter(|_| self.rng.bool()).collect();
+                let cut: BTreeSet<NodeId> =
+                    alive.iter().copied().filter(|_| self.rng.bool()).collect();
                 self.world.log(format_args!("fault partition {cut:?}"));
                 for &id in &self.ids {
                     self.side.insert(id, u8::from(cut.contains(&id)));
@@ -384,7 +431,8 @@ impl Sim {
                 self.net.break_link(a, b);
                 self.with_node(a, |n, cx| n.link_down(b, cx));
                 self.with_node(b, |n, cx| n.link_down(a, cx));
-                self.net.connect(&mut self.rng, a, b, self.config.latency_max_ms);
+                self.net
+                    .connect(&mut self.rng, a, b, self.config.latency_max_ms);
                 self.with_node(a, |n, cx| n.link_up(b, cx));
                 self.with_node(b, |n, cx| n.link_up(a, cx));
             }
@@ -404,10 +452,11 @@ impl Sim {
         let at = self.online_at(&client);
         let roll = self.rng.u32(0..100);
         match (roll, at) {
-            (0..=54, Some(node)) => {
+            (0..=69, Some(node)) => {
                 let topic = TOPICS[self.rng.usize(..TOPICS.len())];
                 let qos = self.rng.u8(0..=1);
-                self.world.log(format_args!("{client} publish {topic} qos {qos} on {node}"));
+                self.world
+                    .log(format_args!("{client} publish {topic} qos {qos} on {node}"));
                 let mut id = None;
                 self.with_node(node, |n, cx| id = n.publish(&client, topic, qos, cx));
                 if let Some(id) = id {
@@ -416,18 +465,21 @@ impl Sim {
                     self.expect(id, node);
                 }
             }
-            (55..=71, Some(node)) => {
+            (70..=84, Some(node)) => {
                 let filter = FILTERS[self.rng.usize(..FILTERS.len())];
-                self.world.log(format_args!("{client} subscribe {filter} on {node}"));
+                self.world
+                    .log(format_args!("{client} subscribe {filter} on {node}"));
                 self.with_node(node, |n, cx| n.subscribe(&client, filter, cx));
             }
-            (72..=76, Some(node)) => {
+            (85..=89, Some(node)) => {
                 let filter = FILTERS[self.rng.usize(..FILTERS.len())];
-                self.world.log(format_args!("{client} unsubscribe {filter} on {node}"));
+                self.world
+                    .log(format_args!("{client} unsubscribe {filter} on {node}"));
                 self.with_node(node, |n, cx| n.unsubscribe(&client, filter, cx));
             }
-            (77..=79, Some(node)) => {
-                self.world.log(format_args!("{client} disconnect on {node}"));
+            (90..=91, Some(node)) => {
+                self.world
+                    .log(format_args!("{client} disconnect on {node}"));
                 self.with_node(node, |n, _| n.disconnect(&client));
             }
             _ => {
@@ -444,7 +496,9 @@ impl Sim {
                 let ready: Vec<NodeId> = self
                     .nodes
                     .iter()
-                    .filter(|(id, n)| !joining.contains(id) && n.as_ref().is_some_and(|n| n.ready()))
+                    .filter(|(id, n)| {
+                        !joining.contains(id) && n.as_ref().is_some_and(|n| n.ready())
+                    })
                     .map(|(&id, _)| id)
                     .collect();
                 if ready.is_empty() {
@@ -452,9 +506,40 @@ impl Sim {
                 }
                 let node = ready[self.rng.usize(..ready.len())];
                 let shard = self.rng.u16(0..self.config.shards);
-                self.world.log(format_args!("{client} connect on {node}/{shard}"));
+                self.world
+                    .log(format_args!("{client} connect on {node}/{shard}"));
                 self.with_node(node, |n, cx| n.connect(&client, shard, cx));
             }
+        }
+    }
+
+    /// Right after a SUBACK on `node`, a client online on another node
+    /// publishes to a topic the filter matches.
+    fn publish_elsewhere(&mut self, filter: &str, node: NodeId) {
+        let topics: Vec<&str> = TOPICS
+            .iter()
+            .copied()
+            .filter(|t| matches(filter, t))
+            .collect();
+        let publishers: Vec<(String, NodeId)> = (0..self.config.clients)
+            .map(|i| format!("c{i}"))
+            .filter_map(|c| self.online_at(&c).map(|at| (c, at)))
+            .filter(|&(_, at)| at != node)
+            .collect();
+        if topics.is_empty() || publishers.is_empty() {
+            return;
+        }
+        let topic = topics[self.rng.usize(..topics.len())];
+        let (client, at) = publishers[self.rng.usize(..publishers.len())].clone();
+        let qos = self.rng.u8(0..=1);
+        let mut id = None;
+        self.with_node(at, |n, cx| id = n.publish(&client, topic, qos, cx));
+        if let Some(id) = id {
+            self.world.log(format_args!(
+                "{client} published {id:?} after a SUBACK on {node}"
+            ));
+            self.publishes += 1;
+            self.expect(id, at);
         }
     }
 
@@ -472,6 +557,7 @@ impl Sim {
                     let Some(acked) = &sub.acked else { continue };
                     if matches(filter, &topic)
                         && acked.fault_gen == self.world.fault_gen
+                        && acked.at_ms >= self.world.last_fault_ms + QUIET_MS
                         && acked.view.contains(&from)
                         && !acked.out_of_sync.contains(&from)
                     {
@@ -498,18 +584,25 @@ impl Sim {
         for node in self.nodes.values().flatten() {
             for peer in node.remote.keys() {
                 if !node.view.contains(peer) {
-                    return Some(format!("{} keeps routes to {peer}, which it declared down", node.id));
+                    return Some(format!(
+                        "{} keeps routes to {peer}, which it declared down",
+                        node.id
+                    ));
                 }
             }
         }
         // One owner per client id per component, once settled.
-        let settled = self.schedule.is_empty() && self.world.now_ms > self.world.last_fault_ms + SETTLE_MS;
+        let settled =
+            self.schedule.is_empty() && self.world.now_ms > self.world.last_fault_ms + SETTLE_MS;
         if settled {
             let mut owners: BTreeMap<(u8, &str), Vec<NodeId>> = BTreeMap::new();
             for node in self.nodes.values().flatten() {
                 for (client, s) in &node.sessions {
                     if !s.moving_out {
-                        owners.entry((self.side[&node.id], client)).or_default().push(node.id);
+                        owners
+                            .entry((self.side[&node.id], client))
+                            .or_default()
+                            .push(node.id);
                     }
                 }
             }
@@ -522,9 +615,10 @@ impl Sim {
 
     fn check_deliveries(&mut self) -> Option<String> {
         let now = self.world.now_ms;
-        let (due, later): (Vec<Expectation>, Vec<Expectation>) = std::mem::take(&mut self.world.expectations)
-            .into_iter()
-            .partition(|e| e.due_ms <= now);
+        let (due, later): (Vec<Expectation>, Vec<Expectation>) =
+            std::mem::take(&mut self.world.expectations)
+                .into_iter()
+                .partition(|e| e.due_ms <= now);
         self.world.expectations = later;
         for mut e in due {
             if e.fault_gen != self.world.fault_gen || self.world.dropped.contains(&e.id) {
@@ -555,7 +649,14 @@ impl Sim {
                 return Some(format!(
                     "SUBACK implies delivery: message {:?} ({} qos {}) published on {} at {} ms \
                      never reached session {} ({}) at {}",
-                    e.id, info.topic, info.qos, info.node, info.published_at_ms, e.incarnation, e.filter, s.at
+                    e.id,
+                    info.topic,
+                    info.qos,
+                    info.node,
+                    info.published_at_ms,
+                    e.incarnation,
+                    e.filter,
+                    s.at
                 ));
             }
             self.world.expectations_met += 1;

@@ -79,7 +79,14 @@ impl Net {
 
     /// Sends on the link if it is up (a frame to a broken link is lost, as
     /// a write to a closed QUIC connection fails).
-    pub fn send(&mut self, rng: &mut fastrand::Rng, now_ms: u64, from: NodeId, to: NodeId, m: &Message) {
+    pub fn send(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        now_ms: u64,
+        from: NodeId,
+        to: NodeId,
+        m: &Message,
+    ) {
         let Some(link) = self.links.get_mut(&(from, to)).filter(|l| l.up) else {
             self.frames_lost += 1;
             return;
@@ -119,6 +126,9 @@ impl Net {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.links.values().map(|l| l.control.len() + l.data.len()).sum()
+        self.links
+            .values()
+            .map(|l| l.control.len() + l.data.len())
+            .sum()
     }
 }

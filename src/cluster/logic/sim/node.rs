@@ -14,6 +14,7 @@ use super::super::routes::{RouteEvent, RouteRelay};
 use super::super::takeover::{TakeoverEvent, Takeovers};
 use super::net::Net;
 use super::world::{Acked, SessionModel, SubRecord, World};
+use super::Sabotage;
 use crate::codec::ByteStr;
 use crate::router::location::{Location, NodeId, ShardId};
 use crate::router::topic::matches;
@@ -44,7 +45,7 @@ enum Purpose {
 
 pub(super) struct SimNode {
     pub id: NodeId,
-    pub shard_count: u16,
+    sabotage: Option<Sabotage>,
     relay: RouteRelay,
     homes: Homes,
     claims: ClaimTable,
@@ -69,12 +70,12 @@ pub(super) struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(id: NodeId, epoch: u64, shard_count: u16) -> SimNode {
+    pub fn new(id: NodeId, epoch: u64, shard_count: u16, sabotage: Option<Sabotage>) -> SimNode {
         let mut homes = Homes::new();
         homes.handle_member_up(id, Role::Core);
         SimNode {
             id,
-            shard_count,
+            sabotage,
             relay: RouteRelay::new(id, epoch, shard_count),
             homes,
             claims: ClaimTable::new(id),
@@ -308,6 +309,7 @@ impl SimNode {
                         .and_then(|s| s.subs.get_mut(&filter))
                         .filter(|s| s.id == sub_id);
                     if let Some(sub) = sub {
+                        cx.world.fresh_subacks.push((filter, self.id));
                         let mut view = self.view.clone();
                         view.insert(self.id);
                         sub.acked = Some(Acked {
@@ -357,7 +359,10 @@ impl SimNode {
                     }
                 };
                 let moved = session.clone();
-                cx.world.log(format_args!("{client_id} is session {} at {at}", moved.incarnation));
+                cx.world.log(format_args!(
+                    "{client_id} is session {} at {at}",
+                    moved.incarnation
+                ));
                 self.sessions.insert(client_id, session);
                 self.set_interest_all(&moved, cx);
             }
@@ -366,7 +371,8 @@ impl SimNode {
                 at,
                 snapshot,
             } => {
-                let handle = snapshot.map(|b| u64::from_le_bytes(b[..8].try_into().expect("handle")));
+                let handle =
+                    snapshot.map(|b| u64::from_le_bytes(b[..8].try_into().expect("handle")));
                 let mut session = match handle.and_then(|h| cx.world.suitcase.remove(&h)) {
                     Some(s) => s,
                     None => SessionModel::fresh(cx.world.incarnation(), at),
@@ -375,7 +381,10 @@ impl SimNode {
                     self.sessions.insert(client_id.clone(), old);
                     self.drop_session(&client_id, cx);
                 }
-                cx.world.log(format_args!("{client_id} is session {} at {at}", session.incarnation));
+                cx.world.log(format_args!(
+                    "{client_id} is session {} at {at}",
+                    session.incarnation
+                ));
                 session.at = at;
                 session.online = true;
                 session.importing = true;
@@ -383,7 +392,8 @@ impl SimNode {
                 let filters: Vec<String> = session.subs.keys().cloned().collect();
                 self.sessions.insert(client_id.clone(), session);
                 if filters.is_empty() {
-                    self.takeovers.handle_routes_acked(&client_id, cx.world.now_ms);
+                    self.takeovers
+                        .handle_routes_acked(&client_id, cx.world.now_ms);
                 } else {
                     self.imports.insert(client_id.clone(), filters.len());
                     for f in filters {
@@ -468,7 +478,9 @@ impl SimNode {
         if let Some(s) = self.sessions.get_mut(client) {
             cx.world.deliveries += 1;
             if let Err(e) = s.receive(id, &info) {
-                cx.world.violations.push(format!("{client} on {}: {e}", self.id));
+                cx.world
+                    .violations
+                    .push(format!("{client} on {}: {e}", self.id));
             }
         }
     }
@@ -484,7 +496,8 @@ impl SimNode {
             .collect();
         for client in clients {
             let delivery = delivery_of(&cx.world.messages[&id]);
-            if self.takeovers.hold(&client, id, delivery.clone()) {
+            let hold = self.sabotage != Some(Sabotage::NoHolding);
+            if hold && self.takeovers.hold(&client, id, delivery.clone()) {
                 continue;
             }
             if self.takeovers.intercept(&client, id, delivery).is_some() {
@@ -533,8 +546,25 @@ impl SimNode {
         };
         cx.world.next_sub_id += 1;
         let sub_id = cx.world.next_sub_id;
-        s.subs.insert(filter.into(), SubRecord { id: sub_id, acked: None });
+        s.subs.insert(
+            filter.into(),
+            SubRecord {
+                id: sub_id,
+                acked: None,
+            },
+        );
         let shard = s.at.shard;
+        if self.sabotage == Some(Sabotage::SubackWithoutAcks) {
+            let mut view = self.view.clone();
+            view.insert(self.id);
+            cx.world.fresh_subacks.push((filter.into(), self.id));
+            s.subs.get_mut(filter).expect("just added").acked = Some(Acked {
+                at_ms: cx.world.now_ms,
+                fault_gen: cx.world.fault_gen,
+                out_of_sync: Vec::new(),
+                view,
+            });
+        }
         let purpose = Purpose::Subscribe {
             client: client.into(),
             filter: filter.into(),
@@ -557,7 +587,13 @@ impl SimNode {
     }
 
     /// Publishes from `client`'s session; returns the message id.
-    pub fn publish(&mut self, client: &str, topic: &str, qos: u8, cx: &mut Ctx<'_>) -> Option<MessageId> {
+    pub fn publish(
+        &mut self,
+        client: &str,
+        topic: &str,
+        qos: u8,
+        cx: &mut Ctx<'_>,
+    ) -> Option<MessageId> {
         let s = self.sessions.get_mut(client)?;
         s.published += 1;
         let shard = s.at.shard;
@@ -580,7 +616,9 @@ impl SimNode {
         let targets: Vec<NodeId> = self
             .remote
             .iter()
-            .filter(|(n, filters)| self.view.contains(n) && filters.iter().any(|f| matches(f, topic)))
+            .filter(|(n, filters)| {
+                self.view.contains(n) && filters.iter().any(|f| matches(f, topic))
+            })
             .map(|(&n, _)| n)
             .collect();
         let token = (qos > 0).then(|| {
@@ -596,7 +634,12 @@ impl SimNode {
                 message: delivery_of(&cx.world.messages[&id]).message,
                 shared: None,
             };
-            match self.fwd_out.entry(n).or_default().push(shard, forward, token) {
+            match self
+                .fwd_out
+                .entry(n)
+                .or_default()
+                .push(shard, forward, token)
+            {
                 PushOutcome::Queued { .. } => queued.push(n),
                 PushOutcome::Dropped(_) => {
                     cx.world.dropped.insert(id);

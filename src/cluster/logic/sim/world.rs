@@ -146,6 +146,10 @@ pub struct World {
     pub violations: Vec<String>,
     pub deliveries: u64,
     pub expectations_met: u64,
+    /// SUBACKs just sent, (filter, node): the simulation publishes on
+    /// another node right after some of them (issue 13's "SUBSCRIBE on one
+    /// node then an immediate PUBLISH on another arrives").
+    pub fresh_subacks: Vec<(String, NodeId)>,
 }
 
 impl World {
@@ -169,6 +173,7 @@ impl World {
             violations: Vec::new(),
             deliveries: 0,
             expectations_met: 0,
+            fresh_subacks: Vec::new(),
         }
     }
 
