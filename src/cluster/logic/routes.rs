@@ -470,7 +470,7 @@ impl RouteRelay {
         let Some(origin) = self.origins.get_mut(&from) else {
             return;
         };
-        if origin.epoch != epoch || seq <= origin.applied && origin.applied != 0 {
+        if origin.epoch != epoch || (seq <= origin.applied && origin.applied != 0) {
             return;
         }
         origin.applied = seq;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::cluster::logic::claims::ClaimTable;
+use crate::cluster::logic::proto::Evict;
 use crate::session::snapshot::MessageSnapshot;
 
 const HOME: NodeId = NodeId(1);

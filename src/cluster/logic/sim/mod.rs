@@ -27,13 +27,14 @@
 //! * per publisher and subscriber, messages arrive in order (checked on
 //!   every delivery), each once.
 
+mod check;
+mod faults;
 mod net;
 mod node;
 mod world;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::proto::MessageId;
 use crate::limits::{
     CLAIM_TIMEOUT_MS, ROUTE_ACK_TIMEOUT_MS, TAKEOVER_LINGER_MS, TAKEOVER_TIMEOUT_MS,
 };
@@ -41,7 +42,7 @@ use crate::router::location::NodeId;
 use crate::router::topic::matches;
 use net::Net;
 use node::{Ctx, SimNode};
-use world::{Expectation, World};
+use world::World;
 
 /// A message published after a SUBACK must be queued for its subscriber
 /// within this time (latencies are tens of ms; a takeover lingers).
@@ -311,134 +312,6 @@ impl Sim {
         }
     }
 
-    fn membership(&mut self, what: Scheduled) {
-        match what {
-            Scheduled::Down { at, peer } => self.with_node(at, |n, cx| n.member_down(peer, cx)),
-            Scheduled::Up { at, peer } => {
-                let alive = self.nodes.get(&peer).is_some_and(|n| n.is_some());
-                if alive && self.net.is_up(at, peer) {
-                    self.with_node(at, |n, cx| n.member_up(peer, cx));
-                }
-            }
-            Scheduled::Restart { node } => {
-                let epoch = self.world.now_ms;
-                self.nodes.insert(
-                    node,
-                    Some(SimNode::new(
-                        node,
-                        epoch,
-                        self.config.shards,
-                        self.config.sabotage,
-                    )),
-                );
-                self.world.fault();
-                let peers: Vec<NodeId> = self
-                    .alive()
-                    .into_iter()
-                    .filter(|&p| p != node && self.side[&p] == self.side[&node])
-                    .collect();
-                for p in peers {
-                    self.net
-                        .connect(&mut self.rng, node, p, self.config.latency_max_ms);
-                    let (a, b) = (
-                        self.rng.u64(JOIN_MS.0..=JOIN_MS.1),
-                        self.rng.u64(JOIN_MS.0..=JOIN_MS.1),
-                    );
-                    self.at(self.world.now_ms + a, Scheduled::Up { at: node, peer: p });
-                    self.at(self.world.now_ms + b, Scheduled::Up { at: p, peer: node });
-                }
-            }
-        }
-    }
-
-    fn fault(&mut self) {
-        self.faults += 1;
-        self.world.fault();
-        let alive = self.alive();
-        let now = self.world.now_ms;
-        let partitioned = self.side.values().any(|&s| s != 0);
-        match self.rng.u32(0..4) {
-            // Crash a node (never the last one), restart it later.
-            0 if alive.len() > 1 => {
-                let x = alive[self.rng.usize(..alive.len())];
-                self.world.log(format_args!("fault crash {x}"));
-                self.nodes.insert(x, None);
-                for &p in &self.ids {
-                    self.net.break_link(x, p);
-                }
-                for &p in &alive {
-                    if p != x && self.side[&p] == self.side[&x] {
-                        let d = self.rng.u64(DETECT_MS.0..=DETECT_MS.1);
-                        self.at(now + d, Scheduled::Down { at: p, peer: x });
-                    }
-                }
-                let back = DETECT_MS.1 + self.rng.u64(100..=3_000);
-                self.at(now + back, Scheduled::Restart { node: x });
-            }
-            // Heal a partition.
-            1 | 2 if partitioned => {
-                self.world.log(format_args!("fault heal"));
-                for (i, &a) in alive.iter().enumerate() {
-                    for &b in &alive[i + 1..] {
-                        if self.side[&a] != self.side[&b] {
-                            self.net
-                                .connect(&mut self.rng, a, b, self.config.latency_max_ms);
-                            let (da, db) = (
-                                self.rng.u64(JOIN_MS.0..=JOIN_MS.1),
-                                self.rng.u64(JOIN_MS.0..=JOIN_MS.1),
-                            );
-                            self.at(now + da, Scheduled::Up { at: a, peer: b });
-                            self.at(now + db, Scheduled::Up { at: b, peer: a });
-                        }
-                    }
-                }
-                self.side.values_mut().for_each(|s| *s = 0);
-            }
-            // Split the cluster in two.
-            1 if alive.len() > 1 => {
-                let cut: BTreeSet<NodeId> =
-                    alive.iter().copied().filter(|_| self.rng.bool()).collect();
-                self.world.log(format_args!("fault partition {cut:?}"));
-                for &id in &self.ids {
-                    self.side.insert(id, u8::from(cut.contains(&id)));
-                }
-                for (i, &a) in alive.iter().enumerate() {
-                    for &b in &alive[i + 1..] {
-                        if self.side[&a] != self.side[&b] {
-                            self.net.break_link(a, b);
-                            let (da, db) = (
-                                self.rng.u64(DETECT_MS.0..=DETECT_MS.1),
-                                self.rng.u64(DETECT_MS.0..=DETECT_MS.1),
-                            );
-                            self.at(now + da, Scheduled::Down { at: a, peer: b });
-                            self.at(now + db, Scheduled::Down { at: b, peer: a });
-                        }
-                    }
-                }
-            }
-            // Break one link; it reconnects at once (no membership change).
-            _ => {
-                let connected: Vec<(NodeId, NodeId)> = alive
-                    .iter()
-                    .flat_map(|&a| alive.iter().map(move |&b| (a, b)))
-                    .filter(|&(a, b)| a < b && self.net.is_up(a, b))
-                    .collect();
-                if connected.is_empty() {
-                    return;
-                }
-                let (a, b) = connected[self.rng.usize(..connected.len())];
-                self.world.log(format_args!("fault link {a} {b}"));
-                self.net.break_link(a, b);
-                self.with_node(a, |n, cx| n.link_down(b, cx));
-                self.with_node(b, |n, cx| n.link_down(a, cx));
-                self.net
-                    .connect(&mut self.rng, a, b, self.config.latency_max_ms);
-                self.with_node(a, |n, cx| n.link_up(b, cx));
-                self.with_node(b, |n, cx| n.link_up(a, cx));
-            }
-        }
-    }
-
     /// Where `client` is online and settled: (node, ...).
     fn online_at(&self, client: &str) -> Option<NodeId> {
         self.nodes
@@ -541,127 +414,6 @@ impl Sim {
             self.publishes += 1;
             self.expect(id, at);
         }
-    }
-
-    /// Records the deliveries message `id` (published on `from`) owes.
-    fn expect(&mut self, id: MessageId, from: NodeId) {
-        let topic = self.world.messages[&id].topic.clone();
-        let mut seen = BTreeSet::new();
-        let mut owed = Vec::new();
-        for node in self.nodes.values().flatten() {
-            for s in node.sessions.values() {
-                if !seen.insert(s.incarnation) {
-                    continue;
-                }
-                for (filter, sub) in &s.subs {
-                    let Some(acked) = &sub.acked else { continue };
-                    if matches(filter, &topic)
-                        && acked.fault_gen == self.world.fault_gen
-                        && acked.at_ms >= self.world.last_fault_ms + QUIET_MS
-                        && acked.view.contains(&from)
-                        && !acked.out_of_sync.contains(&from)
-                    {
-                        owed.push(Expectation {
-                            id,
-                            incarnation: s.incarnation,
-                            filter: filter.clone(),
-                            sub_id: sub.id,
-                            due_ms: self.world.now_ms + DELIVERY_DEADLINE_MS,
-                            fault_gen: self.world.fault_gen,
-                        });
-                    }
-                }
-            }
-        }
-        self.world.expectations.extend(owed);
-    }
-
-    fn check(&mut self) -> Option<String> {
-        if let Some(v) = self.world.violations.first() {
-            return Some(v.clone());
-        }
-        // No route to a node declared down.
-        for node in self.nodes.values().flatten() {
-            for peer in node.remote.keys() {
-                if !node.view.contains(peer) {
-                    return Some(format!(
-                        "{} keeps routes to {peer}, which it declared down",
-                        node.id
-                    ));
-                }
-            }
-        }
-        // One owner per client id per component, once settled.
-        let settled =
-            self.schedule.is_empty() && self.world.now_ms > self.world.last_fault_ms + SETTLE_MS;
-        if settled {
-            let mut owners: BTreeMap<(u8, &str), Vec<NodeId>> = BTreeMap::new();
-            for node in self.nodes.values().flatten() {
-                for (client, s) in &node.sessions {
-                    if !s.moving_out {
-                        owners
-                            .entry((self.side[&node.id], client))
-                            .or_default()
-                            .push(node.id);
-                    }
-                }
-            }
-            if let Some(((_, client), nodes)) = owners.iter().find(|(_, n)| n.len() > 1) {
-                return Some(format!("{client} is owned by {nodes:?} in one component"));
-            }
-        }
-        self.check_deliveries()
-    }
-
-    fn check_deliveries(&mut self) -> Option<String> {
-        let now = self.world.now_ms;
-        let (due, later): (Vec<Expectation>, Vec<Expectation>) =
-            std::mem::take(&mut self.world.expectations)
-                .into_iter()
-                .partition(|e| e.due_ms <= now);
-        self.world.expectations = later;
-        for mut e in due {
-            if e.fault_gen != self.world.fault_gen || self.world.dropped.contains(&e.id) {
-                continue;
-            }
-            let holders: Vec<&world::SessionModel> = self
-                .nodes
-                .values()
-                .flatten()
-                .filter_map(|n| n.sessions.values().find(|s| s.incarnation == e.incarnation))
-                .collect();
-            let settled: Vec<&&world::SessionModel> = holders
-                .iter()
-                .filter(|s| !s.moving_out && !s.importing)
-                .collect();
-            let Some(s) = settled.first() else {
-                if !holders.is_empty() {
-                    e.due_ms = now + TAKEOVER_LINGER_MS; // mid-move: look again
-                    self.world.expectations.push(e);
-                }
-                continue; // the session ended
-            };
-            if s.subs.get(&e.filter).is_none_or(|sub| sub.id != e.sub_id) {
-                continue; // unsubscribed since
-            }
-            if !s.received.contains(&e.id) {
-                let info = &self.world.messages[&e.id];
-                return Some(format!(
-                    "SUBACK implies delivery: message {:?} ({} qos {}) published on {} at {} ms \
-                     never reached session {} ({}) at {}",
-                    e.id,
-                    info.topic,
-                    info.qos,
-                    info.node,
-                    info.published_at_ms,
-                    e.incarnation,
-                    e.filter,
-                    s.at
-                ));
-            }
-            self.world.expectations_met += 1;
-        }
-        None
     }
 }
 

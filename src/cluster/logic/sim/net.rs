@@ -124,11 +124,4 @@ impl Net {
         out.sort_by_key(|p| p.deliver_at_ms);
         out
     }
-
-    pub fn in_flight(&self) -> usize {
-        self.links
-            .values()
-            .map(|l| l.control.len() + l.data.len())
-            .sum()
-    }
 }
