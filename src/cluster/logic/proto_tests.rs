@@ -175,9 +175,10 @@ fn truncated_bodies_are_errors() {
         for len in 0..body.len() {
             let decoded = Message::decode(PROTO_VERSION, message.kind(), &body[..len]);
             assert!(
-                decoded.is_err() || decoded.as_ref() != Ok(&message),
-                "kind {} truncated to {len} decoded as the original",
-                message.kind()
+                decoded.is_err(),
+                "kind {} truncated to {len} of {} bytes decoded: {decoded:?}",
+                message.kind(),
+                body.len()
             );
         }
         assert!(Message::decode(PROTO_VERSION, message.kind(), &[]).is_err());
