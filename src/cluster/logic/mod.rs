@@ -13,6 +13,23 @@
 //! * [`claims`]: claims of client ids served at their home.
 //! * [`takeover`]: moving a session from one node to another.
 //! * [`sim`]: the seeded simulation of N nodes running all of the above.
+//!
+//! How a driver glues them (`sim/node.rs` is the reference, the cluster
+//! thread should do the same):
+//! * membership up/down: `RouteRelay::handle_member_*`, `Homes`, then
+//!   `ClaimTable::handle_homes_changed` and `Takeovers::handle_homes_changed`
+//!   (owner reports); down also `ClaimTable`/`Takeovers::handle_member_down`,
+//!   `PublishAcks::handle_member_down`, and the peer's `ForwardOut` /
+//!   `ForwardIn` link-down;
+//! * a new connection to a running peer (link flap): `ForwardOut` /
+//!   `ForwardIn` link-down for the old one, then `RouteRelay::
+//!   handle_member_up` (snapshot) and `Takeovers::handle_homes_changed`;
+//! * every shard interest change *and every SUBSCRIBE*: `RouteRelay::
+//!   handle_interest` with the SUBACK's token; `RouteEvent::Released` frees it;
+//! * frames by kind to the matching `handle_*`; frames a node sends itself
+//!   (the home of an id may be local) are handled locally, not sent;
+//! * after each input: drain every `poll_transmit` and `poll_event`, then
+//!   arm a timer at the earliest `poll_timeout` and call `handle_timeout`.
 
 pub mod claims;
 pub mod forward;

@@ -370,6 +370,18 @@ impl RouteRelay {
             },
         );
         self.send_snapshot(node);
+        // The peer's own snapshot may have come before this node knew it
+        // was running (views change at different times), and was ignored.
+        let origin = self.origins.entry(node).or_default();
+        if !origin.live {
+            origin.requested = true;
+            let req = RouteSnapshotRequest {
+                known_epoch: origin.epoch,
+                applied_seq: origin.applied,
+            };
+            self.transmits
+                .push_back((node, Message::RouteSnapshotRequest(req)));
+        }
     }
 
     /// A peer was declared down: forget its routes; SUBACKs stop waiting.

@@ -260,7 +260,10 @@ fn large_snapshots_come_in_parts() {
         a.handle_interest(0, &change(&format!("f/{i}"), None, 1), i as u64, 0);
     }
     a.handle_member_up(B);
-    let parts = transmits(&mut a);
+    let parts: Vec<_> = transmits(&mut a)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::RouteSnapshot(_)))
+        .collect();
     assert_eq!(parts.len(), 2);
     let mut b = RouteRelay::new(B, 2, 1);
     b.handle_member_up(A);
@@ -276,4 +279,25 @@ fn large_snapshots_come_in_parts() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_snapshot_that_came_before_the_member_up_is_asked_for_again() {
+    let mut a = RouteRelay::new(A, 1, 1);
+    let mut b = RouteRelay::new(B, 2, 1);
+    a.handle_interest(0, &change("t", None, 1), 1, 0);
+    // A learns of B first; its snapshot reaches B before B learns of A.
+    a.handle_member_up(B);
+    for (_, m) in transmits(&mut a) {
+        if let Message::RouteSnapshot(s) = m {
+            b.handle_route_snapshot(A, s);
+        }
+    }
+    assert!(
+        events(&mut b).is_empty(),
+        "ignored: A is not a running peer yet"
+    );
+    b.handle_member_up(A);
+    settle(&mut [(A, &mut a), (B, &mut b)]);
+    assert!(b.routes_complete() && a.routes_complete());
 }
