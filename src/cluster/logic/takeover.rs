@@ -65,7 +65,8 @@ pub enum TakeoverEvent {
     Deliver {
         client_id: String,
         id: MessageId,
-        delivery: DeliverySnapshot,
+        /// Boxed: the other events are a client id and a location.
+        delivery: Box<DeliverySnapshot>,
     },
     /// The move is complete: accept the connection.
     Online { client_id: String, at: Location },
@@ -338,7 +339,7 @@ impl Takeovers {
                 self.events.push_back(TakeoverEvent::Deliver {
                     client_id: client_id.into(),
                     id,
-                    delivery,
+                    delivery: Box::new(delivery),
                 });
             } else {
                 self.stats.duplicates_dropped += 1;
