@@ -301,3 +301,90 @@ fn a_snapshot_that_came_before_the_member_up_is_asked_for_again() {
     settle(&mut [(A, &mut a), (B, &mut b)]);
     assert!(b.routes_complete() && a.routes_complete());
 }
+
+proptest::proptest! {
+    /// Whatever the order of shard changes, a peer that applied every
+    /// frame holds exactly the filters some shard of the node holds.
+    #[test]
+    fn the_peer_view_follows_the_union_of_the_shards(
+        ops in proptest::collection::vec((0u16..2, 0usize..4, 0u32..3), 1..60),
+    ) {
+        let filters = ["a", "b/+", "c/#", "d"];
+        let (mut a, mut b) = pair();
+        let mut shards = vec![[0u32; 4]; 2];
+        let mut view: std::collections::BTreeSet<String> = Default::default();
+        for (token, &(shard, f, members)) in ops.iter().enumerate() {
+            shards[usize::from(shard)][f] = members;
+            a.handle_interest(shard, &change(filters[f], None, members), token as u64, token as u64);
+            // Apply B's route events as a shard would.
+            loop {
+                settle_once(&mut a, &mut b, &mut view);
+                if a.poll_transmit_is_empty() { break; }
+            }
+        }
+        let expected: std::collections::BTreeSet<String> = (0..4)
+            .filter(|&f| shards.iter().any(|s| s[f] > 0))
+            .map(|f| filters[f].to_string())
+            .collect();
+        proptest::prop_assert_eq!(view, expected);
+        let released = std::iter::from_fn(|| a.poll_event())
+            .filter(|e| matches!(e, RouteEvent::Released { .. }))
+            .count();
+        proptest::prop_assert_eq!(released, ops.len(), "one release per call");
+    }
+}
+
+/// One round of frames A -> B -> A, B's events applied to `view`.
+fn settle_once(
+    a: &mut RouteRelay,
+    b: &mut RouteRelay,
+    view: &mut std::collections::BTreeSet<String>,
+) {
+    while let Some((_, m)) = a.transmits.pop_front() {
+        match m {
+            Message::RouteChange(c) => b.handle_route_change(A, c),
+            Message::RouteSnapshot(s) => b.handle_route_snapshot(A, s),
+            Message::RouteSnapshotRequest(q) => b.handle_snapshot_request(A, &q),
+            other => panic!("{other:?}"),
+        }
+    }
+    while let Some(e) = b.poll_event() {
+        match e {
+            RouteEvent::Apply {
+                from,
+                epoch,
+                seq,
+                change,
+            } => {
+                if change.members > 0 {
+                    view.insert(change.filter.to_string());
+                } else {
+                    view.remove(&*change.filter);
+                }
+                b.handle_applied(from, epoch, seq);
+            }
+            RouteEvent::Replace {
+                from,
+                epoch,
+                seq,
+                changes,
+            } => {
+                *view = changes.iter().map(|c| c.filter.to_string()).collect();
+                b.handle_applied(from, epoch, seq);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    while let Some((_, m)) = b.transmits.pop_front() {
+        match m {
+            Message::RouteAck(ack) => a.handle_route_ack(B, &ack),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+impl RouteRelay {
+    fn poll_transmit_is_empty(&self) -> bool {
+        self.transmits.is_empty()
+    }
+}
