@@ -311,7 +311,7 @@ proptest::proptest! {
     ) {
         let filters = ["a", "b/+", "c/#", "d"];
         let (mut a, mut b) = pair();
-        let mut shards = vec![[0u32; 4]; 2];
+        let mut shards = [[0u32; 4]; 2];
         let mut view: std::collections::BTreeSet<String> = Default::default();
         for (token, &(shard, f, members)) in ops.iter().enumerate() {
             shards[usize::from(shard)][f] = members;
