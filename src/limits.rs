@@ -353,3 +353,72 @@ pub const CTL_RESPONSE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Longest `websocket.mqtt_path` a listener may be configured with: an HTTP
 /// request line must fit the WebSocket upgrade request's cap.
 pub const WS_MQTT_PATH_LEN_MAX_BYTES: usize = 1024;
+
+// ---------------------------------------------------------------- cluster logic (src/cluster/logic)
+
+/// How long a SUBSCRIBE that changed this node's routes waits for every
+/// running peer to acknowledge the change before its SUBACK goes out anyway
+/// (availability); a peer still silent is marked out of sync and sent a
+/// full route snapshot (docs/adr/0001-cluster.md, "SUBACK").
+pub const ROUTE_ACK_TIMEOUT_MS: u64 = 2_000;
+
+/// Largest body of a logic frame (kinds 16-255) this node encodes or
+/// accepts: a session snapshot (the largest body) plus room for its
+/// envelope. Checked before a body is validated.
+pub const CLUSTER_LOGIC_BODY_MAX_BYTES: usize = SESSION_SNAPSHOT_BYTES_MAX + (64 << 10);
+
+/// Route entries in one route snapshot frame: a node with more filters
+/// sends its snapshot in several frames, so no frame grows with the table.
+pub const ROUTE_SNAPSHOT_CHUNK_ENTRIES_MAX: usize = 1_024;
+
+/// Route entries a peer's snapshot may hold in total while it is being
+/// reassembled: bounds the memory a peer can make this node buffer.
+pub const ROUTE_SNAPSHOT_ENTRIES_MAX: usize = 4 << 20;
+
+/// SUBSCRIBEs waiting for their route change to be acknowledged by the
+/// peers. One more is released at once (as if timed out) and counted.
+pub const ROUTE_WAITERS_MAX: usize = 65_536;
+
+/// Messages one (peer, data stream) forwarding window holds until the
+/// peer acknowledges them: beyond it QoS 0 is dropped (counted) and QoS 1/2
+/// pauses the publisher (ADR 0002's back-pressure).
+pub const FORWARD_WINDOW_MESSAGES_MAX: usize = 4_096;
+
+/// QoS 1/2 messages a full forwarding window still takes while its
+/// publishers are being paused (the publishes already on their way, as
+/// `MQUEUE_OVERSHOOT_MAX` for a session); beyond it they are dropped too.
+pub const FORWARD_WINDOW_OVERSHOOT_MAX: usize = SHARD_CHANNEL_CAPACITY;
+
+/// Client ids whose claim is being served (one at a time each) at a home.
+pub const CLAIMS_BUSY_MAX: usize = 65_536;
+
+/// Claims of one client id queued behind the one being served: a client
+/// id connecting on many nodes at once is refused beyond it.
+pub const CLAIMS_WAITING_PER_ID_MAX: usize = 16;
+
+/// A claim whose claimant has not said it is done after this long is
+/// released at the home (the claimant is taken as the owner), so one lost
+/// frame cannot block an id for ever.
+pub const CLAIM_TIMEOUT_MS: u64 = 10_000;
+
+/// Cross-node takeovers in progress on one node, in either role.
+pub const TAKEOVERS_MAX: usize = 65_536;
+
+/// How long a new owner waits for the previous owner's session export
+/// before it starts a fresh session (the previous owner is partitioned or
+/// stuck), and how long a previous owner holds deliveries for a new owner
+/// that never asks for them.
+pub const TAKEOVER_TIMEOUT_MS: u64 = 5_000;
+
+/// After the new owner asks for the held deliveries, the previous owner
+/// keeps matching for this long before it hands them over: a message a peer
+/// routed to it before that peer applied the new owner's route may still be
+/// on that peer's data stream (docs/clustering.md, takeover).
+pub const TAKEOVER_LINGER_MS: u64 = 500;
+
+/// Deliveries one previous owner holds for a moving session; beyond it the
+/// oldest QoS 0 ones go first, then any (counted).
+pub const TAKEOVER_HELD_MAX: usize = 65_536;
+
+/// Held deliveries per frame when they are handed over.
+pub const TAKEOVER_HELD_CHUNK_MAX: usize = 256;

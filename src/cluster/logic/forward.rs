@@ -1,0 +1,363 @@
+//! Forwarding windows: messages on their way to one peer, per data stream.
+//!
+//! A publisher's shard forwards a message once per node with matching
+//! subscribers, on that shard's data stream to the node, so one
+//! publisher's messages stay in order (docs/adr/0001-cluster.md,
+//! "Publishes"). [`ForwardOut`] (one per peer) numbers each stream's
+//! messages and keeps them until the peer acknowledges them (cumulative,
+//! [`ForwardAck`]): that is the bounded window. When a window is full a
+//! QoS 0 message is dropped and counted; a QoS 1/2 one is still taken (up
+//! to `FORWARD_WINDOW_OVERSHOOT_MAX` more) and the publisher is paused
+//! until the window drains to half ([`ForwardEvent::Resume`]).
+//!
+//! [`PublishAcks`] holds a QoS 1/2 publisher's PUBACK/PUBREC until every
+//! receiving node has the message queued; [`ForwardIn`] numbers-checks a
+//! peer's streams and acknowledges what the shards queued.
+//!
+//! A broken link loses what is in flight (QUIC streams die with their
+//! connection): pending messages are reported `Failed`, numbering restarts
+//! on the next connection on both sides (`handle_link_down`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::proto::{Forward, ForwardAck, Message};
+use crate::limits::{FORWARD_WINDOW_MESSAGES_MAX, FORWARD_WINDOW_OVERSHOOT_MAX};
+use crate::router::location::{NodeId, ShardId};
+
+/// Why a forwarded message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The window was full (QoS 0), or past its overshoot (QoS 1/2).
+    WindowFull = 0,
+    /// The link broke with the message unacknowledged.
+    LinkDown = 1,
+}
+
+/// Drops by reason and QoS, for metrics (`[reason][qos]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardDrops(pub [[u64; 3]; 2]);
+
+impl ForwardDrops {
+    pub fn get(&self, reason: DropReason, qos: u8) -> u64 {
+        self.0[reason as usize][usize::from(qos.min(2))]
+    }
+
+    fn count(&mut self, reason: DropReason, qos: u8) {
+        self.0[reason as usize][usize::from(qos.min(2))] += 1;
+    }
+}
+
+/// What `ForwardOut::push` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued; `pause`: the window is over its size, pause the publisher
+    /// until `Resume` for this stream.
+    Queued {
+        stream_seq: u64,
+        pause: bool,
+    },
+    Dropped(DropReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardEvent {
+    /// The peer queued the message carrying this publisher token.
+    Acked { token: u64 },
+    /// The message with this token will never be acknowledged (link down).
+    Failed { token: u64 },
+    /// The stream's window drained: paused publishers may go on.
+    Resume { shard: ShardId },
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    qos: u8,
+    token: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct StreamOut {
+    /// Number of the last message queued on this stream (this link).
+    last_seq: u64,
+    /// Queued and not acknowledged, in order (sent or not).
+    unacked: VecDeque<Pending>,
+    /// Not yet handed to the transport.
+    unsent: VecDeque<Forward>,
+    paused: bool,
+}
+
+/// The window towards one peer.
+#[derive(Debug)]
+pub struct ForwardOut {
+    streams: BTreeMap<ShardId, StreamOut>,
+    /// Streams with unsent messages, served in turn.
+    ready: VecDeque<ShardId>,
+    events: VecDeque<ForwardEvent>,
+    drops: ForwardDrops,
+}
+
+impl Default for ForwardOut {
+    fn default() -> Self {
+        ForwardOut::new()
+    }
+}
+
+impl ForwardOut {
+    pub fn new() -> ForwardOut {
+        ForwardOut {
+            streams: BTreeMap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            drops: ForwardDrops::default(),
+        }
+    }
+
+    pub fn drops(&self) -> ForwardDrops {
+        self.drops
+    }
+
+    /// Messages queued and not acknowledged on all streams.
+    pub fn depth(&self) -> usize {
+        self.streams.values().map(|s| s.unacked.len()).sum()
+    }
+
+    /// Queues `forward` (its `stream_seq` is set here) on `shard`'s stream.
+    /// `token`: the publisher's, for QoS 1/2 (see `PublishAcks`).
+    pub fn push(
+        &mut self,
+        shard: ShardId,
+        mut forward: Forward,
+        token: Option<u64>,
+    ) -> PushOutcome {
+        let qos = forward.message.qos;
+        let stream = self.streams.entry(shard).or_default();
+        let depth = stream.unacked.len();
+        let full = depth >= FORWARD_WINDOW_MESSAGES_MAX;
+        if (full && qos == 0) || depth >= FORWARD_WINDOW_MESSAGES_MAX + FORWARD_WINDOW_OVERSHOOT_MAX
+        {
+            self.drops.count(DropReason::WindowFull, qos);
+            return PushOutcome::Dropped(DropReason::WindowFull);
+        }
+        stream.last_seq += 1;
+        forward.stream_seq = stream.last_seq;
+        stream.unacked.push_back(Pending {
+            seq: stream.last_seq,
+            qos,
+            token,
+        });
+        if stream.unsent.is_empty() {
+            self.ready.push_back(shard);
+        }
+        stream.unsent.push_back(forward);
+        stream.paused |= full;
+        PushOutcome::Queued {
+            stream_seq: stream.last_seq,
+            pause: full,
+        }
+    }
+
+    /// The next message to send: `(data stream, frame)`.
+    pub fn poll_transmit(&mut self) -> Option<(ShardId, Message)> {
+        let shard = self.ready.pop_front()?;
+        let stream = self.streams.get_mut(&shard).expect("ready stream exists");
+        let forward = stream.unsent.pop_front().expect("ready stream has unsent");
+        if !stream.unsent.is_empty() {
+            self.ready.push_back(shard);
+        }
+        Some((shard, Message::Forward(forward)))
+    }
+
+    pub fn handle_ack(&mut self, ack: &ForwardAck) {
+        let Some(stream) = self.streams.get_mut(&ack.shard) else {
+            return;
+        };
+        while stream.unacked.front().is_some_and(|p| p.seq <= ack.up_to) {
+            let p = stream.unacked.pop_front().expect("front exists");
+            if let Some(token) = p.token {
+                self.events.push_back(ForwardEvent::Acked { token });
+            }
+        }
+        if stream.paused && stream.unacked.len() <= FORWARD_WINDOW_MESSAGES_MAX / 2 {
+            stream.paused = false;
+            self.events
+                .push_back(ForwardEvent::Resume { shard: ack.shard });
+        }
+    }
+
+    /// The connection to the peer closed: everything unacknowledged is
+    /// lost; the next connection numbers from 1.
+    pub fn handle_link_down(&mut self) {
+        for (shard, stream) in std::mem::take(&mut self.streams) {
+            for p in stream.unacked {
+                self.drops.count(DropReason::LinkDown, p.qos);
+                if let Some(token) = p.token {
+                    self.events.push_back(ForwardEvent::Failed { token });
+                }
+            }
+            if stream.paused {
+                self.events.push_back(ForwardEvent::Resume { shard });
+            }
+        }
+        self.ready.clear();
+    }
+
+    pub fn poll_event(&mut self) -> Option<ForwardEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// Publisher acknowledgements waiting for several receiving nodes.
+#[derive(Debug, Default)]
+pub struct PublishAcks {
+    /// Per token: nodes still to acknowledge, and whether one failed.
+    waiting: BTreeMap<u64, (BTreeSet<NodeId>, bool)>,
+    released: VecDeque<(u64, bool)>,
+}
+
+impl PublishAcks {
+    pub fn new() -> PublishAcks {
+        PublishAcks::default()
+    }
+
+    /// A QoS 1/2 message with `token` was queued towards `nodes`.
+    pub fn begin(&mut self, token: u64, nodes: impl IntoIterator<Item = NodeId>) {
+        let nodes: BTreeSet<NodeId> = nodes.into_iter().collect();
+        if nodes.is_empty() {
+            self.released.push_back((token, true));
+        } else {
+            assert!(
+                self.waiting.insert(token, (nodes, false)).is_none(),
+                "token {token} reused"
+            );
+        }
+    }
+
+    /// `node`'s window acknowledged (`ok`) or failed the message.
+    pub fn handle_node(&mut self, token: u64, node: NodeId, ok: bool) {
+        let Some((nodes, failed)) = self.waiting.get_mut(&token) else {
+            return;
+        };
+        nodes.remove(&node);
+        *failed |= !ok;
+        if nodes.is_empty() {
+            let (_, failed) = self.waiting.remove(&token).expect("present");
+            self.released.push_back((token, !failed));
+        }
+    }
+
+    /// A node went down: it will acknowledge nothing.
+    pub fn handle_member_down(&mut self, node: NodeId) {
+        let tokens: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (n, _))| n.contains(&node))
+            .map(|(&t, _)| t)
+            .collect();
+        for t in tokens {
+            self.handle_node(t, node, false);
+        }
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// `(token, complete)`: send the PUBACK/PUBREC; `complete` is false if
+    /// some receiving node never got the message (link or node down).
+    pub fn poll_release(&mut self) -> Option<(u64, bool)> {
+        self.released.pop_front()
+    }
+}
+
+/// A forwarded message that broke its stream's numbering.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("data stream {shard} from node {from}: message number {got} where {expected} was expected")]
+pub struct StreamGap {
+    pub from: NodeId,
+    pub shard: ShardId,
+    pub expected: u64,
+    pub got: u64,
+}
+
+#[derive(Debug, Default)]
+struct StreamIn {
+    received: u64,
+    queued: u64,
+    acked: u64,
+}
+
+/// The receiving side of every peer's data streams.
+#[derive(Debug, Default)]
+pub struct ForwardIn {
+    streams: BTreeMap<(NodeId, ShardId), StreamIn>,
+    /// Streams whose `queued` is ahead of `acked`.
+    dirty: BTreeSet<(NodeId, ShardId)>,
+}
+
+impl ForwardIn {
+    pub fn new() -> ForwardIn {
+        ForwardIn::default()
+    }
+
+    /// A forwarded message arrived on `from`'s stream `shard`: `Ok(true)`
+    /// to deliver it, `Ok(false)` for a repeat. A gap is the peer's fault
+    /// (streams are reliable): close the link.
+    pub fn handle_forward(
+        &mut self,
+        from: NodeId,
+        shard: ShardId,
+        forward: &Forward,
+    ) -> Result<bool, StreamGap> {
+        let s = self.streams.entry((from, shard)).or_default();
+        if forward.stream_seq <= s.received {
+            return Ok(false);
+        }
+        if forward.stream_seq != s.received + 1 {
+            return Err(StreamGap {
+                from,
+                shard,
+                expected: s.received + 1,
+                got: forward.stream_seq,
+            });
+        }
+        s.received = forward.stream_seq;
+        Ok(true)
+    }
+
+    /// The shards queued `from`'s stream `shard` up to `stream_seq`.
+    pub fn handle_queued(&mut self, from: NodeId, shard: ShardId, stream_seq: u64) {
+        if let Some(s) = self.streams.get_mut(&(from, shard)) {
+            if stream_seq > s.queued {
+                s.queued = stream_seq;
+                self.dirty.insert((from, shard));
+            }
+        }
+    }
+
+    pub fn handle_link_down(&mut self, from: NodeId) {
+        self.streams.retain(|(n, _), _| *n != from);
+        self.dirty.retain(|(n, _)| *n != from);
+    }
+
+    /// One cumulative acknowledgement per stream that advanced.
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
+        let (from, shard) = self.dirty.pop_first()?;
+        let s = self
+            .streams
+            .get_mut(&(from, shard))
+            .expect("dirty stream exists");
+        s.acked = s.queued;
+        Some((
+            from,
+            Message::ForwardAck(ForwardAck {
+                shard,
+                up_to: s.queued,
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;
