@@ -299,8 +299,11 @@ fn node_host(node: &str) -> Option<&str> {
     let (name, host) = node.split_once('@')?;
     let host = crate::admission::strip_brackets(host);
     let is_host = host.parse::<std::net::IpAddr>().is_ok() || crate::config::is_host_name(host);
-    (!name.is_empty() && !name.contains(['/', '\0']) && is_host && !node.contains(char::is_whitespace))
-        .then_some(host)
+    (!name.is_empty()
+        && !name.contains(['/', '\0'])
+        && is_host
+        && !node.contains(char::is_whitespace))
+    .then_some(host)
 }
 
 /// The files `generate` writes for these nodes, in order: the CA's, then

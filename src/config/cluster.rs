@@ -28,10 +28,7 @@ pub struct ClusterConfig {
     pub name: String,
     /// `cluster.discovery_strategy`: how peers are found. Default
     /// `singleton` (no cluster: today's single-node behaviour).
-    #[serde(
-        deserialize_with = "de_strategy",
-        serialize_with = "ser_strategy"
-    )]
+    #[serde(deserialize_with = "de_strategy", serialize_with = "ser_strategy")]
     pub discovery_strategy: DiscoveryStrategy,
     /// `cluster.bind`: UDP address of this node's QUIC endpoint. Port 1 to
     /// 65535 (peers must know it: DNS A records give only the host).
@@ -42,10 +39,7 @@ pub struct ClusterConfig {
     /// joins (needed by a replicant under `manual`; under `static` and
     /// `dns` the discovered nodes serve). At most
     /// `limits::CLUSTER_ADDRESSES_MAX`.
-    #[serde(
-        deserialize_with = "de_addresses",
-        serialize_with = "ser_addresses"
-    )]
+    #[serde(deserialize_with = "de_addresses", serialize_with = "ser_addresses")]
     pub core_nodes: Vec<HostPort>,
     /// `cluster.static.*`: the `static` strategy's seeds.
     #[serde(rename = "static")]
@@ -85,10 +79,7 @@ pub struct StaticDiscoveryConfig {
     /// join; this node's own address may be among them. Required (not
     /// empty) with `discovery_strategy = "static"`. At most
     /// `limits::CLUSTER_ADDRESSES_MAX`.
-    #[serde(
-        deserialize_with = "de_addresses",
-        serialize_with = "ser_addresses"
-    )]
+    #[serde(deserialize_with = "de_addresses", serialize_with = "ser_addresses")]
     pub seeds: Vec<HostPort>,
 }
 

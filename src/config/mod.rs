@@ -29,11 +29,11 @@ mod tests;
 
 pub use api::{ApiConfig, PrometheusConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME};
 pub use authorization::{AuthorizationConfig, AuthorizationRuleConfig};
+pub use cluster::is_host_name;
 pub use cluster::{
     ClusterConfig, ClusterSslOptionsConfig, DiscoveryStrategy, DnsDiscoveryConfig, DnsRecordType,
     HostPort, StaticDiscoveryConfig,
 };
-pub use cluster::is_host_name;
 pub use error::{ConfigError, Origin};
 pub use listener_plan::ListenerPlan;
 pub use listeners::{
@@ -59,7 +59,6 @@ use std::path::Path;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
-    pub cluster: ClusterConfig,
     pub listeners: ListenersConfig,
     pub mqtt: MqttConfig,
     pub log: LogConfig,
@@ -67,6 +66,7 @@ pub struct Config {
     pub server_redirection: ServerRedirectionConfig,
     pub api: ApiConfig,
     pub prometheus: PrometheusConfig,
+    pub cluster: ClusterConfig,
     /// Which file or env var set each key, so checks made after loading
     /// (`shard_cpus`) can still say where a bad value came from.
     #[serde(skip)]
