@@ -264,6 +264,13 @@ fn gen_certs(
     };
     match ringmq::cluster::certs::generate(dir, &nodes, force) {
         Ok(files) => {
+            if files.iter().all(|f| f.node.is_some()) {
+                let ca = dir.join(ringmq::cluster::certs::CA_CERT_FILE);
+                println!(
+                    "{}  existing CA, reused: it signed the certificates below",
+                    ca.display()
+                );
+            }
             for file in &files {
                 let what = match (&file.node, file.is_key) {
                     (None, false) => {

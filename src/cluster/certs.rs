@@ -270,6 +270,8 @@ pub enum GenCertsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot use the CA: {0}")]
+    Ca(String),
     #[error("cannot make a certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
 }
@@ -336,8 +338,12 @@ pub fn planned_files(dir: &Path, nodes: &[String]) -> Vec<GeneratedFile> {
 /// `ringmq gen-certs DIR --nodes ...`: a CA (`ca.pem`, `ca.key`) and, per
 /// node, a certificate `<node>.pem` (subjectAltName the node's host,
 /// signed by the CA) and its key `<node>.key`. Keys are written 0600.
-/// Nothing is written when a name is bad or, without `force`, when any of
-/// the files exists.
+///
+/// A CA already in `dir` (both files, made by this command) is reused, so
+/// nodes can be added later; it is never replaced, even with `force` (a
+/// new CA would cut every existing node off: delete the files to make
+/// one). Nothing is written when a name is bad or, without `force`, when a
+/// node's file exists.
 pub fn generate(
     dir: &Path,
     nodes: &[String],
@@ -354,7 +360,23 @@ pub fn generate(
             return Err(GenCertsError::DuplicateNode(node.clone()));
         }
     }
-    let files = planned_files(dir, nodes);
+    let mut files = planned_files(dir, nodes);
+    let (ca_cert_path, ca_key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
+    let existing_ca = match (ca_cert_path.exists(), ca_key_path.exists()) {
+        (true, true) => Some(read_ca(&ca_cert_path, &ca_key_path)?),
+        (false, false) => None,
+        // Half a CA: never guess which half is wrong.
+        (true, false) | (false, true) => {
+            return Err(GenCertsError::Ca(format!(
+                "{} and {} must both exist (to add nodes) or neither (to make a CA);                  move the one there away",
+                ca_cert_path.display(),
+                ca_key_path.display()
+            )))
+        }
+    };
+    if existing_ca.is_some() {
+        files.retain(|f| f.node.is_some());
+    }
     if !force {
         let existing: Vec<PathBuf> = files
             .iter()
@@ -367,28 +389,51 @@ pub fn generate(
     }
     // Everything is made before anything is written.
     let now = SystemTime::now();
-    let ca_key = rcgen::KeyPair::generate()?;
-    let mut ca_params = rcgen::CertificateParams::default();
-    ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "ringmq");
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ringmq cluster CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    validity(&mut ca_params, now);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let mut contents = vec![ca_cert.pem(), ca_key.serialize_pem()];
+    let mut contents = Vec::new();
+    let (ca_cert, ca_key, ca_der) = match existing_ca {
+        Some((ca_key, ca_der)) => {
+            // The same subject and key as the CA in `ca.pem`, so what it
+            // signs chains to that file (checked below).
+            let ca_cert = ca_params(now).self_signed(&ca_key)?;
+            (ca_cert, ca_key, ca_der)
+        }
+        None => {
+            let ca_key = rcgen::KeyPair::generate()?;
+            let ca_cert = ca_params(now).self_signed(&ca_key)?;
+            contents.push(ca_cert.pem());
+            contents.push(ca_key.serialize_pem());
+            let ca_der = ca_cert.der().clone();
+            (ca_cert, ca_key, ca_der)
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca_der)
+        .map_err(|e| GenCertsError::Ca(format!("{}: {e}", ca_cert_path.display())))?;
+    let provider = provider();
     for node in nodes {
         let host = node_host(node).expect("checked above");
         let key = rcgen::KeyPair::generate()?;
         let cert = node_params(node, host, now)?.signed_by(&key, &ca_cert, &ca_key)?;
+        let parsed = ParsedCertificate::try_from(cert.der()).map_err(|e| {
+            GenCertsError::Ca(format!(
+                "the certificate made for {node} does not parse: {e}"
+            ))
+        })?;
+        verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &roots,
+            &[],
+            UnixTime::now(),
+            provider.signature_verification_algorithms.all,
+        )
+        .map_err(|e| {
+            GenCertsError::Ca(format!(
+                "{} was not made by ringmq gen-certs (a certificate signed with its key does \
+                 not chain to it: {e}); use another directory",
+                ca_cert_path.display()
+            ))
+        })?;
         contents.push(cert.pem());
         contents.push(key.serialize_pem());
     }
@@ -405,6 +450,52 @@ pub fn generate(
         })?;
     }
     Ok(files)
+}
+
+/// The CA's parameters: a fixed subject, so a CA read back from `ca.key`
+/// signs certificates that chain to the `ca.pem` made with it.
+fn ca_params(now: SystemTime) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "ringmq");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ringmq cluster CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, now);
+    params
+}
+
+/// An existing CA: its key, and its certificate as written.
+fn read_ca(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(rcgen::KeyPair, CertificateDer<'static>), GenCertsError> {
+    let ca_error =
+        |path: &Path, what: String| GenCertsError::Ca(format!("{}: {what}", path.display()));
+    let key_pem = std::fs::read_to_string(key_path)
+        .map_err(|e| ca_error(key_path, format!("cannot read it: {e}")))?;
+    let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| {
+        ca_error(
+            key_path,
+            format!("not a PEM private key rcgen can use: {e}"),
+        )
+    })?;
+    let certs = read_certs(cert_path, "cacertfile").map_err(|e| ca_error(cert_path, e.message))?;
+    Ok((
+        key,
+        certs
+            .into_iter()
+            .next()
+            .expect("read_certs returns at least one"),
+    ))
 }
 
 fn write_file(path: &Path, text: &str, is_key: bool, force: bool) -> std::io::Result<()> {
@@ -499,15 +590,47 @@ mod tests {
         let dir = temp_dir("force");
         let nodes = vec!["a@10.0.0.1".to_string()];
         generate(&dir, &nodes, false).unwrap();
-        let before = std::fs::read(dir.join(CA_KEY_FILE)).unwrap();
+        let ca_before = std::fs::read(dir.join(CA_KEY_FILE)).unwrap();
+        let key_before = std::fs::read(dir.join("a@10.0.0.1.key")).unwrap();
         match generate(&dir, &nodes, false) {
-            Err(GenCertsError::Exists(paths)) => assert_eq!(paths.len(), 4),
+            Err(GenCertsError::Exists(paths)) => assert_eq!(paths.len(), 2, "{paths:?}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(std::fs::read(dir.join(CA_KEY_FILE)).unwrap(), before);
-        generate(&dir, &nodes, true).unwrap();
-        assert_ne!(std::fs::read(dir.join(CA_KEY_FILE)).unwrap(), before);
+        assert_eq!(
+            std::fs::read(dir.join("a@10.0.0.1.key")).unwrap(),
+            key_before
+        );
+        let written = generate(&dir, &nodes, true).unwrap();
+        assert_eq!(written.len(), 2, "the CA is reused, not rewritten");
+        assert_ne!(
+            std::fs::read(dir.join("a@10.0.0.1.key")).unwrap(),
+            key_before
+        );
+        assert_eq!(std::fs::read(dir.join(CA_KEY_FILE)).unwrap(), ca_before);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_node_added_later_chains_to_the_existing_ca() {
+        let dir = temp_dir("add");
+        generate(&dir, &["a@127.0.0.1".to_string()], false).unwrap();
+        let ca = std::fs::read(dir.join(CA_CERT_FILE)).unwrap();
+        generate(&dir, &["b@127.0.0.2".to_string()], false).unwrap();
+        assert_eq!(std::fs::read(dir.join(CA_CERT_FILE)).unwrap(), ca);
+        load_node(&dir, "a@127.0.0.1", "127.0.0.1").unwrap();
+        load_node(&dir, "b@127.0.0.2", "127.0.0.2").unwrap();
+        // Half a CA is refused, as is a CA of another origin.
+        std::fs::remove_file(dir.join(CA_KEY_FILE)).unwrap();
+        let e = generate(&dir, &["c@127.0.0.3".to_string()], false).unwrap_err();
+        assert!(e.to_string().contains("must both exist"), "{e}");
+        let other = temp_dir("other");
+        generate(&other, &["x@127.0.0.1".to_string()], false).unwrap();
+        std::fs::copy(other.join(CA_KEY_FILE), dir.join(CA_KEY_FILE)).unwrap();
+        let e = generate(&dir, &["c@127.0.0.3".to_string()], false).unwrap_err();
+        assert!(e.to_string().contains("does not chain to it"), "{e}");
+        assert!(!dir.join("c@127.0.0.3.pem").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&other).unwrap();
     }
 
     #[test]
