@@ -272,19 +272,7 @@ fn gen_certs(
                 );
             }
             for file in &files {
-                let what = match (&file.node, file.is_key) {
-                    (None, false) => {
-                        "CA certificate (cluster.ssl_options.cacertfile on every node)".to_string()
-                    }
-                    (None, true) => "CA private key (keep it off the nodes)".to_string(),
-                    (Some(node), false) => {
-                        format!("certificate of {node} (its cluster.ssl_options.certfile)")
-                    }
-                    (Some(node), true) => {
-                        format!("private key of {node} (its cluster.ssl_options.keyfile)")
-                    }
-                };
-                println!("{}  {what}", file.path.display());
+                println!("{file}");
             }
             ExitCode::SUCCESS
         }
