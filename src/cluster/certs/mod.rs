@@ -73,11 +73,11 @@ fn file_error(field: &'static str, message: impl Into<String>) -> CertFileError 
 
 // ring, not aws-lc-rs, as for the TLS listeners (src/transport/tls.rs).
 #[allow(deprecated)]
-pub(super) fn provider() -> rustls::crypto::CryptoProvider {
+fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-pub(super) fn read_certs(
+fn read_certs(
     path: &Path,
     field: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, CertFileError> {
@@ -206,7 +206,7 @@ pub fn load(files: &ClusterTlsFiles<'_>) -> Result<ClusterTls, CertFileError> {
 const VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
 
-pub(super) fn validity(params: &mut rcgen::CertificateParams, now: SystemTime) {
+fn validity(params: &mut rcgen::CertificateParams, now: SystemTime) {
     let secs = |t: SystemTime| {
         let secs = t
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -222,7 +222,7 @@ pub(super) fn validity(params: &mut rcgen::CertificateParams, now: SystemTime) {
 /// Parameters of a node certificate: CN the node name, subjectAltName its
 /// host (an IP address or a DNS name), usable as TLS server and client
 /// (every node is both on its QUIC links).
-pub(super) fn node_params(
+fn node_params(
     node_name: &str,
     host: &str,
     now: SystemTime,
