@@ -114,6 +114,18 @@ pub const RETAINED_MESSAGES_MAX: u32 = 10_000_000;
 /// `name@host` fits easily in a DNS name's 255 bytes.
 pub const NODE_NAME_LEN_MAX_BYTES: usize = 255;
 
+/// `node.cookie`: a shared secret compared at every cluster handshake; long
+/// enough for any generated secret, short enough for one frame field.
+pub const NODE_COOKIE_LEN_MAX_BYTES: usize = 255;
+/// `cluster.name`: sent in every cluster handshake and refused on mismatch.
+pub const CLUSTER_NAME_LEN_MAX_BYTES: usize = 64;
+/// Addresses one of `cluster.static.seeds` or `cluster.core_nodes` may
+/// list: each is dialled at start, so the list bounds the start's work.
+pub const CLUSTER_ADDRESSES_MAX: usize = 256;
+/// Host names in cluster addresses and `cluster.dns.name`: a DNS name is
+/// at most 253 bytes.
+pub const CLUSTER_HOST_LEN_MAX_BYTES: usize = 253;
+
 // ---------------------------------------------------------------- I/O and shard mesh
 
 /// Depth of each cross-shard message queue. A full queue makes the sender

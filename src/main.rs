@@ -44,11 +44,12 @@ fn release_free_memory() {
 struct Args {
     /// TOML configuration file (see ringmq.example.toml). Every key can also be
     /// set with RINGMQ_<SECTION>__<KEY> environment variables.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+    /// Without a command: run the broker.
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -57,6 +58,20 @@ struct Args {
 enum Command {
     /// Operate a running node through its admin API (`ringmq ctl cluster status`).
     Ctl(ringmq::ctl::CtlArgs),
+    /// Write a CA (ca.pem, ca.key) and a certificate and key per node
+    /// (<node name>.pem, <node name>.key, subjectAltName the node's host)
+    /// for a first cluster's cluster.ssl_options.
+    GenCerts {
+        /// Directory to write to (made if missing).
+        dir: PathBuf,
+        /// Node names, name@host, comma-separated. Default: node.name of
+        /// the configuration (--config and RINGMQ_ variables).
+        #[arg(long, value_delimiter = ',', value_name = "NAME@HOST,...")]
+        nodes: Vec<String>,
+        /// Replace files that exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,10 +87,16 @@ fn main() -> ExitCode {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let args = Args::parse();
-    if let Some(Command::Ctl(mut ctl)) = args.command {
-        // `ringmq --config F ctl ...` reads F too.
-        ctl.config = ctl.config.or(args.config);
-        return ringmq::ctl::run(ctl);
+    match args.command {
+        Some(Command::Ctl(mut ctl)) => {
+            // `--config` is global: before or after `ctl`.
+            ctl.config = args.config;
+            return ringmq::ctl::run(ctl);
+        }
+        Some(Command::GenCerts { dir, nodes, force }) => {
+            return gen_certs(args.config.as_deref(), &dir, &nodes, force);
+        }
+        None => {}
     }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
@@ -89,6 +110,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config);
+    if config.cluster.is_clustered() && config.node.has_default_cookie() {
+        tracing::warn!(
+            cookie = %config.node.cookie,
+            "this clustered node uses the default cookie: any node that knows ringmq's default \
+             can join; set node.cookie to a secret shared by the cluster's nodes"
+        );
+    }
 
     // Read the affinity mask before any thread is pinned.
     let cpus = match config.shard_cpus() {
@@ -226,6 +254,46 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("ringmq: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `ringmq gen-certs`: certificates for a first cluster. Without
+/// `--nodes`, the certificate is for this configuration's `node.name`.
+fn gen_certs(
+    config: Option<&std::path::Path>,
+    dir: &std::path::Path,
+    nodes: &[String],
+    force: bool,
+) -> ExitCode {
+    let nodes = if nodes.is_empty() {
+        match Config::load(config) {
+            Ok(c) => vec![c.node.name],
+            Err(e) => {
+                eprintln!("ringmq: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        nodes.to_vec()
+    };
+    match ringmq::cluster::certs::generate(dir, &nodes, force) {
+        Ok(files) => {
+            if files.iter().all(|f| f.node.is_some()) {
+                let ca = dir.join(ringmq::cluster::certs::CA_CERT_FILE);
+                println!(
+                    "{}  existing CA, reused: it signed the certificates below",
+                    ca.display()
+                );
+            }
+            for file in &files {
+                println!("{file}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringmq gen-certs: {e}");
+            ExitCode::from(2)
         }
     }
 }

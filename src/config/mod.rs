@@ -13,6 +13,7 @@
 mod affinity;
 mod api;
 mod authorization;
+mod cluster;
 mod error;
 mod listener_plan;
 mod listeners;
@@ -28,6 +29,11 @@ mod tests;
 
 pub use api::{ApiConfig, PrometheusConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME};
 pub use authorization::{AuthorizationConfig, AuthorizationRuleConfig};
+pub use cluster::is_host_name;
+pub use cluster::{
+    ClusterConfig, ClusterSslOptionsConfig, DiscoveryStrategy, DnsDiscoveryConfig, DnsRecordType,
+    HostPort, StaticDiscoveryConfig,
+};
 pub use error::{ConfigError, Origin};
 pub use listener_plan::ListenerPlan;
 pub use listeners::{
@@ -36,7 +42,7 @@ pub use listeners::{
 };
 pub use log::{LogConfig, LogLevel};
 pub use mqtt::MqttConfig;
-pub use node::NodeConfig;
+pub use node::{NodeConfig, NodeRole, DEFAULT_NODE_COOKIE};
 pub use redirection::{FieldError, RedirectServerConfig, ServerRedirectionConfig};
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
 pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
@@ -60,6 +66,7 @@ pub struct Config {
     pub server_redirection: ServerRedirectionConfig,
     pub api: ApiConfig,
     pub prometheus: PrometheusConfig,
+    pub cluster: ClusterConfig,
     /// Which file or env var set each key, so checks made after loading
     /// (`shard_cpus`) can still say where a bad value came from.
     #[serde(skip)]
@@ -70,6 +77,7 @@ impl PartialEq for Config {
     // Equal settings are equal configs, wherever they came from.
     fn eq(&self, other: &Self) -> bool {
         self.node == other.node
+            && self.cluster == other.cluster
             && self.listeners == other.listeners
             && self.mqtt == other.mqtt
             && self.log == other.log
@@ -187,6 +195,7 @@ impl Config {
             }
         }
         self.authz()?;
+        self.validate_cluster()?;
         if let Err(e) = self.server_redirection.validate() {
             let key = format!("server_redirection.{}", e.field);
             // Array items are recorded under the array's key.

@@ -2,7 +2,7 @@
 
 use super::value;
 use crate::limits;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::path::PathBuf;
 
 /// `[node]`: identity and placement of this broker process.
@@ -35,6 +35,63 @@ pub struct NodeConfig {
     /// `limits::IDLE_POLL_DEFAULT_US`.
     #[serde(deserialize_with = "de_idle_poll_us")]
     pub idle_poll_us: u32,
+    /// `node.cookie`: the cluster's shared secret; a node with another
+    /// cookie is refused at the handshake. Default
+    /// [`DEFAULT_NODE_COOKIE`], which a clustered node warns about at start
+    /// (EMQX's default is `emqxsecretcookie`, with the same advice).
+    #[serde(deserialize_with = "de_cookie")]
+    pub cookie: String,
+    /// `node.role`: `core` (holds cluster-wide coordination state, such as
+    /// the home of a client id) or `replicant` (serves clients, never holds
+    /// coordination state; joins `cluster.core_nodes` or the discovered
+    /// nodes). Default `core`.
+    #[serde(deserialize_with = "de_role", serialize_with = "ser_role")]
+    pub role: NodeRole,
+}
+
+/// The default `node.cookie`. Running a cluster with it lets anyone who
+/// knows ringmq join it, so a clustered node warns at start.
+pub const DEFAULT_NODE_COOKIE: &str = "ringmqsecretcookie";
+
+/// `node.role`: what a node does in a cluster (docs/clustering.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeRole {
+    /// Holds cluster-wide coordination state (client-id homes).
+    Core,
+    /// Serves clients and routes; asks core nodes for coordination.
+    Replicant,
+}
+
+impl NodeRole {
+    pub const ALL: [NodeRole; 2] = [NodeRole::Core, NodeRole::Replicant];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Core => "core",
+            NodeRole::Replicant => "replicant",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<NodeRole> {
+        NodeRole::ALL
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl NodeConfig {
+    /// The host part of `node.name` (after the `@`), brackets of an IPv6
+    /// literal removed: where other nodes and clients reach this node, and
+    /// the name a cluster certificate must carry.
+    pub fn host(&self) -> &str {
+        let host = self.name.split_once('@').map_or("", |(_, host)| host);
+        crate::admission::strip_brackets(host)
+    }
+
+    /// Whether `node.cookie` is the built-in default.
+    pub fn has_default_cookie(&self) -> bool {
+        self.cookie == DEFAULT_NODE_COOKIE
+    }
 }
 
 impl Default for NodeConfig {
@@ -44,6 +101,8 @@ impl Default for NodeConfig {
             shards: None,
             data_dir: PathBuf::from("data"),
             idle_poll_us: limits::IDLE_POLL_DEFAULT_US,
+            cookie: DEFAULT_NODE_COOKIE.to_string(),
+            role: NodeRole::Core,
         }
     }
 }
@@ -79,4 +138,24 @@ fn de_idle_poll_us<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 fn de_data_dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     value::string_matching(d, "a non-empty directory path", |s| !s.trim().is_empty())
         .map(PathBuf::from)
+}
+
+fn de_cookie<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let allowed = format!(
+        "a non-empty string of at most {} bytes without spaces or control characters",
+        limits::NODE_COOKIE_LEN_MAX_BYTES
+    );
+    value::string_matching(d, &allowed, |s| {
+        !s.is_empty()
+            && s.len() <= limits::NODE_COOKIE_LEN_MAX_BYTES
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
+}
+
+fn de_role<'de, D: Deserializer<'de>>(d: D) -> Result<NodeRole, D::Error> {
+    value::one_of(d, &NodeRole::ALL.map(NodeRole::as_str), NodeRole::parse)
+}
+
+fn ser_role<S: Serializer>(role: &NodeRole, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.as_str())
 }

@@ -138,14 +138,14 @@ impl Provenance {
 }
 
 /// A figment error path as a dotted key. Array items, which figment names
-/// by their index, are shown as `rules[0]`: only `[authorization]` and
-/// `[server_redirection]` have arrays, and they have no maps with
-/// operator-chosen names that could be numbers (`listeners.tcp.0` is a
-/// listener named "0").
+/// by their index, are shown as `rules[0]`: only `[authorization]`,
+/// `[server_redirection]` and `[cluster]` have arrays, and they have no
+/// maps with operator-chosen names that could be numbers
+/// (`listeners.tcp.0` is a listener named "0").
 fn display_key(path: &[String]) -> String {
-    let in_arrays = path
-        .first()
-        .is_some_and(|section| section == "authorization" || section == "server_redirection");
+    let in_arrays = path.first().is_some_and(|section| {
+        section == "authorization" || section == "server_redirection" || section == "cluster"
+    });
     let mut key = String::new();
     for segment in path {
         let is_index = !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit());

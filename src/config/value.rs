@@ -452,3 +452,75 @@ pub(crate) fn table_array_or_indexed<'de, D: Deserializer<'de>, T: serde::Deseri
         item: std::marker::PhantomData,
     })
 }
+
+/// Visits a list of strings in any of its spellings: a TOML array, a table
+/// keyed by index (`RINGMQ_..__SEEDS__0`), or one string of items
+/// separated by commas, optionally in brackets with quoted items
+/// (`RINGMQ_..__SEEDS="a:1,b:2"` or `'["a:1", "b:2"]'`, as EMQX's
+/// environment takes arrays). An empty string is an empty list, so the
+/// environment can clear a list the file set.
+struct StringListVisitor<'a> {
+    allowed: &'a str,
+}
+
+impl<'de> Visitor<'de> for StringListVisitor<'_> {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.allowed)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+        let trimmed = text.trim();
+        let inner = trimmed
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(trimmed)
+            .trim();
+        if inner.is_empty() {
+            return Ok(Vec::new());
+        }
+        inner
+            .split(',')
+            .map(|item| {
+                let item = item.trim();
+                let unquoted = item
+                    .strip_prefix('"')
+                    .and_then(|i| i.strip_suffix('"'))
+                    .unwrap_or(item);
+                if unquoted.is_empty() {
+                    Err(E::invalid_value(Unexpected::Str(text), &self.allowed))
+                } else {
+                    Ok(unquoted.to_string())
+                }
+            })
+            .collect()
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<String>, A::Error> {
+        let items: Vec<StrictString> = SeqVisitor {
+            allowed: self.allowed,
+            item: std::marker::PhantomData,
+        }
+        .visit_seq(seq)?;
+        Ok(items.into_iter().map(|s| s.0).collect())
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Vec<String>, A::Error> {
+        let items: Vec<StrictString> = IndexedVisitor {
+            allowed: self.allowed,
+            item: std::marker::PhantomData,
+        }
+        .visit_map(map)?;
+        Ok(items.into_iter().map(|s| s.0).collect())
+    }
+}
+
+/// Reads a list of strings from an array, an indexed table or a
+/// comma-separated string (see `StringListVisitor`).
+pub(crate) fn string_list<'de, D: Deserializer<'de>>(
+    d: D,
+    allowed: &str,
+) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(StringListVisitor { allowed })
+}

@@ -32,7 +32,9 @@ pub struct CtlArgs {
     /// The node's TOML configuration file: the admin API's address
     /// (api.bind) and credentials (api.username, api.password) are read
     /// from it and the RINGMQ_* environment, as the node reads them.
-    #[arg(short, long, value_name = "FILE")]
+    /// Given as the binary's global `--config` (before or after `ctl`);
+    /// `main` sets it.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: CtlCommand,

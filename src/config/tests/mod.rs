@@ -52,6 +52,7 @@ fn env_name(key: &str) -> String {
 }
 
 mod authorization;
+mod cluster;
 mod coverage;
 mod errors;
 mod loading;

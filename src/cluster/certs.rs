@@ -1,1 +1,0 @@
-//! CA and node certificates for a first cluster (see `super`).
