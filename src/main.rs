@@ -337,22 +337,24 @@ fn start_admin(
             "the admin API uses the default credentials: set api.username and api.password"
         );
     }
-    let state = Arc::new(AdminState::new(
-        config.node.name.clone(),
-        &api.username,
-        &api.password,
-        config.server_redirection.clone(),
-        admission.clone(),
-        node.clone(),
-        config.prometheus.enable_basic_auth,
-    )
-    .with_cluster(admin::ClusterAdmin {
-        name: config.cluster.name.clone(),
-        discovery_strategy: config.cluster.discovery_strategy.as_str().to_string(),
-        role: config.node.role.as_str().to_string(),
-        // The cluster thread (issue 13) is not started by the node yet.
-        control: None,
-    }));
+    let state = Arc::new(
+        AdminState::new(
+            config.node.name.clone(),
+            &api.username,
+            &api.password,
+            config.server_redirection.clone(),
+            admission.clone(),
+            node.clone(),
+            config.prometheus.enable_basic_auth,
+        )
+        .with_cluster(admin::ClusterAdmin {
+            name: config.cluster.name.clone(),
+            discovery_strategy: config.cluster.discovery_strategy.as_str().to_string(),
+            role: config.node.role.as_str().to_string(),
+            // The cluster thread (issue 13) is not started by the node yet.
+            control: None,
+        }),
+    );
     match admin::start(api, state) {
         Ok(()) => Ok(()),
         Err(e)
