@@ -1,0 +1,616 @@
+//! The cluster thread's loop: one task owns the peer links, foca and
+//! discovery; every other task (handshakes, stream readers, timers, the
+//! command queue) reports to it through one bounded inbox, so its state
+//! needs no lock. Only the member list and the counters are shared with
+//! the handles (`member::Shared`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use foca::{AccumulatingRuntime, Foca, Identity, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use quinn::{Connection, Endpoint, VarInt};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::discovery;
+use super::frame;
+use super::hello::Refusal;
+use super::link::{self, Failure, HandshakeCtx, Up, CLOSE_DUPLICATE, CLOSE_NORMAL, CLOSE_REFUSED};
+use super::member::{Member, MemberInfo, MemberState, PeerCounters, Shared};
+use super::settings::{Discovery, NetSettings};
+use super::{Command, NetEvent, Outgoing, StreamId};
+use crate::limits;
+use crate::router::location::NodeId;
+
+/// What the loop is told.
+pub enum Inner {
+    Command(Command),
+    Incoming(quinn::Incoming),
+    LinkUp(Box<Up>),
+    LinkFailed { addr: SocketAddr, failure: Failure },
+    LinkClosed { node: NodeId, stable_id: usize, failure: Failure },
+    Datagram { from: NodeId, data: Bytes },
+    Timer(Timer<Member>),
+    DiscoveryTick,
+    Resolved(Result<Vec<SocketAddr>, String>),
+}
+
+/// One authenticated peer link.
+struct Link {
+    conn: Connection,
+    /// The peer as its Hello described it.
+    member: Member,
+    /// Which node dialed: of two links between the same pair, both sides
+    /// keep the one dialed by the smaller `NodeId`.
+    dialer: NodeId,
+    control: mpsc::Sender<Bytes>,
+    /// Data streams by sending shard, opened on first use.
+    data: HashMap<u16, mpsc::Sender<Bytes>>,
+    counters: Arc<PeerCounters>,
+}
+
+type Swim = Foca<Member, PostcardCodec, SmallRng, NoCustomBroadcast>;
+
+pub struct Node {
+    settings: NetSettings,
+    me: Member,
+    endpoint: Endpoint,
+    client: quinn::ClientConfig,
+    ctx: Arc<HandshakeCtx>,
+    swim: Swim,
+    swim_io: AccumulatingRuntime<Member>,
+    links: HashMap<NodeId, Link>,
+    /// Addresses a dial is under way to (one at a time each).
+    dialing: HashSet<SocketAddr>,
+    /// Addresses that turned out to be this node (a seed list usually
+    /// holds every node, this one too).
+    self_addrs: HashSet<SocketAddr>,
+    /// Dialed addresses and the node that answered there.
+    known_addrs: HashMap<SocketAddr, NodeId>,
+    /// Members this node announced as up to the consumer.
+    up: HashMap<NodeId, Member>,
+    /// Manual discovery: QUIC addresses to rejoin after a restart.
+    remembered: BTreeSet<SocketAddr>,
+    /// After `leave`: no dialing, no discovery until the next `join`.
+    left: bool,
+    inbox: mpsc::Sender<Inner>,
+    events: mpsc::Sender<NetEvent>,
+    shared: Arc<Shared>,
+}
+
+/// The address peers dial to reach this node: `bind`, or with an
+/// unspecified bind address the host of the node name.
+pub fn advertised_quic_addr(settings: &NetSettings) -> SocketAddr {
+    if !settings.bind.ip().is_unspecified() {
+        return settings.bind;
+    }
+    match settings.host().parse() {
+        Ok(ip) => SocketAddr::new(ip, settings.bind.port()),
+        Err(_) => settings.bind,
+    }
+}
+
+fn swim_config(settings: &NetSettings) -> foca::Config {
+    let mut config = foca::Config::simple();
+    config.probe_period = settings.timing.probe_period;
+    config.probe_rtt = settings.timing.probe_rtt;
+    config.suspect_to_down_after = settings.timing.suspect_to_down;
+    config.num_indirect_probes = NonZeroUsize::new(3).expect("non-zero");
+    config.max_transmissions = NonZeroU8::new(10).expect("non-zero");
+    config.max_packet_size = NonZeroUsize::new(limits::CLUSTER_SWIM_PACKET_MAX_BYTES).expect("non-zero");
+    // A healed partition merges: members declared down are announced to
+    // now and then, and gossip spreads updates beside the probes.
+    config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: settings.timing.probe_period * 5,
+        num_members: NonZeroUsize::new(2).expect("non-zero"),
+    });
+    config.periodic_gossip = Some(foca::PeriodicParams {
+        frequency: settings.timing.probe_period / 5,
+        num_members: NonZeroUsize::new(3).expect("non-zero"),
+    });
+    config
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: NetSettings,
+        me: Member,
+        endpoint: Endpoint,
+        client: quinn::ClientConfig,
+        ctx: Arc<HandshakeCtx>,
+        inbox: mpsc::Sender<Inner>,
+        events: mpsc::Sender<NetEvent>,
+        shared: Arc<Shared>,
+    ) -> Node {
+        let rng = SmallRng::seed_from_u64(fastrand::u64(..));
+        let swim = Foca::new(me.clone(), swim_config(&settings), rng, PostcardCodec);
+        let remembered = match settings.discovery {
+            Discovery::Manual => discovery::load_peers(&discovery::peers_file(&settings.data_dir)),
+            _ => BTreeSet::new(),
+        };
+        let mut self_addrs = HashSet::new();
+        self_addrs.insert(settings.bind);
+        self_addrs.insert(me.quic_addr);
+        Node {
+            settings,
+            me,
+            endpoint,
+            client,
+            ctx,
+            swim,
+            swim_io: AccumulatingRuntime::new(),
+            links: HashMap::new(),
+            dialing: HashSet::new(),
+            self_addrs,
+            known_addrs: HashMap::new(),
+            up: HashMap::new(),
+            remembered,
+            left: false,
+            inbox,
+            events,
+            shared,
+        }
+    }
+
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Inner>) {
+        self.publish_members();
+        self.on_discovery_tick();
+        while let Some(msg) = inbox.recv().await {
+            match msg {
+                Inner::Command(cmd) => self.on_command(cmd),
+                Inner::Incoming(incoming) => {
+                    tokio::spawn(link::accept(incoming, self.ctx.clone(), self.inbox.clone()));
+                }
+                Inner::LinkUp(up) => self.on_link_up(*up),
+                Inner::LinkFailed { addr, failure } => self.on_link_failed(addr, failure),
+                Inner::LinkClosed { node, stable_id, failure } => self.on_link_closed(node, stable_id, failure),
+                Inner::Datagram { from, data } => {
+                    if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
+                        debug!("cluster: bad SWIM datagram from {from}: {e}");
+                    }
+                }
+                Inner::Timer(timer) => {
+                    if let Err(e) = self.swim.handle_timer(timer, &mut self.swim_io) {
+                        debug!("cluster: SWIM timer: {e}");
+                    }
+                }
+                Inner::DiscoveryTick => self.on_discovery_tick(),
+                Inner::Resolved(Ok(addrs)) => {
+                    for addr in addrs {
+                        self.dial_unless_linked(addr);
+                    }
+                }
+                Inner::Resolved(Err(e)) => warn!("cluster: DNS discovery failed: {e}"),
+            }
+            self.drain_swim();
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send(out) => self.send(out),
+            Command::Join(addr) => {
+                if self.left {
+                    self.left = false;
+                    let renewed = self.me.renew().expect("members always renew");
+                    self.me = renewed.clone();
+                    if let Err(e) = self.swim.change_identity(renewed, &mut self.swim_io) {
+                        warn!("cluster: rejoining after leave: {e}");
+                    }
+                }
+                info!("cluster: joining {addr}");
+                if matches!(self.settings.discovery, Discovery::Manual) {
+                    self.remember(addr);
+                }
+                self.dial(addr);
+            }
+            Command::Leave => {
+                info!("cluster: leaving the cluster");
+                self.left = true;
+                if let Err(e) = self.swim.leave_cluster(&mut self.swim_io) {
+                    warn!("cluster: leave: {e}");
+                }
+                self.remembered.clear();
+                self.save_remembered();
+                self.drain_swim();
+                // Let the leave datagrams go before the links close.
+                let conns: Vec<Connection> = self.links.values().map(|l| l.conn.clone()).collect();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    for conn in conns {
+                        conn.close(VarInt::from_u32(CLOSE_NORMAL), b"left the cluster");
+                    }
+                });
+            }
+            Command::ForceLeave(node) => {
+                let target = self.swim.iter_membership_state().find(|m| m.id().node_id() == node).map(|m| m.id().clone());
+                match target {
+                    Some(id) => {
+                        info!("cluster: force-leave of {} ({node})", id.name);
+                        let down = foca::Member::new(id.clone(), self.swim_incarnation(&id), foca::State::Down);
+                        if let Err(e) = self.swim.apply_many(std::iter::once(down), true, &mut self.swim_io) {
+                            warn!("cluster: force-leave: {e}");
+                        }
+                        self.remembered.remove(&id.quic_addr);
+                        self.save_remembered();
+                    }
+                    None => warn!("cluster: force-leave of {node}: not a member"),
+                }
+                if let Some(link) = self.links.remove(&node) {
+                    link.conn.close(VarInt::from_u32(CLOSE_NORMAL), b"forced to leave");
+                }
+            }
+            Command::Freeze => {
+                warn!("cluster: thread frozen (fault injection): no more answers");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+        }
+    }
+
+    fn swim_incarnation(&self, id: &Member) -> foca::Incarnation {
+        self.swim.iter_membership_state().find(|m| m.id() == id).map_or(0, |m| m.incarnation())
+    }
+
+    fn send(&mut self, out: Outgoing) {
+        let Some(link) = self.links.get_mut(&out.node) else {
+            PeerCounters::add(&self.shared.counters(out.node).drops_no_link, 1);
+            return;
+        };
+        if out.body.len() > limits::CLUSTER_FRAME_LEN_MAX_BYTES as usize || out.kind < frame::LOGIC_KIND_MIN {
+            error!("cluster: frame of kind {} and {} bytes cannot be sent (bug)", out.kind, out.body.len());
+            return;
+        }
+        let bytes = frame::encode(out.kind, &out.body);
+        let queue = match out.stream {
+            StreamId::Control => &link.control,
+            StreamId::Data { shard } => link.data.entry(shard).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(limits::CLUSTER_STREAM_QUEUE_MAX);
+                tokio::spawn(link::write_stream(link.conn.clone(), None, shard, rx, link.counters.clone()));
+                tx
+            }),
+        };
+        match queue.try_send(bytes) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => PeerCounters::add(&link.counters.drops_queue_full, 1),
+            Err(mpsc::error::TrySendError::Closed(_)) => PeerCounters::add(&link.counters.drops_no_link, 1),
+        }
+    }
+
+    fn dial(&mut self, addr: SocketAddr) {
+        if self.self_addrs.contains(&addr) || !self.dialing.insert(addr) {
+            return;
+        }
+        tokio::spawn(link::dial(self.endpoint.clone(), self.client.clone(), addr, self.ctx.clone(), self.inbox.clone()));
+    }
+
+    fn dial_unless_linked(&mut self, addr: SocketAddr) {
+        let linked = self.known_addrs.get(&addr).is_some_and(|n| self.links.contains_key(n))
+            || self.links.values().any(|l| l.member.quic_addr == addr);
+        if !linked {
+            self.dial(addr);
+        }
+    }
+
+    fn on_discovery_tick(&mut self) {
+        let interval = self.settings.timing.discovery_interval;
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(interval).await;
+            let _ = inbox.send(Inner::DiscoveryTick).await;
+        });
+        if self.left {
+            return;
+        }
+        match &self.settings.discovery {
+            Discovery::Singleton => {}
+            Discovery::Manual => {
+                for addr in self.remembered.clone() {
+                    self.dial_unless_linked(addr);
+                }
+            }
+            Discovery::Static(seeds) => {
+                for addr in seeds.clone() {
+                    self.dial_unless_linked(addr);
+                }
+            }
+            Discovery::Dns { name, record_type, port, nameserver } => {
+                let (name, record_type, port, nameserver) = (name.clone(), *record_type, *port, *nameserver);
+                let inbox = self.inbox.clone();
+                tokio::spawn(async move {
+                    let result = match discovery::resolver(nameserver) {
+                        Ok(r) => discovery::resolve(&r, &name, record_type, port).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = inbox.send(Inner::Resolved(result)).await;
+                });
+            }
+        }
+    }
+
+    fn on_link_up(&mut self, up: Up) {
+        self.dialing.remove(&up.addr);
+        let hello = &up.hello;
+        let node = NodeId(hello.node_id);
+        let member = Member {
+            node: hello.node_id,
+            name: hello.node_name.clone(),
+            role: hello.role,
+            quic_addr: hello.quic_addr,
+            mqtt_addr: hello.mqtt_addr,
+            boot_epoch_ms: hello.boot_epoch_ms,
+            renewal: 0,
+        };
+        // Two names with one id: refuse, naming both.
+        let clash = self
+            .links
+            .get(&node)
+            .map(|l| l.member.name.clone())
+            .or_else(|| self.swim.iter_membership_state().find(|m| m.id().node == node.0).map(|m| m.id().name.clone()))
+            .filter(|name| *name != member.name);
+        if let Some(other) = clash {
+            let reason = format!("node id collision: {:?} and {:?} both have id {node}; rename one", member.name, other);
+            warn!("cluster: refused link from {} ({}): {reason}", member.name, up.addr);
+            up.conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+            self.emit(NetEvent::Refused { addr: up.addr, reason });
+            return;
+        }
+        if up.dialed {
+            self.known_addrs.insert(up.addr, node);
+        }
+        let dialer = if up.dialed { self.me.node_id() } else { node };
+        if let Some(old) = self.links.get(&node) {
+            let keep_old = match old.member.boot_epoch_ms.cmp(&member.boot_epoch_ms) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                // Same incarnation, two links (both dialed at once): both
+                // sides keep the one the smaller id dialed.
+                std::cmp::Ordering::Equal => old.dialer != dialer && old.dialer == self.me.node_id().min(node),
+            };
+            if keep_old {
+                debug!("cluster: second link with {} closed", member.name);
+                up.conn.close(VarInt::from_u32(CLOSE_DUPLICATE), b"duplicate link");
+                return;
+            }
+            let old = self.links.remove(&node).expect("checked above");
+            old.conn.close(VarInt::from_u32(CLOSE_DUPLICATE), b"replaced by a newer link");
+        }
+        info!("cluster: linked with {} ({node}) at {}", member.name, up.addr);
+        let counters = self.shared.counters(node);
+        let (control_tx, control_rx) = mpsc::channel(limits::CLUSTER_STREAM_QUEUE_MAX);
+        let conn = up.conn;
+        tokio::spawn(link::write_stream(conn.clone(), Some(up.control_send), 0, control_rx, counters.clone()));
+        tokio::spawn(link::read_stream(
+            conn.clone(),
+            up.control_recv,
+            node,
+            Some(StreamId::Control),
+            counters.clone(),
+            self.events.clone(),
+        ));
+        tokio::spawn(link::accept_data_streams(conn.clone(), node, counters.clone(), self.events.clone()));
+        tokio::spawn(link::read_datagrams(conn.clone(), node, self.inbox.clone()));
+        tokio::spawn(link::watch(conn.clone(), node, self.inbox.clone()));
+        self.links.insert(
+            node,
+            Link {
+                conn,
+                member: member.clone(),
+                dialer,
+                control: control_tx,
+                data: HashMap::new(),
+                counters,
+            },
+        );
+        if !self.left {
+            if let Err(e) = self.swim.announce(member, &mut self.swim_io) {
+                debug!("cluster: announce: {e}");
+            }
+        }
+    }
+
+    fn on_link_failed(&mut self, addr: SocketAddr, failure: Failure) {
+        self.dialing.remove(&addr);
+        match failure {
+            Failure::WeRefused(Refusal::SelfLink) => {
+                self.self_addrs.insert(addr);
+            }
+            Failure::WeRefused(reason) => {
+                let reason = reason.to_string();
+                warn!("cluster: refused link with {addr}: {reason}");
+                self.emit(NetEvent::Refused { addr, reason });
+            }
+            Failure::TheyRefused(reason) => {
+                warn!("cluster: link with {addr} refused by the peer: {reason}");
+                self.emit(NetEvent::Refused { addr, reason });
+            }
+            Failure::Failed(reason) if reason.contains("a link to itself") => {
+                self.self_addrs.insert(addr);
+            }
+            Failure::Failed(reason) => debug!("cluster: no link with {addr}: {reason}"),
+        }
+    }
+
+    fn on_link_closed(&mut self, node: NodeId, stable_id: usize, failure: Failure) {
+        if self.links.get(&node).is_some_and(|l| l.conn.stable_id() == stable_id) {
+            let link = self.links.remove(&node).expect("checked above");
+            match failure {
+                Failure::TheyRefused(reason) => {
+                    warn!("cluster: link with {} refused by the peer: {reason}", link.member.name);
+                    self.emit(NetEvent::Refused { addr: link.member.quic_addr, reason });
+                }
+                other => info!("cluster: link with {} closed: {other:?}", link.member.name),
+            }
+        }
+    }
+
+    /// Carries out what foca asked for: datagrams, timers, notifications.
+    fn drain_swim(&mut self) {
+        while let Some((to, data)) = self.swim_io.to_send() {
+            match self.links.get(&to.node_id()) {
+                Some(link) => {
+                    if let Err(e) = link.conn.send_datagram(data) {
+                        debug!("cluster: SWIM datagram to {}: {e}", to.name);
+                    }
+                }
+                None if !self.left => {
+                    // No link yet (or any more): dial, and let SWIM count
+                    // this probe as unanswered if the peer is gone.
+                    self.dial(to.quic_addr);
+                }
+                None => {}
+            }
+        }
+        while let Some((after, timer)) = self.swim_io.to_schedule() {
+            let inbox = self.inbox.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = inbox.send(Inner::Timer(timer)).await;
+            });
+        }
+        let mut changed = false;
+        while let Some(note) = self.swim_io.to_notify() {
+            changed = true;
+            self.on_notification(note);
+        }
+        if changed {
+            self.publish_members();
+        }
+    }
+
+    fn on_notification(&mut self, note: OwnedNotification<Member>) {
+        match note {
+            OwnedNotification::MemberUp(m) => self.member_up(m),
+            OwnedNotification::MemberDown(m) => {
+                if self.up.get(&m.node_id()) == Some(&m) {
+                    self.member_down(&m);
+                }
+            }
+            OwnedNotification::Rename(old, new) => {
+                if self.up.get(&old.node_id()) == Some(&old) {
+                    self.member_down(&old);
+                    let alive = self.swim.iter_members().any(|m| *m.id() == new);
+                    if alive {
+                        self.member_up(new);
+                    }
+                }
+            }
+            OwnedNotification::Rejoin(me) => {
+                info!("cluster: this node was declared down while alive; rejoined as renewal {}", me.renewal);
+                self.me = me;
+            }
+            OwnedNotification::Defunct => warn!("cluster: this node was declared down"),
+            OwnedNotification::Idle => info!("cluster: no other member is up"),
+            OwnedNotification::Active => info!("cluster: joined"),
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
+    fn member_up(&mut self, m: Member) {
+        if self.up.get(&m.node_id()) == Some(&m) {
+            return;
+        }
+        if let Some(old) = self.up.get(&m.node_id()).cloned() {
+            self.member_down(&old);
+        }
+        info!("cluster: {} ({}) is up, epoch {}", m.name, m.node_id(), m.boot_epoch_ms);
+        if matches!(self.settings.discovery, Discovery::Manual) && !self.left {
+            self.remember(m.quic_addr);
+        }
+        self.emit(NetEvent::MemberUp {
+            node: m.node_id(),
+            name: m.name.clone(),
+            role: m.role,
+            mqtt_addr: m.mqtt_addr,
+            epoch: m.boot_epoch_ms,
+        });
+        self.up.insert(m.node_id(), m);
+    }
+
+    fn member_down(&mut self, m: &Member) {
+        self.up.remove(&m.node_id());
+        warn!("cluster: {} ({}) is down", m.name, m.node_id());
+        self.emit(NetEvent::MemberDown { node: m.node_id() });
+        // A link with a node declared down is of no use; if the node is
+        // in fact alive it renews its identity and the link is redialed.
+        if let Some(link) = self.links.remove(&m.node_id()) {
+            link.conn.close(VarInt::from_u32(CLOSE_NORMAL), b"declared down");
+        }
+    }
+
+    fn emit(&self, event: NetEvent) {
+        if self.events.try_send(event).is_err() {
+            PeerCounters::add(&self.shared.events_dropped, 1);
+            error!("cluster: event queue full, a membership event was dropped");
+        }
+    }
+
+    fn remember(&mut self, addr: SocketAddr) {
+        if self.self_addrs.contains(&addr) || self.remembered.len() >= limits::CLUSTER_PEERS_MAX {
+            return;
+        }
+        if self.remembered.insert(addr) {
+            self.save_remembered();
+        }
+    }
+
+    fn save_remembered(&self) {
+        if !matches!(self.settings.discovery, Discovery::Manual) {
+            return;
+        }
+        let path = discovery::peers_file(&self.settings.data_dir);
+        if let Err(e) = discovery::save_peers(&path, &self.remembered) {
+            warn!("cluster: cannot write {}: {e}", path.display());
+        }
+    }
+
+    fn publish_members(&self) {
+        let mut list = vec![MemberInfo {
+            node: self.me.node_id(),
+            name: self.me.name.clone(),
+            role: self.me.role,
+            state: if self.left { MemberState::Stopped } else { MemberState::Running },
+            mqtt_addr: self.me.mqtt_addr,
+            boot_epoch_ms: self.me.boot_epoch_ms,
+        }];
+        for m in self.swim.iter_membership_state() {
+            let id = m.id();
+            list.push(MemberInfo {
+                node: id.node_id(),
+                name: id.name.clone(),
+                role: id.role,
+                state: if m.state() != foca::State::Down { MemberState::Running } else { MemberState::Stopped },
+                mqtt_addr: id.mqtt_addr,
+                boot_epoch_ms: id.boot_epoch_ms,
+            });
+        }
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        *self.shared.members.lock().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+}
+
+/// Forwards incoming QUIC connections to the loop.
+pub async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<Inner>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if inbox.send(Inner::Incoming(incoming)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Forwards the handles' commands to the loop.
+pub async fn command_loop(mut commands: mpsc::Receiver<Command>, inbox: mpsc::Sender<Inner>) {
+    while let Some(cmd) = commands.recv().await {
+        if inbox.send(Inner::Command(cmd)).await.is_err() {
+            return;
+        }
+    }
+}
