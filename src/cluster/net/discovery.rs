@@ -45,7 +45,10 @@ pub fn save_peers(path: &Path, peers: &BTreeSet<SocketAddr>) -> io::Result<()> {
 
 /// Addresses of A/AAAA answers, each with the cluster port.
 pub fn addrs_from_ips(ips: impl IntoIterator<Item = IpAddr>, port: u16) -> Vec<SocketAddr> {
-    let set: BTreeSet<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    let set: BTreeSet<SocketAddr> = ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
     set.into_iter().take(limits::CLUSTER_PEERS_MAX).collect()
 }
 
@@ -62,7 +65,9 @@ pub fn addrs_from_srv(targets: &[(Vec<IpAddr>, u16)]) -> Vec<SocketAddr> {
 /// A resolver asking `nameserver`, or the system's (/etc/resolv.conf).
 /// No cache: names are re-resolved every discovery interval and must
 /// follow the records.
-pub fn resolver(nameserver: Option<SocketAddr>) -> Result<Resolver<TokioConnectionProvider>, String> {
+pub fn resolver(
+    nameserver: Option<SocketAddr>,
+) -> Result<Resolver<TokioConnectionProvider>, String> {
     let mut opts = ResolverOpts::default();
     opts.cache_size = 0;
     opts.attempts = 1;
@@ -116,10 +121,17 @@ mod tests {
 
     #[test]
     fn a_records_take_the_cluster_port_and_dedup() {
-        let ips: Vec<IpAddr> = vec!["127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        let ips: Vec<IpAddr> = vec![
+            "127.0.0.2".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+        ];
         assert_eq!(
             addrs_from_ips(ips, 4370),
-            vec!["127.0.0.1:4370".parse::<SocketAddr>().unwrap(), "127.0.0.2:4370".parse().unwrap()]
+            vec![
+                "127.0.0.1:4370".parse::<SocketAddr>().unwrap(),
+                "127.0.0.2:4370".parse().unwrap()
+            ]
         );
     }
 
@@ -129,7 +141,10 @@ mod tests {
         let targets = vec![(vec![a], 4371), (vec![a], 4372), (vec![], 1)];
         assert_eq!(
             addrs_from_srv(&targets),
-            vec!["10.0.0.1:4371".parse::<SocketAddr>().unwrap(), "10.0.0.1:4372".parse().unwrap()]
+            vec![
+                "10.0.0.1:4371".parse::<SocketAddr>().unwrap(),
+                "10.0.0.1:4372".parse().unwrap()
+            ]
         );
     }
 
@@ -138,7 +153,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ringmq-peers-{}", std::process::id()));
         let path = peers_file(&dir);
         assert!(load_peers(&path).is_empty());
-        let peers: BTreeSet<SocketAddr> = ["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()].into();
+        let peers: BTreeSet<SocketAddr> =
+            ["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()].into();
         save_peers(&path, &peers).unwrap();
         assert_eq!(load_peers(&path), peers);
         std::fs::write(&path, "127.0.0.1:1\nnot an address\n").unwrap();

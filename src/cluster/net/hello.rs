@@ -59,6 +59,8 @@ pub enum Refusal {
     CertName { node: String, host: String },
     #[error("{node} showed no certificate and fail_if_no_peer_cert is set")]
     NoCert { node: String },
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("malformed handshake: {0}")]
     Malformed(String),
     #[error("a link to itself")]
@@ -188,7 +190,10 @@ mod tests {
     fn each_mismatch_is_named() {
         let e = expect("secret", b"x1");
         let wrong_cookie = hello("b@h", "other", b"x1");
-        assert!(matches!(check(&e, &wrong_cookie), Err(Refusal::Cookie { .. })));
+        assert!(matches!(
+            check(&e, &wrong_cookie),
+            Err(Refusal::Cookie { .. })
+        ));
         // A proof made for another connection (exporter) does not pass.
         let replayed = hello("b@h", "secret", b"x2");
         assert!(matches!(check(&e, &replayed), Err(Refusal::Cookie { .. })));
@@ -202,7 +207,10 @@ mod tests {
         assert!(err.to_string().contains("\"c1\"") && err.to_string().contains("\"c2\""));
         let mut version = hello("b@h", "secret", b"x1");
         version.version = 99;
-        assert!(matches!(check(&e, &version), Err(Refusal::Version { theirs: 99 })));
+        assert!(matches!(
+            check(&e, &version),
+            Err(Refusal::Version { theirs: 99 })
+        ));
         let mut lying = hello("b@h", "secret", b"x1");
         lying.node_id ^= 1;
         assert!(matches!(check(&e, &lying), Err(Refusal::BadNodeId { .. })));

@@ -12,7 +12,9 @@ use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::frame::{self, FrameError, Header, HEADER_LEN_BYTES, KIND_DATA_OPEN, KIND_HELLO, LOGIC_KIND_MIN};
+use super::frame::{
+    self, FrameError, Header, HEADER_LEN_BYTES, KIND_DATA_OPEN, KIND_HELLO, LOGIC_KIND_MIN,
+};
 use super::hello::{self, Hello, Refusal};
 use super::member::PeerCounters;
 use super::node::Inner;
@@ -67,7 +69,9 @@ pub struct Up {
 /// apart so it can be reported as such.
 pub fn describe_close(err: &ConnectionError) -> Failure {
     match err {
-        ConnectionError::ApplicationClosed(close) if close.error_code == VarInt::from_u32(CLOSE_REFUSED) => {
+        ConnectionError::ApplicationClosed(close)
+            if close.error_code == VarInt::from_u32(CLOSE_REFUSED) =>
+        {
             Failure::TheyRefused(String::from_utf8_lossy(&close.reason).into_owned())
         }
         ConnectionError::ApplicationClosed(close) => Failure::Failed(format!(
@@ -94,7 +98,9 @@ pub async fn read_frame(recv: &mut RecvStream) -> Result<Option<(Header, Bytes)>
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(quinn::ReadExactError::FinishedEarly(n)) => {
-            return Err(ReadFailure::Truncated(format!("stream ended inside a frame header ({n} bytes)")))
+            return Err(ReadFailure::Truncated(format!(
+                "stream ended inside a frame header ({n} bytes)"
+            )))
         }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(ReadFailure::Stream(e.to_string())),
     }
@@ -121,7 +127,12 @@ pub enum ReadFailure {
 
 /// Runs the handshake on a fresh connection; on refusal closes it with the
 /// reason (so the peer logs it too).
-pub async fn handshake(conn: Connection, dialed: bool, addr: SocketAddr, ctx: Arc<HandshakeCtx>) -> Result<Up, Failure> {
+pub async fn handshake(
+    conn: Connection,
+    dialed: bool,
+    addr: SocketAddr,
+    ctx: Arc<HandshakeCtx>,
+) -> Result<Up, Failure> {
     let run = async {
         let mut exporter = [0u8; hello::EXPORTER_LEN_BYTES];
         conn.export_keying_material(&mut exporter, hello::EXPORTER_LABEL, b"")
@@ -132,15 +143,22 @@ pub async fn handshake(conn: Connection, dialed: bool, addr: SocketAddr, ctx: Ar
         let lost = |e: ConnectionError| describe_close(&e);
         let (mut send, mut recv) = if dialed {
             let (mut send, recv) = conn.open_bi().await.map_err(lost)?;
-            send.write_all(&mine).await.map_err(|e| Failure::Failed(e.to_string()))?;
+            send.write_all(&mine)
+                .await
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             (send, recv)
         } else {
             conn.accept_bi().await.map_err(lost)?
         };
         let theirs = match read_frame(&mut recv).await {
             Ok(Some((h, body))) if h.kind == KIND_HELLO => hello::decode(&body),
-            Ok(Some((h, _))) => Err(Refusal::Malformed(format!("first frame is kind {}, not a handshake", h.kind))),
-            Ok(None) => Err(Refusal::Malformed("control stream ended before the handshake".into())),
+            Ok(Some((h, _))) => Err(Refusal::Malformed(format!(
+                "first frame is kind {}, not a handshake",
+                h.kind
+            ))),
+            Ok(None) => Err(Refusal::Malformed(
+                "control stream ended before the handshake".into(),
+            )),
             Err(ReadFailure::Frame(e)) => Err(Refusal::Malformed(e.to_string())),
             Err(ReadFailure::Truncated(e)) => Err(Refusal::Malformed(e)),
             Err(ReadFailure::Stream(_)) => {
@@ -163,13 +181,19 @@ pub async fn handshake(conn: Connection, dialed: bool, addr: SocketAddr, ctx: Ar
         let theirs = match theirs {
             Ok(h) => h,
             Err(refusal) => {
-                let code = if refusal == Refusal::SelfLink { CLOSE_DUPLICATE } else { CLOSE_REFUSED };
+                let code = if refusal == Refusal::SelfLink {
+                    CLOSE_DUPLICATE
+                } else {
+                    CLOSE_REFUSED
+                };
                 conn.close(VarInt::from_u32(code), refusal.to_string().as_bytes());
                 return Err(Failure::WeRefused(refusal));
             }
         };
         if !dialed {
-            send.write_all(&mine).await.map_err(|e| Failure::Failed(e.to_string()))?;
+            send.write_all(&mine)
+                .await
+                .map_err(|e| Failure::Failed(e.to_string()))?;
         }
         Ok(Up {
             conn: conn.clone(),
@@ -213,16 +237,29 @@ fn check_cert(conn: &Connection, hello: &Hello, ctx: &HandshakeCtx) -> Result<()
 }
 
 /// Dials `addr` and runs the handshake; reports to the loop either way.
-pub async fn dial(endpoint: quinn::Endpoint, config: quinn::ClientConfig, addr: SocketAddr, ctx: Arc<HandshakeCtx>, inner: mpsc::Sender<Inner>) {
+pub async fn dial(
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    ctx: Arc<HandshakeCtx>,
+    inner: mpsc::Sender<Inner>,
+) {
     let connecting = match endpoint.connect_with(config, addr, tls::SERVER_NAME) {
         Ok(c) => c,
         Err(e) => {
-            let _ = inner.send(Inner::LinkFailed { addr, failure: Failure::Failed(e.to_string()) }).await;
+            let _ = inner
+                .send(Inner::LinkFailed {
+                    addr,
+                    failure: Failure::Failed(e.to_string()),
+                })
+                .await;
             return;
         }
     };
     let result = match tokio::time::timeout(ctx.timeout, connecting).await {
-        Err(_) => Err(Failure::Failed("no answer (QUIC handshake timed out)".into())),
+        Err(_) => Err(Failure::Failed(
+            "no answer (QUIC handshake timed out)".into(),
+        )),
         Ok(Err(e)) => Err(describe_close_or_tls(&e)),
         Ok(Ok(conn)) => handshake(conn, true, addr, ctx).await,
     };
@@ -252,7 +289,7 @@ pub async fn accept(incoming: quinn::Incoming, ctx: Arc<HandshakeCtx>, inner: mp
 /// certificate is from another CA) is a refusal by this node.
 fn describe_close_or_tls(err: &ConnectionError) -> Failure {
     match err {
-        ConnectionError::TransportError(e) => Failure::WeRefused(Refusal::Malformed(format!("TLS: {e}"))),
+        ConnectionError::TransportError(e) => Failure::WeRefused(Refusal::Tls(e.to_string())),
         other => describe_close(other),
     }
 }
@@ -271,24 +308,46 @@ pub async fn read_stream(
         let (header, body) = match read_frame(&mut recv).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
-            Err(ReadFailure::Stream(_)) => return,
-            Err(ReadFailure::Frame(e)) => return protocol_close(&conn, from, &counters, &e.to_string()),
+            Err(ReadFailure::Stream(e)) => return debug!("cluster: stream from {from} ended: {e}"),
+            Err(ReadFailure::Frame(e)) => {
+                return protocol_close(&conn, from, &counters, &e.to_string())
+            }
             Err(ReadFailure::Truncated(e)) => return protocol_close(&conn, from, &counters, &e),
         };
         PeerCounters::add(&counters.frames_received, 1);
-        PeerCounters::add(&counters.bytes_received, (HEADER_LEN_BYTES + body.len()) as u64);
+        PeerCounters::add(
+            &counters.bytes_received,
+            (HEADER_LEN_BYTES + body.len()) as u64,
+        );
         let Some(id) = stream else {
             // A data stream names its shard first.
             if header.kind != KIND_DATA_OPEN || body.len() != 2 {
-                return protocol_close(&conn, from, &counters, &format!("data stream opened with kind {}", header.kind));
+                return protocol_close(
+                    &conn,
+                    from,
+                    &counters,
+                    &format!("data stream opened with kind {}", header.kind),
+                );
             }
-            stream = Some(StreamId::Data { shard: u16::from_le_bytes([body[0], body[1]]) });
+            stream = Some(StreamId::Data {
+                shard: u16::from_le_bytes([body[0], body[1]]),
+            });
             continue;
         };
         if header.kind < LOGIC_KIND_MIN {
-            return protocol_close(&conn, from, &counters, &FrameError::UnexpectedKind(header.kind).to_string());
+            return protocol_close(
+                &conn,
+                from,
+                &counters,
+                &FrameError::UnexpectedKind(header.kind).to_string(),
+            );
         }
-        let event = NetEvent::PeerFrame { from, stream: id, kind: header.kind, body };
+        let event = NetEvent::PeerFrame {
+            from,
+            stream: id,
+            kind: header.kind,
+            body,
+        };
         if events.send(event).await.is_err() {
             return; // the consumer is gone: the node is stopping
         }
@@ -298,24 +357,50 @@ pub async fn read_stream(
 fn protocol_close(conn: &Connection, from: NodeId, counters: &PeerCounters, reason: &str) {
     warn!("cluster: closing the link with {from}: bad frame: {reason}");
     PeerCounters::add(&counters.malformed_frames, 1);
-    conn.close(VarInt::from_u32(CLOSE_PROTOCOL), format!("bad frame: {reason}").as_bytes());
+    conn.close(
+        VarInt::from_u32(CLOSE_PROTOCOL),
+        format!("bad frame: {reason}").as_bytes(),
+    );
 }
 
 /// Accepts the peer's data streams (one per sending shard).
-pub async fn accept_data_streams(conn: Connection, from: NodeId, counters: Arc<PeerCounters>, events: mpsc::Sender<NetEvent>) {
+pub async fn accept_data_streams(
+    conn: Connection,
+    from: NodeId,
+    counters: Arc<PeerCounters>,
+    events: mpsc::Sender<NetEvent>,
+) {
     while let Ok(recv) = conn.accept_uni().await {
-        tokio::spawn(read_stream(conn.clone(), recv, from, None, counters.clone(), events.clone()));
+        tokio::spawn(read_stream(
+            conn.clone(),
+            recv,
+            from,
+            None,
+            counters.clone(),
+            events.clone(),
+        ));
     }
 }
 
 /// Writes queued frames to one stream, in order. A data stream is opened
 /// when its first frame is queued, and starts by naming its shard.
-pub async fn write_stream(conn: Connection, send: Option<SendStream>, shard: u16, mut queue: mpsc::Receiver<Bytes>, counters: Arc<PeerCounters>) {
+pub async fn write_stream(
+    conn: Connection,
+    send: Option<SendStream>,
+    shard: u16,
+    mut queue: mpsc::Receiver<Bytes>,
+    counters: Arc<PeerCounters>,
+) {
     let mut send = match send {
         Some(s) => s,
         None => {
-            let Ok(mut s) = conn.open_uni().await else { return };
-            if s.write_all(&frame::encode(KIND_DATA_OPEN, &shard.to_le_bytes())).await.is_err() {
+            let Ok(mut s) = conn.open_uni().await else {
+                return;
+            };
+            if s.write_all(&frame::encode(KIND_DATA_OPEN, &shard.to_le_bytes()))
+                .await
+                .is_err()
+            {
                 return;
             }
             s
@@ -344,5 +429,11 @@ pub async fn read_datagrams(conn: Connection, from: NodeId, inner: mpsc::Sender<
 pub async fn watch(conn: Connection, node: NodeId, inner: mpsc::Sender<Inner>) {
     let err = conn.closed().await;
     let failure = describe_close(&err);
-    let _ = inner.send(Inner::LinkClosed { node, stable_id: conn.stable_id(), failure }).await;
+    let _ = inner
+        .send(Inner::LinkClosed {
+            node,
+            stable_id: conn.stable_id(),
+            failure,
+        })
+        .await;
 }

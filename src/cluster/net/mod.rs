@@ -29,6 +29,8 @@ mod tls;
 mod tests;
 #[cfg(test)]
 mod tests_dns;
+#[cfg(test)]
+mod tests_tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,7 +41,7 @@ use tokio::sync::mpsc;
 
 pub use frame::{FRAME_VERSION, LOGIC_KIND_MIN};
 pub use member::{MemberInfo, MemberState, PeerStats};
-pub use settings::{DnsRecordType, Discovery, NetSettings, Role, Timing, TlsMode};
+pub use settings::{Discovery, DnsRecordType, NetSettings, Role, Timing, TlsMode};
 
 use crate::limits;
 use crate::router::location::NodeId;
@@ -167,15 +169,21 @@ impl ClusterHandle {
     /// frame back. A frame for a peer without a link is dropped and
     /// counted (`PeerStats::drops_no_link`).
     pub fn try_send(&self, out: Outgoing) -> Result<(), Outgoing> {
-        self.commands.try_send(Command::Send(out)).map_err(|e| match e.into_inner() {
-            Command::Send(out) => out,
-            _ => unreachable!("only a Send was queued"),
-        })
+        self.commands
+            .try_send(Command::Send(out))
+            .map_err(|e| match e.into_inner() {
+                Command::Send(out) => out,
+                _ => unreachable!("only a Send was queued"),
+            })
     }
 
     /// This node and every member it knows, by name.
     pub fn members(&self) -> Vec<MemberInfo> {
-        self.shared.members.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counters of the link with `node` (zero if never linked).
@@ -194,7 +202,9 @@ impl ClusterHandle {
 
     /// Events dropped because the consumer did not keep up.
     pub fn events_dropped(&self) -> u64 {
-        self.shared.events_dropped.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .events_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn node(&self) -> NodeId {
@@ -249,7 +259,9 @@ pub fn start(settings: NetSettings) -> io::Result<(ClusterHandle, ClusterEvents)
         "the node id is derived from the node name"
     );
     let link_tls = tls::build(&settings)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let endpoint = {
         let _entered = runtime.enter();
         quinn::Endpoint::server(link_tls.server, settings.bind)
@@ -269,17 +281,34 @@ pub fn start(settings: NetSettings) -> io::Result<(ClusterHandle, ClusterEvents)
         },
         cookie: settings.cookie.clone(),
         check_cert_name: matches!(settings.tls, TlsMode::Ca { .. }),
-        require_cert: matches!(settings.tls, TlsMode::Ca { fail_if_no_peer_cert: true, .. }),
+        require_cert: matches!(
+            settings.tls,
+            TlsMode::Ca {
+                fail_if_no_peer_cert: true,
+                ..
+            }
+        ),
         timeout: settings.timing.handshake_timeout,
     });
     let (inbox_tx, inbox_rx) = mpsc::channel(limits::CLUSTER_COMMANDS_MAX);
-    let node = node::Node::new(settings, me, endpoint.clone(), link_tls.client, ctx, inbox_tx.clone(), events_tx, shared);
-    std::thread::Builder::new().name("ringmq-cluster".into()).spawn(move || {
-        runtime.block_on(async move {
-            tokio::spawn(node::accept_loop(endpoint, inbox_tx.clone()));
-            tokio::spawn(node::command_loop(commands_rx, inbox_tx));
-            node.run(inbox_rx).await;
-        });
-    })?;
+    let node = node::Node::new(
+        settings,
+        me,
+        endpoint.clone(),
+        link_tls.client,
+        ctx,
+        inbox_tx.clone(),
+        events_tx,
+        shared,
+    );
+    std::thread::Builder::new()
+        .name("ringmq-cluster".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::spawn(node::accept_loop(endpoint, inbox_tx.clone()));
+                tokio::spawn(node::command_loop(commands_rx, inbox_tx));
+                node.run(inbox_rx).await;
+            });
+        })?;
     Ok((handle, events))
 }

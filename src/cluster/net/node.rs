@@ -10,7 +10,9 @@ use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use foca::{AccumulatingRuntime, Foca, Identity, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use foca::{
+    AccumulatingRuntime, Foca, Identity, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
+};
 use quinn::{Connection, Endpoint, VarInt};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -32,9 +34,19 @@ pub enum Inner {
     Command(Command),
     Incoming(quinn::Incoming),
     LinkUp(Box<Up>),
-    LinkFailed { addr: SocketAddr, failure: Failure },
-    LinkClosed { node: NodeId, stable_id: usize, failure: Failure },
-    Datagram { from: NodeId, data: Bytes },
+    LinkFailed {
+        addr: SocketAddr,
+        failure: Failure,
+    },
+    LinkClosed {
+        node: NodeId,
+        stable_id: usize,
+        failure: Failure,
+    },
+    Datagram {
+        from: NodeId,
+        data: Bytes,
+    },
     Timer(Timer<Member>),
     DiscoveryTick,
     Resolved(Result<Vec<SocketAddr>, String>),
@@ -102,7 +114,8 @@ fn swim_config(settings: &NetSettings) -> foca::Config {
     config.suspect_to_down_after = settings.timing.suspect_to_down;
     config.num_indirect_probes = NonZeroUsize::new(3).expect("non-zero");
     config.max_transmissions = NonZeroU8::new(10).expect("non-zero");
-    config.max_packet_size = NonZeroUsize::new(limits::CLUSTER_SWIM_PACKET_MAX_BYTES).expect("non-zero");
+    config.max_packet_size =
+        NonZeroUsize::new(limits::CLUSTER_SWIM_PACKET_MAX_BYTES).expect("non-zero");
     // A healed partition merges: members declared down are announced to
     // now and then, and gossip spreads updates beside the probes.
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
@@ -169,7 +182,11 @@ impl Node {
                 }
                 Inner::LinkUp(up) => self.on_link_up(*up),
                 Inner::LinkFailed { addr, failure } => self.on_link_failed(addr, failure),
-                Inner::LinkClosed { node, stable_id, failure } => self.on_link_closed(node, stable_id, failure),
+                Inner::LinkClosed {
+                    node,
+                    stable_id,
+                    failure,
+                } => self.on_link_closed(node, stable_id, failure),
                 Inner::Datagram { from, data } => {
                     if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                         debug!("cluster: bad SWIM datagram from {from}: {e}");
@@ -205,9 +222,6 @@ impl Node {
                     }
                 }
                 info!("cluster: joining {addr}");
-                if matches!(self.settings.discovery, Discovery::Manual) {
-                    self.remember(addr);
-                }
                 self.dial(addr);
             }
             Command::Leave => {
@@ -229,12 +243,23 @@ impl Node {
                 });
             }
             Command::ForceLeave(node) => {
-                let target = self.swim.iter_membership_state().find(|m| m.id().node_id() == node).map(|m| m.id().clone());
+                let target = self
+                    .swim
+                    .iter_membership_state()
+                    .find(|m| m.id().node_id() == node)
+                    .map(|m| m.id().clone());
                 match target {
                     Some(id) => {
                         info!("cluster: force-leave of {} ({node})", id.name);
-                        let down = foca::Member::new(id.clone(), self.swim_incarnation(&id), foca::State::Down);
-                        if let Err(e) = self.swim.apply_many(std::iter::once(down), true, &mut self.swim_io) {
+                        let down = foca::Member::new(
+                            id.clone(),
+                            self.swim_incarnation(&id),
+                            foca::State::Down,
+                        );
+                        if let Err(e) =
+                            self.swim
+                                .apply_many(std::iter::once(down), true, &mut self.swim_io)
+                        {
                             warn!("cluster: force-leave: {e}");
                         }
                         self.remembered.remove(&id.quic_addr);
@@ -243,7 +268,8 @@ impl Node {
                     None => warn!("cluster: force-leave of {node}: not a member"),
                 }
                 if let Some(link) = self.links.remove(&node) {
-                    link.conn.close(VarInt::from_u32(CLOSE_NORMAL), b"forced to leave");
+                    link.conn
+                        .close(VarInt::from_u32(CLOSE_NORMAL), b"forced to leave");
                 }
             }
             Command::Freeze => {
@@ -256,7 +282,10 @@ impl Node {
     }
 
     fn swim_incarnation(&self, id: &Member) -> foca::Incarnation {
-        self.swim.iter_membership_state().find(|m| m.id() == id).map_or(0, |m| m.incarnation())
+        self.swim
+            .iter_membership_state()
+            .find(|m| m.id() == id)
+            .map_or(0, |m| m.incarnation())
     }
 
     fn send(&mut self, out: Outgoing) {
@@ -264,8 +293,14 @@ impl Node {
             PeerCounters::add(&self.shared.counters(out.node).drops_no_link, 1);
             return;
         };
-        if out.body.len() > limits::CLUSTER_FRAME_LEN_MAX_BYTES as usize || out.kind < frame::LOGIC_KIND_MIN {
-            error!("cluster: frame of kind {} and {} bytes cannot be sent (bug)", out.kind, out.body.len());
+        if out.body.len() > limits::CLUSTER_FRAME_LEN_MAX_BYTES as usize
+            || out.kind < frame::LOGIC_KIND_MIN
+        {
+            error!(
+                "cluster: frame of kind {} and {} bytes cannot be sent (bug)",
+                out.kind,
+                out.body.len()
+            );
             return;
         }
         let bytes = frame::encode(out.kind, &out.body);
@@ -273,14 +308,24 @@ impl Node {
             StreamId::Control => &link.control,
             StreamId::Data { shard } => link.data.entry(shard).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(limits::CLUSTER_STREAM_QUEUE_MAX);
-                tokio::spawn(link::write_stream(link.conn.clone(), None, shard, rx, link.counters.clone()));
+                tokio::spawn(link::write_stream(
+                    link.conn.clone(),
+                    None,
+                    shard,
+                    rx,
+                    link.counters.clone(),
+                ));
                 tx
             }),
         };
         match queue.try_send(bytes) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => PeerCounters::add(&link.counters.drops_queue_full, 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => PeerCounters::add(&link.counters.drops_no_link, 1),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                PeerCounters::add(&link.counters.drops_queue_full, 1)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                PeerCounters::add(&link.counters.drops_no_link, 1)
+            }
         }
     }
 
@@ -288,11 +333,20 @@ impl Node {
         if self.self_addrs.contains(&addr) || !self.dialing.insert(addr) {
             return;
         }
-        tokio::spawn(link::dial(self.endpoint.clone(), self.client.clone(), addr, self.ctx.clone(), self.inbox.clone()));
+        tokio::spawn(link::dial(
+            self.endpoint.clone(),
+            self.client.clone(),
+            addr,
+            self.ctx.clone(),
+            self.inbox.clone(),
+        ));
     }
 
     fn dial_unless_linked(&mut self, addr: SocketAddr) {
-        let linked = self.known_addrs.get(&addr).is_some_and(|n| self.links.contains_key(n))
+        let linked = self
+            .known_addrs
+            .get(&addr)
+            .is_some_and(|n| self.links.contains_key(n))
             || self.links.values().any(|l| l.member.quic_addr == addr);
         if !linked {
             self.dial(addr);
@@ -321,8 +375,14 @@ impl Node {
                     self.dial_unless_linked(addr);
                 }
             }
-            Discovery::Dns { name, record_type, port, nameserver } => {
-                let (name, record_type, port, nameserver) = (name.clone(), *record_type, *port, *nameserver);
+            Discovery::Dns {
+                name,
+                record_type,
+                port,
+                nameserver,
+            } => {
+                let (name, record_type, port, nameserver) =
+                    (name.clone(), *record_type, *port, *nameserver);
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
                     let result = match discovery::resolver(nameserver) {
@@ -353,17 +413,36 @@ impl Node {
             .links
             .get(&node)
             .map(|l| l.member.name.clone())
-            .or_else(|| self.swim.iter_membership_state().find(|m| m.id().node == node.0).map(|m| m.id().name.clone()))
+            .or_else(|| {
+                self.swim
+                    .iter_membership_state()
+                    .find(|m| m.id().node == node.0)
+                    .map(|m| m.id().name.clone())
+            })
             .filter(|name| *name != member.name);
         if let Some(other) = clash {
-            let reason = format!("node id collision: {:?} and {:?} both have id {node}; rename one", member.name, other);
-            warn!("cluster: refused link from {} ({}): {reason}", member.name, up.addr);
-            up.conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
-            self.emit(NetEvent::Refused { addr: up.addr, reason });
+            let reason = format!(
+                "node id collision: {:?} and {:?} both have id {node}; rename one",
+                member.name, other
+            );
+            warn!(
+                "cluster: refused link from {} ({}): {reason}",
+                member.name, up.addr
+            );
+            up.conn
+                .close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+            self.emit(NetEvent::Refused {
+                addr: up.addr,
+                reason,
+            });
             return;
         }
         if up.dialed {
             self.known_addrs.insert(up.addr, node);
+            // Manual discovery: a joined address is kept once it answered.
+            if matches!(self.settings.discovery, Discovery::Manual) && !self.left {
+                self.remember(up.addr);
+            }
         }
         let dialer = if up.dialed { self.me.node_id() } else { node };
         if let Some(old) = self.links.get(&node) {
@@ -372,21 +451,36 @@ impl Node {
                 std::cmp::Ordering::Less => false,
                 // Same incarnation, two links (both dialed at once): both
                 // sides keep the one the smaller id dialed.
-                std::cmp::Ordering::Equal => old.dialer != dialer && old.dialer == self.me.node_id().min(node),
+                std::cmp::Ordering::Equal => {
+                    old.dialer != dialer && old.dialer == self.me.node_id().min(node)
+                }
             };
             if keep_old {
                 debug!("cluster: second link with {} closed", member.name);
-                up.conn.close(VarInt::from_u32(CLOSE_DUPLICATE), b"duplicate link");
+                up.conn
+                    .close(VarInt::from_u32(CLOSE_DUPLICATE), b"duplicate link");
                 return;
             }
             let old = self.links.remove(&node).expect("checked above");
-            old.conn.close(VarInt::from_u32(CLOSE_DUPLICATE), b"replaced by a newer link");
+            old.conn.close(
+                VarInt::from_u32(CLOSE_DUPLICATE),
+                b"replaced by a newer link",
+            );
         }
-        info!("cluster: linked with {} ({node}) at {}", member.name, up.addr);
+        info!(
+            "cluster: linked with {} ({node}) at {}",
+            member.name, up.addr
+        );
         let counters = self.shared.counters(node);
         let (control_tx, control_rx) = mpsc::channel(limits::CLUSTER_STREAM_QUEUE_MAX);
         let conn = up.conn;
-        tokio::spawn(link::write_stream(conn.clone(), Some(up.control_send), 0, control_rx, counters.clone()));
+        tokio::spawn(link::write_stream(
+            conn.clone(),
+            Some(up.control_send),
+            0,
+            control_rx,
+            counters.clone(),
+        ));
         tokio::spawn(link::read_stream(
             conn.clone(),
             up.control_recv,
@@ -395,7 +489,12 @@ impl Node {
             counters.clone(),
             self.events.clone(),
         ));
-        tokio::spawn(link::accept_data_streams(conn.clone(), node, counters.clone(), self.events.clone()));
+        tokio::spawn(link::accept_data_streams(
+            conn.clone(),
+            node,
+            counters.clone(),
+            self.events.clone(),
+        ));
         tokio::spawn(link::read_datagrams(conn.clone(), node, self.inbox.clone()));
         tokio::spawn(link::watch(conn.clone(), node, self.inbox.clone()));
         self.links.insert(
@@ -439,12 +538,22 @@ impl Node {
     }
 
     fn on_link_closed(&mut self, node: NodeId, stable_id: usize, failure: Failure) {
-        if self.links.get(&node).is_some_and(|l| l.conn.stable_id() == stable_id) {
+        if self
+            .links
+            .get(&node)
+            .is_some_and(|l| l.conn.stable_id() == stable_id)
+        {
             let link = self.links.remove(&node).expect("checked above");
             match failure {
                 Failure::TheyRefused(reason) => {
-                    warn!("cluster: link with {} refused by the peer: {reason}", link.member.name);
-                    self.emit(NetEvent::Refused { addr: link.member.quic_addr, reason });
+                    warn!(
+                        "cluster: link with {} refused by the peer: {reason}",
+                        link.member.name
+                    );
+                    self.emit(NetEvent::Refused {
+                        addr: link.member.quic_addr,
+                        reason,
+                    });
                 }
                 other => info!("cluster: link with {} closed: {other:?}", link.member.name),
             }
@@ -503,7 +612,10 @@ impl Node {
                 }
             }
             OwnedNotification::Rejoin(me) => {
-                info!("cluster: this node was declared down while alive; rejoined as renewal {}", me.renewal);
+                info!(
+                    "cluster: this node was declared down while alive; rejoined as renewal {}",
+                    me.renewal
+                );
                 self.me = me;
             }
             OwnedNotification::Defunct => warn!("cluster: this node was declared down"),
@@ -521,7 +633,12 @@ impl Node {
         if let Some(old) = self.up.get(&m.node_id()).cloned() {
             self.member_down(&old);
         }
-        info!("cluster: {} ({}) is up, epoch {}", m.name, m.node_id(), m.boot_epoch_ms);
+        info!(
+            "cluster: {} ({}) is up, epoch {}",
+            m.name,
+            m.node_id(),
+            m.boot_epoch_ms
+        );
         if matches!(self.settings.discovery, Discovery::Manual) && !self.left {
             self.remember(m.quic_addr);
         }
@@ -542,7 +659,8 @@ impl Node {
         // A link with a node declared down is of no use; if the node is
         // in fact alive it renews its identity and the link is redialed.
         if let Some(link) = self.links.remove(&m.node_id()) {
-            link.conn.close(VarInt::from_u32(CLOSE_NORMAL), b"declared down");
+            link.conn
+                .close(VarInt::from_u32(CLOSE_NORMAL), b"declared down");
         }
     }
 
@@ -577,7 +695,11 @@ impl Node {
             node: self.me.node_id(),
             name: self.me.name.clone(),
             role: self.me.role,
-            state: if self.left { MemberState::Stopped } else { MemberState::Running },
+            state: if self.left {
+                MemberState::Stopped
+            } else {
+                MemberState::Running
+            },
             mqtt_addr: self.me.mqtt_addr,
             boot_epoch_ms: self.me.boot_epoch_ms,
         }];
@@ -587,13 +709,21 @@ impl Node {
                 node: id.node_id(),
                 name: id.name.clone(),
                 role: id.role,
-                state: if m.state() != foca::State::Down { MemberState::Running } else { MemberState::Stopped },
+                state: if m.state() != foca::State::Down {
+                    MemberState::Running
+                } else {
+                    MemberState::Stopped
+                },
                 mqtt_addr: id.mqtt_addr,
                 boot_epoch_ms: id.boot_epoch_ms,
             });
         }
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        *self.shared.members.lock().unwrap_or_else(|e| e.into_inner()) = list;
+        *self
+            .shared
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = list;
     }
 }
 

@@ -137,5 +137,7 @@ impl NetSettings {
 
 /// The host part of a node name `name@host` (the whole name without `@`).
 pub fn node_host(node_name: &str) -> &str {
-    node_name.rsplit_once('@').map_or(node_name, |(_, host)| host)
+    node_name
+        .rsplit_once('@')
+        .map_or(node_name, |(_, host)| host)
 }

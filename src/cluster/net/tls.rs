@@ -28,6 +28,10 @@ pub const ALPN: &[u8] = b"ringmq-cluster/1";
 /// SNI sent when dialing; names are checked after the handshake.
 pub const SERVER_NAME: &str = "ringmq-cluster";
 
+/// ring, not aws-lc-rs (no cmake). rustls 0.23.48 deprecates ring's
+/// provider for lacking post-quantum key exchange; both ends of a link are
+/// ringmq nodes of one build, so classic X25519 is what they agree on.
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -97,7 +101,8 @@ pub fn build(settings: &NetSettings) -> io::Result<LinkTls> {
                     .map_err(|e| invalid(format!("{}: {e}", cacertfile.display())))?;
             }
             let roots = Arc::new(roots);
-            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
             if !fail_if_no_peer_cert {
                 verifier = verifier.allow_unauthenticated();
             }
@@ -110,9 +115,10 @@ pub fn build(settings: &NetSettings) -> io::Result<LinkTls> {
                 .with_client_cert_verifier(verifier)
                 .with_single_cert(chain.clone(), key.clone_key())
                 .map_err(err)?;
-            let chain_only = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
-                .build()
-                .map_err(|e| invalid(format!("cluster CA: {e}")))?;
+            let chain_only =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .map_err(|e| invalid(format!("cluster CA: {e}")))?;
             let client = rustls::ClientConfig::builder_with_provider(provider())
                 .with_protocol_versions(versions)
                 .map_err(err)?
