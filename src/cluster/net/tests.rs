@@ -212,10 +212,15 @@ fn a_crashed_node_is_declared_down_within_the_detection_time_and_its_restart_rej
             })
             .await;
             assert!(down.is_some(), "{} never declared {} down", h.node(), dead);
+            // Events of the second survivor queue meanwhile: this is when
+            // it had declared the node down, at the latest.
+            let detection = crashed_at.elapsed();
+            println!(
+                "failure detection by {}: {detection:?} (spec: 5 s p99)",
+                h.node()
+            );
+            assert!(detection < Duration::from_secs(8), "took {detection:?}");
         }
-        let detection = crashed_at.elapsed();
-        println!("failure detection: {detection:?} (spec: 5 s p99)");
-        assert!(detection < Duration::from_secs(8), "took {detection:?}");
         let listed = nodes[0].0.members();
         assert_eq!(
             listed.iter().find(|m| m.node == dead).map(|m| m.state),

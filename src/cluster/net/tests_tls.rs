@@ -17,8 +17,13 @@ struct Ca {
 }
 
 fn make_ca() -> Ca {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("ringmq test CA {n}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     Ca {
         cert: params.self_signed(&key).unwrap(),
