@@ -32,7 +32,8 @@ use crate::router::location::NodeId;
 /// What the loop is told.
 pub enum Inner {
     Command(Command),
-    Incoming(quinn::Incoming),
+    /// Boxed: an `Incoming` is ten times the other variants.
+    Incoming(Box<quinn::Incoming>),
     LinkUp(Box<Up>),
     LinkFailed {
         addr: SocketAddr,
@@ -156,7 +157,11 @@ impl Node {
             match msg {
                 Inner::Command(cmd) => self.on_command(cmd),
                 Inner::Incoming(incoming) => {
-                    tokio::spawn(link::accept(incoming, self.ctx.clone(), self.inbox.clone()));
+                    tokio::spawn(link::accept(
+                        *incoming,
+                        self.ctx.clone(),
+                        self.inbox.clone(),
+                    ));
                 }
                 Inner::LinkUp(up) => self.on_link_up(*up),
                 Inner::LinkFailed { addr, failure } => self.on_link_failed(addr, failure),
@@ -507,7 +512,11 @@ impl Node {
 /// Forwards incoming QUIC connections to the loop.
 pub async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<Inner>) {
     while let Some(incoming) = endpoint.accept().await {
-        if inbox.send(Inner::Incoming(incoming)).await.is_err() {
+        if inbox
+            .send(Inner::Incoming(Box::new(incoming)))
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -75,18 +75,16 @@ impl Node {
     pub(super) fn on_notification(&mut self, note: OwnedNotification<Member>) {
         match note {
             OwnedNotification::MemberUp(m) => self.member_up(m),
-            OwnedNotification::MemberDown(m) => {
-                if self.up.get(&m.node_id()) == Some(&m) {
-                    self.member_down(&m);
-                }
+            // Only what was announced up is announced down.
+            OwnedNotification::MemberDown(m) if self.up.get(&m.node_id()) == Some(&m) => {
+                self.member_down(&m);
             }
-            OwnedNotification::Rename(old, new) => {
-                if self.up.get(&old.node_id()) == Some(&old) {
-                    self.member_down(&old);
-                    let alive = self.swim.iter_members().any(|m| *m.id() == new);
-                    if alive {
-                        self.member_up(new);
-                    }
+            // A new incarnation (restart) of a member announced up: down
+            // then up, so the consumer forgets what the old one had.
+            OwnedNotification::Rename(old, new) if self.up.get(&old.node_id()) == Some(&old) => {
+                self.member_down(&old);
+                if self.swim.iter_members().any(|m| *m.id() == new) {
+                    self.member_up(new);
                 }
             }
             OwnedNotification::Rejoin(me) => {
