@@ -365,6 +365,15 @@ pub const CLUSTER_DATA_STREAMS_MAX: u32 = 1024;
 /// Peers one node links with (and remembers in `data_dir/cluster/peers`).
 pub const CLUSTER_PEERS_MAX: usize = 1024;
 
+/// Incoming handshakes under way at once; more are refused at the QUIC
+/// level (a flood of unauthenticated connections holds no more than this).
+pub const CLUSTER_HANDSHAKES_MAX: usize = 256;
+
+/// How long an address that refused a link (or was refused) is not dialed
+/// again by discovery: a wrong cookie in a seed list gives one log line on
+/// each side per pause, not one per discovery tick. `join` retries at once.
+pub const CLUSTER_REFUSED_RETRY: Duration = Duration::from_secs(30);
+
 /// How long a peer has to finish the QUIC and ringmq handshakes.
 pub const CLUSTER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -250,6 +250,7 @@ pub async fn dial(
             let _ = inner
                 .send(Inner::LinkFailed {
                     addr,
+                    dialed: true,
                     failure: Failure::Failed(e.to_string()),
                 })
                 .await;
@@ -265,7 +266,11 @@ pub async fn dial(
     };
     let msg = match result {
         Ok(up) => Inner::LinkUp(Box::new(up)),
-        Err(failure) => Inner::LinkFailed { addr, failure },
+        Err(failure) => Inner::LinkFailed {
+            addr,
+            dialed: true,
+            failure,
+        },
     };
     let _ = inner.send(msg).await;
 }
@@ -280,7 +285,11 @@ pub async fn accept(incoming: quinn::Incoming, ctx: Arc<HandshakeCtx>, inner: mp
     };
     let msg = match result {
         Ok(up) => Inner::LinkUp(Box::new(up)),
-        Err(failure) => Inner::LinkFailed { addr, failure },
+        Err(failure) => Inner::LinkFailed {
+            addr,
+            dialed: false,
+            failure,
+        },
     };
     let _ = inner.send(msg).await;
 }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use foca::{AccumulatingRuntime, Foca, Identity, NoCustomBroadcast, PostcardCodec, Timer};
@@ -37,6 +38,7 @@ pub enum Inner {
     LinkUp(Box<Up>),
     LinkFailed {
         addr: SocketAddr,
+        dialed: bool,
         failure: Failure,
     },
     LinkClosed {
@@ -91,6 +93,11 @@ pub struct Node {
     remembered: BTreeSet<SocketAddr>,
     /// After `leave`: no dialing, no discovery until the next `join`.
     left: bool,
+    /// Incoming handshakes under way (capped: each holds a task).
+    accepting: usize,
+    /// Addresses that refused this node (or that it refused), not dialed
+    /// again before the instant: one log line per pause, not per tick.
+    refused_until: HashMap<SocketAddr, Instant>,
     inbox: mpsc::Sender<Inner>,
     events: mpsc::Sender<NetEvent>,
     shared: Arc<Shared>,
@@ -144,6 +151,8 @@ impl Node {
             up: HashMap::new(),
             remembered,
             left: false,
+            accepting: 0,
+            refused_until: HashMap::new(),
             inbox,
             events,
             shared,
@@ -157,14 +166,34 @@ impl Node {
             match msg {
                 Inner::Command(cmd) => self.on_command(cmd),
                 Inner::Incoming(incoming) => {
-                    tokio::spawn(link::accept(
-                        *incoming,
-                        self.ctx.clone(),
-                        self.inbox.clone(),
-                    ));
+                    if self.accepting >= limits::CLUSTER_HANDSHAKES_MAX {
+                        debug!("cluster: too many handshakes under way; refusing one");
+                        incoming.refuse();
+                    } else {
+                        self.accepting += 1;
+                        tokio::spawn(link::accept(
+                            *incoming,
+                            self.ctx.clone(),
+                            self.inbox.clone(),
+                        ));
+                    }
                 }
-                Inner::LinkUp(up) => self.on_link_up(*up),
-                Inner::LinkFailed { addr, failure } => self.on_link_failed(addr, failure),
+                Inner::LinkUp(up) => {
+                    if !up.dialed {
+                        self.accepting = self.accepting.saturating_sub(1);
+                    }
+                    self.on_link_up(*up);
+                }
+                Inner::LinkFailed {
+                    addr,
+                    dialed,
+                    failure,
+                } => {
+                    if !dialed {
+                        self.accepting = self.accepting.saturating_sub(1);
+                    }
+                    self.on_link_failed(addr, dialed, failure);
+                }
                 Inner::LinkClosed {
                     node,
                     stable_id,
@@ -205,6 +234,8 @@ impl Node {
                     }
                 }
                 info!("cluster: joining {addr}");
+                // An operator's join is tried now, even after a refusal.
+                self.refused_until.remove(&addr);
                 self.dial(addr);
             }
             Command::Leave => {
@@ -313,7 +344,16 @@ impl Node {
     }
 
     fn dial(&mut self, addr: SocketAddr) {
-        if self.self_addrs.contains(&addr) || !self.dialing.insert(addr) {
+        if self.self_addrs.contains(&addr) {
+            return;
+        }
+        if let Some(until) = self.refused_until.get(&addr) {
+            if Instant::now() < *until {
+                return;
+            }
+            self.refused_until.remove(&addr);
+        }
+        if !self.dialing.insert(addr) {
             return;
         }
         tokio::spawn(link::dial(
@@ -456,8 +496,14 @@ impl Node {
         }
     }
 
-    fn on_link_failed(&mut self, addr: SocketAddr, failure: Failure) {
-        self.dialing.remove(&addr);
+    fn on_link_failed(&mut self, addr: SocketAddr, dialed: bool, failure: Failure) {
+        if dialed {
+            self.dialing.remove(&addr);
+            if matches!(failure, Failure::TheyRefused(_) | Failure::WeRefused(_)) {
+                let until = Instant::now() + limits::CLUSTER_REFUSED_RETRY;
+                self.refused_until.insert(addr, until);
+            }
+        }
         match failure {
             Failure::WeRefused(Refusal::SelfLink) => {
                 self.self_addrs.insert(addr);
@@ -491,6 +537,8 @@ impl Node {
                         "cluster: link with {} refused by the peer: {reason}",
                         link.member.name
                     );
+                    let until = Instant::now() + limits::CLUSTER_REFUSED_RETRY;
+                    self.refused_until.insert(link.member.quic_addr, until);
                     self.emit(NetEvent::Refused {
                         addr: link.member.quic_addr,
                         reason,

@@ -372,15 +372,22 @@ fn a_wrong_cookie_is_refused_on_both_sides() {
 }
 
 #[test]
-fn a_wrong_cluster_name_is_refused_on_both_sides() {
+fn a_wrong_cluster_name_is_refused_on_both_sides_once_per_pause() {
     let (a_addr, b_addr) = (free_udp_port("127.0.0.1"), free_udp_port("127.0.0.1"));
     let (a, mut a_events) = start(settings("n1@127.0.0.1", a_addr, Discovery::Manual)).unwrap();
-    let mut s = settings("n2@127.0.0.1", b_addr, Discovery::Manual);
+    // A seed list naming a node of another cluster: discovery dials it
+    // every tick, but not again for a while once refused.
+    let mut s = settings("n2@127.0.0.1", b_addr, Discovery::Static(vec![a_addr]));
     s.cluster_name = "othercl".into();
+    s.timing.discovery_interval = Duration::from_millis(200);
     let (b, mut b_events) = start(s).unwrap();
     rt().block_on(async {
-        b.join(a_addr).unwrap();
         assert_refused_both_sides(&a, &mut a_events, &mut b_events, "cluster name mismatch").await;
         assert_eq!(running(&b).len(), 1);
+        let again = wait_event(&mut a_events, Duration::from_secs(2), |e| {
+            matches!(e, NetEvent::Refused { .. })
+        })
+        .await;
+        assert_eq!(again, None, "redialed within the refusal pause");
     });
 }
