@@ -85,6 +85,10 @@ pub struct PeerCounters {
     pub drops_no_link: AtomicU64,
     /// Links closed because the peer sent a bad frame.
     pub malformed_frames: AtomicU64,
+    /// Gauges, refreshed every discovery interval: QUIC's smoothed round
+    /// trip time, and frames waiting in this link's stream queues.
+    pub rtt_us: AtomicU64,
+    pub queue_depth: AtomicU64,
 }
 
 impl PeerCounters {
@@ -102,6 +106,8 @@ impl PeerCounters {
             drops_queue_full: get(&self.drops_queue_full),
             drops_no_link: get(&self.drops_no_link),
             malformed_frames: get(&self.malformed_frames),
+            rtt_us: get(&self.rtt_us),
+            queue_depth: get(&self.queue_depth),
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct PeerStats {
     pub drops_queue_full: u64,
     pub drops_no_link: u64,
     pub malformed_frames: u64,
+    pub rtt_us: u64,
+    pub queue_depth: u64,
 }
 
 /// What the cluster thread shares with its handles: the member list and

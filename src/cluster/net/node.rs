@@ -365,6 +365,18 @@ impl Node {
         ));
     }
 
+    /// Refreshes the per-link gauges the handle reads.
+    fn refresh_link_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for link in self.links.values() {
+            let rtt_us = u64::try_from(link.conn.rtt().as_micros()).unwrap_or(u64::MAX);
+            link.counters.rtt_us.store(rtt_us, Relaxed);
+            let waiting = |q: &mpsc::Sender<Bytes>| q.max_capacity() - q.capacity();
+            let depth = waiting(&link.control) + link.data.values().map(waiting).sum::<usize>();
+            link.counters.queue_depth.store(depth as u64, Relaxed);
+        }
+    }
+
     fn dial_unless_linked(&mut self, addr: SocketAddr) {
         let linked = self
             .known_addrs

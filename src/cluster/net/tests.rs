@@ -317,6 +317,10 @@ fn logic_frames_are_delivered_upwards_in_order_per_stream() {
         // The receiver also counts the two data streams' opening frames.
         assert_eq!(received.frames_received, u64::from(n) * 3 + 2);
         assert_eq!(sent.drops_queue_full + sent.drops_no_link, 0);
+        // The round trip time gauge is refreshed every discovery interval.
+        tokio::time::sleep(Timing::default().discovery_interval * 2).await;
+        let rtt_us = a.peer_stats(b.node()).rtt_us;
+        assert!(rtt_us > 0 && rtt_us < 1_000_000, "rtt {rtt_us} µs");
         // A frame for a node without a link is dropped and counted.
         let stranger = NodeId::from_name("nobody@127.0.0.9");
         a.try_send(Outgoing {
@@ -389,5 +393,27 @@ fn a_wrong_cluster_name_is_refused_on_both_sides_once_per_pause() {
         })
         .await;
         assert_eq!(again, None, "redialed within the refusal pause");
+    });
+}
+
+#[test]
+fn two_names_with_one_node_id_are_refused() {
+    // FNV-1a 32 collides often enough to find a pair quickly.
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0u32..)
+        .find_map(|i| {
+            let name = format!("x{i}@127.0.0.1");
+            let id = NodeId::from_name(&name);
+            seen.insert(id, name.clone()).map(|other| (other, name))
+        })
+        .unwrap();
+    assert_eq!(NodeId::from_name(&first), NodeId::from_name(&second));
+    let (a_addr, b_addr) = (free_udp_port("127.0.0.1"), free_udp_port("127.0.0.1"));
+    let (a, mut a_events) = start(settings(&first, a_addr, Discovery::Manual)).unwrap();
+    let (b, mut b_events) = start(settings(&second, b_addr, Discovery::Manual)).unwrap();
+    rt().block_on(async {
+        b.join(a_addr).unwrap();
+        assert_refused_both_sides(&a, &mut a_events, &mut b_events, "node id collision").await;
+        assert_eq!(running(&b).len(), 1);
     });
 }

@@ -18,6 +18,7 @@ impl Node {
             tokio::time::sleep(interval).await;
             let _ = inbox.send(Inner::DiscoveryTick).await;
         });
+        self.refresh_link_gauges();
         if self.left {
             return;
         }
