@@ -417,3 +417,52 @@ fn two_names_with_one_node_id_are_refused() {
         assert_eq!(running(&b).len(), 1);
     });
 }
+
+/// Threads spinning on every core (as shards at 100 % CPU do) must not
+/// make a live node look dead: the cluster thread still gets its turn.
+#[test]
+fn busy_cores_cause_no_false_down() {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_port("127.0.0.1")).collect();
+    let names = ["b1@127.0.0.1", "b2@127.0.0.1", "b3@127.0.0.1"];
+    let mut nodes: Vec<_> = (0..3)
+        .map(|i| {
+            start(settings(
+                names[i],
+                addrs[i],
+                Discovery::Static(addrs.clone()),
+            ))
+            .unwrap()
+        })
+        .collect();
+    rt().block_on(async {
+        let handles: Vec<&ClusterHandle> = nodes.iter().map(|(h, _)| h).collect();
+        assert!(wait_running(&handles, 3, Duration::from_secs(20)).await);
+    });
+    let spin_for = Duration::from_secs(8);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..cores * 2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let end = Instant::now() + spin_for;
+                let mut x = 0u64;
+                while Instant::now() < end {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                std::hint::black_box(x);
+            })
+        })
+        .collect();
+    for s in spinners {
+        s.join().unwrap();
+    }
+    for (h, events) in nodes.iter_mut() {
+        while let Some(e) = events.try_recv() {
+            assert!(
+                !matches!(e, NetEvent::MemberDown { .. }),
+                "{}: false down under load: {e:?}",
+                h.node()
+            );
+        }
+        assert_eq!(running(h).len(), 3);
+    }
+}
