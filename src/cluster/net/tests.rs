@@ -466,3 +466,46 @@ fn busy_cores_cause_no_false_down() {
         assert_eq!(running(h).len(), 3);
     }
 }
+
+#[test]
+fn leave_is_seen_at_once_and_join_and_force_leave_come_back() {
+    let (a_addr, b_addr) = (free_udp_port("127.0.0.1"), free_udp_port("127.0.0.1"));
+    let (a, mut a_events) = start(settings("l1@127.0.0.1", a_addr, Discovery::Manual)).unwrap();
+    let (b, _b_events) = start(settings("l2@127.0.0.1", b_addr, Discovery::Manual)).unwrap();
+    let b_id = b.node();
+    let is_up = move |e: &NetEvent| matches!(e, NetEvent::MemberUp { node, .. } if *node == b_id);
+    let is_down = move |e: &NetEvent| *e == NetEvent::MemberDown { node: b_id };
+    rt().block_on(async {
+        b.join(a_addr).unwrap();
+        assert!(wait_event(&mut a_events, Duration::from_secs(10), is_up)
+            .await
+            .is_some());
+        let left_at = Instant::now();
+        b.leave().unwrap();
+        assert!(wait_event(&mut a_events, Duration::from_secs(3), is_down)
+            .await
+            .is_some());
+        println!("leave seen after {:?}", left_at.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let me = b.members().into_iter().find(|m| m.node == b_id).unwrap();
+        assert_eq!(me.state, MemberState::Stopped);
+        // No redial while left (b's remembered peers were cleared).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(running(&a), vec!["l1@127.0.0.1".to_string()]);
+
+        b.join(a_addr).unwrap();
+        assert!(wait_event(&mut a_events, Duration::from_secs(10), is_up)
+            .await
+            .is_some());
+        assert!(wait_running(&[&a, &b], 2, Duration::from_secs(5)).await);
+
+        // Forced out while running: b finds itself down and rejoins.
+        a.force_leave(b_id).unwrap();
+        assert!(wait_event(&mut a_events, Duration::from_secs(3), is_down)
+            .await
+            .is_some());
+        assert!(wait_event(&mut a_events, Duration::from_secs(15), is_up)
+            .await
+            .is_some());
+    });
+}

@@ -24,6 +24,9 @@ pub(super) fn swim_config(settings: &NetSettings) -> foca::Config {
     config.max_transmissions = NonZeroU8::new(10).expect("non-zero");
     config.max_packet_size =
         NonZeroUsize::new(limits::CLUSTER_SWIM_PACKET_MAX_BYTES).expect("non-zero");
+    // A node declared down that still talks is told so (TurnUndead): it
+    // renews its identity and rejoins (a false suspicion, a force-leave).
+    config.notify_down_members = true;
     // A healed partition merges: members declared down are announced to
     // now and then, and gossip spreads updates beside the probes.
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
