@@ -165,8 +165,8 @@ impl ClusterHandle {
         self.command(Command::ForceLeave(node))
     }
 
-    /// Queues a frame for a peer; never blocks. A full queue hands the
-    /// frame back. A frame for a peer without a link is dropped and
+    /// Queues a frame for a peer; never blocks. A full queue (or no
+    /// cluster thread: singleton) hands the frame back. A frame for a peer without a link is dropped and
     /// counted (`PeerStats::drops_no_link`).
     pub fn try_send(&self, out: Outgoing) -> Result<(), Outgoing> {
         self.commands

@@ -509,3 +509,21 @@ fn leave_is_seen_at_once_and_join_and_force_leave_come_back() {
             .is_some());
     });
 }
+
+#[test]
+fn a_singleton_has_no_endpoint_and_lists_itself() {
+    let addr = free_udp_port("127.0.0.1");
+    let (h, mut events) = start(settings("solo@127.0.0.1", addr, Discovery::Singleton)).unwrap();
+    assert_eq!(h.join(addr), Err(CommandError::NoCluster));
+    let out = Outgoing {
+        node: NodeId(1),
+        stream: StreamId::Control,
+        kind: 16,
+        body: Bytes::new(),
+    };
+    assert_eq!(h.try_send(out.clone()), Err(out));
+    assert_eq!(running(&h), vec!["solo@127.0.0.1".to_string()]);
+    assert_eq!(events.try_recv(), None);
+    // Nothing bound the port.
+    UdpSocket::bind(addr).unwrap();
+}
