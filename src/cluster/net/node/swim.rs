@@ -159,7 +159,10 @@ impl Node {
             mqtt_addr: self.me.mqtt_addr,
             boot_epoch_ms: self.me.boot_epoch_ms,
         }];
-        for m in self.swim.iter_membership_state() {
+        // After `leave` this node no longer follows the cluster: it lists
+        // itself alone (stopped) rather than a stale view of the others.
+        let others = self.swim.iter_membership_state().filter(|_| !self.left);
+        for m in others {
             let id = m.id();
             list.push(MemberInfo {
                 node: id.node_id(),
