@@ -446,3 +446,46 @@ pub async fn watch(conn: Connection, node: NodeId, inner: mpsc::Sender<Inner>) {
         })
         .await;
 }
+
+/// Of two links with one peer, whether the one already kept stays. Each
+/// is `(peer's boot epoch, which node dialed it)`; `pair_min` is the
+/// smaller id of the two nodes. A newer incarnation's link wins; of two
+/// links of one incarnation dialed by each side at once, both sides keep
+/// the one the smaller id dialed (so they agree without talking); a redial
+/// by the same side replaces the old link (likely dead).
+pub fn keeps_old_link(old: (u64, NodeId), new: (u64, NodeId), pair_min: NodeId) -> bool {
+    match old.0.cmp(&new.0) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => old.1 != new.1 && old.1 == pair_min,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ends run the rule on the same two links and must keep the same
+    /// one, whichever arrived first.
+    #[test]
+    fn both_ends_keep_the_same_of_two_links() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        let (dialed_by_a, dialed_by_b) = ((7, a), (7, b));
+        // At a: the first link to arrive is `first`, the other `second`;
+        // what a keeps must be what b keeps.
+        let kept = |first: (u64, NodeId), second| {
+            if keeps_old_link(first, second, a.min(b)) {
+                first
+            } else {
+                second
+            }
+        };
+        assert_eq!(kept(dialed_by_a, dialed_by_b), dialed_by_a);
+        assert_eq!(kept(dialed_by_b, dialed_by_a), dialed_by_a);
+        // A newer incarnation wins either way round; an older one loses.
+        assert!(!keeps_old_link((7, a), (8, a), a));
+        assert!(keeps_old_link((8, b), (7, a), a));
+        // The same side dialing again replaces its old link.
+        assert!(!keeps_old_link((7, b), (7, b), a));
+    }
+}

@@ -439,15 +439,12 @@ impl Node {
         }
         let dialer = if up.dialed { self.me.node_id() } else { node };
         if let Some(old) = self.links.get(&node) {
-            let keep_old = match old.member.boot_epoch_ms.cmp(&member.boot_epoch_ms) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                // Same incarnation, two links (both dialed at once): both
-                // sides keep the one the smaller id dialed.
-                std::cmp::Ordering::Equal => {
-                    old.dialer != dialer && old.dialer == self.me.node_id().min(node)
-                }
-            };
+            let pair_min = self.me.node_id().min(node);
+            let keep_old = link::keeps_old_link(
+                (old.member.boot_epoch_ms, old.dialer),
+                (member.boot_epoch_ms, dialer),
+                pair_min,
+            );
             if keep_old {
                 debug!("cluster: second link with {} closed", member.name);
                 up.conn
