@@ -447,8 +447,14 @@ pub const CLUSTER_FRAME_LEN_MAX_BYTES: u32 = 16 * 1024 * 1024;
 /// fit in far less; a bigger one is refused before it is read.
 pub const CLUSTER_HELLO_LEN_MAX_BYTES: u32 = 4096;
 
-/// Longest node or cluster name a handshake may carry.
-pub const CLUSTER_NAME_LEN_MAX_BYTES: usize = 255;
+/// Longest node or cluster name a handshake may carry: at least
+/// `NODE_NAME_LEN_MAX_BYTES` and `CLUSTER_NAME_LEN_MAX_BYTES`, which the
+/// configuration enforces (checked below).
+pub const CLUSTER_HELLO_NAME_LEN_MAX_BYTES: usize = 255;
+const _: () = assert!(
+    CLUSTER_HELLO_NAME_LEN_MAX_BYTES >= NODE_NAME_LEN_MAX_BYTES
+        && CLUSTER_HELLO_NAME_LEN_MAX_BYTES >= CLUSTER_NAME_LEN_MAX_BYTES
+);
 
 /// Commands (join, leave, send...) waiting for the cluster thread. A full
 /// queue hands the command back to the caller (a shard never blocks).

@@ -90,8 +90,8 @@ pub fn encode(hello: &Hello) -> Vec<u8> {
 
 pub fn decode(body: &[u8]) -> Result<Hello, Refusal> {
     let hello: Hello = postcard::from_bytes(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
-    if hello.node_name.len() > limits::CLUSTER_NAME_LEN_MAX_BYTES
-        || hello.cluster_name.len() > limits::CLUSTER_NAME_LEN_MAX_BYTES
+    if hello.node_name.len() > limits::CLUSTER_HELLO_NAME_LEN_MAX_BYTES
+        || hello.cluster_name.len() > limits::CLUSTER_HELLO_NAME_LEN_MAX_BYTES
     {
         return Err(Refusal::Malformed("name too long".into()));
     }
