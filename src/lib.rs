@@ -28,3 +28,20 @@ pub mod router;
 pub mod session;
 pub mod shard;
 pub mod transport;
+
+/// What unit tests of different modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Held by the tests that load every core on purpose (the cluster's
+    /// failure detector under busy cores) and by those that count an
+    /// executor's loop turns in a stretch of time: run together, the
+    /// first starve the second of the CPU they count on.
+    pub(crate) static CPU_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// `CPU_HEAVY`, whether or not a test that held it failed.
+    pub(crate) fn cpu_heavy() -> std::sync::MutexGuard<'static, ()> {
+        CPU_HEAVY
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

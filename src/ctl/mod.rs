@@ -325,10 +325,11 @@ mod tests {
             #[command(flatten)]
             ctl: CtlArgs,
         }
-        let cli =
-            Cli::try_parse_from(["ctl", "--config", "f.toml", "cluster", "force-leave", "n@h"])
-                .unwrap();
-        assert_eq!(cli.ctl.config, Some(PathBuf::from("f.toml")));
+        // `--config` is the binary's global option (main.rs sets
+        // `CtlArgs::config` from it), not one of ctl's own.
+        let cli = Cli::try_parse_from(["ctl", "cluster", "force-leave", "n@h"]).unwrap();
+        assert_eq!(cli.ctl.config, None);
+        assert!(Cli::try_parse_from(["ctl", "--config", "f.toml", "cluster", "leave"]).is_err());
         let CtlCommand::Cluster(c) = cli.ctl.command;
         assert_eq!(c, ClusterCommand::ForceLeave { node: "n@h".into() });
         let cli = Cli::try_parse_from(["ctl", "cluster", "join", "127.0.0.1:4370"]).unwrap();

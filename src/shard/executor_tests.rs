@@ -200,6 +200,7 @@ fn turns_while_asleep(bound: Option<(Duration, Duration)>, with_io: bool) -> u64
 /// window of 50 ms at 500 us is about 100 turns).
 #[test]
 fn only_io_bounds_the_sleeps_that_follow() {
+    let _cpu = crate::test_support::cpu_heavy();
     let bound = Some((Duration::from_micros(500), Duration::from_millis(50)));
     let unbounded = turns_while_asleep(None, true);
     let after_io = turns_while_asleep(bound, true);

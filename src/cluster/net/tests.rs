@@ -422,6 +422,7 @@ fn two_names_with_one_node_id_are_refused() {
 /// make a live node look dead: the cluster thread still gets its turn.
 #[test]
 fn busy_cores_cause_no_false_down() {
+    let _cpu = crate::test_support::cpu_heavy();
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_port("127.0.0.1")).collect();
     let names = ["b1@127.0.0.1", "b2@127.0.0.1", "b3@127.0.0.1"];
     let mut nodes: Vec<_> = (0..3)
