@@ -514,3 +514,11 @@ pub const CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest SWIM datagram (foca's `max_packet_size`): below the QUIC
 /// datagram room of a 1200-byte initial path MTU.
 pub const CLUSTER_SWIM_PACKET_MAX_BYTES: usize = 1100;
+
+/// How long one DNS query of the cluster's discovery waits for its answer
+/// (one attempt; discovery asks again at its next round).
+pub const CLUSTER_DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a node that leaves keeps its links open after its SWIM leave
+/// datagrams, so that they reach the peers before the links close.
+pub const CLUSTER_LEAVE_LINGER: Duration = Duration::from_millis(300);

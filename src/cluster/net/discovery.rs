@@ -71,7 +71,7 @@ pub fn resolver(
     let mut opts = ResolverOpts::default();
     opts.cache_size = 0;
     opts.attempts = 1;
-    opts.timeout = std::time::Duration::from_secs(2);
+    opts.timeout = crate::limits::CLUSTER_DNS_QUERY_TIMEOUT;
     let builder = match nameserver {
         Some(addr) => {
             let mut config = ResolverConfig::new();

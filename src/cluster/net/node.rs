@@ -250,7 +250,7 @@ impl Node {
                 // Let the leave datagrams go before the links close.
                 let conns: Vec<Connection> = self.links.values().map(|l| l.conn.clone()).collect();
                 tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    tokio::time::sleep(crate::limits::CLUSTER_LEAVE_LINGER).await;
                     for conn in conns {
                         conn.close(VarInt::from_u32(CLOSE_NORMAL), b"left the cluster");
                     }
