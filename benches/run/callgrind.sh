@@ -40,7 +40,7 @@ case $SCENARIO in
   *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
 rm -f "$OUT/$SCENARIO.callgrind"*
-taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/$SCENARIO.callgrind" \
+taskset -c 0 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$OUT/$SCENARIO.callgrind" \
   "$BIN/ringmq" --config "$OUT/one-shard.toml" > "$OUT/$SCENARIO.broker.log" 2>&1 &
 BROKER=$!
 trap 'kill $BROKER 2>/dev/null || true' EXIT

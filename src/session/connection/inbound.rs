@@ -39,15 +39,18 @@ impl Connection {
         if topic.is_empty() {
             return self.protocol_error("empty topic name");
         }
-        if !is_valid_topic_name(&topic) {
-            return self.close_error(ReasonCode::TOPIC_NAME_INVALID, "wildcard in topic name");
-        }
+        // The decoder refuses wildcards in a topic name (it finds them in the
+        // same pass as the UTF-8 check), and an alias only ever stands for a
+        // name that passed it: no second scan of the topic per PUBLISH.
+        debug_assert!(is_valid_topic_name(&topic), "wildcard in topic name");
         if let Some(a) = alias {
             // Bounded: at most cfg.max_topic_alias entries.
             self.aliases.set_inbound(a, topic.clone());
         }
         // Counted on the topic as resolved, whether it came by name or alias.
-        if levels(&topic) > self.cfg.max_topic_levels {
+        // A topic of n bytes has at most n + 1 levels: only a long one is
+        // counted (with the default limit of 128, no topic under 128 bytes).
+        if topic.len() >= self.cfg.max_topic_levels && levels(&topic) > self.cfg.max_topic_levels {
             return self.refuse_topic_levels(p.qos, p.packet_id);
         }
         if p.properties

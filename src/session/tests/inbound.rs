@@ -226,10 +226,8 @@ fn inbound_topic_alias_errors() {
             publish("", QoS::AtMostOnce, 0, "x"),
             ReasonCode::PROTOCOL_ERROR,
         ),
-        (
-            publish("a/+", QoS::AtMostOnce, 0, "x"),
-            ReasonCode::TOPIC_NAME_INVALID,
-        ),
+        // A wildcard in a topic name never gets here: the decoder refuses it
+        // with 0x90 (codec/tests/publish.rs).
     ] {
         let mut p = pair_v5();
         p.send(packet.clone());
