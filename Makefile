@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # environment is a config key, so it must not be exported to `make run`.
 RINGMQ_BIN ?= $(CURDIR)/target/release/ringmq
 
-.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench bench
+.PHONY: all run build test unit e2e e2e-mosquitto lint fmt conformance toolchain test-deps clean tuning-check microbench bench deb
 
 all: build
 
@@ -30,6 +30,10 @@ build: toolchain
 run: build
 	@ulimit -l unlimited 2>/dev/null || ulimit -l $$(ulimit -H -l) 2>/dev/null || true; \
 	exec ./target/release/ringmq --config $(CONFIG)
+
+# The Debian package (packaging/deb/, docs/install.md): target/deb/ringmq_<version>_<arch>.deb.
+deb: build
+	@bash scripts/build-deb.sh
 
 # Sequential on purpose (also under make -j): deps, release build, cargo tests, e2e.
 test:

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod router;
 pub mod session;
 pub mod shard;
+pub mod systemd;
 pub mod transport;
 
 /// What unit tests of different modules share.

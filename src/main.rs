@@ -244,6 +244,12 @@ fn main() -> ExitCode {
         admission,
         node,
         idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
+        // `Type=notify` (packaging/deb/ringmq.service): started once every
+        // shard listens.
+        on_ready: Some(Box::new(|| {
+            tracing::info!("ringmq ready: every shard listens");
+            ringmq::systemd::notify_or_log("READY=1\nSTATUS=accepting MQTT connections");
+        })),
     });
     drop(locks);
     match result {
@@ -312,6 +318,7 @@ fn start_signal_thread(
         .spawn(move || {
             for signal in signals.forever() {
                 tracing::info!(signal, "stopping");
+                ringmq::systemd::notify_or_log("STOPPING=1");
                 node.request_stop();
             }
         })

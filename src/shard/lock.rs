@@ -27,6 +27,13 @@ impl BindLock {
             .truncate(false)
             .write(true)
             .open(&path)
+            .or_else(|e| match e.kind() {
+                // Left by a broker of another user (root's, before a
+                // packaged one ran as `ringmq`): a flock needs no write
+                // access, so read is enough.
+                std::io::ErrorKind::PermissionDenied => File::open(&path),
+                _ => Err(e),
+            })
             .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
         // SAFETY: plain flock on an fd we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -114,6 +114,31 @@ pub struct NodeSpec {
     pub node: NodeHandle,
     /// How long an idle shard polls before it sleeps (`node.idle_poll_us`).
     pub idle_poll: Duration,
+    /// Called once, by the last shard to bind every listener: the node
+    /// accepts connections on all of them (systemd's readiness, `systemd.rs`).
+    pub on_ready: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Counts the shards still binding their listeners; the last one runs the
+/// node's `on_ready`.
+struct ReadyLatch {
+    left: std::sync::atomic::AtomicUsize,
+    on_ready: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl ReadyLatch {
+    fn shard_listening(&self) {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            let hook = self
+                .on_ready
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
 }
 
 /// Start every shard and block until they stop: after
@@ -140,6 +165,10 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
         })
         .collect();
     let interest_marks = Arc::new(crate::router::InterestMarks::new(count as u16));
+    let ready = Arc::new(ReadyLatch {
+        left: count.into(),
+        on_ready: std::sync::Mutex::new(spec.on_ready),
+    });
     // Shards run one task queue and never ask `need_preempt`: the timers that
     // would make it true cost two io_uring timeouts per executor loop turn
     // (vendor/README.md).
@@ -156,6 +185,7 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
         let shutdown = shutdown.clone();
         let listener_counts = counts.clone();
         let interest_marks = interest_marks.clone();
+        let ready = ready.clone();
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD);
@@ -173,6 +203,7 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
                     interest_marks,
                     admission,
                     node,
+                    ready,
                 };
                 shard_main(mesh, count as u16, settings, shared).await
             })
@@ -202,6 +233,7 @@ struct Shared {
     admission: Arc<NodeAdmission>,
     /// This shard serves its inbox (the one with its id) from it.
     node: NodeHandle,
+    ready: Arc<ReadyLatch>,
 }
 
 async fn shard_main(
@@ -216,6 +248,7 @@ async fn shard_main(
         interest_marks,
         admission,
         node,
+        ready,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -247,6 +280,7 @@ async fn shard_main(
         }
         tracing::info!(shard = id, cpu = ?core_affinity_hint(), %bind, "shard listening");
     }
+    ready.shard_listening();
 
     // One loop per peer, in its messages' order; it ends with the peer's
     // `Mark::Stop`, its last message (or when the peer is gone).
