@@ -57,8 +57,8 @@ fn sha512_known_vector() {
 
 #[test]
 fn pbkdf2_sha512_known_vector() {
-    // RFC 7914 section 11 / common PBKDF2-HMAC-SHA512 vector: P="password",
-    // S="salt", c=1, first 64 bytes.
+    // The published PBKDF2-HMAC-SHA512 vector P="password", S="salt",
+    // c=1, dkLen=64 (as Python's hashlib.pbkdf2_hmac gives it).
     let hash = hex::decode(
         "867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252\
          c02d470a285a0501bad999bfe943c08f050235d7d68b1da55e63f73b60a57fce",
