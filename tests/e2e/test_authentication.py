@@ -306,23 +306,28 @@ def test_200_wrong_passwords_do_not_disturb_other_clients(broker_factory, tmp_pa
         t.start()
     worst = 0.0
     sent = 0
+    during: tuple[bytes, bytes] | None = None
     while any(t.is_alive() for t in threads) or sent < 20:
         t0 = time.monotonic()
         pub.publish("busy/t", f"m{sent}".encode(), qos=1)
         assert sub.expect_message(timeout=5).payload == f"m{sent}".encode()
         worst = max(worst, time.monotonic() - t0)
         sent += 1
+        with lock:
+            throttled_now = len(codes) >= 40
+        if throttled_now and during is None:
+            # Throttled: the attacked address is refused even with the right password;
+            # another address logs in at once.
+            during = (connack_from("127.0.0.1", b.listen_port, "alice", b"alice-pw"),
+                      connack_from("127.0.0.2", b.listen_port, "alice", b"alice-pw"))
     for t in threads:
         t.join()
     assert len(codes) == 200
     assert all(c == b"\x20\x02\x00\x04" for c in codes), set(codes)
     assert worst < 1.0, f"a round trip took {worst:.3f}s during the attack"
-    # Throttled: the attacked address is refused even with the right password.
-    assert connack_from("127.0.0.1", b.listen_port, "alice", b"alice-pw") == b"\x20\x02\x00\x04"
-    # Another address is unaffected.
-    assert connack_from("127.0.0.2", b.listen_port, "alice", b"alice-pw") == b"\x20\x02\x00\x00"
+    assert during == (b"\x20\x02\x00\x04", b"\x20\x02\x00\x00"), during
     text = urllib.request.urlopen(f"http://127.0.0.1:{b.api_port}/api/v5/prometheus/stats").read()
-    failures = int(text.split(b"ringmq_authentication_failures_total ")[1].split(b"\n")[0])
+    failures = int(text.split(b"\nringmq_authentication_failures_total ")[1].split(b"\n")[0])
     assert failures >= 201
     log = b.log()
     assert "authentication failed" in log and "guess" not in log
