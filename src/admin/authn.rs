@@ -41,6 +41,8 @@ pub async fn reload(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
+// The error is the answer itself, built once per refused request.
+#[allow(clippy::result_large_err)]
 fn database(state: &AdminState) -> Result<&UserDb, Response> {
     state
         .authn
@@ -85,6 +87,7 @@ fn db_error(e: DbError) -> Response {
 }
 
 /// Parses a JSON body, naming the bad field in a 400.
+#[allow(clippy::result_large_err)] // the error is the answer itself
 fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, Response> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -147,7 +150,12 @@ pub async fn list_users(
     let paging = match parse_paging(query.as_deref()) {
         Ok(p) => p,
         Err((field, message)) => {
-            return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", Some(field), &message)
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                Some(field),
+                &message,
+            )
         }
     };
     let (users, count) = db.list(paging.skip(), paging.limit);

@@ -98,9 +98,8 @@ impl Acl {
                     user = Some(rest.to_string());
                 }
                 "topic" | "pattern" => {
-                    let entry = parse_entry(rest).map_err(|e| {
-                        line_error(path, n, format!("{keyword} {rest:?}: {e}"))
-                    })?;
+                    let entry = parse_entry(rest)
+                        .map_err(|e| line_error(path, n, format!("{keyword} {rest:?}: {e}")))?;
                     if keyword == "pattern" {
                         acl.patterns.push(entry);
                     } else if let Some(user) = &user {

@@ -127,9 +127,7 @@ impl UserDb {
     /// runs without the lock.
     pub fn credentials(&self, user_id: &str) -> Option<(PasswordHash, bool)> {
         let users = self.users.lock().expect("not poisoned");
-        users
-            .get(user_id)
-            .map(|u| (u.hash.clone(), u.is_superuser))
+        users.get(user_id).map(|u| (u.hash.clone(), u.is_superuser))
     }
 
     pub fn add(&self, user_id: &str, password: &str, is_superuser: bool) -> Result<(), DbError> {

@@ -91,9 +91,11 @@ impl PasswordHash {
                 hash,
             });
         }
-        Err("not a Mosquitto password hash (\"$6$...\" or \"$7$...\"); plain-text password \
+        Err(
+            "not a Mosquitto password hash (\"$6$...\" or \"$7$...\"); plain-text password \
              files must be converted with mosquitto_passwd -U"
-            .into())
+                .into(),
+        )
     }
 
     /// A new PBKDF2-HMAC-SHA512 hash of `password` with a random salt and

@@ -67,7 +67,9 @@ use worker::Workers;
 /// What a CONNECT's credentials get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Accept { superuser: bool },
+    Accept {
+        superuser: bool,
+    },
     /// Unknown user or wrong password: v5 0x86 / 3.1.1 rc 4.
     BadCredentials,
     /// The address is throttled: wait `AUTHN_THROTTLE_DELAY`, then as
@@ -95,7 +97,10 @@ pub struct Authn {
 #[derive(Debug)]
 pub enum StartError {
     /// A file is bad: the config key that names it, and where.
-    File { key: &'static str, error: FileError },
+    File {
+        key: &'static str,
+        error: FileError,
+    },
     Threads(std::io::Error),
 }
 

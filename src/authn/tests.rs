@@ -133,12 +133,21 @@ fn acl_grants_only_what_it_lists() {
     // alice.
     assert!(a.check_publish("c1", Some("alice"), "alice/x"));
     assert!(!a.check_publish("c1", Some("alice"), "alice/secret"));
-    assert!(!a.check_subscribe("c1", Some("alice"), "alice/#"), "overlaps a deny");
+    assert!(
+        !a.check_subscribe("c1", Some("alice"), "alice/#"),
+        "overlaps a deny"
+    );
     assert!(a.check_subscribe("c1", Some("alice"), "alice/x/+"));
     assert!(!a.check_subscribe("c1", Some("alice"), "alice/+"));
     assert!(a.check_publish("c1", Some("alice"), "logs"));
-    assert!(!a.check_subscribe("c1", Some("alice"), "logs"), "write only");
-    assert!(!a.check_subscribe("c1", Some("alice"), "public/#"), "anonymous lines");
+    assert!(
+        !a.check_subscribe("c1", Some("alice"), "logs"),
+        "write only"
+    );
+    assert!(
+        !a.check_subscribe("c1", Some("alice"), "public/#"),
+        "anonymous lines"
+    );
     assert!(a.check_subscribe("c1", Some("alice"), "users/alice/#"));
     assert!(!a.check_subscribe("c1", Some("alice"), "users/bob/#"));
     assert!(a.check_subscribe("c1", Some("alice"), "$share/g/users/alice/x"));
@@ -213,8 +222,14 @@ fn database_stores_hashes_only_and_reopens() {
     db.add("u1", "pw-one", false).unwrap();
     db.add("u2", "pw-two", true).unwrap();
     assert_eq!(db.add("u1", "x", false), Err(super::DbError::AlreadyExists));
-    assert!(matches!(db.add("", "x", false), Err(super::DbError::Invalid("user_id", _))));
-    assert!(matches!(db.add("u3", "", false), Err(super::DbError::Invalid("password", _))));
+    assert!(matches!(
+        db.add("", "x", false),
+        Err(super::DbError::Invalid("user_id", _))
+    ));
+    assert!(matches!(
+        db.add("u3", "", false),
+        Err(super::DbError::Invalid("password", _))
+    ));
     let text = std::fs::read_to_string(dir.join(super::USERS_FILE)).unwrap();
     assert!(!text.contains("pw-one") && text.contains("$7$"));
     db.update("u1", Some("pw-new"), Some(true)).unwrap();

@@ -109,7 +109,12 @@ impl<T> std::future::Future for Answer<T> {
     ) -> std::task::Poll<Option<T>> {
         self.0.waker.register(cx.waker());
         if self.0.closed.load(std::sync::atomic::Ordering::Acquire) {
-            let value = self.0.value.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let value = self
+                .0
+                .value
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             return std::task::Poll::Ready(value);
         }
         std::task::Poll::Pending

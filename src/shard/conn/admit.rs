@@ -141,7 +141,11 @@ pub(super) async fn admit<S: Stream>(
         Err(refused) => {
             let connack = ConnAck {
                 session_present: false,
-                reason_code: if protocol.is_v5() { refused.v5 } else { refused.v3 },
+                reason_code: if protocol.is_v5() {
+                    refused.v5
+                } else {
+                    refused.v3
+                },
                 properties: ConnAckProperties::default(),
             };
             send_refusal(&mut wr, connack, &connect).await;

@@ -36,7 +36,11 @@ pub(super) async fn authenticate(
                 move |verdict| answer_tx.send(verdict),
             );
             if submitted.is_err() {
-                tracing::warn!(shard = shard.id, ?peer, "password checks queue full: refused");
+                tracing::warn!(
+                    shard = shard.id,
+                    ?peer,
+                    "password checks queue full: refused"
+                );
                 return Err(Refused {
                     v5: ReasonCode::SERVER_BUSY,
                     v3: connack_v3::SERVER_UNAVAILABLE,
