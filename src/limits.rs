@@ -548,8 +548,9 @@ pub const AUTHN_PBKDF2_ITERATIONS: u32 = 4096;
 /// [`AUTHN_FAILURE_WINDOW`] after which that address is throttled: each
 /// further CONNECT from it carrying a user name waits
 /// [`AUTHN_THROTTLE_DELAY`] and is refused with 0x86 / rc 4 without its
-/// password being checked, until the window has passed with no more
-/// failures counted. Other addresses are unaffected.
+/// password being checked, until the window ends (throttled attempts do not
+/// extend it): at most this many guesses per window and address. Other
+/// addresses are unaffected.
 pub const AUTHN_FAILURES_PER_IP_MAX: u32 = 10;
 
 /// The window [`AUTHN_FAILURES_PER_IP_MAX`] counts in; it restarts when it

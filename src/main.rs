@@ -185,6 +185,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.authentication.built_in_database && !config.api.enable {
+        tracing::warn!(
+            "authentication.built_in_database is on but the admin API is off (api.enable): \
+             its users cannot be added or changed"
+        );
+    }
     let m = &config.mqtt;
     let settings = ShardSettings {
         node: ringmq::router::NodeId::from_name(&config.node.name),
