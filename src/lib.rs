@@ -6,6 +6,8 @@
 //! - [`codec`]: MQTT packet types, decode and encode; sans-IO.
 //! - [`session`]: the per-client protocol state machine; sans-IO.
 //! - [`router`]: topic matching, subscription tables, retained store, shared picks.
+//! - [`authn`]: authentication (password file, built-in users, the
+//!   Mosquitto ACL file); the password checks run on worker threads.
 //! - [`authz`]: topic authorization rules (ACL), EMQX-style; pure.
 //! - [`admission`]: accept / redirect / refuse a CONNECT, and the lock-free
 //!   node-wide state it reads (live redirection config, connection count); pure.
@@ -17,6 +19,7 @@
 //! - [`transport`]: TLS (rustls) and WebSocket (RFC 6455) under MQTT; sans-IO.
 pub mod admin;
 pub mod admission;
+pub mod authn;
 pub mod authz;
 pub mod cluster;
 pub mod codec;

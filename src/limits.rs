@@ -522,3 +522,57 @@ pub const CLUSTER_DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node that leaves keeps its links open after its SWIM leave
 /// datagrams, so that they reach the peers before the links close.
 pub const CLUSTER_LEAVE_LINGER: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------- authentication
+
+/// Threads that check passwords (`authn::worker`): PBKDF2 is slow by
+/// design, so no check runs on a shard; a shard hands the CONNECT's
+/// credentials over and awaits the answer while its other clients run.
+pub const AUTHN_WORKERS: usize = 2;
+
+/// Checks waiting for a worker. A CONNECT that finds the queue full is
+/// refused at once with v5 0x89 Server busy / 3.1.1 rc 3 Server unavailable
+/// instead of waiting behind a flood.
+pub const AUTHN_QUEUE_LEN_MAX: usize = 1024;
+
+/// Most PBKDF2 iterations a `$7$` line may ask for: a file written with a
+/// huge count would make every check a denial of service (Mosquitto's own
+/// default is 101; 1,000,000 takes about a second on one core).
+pub const AUTHN_HASH_ITERATIONS_MAX: u32 = 1_000_000;
+
+/// PBKDF2-HMAC-SHA512 iterations of the passwords the built-in database
+/// stores (EMQX's default for pbkdf2 is 4096; Mosquitto's 101 is cheap).
+pub const AUTHN_PBKDF2_ITERATIONS: u32 = 4096;
+
+/// Failed authentications from one IP address within
+/// [`AUTHN_FAILURE_WINDOW`] after which that address is throttled: each
+/// further CONNECT from it carrying a user name waits
+/// [`AUTHN_THROTTLE_DELAY`] and is refused with 0x86 / rc 4 without its
+/// password being checked, until the window ends (throttled attempts do not
+/// extend it): at most this many guesses per window and address. Other
+/// addresses are unaffected.
+pub const AUTHN_FAILURES_PER_IP_MAX: u32 = 10;
+
+/// The window [`AUTHN_FAILURES_PER_IP_MAX`] counts in; it restarts when it
+/// has passed.
+pub const AUTHN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a throttled CONNECT waits (on its own connection task: the
+/// shard serves its other clients meanwhile) before its refusal.
+pub const AUTHN_THROTTLE_DELAY: Duration = Duration::from_millis(1000);
+
+/// Addresses the failure counter tracks at once; when full, windows that
+/// have passed are dropped first, then the oldest.
+pub const AUTHN_TRACKED_ADDRS_MAX: usize = 4096;
+
+/// Lines of a password or ACL file (and users of the built-in database):
+/// a bigger file is refused at load naming this limit.
+pub const AUTHN_FILE_LINES_MAX: usize = 1_000_000;
+
+/// Largest password file, ACL file or built-in user database read.
+pub const AUTHN_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Longest user id and password the built-in database API accepts (MQTT
+/// strings are at most 65,535 bytes; no real password is near this).
+pub const AUTHN_USER_ID_MAX_BYTES: usize = 256;
+pub const AUTHN_PASSWORD_MAX_BYTES: usize = 1024;

@@ -177,6 +177,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Reads the password and ACL files: a bad line stops the start.
+    let authn = match ringmq::authn::Authn::start(&config.authentication, &config.node.data_dir) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ringmq: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.authentication.built_in_database && !config.api.enable {
+        tracing::warn!(
+            "authentication.built_in_database is on but the admin API is off (api.enable): \
+             its users cannot be added or changed"
+        );
+    }
     let m = &config.mqtt;
     let settings = ShardSettings {
         node: ringmq::router::NodeId::from_name(&config.node.name),
@@ -198,6 +212,7 @@ fn main() -> ExitCode {
             authz,
             authz_deny_action: config.authorization.deny_action,
             authz_deny_reason: config.authorization.deny_reason,
+            authn: authn.clone(),
         }),
         retained_max_messages: m.retained_max_messages as usize,
         retained_max_payload_bytes: m.retained_max_payload_size as usize,
@@ -209,6 +224,7 @@ fn main() -> ExitCode {
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -223,7 +239,7 @@ fn main() -> ExitCode {
     // Made before the shards start: the admin thread may ask them at once
     // (requests wait in the inboxes until the shards serve them).
     let node = NodeHandle::new(cpus.len());
-    if let Err(code) = start_signal_thread(signals, &node) {
+    if let Err(code) = start_signal_thread(signals, &node, authn.clone()) {
         return code;
     }
     // Bounds a shard's lost wake-up (shard/watchdog.rs).
@@ -232,7 +248,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &node) {
+        if let Err(code) = start_admin(&config, &admission, &node, authn.clone()) {
             return code;
         }
     }
@@ -305,18 +321,31 @@ fn gen_certs(
 }
 
 /// Starts the thread that turns SIGTERM and SIGINT into the node's stop
-/// request. The request goes through each shard's inbox, whose wake-up
+/// request, and SIGHUP into a reload of the authentication files (systemd's
+/// `ExecReload`; a bad file is logged and the old one kept, the node runs
+/// on). The request goes through each shard's inbox, whose wake-up
 /// reaches a shard asleep with nothing to do at once (a flag that the
 /// shards' ticks polled depended on an idle shard's timer firing).
 fn start_signal_thread(
     mut signals: signal_hook::iterator::Signals,
     node: &NodeHandle,
+    authn: Option<Arc<ringmq::authn::Authn>>,
 ) -> Result<(), ExitCode> {
     let node = node.clone();
     std::thread::Builder::new()
         .name("ringmq-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    match &authn {
+                        Some(authn) => match authn.reload() {
+                            Ok(()) => tracing::info!("SIGHUP: authentication files reloaded"),
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused, the old files stay"),
+                        },
+                        None => tracing::info!("SIGHUP: no authentication files to reload"),
+                    }
+                    continue;
+                }
                 tracing::info!(signal, "stopping");
                 ringmq::systemd::notify_or_log("STOPPING=1");
                 node.request_stop();
@@ -336,6 +365,7 @@ fn start_admin(
     config: &Config,
     admission: &Arc<NodeAdmission>,
     node: &NodeHandle,
+    authn: Option<Arc<ringmq::authn::Authn>>,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -360,7 +390,8 @@ fn start_admin(
             role: config.node.role.as_str().to_string(),
             // The cluster thread (issue 13) is not started by the node yet.
             control: None,
-        }),
+        })
+        .with_authn(authn),
     );
     match admin::start(api, state) {
         Ok(()) => Ok(()),

@@ -3,6 +3,7 @@
 use super::nodes::ClusterAdmin;
 use super::shards::AskShards;
 use crate::admission::NodeAdmission;
+use crate::authn::Authn;
 use crate::config::{FieldError, ServerRedirectionConfig};
 use crate::limits;
 use crate::shard::{CallError, NodeHandle};
@@ -11,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -42,6 +43,9 @@ pub struct AdminState {
     /// When the node started (made at start, before the shards): the
     /// nodes API's `uptime`.
     pub started_at: Instant,
+    /// `[authentication]` when configured (`authn.rs`): reload, built-in
+    /// users, the failure counter.
+    pub authn: Option<Arc<Authn>>,
 }
 
 impl AdminState {
@@ -66,7 +70,14 @@ impl AdminState {
             prometheus_basic_auth,
             cluster: ClusterAdmin::default(),
             started_at: Instant::now(),
+            authn: None,
         }
+    }
+
+    /// The node's authentication state, when `[authentication]` is set.
+    pub fn with_authn(mut self, authn: Option<Arc<Authn>>) -> AdminState {
+        self.authn = authn;
+        self
     }
 
     /// The cluster's name, this node's role and discovery strategy, and
@@ -95,7 +106,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The API's routes, authentication included.
 pub fn router(state: Arc<AdminState>) -> Router {
-    use super::{clients, nodes, prometheus};
+    use super::{authn, clients, nodes, prometheus};
     let metrics = Router::new().route("/api/v5/prometheus/stats", get(prometheus::stats));
     let mut protected = Router::new()
         .route(
@@ -103,6 +114,17 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(get_redirection).put(put_redirection),
         )
         .route("/api/v5/status", get(get_status))
+        .route("/api/v5/authentication/reload", post(authn::reload))
+        .route(
+            authn::USERS_PATH,
+            get(authn::list_users).post(authn::add_user),
+        )
+        .route(
+            &format!("{}/{{user_id}}", authn::USERS_PATH),
+            get(authn::get_user)
+                .put(authn::update_user)
+                .delete(authn::delete_user),
+        )
         .route("/api/v5/clients", get(clients::list_clients))
         .route(
             "/api/v5/clients/{clientid}",

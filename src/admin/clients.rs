@@ -28,7 +28,7 @@ pub struct Paging {
 }
 
 impl Paging {
-    fn skip(&self) -> usize {
+    pub(super) fn skip(&self) -> usize {
         (self.page - 1).saturating_mul(self.limit)
     }
 }
@@ -120,7 +120,7 @@ async fn list_page<T>(
     Ok((rows, counts.iter().sum()))
 }
 
-fn page_json(data: Vec<Value>, paging: Paging, count: usize) -> Response {
+pub(super) fn page_json(data: Vec<Value>, paging: Paging, count: usize) -> Response {
     let hasnext = paging.skip().saturating_add(data.len()) < count;
     Json(json!({
         "data": data,

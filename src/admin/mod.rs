@@ -25,6 +25,9 @@
 //!   `PUT /api/v5/cluster/join`, `PUT /api/v5/cluster/leave`,
 //!   `DELETE /api/v5/cluster/{node}/force_leave`: the cluster's nodes and
 //!   its manual membership (`nodes.rs`; `ringmq ctl cluster ...`).
+//! - `POST /api/v5/authentication/reload` and the built-in database's users
+//!   `/api/v5/authentication/password_based:built_in_database/users[/{id}]`
+//!   (`authn.rs`).
 //! - `GET /api/v5/prometheus/stats`: the shards' statistics in Prometheus's
 //!   text format; without authentication unless
 //!   `prometheus.enable_basic_auth` (`prometheus.rs`).
@@ -35,6 +38,7 @@
 //! "message": "server_redirection.redirect_strategy: ..."}`.
 
 mod api;
+mod authn;
 mod clients;
 mod nodes;
 mod prometheus;

@@ -39,9 +39,14 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Response {
             }
         }
     }
-    (
-        [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
-        prometheus::render(&shards),
-    )
-        .into_response()
+    let mut text = prometheus::render(&shards);
+    // Node-wide, kept by the password workers rather than the shards.
+    let failures = state.authn.as_ref().map_or(0, |a| a.failures_total());
+    text.push_str(&format!(
+        "# HELP ringmq_authentication_failures_total CONNECTs refused by authentication: \
+         unknown user or wrong password, throttled address, anonymous when not allowed.\n\
+         # TYPE ringmq_authentication_failures_total counter\n\
+         ringmq_authentication_failures_total {failures}\n"
+    ));
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
 }

@@ -311,6 +311,36 @@ impl Authz {
         self.decide(who, Request::Subscribe, filter) == Permission::Allow
     }
 
+    /// What the first matching rule says about publishing `topic`; `None`
+    /// when no rule matches (then the ACL file, if any, decides, else
+    /// `no_match`).
+    pub fn publish_rule(&self, who: &Who, topic: &str) -> Option<bool> {
+        self.first_match(who, Request::Publish, topic)
+            .map(|p| p == Permission::Allow)
+    }
+
+    /// [`Authz::publish_rule`] for subscribing to `filter`.
+    pub fn subscribe_rule(&self, who: &Who, filter: &str) -> Option<bool> {
+        let filter = match parse_shared(filter) {
+            Ok(Some(shared)) => shared.filter,
+            _ => filter,
+        };
+        self.first_match(who, Request::Subscribe, filter)
+            .map(|p| p == Permission::Allow)
+    }
+
+    /// What a request no rule matches gets.
+    pub fn no_match(&self) -> Permission {
+        self.no_match
+    }
+
+    fn first_match(&self, who: &Who, request: Request, subject: &str) -> Option<Permission> {
+        self.rules
+            .iter()
+            .find(|rule| rule.matches(who, request, subject))
+            .map(|rule| rule.permission)
+    }
+
     fn decide(&self, who: &Who, request: Request, subject: &str) -> Permission {
         self.rules
             .iter()

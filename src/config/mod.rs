@@ -12,6 +12,7 @@
 
 mod affinity;
 mod api;
+mod authentication;
 mod authorization;
 mod cluster;
 mod error;
@@ -28,6 +29,7 @@ mod value;
 mod tests;
 
 pub use api::{ApiConfig, PrometheusConfig, DEFAULT_API_PASSWORD, DEFAULT_API_USERNAME};
+pub use authentication::AuthenticationConfig;
 pub use authorization::{AuthorizationConfig, AuthorizationRuleConfig};
 pub use cluster::is_host_name;
 pub use cluster::{
@@ -62,6 +64,7 @@ pub struct Config {
     pub listeners: ListenersConfig,
     pub mqtt: MqttConfig,
     pub log: LogConfig,
+    pub authentication: AuthenticationConfig,
     pub authorization: AuthorizationConfig,
     pub server_redirection: ServerRedirectionConfig,
     pub api: ApiConfig,
@@ -81,6 +84,7 @@ impl PartialEq for Config {
             && self.listeners == other.listeners
             && self.mqtt == other.mqtt
             && self.log == other.log
+            && self.authentication == other.authentication
             && self.authorization == other.authorization
             && self.server_redirection == other.server_redirection
             && self.api == other.api

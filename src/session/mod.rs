@@ -105,6 +105,13 @@
 //! - the will is checked when it is due ([`Connection::take_will`]), as EMQX
 //!   does: a will to a denied topic is dropped, the CONNECT is not refused.
 //!
+//! With an ACL file (`cfg.authn`, `[authentication] acl_file`) the order
+//! is: the built-in refusals below, then the `[authorization]` rules (the
+//! first matching rule decides), then the ACL file, which denies what it
+//! does not grant; `no_match` is not consulted. A superuser (built-in
+//! database `is_superuser`, [`Connection::set_superuser`]) skips the ACL
+//! file: for it, `no_match` decides what no rule matches, as without one.
+//!
 //! Topic names `$share` / `$share/...` (no subscription can match them)
 //! and, unless `cfg.allow_publish_sys`, `$SYS` / `$SYS/...` (MQTT 5.0
 //! section 4.7.2) are denied to every PUBLISH and will by a built-in rule
@@ -143,6 +150,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::authn::Authn;
 use crate::authz::{Authz, DenyAction, DenyReason};
 use crate::codec::{
     ByteStr, PublishProperties, QoS, ReasonCode, SubscriptionOptions, PUBLISH_PROPERTIES_EMPTY,
@@ -196,6 +204,10 @@ pub struct SessionConfig {
     pub authz_deny_action: DenyAction,
     /// The MQTT 5 reason code of a refusal (0x87 or 0x80).
     pub authz_deny_reason: DenyReason,
+    /// `[authentication]`, when configured: its ACL file is consulted after
+    /// the rules (see "Authorization" above); the shard checks CONNECTs
+    /// with it. `None`: the defaults, nothing checked.
+    pub authn: Option<Arc<Authn>>,
 }
 
 /// An application message as routed across shards: immutable, shared by

@@ -24,11 +24,20 @@ use super::{pubrel, Connection, Tx};
 pub(super) struct ConnectExtras {
     pub(super) username: Option<ByteStr>,
     pub(super) will: Option<Will>,
+    /// Authenticated as a built-in database superuser: the ACL file does
+    /// not apply (a superuser always has a user name, so extras exist).
+    pub(super) superuser: bool,
 }
 
 impl ConnectExtras {
     pub(super) fn of(username: Option<ByteStr>, will: Option<Will>) -> Option<Box<ConnectExtras>> {
-        (username.is_some() || will.is_some()).then(|| Box::new(ConnectExtras { username, will }))
+        (username.is_some() || will.is_some()).then(|| {
+            Box::new(ConnectExtras {
+                username,
+                will,
+                superuser: false,
+            })
+        })
     }
 }
 

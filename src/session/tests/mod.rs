@@ -45,6 +45,7 @@ pub(super) fn cfg() -> SessionConfig {
         authz: None,
         authz_deny_action: crate::authz::DenyAction::Ignore,
         authz_deny_reason: crate::authz::DenyReason::NotAuthorized,
+        authn: None,
     }
 }
 

@@ -8,6 +8,7 @@ use super::super::io::{Half, Stream};
 use super::super::sessions::Slot;
 use super::super::state::{ConnHandle, Shard};
 use super::super::ListenerCount;
+use super::authn::authenticate;
 use super::close::close;
 use super::read::fill;
 use super::Live;
@@ -65,6 +66,8 @@ pub(super) struct Admitted<S> {
     io: Rc<RefCell<S>>,
     /// Whatever the client sent after its CONNECT.
     buf: BytesMut,
+    /// Authenticated as a superuser: the ACL file does not apply.
+    superuser: bool,
 }
 
 /// Reads and checks CONNECT and decides admission (node and listener caps,
@@ -132,6 +135,23 @@ pub(super) async fn admit<S: Stream>(
         send_refusal(&mut wr, connack, &connect).await;
         return close(&io).await;
     }
+    // Before admission takes a connection slot: a refused client holds none.
+    let superuser = match authenticate(shard, peer, &connect).await {
+        Ok(superuser) => superuser,
+        Err(refused) => {
+            let connack = ConnAck {
+                session_present: false,
+                reason_code: if protocol.is_v5() {
+                    refused.v5
+                } else {
+                    refused.v3
+                },
+                properties: ConnAckProperties::default(),
+            };
+            send_refusal(&mut wr, connack, &connect).await;
+            return close(&io).await;
+        }
+    };
     match decide_admission(shard, listener, protocol.is_v5()) {
         Decision::Admit => {}
         Decision::Redirect {
@@ -167,7 +187,12 @@ pub(super) async fn admit<S: Stream>(
             return close(&io).await;
         }
     }
-    *admitted = Some(Admitted { connect, io, buf });
+    *admitted = Some(Admitted {
+        connect,
+        io,
+        buf,
+        superuser,
+    });
 }
 
 /// Decides a CONNECT (`admission::decide`) and, for an admission, takes a
@@ -213,7 +238,12 @@ pub(super) async fn establish<S: Stream>(
     shard: &Rc<Shard>,
     admitted: Admitted<S>,
 ) -> Option<Live<S>> {
-    let Admitted { connect, io, buf } = admitted;
+    let Admitted {
+        connect,
+        io,
+        buf,
+        superuser,
+    } = admitted;
     let cfg = &shard.settings.session;
     let protocol = connect.protocol;
     let (client_id, assigned) = if connect.client_id.is_empty() {
@@ -263,6 +293,9 @@ pub(super) async fn establish<S: Stream>(
     // for as long as any copy lives.
     let session_id = ByteStr::from(client_id.as_str());
     let mut conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
+    if superuser {
+        conn.set_superuser();
+    }
     conn.set_socket_fd(io.borrow().tcp().as_raw_fd());
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
     let handle = Rc::new(ConnHandle::new(conn, connected_at_ms));

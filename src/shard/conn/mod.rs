@@ -9,6 +9,7 @@
 //! TCP socket, or a `transport::Secured` one.
 
 mod admit;
+mod authn;
 mod close;
 mod read;
 mod transmit;
