@@ -114,6 +114,8 @@ def test_install_run_upgrade_remove_purge(deb: Path, uid):
                        (str(CONF), 0o640), (str(UNIT), 0o644),
                        ("/usr/share/doc/ringmq/tuning.md", 0o644),
                        ("/usr/share/doc/ringmq/copyright", 0o644),
+                       ("/usr/share/doc/ringmq/install.md", 0o644),
+                       ("/usr/share/doc/ringmq/security.md", 0o644),
                        ("/usr/share/ringmq/tuning/apply", 0o755),
                        ("/usr/share/ringmq/tuning/sysctl.conf", 0o644)]:
         st = os.stat(path)
@@ -165,6 +167,11 @@ def test_install_run_upgrade_remove_purge(deb: Path, uid):
         pub = MqttClient(mqtt_port, uid("deb-pub"))
         pub.publish("deb/t", b"installed", qos=1)
         assert sub.expect_message().payload == b"installed"
+        # `systemctl reload` (ExecReload: SIGHUP) reloads, never stops.
+        broker.send_signal(signal.SIGHUP)
+        pub.publish("deb/t", b"after reload", qos=1)
+        assert sub.expect_message().payload == b"after reload"
+        assert broker.poll() is None
         pub.disconnect()
         sub.disconnect()
         # It runs as the unit's user, not root.
