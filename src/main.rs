@@ -244,6 +244,7 @@ fn main() -> ExitCode {
         admission,
         node,
         idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
+        cluster: None,
     });
     drop(locks);
     match result {

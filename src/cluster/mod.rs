@@ -7,9 +7,12 @@
 //! * [`logic`]: the sans-IO cluster logic the thread drives: route relay
 //!   with acknowledgements before SUBACK, client-id homes and claims,
 //!   cross-node takeover, forwarding windows; and its seeded simulation.
+//! * [`driver`]: the loop that runs the logic for a running node, between
+//!   the cluster thread and the shards (routes, forwarding).
 //! * [`certs`]: a CA and node certificates for a first cluster
 //!   (`ringmq gen-certs`).
 
 pub mod certs;
+pub mod driver;
 pub mod logic;
 pub mod net;

@@ -22,6 +22,7 @@
 //! without awaiting): the shard's methods compose them, so a delivery that
 //! runs connection code never finds a part still borrowed.
 
+use super::cluster::Cluster;
 use super::interest::Interest;
 use super::io::Signal;
 use super::mesh::Mesh;
@@ -173,6 +174,9 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// Raised when the last connection ends (`stop.rs`).
     pub(super) no_connections: Signal,
+    /// This shard's end of the cluster driver (`cluster.rs`); `None` on a
+    /// single node.
+    pub(super) cluster: Option<Cluster>,
 }
 
 impl Shard {
@@ -184,6 +188,7 @@ impl Shard {
         shutdown: Arc<AtomicBool>,
         interest_marks: Arc<InterestMarks>,
         admission: Arc<NodeAdmission>,
+        cluster: Option<crate::cluster::driver::ShardPort>,
     ) -> Shard {
         let now = Instant::now();
         Shard {
@@ -208,6 +213,7 @@ impl Shard {
             counters: ShardCounters::default(),
             metrics: ShardMetrics::default(),
             no_connections: Signal::default(),
+            cluster: cluster.map(Cluster::new),
         }
     }
 
