@@ -226,16 +226,39 @@ fn main() -> ExitCode {
     if let Err(code) = start_signal_thread(signals, &node) {
         return code;
     }
+    // The cluster thread, before the shards: a taken cluster.bind or a bad
+    // certificate stops the start.
+    let cluster = match config
+        .cluster
+        .is_clustered()
+        .then(|| ringmq::cluster::setup::start(&config))
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: cannot start the cluster: {e}");
+            return ExitCode::from(if e.config { 2 } else { 1 });
+        }
+    };
+    let cluster_handle = cluster.as_ref().map(|c| c.handle.clone());
     // Bounds a shard's lost wake-up (shard/watchdog.rs).
     if let Err(e) = ringmq::shard::watchdog::start(node.clone()) {
         eprintln!("ringmq: cannot start the shard watchdog thread: {e}");
         return ExitCode::from(1);
     }
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &node) {
+        if let Err(code) = start_admin(&config, &admission, &node, cluster_handle.as_ref()) {
             return code;
         }
     }
+    let cluster_ports = match cluster.map(|c| ringmq::cluster::run_node(c, node.clone())) {
+        None => None,
+        Some(Ok(ports)) => Some(ports),
+        Some(Err(e)) => {
+            eprintln!("ringmq: cannot start the cluster's node thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
     let result = shard::run(NodeSpec {
         listeners,
@@ -244,7 +267,7 @@ fn main() -> ExitCode {
         admission,
         node,
         idle_poll: std::time::Duration::from_micros(config.node.idle_poll_us.into()),
-        cluster: None,
+        cluster: cluster_ports,
     });
     drop(locks);
     match result {
@@ -330,6 +353,7 @@ fn start_admin(
     config: &Config,
     admission: &Arc<NodeAdmission>,
     node: &NodeHandle,
+    cluster: Option<&ringmq::cluster::net::ClusterHandle>,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -352,8 +376,10 @@ fn start_admin(
             name: config.cluster.name.clone(),
             discovery_strategy: config.cluster.discovery_strategy.as_str().to_string(),
             role: config.node.role.as_str().to_string(),
-            // The cluster thread (issue 13) is not started by the node yet.
-            control: None,
+            control: cluster.map(|handle| {
+                Arc::new(ringmq::cluster::control::Control::new(handle.clone()))
+                    as Arc<dyn admin::ClusterControl>
+            }),
         }),
     );
     match admin::start(api, state) {

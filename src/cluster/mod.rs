@@ -12,7 +12,16 @@
 //! * [`certs`]: a CA and node certificates for a first cluster
 //!   (`ringmq gen-certs`).
 
+//! * `setup`, `run`, `control`: the node's start of the cluster thread,
+//!   its event consumer and the admin API's hold on it.
+
 pub mod certs;
+pub mod control;
 pub mod driver;
 pub mod logic;
 pub mod net;
+mod run;
+pub mod setup;
+
+pub use run::run_node;
+pub use setup::Cluster;
