@@ -542,6 +542,10 @@ pub const CLUSTER_SHARD_INTEREST_BACKLOG_MAX: usize = 65_536;
 /// are dropped and counted (the route relay resynchronises).
 pub const CLUSTER_DRIVER_OUTBOX_MAX: usize = 8_192;
 
+/// How often, at most, the driver logs its counters (forwards, drops,
+/// malformed frames) when they changed.
+pub const CLUSTER_DRIVER_STATS_LOG_MS: u64 = 10_000;
+
 /// How soon the driver retries a frame or a shard request that found its
 /// queue full.
 pub const CLUSTER_DRIVER_RETRY_MS: u64 = 1;

@@ -36,7 +36,8 @@ pub use port::{ClusterPorts, ShardPort, ToDriver};
 
 use super::net::{ClusterEvents, ClusterHandle, NetEvent, Outgoing};
 use crate::limits::{
-    CLUSTER_DRIVER_INPUTS_MAX, CLUSTER_DRIVER_RETRY_MS, CLUSTER_SHARD_QUEUE_MAX,
+    CLUSTER_DRIVER_INPUTS_MAX, CLUSTER_DRIVER_RETRY_MS, CLUSTER_DRIVER_STATS_LOG_MS,
+    CLUSTER_SHARD_QUEUE_MAX,
 };
 use crate::router::location::ShardId;
 use crate::session::WallClock;
@@ -118,6 +119,7 @@ async fn run(
         });
     }
     let mut retry = false;
+    let mut logged = (DriverStats::default(), 0u64);
     loop {
         let now_ms = WallClock::now().unix_ms;
         let mut deadline = core.poll_timeout();
@@ -147,7 +149,32 @@ async fn run(
         if core.poll_ready(clock.unix_ms) && !*ready.borrow() {
             let _ = ready.send(true);
         }
+        if clock.unix_ms >= logged.1 + CLUSTER_DRIVER_STATS_LOG_MS && core.stats() != logged.0 {
+            log_stats(&core);
+            logged = (core.stats(), clock.unix_ms);
+        }
     }
+}
+
+fn log_stats(core: &Core) {
+    use crate::cluster::logic::forward::DropReason;
+    let s = core.stats();
+    let drops = core.forward_drops();
+    info!(
+        peers = core.running_peers().count(),
+        forwards_out = s.forwards_out,
+        forwards_in = s.forwards_in,
+        window_full_drops = ?[0, 1, 2].map(|q| drops.get(DropReason::WindowFull, q)),
+        link_down_drops = ?[0, 1, 2].map(|q| drops.get(DropReason::LinkDown, q)),
+        no_peer_drops = ?s.no_peer_drops,
+        incomplete_acks = s.incomplete_acks,
+        stream_gaps = s.stream_gaps,
+        frames_malformed = s.frames_malformed,
+        frames_unserved = s.frames_unserved,
+        outbox_drops = s.outbox_drops,
+        bad_messages = s.bad_messages,
+        "cluster driver counters"
+    );
 }
 
 fn on_net_event(core: &mut Core, handle: &ClusterHandle, e: NetEvent, clock: &WallClock) {
