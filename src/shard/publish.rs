@@ -120,11 +120,12 @@ impl Shard {
         let RemoteSends {
             message,
             retain,
-            route: Route {
-                shards,
-                shared,
-                nodes,
-            },
+            route:
+                Route {
+                    shards,
+                    shared,
+                    nodes,
+                },
         } = remote;
         if let Some(stored) = retain {
             for s in 0..self.count {

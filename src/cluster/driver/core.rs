@@ -31,8 +31,8 @@ use crate::limits::{
 };
 use crate::router::location::{NodeId, ShardId};
 use crate::router::InterestChange;
-use crate::session::WallClock;
 use crate::session::snapshot::MessageSnapshot;
+use crate::session::WallClock;
 
 /// A change of a peer's routes, for every local shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,7 +489,9 @@ impl Core {
                 while let Some(e) = out.poll_event() {
                     moved = true;
                     match e {
-                        ForwardEvent::Acked { token } => self.pub_acks.handle_node(token, peer, true),
+                        ForwardEvent::Acked { token } => {
+                            self.pub_acks.handle_node(token, peer, true)
+                        }
                         ForwardEvent::Failed { token } => {
                             self.pub_acks.handle_node(token, peer, false)
                         }
@@ -502,8 +504,7 @@ impl Core {
                         break;
                     };
                     moved = true;
-                    self.outbox
-                        .push_back((peer, StreamId::Data { shard }, m));
+                    self.outbox.push_back((peer, StreamId::Data { shard }, m));
                 }
             }
             while let Some((token, complete)) = self.pub_acks.poll_release() {

@@ -234,9 +234,7 @@ fn flush(
         let (node, inputs) = (node.clone(), inputs.clone());
         tokio::spawn(async move {
             let ops = Arc::new(batch.ops.clone());
-            let applied = node
-                .call_all(move |ctx| apply_route_ops(ctx, &ops))
-                .await;
+            let applied = node.call_all(move |ctx| apply_route_ops(ctx, &ops)).await;
             if let Err(e) = &applied {
                 debug!("cluster driver: route changes not applied ({e}); again");
                 tokio::time::sleep(Duration::from_millis(CLUSTER_DRIVER_RETRY_MS)).await;

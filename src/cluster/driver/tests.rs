@@ -283,7 +283,7 @@ fn a_silent_peer_releases_the_suback_after_the_ack_timeout() {
 fn unsubscribing_the_last_subscriber_removes_the_route() {
     let mut c = Cluster::new(&[1, 2], 2);
     c.connect_all();
-    let _ = c.subscribe(1, 0, "x/#");
+    drop(c.subscribe(1, 0, "x/#"));
     c.settle();
     assert!(c.has_route(2, 1, 1, "x/#"));
     let now = c.now_ms;
@@ -304,7 +304,9 @@ fn a_qos1_publisher_is_answered_once_every_receiving_node_queued_it() {
     let mut c = Cluster::new(&[1, 2, 3], 3);
     c.connect_all();
     c.node(3).hold_queued = true;
-    let mut answer = c.publish(1, 2, &[2, 3], "t/1", QoS::AtLeastOnce).expect("qos 1");
+    let mut answer = c
+        .publish(1, 2, &[2, 3], "t/1", QoS::AtLeastOnce)
+        .expect("qos 1");
     c.settle();
     // Delivered on the shard of the publisher's id, once per node.
     assert_eq!(c.node(2).delivered[2].len(), 1);
@@ -324,8 +326,12 @@ fn one_publishers_messages_keep_their_order_on_one_shard() {
     let mut c = Cluster::new(&[1, 2], 4);
     c.connect_all();
     for i in 0..50 {
-        let qos = if i % 2 == 0 { QoS::AtMostOnce } else { QoS::ExactlyOnce };
-        let _ = c.publish(1, 1, &[2], &format!("t/{i}"), qos);
+        let qos = if i % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        drop(c.publish(1, 1, &[2], &format!("t/{i}"), qos));
     }
     c.settle();
     let node = c.node(2);
@@ -339,11 +345,13 @@ fn one_publishers_messages_keep_their_order_on_one_shard() {
 fn a_node_that_goes_down_is_forgotten_and_its_acknowledgements_fail() {
     let mut c = Cluster::new(&[1, 2, 3], 2);
     c.connect_all();
-    let _ = c.subscribe(3, 0, "d/#");
+    drop(c.subscribe(3, 0, "d/#"));
     c.settle();
     assert!(c.has_route(1, 0, 3, "d/#"));
     c.node(3).hold_queued = true;
-    let mut answer = c.publish(1, 0, &[3], "d/x", QoS::AtLeastOnce).expect("qos 1");
+    let mut answer = c
+        .publish(1, 0, &[3], "d/x", QoS::AtLeastOnce)
+        .expect("qos 1");
     c.settle();
     assert_eq!(answered(&mut answer), None);
     c.node(3).up = false;
@@ -355,7 +363,9 @@ fn a_node_that_goes_down_is_forgotten_and_its_acknowledgements_fail() {
     assert!(!c.has_route(1, 0, 3, "d/#") && !c.has_route(1, 1, 3, "d/#"));
     assert!(!c.has_route(2, 0, 3, "d/#"));
     // A forward for the dead node answers at once, incomplete.
-    let mut late = c.publish(1, 0, &[3], "d/y", QoS::AtLeastOnce).expect("qos 1");
+    let mut late = c
+        .publish(1, 0, &[3], "d/y", QoS::AtLeastOnce)
+        .expect("qos 1");
     c.settle();
     assert_eq!(answered(&mut late), Some(false));
     assert_eq!(c.node(1).core.stats().no_peer_drops[1], 1);
@@ -385,25 +395,32 @@ fn a_joining_node_is_ready_only_with_every_peers_routes() {
     // Nodes 1 and 2 run with a subscription each; 3 starts alone.
     for (a, b) in [(1, 2), (2, 1)] {
         let now = c.now_ms;
-        c.node(a).core.handle_member_up(NodeId(b), u64::from(b), now);
+        c.node(a)
+            .core
+            .handle_member_up(NodeId(b), u64::from(b), now);
     }
     c.settle();
-    let _ = c.subscribe(1, 0, "one");
-    let _ = c.subscribe(2, 0, "two");
+    drop(c.subscribe(1, 0, "one"));
+    drop(c.subscribe(2, 0, "two"));
     c.settle();
     let now = c.now_ms;
     assert!(!c.node(3).core.poll_ready(now), "alone, it waits for peers");
     // 3 learns of 1 and 2 before their snapshots arrive.
     for peer in [1, 2] {
         let now = c.now_ms;
-        c.node(3).core.handle_member_up(NodeId(peer), u64::from(peer), now);
+        c.node(3)
+            .core
+            .handle_member_up(NodeId(peer), u64::from(peer), now);
         c.node(peer).core.handle_member_up(NodeId(3), 3, now);
     }
     let now = c.now_ms + crate::limits::CLUSTER_READY_SETTLE_MS;
     assert!(!c.node(3).core.poll_ready(now), "no snapshot yet");
     c.settle();
     let now = c.now_ms;
-    assert!(!c.node(3).core.poll_ready(now), "membership not settled yet");
+    assert!(
+        !c.node(3).core.poll_ready(now),
+        "membership not settled yet"
+    );
     c.advance(crate::limits::CLUSTER_READY_SETTLE_MS);
     let now = c.now_ms;
     assert!(c.node(3).core.poll_ready(now));
@@ -422,21 +439,15 @@ fn a_restarted_senders_stream_is_taken_from_its_first_message() {
     let mut c = Cluster::new(&[1, 2], 1);
     c.connect_all();
     for i in 0..3 {
-        let _ = c.publish(1, 0, &[2], &format!("a/{i}"), QoS::AtMostOnce);
+        drop(c.publish(1, 0, &[2], &format!("a/{i}"), QoS::AtMostOnce));
     }
     c.settle();
     // Node 1 restarts; node 2 sees its frames before its new member-up.
     let old = c.nodes.remove(&NodeId(1)).expect("node 1");
     let mut fresh = Core::new(NodeId(1), 77, 1, c.now_ms);
     fresh.handle_member_up(NodeId(2), 2, c.now_ms);
-    c.nodes.insert(
-        NodeId(1),
-        TestNode {
-            core: fresh,
-            ..old
-        },
-    );
-    let _ = c.publish(1, 0, &[2], "b/0", QoS::AtMostOnce);
+    c.nodes.insert(NodeId(1), TestNode { core: fresh, ..old });
+    drop(c.publish(1, 0, &[2], "b/0", QoS::AtMostOnce));
     c.settle();
     let topics: Vec<String> = c.node(2).delivered[0].iter().map(|d| d.3.clone()).collect();
     assert_eq!(topics, ["a/0", "a/1", "a/2", "b/0"]);
