@@ -523,6 +523,20 @@ pub const CLUSTER_DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// datagrams, so that they reach the peers before the links close.
 pub const CLUSTER_LEAVE_LINGER: Duration = Duration::from_millis(300);
 
+/// How often a node sends its load figures (MQTT connections) to each
+/// running peer: what `least_connections` and `/api/v5/nodes` read of the
+/// peers is at most this old (plus the link's delay).
+pub const CLUSTER_LOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the node's view of the cluster for admission (the running
+/// nodes a CONNACK lists, redirect targets and their loads) is rebuilt from
+/// the member list: well under the failure-detection time, so a CONNACK
+/// follows membership within it.
+pub const CLUSTER_VIEW_REFRESH: Duration = Duration::from_millis(200);
+
+/// Length cap of a version string in a peer's load figures.
+pub const CLUSTER_VERSION_LEN_MAX_BYTES: usize = 64;
+
 // ---------------------------------------------------------------- cluster driver (src/cluster/driver)
 
 /// Requests one shard may have queued towards the cluster driver (interest

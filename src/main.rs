@@ -231,7 +231,7 @@ fn main() -> ExitCode {
     let cluster = match config
         .cluster
         .is_clustered()
-        .then(|| ringmq::cluster::setup::start(&config))
+        .then(|| ringmq::cluster::setup::start(&config, admission.clone()))
         .transpose()
     {
         Ok(c) => c,
@@ -240,14 +240,18 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.config { 2 } else { 1 });
         }
     };
-    let cluster_handle = cluster.as_ref().map(|c| c.handle.clone());
+    let cluster_control = cluster.as_ref().map(|c| {
+        Arc::new(
+            ringmq::cluster::control::Control::new(c.handle.clone()).with_figures(c.loads.clone()),
+        ) as Arc<dyn admin::ClusterControl>
+    });
     // Bounds a shard's lost wake-up (shard/watchdog.rs).
     if let Err(e) = ringmq::shard::watchdog::start(node.clone()) {
         eprintln!("ringmq: cannot start the shard watchdog thread: {e}");
         return ExitCode::from(1);
     }
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &node, cluster_handle.as_ref()) {
+        if let Err(code) = start_admin(&config, &admission, &node, cluster_control) {
             return code;
         }
     }
@@ -353,7 +357,7 @@ fn start_admin(
     config: &Config,
     admission: &Arc<NodeAdmission>,
     node: &NodeHandle,
-    cluster: Option<&ringmq::cluster::net::ClusterHandle>,
+    cluster: Option<Arc<dyn admin::ClusterControl>>,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -376,10 +380,7 @@ fn start_admin(
             name: config.cluster.name.clone(),
             discovery_strategy: config.cluster.discovery_strategy.as_str().to_string(),
             role: config.node.role.as_str().to_string(),
-            control: cluster.map(|handle| {
-                Arc::new(ringmq::cluster::control::Control::new(handle.clone()))
-                    as Arc<dyn admin::ClusterControl>
-            }),
+            control: cluster,
         }),
     );
     match admin::start(api, state) {

@@ -23,7 +23,6 @@ pub trait PeerFigures: Send + Sync + 'static {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerReport {
     pub connections: u64,
-    pub sessions: u64,
     pub version: String,
 }
 
@@ -41,8 +40,8 @@ impl Control {
         }
     }
 
-    /// Peers' reported figures fill `connections`, `sessions` and
-    /// `version` of their entries.
+    /// Peers' reported figures fill `connections` and `version` of their
+    /// entries.
     pub fn with_figures(mut self, figures: std::sync::Arc<dyn PeerFigures>) -> Control {
         self.figures = Some(figures);
         self
@@ -73,7 +72,6 @@ pub fn node_info(member: &MemberInfo, report: Option<PeerReport>, now_ms: u64) -
         if let Some(report) = report {
             info.connections = Some(report.connections);
             info.live_connections = Some(report.connections);
-            info.sessions = Some(report.sessions);
             info.version = Some(report.version);
         }
     }
@@ -159,7 +157,6 @@ mod tests {
     fn a_running_member_has_uptime_and_its_figures_a_stopped_one_none() {
         let report = PeerReport {
             connections: 7,
-            sessions: 9,
             version: "1.2.3".to_string(),
         };
         let info = node_info(&member(MemberState::Running), Some(report.clone()), 5_000);
@@ -168,7 +165,6 @@ mod tests {
         assert_eq!(info.role, "replicant");
         assert_eq!(info.uptime, Some(4_000));
         assert_eq!(info.connections, Some(7));
-        assert_eq!(info.sessions, Some(9));
         assert_eq!(info.version.as_deref(), Some("1.2.3"));
         let info = node_info(&member(MemberState::Stopped), Some(report), 5_000);
         assert_eq!(info.node_status, NodeStatus::Stopped);

@@ -14,14 +14,18 @@
 
 //! * `setup`, `run`, `control`: the node's start of the cluster thread,
 //!   its event consumer and the admin API's hold on it.
+//! * `load`, `view`: load figures exchanged between nodes, and the running
+//!   nodes as admission lists them (Server Reference, `least_connections`).
 
 pub mod certs;
 pub mod control;
 pub mod driver;
+pub mod load;
 pub mod logic;
 pub mod net;
 mod run;
 pub mod setup;
+pub mod view;
 
 pub use run::run_node;
 pub use setup::Cluster;

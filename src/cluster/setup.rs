@@ -8,17 +8,24 @@
 //! but is down does not (discovery keeps announcing to it).
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::load::PeerLoads;
 use super::net::{self, ClusterEvents, ClusterHandle, Discovery, NetSettings, Role, TlsMode};
+use crate::admission::{format_reference, NodeAdmission};
 use crate::config::{Config, DiscoveryStrategy, DnsRecordType, HostPort, NodeRole};
 use crate::router::location::NodeId;
 
 /// The started cluster thread: the handle (cloned freely: admin, shards'
-/// helpers) and its one event consumer, handed to `run_node`.
+/// helpers) and its one event consumer, handed to `run_node` with what
+/// the event loop feeds: the peers' load figures table and the node's
+/// admission state (whose connection count is this node's load).
 pub struct Cluster {
     pub handle: ClusterHandle,
     pub events: ClusterEvents,
+    pub loads: Arc<PeerLoads>,
+    pub admission: Arc<NodeAdmission>,
 }
 
 /// Why the cluster did not start. The message starts with the
@@ -37,9 +44,10 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Maps the configuration and starts the cluster thread (only call it when
-/// `config.cluster.is_clustered()`).
-pub fn start(config: &Config) -> Result<Cluster, StartError> {
+/// Maps the configuration, starts the cluster thread and the thread that
+/// keeps admission's view of the cluster (`view`). Only call it when
+/// `config.cluster.is_clustered()`.
+pub fn start(config: &Config, admission: Arc<NodeAdmission>) -> Result<Cluster, StartError> {
     let config_error = |message| StartError {
         message,
         config: true,
@@ -69,7 +77,21 @@ pub fn start(config: &Config) -> Result<Cluster, StartError> {
             }
         }
     })?;
-    Ok(Cluster { handle, events })
+    // Until the first view: CONNACKs list this node alone.
+    admission.set_local_reference(format_reference(config.node.host(), mqtt_addr.port()));
+    let loads = Arc::new(PeerLoads::default());
+    super::view::start(handle.clone(), admission.clone(), loads.clone()).map_err(|e| {
+        StartError {
+            message: format!("cannot start the cluster view thread: {e}"),
+            config: false,
+        }
+    })?;
+    Ok(Cluster {
+        handle,
+        events,
+        loads,
+        admission,
+    })
 }
 
 /// `[node]` and `[cluster]` as the cluster thread takes them. Errors start

@@ -56,19 +56,130 @@ def test_static_seeds_form_a_three_node_cluster(static3):
         assert node.client(f"m-alive-{node.index}").is_connected()
 
 
+USE_ANOTHER_SERVER = 0x9C
+
+
+def reference(node) -> str:
+    """What a client reaches `node` at: host from the node name, the MQTT listener's port."""
+    return f"{node.node_name.split('@')[1]}:{node.port}"
+
+
+def set_redirection(node, **fields) -> dict:
+    code, body, _ = node.api("PUT", "/api/v5/config/server_redirection", fields)
+    assert code == 200, body
+    return body
+
+
+def connack_reference(node, client_id: str, expect_rc: int | None = 0) -> str | None:
+    c = node.client(client_id, version=5, expect_rc=expect_rc)
+    ref = c.connack_props.get("server_reference")
+    c.stop()
+    return ref
+
+
+def wait_connack_reference(node, want: str, timeout: float = DETECT_BOUND_S) -> float:
+    start = time.monotonic()
+    i = 0
+    while True:
+        i += 1
+        got = connack_reference(node, f"m-ref-{node.index}-{i}")
+        if got == want:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"CONNACK Server Reference {got!r} on {node.name}, want {want!r}")
+        time.sleep(0.1)
+
+
+def test_every_v5_connack_lists_the_running_nodes(static3):
+    static3.wait_running(3)
+    everyone = " ".join(reference(n) for n in static3.nodes)  # by node name
+    for node in static3.nodes:
+        # Off (the default): no Server Reference on a successful CONNACK.
+        assert connack_reference(node, f"m-noref-{node.index}") is None
+        body = set_redirection(node, enable=True)
+        assert body["enable"] is True and body["redirect_servers"] == [], body
+    for node in static3.nodes:
+        # The view admission reads is rebuilt from the member list every 200 ms.
+        wait_connack_reference(node, everyone, timeout=2.0)
+        assert connack_reference(node, f"m-ref-again-{node.index}") == everyone
+
+
+def wait_redirect(node, want: str, timeout: float = 2.0) -> None:
+    """Until a v5 client at `node`'s cap is redirected to `want` (admission's view of the
+    peers' loads is rebuilt every 200 ms, after /api/v5/nodes shows them)."""
+    deadline = time.monotonic() + timeout
+    i = 0
+    while True:
+        i += 1
+        got = connack_reference(node, f"m-redir-{i}", expect_rc=USE_ANOTHER_SERVER)
+        if got == want:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"redirected to {got!r}, want {want!r}")
+        time.sleep(0.05)
+
+
+def wait_peer_connections(node, want: dict[str, int], timeout: float = DETECT_BOUND_S) -> list[dict]:
+    """Until `node` lists these peers with these connection counts (from their load figures)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = node.nodes()
+        got = {n["node"]: n.get("connections") for n in nodes}
+        if all(got.get(name) == count for name, count in want.items()):
+            return nodes
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node.name} lists {got}, want {want}")
+        time.sleep(0.1)
+
+
+def test_least_connections_redirects_to_the_least_loaded_node_and_nodes_show_peer_load(static3):
+    static3.wait_running(3)
+    a, b, d = static3.nodes
+    for node in static3.nodes:
+        node.close_clients()
+    wait_peer_connections(a, {a.node_name: 0, b.node_name: 0, d.node_name: 0})
+    set_redirection(a, enable=True, redirect_strategy="least_connections", max_connections=2)
+    try:
+        held = [b.client(f"m-lc-b{i}") for i in range(3)]
+        nodes = wait_peer_connections(a, {b.node_name: 3, d.node_name: 0})
+        for n in nodes:
+            assert n["node_status"] == "running" and n["version"] and n["uptime"] > 0, n
+        held += [a.client(f"m-lc-a{i}") for i in range(2)]
+        # a is at its cap: redirected to the node with the fewest connections, d.
+        wait_redirect(a, reference(d))
+        # Steadily: every redirect while the loads stay so.
+        for i in range(3):
+            assert connack_reference(a, f"m-lc-x{i}", expect_rc=USE_ANOTHER_SERVER) == reference(d)
+        held += [d.client(f"m-lc-d{i}") for i in range(5)]
+        wait_peer_connections(a, {b.node_name: 3, d.node_name: 5})
+        wait_redirect(a, reference(b))
+        # ringmq ctl shows the peers' connections too.
+        p = a.ctl("cluster", "status")
+        rows = status_rows(p.stdout)
+        assert rows[b.node_name][2] == "3" and rows[d.node_name][2] == "5", p.stdout
+    finally:
+        for node in static3.nodes:
+            node.close_clients()
+        set_redirection(a, redirect_strategy="random", max_connections=1000)
+
+
 def test_kill_9_is_listed_stopped_and_the_node_rejoins_by_itself(static3):
     static3.wait_running(3)
     victim = static3.nodes[2]
     survivors = static3.nodes[:2]
+    for node in static3.nodes:
+        set_redirection(node, enable=True)
     victim.kill()
     took = static3.wait_status(victim.node_name, "stopped", among=survivors, timeout=DETECT_BOUND_S)
     assert took < DETECT_BOUND_S
     for node in survivors:
         node.wait_log(rf"member down.*{re.escape(victim.node_name)}", timeout=5)
-        # The survivors keep serving.
-        assert node.client(f"m-survivor-{node.index}").is_connected()
+        # The survivors keep serving, and list the running nodes only.
+        wait_connack_reference(node, " ".join(reference(n) for n in survivors))
     victim.restart()
     static3.wait_running(3)
+    for node in survivors:
+        wait_connack_reference(node, " ".join(reference(n) for n in static3.nodes))
 
 
 def test_manual_join_status_leave_and_force_leave(tmp_path):

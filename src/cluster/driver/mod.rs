@@ -18,6 +18,8 @@
 //! windows meanwhile (bounded, drops counted by reason and QoS).
 //!
 //! * `core`: the state machine (relay, windows, acknowledgements).
+//! * `Load`: this node's load figures (`cluster::load`) ride the same
+//!   loop: sent when due, peers' figures taken out of the frames.
 //! * `port`: what the shards send and hold.
 
 mod core;
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use self::core::{Core, RouteBatch, RouteOp};
 pub use self::core::{Delivery, DriverStats};
@@ -43,6 +45,12 @@ use crate::router::location::ShardId;
 use crate::session::WallClock;
 use crate::shard::{CallError, NodeHandle, ShardContext};
 
+/// This node's load figures (`cluster::load`), exchanged on the same loop.
+pub struct Load {
+    pub figures: super::load::LoadFigures,
+    pub admission: Arc<crate::admission::NodeAdmission>,
+}
+
 enum Input {
     Net(NetEvent),
     Shard(ToDriver),
@@ -56,6 +64,7 @@ pub fn start(
     handle: ClusterHandle,
     events: ClusterEvents,
     node: NodeHandle,
+    load: Load,
 ) -> io::Result<ClusterPorts> {
     let here = handle.node();
     let epoch = handle
@@ -82,7 +91,7 @@ pub fn start(
         .name("ringmq-cluster-node".into())
         .spawn(move || {
             let core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
-            runtime.block_on(run(core, handle, events, node, receivers, ready_tx));
+            runtime.block_on(run(core, handle, events, node, receivers, ready_tx, load));
             info!("cluster driver stopped");
         })?;
     Ok(ClusterPorts { shards })
@@ -95,6 +104,7 @@ async fn run(
     node: NodeHandle,
     receivers: Vec<mpsc::Receiver<ToDriver>>,
     ready: watch::Sender<bool>,
+    mut load: Load,
 ) {
     let (inputs, mut input_rx) = mpsc::channel(CLUSTER_DRIVER_INPUTS_MAX);
     {
@@ -121,22 +131,27 @@ async fn run(
     let mut retry = false;
     let mut logged = (DriverStats::default(), 0u64);
     loop {
+        let now = std::time::Instant::now();
+        super::run::send_load(&mut load.figures, &handle, &load.admission, now);
         let now_ms = WallClock::now().unix_ms;
-        let mut deadline = core.poll_timeout();
+        let mut wait = core
+            .poll_timeout()
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms)));
         if retry {
-            let soon = now_ms + CLUSTER_DRIVER_RETRY_MS;
-            deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+            let soon = Duration::from_millis(CLUSTER_DRIVER_RETRY_MS);
+            wait = Some(wait.map_or(soon, |w| w.min(soon)));
         }
-        let input = match deadline {
-            Some(at) => {
-                let wait = Duration::from_millis(at.saturating_sub(now_ms));
-                tokio::time::timeout(wait, input_rx.recv()).await.ok()
-            }
+        if let Some(at) = load.figures.poll_timeout() {
+            let until = at.saturating_duration_since(now);
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
+        let input = match wait {
+            Some(wait) => tokio::time::timeout(wait, input_rx.recv()).await.ok(),
             None => Some(input_rx.recv().await),
         };
         let clock = WallClock::now();
         match input {
-            Some(Some(Input::Net(e))) => on_net_event(&mut core, &handle, e, &clock),
+            Some(Some(Input::Net(e))) => on_net_event(&mut core, &mut load, &handle, e, &clock),
             Some(Some(Input::Shard(r))) => core.handle_request(r, &clock),
             Some(Some(Input::RoutesApplied(batch, ok))) => core.handle_route_batch_done(batch, ok),
             Some(Some(Input::NetStopped)) | Some(None) => return,
@@ -177,7 +192,13 @@ fn log_stats(core: &Core) {
     );
 }
 
-fn on_net_event(core: &mut Core, handle: &ClusterHandle, e: NetEvent, clock: &WallClock) {
+fn on_net_event(
+    core: &mut Core,
+    load: &mut Load,
+    handle: &ClusterHandle,
+    e: NetEvent,
+    clock: &WallClock,
+) {
     match e {
         NetEvent::MemberUp {
             node,
@@ -196,6 +217,7 @@ fn on_net_event(core: &mut Core, handle: &ClusterHandle, e: NetEvent, clock: &Wa
                 .find(|m| m.node == node)
                 .map_or_else(|| node.to_string(), |m| m.name);
             info!(%name, %node, "member down: its routes are forgotten");
+            load.figures.handle_member_down(node);
             core.handle_member_down(node, clock.unix_ms);
         }
         NetEvent::PeerFrame {
@@ -203,7 +225,11 @@ fn on_net_event(core: &mut Core, handle: &ClusterHandle, e: NetEvent, clock: &Wa
             stream,
             kind,
             body,
-        } => core.handle_frame(from, stream, kind, &body, clock),
+        } => match load.figures.handle_frame(from, kind, &body) {
+            Ok(true) => {}
+            Ok(false) => core.handle_frame(from, stream, kind, &body, clock),
+            Err(e) => warn!(%from, kind, error = %e, "bad load figures from a peer"),
+        },
         NetEvent::Refused { addr, reason } => info!(%addr, %reason, "refused"),
     }
 }
