@@ -215,6 +215,18 @@ impl Shard {
         }
     }
 
+    /// A retained message set or cleared by a client of this node: the
+    /// driver replicates it to every peer (in order with this shard's
+    /// other requests).
+    pub fn replicate_retained(&self, topic: &ByteStr, message: Option<Arc<Message>>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(ToDriver::Retain {
+                topic: topic.clone(),
+                message,
+            });
+        }
+    }
+
     /// The driver posts a peer's forwarded message (`ShardContext`).
     pub(super) fn receive_forwarded(
         &self,

@@ -189,6 +189,15 @@ impl Routes {
         found
     }
 
+    /// Every retained message, for a node that joins.
+    pub fn retained_all(&self) -> Vec<(ByteStr, Arc<Message>)> {
+        let mut all = Vec::with_capacity(self.retained_len());
+        self.retained
+            .borrow()
+            .for_each(|topic, m| all.push((topic.clone(), m.clone())));
+        all
+    }
+
     pub fn retained_len(&self) -> usize {
         self.retained.borrow().len()
     }

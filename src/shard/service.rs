@@ -95,6 +95,26 @@ impl ShardContext {
         self.shard.receive_forwarded(from, stream, seq, message);
     }
 
+    /// A retained message another node set (`Some`) or cleared (`None`).
+    pub fn set_retained(
+        &self,
+        topic: &crate::codec::ByteStr,
+        message: Option<std::sync::Arc<crate::session::Message>>,
+    ) {
+        self.shard.routes.set_retained(topic, message);
+    }
+
+    /// This shard's copy of the retained store (every shard holds all of
+    /// it), for a node that joins.
+    pub fn retained_all(
+        &self,
+    ) -> Vec<(
+        crate::codec::ByteStr,
+        std::sync::Arc<crate::session::Message>,
+    )> {
+        self.shard.routes.retained_all()
+    }
+
     /// Client ids of the sessions held here whose client is online.
     pub fn online_client_ids(&self) -> Vec<String> {
         self.shard.sessions.view(|slots| {

@@ -1,8 +1,8 @@
 """Routes and forwarding across nodes (issue 13, item 3) with real processes: a PUBLISH reaches
 subscribers on other nodes exactly once and in order (QoS 1 and 2), a SUBACK on one node means a
 PUBLISH right after it on another node arrives, unsubscribing stops delivery, a killed node's
-routes are forgotten while the others keep delivering, and a restarted node gets the routes
-again. One 3-node static cluster for the module (tests/e2e/cluster.py); the kill test runs last.
+routes are forgotten while the others keep delivering, a restarted node gets the routes and the
+retained store again, and retained messages are visible on every node. One 3-node static cluster for the module (tests/e2e/cluster.py); the kill test runs last.
 """
 from __future__ import annotations
 
@@ -98,6 +98,40 @@ def test_unsubscribe_stops_delivery_and_a_new_subscribe_restores_it(c3):
         client.disconnect()
 
 
+def retained_seen(node, topic: str, timeout: float = 5.0):
+    """The retained message a fresh subscriber on `node` gets for `topic` (replication is
+    asynchronous: asks again until `timeout`), or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = node.client(make_uid("rs"))
+        c.subscribe(topic, qos=1)
+        got = c.drain(0.3)
+        c.disconnect()
+        if got or time.monotonic() > deadline:
+            return got[0] if got else None
+
+
+def test_retained_messages_are_visible_on_every_node(c3):
+    topic = make_uid("ret")
+    pub = c3.nodes[0].client(make_uid("pub"))
+    pub.publish(topic, b"kept", qos=1, retain=True)
+    for node in c3.nodes[1:]:
+        m = retained_seen(node, topic)
+        assert m is not None and m.payload == b"kept" and m.retain, node.name
+    # Replaced on another node, then cleared: every node follows.
+    c3.nodes[1].client(make_uid("pub2")).publish(topic, b"new", qos=1, retain=True)
+    for node in (c3.nodes[0], c3.nodes[2]):
+        deadline = time.monotonic() + 5
+        while (m := retained_seen(node, topic, timeout=0)) is None or m.payload != b"new":
+            assert time.monotonic() < deadline, f"{node.name}: {m}"
+    c3.nodes[2].client(make_uid("pub3")).publish(topic, b"", qos=1, retain=True)
+    for node in c3.nodes[:2]:
+        deadline = time.monotonic() + 5
+        while retained_seen(node, topic, timeout=0) is not None:
+            assert time.monotonic() < deadline, node.name
+    pub.disconnect()
+
+
 def test_kill_9_survivors_keep_delivering_and_the_restarted_node_gets_the_routes(c3):
     victim = c3.nodes[2]
     survivors = [c3.nodes[0], c3.nodes[1]]
@@ -137,8 +171,13 @@ def test_kill_9_survivors_keep_delivering_and_the_restarted_node_gets_the_routes
     assert time.monotonic() - start < 3.0
     assert payloads(keeper.expect_messages(20)) == [f"after{i}".encode() for i in range(20)]
 
+    # Retained while the node is down: it gets the store when it comes back.
+    pub.publish(f"{topic}/kept", b"while-down", qos=1, retain=True)
+
     victim.restart()
     c3.wait_running(3)
+    m = retained_seen(victim, f"{topic}/kept")
+    assert m is not None and m.payload == b"while-down"
     # The restarted node has the routes it missed: its publish reaches node 0.
     late_pub = victim.client(make_uid("late"))
     late_pub.publish(f"{topic}/back", b"back", qos=1)

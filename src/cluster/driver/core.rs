@@ -22,9 +22,10 @@ use super::port::ToDriver;
 use crate::cluster::logic::forward::{
     DropReason, ForwardDrops, ForwardEvent, ForwardIn, ForwardOut, PublishAcks, PushOutcome,
 };
-use crate::cluster::logic::proto::{Forward, Message, MessageId, PROTO_VERSION};
+use crate::cluster::logic::proto::{Forward, Message, MessageId, RetainedSync, PROTO_VERSION};
 use crate::cluster::logic::routes::{RouteEvent, RouteRelay};
 use crate::cluster::net::StreamId;
+use crate::codec::ByteStr;
 use crate::limits::{
     CLUSTER_DRIVER_OUTBOX_MAX, CLUSTER_JOIN_WAIT_MS, CLUSTER_READY_SETTLE_MS,
     CLUSTER_READY_WAIT_MAX_MS, FORWARD_ACK_TIMEOUT_MS,
@@ -34,8 +35,9 @@ use crate::router::InterestChange;
 use crate::session::snapshot::MessageSnapshot;
 use crate::session::WallClock;
 
-/// A change of a peer's routes, for every local shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A change of a peer's routes (or retained messages), for every local
+/// shard.
+#[derive(Debug, Clone)]
 pub enum RouteOp {
     /// `Router::apply_remote_interest(Location { node: from, shard: 0 })`.
     Apply {
@@ -49,6 +51,11 @@ pub enum RouteOp {
     },
     /// `Router::forget_node(node)`.
     Forget { node: NodeId },
+    /// A peer's retained message set (`Some`) or cleared (`None`).
+    Retain {
+        topic: ByteStr,
+        message: Option<Arc<crate::session::Message>>,
+    },
 }
 
 /// Route operations to run on every shard in order, and the relay
@@ -119,6 +126,8 @@ pub struct Core {
     route_ops: RouteBatch,
     route_batch_in_flight: bool,
     deliveries: VecDeque<Delivery>,
+    /// Peers that came up and get this node's retained store.
+    retained_wanted: VecDeque<NodeId>,
     started_ms: u64,
     membership_changed_ms: u64,
     any_peer: bool,
@@ -146,6 +155,7 @@ impl Core {
             route_ops: RouteBatch::default(),
             route_batch_in_flight: false,
             deliveries: VecDeque::new(),
+            retained_wanted: VecDeque::new(),
             started_ms: now_ms,
             membership_changed_ms: now_ms,
             any_peer: false,
@@ -190,6 +200,7 @@ impl Core {
             self.link_down(node);
         }
         self.relay.handle_member_up(node);
+        self.retained_wanted.push_back(node);
         self.pump();
     }
 
@@ -249,6 +260,7 @@ impl Core {
                     out.handle_ack(&a);
                 }
             }
+            Message::RetainedSync(r) => self.retained_in(from, r, clock),
             other => {
                 self.stats.frames_unserved += 1;
                 debug!(%from, kind = other.kind(), "cluster driver: frame kind not served yet");
@@ -299,6 +311,50 @@ impl Core {
         }
     }
 
+    fn retained_in(&mut self, from: NodeId, r: RetainedSync, clock: &WallClock) {
+        let message = match r.message.map(|m| m.into_message(clock)).transpose() {
+            Ok(message) => message.map(Arc::new),
+            Err(e) => {
+                self.stats.bad_messages += 1;
+                warn!(%from, "cluster driver: retained message refused: {e}");
+                return;
+            }
+        };
+        if !crate::router::topic::is_valid_topic_name(&r.topic) {
+            self.stats.bad_messages += 1;
+            warn!(%from, "cluster driver: retained message with an invalid topic refused");
+            return;
+        }
+        let topic = ByteStr::from(r.topic);
+        self.route_ops.ops.push(RouteOp::Retain { topic, message });
+    }
+
+    /// This node's retained store (from one shard's copy) for a peer that
+    /// came up (`poll_retained_wanted`).
+    pub fn handle_retained_snapshot(
+        &mut self,
+        peer: NodeId,
+        all: Vec<(ByteStr, Arc<crate::session::Message>)>,
+        clock: &WallClock,
+    ) {
+        if !self.view.contains_key(&peer) {
+            return;
+        }
+        for (topic, m) in all {
+            let sync = RetainedSync {
+                topic: topic.to_string(),
+                message: Some(MessageSnapshot::of(&m, clock)),
+            };
+            self.push_control(peer, Message::RetainedSync(sync));
+        }
+        self.pump();
+    }
+
+    /// A peer that came up and is to get this node's retained store.
+    pub fn poll_retained_wanted(&mut self) -> Option<NodeId> {
+        self.retained_wanted.pop_front()
+    }
+
     // ------------------------------------------------------------ shards
 
     pub fn handle_request(&mut self, request: ToDriver, clock: &WallClock) {
@@ -323,6 +379,17 @@ impl Core {
                 done,
             } => self.forward(shard, nodes, &message, done, clock),
             ToDriver::Queued { from, stream, seq } => self.fwd_in.handle_queued(from, stream, seq),
+            ToDriver::Retain { topic, message } => {
+                let message = message.map(|m| MessageSnapshot::of(&m, clock));
+                let peers: Vec<NodeId> = self.view.keys().copied().collect();
+                for peer in peers {
+                    let sync = RetainedSync {
+                        topic: topic.to_string(),
+                        message: message.clone(),
+                    };
+                    self.push_control(peer, Message::RetainedSync(sync));
+                }
+            }
         }
         self.pump();
     }

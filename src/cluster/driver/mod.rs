@@ -37,11 +37,12 @@ pub use self::core::{Delivery, DriverStats};
 pub use port::{ClusterPorts, ShardPort, ToDriver};
 
 use super::net::{ClusterEvents, ClusterHandle, NetEvent, Outgoing};
+use crate::codec::ByteStr;
 use crate::limits::{
     CLUSTER_DRIVER_INPUTS_MAX, CLUSTER_DRIVER_RETRY_MS, CLUSTER_DRIVER_STATS_LOG_MS,
     CLUSTER_SHARD_QUEUE_MAX,
 };
-use crate::router::location::ShardId;
+use crate::router::location::{NodeId, ShardId};
 use crate::session::WallClock;
 use crate::shard::{CallError, NodeHandle, ShardContext};
 
@@ -55,6 +56,7 @@ enum Input {
     Net(NetEvent),
     Shard(ToDriver),
     RoutesApplied(RouteBatch, bool),
+    RetainedSnapshot(NodeId, Vec<(ByteStr, Arc<crate::session::Message>)>),
     NetStopped,
 }
 
@@ -154,6 +156,9 @@ async fn run(
             Some(Some(Input::Net(e))) => on_net_event(&mut core, &mut load, &handle, e, &clock),
             Some(Some(Input::Shard(r))) => core.handle_request(r, &clock),
             Some(Some(Input::RoutesApplied(batch, ok))) => core.handle_route_batch_done(batch, ok),
+            Some(Some(Input::RetainedSnapshot(peer, all))) => {
+                core.handle_retained_snapshot(peer, all, &clock)
+            }
             Some(Some(Input::NetStopped)) | Some(None) => return,
             None => {}
         }
@@ -270,6 +275,18 @@ fn flush(
                 .await;
         });
     }
+    while let Some(peer) = core.poll_retained_wanted() {
+        // Every shard holds the whole store: shard 0's copy is it.
+        let (node, inputs) = (node.clone(), inputs.clone());
+        tokio::spawn(async move {
+            match node.call(0, |ctx| ctx.retained_all()).await {
+                Ok(all) => {
+                    let _ = inputs.send(Input::RetainedSnapshot(peer, all)).await;
+                }
+                Err(e) => warn!(%peer, "cluster driver: retained store not sent to a peer: {e}"),
+            }
+        });
+    }
     while let Some(d) = core.poll_delivery() {
         let target = core.target_shard(d.stream);
         match post_delivery(node, target, d.clone()) {
@@ -303,6 +320,7 @@ fn apply_route_ops(ctx: &ShardContext, ops: &[RouteOp]) {
                 }
             }
             RouteOp::Forget { node } => ctx.forget_node(*node),
+            RouteOp::Retain { topic, message } => ctx.set_retained(topic, message.clone()),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::codec::ByteStr;
 use crate::router::location::{NodeId, ShardId};
 use crate::router::InterestChange;
 use crate::session::Message;
@@ -34,6 +35,12 @@ pub enum ToDriver {
         nodes: Vec<NodeId>,
         message: Arc<Message>,
         done: Option<oneshot::Sender<bool>>,
+    },
+    /// A client of this node set (`Some`) or cleared (`None`) a retained
+    /// message: every peer stores it too.
+    Retain {
+        topic: ByteStr,
+        message: Option<Arc<Message>>,
     },
     /// The shard routed `from`'s data stream `stream` up to `seq` (its
     /// messages are queued on this node): the driver acknowledges it.

@@ -227,6 +227,14 @@ fn apply(shard: &mut BTreeMap<NodeId, BTreeSet<String>>, op: &RouteOp) {
         RouteOp::Forget { node } => {
             shard.remove(node);
         }
+        RouteOp::Retain { topic, message } => {
+            // Modelled as a route of the pseudo-node 0: set or cleared.
+            let retained = shard.entry(NodeId(0)).or_default();
+            match message {
+                Some(m) => retained.insert(format!("{topic}={}", m.payload.len())),
+                None => retained.remove(&format!("{topic}=1")),
+            };
+        }
     }
 }
 
@@ -466,4 +474,50 @@ fn a_malformed_frame_is_counted_not_fatal() {
     );
     core.handle_frame(NodeId(2), StreamId::Control, 250, b"", &clock(T0));
     assert_eq!(core.stats().frames_malformed, 2);
+}
+
+#[test]
+fn retained_messages_reach_every_peer_and_a_node_that_comes_up() {
+    let mut c = Cluster::new(&[1, 2, 3], 2);
+    c.connect_all();
+    let now = c.now_ms;
+    c.node(1).core.handle_request(
+        ToDriver::Retain {
+            topic: ByteStr::from("r/1"),
+            message: Some(message("r/1", QoS::AtLeastOnce)),
+        },
+        &clock(now),
+    );
+    c.settle();
+    for at in [2, 3] {
+        assert!(c.has_route(at, 0, 0, "r/1=1") && c.has_route(at, 1, 0, "r/1=1"));
+    }
+    assert!(
+        !c.has_route(1, 0, 0, "r/1=1"),
+        "not sent back to its origin"
+    );
+    // A node that comes up asks for the store from shard 0 (the driver's
+    // shell does that call); the core sends what it is given.
+    let wanted: Vec<NodeId> =
+        std::iter::from_fn(|| c.node(1).core.poll_retained_wanted()).collect();
+    assert_eq!(wanted, [NodeId(2), NodeId(3)]);
+    let now = c.now_ms;
+    c.node(1).core.handle_retained_snapshot(
+        NodeId(2),
+        vec![(ByteStr::from("r/2"), message("r/2", QoS::AtMostOnce))],
+        &clock(now),
+    );
+    c.settle();
+    assert!(c.has_route(2, 1, 0, "r/2=1"));
+    // Cleared on the origin: cleared everywhere.
+    let now = c.now_ms;
+    c.node(1).core.handle_request(
+        ToDriver::Retain {
+            topic: ByteStr::from("r/1"),
+            message: None,
+        },
+        &clock(now),
+    );
+    c.settle();
+    assert!(!c.has_route(3, 0, 0, "r/1=1"));
 }
