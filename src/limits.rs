@@ -576,3 +576,65 @@ pub const AUTHN_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// strings are at most 65,535 bytes; no real password is near this).
 pub const AUTHN_USER_ID_MAX_BYTES: usize = 256;
 pub const AUTHN_PASSWORD_MAX_BYTES: usize = 1024;
+/// How often a node sends its load figures (MQTT connections) to each
+/// running peer: what `least_connections` and `/api/v5/nodes` read of the
+/// peers is at most this old (plus the link's delay).
+pub const CLUSTER_LOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the node's view of the cluster for admission (the running
+/// nodes a CONNACK lists, redirect targets and their loads) is rebuilt from
+/// the member list: well under the failure-detection time, so a CONNACK
+/// follows membership within it.
+pub const CLUSTER_VIEW_REFRESH: Duration = Duration::from_millis(200);
+
+/// Length cap of a version string in a peer's load figures.
+pub const CLUSTER_VERSION_LEN_MAX_BYTES: usize = 64;
+
+// ---------------------------------------------------------------- cluster driver (src/cluster/driver)
+
+/// Requests one shard may have queued towards the cluster driver (interest
+/// changes, forwards, queued reports). A full channel hands the request
+/// back: a QoS 0 forward is dropped and counted, the rest waits its turn.
+pub const CLUSTER_SHARD_QUEUE_MAX: usize = 4_096;
+
+/// Interest changes a shard keeps in order behind a full driver channel
+/// (they cannot be dropped: the node's routes would be wrong); beyond it a
+/// change is dropped, counted and logged, and the peers learn the node's
+/// routes again at their next snapshot.
+pub const CLUSTER_SHARD_INTEREST_BACKLOG_MAX: usize = 65_536;
+
+/// Frames the driver keeps for the cluster thread while its command queue
+/// is full, retried every `CLUSTER_DRIVER_RETRY_MS`; forwards are only
+/// taken from their windows while there is room, control frames beyond it
+/// are dropped and counted (the route relay resynchronises).
+pub const CLUSTER_DRIVER_OUTBOX_MAX: usize = 8_192;
+
+/// How often, at most, the driver logs its counters (forwards, drops,
+/// malformed frames) when they changed.
+pub const CLUSTER_DRIVER_STATS_LOG_MS: u64 = 10_000;
+
+/// How soon the driver retries a frame or a shard request that found its
+/// queue full.
+pub const CLUSTER_DRIVER_RETRY_MS: u64 = 1;
+
+/// Events (net, shards, completions) queued towards the driver's loop.
+pub const CLUSTER_DRIVER_INPUTS_MAX: usize = 4_096;
+
+/// How long a QoS 1/2 publisher's PUBACK/PUBREC waits for the receiving
+/// nodes to acknowledge a forwarded message before it is sent anyway
+/// (the message may be lost on a node that did not answer: counted).
+pub const FORWARD_ACK_TIMEOUT_MS: u64 = 5_000;
+
+/// A node with no peer yet waits this long for one to appear (static or
+/// DNS seeds answering) before it opens its MQTT listeners alone.
+pub const CLUSTER_JOIN_WAIT_MS: u64 = 2_000;
+
+/// Membership must have been quiet this long, with every running peer's
+/// routes received, before a joining node opens its MQTT listeners: the
+/// members a seed knows arrive one by one.
+pub const CLUSTER_READY_SETTLE_MS: u64 = 300;
+
+/// The longest a node keeps its MQTT listeners closed waiting for its
+/// peers' routes; then it opens them anyway (logged): a peer that never
+/// answers must not keep the node down.
+pub const CLUSTER_READY_WAIT_MAX_MS: u64 = 10_000;

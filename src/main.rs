@@ -242,16 +242,44 @@ fn main() -> ExitCode {
     if let Err(code) = start_signal_thread(signals, &node, authn.clone()) {
         return code;
     }
+    // The cluster thread, before the shards: a taken cluster.bind or a bad
+    // certificate stops the start.
+    let cluster = match config
+        .cluster
+        .is_clustered()
+        .then(|| ringmq::cluster::setup::start(&config, admission.clone()))
+        .transpose()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: cannot start the cluster: {e}");
+            return ExitCode::from(if e.config { 2 } else { 1 });
+        }
+    };
+    let cluster_control = cluster.as_ref().map(|c| {
+        Arc::new(
+            ringmq::cluster::control::Control::new(c.handle.clone()).with_figures(c.loads.clone()),
+        ) as Arc<dyn admin::ClusterControl>
+    });
     // Bounds a shard's lost wake-up (shard/watchdog.rs).
     if let Err(e) = ringmq::shard::watchdog::start(node.clone()) {
         eprintln!("ringmq: cannot start the shard watchdog thread: {e}");
         return ExitCode::from(1);
     }
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &node, authn.clone()) {
+        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), cluster_control)
+        {
             return code;
         }
     }
+    let cluster_ports = match cluster.map(|c| ringmq::cluster::run_node(c, node.clone())) {
+        None => None,
+        Some(Ok(ports)) => Some(ports),
+        Some(Err(e)) => {
+            eprintln!("ringmq: cannot start the cluster's node thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
     let result = shard::run(NodeSpec {
         listeners,
@@ -266,6 +294,7 @@ fn main() -> ExitCode {
             tracing::info!("ringmq ready: every shard listens");
             ringmq::systemd::notify_or_log("READY=1\nSTATUS=accepting MQTT connections");
         })),
+        cluster: cluster_ports,
     });
     drop(locks);
     match result {
@@ -366,6 +395,7 @@ fn start_admin(
     admission: &Arc<NodeAdmission>,
     node: &NodeHandle,
     authn: Option<Arc<ringmq::authn::Authn>>,
+    cluster: Option<Arc<dyn admin::ClusterControl>>,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -388,8 +418,7 @@ fn start_admin(
             name: config.cluster.name.clone(),
             discovery_strategy: config.cluster.discovery_strategy.as_str().to_string(),
             role: config.node.role.as_str().to_string(),
-            // The cluster thread (issue 13) is not started by the node yet.
-            control: None,
+            control: cluster,
         })
         .with_authn(authn),
     );

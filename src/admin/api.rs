@@ -239,7 +239,8 @@ async fn put_redirection(State(state): State<Arc<AdminState>>, body: Bytes) -> R
         );
     }
     let mut guard = state.redirection.lock().expect("not poisoned");
-    let config = match apply_patch(&guard, patch) {
+    let clustered = state.cluster.discovery_strategy != "singleton";
+    let config = match apply_patch(&guard, patch, clustered) {
         Ok(c) => c,
         Err(e) => {
             let message = format!(
@@ -267,6 +268,7 @@ async fn put_redirection(State(state): State<Arc<AdminState>>, body: Bytes) -> R
 fn apply_patch(
     current: &ServerRedirectionConfig,
     patch: Map<String, Value>,
+    clustered: bool,
 ) -> Result<ServerRedirectionConfig, FieldError> {
     let Value::Object(mut merged) = redirection_json(current) else {
         unreachable!("a struct serializes to an object")
@@ -311,7 +313,7 @@ fn apply_patch(
             allowed,
         }
     })?;
-    config.validate()?;
+    config.validate_in(clustered)?;
     Ok(config)
 }
 

@@ -7,14 +7,18 @@
 //! - `node.rs`: what the shards share for it, all lock-free: the live
 //!   redirection config (`ArcSwap`), the node-wide connection count and the
 //!   round-robin cursor (atomics), and per-shard counters for the admin API.
+//! - `cluster.rs`: the cluster's running nodes as admission uses them (the
+//!   CONNACK's Server Reference, redirect targets, `least_connections`).
 //!
 //! See docs/redirection.md for how the shards use it.
 
+mod cluster;
 mod node;
 
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{ClusterServer, ClusterServers, Effective};
 pub use node::{Count, NodeAdmission, ShardCounters, ShardCountersSnapshot};
 
 use crate::codec::{connack_v3, ReasonCode};
@@ -27,16 +31,24 @@ pub enum Strategy {
     Random,
     /// In the configured order, node-wide (one shared cursor).
     RoundRobin,
+    /// The running cluster node with the fewest MQTT connections, from the
+    /// load figures the nodes exchange (a cluster only).
+    LeastConnections,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 2] = [Strategy::Random, Strategy::RoundRobin];
+    pub const ALL: [Strategy; 3] = [
+        Strategy::Random,
+        Strategy::RoundRobin,
+        Strategy::LeastConnections,
+    ];
 
     /// The spelling in the config and the admin API.
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Random => "random",
             Strategy::RoundRobin => "round_robin",
+            Strategy::LeastConnections => "least_connections",
         }
     }
 

@@ -4,12 +4,14 @@
 //! node-wide cap, one round-robin cursor), not a view; the per-shard
 //! counters (`ShardCounters`) are shard-local and read by asking the shard.
 
+use super::cluster::{ClusterServers, Effective};
 use super::{Decision, Redirection, Strategy};
-use crate::codec::ReasonCode;
+use crate::codec::{ByteStr, ReasonCode};
 use arc_swap::ArcSwap;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// A node-wide count of open connections that admits by compare-and-swap:
 /// a shard reads the count, decides, and takes a slot only if the count is
@@ -48,6 +50,13 @@ pub struct NodeAdmission {
     /// The live `[server_redirection]` settings. Shards load it once per
     /// CONNECT; the admin API stores a new one (no restart, no lock).
     config: ArcSwap<Redirection>,
+    /// `config` with the cluster's view applied: what a CONNECT is decided
+    /// with. Recomputed when either changes (under `inputs`).
+    effective: ArcSwap<Effective>,
+    /// The cluster view (`None`: not clustered, or no view yet) and this
+    /// node's own reference; written by the admin and cluster threads,
+    /// never by a shard.
+    inputs: Mutex<Inputs>,
     /// MQTT connections past CONNECT on every listener of the node: what
     /// `server_redirection.max_connections` caps.
     pub connections: Count,
@@ -59,9 +68,18 @@ pub struct NodeAdmission {
     evacuating: AtomicBool,
 }
 
+#[derive(Default)]
+struct Inputs {
+    cluster: Option<ClusterServers>,
+    /// Set when the node is clustered: the fallback Server Reference.
+    local_reference: Option<ByteStr>,
+}
+
 impl NodeAdmission {
     pub fn new(config: Redirection) -> NodeAdmission {
         NodeAdmission {
+            effective: ArcSwap::from_pointee(Effective::of(&config, None, None)),
+            inputs: Mutex::new(Inputs::default()),
             config: ArcSwap::from_pointee(config),
             connections: Count::default(),
             cursor: AtomicUsize::new(0),
@@ -76,11 +94,56 @@ impl NodeAdmission {
     /// Replaces the live config; every CONNECT after this sees it. A change
     /// of the server list restarts round robin at the first server.
     pub fn set_config(&self, config: Redirection) {
-        let servers_changed = self.config.load().servers != config.servers;
+        let inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
         self.config.store(Arc::new(config));
-        if servers_changed {
+        self.recompute(&inputs);
+    }
+
+    /// What a CONNECT is decided with: the live config, its redirect
+    /// servers filled from the cluster when it has none of its own (or for
+    /// `least_connections`), and the CONNACK's Server Reference.
+    pub fn effective(&self) -> Arc<Effective> {
+        self.effective.load_full()
+    }
+
+    /// The node is clustered and reached by clients at `reference`
+    /// (`host:port`): listed alone in CONNACKs while no cluster view is
+    /// known.
+    pub fn set_local_reference(&self, reference: String) {
+        let mut inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
+        inputs.local_reference = Some(ByteStr::from(reference));
+        self.recompute(&inputs);
+    }
+
+    /// The cluster's running nodes now (`None`: cluster state unavailable:
+    /// CONNACKs list this node alone). Unchanged views change nothing.
+    pub fn set_cluster(&self, cluster: Option<ClusterServers>) {
+        let mut inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
+        if inputs.cluster == cluster {
+            return;
+        }
+        inputs.cluster = cluster;
+        self.recompute(&inputs);
+    }
+
+    /// The cluster view last set.
+    pub fn cluster(&self) -> Option<ClusterServers> {
+        let inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
+        inputs.cluster.clone()
+    }
+
+    fn recompute(&self, inputs: &Inputs) {
+        let config = self.config.load();
+        let effective = Effective::of(
+            &config,
+            inputs.cluster.as_ref(),
+            inputs.local_reference.as_ref(),
+        );
+        if self.effective.load().redirection.servers != effective.redirection.servers {
+            // A new server list restarts round robin at its first server.
             self.cursor.store(0, Ordering::Relaxed);
         }
+        self.effective.store(Arc::new(effective));
     }
 
     pub fn is_evacuating(&self) -> bool {
@@ -92,13 +155,29 @@ impl NodeAdmission {
     }
 
     /// The index of the server a redirect names, among `n`.
+    /// `least_connections` here (no load figures: configured servers) goes
+    /// round robin.
     pub fn pick(&self, strategy: Strategy, n: usize) -> usize {
         assert!(n > 0);
         match strategy {
             // fastrand's generator is thread-local: one per shard, no sharing.
             Strategy::Random => fastrand::usize(..n),
-            Strategy::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
+            Strategy::RoundRobin | Strategy::LeastConnections => {
+                self.cursor.fetch_add(1, Ordering::Relaxed) % n
+            }
         }
+    }
+
+    /// `pick` with the effective view: `least_connections` names the least
+    /// loaded of the cluster's servers when their loads are known.
+    pub fn pick_in(&self, effective: &Effective, n: usize) -> usize {
+        let strategy = effective.redirection.strategy;
+        if strategy == Strategy::LeastConnections {
+            if let Some(i) = effective.least_loaded(n) {
+                return i;
+            }
+        }
+        self.pick(strategy, n)
     }
 }
 

@@ -7,9 +7,25 @@
 //! * [`logic`]: the sans-IO cluster logic the thread drives: route relay
 //!   with acknowledgements before SUBACK, client-id homes and claims,
 //!   cross-node takeover, forwarding windows; and its seeded simulation.
+//! * [`driver`]: the loop that runs the logic for a running node, between
+//!   the cluster thread and the shards (routes, forwarding).
 //! * [`certs`]: a CA and node certificates for a first cluster
 //!   (`ringmq gen-certs`).
 
+//! * `setup`, `run`, `control`: the node's start of the cluster thread,
+//!   its event consumer and the admin API's hold on it.
+//! * `load`, `view`: load figures exchanged between nodes, and the running
+//!   nodes as admission lists them (Server Reference, `least_connections`).
+
 pub mod certs;
+pub mod control;
+pub mod driver;
+pub mod load;
 pub mod logic;
 pub mod net;
+mod run;
+pub mod setup;
+pub mod view;
+
+pub use run::run_node;
+pub use setup::Cluster;

@@ -99,6 +99,12 @@ pub struct DnsDiscoveryConfig {
         serialize_with = "ser_record_type"
     )]
     pub record_type: DnsRecordType,
+    /// `cluster.dns.nameserver`: the DNS server (`ip:port`) to ask for
+    /// `cluster.dns.name` instead of the system's resolver
+    /// (/etc/resolv.conf); `None` written as `""` (the default). Lets a
+    /// deployment (or a test) use a server of its own for discovery.
+    #[serde(deserialize_with = "de_nameserver", serialize_with = "ser_nameserver")]
+    pub nameserver: Option<SocketAddr>,
 }
 
 impl Default for DnsDiscoveryConfig {
@@ -106,6 +112,7 @@ impl Default for DnsDiscoveryConfig {
         DnsDiscoveryConfig {
             name: String::new(),
             record_type: DnsRecordType::A,
+            nameserver: None,
         }
     }
 }
@@ -482,6 +489,26 @@ fn de_dns_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         limits::CLUSTER_HOST_LEN_MAX_BYTES
     );
     value::string_matching(d, &allowed, |s| s.is_empty() || is_host_name(s))
+}
+
+fn de_nameserver<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    const ALLOWED: &str = "\"\" (the system's resolver) or a DNS server's UDP address \"ip:port\" \
+                           with an IPv4 or [IPv6] literal and a port from 1 to 65535, \
+                           e.g. \"10.0.0.53:53\"";
+    let text = value::string_matching(d, ALLOWED, |s| {
+        s.trim().is_empty()
+            || s.trim()
+                .parse::<SocketAddr>()
+                .is_ok_and(|addr| addr.port() != 0)
+    })?;
+    Ok((!text.trim().is_empty()).then(|| text.trim().parse().expect("checked by string_matching")))
+}
+
+fn ser_nameserver<S: Serializer>(nameserver: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match nameserver {
+        Some(addr) => s.serialize_str(&addr.to_string()),
+        None => s.serialize_str(""),
+    }
 }
 
 fn de_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {

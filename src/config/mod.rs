@@ -200,7 +200,10 @@ impl Config {
         }
         self.authz()?;
         self.validate_cluster()?;
-        if let Err(e) = self.server_redirection.validate() {
+        if let Err(e) = self
+            .server_redirection
+            .validate_in(self.cluster.is_clustered())
+        {
             let key = format!("server_redirection.{}", e.field);
             // Array items are recorded under the array's key.
             let origin = match self.origin_of(&key) {

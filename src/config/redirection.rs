@@ -19,8 +19,10 @@ pub struct ServerRedirectionConfig {
     /// `enable`: redirect at the cap. Default `false`.
     #[serde(deserialize_with = "value::bool")]
     pub enable: bool,
-    /// `redirect_strategy`: `"random"` (uniform) or `"round_robin"` (the
-    /// configured order, node-wide). Default `"random"`.
+    /// `redirect_strategy`: `"random"` (uniform), `"round_robin"` (the
+    /// configured order, node-wide) or `"least_connections"` (the running
+    /// cluster node with the fewest connections; a clustered node only).
+    /// Default `"random"`.
     #[serde(
         deserialize_with = "de_redirect_strategy",
         serialize_with = "ser_redirect_strategy"
@@ -94,6 +96,23 @@ impl ServerRedirectionConfig {
     /// server list when enabled). The one validation of this section, for
     /// the config file, the environment and the admin API alike.
     pub fn validate(&self) -> Result<(), FieldError> {
+        self.validate_in(false)
+    }
+
+    /// [`Self::validate`] for a node that is `clustered` or not: a
+    /// clustered node redirects to its running peers when it lists no
+    /// servers, and only a clustered node has the load figures
+    /// `least_connections` needs.
+    pub fn validate_in(&self, clustered: bool) -> Result<(), FieldError> {
+        if !clustered && self.redirect_strategy == Strategy::LeastConnections {
+            return Err(FieldError {
+                field: "redirect_strategy".to_string(),
+                value: "\"least_connections\"".to_string(),
+                allowed: "\"random\" or \"round_robin\" on a node alone; \"least_connections\" \
+                          needs a cluster (cluster.discovery_strategy other than \"singleton\")"
+                    .to_string(),
+            });
+        }
         if self.redirect_servers.len() > limits::REDIRECT_SERVERS_MAX {
             return Err(FieldError {
                 field: "redirect_servers".to_string(),
@@ -117,12 +136,13 @@ impl ServerRedirectionConfig {
                 });
             }
         }
-        if self.enable && self.redirect_servers.is_empty() {
+        if self.enable && self.redirect_servers.is_empty() && !clustered {
             return Err(FieldError {
                 field: "redirect_servers".to_string(),
                 value: "no servers".to_string(),
                 allowed: "at least one server when server_redirection.enable is true \
-                          (add [[server_redirection.redirect_servers]] with a host)"
+                          (add [[server_redirection.redirect_servers]] with a host; a clustered \
+                          node redirects to its running peers instead)"
                     .to_string(),
             });
         }

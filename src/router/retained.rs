@@ -225,6 +225,18 @@ impl<T: Clone> RetainedStore<T> {
         Ok(())
     }
 
+    /// Calls `f(topic, message)` for every retained message, `$` topics
+    /// included (a snapshot of the store for another node).
+    pub fn for_each(&self, mut f: impl FnMut(&ByteStr, &T)) {
+        let mut stack: Vec<&Node<T>> = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            if let Some((topic, message)) = &node.message {
+                f(topic, message);
+            }
+            stack.extend(node.children.values());
+        }
+    }
+
     /// Drops every message for which `keep` returns false (expiry sweeps).
     pub fn retain_matching(&mut self, mut keep: impl FnMut(&T) -> bool) {
         let mut doomed: Vec<ByteStr> = Vec::new();

@@ -91,7 +91,7 @@ pub fn client_packet_size_max(connect: &Connect) -> u32 {
     }
 }
 
-fn fits(connack: &ConnAck, protocol: Protocol, size_max: u32) -> bool {
+pub(crate) fn fits(connack: &ConnAck, protocol: Protocol, size_max: u32) -> bool {
     let packet = Packet::ConnAck(Box::new(connack.clone()));
     size_max == u32::MAX || codec::encoded_len(&packet, protocol) <= size_max as usize
 }

@@ -59,7 +59,7 @@ impl Shard {
             } => {
                 let client = handle.conn.borrow().client_id().clone();
                 let outcome = self.routes.subscribe(&client, &filter, options, identifier);
-                let update = outcome.interest.map(|c| self.interest.number(c));
+                let (update, relay) = self.number_subscribe(&filter, outcome.interest);
                 let send_retained = match options.retain_handling {
                     0 => true,
                     1 => !existed,
@@ -69,17 +69,23 @@ impl Shard {
                     .ok()
                     .flatten()
                     .is_some();
-                if let Some(update) = update {
+                let barrier = update.is_none() && send_retained && !shared;
+                if update.is_some() || barrier || relay.is_some() {
                     handle.tx_hold.set(handle.tx_hold.get() + 1);
-                    self.broadcast_interest_acked(update).await;
-                    handle.tx_hold.set(handle.tx_hold.get() - 1);
-                } else if send_retained && !shared {
-                    // No interest change to wait for, but a retained
-                    // message another shard acknowledged may still be on
-                    // its way here: wait until every shard's earlier
-                    // messages (its `Retain`s) have arrived.
-                    handle.tx_hold.set(handle.tx_hold.get() + 1);
-                    self.barrier().await;
+                    if let Some(update) = update {
+                        self.broadcast_interest_acked(update).await;
+                    } else if barrier {
+                        // No interest change to wait for, but a retained
+                        // message another shard acknowledged may still be
+                        // on its way here: wait until every shard's
+                        // earlier messages (its `Retain`s) have arrived.
+                        self.barrier().await;
+                    }
+                    // Clustered: the peers applied this node's routes
+                    // (or the relay's acknowledgement timeout passed).
+                    if let Some(relay) = relay {
+                        let _ = relay.await;
+                    }
                     handle.tx_hold.set(handle.tx_hold.get() - 1);
                 }
                 if send_retained && !shared {
@@ -110,7 +116,7 @@ impl Shard {
                 let update = self
                     .routes
                     .unsubscribe(&client, &filter)
-                    .map(|c| self.interest.number(c));
+                    .map(|c| self.number_interest(c));
                 if let Some(update) = update {
                     self.broadcast_interest(update).await;
                 }
@@ -181,7 +187,7 @@ impl Shard {
                 .subscribe(&client, filter, *options, id)
                 .interest
             {
-                updates.push(self.interest.number(c));
+                updates.push(self.number_interest(c));
             }
         }
         for u in updates {
@@ -207,7 +213,7 @@ impl Shard {
         self.routes
             .remove_client(client, filters)
             .into_iter()
-            .map(|c| self.interest.number(c))
+            .map(|c| self.number_interest(c))
             .collect()
     }
 

@@ -124,6 +124,20 @@ impl NodeHandle {
         })
     }
 
+    /// Runs `f` on shard `shard` with no answer: for a thread that hands a
+    /// shard work in order and learns its outcome another way (the cluster
+    /// driver). A full inbox is `Err(CallError::Full)` at once; the caller
+    /// keeps what it wanted to send and tries again.
+    pub fn post<F>(&self, shard: usize, f: F) -> Result<(), CallError>
+    where
+        F: FnOnce(&ShardContext) + Send + 'static,
+    {
+        match self.inboxes.get(shard) {
+            Some(inbox) => inbox.push(Box::new(f)),
+            None => Err(CallError::NoSuchShard),
+        }
+    }
+
     /// Pushes `job` to shard `shard`'s inbox with the sender of its reply;
     /// the future waits for that reply. `Stopped` when the job is dropped
     /// unrun (the shard stopped) or its reply sender is.

@@ -15,6 +15,8 @@
 //! - `publish.rs`: the path of a PUBLISH (route, resolve, deliver, send on);
 //!   `actions.rs`: a connection's actions (subscribe, unsubscribe, ...).
 //! - `takeover.rs`: claims at an id's home shard and session takeover.
+//! - `cluster.rs`: the shard's end of the cluster driver (interest changes,
+//!   forwards out and in, the listeners' gate); clustered nodes only.
 //! - `conn/`: one client connection's task, generic over the stream (the
 //!   TCP socket, or a `transport::Secured` one): `admit.rs` (CONNECT,
 //!   admission, session acquired), `read.rs` (read, decode, handle),
@@ -32,6 +34,7 @@
 
 mod actions;
 mod client_key;
+mod cluster;
 mod conn;
 mod fd_table;
 mod inbox;
@@ -117,6 +120,9 @@ pub struct NodeSpec {
     /// Called once, by the last shard to bind every listener: the node
     /// accepts connections on all of them (systemd's readiness, `systemd.rs`).
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
+    /// The cluster driver's ports, one per shard (`cluster::driver`);
+    /// `None` on a single node.
+    pub cluster: Option<crate::cluster::driver::ClusterPorts>,
 }
 
 /// Counts the shards still binding their listeners; the last one runs the
@@ -177,7 +183,8 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
     // next timer (vendor/README.md patch 13).
     glommio::set_active_park_bound(Some(limits::SHARD_ACTIVE_PARK));
     let mut handles = Vec::with_capacity(count);
-    for &cpu in &spec.cpus {
+    for (index, &cpu) in spec.cpus.iter().enumerate() {
+        let cluster = spec.cluster.as_ref().map(|c| c.port(index as u16));
         let node = spec.node.clone();
         let admission = spec.admission.clone();
         let mesh = mesh.clone();
@@ -204,6 +211,7 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
                     admission,
                     node,
                     ready,
+                    cluster,
                 };
                 shard_main(mesh, count as u16, settings, shared).await
             })
@@ -234,6 +242,8 @@ struct Shared {
     /// This shard serves its inbox (the one with its id) from it.
     node: NodeHandle,
     ready: Arc<ReadyLatch>,
+    /// This shard's end of the cluster driver (clustered nodes).
+    cluster: Option<crate::cluster::driver::ShardPort>,
 }
 
 async fn shard_main(
@@ -249,6 +259,7 @@ async fn shard_main(
         admission,
         node,
         ready,
+        cluster,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -263,6 +274,7 @@ async fn shard_main(
         shutdown.clone(),
         interest_marks,
         admission,
+        cluster,
     ));
     let mut listeners = Vec::new();
     for count in counts {
@@ -321,12 +333,18 @@ async fn shard_main(
     };
 
     let ticker = glommio::spawn_local(ticker::run(shard.clone(), stopping.clone(), node.clone()));
+    // Peers' forwarded messages, routed in their order (clustered only).
+    let forwarded = glommio::spawn_local(shard.clone().serve_forwarded());
 
     let acceptors: Vec<_> = listeners
         .into_iter()
         .map(|(listener, count)| {
             let (shard, stopping) = (shard.clone(), stopping.clone());
             glommio::spawn_local(async move {
+                // A clustered node takes clients once it has its peers'
+                // routes (bounded: `CLUSTER_READY_WAIT_MAX_MS`); they wait
+                // in the listen backlog meanwhile.
+                futures_lite::future::or(shard.cluster_ready(), stopping.wait()).await;
                 loop {
                     let accepted =
                         futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -369,6 +387,7 @@ async fn shard_main(
     }
     ticker.await;
     stop_request.await;
+    drop(forwarded);
 
     // Graceful shutdown: wills first, then every client gets DISCONNECT
     // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).

@@ -30,7 +30,7 @@ pub struct RemoteSends {
     retain: Option<Option<Arc<Message>>>,
     /// `shards`: other shards with matching ordinary subscribers; `shared`:
     /// shared groups whose pick is on another shard, or found no member
-    /// here.
+    /// here; `nodes`: other nodes with matching subscribers (clustered).
     route: Route,
 }
 
@@ -47,9 +47,26 @@ impl Shard {
     /// subscribers. Returns what other shards still have to be sent, if
     /// anything. A one-shard node, or a message whose subscribers are all
     /// here, never builds a future for it.
+    #[inline]
     pub fn publish_here(self: &Rc<Self>, message: Arc<Message>) -> Option<RemoteSends> {
+        self.publish_here_as(message, false)
+    }
+
+    /// `publish_here` for a message another node forwarded: routed on this
+    /// node only (never forwarded again), and not stored as retained
+    /// (only the nodes with subscribers get it).
+    pub fn publish_here_from_peer(self: &Rc<Self>, message: Arc<Message>) -> Option<RemoteSends> {
+        self.publish_here_as(message, true)
+    }
+
+    #[inline(always)]
+    fn publish_here_as(
+        self: &Rc<Self>,
+        message: Arc<Message>,
+        from_peer: bool,
+    ) -> Option<RemoteSends> {
         let mut retain = None;
-        if message.retain && self.settings.session.retain_available {
+        if !from_peer && message.retain && self.settings.session.retain_available {
             let stored = if message.payload.is_empty() {
                 None
             } else {
@@ -60,6 +77,7 @@ impl Shard {
                 .is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes)
             {
                 self.routes.set_retained(&message.topic, stored.clone());
+                self.replicate_retained(&message.topic, stored.clone());
                 if self.count > 1 {
                     retain = Some(stored);
                 }
@@ -73,16 +91,21 @@ impl Shard {
         if self.count > 1 {
             self.interest.add_shards_behind(&mut route.shards);
         }
-        // Only this node's interest is applied until the cluster exists
-        // (docs/adr/0001-cluster.md).
-        debug_assert!(route.nodes.is_empty());
+        if from_peer {
+            // Delivered where it was sent: never forwarded again.
+            route.nodes.clear();
+        }
         if !route.shared.is_empty() {
             route.shared.retain(|(at, key)| {
                 debug_assert!(at.is_on(self.settings.node));
                 at.shard != self.id || !self.deliver_shared_here(&message, key, self.id)
             });
         }
-        if retain.is_none() && route.shards.is_empty() && route.shared.is_empty() {
+        if retain.is_none()
+            && route.shards.is_empty()
+            && route.shared.is_empty()
+            && route.nodes.is_empty()
+        {
             return None;
         }
         Some(RemoteSends {
@@ -98,7 +121,12 @@ impl Shard {
         let RemoteSends {
             message,
             retain,
-            route: Route { shards, shared, .. },
+            route:
+                Route {
+                    shards,
+                    shared,
+                    nodes,
+                },
         } = remote;
         if let Some(stored) = retain {
             for s in 0..self.count {
@@ -133,6 +161,10 @@ impl Shard {
                 )
                 .await;
             }
+        }
+        if !nodes.is_empty() {
+            // Last: a QoS 1/2 publisher waits here for the other nodes.
+            self.forward(message, nodes).await;
         }
     }
 

@@ -159,6 +159,19 @@ impl Routes {
         self.router.borrow_mut().apply_interest(from, change);
     }
 
+    /// Another node's interest change, as its node advertises it (one
+    /// location per node: shard 0).
+    pub fn apply_remote_interest(&self, node: crate::router::NodeId, change: &InterestChange) {
+        self.router
+            .borrow_mut()
+            .apply_remote_interest(Location::new(node, 0), change);
+    }
+
+    /// Forgets every route of another node (down, or its routes replaced).
+    pub fn forget_node(&self, node: crate::router::NodeId) {
+        self.router.borrow_mut().forget_node(node);
+    }
+
     // ---- retained messages --------------------------------------------
 
     pub fn set_retained(&self, topic: &ByteStr, message: Option<Arc<Message>>) {
@@ -174,6 +187,15 @@ impl Routes {
             .borrow()
             .for_each_match(filter, |_, m| found.push(m.clone()));
         found
+    }
+
+    /// Every retained message, for a node that joins.
+    pub fn retained_all(&self) -> Vec<(ByteStr, Arc<Message>)> {
+        let mut all = Vec::with_capacity(self.retained_len());
+        self.retained
+            .borrow()
+            .for_each(|topic, m| all.push((topic.clone(), m.clone())));
+        all
     }
 
     pub fn retained_len(&self) -> usize {

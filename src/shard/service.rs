@@ -69,6 +69,52 @@ impl ShardContext {
         self.shard.answer_admin(query)
     }
 
+    /// A peer node's route change (the cluster driver, for every shard).
+    pub fn apply_remote_interest(
+        &self,
+        node: crate::router::NodeId,
+        change: &crate::router::InterestChange,
+    ) {
+        self.shard.routes.apply_remote_interest(node, change);
+    }
+
+    /// Forgets a peer node's routes (it is down, or they are replaced).
+    pub fn forget_node(&self, node: crate::router::NodeId) {
+        self.shard.routes.forget_node(node);
+    }
+
+    /// A peer's forwarded message, to route on this node only, after the
+    /// earlier ones (the driver posts them in their data stream's order).
+    pub fn deliver_forwarded(
+        &self,
+        from: crate::router::NodeId,
+        stream: ShardId,
+        seq: u64,
+        message: std::sync::Arc<crate::session::Message>,
+    ) {
+        self.shard.receive_forwarded(from, stream, seq, message);
+    }
+
+    /// A retained message another node set (`Some`) or cleared (`None`).
+    pub fn set_retained(
+        &self,
+        topic: &crate::codec::ByteStr,
+        message: Option<std::sync::Arc<crate::session::Message>>,
+    ) {
+        self.shard.routes.set_retained(topic, message);
+    }
+
+    /// This shard's copy of the retained store (every shard holds all of
+    /// it), for a node that joins.
+    pub fn retained_all(
+        &self,
+    ) -> Vec<(
+        crate::codec::ByteStr,
+        std::sync::Arc<crate::session::Message>,
+    )> {
+        self.shard.routes.retained_all()
+    }
+
     /// Client ids of the sessions held here whose client is online.
     pub fn online_client_ids(&self) -> Vec<String> {
         self.shard.sessions.view(|slots| {

@@ -22,6 +22,7 @@
 //! without awaiting): the shard's methods compose them, so a delivery that
 //! runs connection code never finds a part still borrowed.
 
+use super::cluster::Cluster;
 use super::interest::Interest;
 use super::io::Signal;
 use super::mesh::Mesh;
@@ -173,9 +174,14 @@ pub struct Shard {
     pub metrics: ShardMetrics,
     /// Raised when the last connection ends (`stop.rs`).
     pub(super) no_connections: Signal,
+    /// This shard's end of the cluster driver (`cluster.rs`); `None` on a
+    /// single node.
+    pub(super) cluster: Option<Cluster>,
 }
 
 impl Shard {
+    // One argument per thing a shard is given at its start (shard_main).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ShardId,
         count: u16,
@@ -184,6 +190,7 @@ impl Shard {
         shutdown: Arc<AtomicBool>,
         interest_marks: Arc<InterestMarks>,
         admission: Arc<NodeAdmission>,
+        cluster: Option<crate::cluster::driver::ShardPort>,
     ) -> Shard {
         let now = Instant::now();
         Shard {
@@ -208,6 +215,7 @@ impl Shard {
             counters: ShardCounters::default(),
             metrics: ShardMetrics::default(),
             no_connections: Signal::default(),
+            cluster: cluster.map(Cluster::new),
         }
     }
 

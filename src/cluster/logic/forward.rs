@@ -325,6 +325,19 @@ impl ForwardIn {
         Ok(true)
     }
 
+    /// Takes `stream_seq` as the number of the message just received on
+    /// `from`'s stream `shard`, after a `StreamGap` or a stream that starts
+    /// again at 1: a link broke and was replaced before membership said
+    /// so, and what the old link carried is lost (the driver counts it).
+    /// Refusing every later message instead would stop the stream for good.
+    pub fn resync_to(&mut self, from: NodeId, shard: ShardId, stream_seq: u64) {
+        let s = self.streams.entry((from, shard)).or_default();
+        s.received = stream_seq;
+        let before = stream_seq.saturating_sub(1);
+        s.queued = s.queued.min(before);
+        s.acked = s.acked.min(before);
+    }
+
     /// The shards queued `from`'s stream `shard` up to `stream_seq`.
     pub fn handle_queued(&mut self, from: NodeId, shard: ShardId, stream_seq: u64) {
         if let Some(s) = self.streams.get_mut(&(from, shard)) {

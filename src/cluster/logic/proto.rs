@@ -261,6 +261,8 @@ pub struct RetainedSync {
 pub struct LoadFigures {
     pub connections: u64,
     pub connections_max: u64,
+    /// The sender's ringmq release (`/api/v5/nodes`' `version`).
+    pub version: String,
 }
 
 /// Why a body was refused. A peer's fault: the link is closed with it.

@@ -128,6 +128,7 @@ fn samples() -> Vec<Message> {
         Message::LoadFigures(LoadFigures {
             connections: 10,
             connections_max: 100,
+            version: "0.1.0".into(),
         }),
     ]
 }

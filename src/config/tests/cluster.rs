@@ -94,6 +94,7 @@ fn cluster_from_env_with_lists_in_every_spelling() {
         ("RINGMQ_CLUSTER__BIND", "[::]:4380"),
         ("RINGMQ_CLUSTER__DNS__NAME", "nodes.example.com"),
         ("RINGMQ_CLUSTER__DNS__RECORD_TYPE", "srv"),
+        ("RINGMQ_CLUSTER__DNS__NAMESERVER", "127.0.0.1:5353"),
         (
             "RINGMQ_CLUSTER__STATIC__SEEDS",
             "10.0.0.1:4370, 10.0.0.2:4370",
@@ -109,6 +110,10 @@ fn cluster_from_env_with_lists_in_every_spelling() {
     assert_eq!(c.cluster.discovery_strategy, DiscoveryStrategy::Dns);
     assert_eq!(c.cluster.bind.to_string(), "[::]:4380");
     assert_eq!(c.cluster.dns.record_type, DnsRecordType::Srv);
+    assert_eq!(
+        c.cluster.dns.nameserver,
+        Some("127.0.0.1:5353".parse().unwrap())
+    );
     let both = ["10.0.0.1:4370", "10.0.0.2:4370"];
     assert_eq!(addresses(&c.cluster.static_discovery.seeds), both);
     assert_eq!(addresses(&c.cluster.core_nodes), both);
@@ -184,6 +189,16 @@ fn bad_cluster_values_name_their_key() {
             "[cluster]\ndns.record_type = \"aaaa\"\n",
             "cluster.dns.record_type",
             "one of \"a\", \"srv\"",
+        ),
+        (
+            "[cluster]\ndns.nameserver = \"localhost:53\"\n",
+            "cluster.dns.nameserver",
+            "a DNS server's UDP address",
+        ),
+        (
+            "[cluster]\ndns.nameserver = \"127.0.0.1\"\n",
+            "cluster.dns.nameserver",
+            "e.g. \"10.0.0.53:53\"",
         ),
         (
             "[cluster]\ndns.name = \"not a name\"\n",

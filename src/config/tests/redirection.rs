@@ -127,6 +127,10 @@ fn redirection_bad_values_name_the_key() {
             "[server_redirection]\nmax_connections = -1",
             "server_redirection.max_connections",
         ),
+        (
+            "[server_redirection]\nredirect_strategy = \"least_connections\"",
+            "server_redirection.redirect_strategy",
+        ),
         ("[api]\nbind = \"localhost:80\"", "api.bind"),
         ("[api]\nusername = \"a:b\"", "api.username"),
         ("[api]\npassword = \"\"", "api.password"),
@@ -134,6 +138,20 @@ fn redirection_bad_values_name_the_key() {
     for (toml, key) in cases {
         assert_eq!(redirection_error(toml), key, "{toml}");
     }
+}
+
+#[test]
+fn a_clustered_node_may_redirect_to_its_peers_by_load() {
+    let c = load(
+        "[cluster]\ndiscovery_strategy = \"manual\"\n\
+         [server_redirection]\nenable = true\nredirect_strategy = \"least_connections\"",
+    )
+    .unwrap();
+    assert!(c.server_redirection.enable && c.server_redirection.redirect_servers.is_empty());
+    assert_eq!(
+        c.server_redirection.redirect_strategy,
+        crate::admission::Strategy::LeastConnections
+    );
 }
 
 #[test]

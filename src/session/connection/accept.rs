@@ -223,6 +223,32 @@ impl Connection {
         conn
     }
 
+    /// Adds a Server Reference (other servers the client may use, MQTT 5
+    /// §3.2.2.3.16) to the successful CONNACK still queued: a clustered
+    /// node lists its running nodes there. Nothing for 3.1.1, or when the
+    /// CONNACK would no longer fit the client's Maximum Packet Size (the
+    /// reference is optional; the CONNACK is not). Whether it was added.
+    pub fn set_connack_server_reference(&mut self, reference: ByteStr) -> bool {
+        if !self.protocol.is_v5() {
+            return false;
+        }
+        let size_max = self.client_packet_size_max;
+        let protocol = self.protocol;
+        let Some(Tx::Control(packet)) = self.tx.front_mut() else {
+            return false;
+        };
+        let Packet::ConnAck(connack) = &mut **packet else {
+            return false;
+        };
+        let mut with = (**connack).clone();
+        with.properties.server_reference = Some(reference);
+        if !connack::fits(&with, protocol, size_max) {
+            return false;
+        }
+        **connack = with;
+        true
+    }
+
     /// Queues what a resumed session owes the client (MQTT-4.4.0-1): in
     /// original order, PUBREL for PUBREC'd messages and PUBLISH for the
     /// others, as far as the window allows; the remaining PUBLISHes go out

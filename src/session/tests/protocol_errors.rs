@@ -253,3 +253,30 @@ fn mqtt31_connack_has_no_session_present() {
     encode(&packet, Protocol::V311, &mut out).unwrap();
     assert_eq!(&out[..], b"\x20\x02\x01\x00");
 }
+
+#[test]
+fn connack_carries_a_server_reference_when_it_fits() {
+    let accept = |c: Connect| {
+        let now = Instant::now();
+        Connection::accept(c, ByteStr::from("c"), false, None, &Arc::new(cfg()), now)
+    };
+    let refs = "127.0.0.1:1883 127.0.0.2:1883";
+    let mut p = Pair::new(cfg());
+    let mut conn = accept(connect_v5("c"));
+    assert!(conn.set_connack_server_reference(ByteStr::from(refs)));
+    p.conn = Some(conn);
+    p.pump();
+    let Some(Packet::ConnAck(ack)) = p.sent.first() else {
+        panic!("{:?}", p.sent)
+    };
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(ack.properties.server_reference.as_deref(), Some(refs));
+    // 3.1.1 has no properties; a client's small Maximum Packet Size keeps
+    // the CONNACK without it.
+    let mut v3 = connect_v5("c");
+    v3.protocol = Protocol::V311;
+    assert!(!accept(v3).set_connack_server_reference(ByteStr::from(refs)));
+    assert!(
+        !accept(with_max(connect_v5("c"), 20)).set_connack_server_reference(ByteStr::from(refs))
+    );
+}

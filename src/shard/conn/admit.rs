@@ -202,7 +202,8 @@ pub(super) async fn admit<S: Stream>(
 pub(super) fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool) -> Decision {
     let node = &shard.admission;
     // One load per CONNECT: a config replaced meanwhile applies to the next.
-    let config = node.config();
+    let effective = node.effective();
+    let config = &effective.redirection;
     let decision = loop {
         let node_seen = node.connections.load();
         let listener_seen = listener.open.load();
@@ -214,7 +215,7 @@ pub(super) fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool
             evacuating: node.is_evacuating(),
             shutting_down: shard.is_shutting_down(),
         };
-        let decision = admission::decide(&request, &config, &mut |n| node.pick(config.strategy, n));
+        let decision = admission::decide(&request, config, &mut |n| node.pick_in(&effective, n));
         if decision != Decision::Admit {
             break decision;
         }
@@ -295,6 +296,11 @@ pub(super) async fn establish<S: Stream>(
     let mut conn = Connection::accept(*connect, session_id, assigned, existing, cfg, now);
     if superuser {
         conn.set_superuser();
+    }
+    // A clustered node with redirection on lists the cluster's running
+    // nodes in every v5 CONNACK (docs/redirection.md).
+    if let Some(reference) = &shard.admission.effective().connack_reference {
+        conn.set_connack_server_reference(reference.clone());
     }
     conn.set_socket_fd(io.borrow().tcp().as_raw_fd());
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));

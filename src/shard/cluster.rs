@@ -1,0 +1,296 @@
+//! The `Cluster` part of a shard: its end of the cluster driver
+//! (`cluster::driver`), present only on a clustered node.
+//!
+//! * Interest: every change this shard numbers goes to the driver in the
+//!   same order (`Shard::number_interest`); a SUBSCRIBE also gets the
+//!   relay's release, which its SUBACK waits for (`number_subscribe`).
+//! * Forwarding out: a publish whose walk found other nodes
+//!   (`Route::nodes`) is handed to the driver once (`forward`); a QoS 1/2
+//!   publisher's PUBACK/PUBREC waits for the receiving nodes (the reader
+//!   awaits it, and nothing is transmitted meanwhile).
+//! * Forwarding in: the driver posts a peer's forwarded messages here, in
+//!   the order of their data stream; one task routes them as a local
+//!   publish would, never forwarding them again, then reports them queued.
+//!
+//! A single node (singleton) has no such part: its publish path pays one
+//! empty-vector check (`Route::nodes`).
+
+use super::io::Signal;
+use super::state::Shard;
+use crate::cluster::driver::{ShardPort, ToDriver};
+use crate::codec::ByteStr;
+use crate::limits::CLUSTER_SHARD_INTEREST_BACKLOG_MAX;
+use crate::router::{InterestChange, NodeId, NumberedChange, ShardId};
+use crate::session::Message;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
+
+/// A peer's forwarded message waiting for this shard's routing.
+struct Inbound {
+    from: NodeId,
+    stream: ShardId,
+    seq: u64,
+    message: Arc<Message>,
+}
+
+pub struct Cluster {
+    port: ShardPort,
+    /// Interest changes behind a full channel, in order; `draining` while
+    /// a task empties it (everything goes behind it meanwhile).
+    backlog: Rc<RefCell<VecDeque<ToDriver>>>,
+    draining: Rc<Cell<bool>>,
+    inbound: RefCell<VecDeque<Inbound>>,
+    inbound_arrived: Signal,
+    /// QoS 0 forwards dropped on a full channel, and interest changes
+    /// dropped past the backlog's bound.
+    forward_drops: Cell<u64>,
+    interest_drops: Cell<u64>,
+}
+
+impl Cluster {
+    pub fn new(port: ShardPort) -> Cluster {
+        Cluster {
+            port,
+            backlog: Rc::default(),
+            draining: Rc::default(),
+            inbound: RefCell::default(),
+            inbound_arrived: Signal::default(),
+            forward_drops: Cell::new(0),
+            interest_drops: Cell::new(0),
+        }
+    }
+
+    /// Sends in order with the earlier requests; never waits.
+    fn tell(&self, request: ToDriver) {
+        if !self.draining.get() {
+            match self.port.tx.try_send(request) {
+                Ok(()) => return,
+                Err(TrySendError::Closed(_)) => return, // the node is stopping
+                Err(TrySendError::Full(request)) => {
+                    self.backlog.borrow_mut().push_back(request);
+                    self.start_draining();
+                    return;
+                }
+            }
+        }
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.len() >= CLUSTER_SHARD_INTEREST_BACKLOG_MAX {
+            self.interest_drops.set(self.interest_drops.get() + 1);
+            tracing::error!(
+                "cluster: an interest change was dropped (the driver does not keep up); \
+                 peers may miss a route until their next route snapshot"
+            );
+            return;
+        }
+        backlog.push_back(request);
+    }
+
+    fn start_draining(&self) {
+        self.draining.set(true);
+        let (tx, backlog, draining) = (
+            self.port.tx.clone(),
+            self.backlog.clone(),
+            self.draining.clone(),
+        );
+        glommio::spawn_local(async move {
+            // A permit first, then the oldest request: nothing overtakes.
+            while let Ok(permit) = tx.reserve().await {
+                let Some(request) = backlog.borrow_mut().pop_front() else {
+                    break;
+                };
+                permit.send(request);
+            }
+            backlog.borrow_mut().clear();
+            draining.set(false);
+        })
+        .detach();
+    }
+
+    /// Counts a QoS 0 forward dropped on a full channel; logged on the
+    /// first and every 1024th.
+    fn count_forward_drop(&self) {
+        let n = self.forward_drops.get() + 1;
+        self.forward_drops.set(n);
+        if n % 1024 == 1 {
+            tracing::warn!(
+                dropped = n,
+                "cluster: QoS 0 forwards dropped, the driver's queue is full"
+            );
+        }
+    }
+}
+
+impl Shard {
+    /// Numbers an interest change this shard's router just made
+    /// (`Interest::number`) and tells the cluster driver, in the same step.
+    pub fn number_interest(&self, change: InterestChange) -> NumberedChange {
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(ToDriver::Interest {
+                shard: self.id,
+                change: change.clone(),
+                done: None,
+            });
+        }
+        self.interest.number(change)
+    }
+
+    /// A SUBSCRIBE's interest change (if it made one), numbered; on a
+    /// clustered node also the relay's release its SUBACK waits for. Every
+    /// ordinary SUBSCRIBE asks the relay, changed or not: the first
+    /// subscriber's change may still be on its way to the peers (ADR 0001,
+    /// deviations). A shared one that changed nothing had its SUBACK.
+    pub fn number_subscribe(
+        &self,
+        filter: &ByteStr,
+        change: Option<InterestChange>,
+    ) -> (Option<NumberedChange>, Option<oneshot::Receiver<()>>) {
+        let Some(cluster) = &self.cluster else {
+            return (change.map(|c| self.interest.number(c)), None);
+        };
+        let ordinary = || matches!(crate::router::topic::parse_shared(filter), Ok(None));
+        let told = match &change {
+            Some(c) => Some(c.clone()),
+            None if ordinary() => Some(InterestChange {
+                filter: filter.clone(),
+                group: None,
+                // This shard has subscribers of it (ordinary: any count).
+                members: 1,
+            }),
+            None => None,
+        };
+        let released = told.map(|change| {
+            let (done, released) = oneshot::channel();
+            cluster.tell(ToDriver::Interest {
+                shard: self.id,
+                change,
+                done: Some(done),
+            });
+            released
+        });
+        (change.map(|c| self.interest.number(c)), released)
+    }
+
+    /// Hands a message published here to the driver for `nodes`; for QoS
+    /// 1/2, returns once every node has it queued (or never will: down,
+    /// timeout), so the publisher's PUBACK/PUBREC waits until then.
+    pub async fn forward(&self, message: Arc<Message>, nodes: Vec<NodeId>) {
+        let Some(cluster) = &self.cluster else {
+            debug_assert!(false, "a route to another node on a single node");
+            return;
+        };
+        let confirmed = message.qos as u8 > 0;
+        let (done, answer) = if confirmed {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let request = ToDriver::Forward {
+            shard: self.id,
+            nodes,
+            message,
+            done,
+        };
+        match cluster.port.tx.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Full(request)) => {
+                if !confirmed {
+                    cluster.count_forward_drop();
+                    return;
+                }
+                // The publisher waits for room: its acknowledgement
+                // waits for the forward anyway.
+                if cluster.port.tx.send(request).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(answer) = answer {
+            let _ = answer.await;
+        }
+    }
+
+    /// A retained message set or cleared by a client of this node: the
+    /// driver replicates it to every peer (in order with this shard's
+    /// other requests).
+    pub fn replicate_retained(&self, topic: &ByteStr, message: Option<Arc<Message>>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(ToDriver::Retain {
+                topic: topic.clone(),
+                message,
+            });
+        }
+    }
+
+    /// The driver posts a peer's forwarded message (`ShardContext`).
+    pub(super) fn receive_forwarded(
+        &self,
+        from: NodeId,
+        stream: ShardId,
+        seq: u64,
+        message: Arc<Message>,
+    ) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        cluster.inbound.borrow_mut().push_back(Inbound {
+            from,
+            stream,
+            seq,
+            message,
+        });
+        cluster.inbound_arrived.raise();
+    }
+
+    /// Routes peers' forwarded messages in their arrival order, on this
+    /// node only, and reports each data stream's progress to the driver
+    /// (cumulative: once per run of one stream). Runs for the shard's life.
+    pub(super) async fn serve_forwarded(self: Rc<Self>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mut last: Option<(NodeId, ShardId, u64)> = None;
+        loop {
+            let next = cluster.inbound.borrow_mut().pop_front();
+            let Some(m) = next else {
+                if let Some((from, stream, seq)) = last.take() {
+                    let _ = cluster
+                        .port
+                        .tx
+                        .send(ToDriver::Queued { from, stream, seq })
+                        .await;
+                    continue;
+                }
+                cluster.inbound_arrived.wait().await;
+                continue;
+            };
+            if let Some((from, stream, seq)) = last {
+                if (from, stream) != (m.from, m.stream) {
+                    let _ = cluster
+                        .port
+                        .tx
+                        .send(ToDriver::Queued { from, stream, seq })
+                        .await;
+                }
+            }
+            if let Some(remote) = self.publish_here_from_peer(m.message) {
+                self.publish_remote(remote).await;
+            }
+            last = Some((m.from, m.stream, m.seq));
+        }
+    }
+
+    /// Waits until the node may accept MQTT clients (it has its peers'
+    /// routes); at once on a single node.
+    pub(super) async fn cluster_ready(&self) {
+        if let Some(cluster) = &self.cluster {
+            let mut ready = cluster.port.ready.clone();
+            let _ = ready.wait_for(|r| *r).await;
+        }
+    }
+}
