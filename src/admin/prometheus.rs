@@ -1,7 +1,8 @@
 //! `GET /api/v5/prometheus/stats`: every shard's statistics in the
 //! Prometheus text format (`metrics::prometheus`). Open by default, like
 //! EMQX's; `prometheus.enable_basic_auth = true` puts it behind the API's
-//! credentials (`api::router`).
+//! credentials (`api::router`). A clustered node adds a series per peer
+//! link (`peer="name@host"`).
 
 use super::api::{error, AdminState};
 use super::shards::ask_all;
@@ -39,9 +40,9 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Response {
             }
         }
     }
-    (
-        [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
-        prometheus::render(&shards),
-    )
-        .into_response()
+    let mut body = prometheus::render(&shards);
+    if let Some(control) = &state.cluster.control {
+        prometheus::render_peers(&mut body, &control.peer_stats());
+    }
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
 }
