@@ -131,6 +131,11 @@ pub trait ClusterControl: Send + Sync + 'static {
     /// Remove `node` (a stopped node, or one that does not answer) from
     /// the membership of every running node.
     fn force_leave(&self, node: String) -> Pending<()>;
+    /// The counters of every peer link, by peer node name (Prometheus).
+    /// Read from shared counters: no request to the cluster thread.
+    fn peer_stats(&self) -> Vec<(String, crate::cluster::net::PeerStats)> {
+        Vec::new()
+    }
 }
 
 /// What the admin thread knows of the cluster and this node's place in it.

@@ -1,7 +1,8 @@
 //! `GET /api/v5/prometheus/stats`: every shard's statistics in the
 //! Prometheus text format (`metrics::prometheus`). Open by default, like
 //! EMQX's; `prometheus.enable_basic_auth = true` puts it behind the API's
-//! credentials (`api::router`).
+//! credentials (`api::router`). A clustered node adds a series per peer
+//! link (`peer="name@host"`).
 
 use super::api::{error, AdminState};
 use super::shards::ask_all;
@@ -40,13 +41,19 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Response {
         }
     }
     let mut text = prometheus::render(&shards);
+    if let Some(control) = &state.cluster.control {
+        prometheus::render_peers(&mut text, &control.peer_stats());
+    }
     // Node-wide, kept by the password workers rather than the shards.
     let failures = state.authn.as_ref().map_or(0, |a| a.failures_total());
     text.push_str(&format!(
         "# HELP ringmq_authentication_failures_total CONNECTs refused by authentication: \
-         unknown user or wrong password, throttled address, anonymous when not allowed.\n\
-         # TYPE ringmq_authentication_failures_total counter\n\
-         ringmq_authentication_failures_total {failures}\n"
+         unknown user or wrong password, throttled address, anonymous when not allowed.
+\
+         # TYPE ringmq_authentication_failures_total counter
+\
+         ringmq_authentication_failures_total {failures}
+"
     ));
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
 }

@@ -112,9 +112,9 @@ impl Effective {
     }
 
     /// The index of the least loaded server, the first of equals; `None`
-    /// without loads (configured servers: no figures for them).
+    /// without loads (configured servers, or no peer has reported yet).
     pub fn least_loaded(&self, n: usize) -> Option<usize> {
-        if self.loads.len() != n {
+        if self.loads.len() != n || self.loads.iter().all(|&l| l == u64::MAX) {
             return None;
         }
         self.loads

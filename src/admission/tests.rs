@@ -310,3 +310,96 @@ fn counters_by_reason() {
     );
     assert_eq!(s.redirected(), 2);
 }
+
+fn cluster_of(loads: &[Option<u64>]) -> ClusterServers {
+    let mut servers = vec![ClusterServer {
+        server: RedirectServer::new("127.0.0.1", 1883, None),
+        connections: Some(0),
+        local: true,
+    }];
+    for (i, load) in loads.iter().enumerate() {
+        servers.push(ClusterServer {
+            server: RedirectServer::new(&format!("127.0.0.{}", i + 2), 1883, None),
+            connections: *load,
+            local: false,
+        });
+    }
+    ClusterServers::new(servers).unwrap()
+}
+
+#[test]
+fn a_clustered_node_lists_the_cluster_and_falls_back_to_itself() {
+    let node = NodeAdmission::new(enabled(1000));
+    // Not clustered: no Server Reference on a successful CONNACK.
+    assert_eq!(node.effective().connack_reference, None);
+    node.set_local_reference("127.0.0.1:1883".to_string());
+    assert_eq!(
+        node.effective().connack_reference.as_deref(),
+        Some("127.0.0.1:1883")
+    );
+    node.set_cluster(Some(cluster_of(&[Some(1), None])));
+    assert_eq!(
+        node.effective().connack_reference.as_deref(),
+        Some("127.0.0.1:1883 127.0.0.2:1883 127.0.0.3:1883")
+    );
+    // Configured servers stay the redirect targets for round robin.
+    assert_eq!(node.effective().redirection.servers, enabled(0).servers);
+    // Cluster state gone: this node alone again; redirection off: nothing.
+    node.set_cluster(None);
+    assert_eq!(
+        node.effective().connack_reference.as_deref(),
+        Some("127.0.0.1:1883")
+    );
+    node.set_config(Redirection {
+        enable: false,
+        ..enabled(1000)
+    });
+    assert_eq!(node.effective().connack_reference, None);
+}
+
+#[test]
+fn least_connections_picks_the_least_loaded_peer() {
+    let node = NodeAdmission::new(Redirection {
+        strategy: Strategy::LeastConnections,
+        servers: Vec::new(),
+        ..enabled(0)
+    });
+    node.set_local_reference("127.0.0.1:1883".to_string());
+    // Unknown loads count last; the first of equals wins.
+    node.set_cluster(Some(cluster_of(&[Some(7), None, Some(3), Some(3)])));
+    let effective = node.effective();
+    let names: Vec<&str> = effective
+        .redirection
+        .servers
+        .iter()
+        .map(|s| s.reference())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "127.0.0.2:1883",
+            "127.0.0.3:1883",
+            "127.0.0.4:1883",
+            "127.0.0.5:1883"
+        ],
+        "the peers, not this node"
+    );
+    let pick = node.pick_in(&effective, 4);
+    assert_eq!(
+        effective.redirection.servers[pick].reference(),
+        "127.0.0.4:1883"
+    );
+    match decide(&request(true, 0), &effective.redirection, &mut |n| {
+        node.pick_in(&effective, n)
+    }) {
+        Decision::Redirect {
+            server_reference, ..
+        } => assert_eq!(server_reference, "127.0.0.4:1883"),
+        other => panic!("{other:?}"),
+    }
+    // No figures at all: round robin over the peers.
+    node.set_cluster(Some(cluster_of(&[None, None])));
+    let effective = node.effective();
+    let picks: Vec<usize> = (0..3).map(|_| node.pick_in(&effective, 2)).collect();
+    assert_eq!(picks, [0, 1, 0]);
+}

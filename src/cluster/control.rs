@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::net::{ClusterHandle, CommandError, MemberInfo, MemberState};
+use super::net::{ClusterHandle, CommandError, MemberInfo, MemberState, PeerStats};
 use crate::admin::{ClusterControl, ControlError, NodeInfo, NodeStatus, Pending};
 use crate::router::location::NodeId;
 
@@ -79,6 +79,23 @@ pub fn node_info(member: &MemberInfo, report: Option<PeerReport>, now_ms: u64) -
 }
 
 impl ClusterControl for Control {
+    fn peer_stats(&self) -> Vec<(String, PeerStats)> {
+        let members = self.handle.members();
+        self.handle
+            .all_peer_stats()
+            .into_iter()
+            .map(|(node, stats)| {
+                // A peer no longer listed (forgotten) keeps its counters
+                // under its id.
+                let name = members
+                    .iter()
+                    .find(|m| m.node == node)
+                    .map_or_else(|| node.to_string(), |m| m.name.clone());
+                (name, stats)
+            })
+            .collect()
+    }
+
     fn peers(&self) -> Pending<Vec<NodeInfo>> {
         let me = self.handle.node();
         let now = now_ms();

@@ -9,6 +9,7 @@
 //! moves to another shard, so only the node's sum never goes down).
 
 use super::ShardStats;
+use crate::cluster::net::PeerStats;
 use std::fmt::Write;
 
 /// The `Content-Type` of the rendering.
@@ -164,6 +165,94 @@ pub fn render(shards: &[ShardStats]) -> String {
     out
 }
 
+/// A peer's name as a label value: backslash, `"` and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The cluster's links, one series per peer (`peer="name@host"`), after
+/// `render`'s families: appended only by a clustered node.
+pub fn render_peers(out: &mut String, peers: &[(String, PeerStats)]) {
+    let peers: Vec<(String, &PeerStats)> = peers.iter().map(|(n, s)| (label_value(n), s)).collect();
+    type PeerFamily = (&'static str, Kind, &'static str, fn(&PeerStats) -> u64);
+    let families: [PeerFamily; 6] = [
+        (
+            "ringmq_cluster_peer_frames_sent_total",
+            Kind::Counter,
+            "Frames sent to the peer node.",
+            |p| p.frames_sent,
+        ),
+        (
+            "ringmq_cluster_peer_bytes_sent_total",
+            Kind::Counter,
+            "Frame bytes (headers included) sent to the peer node.",
+            |p| p.bytes_sent,
+        ),
+        (
+            "ringmq_cluster_peer_frames_received_total",
+            Kind::Counter,
+            "Frames received from the peer node.",
+            |p| p.frames_received,
+        ),
+        (
+            "ringmq_cluster_peer_bytes_received_total",
+            Kind::Counter,
+            "Frame bytes (headers included) received from the peer node.",
+            |p| p.bytes_received,
+        ),
+        (
+            "ringmq_cluster_peer_malformed_frames_total",
+            Kind::Counter,
+            "Links to the peer closed because it sent a malformed frame.",
+            |p| p.malformed_frames,
+        ),
+        (
+            "ringmq_cluster_peer_queue_depth",
+            Kind::Gauge,
+            "Frames waiting in the link's stream queues.",
+            |p| p.queue_depth,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for (peer, stats) in &peers {
+            let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", value(stats));
+        }
+    }
+    family(
+        out,
+        "ringmq_cluster_peer_drops_total",
+        Kind::Counter,
+        "Frames for the peer dropped, by reason: its queue full, or no link to it.",
+    );
+    for (peer, stats) in &peers {
+        for (reason, n) in [
+            ("queue_full", stats.drops_queue_full),
+            ("no_link", stats.drops_no_link),
+        ] {
+            let _ = writeln!(
+                out,
+                "ringmq_cluster_peer_drops_total{{peer=\"{peer}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "ringmq_cluster_peer_rtt_seconds",
+        Kind::Gauge,
+        "Smoothed round-trip time of the link (QUIC's estimate).",
+    );
+    for (peer, stats) in &peers {
+        let _ = writeln!(
+            out,
+            "ringmq_cluster_peer_rtt_seconds{{peer=\"{peer}\"}} {}",
+            stats.rtt_us as f64 / 1e6
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +369,53 @@ mod tests {
         let s = parse(&render(&[]));
         assert_eq!(s["ringmq_retained_messages"], 0.0);
         assert_eq!(s["ringmq_messages_dropped_total{reason=\"expired\"}"], 0.0);
+    }
+
+    #[test]
+    fn peers_render_one_series_each_with_escaped_names() {
+        let stats = PeerStats {
+            frames_sent: 3,
+            bytes_sent: 300,
+            frames_received: 4,
+            bytes_received: 400,
+            drops_queue_full: 1,
+            drops_no_link: 2,
+            malformed_frames: 0,
+            rtt_us: 1500,
+            queue_depth: 5,
+        };
+        let mut out = String::new();
+        render_peers(
+            &mut out,
+            &[("b@127.0.0.2".into(), stats), ("q\"@h".into(), stats)],
+        );
+        let series = parse(&out);
+        let get = |k: &str| {
+            series
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| panic!("{k} in\n{out}"))
+        };
+        assert_eq!(
+            get("ringmq_cluster_peer_frames_sent_total{peer=\"b@127.0.0.2\"}"),
+            3.0
+        );
+        assert_eq!(
+            get("ringmq_cluster_peer_bytes_received_total{peer=\"b@127.0.0.2\"}"),
+            400.0
+        );
+        assert_eq!(
+            get("ringmq_cluster_peer_queue_depth{peer=\"b@127.0.0.2\"}"),
+            5.0
+        );
+        assert_eq!(
+            get("ringmq_cluster_peer_drops_total{peer=\"b@127.0.0.2\",reason=\"no_link\"}"),
+            2.0
+        );
+        assert_eq!(
+            get("ringmq_cluster_peer_rtt_seconds{peer=\"b@127.0.0.2\"}"),
+            0.0015
+        );
+        assert!(out.contains("peer=\"q\\\"@h\""), "{out}");
     }
 }

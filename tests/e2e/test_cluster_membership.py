@@ -163,6 +163,45 @@ def test_least_connections_redirects_to_the_least_loaded_node_and_nodes_show_pee
         set_redirection(a, redirect_strategy="random", max_connections=1000)
 
 
+def scrape(node) -> dict[str, float]:
+    """`GET /api/v5/prometheus/stats` as {series: value}."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.api_port}/api/v5/prometheus/stats",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
+def test_prometheus_has_a_series_per_peer(static3):
+    static3.wait_running(3)
+    a, b, d = static3.nodes
+    deadline = time.monotonic() + DETECT_BOUND_S
+    while True:
+        series = scrape(a)
+        peer = f'peer="{b.node_name}"'
+        sent = series.get(f"ringmq_cluster_peer_frames_sent_total{{{peer}}}", 0)
+        received = series.get(f"ringmq_cluster_peer_frames_received_total{{{peer}}}", 0)
+        # Load figures go to every peer each second: frames both ways.
+        if sent >= 2 and received >= 2:
+            break
+        assert time.monotonic() < deadline, {k: v for k, v in series.items() if "cluster_peer" in k}
+        time.sleep(0.2)
+    for other in (b, d):
+        peer = f'peer="{other.node_name}"'
+        assert series[f"ringmq_cluster_peer_bytes_sent_total{{{peer}}}"] > 0
+        assert series[f"ringmq_cluster_peer_bytes_received_total{{{peer}}}"] > 0
+        assert f"ringmq_cluster_peer_queue_depth{{{peer}}}" in series
+        assert f'ringmq_cluster_peer_drops_total{{{peer},reason="queue_full"}}' in series
+        assert f"ringmq_cluster_peer_rtt_seconds{{{peer}}}" in series
+    # No series for itself.
+    assert not any(a.node_name in k for k in series if "cluster_peer" in k)
+
+
 def test_kill_9_is_listed_stopped_and_the_node_rejoins_by_itself(static3):
     static3.wait_running(3)
     victim = static3.nodes[2]
