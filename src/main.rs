@@ -267,8 +267,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), cluster_control)
-        {
+        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), cluster_control) {
             return code;
         }
     }
