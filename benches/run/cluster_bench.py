@@ -103,7 +103,7 @@ class Node:
     def nodes(self) -> list[dict]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}/api/v5/nodes")
         req.add_header("Authorization", "Basic " + base64.b64encode(b"admin:public").decode())
-        with urllib.request.urlopen(req, timeout=2) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
     def stop(self, sig=signal.SIGTERM) -> None:
