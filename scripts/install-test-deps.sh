@@ -47,6 +47,19 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   fi
 fi
 
+# tests/e2e/test_deb.py: `systemd-analyze verify` on the packaged unit, `strip`
+# and `objdump` in scripts/build-deb.sh (binutils), prlimit/setpriv (util-linux).
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v objdump >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing systemd binutils (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends systemd binutils </dev/null
+  else
+    echo "warning: systemd-analyze/objdump missing and no apt-get; tests/e2e/test_deb.py will fail" >&2
+  fi
+fi
+
 have_js_tools() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
     { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
