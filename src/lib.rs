@@ -19,6 +19,7 @@
 //! - [`transport`]: TLS (rustls) and WebSocket (RFC 6455) under MQTT; sans-IO.
 pub mod admin;
 pub mod admission;
+pub mod atomic_file;
 pub mod authn;
 pub mod authz;
 pub mod cluster;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod ctl;
 pub mod limits;
 pub mod metrics;
+pub mod rebalance;
 pub mod router;
 pub mod session;
 pub mod shard;

@@ -638,3 +638,20 @@ pub const CLUSTER_READY_SETTLE_MS: u64 = 300;
 /// peers' routes; then it opens them anyway (logged): a peer that never
 /// answers must not keep the node down.
 pub const CLUSTER_READY_WAIT_MAX_MS: u64 = 10_000;
+
+/// The highest connection or session eviction rate an evacuation or a
+/// rebalance accepts (`conn_evict_rate`, `sess_evict_rate`, per second):
+/// above it a node would disconnect its clients all at once, which is what
+/// these rates exist to avoid.
+pub const REBALANCE_EVICT_RATE_MAX: u64 = 100_000;
+
+/// The longest `wait_takeover` or `wait_health_check` accepted, seconds.
+pub const REBALANCE_WAIT_MAX_S: u64 = 86_400;
+
+/// Nodes named in one `migrate_to` or `nodes` list, and Server References
+/// in one `redirect_to`.
+pub const REBALANCE_LIST_MAX: usize = 64;
+
+/// How often the evacuation or rebalance executor counts and evicts. The
+/// rates are spread over the ticks of each second.
+pub const REBALANCE_TICK_MS: u64 = 100;

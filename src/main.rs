@@ -403,6 +403,15 @@ fn start_admin(
             "the admin API uses the default credentials: set api.username and api.password"
         );
     }
+    // Before the shards open their listeners: an evacuation that ran when
+    // the node stopped refuses clients from the first CONNECT.
+    let rebalancer = ringmq::rebalance::Rebalancer::new(
+        &config.node.name,
+        &config.node.data_dir,
+        node.clone(),
+        admission.clone(),
+    );
+    rebalancer.load_persisted();
     let state = Arc::new(
         AdminState::new(
             config.node.name.clone(),
@@ -419,7 +428,8 @@ fn start_admin(
             role: config.node.role.as_str().to_string(),
             control: cluster,
         })
-        .with_authn(authn),
+        .with_authn(authn)
+        .with_rebalancer(rebalancer),
     );
     match admin::start(api, state) {
         Ok(()) => Ok(()),

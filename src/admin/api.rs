@@ -46,6 +46,8 @@ pub struct AdminState {
     /// `[authentication]` when configured (`authn.rs`): reload, built-in
     /// users, the failure counter.
     pub authn: Option<Arc<Authn>>,
+    /// This node's evacuation (`rebalance.rs`).
+    pub rebalancer: Option<Arc<crate::rebalance::Rebalancer>>,
 }
 
 impl AdminState {
@@ -71,7 +73,14 @@ impl AdminState {
             cluster: ClusterAdmin::default(),
             started_at: Instant::now(),
             authn: None,
+            rebalancer: None,
         }
+    }
+
+    /// Node evacuation through `/api/v5/load_rebalance`.
+    pub fn with_rebalancer(mut self, rebalancer: Arc<crate::rebalance::Rebalancer>) -> AdminState {
+        self.rebalancer = Some(rebalancer);
+        self
     }
 
     /// The node's authentication state, when `[authentication]` is set.
@@ -106,7 +115,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The API's routes, authentication included.
 pub fn router(state: Arc<AdminState>) -> Router {
-    use super::{authn, clients, nodes, prometheus};
+    use super::{authn, clients, nodes, prometheus, rebalance};
     let metrics = Router::new().route("/api/v5/prometheus/stats", get(prometheus::stats));
     let mut protected = Router::new()
         .route(
@@ -144,12 +153,38 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/api/v5/cluster/{node}/force_leave",
             delete(nodes::force_leave),
         );
+    // EMQX answers these under v5 and, from its 4.x API, under v4.
+    for version in ["v5", "v4"] {
+        let base = format!("/api/{version}/load_rebalance");
+        protected = protected
+            .route(&format!("{base}/status"), get(rebalance::status))
+            .route(
+                &format!("{base}/global_status"),
+                get(rebalance::global_status),
+            )
+            .route(
+                &format!("{base}/{{node}}/evacuation/start"),
+                post(rebalance::evacuation_start),
+            )
+            .route(
+                &format!("{base}/{{node}}/evacuation/stop"),
+                post(rebalance::evacuation_stop),
+            );
+    }
+    // Load balancers' health checks carry no credentials (EMQX's too).
+    let mut availability = Router::new();
+    for version in ["v5", "v4"] {
+        availability = availability.route(
+            &format!("/api/{version}/load_rebalance/availability_check"),
+            get(rebalance::availability_check),
+        );
+    }
     let open = if state.prometheus_basic_auth {
         protected = protected.merge(metrics);
-        Router::new()
+        availability
     } else {
         // A scraper without credentials, as EMQX's default.
-        metrics
+        metrics.merge(availability)
     };
     let protected = protected
         .fallback(not_found)

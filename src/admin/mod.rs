@@ -28,6 +28,9 @@
 //! - `POST /api/v5/authentication/reload` and the built-in database's users
 //!   `/api/v5/authentication/password_based:built_in_database/users[/{id}]`
 //!   (`authn.rs`).
+//! - `/api/v5/load_rebalance/...` (and `/api/v4/...`): node evacuation,
+//!   its status and the load balancers' `availability_check` (no
+//!   authentication) (`rebalance.rs`).
 //! - `GET /api/v5/prometheus/stats`: the shards' statistics in Prometheus's
 //!   text format; without authentication unless
 //!   `prometheus.enable_basic_auth` (`prometheus.rs`).
@@ -42,6 +45,7 @@ mod authn;
 mod clients;
 mod nodes;
 mod prometheus;
+mod rebalance;
 mod shards;
 
 pub use api::{router, AdminState};
@@ -59,6 +63,7 @@ pub fn start(config: &ApiConfig, state: Arc<AdminState>) -> std::io::Result<()> 
     let listener = TcpListener::bind(bind)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind api.bind {bind}: {e}")))?;
     listener.set_nonblocking(true)?;
+    let state_for_resume = state.rebalancer.clone();
     let app = router(state);
     std::thread::Builder::new()
         .name("ringmq-admin".to_string())
@@ -75,6 +80,9 @@ pub fn start(config: &ApiConfig, state: Arc<AdminState>) -> std::io::Result<()> 
                 }
             };
             runtime.block_on(async move {
+                if let Some(r) = &state_for_resume {
+                    r.spawn_resumed();
+                }
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {

@@ -144,9 +144,18 @@ impl Default for Redirection {
     }
 }
 
+/// The node refuses every new client: it is evacuated, or a rebalance
+/// donor past its health-check wait (`src/rebalance`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusing {
+    /// MQTT 5 clients are sent here with 0x9D (Server moved); without it
+    /// they get 0x9C (Use another server) and no reference.
+    pub server_reference: Option<String>,
+}
+
 /// What the shard knows when a CONNECT has passed its own checks.
 #[derive(Clone, Copy, Debug)]
-pub struct Request {
+pub struct Request<'a> {
     /// MQTT 5 (only v5 has reason codes and Server Reference).
     pub v5: bool,
     /// MQTT connections open on the whole node (every listener, every
@@ -156,9 +165,8 @@ pub struct Request {
     pub listener_connections: usize,
     /// `listeners.tcp.<name>.max_connections`.
     pub listener_max: usize,
-    /// The node is being evacuated: every new client is sent away with 0x9D
-    /// (Server moved). Nothing sets it yet; evacuation is a later issue.
-    pub evacuating: bool,
+    /// The node refuses new clients (evacuation, rebalance donor).
+    pub evacuating: Option<&'a Refusing>,
     /// The node is stopping.
     pub shutting_down: bool,
 }
@@ -171,7 +179,8 @@ pub enum RefuseCause {
     NodeFull,
     /// The listener reached its `max_connections`.
     ListenerFull,
-    /// Evacuating with no server to send clients to, or a v3.1.1 client.
+    /// Evacuating or a rebalance donor, with no server to send clients to,
+    /// or a v3.1.1 client.
     Evacuating,
     ShuttingDown,
 }
@@ -202,7 +211,8 @@ pub enum Decision {
 /// does): the strategy is what spreads clients, and a client given a list
 /// would mostly take the first entry anyway.
 ///
-/// Order: stopping, evacuating, the node-wide redirection cap, the
+/// Order: stopping, evacuating (or a rebalance donor), the node-wide
+/// redirection cap, the
 /// listener's cap. With redirection enabled, a full listener redirects too
 /// (there is no room here either way).
 pub fn decide(
@@ -229,11 +239,18 @@ pub fn decide(
     if request.shutting_down {
         return refuse(ReasonCode::SERVER_UNAVAILABLE, RefuseCause::ShuttingDown);
     }
-    if request.evacuating {
-        if request.v5 && !config.servers.is_empty() {
-            return redirect(ReasonCode::SERVER_MOVED);
+    if let Some(refusing) = request.evacuating {
+        // EMQX's evacuation: 0x9D with the operator's `redirect_to`, else
+        // 0x9C with no reference (the client picks another server itself);
+        // a v3.1.1 client gets return code 3 and reconnects through its
+        // load balancer.
+        if let (true, Some(reference)) = (request.v5, &refusing.server_reference) {
+            return Decision::Redirect {
+                reason: ReasonCode::SERVER_MOVED,
+                server_reference: reference.clone(),
+            };
         }
-        return refuse(ReasonCode::SERVER_UNAVAILABLE, RefuseCause::Evacuating);
+        return refuse(ReasonCode::USE_ANOTHER_SERVER, RefuseCause::Evacuating);
     }
     let redirecting = config.enable && !config.servers.is_empty();
     if redirecting && request.node_connections >= config.max_connections {

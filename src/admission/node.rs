@@ -5,9 +5,9 @@
 //! counters (`ShardCounters`) are shard-local and read by asking the shard.
 
 use super::cluster::{ClusterServers, Effective};
-use super::{Decision, Redirection, Strategy};
+use super::{Decision, Redirection, Refusing, Strategy};
 use crate::codec::{ByteStr, ReasonCode};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,9 +63,12 @@ pub struct NodeAdmission {
     /// Round-robin position, node-wide, so `round_robin` follows the
     /// configured order whichever shard redirects.
     cursor: AtomicUsize,
-    /// Set while the node is evacuated (a later issue): new clients get
-    /// 0x9D (Server moved).
-    evacuating: AtomicBool,
+    /// Set while the node refuses new clients (evacuation, rebalance
+    /// donor): what they are told. One load per CONNECT.
+    refusing: ArcSwapOption<Refusing>,
+    /// Cleared while the node reports itself unavailable to load
+    /// balancers (`GET /api/v5/load_rebalance/availability_check`: 503).
+    available: AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,7 +86,8 @@ impl NodeAdmission {
             config: ArcSwap::from_pointee(config),
             connections: Count::default(),
             cursor: AtomicUsize::new(0),
-            evacuating: AtomicBool::new(false),
+            refusing: ArcSwapOption::empty(),
+            available: AtomicBool::new(true),
         }
     }
 
@@ -146,12 +150,22 @@ impl NodeAdmission {
         self.effective.store(Arc::new(effective));
     }
 
-    pub fn is_evacuating(&self) -> bool {
-        self.evacuating.load(Ordering::Relaxed)
+    /// What new clients are told while the node refuses them.
+    pub fn refusing(&self) -> Option<Arc<Refusing>> {
+        self.refusing.load_full()
     }
 
-    pub fn set_evacuating(&self, evacuating: bool) {
-        self.evacuating.store(evacuating, Ordering::Relaxed);
+    pub fn set_refusing(&self, refusing: Option<Refusing>) {
+        self.refusing.store(refusing.map(Arc::new));
+    }
+
+    /// Whether load balancers should send clients here.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    pub fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::Relaxed);
     }
 
     /// The index of the server a redirect names, among `n`.

@@ -16,13 +16,13 @@ fn enabled(max: usize) -> Redirection {
     }
 }
 
-fn request(v5: bool, node: usize) -> Request {
+fn request(v5: bool, node: usize) -> Request<'static> {
     Request {
         v5,
         node_connections: node,
         listener_connections: node,
         listener_max: 100,
-        evacuating: false,
+        evacuating: None,
         shutting_down: false,
     }
 }
@@ -147,16 +147,20 @@ fn enabled_redirection_also_redirects_from_a_full_listener() {
 }
 
 #[test]
-fn evacuating_node_answers_server_moved() {
-    let mut config = enabled(1000);
-    config.enable = false;
+fn evacuating_node_answers_server_moved_with_its_own_reference() {
+    // The redirection config plays no part: the evacuation's `redirect_to`
+    // does, whatever the cap.
+    let config = enabled(0);
+    let moved = Refusing {
+        server_reference: Some("b.example:1883 c.example:1883".into()),
+    };
     let mut r = request(true, 0);
-    r.evacuating = true;
+    r.evacuating = Some(&moved);
     assert_eq!(
         decide(&r, &config, &mut |_| 1),
         Decision::Redirect {
             reason: ReasonCode::SERVER_MOVED,
-            server_reference: "10.0.0.2:1884".into()
+            server_reference: "b.example:1883 c.example:1883".into()
         }
     );
     r.v5 = false;
@@ -167,12 +171,16 @@ fn evacuating_node_answers_server_moved() {
             cause: RefuseCause::Evacuating
         }
     );
-    config.servers.clear();
+    // No `redirect_to`: 0x9C without a reference.
+    let nowhere = Refusing {
+        server_reference: None,
+    };
+    r.evacuating = Some(&nowhere);
     r.v5 = true;
     assert_eq!(
         decide(&r, &config, &mut first),
         Decision::Refuse {
-            reason: ReasonCode::SERVER_UNAVAILABLE,
+            reason: ReasonCode::USE_ANOTHER_SERVER,
             cause: RefuseCause::Evacuating
         }
     );

@@ -10,7 +10,6 @@
 //! (never a shard), so a mutex is fine; it is never held across a hash.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -213,19 +212,7 @@ impl UserDb {
         let storage = |e: std::io::Error| {
             DbError::Storage(format!("cannot write {}: {e}", self.path.display()))
         };
-        let dir = self.path.parent().expect("USERS_FILE has a parent");
-        std::fs::create_dir_all(dir).map_err(storage)?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(storage)?;
-            f.write_all(&text).map_err(storage)?;
-            f.sync_all().map_err(storage)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(storage)?;
-        // The rename itself must reach the disk.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        crate::atomic_file::write(&self.path, &text).map_err(storage)?;
         Ok(())
     }
 }

@@ -36,6 +36,7 @@ mod actions;
 mod client_key;
 mod cluster;
 mod conn;
+mod evict;
 mod fd_table;
 mod inbox;
 mod inspect;
@@ -68,6 +69,7 @@ pub use fd_table::presize_fd_table;
 pub use inbox::{CallError, NodeHandle};
 pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
+pub use evict::HeldCounts;
 pub use service::{ShardContext, ShardStatus};
 pub use state::{ShardId, ShardSettings};
 

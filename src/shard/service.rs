@@ -63,6 +63,22 @@ impl ShardContext {
         }
     }
 
+    /// Connections and sessions held here (`src/rebalance`).
+    pub fn held_counts(&self) -> super::evict::HeldCounts {
+        self.shard.held_counts()
+    }
+
+    /// Disconnects up to `count` clients with `reason` and, for MQTT 5, a
+    /// Server Reference; their sessions stay (`src/rebalance`).
+    pub fn evict_connections(
+        &self,
+        count: u64,
+        reason: crate::codec::ReasonCode,
+        server_reference: Option<crate::codec::ByteStr>,
+    ) -> u64 {
+        self.shard.evict_connections(count, reason, server_reference)
+    }
+
     /// Answers a question of the admin API's client management and
     /// metrics routes (`shard::inspect`).
     pub fn answer_admin(&self, query: super::AdminQuery) -> super::AdminAnswer {

@@ -84,6 +84,32 @@ impl Connection {
         self.tx_qos0_len = qos0;
     }
 
+    /// Evacuation or rebalance: DISCONNECT (v5) with `reason` (0x9C Use
+    /// another server, 0x9D Server moved) and, when given, a Server
+    /// Reference; a v3 client's connection is closed. The session stays for
+    /// its expiry interval, so the client that reconnects elsewhere takes
+    /// it over; the will follows the usual rules (published unless its
+    /// delay outlasts the reconnection).
+    pub fn evict(&mut self, reason: ReasonCode, server_reference: Option<ByteStr>) {
+        if self.closed {
+            return;
+        }
+        self.close(reason, true, false, None);
+        if self.is_v5() {
+            let disconnect = Disconnect {
+                reason_code: reason,
+                properties: DisconnectProperties {
+                    server_reference,
+                    ..DisconnectProperties::default()
+                },
+            };
+            self.tx
+                .push_back(Tx::Control(Box::new(Packet::Disconnect(Box::new(
+                    disconnect,
+                )))));
+        }
+    }
+
     /// Session takeover by a new connection for the same client id:
     /// `kick(0x8E)` with the will rules of MQTT 5.0 sections 3.1.3.2.2 and
     /// 3.1.4. The will is published only when the session ends now or the

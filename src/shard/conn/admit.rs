@@ -204,6 +204,7 @@ pub(super) fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool
     // One load per CONNECT: a config replaced meanwhile applies to the next.
     let effective = node.effective();
     let config = &effective.redirection;
+    let refusing = node.refusing();
     let decision = loop {
         let node_seen = node.connections.load();
         let listener_seen = listener.open.load();
@@ -212,7 +213,7 @@ pub(super) fn decide_admission(shard: &Shard, listener: &ListenerCount, v5: bool
             node_connections: node_seen,
             listener_connections: listener_seen,
             listener_max: listener.max,
-            evacuating: node.is_evacuating(),
+            evacuating: refusing.as_deref(),
             shutting_down: shard.is_shutting_down(),
         };
         let decision = admission::decide(&request, config, &mut |n| node.pick_in(&effective, n));

@@ -1,0 +1,340 @@
+//! The evacuation executor, on the admin thread's tokio runtime: every
+//! `REBALANCE_TICK_MS` it counts what the shards hold, feeds the state
+//! machine (`evacuation.rs`), evicts what it says through the shards'
+//! inboxes, and sets admission (refusing, available). Shards never wait for
+//! it. A running evacuation is persisted in
+//! `node.data_dir/rebalance/evacuation.json` and resumed at the next start.
+
+use super::evacuation::{Counts, Evacuation, State};
+use super::params::EvacuationParams;
+use crate::admission::{NodeAdmission, Refusing};
+use crate::codec::{ByteStr, ReasonCode};
+use crate::limits;
+use crate::shard::{HeldCounts, NodeHandle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The file under `node.data_dir`.
+const STATE_FILE: &str = "rebalance/evacuation.json";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    version: u32,
+    params: EvacuationParams,
+}
+
+/// Why a start or a stop was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// An evacuation already runs (start), or none does (stop).
+    AlreadyRunning,
+    NotRunning,
+    /// The state file cannot be written: the evacuation would not survive
+    /// a restart, so it does not start.
+    Storage(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::AlreadyRunning => f.write_str("an evacuation is already running on this node"),
+            StartError::NotRunning => f.write_str("no evacuation is running on this node"),
+            StartError::Storage(m) => f.write_str(m),
+        }
+    }
+}
+
+struct Running {
+    evacuation: Evacuation,
+    /// Tells this run's tick loop from a later one's after a stop and a
+    /// new start.
+    generation: u64,
+}
+
+/// One node's evacuation, as the admin API and `ringmq ctl` drive it.
+pub struct Rebalancer {
+    node_name: String,
+    state_file: PathBuf,
+    node: NodeHandle,
+    admission: Arc<NodeAdmission>,
+    /// Only the admin thread locks it, never across an await.
+    running: Mutex<Option<Running>>,
+    generations: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+impl Rebalancer {
+    pub fn new(
+        node_name: &str,
+        data_dir: &Path,
+        node: NodeHandle,
+        admission: Arc<NodeAdmission>,
+    ) -> Arc<Rebalancer> {
+        Arc::new(Rebalancer {
+            node_name: node_name.to_string(),
+            state_file: data_dir.join(STATE_FILE),
+            node,
+            admission,
+            running: Mutex::new(None),
+            generations: Default::default(),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// At start, before the listeners open: an evacuation persisted by an
+    /// earlier run is resumed, refusing clients from the first CONNECT.
+    /// Returns whether one was. Its tick loop starts with `spawn_resumed`.
+    pub fn load_persisted(&self) -> bool {
+        let text = match std::fs::read(&self.state_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                tracing::error!(file = %self.state_file.display(), error = %e,
+                    "cannot read the persisted evacuation; not resuming it");
+                return false;
+            }
+        };
+        let persisted: Persisted = match serde_json::from_slice(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(file = %self.state_file.display(), error = %e,
+                    "the persisted evacuation is malformed; not resuming it (delete the file)");
+                return false;
+            }
+        };
+        if persisted.version != FORMAT_VERSION {
+            tracing::error!(file = %self.state_file.display(), version = persisted.version,
+                "the persisted evacuation has an unknown format version; not resuming it");
+            return false;
+        }
+        let evacuation = Evacuation::resume(persisted.params, self.now_ms(), Counts::default());
+        self.apply_admission(&evacuation);
+        let generation = self.next_generation();
+        *self.running.lock().expect("not poisoned") = Some(Running {
+            evacuation,
+            generation,
+        });
+        tracing::warn!(node = %self.node_name, "resuming the evacuation that ran when the node stopped");
+        true
+    }
+
+    /// Starts the tick loop of an evacuation `load_persisted` resumed.
+    pub fn spawn_resumed(self: &Arc<Self>) {
+        let generation = match &*self.running.lock().expect("not poisoned") {
+            Some(r) => r.generation,
+            None => return,
+        };
+        tokio::spawn(self.clone().tick_loop(generation));
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.lock().expect("not poisoned").is_some()
+    }
+
+    /// Starts evacuating this node (on the admin thread's runtime).
+    pub async fn start_evacuation(
+        self: &Arc<Self>,
+        params: EvacuationParams,
+    ) -> Result<(), StartError> {
+        if self.is_running() {
+            return Err(StartError::AlreadyRunning);
+        }
+        let counts = self.count().await.unwrap_or_default();
+        let persisted = Persisted {
+            version: FORMAT_VERSION,
+            params: params.clone(),
+        };
+        let text = serde_json::to_vec_pretty(&persisted).expect("serializes");
+        crate::atomic_file::write(&self.state_file, &text).map_err(|e| {
+            StartError::Storage(format!("cannot write {}: {e}", self.state_file.display()))
+        })?;
+        let generation = {
+            let mut running = self.running.lock().expect("not poisoned");
+            if running.is_some() {
+                return Err(StartError::AlreadyRunning);
+            }
+            let evacuation = Evacuation::start(params, self.now_ms(), counts);
+            self.apply_admission(&evacuation);
+            let generation = self.next_generation();
+            *running = Some(Running {
+                evacuation,
+                generation,
+            });
+            generation
+        };
+        tracing::warn!(node = %self.node_name, connections = counts.connected,
+            sessions = counts.sessions, "evacuation started");
+        tokio::spawn(self.clone().tick_loop(generation));
+        Ok(())
+    }
+
+    /// Ends the evacuation: the node accepts clients again.
+    pub fn stop_evacuation(&self) -> Result<(), StartError> {
+        let stopped = self.running.lock().expect("not poisoned").take();
+        if stopped.is_none() {
+            return Err(StartError::NotRunning);
+        }
+        self.admission.set_refusing(None);
+        self.admission.set_available(true);
+        if let Err(e) = crate::atomic_file::remove(&self.state_file) {
+            tracing::error!(file = %self.state_file.display(), error = %e,
+                "cannot remove the persisted evacuation: it would resume at the next start");
+        }
+        tracing::warn!(node = %self.node_name, "evacuation stopped");
+        Ok(())
+    }
+
+    fn apply_admission(&self, evacuation: &Evacuation) {
+        // Unavailable to load balancers from the start; refusing once the
+        // health-check wait is over.
+        self.admission.set_available(false);
+        let refusing = (!evacuation.accepts_connections()).then(|| Refusing {
+            server_reference: evacuation.params().server_reference(),
+        });
+        if refusing.is_some() != self.admission.refusing().is_some() {
+            self.admission.set_refusing(refusing);
+        }
+    }
+
+    async fn count(&self) -> Result<Counts, crate::shard::CallError> {
+        let held: Vec<HeldCounts> = tokio::time::timeout(
+            limits::ADMIN_SHARD_CALL_TIMEOUT,
+            self.node.call_all(|ctx| ctx.held_counts()),
+        )
+        .await
+        .map_err(|_| crate::shard::CallError::Stopped)??;
+        Ok(held.iter().fold(Counts::default(), |c, h| Counts {
+            connected: c.connected + h.connected,
+            sessions: c.sessions + h.sessions,
+            disconnected_sessions: c.disconnected_sessions + h.disconnected_sessions,
+        }))
+    }
+
+    async fn tick_loop(self: Arc<Self>, generation: u64) {
+        let mut interval = tokio::time::interval(Duration::from_millis(limits::REBALANCE_TICK_MS));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let counts = match self.count().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "evacuation: shards not counted this tick");
+                    continue;
+                }
+            };
+            let now_ms = self.now_ms();
+            let (step, reference) = {
+                let mut running = self.running.lock().expect("not poisoned");
+                let Some(r) = running.as_mut().filter(|r| r.generation == generation) else {
+                    return;
+                };
+                let before = r.evacuation.state();
+                // Sessions move to other nodes with the cluster's session
+                // takeover; until that is wired they stay here (counted).
+                let step = r.evacuation.handle_tick(now_ms, counts, false);
+                let after = r.evacuation.state();
+                if before != after {
+                    tracing::warn!(node = %self.node_name, from = before.as_str(), to = after.as_str(),
+                        connections = counts.connected, sessions = counts.sessions,
+                        "evacuation state");
+                    if after == State::Prohibiting && r.evacuation.sessions_stranded() > 0 {
+                        tracing::warn!(sessions = r.evacuation.sessions_stranded(),
+                            "evacuation: no node to move the remaining sessions to; they stay until they expire or their clients reconnect elsewhere");
+                    }
+                }
+                self.apply_admission(&r.evacuation);
+                (step, r.evacuation.params().server_reference())
+            };
+            if step.evict_connections > 0 {
+                let reason = if reference.is_some() {
+                    ReasonCode::SERVER_MOVED
+                } else {
+                    ReasonCode::USE_ANOTHER_SERVER
+                };
+                self.evict(step.evict_connections, reason, reference.map(ByteStr::from))
+                    .await;
+            }
+        }
+    }
+
+    /// Spreads `count` evictions over the shards, each asked for its share
+    /// of what is left.
+    async fn evict(&self, count: u64, reason: ReasonCode, reference: Option<ByteStr>) {
+        let shards = self.node.shards() as u64;
+        let mut left = count;
+        for (i, shard) in (0..shards).enumerate() {
+            if left == 0 {
+                break;
+            }
+            let share = left.div_ceil(shards - i as u64);
+            let reference = reference.clone();
+            let call = self.node.call(shard as usize, move |ctx| {
+                ctx.evict_connections(share, reason, reference)
+            });
+            match tokio::time::timeout(limits::ADMIN_SHARD_CALL_TIMEOUT, call).await {
+                Ok(Ok(n)) => left -= n.min(left),
+                _ => tracing::debug!(shard, "evacuation: a shard did not answer an eviction"),
+            }
+        }
+    }
+
+    /// `GET /api/v5/load_rebalance/status`: EMQX's shape.
+    pub fn status(&self) -> Value {
+        match &*self.running.lock().expect("not poisoned") {
+            None => json!({ "status": "disabled" }),
+            Some(r) => {
+                let mut v = self.evacuation_json(&r.evacuation);
+                v["status"] = json!("enabled");
+                v["process"] = json!("evacuation");
+                v
+            }
+        }
+    }
+
+    /// This node's entry of `global_status`'s `evacuations`, if any.
+    pub fn evacuation_entry(&self) -> Option<Value> {
+        let running = self.running.lock().expect("not poisoned");
+        running.as_ref().map(|r| {
+            let mut v = self.evacuation_json(&r.evacuation);
+            v["node"] = json!(self.node_name);
+            v
+        })
+    }
+
+    fn evacuation_json(&self, e: &Evacuation) -> Value {
+        let p = e.params();
+        let (initial, current) = (e.initial(), e.current());
+        json!({
+            "state": e.state().as_str(),
+            "connection_eviction_rate": p.conn_evict_rate,
+            "session_eviction_rate": p.sess_evict_rate,
+            "connection_goal": 0,
+            "session_goal": 0,
+            "session_recipients": p.migrate_to,
+            "redirect_to": p.server_reference(),
+            "wait_takeover": p.wait_takeover_s,
+            "wait_health_check": p.wait_health_check_s,
+            "stats": {
+                "initial_connected": initial.connected,
+                "current_connected": current.connected,
+                "initial_sessions": initial.sessions,
+                "current_sessions": current.sessions,
+                "current_disconnected_sessions": current.disconnected_sessions,
+            },
+        })
+    }
+}
