@@ -7,6 +7,7 @@
 //! ringmq ctl --config FILE cluster join HOST:PORT
 //! ringmq ctl --config FILE cluster leave
 //! ringmq ctl --config FILE cluster force-leave NODE
+//! ringmq ctl --config FILE rebalance start --evacuation [...] | start [...] | node-status | stop
 //! ```
 //!
 //! Exit status: 0 done; 1 the API refused (its message is printed) or could
@@ -14,6 +15,9 @@
 //! "Operations".
 
 mod http;
+mod rebalance;
+
+pub use rebalance::{RebalanceCommand, StartArgs};
 
 pub use http::{exchange, parse_response, request_bytes, Endpoint, HttpResponse};
 
@@ -45,6 +49,9 @@ pub enum CtlCommand {
     /// The cluster this node belongs to.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Node evacuation and cluster rebalance (EMQX's `rebalance` forms).
+    #[command(subcommand)]
+    Rebalance(RebalanceCommand),
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -76,8 +83,12 @@ pub fn run(args: CtlArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let CtlCommand::Cluster(command) = args.command;
-    match cluster(&endpoint, &command) {
+    let (endpoint, node) = endpoint;
+    let done = match &args.command {
+        CtlCommand::Cluster(command) => cluster(&endpoint, command),
+        CtlCommand::Rebalance(command) => rebalance::run(&endpoint, &node, command),
+    };
+    match done {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -89,8 +100,9 @@ pub fn run(args: CtlArgs) -> ExitCode {
     }
 }
 
-/// The admin API's address and credentials from the configuration.
-fn endpoint(path: Option<&std::path::Path>) -> Result<Endpoint, String> {
+/// The admin API's address and credentials from the configuration, and
+/// the node's name.
+fn endpoint(path: Option<&std::path::Path>) -> Result<(Endpoint, String), String> {
     let config = Config::load(path).map_err(|e| format!("configuration error: {e}"))?;
     let api = &config.api;
     if !api.enable {
@@ -99,11 +111,12 @@ fn endpoint(path: Option<&std::path::Path>) -> Result<Endpoint, String> {
                 .to_string(),
         );
     }
-    Ok(Endpoint {
+    let endpoint = Endpoint {
         addr: reachable(api.bind),
         username: api.username.clone(),
         password: api.password.clone(),
-    })
+    };
+    Ok((endpoint, config.node.name.clone()))
 }
 
 /// A wildcard bind (`0.0.0.0`, `::`) is reached on loopback.
@@ -330,10 +343,14 @@ mod tests {
         let cli = Cli::try_parse_from(["ctl", "cluster", "force-leave", "n@h"]).unwrap();
         assert_eq!(cli.ctl.config, None);
         assert!(Cli::try_parse_from(["ctl", "--config", "f.toml", "cluster", "leave"]).is_err());
-        let CtlCommand::Cluster(c) = cli.ctl.command;
+        let CtlCommand::Cluster(c) = cli.ctl.command else {
+            panic!("a cluster command")
+        };
         assert_eq!(c, ClusterCommand::ForceLeave { node: "n@h".into() });
         let cli = Cli::try_parse_from(["ctl", "cluster", "join", "127.0.0.1:4370"]).unwrap();
-        let CtlCommand::Cluster(c) = cli.ctl.command;
+        let CtlCommand::Cluster(c) = cli.ctl.command else {
+            panic!("a cluster command")
+        };
         assert_eq!(
             c,
             ClusterCommand::Join {
@@ -342,5 +359,55 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["ctl", "cluster", "join"]).is_err());
         assert!(Cli::try_parse_from(["ctl", "cluster", "explode"]).is_err());
+    }
+
+    #[test]
+    fn rebalance_commands_parse_as_emqx_s() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            ctl: CtlArgs,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["ctl", "rebalance"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|c| c.ctl.command)
+        };
+        let c = parse(&[
+            "start", "--evacuation", "--redirect-to", "a:1 b:2", "--conn-evict-rate", "10",
+            "--migrate-to", "n1@h n2@h", "--wait-takeover", "5", "--sess-evict-rate", "7",
+            "--wait-health-check", "0",
+        ])
+        .unwrap();
+        let CtlCommand::Rebalance(RebalanceCommand::Start(a)) = c else {
+            panic!("a start")
+        };
+        assert!(a.evacuation);
+        assert_eq!(a.redirect_to.as_deref(), Some("a:1 b:2"));
+        assert_eq!((a.conn_evict_rate, a.sess_evict_rate), (Some(10), Some(7)));
+        assert_eq!((a.wait_takeover, a.wait_health_check), (Some(5), Some(0)));
+        let c = parse(&[
+            "start", "--nodes", "n1@h n2@h", "--abs-conn-threshold", "10",
+            "--rel-conn-threshold", "1.2", "--abs-sess-threshold", "5", "--rel-sess-threshold",
+            "1.5",
+        ])
+        .unwrap();
+        let CtlCommand::Rebalance(RebalanceCommand::Start(a)) = c else {
+            panic!("a start")
+        };
+        assert!(!a.evacuation);
+        assert_eq!(a.rel_conn_threshold, Some(1.2));
+        assert!(matches!(
+            parse(&["node-status"]),
+            Ok(CtlCommand::Rebalance(RebalanceCommand::NodeStatus))
+        ));
+        assert!(matches!(
+            parse(&["stop"]),
+            Ok(CtlCommand::Rebalance(RebalanceCommand::Stop))
+        ));
+        // Evacuation-only and rebalance-only options do not mix.
+        assert!(parse(&["start", "--redirect-to", "a:1"]).is_err());
+        assert!(parse(&["start", "--evacuation", "--nodes", "a@h"]).is_err());
     }
 }
