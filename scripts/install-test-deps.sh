@@ -47,6 +47,20 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   fi
 fi
 
+# tests/e2e/test_haproxy_evacuation.py: a real HAProxy in front of the nodes,
+# health-checking /api/v5/load_rebalance/availability_check. The package's
+# service is not used: the test starts its own on free ports.
+if ! command -v haproxy >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing haproxy (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends haproxy </dev/null
+  else
+    echo "warning: haproxy missing and no apt-get; tests/e2e/test_haproxy_evacuation.py will fail" >&2
+  fi
+fi
+
 # tests/e2e/test_deb.py: `systemd-analyze verify` on the packaged unit, `strip`
 # and `objdump` in scripts/build-deb.sh (binutils), prlimit/setpriv (util-linux).
 if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v objdump >/dev/null 2>&1; then

@@ -126,9 +126,12 @@ pub async fn evacuation_start(
     };
     match rebalancer.start_evacuation(params).await {
         Ok(()) => Json(json!({})).into_response(),
-        Err(StartError::Storage(m)) => {
-            error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", None, &m)
-        }
+        Err(StartError::Storage(m)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            None,
+            &m,
+        ),
         Err(e) => bad_request(None, &e.to_string()),
     }
 }

@@ -375,9 +375,20 @@ mod tests {
             Cli::try_parse_from(all).map(|c| c.ctl.command)
         };
         let c = parse(&[
-            "start", "--evacuation", "--redirect-to", "a:1 b:2", "--conn-evict-rate", "10",
-            "--migrate-to", "n1@h n2@h", "--wait-takeover", "5", "--sess-evict-rate", "7",
-            "--wait-health-check", "0",
+            "start",
+            "--evacuation",
+            "--redirect-to",
+            "a:1 b:2",
+            "--conn-evict-rate",
+            "10",
+            "--migrate-to",
+            "n1@h n2@h",
+            "--wait-takeover",
+            "5",
+            "--sess-evict-rate",
+            "7",
+            "--wait-health-check",
+            "0",
         ])
         .unwrap();
         let CtlCommand::Rebalance(RebalanceCommand::Start(a)) = c else {
@@ -388,8 +399,16 @@ mod tests {
         assert_eq!((a.conn_evict_rate, a.sess_evict_rate), (Some(10), Some(7)));
         assert_eq!((a.wait_takeover, a.wait_health_check), (Some(5), Some(0)));
         let c = parse(&[
-            "start", "--nodes", "n1@h n2@h", "--abs-conn-threshold", "10",
-            "--rel-conn-threshold", "1.2", "--abs-sess-threshold", "5", "--rel-sess-threshold",
+            "start",
+            "--nodes",
+            "n1@h n2@h",
+            "--abs-conn-threshold",
+            "10",
+            "--rel-conn-threshold",
+            "1.2",
+            "--abs-sess-threshold",
+            "5",
+            "--rel-sess-threshold",
             "1.5",
         ])
         .unwrap();

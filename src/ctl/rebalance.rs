@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 pub enum RebalanceCommand {
     /// Start evacuating this node (--evacuation) or a rebalance of the
     /// cluster coordinated by this node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// What this node's evacuation or rebalance is doing.
     NodeStatus,
     /// Stop this node's evacuation, or the rebalance it coordinates.
@@ -83,10 +83,22 @@ impl StartArgs {
         put("sess_evict_rate", self.sess_evict_rate.map(Value::from));
         put("wait_takeover", self.wait_takeover.map(Value::from));
         put("wait_health_check", self.wait_health_check.map(Value::from));
-        put("abs_conn_threshold", self.abs_conn_threshold.map(Value::from));
-        put("rel_conn_threshold", self.rel_conn_threshold.map(Value::from));
-        put("abs_sess_threshold", self.abs_sess_threshold.map(Value::from));
-        put("rel_sess_threshold", self.rel_sess_threshold.map(Value::from));
+        put(
+            "abs_conn_threshold",
+            self.abs_conn_threshold.map(Value::from),
+        );
+        put(
+            "rel_conn_threshold",
+            self.rel_conn_threshold.map(Value::from),
+        );
+        put(
+            "abs_sess_threshold",
+            self.abs_sess_threshold.map(Value::from),
+        );
+        put(
+            "rel_sess_threshold",
+            self.rel_sess_threshold.map(Value::from),
+        );
         Value::Object(m)
     }
 }
@@ -150,8 +162,16 @@ pub fn node_status_text(status: &Value) -> String {
     let lines: [(&str, &str, &str); 11] = [
         ("state", "Rebalance state", ""),
         ("coordinator_node", "Coordinator node", ""),
-        ("connection_eviction_rate", "Connection eviction rate", " connections/second"),
-        ("session_eviction_rate", "Session eviction rate", " sessions/second"),
+        (
+            "connection_eviction_rate",
+            "Connection eviction rate",
+            " connections/second",
+        ),
+        (
+            "session_eviction_rate",
+            "Session eviction rate",
+            " sessions/second",
+        ),
         ("connection_goal", "Connection goal", ""),
         ("session_goal", "Session goal", ""),
         ("disconnected_session_goal", "Disconnected session goal", ""),

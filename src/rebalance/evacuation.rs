@@ -217,21 +217,39 @@ mod tests {
         assert!(e.accepts_connections());
         assert_eq!(e.handle_tick(500, counts(260, 10), true), Step::default());
         // After the health check: 100 per second, counted from its start.
-        assert_eq!(e.handle_tick(1000, counts(260, 10), true).evict_connections, 0);
+        assert_eq!(
+            e.handle_tick(1000, counts(260, 10), true).evict_connections,
+            0
+        );
         assert_eq!(e.state(), State::EvictingConns);
         assert!(!e.accepts_connections());
-        assert_eq!(e.handle_tick(1100, counts(260, 10), true).evict_connections, 10);
-        assert_eq!(e.handle_tick(2100, counts(250, 10), true).evict_connections, 100);
+        assert_eq!(
+            e.handle_tick(1100, counts(260, 10), true).evict_connections,
+            10
+        );
+        assert_eq!(
+            e.handle_tick(2100, counts(250, 10), true).evict_connections,
+            100
+        );
         // A pause does not make a burst: at most one second's worth.
-        assert_eq!(e.handle_tick(9100, counts(150, 10), true).evict_connections, 100);
-        assert_eq!(e.handle_tick(9200, counts(5, 10), true).evict_connections, 5);
+        assert_eq!(
+            e.handle_tick(9100, counts(150, 10), true).evict_connections,
+            100
+        );
+        assert_eq!(
+            e.handle_tick(9200, counts(5, 10), true).evict_connections,
+            5
+        );
         assert_eq!(e.handle_tick(9300, counts(0, 15), true), Step::default());
         assert_eq!(e.state(), State::WaitTakeover);
         e.handle_tick(11_299, counts(0, 15), true);
         assert_eq!(e.state(), State::WaitTakeover);
         assert_eq!(e.handle_tick(11_300, counts(0, 15), true).evict_sessions, 0);
         assert_eq!(e.state(), State::EvictingSessions);
-        assert_eq!(e.handle_tick(11_400, counts(0, 15), true).evict_sessions, 10);
+        assert_eq!(
+            e.handle_tick(11_400, counts(0, 15), true).evict_sessions,
+            10
+        );
         assert_eq!(e.handle_tick(11_500, counts(0, 5), true).evict_sessions, 5);
         e.handle_tick(11_600, counts(0, 0), true);
         assert_eq!(e.state(), State::Prohibiting);

@@ -445,7 +445,10 @@ mod tests {
             (json!({"sess_evict_rate": -1}), "sess_evict_rate"),
             (json!({"conn_evict_rate": "fast"}), "conn_evict_rate"),
             (json!({"wait_takeover": 1.5}), "wait_takeover"),
-            (json!({"wait_health_check": 100_000_000}), "wait_health_check"),
+            (
+                json!({"wait_health_check": 100_000_000}),
+                "wait_health_check",
+            ),
             (json!({"redirect_to": "nohost"}), "redirect_to"),
             (json!({"redirect_to": "h:0"}), "redirect_to"),
             (json!({"migrate_to": ["nodename"]}), "migrate_to"),

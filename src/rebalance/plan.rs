@@ -172,12 +172,7 @@ impl Rebalance {
 
     fn measure(&mut self, loads: &[Load]) {
         let of = |names: &[String], key: fn(&Load) -> u64| {
-            average(
-                loads
-                    .iter()
-                    .filter(|l| names.contains(&l.node))
-                    .map(key),
-            )
+            average(loads.iter().filter(|l| names.contains(&l.node)).map(key))
         };
         self.donor_conn_avg = of(&self.donors, connections);
         self.recipient_conn_avg = of(&self.recipients, connections);
@@ -273,8 +268,15 @@ impl Rebalance {
         let target = average(loads.iter().map(key)).ceil() as u64;
         let mut out = Vec::new();
         for load in loads.iter().filter(|l| self.donors.contains(&l.node)) {
-            let (c, s) = self.budgets.get_mut(&load.node).expect("a budget per donor");
-            let allowed = if budget == 0 { c.take(now_ms) } else { s.take(now_ms) };
+            let (c, s) = self
+                .budgets
+                .get_mut(&load.node)
+                .expect("a budget per donor");
+            let allowed = if budget == 0 {
+                c.take(now_ms)
+            } else {
+                s.take(now_ms)
+            };
             let n = allowed.min(key(load).saturating_sub(target));
             if n > 0 {
                 out.push((load.node.clone(), n));
@@ -336,7 +338,11 @@ mod tests {
 
     #[test]
     fn evicts_at_the_rate_down_to_the_average_then_moves_sessions() {
-        let mut loads = vec![load("a@h", 900, 300), load("b@h", 100, 0), load("c@h", 0, 0)];
+        let mut loads = vec![
+            load("a@h", 900, 300),
+            load("b@h", 100, 0),
+            load("c@h", 0, 0),
+        ];
         let mut r = Rebalance::start(params(), 0, &loads).unwrap();
         assert!(r.is_donor("a@h") && !r.is_donor("b@h"));
         assert!(r.donor_accepts_connections());
@@ -352,7 +358,11 @@ mod tests {
             let s = r.handle_tick(now, &loads);
             for (_, n) in &s.evict_connections {
                 loads[0].connections -= n;
-                let to = if loads[1].connections <= loads[2].connections { 1 } else { 2 };
+                let to = if loads[1].connections <= loads[2].connections {
+                    1
+                } else {
+                    2
+                };
                 loads[to].connections += n;
             }
             assert!(now < 60_000, "never balanced: {loads:?}");

@@ -41,7 +41,9 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::AlreadyRunning => f.write_str("an evacuation is already running on this node"),
+            StartError::AlreadyRunning => {
+                f.write_str("an evacuation is already running on this node")
+            }
             StartError::NotRunning => f.write_str("no evacuation is running on this node"),
             StartError::Storage(m) => f.write_str(m),
         }

@@ -65,11 +65,11 @@ mod timers;
 mod transport;
 pub mod watchdog;
 
+pub use evict::HeldCounts;
 pub use fd_table::presize_fd_table;
 pub use inbox::{CallError, NodeHandle};
 pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
-pub use evict::HeldCounts;
 pub use service::{ShardContext, ShardStatus};
 pub use state::{ShardId, ShardSettings};
 

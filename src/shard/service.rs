@@ -76,7 +76,8 @@ impl ShardContext {
         reason: crate::codec::ReasonCode,
         server_reference: Option<crate::codec::ByteStr>,
     ) -> u64 {
-        self.shard.evict_connections(count, reason, server_reference)
+        self.shard
+            .evict_connections(count, reason, server_reference)
     }
 
     /// Answers a question of the admin API's client management and
