@@ -116,9 +116,11 @@ def test_haproxy_steers_clients_off_an_evacuated_node_and_back(cluster3, haproxy
 
     # The evicted 3.1.1 clients see their connection closed, reconnect through HAProxy, and land
     # on the other nodes.
+    returned = []
     for c in on_evacuated:
         c.wait_disconnected(20)
-        c.connect()
+        again = MqttClient(haproxy, c.client_id, version=4)  # paho's own loop ends with the close
+        returned.append(again)
         assert node_of(cluster3, c.client_id) != 0, c.client_id
     code, s, _ = evacuated.api("GET", "/api/v5/load_rebalance/status")
     assert code == 200 and s["stats"]["initial_connected"] == len(on_evacuated), s
@@ -136,5 +138,5 @@ def test_haproxy_steers_clients_off_an_evacuated_node_and_back(cluster3, haproxy
     time.sleep(0.6)
     later = [MqttClient(haproxy, f"hap-later-{i}", version=4) for i in range(6)]
     assert 0 in {node_of(cluster3, c.client_id) for c in later}
-    for c in clients + newcomers + later:
+    for c in clients + newcomers + later + returned:
         c.stop()
