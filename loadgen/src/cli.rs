@@ -173,6 +173,17 @@ pub struct Args {
     /// Most redirects (Server Reference) followed per connection.
     #[arg(long, default_value_t = 4)]
     pub max_redirects: u8,
+    /// Clients the server disconnects after they were ready (an eviction:
+    /// DISCONNECT, or a closed 3.1.1 connection) connect again, with the
+    /// same client id (so the same session with --clean-start false): to
+    /// the Server Reference when one is given, else to --reconnect-addr.
+    /// Disconnects per client are reported.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Where --reconnect sends clients that got no Server Reference, e.g.
+    /// the load balancer. Default: the server they were on.
+    #[arg(long, value_parser = parse_server_addr, requires = "reconnect")]
+    pub reconnect_addr: Option<ServerAddr>,
 
     /// Connect over TLS (rustls; TLS 1.2 or 1.3). The CONNACK latency then
     /// includes the TLS handshake.

@@ -176,6 +176,11 @@ pub fn run(args: &Args) -> Result<Report, String> {
         target,
         bind_addrs: args.bind_addrs.clone(),
         max_redirects: args.max_redirects,
+        reconnect: args.reconnect,
+        reconnect_addr: match &args.reconnect_addr {
+            Some(a) => Some(a.resolve("--reconnect-addr")?),
+            None => None,
+        },
         mode: plan.mode,
         run_id: run_id(),
         accept_any_run: args.scenario == Scenario::Sub,

@@ -46,6 +46,8 @@ pub struct ThreadStats {
     pub redirected_to: BTreeMap<String, u64>,
     /// Server address -> successful CONNACKs from it.
     pub connected_by_server: BTreeMap<String, u64>,
+    /// Disconnects by the server per client (`--reconnect`) -> clients.
+    pub evictions_per_client: BTreeMap<u32, u64>,
     /// Stamped by another run (or an unknown publisher id).
     pub foreign: u64,
     /// Payload without our stamp.
@@ -79,6 +81,7 @@ impl Default for ThreadStats {
             redirected_connections: 0,
             redirected_to: BTreeMap::new(),
             connected_by_server: BTreeMap::new(),
+            evictions_per_client: BTreeMap::new(),
             foreign: 0,
             unstamped: 0,
             window_timeouts: 0,
@@ -118,6 +121,9 @@ impl ThreadStats {
         }
         for (k, v) in o.connected_by_server {
             *self.connected_by_server.entry(k).or_default() += v;
+        }
+        for (k, v) in o.evictions_per_client {
+            *self.evictions_per_client.entry(k).or_default() += v;
         }
         self.foreign += o.foreign;
         self.unstamped += o.unstamped;
@@ -195,6 +201,18 @@ pub struct Redirects {
     pub connected_by_server: BTreeMap<String, u64>,
 }
 
+/// `--reconnect`: how often the server disconnected each client.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evictions {
+    /// Clients disconnected at least once.
+    pub clients: u64,
+    /// Clients disconnected more than once.
+    pub clients_more_than_once: u64,
+    pub max_per_client: u32,
+    /// Disconnects -> clients disconnected that many times.
+    pub by_count: BTreeMap<u32, u64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     /// Messages sent per second by our publishers in the measured window.
@@ -245,6 +263,7 @@ pub struct Report {
     pub latency_us: Option<Percentiles>,
     pub connack_latency_us: Option<Percentiles>,
     pub redirects: Redirects,
+    pub evictions: Evictions,
     pub errors_total: u64,
     pub errors: BTreeMap<String, u64>,
     pub publishers: Vec<PublisherReport>,
@@ -371,6 +390,17 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
             hops: s.redirects.clone(),
             connected_by_server: s.connected_by_server.clone(),
         },
+        evictions: Evictions {
+            clients: s.evictions_per_client.values().sum(),
+            clients_more_than_once: s
+                .evictions_per_client
+                .iter()
+                .filter(|(&k, _)| k > 1)
+                .map(|(_, v)| v)
+                .sum(),
+            max_per_client: s.evictions_per_client.keys().max().copied().unwrap_or(0),
+            by_count: s.evictions_per_client.clone(),
+        },
         errors_total: s.errors.values().sum(),
         errors: s.errors.clone(),
         publishers,
@@ -458,6 +488,13 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         let _ = writeln!(o, "connected at {}", at.join(", "));
+    }
+    if r.evictions.clients > 0 {
+        let _ = writeln!(
+            o,
+            "evicted      {} clients by the server ({} more than once, at most {} times), reconnected",
+            r.evictions.clients, r.evictions.clients_more_than_once, r.evictions.max_per_client
+        );
     }
     if r.scenario == "conn" {
         let _ = writeln!(o, "held         {:.2} s", r.duration_s);

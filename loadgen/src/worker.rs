@@ -89,6 +89,10 @@ pub struct WorkerConfig {
     pub target: SocketAddr,
     pub bind_addrs: Vec<IpAddr>,
     pub max_redirects: u8,
+    /// `--reconnect`: an evicted client connects again.
+    pub reconnect: bool,
+    /// `--reconnect-addr`: where, without a Server Reference.
+    pub reconnect_addr: Option<SocketAddr>,
     pub mode: Mode,
     pub run_id: u16,
     /// `sub` scenario: count messages of any run (another process publishes).
@@ -171,6 +175,8 @@ struct Client {
     state: State,
     addr: SocketAddr,
     redirects: u8,
+    /// Times the server ended this client's connection after it was ready.
+    evictions: u32,
     /// First connect attempt (CONNACK latency and connect timeout).
     started_ns: u64,
     /// Partial packet left over from the last read.
@@ -366,6 +372,7 @@ impl Worker {
                     state: State::Waiting,
                     addr: spec.target.unwrap_or(cfg.target),
                     redirects: 0,
+                    evictions: 0,
                     started_ns: 0,
                     rbuf: BytesMut::new(),
                     wbuf: BytesMut::new(),
@@ -939,6 +946,10 @@ impl Worker {
         if self.shared.shutdown.load(Ordering::Relaxed) {
             self.close_fd(i);
             self.set_state(i, State::Closed);
+        } else if self.cfg.reconnect && self.clients[i].state == State::Ready {
+            // A 3.1.1 eviction: the server just closes.
+            self.evicted(i);
+            self.reconnect(i, None);
         } else {
             self.fail(i, "closed_by_server", "connection closed");
         }
@@ -1019,8 +1030,12 @@ impl Worker {
             Packet::PingResp => {}
             Packet::Disconnect(d) => {
                 let code = d.reason_code;
-                if code == ReasonCode::USE_ANOTHER_SERVER || code == ReasonCode::SERVER_MOVED {
-                    let was_ready = self.clients[i].state == State::Ready;
+                let was_ready = self.clients[i].state == State::Ready;
+                if self.cfg.reconnect && was_ready {
+                    self.evicted(i);
+                    self.reconnect(i, d.properties.server_reference.as_ref());
+                } else if code == ReasonCode::USE_ANOTHER_SERVER || code == ReasonCode::SERVER_MOVED
+                {
                     if was_ready {
                         // Back into setup: it counts as ready again on CONNACK.
                         self.ready -= 1;
@@ -1038,6 +1053,32 @@ impl Worker {
             }
             other => self.fail(i, "protocol", &format!("unexpected {}", other.kind())),
         }
+    }
+
+    /// A ready client the server disconnected (`--reconnect`): counted, and
+    /// back into setup (ready again at its next CONNACK).
+    fn evicted(&mut self, i: usize) {
+        self.ready -= 1;
+        self.connected -= 1;
+        let c = &mut self.clients[i];
+        c.state = State::Waiting;
+        c.evictions += 1;
+        // A new journey: the redirects it may follow start again.
+        c.redirects = 0;
+    }
+
+    /// Connects an evicted client again: where its Server Reference says,
+    /// else to `--reconnect-addr`, else where it was.
+    fn reconnect(&mut self, i: usize, reference: Option<&ByteStr>) {
+        if let Some(reference) = reference {
+            self.redirect(i, Some(reference), ReasonCode::SERVER_MOVED);
+            return;
+        }
+        self.close_fd(i);
+        if let Some(addr) = self.cfg.reconnect_addr {
+            self.clients[i].addr = addr;
+        }
+        self.connect(i);
     }
 
     fn mark_ready(&mut self, i: usize) {
@@ -1332,6 +1373,13 @@ impl Worker {
 
     fn finish(mut self) -> ThreadStats {
         for c in &mut self.clients {
+            if c.evictions > 0 {
+                *self
+                    .stats
+                    .evictions_per_client
+                    .entry(c.evictions)
+                    .or_default() += 1;
+            }
             if let Some(p) = &c.publisher {
                 self.stats.sent_by_publisher.push((p.id, p.seq));
             }
