@@ -8,7 +8,7 @@
 use super::evacuation::{Counts, Evacuation, State};
 use super::params::EvacuationParams;
 use crate::admission::{NodeAdmission, Refusing};
-use crate::codec::{ByteStr, ReasonCode};
+use crate::codec::ReasonCode;
 use crate::limits;
 use crate::shard::{HeldCounts, NodeHandle};
 use serde::{Deserialize, Serialize};
@@ -66,6 +66,9 @@ pub struct Rebalancer {
     /// Only the admin thread locks it, never across an await.
     running: Mutex<Option<Running>>,
     generations: std::sync::atomic::AtomicU64,
+    /// Evicted clients so far: where the next one's Server Reference list
+    /// starts.
+    rotation: std::sync::atomic::AtomicUsize,
     epoch: Instant,
 }
 
@@ -83,6 +86,7 @@ impl Rebalancer {
             admission,
             running: Mutex::new(None),
             generations: Default::default(),
+            rotation: Default::default(),
             epoch: Instant::now(),
         })
     }
@@ -239,7 +243,7 @@ impl Rebalancer {
                 }
             };
             let now_ms = self.now_ms();
-            let (step, reference) = {
+            let (step, references) = {
                 let mut running = self.running.lock().expect("not poisoned");
                 let Some(r) = running.as_mut().filter(|r| r.generation == generation) else {
                     return;
@@ -259,36 +263,43 @@ impl Rebalancer {
                     }
                 }
                 self.apply_admission(&r.evacuation);
-                (step, r.evacuation.params().server_reference())
+                (step, r.evacuation.params().redirect_to.clone())
             };
             if step.evict_connections > 0 {
-                let reason = if reference.is_some() {
-                    ReasonCode::SERVER_MOVED
-                } else {
+                let reason = if references.is_empty() {
                     ReasonCode::USE_ANOTHER_SERVER
+                } else {
+                    ReasonCode::SERVER_MOVED
                 };
-                self.evict(step.evict_connections, reason, reference.map(ByteStr::from))
-                    .await;
+                self.evict(step.evict_connections, reason, references).await;
             }
         }
     }
 
     /// Spreads `count` evictions over the shards, each asked for its share
-    /// of what is left.
-    async fn evict(&self, count: u64, reason: ReasonCode, reference: Option<ByteStr>) {
+    /// of what is left. The Server References rotate from one evicted
+    /// client to the next, node-wide (`rotation`): clients usually follow
+    /// the first one, so the evicted clients spread over the servers.
+    async fn evict(&self, count: u64, reason: ReasonCode, references: Vec<String>) {
+        use std::sync::atomic::Ordering::Relaxed;
         let shards = self.node.shards() as u64;
+        let references: Arc<[String]> = references.into();
         let mut left = count;
         for (i, shard) in (0..shards).enumerate() {
             if left == 0 {
                 break;
             }
             let share = left.div_ceil(shards - i as u64);
-            let reference = reference.clone();
+            let refs = references.clone();
+            let rotation = self.rotation.load(Relaxed);
             let call = self.node.call(shard as usize, move |ctx| {
-                ctx.evict_connections(share, reason, reference)
+                ctx.evict_connections(share, reason, &refs, rotation)
             });
             match tokio::time::timeout(limits::ADMIN_SHARD_CALL_TIMEOUT, call).await {
-                Ok(Ok(n)) => left -= n.min(left),
+                Ok(Ok(n)) => {
+                    left -= n.min(left);
+                    self.rotation.fetch_add(n as usize, Relaxed);
+                }
                 _ => tracing::debug!(shard, "evacuation: a shard did not answer an eviction"),
             }
         }

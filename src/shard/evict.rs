@@ -34,12 +34,16 @@ impl Shard {
     }
 
     /// Disconnects up to `count` connected clients not already closing;
-    /// returns how many it started to disconnect.
+    /// returns how many it started to disconnect. With several
+    /// `references`, each client gets the list rotated by one more than the
+    /// last (from `rotation`): clients usually follow the first reference,
+    /// so the evicted clients spread over the servers named.
     pub(super) fn evict_connections(
         self: &Rc<Self>,
         count: u64,
         reason: ReasonCode,
-        server_reference: Option<ByteStr>,
+        references: &[String],
+        rotation: usize,
     ) -> u64 {
         let mut evicted = 0;
         for handle in self.sessions.online_handles() {
@@ -49,10 +53,9 @@ impl Shard {
             if handle.closing.get() || handle.conn.borrow().is_closed() {
                 continue;
             }
-            handle
-                .conn
-                .borrow_mut()
-                .evict(reason, server_reference.clone());
+            let server_reference =
+                (!references.is_empty()).then(|| rotated(references, rotation + evicted as usize));
+            handle.conn.borrow_mut().evict(reason, server_reference);
             self.drain_sync_actions(&handle);
             handle.request_close();
             evicted += 1;
@@ -61,5 +64,29 @@ impl Shard {
             tracing::debug!(shard = self.id, evicted, reason = ?reason, "clients evicted");
         }
         evicted
+    }
+}
+
+/// `references` from entry `by % len` on, wrapping, space-separated.
+fn rotated(references: &[String], by: usize) -> ByteStr {
+    let n = references.len();
+    let mut out = String::new();
+    for k in 0..n {
+        if k > 0 {
+            out.push(' ');
+        }
+        out.push_str(&references[(by + k) % n]);
+    }
+    ByteStr::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn references_rotate() {
+        let refs = ["a:1".to_string(), "b:2".to_string(), "c:3".to_string()];
+        assert_eq!(super::rotated(&refs, 0).as_str(), "a:1 b:2 c:3");
+        assert_eq!(super::rotated(&refs, 4).as_str(), "b:2 c:3 a:1");
+        assert_eq!(super::rotated(&refs[..1], 7).as_str(), "a:1");
     }
 }

@@ -69,15 +69,17 @@ impl ShardContext {
     }
 
     /// Disconnects up to `count` clients with `reason` and, for MQTT 5, a
-    /// Server Reference; their sessions stay (`src/rebalance`).
+    /// Server Reference naming `references` (rotated per client from
+    /// `rotation`); their sessions stay (`src/rebalance`).
     pub fn evict_connections(
         &self,
         count: u64,
         reason: crate::codec::ReasonCode,
-        server_reference: Option<crate::codec::ByteStr>,
+        references: &[String],
+        rotation: usize,
     ) -> u64 {
         self.shard
-            .evict_connections(count, reason, server_reference)
+            .evict_connections(count, reason, references, rotation)
     }
 
     /// Answers a question of the admin API's client management and
