@@ -112,7 +112,10 @@ impl Core {
     pub fn poll_paused(&mut self) -> Option<(ShardId, bool)> {
         let i = (0..self.paused.len()).find(|&i| self.paused[i] != self.paused_told[i])?;
         self.paused_told[i] = self.paused[i];
-        Some((ShardId::try_from(i).expect("shard ids fit u16"), self.paused[i]))
+        Some((
+            ShardId::try_from(i).expect("shard ids fit u16"),
+            self.paused[i],
+        ))
     }
 
     pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) {

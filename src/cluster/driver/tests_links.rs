@@ -35,7 +35,10 @@ fn a_full_window_pauses_the_publishing_shard_until_it_drains() {
     while !c.node(2).held.is_empty() {
         release_held(&mut c, 2);
     }
-    assert_eq!(c.node(2).delivered[1].len(), FORWARD_WINDOW_MESSAGES_MAX + 1);
+    assert_eq!(
+        c.node(2).delivered[1].len(),
+        FORWARD_WINDOW_MESSAGES_MAX + 1
+    );
     let drops = c.node(1).core.forward_drops();
     assert_eq!(drops.0, [[0; 3]; 2], "back-pressure, not drops");
 }
@@ -69,7 +72,11 @@ fn a_lost_link_fails_what_was_in_flight_holds_the_rest_and_resyncs_on_the_new_on
         .publish(1, 0, &[2], "f/2", QoS::AtLeastOnce)
         .expect("qos 1");
     c.settle();
-    assert_eq!(c.node(2).delivered[0].len(), 1, "nothing sent without a link");
+    assert_eq!(
+        c.node(2).delivered[0].len(),
+        1,
+        "nothing sent without a link"
+    );
     assert_eq!(answered(&mut waiting), None);
     let frames_before = c.node(2).core.stats().frames_in;
     let now = c.now_ms;
@@ -93,7 +100,11 @@ fn a_lost_link_fails_what_was_in_flight_holds_the_rest_and_resyncs_on_the_new_on
     assert!(c.has_route(1, 0, 2, "f/#"));
     let mut released = c.subscribe(1, 0, "g");
     c.settle();
-    assert_eq!(answered(&mut released), Some(()), "acks flow on the new link");
+    assert_eq!(
+        answered(&mut released),
+        Some(()),
+        "acks flow on the new link"
+    );
 }
 
 #[test]
@@ -130,5 +141,8 @@ fn a_batch_with_a_gap_or_two_streams_is_refused_whole() {
         );
     }
     assert_eq!(core.stats().frames_malformed, 3);
-    assert!(core.poll_delivery().is_none(), "no message of them delivered");
+    assert!(
+        core.poll_delivery().is_none(),
+        "no message of them delivered"
+    );
 }

@@ -131,7 +131,11 @@ impl Default for ForwardOut {
 /// What a message weighs in a batch (`FORWARD_BATCH_BYTES_MAX`).
 fn batch_bytes(f: &Forward) -> usize {
     let m = &f.message;
-    let props: usize = m.user_properties.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let props: usize = m
+        .user_properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     64 + m.topic.len() + m.payload.len() + props
 }
 

@@ -56,7 +56,10 @@ fn messages_are_numbered_per_stream_batched_and_acked_cumulatively() {
     out.push(1, forward(9, 1), Some(9));
     let mut sent = Vec::new();
     while let Some((shard, Message::ForwardBatch(b))) = out.poll_transmit() {
-        sent.push((shard, b.forwards.iter().map(|f| f.stream_seq).collect::<Vec<_>>()));
+        sent.push((
+            shard,
+            b.forwards.iter().map(|f| f.stream_seq).collect::<Vec<_>>(),
+        ));
         for f in &b.forwards {
             assert_eq!(inn.handle_forward(NodeId(1), shard, f), Ok(true));
             inn.handle_queued(NodeId(1), shard, f.stream_seq);

@@ -114,7 +114,10 @@ impl PeerCounters {
             malformed_frames: get(&self.malformed_frames),
             rtt_us: get(&self.rtt_us),
             queue_depth: get(&self.queue_depth),
-            forward_drops: self.forward_drops.each_ref().map(|row| row.each_ref().map(get)),
+            forward_drops: self
+                .forward_drops
+                .each_ref()
+                .map(|row| row.each_ref().map(get)),
             forward_window_depth: get(&self.forward_window_depth),
         }
     }
