@@ -182,6 +182,7 @@ async fn run(
     };
     let mut retry = false;
     let mut logged = (DriverStats::default(), 0u64);
+    let mut logged_drops = Default::default();
     let mut recorded_ms = 0u64;
     loop {
         let now = std::time::Instant::now();
@@ -237,7 +238,7 @@ async fn run(
             recorded_ms = clock.unix_ms;
         }
         if clock.unix_ms >= logged.1 + CLUSTER_DRIVER_STATS_LOG_MS && core.stats() != logged.0 {
-            log_stats(&core);
+            log_stats(&core, &mut logged_drops);
             logged = (core.stats(), clock.unix_ms);
         }
     }
@@ -250,10 +251,21 @@ struct Gates {
     paused: Vec<watch::Sender<bool>>,
 }
 
-fn log_stats(core: &Core) {
+/// Logs the counters; at warn level when forwarded messages were dropped
+/// since the last time (`seen`), so a drop is never only a counter.
+fn log_stats(core: &Core, seen: &mut crate::cluster::logic::forward::ForwardDrops) {
     use crate::cluster::logic::forward::DropReason;
     let s = core.stats();
     let drops = core.forward_drops();
+    if drops != *seen {
+        *seen = drops;
+        warn!(
+            window_full_drops = ?[0, 1, 2].map(|q| drops.get(DropReason::WindowFull, q)),
+            link_down_drops = ?[0, 1, 2].map(|q| drops.get(DropReason::LinkDown, q)),
+            "cluster: forwarded messages dropped (totals by QoS 0, 1, 2; per peer: \
+             ringmq_cluster_peer_forward_drops_total)"
+        );
+    }
     info!(
         peers = core.running_peers().count(),
         forwards_out = s.forwards_out,
