@@ -396,10 +396,28 @@ pub const ROUTE_WAITERS_MAX: usize = 65_536;
 /// pauses the publisher (ADR 0002's back-pressure).
 pub const FORWARD_WINDOW_MESSAGES_MAX: usize = 4_096;
 
-/// QoS 1/2 messages a full forwarding window still takes while its
-/// publishers are being paused (the publishes already on their way, as
-/// `MQUEUE_OVERSHOOT_MAX` for a session); beyond it they are dropped too.
-pub const FORWARD_WINDOW_OVERSHOOT_MAX: usize = SHARD_CHANNEL_CAPACITY;
+/// Messages (any QoS) a full forwarding window still takes while its
+/// publishers are being paused: the forwards already in the shard's
+/// channel to the driver when the pause was raised, as
+/// `MQUEUE_OVERSHOOT_MAX` for a session; beyond it they are dropped
+/// (counted by reason and QoS).
+pub const FORWARD_WINDOW_OVERSHOOT_MAX: usize = CLUSTER_SHARD_QUEUE_MAX + SHARD_CHANNEL_CAPACITY;
+
+/// Messages of one data stream packed into one `ForwardBatch` frame.
+pub const FORWARD_BATCH_MESSAGES_MAX: usize = 256;
+
+/// Topic and payload bytes packed into one `ForwardBatch` frame; a larger
+/// message goes alone (bounded by `CLUSTER_LOGIC_BODY_MAX_BYTES`).
+pub const FORWARD_BATCH_BYTES_MAX: usize = 256 << 10;
+
+/// Frames of one (peer, data stream) sent and not yet acknowledged: while
+/// at it, messages wait in the window and the next frame packs more of
+/// them (fewer, fuller frames under load; one message per frame when
+/// idle). Below the cluster thread's stream queue, so it never drops one.
+pub const FORWARD_FRAMES_IN_FLIGHT_MAX: usize = 16;
+
+const _: () = assert!(FORWARD_FRAMES_IN_FLIGHT_MAX < CLUSTER_STREAM_QUEUE_MAX);
+const _: () = assert!(FORWARD_BATCH_BYTES_MAX + (64 << 10) <= CLUSTER_LOGIC_BODY_MAX_BYTES);
 
 /// Client ids whose claim is being served (one at a time each) at a home.
 pub const CLAIMS_BUSY_MAX: usize = 65_536;
@@ -613,12 +631,21 @@ pub const CLUSTER_DRIVER_OUTBOX_MAX: usize = 8_192;
 /// malformed frames) when they changed.
 pub const CLUSTER_DRIVER_STATS_LOG_MS: u64 = 10_000;
 
+/// How often, at most, the driver copies its per-peer forwarding figures
+/// (drops by reason and QoS, window depth) where Prometheus reads them.
+pub const CLUSTER_DRIVER_METRICS_MS: u64 = 500;
+
 /// How soon the driver retries a frame or a shard request that found its
 /// queue full.
 pub const CLUSTER_DRIVER_RETRY_MS: u64 = 1;
 
 /// Events (net, shards, completions) queued towards the driver's loop.
 pub const CLUSTER_DRIVER_INPUTS_MAX: usize = 4_096;
+
+/// Inputs (shard requests, peer frames) the driver takes in one turn
+/// before it flushes frames and deliveries: one flush, one frame per
+/// stream and one wake-up of the cluster thread for many messages.
+pub const CLUSTER_DRIVER_BURST_MAX: usize = 1_024;
 
 /// How long a QoS 1/2 publisher's PUBACK/PUBREC waits for the receiving
 /// nodes to acknowledge a forwarded message before it is sent anyway

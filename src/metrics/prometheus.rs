@@ -240,6 +240,36 @@ pub fn render_peers(out: &mut String, peers: &[(String, PeerStats)]) {
     }
     family(
         out,
+        "ringmq_cluster_peer_forward_drops_total",
+        Kind::Counter,
+        "Forwarded messages for the peer dropped, by reason (window_full: past the \
+         forwarding window's overshoot; link_down: unacknowledged when the link broke) and QoS.",
+    );
+    for (peer, stats) in &peers {
+        for (r, reason) in ["window_full", "link_down"].into_iter().enumerate() {
+            for (qos, n) in stats.forward_drops[r].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "ringmq_cluster_peer_forward_drops_total{{peer=\"{peer}\",reason=\"{reason}\",qos=\"{qos}\"}} {n}"
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "ringmq_cluster_peer_forward_window_depth",
+        Kind::Gauge,
+        "Forwarded messages for the peer not yet acknowledged (queued here or in flight).",
+    );
+    for (peer, stats) in &peers {
+        let _ = writeln!(
+            out,
+            "ringmq_cluster_peer_forward_window_depth{{peer=\"{peer}\"}} {}",
+            stats.forward_window_depth
+        );
+    }
+    family(
+        out,
         "ringmq_cluster_peer_rtt_seconds",
         Kind::Gauge,
         "Smoothed round-trip time of the link (QUIC's estimate).",
@@ -383,6 +413,8 @@ mod tests {
             malformed_frames: 0,
             rtt_us: 1500,
             queue_depth: 5,
+            forward_drops: [[7, 0, 0], [0, 4, 0]],
+            forward_window_depth: 9,
         };
         let mut out = String::new();
         render_peers(
@@ -415,6 +447,18 @@ mod tests {
         assert_eq!(
             get("ringmq_cluster_peer_rtt_seconds{peer=\"b@127.0.0.2\"}"),
             0.0015
+        );
+        let drops = |reason: &str, qos: u8| {
+            get(&format!(
+                "ringmq_cluster_peer_forward_drops_total{{peer=\"b@127.0.0.2\",reason=\"{reason}\",qos=\"{qos}\"}}"
+            ))
+        };
+        assert_eq!(drops("window_full", 0), 7.0);
+        assert_eq!(drops("link_down", 1), 4.0);
+        assert_eq!(drops("link_down", 2), 0.0);
+        assert_eq!(
+            get("ringmq_cluster_peer_forward_window_depth{peer=\"b@127.0.0.2\"}"),
+            9.0
         );
         assert!(out.contains("peer=\"q\\\"@h\""), "{out}");
     }

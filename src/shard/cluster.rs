@@ -7,7 +7,9 @@
 //! * Forwarding out: a publish whose walk found other nodes
 //!   (`Route::nodes`) is handed to the driver once (`forward`); a QoS 1/2
 //!   publisher's PUBACK/PUBREC waits for the receiving nodes (the reader
-//!   awaits it, and nothing is transmitted meanwhile).
+//!   awaits it, and nothing is transmitted meanwhile). A full channel or a
+//!   full forwarding window (`ShardPort::paused`) makes the publisher wait,
+//!   whatever the QoS: back-pressure, not drops.
 //! * Forwarding in: the driver posts a peer's forwarded messages here, in
 //!   the order of their data stream; one task routes them as a local
 //!   publish would, never forwarding them again, then reports them queued.
@@ -19,7 +21,7 @@ use super::io::Signal;
 use super::state::Shard;
 use crate::cluster::driver::{ShardPort, ToDriver};
 use crate::codec::ByteStr;
-use crate::limits::CLUSTER_SHARD_INTEREST_BACKLOG_MAX;
+use crate::limits::{CLUSTER_SHARD_INTEREST_BACKLOG_MAX, FORWARD_BATCH_MESSAGES_MAX};
 use crate::router::{InterestChange, NodeId, NumberedChange, ShardId};
 use crate::session::Message;
 use std::cell::{Cell, RefCell};
@@ -45,9 +47,7 @@ pub struct Cluster {
     draining: Rc<Cell<bool>>,
     inbound: RefCell<VecDeque<Inbound>>,
     inbound_arrived: Signal,
-    /// QoS 0 forwards dropped on a full channel, and interest changes
-    /// dropped past the backlog's bound.
-    forward_drops: Cell<u64>,
+    /// Interest changes dropped past the backlog's bound.
     interest_drops: Cell<u64>,
 }
 
@@ -59,7 +59,6 @@ impl Cluster {
             draining: Rc::default(),
             inbound: RefCell::default(),
             inbound_arrived: Signal::default(),
-            forward_drops: Cell::new(0),
             interest_drops: Cell::new(0),
         }
     }
@@ -108,19 +107,6 @@ impl Cluster {
             draining.set(false);
         })
         .detach();
-    }
-
-    /// Counts a QoS 0 forward dropped on a full channel; logged on the
-    /// first and every 1024th.
-    fn count_forward_drop(&self) {
-        let n = self.forward_drops.get() + 1;
-        self.forward_drops.set(n);
-        if n % 1024 == 1 {
-            tracing::warn!(
-                dropped = n,
-                "cluster: QoS 0 forwards dropped, the driver's queue is full"
-            );
-        }
     }
 }
 
@@ -189,6 +175,13 @@ impl Shard {
         } else {
             (None, None)
         };
+        if *cluster.port.paused.borrow() {
+            // A window towards a peer is full: this publisher waits (its
+            // reads stop) until it drains, as for a congested local
+            // subscriber (ADR 0002), rather than its message being dropped.
+            let mut paused = cluster.port.paused.clone();
+            let _ = paused.wait_for(|p| !*p).await;
+        }
         let request = ToDriver::Forward {
             shard: self.id,
             nodes,
@@ -199,12 +192,8 @@ impl Shard {
             Ok(()) => {}
             Err(TrySendError::Closed(_)) => return,
             Err(TrySendError::Full(request)) => {
-                if !confirmed {
-                    cluster.count_forward_drop();
-                    return;
-                }
-                // The publisher waits for room: its acknowledgement
-                // waits for the forward anyway.
+                // The driver is behind: the publisher waits for room,
+                // whatever the QoS (back-pressure, not a drop).
                 if cluster.port.tx.send(request).await.is_err() {
                     return;
                 }
@@ -255,10 +244,12 @@ impl Shard {
             return;
         };
         let mut last: Option<(NodeId, ShardId, u64)> = None;
+        let mut untold = 0;
         loop {
             let next = cluster.inbound.borrow_mut().pop_front();
             let Some(m) = next else {
                 if let Some((from, stream, seq)) = last.take() {
+                    untold = 0;
                     let _ = cluster
                         .port
                         .tx
@@ -270,7 +261,10 @@ impl Shard {
                 continue;
             };
             if let Some((from, stream, seq)) = last {
-                if (from, stream) != (m.from, m.stream) {
+                // Also every batch's worth within one long run: the
+                // sender's frames in flight wait for it.
+                if (from, stream) != (m.from, m.stream) || untold >= FORWARD_BATCH_MESSAGES_MAX {
+                    untold = 0;
                     let _ = cluster
                         .port
                         .tx
@@ -282,6 +276,7 @@ impl Shard {
                 self.publish_remote(remote).await;
             }
             last = Some((m.from, m.stream, m.seq));
+            untold += 1;
         }
     }
 

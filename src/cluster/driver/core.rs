@@ -11,7 +11,7 @@
 //! and every SUBSCRIBE -> `RouteRelay::handle_interest` with a token whose
 //! release answers the SUBSCRIBE; frames by kind to their `handle_*`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -126,6 +126,17 @@ pub struct Core {
     route_ops: RouteBatch,
     route_batch_in_flight: bool,
     deliveries: VecDeque<Delivery>,
+    /// Per local shard: whether a window of its stream is over its size
+    /// (its publishers wait), and what the shard was last told.
+    paused: Vec<bool>,
+    paused_told: Vec<bool>,
+    /// The peer whose window gave the last forward batch (peers in turn).
+    data_served: Option<NodeId>,
+    /// Running peers whose link is down (`net`'s `LinkDown`): their
+    /// windows hold what is forwarded until `LinkUp`.
+    links_down: BTreeSet<NodeId>,
+    /// Drops counted by windows of links that went down, per peer.
+    drops_gone: BTreeMap<NodeId, ForwardDrops>,
     /// Peers that came up and get this node's retained store.
     retained_wanted: VecDeque<NodeId>,
     started_ms: u64,
@@ -155,6 +166,11 @@ impl Core {
             route_ops: RouteBatch::default(),
             route_batch_in_flight: false,
             deliveries: VecDeque::new(),
+            paused: vec![false; usize::from(shard_count)],
+            paused_told: vec![false; usize::from(shard_count)],
+            data_served: None,
+            links_down: BTreeSet::new(),
+            drops_gone: BTreeMap::new(),
             retained_wanted: VecDeque::new(),
             started_ms: now_ms,
             membership_changed_ms: now_ms,
@@ -171,14 +187,32 @@ impl Core {
     /// Forward drops of every window, by reason and QoS.
     pub fn forward_drops(&self) -> ForwardDrops {
         let mut all = ForwardDrops::default();
-        for out in self.fwd_out.values() {
-            for (r, row) in out.drops().0.iter().enumerate() {
-                for (q, n) in row.iter().enumerate() {
-                    all.0[r][q] += n;
-                }
-            }
+        for (_, drops, _) in self.peer_forwarding() {
+            all.add(&drops);
         }
         all
+    }
+
+    /// Per peer ever forwarded to: its drops by reason and QoS (totals,
+    /// windows of earlier links included) and its window's depth now.
+    pub fn peer_forwarding(&self) -> Vec<(NodeId, ForwardDrops, usize)> {
+        let peers: BTreeSet<NodeId> = self
+            .fwd_out
+            .keys()
+            .chain(self.drops_gone.keys())
+            .copied()
+            .collect();
+        peers
+            .into_iter()
+            .map(|peer| {
+                let mut drops = self.drops_gone.get(&peer).copied().unwrap_or_default();
+                let out = self.fwd_out.get(&peer);
+                if let Some(out) = out {
+                    drops.add(&out.drops());
+                }
+                (peer, drops, out.map_or(0, |o| o.depth()))
+            })
+            .collect()
     }
 
     pub fn running_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -198,6 +232,7 @@ impl Core {
             // link carried may be lost: windows restart, routes resync.
             debug!(%node, known, epoch, "cluster driver: member up again");
             self.link_down(node);
+            self.links_down.remove(&node);
         }
         self.relay.handle_member_up(node);
         self.retained_wanted.push_back(node);
@@ -208,6 +243,7 @@ impl Core {
         if self.view.remove(&node).is_none() {
             return;
         }
+        self.links_down.remove(&node);
         self.membership_changed_ms = now_ms;
         self.link_down(node);
         self.relay.handle_member_down(node);
@@ -217,7 +253,7 @@ impl Core {
         self.pump();
     }
 
-    fn link_down(&mut self, node: NodeId) {
+    pub(super) fn link_down(&mut self, node: NodeId) {
         if let Some(mut out) = self.fwd_out.remove(&node) {
             out.handle_link_down();
             while let Some(e) = out.poll_event() {
@@ -225,6 +261,10 @@ impl Core {
                     self.pub_acks.handle_node(token, node, false);
                 }
             }
+            for shard in 0..self.shard_count {
+                self.refresh_paused(shard);
+            }
+            self.drops_gone.entry(node).or_default().add(&out.drops());
         }
         self.fwd_in.handle_link_down(node);
     }
@@ -255,6 +295,7 @@ impl Core {
             Message::RouteSnapshotRequest(q) => self.relay.handle_snapshot_request(from, &q),
             Message::RouteSnapshot(s) => self.relay.handle_route_snapshot(from, s),
             Message::Forward(f) => self.forwarded(from, f, clock),
+            Message::ForwardBatch(b) => self.forwarded_batch(from, b, clock),
             Message::ForwardAck(a) => {
                 if let Some(out) = self.fwd_out.get_mut(&from) {
                     out.handle_ack(&a);
@@ -405,6 +446,7 @@ impl Core {
                 moved = true;
                 self.route_event(e);
             }
+            let mut resumed = Vec::new();
             for (&peer, out) in self.fwd_out.iter_mut() {
                 while let Some(e) = out.poll_event() {
                     moved = true;
@@ -415,17 +457,14 @@ impl Core {
                         ForwardEvent::Failed { token } => {
                             self.pub_acks.handle_node(token, peer, false)
                         }
-                        ForwardEvent::Resume { .. } => {}
+                        ForwardEvent::Resume { shard } => resumed.push(shard),
                     }
                 }
-                // Forwards wait in their window while the outbox is full.
-                while self.outbox.len() < CLUSTER_DRIVER_OUTBOX_MAX {
-                    let Some((shard, m)) = out.poll_transmit() else {
-                        break;
-                    };
-                    moved = true;
-                    self.outbox.push_back((peer, StreamId::Data { shard }, m));
-                }
+            }
+            // Forwards wait in their windows: `poll_frame` takes them as
+            // batches when the cluster thread has room.
+            for shard in resumed {
+                self.refresh_paused(shard);
             }
             while let Some((token, complete)) = self.pub_acks.poll_release() {
                 moved = true;
@@ -492,14 +531,18 @@ impl Core {
         }
     }
 
-    /// The next frame for the cluster thread: `(peer, stream, kind, body)`.
-    /// `put_back_frame` if its queue was full.
+    /// The next frame for the cluster thread: `(peer, stream, kind, body)`,
+    /// control frames first, then forward batches from the windows (peers
+    /// in turn). `put_back_frame` if its queue was full.
     pub fn poll_frame(&mut self) -> Option<(NodeId, StreamId, u8, Bytes)> {
         if let Some(frame) = self.held_frames.pop_front() {
             return Some(frame);
         }
         loop {
-            let (to, stream, m) = self.outbox.pop_front()?;
+            let (to, stream, m) = match self.outbox.pop_front() {
+                Some(next) => next,
+                None => self.poll_forward_batch()?,
+            };
             match m.encode() {
                 Ok(body) => return Some((to, stream, m.kind(), Bytes::from(body))),
                 Err(e) => {

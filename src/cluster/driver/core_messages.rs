@@ -8,14 +8,116 @@ use tracing::warn;
 
 use super::{Core, Delivery, Publisher, RouteOp};
 use crate::cluster::logic::forward::{DropReason, PushOutcome};
-use crate::cluster::logic::proto::{Forward, Message, MessageId, RetainedSync};
+use crate::cluster::logic::proto::{Forward, ForwardBatch, Message, MessageId, RetainedSync};
+use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
-use crate::limits::FORWARD_ACK_TIMEOUT_MS;
+use crate::limits::{FORWARD_ACK_TIMEOUT_MS, FORWARD_BATCH_MESSAGES_MAX};
 use crate::router::location::{NodeId, ShardId};
 use crate::session::snapshot::MessageSnapshot;
 use crate::session::WallClock;
 
 impl Core {
+    /// `net` lost the link with a running peer (broken or replaced): what
+    /// was in flight is lost, so its windows fail their publishers now and
+    /// restart numbering, and nothing is sent to it until `LinkUp` (it
+    /// waits in the windows, bounded; publishers pause when full).
+    pub fn handle_link_down(&mut self, node: NodeId) {
+        if !self.view.contains_key(&node) {
+            return;
+        }
+        self.link_down(node);
+        self.links_down.insert(node);
+        self.outbox.retain(|(to, _, _)| *to != node);
+        self.held_frames.retain(|(to, _, _, _)| *to != node);
+        self.pump();
+    }
+
+    /// A new link with a running peer: routes (and retained messages) are
+    /// resynchronised at once, as for a restart, instead of waiting for a
+    /// gap or the acknowledgement timeout to show the loss.
+    pub fn handle_link_up(&mut self, node: NodeId, now_ms: u64) {
+        if !self.view.contains_key(&node) {
+            return;
+        }
+        if !self.links_down.remove(&node) {
+            // Replaced without a `LinkDown` seen (an event was lost).
+            self.link_down(node);
+        }
+        self.membership_changed_ms = now_ms;
+        self.relay.handle_member_up(node);
+        self.retained_wanted.push_back(node);
+        self.pump();
+    }
+
+    /// A peer's batch: checked whole (count, one stream, consecutive
+    /// numbers) before any message of it is delivered.
+    pub(super) fn forwarded_batch(&mut self, from: NodeId, b: ForwardBatch, clock: &WallClock) {
+        let first = b.forwards.first().map(|f| (f.id.shard, f.stream_seq));
+        let consecutive = first.is_some_and(|(shard, seq)| {
+            b.forwards
+                .iter()
+                .zip(seq..)
+                .all(|(f, n)| f.id.shard == shard && f.stream_seq == n)
+        });
+        if !consecutive || b.forwards.len() > FORWARD_BATCH_MESSAGES_MAX {
+            self.stats.frames_malformed += 1;
+            warn!(
+                %from,
+                messages = b.forwards.len(),
+                "cluster driver: forward batch refused (empty, over \
+                 FORWARD_BATCH_MESSAGES_MAX, several streams or numbers not consecutive)"
+            );
+            return;
+        }
+        for f in b.forwards {
+            self.forwarded(from, f, clock);
+        }
+    }
+
+    /// The next forward batch from the windows, peers in turn.
+    pub(super) fn poll_forward_batch(&mut self) -> Option<(NodeId, StreamId, Message)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = match self.data_served {
+            Some(p) => (Excluded(p), Unbounded),
+            None => (Unbounded, Unbounded),
+        };
+        let peers: Vec<NodeId> = self
+            .fwd_out
+            .range(after)
+            .chain(self.fwd_out.iter())
+            .map(|(&p, _)| p)
+            .collect();
+        for peer in peers {
+            if self.links_down.contains(&peer) {
+                continue;
+            }
+            let out = self.fwd_out.get_mut(&peer).expect("listed above");
+            if let Some((shard, m)) = out.poll_transmit() {
+                self.data_served = Some(peer);
+                return Some((peer, StreamId::Data { shard }, m));
+            }
+        }
+        None
+    }
+
+    /// Recomputes whether `shard`'s publishers wait (any window of its
+    /// stream over its size).
+    pub(super) fn refresh_paused(&mut self, shard: ShardId) {
+        let paused = self.fwd_out.values().any(|out| out.is_paused(shard));
+        self.paused[usize::from(shard)] = paused;
+    }
+
+    /// A change of a shard's pause (`(shard, paused)`) to tell it: its
+    /// publishers wait before handing over another forward while paused.
+    pub fn poll_paused(&mut self) -> Option<(ShardId, bool)> {
+        let i = (0..self.paused.len()).find(|&i| self.paused[i] != self.paused_told[i])?;
+        self.paused_told[i] = self.paused[i];
+        Some((
+            ShardId::try_from(i).expect("shard ids fit u16"),
+            self.paused[i],
+        ))
+    }
+
     pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) {
         let stream = f.id.shard;
         let fresh = match self.fwd_in.handle_forward(from, stream, &f) {
@@ -149,7 +251,12 @@ impl Core {
             };
             let out = self.fwd_out.entry(node).or_default();
             match out.push(shard, forward, token) {
-                PushOutcome::Queued { .. } => self.stats.forwards_out += 1,
+                PushOutcome::Queued { pause, .. } => {
+                    self.stats.forwards_out += 1;
+                    if pause {
+                        self.paused[usize::from(shard)] = true;
+                    }
+                }
                 PushOutcome::Dropped(DropReason::WindowFull | DropReason::LinkDown) => {
                     failed.push(node)
                 }

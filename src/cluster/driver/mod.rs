@@ -39,8 +39,8 @@ pub use port::{ClusterPorts, ShardPort, ToDriver};
 use super::net::{ClusterEvents, ClusterHandle, NetEvent, Outgoing};
 use crate::codec::ByteStr;
 use crate::limits::{
-    CLUSTER_DRIVER_INPUTS_MAX, CLUSTER_DRIVER_RETRY_MS, CLUSTER_DRIVER_STATS_LOG_MS,
-    CLUSTER_SHARD_QUEUE_MAX,
+    CLUSTER_DRIVER_BURST_MAX, CLUSTER_DRIVER_INPUTS_MAX, CLUSTER_DRIVER_METRICS_MS,
+    CLUSTER_DRIVER_RETRY_MS, CLUSTER_DRIVER_STATS_LOG_MS, CLUSTER_SHARD_QUEUE_MAX,
 };
 use crate::router::location::{NodeId, ShardId};
 use crate::session::WallClock;
@@ -78,14 +78,22 @@ pub fn start(
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut receivers = Vec::new();
     let mut shards = Vec::new();
+    let mut paused = Vec::new();
     for _ in 0..shard_count {
         let (tx, rx) = mpsc::channel(CLUSTER_SHARD_QUEUE_MAX);
+        let (paused_tx, paused_rx) = watch::channel(false);
         receivers.push(rx);
+        paused.push(paused_tx);
         shards.push(ShardPort {
             tx,
             ready: ready_rx.clone(),
+            paused: paused_rx,
         });
     }
+    let gates = Gates {
+        ready: ready_tx,
+        paused,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
@@ -93,45 +101,89 @@ pub fn start(
         .name("ringmq-cluster-node".into())
         .spawn(move || {
             let core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
-            runtime.block_on(run(core, handle, events, node, receivers, ready_tx, load));
+            runtime.block_on(run(core, handle, events, node, receivers, gates, load));
             info!("cluster driver stopped");
         })?;
     Ok(ClusterPorts { shards })
 }
 
+/// Where the driver's inputs come from: the cluster thread's events, each
+/// shard's channel (read directly: no relay task, no extra hop and
+/// wake-up per request), and the completions of its own tasks.
+struct Sources {
+    events: ClusterEvents,
+    shards: Vec<Option<mpsc::Receiver<ToDriver>>>,
+    own: mpsc::Receiver<Input>,
+    /// The source polled first next time (each gets its turn).
+    turn: usize,
+}
+
+impl Sources {
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Input> {
+        use std::task::Poll;
+        let n = self.shards.len() + 2;
+        for k in 0..n {
+            let i = (self.turn + k) % n;
+            let polled = match i {
+                0 => match self.events.poll_recv(cx) {
+                    Poll::Ready(Some(e)) => Some(Input::Net(e)),
+                    Poll::Ready(None) => Some(Input::NetStopped),
+                    Poll::Pending => None,
+                },
+                1 => match self.own.poll_recv(cx) {
+                    Poll::Ready(Some(input)) => Some(input),
+                    Poll::Ready(None) | Poll::Pending => None,
+                },
+                _ => {
+                    let slot = &mut self.shards[i - 2];
+                    match slot.as_mut().map(|rx| rx.poll_recv(cx)) {
+                        Some(Poll::Ready(Some(r))) => Some(Input::Shard(r)),
+                        Some(Poll::Ready(None)) => {
+                            *slot = None; // that shard stopped
+                            None
+                        }
+                        Some(Poll::Pending) | None => None,
+                    }
+                }
+            };
+            if let Some(input) = polled {
+                self.turn = (i + 1) % n;
+                return Poll::Ready(input);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The next input if one is ready now (a burst's rest).
+    fn try_next(&mut self) -> Option<Input> {
+        let waker = std::task::Waker::noop();
+        match self.poll_next(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(input) => Some(input),
+            std::task::Poll::Pending => None,
+        }
+    }
+}
+
 async fn run(
     mut core: Core,
     handle: ClusterHandle,
-    mut events: ClusterEvents,
+    events: ClusterEvents,
     node: NodeHandle,
     receivers: Vec<mpsc::Receiver<ToDriver>>,
-    ready: watch::Sender<bool>,
+    gates: Gates,
     mut load: Load,
 ) {
-    let (inputs, mut input_rx) = mpsc::channel(CLUSTER_DRIVER_INPUTS_MAX);
-    {
-        let inputs = inputs.clone();
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                if inputs.send(Input::Net(e)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = inputs.send(Input::NetStopped).await;
-        });
-    }
-    for mut rx in receivers {
-        let inputs = inputs.clone();
-        tokio::spawn(async move {
-            while let Some(r) = rx.recv().await {
-                if inputs.send(Input::Shard(r)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    let (inputs, input_rx) = mpsc::channel(CLUSTER_DRIVER_INPUTS_MAX);
+    let mut sources = Sources {
+        events,
+        shards: receivers.into_iter().map(Some).collect(),
+        own: input_rx,
+        turn: 0,
+    };
     let mut retry = false;
     let mut logged = (DriverStats::default(), 0u64);
+    let mut logged_drops = Default::default();
+    let mut recorded_ms = 0u64;
     loop {
         let now = std::time::Instant::now();
         super::run::send_load(&mut load.figures, &handle, &load.admission, now);
@@ -147,39 +199,73 @@ async fn run(
             let until = at.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        let input = match wait {
-            Some(wait) => tokio::time::timeout(wait, input_rx.recv()).await.ok(),
-            None => Some(input_rx.recv().await),
+        let next = std::future::poll_fn(|cx| sources.poll_next(cx));
+        let first = match wait {
+            Some(wait) => tokio::time::timeout(wait, next).await.ok(),
+            None => Some(next.await),
         };
         let clock = WallClock::now();
-        match input {
-            Some(Some(Input::Net(e))) => on_net_event(&mut core, &mut load, &handle, e, &clock),
-            Some(Some(Input::Shard(r))) => core.handle_request(r, &clock),
-            Some(Some(Input::RoutesApplied(batch, ok))) => core.handle_route_batch_done(batch, ok),
-            Some(Some(Input::RetainedSnapshot(peer, all))) => {
-                core.handle_retained_snapshot(peer, all, &clock)
+        // A burst: whatever else is ready now, then one flush for all.
+        let mut input = first;
+        let mut taken = 0;
+        while let Some(i) = input.take() {
+            taken += 1;
+            match i {
+                Input::Net(e) => on_net_event(&mut core, &mut load, &handle, e, &clock),
+                Input::Shard(r) => core.handle_request(r, &clock),
+                Input::RoutesApplied(batch, ok) => core.handle_route_batch_done(batch, ok),
+                Input::RetainedSnapshot(peer, all) => {
+                    core.handle_retained_snapshot(peer, all, &clock)
+                }
+                Input::NetStopped => return,
             }
-            Some(Some(Input::NetStopped)) | Some(None) => return,
-            None => {}
+            if taken < CLUSTER_DRIVER_BURST_MAX {
+                input = sources.try_next();
+            }
         }
         if core.poll_timeout().is_some_and(|t| t <= clock.unix_ms) {
             core.handle_timeout(clock.unix_ms);
         }
-        retry = flush(&mut core, &handle, &node, &inputs);
-        if core.poll_ready(clock.unix_ms) && !*ready.borrow() {
-            let _ = ready.send(true);
+        retry = flush(&mut core, &handle, &node, &inputs, &gates);
+        if core.poll_ready(clock.unix_ms) && !*gates.ready.borrow() {
+            let _ = gates.ready.send(true);
+        }
+        if clock.unix_ms >= recorded_ms + CLUSTER_DRIVER_METRICS_MS {
+            // Per-peer forwarding figures for Prometheus, beside net's.
+            for (peer, drops, depth) in core.peer_forwarding() {
+                handle.record_forwarding(peer, drops.0, depth as u64);
+            }
+            recorded_ms = clock.unix_ms;
         }
         if clock.unix_ms >= logged.1 + CLUSTER_DRIVER_STATS_LOG_MS && core.stats() != logged.0 {
-            log_stats(&core);
+            log_stats(&core, &mut logged_drops);
             logged = (core.stats(), clock.unix_ms);
         }
     }
 }
 
-fn log_stats(core: &Core) {
+/// What the driver tells the shards without a message: the listeners'
+/// gate, and per shard whether its forwards must wait (a full window).
+struct Gates {
+    ready: watch::Sender<bool>,
+    paused: Vec<watch::Sender<bool>>,
+}
+
+/// Logs the counters; at warn level when forwarded messages were dropped
+/// since the last time (`seen`), so a drop is never only a counter.
+fn log_stats(core: &Core, seen: &mut crate::cluster::logic::forward::ForwardDrops) {
     use crate::cluster::logic::forward::DropReason;
     let s = core.stats();
     let drops = core.forward_drops();
+    if drops != *seen {
+        *seen = drops;
+        warn!(
+            window_full_drops = ?[0, 1, 2].map(|q| drops.get(DropReason::WindowFull, q)),
+            link_down_drops = ?[0, 1, 2].map(|q| drops.get(DropReason::LinkDown, q)),
+            "cluster: forwarded messages dropped (totals by QoS 0, 1, 2; per peer: \
+             ringmq_cluster_peer_forward_drops_total)"
+        );
+    }
     info!(
         peers = core.running_peers().count(),
         forwards_out = s.forwards_out,
@@ -235,6 +321,14 @@ fn on_net_event(
             Ok(false) => core.handle_frame(from, stream, kind, &body, clock),
             Err(e) => warn!(%from, kind, error = %e, "bad load figures from a peer"),
         },
+        NetEvent::LinkDown { node } => {
+            info!(%node, "link with a running member lost: its forwarding windows restart");
+            core.handle_link_down(node);
+        }
+        NetEvent::LinkUp { node } => {
+            info!(%node, "new link with a running member: routes resynchronised");
+            core.handle_link_up(node, clock.unix_ms);
+        }
         NetEvent::Refused { addr, reason } => info!(%addr, %reason, "refused"),
     }
 }
@@ -246,8 +340,12 @@ fn flush(
     handle: &ClusterHandle,
     node: &NodeHandle,
     inputs: &mpsc::Sender<Input>,
+    gates: &Gates,
 ) -> bool {
     let mut retry = false;
+    while let Some((shard, paused)) = core.poll_paused() {
+        let _ = gates.paused[usize::from(shard)].send(paused);
+    }
     while let Some((to, stream, kind, body)) = core.poll_frame() {
         let out = Outgoing {
             node: to,
@@ -287,25 +385,63 @@ fn flush(
             }
         });
     }
-    while let Some(d) = core.poll_delivery() {
-        let target = core.target_shard(d.stream);
-        match post_delivery(node, target, d.clone()) {
+    // Consecutive deliveries of one data stream go to their shard in one
+    // post (one inbox slot, one wake-up, one acknowledgement).
+    let mut run: Vec<Delivery> = Vec::new();
+    loop {
+        match core.poll_delivery() {
+            Some(d)
+                if run.len() < CLUSTER_DRIVER_BURST_MAX
+                    && run
+                        .first()
+                        .is_none_or(|r| (r.from, r.stream) == (d.from, d.stream)) =>
+            {
+                run.push(d);
+                continue;
+            }
+            // Not of this run: it starts the next one.
+            Some(d) => core.put_back_delivery(d),
+            None => {}
+        }
+        if run.is_empty() {
+            break;
+        }
+        let target = core.target_shard(run[0].stream);
+        let batch = std::mem::take(&mut run);
+        match post_deliveries(node, target, batch) {
             Ok(()) => {}
-            Err(CallError::Full) => {
-                core.put_back_delivery(d);
+            Err((CallError::Full, batch)) => {
+                for d in batch.into_iter().rev() {
+                    core.put_back_delivery(d);
+                }
                 retry = true;
                 break;
             }
             // The node is stopping: nothing will route it.
-            Err(CallError::Stopped | CallError::NoSuchShard) => {}
+            Err((CallError::Stopped | CallError::NoSuchShard, _)) => {}
         }
     }
     retry
 }
 
-fn post_delivery(node: &NodeHandle, shard: ShardId, d: Delivery) -> Result<(), CallError> {
-    node.post(usize::from(shard), move |ctx| {
-        ctx.deliver_forwarded(d.from, d.stream, d.seq, d.message)
+/// Posts one data stream's consecutive deliveries to their shard; a full
+/// inbox hands them back.
+fn post_deliveries(
+    node: &NodeHandle,
+    shard: ShardId,
+    batch: Vec<Delivery>,
+) -> Result<(), (CallError, Vec<Delivery>)> {
+    let cell = Arc::new(std::sync::Mutex::new(Some(batch)));
+    let theirs = cell.clone();
+    let posted = node.post(usize::from(shard), move |ctx| {
+        let batch = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for d in batch.into_iter().flatten() {
+            ctx.deliver_forwarded(d.from, d.stream, d.seq, d.message);
+        }
+    });
+    posted.map_err(|e| {
+        let batch = cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+        (e, batch.unwrap_or_default())
     })
 }
 

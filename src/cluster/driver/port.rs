@@ -59,6 +59,11 @@ pub struct ShardPort {
     /// True once the node may accept MQTT clients (it has its peers'
     /// routes, or waited `CLUSTER_READY_WAIT_MAX_MS`).
     pub ready: watch::Receiver<bool>,
+    /// True while a forwarding window of this shard's data stream is over
+    /// its size: the shard's publishers wait before handing over another
+    /// forward (back-pressure as for a congested local subscriber, ADR
+    /// 0002), instead of the message being dropped.
+    pub paused: watch::Receiver<bool>,
 }
 
 /// Every shard's port, in shard order; handed to `shard::run`.

@@ -521,3 +521,6 @@ fn retained_messages_reach_every_peer_and_a_node_that_comes_up() {
     c.settle();
     assert!(!c.has_route(3, 0, 0, "r/1=1"));
 }
+
+#[path = "tests_links.rs"]
+mod links;

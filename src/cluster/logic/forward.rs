@@ -6,9 +6,13 @@
 //! "Publishes"). [`ForwardOut`] (one per peer) numbers each stream's
 //! messages and keeps them until the peer acknowledges them (cumulative,
 //! [`ForwardAck`]): that is the bounded window. When a window is full a
-//! QoS 0 message is dropped and counted; a QoS 1/2 one is still taken (up
-//! to `FORWARD_WINDOW_OVERSHOOT_MAX` more) and the publisher is paused
-//! until the window drains to half ([`ForwardEvent::Resume`]).
+//! message of any QoS is still taken (up to `FORWARD_WINDOW_OVERSHOOT_MAX`
+//! more: those already on their way) and the publisher is paused until the
+//! window drains to half ([`ForwardEvent::Resume`]); past the overshoot it
+//! is dropped and counted. Messages leave in batches
+//! ([`ForwardBatch`]): a stream with `FORWARD_FRAMES_IN_FLIGHT_MAX` frames
+//! unacknowledged sends nothing, so what arrives meanwhile leaves together
+//! in the next frame.
 //!
 //! [`PublishAcks`] holds a QoS 1/2 publisher's PUBACK/PUBREC until every
 //! receiving node has the message queued; [`ForwardIn`] numbers-checks a
@@ -20,8 +24,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::proto::{Forward, ForwardAck, Message};
-use crate::limits::{FORWARD_WINDOW_MESSAGES_MAX, FORWARD_WINDOW_OVERSHOOT_MAX};
+use super::proto::{Forward, ForwardAck, ForwardBatch, Message};
+use crate::limits::{
+    FORWARD_BATCH_BYTES_MAX, FORWARD_BATCH_MESSAGES_MAX, FORWARD_FRAMES_IN_FLIGHT_MAX,
+    FORWARD_WINDOW_MESSAGES_MAX, FORWARD_WINDOW_OVERSHOOT_MAX,
+};
 use crate::router::location::{NodeId, ShardId};
 
 /// Why a forwarded message was dropped.
@@ -40,6 +47,14 @@ pub struct ForwardDrops(pub [[u64; 3]; 2]);
 impl ForwardDrops {
     pub fn get(&self, reason: DropReason, qos: u8) -> u64 {
         self.0[reason as usize][usize::from(qos.min(2))]
+    }
+
+    pub fn add(&mut self, other: &ForwardDrops) {
+        for (row, other) in self.0.iter_mut().zip(other.0) {
+            for (n, m) in row.iter_mut().zip(other) {
+                *n += m;
+            }
+        }
     }
 
     fn count(&mut self, reason: DropReason, qos: u8) {
@@ -84,15 +99,25 @@ struct StreamOut {
     unacked: VecDeque<Pending>,
     /// Not yet handed to the transport.
     unsent: VecDeque<Forward>,
+    /// Frames sent and not acknowledged: the number of each one's last
+    /// message (`FORWARD_FRAMES_IN_FLIGHT_MAX`).
+    frames: VecDeque<u64>,
     paused: bool,
+}
+
+impl StreamOut {
+    fn sendable(&self) -> bool {
+        !self.unsent.is_empty() && self.frames.len() < FORWARD_FRAMES_IN_FLIGHT_MAX
+    }
 }
 
 /// The window towards one peer.
 #[derive(Debug)]
 pub struct ForwardOut {
     streams: BTreeMap<ShardId, StreamOut>,
-    /// Streams with unsent messages, served in turn.
-    ready: VecDeque<ShardId>,
+    /// The stream served last: the next frame comes from the one after it
+    /// (streams are served in turn).
+    served: Option<ShardId>,
     events: VecDeque<ForwardEvent>,
     drops: ForwardDrops,
 }
@@ -103,11 +128,22 @@ impl Default for ForwardOut {
     }
 }
 
+/// What a message weighs in a batch (`FORWARD_BATCH_BYTES_MAX`).
+fn batch_bytes(f: &Forward) -> usize {
+    let m = &f.message;
+    let props: usize = m
+        .user_properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    64 + m.topic.len() + m.payload.len() + props
+}
+
 impl ForwardOut {
     pub fn new() -> ForwardOut {
         ForwardOut {
             streams: BTreeMap::new(),
-            ready: VecDeque::new(),
+            served: None,
             events: VecDeque::new(),
             drops: ForwardDrops::default(),
         }
@@ -122,8 +158,15 @@ impl ForwardOut {
         self.streams.values().map(|s| s.unacked.len()).sum()
     }
 
+    /// Whether `shard`'s stream is over its window (its publishers wait).
+    pub fn is_paused(&self, shard: ShardId) -> bool {
+        self.streams.get(&shard).is_some_and(|s| s.paused)
+    }
+
     /// Queues `forward` (its `stream_seq` is set here) on `shard`'s stream.
-    /// `token`: the publisher's, for QoS 1/2 (see `PublishAcks`).
+    /// `token`: the publisher's, for QoS 1/2 (see `PublishAcks`). A full
+    /// window still takes the message (any QoS) and says to pause the
+    /// publisher; past its overshoot the message is dropped and counted.
     pub fn push(
         &mut self,
         shard: ShardId,
@@ -134,8 +177,7 @@ impl ForwardOut {
         let stream = self.streams.entry(shard).or_default();
         let depth = stream.unacked.len();
         let full = depth >= FORWARD_WINDOW_MESSAGES_MAX;
-        if (full && qos == 0) || depth >= FORWARD_WINDOW_MESSAGES_MAX + FORWARD_WINDOW_OVERSHOOT_MAX
-        {
+        if depth >= FORWARD_WINDOW_MESSAGES_MAX + FORWARD_WINDOW_OVERSHOOT_MAX {
             self.drops.count(DropReason::WindowFull, qos);
             return PushOutcome::Dropped(DropReason::WindowFull);
         }
@@ -146,9 +188,6 @@ impl ForwardOut {
             qos,
             token,
         });
-        if stream.unsent.is_empty() {
-            self.ready.push_back(shard);
-        }
         stream.unsent.push_back(forward);
         stream.paused |= full;
         PushOutcome::Queued {
@@ -157,15 +196,39 @@ impl ForwardOut {
         }
     }
 
-    /// The next message to send: `(data stream, frame)`.
+    /// The next frame to send: `(data stream, batch)`, the stream's unsent
+    /// messages up to the batch limits, from the next stream in turn that
+    /// has fewer than `FORWARD_FRAMES_IN_FLIGHT_MAX` frames unacknowledged.
     pub fn poll_transmit(&mut self) -> Option<(ShardId, Message)> {
-        let shard = self.ready.pop_front()?;
-        let stream = self.streams.get_mut(&shard).expect("ready stream exists");
-        let forward = stream.unsent.pop_front().expect("ready stream has unsent");
-        if !stream.unsent.is_empty() {
-            self.ready.push_back(shard);
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = match self.served {
+            Some(s) => (Excluded(s), Unbounded),
+            None => (Unbounded, Unbounded),
+        };
+        let shard = self
+            .streams
+            .range(after)
+            .chain(self.streams.iter())
+            .find(|(_, s)| s.sendable())
+            .map(|(&shard, _)| shard)?;
+        self.served = Some(shard);
+        let stream = self.streams.get_mut(&shard).expect("found above");
+        let mut forwards = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = stream.unsent.front() {
+            let weight = batch_bytes(next);
+            if !forwards.is_empty()
+                && (forwards.len() >= FORWARD_BATCH_MESSAGES_MAX
+                    || bytes + weight > FORWARD_BATCH_BYTES_MAX)
+            {
+                break;
+            }
+            bytes += weight;
+            forwards.push(stream.unsent.pop_front().expect("front exists"));
         }
-        Some((shard, Message::Forward(forward)))
+        let last: &Forward = forwards.last().expect("a sendable stream has one");
+        stream.frames.push_back(last.stream_seq);
+        Some((shard, Message::ForwardBatch(ForwardBatch { forwards })))
     }
 
     pub fn handle_ack(&mut self, ack: &ForwardAck) {
@@ -177,6 +240,9 @@ impl ForwardOut {
             if let Some(token) = p.token {
                 self.events.push_back(ForwardEvent::Acked { token });
             }
+        }
+        while stream.frames.front().is_some_and(|&last| last <= ack.up_to) {
+            stream.frames.pop_front();
         }
         if stream.paused && stream.unacked.len() <= FORWARD_WINDOW_MESSAGES_MAX / 2 {
             stream.paused = false;
@@ -199,7 +265,7 @@ impl ForwardOut {
                 self.events.push_back(ForwardEvent::Resume { shard });
             }
         }
-        self.ready.clear();
+        self.served = None;
     }
 
     pub fn poll_event(&mut self) -> Option<ForwardEvent> {

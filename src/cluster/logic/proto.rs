@@ -134,6 +134,17 @@ pub struct Forward {
     pub shared: Option<SharedTarget>,
 }
 
+/// Consecutive messages of one data stream in one frame: the sender packs
+/// what waits in its window (at most `FORWARD_BATCH_MESSAGES_MAX` messages
+/// and about `FORWARD_BATCH_BYTES_MAX` bytes), so a frame, a stream write,
+/// a QUIC packet and a wake-up carry many messages under load and one at
+/// a time when idle. The receiver checks the count and that every
+/// `stream_seq` follows the previous one before it delivers any.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ForwardBatch {
+    pub forwards: Vec<Forward>,
+}
+
 /// "Every message of data stream `shard` up to `up_to` is queued here".
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ForwardAck {
@@ -359,6 +370,7 @@ messages! {
     Evict = 30,
     RetainedSync = 31,
     LoadFigures = 32,
+    ForwardBatch = 33,
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ pub struct PeerCounters {
     /// trip time, and frames waiting in this link's stream queues.
     pub rtt_us: AtomicU64,
     pub queue_depth: AtomicU64,
+    /// Written by the cluster driver (`ClusterHandle::record_forwarding`):
+    /// forwarded messages dropped towards the peer, `[reason][qos]`
+    /// (reasons as `logic::forward::DropReason`: window full, link down),
+    /// and messages in its forwarding windows not yet acknowledged.
+    pub forward_drops: [[AtomicU64; 3]; 2],
+    pub forward_window_depth: AtomicU64,
 }
 
 impl PeerCounters {
@@ -108,6 +114,11 @@ impl PeerCounters {
             malformed_frames: get(&self.malformed_frames),
             rtt_us: get(&self.rtt_us),
             queue_depth: get(&self.queue_depth),
+            forward_drops: self
+                .forward_drops
+                .each_ref()
+                .map(|row| row.each_ref().map(get)),
+            forward_window_depth: get(&self.forward_window_depth),
         }
     }
 }
@@ -124,6 +135,9 @@ pub struct PeerStats {
     pub malformed_frames: u64,
     pub rtt_us: u64,
     pub queue_depth: u64,
+    /// Forwarded messages dropped, `[reason][qos]` (window full, link down).
+    pub forward_drops: [[u64; 3]; 2],
+    pub forward_window_depth: u64,
 }
 
 /// What the cluster thread shares with its handles: the member list and

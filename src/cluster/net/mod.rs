@@ -71,6 +71,13 @@ pub enum NetEvent {
     },
     /// A node was declared down (or left).
     MemberDown { node: NodeId },
+    /// The link with a running member broke or was replaced: what its
+    /// streams carried and was not yet read is lost (frames sent until the
+    /// next `LinkUp` are dropped, counted in `drops_no_link`).
+    LinkDown { node: NodeId },
+    /// A new link with a running member (after `LinkDown`): its streams
+    /// start afresh, so the consumer restarts numbering and resynchronises.
+    LinkUp { node: NodeId },
     /// A frame of a logic kind (16..=255) from a peer, in the order of its
     /// stream.
     PeerFrame {
@@ -128,6 +135,14 @@ pub struct ClusterEvents {
 impl ClusterEvents {
     pub async fn recv(&mut self) -> Option<NetEvent> {
         self.events.recv().await
+    }
+
+    /// For a consumer that polls several sources in one future.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<NetEvent>> {
+        self.events.poll_recv(cx)
     }
 
     pub fn try_recv(&mut self) -> Option<NetEvent> {
@@ -190,6 +205,20 @@ impl ClusterHandle {
     pub fn peer_stats(&self, node: NodeId) -> PeerStats {
         let peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.get(&node).map(|c| c.snapshot()).unwrap_or_default()
+    }
+
+    /// The cluster driver's figures for `node`: forwarded messages dropped
+    /// (`[reason][qos]`, totals) and its windows' depth (messages not yet
+    /// acknowledged), shown beside the link's counters.
+    pub fn record_forwarding(&self, node: NodeId, drops: [[u64; 3]; 2], window_depth: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = self.shared.counters(node);
+        for (row, totals) in counters.forward_drops.iter().zip(drops) {
+            for (counter, total) in row.iter().zip(totals) {
+                counter.store(total, Relaxed);
+            }
+        }
+        counters.forward_window_depth.store(window_depth, Relaxed);
     }
 
     /// Counters of every peer ever linked.

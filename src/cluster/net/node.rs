@@ -456,6 +456,9 @@ impl Node {
                 VarInt::from_u32(CLOSE_DUPLICATE),
                 b"replaced by a newer link",
             );
+            if self.up.contains_key(&node) {
+                self.emit(NetEvent::LinkDown { node });
+            }
         }
         info!(
             "cluster: linked with {} ({node}) at {}",
@@ -487,6 +490,11 @@ impl Node {
         ));
         tokio::spawn(link::read_datagrams(conn.clone(), node, self.inbox.clone()));
         tokio::spawn(link::watch(conn.clone(), node, self.inbox.clone()));
+        // Before any frame of the new link can be read (readers were
+        // spawned above but have not run: one thread).
+        if self.up.contains_key(&node) {
+            self.emit(NetEvent::LinkUp { node });
+        }
         self.links.insert(
             node,
             Link {
@@ -540,6 +548,9 @@ impl Node {
             .is_some_and(|l| l.conn.stable_id() == stable_id)
         {
             let link = self.links.remove(&node).expect("checked above");
+            if self.up.contains_key(&node) {
+                self.emit(NetEvent::LinkDown { node });
+            }
             match failure {
                 Failure::TheyRefused(reason) => {
                     warn!(

@@ -175,6 +175,11 @@ impl SimNode {
             Message::RouteSnapshotRequest(q) => self.relay.handle_snapshot_request(from, &q),
             Message::RouteSnapshot(s) => self.relay.handle_route_snapshot(from, s),
             Message::Forward(f) => self.forwarded(from, f, cx),
+            Message::ForwardBatch(b) => {
+                for f in b.forwards {
+                    self.forwarded(from, f, cx);
+                }
+            }
             Message::ForwardAck(a) => {
                 if let Some(out) = self.fwd_out.get_mut(&from) {
                     out.handle_ack(&a);

@@ -1,0 +1,148 @@
+//! Forwarding under load and link flaps: windows that pause their shard,
+//! batches, and a link `net` reports lost or replaced (`LinkDown`,
+//! `LinkUp`).
+
+use super::*;
+use crate::limits::{FORWARD_BATCH_MESSAGES_MAX, FORWARD_WINDOW_MESSAGES_MAX};
+
+fn release_held(c: &mut Cluster, at: u32) {
+    let held = std::mem::take(&mut c.node(at).held);
+    let now = c.now_ms;
+    for d in &held {
+        queued(&mut c.node(at).core, d, now);
+    }
+    c.settle();
+}
+
+#[test]
+fn a_full_window_pauses_the_publishing_shard_until_it_drains() {
+    let mut c = Cluster::new(&[1, 2], 2);
+    c.connect_all();
+    c.node(2).hold_queued = true;
+    for i in 0..=FORWARD_WINDOW_MESSAGES_MAX {
+        drop(c.publish(1, 1, &[2], &format!("w/{i}"), QoS::AtMostOnce));
+    }
+    assert_eq!(c.node(1).core.poll_paused(), Some((1, true)));
+    assert_eq!(c.node(1).core.poll_paused(), None, "told once");
+    c.settle();
+    // Nothing was dropped: every message is delivered once acknowledged.
+    release_held(&mut c, 2);
+    // Frames sent before the first acknowledgement carry one message
+    // each; the rest went in full batches.
+    assert_eq!(c.node(1).core.poll_paused(), Some((1, false)));
+    let delivered = c.node(2).delivered[1].len();
+    assert!(delivered > FORWARD_BATCH_MESSAGES_MAX);
+    while !c.node(2).held.is_empty() {
+        release_held(&mut c, 2);
+    }
+    assert_eq!(
+        c.node(2).delivered[1].len(),
+        FORWARD_WINDOW_MESSAGES_MAX + 1
+    );
+    let drops = c.node(1).core.forward_drops();
+    assert_eq!(drops.0, [[0; 3]; 2], "back-pressure, not drops");
+}
+
+#[test]
+fn a_lost_link_fails_what_was_in_flight_holds_the_rest_and_resyncs_on_the_new_one() {
+    let mut c = Cluster::new(&[1, 2], 1);
+    c.connect_all();
+    drop(c.subscribe(2, 0, "f/#"));
+    c.settle();
+    assert!(c.has_route(1, 0, 2, "f/#"));
+    c.node(2).hold_queued = true;
+    let mut in_flight = c
+        .publish(1, 0, &[2], "f/1", QoS::AtLeastOnce)
+        .expect("qos 1");
+    c.settle();
+    assert_eq!(c.node(2).delivered[0].len(), 1);
+    // The link breaks (both sides hear it from net).
+    c.node(1).core.handle_link_down(NodeId(2));
+    c.node(2).core.handle_link_down(NodeId(1));
+    c.settle();
+    assert_eq!(
+        answered(&mut in_flight),
+        Some(false),
+        "failed at once, not after FORWARD_ACK_TIMEOUT_MS"
+    );
+    c.node(2).held.clear(); // its acknowledgement died with the link
+    c.node(2).hold_queued = false;
+    // Published while the link is down: kept in the window, not sent.
+    let mut waiting = c
+        .publish(1, 0, &[2], "f/2", QoS::AtLeastOnce)
+        .expect("qos 1");
+    c.settle();
+    assert_eq!(
+        c.node(2).delivered[0].len(),
+        1,
+        "nothing sent without a link"
+    );
+    assert_eq!(answered(&mut waiting), None);
+    let frames_before = c.node(2).core.stats().frames_in;
+    let now = c.now_ms;
+    c.node(1).core.handle_link_up(NodeId(2), now);
+    c.node(2).core.handle_link_up(NodeId(1), now);
+    c.settle();
+    let delivered: Vec<(u64, String)> = c.node(2).delivered[0]
+        .iter()
+        .map(|d| (d.2, d.3.clone()))
+        .collect();
+    assert_eq!(
+        delivered,
+        [(1, "f/1".to_string()), (1, "f/2".to_string())],
+        "the new link numbers from 1; no gap is reported"
+    );
+    assert_eq!(answered(&mut waiting), Some(true));
+    assert_eq!(c.node(2).core.stats().stream_gaps, 0);
+    // Routes were resynchronised at once: node 1 sent its snapshot and
+    // still routes to node 2.
+    assert!(c.node(2).core.stats().frames_in > frames_before);
+    assert!(c.has_route(1, 0, 2, "f/#"));
+    let mut released = c.subscribe(1, 0, "g");
+    c.settle();
+    assert_eq!(
+        answered(&mut released),
+        Some(()),
+        "acks flow on the new link"
+    );
+}
+
+#[test]
+fn a_batch_with_a_gap_or_two_streams_is_refused_whole() {
+    use crate::cluster::logic::proto::{Forward, ForwardBatch, MessageId};
+    use crate::session::snapshot::MessageSnapshot;
+    let mut core = Core::new(NodeId(1), 1, 1, T0);
+    core.handle_member_up(NodeId(2), 2, T0);
+    let now = clock(T0);
+    let forward = |shard, stream_seq| Forward {
+        id: MessageId {
+            node: 2,
+            shard,
+            seq: stream_seq,
+        },
+        stream_seq,
+        message: MessageSnapshot::of(&message("b", QoS::AtMostOnce), &now),
+        shared: None,
+    };
+    for forwards in [
+        vec![forward(0, 1), forward(0, 3)],
+        vec![forward(0, 1), forward(1, 2)],
+        vec![],
+    ] {
+        let body = Message::ForwardBatch(ForwardBatch { forwards })
+            .encode()
+            .expect("encodes");
+        core.handle_frame(
+            NodeId(2),
+            StreamId::Data { shard: 0 },
+            crate::cluster::logic::proto::kind::ForwardBatch,
+            &body,
+            &now,
+        );
+    }
+    assert_eq!(core.stats().frames_malformed, 3);
+    assert!(
+        core.poll_delivery().is_none(),
+        "no message of them delivered"
+    );
+}
