@@ -638,3 +638,28 @@ pub const CLUSTER_READY_SETTLE_MS: u64 = 300;
 /// peers' routes; then it opens them anyway (logged): a peer that never
 /// answers must not keep the node down.
 pub const CLUSTER_READY_WAIT_MAX_MS: u64 = 10_000;
+
+// ---------------------------------------------------------------- cluster-wide clients API (src/cluster/driver/query.rs)
+
+/// Most client records one peer's answer to a listing carries; the asking
+/// admin API asks again from where the answer stopped.
+pub const CLUSTER_CLIENTS_ANSWER_MAX: usize = 500;
+
+/// Most bytes of client ids and user names one listing answer carries (a
+/// client id may be 64 KiB): the answer stops early, within the frame body
+/// limit (`CLUSTER_LOGIC_BODY_MAX_BYTES`).
+pub const CLUSTER_CLIENTS_ANSWER_MAX_BYTES: usize = 1 << 20;
+
+/// How long the driver waits for a peer's answer to a clients question; a
+/// silent peer is left out of the answer, which names it
+/// (`meta.unavailable_nodes`). Under `ADMIN_SHARD_CALL_TIMEOUT`, so the
+/// API answers with what it has before its own caller gives up.
+pub const CLUSTER_CLIENTS_TIMEOUT_MS: u64 = 3_000;
+
+/// Clients questions the admin API may have in flight towards the driver
+/// (each to every running peer); beyond it the API answers 503.
+pub const CLUSTER_CLIENTS_ASKS_MAX: usize = 64;
+
+/// Peers' clients questions a node answers at once; beyond it a question
+/// is answered "unavailable" at once (the asker leaves the node out).
+pub const CLUSTER_CLIENTS_SERVING_MAX: usize = 16;

@@ -20,7 +20,7 @@ use super::state::Shard;
 use crate::cluster::driver::{ShardPort, ToDriver};
 use crate::codec::ByteStr;
 use crate::limits::CLUSTER_SHARD_INTEREST_BACKLOG_MAX;
-use crate::router::{InterestChange, NodeId, NumberedChange, ShardId};
+use crate::router::{InterestChange, NodeId, NumberedChange, ShardId, SharedKey};
 use crate::session::Message;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -35,6 +35,8 @@ struct Inbound {
     stream: ShardId,
     seq: u64,
     message: Arc<Message>,
+    /// For one member of this group on this node only.
+    shared: Option<SharedKey>,
 }
 
 pub struct Cluster {
@@ -177,7 +179,14 @@ impl Shard {
     /// Hands a message published here to the driver for `nodes`; for QoS
     /// 1/2, returns once every node has it queued (or never will: down,
     /// timeout), so the publisher's PUBACK/PUBREC waits until then.
-    pub async fn forward(&self, message: Arc<Message>, nodes: Vec<NodeId>) {
+    /// `shared`: groups whose member was picked on another node, each
+    /// forwarded for one member there (`Forward::shared`).
+    pub async fn forward(
+        &self,
+        message: Arc<Message>,
+        nodes: Vec<NodeId>,
+        shared: Vec<(NodeId, SharedKey)>,
+    ) {
         let Some(cluster) = &self.cluster else {
             debug_assert!(false, "a route to another node on a single node");
             return;
@@ -192,6 +201,7 @@ impl Shard {
         let request = ToDriver::Forward {
             shard: self.id,
             nodes,
+            shared,
             message,
             done,
         };
@@ -234,6 +244,7 @@ impl Shard {
         stream: ShardId,
         seq: u64,
         message: Arc<Message>,
+        shared: Option<SharedKey>,
     ) {
         let Some(cluster) = &self.cluster else {
             return;
@@ -243,6 +254,7 @@ impl Shard {
             stream,
             seq,
             message,
+            shared,
         });
         cluster.inbound_arrived.raise();
     }
@@ -278,8 +290,13 @@ impl Shard {
                         .await;
                 }
             }
-            if let Some(remote) = self.publish_here_from_peer(m.message) {
-                self.publish_remote(remote).await;
+            match m.shared {
+                Some(key) => self.deliver_forwarded_shared(m.message, key).await,
+                None => {
+                    if let Some(remote) = self.publish_here_from_peer(m.message) {
+                        self.publish_remote(remote).await;
+                    }
+                }
             }
             last = Some((m.from, m.stream, m.seq));
         }

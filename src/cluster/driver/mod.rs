@@ -21,9 +21,12 @@
 //! * `Load`: this node's load figures (`cluster::load`) ride the same
 //!   loop: sent when due, peers' figures taken out of the frames.
 //! * `port`: what the shards send and hold.
+//! * `query`: the cluster-wide clients API (questions to the peers, and
+//!   the peers' questions answered from this node's shards).
 
 mod core;
 pub mod port;
+pub mod query;
 
 use std::io;
 use std::sync::Arc;
@@ -57,6 +60,8 @@ enum Input {
     Shard(ToDriver),
     RoutesApplied(RouteBatch, bool),
     RetainedSnapshot(NodeId, Vec<(ByteStr, Arc<crate::session::Message>)>),
+    ClientsAsk(query::ClientsAsk),
+    ClientsServed(NodeId, crate::cluster::logic::proto::ClientsAnswer),
     NetStopped,
 }
 
@@ -67,6 +72,7 @@ pub fn start(
     events: ClusterEvents,
     node: NodeHandle,
     load: Load,
+    clients: query::ClientsChannel,
 ) -> io::Result<ClusterPorts> {
     let here = handle.node();
     let epoch = handle
@@ -93,22 +99,51 @@ pub fn start(
         .name("ringmq-cluster-node".into())
         .spawn(move || {
             let core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
-            runtime.block_on(run(core, handle, events, node, receivers, ready_tx, load));
+            let io = Io {
+                handle,
+                node,
+                load,
+                clients: clients.inbox,
+            };
+            runtime.block_on(run(core, io, events, receivers, ready_tx));
             info!("cluster driver stopped");
         })?;
     Ok(ClusterPorts { shards })
 }
 
+/// What the driver loop talks to besides the core.
+struct Io {
+    handle: ClusterHandle,
+    node: NodeHandle,
+    load: Load,
+    clients: mpsc::Receiver<query::ClientsAsk>,
+}
+
 async fn run(
     mut core: Core,
-    handle: ClusterHandle,
+    io: Io,
     mut events: ClusterEvents,
-    node: NodeHandle,
     receivers: Vec<mpsc::Receiver<ToDriver>>,
     ready: watch::Sender<bool>,
-    mut load: Load,
 ) {
+    let Io {
+        handle,
+        node,
+        mut load,
+        clients: mut asks,
+    } = io;
+    let mut clients = query::ClientsQueries::new();
     let (inputs, mut input_rx) = mpsc::channel(CLUSTER_DRIVER_INPUTS_MAX);
+    {
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            while let Some(ask) = asks.recv().await {
+                if inputs.send(Input::ClientsAsk(ask)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     {
         let inputs = inputs.clone();
         tokio::spawn(async move {
@@ -147,13 +182,28 @@ async fn run(
             let until = at.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
+        if let Some(at) = clients.poll_timeout() {
+            let until = Duration::from_millis(at.saturating_sub(now_ms));
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
         let input = match wait {
             Some(wait) => tokio::time::timeout(wait, input_rx.recv()).await.ok(),
             None => Some(input_rx.recv().await),
         };
         let clock = WallClock::now();
         match input {
-            Some(Some(Input::Net(e))) => on_net_event(&mut core, &mut load, &handle, e, &clock),
+            Some(Some(Input::Net(e))) => {
+                if let Some(e) = clients.handle_net(e, &handle, &node, &inputs) {
+                    on_net_event(&mut core, &mut load, &handle, e, &clock)
+                }
+            }
+            Some(Some(Input::ClientsAsk(ask))) => {
+                let running: std::collections::BTreeSet<NodeId> = core.running_peers().collect();
+                clients.handle_ask(ask, |n| running.contains(&n), &handle, clock.unix_ms)
+            }
+            Some(Some(Input::ClientsServed(to, answer))) => {
+                clients.handle_served(to, answer, &handle)
+            }
             Some(Some(Input::Shard(r))) => core.handle_request(r, &clock),
             Some(Some(Input::RoutesApplied(batch, ok))) => core.handle_route_batch_done(batch, ok),
             Some(Some(Input::RetainedSnapshot(peer, all))) => {
@@ -164,6 +214,9 @@ async fn run(
         }
         if core.poll_timeout().is_some_and(|t| t <= clock.unix_ms) {
             core.handle_timeout(clock.unix_ms);
+        }
+        if clients.poll_timeout().is_some_and(|t| t <= clock.unix_ms) {
+            clients.handle_timeout(clock.unix_ms);
         }
         retry = flush(&mut core, &handle, &node, &inputs);
         if core.poll_ready(clock.unix_ms) && !*ready.borrow() {
@@ -305,7 +358,7 @@ fn flush(
 
 fn post_delivery(node: &NodeHandle, shard: ShardId, d: Delivery) -> Result<(), CallError> {
     node.post(usize::from(shard), move |ctx| {
-        ctx.deliver_forwarded(d.from, d.stream, d.seq, d.message)
+        ctx.deliver_forwarded(d.from, d.stream, d.seq, d.message, d.shared)
     })
 }
 
