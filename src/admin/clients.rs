@@ -6,6 +6,8 @@
 //! `count` is the node-wide total. The order is shard 0's sessions, then
 //! shard 1's, and so on, each shard in the order of its session map, which
 //! stays the same while no session comes or goes (like EMQX's table order).
+//! On a clustered node the clients routes answer for every running node
+//! (`cluster_clients.rs`).
 
 use super::api::{error, AdminState};
 use super::shards::{ask, ask_all, plan_page, AskShards, Unavailable};

@@ -5,12 +5,15 @@
 //!   same order (`Shard::number_interest`); a SUBSCRIBE also gets the
 //!   relay's release, which its SUBACK waits for (`number_subscribe`).
 //! * Forwarding out: a publish whose walk found other nodes
-//!   (`Route::nodes`) is handed to the driver once (`forward`); a QoS 1/2
+//!   (`Route::nodes`, and shared groups whose pick is on another node) is
+//!   handed to the driver once (`forward`); a QoS 1/2
 //!   publisher's PUBACK/PUBREC waits for the receiving nodes (the reader
 //!   awaits it, and nothing is transmitted meanwhile).
 //! * Forwarding in: the driver posts a peer's forwarded messages here, in
 //!   the order of their data stream; one task routes them as a local
-//!   publish would, never forwarding them again, then reports them queued.
+//!   publish would, never forwarding them again (one for a shared group
+//!   goes to one member on this node: `cluster_shared.rs`), then reports
+//!   them queued.
 //!
 //! A single node (singleton) has no such part: its publish path pays one
 //! empty-vector check (`Route::nodes`).

@@ -2,8 +2,9 @@
 each message to exactly one member cluster-wide, spread by `mqtt.shared_subscription_strategy`.
 
 One 3-node static cluster for the module (tests/e2e/cluster.py). Node 0 runs the `local`
-strategy, nodes 1 and 2 the default `round_robin`: the strategy is the publisher's node's, so one
-cluster shows both (a publisher on node 0 prefers node 0's members, one on node 1 or 2 spreads).
+strategy, node 1 the default `round_robin`, node 2 `random`: the strategy is the publisher's
+node's, so one cluster shows all three (a publisher on node 0 prefers node 0's members, one on
+node 1 takes the members in turn, one on node 2 draws them).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ ROUTE_SETTLE_S = 1.0
 @pytest.fixture(scope="module")
 def c3(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("shared3"), n=3, strategy="static",
-                per_node={0: {"mqtt": {"shared_subscription_strategy": "local"}}}).start()
+                per_node={0: {"mqtt": {"shared_subscription_strategy": "local"}},
+                          2: {"mqtt": {"shared_subscription_strategy": "random"}}}).start()
     c.wait_running(3)
     yield c
     c.stop()
@@ -86,6 +88,22 @@ def test_round_robin_gives_every_member_on_three_nodes_its_share(c3):
     got = collect(members, n)
     exactly_once(got, sent)
     shares = {c3.nodes[i].node_name: len(got[i]) for i in range(3)}
+    for name, k in shares.items():
+        assert 0.2 * n <= k <= 0.5 * n, f"{name} got {k} of {n}: {shares}"
+    for client in members + [pub]:
+        client.disconnect()
+
+
+def test_random_spreads_over_members_on_three_nodes(c3):
+    topic = make_uid("random")
+    members = group_on(c3, [0, 1, 2], f"$share/g/{topic}")
+    pub = c3.nodes[2].client(make_uid("pub"), max_inflight=20)  # node 2: `random`
+    n = 300
+    sent = publish_all(pub, topic, n, qos=1)
+    got = collect(members, n)
+    exactly_once(got, sent)
+    shares = {c3.nodes[i].node_name: len(got[i]) for i in range(3)}
+    # Binomial(300, 1/3): 100 +- 8 per member; the bounds are about 5 standard deviations out.
     for name, k in shares.items():
         assert 0.2 * n <= k <= 0.5 * n, f"{name} got {k} of {n}: {shares}"
     for client in members + [pub]:
