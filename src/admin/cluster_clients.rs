@@ -248,3 +248,7 @@ pub async fn kick(state: &AdminState, control: &dyn ClusterControl, id: String) 
     }
     client_not_found()
 }
+
+#[cfg(test)]
+#[path = "cluster_clients_tests.rs"]
+mod tests;

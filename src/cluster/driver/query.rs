@@ -141,10 +141,7 @@ impl Asking {
             let request = self.next_request;
             self.requests.insert(request, (id, i));
             pending.waiting += 1;
-            let query = ClientsQuery {
-                request,
-                question: ask.question.clone(),
-            };
+            let query = ClientsQuery::new(request, ask.question.clone());
             frames.push((node, Message::ClientsQuery(query)));
         }
         self.asks.insert(id, pending);
@@ -350,10 +347,8 @@ impl ClientsQueries {
         inputs: &mpsc::Sender<super::Input>,
     ) {
         if self.serving.load(Ordering::Relaxed) >= CLUSTER_CLIENTS_SERVING_MAX {
-            let answer = ClientsAnswer {
-                request: q.request,
-                reply: ClientsReply::Unavailable("too many clients questions at once".into()),
-            };
+            let busy = ClientsReply::Unavailable("too many clients questions at once".into());
+            let answer = ClientsAnswer::new(q.request, busy);
             send(handle, from, Message::ClientsAnswer(answer));
             return;
         }
@@ -362,10 +357,7 @@ impl ClientsQueries {
         tokio::spawn(async move {
             let reply = serve(&node, q.question).await;
             serving.fetch_sub(1, Ordering::Relaxed);
-            let answer = ClientsAnswer {
-                request: q.request,
-                reply,
-            };
+            let answer = ClientsAnswer::new(q.request, reply);
             let _ = inputs.send(super::Input::ClientsServed(from, answer)).await;
         });
     }

@@ -18,10 +18,7 @@ fn request_of(m: &Message) -> u64 {
 }
 
 fn count(request: u64, n: u64) -> ClientsAnswer {
-    ClientsAnswer {
-        request,
-        reply: ClientsReply::Count(n),
-    }
+    ClientsAnswer::new(request, ClientsReply::Count(n))
 }
 
 #[test]
@@ -107,10 +104,7 @@ fn a_listing_answer_is_bounded_in_bytes() {
     let bytes: usize = out.iter().map(|c| c.client_id.len()).sum();
     assert!(bytes <= CLUSTER_CLIENTS_ANSWER_MAX_BYTES);
     // Fits a frame.
-    let answer = Message::ClientsAnswer(ClientsAnswer {
-        request: 1,
-        reply: ClientsReply::Clients(out.clone()),
-    });
+    let answer = Message::ClientsAnswer(ClientsAnswer::new(1, ClientsReply::Clients(out.clone())));
     assert!(answer.encode().is_ok());
     // And round-trips a record.
     let one = info("c".into());

@@ -4,6 +4,16 @@
 //! and each peer answers from its own shards ([`ClientsAnswer`]). Kinds
 //! and versioning are `proto`'s; a listing answer carries at most
 //! `limits::CLUSTER_CLIENTS_ANSWER_MAX` entries (the asker pages).
+//!
+//! Both roots end with [`CLIENTS_MAGIC`], checked on decode: their other
+//! fields are small integers and tags, so the last bytes of a truncated
+//! body (an rkyv root is at the end) could otherwise read as a valid one.
+
+use rkyv::bytecheck::Verify;
+use rkyv::rancor::{Fallible, Source};
+
+/// The last field of every clients frame ("RCLQ").
+pub const CLIENTS_MAGIC: u32 = 0x5243_4c51;
 
 /// What is asked of a peer's clients.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -21,10 +31,23 @@ pub enum ClientsQuestion {
 
 /// Asker -> peer.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(bytecheck(verify))]
 pub struct ClientsQuery {
     /// The asker's number for this question (matches the answer).
     pub request: u64,
     pub question: ClientsQuestion,
+    /// `CLIENTS_MAGIC`.
+    pub magic: u32,
+}
+
+impl ClientsQuery {
+    pub fn new(request: u64, question: ClientsQuestion) -> ClientsQuery {
+        ClientsQuery {
+            request,
+            question,
+            magic: CLIENTS_MAGIC,
+        }
+    }
 }
 
 /// One session as a peer describes it (`metrics::ClientInfo` on the wire).
@@ -62,7 +85,66 @@ pub enum ClientsReply {
 
 /// Peer -> asker.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(bytecheck(verify))]
 pub struct ClientsAnswer {
     pub request: u64,
     pub reply: ClientsReply,
+    /// `CLIENTS_MAGIC`.
+    pub magic: u32,
+}
+
+impl ClientsAnswer {
+    pub fn new(request: u64, reply: ClientsReply) -> ClientsAnswer {
+        ClientsAnswer {
+            request,
+            reply,
+            magic: CLIENTS_MAGIC,
+        }
+    }
+}
+
+/// A clients frame whose last field is not `CLIENTS_MAGIC`.
+#[derive(Debug)]
+struct BadMagic(u32);
+
+impl std::fmt::Display for BadMagic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "clients frame ends with {:#x}, not {CLIENTS_MAGIC:#x}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadMagic {}
+
+fn check_magic<E: Source>(magic: u32) -> Result<(), E> {
+    if magic == CLIENTS_MAGIC {
+        Ok(())
+    } else {
+        Err(E::new(BadMagic(magic)))
+    }
+}
+
+// SAFETY: `verify` only reads a field that bytecheck already checked.
+unsafe impl<C> Verify<C> for ArchivedClientsQuery
+where
+    C: Fallible + ?Sized,
+    C::Error: Source,
+{
+    fn verify(&self, _: &mut C) -> Result<(), C::Error> {
+        check_magic(self.magic.to_native())
+    }
+}
+
+// SAFETY: as above.
+unsafe impl<C> Verify<C> for ArchivedClientsAnswer
+where
+    C: Fallible + ?Sized,
+    C::Error: Source,
+{
+    fn verify(&self, _: &mut C) -> Result<(), C::Error> {
+        check_magic(self.magic.to_native())
+    }
 }

@@ -130,13 +130,13 @@ fn samples() -> Vec<Message> {
             connections_max: 100,
             version: "0.1.0".into(),
         }),
-        Message::ClientsQuery(ClientsQuery {
-            request: 7,
-            question: ClientsQuestion::List { skip: 10, take: 5 },
-        }),
-        Message::ClientsAnswer(ClientsAnswer {
-            request: 7,
-            reply: ClientsReply::Clients(vec![WireClient {
+        Message::ClientsQuery(ClientsQuery::new(
+            7,
+            ClientsQuestion::List { skip: 10, take: 5 },
+        )),
+        Message::ClientsAnswer(ClientsAnswer::new(
+            7,
+            ClientsReply::Clients(vec![WireClient {
                 client_id: "c1".into(),
                 shard: 1,
                 connected: true,
@@ -154,8 +154,19 @@ fn samples() -> Vec<Message> {
                 connected_at_ms: Some(1_700_000_000_000),
                 disconnected_at_ms: None,
             }]),
-        }),
+        )),
     ]
+}
+
+#[test]
+fn a_clients_frame_without_its_magic_is_refused() {
+    let mut bad = ClientsAnswer::new(1, ClientsReply::Client(None));
+    bad.magic = 0;
+    let body = Message::ClientsAnswer(bad).encode().unwrap();
+    assert!(matches!(
+        Message::decode(PROTO_VERSION, kind::ClientsAnswer, &body),
+        Err(ProtoError::Malformed { .. })
+    ));
 }
 
 #[test]
