@@ -682,3 +682,28 @@ pub const REBALANCE_LIST_MAX: usize = 64;
 /// How often the evacuation or rebalance executor counts and evicts. The
 /// rates are spread over the ticks of each second.
 pub const REBALANCE_TICK_MS: u64 = 100;
+
+// ---------------------------------------------------------------- cluster-wide clients API (src/cluster/driver/query.rs)
+
+/// Most client records one peer's answer to a listing carries; the asking
+/// admin API asks again from where the answer stopped.
+pub const CLUSTER_CLIENTS_ANSWER_MAX: usize = 500;
+
+/// Most bytes of client ids and user names one listing answer carries (a
+/// client id may be 64 KiB): the answer stops early, within the frame body
+/// limit (`CLUSTER_LOGIC_BODY_MAX_BYTES`).
+pub const CLUSTER_CLIENTS_ANSWER_MAX_BYTES: usize = 1 << 20;
+
+/// How long the driver waits for a peer's answer to a clients question; a
+/// silent peer is left out of the answer, which names it
+/// (`meta.unavailable_nodes`). Under `ADMIN_SHARD_CALL_TIMEOUT`, so the
+/// API answers with what it has before its own caller gives up.
+pub const CLUSTER_CLIENTS_TIMEOUT_MS: u64 = 3_000;
+
+/// Clients questions the admin API may have in flight towards the driver
+/// (each to every running peer); beyond it the API answers 503.
+pub const CLUSTER_CLIENTS_ASKS_MAX: usize = 64;
+
+/// Peers' clients questions a node answers at once; beyond it a question
+/// is answered "unavailable" at once (the asker leaves the node out).
+pub const CLUSTER_CLIENTS_SERVING_MAX: usize = 16;

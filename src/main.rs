@@ -216,6 +216,7 @@ fn main() -> ExitCode {
         }),
         retained_max_messages: m.retained_max_messages as usize,
         retained_max_payload_bytes: m.retained_max_payload_size as usize,
+        shared_strategy: m.shared_subscription_strategy,
         release_free_memory: Some(release_free_memory),
     };
 
@@ -258,7 +259,9 @@ fn main() -> ExitCode {
     };
     let cluster_control = cluster.as_ref().map(|c| {
         Arc::new(
-            ringmq::cluster::control::Control::new(c.handle.clone()).with_figures(c.loads.clone()),
+            ringmq::cluster::control::Control::new(c.handle.clone())
+                .with_figures(c.loads.clone())
+                .with_clients(c.clients.port.clone()),
         ) as Arc<dyn admin::ClusterControl>
     });
     // Bounds a shard's lost wake-up (shard/watchdog.rs).

@@ -6,6 +6,8 @@
 //! `count` is the node-wide total. The order is shard 0's sessions, then
 //! shard 1's, and so on, each shard in the order of its session map, which
 //! stays the same while no session comes or goes (like EMQX's table order).
+//! On a clustered node the clients routes answer for every running node
+//! (`cluster_clients.rs`).
 
 use super::api::{error, AdminState};
 use super::shards::{ask, ask_all, plan_page, AskShards, Unavailable};
@@ -66,7 +68,7 @@ pub fn parse_paging(query: Option<&str>) -> Result<Paging, (&'static str, String
     Ok(paging)
 }
 
-fn unavailable(e: Unavailable) -> Response {
+pub(super) fn unavailable(e: Unavailable) -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "SERVICE_UNAVAILABLE",
@@ -75,7 +77,7 @@ fn unavailable(e: Unavailable) -> Response {
     )
 }
 
-fn client_not_found() -> Response {
+pub(super) fn client_not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "CLIENTID_NOT_FOUND",
@@ -84,11 +86,11 @@ fn client_not_found() -> Response {
     )
 }
 
-fn unexpected(answer: &AdminAnswer) -> Unavailable {
+pub(super) fn unexpected(answer: &AdminAnswer) -> Unavailable {
     Unavailable(format!("a shard answered out of turn: {answer:?}"))
 }
 
-fn count_of(answer: AdminAnswer) -> Result<usize, Unavailable> {
+pub(super) fn count_of(answer: AdminAnswer) -> Result<usize, Unavailable> {
     match answer {
         AdminAnswer::Count(n) => Ok(n),
         other => Err(unexpected(&other)),
@@ -104,19 +106,31 @@ async fn list_page<T>(
     rows_of: impl Fn(AdminAnswer) -> Result<Vec<T>, Unavailable>,
     paging: Paging,
 ) -> Result<(Vec<T>, usize), Unavailable> {
+    list_range(shards, count, list, rows_of, paging.skip(), paging.limit).await
+}
+
+/// Rows `skip .. skip + limit` of a node-wide listing, and its count.
+pub(super) async fn list_range<T>(
+    shards: &dyn AskShards,
+    count: AdminQuery,
+    list: impl Fn(usize, usize) -> AdminQuery,
+    rows_of: impl Fn(AdminAnswer) -> Result<Vec<T>, Unavailable>,
+    skip: usize,
+    limit: usize,
+) -> Result<(Vec<T>, usize), Unavailable> {
     let counts = ask_all(shards, count)
         .await?
         .into_iter()
         .map(count_of)
         .collect::<Result<Vec<_>, _>>()?;
     let mut rows = Vec::new();
-    for (shard, skip, take) in plan_page(&counts, paging.skip(), paging.limit) {
+    for (shard, skip, take) in plan_page(&counts, skip, limit) {
         rows.extend(rows_of(ask(shards, shard, list(skip, take)).await?)?);
     }
     // Sessions that came or went between the two questions can make a
     // page a little shorter or longer than the plan; never longer than
     // the limit.
-    rows.truncate(paging.limit);
+    rows.truncate(limit);
     Ok((rows, counts.iter().sum()))
 }
 
@@ -134,7 +148,7 @@ pub(super) fn page_json(data: Vec<Value>, paging: Paging, count: usize) -> Respo
     .into_response()
 }
 
-fn bad_paging((field, message): (&'static str, String)) -> Response {
+pub(super) fn bad_paging((field, message): (&'static str, String)) -> Response {
     error(
         StatusCode::BAD_REQUEST,
         "BAD_REQUEST",
@@ -143,7 +157,7 @@ fn bad_paging((field, message): (&'static str, String)) -> Response {
     )
 }
 
-fn client_json(c: &ClientInfo, node: &str) -> Value {
+pub(super) fn client_json(c: &ClientInfo, node: &str) -> Value {
     serde_json::to_value(c.to_json(node)).expect("a client record serializes")
 }
 
@@ -193,8 +207,12 @@ async fn serve_listing<T>(
     }
 }
 
-/// `GET /api/v5/clients`
+/// `GET /api/v5/clients` (the whole cluster's on a clustered node:
+/// `cluster_clients.rs`)
 pub async fn list_clients(State(state): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Response {
+    if let Some(control) = state.cluster.control.clone() {
+        return super::cluster_clients::list(&state, &*control, q.as_deref()).await;
+    }
     let listing = Listing {
         count: AdminQuery::CountClients,
         list: |skip, take| AdminQuery::ListClients { skip, take },
@@ -225,7 +243,7 @@ pub async fn list_subscriptions(
 }
 
 /// Asks the shards in turn until one answers for `client_id`.
-async fn find<T>(
+pub(super) async fn find<T>(
     shards: &dyn AskShards,
     query: AdminQuery,
     found: impl Fn(AdminAnswer) -> Result<Option<T>, Unavailable>,
@@ -239,7 +257,7 @@ async fn find<T>(
 }
 
 /// A 400 for a client id no MQTT client can have; `None` for any other.
-fn bad_client_id(id: &str) -> Option<Response> {
+pub(super) fn bad_client_id(id: &str) -> Option<Response> {
     (id.len() > limits::CLIENT_ID_LEN_MAX_BYTES as usize).then(|| {
         error(
             StatusCode::BAD_REQUEST,
@@ -252,6 +270,9 @@ fn bad_client_id(id: &str) -> Option<Response> {
 
 /// `GET /api/v5/clients/{clientid}`
 pub async fn get_client(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
+    if let Some(control) = state.cluster.control.clone() {
+        return super::cluster_clients::get(&state, &*control, id).await;
+    }
     if let Some(r) = bad_client_id(&id) {
         return r;
     }
@@ -301,6 +322,9 @@ pub async fn get_client_subscriptions(
 /// v5 client gets DISCONNECT 0x98; the session ends with the connection),
 /// 404 for an unknown client.
 pub async fn kick_client(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
+    if let Some(control) = state.cluster.control.clone() {
+        return super::cluster_clients::kick(&state, &*control, id).await;
+    }
     if let Some(r) = bad_client_id(&id) {
         return r;
     }

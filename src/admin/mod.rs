@@ -20,7 +20,8 @@
 //! - `GET /api/v5/clients`, `GET|DELETE /api/v5/clients/{clientid}`,
 //!   `GET /api/v5/clients/{clientid}/subscriptions`,
 //!   `GET /api/v5/subscriptions`: EMQX 5's client management, answered
-//!   by the shards (`clients.rs`, `shards.rs`).
+//!   by the shards (`clients.rs`, `shards.rs`); on a clustered node the
+//!   clients routes answer for every running node (`cluster_clients.rs`).
 //! - `GET /api/v5/nodes`, `GET /api/v5/nodes/{node}`, `GET /api/v5/cluster`,
 //!   `PUT /api/v5/cluster/join`, `PUT /api/v5/cluster/leave`,
 //!   `DELETE /api/v5/cluster/{node}/force_leave`: the cluster's nodes and
@@ -43,12 +44,14 @@
 mod api;
 mod authn;
 mod clients;
+mod cluster_clients;
 mod nodes;
 mod prometheus;
 mod rebalance;
 mod shards;
 
 pub use api::{router, AdminState};
+pub use cluster_clients::{node_count, node_get, node_kick, node_list, PeerClients};
 pub use nodes::{kmg, ClusterAdmin, ClusterControl, ControlError, NodeInfo, NodeStatus, Pending};
 pub use shards::{AskShards, Asked, Unavailable};
 

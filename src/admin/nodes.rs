@@ -136,6 +136,18 @@ pub trait ClusterControl: Send + Sync + 'static {
     fn peer_stats(&self) -> Vec<(String, crate::cluster::net::PeerStats)> {
         Vec::new()
     }
+    /// Asks running peers about their MQTT clients (`CountClients`,
+    /// `ListClients`, `Client`, `Kick`): the one named `node`, or every
+    /// running peer. One entry per peer asked; a peer that gave no answer
+    /// within `limits::CLUSTER_CLIENTS_TIMEOUT_MS` has `answer: None`.
+    fn peer_clients(
+        &self,
+        node: Option<String>,
+        query: AdminQuery,
+    ) -> Pending<Vec<super::PeerClients>> {
+        let _ = (node, query);
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// What the admin thread knows of the cluster and this node's place in it.

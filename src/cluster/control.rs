@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::net::{ClusterHandle, CommandError, MemberInfo, MemberState, PeerStats};
 use crate::admin::{ClusterControl, ControlError, NodeInfo, NodeStatus, Pending};
 use crate::router::location::NodeId;
+use crate::shard::AdminQuery;
 
 /// What `peers()` adds to the member list: figures a peer reported
 /// (connections, version), by node; `None` before the first report.
@@ -30,6 +31,8 @@ pub struct PeerReport {
 pub struct Control {
     handle: ClusterHandle,
     figures: Option<std::sync::Arc<dyn PeerFigures>>,
+    /// The driver's port for the cluster-wide clients API.
+    clients: Option<super::driver::query::ClientsPort>,
 }
 
 impl Control {
@@ -37,6 +40,7 @@ impl Control {
         Control {
             handle,
             figures: None,
+            clients: None,
         }
     }
 
@@ -44,6 +48,12 @@ impl Control {
     /// entries.
     pub fn with_figures(mut self, figures: std::sync::Arc<dyn PeerFigures>) -> Control {
         self.figures = Some(figures);
+        self
+    }
+
+    /// The clients API asks the peers through the driver's `port`.
+    pub fn with_clients(mut self, port: super::driver::query::ClientsPort) -> Control {
+        self.clients = Some(port);
         self
     }
 }
@@ -110,6 +120,34 @@ impl ClusterControl for Control {
             })
             .collect();
         Box::pin(async move { Ok(peers) })
+    }
+
+    fn peer_clients(
+        &self,
+        node: Option<String>,
+        query: AdminQuery,
+    ) -> Pending<Vec<crate::admin::PeerClients>> {
+        let Some(port) = self.clients.clone() else {
+            return Box::pin(async { Ok(Vec::new()) });
+        };
+        let me = self.handle.node();
+        let peers: Vec<(NodeId, String)> = self
+            .handle
+            .members()
+            .into_iter()
+            .filter(|m| m.node != me && m.state == MemberState::Running)
+            .filter(|m| node.as_ref().is_none_or(|n| *n == m.name))
+            .map(|m| (m.node, m.name))
+            .collect();
+        Box::pin(async move {
+            let question = super::clients::question_of(query)?;
+            let to = peers.iter().map(|(n, _)| *n).collect();
+            let replies = port
+                .ask(to, question)
+                .await
+                .map_err(ControlError::Unavailable)?;
+            Ok(super::clients::answers(&peers, replies))
+        })
     }
 
     fn join(&self, address: String) -> Pending<()> {

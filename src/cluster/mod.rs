@@ -13,11 +13,13 @@
 //!   (`ringmq gen-certs`).
 
 //! * `setup`, `run`, `control`: the node's start of the cluster thread,
-//!   its event consumer and the admin API's hold on it.
+//!   its event consumer and the admin API's hold on it; `clients`: the
+//!   clients API's questions and answers between admin and wire types.
 //! * `load`, `view`: load figures exchanged between nodes, and the running
 //!   nodes as admission lists them (Server Reference, `least_connections`).
 
 pub mod certs;
+mod clients;
 pub mod control;
 pub mod driver;
 pub mod load;

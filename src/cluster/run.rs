@@ -21,12 +21,13 @@ pub fn run_node(cluster: Cluster, node: NodeHandle) -> std::io::Result<ClusterPo
         events,
         loads,
         admission,
+        clients,
     } = cluster;
     let load = driver::Load {
         figures: LoadFigures::new(loads),
         admission,
     };
-    driver::start(handle, events, node, load)
+    driver::start(handle, events, node, load, clients)
 }
 
 /// This node's load figures to every running peer, when due. A full

@@ -26,6 +26,9 @@ pub struct Cluster {
     pub events: ClusterEvents,
     pub loads: Arc<PeerLoads>,
     pub admission: Arc<NodeAdmission>,
+    /// The cluster-wide clients API: the admin API holds the port
+    /// (`clients.port`), the driver the rest.
+    pub clients: super::driver::query::ClientsChannel,
 }
 
 /// Why the cluster did not start. The message starts with the
@@ -91,6 +94,7 @@ pub fn start(config: &Config, admission: Arc<NodeAdmission>) -> Result<Cluster, 
         events,
         loads,
         admission,
+        clients: super::driver::query::channel(),
     })
 }
 

@@ -3,7 +3,8 @@
 
 use super::value;
 use crate::limits;
-use serde::{Deserialize, Deserializer, Serialize};
+use crate::router::SharedStrategy;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `[mqtt]`: protocol limits and features offered to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,16 @@ pub struct MqttConfig {
     /// `shared_subscription`: accept `$share/` filters. Default `true`.
     #[serde(deserialize_with = "value::bool")]
     pub shared_subscription: bool,
+    /// `shared_subscription_strategy`: which member of a shared group
+    /// (`$share/{group}/...`) gets each message, cluster-wide:
+    /// `round_robin` (default: every member in turn), `random`, or `local`
+    /// (members on the publisher's node while there are any; on a single
+    /// node the same as `round_robin`). docs/clustering.md.
+    #[serde(
+        deserialize_with = "de_shared_subscription_strategy",
+        serialize_with = "ser_shared_subscription_strategy"
+    )]
+    pub shared_subscription_strategy: SharedStrategy,
     /// `wildcard_subscription`: accept `+` and `#` in filters. Default
     /// `true`.
     #[serde(deserialize_with = "value::bool")]
@@ -119,6 +130,7 @@ impl Default for MqttConfig {
             server_keepalive: None,
             retain_available: true,
             shared_subscription: true,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
             wildcard_subscription: true,
             max_clientid_len: 65_535,
             max_topic_levels: 128,
@@ -136,6 +148,23 @@ fn de_max_packet_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> 
         limits::PACKET_SIZE_MIN_BYTES,
         limits::PACKET_SIZE_MAX_BYTES,
     )
+}
+
+fn de_shared_subscription_strategy<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<SharedStrategy, D::Error> {
+    value::one_of(
+        d,
+        &SharedStrategy::ALL.map(SharedStrategy::as_str),
+        SharedStrategy::parse,
+    )
+}
+
+fn ser_shared_subscription_strategy<S: Serializer>(
+    strategy: &SharedStrategy,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(strategy.as_str())
 }
 
 fn de_max_inflight<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {

@@ -85,8 +85,9 @@ pub(super) struct GroupInterest {
     /// Sum of `members`; never 0 (the group is dropped instead).
     pub(super) total: u32,
     /// Picks made by this shard; a `Cell` because matching walks the trie
-    /// immutably. Pick `k` goes to the member `k mod total` in the order of
-    /// `members`, so every member node-wide gets one pick per cycle.
+    /// immutably. Round robin: pick `k` goes to the member `k mod total` in
+    /// the order of `members`, so every member cluster-wide gets one pick
+    /// per cycle (`shared::Picker`).
     pub(super) cursor: Cell<u32>,
 }
 
@@ -101,19 +102,5 @@ impl GroupInterest {
             Err(i) => self.members.insert(i, (at, count)),
         }
         self.total = self.members.iter().map(|&(_, n)| n).sum();
-    }
-
-    /// `O(locations with members)`.
-    pub(super) fn pick(&self) -> Location {
-        let k = self.cursor.get();
-        self.cursor.set(k.wrapping_add(1));
-        let mut slot = k % self.total;
-        for &(at, n) in &self.members {
-            if slot < n {
-                return at;
-            }
-            slot -= n;
-        }
-        unreachable!("total is the sum of members")
     }
 }

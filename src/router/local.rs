@@ -9,6 +9,7 @@ use ahash::AHashMap;
 use smallvec::SmallVec;
 
 use super::route::{Recipient, RecipientRef, SharedKey, SubscriptionIds};
+use super::shared::Picker;
 use crate::codec::{ByteStr, SubscriptionOptions};
 
 /// One local subscription's options.
@@ -79,12 +80,12 @@ impl LocalGroup {
         true
     }
 
-    pub(super) fn pick(&mut self) -> Option<Recipient> {
+    /// The next member by the shard's strategy (round robin, or at random).
+    pub(super) fn pick(&mut self, picker: &Picker) -> Option<Recipient> {
         if self.members.is_empty() {
             return None;
         }
-        let i = self.next % self.members.len();
-        self.next = i + 1;
+        let i = picker.member_index(&mut self.next, self.members.len());
         let (client, subscription) = &self.members[i];
         Some(subscription.recipient(client).to_owned())
     }

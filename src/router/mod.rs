@@ -16,6 +16,8 @@
 //!   Its parts: `route` (the types it takes and gives), `filter` (the
 //!   node-wide interest in one filter, shared-group cursors), `local` (this
 //!   shard's subscribers, group round robin, merging matches per client).
+//! - `shared`: `mqtt.shared_subscription_strategy` and the shared-group
+//!   picks it makes (a location cluster-wide, then a member there).
 //! - `sim` (tests): seeded simulation of several routers against a naive model.
 //! - `sim_interest` (tests): seeded simulation of late interest changes and
 //!   the publishes routed meanwhile.
@@ -26,6 +28,7 @@ pub mod location;
 pub mod retained;
 mod route;
 pub mod routing;
+pub mod shared;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -39,4 +42,5 @@ pub use routing::{
     InterestChange, Location, NodeId, Recipient, RecipientRef, Route, Router, ShardId, SharedKey,
     SharedPick, SubscribeOutcome, SubscriptionIds, UnsubscribeOutcome,
 };
+pub use shared::SharedStrategy;
 pub use trie::TopicTrie;

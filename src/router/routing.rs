@@ -30,6 +30,7 @@ pub use super::route::{
     InterestChange, Recipient, RecipientRef, Route, SharedKey, SharedPick, SubscribeOutcome,
     SubscriptionIds, UnsubscribeOutcome,
 };
+use super::shared::{Picker, SharedStrategy};
 use super::topic::{self, parse_shared};
 use super::trie::TopicTrie;
 use crate::codec::{ByteStr, SubscriptionOptions};
@@ -50,6 +51,8 @@ pub struct Router {
     /// Union of matching shard sets during `route`; all zero between calls,
     /// one word per 64 shards.
     scratch_shards: Vec<u64>,
+    /// `mqtt.shared_subscription_strategy` and its random source.
+    picker: Picker,
 }
 
 impl Router {
@@ -63,7 +66,14 @@ impl Router {
             local_filters: 0,
             local_shared: AHashMap::new(),
             scratch_shards: vec![0; usize::from(shard_count).div_ceil(64)],
+            picker: Picker::new(here.node, SharedStrategy::RoundRobin, seed_of(here)),
         }
+    }
+
+    /// Sets how shared groups pick (default round robin); `seed` seeds the
+    /// `random` strategy's source.
+    pub fn set_shared_strategy(&mut self, strategy: SharedStrategy, seed: u64) {
+        self.picker = Picker::new(self.here.node, strategy, seed ^ seed_of(self.here));
     }
 
     pub fn shard(&self) -> ShardId {
@@ -338,8 +348,8 @@ impl Router {
 
     /// On the shard where a PUBLISH to `topic` arrived: the shards and the
     /// other nodes that must get it and, per matching shared group, the
-    /// location that delivers it to one member (round robin over every
-    /// member of the group cluster-wide);
+    /// location that delivers it to one member (by the strategy, over every
+    /// member of the group cluster-wide: `shared::Picker`);
     /// and, in the same walk, this shard's own recipients, handed to
     /// `deliver` one by one as `local_recipients` would list them. Clears
     /// `route` first.
@@ -361,6 +371,7 @@ impl Router {
         let Router {
             filters,
             scratch_shards,
+            picker,
             ..
         } = self;
         let mut local = LocalMatches::new();
@@ -369,7 +380,7 @@ impl Router {
                 *acc |= word;
             }
             for group in &filter.interest.groups {
-                route.shared.push((group.pick(), group.key.clone()));
+                route.shared.push((picker.pick(group), group.key.clone()));
             }
             for node in &filter.interest.nodes {
                 if !route.nodes.contains(node) {
@@ -441,7 +452,22 @@ impl Router {
     /// members), or `None` if it has no member here any more: the caller
     /// routes again. `O(1)` expected.
     pub fn pick_shared(&mut self, key: &SharedKey) -> Option<Recipient> {
-        self.local_shared.get_mut(key)?.pick()
+        self.local_shared.get_mut(key)?.pick(&self.picker)
+    }
+
+    /// On a node another node picked to deliver a message to one member of
+    /// `key`: the shard of this node that delivers it (by the strategy,
+    /// among this node's members only: never picked across nodes again),
+    /// or `None` if the group has no member on this node any more.
+    /// `O(L + locations with members)`.
+    pub fn pick_shared_on_node(&self, key: &SharedKey) -> Option<ShardId> {
+        let filter = self.filters.get(&key.filter)?;
+        let group = filter
+            .interest
+            .groups
+            .iter()
+            .find(|g| g.key.group == key.group)?;
+        self.picker.pick_on_node(group).map(|at| at.shard)
     }
 
     /// `pick_shared`, with the group's key to tag the delivery with
@@ -449,7 +475,7 @@ impl Router {
     /// picks when a picked member turns out to be gone). `O(1)` expected.
     pub fn pick_shared_member(&mut self, key: &SharedKey) -> Option<SharedPick> {
         let group = self.local_shared.get_mut(key)?;
-        let recipient = group.pick()?;
+        let recipient = group.pick(&self.picker)?;
         Some(SharedPick {
             recipient,
             key: group.key.clone(),
@@ -491,6 +517,11 @@ impl std::fmt::Debug for Router {
             .field("filters", &self.filters.len())
             .finish()
     }
+}
+
+/// A per-shard seed, so shards of one node do not draw alike.
+fn seed_of(here: Location) -> u64 {
+    (u64::from(here.node.0) << 16 | u64::from(here.shard)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn count(n: usize) -> u32 {

@@ -5,14 +5,17 @@
 //!   same order (`Shard::number_interest`); a SUBSCRIBE also gets the
 //!   relay's release, which its SUBACK waits for (`number_subscribe`).
 //! * Forwarding out: a publish whose walk found other nodes
-//!   (`Route::nodes`) is handed to the driver once (`forward`); a QoS 1/2
+//!   (`Route::nodes`, and shared groups whose pick is on another node) is
+//!   handed to the driver once (`forward`); a QoS 1/2
 //!   publisher's PUBACK/PUBREC waits for the receiving nodes (the reader
 //!   awaits it, and nothing is transmitted meanwhile). A full channel or a
 //!   full forwarding window (`ShardPort::paused`) makes the publisher wait,
 //!   whatever the QoS: back-pressure, not drops.
 //! * Forwarding in: the driver posts a peer's forwarded messages here, in
 //!   the order of their data stream; one task routes them as a local
-//!   publish would, never forwarding them again, then reports them queued.
+//!   publish would, never forwarding them again (one for a shared group
+//!   goes to one member on this node: `cluster_shared.rs`), then reports
+//!   them queued.
 //!
 //! A single node (singleton) has no such part: its publish path pays one
 //! empty-vector check (`Route::nodes`).
@@ -22,7 +25,7 @@ use super::state::Shard;
 use crate::cluster::driver::{ShardPort, ToDriver};
 use crate::codec::ByteStr;
 use crate::limits::{CLUSTER_SHARD_INTEREST_BACKLOG_MAX, FORWARD_BATCH_MESSAGES_MAX};
-use crate::router::{InterestChange, NodeId, NumberedChange, ShardId};
+use crate::router::{InterestChange, NodeId, NumberedChange, ShardId, SharedKey};
 use crate::session::Message;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -37,6 +40,8 @@ struct Inbound {
     stream: ShardId,
     seq: u64,
     message: Arc<Message>,
+    /// For one member of this group on this node only.
+    shared: Option<SharedKey>,
 }
 
 pub struct Cluster {
@@ -163,7 +168,14 @@ impl Shard {
     /// Hands a message published here to the driver for `nodes`; for QoS
     /// 1/2, returns once every node has it queued (or never will: down,
     /// timeout), so the publisher's PUBACK/PUBREC waits until then.
-    pub async fn forward(&self, message: Arc<Message>, nodes: Vec<NodeId>) {
+    /// `shared`: groups whose member was picked on another node, each
+    /// forwarded for one member there (`Forward::shared`).
+    pub async fn forward(
+        &self,
+        message: Arc<Message>,
+        nodes: Vec<NodeId>,
+        shared: Vec<(NodeId, SharedKey)>,
+    ) {
         let Some(cluster) = &self.cluster else {
             debug_assert!(false, "a route to another node on a single node");
             return;
@@ -185,6 +197,7 @@ impl Shard {
         let request = ToDriver::Forward {
             shard: self.id,
             nodes,
+            shared,
             message,
             done,
         };
@@ -223,6 +236,7 @@ impl Shard {
         stream: ShardId,
         seq: u64,
         message: Arc<Message>,
+        shared: Option<SharedKey>,
     ) {
         let Some(cluster) = &self.cluster else {
             return;
@@ -232,6 +246,7 @@ impl Shard {
             stream,
             seq,
             message,
+            shared,
         });
         cluster.inbound_arrived.raise();
     }
@@ -272,8 +287,13 @@ impl Shard {
                         .await;
                 }
             }
-            if let Some(remote) = self.publish_here_from_peer(m.message) {
-                self.publish_remote(remote).await;
+            match m.shared {
+                Some(key) => self.deliver_forwarded_shared(m.message, key).await,
+                None => {
+                    if let Some(remote) = self.publish_here_from_peer(m.message) {
+                        self.publish_remote(remote).await;
+                    }
+                }
             }
             last = Some((m.from, m.stream, m.seq));
             untold += 1;

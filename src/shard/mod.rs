@@ -35,6 +35,7 @@
 mod actions;
 mod client_key;
 mod cluster;
+mod cluster_shared;
 mod conn;
 mod evict;
 mod fd_table;

@@ -29,8 +29,9 @@ pub struct RemoteSends {
     /// message itself.
     retain: Option<Option<Arc<Message>>>,
     /// `shards`: other shards with matching ordinary subscribers; `shared`:
-    /// shared groups whose pick is on another shard, or found no member
-    /// here; `nodes`: other nodes with matching subscribers (clustered).
+    /// shared groups whose pick is on another shard or node, or found no
+    /// member here; `nodes`: other nodes with matching ordinary
+    /// subscribers (clustered).
     route: Route,
 }
 
@@ -92,13 +93,18 @@ impl Shard {
             self.interest.add_shards_behind(&mut route.shards);
         }
         if from_peer {
-            // Delivered where it was sent: never forwarded again.
+            // Delivered where it was sent: never forwarded again. Its
+            // shared groups were picked for on the publisher's node (a
+            // member here gets it through a `Forward` for its group).
             route.nodes.clear();
+            route.shared.clear();
         }
         if !route.shared.is_empty() {
+            let here = self.settings.node;
             route.shared.retain(|(at, key)| {
-                debug_assert!(at.is_on(self.settings.node));
-                at.shard != self.id || !self.deliver_shared_here(&message, key, self.id)
+                !at.is_on(here)
+                    || at.shard != self.id
+                    || !self.deliver_shared_here(&message, key, self.id)
             });
         }
         if retain.is_none()
@@ -145,7 +151,13 @@ impl Shard {
         for s in shards {
             self.send(s, ShardMsg::Publish(message.clone())).await;
         }
+        // Picks on other nodes: forwarded for one member there each.
+        let mut elsewhere = Vec::new();
         for (at, key) in shared {
+            if !at.is_on(self.settings.node) {
+                elsewhere.push((at.node, key));
+                continue;
+            }
             let s = at.shard;
             if s == self.id {
                 // The local pick found no member: `deliver_shared` moves on.
@@ -162,9 +174,9 @@ impl Shard {
                 .await;
             }
         }
-        if !nodes.is_empty() {
+        if !nodes.is_empty() || !elsewhere.is_empty() {
             // Last: a QoS 1/2 publisher waits here for the other nodes.
-            self.forward(message, nodes).await;
+            self.forward(message, nodes, elsewhere).await;
         }
     }
 

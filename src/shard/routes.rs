@@ -35,9 +35,20 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(here: Location, shard_count: u16, retained_max_messages: usize) -> Routes {
+    pub fn new(
+        here: Location,
+        shard_count: u16,
+        retained_max_messages: usize,
+        shared_strategy: crate::router::SharedStrategy,
+    ) -> Routes {
+        let mut router = Router::new(here, shard_count);
+        // Seeded by the start time: `random` picks differ between runs.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        router.set_shared_strategy(shared_strategy, seed);
         Routes {
-            router: RefCell::new(Router::new(here, shard_count)),
+            router: RefCell::new(router),
             retained: RefCell::new(RetainedStore::new(retained_max_messages)),
             dropped_no_recipient: Cell::new(0),
             coarse_now: Cell::new(Instant::now()),
@@ -93,6 +104,12 @@ impl Routes {
     /// the group's key to tag the delivery with and its local member count.
     pub fn pick_shared(&self, key: &SharedKey) -> Option<SharedPick> {
         self.router.borrow_mut().pick_shared_member(key)
+    }
+
+    /// For a message another node picked this node for: the shard of this
+    /// node that delivers it to one member, if any has one.
+    pub fn pick_shared_on_node(&self, key: &SharedKey) -> Option<crate::router::ShardId> {
+        self.router.borrow().pick_shared_on_node(key)
     }
 
     pub fn count_no_recipient(&self, n: u64) {

@@ -103,15 +103,18 @@ impl ShardContext {
     }
 
     /// A peer's forwarded message, to route on this node only, after the
-    /// earlier ones (the driver posts them in their data stream's order).
+    /// earlier ones (the driver posts them in their data stream's order);
+    /// `shared`: for one member of that group on this node only.
     pub fn deliver_forwarded(
         &self,
         from: crate::router::NodeId,
         stream: ShardId,
         seq: u64,
         message: std::sync::Arc<crate::session::Message>,
+        shared: Option<crate::router::SharedKey>,
     ) {
-        self.shard.receive_forwarded(from, stream, seq, message);
+        self.shard
+            .receive_forwarded(from, stream, seq, message, shared);
     }
 
     /// A retained message another node set (`Some`) or cleared (`None`).

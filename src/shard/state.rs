@@ -58,6 +58,8 @@ pub struct ShardSettings {
 
     pub retained_max_messages: usize,
     pub retained_max_payload_bytes: usize,
+    /// `mqtt.shared_subscription_strategy`: how shared groups pick.
+    pub shared_strategy: crate::router::SharedStrategy,
     /// Gives the memory the allocator holds free back to the system, if
     /// the allocator needs telling (`main` sets it for mimalloc, which
     /// returns freed pages only on a later allocation, after a delay: a
@@ -201,6 +203,7 @@ impl Shard {
                 Location::new(settings.node, id),
                 count,
                 settings.retained_max_messages,
+                settings.shared_strategy,
             ),
             interest: Interest::new(id, count, interest_marks),
             timers: Timers::new(now),

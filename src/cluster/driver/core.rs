@@ -74,6 +74,8 @@ pub struct Delivery {
     pub stream: ShardId,
     pub seq: u64,
     pub message: Arc<crate::session::Message>,
+    /// For one member of this group on this node only (`Forward::shared`).
+    pub shared: Option<crate::router::SharedKey>,
 }
 
 /// Counters for logs, metrics and tests.
@@ -330,9 +332,10 @@ impl Core {
             ToDriver::Forward {
                 shard,
                 nodes,
+                shared,
                 message,
                 done,
-            } => self.forward(shard, nodes, &message, done, clock),
+            } => self.forward(shard, nodes, shared, &message, done, clock),
             ToDriver::Queued { from, stream, seq } => self.fwd_in.handle_queued(from, stream, seq),
             ToDriver::Retain { topic, message } => {
                 let message = message.map(|m| MessageSnapshot::of(&m, clock));
@@ -490,9 +493,8 @@ impl Core {
     }
 
     fn route_event(&mut self, e: RouteEvent) {
-        // Shared groups stay node-local for now (docs/clustering.md): the
-        // shards' publish path picks members of this node only.
-        let ordinary = |c: &InterestChange| c.group.is_none();
+        // Shared groups too: a peer's member count per group is one
+        // weighted location for the publishers' cluster-wide pick.
         match e {
             RouteEvent::Apply {
                 from,
@@ -500,9 +502,7 @@ impl Core {
                 seq,
                 change,
             } => {
-                if ordinary(&change) {
-                    self.route_ops.ops.push(RouteOp::Apply { from, change });
-                }
+                self.route_ops.ops.push(RouteOp::Apply { from, change });
                 self.route_ops.acks.push((from, epoch, seq));
             }
             RouteEvent::Replace {
@@ -511,7 +511,6 @@ impl Core {
                 seq,
                 changes,
             } => {
-                let changes = changes.into_iter().filter(ordinary).collect();
                 self.route_ops.ops.push(RouteOp::Replace { from, changes });
                 self.route_ops.acks.push((from, epoch, seq));
             }
@@ -589,6 +588,9 @@ impl Core {
 
 #[path = "core_messages.rs"]
 mod messages;
+
+#[path = "shared.rs"]
+mod shared;
 
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -13,6 +13,7 @@ use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
 use crate::limits::{FORWARD_ACK_TIMEOUT_MS, FORWARD_BATCH_MESSAGES_MAX};
 use crate::router::location::{NodeId, ShardId};
+use crate::router::SharedKey;
 use crate::session::snapshot::MessageSnapshot;
 use crate::session::WallClock;
 
@@ -143,12 +144,23 @@ impl Core {
             return;
         }
         self.stats.forwards_in += 1;
+        let shared = match f.shared.as_ref().map(super::shared::shared_key_of) {
+            None => None,
+            Some(Some(key)) => Some(key),
+            Some(None) => {
+                self.stats.bad_messages += 1;
+                warn!(%from, "cluster driver: forwarded message for an invalid shared group refused");
+                self.fwd_in.handle_queued(from, stream, f.stream_seq);
+                return;
+            }
+        };
         match f.message.into_message(clock) {
             Ok(message) => self.deliveries.push_back(Delivery {
                 from,
                 stream,
                 seq: f.stream_seq,
                 message: Arc::new(message),
+                shared,
             }),
             Err(e) => {
                 // Nothing to deliver, but the number is used: acknowledge
@@ -208,11 +220,14 @@ impl Core {
         &mut self,
         shard: ShardId,
         nodes: Vec<NodeId>,
+        shared: Vec<(NodeId, SharedKey)>,
         message: &crate::session::Message,
         done: Option<oneshot::Sender<bool>>,
         clock: &WallClock,
     ) {
         let qos = message.qos as u8;
+        let plan = super::shared::forward_plan(&nodes, shared);
+        let nodes: Vec<NodeId> = plan.keys().copied().collect();
         let token = done.map(|done| {
             self.next_token += 1;
             let token = self.next_token;
@@ -233,33 +248,42 @@ impl Core {
         };
         let snapshot = MessageSnapshot::of(message, clock);
         let mut failed = Vec::new();
-        for &node in &nodes {
+        for (node, frames) in plan {
             if !self.view.contains_key(&node) {
                 self.stats.no_peer_drops[usize::from(qos.min(2))] += 1;
                 failed.push(node);
                 continue;
             }
-            let forward = Forward {
-                id: MessageId {
-                    node: self.here.0,
-                    shard,
-                    seq,
-                },
-                stream_seq: 0,
-                message: snapshot.clone(),
-                shared: None,
-            };
-            let out = self.fwd_out.entry(node).or_default();
-            match out.push(shard, forward, token) {
-                PushOutcome::Queued { pause, .. } => {
-                    self.stats.forwards_out += 1;
-                    if pause {
-                        self.paused[usize::from(shard)] = true;
+            let last = frames.len() - 1;
+            let mut dropped = false;
+            for (i, target) in frames.into_iter().enumerate() {
+                let forward = Forward {
+                    id: MessageId {
+                        node: self.here.0,
+                        shard,
+                        seq,
+                    },
+                    stream_seq: 0,
+                    message: snapshot.clone(),
+                    shared: target,
+                };
+                // The last frame carries the token (cumulative acks).
+                let token = if i == last { token } else { None };
+                let out = self.fwd_out.entry(node).or_default();
+                match out.push(shard, forward, token) {
+                    PushOutcome::Queued { pause, .. } => {
+                        self.stats.forwards_out += 1;
+                        if pause {
+                            self.paused[usize::from(shard)] = true;
+                        }
+                    }
+                    PushOutcome::Dropped(DropReason::WindowFull | DropReason::LinkDown) => {
+                        dropped = true
                     }
                 }
-                PushOutcome::Dropped(DropReason::WindowFull | DropReason::LinkDown) => {
-                    failed.push(node)
-                }
+            }
+            if dropped {
+                failed.push(node);
             }
         }
         if let Some(token) = token {

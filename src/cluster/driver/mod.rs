@@ -21,9 +21,12 @@
 //! * `Load`: this node's load figures (`cluster::load`) ride the same
 //!   loop: sent when due, peers' figures taken out of the frames.
 //! * `port`: what the shards send and hold.
+//! * `query`: the cluster-wide clients API (questions to the peers, and
+//!   the peers' questions answered from this node's shards).
 
 mod core;
 pub mod port;
+pub mod query;
 
 use std::io;
 use std::sync::Arc;
@@ -57,6 +60,8 @@ enum Input {
     Shard(ToDriver),
     RoutesApplied(RouteBatch, bool),
     RetainedSnapshot(NodeId, Vec<(ByteStr, Arc<crate::session::Message>)>),
+    ClientsAsk(query::ClientsAsk),
+    ClientsServed(NodeId, crate::cluster::logic::proto::ClientsAnswer),
     NetStopped,
 }
 
@@ -67,6 +72,7 @@ pub fn start(
     events: ClusterEvents,
     node: NodeHandle,
     load: Load,
+    clients: query::ClientsChannel,
 ) -> io::Result<ClusterPorts> {
     let here = handle.node();
     let epoch = handle
@@ -101,7 +107,13 @@ pub fn start(
         .name("ringmq-cluster-node".into())
         .spawn(move || {
             let core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
-            runtime.block_on(run(core, handle, events, node, receivers, gates, load));
+            let io = Io {
+                handle,
+                node,
+                load,
+                clients: clients.inbox,
+            };
+            runtime.block_on(run(core, io, events, receivers, gates));
             info!("cluster driver stopped");
         })?;
     Ok(ClusterPorts { shards })
@@ -164,16 +176,40 @@ impl Sources {
     }
 }
 
+/// What the driver loop talks to besides the core.
+struct Io {
+    handle: ClusterHandle,
+    node: NodeHandle,
+    load: Load,
+    clients: mpsc::Receiver<query::ClientsAsk>,
+}
+
 async fn run(
     mut core: Core,
-    handle: ClusterHandle,
+    io: Io,
     events: ClusterEvents,
-    node: NodeHandle,
     receivers: Vec<mpsc::Receiver<ToDriver>>,
     gates: Gates,
-    mut load: Load,
 ) {
+    let Io {
+        handle,
+        node,
+        mut load,
+        clients: mut asks,
+    } = io;
+    let mut clients = query::ClientsQueries::new();
     let (inputs, input_rx) = mpsc::channel(CLUSTER_DRIVER_INPUTS_MAX);
+    {
+        // Clients questions are rare: a relay task is enough.
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            while let Some(ask) = asks.recv().await {
+                if inputs.send(Input::ClientsAsk(ask)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let mut sources = Sources {
         events,
         shards: receivers.into_iter().map(Some).collect(),
@@ -199,6 +235,10 @@ async fn run(
             let until = at.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
+        if let Some(at) = clients.poll_timeout() {
+            let until = Duration::from_millis(at.saturating_sub(now_ms));
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
         let next = std::future::poll_fn(|cx| sources.poll_next(cx));
         let first = match wait {
             Some(wait) => tokio::time::timeout(wait, next).await.ok(),
@@ -211,7 +251,17 @@ async fn run(
         while let Some(i) = input.take() {
             taken += 1;
             match i {
-                Input::Net(e) => on_net_event(&mut core, &mut load, &handle, e, &clock),
+                Input::Net(e) => {
+                    if let Some(e) = clients.handle_net(e, &handle, &node, &inputs) {
+                        on_net_event(&mut core, &mut load, &handle, e, &clock)
+                    }
+                }
+                Input::ClientsAsk(ask) => {
+                    let running: std::collections::BTreeSet<NodeId> =
+                        core.running_peers().collect();
+                    clients.handle_ask(ask, |n| running.contains(&n), &handle, clock.unix_ms)
+                }
+                Input::ClientsServed(to, answer) => clients.handle_served(to, answer, &handle),
                 Input::Shard(r) => core.handle_request(r, &clock),
                 Input::RoutesApplied(batch, ok) => core.handle_route_batch_done(batch, ok),
                 Input::RetainedSnapshot(peer, all) => {
@@ -225,6 +275,9 @@ async fn run(
         }
         if core.poll_timeout().is_some_and(|t| t <= clock.unix_ms) {
             core.handle_timeout(clock.unix_ms);
+        }
+        if clients.poll_timeout().is_some_and(|t| t <= clock.unix_ms) {
+            clients.handle_timeout(clock.unix_ms);
         }
         retry = flush(&mut core, &handle, &node, &inputs, &gates);
         if core.poll_ready(clock.unix_ms) && !*gates.ready.borrow() {
@@ -436,7 +489,7 @@ fn post_deliveries(
     let posted = node.post(usize::from(shard), move |ctx| {
         let batch = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
         for d in batch.into_iter().flatten() {
-            ctx.deliver_forwarded(d.from, d.stream, d.seq, d.message);
+            ctx.deliver_forwarded(d.from, d.stream, d.seq, d.message, d.shared);
         }
     });
     posted.map_err(|e| {

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::ByteStr;
 use crate::router::location::{NodeId, ShardId};
-use crate::router::InterestChange;
+use crate::router::{InterestChange, SharedKey};
 use crate::session::Message;
 
 /// A shard's request to the driver.
@@ -30,9 +30,12 @@ pub enum ToDriver {
     /// A message published on shard `shard` for subscribers on `nodes`
     /// (`Route::nodes`). `done` (QoS 1/2): `true` once every node has it
     /// queued, `false` if one never will (down, link lost, timeout).
+    /// `shared`: groups whose member was picked on another node, one
+    /// forward each for one member there (`Forward::shared`).
     Forward {
         shard: ShardId,
         nodes: Vec<NodeId>,
+        shared: Vec<(NodeId, SharedKey)>,
         message: Arc<Message>,
         done: Option<oneshot::Sender<bool>>,
     },

@@ -127,12 +127,11 @@ impl Cluster {
                 while let Some(d) = node.core.poll_delivery() {
                     moved = true;
                     let target = node.core.target_shard(d.stream);
-                    node.delivered[usize::from(target)].push((
-                        d.from,
-                        d.stream,
-                        d.seq,
-                        d.message.topic.to_string(),
-                    ));
+                    let what = match &d.shared {
+                        None => d.message.topic.to_string(),
+                        Some(k) => format!("{}>{}", d.message.topic, k.group),
+                    };
+                    node.delivered[usize::from(target)].push((d.from, d.stream, d.seq, what));
                     if node.hold_queued {
                         node.held.push(d);
                     } else {
@@ -187,6 +186,19 @@ impl Cluster {
         topic: &str,
         qos: QoS,
     ) -> Option<oneshot::Receiver<bool>> {
+        self.publish_shared(at, shard, to, Vec::new(), topic, qos)
+    }
+
+    /// `publish` with shared groups picked on other nodes.
+    fn publish_shared(
+        &mut self,
+        at: u32,
+        shard: ShardId,
+        to: &[u32],
+        shared: Vec<(NodeId, crate::router::SharedKey)>,
+        topic: &str,
+        qos: QoS,
+    ) -> Option<oneshot::Receiver<bool>> {
         let (done, answer) = oneshot::channel();
         let confirmed = qos != QoS::AtMostOnce;
         let now = self.now_ms;
@@ -194,6 +206,7 @@ impl Cluster {
             ToDriver::Forward {
                 shard,
                 nodes: to.iter().map(|&n| NodeId(n)).collect(),
+                shared,
                 message: message(topic, qos),
                 done: confirmed.then_some(done),
             },
@@ -215,13 +228,13 @@ fn apply(shard: &mut BTreeMap<NodeId, BTreeSet<String>>, op: &RouteOp) {
         RouteOp::Apply { from, change } => {
             let filters = shard.entry(*from).or_default();
             if change.members > 0 {
-                filters.insert(change.filter.to_string());
+                filters.insert(route_name(change));
             } else {
-                filters.remove(&*change.filter);
+                filters.remove(&route_name(change));
             }
         }
         RouteOp::Replace { from, changes } => {
-            let filters = changes.iter().map(|c| c.filter.to_string()).collect();
+            let filters = changes.iter().map(route_name).collect();
             shard.insert(*from, filters);
         }
         RouteOp::Forget { node } => {
@@ -235,6 +248,15 @@ fn apply(shard: &mut BTreeMap<NodeId, BTreeSet<String>>, op: &RouteOp) {
                 None => retained.remove(&format!("{topic}=1")),
             };
         }
+    }
+}
+
+/// A route as the model keeps it: the filter, or `$share/{group}/{filter}`
+/// with the node's member count.
+fn route_name(change: &InterestChange) -> String {
+    match &change.group {
+        None => change.filter.to_string(),
+        Some(g) => format!("$share/{g}/{}", change.filter),
     }
 }
 
@@ -524,3 +546,6 @@ fn retained_messages_reach_every_peer_and_a_node_that_comes_up() {
 
 #[path = "tests_links.rs"]
 mod links;
+
+#[path = "tests_shared.rs"]
+mod shared;

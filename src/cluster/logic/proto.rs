@@ -20,6 +20,10 @@ use crate::limits::CLUSTER_LOGIC_BODY_MAX_BYTES;
 use crate::router::location::{Location, NodeId};
 use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot};
 
+#[path = "proto_clients.rs"]
+mod clients;
+pub use clients::{ClientsAnswer, ClientsQuery, ClientsQuestion, ClientsReply, WireClient};
+
 /// The body format version this build writes and the only one it reads.
 pub const PROTO_VERSION: u8 = 1;
 
@@ -371,6 +375,10 @@ messages! {
     RetainedSync = 31,
     LoadFigures = 32,
     ForwardBatch = 33,
+    // The cluster-wide clients API (proto_clients.rs); numbered apart from
+    // the kinds above so others can be added next to them.
+    ClientsQuery = 40,
+    ClientsAnswer = 41,
 }
 
 #[cfg(test)]

@@ -130,7 +130,43 @@ fn samples() -> Vec<Message> {
             connections_max: 100,
             version: "0.1.0".into(),
         }),
+        Message::ClientsQuery(ClientsQuery::new(
+            7,
+            ClientsQuestion::List { skip: 10, take: 5 },
+        )),
+        Message::ClientsAnswer(ClientsAnswer::new(
+            7,
+            ClientsReply::Clients(vec![WireClient {
+                client_id: "c1".into(),
+                shard: 1,
+                connected: true,
+                username: Some("u".into()),
+                proto_ver: 5,
+                peer: Some("127.0.0.2:50000".into()),
+                keepalive_s: 60,
+                clean_start: Some(true),
+                expiry_interval_s: 0,
+                subscriptions: 2,
+                mqueue_len: 0,
+                mqueue_max: 1000,
+                mqueue_dropped: 0,
+                inflight_cnt: 0,
+                connected_at_ms: Some(1_700_000_000_000),
+                disconnected_at_ms: None,
+            }]),
+        )),
     ]
+}
+
+#[test]
+fn a_clients_frame_without_its_magic_is_refused() {
+    let mut bad = ClientsAnswer::new(1, ClientsReply::Client(None));
+    bad.magic = 0;
+    let body = Message::ClientsAnswer(bad).encode().unwrap();
+    assert!(matches!(
+        Message::decode(PROTO_VERSION, kind::ClientsAnswer, &body),
+        Err(ProtoError::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -138,7 +174,9 @@ fn every_kind_round_trips() {
     let samples = samples();
     let mut kinds: Vec<u8> = samples.iter().map(Message::kind).collect();
     kinds.dedup();
-    assert_eq!(kinds, (16..=32).collect::<Vec<u8>>(), "one sample per kind");
+    let mut expected: Vec<u8> = (16..=32).collect();
+    expected.extend([40, 41]);
+    assert_eq!(kinds, expected, "one sample per kind");
     for message in samples {
         let body = message.encode().unwrap();
         let back = Message::decode(PROTO_VERSION, message.kind(), &body).unwrap();

@@ -243,6 +243,12 @@ const BAD_VALUES: &[(&str, &str, &str, &str)] = &[
         "true or false",
     ),
     ("mqtt.shared_subscription", "0", "0", "true or false"),
+    (
+        "mqtt.shared_subscription_strategy",
+        "\"sticky\"",
+        "hash_clientid",
+        "one of \"round_robin\", \"random\", \"local\"",
+    ),
     ("mqtt.wildcard_subscription", "\"\"", "", "true or false"),
     (
         "mqtt.max_clientid_len",

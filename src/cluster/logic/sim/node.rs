@@ -199,7 +199,10 @@ impl SimNode {
             Message::HeldDeliveries(h) => self.takeovers.handle_held(from, h),
             Message::OwnerReport(r) => self.claims.handle_owner_report(from, r),
             Message::Evict(e) => self.takeovers.handle_evict(e),
-            Message::RetainedSync(_) | Message::LoadFigures(_) => {}
+            Message::RetainedSync(_)
+            | Message::LoadFigures(_)
+            | Message::ClientsQuery(_)
+            | Message::ClientsAnswer(_) => {}
         }
         self.pump(cx);
     }
