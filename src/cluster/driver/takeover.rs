@@ -615,3 +615,7 @@ pub async fn run_job(node: &NodeHandle, job: ShardJob) -> Option<JobDone> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "takeover_tests.rs"]
+mod tests;
