@@ -277,7 +277,9 @@ impl Shard {
                     );
                 }
                 let clock = WallClock::now();
-                out.put(session.map(|s| self.with_lifecycle(|l| l.handle_export(s, to.shard, &clock))));
+                out.put(
+                    session.map(|s| self.with_lifecycle(|l| l.handle_export(s, to.shard, &clock))),
+                );
             }
             Handover::Remote(shard, token) => {
                 if let Some(s) = &session {

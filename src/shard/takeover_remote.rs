@@ -316,6 +316,9 @@ mod tests {
             .into_iter()
             .map(|d| d.message.payload)
             .collect();
-        assert_eq!(queued, ["1", "2", "3", "4", "5"].map(|p| Bytes::from(p.as_bytes())));
+        assert_eq!(
+            queued,
+            ["1", "2", "3", "4", "5"].map(|p| Bytes::from(p.as_bytes()))
+        );
     }
 }

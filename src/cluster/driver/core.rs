@@ -20,10 +20,10 @@ use tracing::{debug, info, warn};
 
 use super::port::ToDriver;
 use super::takeover::TakeoverGlue;
-use crate::cluster::logic::homes::Role;
 use crate::cluster::logic::forward::{
     ForwardDrops, ForwardEvent, ForwardIn, ForwardOut, PublishAcks,
 };
+use crate::cluster::logic::homes::Role;
 use crate::cluster::logic::proto::{Message, RetainedSync, PROTO_VERSION};
 use crate::cluster::logic::routes::{RouteEvent, RouteRelay};
 use crate::cluster::net::StreamId;

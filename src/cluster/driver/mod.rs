@@ -81,7 +81,9 @@ pub fn start(
         .members()
         .into_iter()
         .find(|m| m.node == here)
-        .map_or(super::logic::homes::Role::Core, |m| takeover::role_of(m.role));
+        .map_or(super::logic::homes::Role::Core, |m| {
+            takeover::role_of(m.role)
+        });
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut receivers = Vec::new();
     let mut shards = Vec::new();

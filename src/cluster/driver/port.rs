@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::ByteStr;
 use crate::router::location::{Location, NodeId, ShardId};
-use crate::session::snapshot::DeliverySnapshot;
 use crate::router::InterestChange;
+use crate::session::snapshot::DeliverySnapshot;
 use crate::session::Message;
 
 /// A shard's request to the driver.

@@ -200,7 +200,8 @@ impl TakeoverGlue {
             Message::TakeoverKick(k) => {
                 // The export (an event of this call) names the new owner.
                 let id = k.client_id.clone();
-                self.kicked_to.insert(id.clone(), Location::from(k.new_owner));
+                self.kicked_to
+                    .insert(id.clone(), Location::from(k.new_owner));
                 self.takeovers.handle_kick(from, k, now_ms);
                 self.pump(now_ms);
                 self.kicked_to.remove(&id);
@@ -408,7 +409,10 @@ impl TakeoverGlue {
             Message::ClaimDone(d) => self.claims.handle_claim_done(here, d, now_ms),
             Message::OwnerReport(r) => self.claims.handle_owner_report(here, r),
             Message::Evict(e) => self.takeovers.handle_evict(e),
-            other => warn!(kind = other.kind(), "cluster: a takeover frame to this node itself"),
+            other => warn!(
+                kind = other.kind(),
+                "cluster: a takeover frame to this node itself"
+            ),
         }
     }
 
@@ -592,12 +596,10 @@ pub async fn run_job(node: &NodeHandle, job: ShardJob) -> Option<JobDone> {
         } => {
             let id = client_id.clone();
             let end = move |ctx: ShardContext| ctx.end_export(id.clone());
-            let held = call_with_room(node, shard, end)
-                .await
-                .unwrap_or_else(|e| {
-                    warn!(%client_id, "cluster takeover: held deliveries lost: {e}");
-                    Vec::new()
-                });
+            let held = call_with_room(node, shard, end).await.unwrap_or_else(|e| {
+                warn!(%client_id, "cluster takeover: held deliveries lost: {e}");
+                Vec::new()
+            });
             send_to.map(|(to, epoch)| JobDone::Held {
                 client_id,
                 to,

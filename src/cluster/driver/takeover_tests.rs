@@ -146,7 +146,10 @@ fn a_session_moves_with_what_the_previous_owner_held_in_order() {
         panic!("A's shard was not told to end the export");
     };
     assert_eq!(to, B);
-    assert!(held_rx.try_recv().is_err(), "B went online before A's held deliveries");
+    assert!(
+        held_rx.try_recv().is_err(),
+        "B went online before A's held deliveries"
+    );
     let held: Vec<DeliverySnapshot> = (0..600).map(|_| delivery(b"x")).collect();
     let mut held = held;
     held[0] = delivery(b"first");
