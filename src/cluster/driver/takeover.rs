@@ -99,7 +99,10 @@ struct Importing {
 }
 
 /// A connect that found a move of its id under way here (in or out): it
-/// claims once that move ends (or is refused at `deadline_ms`).
+/// claims once that move ends (or is refused at `deadline_ms`). Bounded
+/// without a limit of its own: a connect holds its id's node-local claim
+/// meanwhile, so there is at most one per id in progress, and connects are
+/// bounded by the node's connection caps.
 struct Deferred {
     client_id: String,
     at: Location,
