@@ -5,7 +5,8 @@
 Benchmarks, not tests: nothing is asserted. Prints a Markdown table and the
 exact commands; the JSON reports stay in target/bench/cluster-<time>/.
 
-    python3 benches/run/cluster_bench.py [--quick] [--only p2p,lat,fanout,subscribe,detect]
+    python3 benches/run/cluster_bench.py [--quick] [--only p2p,lat,fanout,subscribe,detect,takeover]
+    python3 benches/run/cluster_bench.py --only takeover --clients 2000
 
 Scenarios:
   p2p      cross-node p2p QoS 0 closed loop (publishers on node A, subscribers
@@ -17,6 +18,10 @@ Scenarios:
            until every peer applied the route), then a publish on B arrives
   detect   failure detection: kill -9 of a node until a survivor lists it
            stopped (GET /api/v5/nodes)
+  takeover 10,000 clients with persistent sessions (one subscription each)
+           connected on node A, then all reconnect on node B at once: time
+           until every one has CONNACK session present = 1, takeovers per
+           second (a small asyncio raw-MQTT client, tests/e2e/mqttraw.py)
 
 Every node: one shard, `max_inflight = 1000`, `max_mqueue_len = 65535`
 (as `make bench` sets ringmq for its closed-loop scenarios), static
@@ -25,6 +30,7 @@ discovery, self-signed QUIC certificates with a cookie.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -258,19 +264,132 @@ def run_detect(quick: bool, rows: list) -> None:
                  f"{len(times)} kills"))
 
 
+async def _read_packet(reader) -> tuple[int, bytes]:
+    first = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return first >> 4, await reader.readexactly(length)
+
+
+async def _connect(node: Node, client_id: str, limit, subscribe: str | None = None):
+    """A v5 persistent-session connect (clean start 0, session expiry 1 h); returns
+    (reader, writer, connack reason code, session present). Retries refused connects
+    (0x88 while a claim is busy) after a short pause."""
+    import mqttraw  # noqa: E402 (tests/e2e, added to the path by run_takeover)
+    async with limit:
+        while True:
+            reader, writer = await asyncio.open_connection(node.host, node.port)
+            writer.write(mqttraw.connect(client_id, clean=False, keepalive=600,
+                                         props={"session_expiry_interval": 3600}))
+            ptype, body = await _read_packet(reader)
+            assert ptype == 2, f"{client_id}: packet {ptype} instead of CONNACK"
+            present, rc = bool(body[0] & 1), body[1]
+            if rc == 0:
+                break
+            writer.close()
+            await asyncio.sleep(0.05)
+        if subscribe is not None:
+            writer.write(mqttraw.subscribe(1, subscribe, qos=1))
+            ptype, _ = await _read_packet(reader)
+            assert ptype == 9, f"{client_id}: packet {ptype} instead of SUBACK"
+        return reader, writer, rc, present
+
+
+def _raise_nofile(n: int) -> None:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, n + 1024)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _hold_sessions(host: str, port: int, prefix: str, n: int, conn) -> None:
+    """Child process: connects `n` persistent sessions on node A (one subscription each) and
+    keeps the connections open (the takeover is of online sessions) until told to stop. A process
+    of its own: 2 x 10,000 sockets do not fit one process's file limit."""
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    _raise_nofile(n)
+
+    class At:
+        pass
+    node = At()
+    node.host, node.port = host, port
+
+    async def hold():
+        limit = asyncio.Semaphore(1000)
+        held = await asyncio.gather(*(
+            _connect(node, f"{prefix}{i}", limit, subscribe=f"tk/{prefix}/{i}") for i in range(n)))
+        conn.send(len(held))
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        for _, w, _, _ in held:
+            w.close()
+
+    asyncio.run(hold())
+
+
+def run_takeover(quick: bool, rows: list, clients: int | None = None) -> None:
+    import multiprocessing
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    n = clients or (500 if quick else 10_000)
+    _raise_nofile(n)
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {1})  # the nodes are on CPU 0
+    nodes = cluster(3, OUT / "takeover")
+    a, b = nodes[0], nodes[1]
+    prefix = f"cbtk{os.getpid()}-"
+    here, there = multiprocessing.Pipe()
+    holder = multiprocessing.Process(target=_hold_sessions, args=(a.host, a.port, prefix, n, there))
+
+    async def storm():
+        limit = asyncio.Semaphore(1000)
+        t0 = time.perf_counter()
+        second = await asyncio.gather(*(_connect(b, f"{prefix}{i}", limit) for i in range(n)))
+        took = time.perf_counter() - t0
+        present = sum(1 for _, _, _, p in second if p)
+        for _, w, _, _ in second:
+            w.close()
+        return took, present
+
+    try:
+        holder.start()
+        assert here.recv() == n
+        took, present = asyncio.run(storm())
+        here.send("stop")
+        holder.join(30)
+    finally:
+        if holder.is_alive():
+            holder.kill()
+        for node in nodes:
+            node.stop()
+    rows.append((f"takeover storm: {n} persistent sessions online on A reconnect on B at once "
+                 "(3 nodes on CPU 0)",
+                 f"{took:.2f} s until the last CONNACK, {n / took:,.0f} takeovers/s",
+                 f"session present = 1 for {present} of {n}"))
+
+
 SCENARIOS = {"p2p": run_p2p, "lat": run_lat, "fanout": run_fanout,
-             "subscribe": run_subscribe, "detect": run_detect}
+             "subscribe": run_subscribe, "detect": run_detect, "takeover": run_takeover}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="short windows (trying the script)")
     ap.add_argument("--only", default=",".join(SCENARIOS))
+    ap.add_argument("--clients", type=int, default=None,
+                    help="takeover: clients to move (default 10000, 500 with --quick)")
     args = ap.parse_args()
     rows: list = []
     started = dt.datetime.now(dt.timezone.utc)
     for key in args.only.split(","):
-        SCENARIOS[key](args.quick, rows)
+        if key == "takeover":
+            run_takeover(args.quick, rows, args.clients)
+        else:
+            SCENARIOS[key](args.quick, rows)
     print(f"Cluster benchmarks, {started:%Y-%m-%d %H:%M} UTC, "
           f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()}"
           f"{' (quick)' if args.quick else ''}\n")

@@ -479,7 +479,7 @@ impl SessionSnapshot {
 const _: () = assert!(SESSION_SNAPSHOT_BYTES_MAX <= u32::MAX as usize);
 
 impl DeliverySnapshot {
-    fn of(d: &Delivery, clock: &WallClock) -> DeliverySnapshot {
+    pub fn of(d: &Delivery, clock: &WallClock) -> DeliverySnapshot {
         DeliverySnapshot {
             message: MessageSnapshot::of(&d.message, clock),
             qos: d.qos as u8,
@@ -488,7 +488,7 @@ impl DeliverySnapshot {
         }
     }
 
-    fn into_delivery(self, clock: &WallClock) -> Result<Delivery, SnapshotError> {
+    pub fn into_delivery(self, clock: &WallClock) -> Result<Delivery, SnapshotError> {
         Ok(Delivery {
             qos: qos(self.qos)?,
             message: Arc::new(self.message.into_message(clock)?),

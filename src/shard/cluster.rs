@@ -68,8 +68,13 @@ impl Cluster {
         }
     }
 
+    /// The channel to the driver (`takeover_remote`'s claims).
+    pub(super) fn driver(&self) -> &tokio::sync::mpsc::Sender<ToDriver> {
+        &self.port.tx
+    }
+
     /// Sends in order with the earlier requests; never waits.
-    fn tell(&self, request: ToDriver) {
+    pub(super) fn tell(&self, request: ToDriver) {
         if !self.draining.get() {
             match self.port.tx.try_send(request) {
                 Ok(()) => return,

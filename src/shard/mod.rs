@@ -61,6 +61,7 @@ mod sim;
 mod state;
 mod stop;
 mod takeover;
+mod takeover_remote;
 mod ticker;
 mod timers;
 mod transport;

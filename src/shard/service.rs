@@ -40,6 +40,11 @@ impl ShardContext {
         ShardContext { shard }
     }
 
+    /// The shard itself, for the requests written in other `shard` files.
+    pub(super) fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+
     pub fn id(&self) -> ShardId {
         self.shard.id
     }

@@ -30,6 +30,12 @@ pub enum Handover {
     Local(Rc<Oneshot<()>>),
     /// Another shard asked for it with this token.
     Remote(super::state::ShardId, u64),
+    /// A connect on another node took it over (`takeover_remote`): its
+    /// snapshot goes here, for that location.
+    Peer(
+        Location,
+        Rc<Oneshot<Option<Box<crate::session::SessionSnapshot>>>>,
+    ),
 }
 
 /// What the shard holds for a client id whose session lives here: 16

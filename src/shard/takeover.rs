@@ -8,6 +8,8 @@ use super::msg::{Reply, ShardMsg};
 use super::registry::Answer;
 use super::sessions::{Handover, Moving, Parked, Slot};
 use super::state::{Shard, ShardId};
+use super::takeover_remote::Unavailable;
+use crate::cluster::driver::takeover::ClaimOutcome;
 use crate::codec::ByteStr;
 use crate::router::Location;
 use crate::session::{Session, WallClock};
@@ -26,15 +28,38 @@ impl Shard {
         self: &Rc<Self>,
         client_id: &ByteStr,
         clean_start: bool,
+    ) -> Result<Option<Session>, Unavailable> {
+        let prev = self.claim(client_id).await;
+        // A single node asks nobody else (`None` at once).
+        match self.claim_in_cluster(client_id).await {
+            None | Some(ClaimOutcome::Local) => {
+                Ok(self.acquire_local(prev, client_id, clean_start).await)
+            }
+            Some(ClaimOutcome::Refused) => Err(Unavailable),
+            Some(ClaimOutcome::Import { snapshot }) => {
+                // A session of the id on this node as well (two owners
+                // after a partition): the moving one has the newer claim.
+                if let Some(stale) = self.acquire_local(prev, client_id, true).await {
+                    self.unsubscribe_session(&stale).await;
+                }
+                Ok(self.import_from_peer(client_id, snapshot).await)
+            }
+        }
+    }
+
+    /// The session of `client_id` from this node's shards: `prev` (the
+    /// node-local registry's answer) names one of them or none.
+    async fn acquire_local(
+        self: &Rc<Self>,
+        prev: Option<Location>,
+        client_id: &ByteStr,
+        clean_start: bool,
     ) -> Option<Session> {
-        match self.claim(client_id).await {
+        match prev {
             Some(prev) if prev != self.location() => {
-                // Only this node's shards claim until the cluster exists
-                // (docs/adr/0001-cluster.md, "Takeover across nodes").
-                assert!(
-                    prev.is_on(self.settings.node),
-                    "session of {client_id} on another node ({prev})"
-                );
+                // The node-local registry names this node's shards only;
+                // sessions on other nodes come through the cluster claim.
+                debug_assert!(prev.is_on(self.settings.node), "{prev}");
                 self.import_session(prev.shard, client_id, clean_start)
                     .await
             }
@@ -240,6 +265,22 @@ impl Shard {
                 }
                 parked.put(());
             }
+            Handover::Peer(to, out) => {
+                if let Some(s) = &session {
+                    let filters = s.subscriptions().map(|(f, _, _)| f.clone()).collect();
+                    self.sessions.insert(
+                        client_id.as_str(),
+                        Slot::Exported(Box::new(Moving {
+                            deliveries: Vec::new(),
+                            filters,
+                        })),
+                    );
+                }
+                let clock = WallClock::now();
+                out.put(
+                    session.map(|s| self.with_lifecycle(|l| l.handle_export(s, to.shard, &clock))),
+                );
+            }
             Handover::Remote(shard, token) => {
                 if let Some(s) = &session {
                     let filters = s.subscriptions().map(|(f, _, _)| f.clone()).collect();
@@ -337,8 +378,15 @@ impl Shard {
         self.announce_interest(changes).await;
     }
 
-    /// The session of `client_id` ended on this shard: tell its home.
+    /// The session of `client_id` ended on this shard: tell its home, and
+    /// the cluster's (through the driver).
     pub async fn release(&self, client_id: &ByteStr) {
+        self.release_local(client_id).await;
+        self.cluster_session_ended(client_id);
+    }
+
+    /// Tells the id's home shard only (the session left this node).
+    pub async fn release_local(&self, client_id: &ByteStr) {
         let home = self.home_of(client_id);
         if home == self.id {
             self.on_release(self.id, client_id);

@@ -19,9 +19,11 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::port::ToDriver;
+use super::takeover::TakeoverGlue;
 use crate::cluster::logic::forward::{
     ForwardDrops, ForwardEvent, ForwardIn, ForwardOut, PublishAcks,
 };
+use crate::cluster::logic::homes::Role;
 use crate::cluster::logic::proto::{Message, RetainedSync, PROTO_VERSION};
 use crate::cluster::logic::routes::{RouteEvent, RouteRelay};
 use crate::cluster::net::StreamId;
@@ -146,6 +148,8 @@ pub struct Core {
     any_peer: bool,
     ready: bool,
     stats: DriverStats,
+    /// Homes, claims and cross-node takeovers (`super::takeover`).
+    takeover: TakeoverGlue,
 }
 
 impl Core {
@@ -179,6 +183,7 @@ impl Core {
             any_peer: false,
             ready: false,
             stats: DriverStats::default(),
+            takeover: TakeoverGlue::new(here, Role::Core),
         }
     }
 
@@ -252,6 +257,7 @@ impl Core {
         self.pub_acks.handle_member_down(node);
         self.outbox.retain(|(to, _, _)| *to != node);
         self.held_frames.retain(|(to, _, _, _)| *to != node);
+        self.takeover.handle_member_down(node, now_ms);
         self.pump();
     }
 
@@ -305,8 +311,10 @@ impl Core {
             }
             Message::RetainedSync(r) => self.retained_in(from, r, clock),
             other => {
-                self.stats.frames_unserved += 1;
-                debug!(%from, kind = other.kind(), "cluster driver: frame kind not served yet");
+                if let Some(other) = self.takeover.handle_message(from, other, clock.unix_ms) {
+                    self.stats.frames_unserved += 1;
+                    debug!(%from, kind = other.kind(), "cluster driver: frame kind not served yet");
+                }
             }
         }
         self.pump();
@@ -337,6 +345,9 @@ impl Core {
                 done,
             } => self.forward(shard, nodes, shared, &message, done, clock),
             ToDriver::Queued { from, stream, seq } => self.fwd_in.handle_queued(from, stream, seq),
+            ToDriver::Claim { .. } | ToDriver::Imported { .. } | ToDriver::SessionEnded { .. } => {
+                self.handle_takeover_request(request, now_ms)
+            }
             ToDriver::Retain { topic, message } => {
                 let message = message.map(|m| MessageSnapshot::of(&m, clock));
                 let peers: Vec<NodeId> = self.view.keys().copied().collect();
@@ -373,7 +384,8 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<u64> {
         let ready = (!self.ready).then(|| self.ready_deadline());
         let publisher = self.publishers.values().map(|p| p.deadline_ms).min();
-        [self.relay.poll_timeout(), publisher, ready]
+        let takeover = self.takeover.poll_timeout();
+        [self.relay.poll_timeout(), publisher, ready, takeover]
             .into_iter()
             .flatten()
             .min()
@@ -390,6 +402,7 @@ impl Core {
 
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.relay.handle_timeout(now_ms);
+        self.takeover.handle_timeout(now_ms);
         let late: Vec<u64> = self
             .publishers
             .iter()
@@ -442,6 +455,10 @@ impl Core {
                 self.push_control(to, m);
             }
             while let Some((to, m)) = self.fwd_in.poll_transmit() {
+                moved = true;
+                self.push_control(to, m);
+            }
+            while let Some((to, m)) = self.takeover.poll_transmit() {
                 moved = true;
                 self.push_control(to, m);
             }
@@ -591,6 +608,8 @@ mod messages;
 
 #[path = "shared.rs"]
 mod shared;
+#[path = "core_takeover.rs"]
+mod takeover_glue;
 
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -27,6 +27,7 @@
 mod core;
 pub mod port;
 pub mod query;
+pub mod takeover;
 
 use std::io;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ enum Input {
     RetainedSnapshot(NodeId, Vec<(ByteStr, Arc<crate::session::Message>)>),
     ClientsAsk(query::ClientsAsk),
     ClientsServed(NodeId, crate::cluster::logic::proto::ClientsAnswer),
+    TakeoverDone(takeover::JobDone),
     NetStopped,
 }
 
@@ -81,6 +83,13 @@ pub fn start(
         .find(|m| m.node == here)
         .map_or_else(|| WallClock::now().unix_ms, |m| m.boot_epoch_ms);
     let shard_count = u16::try_from(node.shards()).expect("shard ids fit u16");
+    let role = handle
+        .members()
+        .into_iter()
+        .find(|m| m.node == here)
+        .map_or(super::logic::homes::Role::Core, |m| {
+            takeover::role_of(m.role)
+        });
     let (ready_tx, ready_rx) = watch::channel(false);
     let mut receivers = Vec::new();
     let mut shards = Vec::new();
@@ -106,7 +115,8 @@ pub fn start(
     std::thread::Builder::new()
         .name("ringmq-cluster-node".into())
         .spawn(move || {
-            let core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
+            let mut core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
+            core.set_role(role);
             let io = Io {
                 handle,
                 node,
@@ -262,6 +272,7 @@ async fn run(
                     clients.handle_ask(ask, |n| running.contains(&n), &handle, clock.unix_ms)
                 }
                 Input::ClientsServed(to, answer) => clients.handle_served(to, answer, &handle),
+                Input::TakeoverDone(done) => core.handle_takeover_done(done, clock.unix_ms),
                 Input::Shard(r) => core.handle_request(r, &clock),
                 Input::RoutesApplied(batch, ok) => core.handle_route_batch_done(batch, ok),
                 Input::RetainedSnapshot(peer, all) => {
@@ -352,7 +363,9 @@ fn on_net_event(
             epoch,
         } => {
             info!(%name, %node, %role, %mqtt_addr, epoch, "member up");
+            let again = core.running_peers().any(|p| p == node);
             core.handle_member_up(node, epoch, clock.unix_ms);
+            core.handle_member_role(node, takeover::role_of(role), again, clock.unix_ms);
         }
         NetEvent::MemberDown { node } => {
             let name = handle
@@ -435,6 +448,14 @@ fn flush(
                     let _ = inputs.send(Input::RetainedSnapshot(peer, all)).await;
                 }
                 Err(e) => warn!(%peer, "cluster driver: retained store not sent to a peer: {e}"),
+            }
+        });
+    }
+    while let Some(job) = core.poll_takeover_job() {
+        let (node, inputs) = (node.clone(), inputs.clone());
+        tokio::spawn(async move {
+            if let Some(done) = takeover::run_job(&node, job).await {
+                let _ = inputs.send(Input::TakeoverDone(done)).await;
             }
         });
     }

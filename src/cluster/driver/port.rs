@@ -11,8 +11,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::ByteStr;
-use crate::router::location::{NodeId, ShardId};
+use crate::router::location::{Location, NodeId, ShardId};
 use crate::router::{InterestChange, SharedKey};
+use crate::session::snapshot::DeliverySnapshot;
 use crate::session::Message;
 
 /// A shard's request to the driver.
@@ -52,6 +53,21 @@ pub enum ToDriver {
         stream: ShardId,
         seq: u64,
     },
+    /// A connect at `at` claims `client_id` cluster-wide, after its
+    /// node-local claim (`driver::takeover`).
+    Claim {
+        client_id: String,
+        at: Location,
+        answer: oneshot::Sender<super::takeover::ClaimOutcome>,
+    },
+    /// A session imported from a peer has its subscriptions acknowledged
+    /// cluster-wide; `held` gets what the previous owner held for it.
+    Imported {
+        client_id: String,
+        held: oneshot::Sender<Vec<DeliverySnapshot>>,
+    },
+    /// The session of `client_id` at `at` ended here.
+    SessionEnded { client_id: String, at: Location },
 }
 
 /// A shard's end of the driver: its channel and the gate of the MQTT

@@ -133,6 +133,16 @@ impl Connection {
         self.kick(ReasonCode::SESSION_TAKEN_OVER);
     }
 
+    /// Takeover by a connect on another node: `kick(0x8E)`, and the will
+    /// is not published whatever its delay: the session moves on, it does
+    /// not end (docs/adr/0001-cluster.md, "Will"; EMQX #18565).
+    pub fn taken_over_by_peer(&mut self) {
+        if !self.closed {
+            self.drop_will();
+        }
+        self.kick(ReasonCode::SESSION_TAKEN_OVER);
+    }
+
     /// The socket is gone (read EOF or error) without a DISCONNECT: the will
     /// must be published. Emits `Action::Close` (reason 0x80, nothing sent)
     /// so every connection ends with exactly one Close.

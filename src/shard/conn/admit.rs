@@ -7,6 +7,7 @@ use super::super::inspect::unix_ms;
 use super::super::io::{Half, Stream};
 use super::super::sessions::Slot;
 use super::super::state::{ConnHandle, Shard};
+use super::super::takeover_remote::Unavailable;
 use super::super::ListenerCount;
 use super::authn::authenticate;
 use super::close::close;
@@ -275,7 +276,21 @@ pub(super) async fn establish<S: Stream>(
     }
     // From here to the slot's insertion nothing awaits unless the session is
     // discarded: a delivery for it finds it wherever it is.
-    let existing = shard.acquire_session(&client_id, connect.clean_start).await;
+    let existing = match shard.acquire_session(&client_id, connect.clean_start).await {
+        Ok(existing) => existing,
+        Err(Unavailable) => {
+            // The cluster could not settle who owns the id (no home, or
+            // its claim was refused or timed out): the client may retry.
+            tracing::info!(shard = shard.id, client_id = %client_id, "claim refused by the cluster");
+            let v3 = codec::connack_v3::SERVER_UNAVAILABLE;
+            let packet = refusal(protocol, ReasonCode::SERVER_UNAVAILABLE, v3);
+            send_packet(&mut Half(io.clone()), &packet, protocol).await;
+            close(&io).await;
+            shard.claim_done(&client_id).await;
+            shard.release_local(&client_id).await;
+            return None;
+        }
+    };
     shard.cancel_will(&client_id);
     let clock = WallClock::now();
     let connected = shard

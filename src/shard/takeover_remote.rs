@@ -1,0 +1,324 @@
+//! Session takeover across nodes, the shard's part (docs/adr/0001-cluster.md,
+//! "Session takeover across nodes"; the driver's part is
+//! `cluster::driver::takeover`).
+//!
+//! New owner: after the node-local claim, a connect claims its id in the
+//! cluster (`claim_in_cluster`). When the session comes from a peer it is
+//! imported from its snapshot (`import_from_peer`): its slot is
+//! `Importing` (what this node routes to it waits there), its
+//! subscriptions are added and acknowledged cluster-wide, then the driver
+//! hands over what the previous owner held, and both are merged into the
+//! session.
+//!
+//! Previous owner: the driver runs `export_to_peer` on the owning shard
+//! (DISCONNECT 0x8E, no will; the session leaves as a snapshot and its
+//! slot becomes `Exported`, holding what its subscriptions still deliver),
+//! then `end_export` once the new owner has its routes and the linger
+//! passed: the subscriptions leave the router and what was held goes to
+//! the new owner.
+
+use super::io::Oneshot;
+use super::service::ShardContext;
+use super::sessions::{Handover, Moving, Slot};
+use super::state::Shard;
+use crate::cluster::driver::takeover::ClaimOutcome;
+use crate::cluster::driver::ToDriver;
+use crate::codec::ByteStr;
+use crate::router::Location;
+use crate::session::snapshot::{DeliverySnapshot, SessionSnapshot};
+use crate::session::{Delivery, Session, WallClock};
+use ahash::AHashMap;
+use bytes::Bytes;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// The cluster refused the claim of a client id: CONNACK Server
+/// unavailable.
+#[derive(Debug)]
+pub struct Unavailable;
+
+impl Shard {
+    /// Claims `client_id` cluster-wide (after the node-local claim);
+    /// `None` at once on a single node.
+    pub(super) async fn claim_in_cluster(&self, client_id: &ByteStr) -> Option<ClaimOutcome> {
+        let cluster = self.cluster.as_ref()?;
+        let (answer, outcome) = oneshot::channel();
+        let claim = ToDriver::Claim {
+            client_id: client_id.to_string(),
+            at: self.location(),
+            answer,
+        };
+        if cluster.driver().send(claim).await.is_err() {
+            return Some(ClaimOutcome::Refused); // the node is stopping
+        }
+        Some(outcome.await.unwrap_or(ClaimOutcome::Refused))
+    }
+
+    /// The session of `client_id` ended here: the driver stops reporting
+    /// this node as its owner.
+    pub(super) fn cluster_session_ended(&self, client_id: &ByteStr) {
+        if let Some(cluster) = &self.cluster {
+            cluster.tell(ToDriver::SessionEnded {
+                client_id: client_id.to_string(),
+                at: self.location(),
+            });
+        }
+    }
+
+    /// Imports the session a peer exported (`None`: it had none, or its
+    /// snapshot did not validate: a fresh start). Returns once the peer's
+    /// held deliveries are in it; the caller makes the connection reachable
+    /// without awaiting, as for a move between shards.
+    pub(super) async fn import_from_peer(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        snapshot: Option<Bytes>,
+    ) -> Option<Session> {
+        let clock = WallClock::now();
+        let session = snapshot.and_then(|bytes| {
+            let decoded = SessionSnapshot::decode(&bytes).and_then(|s| s.into_session(&clock));
+            match decoded {
+                // The will and the expiry do not travel: the previous
+                // owner dropped the will, and the client is connecting.
+                Ok((session, _, _)) => Some(session),
+                Err(e) => {
+                    tracing::warn!(client_id = %client_id, "session from a peer refused, starting fresh: {e}");
+                    None
+                }
+            }
+        });
+        self.sessions
+            .insert(client_id.as_str(), Slot::Importing(Box::default()));
+        if let Some(s) = &session {
+            self.subscribe_session(s).await;
+            // Every peer applies the subscriptions before the previous
+            // owner stops matching them (EMQX PR #6396's race).
+            let mut released = Vec::new();
+            for (filter, _, _) in s.subscriptions() {
+                released.extend(self.number_subscribe(filter, None).1);
+            }
+            for r in released {
+                let _ = r.await;
+            }
+        }
+        let held = self.imported_in_cluster(client_id).await;
+        let here = self.sessions.end_import(client_id.as_str());
+        let mut session = session?;
+        tracing::debug!(
+            shard = self.id,
+            client_id = %client_id,
+            held_there = held.len(),
+            buffered_here = here.len(),
+            "session moved in from a peer"
+        );
+        merge_moved(&mut session, held, here, &WallClock::now(), Instant::now());
+        Some(session)
+    }
+
+    /// Tells the driver the imported session's routes are acknowledged;
+    /// returns what the previous owner held.
+    async fn imported_in_cluster(&self, client_id: &ByteStr) -> Vec<DeliverySnapshot> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let (held, answer) = oneshot::channel();
+        let imported = ToDriver::Imported {
+            client_id: client_id.to_string(),
+            held,
+        };
+        if cluster.driver().send(imported).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Kicks `client_id`'s connection (DISCONNECT 0x8E, no will) or takes
+    /// its offline session, and exports it for `to`; its subscriptions
+    /// keep matching and what they deliver is held (`Exported`) until
+    /// `end_export`. `None`: no session here.
+    async fn export_to_peer(self: &Rc<Self>, client_id: ByteStr, to: Location) -> Option<Bytes> {
+        let out = Oneshot::new();
+        match self.sessions.take(client_id.as_str()) {
+            Some((key, Slot::Online(handle))) => {
+                // Back in place until its task ends: deliveries go into the
+                // closed connection's session meanwhile.
+                self.sessions.put_back(key, Slot::Online(handle.clone()));
+                self.sessions
+                    .set_handover(&handle, Handover::Peer(to, out.clone()));
+                handle.conn.borrow_mut().taken_over_by_peer();
+                self.drain_sync_actions(&handle);
+                handle.request_close();
+                drop(handle);
+            }
+            Some((_, Slot::Offline(parked))) => {
+                // A delayed will waiting for the client is cancelled: the
+                // client is back, elsewhere.
+                self.cancel_will(&client_id);
+                let to = Handover::Peer(to, out.clone());
+                self.hand_over(&client_id, to, Some(parked.session)).await;
+            }
+            other => {
+                if let Some((key, slot)) = other {
+                    tracing::warn!(shard = self.id, client_id = %client_id, "takeover by a peer of a session moving here");
+                    self.sessions.put_back(key, slot);
+                }
+                return None;
+            }
+        }
+        let snapshot = out.take().await?;
+        match snapshot.encode() {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                tracing::warn!(client_id = %client_id, "session not sent to its new node: {e}");
+                None
+            }
+        }
+    }
+
+    /// The exported session's new owner has its routes: stop matching its
+    /// subscriptions here; returns what they delivered since the export.
+    async fn end_export(self: &Rc<Self>, client_id: ByteStr) -> Vec<DeliverySnapshot> {
+        // A publish another shard routed here before the new routes were
+        // known may still be on its way: after the barrier it has arrived.
+        self.barrier().await;
+        let (deliveries, changes) = match self.sessions.take(client_id.as_str()) {
+            Some((_, Slot::Exported(m))) => {
+                let Moving {
+                    deliveries,
+                    filters,
+                } = *m;
+                (deliveries, self.unroute(&client_id, filters))
+            }
+            other => {
+                if let Some((key, slot)) = other {
+                    self.sessions.put_back(key, slot);
+                }
+                (Vec::new(), Vec::new())
+            }
+        };
+        self.release_local(&client_id).await;
+        let clock = WallClock::now();
+        let held = deliveries
+            .iter()
+            .map(|d| DeliverySnapshot::of(d, &clock))
+            .collect();
+        self.announce_interest(changes).await;
+        held
+    }
+}
+
+/// Puts what the previous owner held and what this node buffered into the
+/// moved session. Shard deliveries carry no cluster-wide message id, so a
+/// message that reached both nodes (both routes were in place) is
+/// recognised by its topic and payload, counted: each such message once.
+/// Per publisher, what only the previous owner got was published before
+/// the peers applied the new owner's routes, so it comes first.
+fn merge_moved(
+    session: &mut Session,
+    held: Vec<DeliverySnapshot>,
+    here: Vec<Delivery>,
+    clock: &WallClock,
+    now: Instant,
+) {
+    let mut both: AHashMap<(ByteStr, Bytes), usize> = AHashMap::new();
+    for d in &here {
+        let key = (d.message.topic.clone(), d.message.payload.clone());
+        *both.entry(key).or_default() += 1;
+    }
+    for h in held {
+        match h.into_delivery(clock) {
+            Ok(d) => {
+                let key = (d.message.topic.clone(), d.message.payload.clone());
+                match both.get_mut(&key) {
+                    Some(n) if *n > 0 => *n -= 1,
+                    _ => session.deliver_offline(d, now),
+                }
+            }
+            Err(e) => tracing::warn!("a held delivery from a peer refused: {e}"),
+        }
+    }
+    for d in here {
+        session.deliver_offline(d, now);
+    }
+}
+
+/// The driver's requests to the shard holding a session (`NodeHandle::call_async`).
+impl ShardContext {
+    pub fn export_to_peer(
+        self,
+        client_id: String,
+        to: Location,
+    ) -> impl Future<Output = Option<Bytes>> {
+        let shard = self.shard().clone();
+        async move { shard.export_to_peer(ByteStr::from(client_id), to).await }
+    }
+
+    pub fn end_export(self, client_id: String) -> impl Future<Output = Vec<DeliverySnapshot>> {
+        let shard = self.shard().clone();
+        async move { shard.end_export(ByteStr::from(client_id)).await }
+    }
+
+    /// A newer owner won (a partition healed): kick (0x8E, no will) and
+    /// drop the session.
+    pub fn evict(self, client_id: String) -> impl Future<Output = ()> {
+        let shard = self.shard().clone();
+        async move {
+            let id = ByteStr::from(client_id);
+            let here = shard.location();
+            let _ = shard.export_to_peer(id.clone(), here).await;
+            let _ = shard.end_export(id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::QoS;
+    use crate::session::Message;
+    use std::sync::Arc;
+
+    fn delivery(payload: &str) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from(payload.to_owned()),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: None,
+                origin: None,
+                expires_at: None,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Default::default(),
+            shared: None,
+        }
+    }
+
+    /// The previous owner held 1-4 (3 and 4 also reached this node, whose
+    /// route was in place by then), this node buffered 3-5: the session
+    /// gets 1-5, each once, in order.
+    #[test]
+    fn held_and_buffered_deliveries_merge_each_message_once_in_order() {
+        let clock = WallClock::now();
+        let held: Vec<DeliverySnapshot> = ["1", "2", "3", "4"]
+            .iter()
+            .map(|p| DeliverySnapshot::of(&delivery(p), &clock))
+            .collect();
+        let here = ["3", "4", "5"].iter().map(|p| delivery(p)).collect();
+        let mut session = Session::new("c".into(), 60, 100);
+        merge_moved(&mut session, held, here, &clock, Instant::now());
+        let queued: Vec<Bytes> = SessionSnapshot::of(&session, None, None, &clock)
+            .queue
+            .into_iter()
+            .map(|d| d.message.payload)
+            .collect();
+        assert_eq!(
+            queued,
+            ["1", "2", "3", "4", "5"].map(|p| Bytes::from(p.as_bytes()))
+        );
+    }
+}
