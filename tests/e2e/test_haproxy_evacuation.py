@@ -78,12 +78,12 @@ backend nodes
 
 
 def node_of(cluster3, client_id: str) -> int:
-    """The index of the node holding `client_id`'s connection (its clients API)."""
-    for n in cluster3.nodes:
-        code, body, _ = n.api("GET", f"/api/v5/clients/{client_id}")
-        if code == 200 and body.get("connected"):
-            return n.index
-    raise AssertionError(f"{client_id} is connected nowhere")
+    """The index of the node holding `client_id`'s connection (the clients API answers for the
+    whole cluster, naming the node)."""
+    by_name = {n.node_name: n.index for n in cluster3.nodes}
+    code, body, _ = cluster3.nodes[1].api("GET", f"/api/v5/clients/{client_id}")
+    assert code == 200 and body.get("connected"), (client_id, body)
+    return by_name[body["node"]]
 
 
 def wait_available(node, want: int, timeout: float = 10.0) -> None:
