@@ -417,6 +417,13 @@ pub const FORWARD_BATCH_BYTES_MAX: usize = 256 << 10;
 pub const FORWARD_FRAMES_IN_FLIGHT_MAX: usize = 16;
 
 const _: () = assert!(FORWARD_FRAMES_IN_FLIGHT_MAX < CLUSTER_STREAM_QUEUE_MAX);
+
+/// A data stream whose first unacknowledged message stays the same over
+/// this long (two checks this far apart) sends its frames in flight again:
+/// an acknowledgement or the news of a lost link went missing. The
+/// receiver drops repeats by number, so it costs bandwidth, never a
+/// duplicate. Well above a round trip under load.
+pub const FORWARD_RESEND_AFTER_MS: u64 = 2_000;
 const _: () = assert!(FORWARD_BATCH_BYTES_MAX + (64 << 10) <= CLUSTER_LOGIC_BODY_MAX_BYTES);
 
 /// Client ids whose claim is being served (one at a time each) at a home.

@@ -24,13 +24,13 @@ use crate::cluster::logic::forward::{
     ForwardDrops, ForwardEvent, ForwardIn, ForwardOut, PublishAcks,
 };
 use crate::cluster::logic::homes::Role;
-use crate::cluster::logic::proto::{Message, RetainedSync, PROTO_VERSION};
+use crate::cluster::logic::proto::{kind, Message, RetainedSync, PROTO_VERSION};
 use crate::cluster::logic::routes::{RouteEvent, RouteRelay};
 use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
 use crate::limits::{
     CLUSTER_DRIVER_OUTBOX_MAX, CLUSTER_JOIN_WAIT_MS, CLUSTER_READY_SETTLE_MS,
-    CLUSTER_READY_WAIT_MAX_MS,
+    CLUSTER_READY_WAIT_MAX_MS, FORWARD_RESEND_AFTER_MS,
 };
 use crate::router::location::{NodeId, ShardId};
 use crate::router::InterestChange;
@@ -92,8 +92,12 @@ pub struct DriverStats {
     pub outbox_drops: u64,
     /// Forwards for a node that is not (or no longer) running, by QoS.
     pub no_peer_drops: [u64; 3],
-    /// Data stream numbers skipped (messages lost on a broken link).
+    /// Forwarded messages after a gap in their stream's numbers (frames
+    /// lost with a link): not delivered, they come again in order.
     pub stream_gaps: u64,
+    /// Forward batches of a window older than the stream's (late frames
+    /// of a link replaced since): dropped.
+    pub stale_frames: u64,
     /// Forwarded messages whose body could not become a message.
     pub bad_messages: u64,
     /// QoS 1/2 publishers answered without every node's acknowledgement.
@@ -150,6 +154,13 @@ pub struct Core {
     stats: DriverStats,
     /// Homes, claims and cross-node takeovers (`super::takeover`).
     takeover: TakeoverGlue,
+    /// This node's boot epoch, and the forwarding windows it opened: a
+    /// window's `WindowId`.
+    pub(super) epoch: u64,
+    pub(super) windows_opened: u32,
+    /// When the windows' resend check is due (`FORWARD_RESEND_AFTER_MS`
+    /// apart while frames are in flight).
+    resend_check_ms: u64,
 }
 
 impl Core {
@@ -184,6 +195,9 @@ impl Core {
             ready: false,
             stats: DriverStats::default(),
             takeover: TakeoverGlue::new(here, Role::Core),
+            epoch,
+            windows_opened: 0,
+            resend_check_ms: now_ms + FORWARD_RESEND_AFTER_MS,
         }
     }
 
@@ -235,10 +249,16 @@ impl Core {
         self.membership_changed_ms = now_ms;
         self.any_peer = true;
         if let Some(known) = self.view.insert(node, epoch) {
-            // Again: a restart (new epoch) or a new link. What the old
-            // link carried may be lost: windows restart, routes resync.
             debug!(%node, known, epoch, "cluster driver: member up again");
-            self.link_down(node);
+            if known == epoch {
+                // The same life of the node, maybe on a new link: what was
+                // in flight goes again.
+                self.link_lost(node);
+                self.fwd_in.handle_link_renewed(node);
+            } else {
+                // A restart: what the old one had is gone, windows restart.
+                self.link_down(node);
+            }
             self.links_down.remove(&node);
         }
         self.relay.handle_member_up(node);
@@ -302,7 +322,9 @@ impl Core {
             Message::RouteAck(a) => self.relay.handle_route_ack(from, &a),
             Message::RouteSnapshotRequest(q) => self.relay.handle_snapshot_request(from, &q),
             Message::RouteSnapshot(s) => self.relay.handle_route_snapshot(from, s),
-            Message::Forward(f) => self.forwarded(from, f, clock),
+            Message::Forward(f) => {
+                self.forwarded(from, f, clock);
+            }
             Message::ForwardBatch(b) => self.forwarded_batch(from, b, clock),
             Message::ForwardAck(a) => {
                 if let Some(out) = self.fwd_out.get_mut(&from) {
@@ -385,10 +407,21 @@ impl Core {
         let ready = (!self.ready).then(|| self.ready_deadline());
         let publisher = self.publishers.values().map(|p| p.deadline_ms).min();
         let takeover = self.takeover.poll_timeout();
-        [self.relay.poll_timeout(), publisher, ready, takeover]
-            .into_iter()
-            .flatten()
-            .min()
+        let resend = self
+            .fwd_out
+            .values()
+            .any(ForwardOut::in_flight)
+            .then_some(self.resend_check_ms);
+        [
+            self.relay.poll_timeout(),
+            publisher,
+            ready,
+            takeover,
+            resend,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn ready_deadline(&self) -> u64 {
@@ -401,6 +434,12 @@ impl Core {
     }
 
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        if now_ms >= self.resend_check_ms {
+            self.resend_check_ms = now_ms + FORWARD_RESEND_AFTER_MS;
+            for out in self.fwd_out.values_mut() {
+                out.handle_resend_check();
+            }
+        }
         self.relay.handle_timeout(now_ms);
         self.takeover.handle_timeout(now_ms);
         let late: Vec<u64> = self
@@ -555,9 +594,9 @@ impl Core {
             return Some(frame);
         }
         loop {
-            let (to, stream, m) = match self.outbox.pop_front() {
-                Some(next) => next,
-                None => self.poll_forward_batch()?,
+            let Some((to, stream, m)) = self.outbox.pop_front() else {
+                let (to, stream, body) = self.poll_forward_batch()?;
+                return Some((to, stream, kind::ForwardBatch, body));
             };
             match m.encode() {
                 Ok(body) => return Some((to, stream, m.kind(), Bytes::from(body))),

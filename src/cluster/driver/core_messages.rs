@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Core, Delivery, Publisher, RouteOp};
-use crate::cluster::logic::forward::{DropReason, PushOutcome};
-use crate::cluster::logic::proto::{Forward, ForwardBatch, Message, MessageId, RetainedSync};
+use crate::cluster::logic::forward::{DropReason, ForwardOut, PushOutcome};
+use crate::cluster::logic::proto::{
+    Forward, ForwardBatch, Message, MessageId, RetainedSync, WindowId,
+};
 use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
 use crate::limits::{FORWARD_ACK_TIMEOUT_MS, FORWARD_BATCH_MESSAGES_MAX};
@@ -18,36 +21,47 @@ use crate::session::snapshot::MessageSnapshot;
 use crate::session::WallClock;
 
 impl Core {
-    /// `net` lost the link with a running peer (broken or replaced): what
-    /// was in flight is lost, so its windows fail their publishers now and
-    /// restart numbering, and nothing is sent to it until `LinkUp` (it
-    /// waits in the windows, bounded; publishers pause when full).
+    /// `net` lost the link with a running peer (broken or replaced): its
+    /// windows keep what is unacknowledged and send it again on the next
+    /// link (`LinkUp`), where the peer drops what it already had; nothing
+    /// is sent to it meanwhile (it waits in the windows, bounded;
+    /// publishers pause when full).
     pub fn handle_link_down(&mut self, node: NodeId) {
         if !self.view.contains_key(&node) {
             return;
         }
-        self.link_down(node);
+        self.link_lost(node);
         self.links_down.insert(node);
         self.outbox.retain(|(to, _, _)| *to != node);
         self.held_frames.retain(|(to, _, _, _)| *to != node);
         self.pump();
     }
 
-    /// A new link with a running peer: routes (and retained messages) are
-    /// resynchronised at once, as for a restart, instead of waiting for a
-    /// gap or the acknowledgement timeout to show the loss.
+    /// A new link with a running peer: the windows send again what was in
+    /// flight, acknowledgements go again, and routes (and retained
+    /// messages) are resynchronised at once, as for a restart, instead of
+    /// waiting for the acknowledgement timeout to show a loss.
     pub fn handle_link_up(&mut self, node: NodeId, now_ms: u64) {
         if !self.view.contains_key(&node) {
             return;
         }
         if !self.links_down.remove(&node) {
             // Replaced without a `LinkDown` seen (an event was lost).
-            self.link_down(node);
+            self.link_lost(node);
         }
+        self.fwd_in.handle_link_renewed(node);
         self.membership_changed_ms = now_ms;
         self.relay.handle_member_up(node);
         self.retained_wanted.push_back(node);
         self.pump();
+    }
+
+    /// The link with `node` was lost, the node was not: its windows go
+    /// back to their first unacknowledged frame.
+    pub(super) fn link_lost(&mut self, node: NodeId) {
+        if let Some(out) = self.fwd_out.get_mut(&node) {
+            out.handle_link_lost();
+        }
     }
 
     /// A peer's batch: checked whole (count, one stream, consecutive
@@ -70,13 +84,21 @@ impl Core {
             );
             return;
         }
+        let shard = b.forwards[0].id.shard;
+        if !self.fwd_in.handle_window(from, shard, b.window) {
+            self.stats.stale_frames += 1;
+            debug!(%from, shard, "cluster driver: batch of an older window dropped");
+            return;
+        }
         for f in b.forwards {
-            self.forwarded(from, f, clock);
+            if !self.forwarded(from, f, clock) {
+                break; // a gap: the rest comes again after it
+            }
         }
     }
 
-    /// The next forward batch from the windows, peers in turn.
-    pub(super) fn poll_forward_batch(&mut self) -> Option<(NodeId, StreamId, Message)> {
+    /// The next forward batch from the windows (encoded), peers in turn.
+    pub(super) fn poll_forward_batch(&mut self) -> Option<(NodeId, StreamId, Bytes)> {
         use std::ops::Bound::{Excluded, Unbounded};
         let after = match self.data_served {
             Some(p) => (Excluded(p), Unbounded),
@@ -93,9 +115,9 @@ impl Core {
                 continue;
             }
             let out = self.fwd_out.get_mut(&peer).expect("listed above");
-            if let Some((shard, m)) = out.poll_transmit() {
+            if let Some((shard, body)) = out.poll_transmit() {
                 self.data_served = Some(peer);
-                return Some((peer, StreamId::Data { shard }, m));
+                return Some((peer, StreamId::Data { shard }, body));
             }
         }
         None
@@ -119,29 +141,21 @@ impl Core {
         ))
     }
 
-    pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) {
+    /// One forwarded message; false after a gap (nothing more of its batch
+    /// is taken: the sender sends it all again in order).
+    pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) -> bool {
         let stream = f.id.shard;
-        let fresh = match self.fwd_in.handle_forward(from, stream, &f) {
-            Ok(true) => true,
-            // A stream never repeats a number (nothing is sent twice): 1
-            // again is the sender's new link, seen before membership said
-            // so (a restart).
-            Ok(false) if f.stream_seq == 1 => {
-                self.fwd_in.resync_to(from, stream, 1);
-                true
-            }
-            Ok(false) => false,
+        match self.fwd_in.handle_forward(from, stream, &f) {
+            Ok(true) => {}
+            Ok(false) => return true, // a repeat, acknowledged again
             Err(gap) => {
-                // The messages between were on a link that broke unseen
-                // by membership: they are lost; go on from this one.
+                // Frames before it were on a link that was lost: the
+                // sender goes back to them (`ForwardOut::handle_link_lost`
+                // or its resend check), so this one comes again in order.
                 self.stats.stream_gaps += 1;
-                warn!("cluster driver: {gap}; the messages between are lost");
-                self.fwd_in.resync_to(from, stream, f.stream_seq);
-                true
+                debug!("cluster driver: {gap}; waiting for the frames before it");
+                return false;
             }
-        };
-        if !fresh {
-            return;
         }
         self.stats.forwards_in += 1;
         let shared = match f.shared.as_ref().map(super::shared::shared_key_of) {
@@ -151,7 +165,7 @@ impl Core {
                 self.stats.bad_messages += 1;
                 warn!(%from, "cluster driver: forwarded message for an invalid shared group refused");
                 self.fwd_in.handle_queued(from, stream, f.stream_seq);
-                return;
+                return true;
             }
         };
         match f.message.into_message(clock) {
@@ -170,6 +184,7 @@ impl Core {
                 self.fwd_in.handle_queued(from, stream, f.stream_seq);
             }
         }
+        true
     }
 
     pub(super) fn retained_in(&mut self, from: NodeId, r: RetainedSync, clock: &WallClock) {
@@ -269,7 +284,16 @@ impl Core {
                 };
                 // The last frame carries the token (cumulative acks).
                 let token = if i == last { token } else { None };
-                let out = self.fwd_out.entry(node).or_default();
+                let out = match self.fwd_out.entry(node) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        self.windows_opened += 1;
+                        v.insert(ForwardOut::with_window(WindowId {
+                            epoch: self.epoch,
+                            opened: self.windows_opened,
+                        }))
+                    }
+                };
                 match out.push(shard, forward, token) {
                     PushOutcome::Queued { pause, .. } => {
                         self.stats.forwards_out += 1;

@@ -18,13 +18,22 @@
 //! receiving node has the message queued; [`ForwardIn`] numbers-checks a
 //! peer's streams and acknowledges what the shards queued.
 //!
-//! A broken link loses what is in flight (QUIC streams die with their
-//! connection): pending messages are reported `Failed`, numbering restarts
-//! on the next connection on both sides (`handle_link_down`).
+//! A replaced or broken link to a peer still running loses what was in
+//! flight on it (QUIC streams die with their connection), but not the
+//! window: every frame not acknowledged is sent again, as it was encoded,
+//! on the next link (`handle_link_lost`), and the receiver drops repeats
+//! by number and frames after a gap (they come again). Frames are also
+//! sent again when acknowledgements stop coming for
+//! `FORWARD_RESEND_AFTER_MS` (an acknowledgement or event lost). Only a
+//! peer declared down ends a window: pending messages are reported
+//! `Failed` and a new window (a newer [`WindowId`]) numbers from 1
+//! (`handle_link_down`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::proto::{Forward, ForwardAck, ForwardBatch, Message};
+use bytes::Bytes;
+
+use super::proto::{Forward, ForwardAck, ForwardBatch, Message, WindowId};
 use crate::limits::{
     FORWARD_BATCH_BYTES_MAX, FORWARD_BATCH_MESSAGES_MAX, FORWARD_FRAMES_IN_FLIGHT_MAX,
     FORWARD_WINDOW_MESSAGES_MAX, FORWARD_WINDOW_OVERSHOOT_MAX,
@@ -91,35 +100,60 @@ struct Pending {
     token: Option<u64>,
 }
 
+/// A frame sent and not acknowledged, kept encoded to be sent again.
+#[derive(Debug)]
+struct SentFrame {
+    /// Number of its last message.
+    last_seq: u64,
+    body: Bytes,
+}
+
 #[derive(Debug, Default)]
 struct StreamOut {
-    /// Number of the last message queued on this stream (this link).
+    /// Number of the last message queued on this stream (this window).
     last_seq: u64,
     /// Queued and not acknowledged, in order (sent or not).
     unacked: VecDeque<Pending>,
     /// Not yet handed to the transport.
     unsent: VecDeque<Forward>,
-    /// Frames sent and not acknowledged: the number of each one's last
-    /// message (`FORWARD_FRAMES_IN_FLIGHT_MAX`).
-    frames: VecDeque<u64>,
+    /// Frames sent and not acknowledged (`FORWARD_FRAMES_IN_FLIGHT_MAX`).
+    frames: VecDeque<SentFrame>,
+    /// Frames to send again, oldest first, before anything new: they were
+    /// in flight on a link that was lost. With `frames`, at most
+    /// `FORWARD_FRAMES_IN_FLIGHT_MAX`.
+    resend: VecDeque<SentFrame>,
+    /// The first unacknowledged number when the last resend check saw
+    /// frames in flight: the same one at the next check means no progress.
+    stalled_at: Option<u64>,
     paused: bool,
 }
 
 impl StreamOut {
     fn sendable(&self) -> bool {
-        !self.unsent.is_empty() && self.frames.len() < FORWARD_FRAMES_IN_FLIGHT_MAX
+        !self.resend.is_empty()
+            || (!self.unsent.is_empty() && self.frames.len() < FORWARD_FRAMES_IN_FLIGHT_MAX)
+    }
+
+    /// Every frame in flight goes again, before the frames still to resend.
+    fn go_back(&mut self) {
+        let mut again = std::mem::take(&mut self.frames);
+        again.append(&mut self.resend);
+        self.resend = again;
     }
 }
 
 /// The window towards one peer.
 #[derive(Debug)]
 pub struct ForwardOut {
+    window: WindowId,
     streams: BTreeMap<ShardId, StreamOut>,
     /// The stream served last: the next frame comes from the one after it
     /// (streams are served in turn).
     served: Option<ShardId>,
     events: VecDeque<ForwardEvent>,
     drops: ForwardDrops,
+    /// Frames sent again (link lost, or no acknowledgement).
+    resent_frames: u64,
 }
 
 impl Default for ForwardOut {
@@ -141,12 +175,24 @@ fn batch_bytes(f: &Forward) -> usize {
 
 impl ForwardOut {
     pub fn new() -> ForwardOut {
+        ForwardOut::with_window(WindowId::default())
+    }
+
+    /// A window named `window` in its batches (see [`WindowId`]).
+    pub fn with_window(window: WindowId) -> ForwardOut {
         ForwardOut {
+            window,
             streams: BTreeMap::new(),
             served: None,
             events: VecDeque::new(),
             drops: ForwardDrops::default(),
+            resent_frames: 0,
         }
+    }
+
+    /// Frames sent again since the window opened.
+    pub fn resent_frames(&self) -> u64 {
+        self.resent_frames
     }
 
     pub fn drops(&self) -> ForwardDrops {
@@ -196,10 +242,11 @@ impl ForwardOut {
         }
     }
 
-    /// The next frame to send: `(data stream, batch)`, the stream's unsent
-    /// messages up to the batch limits, from the next stream in turn that
-    /// has fewer than `FORWARD_FRAMES_IN_FLIGHT_MAX` frames unacknowledged.
-    pub fn poll_transmit(&mut self) -> Option<(ShardId, Message)> {
+    /// The next frame to send: `(data stream, encoded ForwardBatch)`: a
+    /// frame to send again first, else the stream's unsent messages up to
+    /// the batch limits, from the next stream in turn that has fewer than
+    /// `FORWARD_FRAMES_IN_FLIGHT_MAX` frames unacknowledged.
+    pub fn poll_transmit(&mut self) -> Option<(ShardId, Bytes)> {
         use std::ops::Bound::{Excluded, Unbounded};
         let after = match self.served {
             Some(s) => (Excluded(s), Unbounded),
@@ -213,6 +260,12 @@ impl ForwardOut {
             .map(|(&shard, _)| shard)?;
         self.served = Some(shard);
         let stream = self.streams.get_mut(&shard).expect("found above");
+        if let Some(again) = stream.resend.pop_front() {
+            let body = again.body.clone();
+            stream.frames.push_back(again);
+            self.resent_frames += 1;
+            return Some((shard, body));
+        }
         let mut forwards = Vec::new();
         let mut bytes = 0;
         while let Some(next) = stream.unsent.front() {
@@ -226,12 +279,28 @@ impl ForwardOut {
             bytes += weight;
             forwards.push(stream.unsent.pop_front().expect("front exists"));
         }
-        let last: &Forward = forwards.last().expect("a sendable stream has one");
-        stream.frames.push_back(last.stream_seq);
-        Some((shard, Message::ForwardBatch(ForwardBatch { forwards })))
+        let last_seq = forwards
+            .last()
+            .expect("a sendable stream has one")
+            .stream_seq;
+        let batch = Message::ForwardBatch(ForwardBatch {
+            window: self.window,
+            forwards,
+        });
+        // A batch is at most FORWARD_BATCH_BYTES_MAX plus one message of at
+        // most `mqtt.max_packet_size`, under the body limit (limits.rs).
+        let body = Bytes::from(batch.encode().expect("a batch fits the frame body limit"));
+        stream.frames.push_back(SentFrame {
+            last_seq,
+            body: body.clone(),
+        });
+        Some((shard, body))
     }
 
     pub fn handle_ack(&mut self, ack: &ForwardAck) {
+        if ack.window != self.window {
+            return; // for an older window: its numbers are not ours
+        }
         let Some(stream) = self.streams.get_mut(&ack.shard) else {
             return;
         };
@@ -241,9 +310,8 @@ impl ForwardOut {
                 self.events.push_back(ForwardEvent::Acked { token });
             }
         }
-        while stream.frames.front().is_some_and(|&last| last <= ack.up_to) {
-            stream.frames.pop_front();
-        }
+        stream.frames.retain(|f| f.last_seq > ack.up_to);
+        stream.resend.retain(|f| f.last_seq > ack.up_to);
         if stream.paused && stream.unacked.len() <= FORWARD_WINDOW_MESSAGES_MAX / 2 {
             stream.paused = false;
             self.events
@@ -251,8 +319,43 @@ impl ForwardOut {
         }
     }
 
-    /// The connection to the peer closed: everything unacknowledged is
-    /// lost; the next connection numbers from 1.
+    /// The link to the peer was lost (broken or replaced) while the peer
+    /// still runs: what was in flight goes again on the next link, in
+    /// order, under the same numbers. Nothing fails, nothing is dropped.
+    pub fn handle_link_lost(&mut self) {
+        for stream in self.streams.values_mut() {
+            stream.go_back();
+            stream.stalled_at = None;
+        }
+    }
+
+    /// Every `FORWARD_RESEND_AFTER_MS` while frames are in flight: a
+    /// stream whose first unacknowledged message is the same as at the
+    /// previous check sends its frames again (an acknowledgement, or the
+    /// news of a lost link, went missing; the receiver drops repeats).
+    pub fn handle_resend_check(&mut self) {
+        for stream in self.streams.values_mut() {
+            let first = stream.unacked.front().map(|p| p.seq);
+            if stream.frames.is_empty() || first.is_none() {
+                stream.stalled_at = None;
+            } else if stream.stalled_at == first {
+                stream.go_back();
+                stream.stalled_at = None;
+            } else {
+                stream.stalled_at = first;
+            }
+        }
+    }
+
+    /// Whether frames are in flight (the resend check is due every
+    /// `FORWARD_RESEND_AFTER_MS` then).
+    pub fn in_flight(&self) -> bool {
+        self.streams.values().any(|s| !s.frames.is_empty())
+    }
+
+    /// The peer is gone (declared down, or restarted): everything
+    /// unacknowledged is lost and counted, publishers waiting for it fail;
+    /// a later window towards it numbers from 1.
     pub fn handle_link_down(&mut self) {
         for (shard, stream) in std::mem::take(&mut self.streams) {
             for p in stream.unacked {
@@ -348,16 +451,17 @@ pub struct StreamGap {
 
 #[derive(Debug, Default)]
 struct StreamIn {
+    window: WindowId,
     received: u64,
     queued: u64,
-    acked: u64,
 }
 
 /// The receiving side of every peer's data streams.
 #[derive(Debug, Default)]
 pub struct ForwardIn {
     streams: BTreeMap<(NodeId, ShardId), StreamIn>,
-    /// Streams whose `queued` is ahead of `acked`.
+    /// Streams whose `queued` is ahead of `acked`, or whose last
+    /// acknowledgement may have been lost.
     dirty: BTreeSet<(NodeId, ShardId)>,
 }
 
@@ -366,9 +470,24 @@ impl ForwardIn {
         ForwardIn::default()
     }
 
+    /// A batch of `from`'s stream `shard` names its `window`: a newer one
+    /// starts the stream afresh (numbers from 1); `false` for an older
+    /// one, whose frames are dropped (late, from a link replaced since).
+    pub fn handle_window(&mut self, from: NodeId, shard: ShardId, window: WindowId) -> bool {
+        let s = self.streams.entry((from, shard)).or_default();
+        if window > s.window {
+            *s = StreamIn {
+                window,
+                ..StreamIn::default()
+            };
+        }
+        window == s.window
+    }
+
     /// A forwarded message arrived on `from`'s stream `shard`: `Ok(true)`
-    /// to deliver it, `Ok(false)` for a repeat. A gap is the peer's fault
-    /// (streams are reliable): close the link.
+    /// to deliver it, `Ok(false)` for a repeat (sent again after a lost
+    /// link: acknowledged again). A gap means frames were lost with a
+    /// link: the message is not delivered and comes again in order.
     pub fn handle_forward(
         &mut self,
         from: NodeId,
@@ -377,6 +496,7 @@ impl ForwardIn {
     ) -> Result<bool, StreamGap> {
         let s = self.streams.entry((from, shard)).or_default();
         if forward.stream_seq <= s.received {
+            self.dirty.insert((from, shard));
             return Ok(false);
         }
         if forward.stream_seq != s.received + 1 {
@@ -391,19 +511,6 @@ impl ForwardIn {
         Ok(true)
     }
 
-    /// Takes `stream_seq` as the number of the message just received on
-    /// `from`'s stream `shard`, after a `StreamGap` or a stream that starts
-    /// again at 1: a link broke and was replaced before membership said
-    /// so, and what the old link carried is lost (the driver counts it).
-    /// Refusing every later message instead would stop the stream for good.
-    pub fn resync_to(&mut self, from: NodeId, shard: ShardId, stream_seq: u64) {
-        let s = self.streams.entry((from, shard)).or_default();
-        s.received = stream_seq;
-        let before = stream_seq.saturating_sub(1);
-        s.queued = s.queued.min(before);
-        s.acked = s.acked.min(before);
-    }
-
     /// The shards queued `from`'s stream `shard` up to `stream_seq`.
     pub fn handle_queued(&mut self, from: NodeId, shard: ShardId, stream_seq: u64) {
         if let Some(s) = self.streams.get_mut(&(from, shard)) {
@@ -414,6 +521,19 @@ impl ForwardIn {
         }
     }
 
+    /// A new link with `from` (still the same peer): acknowledgements sent
+    /// on the old one may be lost, so every stream is acknowledged again.
+    pub fn handle_link_renewed(&mut self, from: NodeId) {
+        let streams: Vec<_> = self
+            .streams
+            .range((from, 0)..=(from, ShardId::MAX))
+            .map(|(&k, _)| k)
+            .collect();
+        self.dirty.extend(streams);
+    }
+
+    /// `from` is gone (declared down, or restarted): its streams start
+    /// afresh.
     pub fn handle_link_down(&mut self, from: NodeId) {
         self.streams.retain(|(n, _), _| *n != from);
         self.dirty.retain(|(n, _)| *n != from);
@@ -426,10 +546,10 @@ impl ForwardIn {
             .streams
             .get_mut(&(from, shard))
             .expect("dirty stream exists");
-        s.acked = s.queued;
         Some((
             from,
             Message::ForwardAck(ForwardAck {
+                window: s.window,
                 shard,
                 up_to: s.queued,
             }),

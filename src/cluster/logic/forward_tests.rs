@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::cluster::logic::proto::MessageId;
+use crate::cluster::logic::proto::{kind, MessageId, PROTO_VERSION};
 use crate::session::snapshot::MessageSnapshot;
 
 fn forward(seq: u64, qos: u8) -> Forward {
@@ -34,16 +34,32 @@ fn events(out: &mut ForwardOut) -> Vec<ForwardEvent> {
     std::iter::from_fn(|| out.poll_event()).collect()
 }
 
+fn batch(body: &[u8]) -> ForwardBatch {
+    match Message::decode(PROTO_VERSION, kind::ForwardBatch, body) {
+        Ok(Message::ForwardBatch(b)) => b,
+        other => panic!("a data frame is a batch: {other:?}"),
+    }
+}
+
+/// The next frame `poll_transmit` gives, decoded.
+fn next_batch(out: &mut ForwardOut) -> Option<(ShardId, ForwardBatch)> {
+    out.poll_transmit()
+        .map(|(shard, body)| (shard, batch(&body)))
+}
+
 /// Every frame `poll_transmit` gives, as `(stream, [stream_seq...])`.
 fn frames(out: &mut ForwardOut) -> Vec<(ShardId, Vec<u64>)> {
-    std::iter::from_fn(|| out.poll_transmit())
-        .map(|(shard, m)| {
-            let Message::ForwardBatch(b) = m else {
-                panic!("a data frame is a batch")
-            };
-            (shard, b.forwards.iter().map(|f| f.stream_seq).collect())
-        })
+    std::iter::from_fn(|| next_batch(out))
+        .map(|(shard, b)| (shard, b.forwards.iter().map(|f| f.stream_seq).collect()))
         .collect()
+}
+
+fn ack(shard: ShardId, up_to: u64) -> ForwardAck {
+    ForwardAck {
+        window: WindowId::default(),
+        shard,
+        up_to,
+    }
 }
 
 #[test]
@@ -55,7 +71,7 @@ fn messages_are_numbered_per_stream_batched_and_acked_cumulatively() {
     }
     out.push(1, forward(9, 1), Some(9));
     let mut sent = Vec::new();
-    while let Some((shard, Message::ForwardBatch(b))) = out.poll_transmit() {
+    while let Some((shard, b)) = next_batch(&mut out) {
         sent.push((
             shard,
             b.forwards.iter().map(|f| f.stream_seq).collect::<Vec<_>>(),
@@ -122,7 +138,7 @@ fn a_stream_with_its_frames_in_flight_waits_for_an_ack_then_sends_the_rest_at_on
         out.push(0, forward(i, 0), None);
     }
     assert!(frames(&mut out).is_empty(), "every frame slot is in flight");
-    out.handle_ack(&ForwardAck { shard: 0, up_to: 2 });
+    out.handle_ack(&ack(0, 2));
     let top = FORWARD_FRAMES_IN_FLIGHT_MAX as u64;
     assert_eq!(
         frames(&mut out),
@@ -165,18 +181,15 @@ fn a_full_window_pauses_every_qos_and_drops_past_the_overshoot() {
     );
     assert_eq!(out.drops().get(DropReason::WindowFull, 0), 1);
     assert_eq!(out.drops().get(DropReason::WindowFull, 2), 1);
-    out.handle_ack(&ForwardAck {
-        shard: 0,
-        up_to: FORWARD_WINDOW_OVERSHOOT_MAX as u64,
-    });
+    out.handle_ack(&ack(0, FORWARD_WINDOW_OVERSHOOT_MAX as u64));
     assert!(
         !events(&mut out).contains(&ForwardEvent::Resume { shard: 0 }),
         "not yet half"
     );
-    out.handle_ack(&ForwardAck {
-        shard: 0,
-        up_to: (FORWARD_WINDOW_OVERSHOOT_MAX + FORWARD_WINDOW_MESSAGES_MAX / 2) as u64,
-    });
+    out.handle_ack(&ack(
+        0,
+        (FORWARD_WINDOW_OVERSHOOT_MAX + FORWARD_WINDOW_MESSAGES_MAX / 2) as u64,
+    ));
     assert!(events(&mut out).contains(&ForwardEvent::Resume { shard: 0 }));
     assert!(!out.is_paused(0));
 }
@@ -214,12 +227,148 @@ fn the_receiver_refuses_a_gap_and_ignores_repeats() {
             got: 3
         })
     );
+    f.stream_seq = 2;
+    assert_eq!(
+        inn.handle_forward(NodeId(2), 0, &f),
+        Ok(true),
+        "the gap took nothing: 2 is still expected"
+    );
     inn.handle_link_down(NodeId(2));
     f.stream_seq = 1;
     assert_eq!(
         inn.handle_forward(NodeId(2), 0, &f),
         Ok(true),
-        "a new link numbers from 1"
+        "a peer gone and back numbers from 1"
+    );
+}
+
+/// Delivers every frame of `out` to `inn` as the driver does (window,
+/// then messages until a gap), queues what is fresh, and returns the
+/// message seqs delivered.
+fn deliver(out: &mut ForwardOut, inn: &mut ForwardIn, frames: Vec<(ShardId, Bytes)>) -> Vec<u64> {
+    let mut delivered = Vec::new();
+    for (shard, body) in frames {
+        let b = batch(&body);
+        if !inn.handle_window(NodeId(1), shard, b.window) {
+            continue;
+        }
+        for f in &b.forwards {
+            match inn.handle_forward(NodeId(1), shard, f) {
+                Ok(true) => {
+                    delivered.push(f.id.seq);
+                    inn.handle_queued(NodeId(1), shard, f.stream_seq);
+                }
+                Ok(false) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    while let Some((_, m)) = inn.poll_transmit() {
+        let Message::ForwardAck(a) = m else { panic!() };
+        out.handle_ack(&a);
+    }
+    delivered
+}
+
+fn all_frames(out: &mut ForwardOut) -> Vec<(ShardId, Bytes)> {
+    std::iter::from_fn(|| out.poll_transmit()).collect()
+}
+
+#[test]
+fn a_lost_link_sends_the_unacknowledged_frames_again_and_the_receiver_drops_repeats() {
+    let mut out = ForwardOut::with_window(WindowId {
+        epoch: 7,
+        opened: 1,
+    });
+    let mut inn = ForwardIn::new();
+    for i in 1..=2 {
+        out.push(0, forward(i, 1), Some(i));
+        let first = all_frames(&mut out);
+        assert_eq!(first.len(), 1);
+        if i == 1 {
+            // Arrives, but its acknowledgement dies with the link.
+            let b = batch(&first[0].1);
+            assert!(inn.handle_window(NodeId(1), 0, b.window));
+            assert_eq!(inn.handle_forward(NodeId(1), 0, &b.forwards[0]), Ok(true));
+            inn.handle_queued(NodeId(1), 0, 1);
+            assert!(inn.poll_transmit().is_some());
+        } // 2 is lost with the link
+    }
+    out.handle_link_lost();
+    assert!(events(&mut out).is_empty(), "nothing fails on a lost link");
+    out.push(0, forward(3, 1), Some(3));
+    let again = all_frames(&mut out);
+    assert_eq!(again.len(), 3, "frames 1 and 2 again, then 3");
+    assert_eq!(out.resent_frames(), 2);
+    // The new frame overtakes the resent ones (sent on the new link before
+    // the sender heard of the old one's loss): refused as a gap.
+    let (resent, new) = again.split_at(2);
+    assert!(deliver(&mut out, &mut inn, new.to_vec()).is_empty());
+    assert_eq!(deliver(&mut out, &mut inn, resent.to_vec()), [2]);
+    // Frame 3 comes again after the resend check (no acknowledgement).
+    out.handle_resend_check();
+    out.handle_resend_check();
+    let last = all_frames(&mut out);
+    assert_eq!(deliver(&mut out, &mut inn, last), [3]);
+    assert_eq!(
+        events(&mut out),
+        [1, 2, 3].map(|token| ForwardEvent::Acked { token }),
+        "each delivered once, each acknowledged"
+    );
+    assert_eq!(out.depth(), 0);
+}
+
+#[test]
+fn the_resend_check_waits_for_two_checks_without_progress() {
+    let mut out = ForwardOut::new();
+    out.push(0, forward(1, 0), None);
+    assert_eq!(all_frames(&mut out).len(), 1);
+    out.handle_resend_check();
+    assert!(out.poll_transmit().is_none(), "first check: just noted");
+    out.handle_resend_check();
+    assert_eq!(frames(&mut out), [(0, vec![1])], "second: sent again");
+    out.handle_ack(&ack(0, 1));
+    assert!(!out.in_flight());
+    out.handle_resend_check();
+    out.handle_resend_check();
+    assert!(out.poll_transmit().is_none());
+}
+
+#[test]
+fn windows_are_told_apart_by_their_id() {
+    let old = WindowId {
+        epoch: 5,
+        opened: 1,
+    };
+    let new = WindowId {
+        epoch: 5,
+        opened: 2,
+    };
+    let mut out = ForwardOut::with_window(new);
+    out.push(0, forward(1, 1), Some(1));
+    assert_eq!(all_frames(&mut out).len(), 1);
+    out.handle_ack(&ForwardAck {
+        window: old,
+        shard: 0,
+        up_to: 10,
+    });
+    assert!(
+        events(&mut out).is_empty(),
+        "an old window's ack acks nothing"
+    );
+    let mut inn = ForwardIn::new();
+    let mut f = forward(1, 0);
+    f.stream_seq = 1;
+    assert!(inn.handle_window(NodeId(1), 0, old));
+    assert_eq!(inn.handle_forward(NodeId(1), 0, &f), Ok(true));
+    assert!(
+        inn.handle_window(NodeId(1), 0, new),
+        "a newer window restarts"
+    );
+    assert_eq!(inn.handle_forward(NodeId(1), 0, &f), Ok(true), "from 1");
+    assert!(
+        !inn.handle_window(NodeId(1), 0, old),
+        "late frames of the old one"
     );
 }
 

@@ -146,12 +146,42 @@ pub struct Forward {
 /// `stream_seq` follows the previous one before it delivers any.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ForwardBatch {
+    /// The sender's window these numbers belong to.
+    pub window: WindowId,
     pub forwards: Vec<Forward>,
+}
+
+/// One life of a sender's forwarding window towards one peer: the
+/// sender's boot epoch and how many windows it opened towards peers
+/// before. A window keeps its numbering across a replaced link (what was
+/// unacknowledged is sent again, and repeats are dropped by number); a new
+/// window (the peer was declared down, or the sender restarted) numbers
+/// from 1, and the receiver starts afresh when it sees a newer one.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct WindowId {
+    pub epoch: u64,
+    pub opened: u32,
 }
 
 /// "Every message of data stream `shard` up to `up_to` is queued here".
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ForwardAck {
+    /// The window acknowledged: an acknowledgement of an older one (late,
+    /// from a replaced link) must not acknowledge the new numbering.
+    pub window: WindowId,
     pub shard: u16,
     pub up_to: u64,
 }

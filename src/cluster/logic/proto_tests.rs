@@ -67,7 +67,14 @@ fn samples() -> Vec<Message> {
                 filter: "a/+/c".into(),
             }),
         }),
-        Message::ForwardAck(ForwardAck { shard: 1, up_to: 3 }),
+        Message::ForwardAck(ForwardAck {
+            window: WindowId {
+                epoch: 9,
+                opened: 2,
+            },
+            shard: 1,
+            up_to: 3,
+        }),
         Message::Claim(Claim {
             client_id: "c1".into(),
             claimant: at,

@@ -247,6 +247,16 @@ impl Node {
                 self.remembered.clear();
                 self.save_remembered();
                 self.drain_swim();
+                // foca announces nothing more after a leave, so the
+                // consumers are told here that every peer is gone: the
+                // driver must stop claiming ids at homes on other nodes
+                // (a connect would wait for a claim timeout) and forget
+                // their routes. The links close after the linger.
+                let others: Vec<NodeId> = self.up.drain().map(|(node, _)| node).collect();
+                self.publish_members();
+                for node in others {
+                    self.emit(NetEvent::MemberDown { node });
+                }
                 // Let the leave datagrams go before the links close.
                 let conns: Vec<Connection> = self.links.values().map(|l| l.conn.clone()).collect();
                 tokio::spawn(async move {

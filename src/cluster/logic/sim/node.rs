@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::super::claims::ClaimTable;
 use super::super::forward::{ForwardEvent, ForwardIn, ForwardOut, PublishAcks};
 use super::super::homes::{Homes, Role};
-use super::super::proto::{Forward, Message, MessageId};
+use super::super::proto::{kind, Forward, Message, MessageId, PROTO_VERSION};
 use super::super::routes::{RouteEvent, RouteRelay};
 use super::super::takeover::{TakeoverEvent, Takeovers};
 use super::net::Net;
@@ -176,6 +176,10 @@ impl SimNode {
             Message::RouteSnapshot(s) => self.relay.handle_route_snapshot(from, s),
             Message::Forward(f) => self.forwarded(from, f, cx),
             Message::ForwardBatch(b) => {
+                let shard = b.forwards.first().map_or(0, |f| f.id.shard);
+                if !self.fwd_in.handle_window(from, shard, b.window) {
+                    return;
+                }
                 for f in b.forwards {
                     self.forwarded(from, f, cx);
                 }
@@ -225,7 +229,9 @@ impl SimNode {
             out.extend(std::iter::from_fn(|| self.takeovers.poll_transmit()));
             out.extend(std::iter::from_fn(|| self.fwd_in.poll_transmit()));
             for (&peer, window) in self.fwd_out.iter_mut() {
-                while let Some((_, m)) = window.poll_transmit() {
+                while let Some((_, body)) = window.poll_transmit() {
+                    let m = Message::decode(PROTO_VERSION, kind::ForwardBatch, &body)
+                        .expect("a batch this node encoded decodes");
                     out.push((peer, m));
                 }
             }
