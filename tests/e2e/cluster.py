@@ -112,8 +112,8 @@ class ClusterNode(Broker):
         return self.log()[mark:]
 
     # -- admin API
-    def api(self, method: str, path: str, body=None):
-        return api(self, method, path, body)
+    def api(self, method: str, path: str, body=None, timeout: float = 5):
+        return api(self, method, path, body, timeout=timeout)
 
     def nodes(self) -> list[dict]:
         code, body, _ = api(self, "GET", "/api/v5/nodes")

@@ -43,7 +43,15 @@ def redirection(max_connections: int, strategy: str = "round_robin", servers=Non
 
 # ---------------------------------------------------------------- admin API helpers
 
-def api(broker, method: str, path: str, body=None, auth=("admin", "public"), raw: bytes | None = None):
+def api(
+    broker,
+    method: str,
+    path: str,
+    body=None,
+    auth=("admin", "public"),
+    raw: bytes | None = None,
+    timeout: float = 5,
+):
     """(status, parsed JSON or None, headers) of one admin API request."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(f"http://127.0.0.1:{broker.api_port}{path}", data=data, method=method)
@@ -53,7 +61,7 @@ def api(broker, method: str, path: str, body=None, auth=("admin", "public"), raw
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read()
             return resp.status, (json.loads(text) if text else None), resp.headers
     except urllib.error.HTTPError as e:

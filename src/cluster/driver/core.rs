@@ -131,6 +131,10 @@ pub struct Core {
     outbox: VecDeque<(NodeId, StreamId, Message)>,
     /// Encoded frames the cluster thread's queue refused, sent first.
     held_frames: VecDeque<(NodeId, StreamId, u8, Bytes)>,
+    /// Control frames for peers whose link is down (`links_down`), encoded,
+    /// in order: sent first on the new link (claims and takeover frames
+    /// have no other retry), dropped if the peer is declared down.
+    parked: VecDeque<(NodeId, StreamId, u8, Bytes)>,
     route_ops: RouteBatch,
     route_batch_in_flight: bool,
     deliveries: VecDeque<Delivery>,
@@ -180,6 +184,7 @@ impl Core {
             msg_seq: vec![0; usize::from(shard_count)],
             outbox: VecDeque::new(),
             held_frames: VecDeque::new(),
+            parked: VecDeque::new(),
             route_ops: RouteBatch::default(),
             route_batch_in_flight: false,
             deliveries: VecDeque::new(),
@@ -277,6 +282,7 @@ impl Core {
         self.pub_acks.handle_member_down(node);
         self.outbox.retain(|(to, _, _)| *to != node);
         self.held_frames.retain(|(to, _, _, _)| *to != node);
+        self.parked.retain(|(to, _, _, _)| *to != node);
         self.takeover.handle_member_down(node, now_ms);
         self.pump();
     }
@@ -590,22 +596,51 @@ impl Core {
     /// control frames first, then forward batches from the windows (peers
     /// in turn). `put_back_frame` if its queue was full.
     pub fn poll_frame(&mut self) -> Option<(NodeId, StreamId, u8, Bytes)> {
-        if let Some(frame) = self.held_frames.pop_front() {
-            return Some(frame);
-        }
         loop {
-            let Some((to, stream, m)) = self.outbox.pop_front() else {
+            let frame = if let Some(frame) = self.held_frames.pop_front() {
+                frame
+            } else if let Some((to, stream, m)) = self.outbox.pop_front() {
+                match m.encode() {
+                    Ok(body) => (to, stream, m.kind(), Bytes::from(body)),
+                    Err(e) => {
+                        // Only a message over the body limit: never sent.
+                        self.stats.outbox_drops += 1;
+                        warn!(%to, "cluster driver: frame not sent: {e}");
+                        continue;
+                    }
+                }
+            } else {
                 let (to, stream, body) = self.poll_forward_batch()?;
                 return Some((to, stream, kind::ForwardBatch, body));
             };
-            match m.encode() {
-                Ok(body) => return Some((to, stream, m.kind(), Bytes::from(body))),
-                Err(e) => {
-                    // Only a message over the body limit: never sent.
-                    self.stats.outbox_drops += 1;
-                    warn!(%to, "cluster driver: frame not sent: {e}");
-                }
+            if !self.links_down.contains(&frame.0) {
+                return Some(frame);
             }
+            self.park(frame);
+        }
+    }
+
+    /// Keeps a frame for a peer whose link is down until `LinkUp`; data
+    /// frames are not kept (their window sends them again).
+    fn park(&mut self, frame: (NodeId, StreamId, u8, Bytes)) {
+        if !matches!(frame.1, StreamId::Control) {
+            return;
+        }
+        if self.parked.len() >= 2 * CLUSTER_DRIVER_OUTBOX_MAX {
+            self.stats.outbox_drops += 1;
+            return;
+        }
+        self.parked.push_back(frame);
+    }
+
+    /// The frames parked for `node`, in order, go before anything else.
+    pub(super) fn unpark(&mut self, node: NodeId) {
+        let (mine, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|f| f.0 == node);
+        self.parked = others;
+        for frame in mine.into_iter().rev() {
+            self.held_frames.push_front(frame);
         }
     }
 

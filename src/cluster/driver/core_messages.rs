@@ -32,8 +32,10 @@ impl Core {
         }
         self.link_lost(node);
         self.links_down.insert(node);
-        self.outbox.retain(|(to, _, _)| *to != node);
-        self.held_frames.retain(|(to, _, _, _)| *to != node);
+        // Its control frames wait for the new link (`poll_frame` parks
+        // them); its data frames are in its windows.
+        self.held_frames
+            .retain(|(to, stream, _, _)| *to != node || matches!(stream, StreamId::Control));
         self.pump();
     }
 
@@ -49,7 +51,9 @@ impl Core {
             // Replaced without a `LinkDown` seen (an event was lost).
             self.link_lost(node);
         }
+        self.unpark(node);
         self.fwd_in.handle_link_renewed(node);
+        self.takeover.handle_link_renewed(node, now_ms);
         self.membership_changed_ms = now_ms;
         self.relay.handle_member_up(node);
         self.retained_wanted.push_back(node);

@@ -22,7 +22,7 @@ impl Core {
         }
         self.takeover.handle_member_up(node, role, now_ms);
         if again {
-            self.takeover.handle_link_renewed(now_ms);
+            self.takeover.handle_link_renewed(node, now_ms);
         }
         self.pump();
     }
@@ -38,7 +38,7 @@ impl Core {
                 self.takeover.handle_imported(client_id, held, now_ms)
             }
             ToDriver::SessionEnded { client_id, at } => {
-                self.takeover.handle_session_ended(&client_id, at)
+                self.takeover.handle_session_ended(&client_id, at, now_ms)
             }
             _ => unreachable!("only takeover requests come here"),
         }

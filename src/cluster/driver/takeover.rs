@@ -176,10 +176,12 @@ impl TakeoverGlue {
         self.pump(now_ms);
     }
 
-    /// A new link to a running peer: owners report again (what the old
-    /// link carried may be lost).
-    pub fn handle_link_renewed(&mut self, now_ms: u64) {
+    /// A new link to a running peer (`node`): owners report again and
+    /// claims waiting for an answer from it are sent again (what the old
+    /// link carried may be lost; a home answers a repeated claim again).
+    pub fn handle_link_renewed(&mut self, node: NodeId, now_ms: u64) {
         self.takeovers.handle_homes_changed(&self.homes);
+        self.takeovers.handle_link_renewed(node);
         self.pump(now_ms);
     }
 
@@ -210,6 +212,7 @@ impl TakeoverGlue {
             Message::HeldRequest(r) => self.takeovers.handle_held_request(from, r, now_ms),
             Message::HeldDeliveries(h) => self.takeovers.handle_held(from, h),
             Message::OwnerReport(r) => self.claims.handle_owner_report(from, r),
+            Message::OwnerEnded(e) => self.claims.handle_owner_ended(from, e),
             Message::Evict(e) => self.takeovers.handle_evict(e),
             other => return Some(other),
         }
@@ -266,11 +269,18 @@ impl TakeoverGlue {
     }
 
     /// The session of `client_id` at `at` ended (expiry, clean end).
-    pub fn handle_session_ended(&mut self, client_id: &str, at: Location) {
+    pub fn handle_session_ended(&mut self, client_id: &str, at: Location, now_ms: u64) {
         if self.owners.get(client_id) == Some(&at) && !self.takeovers.in_progress(client_id) {
             self.owners.remove(client_id);
-            self.takeovers.handle_session_ended(client_id);
+            let home = self.homes.home_of(client_id);
+            self.takeovers.handle_session_ended(client_id, home);
+            self.pump(now_ms);
         }
+    }
+
+    /// Client ids this node's home table holds (owned or being claimed).
+    pub fn home_ids(&self) -> usize {
+        self.claims.ids()
     }
 
     pub fn handle_job_done(&mut self, done: JobDone, now_ms: u64) {
@@ -408,6 +418,7 @@ impl TakeoverGlue {
             Message::ClaimAnswer(a) => self.takeovers.handle_claim_answer(a, now_ms),
             Message::ClaimDone(d) => self.claims.handle_claim_done(here, d, now_ms),
             Message::OwnerReport(r) => self.claims.handle_owner_report(here, r),
+            Message::OwnerEnded(e) => self.claims.handle_owner_ended(here, e),
             Message::Evict(e) => self.takeovers.handle_evict(e),
             other => warn!(
                 kind = other.kind(),

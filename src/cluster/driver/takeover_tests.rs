@@ -228,12 +228,35 @@ fn a_previous_owner_declared_down_gives_a_fresh_start() {
 fn a_session_that_ended_is_not_exported() {
     let mut p = Pair::new();
     let _first = p.claim(A, 0);
-    p.a.handle_session_ended("c", Location::new(A, 0));
+    p.run();
+    assert_eq!(p.a.home_ids() + p.b.home_ids(), 1, "the home records A");
+    p.a.handle_session_ended("c", Location::new(A, 0), T0);
+    p.run();
+    assert_eq!(
+        p.a.home_ids() + p.b.home_ids(),
+        0,
+        "the home forgot the ended session"
+    );
     let mut second = p.claim(B, 0);
     assert!(p.a.poll_job().is_none(), "an ended session was exported");
-    // A answered at once: nothing to move.
-    assert!(matches!(
-        second.try_recv(),
-        Ok(ClaimOutcome::Import { snapshot: None })
-    ));
+    // The home knows no owner: a fresh session, no round trip to A.
+    assert!(matches!(second.try_recv(), Ok(ClaimOutcome::Local)));
+}
+
+#[test]
+fn a_claim_lost_with_its_link_is_sent_again_on_the_new_one() {
+    let mut p = Pair::new();
+    let id = (0..)
+        .map(|i| format!("lost{i}"))
+        .find(|id| p.a.homes.home_of(id) == Some(B))
+        .expect("some id lives at B");
+    let (tx, mut rx) = oneshot::channel();
+    p.a.handle_claim(id, Location::new(A, 0), tx, T0);
+    // The claim dies with the link.
+    while p.a.poll_transmit().is_some() {}
+    p.run();
+    assert!(rx.try_recv().is_err(), "no answer without the claim");
+    p.a.handle_link_renewed(B, T0);
+    p.run();
+    assert!(matches!(rx.try_recv(), Ok(ClaimOutcome::Local)));
 }

@@ -14,7 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::homes::Homes;
-use super::proto::{Claim, ClaimAnswer, ClaimDone, ClaimEpoch, Evict, Message, OwnerReport};
+use super::proto::{
+    Claim, ClaimAnswer, ClaimDone, ClaimEpoch, Evict, Message, OwnerEnded, OwnerReport,
+};
 use crate::limits::{CLAIMS_BUSY_MAX, CLAIMS_WAITING_PER_ID_MAX, CLAIM_TIMEOUT_MS};
 use crate::router::location::{Location, NodeId};
 
@@ -29,6 +31,8 @@ pub struct ClaimStats {
 #[derive(Debug)]
 struct Busy {
     claimant: Location,
+    request: u64,
+    previous: Option<Location>,
     epoch: ClaimEpoch,
     deadline_ms: u64,
 }
@@ -88,6 +92,26 @@ impl ClaimTable {
         }
         let busy_full = self.busy_count() >= CLAIMS_BUSY_MAX;
         let state = self.ids.entry(claim.client_id.clone()).or_default();
+        // The same claim again (sent again on a new link): answered again
+        // if it is being served, ignored if it waits.
+        if let Some(busy) = state
+            .busy
+            .as_ref()
+            .filter(|b| b.claimant == claimant && b.request == claim.request)
+        {
+            let answer = ClaimAnswer {
+                client_id: claim.client_id,
+                request: claim.request,
+                epoch: Some(busy.epoch),
+                previous: busy.previous.map(Into::into),
+            };
+            self.transmits
+                .push_back((claimant.node, Message::ClaimAnswer(answer)));
+            return;
+        }
+        if state.waiting.contains(&(claimant, claim.request)) {
+            return;
+        }
         if state.busy.is_some() {
             if state.waiting.len() >= CLAIMS_WAITING_PER_ID_MAX {
                 self.refuse(claimant, claim);
@@ -129,10 +153,13 @@ impl ClaimTable {
     fn serve(&mut self, client_id: String, claimant: Location, request: u64, now_ms: u64) {
         let epoch = self.next_epoch(now_ms);
         let state = self.ids.get_mut(&client_id).expect("served id exists");
-        let previous = state.owner.map(|(at, _)| at.into());
+        let previous_at = state.owner.map(|(at, _)| at);
+        let previous = previous_at.map(Into::into);
         let deadline_ms = now_ms + CLAIM_TIMEOUT_MS;
         state.busy = Some(Busy {
             claimant,
+            request,
+            previous: previous_at,
             epoch,
             deadline_ms,
         });
@@ -294,6 +321,29 @@ impl ClaimTable {
                 }),
             ));
         }
+    }
+
+    /// An owner's session ended: the id is forgotten unless it moved on
+    /// since (another owner or epoch) or a claim of it is being served.
+    pub fn handle_owner_ended(&mut self, from: NodeId, ended: OwnerEnded) {
+        let owner = Location::from(ended.owner);
+        if owner.node != from {
+            return;
+        }
+        let Some(state) = self.ids.get_mut(&ended.client_id) else {
+            return;
+        };
+        if state.owner == Some((owner, ended.epoch)) {
+            state.owner = None;
+            if state.busy.is_none() && state.waiting.is_empty() {
+                self.ids.remove(&ended.client_id);
+            }
+        }
+    }
+
+    /// Ids with an owner or a claim in progress (the table's size).
+    pub fn ids(&self) -> usize {
+        self.ids.len()
     }
 
     pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {

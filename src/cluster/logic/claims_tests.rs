@@ -187,3 +187,46 @@ fn ids_homed_elsewhere_after_a_change_are_dropped() {
     assert_eq!(kept, homed);
     assert!(kept > 20 && kept < 80, "{kept}");
 }
+
+#[test]
+fn a_claim_sent_again_is_answered_again_or_ignored_while_it_waits() {
+    let mut t = ClaimTable::new(HOME);
+    t.handle_claim(NodeId(2), claim("c", at(2, 0), 1), 10);
+    t.handle_claim(NodeId(3), claim("c", at(3, 0), 7), 11);
+    let first = answers(&mut t);
+    assert_eq!(first.len(), 1);
+    // Both claimants lost their link and send their claims again.
+    t.handle_claim(NodeId(2), claim("c", at(2, 0), 1), 12);
+    t.handle_claim(NodeId(3), claim("c", at(3, 0), 7), 12);
+    let again = answers(&mut t);
+    assert_eq!(again, first, "the served claim gets the same answer");
+    done(&mut t, &first[0].1, at(2, 0), 13);
+    let second = answers(&mut t);
+    assert_eq!(second.len(), 1, "the waiting claim was queued once");
+    assert_eq!(second[0].0, NodeId(3));
+    done(&mut t, &second[0].1, at(3, 0), 14);
+    assert!(answers(&mut t).is_empty());
+}
+
+#[test]
+fn an_ended_session_is_forgotten_unless_it_moved_on() {
+    let mut t = ClaimTable::new(HOME);
+    t.handle_claim(NodeId(2), claim("c", at(2, 0), 1), 10);
+    let a = answers(&mut t).remove(0).1;
+    done(&mut t, &a, at(2, 0), 11);
+    let ended = |owner: Location, epoch| OwnerEnded {
+        client_id: "c".into(),
+        owner: owner.into(),
+        epoch,
+    };
+    t.handle_owner_ended(NodeId(3), ended(at(2, 0), a.epoch.unwrap()));
+    assert_eq!(t.ids(), 1, "only the owner itself may end it");
+    t.handle_claim(NodeId(3), claim("c", at(3, 0), 1), 12);
+    let b = answers(&mut t).remove(0).1;
+    done(&mut t, &b, at(3, 0), 13);
+    t.handle_owner_ended(NodeId(2), ended(at(2, 0), a.epoch.unwrap()));
+    assert_eq!(t.ids(), 1, "a late end of the old owner changes nothing");
+    t.handle_owner_ended(NodeId(3), ended(at(3, 0), b.epoch.unwrap()));
+    assert_eq!(t.ids(), 0);
+    assert_eq!(t.owner("c"), None);
+}

@@ -287,6 +287,16 @@ pub struct OwnerReport {
     pub epoch: ClaimEpoch,
 }
 
+/// Owner -> home: the session it owned since `epoch` ended (expired, or a
+/// clean start ended): the home forgets the id, so its table holds only
+/// live sessions.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OwnerEnded {
+    pub client_id: String,
+    pub owner: WireLocation,
+    pub epoch: ClaimEpoch,
+}
+
 /// Home -> an owner that lost to a newer epoch: kick (0x8E) and drop.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Evict {
@@ -405,6 +415,7 @@ messages! {
     RetainedSync = 31,
     LoadFigures = 32,
     ForwardBatch = 33,
+    OwnerEnded = 34,
     // The cluster-wide clients API (proto_clients.rs); numbered apart from
     // the kinds above so others can be added next to them.
     ClientsQuery = 40,

@@ -124,6 +124,11 @@ fn samples() -> Vec<Message> {
             owner: at,
             epoch: epoch(),
         }),
+        Message::OwnerEnded(OwnerEnded {
+            client_id: "c1".into(),
+            owner: at,
+            epoch: epoch(),
+        }),
         Message::Evict(Evict {
             client_id: "c1".into(),
             epoch: epoch(),
@@ -136,6 +141,18 @@ fn samples() -> Vec<Message> {
             connections: 10,
             connections_max: 100,
             version: "0.1.0".into(),
+        }),
+        Message::ForwardBatch(ForwardBatch {
+            window: WindowId {
+                epoch: 1_700_000_000_000,
+                opened: 3,
+            },
+            forwards: vec![Forward {
+                id,
+                stream_seq: 4,
+                message: message_snapshot("a/b"),
+                shared: None,
+            }],
         }),
         Message::ClientsQuery(ClientsQuery::new(
             7,
@@ -180,8 +197,9 @@ fn a_clients_frame_without_its_magic_is_refused() {
 fn every_kind_round_trips() {
     let samples = samples();
     let mut kinds: Vec<u8> = samples.iter().map(Message::kind).collect();
+    kinds.sort_unstable();
     kinds.dedup();
-    let mut expected: Vec<u8> = (16..=32).collect();
+    let mut expected: Vec<u8> = (16..=34).collect();
     expected.extend([40, 41]);
     assert_eq!(kinds, expected, "one sample per kind");
     for message in samples {

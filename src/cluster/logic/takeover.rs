@@ -205,6 +205,26 @@ impl Takeovers {
         ));
     }
 
+    /// A new link with `node`: claims it has not answered are sent again
+    /// (the old link may have lost them or their answers; a home answers a
+    /// repeated claim again).
+    pub fn handle_link_renewed(&mut self, node: NodeId) {
+        for (client_id, inc) in &self.incoming {
+            if let Stage::Claiming { request } = inc.stage {
+                if inc.home == node {
+                    self.transmits.push_back((
+                        node,
+                        Message::Claim(Claim {
+                            client_id: client_id.clone(),
+                            claimant: inc.at.into(),
+                            request,
+                        }),
+                    ));
+                }
+            }
+        }
+    }
+
     pub fn handle_claim_answer(&mut self, answer: ClaimAnswer, now_ms: u64) {
         let Some(inc) = self.incoming.get_mut(&answer.client_id) else {
             return;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::{Outgoing, Stage, TakeoverEvent, Takeovers};
 use crate::cluster::logic::homes::Homes;
 use crate::cluster::logic::proto::{
-    Evict, HeldDeliveries, HeldMessage, HeldRequest, Message, MessageId, OwnerReport,
+    Evict, HeldDeliveries, HeldMessage, HeldRequest, Message, MessageId, OwnerEnded, OwnerReport,
     TakeoverExport, TakeoverKick,
 };
 use crate::limits::{
@@ -193,9 +193,22 @@ impl Takeovers {
         }
     }
 
-    /// The session ended on this node (expired, or a clean start ended).
-    pub fn handle_session_ended(&mut self, client_id: &str) {
-        self.owned.remove(client_id);
+    /// The session ended on this node (expired, or a clean start ended):
+    /// its `home` forgets it.
+    pub fn handle_session_ended(&mut self, client_id: &str, home: Option<NodeId>) {
+        let Some((at, epoch)) = self.owned.remove(client_id) else {
+            return;
+        };
+        if let Some(home) = home {
+            self.transmits.push_back((
+                home,
+                Message::OwnerEnded(OwnerEnded {
+                    client_id: client_id.into(),
+                    owner: at.into(),
+                    epoch,
+                }),
+            ));
+        }
     }
 
     /// `node` was declared down: moves from it give fresh sessions, moves

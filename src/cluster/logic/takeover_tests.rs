@@ -252,7 +252,7 @@ fn a_silent_previous_owner_times_out_into_a_fresh_session() {
 fn a_kick_for_a_session_not_here_exports_nothing() {
     let mut w = World::new();
     start_on_old(&mut w);
-    w.node(OLD).handle_session_ended("c");
+    w.node(OLD).handle_session_ended("c", None);
     w.node(NEW)
         .connect("c", Location::new(NEW, 0), Some(HOME), 0);
     let ev = w.run();

@@ -202,6 +202,7 @@ impl SimNode {
             Message::HeldRequest(r) => self.takeovers.handle_held_request(from, r, now),
             Message::HeldDeliveries(h) => self.takeovers.handle_held(from, h),
             Message::OwnerReport(r) => self.claims.handle_owner_report(from, r),
+            Message::OwnerEnded(e) => self.claims.handle_owner_ended(from, e),
             Message::Evict(e) => self.takeovers.handle_evict(e),
             Message::RetainedSync(_)
             | Message::LoadFigures(_)
@@ -274,6 +275,7 @@ impl SimNode {
             Message::ClaimAnswer(a) => self.takeovers.handle_claim_answer(a, now),
             Message::ClaimDone(d) => self.claims.handle_claim_done(here, d, now),
             Message::OwnerReport(r) => self.claims.handle_owner_report(here, r),
+            Message::OwnerEnded(e) => self.claims.handle_owner_ended(here, e),
             Message::Evict(e) => self.takeovers.handle_evict(e),
             other => panic!("node {here} sent itself {other:?}"),
         }
@@ -484,7 +486,8 @@ impl SimNode {
 
     fn drop_session(&mut self, client: &str, cx: &mut Ctx<'_>) {
         if let Some(s) = self.sessions.remove(client) {
-            self.takeovers.handle_session_ended(client);
+            let home = self.homes.home_of(client);
+            self.takeovers.handle_session_ended(client, home);
             self.set_interest_all(&s, cx);
         }
     }
