@@ -173,8 +173,9 @@ impl Rebalancer {
             .ask(NodeId::from_name(node), text)
             .await
             .map_err(|e| Failure::unavailable(format!("node {node}: {e}")))?;
-        serde_json::from_str(&answer)
-            .map_err(|e| Failure::internal(format!("node {node} answered malformed JSON: {e}")))
+        serde_json::from_str::<Answer>(&answer).map_err(|e| {
+            Failure::internal(format!("node {node} answered malformed JSON: {e}"))
+        })?
     }
 
     /// Serves the peers' commands on the admin thread's runtime, each in
