@@ -71,7 +71,10 @@ pub async fn global_status(State(state): State<Arc<AdminState>>) -> Response {
     for (_, node, answer) in answers {
         match answer {
             Ok(v) => {
-                for (key, list) in [("evacuation", &mut evacuations), ("rebalance", &mut rebalances)] {
+                for (key, list) in [
+                    ("evacuation", &mut evacuations),
+                    ("rebalance", &mut rebalances),
+                ] {
                     if let Some(e) = v.get(key).filter(|e| !e.is_null()) {
                         list.push(e.clone());
                     }
@@ -112,7 +115,10 @@ fn parse_body(body: &Bytes) -> Result<Value, Response> {
 /// cluster; a node that is not running gets a 400 naming it.
 async fn command(state: &AdminState, node: &str, command: PeerCommand) -> Response {
     let Some(r) = &state.rebalancer else {
-        return bad_request(None, "evacuation and rebalance are not available on this node");
+        return bad_request(
+            None,
+            "evacuation and rebalance are not available on this node",
+        );
     };
     if node != state.node_name && !r.running_nodes().await.iter().any(|n| n == node) {
         return respond(Err(Failure::bad_request(

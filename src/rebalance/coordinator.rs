@@ -33,8 +33,8 @@ pub(super) struct Coordinating {
 impl Rebalancer {
     /// `POST {this node}/start` with the API's body.
     pub(super) async fn rebalance_start_body(self: &Arc<Self>, body: &Value) -> Answer {
-        let params =
-            RebalanceParams::from_json(body).map_err(|e| Failure::bad_request(Some(&e.field), e.message))?;
+        let params = RebalanceParams::from_json(body)
+            .map_err(|e| Failure::bad_request(Some(&e.field), e.message))?;
         self.start_rebalance(params).await
     }
 
@@ -96,17 +96,30 @@ impl Rebalancer {
             if c.is_some() {
                 return Err(Failure::bad_request(
                     None,
-                    format!("a rebalance coordinated by {} is already running", self.node_name),
+                    format!(
+                        "a rebalance coordinated by {} is already running",
+                        self.node_name
+                    ),
                 ));
             }
             *c = Some(Coordinating {
                 id,
-                participants: plan.donors().iter().chain(plan.recipients()).cloned().collect(),
+                participants: plan
+                    .donors()
+                    .iter()
+                    .chain(plan.recipients())
+                    .cloned()
+                    .collect(),
                 plan: plan.clone(),
             });
         }
         // Nodes at the average are neither: they take no part.
-        let participants: Vec<String> = plan.donors().iter().chain(plan.recipients()).cloned().collect();
+        let participants: Vec<String> = plan
+            .donors()
+            .iter()
+            .chain(plan.recipients())
+            .cloned()
+            .collect();
         for node in &participants {
             let join = Join {
                 id,
@@ -170,15 +183,18 @@ impl Rebalancer {
         let silence = Duration::from_millis(limits::REBALANCE_PARTICIPANT_SILENCE_MS);
         let mut interval = tokio::time::interval(Duration::from_millis(limits::REBALANCE_TICK_MS));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heard: BTreeMap<String, Instant> =
-            participants.iter().map(|n| (n.clone(), Instant::now())).collect();
+        let mut heard: BTreeMap<String, Instant> = participants
+            .iter()
+            .map(|n| (n.clone(), Instant::now()))
+            .collect();
         let mut step = Step::default();
         loop {
             interval.tick().await;
-            let (state, conn_goal, sess_goal) = match &*self.coordinating.lock().expect("not poisoned") {
-                Some(c) if c.id == id => (c.plan.state(), c.plan.conn_goal, c.plan.sess_goal),
-                _ => return,
-            };
+            let (state, conn_goal, sess_goal) =
+                match &*self.coordinating.lock().expect("not poisoned") {
+                    Some(c) if c.id == id => (c.plan.state(), c.plan.conn_goal, c.plan.sess_goal),
+                    _ => return,
+                };
             let of = |list: &[(String, u64)], node: &str| {
                 list.iter().find(|(n, _)| n == node).map_or(0, |(_, k)| *k)
             };
@@ -238,9 +254,13 @@ impl Rebalancer {
                 let before = c.plan.state();
                 step = c.plan.handle_tick(now_ms, &loads);
                 if c.plan.state() != before {
-                    tracing::warn!(from = before.as_str(), to = c.plan.state().as_str(),
-                        donor_avg = c.plan.donor_conn_avg, recipient_avg = c.plan.recipient_conn_avg,
-                        "rebalance state");
+                    tracing::warn!(
+                        from = before.as_str(),
+                        to = c.plan.state().as_str(),
+                        donor_avg = c.plan.donor_conn_avg,
+                        recipient_avg = c.plan.recipient_conn_avg,
+                        "rebalance state"
+                    );
                 }
                 step.finished.take()
             };
@@ -288,7 +308,12 @@ impl Rebalancer {
     /// `POST {this node}/stop`: the rebalance this node coordinates, or
     /// (asked here) the one it takes part in, through its coordinator.
     pub(super) async fn stop_rebalance(self: &Arc<Self>) -> Answer {
-        let id = self.coordinating.lock().expect("not poisoned").as_ref().map(|c| c.id);
+        let id = self
+            .coordinating
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|c| c.id);
         if let Some(id) = id {
             tracing::warn!(coordinator = %self.node_name, "rebalance stopped");
             self.end(id, Ok(())).await;

@@ -212,10 +212,7 @@ impl Rebalancer {
     }
 
     pub(super) fn is_participating(&self) -> bool {
-        self.participation
-            .lock()
-            .expect("not poisoned")
-            .is_some()
+        self.participation.lock().expect("not poisoned").is_some()
     }
 
     /// This node's rebalance, EMQX's shape: as a participant, or as a

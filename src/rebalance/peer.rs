@@ -23,10 +23,14 @@ use std::sync::{Arc, Mutex};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum PeerCommand {
     /// `POST {node}/evacuation/start` for that node: the API's body.
-    EvacuationStart { body: Value },
+    EvacuationStart {
+        body: Value,
+    },
     EvacuationStop,
     /// `POST {node}/start` for that node (it coordinates): the API's body.
-    RebalanceStart { body: Value },
+    RebalanceStart {
+        body: Value,
+    },
     /// `POST {node}/stop`: stop the rebalance the node coordinates.
     RebalanceStop,
     /// The node's `status`, and its entries of `global_status`.
@@ -37,7 +41,9 @@ pub enum PeerCommand {
     /// participant evicts now. Answered with the node's counts.
     Tick(Tick),
     /// Rebalance `id` is over: back to normal.
-    Leave { id: u64 },
+    Leave {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -128,14 +134,12 @@ impl Rebalancer {
     pub async fn running_nodes(&self) -> Vec<String> {
         let mut nodes = vec![self.node_name.clone()];
         if let Some(p) = self.peers.get() {
-            let peers = tokio::time::timeout(
-                crate::limits::ADMIN_SHARD_CALL_TIMEOUT,
-                p.control.peers(),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+            let peers =
+                tokio::time::timeout(crate::limits::ADMIN_SHARD_CALL_TIMEOUT, p.control.peers())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
             nodes.extend(
                 peers
                     .into_iter()
@@ -173,9 +177,8 @@ impl Rebalancer {
             .ask(NodeId::from_name(node), text)
             .await
             .map_err(|e| Failure::unavailable(format!("node {node}: {e}")))?;
-        serde_json::from_str::<Answer>(&answer).map_err(|e| {
-            Failure::internal(format!("node {node} answered malformed JSON: {e}"))
-        })?
+        serde_json::from_str::<Answer>(&answer)
+            .map_err(|e| Failure::internal(format!("node {node} answered malformed JSON: {e}")))?
     }
 
     /// Serves the peers' commands on the admin thread's runtime, each in
@@ -201,7 +204,10 @@ impl Rebalancer {
                         Ok(c) => me.serve(c).await,
                         Err(e) => {
                             tracing::warn!(%from, error = %e, "rebalance: a peer's command is malformed");
-                            Err(Failure::bad_request(None, format!("malformed command: {e}")))
+                            Err(Failure::bad_request(
+                                None,
+                                format!("malformed command: {e}"),
+                            ))
                         }
                     };
                     let _ = reply.send(serde_json::to_string(&answer).expect("serializes"));

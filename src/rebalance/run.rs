@@ -5,8 +5,8 @@
 //! it. A running evacuation is persisted in
 //! `node.data_dir/rebalance/evacuation.json` and resumed at the next start.
 
-use super::evacuation::{Counts, Evacuation, State};
 use super::coordinator::Coordinating;
+use super::evacuation::{Counts, Evacuation, State};
 use super::params::EvacuationParams;
 use super::participant::Participation;
 use super::peer::{Answer, Failure, Peers};
@@ -310,8 +310,7 @@ impl Rebalancer {
                 } else {
                     ReasonCode::SERVER_MOVED
                 };
-                self.evict(step.evict_connections, reason, references)
-                    .await;
+                self.evict(step.evict_connections, reason, references).await;
             }
         }
     }

@@ -270,7 +270,8 @@ async fn run(
             match i {
                 Input::Net(e) => {
                     let e = rebalance.handle_net(e, &handle);
-                    if let Some(e) = e.and_then(|e| clients.handle_net(e, &handle, &node, &inputs)) {
+                    if let Some(e) = e.and_then(|e| clients.handle_net(e, &handle, &node, &inputs))
+                    {
                         on_net_event(&mut core, &mut load, &handle, e, &clock)
                     }
                 }

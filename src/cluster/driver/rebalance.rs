@@ -40,9 +40,7 @@ pub struct Incoming {
 /// Commands in flight: request number -> (asked peer, waiting asker).
 type Pending = Arc<Mutex<HashMap<u64, (NodeId, oneshot::Sender<String>)>>>;
 
-fn lock(
-    p: &Pending,
-) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<String>)>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<String>)>> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -175,7 +173,11 @@ impl Relay {
         let handle = handle.clone();
         if self.incoming.try_send(incoming).is_err() {
             // Full or no admin thread: an empty answer says "busy".
-            send_answer(&handle, from, RebalanceAnswer::new(r.request, String::new()));
+            send_answer(
+                &handle,
+                from,
+                RebalanceAnswer::new(r.request, String::new()),
+            );
             return;
         }
         tokio::spawn(async move {
