@@ -395,6 +395,12 @@ fn start_signal_thread(
         })
 }
 
+/// The admin thread's end of cross-node evacuation and rebalance commands.
+type RebalancePeers = (
+    ringmq::cluster::driver::rebalance::RebalancePort,
+    tokio::sync::mpsc::Receiver<ringmq::cluster::driver::rebalance::Incoming>,
+);
+
 /// Starts the admin API thread. A bind failure stops the start, except on
 /// the built-in default address when it is taken (another broker on this
 /// host with defaults): then the node runs without its API and says so.
@@ -403,13 +409,7 @@ fn start_admin(
     admission: &Arc<NodeAdmission>,
     node: &NodeHandle,
     authn: Option<Arc<ringmq::authn::Authn>>,
-    cluster: Option<(
-        Arc<dyn admin::ClusterControl>,
-        (
-            ringmq::cluster::driver::rebalance::RebalancePort,
-            tokio::sync::mpsc::Receiver<ringmq::cluster::driver::rebalance::Incoming>,
-        ),
-    )>,
+    cluster: Option<(Arc<dyn admin::ClusterControl>, RebalancePeers)>,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {

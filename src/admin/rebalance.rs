@@ -103,12 +103,12 @@ pub async fn availability_check(State(state): State<Arc<AdminState>>) -> Respons
     }
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
+/// The JSON body (none: `null`, every default), or why it is not JSON.
+fn parse_body(body: &Bytes) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(body)
-        .map_err(|e| bad_request(None, &format!("the body is not JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
 }
 
 /// `command` for node `node`: served here, or by that node over the
@@ -136,7 +136,7 @@ pub async fn evacuation_start(
 ) -> Response {
     match parse_body(&body) {
         Ok(body) => command(&state, &node, PeerCommand::EvacuationStart { body }).await,
-        Err(r) => r,
+        Err(m) => bad_request(None, &m),
     }
 }
 
@@ -154,7 +154,7 @@ pub async fn rebalance_start(
 ) -> Response {
     match parse_body(&body) {
         Ok(body) => command(&state, &node, PeerCommand::RebalanceStart { body }).await,
-        Err(r) => r,
+        Err(m) => bad_request(None, &m),
     }
 }
 
