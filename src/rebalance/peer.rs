@@ -246,3 +246,35 @@ impl Rebalancer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_answers_keep_their_shape_through_json() {
+        let join = PeerCommand::Join(Box::new(Join {
+            id: 7,
+            coordinator: "a@h".into(),
+            donor: true,
+            params: RebalanceParams::default(),
+            donors: vec!["a@h".into()],
+            recipients: vec!["b@h".into()],
+        }));
+        let text = serde_json::to_string(&join).unwrap();
+        assert!(text.starts_with(r#"{"op":"join","id":7,"#), "{text}");
+        let PeerCommand::Join(back) = serde_json::from_str(&text).unwrap() else {
+            panic!("a join: {text}")
+        };
+        assert!(back.donor && back.params == RebalanceParams::default());
+        // A forwarded answer is the other node's own: its error, or its
+        // value (not the value wrapped in the result).
+        let failed: Answer = Err(Failure::bad_request(Some("nodes"), "nodes: no"));
+        let text = serde_json::to_string(&failed).unwrap();
+        assert_eq!(serde_json::from_str::<Answer>(&text).unwrap(), failed);
+        let ok: Answer = Ok(serde_json::json!({"state": "evicting_conns"}));
+        let text = serde_json::to_string(&ok).unwrap();
+        assert_eq!(serde_json::from_str::<Answer>(&text).unwrap(), ok);
+        assert!(serde_json::from_str::<PeerCommand>(r#"{"op":"reboot"}"#).is_err());
+    }
+}

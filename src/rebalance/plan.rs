@@ -353,6 +353,8 @@ mod tests {
         ];
         let mut r = Rebalance::start(params(), 0, &loads).unwrap();
         assert!(r.is_donor("a@h") && !r.is_donor("b@h"));
+        // The goals the participants' status shows: the averages.
+        assert_eq!((r.conn_goal, r.sess_goal), (334, 100));
         assert!(r.donor_accepts_connections());
         assert_eq!(r.handle_tick(500, &loads), Step::default());
         r.handle_tick(1000, &loads);
