@@ -690,6 +690,29 @@ pub const REBALANCE_LIST_MAX: usize = 64;
 /// rates are spread over the ticks of each second.
 pub const REBALANCE_TICK_MS: u64 = 100;
 
+/// The longest JSON text of a cross-node evacuation or rebalance command
+/// or answer (`cluster/logic/proto_rebalance.rs`): parameters and one
+/// node's status are well under it.
+pub const REBALANCE_PEER_JSON_MAX_BYTES: usize = 64 << 10;
+
+/// How long a node waits for a peer's answer to an evacuation or
+/// rebalance command (`rebalance/peer.rs`). A participant that stays
+/// silent longer than `REBALANCE_PARTICIPANT_SILENCE_MS` is lost.
+pub const REBALANCE_PEER_TIMEOUT_MS: u64 = 2_000;
+
+/// Commands in flight from this node's admin thread to peers; beyond it a
+/// command fails at once (the coordinator sends a few per tick).
+pub const REBALANCE_PEER_ASKS_MAX: usize = 256;
+
+/// Peers' commands waiting for this node's admin thread; beyond it a
+/// command is answered "busy" by the driver.
+pub const REBALANCE_PEER_INCOMING_MAX: usize = 64;
+
+/// A rebalance participant (or its coordinator) not heard from for this
+/// long is lost: the coordinator ends the rebalance, a participant whose
+/// coordinator went silent returns to normal by itself.
+pub const REBALANCE_PARTICIPANT_SILENCE_MS: u64 = 5_000;
+
 // ---------------------------------------------------------------- cluster-wide clients API (src/cluster/driver/query.rs)
 
 /// Most client records one peer's answer to a listing carries; the asking

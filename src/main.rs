@@ -245,7 +245,7 @@ fn main() -> ExitCode {
     }
     // The cluster thread, before the shards: a taken cluster.bind or a bad
     // certificate stops the start.
-    let cluster = match config
+    let mut cluster = match config
         .cluster
         .is_clustered()
         .then(|| ringmq::cluster::setup::start(&config, admission.clone()))
@@ -264,13 +264,19 @@ fn main() -> ExitCode {
                 .with_clients(c.clients.port.clone()),
         ) as Arc<dyn admin::ClusterControl>
     });
+    // Cross-node evacuation and rebalance: the admin thread's end.
+    let rebalance_peers = cluster.as_mut().and_then(|c| {
+        let incoming = c.rebalance.incoming.take()?;
+        Some((c.rebalance.port.clone(), incoming))
+    });
     // Bounds a shard's lost wake-up (shard/watchdog.rs).
     if let Err(e) = ringmq::shard::watchdog::start(node.clone()) {
         eprintln!("ringmq: cannot start the shard watchdog thread: {e}");
         return ExitCode::from(1);
     }
     if config.api.enable {
-        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), cluster_control) {
+        let peers = cluster_control.zip(rebalance_peers);
+        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), peers) {
             return code;
         }
     }
@@ -389,6 +395,12 @@ fn start_signal_thread(
         })
 }
 
+/// The admin thread's end of cross-node evacuation and rebalance commands.
+type RebalancePeers = (
+    ringmq::cluster::driver::rebalance::RebalancePort,
+    tokio::sync::mpsc::Receiver<ringmq::cluster::driver::rebalance::Incoming>,
+);
+
 /// Starts the admin API thread. A bind failure stops the start, except on
 /// the built-in default address when it is taken (another broker on this
 /// host with defaults): then the node runs without its API and says so.
@@ -397,7 +409,7 @@ fn start_admin(
     admission: &Arc<NodeAdmission>,
     node: &NodeHandle,
     authn: Option<Arc<ringmq::authn::Authn>>,
-    cluster: Option<Arc<dyn admin::ClusterControl>>,
+    cluster: Option<(Arc<dyn admin::ClusterControl>, RebalancePeers)>,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -415,6 +427,10 @@ fn start_admin(
         admission.clone(),
     );
     rebalancer.load_persisted();
+    let cluster = cluster.map(|(control, (port, incoming))| {
+        rebalancer.with_cluster(control.clone(), port, incoming);
+        control
+    });
     let state = Arc::new(
         AdminState::new(
             config.node.name.clone(),

@@ -169,6 +169,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
             .route(
                 &format!("{base}/{{node}}/evacuation/stop"),
                 post(rebalance::evacuation_stop),
+            )
+            .route(
+                &format!("{base}/{{node}}/start"),
+                post(rebalance::rebalance_start),
+            )
+            .route(
+                &format!("{base}/{{node}}/stop"),
+                post(rebalance::rebalance_stop),
             );
     }
     // Load balancers' health checks carry no credentials (EMQX's too).

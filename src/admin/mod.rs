@@ -84,7 +84,7 @@ pub fn start(config: &ApiConfig, state: Arc<AdminState>) -> std::io::Result<()> 
             };
             runtime.block_on(async move {
                 if let Some(r) = &state_for_resume {
-                    r.spawn_resumed();
+                    r.spawn_services();
                 }
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,

@@ -1,17 +1,23 @@
 //! `/api/v5/load_rebalance/...` (and the same under `/api/v4/`): node
-//! evacuation as EMQX's API has it (`src/rebalance`).
+//! evacuation and cluster rebalance as EMQX's API has them
+//! (`src/rebalance`).
 //!
-//! - `GET status`: this node's evacuation (`{"status": "disabled"}` or
-//!   `"enabled"` with `process`, `state`, rates, goals and `stats`).
-//! - `GET global_status`: `{"evacuations": [...], "rebalances": [...]}`.
+//! - `GET status`: this node's evacuation or rebalance (`{"status":
+//!   "disabled"}` or `"enabled"` with `process`, `state`, rates, goals and
+//!   `stats`).
+//! - `GET global_status`: `{"evacuations": [...], "rebalances": [...]}` of
+//!   every running node (a node that does not answer is left out and
+//!   named in `unavailable_nodes`).
 //! - `GET availability_check`: 200 `{}` while the node takes clients,
-//!   503 while it is evacuated (for load balancers; no authentication).
-//! - `POST {node}/evacuation/start` (JSON body, EMQX's fields) and
-//!   `POST {node}/evacuation/stop`.
+//!   503 while it is evacuated or a rebalance donor (for load balancers;
+//!   no authentication).
+//! - `POST {node}/evacuation/start` (JSON body, EMQX's fields),
+//!   `POST {node}/evacuation/stop`, `POST {node}/start` (the node
+//!   coordinates a rebalance) and `POST {node}/stop`: for this node or,
+//!   over the cluster, for another running one.
 
 use super::api::{error, AdminState};
-use super::nodes::NodeStatus;
-use crate::rebalance::{EvacuationParams, StartError};
+use crate::rebalance::peer::{Answer, Failure, PeerCommand};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,6 +30,18 @@ fn bad_request(field: Option<&str>, message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "BAD_REQUEST", field, message)
 }
 
+fn respond(answer: Answer) -> Response {
+    match answer {
+        Ok(v) => Json(v).into_response(),
+        Err(f) => error(
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &f.code,
+            f.field.as_deref(),
+            &f.message,
+        ),
+    }
+}
+
 pub async fn status(State(state): State<Arc<AdminState>>) -> Response {
     match &state.rebalancer {
         Some(r) => Json(r.status()).into_response(),
@@ -32,13 +50,44 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 pub async fn global_status(State(state): State<Arc<AdminState>>) -> Response {
-    let evacuations: Vec<Value> = state
-        .rebalancer
-        .as_ref()
-        .and_then(|r| r.evacuation_entry())
-        .into_iter()
-        .collect();
-    Json(json!({ "evacuations": evacuations, "rebalances": [] })).into_response()
+    let Some(r) = &state.rebalancer else {
+        return Json(json!({ "evacuations": [], "rebalances": [] })).into_response();
+    };
+    let nodes = r.running_nodes().await;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, node) in nodes.into_iter().enumerate() {
+        let r = r.clone();
+        set.spawn(async move {
+            let answer = r.ask(&node, PeerCommand::Status).await;
+            (i, node, answer)
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(Ok(a)) = set.join_next().await {
+        answers.push(a);
+    }
+    answers.sort_by_key(|(i, _, _)| *i);
+    let (mut evacuations, mut rebalances, mut unavailable) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, node, answer) in answers {
+        match answer {
+            Ok(v) => {
+                for (key, list) in [
+                    ("evacuation", &mut evacuations),
+                    ("rebalance", &mut rebalances),
+                ] {
+                    if let Some(e) = v.get(key).filter(|e| !e.is_null()) {
+                        list.push(e.clone());
+                    }
+                }
+            }
+            Err(_) => unavailable.push(node),
+        }
+    }
+    let mut body = json!({ "evacuations": evacuations, "rebalances": rebalances });
+    if !unavailable.is_empty() {
+        body["unavailable_nodes"] = json!(unavailable);
+    }
+    Json(body).into_response()
 }
 
 pub async fn availability_check(State(state): State<Arc<AdminState>>) -> Response {
@@ -54,48 +103,30 @@ pub async fn availability_check(State(state): State<Arc<AdminState>>) -> Respons
     }
 }
 
-/// The node a request names must be this one, running. Another running
-/// node is evacuated through its own API.
-async fn this_node(state: &AdminState, node: &str) -> Result<(), Response> {
-    if node == state.node_name {
-        return Ok(());
+/// The JSON body (none: `null`, every default), or why it is not JSON.
+fn parse_body(body: &Bytes) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
     }
-    let peers = match &state.cluster.control {
-        Some(control) => control.peers().await.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let running = peers
-        .iter()
-        .any(|p| p.node == node && p.node_status == NodeStatus::Running);
-    let message = if running {
-        format!("{node} is another node: send this request to its own API")
-    } else {
-        format!("node {node} is not running")
-    };
-    Err(bad_request(Some("node"), &message))
+    serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))
 }
 
-/// `migrate_to` must name running nodes other than this one.
-async fn check_migrate_to(state: &AdminState, params: &EvacuationParams) -> Result<(), Response> {
-    if params.migrate_to.is_empty() {
-        return Ok(());
-    }
-    let peers = match &state.cluster.control {
-        Some(control) => control.peers().await.unwrap_or_default(),
-        None => Vec::new(),
+/// `command` for node `node`: served here, or by that node over the
+/// cluster; a node that is not running gets a 400 naming it.
+async fn command(state: &AdminState, node: &str, command: PeerCommand) -> Response {
+    let Some(r) = &state.rebalancer else {
+        return bad_request(
+            None,
+            "evacuation and rebalance are not available on this node",
+        );
     };
-    for name in &params.migrate_to {
-        let running = peers
-            .iter()
-            .any(|p| &p.node == name && p.node_status == NodeStatus::Running);
-        if !running {
-            return Err(bad_request(
-                Some("migrate_to"),
-                &format!("migrate_to: node {name} is not a running node of the cluster other than this one"),
-            ));
-        }
+    if node != state.node_name && !r.running_nodes().await.iter().any(|n| n == node) {
+        return respond(Err(Failure::bad_request(
+            Some("node"),
+            format!("node {node} is not running"),
+        )));
     }
-    Ok(())
+    respond(r.ask(node, command).await)
 }
 
 pub async fn evacuation_start(
@@ -103,36 +134,9 @@ pub async fn evacuation_start(
     Path(node): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = this_node(&state, &node).await {
-        return r;
-    }
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return bad_request(None, &format!("the body is not JSON: {e}")),
-        }
-    };
-    let params = match EvacuationParams::from_json(&body) {
-        Ok(p) => p,
-        Err(e) => return bad_request(Some(&e.field), &e.message),
-    };
-    if let Err(r) = check_migrate_to(&state, &params).await {
-        return r;
-    }
-    let Some(rebalancer) = &state.rebalancer else {
-        return bad_request(None, "evacuation is not available on this node");
-    };
-    match rebalancer.start_evacuation(params).await {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(StartError::Storage(m)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            None,
-            &m,
-        ),
-        Err(e) => bad_request(None, &e.to_string()),
+    match parse_body(&body) {
+        Ok(body) => command(&state, &node, PeerCommand::EvacuationStart { body }).await,
+        Err(m) => bad_request(None, &m),
     }
 }
 
@@ -140,14 +144,23 @@ pub async fn evacuation_stop(
     State(state): State<Arc<AdminState>>,
     Path(node): Path<String>,
 ) -> Response {
-    if let Err(r) = this_node(&state, &node).await {
-        return r;
+    command(&state, &node, PeerCommand::EvacuationStop).await
+}
+
+pub async fn rebalance_start(
+    State(state): State<Arc<AdminState>>,
+    Path(node): Path<String>,
+    body: Bytes,
+) -> Response {
+    match parse_body(&body) {
+        Ok(body) => command(&state, &node, PeerCommand::RebalanceStart { body }).await,
+        Err(m) => bad_request(None, &m),
     }
-    let Some(rebalancer) = &state.rebalancer else {
-        return bad_request(None, "no evacuation is running on this node");
-    };
-    match rebalancer.stop_evacuation() {
-        Ok(()) => Json(json!({})).into_response(),
-        Err(e) => bad_request(None, &e.to_string()),
-    }
+}
+
+pub async fn rebalance_stop(
+    State(state): State<Arc<AdminState>>,
+    Path(node): Path<String>,
+) -> Response {
+    command(&state, &node, PeerCommand::RebalanceStop).await
 }

@@ -22,12 +22,13 @@ pub fn run_node(cluster: Cluster, node: NodeHandle) -> std::io::Result<ClusterPo
         loads,
         admission,
         clients,
+        rebalance,
     } = cluster;
     let load = driver::Load {
         figures: LoadFigures::new(loads),
         admission,
     };
-    driver::start(handle, events, node, load, clients)
+    driver::start(handle, events, node, load, clients, rebalance.relay)
 }
 
 /// This node's load figures to every running peer, when due. A full

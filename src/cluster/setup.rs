@@ -29,6 +29,9 @@ pub struct Cluster {
     /// The cluster-wide clients API: the admin API holds the port
     /// (`clients.port`), the driver the rest.
     pub clients: super::driver::query::ClientsChannel,
+    /// Cross-node evacuation and rebalance commands: the admin thread
+    /// takes the port and the inbox, the driver the relay.
+    pub rebalance: super::driver::rebalance::RebalanceChannel,
 }
 
 /// Why the cluster did not start. The message starts with the
@@ -90,11 +93,12 @@ pub fn start(config: &Config, admission: Arc<NodeAdmission>) -> Result<Cluster, 
         }
     })?;
     Ok(Cluster {
-        handle,
+        handle: handle.clone(),
         events,
         loads,
         admission,
         clients: super::driver::query::channel(),
+        rebalance: super::driver::rebalance::channel(handle),
     })
 }
 

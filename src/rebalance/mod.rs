@@ -9,11 +9,19 @@
 //! - `plan.rs`: the rebalance coordinator's planning, pure.
 //! - `run.rs`: the executor on the admin thread: counts the shards, evicts
 //!   through them, sets admission, persists an evacuation across restarts.
+//! - `peer.rs`: commands between nodes (evacuate, join a rebalance, tick,
+//!   leave, status), served here or sent over the cluster.
+//! - `coordinator.rs`: the rebalance coordinator, driving `plan.rs` and
+//!   the participants.
+//! - `participant.rs`: this node as a rebalance donor or recipient.
 //!
 //! docs/operations.md describes the behaviour and the state machine.
 
+mod coordinator;
 pub mod evacuation;
 pub mod params;
+mod participant;
+pub mod peer;
 pub mod plan;
 mod rate;
 pub mod run;

@@ -109,6 +109,10 @@ pub struct Rebalance {
     pub recipient_conn_avg: f64,
     pub donor_sess_avg: f64,
     pub recipient_sess_avg: f64,
+    /// What donors evict down to: the participants' average (ceiling) of
+    /// connections and of disconnected sessions, on the last tick.
+    pub conn_goal: u64,
+    pub sess_goal: u64,
 }
 
 impl Rebalance {
@@ -136,6 +140,8 @@ impl Rebalance {
             recipient_conn_avg: 0.0,
             donor_sess_avg: 0.0,
             recipient_sess_avg: 0.0,
+            conn_goal: 0,
+            sess_goal: 0,
         };
         r.measure(loads);
         if r.donors.is_empty() || r.recipients.is_empty() || r.conns_balanced() {
@@ -178,6 +184,8 @@ impl Rebalance {
         self.recipient_conn_avg = of(&self.recipients, connections);
         self.donor_sess_avg = of(&self.donors, sessions);
         self.recipient_sess_avg = of(&self.recipients, sessions);
+        self.conn_goal = average(loads.iter().map(connections)).ceil() as u64;
+        self.sess_goal = average(loads.iter().map(sessions)).ceil() as u64;
     }
 
     fn conns_balanced(&self) -> bool {
@@ -345,6 +353,8 @@ mod tests {
         ];
         let mut r = Rebalance::start(params(), 0, &loads).unwrap();
         assert!(r.is_donor("a@h") && !r.is_donor("b@h"));
+        // The goals the participants' status shows: the averages.
+        assert_eq!((r.conn_goal, r.sess_goal), (334, 100));
         assert!(r.donor_accepts_connections());
         assert_eq!(r.handle_tick(500, &loads), Step::default());
         r.handle_tick(1000, &loads);

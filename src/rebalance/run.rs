@@ -5,8 +5,11 @@
 //! it. A running evacuation is persisted in
 //! `node.data_dir/rebalance/evacuation.json` and resumed at the next start.
 
+use super::coordinator::Coordinating;
 use super::evacuation::{Counts, Evacuation, State};
 use super::params::EvacuationParams;
+use super::participant::Participation;
+use super::peer::{Answer, Failure, Peers};
 use crate::admission::{NodeAdmission, Refusing};
 use crate::codec::ReasonCode;
 use crate::limits;
@@ -14,7 +17,7 @@ use crate::shard::{HeldCounts, NodeHandle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The file under `node.data_dir`.
@@ -33,6 +36,8 @@ pub enum StartError {
     /// An evacuation already runs (start), or none does (stop).
     AlreadyRunning,
     NotRunning,
+    /// The node takes part in a rebalance, or coordinates one.
+    InRebalance,
     /// The state file cannot be written: the evacuation would not survive
     /// a restart, so it does not start.
     Storage(String),
@@ -45,6 +50,9 @@ impl std::fmt::Display for StartError {
                 f.write_str("an evacuation is already running on this node")
             }
             StartError::NotRunning => f.write_str("no evacuation is running on this node"),
+            StartError::InRebalance => {
+                f.write_str("this node takes part in a rebalance: stop it first")
+            }
             StartError::Storage(m) => f.write_str(m),
         }
     }
@@ -57,12 +65,13 @@ struct Running {
     generation: u64,
 }
 
-/// One node's evacuation, as the admin API and `ringmq ctl` drive it.
+/// One node's evacuation and its part in a rebalance, as the admin API,
+/// `ringmq ctl` and the other nodes drive them.
 pub struct Rebalancer {
-    node_name: String,
+    pub(super) node_name: String,
     state_file: PathBuf,
-    node: NodeHandle,
-    admission: Arc<NodeAdmission>,
+    pub(super) node: NodeHandle,
+    pub(super) admission: Arc<NodeAdmission>,
     /// Only the admin thread locks it, never across an await.
     running: Mutex<Option<Running>>,
     generations: std::sync::atomic::AtomicU64,
@@ -70,6 +79,12 @@ pub struct Rebalancer {
     /// starts.
     rotation: std::sync::atomic::AtomicUsize,
     epoch: Instant,
+    /// This node's part in a rebalance (`participant.rs`).
+    pub(super) participation: Mutex<Option<Participation>>,
+    /// The rebalance this node coordinates (`coordinator.rs`).
+    pub(super) coordinating: Mutex<Option<Coordinating>>,
+    /// The cluster, when the node is clustered (`peer.rs`).
+    pub(super) peers: OnceLock<Peers>,
 }
 
 impl Rebalancer {
@@ -88,16 +103,35 @@ impl Rebalancer {
             generations: Default::default(),
             rotation: Default::default(),
             epoch: Instant::now(),
+            participation: Mutex::new(None),
+            coordinating: Mutex::new(None),
+            peers: OnceLock::new(),
         })
     }
 
-    fn now_ms(&self) -> u64 {
+    /// A clustered node: evacuations and rebalances of other nodes are
+    /// commanded through `port`, and theirs of this one come in through
+    /// `incoming` (served once `spawn_services` runs).
+    pub fn with_cluster(
+        &self,
+        control: Arc<dyn crate::admin::ClusterControl>,
+        port: crate::cluster::driver::rebalance::RebalancePort,
+        incoming: tokio::sync::mpsc::Receiver<crate::cluster::driver::rebalance::Incoming>,
+    ) {
+        let _ = self.peers.set(Peers {
+            control,
+            port,
+            incoming: Mutex::new(Some(incoming)),
+        });
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
     /// At start, before the listeners open: an evacuation persisted by an
     /// earlier run is resumed, refusing clients from the first CONNECT.
-    /// Returns whether one was. Its tick loop starts with `spawn_resumed`.
+    /// Returns whether one was. Its tick loop starts with `spawn_services`.
     pub fn load_persisted(&self) -> bool {
         let text = match std::fs::read(&self.state_file) {
             Ok(t) => t,
@@ -132,8 +166,10 @@ impl Rebalancer {
         true
     }
 
-    /// Starts the tick loop of an evacuation `load_persisted` resumed.
-    pub fn spawn_resumed(self: &Arc<Self>) {
+    /// On the admin thread's runtime: the tick loop of an evacuation
+    /// `load_persisted` resumed, and the service of the peers' commands.
+    pub fn spawn_services(self: &Arc<Self>) {
+        self.spawn_peer_service();
         let generation = match &*self.running.lock().expect("not poisoned") {
             Some(r) => r.generation,
             None => return,
@@ -158,6 +194,9 @@ impl Rebalancer {
     ) -> Result<(), StartError> {
         if self.is_running() {
             return Err(StartError::AlreadyRunning);
+        }
+        if self.is_participating() || self.is_coordinating() {
+            return Err(StartError::InRebalance);
         }
         let counts = self.count().await.unwrap_or_default();
         let persisted = Persisted {
@@ -216,7 +255,7 @@ impl Rebalancer {
         }
     }
 
-    async fn count(&self) -> Result<Counts, crate::shard::CallError> {
+    pub(super) async fn count(&self) -> Result<Counts, crate::shard::CallError> {
         let held: Vec<HeldCounts> = tokio::time::timeout(
             limits::ADMIN_SHARD_CALL_TIMEOUT,
             self.node.call_all(|ctx| ctx.held_counts()),
@@ -280,7 +319,12 @@ impl Rebalancer {
     /// of what is left. The Server References rotate from one evicted
     /// client to the next, node-wide (`rotation`): clients usually follow
     /// the first one, so the evicted clients spread over the servers.
-    async fn evict(&self, count: u64, reason: ReasonCode, references: Vec<String>) {
+    pub(super) async fn evict(
+        &self,
+        count: u64,
+        reason: ReasonCode,
+        references: Vec<String>,
+    ) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         let shards = self.node.shards() as u64;
         let references: Arc<[String]> = references.into();
@@ -303,18 +347,48 @@ impl Rebalancer {
                 _ => tracing::debug!(shard, "evacuation: a shard did not answer an eviction"),
             }
         }
+        count - left
     }
 
     /// `GET /api/v5/load_rebalance/status`: EMQX's shape.
     pub fn status(&self) -> Value {
-        match &*self.running.lock().expect("not poisoned") {
-            None => json!({ "status": "disabled" }),
-            Some(r) => {
-                let mut v = self.evacuation_json(&r.evacuation);
+        if let Some(r) = &*self.running.lock().expect("not poisoned") {
+            let mut v = self.evacuation_json(&r.evacuation);
+            v["status"] = json!("enabled");
+            v["process"] = json!("evacuation");
+            return v;
+        }
+        match self.rebalance_json() {
+            Some(mut v) => {
                 v["status"] = json!("enabled");
-                v["process"] = json!("evacuation");
                 v
             }
+            None => json!({ "status": "disabled" }),
+        }
+    }
+
+    /// `POST {this node}/evacuation/start` with the API's body.
+    pub(super) async fn evacuation_start_body(self: &Arc<Self>, body: &Value) -> Answer {
+        let params = EvacuationParams::from_json(body)
+            .map_err(|e| Failure::bad_request(Some(&e.field), e.message))?;
+        if !params.migrate_to.is_empty() {
+            let running = self.running_nodes().await;
+            for name in &params.migrate_to {
+                if name == &self.node_name || !running.contains(name) {
+                    return Err(Failure::bad_request(
+                        Some("migrate_to"),
+                        format!(
+                            "migrate_to: node {name} is not a running node of the cluster other \
+                             than this one"
+                        ),
+                    ));
+                }
+            }
+        }
+        match self.start_evacuation(params).await {
+            Ok(()) => Ok(json!({})),
+            Err(StartError::Storage(m)) => Err(Failure::internal(m)),
+            Err(e) => Err(Failure::bad_request(None, e.to_string())),
         }
     }
 

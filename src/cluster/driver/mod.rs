@@ -23,10 +23,13 @@
 //! * `port`: what the shards send and hold.
 //! * `query`: the cluster-wide clients API (questions to the peers, and
 //!   the peers' questions answered from this node's shards).
+//! * `rebalance`: cross-node evacuation and rebalance commands, relayed
+//!   between the admin threads of the nodes.
 
 mod core;
 pub mod port;
 pub mod query;
+pub mod rebalance;
 pub mod takeover;
 
 use std::io;
@@ -75,6 +78,7 @@ pub fn start(
     node: NodeHandle,
     load: Load,
     clients: query::ClientsChannel,
+    rebalance: rebalance::Relay,
 ) -> io::Result<ClusterPorts> {
     let here = handle.node();
     let epoch = handle
@@ -122,6 +126,7 @@ pub fn start(
                 node,
                 load,
                 clients: clients.inbox,
+                rebalance,
             };
             runtime.block_on(run(core, io, events, receivers, gates));
             info!("cluster driver stopped");
@@ -192,6 +197,7 @@ struct Io {
     node: NodeHandle,
     load: Load,
     clients: mpsc::Receiver<query::ClientsAsk>,
+    rebalance: rebalance::Relay,
 }
 
 async fn run(
@@ -206,6 +212,7 @@ async fn run(
         node,
         mut load,
         clients: mut asks,
+        rebalance,
     } = io;
     let mut clients = query::ClientsQueries::new();
     let (inputs, input_rx) = mpsc::channel(CLUSTER_DRIVER_INPUTS_MAX);
@@ -262,7 +269,9 @@ async fn run(
             taken += 1;
             match i {
                 Input::Net(e) => {
-                    if let Some(e) = clients.handle_net(e, &handle, &node, &inputs) {
+                    let e = rebalance.handle_net(e, &handle);
+                    if let Some(e) = e.and_then(|e| clients.handle_net(e, &handle, &node, &inputs))
+                    {
                         on_net_event(&mut core, &mut load, &handle, e, &clock)
                     }
                 }

@@ -24,6 +24,10 @@ use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot};
 mod clients;
 pub use clients::{ClientsAnswer, ClientsQuery, ClientsQuestion, ClientsReply, WireClient};
 
+#[path = "proto_rebalance.rs"]
+mod rebalance;
+pub use rebalance::{RebalanceAnswer, RebalanceRequest};
+
 /// The body format version this build writes and the only one it reads.
 pub const PROTO_VERSION: u8 = 1;
 
@@ -420,6 +424,9 @@ messages! {
     // the kinds above so others can be added next to them.
     ClientsQuery = 40,
     ClientsAnswer = 41,
+    // Cross-node evacuation and rebalance commands (proto_rebalance.rs).
+    RebalanceRequest = 44,
+    RebalanceAnswer = 45,
 }
 
 #[cfg(test)]

@@ -207,7 +207,9 @@ impl SimNode {
             Message::RetainedSync(_)
             | Message::LoadFigures(_)
             | Message::ClientsQuery(_)
-            | Message::ClientsAnswer(_) => {}
+            | Message::ClientsAnswer(_)
+            | Message::RebalanceRequest(_)
+            | Message::RebalanceAnswer(_) => {}
         }
         self.pump(cx);
     }
