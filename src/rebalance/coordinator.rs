@@ -355,6 +355,9 @@ impl Rebalancer {
             "disconnected_session_goal": c.plan.sess_goal,
             "donors": c.plan.donors(),
             "recipients": c.plan.recipients(),
+            // EMQX's global status names the donors' averages (integers).
+            "donor_conn_avg": c.plan.donor_conn_avg.round() as u64,
+            "donor_sess_avg": c.plan.donor_sess_avg.round() as u64,
         }))
     }
 }
