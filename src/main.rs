@@ -414,6 +414,9 @@ fn start_admin(
         node.clone(),
         admission.clone(),
     );
+    if let Some(control) = &cluster {
+        rebalancer.set_cluster(control.clone());
+    }
     rebalancer.load_persisted();
     let state = Arc::new(
         AdminState::new(

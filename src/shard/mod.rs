@@ -55,6 +55,7 @@ mod reply;
 mod routes;
 mod scratch;
 mod service;
+mod session_push;
 mod sessions;
 #[cfg(test)]
 mod sim;
@@ -68,6 +69,7 @@ mod transport;
 pub mod watchdog;
 
 pub use evict::HeldCounts;
+pub use session_push::PushReport;
 pub use fd_table::presize_fd_table;
 pub use inbox::{CallError, NodeHandle};
 pub use inspect::{AdminAnswer, AdminQuery};

@@ -150,6 +150,8 @@ pub struct Core {
     stats: DriverStats,
     /// Homes, claims and cross-node takeovers (`super::takeover`).
     takeover: TakeoverGlue,
+    /// Disconnected sessions pushed to or from peers (`super::session_push`).
+    pushes: super::session_push::SessionPushes,
 }
 
 impl Core {
@@ -184,6 +186,7 @@ impl Core {
             ready: false,
             stats: DriverStats::default(),
             takeover: TakeoverGlue::new(here, Role::Core),
+            pushes: super::session_push::SessionPushes::new(shard_count),
         }
     }
 
@@ -258,6 +261,7 @@ impl Core {
         self.outbox.retain(|(to, _, _)| *to != node);
         self.held_frames.retain(|(to, _, _, _)| *to != node);
         self.takeover.handle_member_down(node, now_ms);
+        self.pushes.handle_member_down(node);
         self.pump();
     }
 
@@ -310,6 +314,8 @@ impl Core {
                 }
             }
             Message::RetainedSync(r) => self.retained_in(from, r, clock),
+            Message::SessionPush(p) => self.pushes.handle_push(from, p),
+            Message::SessionPushDone(d) => self.pushes.handle_done(from, d),
             other => {
                 if let Some(other) = self.takeover.handle_message(from, other, clock.unix_ms) {
                     self.stats.frames_unserved += 1;
@@ -348,6 +354,15 @@ impl Core {
             ToDriver::Claim { .. } | ToDriver::Imported { .. } | ToDriver::SessionEnded { .. } => {
                 self.handle_takeover_request(request, now_ms)
             }
+            ToDriver::PushSession {
+                client_id,
+                to,
+                moved,
+            } => {
+                let running = self.view.contains_key(&to);
+                self.pushes
+                    .handle_request(client_id, to, running, moved, now_ms)
+            }
             ToDriver::Retain { topic, message } => {
                 let message = message.map(|m| MessageSnapshot::of(&m, clock));
                 let peers: Vec<NodeId> = self.view.keys().copied().collect();
@@ -385,7 +400,8 @@ impl Core {
         let ready = (!self.ready).then(|| self.ready_deadline());
         let publisher = self.publishers.values().map(|p| p.deadline_ms).min();
         let takeover = self.takeover.poll_timeout();
-        [self.relay.poll_timeout(), publisher, ready, takeover]
+        let pushes = self.pushes.poll_timeout();
+        [self.relay.poll_timeout(), publisher, ready, takeover, pushes]
             .into_iter()
             .flatten()
             .min()
@@ -403,6 +419,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.relay.handle_timeout(now_ms);
         self.takeover.handle_timeout(now_ms);
+        self.pushes.handle_timeout(now_ms);
         let late: Vec<u64> = self
             .publishers
             .iter()
@@ -459,6 +476,10 @@ impl Core {
                 self.push_control(to, m);
             }
             while let Some((to, m)) = self.takeover.poll_transmit() {
+                moved = true;
+                self.push_control(to, m);
+            }
+            while let Some((to, m)) = self.pushes.poll_transmit() {
                 moved = true;
                 self.push_control(to, m);
             }

@@ -155,6 +155,15 @@ fn samples() -> Vec<Message> {
                 disconnected_at_ms: None,
             }]),
         )),
+        Message::SessionPush(SessionPush {
+            client_id: "c1".into(),
+            request: 3,
+        }),
+        Message::SessionPushDone(SessionPushDone {
+            client_id: "c1".into(),
+            request: 3,
+            moved: true,
+        }),
     ]
 }
 
@@ -175,7 +184,7 @@ fn every_kind_round_trips() {
     let mut kinds: Vec<u8> = samples.iter().map(Message::kind).collect();
     kinds.dedup();
     let mut expected: Vec<u8> = (16..=32).collect();
-    expected.extend([40, 41]);
+    expected.extend([40, 41, 48, 49]);
     assert_eq!(kinds, expected, "one sample per kind");
     for message in samples {
         let body = message.encode().unwrap();

@@ -202,7 +202,11 @@ impl SimNode {
             Message::RetainedSync(_)
             | Message::LoadFigures(_)
             | Message::ClientsQuery(_)
-            | Message::ClientsAnswer(_) => {}
+            | Message::ClientsAnswer(_)
+            // Session pushes are the driver's (`driver::session_push`),
+            // over the takeover this simulation covers.
+            | Message::SessionPush(_)
+            | Message::SessionPushDone(_) => {}
         }
         self.pump(cx);
     }
