@@ -332,7 +332,7 @@ impl Rebalancer {
         if report.failed > 0 {
             tracing::warn!(node = %self.node_name, moved = report.moved, failed = report.failed,
                 "evacuation: sessions not moved this time; tried again");
-        } else {
+        } else if report.moved > 0 {
             tracing::info!(node = %self.node_name, moved = report.moved, "evacuation: sessions moved");
         }
     }

@@ -52,8 +52,8 @@ impl PushReport {
 impl NodeHandle {
     /// Moves up to `count` disconnected sessions of this node to `targets`
     /// (running peers), round robin over the targets and spread over the
-    /// shards (each asked for its share of what is left, at most
-    /// `SESSION_PUSH_BATCH_MAX`, all shards at once). Returns when every
+    /// shards (evenly within what each holds offline, at most
+    /// `SESSION_PUSH_BATCH_MAX` each, all shards at once). Returns when every
     /// push asked for has ended. Fewer than `count` are tried when the
     /// shards hold fewer offline sessions; nothing on a single node or with
     /// no target.
@@ -63,21 +63,37 @@ impl NodeHandle {
             return report;
         }
         let targets: Arc<[NodeId]> = targets.into();
-        let shards = self.shards() as u64;
+        // Each shard gets a share of `count` within what it holds offline,
+        // one at a time in turn, so that a shard holding few does not
+        // leave its share undone while another holds more.
+        let held = self.call_all(|ctx| ctx.held_counts().disconnected_sessions);
+        let Ok(offline) = held.await else {
+            return report; // the node is stopping
+        };
+        let mut shares = vec![0u64; offline.len()];
         let mut left = count;
-        let mut rotation = 0usize;
-        let mut calls = Vec::new();
-        for shard in 0..shards {
-            let share = left.div_ceil(shards - shard).min(SESSION_PUSH_BATCH_MAX);
-            if share == 0 {
+        while left > 0 {
+            let mut given = false;
+            for (share, &held) in shares.iter_mut().zip(&offline) {
+                if left > 0 && *share < held.min(SESSION_PUSH_BATCH_MAX) {
+                    *share += 1;
+                    left -= 1;
+                    given = true;
+                }
+            }
+            if !given {
                 break;
             }
-            left -= share;
+        }
+        let mut rotation = 0usize;
+        let mut calls = Vec::new();
+        for (shard, &share) in shares.iter().enumerate() {
+            if share == 0 {
+                continue;
+            }
             let (t, r) = (targets.clone(), rotation);
             rotation += share as usize;
-            calls.push(self.call_async(shard as usize, move |ctx| {
-                ctx.push_sessions(share, t, r)
-            }));
+            calls.push(self.call_async(shard, move |ctx| ctx.push_sessions(share, t, r)));
         }
         // Every push has its own deadline in the driver; this one only
         // covers a shard that never answers (the node is stopping).

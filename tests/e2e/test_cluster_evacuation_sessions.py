@@ -45,7 +45,7 @@ def wait_state(node, state: str, timeout: float = 30) -> dict:
         s = status(node)
         if s.get("state") == state:
             return s
-        assert time.monotonic() < deadline, s
+        assert time.monotonic() < deadline, json.dumps(s)
         time.sleep(0.1)
 
 
@@ -147,3 +147,128 @@ def test_offline_sessions_move_with_their_queued_messages(cluster3):
     stop_evacuation(a)
     MqttClient(a.listen_port, "sp-after", version=5, host=a.host).disconnect()
     publisher.disconnect()
+
+
+
+def test_a_client_connecting_while_sessions_move_gets_its_session(cluster3):
+    """Sessions pushed one per second: their clients come back one after the other during
+    `evicting_sessions`, each finding its session where it is at that moment (still on the
+    evacuated node, moving, or moved): Session Present and every queued message each time."""
+    a, b, c = cluster3.nodes
+    gone = [Gone(a, f"spmv-{i}", 5 if i % 2 else 4) for i in range(6)]
+    publisher = MqttClient(c.listen_port, "spmv-pub", version=5, host=c.host)
+    queued = [f"mv-{i}".encode() for i in range(20)]
+    for p in queued:
+        publisher.publish(ALL, p, qos=1)
+    start_evacuation(a, wait_health_check=0, wait_takeover=0, sess_evict_rate=1)
+    wait_state(a, "evicting_sessions", timeout=10)
+    for i, g in enumerate(gone):
+        time.sleep(0.4)
+        client = g.come_back(b if i % 2 else c)
+        got = receive_all(client, set(queued))
+        assert set(queued) <= got, f"{g.client_id} lost {sorted(set(queued) - got)[:10]}"
+        client.disconnect()
+    s = wait_state(a, "prohibiting", timeout=20)
+    assert s["stats"]["current_sessions"] == 0, s
+    stop_evacuation(a)
+    publisher.disconnect()
+
+def node_connections(node) -> int:
+    code, nodes, _ = node.api("GET", "/api/v5/nodes")
+    assert code == 200, nodes
+    return next(n["connections"] for n in nodes if n["node"] == node.node_name)
+
+
+def wait_connections(node, want: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (n := node_connections(node)) != want:
+        assert time.monotonic() < deadline, f"{node.node_name}: {n} connections, not {want}"
+        time.sleep(0.2)
+
+
+def loadgen(tmp_path, name: str, scenario: str, clients: int, version: int, persistent: bool,
+            sub_addr: str, extra: list[str]) -> tuple[subprocess.Popen, object]:
+    report = tmp_path / f"{name}.json"
+    argv = [str(LOADGEN_BIN), scenario, "-c", str(clients), "-V", str(version),
+            "--client-id-prefix", f"{name}{os.getpid()}", "--reconnect", "--quiet",
+            "--json", str(report), "--clean-start", "false" if persistent else "true"]
+    if persistent and version == 5:
+        argv += ["--session-expiry", "300"]
+    argv += ["--sub-addrs" if scenario == "fanout" else "--pub-addrs", sub_addr, *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), report
+
+
+def test_evacuating_1000_clients_under_qos1_traffic(cluster3, tmp_path):
+    """1,000 clients on node A: 300 persistent MQTT 5 and 300 persistent 3.1.1 subscribers of a
+    QoS 1 stream (published on B and C), 200 clean clients of each version; 20 persistent
+    sessions whose clients are gone. A is evacuated: every client ends on B or C, once, the
+    streams lose nothing, the gone clients' sessions move with what was queued for them; A,
+    restarted during the evacuation (once it holds nothing: sessions are not durable), resumes
+    it (refusing clients); `stop` ends it."""
+    a, b, c = cluster3.nodes
+    at = {n: f"{n.host}:{n.listen_port}" for n in cluster3.nodes}
+    gone = [Gone(a, f"big5-{i}", 5) for i in range(10)] + [Gone(a, f"big3-{i}", 4) for i in range(10)]
+    stream = ["-d", "30s", "--warmup", "1s", "-q", "1", "-r", "5", "--publishers", "1"]
+    runs = [
+        loadgen(tmp_path, "p5", "fanout", 300, 5, True, at[a],
+                ["-t", "big/p5", "--pub-addrs", at[b], *stream]),
+        loadgen(tmp_path, "p3", "fanout", 300, 4, True, at[a],
+                ["-t", "big/p3", "--pub-addrs", at[c], "--reconnect-addr", at[b], *stream]),
+        loadgen(tmp_path, "c5", "conn", 200, 5, False, at[a], ["-d", "40s"]),
+        loadgen(tmp_path, "c3", "conn", 200, 4, False, at[a], ["-d", "40s", "--reconnect-addr", at[c]]),
+    ]
+    try:
+        wait_connections(a, 1000, timeout=60)
+        started = time.monotonic()
+        publisher = MqttClient(c.listen_port, "big-pub", version=5, host=c.host)
+        queued = [f"big-{i}".encode() for i in range(40)]
+        t = publish_thread(publisher, ALL, queued, 0.1)
+        start_evacuation(a, wait_health_check=0, conn_evict_rate=250, wait_takeover=2,
+                         sess_evict_rate=50, redirect_to=f"{at[b]} {at[c]}")
+        s = wait_state(a, "prohibiting", timeout=40)
+        assert s["stats"]["current_sessions"] == 0 and s["stats"]["current_connected"] == 0, s
+        assert s["sessions_moved"] == len(gone), s
+        assert node_connections(b) + node_connections(c) >= 1001  # and the publishers
+        t.join(30)
+        assert not t.is_alive()
+        # The gone clients come back to the node not holding their sessions: all there.
+        for g in gone:
+            elsewhere = c if holder(cluster3, g.client_id) is b else b
+            client = g.come_back(elsewhere)
+            got = receive_all(client, set(queued))
+            assert set(queued) <= got, f"{g.client_id} lost {sorted(set(queued) - got)[:10]}"
+            client.disconnect()
+        # Restarted during the evacuation: it resumes it, refusing clients from the start.
+        a.kill()
+        a.restart()
+        cluster3.wait_running(3)
+        s = status(a)
+        assert s["status"] == "enabled" and s["process"] == "evacuation", s
+        refused = MqttClient(a.listen_port, "big-late", version=5, host=a.host, connect=False)
+        refused.connect(expect_rc=0x9D)
+        assert refused.connack_props.get("server_reference") == f"{at[b]} {at[c]}"
+        refused.stop()
+        wait_state(a, "prohibiting", timeout=10)
+        for p, _ in runs:
+            p.wait(90)
+        elapsed = time.monotonic() - started
+    finally:
+        for p, _ in runs:
+            if p.poll() is None:
+                p.kill()
+    for p, report in runs:
+        _, err = p.communicate()
+        assert p.returncode == 0, err
+        r = json.loads(report.read_text())
+        ev = r["evictions"]
+        clients = 300 if r.get("scenario", "") == "fanout" or "p" in report.stem[:1] else 200
+        assert (ev["clients"], ev["clients_more_than_once"]) == (clients, 0), (report.stem, ev)
+        if report.stem.startswith("p"):
+            # Persistent subscribers kept their sessions across nodes: nothing lost.
+            assert r["lost"] == 0 and r["received"] >= r["expected"] > 0, (report.stem, r)
+    assert node_connections(a) == 0 and status(a)["stats"]["current_sessions"] == 0
+    stop_evacuation(a)
+    assert status(a) == {"status": "disabled"}
+    MqttClient(a.listen_port, "big-after", version=5, host=a.host).disconnect()
+    publisher.disconnect()
+    print(f"evacuation of 1,000 clients: {elapsed:.1f} s of wall time")
