@@ -213,7 +213,8 @@ impl Rebalancer {
             });
             generation
         };
-        self.sessions_moved.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.sessions_moved
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.sessions_push_failed
             .store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(node = %self.node_name, connections = counts.connected,
@@ -292,7 +293,9 @@ impl Rebalancer {
                     return;
                 };
                 let before = r.evacuation.state();
-                let step = r.evacuation.handle_tick(now_ms, counts, !targets.is_empty());
+                let step = r
+                    .evacuation
+                    .handle_tick(now_ms, counts, !targets.is_empty());
                 let after = r.evacuation.state();
                 if before != after {
                     tracing::warn!(node = %self.node_name, from = before.as_str(), to = after.as_str(),

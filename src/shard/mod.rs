@@ -69,12 +69,12 @@ mod transport;
 pub mod watchdog;
 
 pub use evict::HeldCounts;
-pub use session_push::PushReport;
 pub use fd_table::presize_fd_table;
 pub use inbox::{CallError, NodeHandle};
 pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
 pub use service::{ShardContext, ShardStatus};
+pub use session_push::PushReport;
 pub use state::{ShardId, ShardSettings};
 
 use crate::admission::{Count, NodeAdmission};

@@ -163,7 +163,12 @@ impl Shard {
             cluster.pushing.borrow_mut().remove(&client_id);
         }
         if report != PushReport::default() {
-            tracing::debug!(shard = self.id, moved = report.moved, failed = report.failed, "sessions pushed");
+            tracing::debug!(
+                shard = self.id,
+                moved = report.moved,
+                failed = report.failed,
+                "sessions pushed"
+            );
         }
         report
     }
@@ -218,9 +223,8 @@ impl Shard {
     /// (gone from the source meanwhile) or its snapshot was refused.
     async fn import_pushed(self: &Rc<Self>, client_id: &ByteStr, snapshot: Option<Bytes>) -> bool {
         let clock = WallClock::now();
-        let decoded = snapshot.map(|bytes| {
-            SessionSnapshot::decode(&bytes).and_then(|s| s.into_session(&clock))
-        });
+        let decoded = snapshot
+            .map(|bytes| SessionSnapshot::decode(&bytes).and_then(|s| s.into_session(&clock)));
         let (session, expires_at, will) = match decoded {
             Some(Ok((session, expires_at, will))) => (Some(session), expires_at, will),
             Some(Err(e)) => {
@@ -267,8 +271,7 @@ impl Shard {
 /// interval from now (`None`: never).
 fn offline_expiry(session: &Session) -> Option<Instant> {
     let interval_s = session.expiry_interval_s();
-    (interval_s != u32::MAX)
-        .then(|| Instant::now() + Duration::from_secs(u64::from(interval_s)))
+    (interval_s != u32::MAX).then(|| Instant::now() + Duration::from_secs(u64::from(interval_s)))
 }
 
 /// The executor's and the driver's requests (`NodeHandle::call_async`).

@@ -25,9 +25,7 @@ use crate::cluster::driver::takeover::ClaimOutcome;
 use crate::cluster::driver::ToDriver;
 use crate::codec::ByteStr;
 use crate::router::Location;
-use crate::session::snapshot::{
-    DeliverySnapshot, MessageSnapshot, SessionSnapshot, WillSnapshot,
-};
+use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot, SessionSnapshot, WillSnapshot};
 use crate::session::{Delivery, Session, WallClock};
 use ahash::AHashMap;
 use bytes::Bytes;

@@ -173,6 +173,30 @@ def test_a_client_connecting_while_sessions_move_gets_its_session(cluster3):
     stop_evacuation(a)
     publisher.disconnect()
 
+
+def test_migrate_to_names_where_sessions_go(cluster3):
+    """`migrate_to` names the only node sessions move to; a node that is not a running member
+    is refused with a 400 naming `migrate_to`."""
+    a, b, c = cluster3.nodes
+    code, answer, _ = a.api("POST", f"/api/v5/load_rebalance/{a.node_name}/evacuation/start",
+                            {"migrate_to": [c.node_name, "ringmq@127.0.0.9"]})
+    assert code == 400 and "migrate_to" in json.dumps(answer), answer
+    gone = [Gone(a, f"spmt-{i}", 5 if i % 2 else 4) for i in range(4)]
+    publisher = MqttClient(b.listen_port, "spmt-pub", version=5, host=b.host)
+    for g in gone:
+        publisher.publish(f"sp/own/{g.client_id}", f"own-{g.client_id}".encode(), qos=1)
+    start_evacuation(a, wait_health_check=0, wait_takeover=0, migrate_to=[c.node_name])
+    s = wait_state(a, "prohibiting", timeout=20)
+    assert s["session_recipients"] == [c.node_name] and s["sessions_moved"] == len(gone), s
+    for g in gone:
+        assert holder(cluster3, g.client_id) is c, g.client_id
+        client = g.come_back(b)
+        want = {f"own-{g.client_id}".encode()}
+        assert want <= receive_all(client, want), g.client_id
+        client.disconnect()
+    stop_evacuation(a)
+    publisher.disconnect()
+
 def node_connections(node) -> int:
     code, nodes, _ = node.api("GET", "/api/v5/nodes")
     assert code == 200, nodes

@@ -399,9 +399,11 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<u64> {
         let ready = (!self.ready).then(|| self.ready_deadline());
         let publisher = self.publishers.values().map(|p| p.deadline_ms).min();
-        let takeover = self.takeover.poll_timeout();
-        let pushes = self.pushes.poll_timeout();
-        [self.relay.poll_timeout(), publisher, ready, takeover, pushes]
+        let takeover = [self.takeover.poll_timeout(), self.pushes.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        [self.relay.poll_timeout(), publisher, ready, takeover]
             .into_iter()
             .flatten()
             .min()
