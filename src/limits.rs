@@ -712,6 +712,37 @@ pub const REBALANCE_PEER_INCOMING_MAX: usize = 64;
 /// long is lost: the coordinator ends the rebalance, a participant whose
 /// coordinator went silent returns to normal by itself.
 pub const REBALANCE_PARTICIPANT_SILENCE_MS: u64 = 5_000;
+// ---------------------------------------------------------------- sessions pushed to other nodes (src/shard/session_push.rs, src/cluster/driver/session_push.rs)
+
+/// Disconnected sessions one shard pushes to other nodes in one call of
+/// `push_sessions`, all in flight at once (the call waits for them all):
+/// an evacuation's `sess_evict_rate` is spread over the node's shards, so
+/// a call asks each shard for its share, at most this.
+pub const SESSION_PUSH_BATCH_MAX: u64 = 256;
+
+/// Pushes one node's driver follows at once, in either role (sending or
+/// adopting); beyond it a push is answered "not moved" at once (the
+/// session stays and is counted `failed`, tried again later).
+pub const SESSION_PUSHES_MAX: usize = 4_096;
+
+/// How long the node that pushes a session waits for the target's answer:
+/// the target's claim at the home (`CLAIM_TIMEOUT_MS`), the export
+/// (`TAKEOVER_TIMEOUT_MS`) and the linger (`TAKEOVER_LINGER_MS`) fit in it.
+/// Without an answer the push counts as failed.
+pub const SESSION_PUSH_TIMEOUT_MS: u64 = 20_000;
+
+const _: () =
+    assert!(CLAIM_TIMEOUT_MS + TAKEOVER_TIMEOUT_MS + TAKEOVER_LINGER_MS < SESSION_PUSH_TIMEOUT_MS);
+
+/// Connects of one client id that may wait behind a push of its session
+/// (the push holds the id's claim at its home until the target has it);
+/// beyond it a connect is refused (CONNACK Server unavailable). Each waits
+/// at most `SESSION_PUSH_CONNECT_WAIT_MS`.
+pub const SESSION_PUSH_CONNECTS_WAITING_MAX: usize = CLAIMS_WAITING_PER_ID_MAX;
+
+/// The longest a connect waits behind a push of its session before its
+/// claim is served anyway (the home releases a claim not done by then).
+pub const SESSION_PUSH_CONNECT_WAIT_MS: u64 = CLAIM_TIMEOUT_MS;
 
 // ---------------------------------------------------------------- cluster-wide clients API (src/cluster/driver/query.rs)
 

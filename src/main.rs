@@ -428,6 +428,7 @@ fn start_admin(
     );
     rebalancer.load_persisted();
     let cluster = cluster.map(|(control, (port, incoming))| {
+        rebalancer.set_cluster(control.clone());
         rebalancer.with_cluster(control.clone(), port, incoming);
         control
     });

@@ -13,7 +13,23 @@
 
 use super::params::EvacuationParams;
 use super::rate::Budget;
+use crate::router::location::NodeId;
 use serde::{Deserialize, Serialize};
+
+/// Where `evicting_sessions` moves sessions: the running nodes named in
+/// `migrate_to`, or every other running node when it names none (EMQX's
+/// default). `running`: the other nodes running now, by name. Empty: the
+/// sessions have nowhere to go (they are counted stranded).
+pub fn session_targets(migrate_to: &[String], running: &[String]) -> Vec<NodeId> {
+    let chosen: Vec<&String> = if migrate_to.is_empty() {
+        running.iter().collect()
+    } else {
+        // A `migrate_to` node stopped since the start is skipped while it
+        // is down; the others take its share.
+        migrate_to.iter().filter(|n| running.contains(n)).collect()
+    };
+    chosen.into_iter().map(|n| NodeId::from_name(n)).collect()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,6 +281,44 @@ mod tests {
         e.handle_tick(100, counts(0, 3), false);
         assert_eq!(e.state(), State::Prohibiting);
         assert_eq!(e.sessions_stranded(), 3);
+    }
+
+    #[test]
+    fn sessions_move_at_their_rate_until_none_is_left() {
+        let mut e = Evacuation::start(params(20, 0, 0), 0, counts(0, 50));
+        // Nothing to disconnect, no wait: straight to the sessions.
+        assert_eq!(e.handle_tick(0, counts(0, 50), true).evict_sessions, 0);
+        assert_eq!(e.state(), State::EvictingSessions);
+        assert_eq!(e.handle_tick(500, counts(0, 50), true).evict_sessions, 10);
+        assert_eq!(e.handle_tick(1000, counts(0, 40), true).evict_sessions, 10);
+        // A push that failed leaves its session counted: asked again.
+        assert_eq!(e.handle_tick(2000, counts(0, 35), true).evict_sessions, 20);
+        assert_eq!(e.handle_tick(2100, counts(0, 1), true).evict_sessions, 1);
+        e.handle_tick(2200, counts(0, 0), true);
+        assert_eq!(e.state(), State::Prohibiting);
+        assert_eq!(e.sessions_stranded(), 0);
+    }
+
+    #[test]
+    fn sessions_left_when_the_last_target_stops_are_stranded() {
+        let mut e = Evacuation::start(params(100, 0, 0), 0, counts(0, 30));
+        assert_eq!(e.handle_tick(1000, counts(0, 30), true).evict_sessions, 0);
+        assert_eq!(e.handle_tick(2000, counts(0, 30), true).evict_sessions, 30);
+        e.handle_tick(2100, counts(0, 12), false);
+        assert_eq!(e.state(), State::Prohibiting);
+        assert_eq!(e.sessions_stranded(), 12);
+    }
+
+    #[test]
+    fn targets_are_the_running_migrate_to_nodes_or_every_running_node() {
+        let running = ["b@h".to_string(), "c@h".to_string()];
+        let id = |n: &str| NodeId::from_name(n);
+        assert_eq!(session_targets(&[], &running), [id("b@h"), id("c@h")]);
+        let only_c = ["c@h".to_string()];
+        assert_eq!(session_targets(&only_c, &running), [id("c@h")]);
+        let stopped = ["d@h".to_string()];
+        assert!(session_targets(&stopped, &running).is_empty());
+        assert!(session_targets(&[], &[]).is_empty());
     }
 
     #[test]

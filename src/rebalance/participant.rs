@@ -17,7 +17,7 @@ use crate::admission::Refusing;
 use crate::codec::ReasonCode;
 use crate::limits;
 use crate::router::location::NodeId;
-use crate::shard::NodeHandle;
+use crate::shard::PushReport;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,25 +38,6 @@ pub(super) struct Participation {
     pub current: Counts,
     /// When the coordinator last spoke: a silent one ends it here.
     pub heard_at: Instant,
-}
-
-/// What became of the sessions a donor was asked to move.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PushReport {
-    pub moved: u64,
-    pub failed: u64,
-}
-
-/// sessmove: moves up to `count` disconnected sessions of this node to
-/// `targets` (the recipients), with their queued messages. The shard-level
-/// session move is another branch's (`push_sessions`); until it is merged
-/// every session counts as not movable, and the coordinator ends the
-/// session phase when a tick moves none.
-async fn push_sessions(_node: &NodeHandle, count: u64, _targets: Vec<NodeId>) -> PushReport {
-    PushReport {
-        moved: 0,
-        failed: count,
-    }
 }
 
 impl Rebalancer {
@@ -160,7 +141,8 @@ impl Rebalancer {
         }
         if donor && tick.evict_sessions > 0 {
             let targets = recipients.iter().map(|n| NodeId::from_name(n)).collect();
-            report = push_sessions(&self.node, tick.evict_sessions, targets).await;
+            // Moved with their queued messages (`shard/session_push.rs`).
+            report = self.node.push_sessions(tick.evict_sessions, targets).await;
         }
         let after = Counts {
             connected: counts.connected.saturating_sub(evicted),

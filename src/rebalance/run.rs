@@ -6,7 +6,7 @@
 //! `node.data_dir/rebalance/evacuation.json` and resumed at the next start.
 
 use super::coordinator::Coordinating;
-use super::evacuation::{Counts, Evacuation, State};
+use super::evacuation::{session_targets, Counts, Evacuation, State};
 use super::params::EvacuationParams;
 use super::participant::Participation;
 use super::peer::{Answer, Failure, Peers};
@@ -85,6 +85,12 @@ pub struct Rebalancer {
     pub(super) coordinating: Mutex<Option<Coordinating>>,
     /// The cluster, when the node is clustered (`peer.rs`).
     pub(super) peers: OnceLock<Peers>,
+    /// The cluster's membership, where sessions can move (`set_cluster`);
+    /// unset on a single node: sessions have nowhere to go.
+    cluster: OnceLock<Arc<dyn crate::admin::ClusterControl>>,
+    /// Sessions moved to other nodes and pushes that failed, since start.
+    sessions_moved: std::sync::atomic::AtomicU64,
+    sessions_push_failed: std::sync::atomic::AtomicU64,
 }
 
 impl Rebalancer {
@@ -106,6 +112,9 @@ impl Rebalancer {
             participation: Mutex::new(None),
             coordinating: Mutex::new(None),
             peers: OnceLock::new(),
+            cluster: OnceLock::new(),
+            sessions_moved: Default::default(),
+            sessions_push_failed: Default::default(),
         })
     }
 
@@ -123,6 +132,28 @@ impl Rebalancer {
             port,
             incoming: Mutex::new(Some(incoming)),
         });
+    }
+
+    /// The cluster this node is in: `evicting_sessions` moves the sessions
+    /// left to its other running nodes (`migrate_to`).
+    pub fn set_cluster(&self, control: Arc<dyn crate::admin::ClusterControl>) {
+        let _ = self.cluster.set(control);
+    }
+
+    /// Where sessions go now (`session_targets`).
+    async fn session_targets(&self, migrate_to: &[String]) -> Vec<crate::router::NodeId> {
+        let Some(control) = self.cluster.get() else {
+            return Vec::new();
+        };
+        let running: Vec<String> = control
+            .peers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.node_status == crate::admin::NodeStatus::Running)
+            .map(|p| p.node)
+            .collect();
+        session_targets(migrate_to, &running)
     }
 
     pub(super) fn now_ms(&self) -> u64 {
@@ -221,6 +252,10 @@ impl Rebalancer {
             });
             generation
         };
+        self.sessions_moved
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.sessions_push_failed
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(node = %self.node_name, connections = counts.connected,
             sessions = counts.sessions, "evacuation started");
         tokio::spawn(self.clone().tick_loop(generation));
@@ -281,6 +316,15 @@ impl Rebalancer {
                     continue;
                 }
             };
+            let migrate_to = self
+                .running
+                .lock()
+                .expect("not poisoned")
+                .as_ref()
+                .filter(|r| r.generation == generation)
+                .map(|r| r.evacuation.params().migrate_to.clone())
+                .unwrap_or_default();
+            let targets = self.session_targets(&migrate_to).await;
             let now_ms = self.now_ms();
             let (step, references) = {
                 let mut running = self.running.lock().expect("not poisoned");
@@ -288,9 +332,9 @@ impl Rebalancer {
                     return;
                 };
                 let before = r.evacuation.state();
-                // Sessions move to other nodes with the cluster's session
-                // takeover; until that is wired they stay here (counted).
-                let step = r.evacuation.handle_tick(now_ms, counts, false);
+                let step = r
+                    .evacuation
+                    .handle_tick(now_ms, counts, !targets.is_empty());
                 let after = r.evacuation.state();
                 if before != after {
                     tracing::warn!(node = %self.node_name, from = before.as_str(), to = after.as_str(),
@@ -312,6 +356,26 @@ impl Rebalancer {
                 };
                 self.evict(step.evict_connections, reason, references).await;
             }
+            if step.evict_sessions > 0 {
+                self.push_sessions(step.evict_sessions, targets).await;
+            }
+        }
+    }
+
+    /// Moves `count` disconnected sessions to `targets`
+    /// (`NodeHandle::push_sessions`): spread over the shards, round robin
+    /// over the targets. One that failed stays here and is counted again
+    /// at the next tick.
+    async fn push_sessions(&self, count: u64, targets: Vec<crate::router::NodeId>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let report = self.node.push_sessions(count, targets).await;
+        self.sessions_moved.fetch_add(report.moved, Relaxed);
+        self.sessions_push_failed.fetch_add(report.failed, Relaxed);
+        if report.failed > 0 {
+            tracing::warn!(node = %self.node_name, moved = report.moved, failed = report.failed,
+                "evacuation: sessions not moved this time; tried again");
+        } else if report.moved > 0 {
+            tracing::info!(node = %self.node_name, moved = report.moved, "evacuation: sessions moved");
         }
     }
 
@@ -415,6 +479,11 @@ impl Rebalancer {
             "redirect_to": p.server_reference(),
             "wait_takeover": p.wait_takeover_s,
             "wait_health_check": p.wait_health_check_s,
+            // ringmq's own: sessions moved to other nodes so far, pushes
+            // that failed (tried again), sessions left with nowhere to go.
+            "sessions_moved": self.sessions_moved.load(std::sync::atomic::Ordering::Relaxed),
+            "sessions_push_failed": self.sessions_push_failed.load(std::sync::atomic::Ordering::Relaxed),
+            "sessions_stranded": e.sessions_stranded(),
             "stats": {
                 "initial_connected": initial.connected,
                 "current_connected": current.connected,

@@ -54,6 +54,9 @@ pub struct Cluster {
     inbound_arrived: Signal,
     /// Interest changes dropped past the backlog's bound.
     interest_drops: Cell<u64>,
+    /// Offline sessions of this shard being pushed to another node
+    /// (`session_push`): not picked again meanwhile.
+    pub(super) pushing: RefCell<ahash::AHashSet<String>>,
 }
 
 impl Cluster {
@@ -65,6 +68,7 @@ impl Cluster {
             inbound: RefCell::default(),
             inbound_arrived: Signal::default(),
             interest_drops: Cell::new(0),
+            pushing: RefCell::default(),
         }
     }
 

@@ -55,6 +55,7 @@ mod reply;
 mod routes;
 mod scratch;
 mod service;
+mod session_push;
 mod sessions;
 #[cfg(test)]
 mod sim;
@@ -73,6 +74,7 @@ pub use inbox::{CallError, NodeHandle};
 pub use inspect::{AdminAnswer, AdminQuery};
 pub use lock::BindLock;
 pub use service::{ShardContext, ShardStatus};
+pub use session_push::PushReport;
 pub use state::{ShardId, ShardSettings};
 
 use crate::admission::{Count, NodeAdmission};

@@ -49,7 +49,7 @@ impl Shard {
 
     /// The session of `client_id` from this node's shards: `prev` (the
     /// node-local registry's answer) names one of them or none.
-    async fn acquire_local(
+    pub(super) async fn acquire_local(
         self: &Rc<Self>,
         prev: Option<Location>,
         client_id: &ByteStr,
@@ -129,7 +129,7 @@ impl Shard {
 
     /// Asks the home of `client_id` to make this shard its owner; returns
     /// the previous owner once every earlier connect of the id is in place.
-    async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<Location> {
+    pub(super) async fn claim(self: &Rc<Self>, client_id: &ByteStr) -> Option<Location> {
         let home = self.home_of(client_id);
         let (token, done) = self.mesh.open([home]);
         if home == self.id {

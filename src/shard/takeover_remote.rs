@@ -25,7 +25,7 @@ use crate::cluster::driver::takeover::ClaimOutcome;
 use crate::cluster::driver::ToDriver;
 use crate::codec::ByteStr;
 use crate::router::Location;
-use crate::session::snapshot::{DeliverySnapshot, SessionSnapshot};
+use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot, SessionSnapshot, WillSnapshot};
 use crate::session::{Delivery, Session, WallClock};
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -89,6 +89,18 @@ impl Shard {
                 }
             }
         });
+        self.bring_in(client_id, session).await
+    }
+
+    /// Makes `session` (from a peer) this shard's: its slot is `Importing`
+    /// while its subscriptions are added and acknowledged cluster-wide,
+    /// then what the previous owner held and what was buffered here are
+    /// merged into it. `None` in, `None` out, once the takeover ended.
+    pub(super) async fn bring_in(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        session: Option<Session>,
+    ) -> Option<Session> {
         self.sessions
             .insert(client_id.as_str(), Slot::Importing(Box::default()));
         if let Some(s) = &session {
@@ -119,7 +131,7 @@ impl Shard {
 
     /// Tells the driver the imported session's routes are acknowledged;
     /// returns what the previous owner held.
-    async fn imported_in_cluster(&self, client_id: &ByteStr) -> Vec<DeliverySnapshot> {
+    pub(super) async fn imported_in_cluster(&self, client_id: &ByteStr) -> Vec<DeliverySnapshot> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
@@ -140,6 +152,7 @@ impl Shard {
     /// `end_export`. `None`: no session here.
     async fn export_to_peer(self: &Rc<Self>, client_id: ByteStr, to: Location) -> Option<Bytes> {
         let out = Oneshot::new();
+        let mut offline = None;
         match self.sessions.take(client_id.as_str()) {
             Some((key, Slot::Online(handle))) => {
                 // Back in place until its task ends: deliveries go into the
@@ -153,9 +166,10 @@ impl Shard {
                 drop(handle);
             }
             Some((_, Slot::Offline(parked))) => {
-                // A delayed will waiting for the client is cancelled: the
-                // client is back, elsewhere.
-                self.cancel_will(&client_id);
+                // The expiry and a delayed will travel with an offline
+                // session: a push (`session_push`) keeps them on the new
+                // node; a connect there drops them (the client is back).
+                offline = Some((parked.expires_at, self.timers.take_will_due(&client_id)));
                 let to = Handover::Peer(to, out.clone());
                 self.hand_over(&client_id, to, Some(parked.session)).await;
             }
@@ -167,7 +181,15 @@ impl Shard {
                 return None;
             }
         }
-        let snapshot = out.take().await?;
+        let mut snapshot = out.take().await?;
+        if let Some((expires_at, will)) = offline {
+            let clock = WallClock::now();
+            snapshot.expires_at_unix_ms = expires_at.map(|t| clock.to_unix_ms(t));
+            snapshot.will = will.map(|(message, due)| WillSnapshot {
+                message: MessageSnapshot::of(&message, &clock),
+                due_unix_ms: clock.to_unix_ms(due),
+            });
+        }
         match snapshot.encode() {
             Ok(bytes) => Some(Bytes::from(bytes)),
             Err(e) => {
@@ -215,7 +237,7 @@ impl Shard {
 /// recognised by its topic and payload, counted: each such message once.
 /// Per publisher, what only the previous owner got was published before
 /// the peers applied the new owner's routes, so it comes first.
-fn merge_moved(
+pub(super) fn merge_moved(
     session: &mut Session,
     held: Vec<DeliverySnapshot>,
     here: Vec<Delivery>,

@@ -69,6 +69,13 @@ impl Timers {
         wills.by_due.remove(&key).map(|(_, w)| w)
     }
 
+    /// Takes `client_id`'s delayed will out with its due time.
+    pub fn take_will_due(&self, client_id: &ByteStr) -> Option<(Arc<Message>, Instant)> {
+        let wills = &mut *self.wills.borrow_mut();
+        let key = wills.by_client.remove(client_id)?;
+        wills.by_due.remove(&key).map(|(_, w)| (w, key.0))
+    }
+
     /// Takes out the wills due at `now`.
     fn take_due(&self, now: Instant) -> Vec<Arc<Message>> {
         let wills = &mut *self.wills.borrow_mut();

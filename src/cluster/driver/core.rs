@@ -165,6 +165,8 @@ pub struct Core {
     /// When the windows' resend check is due (`FORWARD_RESEND_AFTER_MS`
     /// apart while frames are in flight).
     resend_check_ms: u64,
+    /// Disconnected sessions pushed to or from peers (`super::session_push`).
+    pushes: super::session_push::SessionPushes,
 }
 
 impl Core {
@@ -203,6 +205,7 @@ impl Core {
             epoch,
             windows_opened: 0,
             resend_check_ms: now_ms + FORWARD_RESEND_AFTER_MS,
+            pushes: super::session_push::SessionPushes::new(shard_count),
         }
     }
 
@@ -284,6 +287,7 @@ impl Core {
         self.held_frames.retain(|(to, _, _, _)| *to != node);
         self.parked.retain(|(to, _, _, _)| *to != node);
         self.takeover.handle_member_down(node, now_ms);
+        self.pushes.handle_member_down(node);
         self.pump();
     }
 
@@ -338,6 +342,8 @@ impl Core {
                 }
             }
             Message::RetainedSync(r) => self.retained_in(from, r, clock),
+            Message::SessionPush(p) => self.pushes.handle_push(from, p),
+            Message::SessionPushDone(d) => self.pushes.handle_done(from, d),
             other => {
                 if let Some(other) = self.takeover.handle_message(from, other, clock.unix_ms) {
                     self.stats.frames_unserved += 1;
@@ -376,6 +382,15 @@ impl Core {
             ToDriver::Claim { .. } | ToDriver::Imported { .. } | ToDriver::SessionEnded { .. } => {
                 self.handle_takeover_request(request, now_ms)
             }
+            ToDriver::PushSession {
+                client_id,
+                to,
+                moved,
+            } => {
+                let running = self.view.contains_key(&to);
+                self.pushes
+                    .handle_request(client_id, to, running, moved, now_ms)
+            }
             ToDriver::Retain { topic, message } => {
                 let message = message.map(|m| MessageSnapshot::of(&m, clock));
                 let peers: Vec<NodeId> = self.view.keys().copied().collect();
@@ -412,7 +427,10 @@ impl Core {
     pub fn poll_timeout(&self) -> Option<u64> {
         let ready = (!self.ready).then(|| self.ready_deadline());
         let publisher = self.publishers.values().map(|p| p.deadline_ms).min();
-        let takeover = self.takeover.poll_timeout();
+        let takeover = [self.takeover.poll_timeout(), self.pushes.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let resend = self
             .fwd_out
             .values()
@@ -448,6 +466,7 @@ impl Core {
         }
         self.relay.handle_timeout(now_ms);
         self.takeover.handle_timeout(now_ms);
+        self.pushes.handle_timeout(now_ms);
         let late: Vec<u64> = self
             .publishers
             .iter()
@@ -504,6 +523,10 @@ impl Core {
                 self.push_control(to, m);
             }
             while let Some((to, m)) = self.takeover.poll_transmit() {
+                moved = true;
+                self.push_control(to, m);
+            }
+            while let Some((to, m)) = self.pushes.poll_transmit() {
                 moved = true;
                 self.push_control(to, m);
             }

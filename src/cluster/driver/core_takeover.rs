@@ -4,6 +4,7 @@
 
 use super::Core;
 use crate::cluster::driver::port::ToDriver;
+use crate::cluster::driver::session_push::AdoptJob;
 use crate::cluster::driver::takeover::{JobDone, ShardJob};
 use crate::cluster::logic::homes::Role;
 use crate::router::location::NodeId;
@@ -53,5 +54,16 @@ impl Core {
     /// The next job for a shard (kick and export, end an export, evict).
     pub fn poll_takeover_job(&mut self) -> Option<ShardJob> {
         self.takeover.poll_job()
+    }
+
+    /// The next session a peer pushed here, for a shard to adopt.
+    pub fn poll_adopt_job(&mut self) -> Option<AdoptJob> {
+        self.pushes.poll_job()
+    }
+
+    /// A shard ran an adopt job: answer the node that pushed.
+    pub fn handle_adopted(&mut self, job: AdoptJob, moved: bool) {
+        self.pushes.handle_adopted(job, moved);
+        self.pump();
     }
 }

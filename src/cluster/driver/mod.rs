@@ -30,6 +30,7 @@ mod core;
 pub mod port;
 pub mod query;
 pub mod rebalance;
+pub mod session_push;
 pub mod takeover;
 
 use std::io;
@@ -67,6 +68,7 @@ enum Input {
     ClientsAsk(query::ClientsAsk),
     ClientsServed(NodeId, crate::cluster::logic::proto::ClientsAnswer),
     TakeoverDone(takeover::JobDone),
+    Adopted(session_push::AdoptJob, bool),
     NetStopped,
 }
 
@@ -282,6 +284,7 @@ async fn run(
                 }
                 Input::ClientsServed(to, answer) => clients.handle_served(to, answer, &handle),
                 Input::TakeoverDone(done) => core.handle_takeover_done(done, clock.unix_ms),
+                Input::Adopted(job, moved) => core.handle_adopted(job, moved),
                 Input::Shard(r) => core.handle_request(r, &clock),
                 Input::RoutesApplied(batch, ok) => core.handle_route_batch_done(batch, ok),
                 Input::RetainedSnapshot(peer, all) => {
@@ -466,6 +469,13 @@ fn flush(
             if let Some(done) = takeover::run_job(&node, job).await {
                 let _ = inputs.send(Input::TakeoverDone(done)).await;
             }
+        });
+    }
+    while let Some(job) = core.poll_adopt_job() {
+        let (node, inputs) = (node.clone(), inputs.clone());
+        tokio::spawn(async move {
+            let moved = takeover::run_adopt(&node, &job).await;
+            let _ = inputs.send(Input::Adopted(job, moved)).await;
         });
     }
     // Consecutive deliveries of one data stream go to their shard in one

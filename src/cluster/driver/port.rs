@@ -68,6 +68,13 @@ pub enum ToDriver {
     },
     /// The session of `client_id` at `at` ended here.
     SessionEnded { client_id: String, at: Location },
+    /// Move the disconnected session of `client_id` to node `to`
+    /// (`driver::session_push`); `moved` gets whether `to` has it now.
+    PushSession {
+        client_id: String,
+        to: NodeId,
+        moved: oneshot::Sender<bool>,
+    },
 }
 
 /// A shard's end of the driver: its channel and the gate of the MQTT

@@ -554,7 +554,7 @@ impl TakeoverGlue {
 
 #[path = "takeover_jobs.rs"]
 mod jobs;
-pub use jobs::{role_of, run_job};
+pub use jobs::{role_of, run_adopt, run_job};
 
 #[cfg(test)]
 #[path = "takeover_tests.rs"]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{JobDone, Role, ShardJob};
+use crate::cluster::driver::session_push::AdoptJob;
 use crate::limits::CLUSTER_DRIVER_RETRY_MS;
 use crate::router::location::ShardId;
 use crate::shard::{CallError, NodeHandle, ShardContext};
@@ -39,6 +40,19 @@ where
 
 /// Runs `job` on its shard; `None` when nothing comes back (an evict).
 /// A shard that stopped answers nothing: the node is stopping.
+/// Adopts a session a peer pushed (`super::super::session_push`) on the
+/// job's shard; whether this node holds it now.
+pub async fn run_adopt(node: &NodeHandle, job: &AdoptJob) -> bool {
+    let id = job.client_id.clone();
+    let adopt = move |ctx: ShardContext| ctx.adopt_pushed(id.clone());
+    call_with_room(node, job.shard, adopt)
+        .await
+        .unwrap_or_else(|e| {
+            warn!(client_id = %job.client_id, "session push: adoption not run: {e}");
+            false
+        })
+}
+
 pub async fn run_job(node: &NodeHandle, job: ShardJob) -> Option<JobDone> {
     match job {
         ShardJob::Export {

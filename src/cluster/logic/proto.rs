@@ -308,6 +308,26 @@ pub struct Evict {
     pub epoch: ClaimEpoch,
 }
 
+/// A node moving its disconnected sessions away (evacuation, rebalance)
+/// -> the target: adopt `client_id`'s session. The target claims the id at
+/// its home like a connect would, which kicks the sender to export it
+/// (`cluster::driver::session_push`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SessionPush {
+    pub client_id: String,
+    /// The sender's number for this push, echoed in the answer.
+    pub request: u64,
+}
+
+/// Target -> sender of a [`SessionPush`]: the move ended; `moved` when the
+/// target holds the session now (offline, subscribed, owner at the home).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SessionPushDone {
+    pub client_id: String,
+    pub request: u64,
+    pub moved: bool,
+}
+
 /// A retained message set (`Some`) or cleared (`None`) on the origin.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RetainedSync {
@@ -427,6 +447,9 @@ messages! {
     // Cross-node evacuation and rebalance commands (proto_rebalance.rs).
     RebalanceRequest = 44,
     RebalanceAnswer = 45,
+    // Disconnected sessions pushed to another node (44..=47: rebalance).
+    SessionPush = 48,
+    SessionPushDone = 49,
 }
 
 #[cfg(test)]

@@ -179,6 +179,15 @@ fn samples() -> Vec<Message> {
                 disconnected_at_ms: None,
             }]),
         )),
+        Message::SessionPush(SessionPush {
+            client_id: "c1".into(),
+            request: 3,
+        }),
+        Message::SessionPushDone(SessionPushDone {
+            client_id: "c1".into(),
+            request: 3,
+            moved: true,
+        }),
     ]
 }
 
@@ -200,7 +209,7 @@ fn every_kind_round_trips() {
     kinds.sort_unstable();
     kinds.dedup();
     let mut expected: Vec<u8> = (16..=34).collect();
-    expected.extend([40, 41]);
+    expected.extend([40, 41, 48, 49]);
     assert_eq!(kinds, expected, "one sample per kind");
     for message in samples {
         let body = message.encode().unwrap();

@@ -209,7 +209,11 @@ impl SimNode {
             | Message::ClientsQuery(_)
             | Message::ClientsAnswer(_)
             | Message::RebalanceRequest(_)
-            | Message::RebalanceAnswer(_) => {}
+            | Message::RebalanceAnswer(_)
+            // Session pushes are the driver's (`driver::session_push`),
+            // over the takeover this simulation covers.
+            | Message::SessionPush(_)
+            | Message::SessionPushDone(_) => {}
         }
         self.pump(cx);
     }
