@@ -417,6 +417,14 @@ pub const FORWARD_BATCH_BYTES_MAX: usize = 256 << 10;
 pub const FORWARD_FRAMES_IN_FLIGHT_MAX: usize = 16;
 
 const _: () = assert!(FORWARD_FRAMES_IN_FLIGHT_MAX < CLUSTER_STREAM_QUEUE_MAX);
+
+/// QoS 1/2 PUBLISHes of one connection forwarded to other nodes whose
+/// PUBACK/PUBREC is held until the receiving nodes have them queued
+/// (`session::connection::held`): the publisher's window across nodes. At
+/// it the connection is not read until the oldest is released. 16 bits.
+pub const PUBLISH_ACKS_HELD_MAX: usize = 64;
+
+const _: () = assert!(PUBLISH_ACKS_HELD_MAX <= u16::MAX as usize);
 const _: () = assert!(FORWARD_BATCH_BYTES_MAX + (64 << 10) <= CLUSTER_LOGIC_BODY_MAX_BYTES);
 
 /// Client ids whose claim is being served (one at a time each) at a home.

@@ -128,8 +128,17 @@ pub(super) async fn handle_buffered(
             return false;
         }
         if handle.pauses.get() > 0 {
-            // A congested subscriber paused this publisher: the rest of
-            // the buffer waits (`Live::held`).
+            // A congested subscriber paused this publisher, or its held
+            // acks are at their bound: the rest of the buffer waits
+            // (`Live::held`).
+            return true;
+        }
+        // A DISCONNECT (type 14) is read once the held acks of forwarded
+        // PUBLISHes went out (`session::connection::held`).
+        if buf.first().is_some_and(|b| b >> 4 == 14) && handle.conn.borrow().held_acks() > 0 {
+            let gate = handle.conn.borrow().acks_gate();
+            handle.conn.borrow_mut().wait_acks_before_disconnect();
+            super::super::cluster::update_acks_gate(handle, gate);
             return true;
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
