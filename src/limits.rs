@@ -418,6 +418,12 @@ pub const FORWARD_FRAMES_IN_FLIGHT_MAX: usize = 16;
 
 const _: () = assert!(FORWARD_FRAMES_IN_FLIGHT_MAX < CLUSTER_STREAM_QUEUE_MAX);
 
+/// The largest UDP payload QUIC's path MTU discovery tries on a peer link
+/// (quinn's default is 1,452): loopback and jumbo-frame networks carry a
+/// forward batch in fewer, larger packets; elsewhere discovery stays at
+/// what the path takes.
+pub const CLUSTER_QUIC_UDP_PAYLOAD_MAX_BYTES: u16 = 16_384;
+
 /// QoS 1/2 PUBLISHes of one connection forwarded to other nodes whose
 /// PUBACK/PUBREC is held until the receiving nodes have them queued
 /// (`session::connection::held`): the publisher's window across nodes. At

@@ -225,7 +225,8 @@ impl Shard {
     /// routed until `answer` says the other nodes have it queued, and reads
     /// on meanwhile: a window of `PUBLISH_ACKS_HELD_MAX` per connection
     /// (`session::connection::held`), the acks in the order of the
-    /// PUBLISHes. A failed forward closes the connection without them.
+    /// PUBLISHes. Without an answer (the node stopping) the connection
+    /// closes without them.
     pub(super) fn hold_forward_ack(
         self: &Rc<Self>,
         handle: &Rc<ConnHandle>,
@@ -238,26 +239,30 @@ impl Shard {
         update_acks_gate(handle, gate);
         let (me, handle) = (self.clone(), handle.clone());
         glommio::spawn_local(async move {
-            let complete = answer.await.unwrap_or(false);
+            // `Ok(false)`: some node will never queue it (it died, the link
+            // broke, it was silent for `FORWARD_ACK_TIMEOUT_MS`): released
+            // all the same, as before the window (docs/clustering.md, "What
+            // is lost when a node dies"; the driver counts it). No answer
+            // at all: the node is stopping.
+            let answered = answer.await.is_ok();
             let gate = handle.conn.borrow().acks_gate();
             {
                 let mut conn = handle.conn.borrow_mut();
-                if complete {
+                if answered {
                     conn.release_held_ack(packet_id);
                 } else if conn.held_acks() > 0 {
-                    tracing::info!(
+                    tracing::debug!(
                         client_id = %conn.client_id(),
                         packet_id,
-                        "a forwarded PUBLISH did not reach every node with subscribers: \
-                         the connection closes without its acknowledgement, so the \
-                         client sends it again"
+                        "no answer for a forwarded PUBLISH (the node is stopping): \
+                         the connection closes without its acknowledgement"
                     );
                     conn.fail_held_acks();
                 }
             }
             update_acks_gate(&handle, gate);
-            // The close of a failed forward, if any; else the released
-            // acks go out.
+            // The close of a failed window, if any; else the released acks
+            // go out.
             me.drain_sync_actions(&handle);
             handle.raise_wake();
         })
@@ -270,7 +275,9 @@ impl Shard {
 pub(super) fn update_acks_gate(handle: &ConnHandle, before: u16) {
     let after = handle.conn.borrow().acks_gate();
     if after > before {
-        handle.pauses.set(handle.pauses.get().saturating_add(after - before));
+        handle
+            .pauses
+            .set(handle.pauses.get().saturating_add(after - before));
     } else if after < before {
         handle
             .pauses

@@ -8,9 +8,12 @@
 //! one connection holds: at the bound (and before a DISCONNECT, whose
 //! acks must go out first) the shard stops reading it (`acks_gate`).
 //!
-//! A forward that failed (link or node down, timeout) releases nothing:
-//! every held ack is dropped and the connection closes, so the client
-//! sends those PUBLISHes again on its next connection (at least once).
+//! `fail_held_acks` releases nothing: every held ack is dropped and the
+//! connection closes, so the client sends those PUBLISHes again on its next
+//! connection (at least once). The shard uses it when no answer will come
+//! (the node is stopping); a forward that some node will never queue (it
+//! died, a timeout) is released like a complete one, as before the window
+//! (docs/clustering.md, "What is lost when a node dies").
 
 use crate::codec::{AckKind, ReasonCode};
 use crate::limits::PUBLISH_ACKS_HELD_MAX;
@@ -56,7 +59,7 @@ impl Connection {
         released.is_some()
     }
 
-    /// A forward of a held PUBLISH failed: no held ack goes out, the
+    /// The held PUBLISHes will get no answer: no held ack goes out, the
     /// connection closes (v5: DISCONNECT 0x80) and the client sends them
     /// again. A QoS 2 id is forgotten too, so that its resend is routed
     /// again instead of being taken for a duplicate.
