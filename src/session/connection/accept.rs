@@ -208,8 +208,6 @@ impl Connection {
             publish_will: false,
             tx: Lazy::new(),
             tx_qos0_len: 0,
-            held_acks: 0,
-            acks_drain: false,
             resend: Lazy::new(),
             actions: Lazy::new(),
             closed: false,

@@ -5,8 +5,11 @@
 //! as `Tx::Held` and nothing behind it is written until it is released:
 //! acks keep the order of the PUBLISHes (MQTT-4.6.0-2), and the reader
 //! goes on with the next PUBLISH. `PUBLISH_ACKS_HELD_MAX` bounds how many
-//! one connection holds: at the bound (and before a DISCONNECT, whose
-//! acks must go out first) the shard stops reading it (`acks_gate`).
+//! one connection holds: at the bound the shard stops reading it
+//! (`acks_gate`), and a DISCONNECT is read only once none is held. No
+//! counter is kept (every byte of `Connection` is paid by each idle
+//! connection): the held entries are counted in the queue, which for a
+//! publisher holds little more than its acks.
 //!
 //! `fail_held_acks` releases nothing: every held ack is dropped and the
 //! connection closes, so the client sends those PUBLISHes again on its next
@@ -38,7 +41,6 @@ impl Connection {
             }
             _ => None,
         })?;
-        self.held_acks += 1;
         Some(held)
     }
 
@@ -53,9 +55,6 @@ impl Connection {
             }
             _ => None,
         });
-        if released.is_some() {
-            self.held_acks -= 1;
-        }
         released.is_some()
     }
 
@@ -73,9 +72,6 @@ impl Connection {
 
     /// Drops every held ack (the close, `fail_held_acks`).
     pub(super) fn drop_held_acks(&mut self) {
-        if self.held_acks == 0 {
-            return;
-        }
         let qos2 = &mut self.session.incoming_qos2;
         self.tx.retain(|t| match *t {
             Tx::Held(kind, id) => {
@@ -86,28 +82,16 @@ impl Connection {
             }
             _ => true,
         });
-        self.held_acks = 0;
     }
 
-    /// Acks held now.
-    pub fn held_acks(&self) -> u16 {
-        self.held_acks
+    /// Acks held now (counted in the transmit queue).
+    pub fn held_acks(&self) -> usize {
+        self.tx.iter().filter(|t| matches!(t, Tx::Held(..))).count()
     }
 
     /// Whether the shard must stop reading this connection for its held
-    /// acks: at `PUBLISH_ACKS_HELD_MAX`, or while a DISCONNECT waits for
-    /// them (`wait_acks_before_disconnect`). 0 or 1: one pause.
+    /// acks (at `PUBLISH_ACKS_HELD_MAX`): 0 or 1, one pause.
     pub fn acks_gate(&self) -> u16 {
-        let full = usize::from(self.held_acks) >= PUBLISH_ACKS_HELD_MAX;
-        let draining = self.acks_drain && self.held_acks > 0;
-        u16::from(full || draining)
-    }
-
-    /// The client's DISCONNECT is next: it is read once the held acks went
-    /// out (as when the reader waited for each forward), so the client
-    /// gets them before the connection ends. True if it must wait.
-    pub fn wait_acks_before_disconnect(&mut self) -> bool {
-        self.acks_drain = self.held_acks > 0;
-        self.acks_drain
+        u16::from(self.held_acks() >= PUBLISH_ACKS_HELD_MAX)
     }
 }

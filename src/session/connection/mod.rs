@@ -126,11 +126,6 @@ pub struct Connection {
     /// (docs/performance.md, idle connections round 4 and "round 2" after
     /// issue 12).
     tx_qos0_len: u16,
-    /// `Tx::Held` entries in `tx`, bounded by `PUBLISH_ACKS_HELD_MAX`
-    /// (`held.rs`).
-    held_acks: u16,
-    /// A DISCONNECT from the client waits until the held acks went out.
-    acks_drain: bool,
     /// Ids of PUBLISHes carried over from an earlier connection that still
     /// wait for room in this connection's window before being resent.
     resend: Lazy<VecDeque<u16>>,

@@ -135,11 +135,16 @@ pub(super) async fn handle_buffered(
         }
         // A DISCONNECT (type 14) is read once the held acks of forwarded
         // PUBLISHes went out (`session::connection::held`).
-        if buf.first().is_some_and(|b| b >> 4 == 14) && handle.conn.borrow().held_acks() > 0 {
-            let gate = handle.conn.borrow().acks_gate();
-            handle.conn.borrow_mut().wait_acks_before_disconnect();
-            super::super::cluster::update_acks_gate(handle, gate);
-            return true;
+        if buf.first().is_some_and(|b| b >> 4 == 14) {
+            // Each release raises the connection's wake (`hold_forward_ack`).
+            std::future::poll_fn(|cx| {
+                if handle.conn.borrow().held_acks() == 0 || handle.closing.get() {
+                    return std::task::Poll::Ready(());
+                }
+                handle.set_waker(cx.waker());
+                std::task::Poll::Pending
+            })
+            .await;
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
