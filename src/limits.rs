@@ -424,6 +424,20 @@ const _: () = assert!(FORWARD_FRAMES_IN_FLIGHT_MAX < CLUSTER_STREAM_QUEUE_MAX);
 /// receiver drops repeats by number, so it costs bandwidth, never a
 /// duplicate. Well above a round trip under load.
 pub const FORWARD_RESEND_AFTER_MS: u64 = 2_000;
+
+/// The largest UDP payload QUIC's path MTU discovery tries on a peer link
+/// (quinn's default is 1,452): loopback and jumbo-frame networks carry a
+/// forward batch in fewer, larger packets; elsewhere discovery stays at
+/// what the path takes.
+pub const CLUSTER_QUIC_UDP_PAYLOAD_MAX_BYTES: u16 = 16_384;
+
+/// QoS 1/2 PUBLISHes of one connection forwarded to other nodes whose
+/// PUBACK/PUBREC is held until the receiving nodes have them queued
+/// (`session::connection::held`): the publisher's window across nodes. At
+/// it the connection is not read until the oldest is released. 16 bits.
+pub const PUBLISH_ACKS_HELD_MAX: usize = 64;
+
+const _: () = assert!(PUBLISH_ACKS_HELD_MAX <= u16::MAX as usize);
 const _: () = assert!(FORWARD_BATCH_BYTES_MAX + (64 << 10) <= CLUSTER_LOGIC_BODY_MAX_BYTES);
 
 /// Client ids whose claim is being served (one at a time each) at a home.

@@ -12,7 +12,7 @@ use super::setup::Cluster;
 use crate::admission::NodeAdmission;
 use crate::shard::NodeHandle;
 
-/// Starts the thread `ringmq-cluster-node` (the driver) that consumes the
+/// Starts the driver (a task on the cluster thread) that consumes the
 /// cluster thread's events until it stops; returns the shards' ports to
 /// it, for `shard::run` (`NodeSpec::cluster`).
 pub fn run_node(cluster: Cluster, node: NodeHandle) -> std::io::Result<ClusterPorts> {

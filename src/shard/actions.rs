@@ -165,7 +165,13 @@ impl Shard {
         let mut next = Some(first);
         while let Some(deferred) = next {
             match deferred {
-                Deferred::Remote(remote) => self.publish_remote(remote).await,
+                Deferred::Remote(remote) => {
+                    // A QoS 1/2 forward: the connection holds its ack and
+                    // reads on (`hold_forward_ack`).
+                    if let Some(answer) = self.publish_remote_start(remote).await {
+                        self.hold_forward_ack(handle, answer);
+                    }
+                }
                 Deferred::Action(action) => self.apply_action(handle, action).await,
             }
             next = self.run_actions_now(handle);

@@ -21,7 +21,7 @@
 //! empty-vector check (`Route::nodes`).
 
 use super::io::Signal;
-use super::state::Shard;
+use super::state::{ConnHandle, Shard};
 use crate::cluster::driver::{ShardPort, ToDriver};
 use crate::codec::ByteStr;
 use crate::limits::{CLUSTER_SHARD_INTEREST_BACKLOG_MAX, FORWARD_BATCH_MESSAGES_MAX};
@@ -174,20 +174,21 @@ impl Shard {
         (change.map(|c| self.interest.number(c)), released)
     }
 
-    /// Hands a message published here to the driver for `nodes`; for QoS
-    /// 1/2, returns once every node has it queued (or never will: down,
-    /// timeout), so the publisher's PUBACK/PUBREC waits until then.
+    /// Hands a message published here to the driver for `nodes`. For QoS
+    /// 1/2, returns the answer: `true` once every node has it queued,
+    /// `false` if one never will (down, link lost, timeout); the
+    /// publisher's PUBACK/PUBREC waits for it (`hold_forward_ack`).
     /// `shared`: groups whose member was picked on another node, each
     /// forwarded for one member there (`Forward::shared`).
-    pub async fn forward(
+    pub async fn forward_start(
         &self,
         message: Arc<Message>,
         nodes: Vec<NodeId>,
         shared: Vec<(NodeId, SharedKey)>,
-    ) {
+    ) -> Option<oneshot::Receiver<bool>> {
         let Some(cluster) = &self.cluster else {
             debug_assert!(false, "a route to another node on a single node");
-            return;
+            return None;
         };
         let confirmed = message.qos as u8 > 0;
         let (done, answer) = if confirmed {
@@ -212,20 +213,86 @@ impl Shard {
         };
         match cluster.port.tx.try_send(request) {
             Ok(()) => {}
-            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Closed(_)) => return None,
             Err(TrySendError::Full(request)) => {
                 // The driver is behind: the publisher waits for room,
                 // whatever the QoS (back-pressure, not a drop).
                 if cluster.port.tx.send(request).await.is_err() {
-                    return;
+                    return None;
                 }
             }
         }
-        if let Some(answer) = answer {
-            let _ = answer.await;
-        }
+        answer
     }
 
+    /// The publisher's connection holds the ack of the PUBLISH it just
+    /// routed until `answer` says the other nodes have it queued, and reads
+    /// on meanwhile: a window of `PUBLISH_ACKS_HELD_MAX` per connection
+    /// (`session::connection::held`), the acks in the order of the
+    /// PUBLISHes. Without an answer (the node stopping) the connection
+    /// closes without them.
+    pub(super) fn hold_forward_ack(
+        self: &Rc<Self>,
+        handle: &Rc<ConnHandle>,
+        answer: oneshot::Receiver<bool>,
+    ) {
+        let gate = handle.conn.borrow().acks_gate();
+        let Some(packet_id) = handle.conn.borrow_mut().hold_last_ack() else {
+            return; // closed meanwhile: nothing to acknowledge
+        };
+        update_acks_gate(handle, gate);
+        let (me, handle) = (self.clone(), handle.clone());
+        glommio::spawn_local(async move {
+            // `Ok(false)`: some node will never queue it (it died, the link
+            // broke, it was silent for `FORWARD_ACK_TIMEOUT_MS`): released
+            // all the same, as before the window (docs/clustering.md, "What
+            // is lost when a node dies"; the driver counts it). No answer
+            // at all: the node is stopping.
+            let answered = answer.await.is_ok();
+            let gate = handle.conn.borrow().acks_gate();
+            {
+                let mut conn = handle.conn.borrow_mut();
+                if answered {
+                    conn.release_held_ack(packet_id);
+                } else if conn.held_acks() > 0 {
+                    tracing::debug!(
+                        client_id = %conn.client_id(),
+                        packet_id,
+                        "no answer for a forwarded PUBLISH (the node is stopping): \
+                         the connection closes without its acknowledgement"
+                    );
+                    conn.fail_held_acks();
+                }
+            }
+            update_acks_gate(&handle, gate);
+            // The close of a failed window, if any; else the released acks
+            // go out.
+            me.drain_sync_actions(&handle);
+            handle.raise_wake();
+        })
+        .detach();
+    }
+}
+
+/// Pauses or resumes the connection's reading (`ConnHandle::pauses`) as
+/// its held acks' gate (`Connection::acks_gate`) changed from `before`.
+pub(super) fn update_acks_gate(handle: &ConnHandle, before: u16) {
+    let after = handle.conn.borrow().acks_gate();
+    if after > before {
+        handle
+            .pauses
+            .set(handle.pauses.get().saturating_add(after - before));
+    } else if after < before {
+        handle
+            .pauses
+            .set(handle.pauses.get().saturating_sub(before - after));
+        if handle.pauses.get() == 0 {
+            handle.raise_wake();
+        }
+    }
+}
+
+impl Shard {
     /// A retained message set or cleared by a client of this node: the
     /// driver replicates it to every peer (in order with this shard's
     /// other requests).

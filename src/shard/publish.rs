@@ -124,6 +124,19 @@ impl Shard {
     /// Sends what `publish_here` left for other shards, in the order the
     /// shards must see it: the retained update before the message.
     pub async fn publish_remote(self: &Rc<Self>, remote: RemoteSends) {
+        if let Some(answer) = self.publish_remote_start(remote).await {
+            let _ = answer.await;
+        }
+    }
+
+    /// `publish_remote` without waiting for the other nodes: a QoS 1/2
+    /// message forwarded to them returns the answer its PUBACK/PUBREC waits
+    /// for (`Shard::forward_start`), which the publisher's connection holds
+    /// while it reads on (`Shard::hold_forward_ack`).
+    pub async fn publish_remote_start(
+        self: &Rc<Self>,
+        remote: RemoteSends,
+    ) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let RemoteSends {
             message,
             retain,
@@ -174,10 +187,11 @@ impl Shard {
                 .await;
             }
         }
-        if !nodes.is_empty() || !elsewhere.is_empty() {
-            // Last: a QoS 1/2 publisher waits here for the other nodes.
-            self.forward(message, nodes, elsewhere).await;
+        if nodes.is_empty() && elsewhere.is_empty() {
+            return None;
         }
+        // Last: a QoS 1/2 publisher's ack waits for the other nodes.
+        self.forward_start(message, nodes, elsewhere).await
     }
 
     /// Deliver to this shard's ordinary subscribers a message shard `from`

@@ -53,6 +53,32 @@ def test_cross_node_delivery_is_exactly_once_and_in_order(c3, qos):
         client.disconnect()
 
 
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_publishers_forwarded_window_acks_in_order_and_before_its_disconnect(c3, qos):
+    """Many cross-node QoS 1/2 PUBLISHes in flight from one connection (the held acks'
+    window, PUBLISH_ACKS_HELD_MAX): every PUBACK/PUBREC comes, in the order of the PUBLISHes,
+    the subscriber on the other node gets them in order, and a DISCONNECT sent right behind
+    them is read only after their acks went out."""
+    import mqttraw
+
+    # QoS 1: past the window of 64 (the connection waits at it); QoS 2: within the
+    # broker's Receive Maximum (32, PUBRELs are never sent here).
+    n = 100 if qos == 1 else 30
+    topic = make_uid(f"window/q{qos}")
+    sub = c3.nodes[1].client(make_uid("sub"))
+    sub.subscribe(topic, qos=qos)
+    raw = c3.nodes[0].raw(connect=make_uid("rawpub"))
+    burst = b"".join(mqttraw.publish(topic, f"{i:03}", qos=qos, pid=i + 1) for i in range(n))
+    raw.send(burst + mqttraw.disconnect())
+    ack_type = mqttraw.PUBACK if qos == 1 else mqttraw.PUBREC
+    acks = [raw.recv_packet(timeout=10) for _ in range(n)]
+    assert [(a.type, a.pid) for a in acks] == [(ack_type, i + 1) for i in range(n)]
+    raw.wait_closed(timeout=10)
+    got = sub.expect_messages(n, timeout=20)
+    assert payloads(got) == [f"{i:03}".encode() for i in range(n)]
+    sub.disconnect()
+
+
 def test_a_publish_right_after_the_suback_on_another_node_arrives(c3):
     """SUBACK implies delivery cluster-wide: the peers applied the route before it went out."""
     pubs = [c3.nodes[i].client(make_uid(f"p{i}")) for i in range(3)]

@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use super::{Core, Delivery, Publisher, RouteOp};
 use crate::cluster::logic::forward::{DropReason, ForwardOut, PushOutcome};
 use crate::cluster::logic::proto::{
-    Forward, ForwardBatch, Message, MessageId, RetainedSync, WindowId,
+    Forward, ForwardBatch, Message, MessageId, RetainedSync, SharedTarget, WindowId,
 };
 use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
@@ -244,7 +244,24 @@ impl Core {
         done: Option<oneshot::Sender<bool>>,
         clock: &WallClock,
     ) {
-        let qos = message.qos as u8;
+        let seq = {
+            let s = &mut self.msg_seq[usize::from(shard)];
+            *s += 1;
+            *s
+        };
+        let id = MessageId {
+            node: self.here.0,
+            shard,
+            seq,
+        };
+        let snapshot = MessageSnapshot::of(message, clock);
+        if let ([node], true, None) = (nodes.as_slice(), shared.is_empty(), &done) {
+            // The common case, QoS 0 to one node and no shared group: no
+            // plan, no copy of the snapshot.
+            let node = *node;
+            self.forward_to(node, shard, id, [(None, snapshot)], None);
+            return;
+        }
         let plan = super::shared::forward_plan(&nodes, shared);
         let nodes: Vec<NodeId> = plan.keys().copied().collect();
         let token = done.map(|done| {
@@ -260,57 +277,10 @@ impl Core {
             );
             token
         });
-        let seq = {
-            let s = &mut self.msg_seq[usize::from(shard)];
-            *s += 1;
-            *s
-        };
-        let snapshot = MessageSnapshot::of(message, clock);
         let mut failed = Vec::new();
         for (node, frames) in plan {
-            if !self.view.contains_key(&node) {
-                self.stats.no_peer_drops[usize::from(qos.min(2))] += 1;
-                failed.push(node);
-                continue;
-            }
-            let last = frames.len() - 1;
-            let mut dropped = false;
-            for (i, target) in frames.into_iter().enumerate() {
-                let forward = Forward {
-                    id: MessageId {
-                        node: self.here.0,
-                        shard,
-                        seq,
-                    },
-                    stream_seq: 0,
-                    message: snapshot.clone(),
-                    shared: target,
-                };
-                // The last frame carries the token (cumulative acks).
-                let token = if i == last { token } else { None };
-                let out = match self.fwd_out.entry(node) {
-                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        self.windows_opened += 1;
-                        v.insert(ForwardOut::with_window(WindowId {
-                            epoch: self.epoch,
-                            opened: self.windows_opened,
-                        }))
-                    }
-                };
-                match out.push(shard, forward, token) {
-                    PushOutcome::Queued { pause, .. } => {
-                        self.stats.forwards_out += 1;
-                        if pause {
-                            self.paused[usize::from(shard)] = true;
-                        }
-                    }
-                    PushOutcome::Dropped(DropReason::WindowFull | DropReason::LinkDown) => {
-                        dropped = true
-                    }
-                }
-            }
-            if dropped {
+            let frames = frames.into_iter().map(|t| (t, snapshot.clone()));
+            if !self.forward_to(node, shard, id, frames, token) {
                 failed.push(node);
             }
         }
@@ -320,5 +290,57 @@ impl Core {
                 self.pub_acks.handle_node(token, node, false);
             }
         }
+    }
+
+    /// Queues one message's frames for `node` on `shard`'s stream; the
+    /// last carries `token` (acknowledgements are cumulative). False if
+    /// the node is not running or a frame was dropped.
+    fn forward_to(
+        &mut self,
+        node: NodeId,
+        shard: ShardId,
+        id: MessageId,
+        frames: impl IntoIterator<Item = (Option<SharedTarget>, MessageSnapshot)>,
+        token: Option<u64>,
+    ) -> bool {
+        let mut frames = frames.into_iter().peekable();
+        let Some((_, first)) = frames.peek() else {
+            return true;
+        };
+        let qos = first.qos;
+        if !self.view.contains_key(&node) {
+            self.stats.no_peer_drops[usize::from(qos.min(2))] += 1;
+            return false;
+        }
+        let out = match self.fwd_out.entry(node) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                self.windows_opened += 1;
+                v.insert(ForwardOut::with_window(WindowId {
+                    epoch: self.epoch,
+                    opened: self.windows_opened,
+                }))
+            }
+        };
+        let mut ok = true;
+        while let Some((target, message)) = frames.next() {
+            let forward = Forward {
+                id,
+                stream_seq: 0,
+                message,
+                shared: target,
+            };
+            let token = if frames.peek().is_none() { token } else { None };
+            match out.push(shard, forward, token) {
+                PushOutcome::Queued { pause, .. } => {
+                    self.stats.forwards_out += 1;
+                    if pause {
+                        self.paused[usize::from(shard)] = true;
+                    }
+                }
+                PushOutcome::Dropped(DropReason::WindowFull | DropReason::LinkDown) => ok = false,
+            }
+        }
+        ok
     }
 }

@@ -8,9 +8,11 @@
 //!                                                 └────────────┘
 //! ```
 //!
-//! It runs on its own OS thread, `ringmq-cluster-node`, with a
-//! current-thread tokio runtime (no shard runs tokio, and the net thread's
-//! runtime stays net's). It never blocks a shard: a shard's request that
+//! It runs as a task on the cluster thread (`ringmq-cluster`, net's
+//! current-thread tokio runtime, `ClusterHandle::run_here`): no shard runs
+//! tokio, and a frame goes from the driver to its QUIC stream without a
+//! thread hop (with both nodes of a benchmark on one core, each hop was a
+//! context switch). It never blocks a shard: a shard's request that
 //! finds its channel full is handed back to the shard (`port.rs`), and the
 //! driver reaches shards through their inboxes, keeping what a full inbox
 //! refused for its next turn. A frame the cluster thread's queue refuses
@@ -115,24 +117,24 @@ pub fn start(
         ready: ready_tx,
         paused,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    std::thread::Builder::new()
-        .name("ringmq-cluster-node".into())
-        .spawn(move || {
-            let mut core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
-            core.set_role(role);
-            let io = Io {
-                handle,
-                node,
-                load,
-                clients: clients.inbox,
-                rebalance,
-            };
-            runtime.block_on(run(core, io, events, receivers, gates));
+    let on = handle.clone();
+    let start = move || {
+        let mut core = Core::new(here, epoch, shard_count, WallClock::now().unix_ms);
+        core.set_role(role);
+        let io = Io {
+            handle,
+            node,
+            load,
+            clients: clients.inbox,
+            rebalance,
+        };
+        tokio::spawn(async move {
+            run(core, io, events, receivers, gates).await;
             info!("cluster driver stopped");
-        })?;
+        });
+    };
+    on.run_here(Box::new(start))
+        .map_err(|e| io::Error::other(format!("cluster driver: {e}")))?;
     Ok(ClusterPorts { shards })
 }
 

@@ -176,3 +176,35 @@ fn a_batch_with_a_gap_or_two_streams_is_refused_whole() {
         "no message of them delivered"
     );
 }
+
+/// A publisher's window (`PUBLISH_ACKS_HELD_MAX`): several QoS 1 messages
+/// of one shard in flight at once, each answered only once the receiver
+/// queued it; a broken link answers every one still unanswered at once as
+/// incomplete (`false`), none is left waiting.
+#[test]
+fn a_publishers_window_is_answered_once_queued_and_failed_by_a_link_break() {
+    let mut c = Cluster::new(&[1, 2], 1);
+    c.connect_all();
+    c.node(2).hold_queued = true;
+    let mut first: Vec<_> = (0..8)
+        .map(|i| c.publish(1, 0, &[2], &format!("q/{i}"), QoS::AtLeastOnce))
+        .map(|a| a.expect("qos 1"))
+        .collect();
+    c.settle();
+    assert_eq!(c.node(2).delivered[0].len(), 8, "all eight in flight");
+    assert!(first.iter_mut().all(|a| answered(a).is_none()));
+    release_held(&mut c, 2);
+    assert!(first.iter_mut().all(|a| answered(a) == Some(true)));
+    let mut second: Vec<_> = (0..8)
+        .map(|i| c.publish(1, 0, &[2], &format!("r/{i}"), QoS::AtLeastOnce))
+        .map(|a| a.expect("qos 1"))
+        .collect();
+    c.settle();
+    assert!(second.iter_mut().all(|a| answered(a).is_none()));
+    c.node(1).core.handle_link_down(NodeId(2));
+    c.settle();
+    assert!(
+        second.iter_mut().all(|a| answered(a) == Some(false)),
+        "a link break fails the whole window"
+    );
+}

@@ -7,7 +7,7 @@
 //! the header's version byte ([`PROTO_VERSION`]: a reader never guesses at
 //! a version it does not know). Decoding checks the length against
 //! `limits::CLUSTER_LOGIC_BODY_MAX_BYTES`, copies the body into an aligned
-//! buffer (a socket read has no alignment) and validates the archive with
+//! buffer if it is not aligned already and validates the archive with
 //! bytecheck (`rkyv::access`) before a field is read, so garbage or a
 //! truncated body is an `Err`, never a panic.
 //!
@@ -403,12 +403,21 @@ macro_rules! messages {
                 if body.len() > CLUSTER_LOGIC_BODY_MAX_BYTES {
                     return Err(ProtoError::TooLarge { len: body.len(), max: CLUSTER_LOGIC_BODY_MAX_BYTES });
                 }
-                let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-                aligned.extend_from_slice(body);
+                // A body read from a stream is most often aligned already
+                // (the allocator's 16 bytes): copied only when it is not.
+                let copy;
+                let aligned: &[u8] = if body.as_ptr().align_offset(16) == 0 {
+                    body
+                } else {
+                    let mut v = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+                    v.extend_from_slice(body);
+                    copy = v;
+                    &copy
+                };
                 let bad = |e: rkyv::rancor::Error| ProtoError::Malformed { kind, reason: e.to_string() };
                 match kind {
                     $($kind => {
-                        let archived = rkyv::access::<rkyv::Archived<$variant>, rkyv::rancor::Error>(&aligned)
+                        let archived = rkyv::access::<rkyv::Archived<$variant>, rkyv::rancor::Error>(aligned)
                             .map_err(bad)?;
                         let value = rkyv::deserialize::<$variant, rkyv::rancor::Error>(archived).map_err(bad)?;
                         Ok(Message::$variant(value))

@@ -106,6 +106,9 @@ pub(crate) enum Command {
     Leave,
     ForceLeave(NodeId),
     Send(Outgoing),
+    /// Runs on the cluster thread, inside its runtime: the consumer (the
+    /// cluster driver) spawns its loop there (`ClusterHandle::run_here`).
+    Run(Box<dyn FnOnce() + Send>),
     /// Fault injection: the thread stops answering (as a crashed node).
     Freeze,
 }
@@ -190,6 +193,16 @@ impl ClusterHandle {
                 Command::Send(out) => out,
                 _ => unreachable!("only a Send was queued"),
             })
+    }
+
+    /// Runs `f` on the cluster thread inside its tokio runtime (so it may
+    /// `tokio::spawn`): the cluster driver's loop runs there, beside the
+    /// links it feeds, instead of on a thread of its own; one thread (and
+    /// one wake-up and context switch per hand-over) less between the
+    /// shards and the QUIC streams (docs/performance.md, "Cross-node
+    /// forwarding").
+    pub fn run_here(&self, f: Box<dyn FnOnce() + Send>) -> Result<(), CommandError> {
+        self.command(Command::Run(f))
     }
 
     /// This node and every member it knows, by name.

@@ -224,6 +224,7 @@ impl Node {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Send(out) => self.send(out),
+            Command::Run(f) => f(),
             Command::Join(addr) => {
                 if self.left {
                     self.left = false;

@@ -153,6 +153,13 @@ fn transport(settings: &NetSettings) -> quinn::TransportConfig {
     t.max_idle_timeout(settings.timing.idle_timeout.try_into().ok());
     // SWIM datagrams: a few dozen in flight at most.
     t.datagram_receive_buffer_size(Some(256 * 1024));
+    // Forward batches are tens of KiB: where the path takes larger packets
+    // (loopback, jumbo frames) fewer of them carry a frame, each one
+    // sealed, acknowledged and sent once. Discovery only raises the size
+    // a probe proved (a lost probe costs nothing else).
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(limits::CLUSTER_QUIC_UDP_PAYLOAD_MAX_BYTES);
+    t.mtu_discovery_config(Some(mtu));
     t
 }
 

@@ -258,9 +258,13 @@ impl Connection {
         if !will {
             self.drop_will();
         }
+        // Acks still held never go out: the client sends those PUBLISHes
+        // again (`held.rs`).
+        self.drop_held_acks();
         let drops = &mut self.session.drops;
         self.tx.retain(|t| match t {
             Tx::Ack(..) | Tx::Control(_) => true,
+            Tx::Held(..) => false,
             Tx::Publish(_) => false,
             Tx::Qos0(_) => {
                 drops.closed += 1;

@@ -23,6 +23,7 @@ mod accept;
 mod access;
 mod aliases;
 mod end;
+mod held;
 mod inbound;
 mod outbound;
 mod subscriptions;
@@ -55,6 +56,10 @@ use aliases::Aliases;
 enum Tx {
     /// PUBACK, PUBREC, PUBREL or PUBCOMP without properties.
     Ack(AckKind, u16, ReasonCode),
+    /// The PUBACK/PUBREC (success) of a PUBLISH whose receiving nodes have
+    /// not all queued it yet: nothing from here on is written until it is
+    /// released (`held.rs`).
+    Held(AckKind, u16),
     /// Any other packet but an outbound PUBLISH: sent as is.
     Control(Box<Packet>),
     /// The QoS 1/2 inflight message with this packet id.

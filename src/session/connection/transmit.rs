@@ -32,6 +32,10 @@ impl Connection {
             if self.tx.is_empty() {
                 self.drain(now);
             }
+            if matches!(self.tx.front(), Some(Tx::Held(..))) {
+                // Everything behind a held ack waits for it (`held.rs`).
+                return false;
+            }
             let Some(tx) = self.tx.pop_front() else {
                 return false;
             };
@@ -52,6 +56,7 @@ impl Connection {
                         return true;
                     }
                 }
+                Tx::Held(..) => unreachable!("checked above"),
                 Tx::Control(packet) => {
                     if self.put_control(*packet, out) {
                         return true;

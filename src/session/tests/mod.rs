@@ -4,6 +4,7 @@
 mod authz;
 mod connect;
 mod end;
+mod held;
 mod inbound;
 mod lifecycle;
 mod outbound;

@@ -128,9 +128,23 @@ pub(super) async fn handle_buffered(
             return false;
         }
         if handle.pauses.get() > 0 {
-            // A congested subscriber paused this publisher: the rest of
-            // the buffer waits (`Live::held`).
+            // A congested subscriber paused this publisher, or its held
+            // acks are at their bound: the rest of the buffer waits
+            // (`Live::held`).
             return true;
+        }
+        // A DISCONNECT (type 14) is read once the held acks of forwarded
+        // PUBLISHes went out (`session::connection::held`).
+        if buf.first().is_some_and(|b| b >> 4 == 14) {
+            // Each release raises the connection's wake (`hold_forward_ack`).
+            std::future::poll_fn(|cx| {
+                if handle.conn.borrow().held_acks() == 0 || handle.closing.get() {
+                    return std::task::Poll::Ready(());
+                }
+                handle.set_waker(cx.waker());
+                std::task::Poll::Pending
+            })
+            .await;
         }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
