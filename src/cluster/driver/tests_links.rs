@@ -179,8 +179,8 @@ fn a_batch_with_a_gap_or_two_streams_is_refused_whole() {
 
 /// A publisher's window (`PUBLISH_ACKS_HELD_MAX`): several QoS 1 messages
 /// of one shard in flight at once, each answered only once the receiver
-/// queued it; a broken link answers every one still unanswered at once as
-/// incomplete (`false`), none is left waiting.
+/// queued it; a broken link keeps them (sent again on the next link); a
+/// peer declared down answers every one still unanswered as incomplete.
 #[test]
 fn a_publishers_window_is_answered_once_queued_and_failed_by_a_link_break() {
     let mut c = Cluster::new(&[1, 2], 1);
@@ -201,10 +201,33 @@ fn a_publishers_window_is_answered_once_queued_and_failed_by_a_link_break() {
         .collect();
     c.settle();
     assert!(second.iter_mut().all(|a| answered(a).is_none()));
+    // A broken link keeps the window: sent again on the next link, each
+    // answered once queued.
     c.node(1).core.handle_link_down(NodeId(2));
+    c.node(2).core.handle_link_down(NodeId(1));
+    c.settle();
+    assert!(second.iter_mut().all(|a| answered(a).is_none()));
+    let now = c.now_ms;
+    c.node(1).core.handle_link_up(NodeId(2), now);
+    c.node(2).core.handle_link_up(NodeId(1), now);
+    c.settle();
+    while !c.node(2).held.is_empty() {
+        release_held(&mut c, 2);
+    }
+    assert!(second.iter_mut().all(|a| answered(a) == Some(true)));
+    assert_eq!(c.node(2).delivered[0].len(), 16, "each delivered once");
+    // The peer declared down answers every one still unanswered at once
+    // as incomplete (`false`): none is left waiting.
+    let mut third: Vec<_> = (0..8)
+        .map(|i| c.publish(1, 0, &[2], &format!("s/{i}"), QoS::AtLeastOnce))
+        .map(|a| a.expect("qos 1"))
+        .collect();
+    c.settle();
+    let now = c.now_ms;
+    c.node(1).core.handle_member_down(NodeId(2), now);
     c.settle();
     assert!(
-        second.iter_mut().all(|a| answered(a) == Some(false)),
-        "a link break fails the whole window"
+        third.iter_mut().all(|a| answered(a) == Some(false)),
+        "a peer declared down fails the whole window"
     );
 }
