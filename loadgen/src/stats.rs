@@ -48,6 +48,8 @@ pub struct ThreadStats {
     pub connected_by_server: BTreeMap<String, u64>,
     /// Disconnects by the server per client (`--reconnect`) -> clients.
     pub evictions_per_client: BTreeMap<u32, u64>,
+    /// Refused reconnects tried again (`--reconnect`), by CONNACK code.
+    pub reconnect_retries: BTreeMap<String, u64>,
     /// Stamped by another run (or an unknown publisher id).
     pub foreign: u64,
     /// Payload without our stamp.
@@ -82,6 +84,7 @@ impl Default for ThreadStats {
             redirected_to: BTreeMap::new(),
             connected_by_server: BTreeMap::new(),
             evictions_per_client: BTreeMap::new(),
+            reconnect_retries: BTreeMap::new(),
             foreign: 0,
             unstamped: 0,
             window_timeouts: 0,
@@ -124,6 +127,9 @@ impl ThreadStats {
         }
         for (k, v) in o.evictions_per_client {
             *self.evictions_per_client.entry(k).or_default() += v;
+        }
+        for (k, v) in o.reconnect_retries {
+            *self.reconnect_retries.entry(k).or_default() += v;
         }
         self.foreign += o.foreign;
         self.unstamped += o.unstamped;
@@ -211,6 +217,9 @@ pub struct Evictions {
     pub max_per_client: u32,
     /// Disconnects -> clients disconnected that many times.
     pub by_count: BTreeMap<u32, u64>,
+    /// Reconnects the server refused (CONNACK code, e.g. `0x88`) and the
+    /// client tried again after a backoff, as a real client does.
+    pub refused_reconnects_retried: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -400,6 +409,7 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
                 .sum(),
             max_per_client: s.evictions_per_client.keys().max().copied().unwrap_or(0),
             by_count: s.evictions_per_client.clone(),
+            refused_reconnects_retried: s.reconnect_retries.clone(),
         },
         errors_total: s.errors.values().sum(),
         errors: s.errors.clone(),

@@ -62,6 +62,10 @@ const PACED_SENDS_PER_TURN: usize = 1;
 const IDLE_WAIT_MS: i32 = 10;
 /// Keep-alive and timeout checks run this often.
 const HOUSEKEEPING_NS: u64 = 100 * NS_PER_MS;
+/// A refused reconnect (`--reconnect`) is tried again this many times,
+/// after 100 ms, 200 ms, ... up to `RECONNECT_BACKOFF_MAX_NS` apart.
+const RECONNECT_RETRIES_MAX: u8 = 20;
+const RECONNECT_BACKOFF_MAX_NS: u64 = 2_000 * NS_PER_MS;
 const EVENTS_PER_WAIT: usize = 1024;
 
 /// Run-wide settings every worker reads.
@@ -177,6 +181,8 @@ struct Client {
     redirects: u8,
     /// Times the server ended this client's connection after it was ready.
     evictions: u32,
+    /// Refused reconnects tried again since the last eviction.
+    retries: u8,
     /// First connect attempt (CONNACK latency and connect timeout).
     started_ns: u64,
     /// Partial packet left over from the last read.
@@ -245,6 +251,8 @@ pub struct Worker {
     next_due_ns: u64,
     /// Paced publishers by when they are due: (time, client index).
     due: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Refused reconnects to try again: (when, client index).
+    retry_due: BinaryHeap<Reverse<(u64, usize)>>,
     /// Scratch for `pump_publishers`.
     due_again: Vec<(u64, usize)>,
     next_housekeeping_ns: u64,
@@ -373,6 +381,7 @@ impl Worker {
                     addr: spec.target.unwrap_or(cfg.target),
                     redirects: 0,
                     evictions: 0,
+                    retries: 0,
                     started_ns: 0,
                     rbuf: BytesMut::new(),
                     wbuf: BytesMut::new(),
@@ -411,6 +420,7 @@ impl Worker {
             spin: false,
             next_due_ns: u64::MAX,
             due: BinaryHeap::new(),
+            retry_due: BinaryHeap::new(),
             due_again: Vec::new(),
             next_housekeeping_ns: now + HOUSEKEEPING_NS,
             run_delay_at_measure_start_ns: None,
@@ -1007,8 +1017,18 @@ impl Worker {
                     }
                 } else if protocol.is_v5()
                     && (code == ReasonCode::USE_ANOTHER_SERVER || code == ReasonCode::SERVER_MOVED)
+                    && ca.properties.server_reference.is_some()
                 {
                     self.redirect(i, ca.properties.server_reference.as_ref(), code);
+                } else if self.cfg.reconnect
+                    && self.clients[i].evictions > 0
+                    && self.clients[i].retries < RECONNECT_RETRIES_MAX
+                {
+                    self.retry_later(i, code);
+                } else if protocol.is_v5()
+                    && (code == ReasonCode::USE_ANOTHER_SERVER || code == ReasonCode::SERVER_MOVED)
+                {
+                    self.redirect(i, None, code);
                 } else {
                     self.fail(
                         i,
@@ -1065,6 +1085,26 @@ impl Worker {
         c.evictions += 1;
         // A new journey: the redirects it may follow start again.
         c.redirects = 0;
+        c.retries = 0;
+        // Its setup timeout counts from now, not from its first connect.
+        c.started_ns = now_ns();
+    }
+
+    /// A reconnect the server refused (evacuating, busy, a claim refused
+    /// under load): tried again after a backoff, where it was sent (a load
+    /// balancer's address picks another node), as a real client does.
+    fn retry_later(&mut self, i: usize, code: ReasonCode) {
+        *self
+            .stats
+            .reconnect_retries
+            .entry(format!("0x{:02x}", code.0))
+            .or_default() += 1;
+        self.close_fd(i);
+        self.set_state(i, State::Waiting);
+        let c = &mut self.clients[i];
+        let backoff_ns = (100 * NS_PER_MS << c.retries.min(5)).min(RECONNECT_BACKOFF_MAX_NS);
+        c.retries += 1;
+        self.retry_due.push(Reverse((now_ns() + backoff_ns, i)));
     }
 
     /// Connects an evicted client again: where its Server Reference says,
@@ -1317,6 +1357,17 @@ impl Worker {
     // ------------------------------------------------------------ housekeeping
 
     fn housekeeping(&mut self, now: u64) {
+        while self
+            .retry_due
+            .peek()
+            .is_some_and(|Reverse((due, _))| *due <= now)
+        {
+            let Reverse((_, i)) = self.retry_due.pop().expect("peeked");
+            if self.clients[i].state == State::Waiting {
+                self.clients[i].started_ns = now;
+                self.connect(i);
+            }
+        }
         let keepalive_ns = self.cfg.keepalive_s as u64 * NS_PER_S;
         for i in 0..self.clients.len() {
             let c = &self.clients[i];
