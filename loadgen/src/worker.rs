@@ -1102,7 +1102,7 @@ impl Worker {
         self.close_fd(i);
         self.set_state(i, State::Waiting);
         let c = &mut self.clients[i];
-        let backoff_ns = (100 * NS_PER_MS << c.retries.min(5)).min(RECONNECT_BACKOFF_MAX_NS);
+        let backoff_ns = ((100 * NS_PER_MS) << c.retries.min(5)).min(RECONNECT_BACKOFF_MAX_NS);
         c.retries += 1;
         self.retry_due.push(Reverse((now_ns() + backoff_ns, i)));
     }
