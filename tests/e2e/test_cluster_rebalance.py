@@ -244,7 +244,9 @@ def test_rebalance_900_100_0_behind_haproxy_nobody_disconnected_twice(cluster3, 
         avg = sum(recipients) / 2
         # The balance rule, with the newcomers' few on top.
         assert donor < avg + 50 + 6 or donor < avg * 1.1, got
-        assert donor >= 330, f"evicted below the average: {got}"
+        # Not far below the average (333): each tick plans on counts up to a
+        # tick (100 ms) old, so a few clients more than needed may go.
+        assert donor >= 320, f"evicted far below the average: {got}"
         assert (availability(n0), availability(n1), availability(n2)) == (200, 200, 200)
         assert global_status(n0)["rebalances"] == []
     finally:
