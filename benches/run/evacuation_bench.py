@@ -110,13 +110,15 @@ def main() -> None:
     for rate in (int(r) for r in args.rates.split(",")):
         rows.append(run(args.clients, rate, cb.OUT / f"rate{rate}"))
     print("| clients | conn_evict_rate | node empty after | all reconnected after | B / C | "
-          "disconnects per client (max) | clients disconnected twice | loadgen errors |")
-    print("|---|---|---|---|---|---|---|---|")
+          "disconnects per client (max) | clients disconnected twice | refused reconnects retried | "
+          "loadgen errors |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ev = r["evictions"]
         print(f"| {r['clients']:,} | {r['rate']:,}/s | {r['emptied_s']:.2f} s | {r['settled_s']:.2f} s | "
               f"{r['spread'][0]:,} / {r['spread'][1]:,} | {ev['max_per_client']} | "
-              f"{ev['clients_more_than_once']} | {sum(r['errors'].values())} |")
+              f"{ev['clients_more_than_once']} | {ev.get('refused_reconnects_retried', {})} | "
+              f"{sum(r['errors'].values())} |")
     print("\nCommands:\n")
     for c in cb.COMMANDS:
         print(f"    {c}")
