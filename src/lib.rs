@@ -15,6 +15,8 @@
 //! - [`ctl`]: `ringmq ctl`, the command line that drives a node through its admin API.
 //! - [`metrics`]: per-shard counters (plain `Cell`s), the statistics and client
 //!   records shards answer the admin API with, Prometheus rendering; pure.
+//! - [`durable`]: durable sessions: the ops a shard writes, their records, the
+//!   store backends (ADR 0007).
 //! - [`shard`]: the only module that touches glommio: executors, sockets, the shard mesh.
 //! - [`transport`]: TLS (rustls) and WebSocket (RFC 6455) under MQTT; sans-IO.
 pub mod admin;
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod ctl;
+pub mod durable;
 pub mod limits;
 pub mod metrics;
 pub mod rebalance;

@@ -1,0 +1,12 @@
+//! Durable sessions (issue 15, docs/adr/0007-durable-sessions.md): what a
+//! shard writes about its persistent sessions and retained messages
+//! ([`Op`]), the records they are stored as, and how a store tells the
+//! shard what is synced ([`Synced`]). The backends (`builtin`: one fjall
+//! store per shard on a writer thread; `redis`: a Redis Cluster on a tokio
+//! thread) take batches of ops and never run on a shard.
+
+pub mod op;
+pub mod synced;
+
+pub use op::{Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, Ticket};
+pub use synced::Synced;
