@@ -5,8 +5,12 @@
 //! store per shard on a writer thread; `redis`: a Redis Cluster on a tokio
 //! thread) take batches of ops and never run on a shard.
 
+pub mod handle;
 pub mod op;
 pub mod synced;
 
-pub use op::{Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, Ticket};
+pub use handle::StoreHandle;
+pub use op::{
+    Batch, DeliveryRecord, DeliveryState, Op, Restored, SessionMeta, StoredSession, Ticket,
+};
 pub use synced::Synced;

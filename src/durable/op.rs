@@ -85,12 +85,17 @@ pub enum Op {
         seq: u64,
     },
     /// The session ended (expired, discarded, moved to another store).
-    RemoveSession { client: Arc<str>, epoch: u64 },
+    RemoveSession {
+        client: Arc<str>,
+        epoch: u64,
+    },
     PutRetained {
         topic: Arc<str>,
         message: Box<MessageSnapshot>,
     },
-    RemoveRetained { topic: Arc<str> },
+    RemoveRetained {
+        topic: Arc<str>,
+    },
 }
 
 /// The ops of one executor turn of a shard, under one ticket.
@@ -98,4 +103,19 @@ pub enum Op {
 pub struct Batch {
     pub ticket: Ticket,
     pub ops: Vec<Op>,
+}
+
+/// A session as a store gives it back at start (or Redis on a resume):
+/// its meta record and its deliveries by `seq`, ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub meta: SessionMeta,
+    pub deliveries: Vec<(u64, DeliveryRecord)>,
+}
+
+/// What a store holds at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub sessions: Vec<StoredSession>,
+    pub retained: Vec<(String, MessageSnapshot)>,
 }

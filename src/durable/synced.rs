@@ -57,7 +57,9 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert_eq!(synced.poll_above(0, &mut cx), Poll::Pending);
         let writer = synced.clone();
-        std::thread::spawn(move || writer.publish(3)).join().unwrap();
+        std::thread::spawn(move || writer.publish(3))
+            .join()
+            .unwrap();
         assert_eq!(synced.poll_above(0, &mut cx), Poll::Ready(3));
         synced.publish(2);
         assert_eq!(synced.ticket(), 3);

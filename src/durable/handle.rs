@@ -1,0 +1,34 @@
+//! [`StoreHandle`]: a shard's end of its store, whatever the backend: a
+//! bounded channel of [`Batch`]es to the writer and the [`Synced`] ticket
+//! the writer publishes. tokio's mpsc works across runtimes: the shard
+//! sends from glommio (`send().await` when full: back-pressure, never a
+//! drop), the builtin writer receives on its own thread
+//! (`blocking_recv`), the Redis writer in its tokio runtime.
+
+use std::sync::Arc;
+
+use super::{Batch, Synced, Ticket};
+
+pub struct StoreHandle {
+    pub batches: tokio::sync::mpsc::Sender<Batch>,
+    pub synced: Arc<Synced>,
+    /// The next ticket this shard gives a batch (tickets start at 1).
+    next_ticket: Ticket,
+}
+
+impl StoreHandle {
+    pub fn new(batches: tokio::sync::mpsc::Sender<Batch>, synced: Arc<Synced>) -> StoreHandle {
+        StoreHandle {
+            batches,
+            synced,
+            next_ticket: 1,
+        }
+    }
+
+    /// Numbers `ops` as the next batch (the caller sends it).
+    pub fn seal(&mut self, ops: Vec<super::Op>) -> Batch {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        Batch { ticket, ops }
+    }
+}
