@@ -50,6 +50,9 @@ pub struct ThreadStats {
     pub evictions_per_client: BTreeMap<u32, u64>,
     /// Refused reconnects tried again (`--reconnect`), by CONNACK code.
     pub reconnect_retries: BTreeMap<String, u64>,
+    /// Unacknowledged QoS 1/2 PUBLISHes (or PUBRELs) sent again after a
+    /// reconnect (`--reconnect`).
+    pub resent_after_reconnect: u64,
     /// Stamped by another run (or an unknown publisher id).
     pub foreign: u64,
     /// Payload without our stamp.
@@ -85,6 +88,7 @@ impl Default for ThreadStats {
             connected_by_server: BTreeMap::new(),
             evictions_per_client: BTreeMap::new(),
             reconnect_retries: BTreeMap::new(),
+            resent_after_reconnect: 0,
             foreign: 0,
             unstamped: 0,
             window_timeouts: 0,
@@ -131,6 +135,7 @@ impl ThreadStats {
         for (k, v) in o.reconnect_retries {
             *self.reconnect_retries.entry(k).or_default() += v;
         }
+        self.resent_after_reconnect += o.resent_after_reconnect;
         self.foreign += o.foreign;
         self.unstamped += o.unstamped;
         self.window_timeouts += o.window_timeouts;
@@ -220,6 +225,9 @@ pub struct Evictions {
     /// Reconnects the server refused (CONNACK code, e.g. `0x88`) and the
     /// client tried again after a backoff, as a real client does.
     pub refused_reconnects_retried: BTreeMap<String, u64>,
+    /// QoS 1/2 PUBLISHes (or PUBRELs) the server had not acknowledged when
+    /// it disconnected their publisher, sent again after the reconnect.
+    pub resent_after_reconnect: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -410,6 +418,7 @@ pub fn build_report(info: RunInfo, s: &ThreadStats) -> Report {
             max_per_client: s.evictions_per_client.keys().max().copied().unwrap_or(0),
             by_count: s.evictions_per_client.clone(),
             refused_reconnects_retried: s.reconnect_retries.clone(),
+            resent_after_reconnect: s.resent_after_reconnect,
         },
         errors_total: s.errors.values().sum(),
         errors: s.errors.clone(),
@@ -502,8 +511,11 @@ pub fn render_table(r: &Report, max_publishers: usize) -> String {
     if r.evictions.clients > 0 {
         let _ = writeln!(
             o,
-            "evicted      {} clients by the server ({} more than once, at most {} times), reconnected",
-            r.evictions.clients, r.evictions.clients_more_than_once, r.evictions.max_per_client
+            "evicted      {} clients by the server ({} more than once, at most {} times), reconnected; {} unacknowledged publishes sent again",
+            r.evictions.clients,
+            r.evictions.clients_more_than_once,
+            r.evictions.max_per_client,
+            r.evictions.resent_after_reconnect
         );
     }
     if r.scenario == "conn" {

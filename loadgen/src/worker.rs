@@ -16,7 +16,7 @@
 //! thread updates (no wake-up crosses threads).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
@@ -151,9 +151,33 @@ struct Publisher {
     pacer: Option<Pacer>,
     /// Closed loop on deliveries (when subscribers of ours expect it).
     window: Option<Window>,
+    /// `--reconnect` with QoS 1/2: the PUBLISHes not yet acknowledged, in
+    /// sending order, sent again after a reconnect as a client must
+    /// (MQTT-4.4.0-1): a message the broker never acknowledged is the
+    /// client's to resend, so "lost" counts only what the broker lost.
+    unacked: Option<VecDeque<Unacked>>,
+}
+
+/// A QoS 1/2 PUBLISH of ours the server has not acknowledged yet.
+#[derive(Clone, Copy)]
+struct Unacked {
+    packet_id: u16,
+    seq: u64,
+    sent_ns: u64,
+    /// QoS 2: PUBREC received, so PUBREL is what is resent.
+    released: bool,
 }
 
 impl Publisher {
+    /// Forgets the message of `packet_id` (acknowledged; usually the oldest).
+    fn acked(&mut self, packet_id: u16) {
+        if let Some(u) = self.unacked.as_mut() {
+            if let Some(at) = u.iter().position(|m| m.packet_id == packet_id) {
+                u.remove(at);
+            }
+        }
+    }
+
     fn next_packet_id(&mut self) -> u16 {
         self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
         self.next_packet_id
@@ -274,6 +298,37 @@ fn encode_into(packet: &Packet, protocol: Protocol, out: &mut BytesMut) {
     encode(packet, protocol, out).expect("the load generator builds valid packets");
 }
 
+/// After a CONNACK: writes again every message `p` sent and the server did
+/// not acknowledge (a first connect has none), with DUP set, its packet id
+/// and its stamp (so a copy that did arrive counts as a duplicate, not as a
+/// second message), or its PUBREL once PUBREC came. Returns how many.
+fn resend_unacked(p: &mut Publisher, run_id: u16, protocol: Protocol, wbuf: &mut BytesMut) -> u64 {
+    let Some(unacked) = p.unacked.as_ref() else {
+        return 0;
+    };
+    for m in unacked {
+        if m.released {
+            encode_into(&Packet::PubRel(ack(m.packet_id)), protocol, wbuf);
+            continue;
+        }
+        let start = wbuf.len();
+        wbuf.put_slice(&p.template);
+        wbuf[start] |= 0x08; // DUP
+        let o = start + p.packet_id_offset;
+        wbuf[o..o + 2].copy_from_slice(&m.packet_id.to_be_bytes());
+        let o = start + p.payload_offset;
+        Stamp {
+            run_id,
+            publisher_id: p.id,
+            seq: m.seq,
+            sent_ns: m.sent_ns,
+        }
+        .write(&mut wbuf[o..o + STAMP_LEN]);
+    }
+    p.inflight = unacked.len() as u32;
+    unacked.len() as u64
+}
+
 fn ack(packet_id: u16) -> PubAck {
     PubAck {
         packet_id,
@@ -360,6 +415,8 @@ impl Worker {
                             window: (cfg.copies > 0).then(|| {
                                 Window::new(cfg.max_outstanding, cfg.outstanding_timeout_ns)
                             }),
+                            unacked: (cfg.reconnect && cfg.qos != QoS::AtMostOnce)
+                                .then(VecDeque::new),
                         };
                         (Some(Box::new(p)), None)
                     }
@@ -934,14 +991,21 @@ impl Worker {
             fastpath::PUBACK | fastpath::PUBCOMP => {
                 if let Some(p) = c.publisher.as_mut() {
                     p.inflight = p.inflight.saturating_sub(1);
+                    p.acked(packet_id);
                 }
             }
             fastpath::PUBREC => {
                 if ReasonCode(reason).is_error() {
                     if let Some(p) = c.publisher.as_mut() {
                         p.inflight = p.inflight.saturating_sub(1);
+                        p.acked(packet_id);
                     }
                 } else {
+                    if let Some(u) = c.publisher.as_mut().and_then(|p| p.unacked.as_mut()) {
+                        if let Some(m) = u.iter_mut().find(|m| m.packet_id == packet_id) {
+                            m.released = true;
+                        }
+                    }
                     encode_into(&Packet::PubRel(ack(packet_id)), protocol, &mut c.wbuf);
                 }
             }
@@ -997,6 +1061,8 @@ impl Worker {
                             ca.properties.receive_maximum,
                             self.cfg.inflight,
                         );
+                        let resent = resend_unacked(p, self.cfg.run_id, protocol, &mut c.wbuf);
+                        self.stats.resent_after_reconnect += resent;
                     }
                     if let Some(s) = c.subscriber.as_ref() {
                         let sub = Subscribe {
@@ -1333,6 +1399,15 @@ impl Worker {
                 sent_ns: now,
             }
             .write(&mut wbuf[o..o + STAMP_LEN]);
+            if let Some(u) = p.unacked.as_mut() {
+                let packet_id = p.next_packet_id;
+                u.push_back(Unacked {
+                    packet_id,
+                    seq: p.seq,
+                    sent_ns: now,
+                    released: false,
+                });
+            }
             p.seq += 1;
         }
         if qos != QoS::AtMostOnce {
