@@ -11,6 +11,7 @@ where).
 """
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -243,6 +244,40 @@ def test_the_will_is_not_published_on_a_takeover_but_on_a_real_disconnect(c3):
     watcher.expect_no_message(5.0)
     second.disconnect(rc=0, props={"session_expiry_interval": 0})
     watcher.disconnect()
+
+
+def test_a_paused_stale_owner_loses_to_the_newer_epoch_when_it_comes_back(c3):
+    """A partition in time: the node holding a client's session is paused (SIGSTOP) until the
+    others declare it down; the client id connects on another node and gets a fresh session there
+    (a newer claim epoch). When the paused node resumes it still holds the old connection and
+    session; the id's home sees two owners and evicts the older: the stale connection gets
+    DISCONNECT 0x8E, the newer one stays, and messages reach only it. Without the eviction the id
+    would have a live session on two nodes."""
+    a, b, c = c3.nodes
+    sid = make_uid("stale")
+    topic = make_uid("stale/t")
+    old = persistent(a, sid)
+    old.subscribe(topic, qos=1)
+    a.send_signal(signal.SIGSTOP)
+    try:
+        c3.wait_status(a.node_name, "stopped", among=[b, c])
+        new = connect_retrying(b, sid)
+        assert new.session_present is False, "the paused owner cannot hand its session over"
+        new.subscribe(topic, qos=1)
+    finally:
+        a.send_signal(signal.SIGCONT)
+    c3.wait_running(3)
+    assert old.wait_disconnected(30) == SESSION_TAKEN_OVER
+    pub = connect_retrying(c, make_uid("pub"))
+    pub.publish(topic, b"after", qos=1)
+    assert new.expect_message(timeout=10, topic=topic).payload == b"after"
+    assert new.is_connected()
+    # The stale session is gone from A: a connect there takes B's session over.
+    new.disconnect()
+    back = persistent(a, sid)
+    assert back.session_present is True
+    back.disconnect(rc=0, props={"session_expiry_interval": 0})
+    pub.disconnect()
 
 
 def test_a_killed_previous_owner_gives_a_fresh_session_and_the_node_rejoins(c3):
