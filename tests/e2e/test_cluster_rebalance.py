@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,12 +17,12 @@ import time
 import pytest
 
 from cluster import Cluster
-from conftest import MqttClient, free_port
+from haproxy import haproxy_in_front
+from conftest import MqttClient
 from test_loadgen import LOADGEN_BIN
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.ringmq_only("cluster rebalance")]
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BASE = "/api/v5/load_rebalance"
 
 
@@ -39,47 +38,8 @@ def cluster3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def haproxy(cluster3, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("rebal-haproxy")
-    port = free_port()
-    servers = "\n".join(
-        f"    server n{n.index} {n.host}:{n.listen_port} check addr 127.0.0.1 port {n.api_port} "
-        f"inter 200ms fall 1 rise 1"
-        for n in cluster3.nodes)
-    path = workdir / "haproxy.cfg"
-    path.write_text(f"""
-global
-    maxconn 4000
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 120s
-    timeout server 120s
-frontend mqtt
-    bind 127.0.0.1:{port}
-    default_backend nodes
-backend nodes
-    balance roundrobin
-    option httpchk GET {BASE}/availability_check
-    http-check expect status 200
-{servers}
-""")
-    log = open(workdir / "haproxy.log", "wb")
-    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(path)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                MqttClient(port, "rebal-probe", version=4).stop()
-                break
-            except (AssertionError, OSError):
-                assert proc.poll() is None, (workdir / "haproxy.log").read_text()
-                assert time.monotonic() < deadline, "HAProxy does not pass MQTT through"
-                time.sleep(0.2)
+    with haproxy_in_front(cluster3.nodes, tmp_path_factory.mktemp("rebal-haproxy"), maxconn=4000) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def connections(node) -> int:

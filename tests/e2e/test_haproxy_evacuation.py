@@ -5,18 +5,16 @@ it new clients, and the MQTT 3.1.1 clients it evicts reconnect through HAProxy o
 nodes; after `stop`, HAProxy sends clients to it again."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 
 import pytest
 
 from cluster import Cluster
-from conftest import MqttClient, free_port
+from haproxy import haproxy_in_front
+from conftest import MqttClient
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.ringmq_only("evacuation behind HAProxy")]
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 @pytest.fixture(scope="module")
@@ -31,50 +29,8 @@ def cluster3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def haproxy(cluster3, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("haproxy")
-    port = free_port()
-    servers = "\n".join(
-        f"    server n{n.index} {n.host}:{n.listen_port} check addr 127.0.0.1 port {n.api_port} "
-        f"inter 200ms fall 1 rise 1"
-        for n in cluster3.nodes)
-    config = f"""
-global
-    maxconn 2000
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 120s
-    timeout server 120s
-frontend mqtt
-    bind 127.0.0.1:{port}
-    default_backend nodes
-backend nodes
-    balance roundrobin
-    option httpchk GET /api/v5/load_rebalance/availability_check
-    http-check expect status 200
-{servers}
-"""
-    path = workdir / "haproxy.cfg"
-    path.write_text(config)
-    check = subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    log = open(workdir / "haproxy.log", "wb")
-    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(path)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                MqttClient(port, "hap-probe", version=4).stop()
-                break
-            except (AssertionError, OSError):
-                assert proc.poll() is None, (workdir / "haproxy.log").read_text()
-                assert time.monotonic() < deadline, "HAProxy does not pass MQTT through"
-                time.sleep(0.2)
+    with haproxy_in_front(cluster3.nodes, tmp_path_factory.mktemp("haproxy"), maxconn=2000) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def node_of(cluster3, client_id: str) -> int:
