@@ -332,7 +332,7 @@ impl Core {
         let message = match Message::decode(PROTO_VERSION, kind, body) {
             Ok(m) => m,
             Err(e) => {
-                self.refuse_frame(from, format!("kind {kind}: {e}"));
+                self.refuse_frame(from, format!("kind {kind} on {stream:?}: {e}"));
                 return;
             }
         };
