@@ -449,6 +449,8 @@ messages! {
     LoadFigures = 32,
     ForwardBatch = 33,
     OwnerEnded = 34,
+    // 35: forward records, the batch frame senders write now: not an rkyv
+    // archive (logic/records.rs, `KIND_FORWARD_RECORDS`).
     // The cluster-wide clients API (proto_clients.rs); numbered apart from
     // the kinds above so others can be added next to them.
     ClientsQuery = 40,
