@@ -403,10 +403,11 @@ pub const FORWARD_WINDOW_MESSAGES_MAX: usize = 4_096;
 /// (counted by reason and QoS).
 pub const FORWARD_WINDOW_OVERSHOOT_MAX: usize = CLUSTER_SHARD_QUEUE_MAX + SHARD_CHANNEL_CAPACITY;
 
-/// Messages of one data stream packed into one `ForwardBatch` frame.
+/// Messages of one data stream packed into one batch frame (forward
+/// records, `cluster::logic::records`; also the most a frame may carry).
 pub const FORWARD_BATCH_MESSAGES_MAX: usize = 256;
 
-/// Topic and payload bytes packed into one `ForwardBatch` frame; a larger
+/// Topic and payload bytes packed into one batch frame; a larger
 /// message goes alone (bounded by `CLUSTER_LOGIC_BODY_MAX_BYTES`).
 pub const FORWARD_BATCH_BYTES_MAX: usize = 256 << 10;
 

@@ -24,7 +24,8 @@ use crate::cluster::logic::forward::{
     ForwardDrops, ForwardEvent, ForwardIn, ForwardOut, PublishAcks,
 };
 use crate::cluster::logic::homes::Role;
-use crate::cluster::logic::proto::{kind, Message, RetainedSync, PROTO_VERSION};
+use crate::cluster::logic::proto::{Message, RetainedSync, PROTO_VERSION};
+use crate::cluster::logic::records::KIND_FORWARD_RECORDS;
 use crate::cluster::logic::routes::{RouteEvent, RouteRelay};
 use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
@@ -131,6 +132,9 @@ pub struct Core {
     outbox: VecDeque<(NodeId, StreamId, Message)>,
     /// Encoded frames the cluster thread's queue refused, sent first.
     held_frames: VecDeque<(NodeId, StreamId, u8, Bytes)>,
+    /// Peers that sent a malformed frame, and why: their link is closed
+    /// (`poll_bad_peer`).
+    bad_peers: VecDeque<(NodeId, String)>,
     /// Control frames for peers whose link is down (`links_down`), encoded,
     /// in order: sent first on the new link (claims and takeover frames
     /// have no other retry), dropped if the peer is declared down.
@@ -186,6 +190,7 @@ impl Core {
             msg_seq: vec![0; usize::from(shard_count)],
             outbox: VecDeque::new(),
             held_frames: VecDeque::new(),
+            bad_peers: VecDeque::new(),
             parked: VecDeque::new(),
             route_ops: RouteBatch::default(),
             route_batch_in_flight: false,
@@ -315,15 +320,19 @@ impl Core {
         from: NodeId,
         stream: StreamId,
         kind: u8,
-        body: &[u8],
+        body: &Bytes,
         clock: &WallClock,
     ) {
         self.stats.frames_in += 1;
+        if kind == KIND_FORWARD_RECORDS {
+            self.forwarded_records(from, body, clock);
+            self.pump();
+            return;
+        }
         let message = match Message::decode(PROTO_VERSION, kind, body) {
             Ok(m) => m,
             Err(e) => {
-                self.stats.frames_malformed += 1;
-                warn!(%from, ?stream, "cluster driver: frame refused: {e}");
+                self.refuse_frame(from, format!("kind {kind} on {stream:?}: {e}"));
                 return;
             }
         };
@@ -377,7 +386,7 @@ impl Core {
                 shared,
                 message,
                 done,
-            } => self.forward(shard, nodes, shared, &message, done, clock),
+            } => self.forward(shard, nodes, shared, message, done, clock),
             ToDriver::Queued { from, stream, seq } => self.fwd_in.handle_queued(from, stream, seq),
             ToDriver::Claim { .. } | ToDriver::Imported { .. } | ToDriver::SessionEnded { .. } => {
                 self.handle_takeover_request(request, now_ms)
@@ -634,7 +643,7 @@ impl Core {
                 }
             } else {
                 let (to, stream, body) = self.poll_forward_batch()?;
-                return Some((to, stream, kind::ForwardBatch, body));
+                return Some((to, stream, KIND_FORWARD_RECORDS, body));
             };
             if !self.links_down.contains(&frame.0) {
                 return Some(frame);
@@ -665,6 +674,22 @@ impl Core {
         for frame in mine.into_iter().rev() {
             self.held_frames.push_front(frame);
         }
+    }
+
+    /// A peer sent a malformed frame: counted, and its link is closed
+    /// (`poll_bad_peer`) as for a bad frame header; nothing of the frame
+    /// was delivered.
+    pub(super) fn refuse_frame(&mut self, from: NodeId, reason: String) {
+        self.stats.frames_malformed += 1;
+        warn!(%from, "cluster driver: frame refused, closing the link: {reason}");
+        if self.bad_peers.len() < CLUSTER_DRIVER_OUTBOX_MAX {
+            self.bad_peers.push_back((from, reason));
+        }
+    }
+
+    /// A peer whose link is to be closed, and why (a malformed frame).
+    pub fn poll_bad_peer(&mut self) -> Option<(NodeId, String)> {
+        self.bad_peers.pop_front()
     }
 
     /// A frame `poll_frame` gave that found the cluster thread's queue

@@ -12,6 +12,7 @@ use crate::cluster::logic::forward::{DropReason, ForwardOut, PushOutcome};
 use crate::cluster::logic::proto::{
     Forward, ForwardBatch, Message, MessageId, RetainedSync, SharedTarget, WindowId,
 };
+use crate::cluster::logic::records::{self, OutForward};
 use crate::cluster::net::StreamId;
 use crate::codec::ByteStr;
 use crate::limits::{FORWARD_ACK_TIMEOUT_MS, FORWARD_BATCH_MESSAGES_MAX};
@@ -79,13 +80,12 @@ impl Core {
                 .all(|(f, n)| f.id.shard == shard && f.stream_seq == n)
         });
         if !consecutive || b.forwards.len() > FORWARD_BATCH_MESSAGES_MAX {
-            self.stats.frames_malformed += 1;
-            warn!(
-                %from,
-                messages = b.forwards.len(),
-                "cluster driver: forward batch refused (empty, over \
-                 FORWARD_BATCH_MESSAGES_MAX, several streams or numbers not consecutive)"
+            let reason = format!(
+                "forward batch of {} messages: empty, over FORWARD_BATCH_MESSAGES_MAX, \
+                 several streams or numbers not consecutive",
+                b.forwards.len()
             );
+            self.refuse_frame(from, reason);
             return;
         }
         let shard = b.forwards[0].id.shard;
@@ -145,11 +145,56 @@ impl Core {
         ))
     }
 
+    /// A peer's forward records frame (`logic::records`): validated whole
+    /// (lengths, count, strings, one stream, consecutive numbers) before
+    /// any message of it is delivered.
+    pub(super) fn forwarded_records(&mut self, from: NodeId, body: &Bytes, clock: &WallClock) {
+        let frame = match records::decode(body) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.refuse_frame(from, e.to_string());
+                return;
+            }
+        };
+        if !self.fwd_in.handle_window(from, frame.shard, frame.window) {
+            self.stats.stale_frames += 1;
+            debug!(%from, shard = frame.shard, "cluster driver: frame of an older window dropped");
+            return;
+        }
+        for f in frame.forwards {
+            let mut message = f.message;
+            message.expires_at = f.expires_at_unix_ms.map(|ms| clock.to_instant(ms));
+            let delivered = self.forwarded_message(
+                from,
+                frame.shard,
+                f.stream_seq,
+                Ok(message),
+                f.shared.as_ref(),
+            );
+            if !delivered {
+                break; // a gap: the rest comes again after it
+            }
+        }
+    }
+
+    /// One forwarded message of the rkyv kinds (`Forward`, `ForwardBatch`);
+    /// false after a gap.
+    pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) -> bool {
+        let message = f.message.into_message(clock).map_err(|e| e.to_string());
+        self.forwarded_message(from, f.id.shard, f.stream_seq, message, f.shared.as_ref())
+    }
+
     /// One forwarded message; false after a gap (nothing more of its batch
     /// is taken: the sender sends it all again in order).
-    pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) -> bool {
-        let stream = f.id.shard;
-        match self.fwd_in.handle_forward(from, stream, &f) {
+    fn forwarded_message(
+        &mut self,
+        from: NodeId,
+        stream: ShardId,
+        stream_seq: u64,
+        message: Result<crate::session::Message, String>,
+        shared: Option<&SharedTarget>,
+    ) -> bool {
+        match self.fwd_in.handle_forward(from, stream, stream_seq) {
             Ok(true) => {}
             Ok(false) => return true, // a repeat, acknowledged again
             Err(gap) => {
@@ -162,21 +207,21 @@ impl Core {
             }
         }
         self.stats.forwards_in += 1;
-        let shared = match f.shared.as_ref().map(super::shared::shared_key_of) {
+        let shared = match shared.map(super::shared::shared_key_of) {
             None => None,
             Some(Some(key)) => Some(key),
             Some(None) => {
                 self.stats.bad_messages += 1;
                 warn!(%from, "cluster driver: forwarded message for an invalid shared group refused");
-                self.fwd_in.handle_queued(from, stream, f.stream_seq);
+                self.fwd_in.handle_queued(from, stream, stream_seq);
                 return true;
             }
         };
-        match f.message.into_message(clock) {
+        match message {
             Ok(message) => self.deliveries.push_back(Delivery {
                 from,
                 stream,
-                seq: f.stream_seq,
+                seq: stream_seq,
                 message: Arc::new(message),
                 shared,
             }),
@@ -185,7 +230,7 @@ impl Core {
                 // it so the stream goes on.
                 self.stats.bad_messages += 1;
                 warn!(%from, "cluster driver: forwarded message refused: {e}");
-                self.fwd_in.handle_queued(from, stream, f.stream_seq);
+                self.fwd_in.handle_queued(from, stream, stream_seq);
             }
         }
         true
@@ -240,7 +285,7 @@ impl Core {
         shard: ShardId,
         nodes: Vec<NodeId>,
         shared: Vec<(NodeId, SharedKey)>,
-        message: &crate::session::Message,
+        message: Arc<crate::session::Message>,
         done: Option<oneshot::Sender<bool>>,
         clock: &WallClock,
     ) {
@@ -249,17 +294,22 @@ impl Core {
             *s += 1;
             *s
         };
-        let id = MessageId {
-            node: self.here.0,
-            shard,
-            seq,
+        let forward = OutForward {
+            id: MessageId {
+                node: self.here.0,
+                shard,
+                seq,
+            },
+            stream_seq: 0,
+            expires_at_unix_ms: message.expires_at.map(|t| clock.to_unix_ms(t)),
+            message,
+            shared: None,
         };
-        let snapshot = MessageSnapshot::of(message, clock);
         if let ([node], true, None) = (nodes.as_slice(), shared.is_empty(), &done) {
             // The common case, QoS 0 to one node and no shared group: no
-            // plan, no copy of the snapshot.
+            // plan.
             let node = *node;
-            self.forward_to(node, shard, id, [(None, snapshot)], None);
+            self.forward_to(node, shard, &forward, [None], None);
             return;
         }
         let plan = super::shared::forward_plan(&nodes, shared);
@@ -278,9 +328,8 @@ impl Core {
             token
         });
         let mut failed = Vec::new();
-        for (node, frames) in plan {
-            let frames = frames.into_iter().map(|t| (t, snapshot.clone()));
-            if !self.forward_to(node, shard, id, frames, token) {
+        for (node, targets) in plan {
+            if !self.forward_to(node, shard, &forward, targets, token) {
                 failed.push(node);
             }
         }
@@ -292,22 +341,24 @@ impl Core {
         }
     }
 
-    /// Queues one message's frames for `node` on `shard`'s stream; the
-    /// last carries `token` (acknowledgements are cumulative). False if
-    /// the node is not running or a frame was dropped.
+    /// Queues `forward` for `node` on `shard`'s stream once per target
+    /// (`None`: the node's ordinary subscribers; `Some`: one member of a
+    /// shared group there); the last carries `token` (acknowledgements
+    /// are cumulative). False if the node is not running or one was
+    /// dropped.
     fn forward_to(
         &mut self,
         node: NodeId,
         shard: ShardId,
-        id: MessageId,
-        frames: impl IntoIterator<Item = (Option<SharedTarget>, MessageSnapshot)>,
+        forward: &OutForward,
+        targets: impl IntoIterator<Item = Option<SharedTarget>>,
         token: Option<u64>,
     ) -> bool {
-        let mut frames = frames.into_iter().peekable();
-        let Some((_, first)) = frames.peek() else {
+        let mut targets = targets.into_iter().peekable();
+        if targets.peek().is_none() {
             return true;
-        };
-        let qos = first.qos;
+        }
+        let qos = forward.message.qos as u8;
         if !self.view.contains_key(&node) {
             self.stats.no_peer_drops[usize::from(qos.min(2))] += 1;
             return false;
@@ -323,14 +374,16 @@ impl Core {
             }
         };
         let mut ok = true;
-        while let Some((target, message)) = frames.next() {
-            let forward = Forward {
-                id,
-                stream_seq: 0,
-                message,
+        while let Some(target) = targets.next() {
+            let forward = OutForward {
                 shared: target,
+                ..forward.clone()
             };
-            let token = if frames.peek().is_none() { token } else { None };
+            let token = if targets.peek().is_none() {
+                token
+            } else {
+                None
+            };
             match out.push(shard, forward, token) {
                 PushOutcome::Queued { pause, .. } => {
                     self.stats.forwards_out += 1;

@@ -426,6 +426,11 @@ fn flush(
     while let Some((shard, paused)) = core.poll_paused() {
         let _ = gates.paused[usize::from(shard)].send(paused);
     }
+    while let Some((peer, reason)) = core.poll_bad_peer() {
+        if let Err(e) = handle.close_link(peer, reason) {
+            warn!(%peer, "cluster driver: the link that sent a malformed frame stays open: {e}");
+        }
+    }
     while let Some((to, stream, kind, body)) = core.poll_frame() {
         let out = Outgoing {
             node: to,

@@ -491,11 +491,15 @@ fn a_malformed_frame_is_counted_not_fatal() {
         NodeId(2),
         StreamId::Control,
         crate::cluster::logic::proto::kind::RouteChange,
-        b"\x01\x02garbage",
+        &Bytes::from_static(b"\x01\x02garbage"),
         &clock(T0),
     );
-    core.handle_frame(NodeId(2), StreamId::Control, 250, b"", &clock(T0));
+    core.handle_frame(NodeId(2), StreamId::Control, 250, &Bytes::new(), &clock(T0));
     assert_eq!(core.stats().frames_malformed, 2);
+    let closing: Vec<NodeId> = std::iter::from_fn(|| core.poll_bad_peer())
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(closing, [NodeId(2), NodeId(2)], "the link is closed");
 }
 
 #[test]
@@ -549,3 +553,29 @@ mod links;
 
 #[path = "tests_shared.rs"]
 mod shared;
+
+#[test]
+fn a_malformed_records_frame_delivers_nothing_of_it() {
+    use crate::cluster::logic::records::{KIND_FORWARD_RECORDS, RECORDS_LAYOUT_VERSION};
+    let mut c = Cluster::new(&[1, 2], 1);
+    c.connect_all();
+    drop(c.publish(1, 0, &[2], "a/0", QoS::AtMostOnce));
+    // The frame node 1 sends for it, taken before node 2 sees it.
+    let (to, stream, kind, body) = c.node(1).core.poll_frame().expect("a data frame");
+    assert_eq!((to, kind), (NodeId(2), KIND_FORWARD_RECORDS));
+    let mut bad = body.to_vec();
+    bad[0] = RECORDS_LAYOUT_VERSION + 1;
+    let now = c.now_ms;
+    let core = &mut c.node(2).core;
+    core.handle_frame(NodeId(1), stream, kind, &Bytes::from(bad), &clock(now));
+    assert_eq!(core.stats().frames_malformed, 1);
+    assert!(core.poll_delivery().is_none(), "nothing of a refused frame");
+    let (peer, reason) = core.poll_bad_peer().expect("its link is to be closed");
+    assert_eq!(peer, NodeId(1));
+    assert!(reason.contains("layout"), "{reason}");
+    // The frame as sent is delivered.
+    core.handle_frame(NodeId(1), stream, kind, &body, &clock(now));
+    let d = core.poll_delivery().expect("delivered");
+    assert_eq!(d.message.topic.as_str(), "a/0");
+    assert_eq!(core.stats().forwards_in, 1);
+}

@@ -166,7 +166,7 @@ fn a_batch_with_a_gap_or_two_streams_is_refused_whole() {
             NodeId(2),
             StreamId::Data { shard: 0 },
             crate::cluster::logic::proto::kind::ForwardBatch,
-            &body,
+            &Bytes::from(body),
             &now,
         );
     }

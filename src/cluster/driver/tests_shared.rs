@@ -113,7 +113,7 @@ fn a_forward_for_an_invalid_group_is_refused_and_acknowledged() {
         NodeId(1),
         StreamId::Data { shard: 0 },
         kind,
-        &body,
+        &bytes::Bytes::from(body),
         &clock(T0),
     );
     c.settle();

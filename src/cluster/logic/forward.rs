@@ -10,7 +10,8 @@
 //! more: those already on their way) and the publisher is paused until the
 //! window drains to half ([`ForwardEvent::Resume`]); past the overshoot it
 //! is dropped and counted. Messages leave in batches
-//! ([`ForwardBatch`]): a stream with `FORWARD_FRAMES_IN_FLIGHT_MAX` frames
+//! ([`super::records`]: written straight from the routed `Arc<Message>`s,
+//! no per-message archive): a stream with `FORWARD_FRAMES_IN_FLIGHT_MAX` frames
 //! unacknowledged sends nothing, so what arrives meanwhile leaves together
 //! in the next frame.
 //!
@@ -33,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
-use super::proto::{Forward, ForwardAck, ForwardBatch, Message, WindowId};
+use super::proto::{ForwardAck, Message, WindowId};
+use super::records::{batch_bytes, OutForward, RecordsEncoder};
 use crate::limits::{
     FORWARD_BATCH_BYTES_MAX, FORWARD_BATCH_MESSAGES_MAX, FORWARD_FRAMES_IN_FLIGHT_MAX,
     FORWARD_WINDOW_MESSAGES_MAX, FORWARD_WINDOW_OVERSHOOT_MAX,
@@ -115,7 +117,7 @@ struct StreamOut {
     /// Queued and not acknowledged, in order (sent or not).
     unacked: VecDeque<Pending>,
     /// Not yet handed to the transport.
-    unsent: VecDeque<Forward>,
+    unsent: VecDeque<OutForward>,
     /// Frames sent and not acknowledged (`FORWARD_FRAMES_IN_FLIGHT_MAX`).
     frames: VecDeque<SentFrame>,
     /// Frames to send again, oldest first, before anything new: they were
@@ -162,17 +164,6 @@ impl Default for ForwardOut {
     }
 }
 
-/// What a message weighs in a batch (`FORWARD_BATCH_BYTES_MAX`).
-fn batch_bytes(f: &Forward) -> usize {
-    let m = &f.message;
-    let props: usize = m
-        .user_properties
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    64 + m.topic.len() + m.payload.len() + props
-}
-
 impl ForwardOut {
     pub fn new() -> ForwardOut {
         ForwardOut::with_window(WindowId::default())
@@ -216,10 +207,10 @@ impl ForwardOut {
     pub fn push(
         &mut self,
         shard: ShardId,
-        mut forward: Forward,
+        mut forward: OutForward,
         token: Option<u64>,
     ) -> PushOutcome {
-        let qos = forward.message.qos;
+        let qos = forward.message.qos as u8;
         let stream = self.streams.entry(shard).or_default();
         let depth = stream.unacked.len();
         let full = depth >= FORWARD_WINDOW_MESSAGES_MAX;
@@ -242,7 +233,7 @@ impl ForwardOut {
         }
     }
 
-    /// The next frame to send: `(data stream, encoded ForwardBatch)`: a
+    /// The next frame to send: `(data stream, forward records body)`: a
     /// frame to send again first, else the stream's unsent messages up to
     /// the batch limits, from the next stream in turn that has fewer than
     /// `FORWARD_FRAMES_IN_FLIGHT_MAX` frames unacknowledged.
@@ -266,30 +257,30 @@ impl ForwardOut {
             self.resent_frames += 1;
             return Some((shard, body));
         }
-        let mut forwards = Vec::new();
+        // How many of the unsent messages this frame takes, then one
+        // buffer of the right size for all of them.
+        let mut count = 0;
         let mut bytes = 0;
-        while let Some(next) = stream.unsent.front() {
+        for next in &stream.unsent {
             let weight = batch_bytes(next);
-            if !forwards.is_empty()
-                && (forwards.len() >= FORWARD_BATCH_MESSAGES_MAX
-                    || bytes + weight > FORWARD_BATCH_BYTES_MAX)
+            if count > 0
+                && (count >= FORWARD_BATCH_MESSAGES_MAX || bytes + weight > FORWARD_BATCH_BYTES_MAX)
             {
                 break;
             }
             bytes += weight;
-            forwards.push(stream.unsent.pop_front().expect("front exists"));
+            count += 1;
         }
-        let last_seq = forwards
-            .last()
-            .expect("a sendable stream has one")
-            .stream_seq;
-        let batch = Message::ForwardBatch(ForwardBatch {
-            window: self.window,
-            forwards,
-        });
-        // A batch is at most FORWARD_BATCH_BYTES_MAX plus one message of at
+        let first = stream.unsent.front().expect("a sendable stream has one");
+        let mut frame = RecordsEncoder::new(self.window, shard, first, bytes);
+        let mut last_seq = 0;
+        for f in stream.unsent.drain(..count) {
+            frame.push(&f);
+            last_seq = f.stream_seq;
+        }
+        // A frame is at most FORWARD_BATCH_BYTES_MAX plus one message of at
         // most `mqtt.max_packet_size`, under the body limit (limits.rs).
-        let body = Bytes::from(batch.encode().expect("a batch fits the frame body limit"));
+        let body = frame.finish();
         stream.frames.push_back(SentFrame {
             last_seq,
             body: body.clone(),
@@ -492,22 +483,22 @@ impl ForwardIn {
         &mut self,
         from: NodeId,
         shard: ShardId,
-        forward: &Forward,
+        stream_seq: u64,
     ) -> Result<bool, StreamGap> {
         let s = self.streams.entry((from, shard)).or_default();
-        if forward.stream_seq <= s.received {
+        if stream_seq <= s.received {
             self.dirty.insert((from, shard));
             return Ok(false);
         }
-        if forward.stream_seq != s.received + 1 {
+        if stream_seq != s.received + 1 {
             return Err(StreamGap {
                 from,
                 shard,
                 expected: s.received + 1,
-                got: forward.stream_seq,
+                got: stream_seq,
             });
         }
-        s.received = forward.stream_seq;
+        s.received = stream_seq;
         Ok(true)
     }
 

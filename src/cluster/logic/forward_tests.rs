@@ -1,48 +1,48 @@
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::*;
-use crate::cluster::logic::proto::{kind, MessageId, PROTO_VERSION};
-use crate::session::snapshot::MessageSnapshot;
+use crate::cluster::logic::proto::MessageId;
+use crate::cluster::logic::records::{self, OutForward, RecordsFrame};
+use crate::codec::{ByteStr, QoS};
 
-fn forward(seq: u64, qos: u8) -> Forward {
-    Forward {
+fn forward_with(seq: u64, qos: u8, payload: Bytes) -> OutForward {
+    OutForward {
         id: MessageId {
             node: 1,
             shard: 0,
             seq,
         },
         stream_seq: 0,
-        message: MessageSnapshot {
-            topic: "t".into(),
-            payload: Bytes::new(),
-            qos,
+        message: Arc::new(crate::session::Message {
+            topic: ByteStr::from("t"),
+            payload,
+            qos: QoS::from_u8(qos).unwrap(),
             retain: false,
-            payload_format_indicator: None,
-            message_expiry_interval_s: None,
-            response_topic: None,
-            correlation_data: None,
-            user_properties: vec![],
-            content_type: None,
+            properties: None,
             origin: None,
-            expires_at_unix_ms: None,
-        },
+            expires_at: None,
+        }),
+        expires_at_unix_ms: None,
         shared: None,
     }
+}
+
+fn forward(seq: u64, qos: u8) -> OutForward {
+    forward_with(seq, qos, Bytes::new())
 }
 
 fn events(out: &mut ForwardOut) -> Vec<ForwardEvent> {
     std::iter::from_fn(|| out.poll_event()).collect()
 }
 
-fn batch(body: &[u8]) -> ForwardBatch {
-    match Message::decode(PROTO_VERSION, kind::ForwardBatch, body) {
-        Ok(Message::ForwardBatch(b)) => b,
-        other => panic!("a data frame is a batch: {other:?}"),
-    }
+fn batch(body: &Bytes) -> RecordsFrame {
+    records::decode(body).expect("a data frame is a records frame")
 }
 
 /// The next frame `poll_transmit` gives, decoded.
-fn next_batch(out: &mut ForwardOut) -> Option<(ShardId, ForwardBatch)> {
+fn next_batch(out: &mut ForwardOut) -> Option<(ShardId, RecordsFrame)> {
     out.poll_transmit()
         .map(|(shard, body)| (shard, batch(&body)))
 }
@@ -77,7 +77,7 @@ fn messages_are_numbered_per_stream_batched_and_acked_cumulatively() {
             b.forwards.iter().map(|f| f.stream_seq).collect::<Vec<_>>(),
         ));
         for f in &b.forwards {
-            assert_eq!(inn.handle_forward(NodeId(1), shard, f), Ok(true));
+            assert_eq!(inn.handle_forward(NodeId(1), shard, f.stream_seq), Ok(true));
             inn.handle_queued(NodeId(1), shard, f.stream_seq);
         }
     }
@@ -115,8 +115,7 @@ fn streams_take_turns_and_batches_respect_their_limits() {
         [(0, first.clone()), (1, first), (0, vec![n]), (1, vec![n])],
         "at most FORWARD_BATCH_MESSAGES_MAX per frame, streams in turn"
     );
-    let mut big = forward(0, 0);
-    big.message.payload = Bytes::from(vec![0u8; FORWARD_BATCH_BYTES_MAX]);
+    let big = forward_with(0, 0, Bytes::from(vec![0u8; FORWARD_BATCH_BYTES_MAX]));
     out.push(2, forward(1, 0), None);
     out.push(2, big, None);
     out.push(2, forward(2, 0), None);
@@ -215,11 +214,11 @@ fn the_receiver_refuses_a_gap_and_ignores_repeats() {
     let mut inn = ForwardIn::new();
     let mut f = forward(1, 1);
     f.stream_seq = 1;
-    assert_eq!(inn.handle_forward(NodeId(2), 0, &f), Ok(true));
-    assert_eq!(inn.handle_forward(NodeId(2), 0, &f), Ok(false));
+    assert_eq!(inn.handle_forward(NodeId(2), 0, f.stream_seq), Ok(true));
+    assert_eq!(inn.handle_forward(NodeId(2), 0, f.stream_seq), Ok(false));
     f.stream_seq = 3;
     assert_eq!(
-        inn.handle_forward(NodeId(2), 0, &f),
+        inn.handle_forward(NodeId(2), 0, f.stream_seq),
         Err(StreamGap {
             from: NodeId(2),
             shard: 0,
@@ -229,14 +228,14 @@ fn the_receiver_refuses_a_gap_and_ignores_repeats() {
     );
     f.stream_seq = 2;
     assert_eq!(
-        inn.handle_forward(NodeId(2), 0, &f),
+        inn.handle_forward(NodeId(2), 0, f.stream_seq),
         Ok(true),
         "the gap took nothing: 2 is still expected"
     );
     inn.handle_link_down(NodeId(2));
     f.stream_seq = 1;
     assert_eq!(
-        inn.handle_forward(NodeId(2), 0, &f),
+        inn.handle_forward(NodeId(2), 0, f.stream_seq),
         Ok(true),
         "a peer gone and back numbers from 1"
     );
@@ -253,7 +252,7 @@ fn deliver(out: &mut ForwardOut, inn: &mut ForwardIn, frames: Vec<(ShardId, Byte
             continue;
         }
         for f in &b.forwards {
-            match inn.handle_forward(NodeId(1), shard, f) {
+            match inn.handle_forward(NodeId(1), shard, f.stream_seq) {
                 Ok(true) => {
                     delivered.push(f.id.seq);
                     inn.handle_queued(NodeId(1), shard, f.stream_seq);
@@ -289,7 +288,10 @@ fn a_lost_link_sends_the_unacknowledged_frames_again_and_the_receiver_drops_repe
             // Arrives, but its acknowledgement dies with the link.
             let b = batch(&first[0].1);
             assert!(inn.handle_window(NodeId(1), 0, b.window));
-            assert_eq!(inn.handle_forward(NodeId(1), 0, &b.forwards[0]), Ok(true));
+            assert_eq!(
+                inn.handle_forward(NodeId(1), 0, b.forwards[0].stream_seq),
+                Ok(true)
+            );
             inn.handle_queued(NodeId(1), 0, 1);
             assert!(inn.poll_transmit().is_some());
         } // 2 is lost with the link
@@ -360,12 +362,16 @@ fn windows_are_told_apart_by_their_id() {
     let mut f = forward(1, 0);
     f.stream_seq = 1;
     assert!(inn.handle_window(NodeId(1), 0, old));
-    assert_eq!(inn.handle_forward(NodeId(1), 0, &f), Ok(true));
+    assert_eq!(inn.handle_forward(NodeId(1), 0, f.stream_seq), Ok(true));
     assert!(
         inn.handle_window(NodeId(1), 0, new),
         "a newer window restarts"
     );
-    assert_eq!(inn.handle_forward(NodeId(1), 0, &f), Ok(true), "from 1");
+    assert_eq!(
+        inn.handle_forward(NodeId(1), 0, f.stream_seq),
+        Ok(true),
+        "from 1"
+    );
     assert!(
         !inn.handle_window(NodeId(1), 0, old),
         "late frames of the old one"

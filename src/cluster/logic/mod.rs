@@ -6,6 +6,8 @@
 //! seeded, deterministic simulation.
 //!
 //! * [`proto`]: the frames of kinds 16-255 (rkyv archives, validated).
+//! * [`records`]: the data frames of forwarded messages (length-prefixed
+//!   records straight from `Arc<Message>`, validated once per frame).
 //! * [`routes`]: the route relay (node-level refcounts, numbered changes,
 //!   acknowledgements before SUBACK, resynchronisation).
 //! * [`forward`]: per-peer, per-stream forwarding windows.
@@ -35,6 +37,7 @@ pub mod claims;
 pub mod forward;
 pub mod homes;
 pub mod proto;
+pub mod records;
 pub mod routes;
 pub mod sim;
 pub mod takeover;

@@ -147,7 +147,9 @@ pub struct Forward {
 /// and about `FORWARD_BATCH_BYTES_MAX` bytes), so a frame, a stream write,
 /// a QUIC packet and a wake-up carry many messages under load and one at
 /// a time when idle. The receiver checks the count and that every
-/// `stream_seq` follows the previous one before it delivers any.
+/// `stream_seq` follows the previous one before it delivers any. Senders
+/// now write the same batches as forward records (`super::records`, kind
+/// 35, no per-message archive); this kind is still read.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ForwardBatch {
     /// The sender's window these numbers belong to.
@@ -449,6 +451,8 @@ messages! {
     LoadFigures = 32,
     ForwardBatch = 33,
     OwnerEnded = 34,
+    // 35: forward records, the batch frame senders write now: not an rkyv
+    // archive (logic/records.rs, `KIND_FORWARD_RECORDS`).
     // The cluster-wide clients API (proto_clients.rs); numbered apart from
     // the kinds above so others can be added next to them.
     ClientsQuery = 40,

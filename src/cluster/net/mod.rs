@@ -106,6 +106,12 @@ pub(crate) enum Command {
     Leave,
     ForceLeave(NodeId),
     Send(Outgoing),
+    /// A logic frame from this peer was malformed: close the link (the
+    /// reason goes to the log and to the peer).
+    CloseLink {
+        node: NodeId,
+        reason: String,
+    },
     /// Runs on the cluster thread, inside its runtime: the consumer (the
     /// cluster driver) spawns its loop there (`ClusterHandle::run_here`).
     Run(Box<dyn FnOnce() + Send>),
@@ -181,6 +187,14 @@ impl ClusterHandle {
     /// running finds itself declared down and rejoins).
     pub fn force_leave(&self, node: NodeId) -> Result<(), CommandError> {
         self.command(Command::ForceLeave(node))
+    }
+
+    /// Closes the link with `node` because a frame it sent was malformed
+    /// (`reason`, logged here and sent to the peer); counted in
+    /// `PeerStats::malformed_frames`. The link is replaced as after any
+    /// loss.
+    pub fn close_link(&self, node: NodeId, reason: String) -> Result<(), CommandError> {
+        self.command(Command::CloseLink { node, reason })
     }
 
     /// Queues a frame for a peer; never blocks. A full queue (or no

@@ -224,6 +224,16 @@ impl Node {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Send(out) => self.send(out),
+            Command::CloseLink { node, reason } => {
+                if let Some(link) = self.links.get(&node) {
+                    warn!("cluster: closing the link with {node}: bad frame: {reason}");
+                    PeerCounters::add(&self.shared.counters(node).malformed_frames, 1);
+                    link.conn.close(
+                        VarInt::from_u32(link::CLOSE_PROTOCOL),
+                        format!("bad frame: {reason}").as_bytes(),
+                    );
+                }
+            }
             Command::Run(f) => f(),
             Command::Join(addr) => {
                 if self.left {

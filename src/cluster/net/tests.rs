@@ -335,6 +335,49 @@ fn logic_frames_are_delivered_upwards_in_order_per_stream() {
     });
 }
 
+/// The driver's answer to a malformed frame: the link is closed, counted
+/// and replaced (the peer still runs).
+#[test]
+fn close_link_closes_counts_and_the_link_comes_back() {
+    let (a_addr, b_addr) = (free_udp_port("127.0.0.1"), free_udp_port("127.0.0.1"));
+    let (a, _a_events) = start(settings(
+        "c1@127.0.0.1",
+        a_addr,
+        Discovery::Static(vec![b_addr]),
+    ))
+    .unwrap();
+    let (b, mut b_events) = start(settings(
+        "c2@127.0.0.1",
+        b_addr,
+        Discovery::Static(vec![a_addr]),
+    ))
+    .unwrap();
+    rt().block_on(async {
+        assert!(wait_running(&[&a, &b], 2, Duration::from_secs(20)).await);
+        // Past the start-up replacement of the link both sides dialed.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        while b_events.try_recv().is_some() {}
+        b.close_link(a.node(), "forward records layout 9 is not supported".into())
+            .unwrap();
+        let down = wait_event(
+            &mut b_events,
+            Duration::from_secs(10),
+            |e| matches!(e, NetEvent::LinkDown { node } if *node == a.node()),
+        )
+        .await;
+        assert!(down.is_some(), "the link with a went down");
+        assert_eq!(b.peer_stats(a.node()).malformed_frames, 1);
+        let up = wait_event(
+            &mut b_events,
+            Duration::from_secs(20),
+            |e| matches!(e, NetEvent::LinkUp { node } if *node == a.node()),
+        )
+        .await;
+        assert!(up.is_some(), "a new link replaced it");
+        assert!(wait_running(&[&a, &b], 2, Duration::from_secs(5)).await);
+    });
+}
+
 /// Both sides of a refused link say why; the refused node runs alone.
 async fn assert_refused_both_sides(
     a: &ClusterHandle,

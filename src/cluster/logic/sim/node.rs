@@ -9,7 +9,8 @@ use bytes::Bytes;
 use super::super::claims::ClaimTable;
 use super::super::forward::{ForwardEvent, ForwardIn, ForwardOut, PublishAcks};
 use super::super::homes::{Homes, Role};
-use super::super::proto::{kind, Forward, Message, MessageId, PROTO_VERSION};
+use super::super::proto::{Forward, ForwardBatch, Message, MessageId};
+use super::super::records;
 use super::super::routes::{RouteEvent, RouteRelay};
 use super::super::takeover::{TakeoverEvent, Takeovers};
 use super::net::Net;
@@ -237,9 +238,8 @@ impl SimNode {
             out.extend(std::iter::from_fn(|| self.fwd_in.poll_transmit()));
             for (&peer, window) in self.fwd_out.iter_mut() {
                 while let Some((_, body)) = window.poll_transmit() {
-                    let m = Message::decode(PROTO_VERSION, kind::ForwardBatch, &body)
-                        .expect("a batch this node encoded decodes");
-                    out.push((peer, m));
+                    let frame = records::decode(&body).expect("a frame this node encoded decodes");
+                    out.push((peer, sim_batch(frame)));
                 }
             }
             for (to, m) in out {
@@ -534,7 +534,7 @@ impl SimNode {
 
     fn forwarded(&mut self, from: NodeId, f: Forward, cx: &mut Ctx<'_>) {
         let shard = f.id.shard;
-        match self.fwd_in.handle_forward(from, shard, &f) {
+        match self.fwd_in.handle_forward(from, shard, f.stream_seq) {
             Ok(true) => {
                 self.deliver_local(f.id, cx);
                 self.fwd_in.handle_queued(from, shard, f.stream_seq);
@@ -543,6 +543,51 @@ impl SimNode {
             Err(gap) => cx.world.violations.push(format!("{}: {gap}", self.id)),
         }
     }
+}
+
+/// A records frame as the rkyv batch the simulated network carries (it
+/// moves `Message`s; only ids and numbers matter to it).
+fn sim_batch(frame: records::RecordsFrame) -> Message {
+    let forwards = frame
+        .forwards
+        .into_iter()
+        .map(|f| Forward {
+            id: f.id,
+            stream_seq: f.stream_seq,
+            message: MessageSnapshot {
+                topic: f.message.topic.to_string(),
+                payload: f.message.payload,
+                qos: f.message.qos as u8,
+                retain: f.message.retain,
+                payload_format_indicator: None,
+                message_expiry_interval_s: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+                content_type: None,
+                origin: None,
+                expires_at_unix_ms: f.expires_at_unix_ms,
+            },
+            shared: f.shared,
+        })
+        .collect();
+    Message::ForwardBatch(ForwardBatch {
+        window: frame.window,
+        forwards,
+    })
+}
+
+/// The routed message of a simulated publish.
+pub(super) fn message_of(info: &super::world::MsgInfo) -> std::sync::Arc<crate::session::Message> {
+    std::sync::Arc::new(crate::session::Message {
+        topic: ByteStr::from(info.topic.as_str()),
+        payload: Bytes::from(info.pub_seq.to_le_bytes().to_vec()),
+        qos: crate::codec::QoS::from_u8(info.qos).expect("the simulation publishes QoS 0-2"),
+        retain: false,
+        properties: None,
+        origin: None,
+        expires_at: None,
+    })
 }
 
 pub(super) fn delivery_of(info: &super::world::MsgInfo) -> DeliverySnapshot {

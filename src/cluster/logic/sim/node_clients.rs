@@ -1,9 +1,10 @@
 //! A simulated node's clients: connect, subscribe, publish and the rest,
 //! as its shards would carry them out.
 
-use super::{delivery_of, Ctx, Purpose, SimNode};
+use super::{message_of, Ctx, Purpose, SimNode};
 use crate::cluster::logic::forward::PushOutcome;
-use crate::cluster::logic::proto::{Forward, MessageId};
+use crate::cluster::logic::proto::MessageId;
+use crate::cluster::logic::records::OutForward;
 use crate::cluster::logic::sim::world::{Acked, MsgInfo, SessionModel, SubRecord};
 use crate::cluster::logic::sim::Sabotage;
 use crate::router::location::{Location, NodeId, ShardId};
@@ -120,10 +121,11 @@ impl SimNode {
         });
         let mut queued = Vec::new();
         for n in targets {
-            let forward = Forward {
+            let forward = OutForward {
                 id,
                 stream_seq: 0,
-                message: delivery_of(&cx.world.messages[&id]).message,
+                message: message_of(&cx.world.messages[&id]),
+                expires_at_unix_ms: None,
                 shared: None,
             };
             match self
