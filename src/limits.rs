@@ -196,6 +196,12 @@ pub const SESSION_SNAPSHOT_BYTES_MAX: usize = 256 << 20;
 /// handful at most wait; past this the oldest is dropped and counted.
 pub const SESSION_EVENTS_MAX: usize = 1024;
 
+/// Bytes of durable-store ops one shard has gathered and not yet handed to
+/// its store's channel (`shard::durable`, ADR 0007): above it the shard
+/// stops reading publishers until the writer catches up, so a slow disk
+/// slows publishers down instead of growing memory or dropping writes.
+pub const DURABLE_PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 // ---------------------------------------------------------------- authorization
 
 /// Most authorization rules one broker takes: every check walks them in order.

@@ -109,10 +109,11 @@ pub struct SessionSnapshot {
     pub inflight: Vec<InflightSnapshot>,
     /// Where the next packet id search starts.
     pub next_packet_id: u16,
-    /// The next inflight admission number (above every `inflight.seq`).
+    /// The next delivery's number (above every `seq` of `inflight` and
+    /// `queue`).
     pub next_seq: u64,
     /// Messages waiting for the window or the client, in order.
-    pub queue: Vec<DeliverySnapshot>,
+    pub queue: Vec<QueuedSnapshot>,
     /// The queue's bound (`mqtt.max_mqueue_len` of the last connection).
     pub queue_len_max: u32,
     /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
@@ -148,6 +149,14 @@ pub struct InflightSnapshot {
     pub awaiting: AwaitingSnapshot,
     /// Sent at least once: a resend carries DUP=1.
     pub transmitted: bool,
+    pub delivery: DeliverySnapshot,
+}
+
+/// A queued delivery with the number it got when it entered the session
+/// (0 for QoS 0: never stored on its own).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct QueuedSnapshot {
+    pub seq: u64,
     pub delivery: DeliverySnapshot,
 }
 
@@ -205,18 +214,7 @@ impl SessionSnapshot {
         will: Option<(&Message, Instant)>,
         clock: &WallClock,
     ) -> SessionSnapshot {
-        let subscriptions = session
-            .subscriptions
-            .iter()
-            .map(|(filter, s)| SubscriptionSnapshot {
-                filter: filter.as_str().to_owned(),
-                qos: s.options.qos as u8,
-                no_local: s.options.no_local,
-                retain_as_published: s.options.retain_as_published,
-                retain_handling: s.options.retain_handling,
-                identifier: s.identifier,
-            })
-            .collect();
+        let subscriptions = subscriptions_of(session);
         let mut inflight: Vec<InflightSnapshot> = session
             .inflight
             .iter()
@@ -245,7 +243,10 @@ impl SessionSnapshot {
             queue: session
                 .queue
                 .iter()
-                .map(|d| DeliverySnapshot::of(d, clock))
+                .map(|(seq, d)| QueuedSnapshot {
+                    seq: *seq,
+                    delivery: DeliverySnapshot::of(d, clock),
+                })
                 .collect(),
             queue_len_max: session.queue_len_max,
             incoming_qos2: session.incoming_qos2.iter().copied().collect(),
@@ -308,12 +309,12 @@ impl SessionSnapshot {
             };
             session.inflight.insert(o.packet_id, outbound);
         }
-        for d in self.queue {
-            let d = d.into_delivery(clock)?;
+        for q in self.queue {
+            let d = q.delivery.into_delivery(clock)?;
             if d.qos == QoS::AtMostOnce {
                 session.queue_qos0_len += 1;
             }
-            session.queue.push_back(d);
+            session.queue.push_back((q.seq, d));
         }
         if !self.incoming_qos2.is_empty() {
             session.incoming_qos2.extend(self.incoming_qos2);
@@ -386,6 +387,19 @@ impl SessionSnapshot {
                     o.packet_id, o.awaiting, o.delivery.qos
                 ));
             }
+        }
+        let mut last_seq = None;
+        for q in &self.queue {
+            if qos(q.delivery.qos)? == QoS::AtMostOnce {
+                continue;
+            }
+            if q.seq >= self.next_seq || last_seq.is_some_and(|l| q.seq <= l) {
+                return invalid(format!(
+                    "queued seq {} not ascending below next_seq",
+                    q.seq
+                ));
+            }
+            last_seq = Some(q.seq);
         }
         let queue_max = MQUEUE_LEN_MAX as usize + MQUEUE_OVERSHOOT_MAX;
         if self.queue.len() > queue_max {
@@ -477,6 +491,22 @@ impl SessionSnapshot {
 }
 
 const _: () = assert!(SESSION_SNAPSHOT_BYTES_MAX <= u32::MAX as usize);
+
+/// The session's subscriptions, by filter.
+pub(crate) fn subscriptions_of(session: &Session) -> Vec<SubscriptionSnapshot> {
+    session
+        .subscriptions
+        .iter()
+        .map(|(filter, s)| SubscriptionSnapshot {
+            filter: filter.as_str().to_owned(),
+            qos: s.options.qos as u8,
+            no_local: s.options.no_local,
+            retain_as_published: s.options.retain_as_published,
+            retain_handling: s.options.retain_handling,
+            identifier: s.identifier,
+        })
+        .collect()
+}
 
 impl DeliverySnapshot {
     pub fn of(d: &Delivery, clock: &WallClock) -> DeliverySnapshot {

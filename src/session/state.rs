@@ -11,6 +11,7 @@ use super::lazy::Lazy;
 
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
+use super::journal::{Change, Journal};
 use super::{Delivery, DropCounts};
 
 /// Where an outbound QoS 1/2 message is in its handshake: the packet it
@@ -58,7 +59,9 @@ pub(crate) type PacketIdMap<V> = HashMap<u16, V, BuildHasherDefault<PacketIdHash
 
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
-    /// Admission order: resends on resume go out in this order (MQTT-4.6.0-1).
+    /// The delivery's number in this session, given when it entered (queue
+    /// or window) and kept here: resends on resume go out in this order
+    /// (MQTT-4.6.0-1), and a durable store keys the delivery by it.
     pub seq: u64,
     pub delivery: Delivery,
     pub state: Awaiting,
@@ -99,10 +102,13 @@ pub struct Session {
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
+    /// The number the next QoS 1/2 delivery gets when it enters (queue or
+    /// window): above every `seq` the session holds.
     pub(crate) next_seq: u64,
-    /// Messages waiting for the inflight window or for the client to return.
+    /// Messages waiting for the inflight window or for the client to return,
+    /// each with its `seq` (QoS 0 ones: 0, they are never stored).
     /// `Lazy`: one pointer while empty (see `session::lazy`).
-    pub(crate) queue: Lazy<VecDeque<Delivery>>,
+    pub(crate) queue: Lazy<VecDeque<(u64, Delivery)>>,
     /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
     /// 32 bits, like the bound (`mqtt.max_mqueue_len` is a `u32`).
     pub(crate) queue_qos0_len: u32,
@@ -116,6 +122,9 @@ pub struct Session {
     /// `Lazy`: nearly every session drops nothing, and inline the four
     /// counters were 32 bytes of every connection.
     pub(crate) drops: Lazy<DropCounts>,
+    /// Set for a durable session only (`session::journal`): its epoch and
+    /// store key; every change is then noted for the shard's store.
+    pub(crate) journal: Option<Box<Journal>>,
 }
 
 /// A queue bound as stored in a session: the config's value is a `u32`,
@@ -138,6 +147,7 @@ impl Session {
             queue_len_max: queue_len_max_u32(queue_len_max),
             incoming_qos2: Lazy::new(),
             drops: Lazy::new(),
+            journal: None,
         }
     }
 
@@ -243,14 +253,20 @@ impl Session {
                 !undelivered
             });
             taken.sort_unstable_by_key(|(seq, _)| *seq);
-            out.extend(taken.into_iter().map(|(_, d)| d));
+            for (seq, d) in taken {
+                self.note(|| Change::Remove { seq });
+                out.push(d);
+            }
         }
-        if self.queue.iter().any(is_shared_undelivered) {
+        if self.queue.iter().any(|(_, d)| is_shared_undelivered(d)) {
             let queue = std::mem::take(&mut *self.queue);
-            let (shared, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
-                queue.into_iter().partition(is_shared_undelivered);
+            let (shared, kept): (VecDeque<(u64, Delivery)>, VecDeque<(u64, Delivery)>) =
+                queue.into_iter().partition(|(_, d)| is_shared_undelivered(d));
             *self.queue = kept;
-            out.extend(shared);
+            for (seq, d) in shared {
+                self.note(|| Change::Remove { seq });
+                out.push(d);
+            }
         }
         out
     }
@@ -272,7 +288,7 @@ impl Session {
             let oldest_qos0 = self
                 .queue
                 .iter()
-                .position(|q| q.qos == QoS::AtMostOnce)
+                .position(|(_, q)| q.qos == QoS::AtMostOnce)
                 .expect("queue_qos0_len > 0 implies a QoS 0 entry");
             self.queue.remove(oldest_qos0);
             self.queue_qos0_len -= 1;
@@ -283,22 +299,47 @@ impl Session {
                 return;
             }
         }
-        if d.qos == QoS::AtMostOnce {
+        let seq = if d.qos == QoS::AtMostOnce {
             self.queue_qos0_len += 1;
-        }
-        self.queue.push_back(d);
+            0
+        } else {
+            let seq = self.take_seq();
+            self.note(|| Change::Put {
+                seq,
+                delivery: d.clone(),
+                inflight: None,
+            });
+            seq
+        };
+        self.queue.push_back((seq, d));
     }
 
-    pub(crate) fn queue_pop_front(&mut self) -> Option<Delivery> {
-        let d = self.queue.pop_front()?;
+    /// The `seq` of a QoS 1/2 delivery entering the session.
+    pub(crate) fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Counts the QoS 1/2 deliveries that left the queue or went straight
+    /// to the window: grows when the window takes one, never when the
+    /// queue does (what `pressure::StallClock` watches).
+    pub(crate) fn admitted(&self) -> u64 {
+        let queued = self.queue.len() as u64 - u64::from(self.queue_qos0_len);
+        self.next_seq - queued
+    }
+
+    pub(crate) fn queue_pop_front(&mut self) -> Option<(u64, Delivery)> {
+        let (seq, d) = self.queue.pop_front()?;
         if d.qos == QoS::AtMostOnce {
             self.queue_qos0_len -= 1;
         }
-        Some(d)
+        Some((seq, d))
     }
 
-    /// Gives `d` (QoS 1/2) a packet id not used by any inflight message.
-    pub(crate) fn insert_inflight(&mut self, d: Delivery) -> u16 {
+    /// Gives `d` (QoS 1/2, numbered `seq` when it entered) a packet id not
+    /// used by any inflight message.
+    pub(crate) fn insert_inflight(&mut self, seq: u64, d: Delivery) -> u16 {
         assert!(d.qos != QoS::AtMostOnce);
         // The `Lazy` resolved once, not per probe.
         let inflight = &mut *self.inflight;
@@ -321,14 +362,15 @@ impl Session {
             QoS::AtLeastOnce => Awaiting::PubAck,
             _ => Awaiting::PubRec,
         };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        slot.insert(Outbound {
+        let o = slot.insert(Outbound {
             seq,
             delivery: d,
             state,
             transmitted: false,
         });
+        if let Some(journal) = &mut self.journal {
+            journal.note_outbound(id, o);
+        }
         id
     }
 }

@@ -37,6 +37,7 @@ mod client_key;
 mod cluster;
 mod cluster_shared;
 mod conn;
+pub mod durable;
 mod evict;
 mod fd_table;
 mod inbox;

@@ -78,6 +78,7 @@ impl Shard {
                 .is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes)
             {
                 self.routes.set_retained(&message.topic, stored.clone());
+                self.durable_retained(&message.topic, stored.as_deref());
                 self.replicate_retained(&message.topic, stored.clone());
                 if self.count > 1 {
                     retain = Some(stored);

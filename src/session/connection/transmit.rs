@@ -99,11 +99,11 @@ impl Connection {
                         continue;
                     };
                     self.commit_alias(new_alias);
-                    self.session
-                        .inflight
-                        .get_mut(&id)
-                        .expect("read above")
-                        .transmitted = true;
+                    let o = self.session.inflight.get_mut(&id).expect("read above");
+                    if !o.transmitted {
+                        o.transmitted = true;
+                        self.session.note_outbound(id);
+                    }
                     return true;
                 }
             }

@@ -296,6 +296,7 @@ pub(super) async fn establish<S: Stream>(
     let connected = shard
         .with_lifecycle(|l| l.handle_connect(&client_id, existing, connect.clean_start, &clock));
     if let Some(mut s) = connected.discard {
+        shard.durable_forget(&mut s);
         shard.metrics.session_ended(s.drop_counts());
         shard.unsubscribe_session(&s).await;
         shard.redispatch_shared(s.take_shared_undelivered()).await;
@@ -319,6 +320,11 @@ pub(super) async fn establish<S: Stream>(
         conn.set_connack_server_reference(reference.clone());
     }
     conn.set_socket_fd(io.borrow().tcp().as_raw_fd());
+    if resumed {
+        shard.durable_resumed(conn.session_mut(), &clock);
+    } else {
+        shard.durable_put_session(conn.session_mut(), &clock);
+    }
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
     let handle = Rc::new(ConnHandle::new(conn, connected_at_ms));
     shard
