@@ -5,8 +5,10 @@
 //! store per shard on a writer thread; `redis`: a Redis Cluster on a tokio
 //! thread) take batches of ops and never run on a shard.
 
+pub mod builtin;
 pub mod handle;
 pub mod op;
+pub mod record;
 pub mod synced;
 
 pub use handle::StoreHandle;
