@@ -364,17 +364,17 @@ pub fn session_records(
         };
         deliveries.push((o.seq, record));
     }
-    let queued = snapshot.queue.len() as u64;
-    let first = snapshot.next_seq.saturating_sub(queued);
-    for (i, d) in snapshot.queue.iter().enumerate() {
-        if d.qos == 0 {
+    // Each queued delivery keeps the `seq` it got when it entered the
+    // session (QoS 0 ones are not stored).
+    for q in &snapshot.queue {
+        if q.delivery.qos == 0 {
             continue;
         }
         let record = DeliveryRecord {
-            delivery: d.clone(),
+            delivery: q.delivery.clone(),
             state: DeliveryState::Queued,
         };
-        deliveries.push((first + i as u64, record));
+        deliveries.push((q.seq, record));
     }
     deliveries.sort_unstable_by_key(|(seq, _)| *seq);
     (meta, deliveries)
@@ -386,9 +386,16 @@ pub fn session_records(
 pub fn session_snapshot(meta: SessionMeta, deliveries: Vec<(u64, DeliveryRecord)>) -> SessionSnapshot {
     let mut inflight = Vec::new();
     let mut queue = Vec::new();
+    // Above every stored `seq` even if the meta was written before the
+    // last deliveries entered.
+    let mut next_seq = meta.next_seq;
     for (seq, record) in deliveries {
+        next_seq = next_seq.max(seq + 1);
         match record.state {
-            DeliveryState::Queued => queue.push(record.delivery),
+            DeliveryState::Queued => queue.push(crate::session::snapshot::QueuedSnapshot {
+                seq,
+                delivery: record.delivery,
+            }),
             DeliveryState::Inflight {
                 packet_id,
                 awaiting,
@@ -409,7 +416,7 @@ pub fn session_snapshot(meta: SessionMeta, deliveries: Vec<(u64, DeliveryRecord)
         subscriptions: meta.subscriptions,
         inflight,
         next_packet_id: meta.next_packet_id,
-        next_seq: meta.next_seq,
+        next_seq,
         queue,
         queue_len_max: meta.queue_len_max,
         incoming_qos2: meta.incoming_qos2,

@@ -237,7 +237,10 @@ fn a_session_becomes_records_and_back() {
         transmitted: true,
         delivery: delivery(40, 1, DeliveryState::Queued).delivery,
     };
-    let queued = |qos| delivery(0, qos, DeliveryState::Queued).delivery;
+    let queued = |seq, qos| crate::session::snapshot::QueuedSnapshot {
+        seq,
+        delivery: delivery(0, qos, DeliveryState::Queued).delivery,
+    };
     let m = meta("c", 1);
     let snapshot = SessionSnapshot {
         client_id: "c".into(),
@@ -247,7 +250,7 @@ fn a_session_becomes_records_and_back() {
         inflight: vec![inflight],
         next_packet_id: m.next_packet_id,
         next_seq: 50,
-        queue: vec![queued(1), queued(2)],
+        queue: vec![queued(44, 1), queued(48, 2)],
         queue_len_max: m.queue_len_max,
         incoming_qos2: m.incoming_qos2.clone(),
         drops: m.drops,
@@ -257,6 +260,6 @@ fn a_session_becomes_records_and_back() {
     assert_eq!(meta.epoch, 7);
     assert_eq!(meta.next_seq, 50);
     let seqs: Vec<u64> = deliveries.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seqs, [40, 48, 49]);
+    assert_eq!(seqs, [40, 44, 48]);
     assert_eq!(session_snapshot(meta, deliveries), snapshot);
 }

@@ -108,6 +108,15 @@ impl Durable {
         Some((inner.handle.seal(ops), inner.handle.batches.clone()))
     }
 
+    /// At a clean stop: sends what is gathered and lets the store go (its
+    /// writer syncs and ends once every shard did).
+    pub async fn close(&self) {
+        if let Some((batch, sender)) = self.take_batch() {
+            let _ = sender.send(batch).await;
+        }
+        self.inner.borrow_mut().take();
+    }
+
     /// Ready when ops or notes wait; registers the task's waker otherwise.
     fn poll_ready(&self, waker: &Waker) -> bool {
         let mut inner = self.inner.borrow_mut();
