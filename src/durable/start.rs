@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::builtin::{self, OpenError, Writer};
 use super::{Restored, StoreHandle, StoredSession};
-use crate::config::{Backend, DurableSessionsConfig};
+use crate::config::{Backend, DurableSessionsConfig, SyncMode};
 use crate::session::snapshot::MessageSnapshot;
 
 /// What the shards take at their start: shard `i` takes `shards[i]` once.
@@ -17,6 +17,8 @@ pub struct DurableStores {
     /// Every store's retained messages: each topic is in the store of the
     /// shard that owns it, and every shard holds all of them.
     pub retained: Vec<(String, MessageSnapshot)>,
+    /// `durable_sessions.sync`: what acknowledgements wait for.
+    pub sync: SyncMode,
 }
 
 /// One shard's store handle and the sessions its store held.
@@ -89,6 +91,7 @@ pub fn open(
         DurableStores {
             shards: stores,
             retained,
+            sync: cfg.sync,
         },
         writers,
     ))

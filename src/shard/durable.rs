@@ -14,29 +14,42 @@
 //! `limits::DURABLE_PENDING_BYTES_MAX` (`is_over_pending`: the shard stops
 //! reading publishers above it).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use crate::durable::{Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle};
+use crate::config::SyncMode;
+use crate::durable::{
+    Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle, Synced, Ticket,
+};
 use crate::limits::DURABLE_PENDING_BYTES_MAX;
 use crate::session::journal::{self, AwaitingKind, MetaState, Noted, NotedChange};
 use crate::session::snapshot::{AwaitingSnapshot, DeliverySnapshot, MessageSnapshot, WallClock};
 use crate::session::{Message, Session, SessionSnapshot};
 
-use super::state::Shard;
+use super::cluster::update_acks_gate;
+use super::msg::ShardMsg;
+use super::state::{ConnHandle, Shard, ShardId};
 
 /// A shard's store, once attached (`None`: durable sessions are off).
 #[derive(Default)]
 pub struct Durable {
     inner: RefCell<Option<Inner>>,
+    /// Tasks waiting for a ticket to be synced, by ticket (`wait_synced`);
+    /// woken by the watcher task (`run_synced`), the one task that waits on
+    /// the store's `Synced` (it has room for one waker).
+    waiters: RefCell<BTreeMap<Ticket, Vec<Waker>>>,
+    /// The highest ticket the watcher saw synced.
+    synced_seen: Cell<Ticket>,
 }
 
 struct Inner {
     handle: StoreHandle,
+    /// `sync = "always"`: acknowledgements wait for their tickets.
+    always: bool,
     /// The ops of the batch being gathered, in order.
     ops: Vec<Op>,
     /// Where the last `PutDelivery` of a `(client, seq)` is in `ops`: a
@@ -50,9 +63,10 @@ struct Inner {
 
 impl Durable {
     /// Durable sessions are on: ops go through `handle` from now on.
-    pub fn attach(&self, handle: StoreHandle) {
+    pub fn attach(&self, handle: StoreHandle, mode: SyncMode) {
         *self.inner.borrow_mut() = Some(Inner {
             handle,
+            always: mode == SyncMode::Always,
             ops: Vec::new(),
             deliveries: HashMap::new(),
             bytes: 0,
@@ -81,6 +95,66 @@ impl Durable {
         inner.ops.push(op);
         if let Some(w) = inner.waker.take() {
             w.wake();
+        }
+    }
+
+    /// `sync = "always"` with a store attached.
+    pub fn is_always(&self) -> bool {
+        self.inner.borrow().as_ref().is_some_and(|i| i.always)
+    }
+
+    /// With `sync = "always"`, the ticket an acknowledgement of what was
+    /// just done must wait for: the batch being gathered if it holds
+    /// anything (this change's ops are in it), else the last one sent;
+    /// `None` when that is synced already, or in the other modes.
+    pub fn ack_ticket(&self) -> Option<Ticket> {
+        let inner = self.inner.borrow();
+        let inner = inner.as_ref().filter(|i| i.always)?;
+        let next = inner.handle.next_ticket();
+        let ticket = if !inner.ops.is_empty() || journal::has_notes() {
+            next
+        } else {
+            next - 1
+        };
+        (ticket > inner.handle.synced.ticket()).then_some(ticket)
+    }
+
+    /// Ready once `ticket` is synced (or the store is gone: nothing will
+    /// sync it, and the node is stopping).
+    pub async fn wait_synced(&self, ticket: Ticket) {
+        poll_fn(|cx| {
+            let synced = match self.inner.borrow().as_ref() {
+                Some(i) => i.handle.synced.ticket(),
+                None => return Poll::Ready(()),
+            };
+            if synced >= ticket {
+                return Poll::Ready(());
+            }
+            self.waiters
+                .borrow_mut()
+                .entry(ticket)
+                .or_default()
+                .push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The watcher: wakes the waiters of every ticket the store reports
+    /// synced.
+    async fn run_synced(&self, synced: Arc<Synced>) {
+        loop {
+            let seen = self.synced_seen.get();
+            let now = poll_fn(|cx| synced.poll_above(seen, cx)).await;
+            self.synced_seen.set(now);
+            let woken = {
+                let mut waiters = self.waiters.borrow_mut();
+                let later = waiters.split_off(&(now + 1));
+                std::mem::replace(&mut *waiters, later)
+            };
+            for w in woken.into_values().flatten() {
+                w.wake();
+            }
         }
     }
 
@@ -115,6 +189,9 @@ impl Durable {
             let _ = sender.send(batch).await;
         }
         self.inner.borrow_mut().take();
+        for w in std::mem::take(&mut *self.waiters.borrow_mut()).into_values().flatten() {
+            w.wake();
+        }
     }
 
     /// Ready when ops or notes wait; registers the task's waker otherwise.
@@ -359,9 +436,72 @@ impl Shard {
         });
     }
 
+    /// Holds the ack of the PUBLISH just handled until `ticket` is synced
+    /// here, every shard of `shards` answered `DurableSynced`, and the
+    /// other nodes answered `forward` (if forwarded): the held-ack window
+    /// of `session::connection::held`, so the publisher reads on.
+    pub(super) fn hold_durable_ack(
+        self: &Rc<Self>,
+        handle: &Rc<ConnHandle>,
+        ticket: Option<Ticket>,
+        shards: Vec<ShardId>,
+        forward: Option<tokio::sync::oneshot::Receiver<bool>>,
+    ) {
+        if ticket.is_none() && shards.is_empty() {
+            if let Some(answer) = forward {
+                self.hold_forward_ack(handle, answer);
+            }
+            return;
+        }
+        let gate = handle.conn.borrow().acks_gate();
+        let Some(packet_id) = handle.conn.borrow_mut().hold_last_ack() else {
+            return; // closed meanwhile: nothing to acknowledge
+        };
+        update_acks_gate(handle, gate);
+        let (me, handle) = (self.clone(), handle.clone());
+        glommio::spawn_local(async move {
+            if let Some(ticket) = ticket {
+                me.durable.wait_synced(ticket).await;
+            }
+            let mut answered = true;
+            for shard in shards {
+                let reply = me
+                    .mesh
+                    .call(shard, |token| ShardMsg::DurableSynced { token })
+                    .await;
+                answered &= reply.is_some();
+            }
+            // Forwarded: as `hold_forward_ack` (a node that will never
+            // queue it releases all the same; no answer: stopping).
+            if let Some(answer) = forward {
+                answered &= answer.await.is_ok();
+            }
+            let gate = handle.conn.borrow().acks_gate();
+            {
+                let mut conn = handle.conn.borrow_mut();
+                if answered && me.durable.is_on() {
+                    conn.release_held_ack(packet_id);
+                } else if conn.held_acks() > 0 {
+                    // The node is stopping before the store synced it: no
+                    // acknowledgement; the client sends it again.
+                    conn.fail_held_acks();
+                }
+            }
+            update_acks_gate(&handle, gate);
+            me.drain_sync_actions(&handle);
+            handle.raise_wake();
+        })
+        .detach();
+    }
+
     /// The store task of this shard: one batch per executor turn that
     /// gathered ops, sent in order; a full channel is awaited.
     pub async fn run_durable(self: Rc<Self>) {
+        let synced = self.durable.inner.borrow().as_ref().map(|i| i.handle.synced.clone());
+        let _watcher = synced.map(|synced| {
+            let me = self.clone();
+            glommio::spawn_local(async move { me.durable.run_synced(synced).await })
+        });
         loop {
             poll_fn(|cx| {
                 if self.durable.poll_ready(cx.waker()) {

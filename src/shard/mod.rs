@@ -355,7 +355,7 @@ async fn shard_main(
     // other shards answer the claims of the restored ids meanwhile).
     let store_task = match durable.as_ref().and_then(|d| d.take(id as usize).map(|s| (d, s))) {
         Some((stores, store)) => {
-            shard.durable.attach(store.handle);
+            shard.durable.attach(store.handle, stores.sync);
             let task = glommio::spawn_local(shard.clone().run_durable());
             if let Err(e) = shard.restore_durable(store.sessions, &stores.retained).await {
                 node.request_stop();

@@ -35,6 +35,26 @@ pub struct RemoteSends {
     route: Route,
 }
 
+impl RemoteSends {
+    /// The other shards of this node that may deliver the message to a
+    /// session (its ordinary subscribers' shards, the shards of its shared
+    /// groups' picks): a QoS 1/2 publisher's acknowledgement waits for
+    /// their durable stores with `sync = "always"` (`shard::durable`).
+    pub fn local_shards(&self, here: crate::router::NodeId, me: ShardId) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = self.route.shards.iter().copied().collect();
+        for (at, _) in &self.route.shared {
+            if at.is_on(here) && at.shard != me && !shards.contains(&at.shard) {
+                shards.push(at.shard);
+            }
+        }
+        shards
+    }
+
+    pub fn qos(&self) -> crate::codec::QoS {
+        self.message.qos
+    }
+}
+
 impl Shard {
     /// Route a message published by a client of this shard (or a will).
     pub async fn publish(self: &Rc<Self>, message: Arc<Message>) {

@@ -295,6 +295,12 @@ impl Shard {
             ShardMsg::TakeoverEnd { client_id, token } => {
                 self.on_takeover_end(from, client_id, token).await
             }
+            ShardMsg::DurableSynced { token } => {
+                if let Some(ticket) = self.durable.ack_ticket() {
+                    self.durable.wait_synced(ticket).await;
+                }
+                self.reply(from, token, Reply::Ack);
+            }
             other => self.on_message_sync(from, other),
         }
     }

@@ -333,6 +333,11 @@ pub(super) async fn establish<S: Stream>(
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
     // The next connect of this id may now take over from this one.
     shard.claim_done(&client_id).await;
+    // `sync = "always"`: the CONNACK of a persistent session waits for its
+    // record to be synced.
+    if let Some(ticket) = shard.durable.ack_ticket() {
+        shard.durable.wait_synced(ticket).await;
+    }
 
     shard.run_actions(&handle).await;
     // The CONNECT phase's other references to the stream (its write half)
