@@ -44,6 +44,9 @@ pub struct Durable {
     waiters: RefCell<BTreeMap<Ticket, Vec<Waker>>>,
     /// The highest ticket the watcher saw synced.
     synced_seen: Cell<Ticket>,
+    /// Readers waiting for the gathered bytes to go below
+    /// `DURABLE_PENDING_BYTES_MAX` (`wait_pending_room`).
+    room_waiters: RefCell<Vec<Waker>>,
 }
 
 struct Inner {
@@ -167,6 +170,19 @@ impl Durable {
             .is_some_and(|i| i.bytes > DURABLE_PENDING_BYTES_MAX)
     }
 
+    /// Ready once the gathered bytes are within the bound again (a reader
+    /// of publishers waits here: the pressure path of ADR 0002).
+    pub async fn wait_pending_room(&self) {
+        poll_fn(|cx| {
+            if !self.is_over_pending() {
+                return Poll::Ready(());
+            }
+            self.room_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// The ops gathered since the last call, sealed as the next batch
     /// (`None` if there are none).
     pub fn take_batch(&self) -> Option<(Batch, tokio::sync::mpsc::Sender<Batch>)> {
@@ -179,6 +195,9 @@ impl Durable {
         let ops = std::mem::take(&mut inner.ops);
         inner.deliveries.clear();
         inner.bytes = 0;
+        for w in self.room_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
         Some((inner.handle.seal(ops), inner.handle.batches.clone()))
     }
 
@@ -190,6 +209,9 @@ impl Durable {
         }
         self.inner.borrow_mut().take();
         for w in std::mem::take(&mut *self.waiters.borrow_mut()).into_values().flatten() {
+            w.wake();
+        }
+        for w in self.room_waiters.borrow_mut().drain(..) {
             w.wake();
         }
     }

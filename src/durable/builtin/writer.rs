@@ -126,10 +126,11 @@ impl State {
             let next = match (self.mode, unsynced_since) {
                 (SyncMode::Batch, Some(since)) => {
                     let deadline = since + self.batch_interval;
-                    let received = runtime.block_on(tokio::time::timeout_at(
-                        deadline.into(),
-                        batches.recv(),
-                    ));
+                    // Built inside the runtime: a tokio timer needs its
+                    // context when it is made.
+                    let received = runtime.block_on(async {
+                        tokio::time::timeout_at(deadline.into(), batches.recv()).await
+                    });
                     match received {
                         Ok(next) => next,
                         Err(_elapsed) => {

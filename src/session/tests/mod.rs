@@ -6,6 +6,7 @@ mod connect;
 mod end;
 mod held;
 mod inbound;
+mod journal;
 mod lifecycle;
 mod outbound;
 mod pressure;
