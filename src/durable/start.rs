@@ -4,6 +4,7 @@
 //! whatever the sync mode).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::builtin::{self, OpenError, Writer};
@@ -19,6 +20,10 @@ pub struct DurableStores {
     pub retained: Vec<(String, MessageSnapshot)>,
     /// `durable_sessions.sync`: what acknowledgements wait for.
     pub sync: SyncMode,
+    /// Shards still restoring: no shard accepts a connection before every
+    /// restored session is registered at its home (a connect accepted
+    /// earlier could miss a session another shard has not restored yet).
+    restoring: AtomicUsize,
 }
 
 /// One shard's store handle and the sessions its store held.
@@ -28,6 +33,16 @@ pub struct ShardStore {
 }
 
 impl DurableStores {
+    /// Shard restored its sessions.
+    pub fn restored(&self) {
+        self.restoring.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Every shard restored its sessions.
+    pub fn all_restored(&self) -> bool {
+        self.restoring.load(Ordering::Acquire) == 0
+    }
+
     /// Shard `shard`'s store (once).
     pub fn take(&self, shard: usize) -> Option<ShardStore> {
         self.shards
@@ -92,6 +107,7 @@ pub fn open(
             shards: stores,
             retained,
             sync: cfg.sync,
+            restoring: AtomicUsize::new(shards),
         },
         writers,
     ))

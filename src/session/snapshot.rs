@@ -394,10 +394,7 @@ impl SessionSnapshot {
                 continue;
             }
             if q.seq >= self.next_seq || last_seq.is_some_and(|l| q.seq <= l) {
-                return invalid(format!(
-                    "queued seq {} not ascending below next_seq",
-                    q.seq
-                ));
+                return invalid(format!("queued seq {} not ascending below next_seq", q.seq));
             }
             last_seq = Some(q.seq);
         }

@@ -260,8 +260,9 @@ impl Session {
         }
         if self.queue.iter().any(|(_, d)| is_shared_undelivered(d)) {
             let queue = std::mem::take(&mut *self.queue);
-            let (shared, kept): (VecDeque<(u64, Delivery)>, VecDeque<(u64, Delivery)>) =
-                queue.into_iter().partition(|(_, d)| is_shared_undelivered(d));
+            let (shared, kept): (VecDeque<(u64, Delivery)>, VecDeque<(u64, Delivery)>) = queue
+                .into_iter()
+                .partition(|(_, d)| is_shared_undelivered(d));
             *self.queue = kept;
             for (seq, d) in shared {
                 self.note(|| Change::Remove { seq });

@@ -185,7 +185,14 @@ impl Shard {
                     let durable = (self.durable.is_always()
                         && remote.qos() != crate::codec::QoS::AtMostOnce)
                         .then(|| {
-                            let shards = remote.local_shards(self.settings.node, self.id);
+                            let mut shards = remote.local_shards(self.settings.node, self.id);
+                            // A retained update is written by its topic's owner.
+                            if let Some(topic) = remote.retained_topic() {
+                                let owner = self.home_of(topic);
+                                if owner != self.id && !shards.contains(&owner) {
+                                    shards.push(owner);
+                                }
+                            }
                             (self.durable.ack_ticket(), shards)
                         });
                     // A QoS 1/2 forward: the connection holds its ack and

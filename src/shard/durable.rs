@@ -208,7 +208,10 @@ impl Durable {
             let _ = sender.send(batch).await;
         }
         self.inner.borrow_mut().take();
-        for w in std::mem::take(&mut *self.waiters.borrow_mut()).into_values().flatten() {
+        for w in std::mem::take(&mut *self.waiters.borrow_mut())
+            .into_values()
+            .flatten()
+        {
             w.wake();
         }
         for w in self.room_waiters.borrow_mut().drain(..) {
@@ -519,7 +522,12 @@ impl Shard {
     /// The store task of this shard: one batch per executor turn that
     /// gathered ops, sent in order; a full channel is awaited.
     pub async fn run_durable(self: Rc<Self>) {
-        let synced = self.durable.inner.borrow().as_ref().map(|i| i.handle.synced.clone());
+        let synced = self
+            .durable
+            .inner
+            .borrow()
+            .as_ref()
+            .map(|i| i.handle.synced.clone());
         let _watcher = synced.map(|synced| {
             let me = self.clone();
             glommio::spawn_local(async move { me.durable.run_synced(synced).await })

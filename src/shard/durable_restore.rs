@@ -66,7 +66,12 @@ impl Shard {
                 self.schedule_will(&client_id, Arc::new(w), due);
             }
         }
-        tracing::info!(shard = self.id, sessions = restored, retained = retained.len(), "durable sessions restored");
+        tracing::info!(
+            shard = self.id,
+            sessions = restored,
+            retained = retained.len(),
+            "durable sessions restored"
+        );
         Ok(())
     }
 }

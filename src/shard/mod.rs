@@ -353,14 +353,25 @@ async fn shard_main(
 
     // Durable sessions: restored before any connection is accepted (the
     // other shards answer the claims of the restored ids meanwhile).
-    let store_task = match durable.as_ref().and_then(|d| d.take(id as usize).map(|s| (d, s))) {
+    let store_task = match durable
+        .as_ref()
+        .and_then(|d| d.take(id as usize).map(|s| (d, s)))
+    {
         Some((stores, store)) => {
             shard.durable.attach(store.handle, stores.sync);
             let task = glommio::spawn_local(shard.clone().run_durable());
-            if let Err(e) = shard.restore_durable(store.sessions, &stores.retained).await {
+            if let Err(e) = shard
+                .restore_durable(store.sessions, &stores.retained)
+                .await
+            {
+                // The others stop too (counted as restored: none waits on it).
+                stores.restored();
                 node.request_stop();
-                return Err(std::io::Error::other(format!("cannot restore durable sessions: {e}")));
+                return Err(std::io::Error::other(format!(
+                    "cannot restore durable sessions: {e}"
+                )));
             }
+            stores.restored();
             Some(task)
         }
         None => None,
@@ -370,7 +381,13 @@ async fn shard_main(
         .into_iter()
         .map(|(listener, count)| {
             let (shard, stopping) = (shard.clone(), stopping.clone());
+            let durable = durable.clone();
             glommio::spawn_local(async move {
+                // Clients wait in the listen backlog until every shard has
+                // restored its durable sessions (`DurableStores::restoring`).
+                while durable.as_ref().is_some_and(|d| !d.all_restored()) {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
                 // A clustered node takes clients once it has its peers'
                 // routes (bounded: `CLUSTER_READY_WAIT_MAX_MS`); they wait
                 // in the listen backlog meanwhile.

@@ -53,6 +53,11 @@ impl RemoteSends {
     pub fn qos(&self) -> crate::codec::QoS {
         self.message.qos
     }
+
+    /// The topic of a retained update this send carries, if any.
+    pub fn retained_topic(&self) -> Option<&crate::codec::ByteStr> {
+        self.retain.as_ref().map(|_| &self.message.topic)
+    }
 }
 
 impl Shard {

@@ -336,6 +336,11 @@ mod tests {
 mod size_probe {
     #[test]
     fn print_sizes() {
-        eprintln!("SIZES ConnHandle={} Session={} Connection={}", std::mem::size_of::<super::ConnHandle>(), std::mem::size_of::<crate::session::Session>(), std::mem::size_of::<crate::session::Connection>());
+        eprintln!(
+            "SIZES ConnHandle={} Session={} Connection={}",
+            std::mem::size_of::<super::ConnHandle>(),
+            std::mem::size_of::<crate::session::Session>(),
+            std::mem::size_of::<crate::session::Connection>()
+        );
     }
 }

@@ -105,7 +105,9 @@ impl OpenError {
 /// fjall's errors print as their Debug form; say which part failed.
 fn describe(error: &fjall::Error) -> String {
     match error {
-        fjall::Error::JournalRecovery(e) => format!("its journal (journals/ inside it) fails recovery: {e:?}"),
+        fjall::Error::JournalRecovery(e) => {
+            format!("its journal (journals/ inside it) fails recovery: {e:?}")
+        }
         fjall::Error::Storage(e) => format!("a table or its metadata fails to read: {e:?}"),
         other => format!("{other:?}"),
     }
@@ -133,8 +135,16 @@ pub fn open(
     let (restored, epochs) = restore::read_all(&store)?;
     let (tx, rx) = tokio::sync::mpsc::channel(DURABLE_BATCHES_QUEUED_MAX);
     let synced = Arc::new(Synced::default());
-    let writer = Writer::spawn(store, shard, mode, batch_interval, rx, synced.clone(), epochs)
-        .map_err(|source| OpenError::Io { path, source })?;
+    let writer = Writer::spawn(
+        store,
+        shard,
+        mode,
+        batch_interval,
+        rx,
+        synced.clone(),
+        epochs,
+    )
+    .map_err(|source| OpenError::Io { path, source })?;
     Ok((StoreHandle::new(tx, synced), restored, writer))
 }
 
@@ -226,7 +236,11 @@ pub fn absorb_extra(data_dir: &Path, shard: usize, shards: usize) -> Result<usiz
                 .map_err(|e| OpenError::damaged(&own.path, e))?;
         }
         remove_dir_durably(&path).map_err(|source| OpenError::Io { path, source })?;
-        tracing::info!(shard, from = extra, "moved the durable store of shard {extra} into shard {shard}'s");
+        tracing::info!(
+            shard,
+            from = extra,
+            "moved the durable store of shard {extra} into shard {shard}'s"
+        );
     }
     Ok(extras.len())
 }

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use crate::codec::{PubAck, QoS, ReasonCode};
-use crate::session::pressure::{self, Pressure};
 use crate::session::journal::Change;
+use crate::session::pressure::{self, Pressure};
 use crate::session::state::{is_expired, Awaiting};
 use crate::session::{Delivery, TX_QOS0_MAX};
 

@@ -68,7 +68,11 @@ fn a_delivery_keeps_the_seq_it_entered_with_through_its_whole_flow() {
     // b enters the window with the seq it was queued under.
     assert_eq!(
         notes(),
-        ["remove 0", "put 1 b id=2 PubAck", "put 1 b id=2 PubAck sent"]
+        [
+            "remove 0",
+            "put 1 b id=2 PubAck",
+            "put 1 b id=2 PubAck sent"
+        ]
     );
     assert_eq!(p.take_sent().len(), 1);
 }
@@ -125,7 +129,11 @@ fn an_offline_session_notes_what_it_queues_and_what_expires() {
     // The expired one is removed; the other enters the window under seq 1.
     assert_eq!(
         notes(),
-        ["remove 0", "put 1 new id=1 PubAck", "put 1 new id=1 PubAck sent"]
+        [
+            "remove 0",
+            "put 1 new id=1 PubAck",
+            "put 1 new id=1 PubAck sent"
+        ]
     );
 }
 
@@ -147,7 +155,11 @@ fn a_snapshot_keeps_the_seq_of_each_queued_delivery() {
     p.deliver(delivery("t", QoS::AtLeastOnce, "b"));
     let clock = WallClock::now();
     let snapshot = SessionSnapshot::of(p.conn().session(), None, None, &clock);
-    let seqs: Vec<(u64, u8)> = snapshot.queue.iter().map(|q| (q.seq, q.delivery.qos)).collect();
+    let seqs: Vec<(u64, u8)> = snapshot
+        .queue
+        .iter()
+        .map(|q| (q.seq, q.delivery.qos))
+        .collect();
     assert_eq!(seqs, [(0, 0), (1, 1)]);
     assert_eq!(snapshot.inflight[0].seq, 0);
     assert_eq!(snapshot.next_seq, 2);
