@@ -21,7 +21,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "RMQS"
-//!      4     2  version, little endian (refused unless == SNAPSHOT_VERSION)
+//!      4     2  version, little endian (1 or SNAPSHOT_VERSION = 2; refused otherwise)
 //!      6     2  flags, 0 (refused otherwise: a later version may use them)
 //!      8     4  body length in bytes, little endian (<= SESSION_SNAPSHOT_BYTES_MAX)
 //!     12     8  FNV-1a 64 of the body, little endian
@@ -58,8 +58,9 @@ use crate::limits::{
     SUBSCRIPTIONS_PER_CLIENT_MAX, SUBSCRIPTION_IDENTIFIER_MAX,
 };
 
-/// The version this build writes, and the only one it reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// The version this build writes. It also reads version 1, whose queued
+/// deliveries had no `seq` ([`SessionSnapshotV1`]).
+pub const SNAPSHOT_VERSION: u16 = 2;
 
 const MAGIC: [u8; 4] = *b"RMQS";
 const HEADER_BYTES: usize = 20;
@@ -70,8 +71,8 @@ pub enum SnapshotError {
     #[error("not a ringmq session snapshot (the magic bytes are not \"RMQS\")")]
     NotASnapshot,
     #[error(
-        "session snapshot version {found} is not supported: this ringmq reads version \
-         {supported} only (written by another ringmq version?)"
+        "session snapshot version {found} is not supported: this ringmq reads versions 1 \
+         to {supported} (written by another ringmq version?)"
     )]
     UnknownVersion { found: u16, supported: u16 },
     #[error("session snapshot flags {0:#06x} are unknown to this version")]
@@ -449,7 +450,7 @@ impl SessionSnapshot {
         }
         let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
         let version = u16_at(4);
-        if version != SNAPSHOT_VERSION {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::UnknownVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,
@@ -482,8 +483,67 @@ impl SessionSnapshot {
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
         aligned.extend_from_slice(body);
-        rkyv::from_bytes::<SessionSnapshot, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| SnapshotError::Malformed(e.to_string()))
+        let malformed = |e: rkyv::rancor::Error| SnapshotError::Malformed(e.to_string());
+        if version == 1 {
+            return rkyv::from_bytes::<SessionSnapshotV1, rkyv::rancor::Error>(&aligned)
+                .map(SessionSnapshotV1::upgrade)
+                .map_err(malformed);
+        }
+        rkyv::from_bytes::<SessionSnapshot, rkyv::rancor::Error>(&aligned).map_err(malformed)
+    }
+}
+
+/// Version 1 of the bytes form: the same fields, but queued deliveries
+/// without the `seq` they entered with (given since version 2 so a durable
+/// store keys a delivery by one number for its whole life).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SessionSnapshotV1 {
+    pub client_id: String,
+    pub expiry_interval_s: u32,
+    pub expires_at_unix_ms: Option<u64>,
+    pub subscriptions: Vec<SubscriptionSnapshot>,
+    pub inflight: Vec<InflightSnapshot>,
+    pub next_packet_id: u16,
+    pub next_seq: u64,
+    pub queue: Vec<DeliverySnapshot>,
+    pub queue_len_max: u32,
+    pub incoming_qos2: Vec<u16>,
+    pub drops: DropsSnapshot,
+    pub will: Option<WillSnapshot>,
+}
+
+impl SessionSnapshotV1 {
+    /// Numbers the queued QoS 1/2 deliveries from `next_seq` on (above
+    /// every inflight `seq`), in queue order; QoS 0 ones get 0.
+    pub fn upgrade(self) -> SessionSnapshot {
+        let mut next_seq = self.next_seq;
+        let queue = self
+            .queue
+            .into_iter()
+            .map(|delivery| {
+                let seq = if delivery.qos == 0 {
+                    0
+                } else {
+                    next_seq += 1;
+                    next_seq - 1
+                };
+                QueuedSnapshot { seq, delivery }
+            })
+            .collect();
+        SessionSnapshot {
+            client_id: self.client_id,
+            expiry_interval_s: self.expiry_interval_s,
+            expires_at_unix_ms: self.expires_at_unix_ms,
+            subscriptions: self.subscriptions,
+            inflight: self.inflight,
+            next_packet_id: self.next_packet_id,
+            next_seq,
+            queue,
+            queue_len_max: self.queue_len_max,
+            incoming_qos2: self.incoming_qos2,
+            drops: self.drops,
+            will: self.will,
+        }
     }
 }
 

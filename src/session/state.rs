@@ -76,6 +76,9 @@ pub(crate) struct Subscription {
     pub identifier: Option<u32>,
 }
 
+/// Queued deliveries, each with the `seq` it entered with.
+pub(crate) type Queue = VecDeque<(u64, Delivery)>;
+
 /// Durable per-client state: survives disconnects (while not expired) and
 /// moves between shards on takeover, so it is plain `Send` data.
 #[derive(Debug)]
@@ -108,7 +111,7 @@ pub struct Session {
     /// Messages waiting for the inflight window or for the client to return,
     /// each with its `seq` (QoS 0 ones: 0, they are never stored).
     /// `Lazy`: one pointer while empty (see `session::lazy`).
-    pub(crate) queue: Lazy<VecDeque<(u64, Delivery)>>,
+    pub(crate) queue: Lazy<Queue>,
     /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
     /// 32 bits, like the bound (`mqtt.max_mqueue_len` is a `u32`).
     pub(crate) queue_qos0_len: u32,
@@ -260,7 +263,7 @@ impl Session {
         }
         if self.queue.iter().any(|(_, d)| is_shared_undelivered(d)) {
             let queue = std::mem::take(&mut *self.queue);
-            let (shared, kept): (VecDeque<(u64, Delivery)>, VecDeque<(u64, Delivery)>) = queue
+            let (shared, kept): (Queue, Queue) = queue
                 .into_iter()
                 .partition(|(_, d)| is_shared_undelivered(d));
             *self.queue = kept;
