@@ -164,21 +164,21 @@ impl Session {
     /// Makes this session durable under `epoch`: from now on its changes
     /// are noted (module doc). Idempotent for the same epoch.
     pub fn make_durable(&mut self, epoch: u64) {
-        self.journal = Some(Box::new(Journal {
+        self.extras.journal = Some(Journal {
             client: Arc::from(self.client_id.as_str()),
             epoch,
-        }));
+        });
     }
 
     /// The epoch of a durable session; `None` when not durable.
     pub fn durable_epoch(&self) -> Option<u64> {
-        self.journal.as_ref().map(|j| j.epoch)
+        self.extras.journal.as_ref().map(|j| j.epoch)
     }
 
     /// The meta record's fields of this session (see [`MetaState`]).
     pub fn meta_state(&self) -> MetaState {
         let snapshot_subscriptions = super::snapshot::subscriptions_of(self);
-        let d = &self.drops;
+        let d = &self.extras.drops;
         MetaState {
             expiry_interval_s: self.expiry_interval_s,
             subscriptions: snapshot_subscriptions,
@@ -199,7 +199,7 @@ impl Session {
     /// is built otherwise).
     #[inline]
     pub(crate) fn note(&mut self, change: impl FnOnce() -> Change) {
-        if self.journal.is_none() {
+        if self.extras.journal.is_none() {
             return;
         }
         let change = match change() {
@@ -215,17 +215,25 @@ impl Session {
             Change::Remove { seq } => NotedChange::Remove { seq },
             Change::Meta => NotedChange::Meta(Box::new(self.meta_state())),
         };
-        if let Some(journal) = &mut self.journal {
+        if let Some(journal) = &mut self.extras.journal {
             journal.note_change(change);
         }
     }
 
     /// Notes the new state of the inflight message `id`.
     pub(crate) fn note_outbound(&mut self, id: u16) {
-        if let Some(journal) = &mut self.journal {
-            if let Some(o) = self.inflight.get(&id) {
-                journal.note_outbound(id, o);
-            }
+        if self.extras.journal.is_none() {
+            return; // read only: the box is not made for nothing
+        }
+        if let (Some(journal), Some(o)) = (&mut self.extras.journal, self.inflight.get(&id)) {
+            journal.note_outbound(id, o);
+        }
+    }
+
+    /// The session is no longer durable (removed from the store).
+    pub fn forget_durable(&mut self) {
+        if self.extras.journal.is_some() {
+            self.extras.journal = None;
         }
     }
 

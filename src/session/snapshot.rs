@@ -232,7 +232,7 @@ impl SessionSnapshot {
             })
             .collect();
         inflight.sort_unstable_by_key(|o| o.seq);
-        let drops = &session.drops;
+        let drops = &session.extras.drops;
         SessionSnapshot {
             client_id: session.client_id.as_str().to_owned(),
             expiry_interval_s: session.expiry_interval_s,
@@ -327,7 +327,7 @@ impl SessionSnapshot {
             closed: self.drops.closed,
         };
         if drops != DropCounts::default() {
-            *session.drops = drops;
+            session.extras.drops = drops;
         }
         let will = match self.will {
             Some(w) => Some((

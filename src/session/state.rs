@@ -122,12 +122,19 @@ pub struct Session {
     /// received: a PUBLISH reusing one is a duplicate, not routed again.
     /// `Lazy`: one pointer while empty.
     pub(crate) incoming_qos2: Lazy<BTreeSet<u16>>,
-    /// `Lazy`: nearly every session drops nothing, and inline the four
-    /// counters were 32 bytes of every connection.
-    pub(crate) drops: Lazy<DropCounts>,
+    /// The drop counters and, for a durable session, its journal.
+    /// `Lazy`: nearly every session drops nothing and is not durable, and
+    /// inline the four counters were 32 bytes of every connection.
+    pub(crate) extras: Lazy<Extras>,
+}
+
+/// The parts of a session most sessions never set, in one `Lazy` box.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub drops: DropCounts,
     /// Set for a durable session only (`session::journal`): its epoch and
     /// store key; every change is then noted for the shard's store.
-    pub(crate) journal: Option<Box<Journal>>,
+    pub journal: Option<Journal>,
 }
 
 /// A queue bound as stored in a session: the config's value is a `u32`,
@@ -149,8 +156,7 @@ impl Session {
             queue_qos0_len: 0,
             queue_len_max: queue_len_max_u32(queue_len_max),
             incoming_qos2: Lazy::new(),
-            drops: Lazy::new(),
-            journal: None,
+            extras: Lazy::new(),
         }
     }
 
@@ -176,7 +182,7 @@ impl Session {
     /// policy as online, see the module doc). Expired messages are dropped.
     pub fn deliver_offline(&mut self, d: Delivery, now: Instant) {
         if is_expired(&d, now) {
-            self.drops.expired += 1;
+            self.extras.drops.expired += 1;
             return;
         }
         self.enqueue(d);
@@ -206,12 +212,12 @@ impl Session {
 
     /// Every message dropped by this session, all causes (see [`DropCounts`]).
     pub fn dropped_messages(&self) -> u64 {
-        self.drops.total()
+        self.extras.drops.total()
     }
 
     /// Dropped messages by cause.
     pub fn drop_counts(&self) -> DropCounts {
-        *self.drops
+        self.extras.drops
     }
 
     /// Subscriptions held (each filter once, shared ones included).
@@ -286,7 +292,7 @@ impl Session {
     pub(crate) fn enqueue_within(&mut self, d: Delivery, queue_len_max: usize) {
         if self.queue.len() >= queue_len_max {
             if self.queue_qos0_len == 0 {
-                self.drops.queue_full += 1;
+                self.extras.drops.queue_full += 1;
                 return;
             }
             let oldest_qos0 = self
@@ -296,10 +302,10 @@ impl Session {
                 .expect("queue_qos0_len > 0 implies a QoS 0 entry");
             self.queue.remove(oldest_qos0);
             self.queue_qos0_len -= 1;
-            self.drops.queue_full += 1;
+            self.extras.drops.queue_full += 1;
             if self.queue.len() >= queue_len_max {
                 // The cap shrank since the queue filled (a new config).
-                self.drops.queue_full += 1;
+                self.extras.drops.queue_full += 1;
                 return;
             }
         }
@@ -372,8 +378,10 @@ impl Session {
             state,
             transmitted: false,
         });
-        if let Some(journal) = &mut self.journal {
-            journal.note_outbound(id, o);
+        if self.extras.journal.is_some() {
+            if let Some(journal) = &mut self.extras.journal {
+                journal.note_outbound(id, o);
+            }
         }
         id
     }

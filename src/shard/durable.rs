@@ -433,7 +433,7 @@ impl Shard {
     pub fn durable_forget(&self, session: &mut Session) {
         if let Some(epoch) = session.durable_epoch() {
             self.durable_remove(session.client_id().as_str(), epoch);
-            session.journal = None;
+            session.forget_durable();
         }
     }
 

@@ -201,7 +201,7 @@ impl Connection {
     }
 
     pub fn drop_counts(&self) -> DropCounts {
-        *self.session.drops
+        self.session.extras.drops
     }
 
     /// A packet from the client.

@@ -76,7 +76,7 @@ impl Connection {
         }
         self.last_now = now;
         if is_expired(&d, now) {
-            self.session.drops.expired += 1;
+            self.session.extras.drops.expired += 1;
             return;
         }
         // Straight to the socket only when nothing older waits, to keep order.
@@ -190,7 +190,7 @@ impl Connection {
     /// cannot mistake a later message with that id for a duplicate.
     pub(super) fn drop_too_large(&mut self, id: u16, transmitted: bool) {
         if !transmitted {
-            self.session.drops.too_large += 1;
+            self.session.extras.drops.too_large += 1;
             return self.complete(id);
         }
         let o = self.session.inflight.get_mut(&id).expect("inflight");
@@ -238,7 +238,7 @@ impl Connection {
                 if d.qos != QoS::AtMostOnce {
                     self.session.note(|| Change::Remove { seq });
                 }
-                self.session.drops.expired += 1;
+                self.session.extras.drops.expired += 1;
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
