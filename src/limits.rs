@@ -196,6 +196,12 @@ pub const SESSION_SNAPSHOT_BYTES_MAX: usize = 256 << 20;
 /// handful at most wait; past this the oldest is dropped and counted.
 pub const SESSION_EVENTS_MAX: usize = 1024;
 
+/// Bytes of durable-store ops one shard has gathered and not yet handed to
+/// its store's channel (`shard::durable`, ADR 0007): above it the shard
+/// stops reading publishers until the writer catches up, so a slow disk
+/// slows publishers down instead of growing memory or dropping writes.
+pub const DURABLE_PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 // ---------------------------------------------------------------- authorization
 
 /// Most authorization rules one broker takes: every check walks them in order.
@@ -783,3 +789,36 @@ pub const CLUSTER_CLIENTS_ASKS_MAX: usize = 64;
 /// Peers' clients questions a node answers at once; beyond it a question
 /// is answered "unavailable" at once (the asker leaves the node out).
 pub const CLUSTER_CLIENTS_SERVING_MAX: usize = 16;
+
+// ---------------------------------------------------------------- durable sessions
+
+/// Longest `durable_sessions.batch_interval`: with `sync = "batch"` a
+/// crash loses at most this much acknowledged work.
+pub const DURABLE_BATCH_INTERVAL_MAX_MS: u32 = 10_000;
+
+/// Batches a shard may have queued to its store's writer before `send`
+/// waits (back-pressure to the shard, never a drop). One batch per executor
+/// turn, so this is turns of work, not ops.
+pub const DURABLE_BATCHES_QUEUED_MAX: usize = 1_024;
+
+/// Largest record body (rkyv archive) a store writes or reads: a delivery
+/// holds one message (at most a packet), a meta record the session's
+/// subscriptions and will. Above it a record is refused, never truncated.
+pub const DURABLE_RECORD_BYTES_MAX: usize = 300 << 20;
+
+/// Background threads (memtable flushes, compactions) of each builtin
+/// store: fjall's default is min(cores, 4) per store, and a node has a
+/// store per shard.
+pub const DURABLE_STORE_WORKER_THREADS: usize = 2;
+
+/// Client ids and topics longer than this are keyed by their SHA-256
+/// (fjall keys are at most 65,535 bytes and a delivery key adds 9 bytes to
+/// the client id); shorter ones are the key as they are, so a store stays
+/// readable with a plain key dump.
+pub const DURABLE_KEY_NAME_BYTES_MAX: usize = 1_024;
+
+/// Redis servers named in `redis.servers` (seeds of a Redis Cluster).
+pub const REDIS_SERVERS_MAX: usize = 64;
+
+/// Longest `redis.password`.
+pub const REDIS_PASSWORD_LEN_MAX_BYTES: usize = 1_024;

@@ -49,6 +49,10 @@ struct Args {
     /// Print the effective configuration and exit.
     #[arg(long)]
     print_config: bool,
+    /// Start even if a durable store is damaged: the damaged store is moved
+    /// aside (`shard-N.damaged-<unix time>`) and its shard starts empty.
+    #[arg(long)]
+    durable_recover_damaged: bool,
     /// Without a command: run the broker.
     #[command(subcommand)]
     command: Option<Command>,
@@ -288,6 +292,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Durable stores open (and restore) before any shard runs: a damaged
+    // store stops the start with its message.
+    let (durable, writers) = if config.durable_sessions.enable {
+        match ringmq::durable::start::open(
+            &config.durable_sessions,
+            &config.node.data_dir,
+            cpus.len(),
+            args.durable_recover_damaged,
+        ) {
+            Ok((stores, writers)) => (Some(Arc::new(stores)), writers),
+            Err(e) => {
+                eprintln!("ringmq: cannot open the durable store: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        (None, Vec::new())
+    };
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
     let result = shard::run(NodeSpec {
         listeners,
@@ -303,7 +325,14 @@ fn main() -> ExitCode {
             ringmq::systemd::notify_or_log("READY=1\nSTATUS=accepting MQTT connections");
         })),
         cluster: cluster_ports,
+        durable,
     });
+    // Every shard dropped its store handle: each writer syncs and ends.
+    for writer in writers {
+        if let Err(e) = writer.join() {
+            tracing::error!(error = %e, "durable store writer failed");
+        }
+    }
     drop(locks);
     match result {
         Ok(()) => {

@@ -14,7 +14,7 @@ use proptest::option;
 use proptest::prelude::*;
 use ringmq::session::snapshot::{
     AwaitingSnapshot, DeliverySnapshot, DropsSnapshot, InflightSnapshot, MessageSnapshot,
-    SubscriptionSnapshot, WillSnapshot,
+    QueuedSnapshot, SubscriptionSnapshot, WillSnapshot,
 };
 use ringmq::session::{SessionSnapshot, SnapshotError, WallClock, SNAPSHOT_VERSION};
 
@@ -179,7 +179,20 @@ fn session() -> impl Strategy<Value = SessionSnapshot> {
                     o.packet_id = id;
                     o.seq = seq_base + 2 * i as u64;
                 }
-                let next_seq = seq_base + 2 * inflight.len() as u64 + 1;
+                let mut next_seq = seq_base + 2 * inflight.len() as u64 + 1;
+                // Queued QoS 1/2 deliveries are numbered above the window's.
+                let queue = queue
+                    .into_iter()
+                    .map(|delivery| {
+                        let seq = if delivery.qos == 0 {
+                            0
+                        } else {
+                            next_seq += 1;
+                            next_seq - 1
+                        };
+                        QueuedSnapshot { seq, delivery }
+                    })
+                    .collect();
                 SessionSnapshot {
                     client_id,
                     expiry_interval_s,
@@ -340,10 +353,17 @@ fn golden() -> SessionSnapshot {
             },
         ],
         next_packet_id: 3,
-        next_seq: 13,
+        // 13 in version 1's file: its queued QoS 1 delivery is numbered 13.
+        next_seq: 14,
         queue: vec![
-            delivery(message("sensors/d", b"\xff\x00binary", 0), 0),
-            delivery(message("sensors/e", b"five", 2), 1),
+            QueuedSnapshot {
+                seq: 0,
+                delivery: delivery(message("sensors/d", b"\xff\x00binary", 0), 0),
+            },
+            QueuedSnapshot {
+                seq: 13,
+                delivery: delivery(message("sensors/e", b"five", 2), 1),
+            },
         ],
         queue_len_max: 1000,
         incoming_qos2: vec![5, 9, 40_000],
@@ -360,18 +380,19 @@ fn golden() -> SessionSnapshot {
     }
 }
 
-fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/session_snapshot_v1.bin")
+fn golden_path(version: u16) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/data/session_snapshot_v{version}.bin"))
 }
 
-/// `tests/data/session_snapshot_v1.bin` was written by this format version
+/// `tests/data/session_snapshot_v2.bin` was written by this format version
 /// (`RINGMQ_WRITE_GOLDEN=1 cargo test --test session_snapshot golden`
 /// writes it anew: only when the format changes, with a new version).
 /// It must read back, and this build must write the same bytes: a change
 /// of the format without a new version fails here.
 #[test]
-fn golden_file_of_version_1_reads_back() {
-    let path = golden_path();
+fn golden_file_of_version_2_reads_back() {
+    let path = golden_path(2);
     let written = golden().encode().expect("encodes");
     if std::env::var_os("RINGMQ_WRITE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -379,7 +400,16 @@ fn golden_file_of_version_1_reads_back() {
     }
     let bytes = std::fs::read(&path).expect("the golden file is committed");
     assert_eq!(SessionSnapshot::decode(&bytes), Ok(golden()));
-    assert_eq!(bytes, written, "the bytes form of version 1 changed");
+    assert_eq!(bytes, written, "the bytes form of version 2 changed");
+}
+
+/// Version 1's file (written before queued deliveries kept their `seq`)
+/// still reads: its queued QoS 1/2 deliveries are numbered from its
+/// `next_seq` on.
+#[test]
+fn golden_file_of_version_1_still_reads() {
+    let bytes = std::fs::read(golden_path(1)).expect("the golden file is committed");
+    assert_eq!(SessionSnapshot::decode(&bytes), Ok(golden()));
 }
 
 /// The parent writes a snapshot whose session expires 60 s after the
@@ -447,18 +477,18 @@ fn second_process_reads() {
 #[test]
 fn an_unknown_version_is_refused_with_a_clear_error() {
     let mut bytes = golden().encode().unwrap();
-    bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
+    bytes[4..6].copy_from_slice(&3u16.to_le_bytes());
     let err = SessionSnapshot::decode(&bytes).unwrap_err();
     assert_eq!(
         err,
         SnapshotError::UnknownVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
     assert_eq!(
         err.to_string(),
-        "session snapshot version 2 is not supported: this ringmq reads version 1 only \
+        "session snapshot version 3 is not supported: this ringmq reads versions 1 to 2 \
          (written by another ringmq version?)"
     );
     bytes[4..6].copy_from_slice(&0u16.to_le_bytes());
@@ -525,7 +555,7 @@ fn other_bytes_and_damage_are_refused() {
         .unwrap_err();
     assert!(matches!(err, SnapshotError::Invalid(_)), "{err}");
     let mut bad = golden();
-    bad.queue[0].message.topic = "nul\0here".into();
+    bad.queue[0].delivery.message.topic = "nul\0here".into();
     assert!(matches!(
         bad.into_session(&clock()),
         Err(SnapshotError::Invalid(_))

@@ -15,6 +15,7 @@ mod api;
 mod authentication;
 mod authorization;
 mod cluster;
+mod durable;
 mod error;
 mod listener_plan;
 mod listeners;
@@ -36,6 +37,7 @@ pub use cluster::{
     ClusterConfig, ClusterSslOptionsConfig, DiscoveryStrategy, DnsDiscoveryConfig, DnsRecordType,
     HostPort, StaticDiscoveryConfig,
 };
+pub use durable::{Backend, DurableSessionsConfig, RedisConfig, RedisType, SyncMode};
 pub use error::{ConfigError, Origin};
 pub use listener_plan::ListenerPlan;
 pub use listeners::{
@@ -47,7 +49,10 @@ pub use mqtt::MqttConfig;
 pub use node::{NodeConfig, NodeRole, DEFAULT_NODE_COOKIE};
 pub use redirection::{FieldError, RedirectServerConfig, ServerRedirectionConfig};
 pub use source::{ENV_LEVEL_SEPARATOR, ENV_PREFIX};
-pub use value::{format_duration_secs, format_size_bytes, parse_duration_secs, parse_size_bytes};
+pub use value::{
+    format_duration_ms, format_duration_secs, format_size_bytes, parse_duration_ms,
+    parse_duration_secs, parse_size_bytes,
+};
 
 use crate::authz::{Authz, AuthzError};
 use figment::Figment;
@@ -70,6 +75,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub prometheus: PrometheusConfig,
     pub cluster: ClusterConfig,
+    pub durable_sessions: DurableSessionsConfig,
+    pub redis: RedisConfig,
     /// Which file or env var set each key, so checks made after loading
     /// (`shard_cpus`) can still say where a bad value came from.
     #[serde(skip)]
@@ -89,6 +96,8 @@ impl PartialEq for Config {
             && self.server_redirection == other.server_redirection
             && self.api == other.api
             && self.prometheus == other.prometheus
+            && self.durable_sessions == other.durable_sessions
+            && self.redis == other.redis
     }
 }
 
@@ -200,6 +209,7 @@ impl Config {
         }
         self.authz()?;
         self.validate_cluster()?;
+        self.validate_durable()?;
         if let Err(e) = self
             .server_redirection
             .validate_in(self.cluster.is_clustered())

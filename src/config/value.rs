@@ -267,6 +267,76 @@ pub(crate) fn duration_secs_in<'de, D: Deserializer<'de>>(
     }
 }
 
+/// Parses a duration in whole milliseconds: an integer (milliseconds) or
+/// one or more `<n><unit>` terms with unit `ms`, `s`, `m`, `h` or `d`, e.g.
+/// `"10ms"`, `"1s500ms"`.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(ms) = parse_decimal(text) {
+        return Some(ms);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let count = parse_decimal(&rest[..digits_end])?;
+        rest = &rest[digits_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms = match rest[..unit_end].to_ascii_lowercase().as_str() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => SECS_PER_MINUTE * 1_000,
+            "h" => SECS_PER_HOUR * 1_000,
+            "d" => SECS_PER_DAY * 1_000,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total_ms = total_ms.checked_add(count.checked_mul(unit_ms)?)?;
+    }
+    Some(total_ms)
+}
+
+/// The shortest exact single-unit spelling of a duration in milliseconds:
+/// `"10ms"`, `"2s"`, `"1m"`.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms != 0 && ms % 1_000 == 0 {
+        format_duration_secs(ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Reads a duration in `min..=max` milliseconds from an integer
+/// (milliseconds) or a duration string (`"10ms"`, `"1s"`).
+pub(crate) fn duration_ms_in<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u32,
+    max: u32,
+) -> Result<u32, D::Error> {
+    let allowed = format!(
+        "a duration from {} to {}, as an integer of milliseconds or a string like \"10ms\" or \"1s\"",
+        format_duration_ms(min.into()),
+        format_duration_ms(max.into())
+    );
+    let scalar = read_scalar(d, &allowed)?;
+    let ms = match &scalar {
+        Scalar::Unsigned(v) => Some(*v),
+        Scalar::Str(s) => parse_duration_ms(s),
+        _ => None,
+    };
+    match ms.and_then(|v| u32::try_from(v).ok()) {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(scalar.invalid_number(&allowed)),
+    }
+}
+
 /// Writes a duration as `"2h"`-style text.
 pub(crate) fn serialize_duration_secs<S: Serializer>(secs: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration_secs((*secs).into()))

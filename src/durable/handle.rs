@@ -25,6 +25,12 @@ impl StoreHandle {
         }
     }
 
+    /// The ticket the next sealed batch gets: what a change gathered now
+    /// waits for.
+    pub fn next_ticket(&self) -> Ticket {
+        self.next_ticket
+    }
+
     /// Numbers `ops` as the next batch (the caller sends it).
     pub fn seal(&mut self, ops: Vec<super::Op>) -> Batch {
         let ticket = self.next_ticket;

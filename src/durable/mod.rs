@@ -5,8 +5,11 @@
 //! store per shard on a writer thread; `redis`: a Redis Cluster on a tokio
 //! thread) take batches of ops and never run on a shard.
 
+pub mod builtin;
 pub mod handle;
 pub mod op;
+pub mod record;
+pub mod start;
 pub mod synced;
 
 pub use handle::StoreHandle;

@@ -33,6 +33,21 @@ impl<K: 'static, V: 'static> Empty for BTreeMap<K, V> {
     }
 }
 
+impl Empty for super::state::Extras {
+    const EMPTY: &'static Self = &super::state::Extras {
+        drops: super::DropCounts {
+            queue_full: 0,
+            expired: 0,
+            too_large: 0,
+            closed: 0,
+        },
+        journal: None,
+    };
+    fn has_none(&self) -> bool {
+        self.drops.total() == 0 && self.journal.is_none()
+    }
+}
+
 impl Empty for super::DropCounts {
     const EMPTY: &'static Self = &super::DropCounts {
         queue_full: 0,

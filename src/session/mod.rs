@@ -129,6 +129,7 @@
 mod clock;
 mod connack;
 mod connection;
+pub mod journal;
 mod lazy;
 pub mod lifecycle;
 mod origin;

@@ -21,7 +21,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "RMQS"
-//!      4     2  version, little endian (refused unless == SNAPSHOT_VERSION)
+//!      4     2  version, little endian (1 or SNAPSHOT_VERSION = 2; refused otherwise)
 //!      6     2  flags, 0 (refused otherwise: a later version may use them)
 //!      8     4  body length in bytes, little endian (<= SESSION_SNAPSHOT_BYTES_MAX)
 //!     12     8  FNV-1a 64 of the body, little endian
@@ -58,8 +58,9 @@ use crate::limits::{
     SUBSCRIPTIONS_PER_CLIENT_MAX, SUBSCRIPTION_IDENTIFIER_MAX,
 };
 
-/// The version this build writes, and the only one it reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// The version this build writes. It also reads version 1, whose queued
+/// deliveries had no `seq` ([`SessionSnapshotV1`]).
+pub const SNAPSHOT_VERSION: u16 = 2;
 
 const MAGIC: [u8; 4] = *b"RMQS";
 const HEADER_BYTES: usize = 20;
@@ -70,8 +71,8 @@ pub enum SnapshotError {
     #[error("not a ringmq session snapshot (the magic bytes are not \"RMQS\")")]
     NotASnapshot,
     #[error(
-        "session snapshot version {found} is not supported: this ringmq reads version \
-         {supported} only (written by another ringmq version?)"
+        "session snapshot version {found} is not supported: this ringmq reads versions 1 \
+         to {supported} (written by another ringmq version?)"
     )]
     UnknownVersion { found: u16, supported: u16 },
     #[error("session snapshot flags {0:#06x} are unknown to this version")]
@@ -109,10 +110,11 @@ pub struct SessionSnapshot {
     pub inflight: Vec<InflightSnapshot>,
     /// Where the next packet id search starts.
     pub next_packet_id: u16,
-    /// The next inflight admission number (above every `inflight.seq`).
+    /// The next delivery's number (above every `seq` of `inflight` and
+    /// `queue`).
     pub next_seq: u64,
     /// Messages waiting for the window or the client, in order.
-    pub queue: Vec<DeliverySnapshot>,
+    pub queue: Vec<QueuedSnapshot>,
     /// The queue's bound (`mqtt.max_mqueue_len` of the last connection).
     pub queue_len_max: u32,
     /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
@@ -148,6 +150,14 @@ pub struct InflightSnapshot {
     pub awaiting: AwaitingSnapshot,
     /// Sent at least once: a resend carries DUP=1.
     pub transmitted: bool,
+    pub delivery: DeliverySnapshot,
+}
+
+/// A queued delivery with the number it got when it entered the session
+/// (0 for QoS 0: never stored on its own).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct QueuedSnapshot {
+    pub seq: u64,
     pub delivery: DeliverySnapshot,
 }
 
@@ -205,18 +215,7 @@ impl SessionSnapshot {
         will: Option<(&Message, Instant)>,
         clock: &WallClock,
     ) -> SessionSnapshot {
-        let subscriptions = session
-            .subscriptions
-            .iter()
-            .map(|(filter, s)| SubscriptionSnapshot {
-                filter: filter.as_str().to_owned(),
-                qos: s.options.qos as u8,
-                no_local: s.options.no_local,
-                retain_as_published: s.options.retain_as_published,
-                retain_handling: s.options.retain_handling,
-                identifier: s.identifier,
-            })
-            .collect();
+        let subscriptions = subscriptions_of(session);
         let mut inflight: Vec<InflightSnapshot> = session
             .inflight
             .iter()
@@ -233,7 +232,7 @@ impl SessionSnapshot {
             })
             .collect();
         inflight.sort_unstable_by_key(|o| o.seq);
-        let drops = &session.drops;
+        let drops = &session.extras.drops;
         SessionSnapshot {
             client_id: session.client_id.as_str().to_owned(),
             expiry_interval_s: session.expiry_interval_s,
@@ -245,7 +244,10 @@ impl SessionSnapshot {
             queue: session
                 .queue
                 .iter()
-                .map(|d| DeliverySnapshot::of(d, clock))
+                .map(|(seq, d)| QueuedSnapshot {
+                    seq: *seq,
+                    delivery: DeliverySnapshot::of(d, clock),
+                })
                 .collect(),
             queue_len_max: session.queue_len_max,
             incoming_qos2: session.incoming_qos2.iter().copied().collect(),
@@ -308,12 +310,12 @@ impl SessionSnapshot {
             };
             session.inflight.insert(o.packet_id, outbound);
         }
-        for d in self.queue {
-            let d = d.into_delivery(clock)?;
+        for q in self.queue {
+            let d = q.delivery.into_delivery(clock)?;
             if d.qos == QoS::AtMostOnce {
                 session.queue_qos0_len += 1;
             }
-            session.queue.push_back(d);
+            session.queue.push_back((q.seq, d));
         }
         if !self.incoming_qos2.is_empty() {
             session.incoming_qos2.extend(self.incoming_qos2);
@@ -325,7 +327,7 @@ impl SessionSnapshot {
             closed: self.drops.closed,
         };
         if drops != DropCounts::default() {
-            *session.drops = drops;
+            session.extras.drops = drops;
         }
         let will = match self.will {
             Some(w) => Some((
@@ -387,6 +389,16 @@ impl SessionSnapshot {
                 ));
             }
         }
+        let mut last_seq = None;
+        for q in &self.queue {
+            if qos(q.delivery.qos)? == QoS::AtMostOnce {
+                continue;
+            }
+            if q.seq >= self.next_seq || last_seq.is_some_and(|l| q.seq <= l) {
+                return invalid(format!("queued seq {} not ascending below next_seq", q.seq));
+            }
+            last_seq = Some(q.seq);
+        }
         let queue_max = MQUEUE_LEN_MAX as usize + MQUEUE_OVERSHOOT_MAX;
         if self.queue.len() > queue_max {
             return invalid(format!(
@@ -438,7 +450,7 @@ impl SessionSnapshot {
         }
         let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
         let version = u16_at(4);
-        if version != SNAPSHOT_VERSION {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::UnknownVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,
@@ -471,12 +483,87 @@ impl SessionSnapshot {
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
         aligned.extend_from_slice(body);
-        rkyv::from_bytes::<SessionSnapshot, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| SnapshotError::Malformed(e.to_string()))
+        let malformed = |e: rkyv::rancor::Error| SnapshotError::Malformed(e.to_string());
+        if version == 1 {
+            return rkyv::from_bytes::<SessionSnapshotV1, rkyv::rancor::Error>(&aligned)
+                .map(SessionSnapshotV1::upgrade)
+                .map_err(malformed);
+        }
+        rkyv::from_bytes::<SessionSnapshot, rkyv::rancor::Error>(&aligned).map_err(malformed)
+    }
+}
+
+/// Version 1 of the bytes form: the same fields, but queued deliveries
+/// without the `seq` they entered with (given since version 2 so a durable
+/// store keys a delivery by one number for its whole life).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SessionSnapshotV1 {
+    pub client_id: String,
+    pub expiry_interval_s: u32,
+    pub expires_at_unix_ms: Option<u64>,
+    pub subscriptions: Vec<SubscriptionSnapshot>,
+    pub inflight: Vec<InflightSnapshot>,
+    pub next_packet_id: u16,
+    pub next_seq: u64,
+    pub queue: Vec<DeliverySnapshot>,
+    pub queue_len_max: u32,
+    pub incoming_qos2: Vec<u16>,
+    pub drops: DropsSnapshot,
+    pub will: Option<WillSnapshot>,
+}
+
+impl SessionSnapshotV1 {
+    /// Numbers the queued QoS 1/2 deliveries from `next_seq` on (above
+    /// every inflight `seq`), in queue order; QoS 0 ones get 0.
+    pub fn upgrade(self) -> SessionSnapshot {
+        let mut next_seq = self.next_seq;
+        let queue = self
+            .queue
+            .into_iter()
+            .map(|delivery| {
+                let seq = if delivery.qos == 0 {
+                    0
+                } else {
+                    next_seq += 1;
+                    next_seq - 1
+                };
+                QueuedSnapshot { seq, delivery }
+            })
+            .collect();
+        SessionSnapshot {
+            client_id: self.client_id,
+            expiry_interval_s: self.expiry_interval_s,
+            expires_at_unix_ms: self.expires_at_unix_ms,
+            subscriptions: self.subscriptions,
+            inflight: self.inflight,
+            next_packet_id: self.next_packet_id,
+            next_seq,
+            queue,
+            queue_len_max: self.queue_len_max,
+            incoming_qos2: self.incoming_qos2,
+            drops: self.drops,
+            will: self.will,
+        }
     }
 }
 
 const _: () = assert!(SESSION_SNAPSHOT_BYTES_MAX <= u32::MAX as usize);
+
+/// The session's subscriptions, by filter.
+pub(crate) fn subscriptions_of(session: &Session) -> Vec<SubscriptionSnapshot> {
+    session
+        .subscriptions
+        .iter()
+        .map(|(filter, s)| SubscriptionSnapshot {
+            filter: filter.as_str().to_owned(),
+            qos: s.options.qos as u8,
+            no_local: s.options.no_local,
+            retain_as_published: s.options.retain_as_published,
+            retain_handling: s.options.retain_handling,
+            identifier: s.identifier,
+        })
+        .collect()
+}
 
 impl DeliverySnapshot {
     pub fn of(d: &Delivery, clock: &WallClock) -> DeliverySnapshot {

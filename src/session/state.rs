@@ -11,6 +11,7 @@ use super::lazy::Lazy;
 
 use crate::codec::{ByteStr, QoS, SubscriptionOptions};
 
+use super::journal::{Change, Journal};
 use super::{Delivery, DropCounts};
 
 /// Where an outbound QoS 1/2 message is in its handshake: the packet it
@@ -58,7 +59,9 @@ pub(crate) type PacketIdMap<V> = HashMap<u16, V, BuildHasherDefault<PacketIdHash
 
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
-    /// Admission order: resends on resume go out in this order (MQTT-4.6.0-1).
+    /// The delivery's number in this session, given when it entered (queue
+    /// or window) and kept here: resends on resume go out in this order
+    /// (MQTT-4.6.0-1), and a durable store keys the delivery by it.
     pub seq: u64,
     pub delivery: Delivery,
     pub state: Awaiting,
@@ -72,6 +75,9 @@ pub(crate) struct Subscription {
     pub options: SubscriptionOptions,
     pub identifier: Option<u32>,
 }
+
+/// Queued deliveries, each with the `seq` it entered with.
+pub(crate) type Queue = VecDeque<(u64, Delivery)>;
 
 /// Durable per-client state: survives disconnects (while not expired) and
 /// moves between shards on takeover, so it is plain `Send` data.
@@ -99,10 +105,13 @@ pub struct Session {
     /// Where the next packet id search starts: ids rotate so a just-freed id
     /// is not reused at once (helps clients that match late acks by id).
     pub(crate) next_packet_id: u16,
+    /// The number the next QoS 1/2 delivery gets when it enters (queue or
+    /// window): above every `seq` the session holds.
     pub(crate) next_seq: u64,
-    /// Messages waiting for the inflight window or for the client to return.
+    /// Messages waiting for the inflight window or for the client to return,
+    /// each with its `seq` (QoS 0 ones: 0, they are never stored).
     /// `Lazy`: one pointer while empty (see `session::lazy`).
-    pub(crate) queue: Lazy<VecDeque<Delivery>>,
+    pub(crate) queue: Lazy<Queue>,
     /// QoS 0 messages in `queue`: skips the scan for one to drop when zero.
     /// 32 bits, like the bound (`mqtt.max_mqueue_len` is a `u32`).
     pub(crate) queue_qos0_len: u32,
@@ -113,9 +122,19 @@ pub struct Session {
     /// received: a PUBLISH reusing one is a duplicate, not routed again.
     /// `Lazy`: one pointer while empty.
     pub(crate) incoming_qos2: Lazy<BTreeSet<u16>>,
-    /// `Lazy`: nearly every session drops nothing, and inline the four
-    /// counters were 32 bytes of every connection.
-    pub(crate) drops: Lazy<DropCounts>,
+    /// The drop counters and, for a durable session, its journal.
+    /// `Lazy`: nearly every session drops nothing and is not durable, and
+    /// inline the four counters were 32 bytes of every connection.
+    pub(crate) extras: Lazy<Extras>,
+}
+
+/// The parts of a session most sessions never set, in one `Lazy` box.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub drops: DropCounts,
+    /// Set for a durable session only (`session::journal`): its epoch and
+    /// store key; every change is then noted for the shard's store.
+    pub journal: Option<Journal>,
 }
 
 /// A queue bound as stored in a session: the config's value is a `u32`,
@@ -137,7 +156,7 @@ impl Session {
             queue_qos0_len: 0,
             queue_len_max: queue_len_max_u32(queue_len_max),
             incoming_qos2: Lazy::new(),
-            drops: Lazy::new(),
+            extras: Lazy::new(),
         }
     }
 
@@ -163,7 +182,7 @@ impl Session {
     /// policy as online, see the module doc). Expired messages are dropped.
     pub fn deliver_offline(&mut self, d: Delivery, now: Instant) {
         if is_expired(&d, now) {
-            self.drops.expired += 1;
+            self.extras.drops.expired += 1;
             return;
         }
         self.enqueue(d);
@@ -193,12 +212,12 @@ impl Session {
 
     /// Every message dropped by this session, all causes (see [`DropCounts`]).
     pub fn dropped_messages(&self) -> u64 {
-        self.drops.total()
+        self.extras.drops.total()
     }
 
     /// Dropped messages by cause.
     pub fn drop_counts(&self) -> DropCounts {
-        *self.drops
+        self.extras.drops
     }
 
     /// Subscriptions held (each filter once, shared ones included).
@@ -243,14 +262,21 @@ impl Session {
                 !undelivered
             });
             taken.sort_unstable_by_key(|(seq, _)| *seq);
-            out.extend(taken.into_iter().map(|(_, d)| d));
+            for (seq, d) in taken {
+                self.note(|| Change::Remove { seq });
+                out.push(d);
+            }
         }
-        if self.queue.iter().any(is_shared_undelivered) {
+        if self.queue.iter().any(|(_, d)| is_shared_undelivered(d)) {
             let queue = std::mem::take(&mut *self.queue);
-            let (shared, kept): (VecDeque<Delivery>, VecDeque<Delivery>) =
-                queue.into_iter().partition(is_shared_undelivered);
+            let (shared, kept): (Queue, Queue) = queue
+                .into_iter()
+                .partition(|(_, d)| is_shared_undelivered(d));
             *self.queue = kept;
-            out.extend(shared);
+            for (seq, d) in shared {
+                self.note(|| Change::Remove { seq });
+                out.push(d);
+            }
         }
         out
     }
@@ -266,39 +292,64 @@ impl Session {
     pub(crate) fn enqueue_within(&mut self, d: Delivery, queue_len_max: usize) {
         if self.queue.len() >= queue_len_max {
             if self.queue_qos0_len == 0 {
-                self.drops.queue_full += 1;
+                self.extras.drops.queue_full += 1;
                 return;
             }
             let oldest_qos0 = self
                 .queue
                 .iter()
-                .position(|q| q.qos == QoS::AtMostOnce)
+                .position(|(_, q)| q.qos == QoS::AtMostOnce)
                 .expect("queue_qos0_len > 0 implies a QoS 0 entry");
             self.queue.remove(oldest_qos0);
             self.queue_qos0_len -= 1;
-            self.drops.queue_full += 1;
+            self.extras.drops.queue_full += 1;
             if self.queue.len() >= queue_len_max {
                 // The cap shrank since the queue filled (a new config).
-                self.drops.queue_full += 1;
+                self.extras.drops.queue_full += 1;
                 return;
             }
         }
-        if d.qos == QoS::AtMostOnce {
+        let seq = if d.qos == QoS::AtMostOnce {
             self.queue_qos0_len += 1;
-        }
-        self.queue.push_back(d);
+            0
+        } else {
+            let seq = self.take_seq();
+            self.note(|| Change::Put {
+                seq,
+                delivery: d.clone(),
+                inflight: None,
+            });
+            seq
+        };
+        self.queue.push_back((seq, d));
     }
 
-    pub(crate) fn queue_pop_front(&mut self) -> Option<Delivery> {
-        let d = self.queue.pop_front()?;
+    /// The `seq` of a QoS 1/2 delivery entering the session.
+    pub(crate) fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Counts the QoS 1/2 deliveries that left the queue or went straight
+    /// to the window: grows when the window takes one, never when the
+    /// queue does (what `pressure::StallClock` watches).
+    pub(crate) fn admitted(&self) -> u64 {
+        let queued = self.queue.len() as u64 - u64::from(self.queue_qos0_len);
+        self.next_seq - queued
+    }
+
+    pub(crate) fn queue_pop_front(&mut self) -> Option<(u64, Delivery)> {
+        let (seq, d) = self.queue.pop_front()?;
         if d.qos == QoS::AtMostOnce {
             self.queue_qos0_len -= 1;
         }
-        Some(d)
+        Some((seq, d))
     }
 
-    /// Gives `d` (QoS 1/2) a packet id not used by any inflight message.
-    pub(crate) fn insert_inflight(&mut self, d: Delivery) -> u16 {
+    /// Gives `d` (QoS 1/2, numbered `seq` when it entered) a packet id not
+    /// used by any inflight message.
+    pub(crate) fn insert_inflight(&mut self, seq: u64, d: Delivery) -> u16 {
         assert!(d.qos != QoS::AtMostOnce);
         // The `Lazy` resolved once, not per probe.
         let inflight = &mut *self.inflight;
@@ -321,14 +372,17 @@ impl Session {
             QoS::AtLeastOnce => Awaiting::PubAck,
             _ => Awaiting::PubRec,
         };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        slot.insert(Outbound {
+        let o = slot.insert(Outbound {
             seq,
             delivery: d,
             state,
             transmitted: false,
         });
+        if self.extras.journal.is_some() {
+            if let Some(journal) = &mut self.extras.journal {
+                journal.note_outbound(id, o);
+            }
+        }
         id
     }
 }

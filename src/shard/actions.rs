@@ -88,6 +88,13 @@ impl Shard {
                     }
                     handle.tx_hold.set(handle.tx_hold.get() - 1);
                 }
+                // `sync = "always"`: the SUBACK waits for the session's
+                // meta record (its new subscription) to be synced.
+                if let Some(ticket) = self.durable.ack_ticket() {
+                    handle.tx_hold.set(handle.tx_hold.get() + 1);
+                    self.durable.wait_synced(ticket).await;
+                    handle.tx_hold.set(handle.tx_hold.get() - 1);
+                }
                 if send_retained && !shared {
                     let now = Instant::now();
                     let found = self.routes.retained_matching(&filter);
@@ -149,8 +156,15 @@ impl Shard {
                 }
                 Some(Action::Publish(m)) => {
                     ShardMetrics::add(&self.metrics.messages_received, 1);
+                    let qos = m.qos;
                     if let Some(remote) = self.publish_here(m) {
                         return Some(Deferred::Remote(remote));
+                    }
+                    // `sync = "always"`: the ack waits for this shard's store.
+                    if qos != crate::codec::QoS::AtMostOnce {
+                        if let Some(ticket) = self.durable.ack_ticket() {
+                            self.hold_durable_ack(handle, Some(ticket), Vec::new(), None);
+                        }
                     }
                 }
                 Some(Action::Close { .. }) => handle.request_close(),
@@ -166,10 +180,30 @@ impl Shard {
         while let Some(deferred) = next {
             match deferred {
                 Deferred::Remote(remote) => {
+                    // `sync = "always"`: a QoS 1/2 ack also waits for the
+                    // stores of this shard and the shards it went to.
+                    let durable = (self.durable.is_always()
+                        && remote.qos() != crate::codec::QoS::AtMostOnce)
+                        .then(|| {
+                            let mut shards = remote.local_shards(self.settings.node, self.id);
+                            // A retained update is written by its topic's owner.
+                            if let Some(topic) = remote.retained_topic() {
+                                let owner = self.home_of(topic);
+                                if owner != self.id && !shards.contains(&owner) {
+                                    shards.push(owner);
+                                }
+                            }
+                            (self.durable.ack_ticket(), shards)
+                        });
                     // A QoS 1/2 forward: the connection holds its ack and
                     // reads on (`hold_forward_ack`).
-                    if let Some(answer) = self.publish_remote_start(remote).await {
-                        self.hold_forward_ack(handle, answer);
+                    let answer = self.publish_remote_start(remote).await;
+                    match (durable, answer) {
+                        (Some((ticket, shards)), answer) => {
+                            self.hold_durable_ack(handle, ticket, shards, answer)
+                        }
+                        (None, Some(answer)) => self.hold_forward_ack(handle, answer),
+                        (None, None) => {}
                     }
                 }
                 Deferred::Action(action) => self.apply_action(handle, action).await,

@@ -37,6 +37,8 @@ mod client_key;
 mod cluster;
 mod cluster_shared;
 mod conn;
+pub mod durable;
+mod durable_restore;
 mod evict;
 mod fd_table;
 mod inbox;
@@ -129,6 +131,9 @@ pub struct NodeSpec {
     /// The cluster driver's ports, one per shard (`cluster::driver`);
     /// `None` on a single node.
     pub cluster: Option<crate::cluster::driver::ClusterPorts>,
+    /// The shards' durable stores and what they restore
+    /// (`durable_sessions.enable`); `None`: sessions live in memory only.
+    pub durable: Option<Arc<crate::durable::start::DurableStores>>,
 }
 
 /// Counts the shards still binding their listeners; the last one runs the
@@ -199,6 +204,7 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
         let listener_counts = counts.clone();
         let interest_marks = interest_marks.clone();
         let ready = ready.clone();
+        let durable = spec.durable.clone();
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name("ringmq-shard")
             .io_memory(limits::IO_MEMORY_BYTES_PER_SHARD);
@@ -218,6 +224,7 @@ pub fn run(spec: NodeSpec) -> std::io::Result<()> {
                     node,
                     ready,
                     cluster,
+                    durable,
                 };
                 shard_main(mesh, count as u16, settings, shared).await
             })
@@ -250,6 +257,7 @@ struct Shared {
     ready: Arc<ReadyLatch>,
     /// This shard's end of the cluster driver (clustered nodes).
     cluster: Option<crate::cluster::driver::ShardPort>,
+    durable: Option<Arc<crate::durable::start::DurableStores>>,
 }
 
 async fn shard_main(
@@ -266,6 +274,7 @@ async fn shard_main(
         node,
         ready,
         cluster,
+        durable,
     } = shared;
     let (senders, mut receivers) = mesh
         .join()
@@ -342,11 +351,43 @@ async fn shard_main(
     // Peers' forwarded messages, routed in their order (clustered only).
     let forwarded = glommio::spawn_local(shard.clone().serve_forwarded());
 
+    // Durable sessions: restored before any connection is accepted (the
+    // other shards answer the claims of the restored ids meanwhile).
+    let store_task = match durable
+        .as_ref()
+        .and_then(|d| d.take(id as usize).map(|s| (d, s)))
+    {
+        Some((stores, store)) => {
+            shard.durable.attach(store.handle, stores.sync);
+            let task = glommio::spawn_local(shard.clone().run_durable());
+            if let Err(e) = shard
+                .restore_durable(store.sessions, &stores.retained)
+                .await
+            {
+                // The others stop too (counted as restored: none waits on it).
+                stores.restored();
+                node.request_stop();
+                return Err(std::io::Error::other(format!(
+                    "cannot restore durable sessions: {e}"
+                )));
+            }
+            stores.restored();
+            Some(task)
+        }
+        None => None,
+    };
+
     let acceptors: Vec<_> = listeners
         .into_iter()
         .map(|(listener, count)| {
             let (shard, stopping) = (shard.clone(), stopping.clone());
+            let durable = durable.clone();
             glommio::spawn_local(async move {
+                // Clients wait in the listen backlog until every shard has
+                // restored its durable sessions (`DurableStores::restoring`).
+                while durable.as_ref().is_some_and(|d| !d.all_restored()) {
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
                 // A clustered node takes clients once it has its peers'
                 // routes (bounded: `CLUSTER_READY_WAIT_MAX_MS`); they wait
                 // in the listen backlog meanwhile.
@@ -398,6 +439,11 @@ async fn shard_main(
     // Graceful shutdown: wills first, then every client gets DISCONNECT
     // 0x8B (v5), then the in-order drain of the mesh (`stop.rs`).
     shard.stop().await;
+    // The last ops go to the store, whose writer syncs them as it ends.
+    if let Some(task) = store_task {
+        drop(task);
+        shard.durable.close().await;
+    }
     // Each loop ended at its peer's stop; one whose peer never stopped
     // (the stop's grace ran out) is cancelled here.
     drop(receive_loops);

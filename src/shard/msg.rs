@@ -19,6 +19,12 @@ pub enum ShardMsg {
     /// before is on its way: a SUBSCRIBE that changes no interest waits for
     /// it before reading the retained store.
     Barrier { token: u64 },
+    /// Answered with `Reply::Ack` once this shard's durable store has
+    /// synced everything the receiver noted so far, including the
+    /// deliveries of the `Publish`es the sender sent before: a publisher's
+    /// PUBACK/PUBREC waits for it with `durable_sessions.sync = "always"`
+    /// (`shard::durable`).
+    DurableSynced { token: u64 },
     /// Deliver to this shard's ordinary subscribers matching the topic.
     Publish(Arc<Message>),
     /// Deliver to one local member of a shared group.
@@ -85,7 +91,7 @@ impl Mark {
 
 /// Answers to calls between shards, by the request they answer.
 pub enum Reply {
-    /// `Interest` with `ack`, `Barrier`: handled.
+    /// `Interest` with `ack`, `Barrier`, `DurableSynced`: handled.
     Ack,
     /// `Claim`: the sender owns the id now; who owned it before.
     Claimed { previous: Option<Location> },

@@ -35,6 +35,31 @@ pub struct RemoteSends {
     route: Route,
 }
 
+impl RemoteSends {
+    /// The other shards of this node that may deliver the message to a
+    /// session (its ordinary subscribers' shards, the shards of its shared
+    /// groups' picks): a QoS 1/2 publisher's acknowledgement waits for
+    /// their durable stores with `sync = "always"` (`shard::durable`).
+    pub fn local_shards(&self, here: crate::router::NodeId, me: ShardId) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = self.route.shards.iter().copied().collect();
+        for (at, _) in &self.route.shared {
+            if at.is_on(here) && at.shard != me && !shards.contains(&at.shard) {
+                shards.push(at.shard);
+            }
+        }
+        shards
+    }
+
+    pub fn qos(&self) -> crate::codec::QoS {
+        self.message.qos
+    }
+
+    /// The topic of a retained update this send carries, if any.
+    pub fn retained_topic(&self) -> Option<&crate::codec::ByteStr> {
+        self.retain.as_ref().map(|_| &self.message.topic)
+    }
+}
+
 impl Shard {
     /// Route a message published by a client of this shard (or a will).
     pub async fn publish(self: &Rc<Self>, message: Arc<Message>) {
@@ -78,6 +103,7 @@ impl Shard {
                 .is_none_or(|m| m.payload.len() <= self.settings.retained_max_payload_bytes)
             {
                 self.routes.set_retained(&message.topic, stored.clone());
+                self.durable_retained(&message.topic, stored.as_deref());
                 self.replicate_retained(&message.topic, stored.clone());
                 if self.count > 1 {
                     retain = Some(stored);

@@ -128,6 +128,7 @@ impl ShardContext {
         topic: &crate::codec::ByteStr,
         message: Option<std::sync::Arc<crate::session::Message>>,
     ) {
+        self.shard.durable_retained(topic, message.as_deref());
         self.shard.routes.set_retained(topic, message);
     }
 

@@ -179,6 +179,9 @@ pub struct Shard {
     /// This shard's end of the cluster driver (`cluster.rs`); `None` on a
     /// single node.
     pub(super) cluster: Option<Cluster>,
+    /// The durable store of this shard's persistent sessions and owned
+    /// retained topics (`durable.rs`); off until a store is attached.
+    pub durable: super::durable::Durable,
 }
 
 impl Shard {
@@ -219,6 +222,7 @@ impl Shard {
             metrics: ShardMetrics::default(),
             no_connections: Signal::default(),
             cluster: cluster.map(Cluster::new),
+            durable: super::durable::Durable::default(),
         }
     }
 
@@ -263,7 +267,10 @@ impl Shard {
             ShardMsg::Publish(m) => self.deliver_local(&m, from),
             ShardMsg::Pause { client_id } => self.pause_here(&client_id),
             ShardMsg::Resume { client_id } => self.resume_here(&client_id, Instant::now()),
-            ShardMsg::Retain { topic, message } => self.routes.set_retained(&topic, message),
+            ShardMsg::Retain { topic, message } => {
+                self.durable_retained(&topic, message.as_deref());
+                self.routes.set_retained(&topic, message)
+            }
             ShardMsg::Claim { client_id, token } => self.on_claim(from, client_id, token),
             ShardMsg::ClaimDone { client_id } => self.on_claim_done(&client_id),
             ShardMsg::Release { client_id } => self.on_release(from, &client_id),
@@ -287,6 +294,12 @@ impl Shard {
             } => self.on_takeover(from, client_id, token, clean_start).await,
             ShardMsg::TakeoverEnd { client_id, token } => {
                 self.on_takeover_end(from, client_id, token).await
+            }
+            ShardMsg::DurableSynced { token } => {
+                if let Some(ticket) = self.durable.ack_ticket() {
+                    self.durable.wait_synced(ticket).await;
+                }
+                self.reply(from, token, Reply::Ack);
             }
             other => self.on_message_sync(from, other),
         }
@@ -317,5 +330,17 @@ mod tests {
         // One `slots` bucket per entry and up to as many empty ones.
         assert_eq!(std::mem::size_of::<(ClientKey, Slot)>(), 24);
         assert_eq!(std::mem::size_of::<(ClientKey, Location)>(), 16);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "SIZES ConnHandle={} Session={} Connection={}",
+            std::mem::size_of::<super::ConnHandle>(),
+            std::mem::size_of::<crate::session::Session>(),
+            std::mem::size_of::<crate::session::Connection>()
+        );
     }
 }

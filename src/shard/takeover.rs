@@ -124,6 +124,9 @@ impl Shard {
             "session moved in"
         );
         session.deliver_moved(old_shard, here, Instant::now());
+        // In this shard's store from now on, under a new epoch (the old
+        // shard removed it from its own).
+        self.durable_put_session(&mut session, &WallClock::now());
         Some(session)
     }
 
@@ -277,9 +280,10 @@ impl Shard {
                     );
                 }
                 let clock = WallClock::now();
-                out.put(
-                    session.map(|s| self.with_lifecycle(|l| l.handle_export(s, to.shard, &clock))),
-                );
+                out.put(session.map(|mut s| {
+                    self.durable_forget(&mut s);
+                    self.with_lifecycle(|l| l.handle_export(s, to.shard, &clock))
+                }));
             }
             Handover::Remote(shard, token) => {
                 if let Some(s) = &session {
@@ -294,8 +298,10 @@ impl Shard {
                 }
                 // What moves is the session's snapshot, by value: the shape
                 // a move to another node or to disk will take.
-                let session = session
-                    .map(|s| self.with_lifecycle(|l| l.handle_export(s, shard, &WallClock::now())));
+                let session = session.map(|mut s| {
+                    self.durable_forget(&mut s);
+                    self.with_lifecycle(|l| l.handle_export(s, shard, &WallClock::now()))
+                });
                 self.reply(shard, token, Reply::Session(session));
             }
         }

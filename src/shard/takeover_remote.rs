@@ -125,7 +125,9 @@ impl Shard {
             buffered_here = here.len(),
             "session moved in from a peer"
         );
-        merge_moved(&mut session, held, here, &WallClock::now(), Instant::now());
+        let clock = WallClock::now();
+        merge_moved(&mut session, held, here, &clock, Instant::now());
+        self.durable_put_session(&mut session, &clock);
         Some(session)
     }
 
@@ -336,7 +338,7 @@ mod tests {
         let queued: Vec<Bytes> = SessionSnapshot::of(&session, None, None, &clock)
             .queue
             .into_iter()
-            .map(|d| d.message.payload)
+            .map(|q| q.delivery.message.payload)
             .collect();
         assert_eq!(
             queued,

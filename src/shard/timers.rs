@@ -222,8 +222,9 @@ impl Shard {
             self.drain_sync_actions(&h);
         }
         let clock = WallClock::now();
-        for session in expired {
+        for mut session in expired {
             self.with_lifecycle(|l| l.handle_expired(&session, &clock));
+            self.durable_forget(&mut session);
             tracing::debug!(shard = self.id, client_id = %session.client_id(), "session expired");
             self.end_session(session).await;
         }

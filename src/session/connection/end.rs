@@ -261,7 +261,7 @@ impl Connection {
         // Acks still held never go out: the client sends those PUBLISHes
         // again (`held.rs`).
         self.drop_held_acks();
-        let drops = &mut self.session.drops;
+        let drops = &mut self.session.extras.drops;
         self.tx.retain(|t| match t {
             Tx::Ack(..) | Tx::Control(_) => true,
             Tx::Held(..) => false,

@@ -73,15 +73,19 @@ impl Connection {
     /// Drops every held ack (the close, `fail_held_acks`).
     pub(super) fn drop_held_acks(&mut self) {
         let qos2 = &mut self.session.incoming_qos2;
+        let mut forgot = false;
         self.tx.retain(|t| match *t {
             Tx::Held(kind, id) => {
                 if kind == AckKind::PubRec {
-                    qos2.remove(&id);
+                    forgot |= qos2.remove(&id);
                 }
                 false
             }
             _ => true,
         });
+        if forgot {
+            self.session.note_meta();
+        }
     }
 
     /// Acks held now (counted in the transmit queue).

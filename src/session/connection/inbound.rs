@@ -94,6 +94,7 @@ impl Connection {
                     );
                 }
                 self.session.incoming_qos2.insert(p.packet_id);
+                self.session.note_meta();
                 self.tx.push_back(pubrec);
             }
         }
@@ -116,7 +117,11 @@ impl Connection {
 
     /// The end of an inbound QoS 2 flow: the packet id is free again.
     pub(super) fn handle_pubrel(&mut self, rel: PubAck) {
-        let reason = if self.session.incoming_qos2.remove(&rel.packet_id) || !self.is_v5() {
+        let released = self.session.incoming_qos2.remove(&rel.packet_id);
+        if released {
+            self.session.note_meta();
+        }
+        let reason = if released || !self.is_v5() {
             ReasonCode::SUCCESS
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND

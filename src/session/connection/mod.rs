@@ -157,6 +157,13 @@ impl Connection {
         &self.session
     }
 
+    /// The session, for the shard's durable store to mark and record
+    /// (`shard::durable`); the protocol's state is changed only through
+    /// `handle_*`.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
     /// CONNECT's User Name, if it had one.
     pub fn username(&self) -> Option<&ByteStr> {
         self.extras.as_ref()?.username.as_ref()
@@ -194,7 +201,7 @@ impl Connection {
     }
 
     pub fn drop_counts(&self) -> DropCounts {
-        *self.session.drops
+        self.session.extras.drops
     }
 
     /// A packet from the client.

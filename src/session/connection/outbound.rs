@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::codec::{PubAck, QoS, ReasonCode};
+use crate::session::journal::Change;
 use crate::session::pressure::{self, Pressure};
 use crate::session::state::{is_expired, Awaiting};
 use crate::session::{Delivery, TX_QOS0_MAX};
@@ -47,6 +48,7 @@ impl Connection {
             Some(Awaiting::PubRec) => {
                 let o = self.session.inflight.get_mut(&id).expect("state was read");
                 o.state = Awaiting::PubComp;
+                self.session.note_outbound(id);
                 self.unbacklog(id);
                 self.tx.push_back(pubrel(id, ReasonCode::SUCCESS));
             }
@@ -74,7 +76,7 @@ impl Connection {
         }
         self.last_now = now;
         if is_expired(&d, now) {
-            self.session.drops.expired += 1;
+            self.session.extras.drops.expired += 1;
             return;
         }
         // Straight to the socket only when nothing older waits, to keep order.
@@ -86,7 +88,8 @@ impl Connection {
                     return;
                 }
             } else if self.has_window() {
-                let id = self.session.insert_inflight(d);
+                let seq = self.session.take_seq();
+                let id = self.session.insert_inflight(seq, d);
                 self.tx.push_back(Tx::Publish(id));
                 return;
             }
@@ -145,7 +148,7 @@ impl Connection {
     /// for a congested client means an acknowledgement freed a slot: what
     /// `pressure::StallClock` watches.
     pub fn progress(&self) -> u64 {
-        self.session.next_seq
+        self.session.admitted()
     }
 
     /// The shard stops reading a paused publisher's socket, so the client
@@ -187,12 +190,13 @@ impl Connection {
     /// cannot mistake a later message with that id for a duplicate.
     pub(super) fn drop_too_large(&mut self, id: u16, transmitted: bool) {
         if !transmitted {
-            self.session.drops.too_large += 1;
+            self.session.extras.drops.too_large += 1;
             return self.complete(id);
         }
         let o = self.session.inflight.get_mut(&id).expect("inflight");
         if o.state == Awaiting::PubRec {
             o.state = Awaiting::PubComp;
+            self.session.note_outbound(id);
             let rel = pubrel(id, ReasonCode::SUCCESS);
             self.tx.push_front(rel);
         } else {
@@ -202,7 +206,9 @@ impl Connection {
 
     /// Ends an outbound QoS 1/2 flow: frees its id and window slot.
     pub(super) fn complete(&mut self, id: u16) {
-        self.session.inflight.remove(&id);
+        if let Some(o) = self.session.inflight.remove(&id) {
+            self.session.note(|| Change::Remove { seq: o.seq });
+        }
         self.unbacklog(id);
     }
 
@@ -226,25 +232,28 @@ impl Connection {
             self.resend.pop_front();
             self.tx.push_back(Tx::Publish(id));
         }
-        while let Some(d) = self.session.queue.front() {
+        while let Some((_, d)) = self.session.queue.front() {
             if is_expired(d, now) {
-                self.session.queue_pop_front();
-                self.session.drops.expired += 1;
+                let (seq, d) = self.session.queue_pop_front().expect("front exists");
+                if d.qos != QoS::AtMostOnce {
+                    self.session.note(|| Change::Remove { seq });
+                }
+                self.session.extras.drops.expired += 1;
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
                 if self.tx_qos0_len as usize >= TX_QOS0_MAX {
                     return;
                 }
-                let d = self.session.queue_pop_front().expect("front exists");
+                let (_, d) = self.session.queue_pop_front().expect("front exists");
                 self.tx_qos0_len += 1;
                 self.tx.push_back(Tx::Qos0(d));
             } else {
                 if !self.has_window() {
                     return;
                 }
-                let d = self.session.queue_pop_front().expect("front exists");
-                let id = self.session.insert_inflight(d);
+                let (seq, d) = self.session.queue_pop_front().expect("front exists");
+                let id = self.session.insert_inflight(seq, d);
                 self.tx.push_back(Tx::Publish(id));
             }
         }

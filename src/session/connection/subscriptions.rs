@@ -82,6 +82,7 @@ impl Connection {
                 identifier,
             },
         );
+        self.session.note_meta();
         self.actions.push_back(Action::Subscribe {
             filter,
             options,
@@ -95,6 +96,7 @@ impl Connection {
         let mut reason_codes = Vec::with_capacity(if self.is_v5() { u.filters.len() } else { 0 });
         for filter in u.filters {
             let code = if self.session.subscriptions.remove(&filter).is_some() {
+                self.session.note_meta();
                 self.actions.push_back(Action::Unsubscribe { filter });
                 ReasonCode::SUCCESS
             } else if !is_valid_filter(&filter) {

@@ -65,7 +65,7 @@ impl Connection {
                 Tx::Qos0(d) => {
                     self.tx_qos0_len -= 1;
                     if is_expired(&d, now) {
-                        self.session.drops.expired += 1;
+                        self.session.extras.drops.expired += 1;
                         continue;
                     }
                     match self.put_publish(&d, 0, false, now, out) {
@@ -73,7 +73,7 @@ impl Connection {
                             self.commit_alias(new_alias);
                             return true;
                         }
-                        None => self.session.drops.too_large += 1,
+                        None => self.session.extras.drops.too_large += 1,
                     }
                 }
                 Tx::Publish(id) => {
@@ -89,7 +89,7 @@ impl Connection {
                     // resend must happen even if the message has expired.
                     let transmitted = o.transmitted;
                     if !transmitted && is_expired(&o.delivery, now) {
-                        self.session.drops.expired += 1;
+                        self.session.extras.drops.expired += 1;
                         self.complete(id);
                         continue;
                     }
@@ -99,11 +99,11 @@ impl Connection {
                         continue;
                     };
                     self.commit_alias(new_alias);
-                    self.session
-                        .inflight
-                        .get_mut(&id)
-                        .expect("read above")
-                        .transmitted = true;
+                    let o = self.session.inflight.get_mut(&id).expect("read above");
+                    if !o.transmitted {
+                        o.transmitted = true;
+                        self.session.note_outbound(id);
+                    }
                     return true;
                 }
             }

@@ -6,6 +6,7 @@ mod connect;
 mod end;
 mod held;
 mod inbound;
+mod journal;
 mod lifecycle;
 mod outbound;
 mod pressure;
@@ -403,7 +404,7 @@ pub(super) fn disconnect_sent(sent: &[Packet]) -> Option<&Disconnect> {
 pub(super) fn queued_payloads(s: &Session) -> Vec<String> {
     s.queue
         .iter()
-        .map(|d| String::from_utf8(d.message.payload.to_vec()).unwrap())
+        .map(|(_, d)| String::from_utf8(d.message.payload.to_vec()).unwrap())
         .collect()
 }
 

@@ -296,6 +296,7 @@ pub(super) async fn establish<S: Stream>(
     let connected = shard
         .with_lifecycle(|l| l.handle_connect(&client_id, existing, connect.clean_start, &clock));
     if let Some(mut s) = connected.discard {
+        shard.durable_forget(&mut s);
         shard.metrics.session_ended(s.drop_counts());
         shard.unsubscribe_session(&s).await;
         shard.redispatch_shared(s.take_shared_undelivered()).await;
@@ -319,6 +320,11 @@ pub(super) async fn establish<S: Stream>(
         conn.set_connack_server_reference(reference.clone());
     }
     conn.set_socket_fd(io.borrow().tcp().as_raw_fd());
+    if resumed {
+        shard.durable_resumed(conn.session_mut(), &clock);
+    } else {
+        shard.durable_put_session(conn.session_mut(), &clock);
+    }
     shard.with_lifecycle(|l| l.handle_online(conn.session(), resumed, &clock));
     let handle = Rc::new(ConnHandle::new(conn, connected_at_ms));
     shard
@@ -327,6 +333,11 @@ pub(super) async fn establish<S: Stream>(
     tracing::debug!(shard = shard.id, client_id = %client_id, "client connected");
     // The next connect of this id may now take over from this one.
     shard.claim_done(&client_id).await;
+    // `sync = "always"`: the CONNACK of a persistent session waits for its
+    // record to be synced.
+    if let Some(ticket) = shard.durable.ack_ticket() {
+        shard.durable.wait_synced(ticket).await;
+    }
 
     shard.run_actions(&handle).await;
     // The CONNECT phase's other references to the stream (its write half)

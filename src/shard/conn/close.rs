@@ -113,6 +113,7 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
     };
     let mut conn = handle.conn.into_inner();
     let drops = conn.drop_counts();
+    let durable_epoch = conn.session().durable_epoch();
     let will = conn.take_will();
     let filters: Vec<ByteStr> = conn
         .session()
@@ -144,6 +145,12 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
         None => match session {
             Some(s) => {
                 let offline = shard.with_lifecycle(|l| l.handle_offline(s, will, &clock));
+                let will_due = match &offline.will {
+                    WillPlan::At(w, due) => Some((&**w, clock.to_unix_ms(*due))),
+                    _ => None,
+                };
+                let expires_at = offline.expires_at.map(|t| clock.to_unix_ms(t));
+                shard.durable_offline(&offline.session, expires_at, will_due, &clock);
                 shard.sessions.insert(
                     client_id.as_str(),
                     Slot::Offline(Box::new(Parked {
@@ -159,6 +166,9 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
             }
             None => {
                 shard.with_lifecycle(|l| l.handle_ended(&client_id, &clock));
+                if let Some(epoch) = durable_epoch {
+                    shard.durable_remove(client_id.as_str(), epoch);
+                }
                 // First: a connect of this shard claiming the id after this
                 // point must not have its ownership released by this.
                 shard.release(&client_id).await;

@@ -146,6 +146,11 @@ pub(super) async fn handle_buffered(
             })
             .await;
         }
+        // The durable store's writer is behind by more than
+        // `DURABLE_PENDING_BYTES_MAX`: no more is read until it catches up.
+        if shard.durable.is_over_pending() {
+            shard.durable.wait_pending_room().await;
+        }
         match codec::decode(buf, Some(protocol), packet_size_max) {
             Ok(Some(packet)) => {
                 // Other shards route to this one while the SUBSCRIBE is

@@ -1,0 +1,1 @@
+//! Builtin store tests (real files in a temp dir).

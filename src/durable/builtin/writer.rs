@@ -1,0 +1,286 @@
+//! The writer of one builtin store: an OS thread `ringmq-store-{N}` that
+//! receives its shard's [`Batch`]es, applies their ops, syncs per the
+//! mode and publishes the tickets ([`Synced`]).
+//!
+//! Every wake-up drains every batch waiting (up to the channel's bound)
+//! and writes them as one fjall write (journal to the OS), then:
+//! * `always`: one `fdatasync` of the journal (`PersistMode::SyncData`)
+//!   for all of them (group commit), then the highest ticket is published:
+//!   a published ticket is on disk.
+//! * `batch`: the ticket is published at once; the journal is synced once
+//!   the oldest unsynced write is `batch_interval` old (the thread wakes
+//!   for it even if no batch comes).
+//! * `none`: published at once, never synced but at the end.
+//!
+//! When the channel closes (the shard dropped its handle: a clean
+//! shutdown) the writer syncs everything (`PersistMode::SyncAll`) and
+//! stops. A failed write or sync stops the writer with the error (the
+//! shard's next send fails): a store that cannot write must not pretend
+//! to.
+//!
+//! Epochs: an op whose epoch is below the one stored for its client is
+//! ignored and counted (`StoreStats::stale_ops`): a stale owner never
+//! overwrites a newer one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::Receiver;
+
+use crate::config::SyncMode;
+use crate::durable::record::{
+    delivery_key, delivery_prefix, encode_delivery, encode_meta, encode_retained, retained_key,
+    session_key, session_records,
+};
+use crate::durable::{Batch, Op, Synced, Ticket};
+use crate::limits::DURABLE_BATCHES_QUEUED_MAX;
+
+use super::restore::Epochs;
+use super::{Store, WriteError};
+
+/// What a writer has done, readable while it runs (metrics, benches).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub batches: AtomicU64,
+    pub ops: AtomicU64,
+    /// Journal syncs (`fdatasync`) made.
+    pub syncs: AtomicU64,
+    /// Ops ignored because their epoch is below the stored one.
+    pub stale_ops: AtomicU64,
+}
+
+/// The writer thread of a store.
+pub struct Writer {
+    thread: Option<JoinHandle<Result<(), WriteError>>>,
+    stats: Arc<StoreStats>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(
+        store: Store,
+        shard: usize,
+        mode: SyncMode,
+        batch_interval: Duration,
+        batches: Receiver<Batch>,
+        synced: Arc<Synced>,
+        epochs: Epochs,
+    ) -> std::io::Result<Writer> {
+        let stats = Arc::new(StoreStats::default());
+        let state = State {
+            store,
+            mode,
+            batch_interval,
+            synced,
+            epochs,
+            stats: stats.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ringmq-store-{shard}"))
+            .spawn(move || {
+                let result = state.run(batches);
+                if let Err(e) = &result {
+                    tracing::error!(shard, "durable store writer stopped: {e}");
+                }
+                result
+            })?;
+        Ok(Writer {
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Waits for the writer to end (after the handle's sender is dropped
+    /// and every batch is written and synced).
+    pub fn join(mut self) -> Result<(), WriteError> {
+        let thread = self.thread.take().expect("joined once");
+        thread.join().unwrap_or(Err(WriteError::Panicked))
+    }
+}
+
+struct State {
+    store: Store,
+    mode: SyncMode,
+    batch_interval: Duration,
+    synced: Arc<Synced>,
+    epochs: Epochs,
+    stats: Arc<StoreStats>,
+}
+
+impl State {
+    fn run(mut self, mut batches: Receiver<Batch>) -> Result<(), WriteError> {
+        // A runtime of this thread's own, only to wait for a batch with a
+        // deadline (`batch` mode's next sync).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(fjall::Error::Io)?;
+        let mut unsynced_since: Option<Instant> = None;
+        let mut waiting = Vec::new();
+        loop {
+            let next = match (self.mode, unsynced_since) {
+                (SyncMode::Batch, Some(since)) => {
+                    let deadline = since + self.batch_interval;
+                    // Built inside the runtime: a tokio timer needs its
+                    // context when it is made.
+                    let received = runtime.block_on(async {
+                        tokio::time::timeout_at(deadline.into(), batches.recv()).await
+                    });
+                    match received {
+                        Ok(next) => next,
+                        Err(_elapsed) => {
+                            self.sync()?;
+                            unsynced_since = None;
+                            continue;
+                        }
+                    }
+                }
+                _ => runtime.block_on(batches.recv()),
+            };
+            let Some(first) = next else { break };
+            waiting.push(first);
+            while waiting.len() < DURABLE_BATCHES_QUEUED_MAX {
+                match batches.try_recv() {
+                    Ok(batch) => waiting.push(batch),
+                    Err(_) => break,
+                }
+            }
+            let ticket = self.write(&mut waiting)?;
+            match self.mode {
+                SyncMode::Always => self.sync()?,
+                SyncMode::Batch => {
+                    let since = *unsynced_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.batch_interval {
+                        self.sync()?;
+                        unsynced_since = None;
+                    }
+                }
+                SyncMode::None => {}
+            }
+            self.synced.publish(ticket);
+        }
+        self.store.db.persist(fjall::PersistMode::SyncAll)?;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), WriteError> {
+        self.store.db.persist(fjall::PersistMode::SyncData)?;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies the ops of `batches` (emptied) in order; returns the highest
+    /// ticket.
+    fn write(&mut self, batches: &mut Vec<Batch>) -> Result<Ticket, WriteError> {
+        let mut ticket = 0;
+        let mut write = self.store.db.batch();
+        let mut ops = 0;
+        for batch in batches.drain(..) {
+            ticket = ticket.max(batch.ticket);
+            ops += batch.ops.len() as u64;
+            for op in batch.ops {
+                self.apply(&mut write, op)?;
+            }
+        }
+        write.commit()?;
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.ops.fetch_add(ops, Ordering::Relaxed);
+        Ok(ticket)
+    }
+
+    /// Whether an op of `client` at `epoch` may write (and records a
+    /// newer epoch).
+    fn admit(&mut self, client: &str, epoch: u64, raises: bool) -> bool {
+        let key = session_key(client);
+        match self.epochs.get_mut(&key) {
+            Some(stored) if epoch < *stored => {
+                self.stats.stale_ops.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Some(stored) => {
+                if raises {
+                    *stored = epoch;
+                }
+                true
+            }
+            None => {
+                if raises {
+                    self.epochs.insert(key, epoch);
+                }
+                true
+            }
+        }
+    }
+
+    fn apply(&mut self, write: &mut fjall::OwnedWriteBatch, op: Op) -> Result<(), WriteError> {
+        match op {
+            Op::PutSession {
+                client,
+                epoch,
+                snapshot,
+            } => {
+                if !self.admit(&client, epoch, true) {
+                    return Ok(());
+                }
+                // The removal scans what is committed: commit this
+                // batch's earlier writes first.
+                self.flush_pending(write)?;
+                let (meta, deliveries) = session_records(&snapshot, epoch);
+                self.store.put_session(write, &meta, &deliveries)?;
+            }
+            Op::PutMeta { client, meta } => {
+                if self.admit(&client, meta.epoch, true) {
+                    let key = session_key(&client);
+                    write.insert(&self.store.sessions, key, encode_meta(&meta)?);
+                }
+            }
+            Op::PutDelivery {
+                client,
+                epoch,
+                seq,
+                record,
+            } => {
+                if self.admit(&client, epoch, false) {
+                    let key = delivery_key(&client, seq);
+                    write.insert(&self.store.deliveries, key, encode_delivery(&record)?);
+                }
+            }
+            Op::RemoveDelivery { client, epoch, seq } => {
+                if self.admit(&client, epoch, false) {
+                    write.remove(&self.store.deliveries, delivery_key(&client, seq));
+                }
+            }
+            Op::RemoveSession { client, epoch } => {
+                if !self.admit(&client, epoch, false) {
+                    return Ok(());
+                }
+                self.flush_pending(write)?;
+                let store = &self.store;
+                write.remove(&store.sessions, session_key(&client));
+                store.remove_deliveries(write, &delivery_prefix(&client))?;
+                self.epochs.remove(&session_key(&client));
+            }
+            Op::PutRetained { topic, message } => {
+                let key = retained_key(&topic);
+                write.insert(&self.store.retained, key, encode_retained(&message)?);
+            }
+            Op::RemoveRetained { topic } => {
+                write.remove(&self.store.retained, retained_key(&topic));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&self, write: &mut fjall::OwnedWriteBatch) -> Result<(), WriteError> {
+        if !write.is_empty() {
+            std::mem::replace(write, self.store.db.batch()).commit()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! [`Journal`]: what a durable session notes about its own changes, for
+//! the shard's store (docs/adr/0007-durable-sessions.md), sans-IO.
+//!
+//! A session is durable when the shard gave it a journal
+//! ([`Session::make_durable`]): its store key (the client id) and epoch.
+//! From then on every change the store follows is noted where the session
+//! makes it (a QoS 1/2 delivery entering, getting a packet id, sent,
+//! PUBREC'd, completed or dropped; a subscription or inbound QoS 2 id
+//! added or removed) as a [`Noted`] in this thread's note buffer. The
+//! thread is the shard's (a session is only ever touched by the shard that
+//! holds it), and the shard drains the buffer once per executor turn
+//! ([`take_notes`]) into one batch of store ops (`shard::durable`).
+//!
+//! Why a buffer of the thread rather than one per session or a store
+//! threaded through every call: deliveries reach a session from many
+//! places of the shard (publishes, shared picks, moves, offline queues),
+//! and the session's methods stay the same for a session that is not
+//! durable (one branch on `journal`, nothing built). A session that is
+//! not durable costs nothing: `journal` is `None`, in padding-free space
+//! the size tests watch.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::task::Waker;
+
+use super::state::{Awaiting, Outbound, Session};
+use super::Delivery;
+
+/// One change of a durable session, as the session noted it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A QoS 1/2 delivery entered the session or changed state.
+    Put {
+        seq: u64,
+        delivery: Delivery,
+        /// `None`: queued.
+        inflight: Option<InflightState>,
+    },
+    /// A delivery left the session (acknowledged, expired, dropped, handed
+    /// to another member of its shared group).
+    Remove { seq: u64 },
+    /// Subscriptions or inbound QoS 2 ids changed: the meta record is
+    /// rewritten (built when the note is taken, from the session).
+    Meta,
+}
+
+/// Where an inflight delivery is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflightState {
+    pub packet_id: u16,
+    /// Waiting for PUBACK (QoS 1), PUBREC or PUBCOMP (QoS 2).
+    pub awaiting: AwaitingKind,
+    pub transmitted: bool,
+}
+
+/// Public mirror of the session's `Awaiting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwaitingKind {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+/// A change with the session it belongs to.
+#[derive(Debug, Clone)]
+pub struct Noted {
+    pub client: Arc<str>,
+    pub epoch: u64,
+    pub change: NotedChange,
+}
+
+/// [`Change`] with `Meta` resolved to the session's state at the note.
+#[derive(Debug, Clone)]
+pub enum NotedChange {
+    Put {
+        seq: u64,
+        delivery: Delivery,
+        inflight: Option<InflightState>,
+    },
+    Remove {
+        seq: u64,
+    },
+    Meta(Box<MetaState>),
+}
+
+/// The meta record's fields the session owns (the shard adds the expiry
+/// deadline and the will, which it keeps beside an offline session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaState {
+    pub expiry_interval_s: u32,
+    pub subscriptions: Vec<super::snapshot::SubscriptionSnapshot>,
+    pub next_packet_id: u16,
+    pub next_seq: u64,
+    pub queue_len_max: u32,
+    pub incoming_qos2: Vec<u16>,
+    pub drops: super::snapshot::DropsSnapshot,
+}
+
+/// A durable session's store key and epoch (module doc).
+#[derive(Debug)]
+pub struct Journal {
+    client: Arc<str>,
+    epoch: u64,
+}
+
+thread_local! {
+    static NOTES: RefCell<Vec<Noted>> = const { RefCell::new(Vec::new()) };
+    static WAKER: Cell<Option<Waker>> = const { Cell::new(None) };
+}
+
+impl Journal {
+    pub(crate) fn note_change(&mut self, change: NotedChange) {
+        let noted = Noted {
+            client: self.client.clone(),
+            epoch: self.epoch,
+            change,
+        };
+        let first = NOTES.with(|n| {
+            let mut n = n.borrow_mut();
+            n.push(noted);
+            n.len() == 1
+        });
+        if first {
+            if let Some(w) = WAKER.with(Cell::take) {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn note_outbound(&mut self, packet_id: u16, o: &Outbound) {
+        self.note_change(NotedChange::Put {
+            seq: o.seq,
+            delivery: o.delivery.clone(),
+            inflight: Some(InflightState {
+                packet_id,
+                awaiting: match o.state {
+                    Awaiting::PubAck => AwaitingKind::PubAck,
+                    Awaiting::PubRec => AwaitingKind::PubRec,
+                    Awaiting::PubComp => AwaitingKind::PubComp,
+                },
+                transmitted: o.transmitted,
+            }),
+        });
+    }
+}
+
+/// Takes every change noted on this thread since the last call, in order.
+pub fn take_notes() -> Vec<Noted> {
+    NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}
+
+/// Whether changes wait to be taken.
+pub fn has_notes() -> bool {
+    NOTES.with(|n| !n.borrow().is_empty())
+}
+
+/// `waker` is woken by the next change noted on this thread into an empty
+/// buffer (the shard's store task waits with it).
+pub fn wake_on_note(waker: &Waker) {
+    WAKER.with(|w| w.set(Some(waker.clone())));
+}
+
+impl Session {
+    /// Makes this session durable under `epoch`: from now on its changes
+    /// are noted (module doc). Idempotent for the same epoch.
+    pub fn make_durable(&mut self, epoch: u64) {
+        self.extras.journal = Some(Journal {
+            client: Arc::from(self.client_id.as_str()),
+            epoch,
+        });
+    }
+
+    /// The epoch of a durable session; `None` when not durable.
+    pub fn durable_epoch(&self) -> Option<u64> {
+        self.extras.journal.as_ref().map(|j| j.epoch)
+    }
+
+    /// The meta record's fields of this session (see [`MetaState`]).
+    pub fn meta_state(&self) -> MetaState {
+        let snapshot_subscriptions = super::snapshot::subscriptions_of(self);
+        let d = &self.extras.drops;
+        MetaState {
+            expiry_interval_s: self.expiry_interval_s,
+            subscriptions: snapshot_subscriptions,
+            next_packet_id: self.next_packet_id,
+            next_seq: self.next_seq,
+            queue_len_max: self.queue_len_max,
+            incoming_qos2: self.incoming_qos2.iter().copied().collect(),
+            drops: super::snapshot::DropsSnapshot {
+                queue_full: d.queue_full,
+                expired: d.expired,
+                too_large: d.too_large,
+                closed: d.closed,
+            },
+        }
+    }
+
+    /// Notes a change for the store if the session is durable (nothing
+    /// is built otherwise).
+    #[inline]
+    pub(crate) fn note(&mut self, change: impl FnOnce() -> Change) {
+        if self.extras.journal.is_none() {
+            return;
+        }
+        let change = match change() {
+            Change::Put {
+                seq,
+                delivery,
+                inflight,
+            } => NotedChange::Put {
+                seq,
+                delivery,
+                inflight,
+            },
+            Change::Remove { seq } => NotedChange::Remove { seq },
+            Change::Meta => NotedChange::Meta(Box::new(self.meta_state())),
+        };
+        if let Some(journal) = &mut self.extras.journal {
+            journal.note_change(change);
+        }
+    }
+
+    /// Notes the new state of the inflight message `id`.
+    pub(crate) fn note_outbound(&mut self, id: u16) {
+        if self.extras.journal.is_none() {
+            return; // read only: the box is not made for nothing
+        }
+        if let (Some(journal), Some(o)) = (&mut self.extras.journal, self.inflight.get(&id)) {
+            journal.note_outbound(id, o);
+        }
+    }
+
+    /// The session is no longer durable (removed from the store).
+    pub fn forget_durable(&mut self) {
+        if self.extras.journal.is_some() {
+            self.extras.journal = None;
+        }
+    }
+
+    /// Notes that the session's meta record changed (subscriptions,
+    /// inbound QoS 2 ids).
+    pub(crate) fn note_meta(&mut self) {
+        self.note(|| Change::Meta);
+    }
+}

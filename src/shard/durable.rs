@@ -1,0 +1,559 @@
+//! The shard's side of its durable store (docs/adr/0007-durable-sessions.md):
+//! turns what its durable sessions noted (`session::journal`) and what the
+//! shard itself writes (a session created, moved, offline, ended; a
+//! retained topic it owns) into [`Op`]s, gathers the ops of one executor
+//! turn and sends them as one [`Batch`] through the shard's
+//! [`StoreHandle`].
+//!
+//! The interface is narrow: `attach` (at start, with the store's handle),
+//! `push` (an op the shard writes itself, ordered after every change
+//! noted before it), `is_durable_expiry` (which sessions are durable) and
+//! the task `run` (one per shard) that seals and sends the batches. A full
+//! channel is awaited by that task, never dropped: the ops gathered
+//! meanwhile wait in the next batch, and their bytes are bounded by
+//! `limits::DURABLE_PENDING_BYTES_MAX` (`is_over_pending`: the shard stops
+//! reading publishers above it).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use crate::config::SyncMode;
+use crate::durable::{
+    Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle, Synced, Ticket,
+};
+use crate::limits::DURABLE_PENDING_BYTES_MAX;
+use crate::session::journal::{self, AwaitingKind, MetaState, Noted, NotedChange};
+use crate::session::snapshot::{AwaitingSnapshot, DeliverySnapshot, MessageSnapshot, WallClock};
+use crate::session::{Message, Session, SessionSnapshot};
+
+use super::cluster::update_acks_gate;
+use super::msg::ShardMsg;
+use super::state::{ConnHandle, Shard, ShardId};
+
+/// A shard's store, once attached (`None`: durable sessions are off).
+#[derive(Default)]
+pub struct Durable {
+    inner: RefCell<Option<Inner>>,
+    /// Tasks waiting for a ticket to be synced, by ticket (`wait_synced`);
+    /// woken by the watcher task (`run_synced`), the one task that waits on
+    /// the store's `Synced` (it has room for one waker).
+    waiters: RefCell<BTreeMap<Ticket, Vec<Waker>>>,
+    /// The highest ticket the watcher saw synced.
+    synced_seen: Cell<Ticket>,
+    /// Readers waiting for the gathered bytes to go below
+    /// `DURABLE_PENDING_BYTES_MAX` (`wait_pending_room`).
+    room_waiters: RefCell<Vec<Waker>>,
+}
+
+struct Inner {
+    handle: StoreHandle,
+    /// `sync = "always"`: acknowledgements wait for their tickets.
+    always: bool,
+    /// The ops of the batch being gathered, in order.
+    ops: Vec<Op>,
+    /// Where the last `PutDelivery` of a `(client, seq)` is in `ops`: a
+    /// later change of the same delivery in the same turn replaces it.
+    deliveries: HashMap<(Arc<str>, u64), usize>,
+    /// Estimated bytes of `ops` (payloads and topics).
+    bytes: usize,
+    /// The store task, waiting for ops.
+    waker: Option<Waker>,
+}
+
+impl Durable {
+    /// Durable sessions are on: ops go through `handle` from now on.
+    pub fn attach(&self, handle: StoreHandle, mode: SyncMode) {
+        *self.inner.borrow_mut() = Some(Inner {
+            handle,
+            always: mode == SyncMode::Always,
+            ops: Vec::new(),
+            deliveries: HashMap::new(),
+            bytes: 0,
+            waker: None,
+        });
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.inner.borrow().is_some()
+    }
+
+    /// Whether a session with this effective expiry interval is durable
+    /// here (ADR 0007: expiry > 0, which is also 3.1.1's Clean Session 0).
+    pub fn is_durable_expiry(&self, expiry_interval_s: u32) -> bool {
+        expiry_interval_s > 0 && self.is_on()
+    }
+
+    /// Appends `op` after everything noted so far (nothing when off).
+    pub fn push(&self, op: Op) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(inner) = inner.as_mut() else {
+            return;
+        };
+        inner.absorb(journal::take_notes(), &WallClock::now());
+        inner.bytes += op_bytes(&op);
+        inner.ops.push(op);
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// `sync = "always"` with a store attached.
+    pub fn is_always(&self) -> bool {
+        self.inner.borrow().as_ref().is_some_and(|i| i.always)
+    }
+
+    /// With `sync = "always"`, the ticket an acknowledgement of what was
+    /// just done must wait for: the batch being gathered if it holds
+    /// anything (this change's ops are in it), else the last one sent;
+    /// `None` when that is synced already, or in the other modes.
+    pub fn ack_ticket(&self) -> Option<Ticket> {
+        let inner = self.inner.borrow();
+        let inner = inner.as_ref().filter(|i| i.always)?;
+        let next = inner.handle.next_ticket();
+        let ticket = if !inner.ops.is_empty() || journal::has_notes() {
+            next
+        } else {
+            next - 1
+        };
+        (ticket > inner.handle.synced.ticket()).then_some(ticket)
+    }
+
+    /// Ready once `ticket` is synced (or the store is gone: nothing will
+    /// sync it, and the node is stopping).
+    pub async fn wait_synced(&self, ticket: Ticket) {
+        poll_fn(|cx| {
+            let synced = match self.inner.borrow().as_ref() {
+                Some(i) => i.handle.synced.ticket(),
+                None => return Poll::Ready(()),
+            };
+            if synced >= ticket {
+                return Poll::Ready(());
+            }
+            self.waiters
+                .borrow_mut()
+                .entry(ticket)
+                .or_default()
+                .push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The watcher: wakes the waiters of every ticket the store reports
+    /// synced.
+    async fn run_synced(&self, synced: Arc<Synced>) {
+        loop {
+            let seen = self.synced_seen.get();
+            let now = poll_fn(|cx| synced.poll_above(seen, cx)).await;
+            self.synced_seen.set(now);
+            let woken = {
+                let mut waiters = self.waiters.borrow_mut();
+                let later = waiters.split_off(&(now + 1));
+                std::mem::replace(&mut *waiters, later)
+            };
+            for w in woken.into_values().flatten() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Bytes gathered and not yet handed to the store's channel above the
+    /// bound: the shard stops reading publishers until they are sent.
+    pub fn is_over_pending(&self) -> bool {
+        self.inner
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.bytes > DURABLE_PENDING_BYTES_MAX)
+    }
+
+    /// Ready once the gathered bytes are within the bound again (a reader
+    /// of publishers waits here: the pressure path of ADR 0002).
+    pub async fn wait_pending_room(&self) {
+        poll_fn(|cx| {
+            if !self.is_over_pending() {
+                return Poll::Ready(());
+            }
+            self.room_waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The ops gathered since the last call, sealed as the next batch
+    /// (`None` if there are none).
+    pub fn take_batch(&self) -> Option<(Batch, tokio::sync::mpsc::Sender<Batch>)> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = inner.as_mut()?;
+        inner.absorb(journal::take_notes(), &WallClock::now());
+        if inner.ops.is_empty() {
+            return None;
+        }
+        let ops = std::mem::take(&mut inner.ops);
+        inner.deliveries.clear();
+        inner.bytes = 0;
+        for w in self.room_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        Some((inner.handle.seal(ops), inner.handle.batches.clone()))
+    }
+
+    /// At a clean stop: sends what is gathered and lets the store go (its
+    /// writer syncs and ends once every shard did).
+    pub async fn close(&self) {
+        if let Some((batch, sender)) = self.take_batch() {
+            let _ = sender.send(batch).await;
+        }
+        self.inner.borrow_mut().take();
+        for w in std::mem::take(&mut *self.waiters.borrow_mut())
+            .into_values()
+            .flatten()
+        {
+            w.wake();
+        }
+        for w in self.room_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Ready when ops or notes wait; registers the task's waker otherwise.
+    fn poll_ready(&self, waker: &Waker) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let Some(inner) = inner.as_mut() else {
+            return false;
+        };
+        if !inner.ops.is_empty() || journal::has_notes() {
+            return true;
+        }
+        inner.waker = Some(waker.clone());
+        journal::wake_on_note(waker);
+        false
+    }
+}
+
+impl Inner {
+    fn absorb(&mut self, notes: Vec<Noted>, clock: &WallClock) {
+        for noted in notes {
+            let op = op_of(noted, clock);
+            self.bytes += op_bytes(&op);
+            match &op {
+                Op::PutDelivery { client, seq, .. } => {
+                    let key = (client.clone(), *seq);
+                    if let Some(&at) = self.deliveries.get(&key) {
+                        self.ops[at] = op;
+                        continue;
+                    }
+                    self.deliveries.insert(key, self.ops.len());
+                }
+                Op::RemoveDelivery { client, seq, .. } => {
+                    // Put and removed in one turn: only the removal is
+                    // written (an earlier batch may hold the put).
+                    if let Some(at) = self.deliveries.remove(&(client.clone(), *seq)) {
+                        self.ops[at] = op;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            self.ops.push(op);
+        }
+    }
+}
+
+/// One noted change as an op.
+pub fn op_of(noted: Noted, clock: &WallClock) -> Op {
+    let Noted {
+        client,
+        epoch,
+        change,
+    } = noted;
+    match change {
+        NotedChange::Put {
+            seq,
+            delivery,
+            inflight,
+        } => Op::PutDelivery {
+            client,
+            epoch,
+            seq,
+            record: Box::new(DeliveryRecord {
+                delivery: DeliverySnapshot::of(&delivery, clock),
+                state: match inflight {
+                    None => DeliveryState::Queued,
+                    Some(i) => DeliveryState::Inflight {
+                        packet_id: i.packet_id,
+                        awaiting: match i.awaiting {
+                            AwaitingKind::PubAck => AwaitingSnapshot::PubAck,
+                            AwaitingKind::PubRec => AwaitingSnapshot::PubRec,
+                            AwaitingKind::PubComp => AwaitingSnapshot::PubComp,
+                        },
+                        transmitted: i.transmitted,
+                    },
+                },
+            }),
+        },
+        NotedChange::Remove { seq } => Op::RemoveDelivery { client, epoch, seq },
+        NotedChange::Meta(state) => Op::PutMeta {
+            meta: Box::new(meta_of(&client, epoch, *state, None, None)),
+            client,
+        },
+    }
+}
+
+/// The meta record of a session: its own fields, and what the shard keeps
+/// beside it offline (expiry deadline, pending will).
+pub fn meta_of(
+    client: &str,
+    epoch: u64,
+    state: MetaState,
+    expires_at_unix_ms: Option<u64>,
+    will: Option<crate::session::snapshot::WillSnapshot>,
+) -> SessionMeta {
+    SessionMeta {
+        client_id: client.to_owned(),
+        epoch,
+        expiry_interval_s: state.expiry_interval_s,
+        expires_at_unix_ms,
+        subscriptions: state.subscriptions,
+        next_packet_id: state.next_packet_id,
+        next_seq: state.next_seq,
+        queue_len_max: state.queue_len_max,
+        incoming_qos2: state.incoming_qos2,
+        drops: state.drops,
+        will,
+    }
+}
+
+/// What an op costs the pending bound: its payload and names, roughly.
+fn op_bytes(op: &Op) -> usize {
+    const RECORD_BYTES: usize = 64;
+    RECORD_BYTES
+        + match op {
+            Op::PutDelivery { record, .. } => {
+                let m = &record.delivery.message;
+                m.payload.len() + m.topic.len()
+            }
+            Op::PutSession { snapshot, .. } => {
+                snapshot.inflight.len() * RECORD_BYTES + snapshot.queue.len() * RECORD_BYTES
+            }
+            Op::PutRetained { message, .. } => message.payload.len() + message.topic.len(),
+            _ => 0,
+        }
+}
+
+/// The epoch a session gets when it appears in this shard's store (created,
+/// imported from another shard or node, restored with a new owner): the
+/// wall clock in ms, so a later owner's epoch is above an earlier one's
+/// without the old epoch travelling with the session (ADR 0007, "Epochs").
+pub fn new_epoch(clock: &WallClock) -> u64 {
+    clock.unix_ms.max(1)
+}
+
+impl Shard {
+    /// A session appears in this shard's store (created, imported, a Clean
+    /// Start replacing one): made durable if its expiry says so, then
+    /// written whole. A session that is no longer durable (its expiry
+    /// became 0) is removed from the store.
+    pub fn durable_put_session(&self, session: &mut Session, clock: &WallClock) {
+        if !self.durable.is_on() {
+            return;
+        }
+        if !self.durable.is_durable_expiry(session.expiry_interval_s()) {
+            self.durable_forget(session);
+            return;
+        }
+        let epoch = new_epoch(clock);
+        session.make_durable(epoch);
+        let snapshot = SessionSnapshot::of(session, None, None, clock);
+        self.durable.push(Op::PutSession {
+            client: Arc::from(session.client_id().as_str()),
+            epoch,
+            snapshot: Box::new(snapshot),
+        });
+    }
+
+    /// A resumed session: its meta is rewritten (online: no deadline, no
+    /// will), or it is written whole if it became durable with this
+    /// connection, or removed if it no longer is.
+    pub fn durable_resumed(&self, session: &mut Session, clock: &WallClock) {
+        if !self.durable.is_on() {
+            return;
+        }
+        match session.durable_epoch() {
+            Some(_) if !self.durable.is_durable_expiry(session.expiry_interval_s()) => {
+                self.durable_forget(session)
+            }
+            Some(epoch) => self.durable.push(Op::PutMeta {
+                client: Arc::from(session.client_id().as_str()),
+                meta: Box::new(meta_of(
+                    session.client_id().as_str(),
+                    epoch,
+                    session.meta_state(),
+                    None,
+                    None,
+                )),
+            }),
+            None => self.durable_put_session(session, clock),
+        }
+    }
+
+    /// The session went offline: its meta with the expiry deadline and the
+    /// pending will.
+    pub fn durable_offline(
+        &self,
+        session: &Session,
+        expires_at_unix_ms: Option<u64>,
+        will: Option<(&Message, u64)>,
+        clock: &WallClock,
+    ) {
+        let Some(epoch) = session.durable_epoch() else {
+            return;
+        };
+        let will = will.map(|(m, due)| crate::session::snapshot::WillSnapshot {
+            message: MessageSnapshot::of(m, clock),
+            due_unix_ms: due,
+        });
+        self.durable.push(Op::PutMeta {
+            client: Arc::from(session.client_id().as_str()),
+            meta: Box::new(meta_of(
+                session.client_id().as_str(),
+                epoch,
+                session.meta_state(),
+                expires_at_unix_ms,
+                will,
+            )),
+        });
+    }
+
+    /// The session leaves this shard's store (expired, ended, discarded,
+    /// moved to another shard or node).
+    pub fn durable_forget(&self, session: &mut Session) {
+        if let Some(epoch) = session.durable_epoch() {
+            self.durable_remove(session.client_id().as_str(), epoch);
+            session.forget_durable();
+        }
+    }
+
+    /// `durable_forget` by client id and epoch (the session is gone).
+    pub fn durable_remove(&self, client_id: &str, epoch: u64) {
+        self.durable.push(Op::RemoveSession {
+            client: Arc::from(client_id),
+            epoch,
+        });
+    }
+
+    /// A retained message changed: written by the shard that owns the
+    /// topic (`hash(topic) % shards`), so each topic is in one store.
+    pub fn durable_retained(&self, topic: &str, message: Option<&Message>) {
+        if !self.durable.is_on() || self.home_of(topic) != self.id {
+            return;
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        self.durable.push(match message {
+            Some(m) => Op::PutRetained {
+                topic,
+                message: Box::new(MessageSnapshot::of(m, &WallClock::now())),
+            },
+            None => Op::RemoveRetained { topic },
+        });
+    }
+
+    /// Holds the ack of the PUBLISH just handled until `ticket` is synced
+    /// here, every shard of `shards` answered `DurableSynced`, and the
+    /// other nodes answered `forward` (if forwarded): the held-ack window
+    /// of `session::connection::held`, so the publisher reads on.
+    pub(super) fn hold_durable_ack(
+        self: &Rc<Self>,
+        handle: &Rc<ConnHandle>,
+        ticket: Option<Ticket>,
+        shards: Vec<ShardId>,
+        forward: Option<tokio::sync::oneshot::Receiver<bool>>,
+    ) {
+        if ticket.is_none() && shards.is_empty() {
+            if let Some(answer) = forward {
+                self.hold_forward_ack(handle, answer);
+            }
+            return;
+        }
+        let gate = handle.conn.borrow().acks_gate();
+        let Some(packet_id) = handle.conn.borrow_mut().hold_last_ack() else {
+            return; // closed meanwhile: nothing to acknowledge
+        };
+        update_acks_gate(handle, gate);
+        let (me, handle) = (self.clone(), handle.clone());
+        glommio::spawn_local(async move {
+            if let Some(ticket) = ticket {
+                me.durable.wait_synced(ticket).await;
+            }
+            let mut answered = true;
+            for shard in shards {
+                let reply = me
+                    .mesh
+                    .call(shard, |token| ShardMsg::DurableSynced { token })
+                    .await;
+                answered &= reply.is_some();
+            }
+            // Forwarded: as `hold_forward_ack` (a node that will never
+            // queue it releases all the same; no answer: stopping).
+            if let Some(answer) = forward {
+                answered &= answer.await.is_ok();
+            }
+            let gate = handle.conn.borrow().acks_gate();
+            {
+                let mut conn = handle.conn.borrow_mut();
+                if answered && me.durable.is_on() {
+                    conn.release_held_ack(packet_id);
+                } else if conn.held_acks() > 0 {
+                    // The node is stopping before the store synced it: no
+                    // acknowledgement; the client sends it again.
+                    conn.fail_held_acks();
+                }
+            }
+            update_acks_gate(&handle, gate);
+            me.drain_sync_actions(&handle);
+            handle.raise_wake();
+        })
+        .detach();
+    }
+
+    /// The store task of this shard: one batch per executor turn that
+    /// gathered ops, sent in order; a full channel is awaited.
+    pub async fn run_durable(self: Rc<Self>) {
+        let synced = self
+            .durable
+            .inner
+            .borrow()
+            .as_ref()
+            .map(|i| i.handle.synced.clone());
+        let _watcher = synced.map(|synced| {
+            let me = self.clone();
+            glommio::spawn_local(async move { me.durable.run_synced(synced).await })
+        });
+        loop {
+            poll_fn(|cx| {
+                if self.durable.poll_ready(cx.waker()) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            // Let the rest of this turn note its changes first.
+            futures_lite::future::yield_now().await;
+            let Some((batch, sender)) = self.durable.take_batch() else {
+                continue;
+            };
+            if sender.send(batch).await.is_err() {
+                tracing::error!(shard = self.id, "durable store writer is gone");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "durable_tests.rs"]
+mod tests;
