@@ -420,4 +420,4 @@ pub fn session_snapshot(meta: SessionMeta, deliveries: Vec<(u64, DeliveryRecord)
 
 #[cfg(test)]
 #[path = "record_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -126,10 +126,9 @@ impl State {
             let next = match (self.mode, unsynced_since) {
                 (SyncMode::Batch, Some(since)) => {
                     let deadline = since + self.batch_interval;
-                    let received = runtime.block_on(tokio::time::timeout_at(
-                        deadline.into(),
-                        batches.recv(),
-                    ));
+                    let received = runtime.block_on(async {
+                        tokio::time::timeout_at(deadline.into(), batches.recv()).await
+                    });
                     match received {
                         Ok(next) => next,
                         Err(_elapsed) => {
@@ -165,6 +164,7 @@ impl State {
         }
         self.store.db.persist(fjall::PersistMode::SyncAll)?;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.store.flush_memtables()?;
         Ok(())
     }
 
