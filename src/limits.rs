@@ -815,6 +815,10 @@ pub const DURABLE_JOURNALS_BYTES_MAX: u64 = 64 << 20;
 /// per shard.
 pub const DURABLE_MEMTABLE_BYTES_MAX: u64 = 16 << 20;
 
+/// Removed deliveries before a builtin store compacts its deliveries
+/// keyspace to free their space (see `durable::builtin::writer`).
+pub const DURABLE_COMPACT_REMOVALS_MIN: u64 = 10_000;
+
 /// Client ids and topics longer than this are keyed by their SHA-256
 /// (fjall keys are at most 65,535 bytes and a delivery key adds 9 bytes to
 /// the client id); shorter ones are the key as they are, so a store stays
