@@ -383,7 +383,10 @@ pub fn session_records(
 /// The inverse of [`session_records`]: a `SessionSnapshot` to rebuild the
 /// session from (checked by `SessionSnapshot::into_session`). Inflight
 /// deliveries by `seq`; queued ones in `seq` order.
-pub fn session_snapshot(meta: SessionMeta, deliveries: Vec<(u64, DeliveryRecord)>) -> SessionSnapshot {
+pub fn session_snapshot(
+    meta: SessionMeta,
+    deliveries: Vec<(u64, DeliveryRecord)>,
+) -> SessionSnapshot {
     let mut inflight = Vec::new();
     let mut queue = Vec::new();
     for (seq, record) in deliveries {

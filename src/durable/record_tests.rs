@@ -121,7 +121,11 @@ fn every_flipped_bit_of_the_body_fails_the_checksum() {
         for bit in 0..8 {
             let mut bad = bytes.clone();
             bad[i] ^= 1 << bit;
-            assert_eq!(decode_meta(&bad), Err(RecordError::Checksum), "byte {i} bit {bit}");
+            assert_eq!(
+                decode_meta(&bad),
+                Err(RecordError::Checksum),
+                "byte {i} bit {bit}"
+            );
         }
     }
 }
@@ -168,7 +172,10 @@ fn a_valid_checksum_over_a_bad_archive_is_malformed_not_a_panic() {
 fn records_that_break_the_rules_are_invalid() {
     let qos0 = delivery(1, 0, DeliveryState::Queued);
     let bytes = encode_delivery(&qos0).unwrap();
-    assert!(matches!(decode_delivery(&bytes), Err(RecordError::Invalid(_))));
+    assert!(matches!(
+        decode_delivery(&bytes),
+        Err(RecordError::Invalid(_))
+    ));
     let wrong = delivery(
         1,
         1,
@@ -179,7 +186,10 @@ fn records_that_break_the_rules_are_invalid() {
         },
     );
     let bytes = encode_delivery(&wrong).unwrap();
-    assert!(matches!(decode_delivery(&bytes), Err(RecordError::Invalid(_))));
+    assert!(matches!(
+        decode_delivery(&bytes),
+        Err(RecordError::Invalid(_))
+    ));
     let mut m = meta("c", 1);
     m.incoming_qos2 = vec![4, 4];
     assert!(matches!(
@@ -221,10 +231,15 @@ fn long_names_are_keyed_by_their_hash() {
     let key = session_key(&long);
     assert_eq!(key.len(), 33);
     assert_eq!(key[0], HASHED_NAME);
-    assert_ne!(session_key(&"y".repeat(DURABLE_KEY_NAME_BYTES_MAX + 1)), key);
+    assert_ne!(
+        session_key(&"y".repeat(DURABLE_KEY_NAME_BYTES_MAX + 1)),
+        key
+    );
     let edge = "x".repeat(DURABLE_KEY_NAME_BYTES_MAX);
     assert_eq!(session_key(&edge), edge.as_bytes());
-    let (client, seq) = split_delivery_key(&delivery_key(&long, 9)).map(|(c, s)| (c.to_vec(), s)).unwrap();
+    let (client, seq) = split_delivery_key(&delivery_key(&long, 9))
+        .map(|(c, s)| (c.to_vec(), s))
+        .unwrap();
     assert_eq!((client, seq), (key, 9));
 }
 

@@ -19,6 +19,8 @@ mod restore;
 mod writer;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_damage;
@@ -110,7 +112,9 @@ impl OpenError {
 /// fjall's errors print as their Debug form; say which part failed.
 fn describe(error: &fjall::Error) -> String {
     match error {
-        fjall::Error::JournalRecovery(e) => format!("its journal (journals/ inside it) fails recovery: {e:?}"),
+        fjall::Error::JournalRecovery(e) => {
+            format!("its journal (journals/ inside it) fails recovery: {e:?}")
+        }
         fjall::Error::Storage(e) => format!("a table or its metadata fails to read: {e:?}"),
         other => format!("{other:?}"),
     }
@@ -138,8 +142,16 @@ pub fn open(
     let (restored, epochs) = restore::read_all(&store)?;
     let (tx, rx) = tokio::sync::mpsc::channel(DURABLE_BATCHES_QUEUED_MAX);
     let synced = Arc::new(Synced::default());
-    let writer = Writer::spawn(store, shard, mode, batch_interval, rx, synced.clone(), epochs)
-        .map_err(|source| OpenError::Io { path, source })?;
+    let writer = Writer::spawn(
+        store,
+        shard,
+        mode,
+        batch_interval,
+        rx,
+        synced.clone(),
+        epochs,
+    )
+    .map_err(|source| OpenError::Io { path, source })?;
     Ok((StoreHandle::new(tx, synced), restored, writer))
 }
 
@@ -166,9 +178,10 @@ impl Store {
             .map_err(damaged)?;
         let keyspace = |name| {
             db.keyspace(name, || {
-                fjall::KeyspaceCreateOptions::default().max_memtable_size(DURABLE_MEMTABLE_BYTES_MAX)
+                fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(DURABLE_MEMTABLE_BYTES_MAX)
             })
-                .map_err(damaged)
+            .map_err(damaged)
         };
         Ok(Store {
             path: path.to_path_buf(),
@@ -234,7 +247,11 @@ pub fn absorb_extra(data_dir: &Path, shard: usize, shards: usize) -> Result<usiz
                 .map_err(|e| OpenError::damaged(&own.path, e))?;
         }
         remove_dir_durably(&path).map_err(|source| OpenError::Io { path, source })?;
-        tracing::info!(shard, from = extra, "moved the durable store of shard {extra} into shard {shard}'s");
+        tracing::info!(
+            shard,
+            from = extra,
+            "moved the durable store of shard {extra} into shard {shard}'s"
+        );
     }
     Ok(extras.len())
 }

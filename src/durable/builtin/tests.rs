@@ -278,7 +278,12 @@ fn put_session_replaces_everything_of_the_client_and_remove_session_removes_it()
     let (mut handle, _, writer) = open(&dir.0, 0, SyncMode::Always, INTERVAL).unwrap();
     send(
         &mut handle,
-        vec![put_meta("a", 1), put_delivery("a", 1, 1), put_meta("ab", 1), put_delivery("ab", 1, 1)],
+        vec![
+            put_meta("a", 1),
+            put_delivery("a", 1, 1),
+            put_meta("ab", 1),
+            put_delivery("ab", 1, 1),
+        ],
     );
     send(
         &mut handle,
@@ -325,7 +330,11 @@ fn deliveries_without_a_session_are_dropped_at_open() {
     let (mut handle, _, writer) = open(&dir.0, 0, SyncMode::None, INTERVAL).unwrap();
     send(
         &mut handle,
-        vec![put_meta("a", 0), put_delivery("a", 0, 1), put_delivery("gone", 0, 1)],
+        vec![
+            put_meta("a", 0),
+            put_delivery("a", 0, 1),
+            put_delivery("gone", 0, 1),
+        ],
     );
     close(handle, writer);
     let store = Store::open(&store_dir(&dir.0, 0)).unwrap();
@@ -352,8 +361,29 @@ fn stores_of_a_run_with_more_shards_are_moved_in_and_removed() {
         message: Box::new(message(topic, body, 1)),
     };
     // The last run had 4 shards; this one has 2.
-    write_store(&dir.0, 0, vec![put_meta("a", 1), put_delivery("a", 1, 1), put_meta("b", 3), retained("t", b"own")]);
-    write_store(&dir.0, 2, vec![put_meta("a", 2), put_delivery("a", 2, 7), put_meta("b", 2), put_delivery("b", 2, 1), put_meta("c", 0), retained("t", b"extra"), retained("u", b"extra")]);
+    write_store(
+        &dir.0,
+        0,
+        vec![
+            put_meta("a", 1),
+            put_delivery("a", 1, 1),
+            put_meta("b", 3),
+            retained("t", b"own"),
+        ],
+    );
+    write_store(
+        &dir.0,
+        2,
+        vec![
+            put_meta("a", 2),
+            put_delivery("a", 2, 7),
+            put_meta("b", 2),
+            put_delivery("b", 2, 1),
+            put_meta("c", 0),
+            retained("t", b"extra"),
+            retained("u", b"extra"),
+        ],
+    );
     write_store(&dir.0, 3, vec![put_meta("d", 0)]);
     std::fs::create_dir_all(dir.0.join("durable/shard-4.damaged-1")).unwrap();
     assert_eq!(extra_stores(&dir.0, 0, 2).unwrap(), [2]);
@@ -370,7 +400,10 @@ fn stores_of_a_run_with_more_shards_are_moved_in_and_removed() {
         .map(|s| (s.meta.client_id.as_str(), s.meta.epoch, seqs(s)))
         .collect();
     // "a": the extra store's epoch 2 wins; "b": the own store's epoch 3.
-    assert_eq!(by_client, [("a", 2, vec![7]), ("b", 3, vec![]), ("c", 0, vec![])]);
+    assert_eq!(
+        by_client,
+        [("a", 2, vec![7]), ("b", 3, vec![]), ("c", 0, vec![])]
+    );
     let topics: Vec<(&str, &[u8])> = restored
         .retained
         .iter()

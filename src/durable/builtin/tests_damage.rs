@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 
 use super::tests::{c, close, put_delivery, put_meta, reopen, send, TempDir, INTERVAL};
 use super::*;
-use crate::durable::record::{encode_meta, session_key, RecordError};
 use crate::durable::record::tests::meta;
+use crate::durable::record::{encode_meta, session_key, RecordError};
 use crate::durable::Op;
 
 const CHILD_DIR_VAR: &str = "RINGMQ_DSTORE_CHILD_DIR";
@@ -49,7 +49,10 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// zeros past it).
 fn written_len(journal: &Path) -> u64 {
     let bytes = std::fs::read(journal).unwrap();
-    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
 }
 
 /// Writes `ops` straight through a `Store` as one committed, synced fjall
@@ -58,7 +61,10 @@ fn written_len(journal: &Path) -> u64 {
 fn commit(store: &Store, ops: &[(&str, u64)]) {
     let mut batch = store.db.batch();
     for (client, seq) in ops {
-        let (meta, deliveries) = (meta(client, 0), [(*seq, super::tests::delivery_record(*seq))]);
+        let (meta, deliveries) = (
+            meta(client, 0),
+            [(*seq, super::tests::delivery_record(*seq))],
+        );
         store.put_session(&mut batch, &meta, &deliveries).unwrap();
     }
     batch.commit().unwrap();
@@ -82,27 +88,47 @@ fn a_torn_journal_tail_is_recovered() {
         (journal, before + (after - before) / 2)
     };
     let (journal, torn_at) = journal_len;
-    let file = std::fs::OpenOptions::new().write(true).open(&journal).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
     file.set_len(torn_at).unwrap();
     drop(file);
     let restored = reopen(&dir.0);
-    let clients: Vec<&str> = restored.sessions.iter().map(|s| s.meta.client_id.as_str()).collect();
-    assert_eq!(clients, ["a"], "the torn batch is dropped, the one before it kept");
+    let clients: Vec<&str> = restored
+        .sessions
+        .iter()
+        .map(|s| s.meta.client_id.as_str())
+        .collect();
+    assert_eq!(
+        clients,
+        ["a"],
+        "the torn batch is dropped, the one before it kept"
+    );
 }
 
 fn assert_refused_then_moved_aside(data_dir: &Path, names: &[&str]) {
-    let error = open(data_dir, 0, SyncMode::Batch, INTERVAL).err().expect("must be refused");
+    let error = open(data_dir, 0, SyncMode::Batch, INTERVAL)
+        .err()
+        .expect("must be refused");
     assert!(error.is_damage(), "{error}");
     let text = error.to_string();
     let path = store_dir(data_dir, 0);
-    for fragment in [&path.display().to_string() as &str, "--durable-recover-damaged", "nothing was dropped"]
-        .iter()
-        .chain(names)
+    for fragment in [
+        &path.display().to_string() as &str,
+        "--durable-recover-damaged",
+        "nothing was dropped",
+    ]
+    .iter()
+    .chain(names)
     {
         assert!(text.contains(fragment), "{text:?} lacks {fragment:?}");
     }
     let aside = move_damaged_aside(data_dir, 0).unwrap().unwrap();
-    assert!(aside.to_string_lossy().contains("shard-0.damaged-"), "{aside:?}");
+    assert!(
+        aside.to_string_lossy().contains("shard-0.damaged-"),
+        "{aside:?}"
+    );
     assert!(aside.exists() && !path.exists());
     let restored = reopen(data_dir);
     assert!(restored.sessions.is_empty());
@@ -177,15 +203,28 @@ fn a_record_failing_its_checksum_refuses_open_naming_the_key() {
         let mut bytes = encode_meta(&meta("sensor-7", 0)).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
-        store.sessions.insert(session_key("sensor-7"), bytes).unwrap();
+        store
+            .sessions
+            .insert(session_key("sensor-7"), bytes)
+            .unwrap();
         store.db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
     let error = open(&dir.0, 0, SyncMode::Batch, INTERVAL).err().unwrap();
     assert!(
-        matches!(&error, OpenError::Record { keyspace: "sessions", error: RecordError::Checksum, .. }),
+        matches!(
+            &error,
+            OpenError::Record {
+                keyspace: "sessions",
+                error: RecordError::Checksum,
+                ..
+            }
+        ),
         "{error:?}"
     );
-    assert_refused_then_moved_aside(&dir.0, &["sessions record under key \"sensor-7\"", "checksum"]);
+    assert_refused_then_moved_aside(
+        &dir.0,
+        &["sessions record under key \"sensor-7\"", "checksum"],
+    );
 }
 
 /// The child of the SIGKILL test: writes one delivery per batch with
@@ -253,9 +292,17 @@ fn always_mode_keeps_every_published_ticket_across_sigkill() {
     // Ticket 1 was the meta record; ticket t > 1 wrote delivery t - 1.
     let have: std::collections::HashSet<u64> = session.deliveries.iter().map(|(s, _)| *s).collect();
     for seq in 1..synced {
-        assert!(have.contains(&seq), "delivery {seq} of ticket {} lost", seq + 1);
+        assert!(
+            have.contains(&seq),
+            "delivery {seq} of ticket {} lost",
+            seq + 1
+        );
     }
-    eprintln!("{} tickets published before SIGKILL, {} deliveries found", synced, have.len());
+    eprintln!(
+        "{} tickets published before SIGKILL, {} deliveries found",
+        synced,
+        have.len()
+    );
 }
 
 #[test]
