@@ -811,6 +811,21 @@ pub const DURABLE_RECORD_BYTES_MAX: usize = 300 << 20;
 /// store per shard.
 pub const DURABLE_STORE_WORKER_THREADS: usize = 2;
 
+/// Journal bytes of a builtin store before its memtables are written to
+/// tables and the journals dropped (fjall's minimum; its default is 512
+/// MiB): bounds the disk a drained queue still holds and the replay at
+/// start.
+pub const DURABLE_JOURNALS_BYTES_MAX: u64 = 64 << 20;
+
+/// Memtable of each keyspace of a builtin store before it is written to a
+/// table (fjall's default is 64 MiB): the store's memory, three keyspaces
+/// per shard.
+pub const DURABLE_MEMTABLE_BYTES_MAX: u64 = 16 << 20;
+
+/// Removed deliveries before a builtin store compacts its deliveries
+/// keyspace to free their space (see `durable::builtin::writer`).
+pub const DURABLE_COMPACT_REMOVALS_MIN: u64 = 10_000;
+
 /// Client ids and topics longer than this are keyed by their SHA-256
 /// (fjall keys are at most 65,535 bytes and a delivery key adds 9 bytes to
 /// the client id); shorter ones are the key as they are, so a store stays

@@ -32,6 +32,7 @@ pub struct DurableSessionsConfig {
     /// milliseconds (1 to `limits::DURABLE_BATCH_INTERVAL_MAX_MS`).
     /// Default `"10ms"`.
     #[serde(
+        rename = "batch_interval",
         deserialize_with = "de_batch_interval",
         serialize_with = "ser_batch_interval"
     )]

@@ -430,4 +430,4 @@ pub fn session_snapshot(
 
 #[cfg(test)]
 #[path = "record_tests.rs"]
-mod tests;
+pub(crate) mod tests;

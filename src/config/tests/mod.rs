@@ -54,6 +54,7 @@ fn env_name(key: &str) -> String {
 mod authorization;
 mod cluster;
 mod coverage;
+mod durable;
 mod errors;
 mod loading;
 mod redirection;

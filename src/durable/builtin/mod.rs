@@ -19,14 +19,21 @@ mod restore;
 mod writer;
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_damage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::SyncMode;
-use crate::limits::{DURABLE_BATCHES_QUEUED_MAX, DURABLE_STORE_WORKER_THREADS};
+use crate::limits::{
+    DURABLE_BATCHES_QUEUED_MAX, DURABLE_JOURNALS_BYTES_MAX, DURABLE_MEMTABLE_BYTES_MAX,
+    DURABLE_STORE_WORKER_THREADS,
+};
 
 use super::record::RecordError;
 use super::{Restored, StoreHandle, Synced};
@@ -166,11 +173,15 @@ impl Store {
         let damaged = |e| OpenError::damaged(path, e);
         let db = fjall::Database::builder(path)
             .worker_threads(DURABLE_STORE_WORKER_THREADS)
+            .max_journaling_size(DURABLE_JOURNALS_BYTES_MAX)
             .open()
             .map_err(damaged)?;
         let keyspace = |name| {
-            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
-                .map_err(damaged)
+            db.keyspace(name, || {
+                fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(DURABLE_MEMTABLE_BYTES_MAX)
+            })
+            .map_err(damaged)
         };
         Ok(Store {
             path: path.to_path_buf(),
@@ -293,6 +304,15 @@ pub(crate) fn show_key(key: &[u8]) -> String {
 }
 
 impl Store {
+    /// Writes every memtable to a table, so the journals can go and the
+    /// next open has nothing to replay (a clean close).
+    pub(crate) fn flush_memtables(&self) -> Result<(), fjall::Error> {
+        for keyspace in [&self.sessions, &self.deliveries, &self.retained] {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
     /// Adds to `batch` the removal of every delivery of the client whose
     /// delivery key prefix is `prefix` (as committed: the caller commits
     /// earlier writes of the same client first).

@@ -35,7 +35,7 @@ use crate::durable::record::{
     session_key, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
-use crate::limits::DURABLE_BATCHES_QUEUED_MAX;
+use crate::limits::{DURABLE_BATCHES_QUEUED_MAX, DURABLE_COMPACT_REMOVALS_MIN};
 
 use super::restore::Epochs;
 use super::{Store, WriteError};
@@ -49,6 +49,9 @@ pub struct StoreStats {
     pub syncs: AtomicU64,
     /// Ops ignored because their epoch is below the stored one.
     pub stale_ops: AtomicU64,
+    /// Compactions of the deliveries keyspace started to free the space of
+    /// removed deliveries.
+    pub compactions: AtomicU64,
 }
 
 /// The writer thread of a store.
@@ -75,6 +78,8 @@ impl Writer {
             synced,
             epochs,
             stats: stats.clone(),
+            removals: 0,
+            compaction: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("ringmq-store-{shard}"))
@@ -110,6 +115,10 @@ struct State {
     synced: Arc<Synced>,
     epochs: Epochs,
     stats: Arc<StoreStats>,
+    /// Deliveries and sessions removed since the last compaction.
+    removals: u64,
+    /// The compaction running beside the writer, if any.
+    compaction: Option<JoinHandle<Result<(), fjall::Error>>>,
 }
 
 impl State {
@@ -126,8 +135,6 @@ impl State {
             let next = match (self.mode, unsynced_since) {
                 (SyncMode::Batch, Some(since)) => {
                     let deadline = since + self.batch_interval;
-                    // Built inside the runtime: a tokio timer needs its
-                    // context when it is made.
                     let received = runtime.block_on(async {
                         tokio::time::timeout_at(deadline.into(), batches.recv()).await
                     });
@@ -144,10 +151,14 @@ impl State {
             };
             let Some(first) = next else { break };
             waiting.push(first);
+            let mut idle = false;
             while waiting.len() < DURABLE_BATCHES_QUEUED_MAX {
                 match batches.try_recv() {
                     Ok(batch) => waiting.push(batch),
-                    Err(_) => break,
+                    Err(_) => {
+                        idle = true;
+                        break;
+                    }
                 }
             }
             let ticket = self.write(&mut waiting)?;
@@ -163,9 +174,54 @@ impl State {
                 SyncMode::None => {}
             }
             self.synced.publish(ticket);
+            if idle {
+                self.maybe_compact(false)?;
+            }
         }
         self.store.db.persist(fjall::PersistMode::SyncAll)?;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.maybe_compact(true)?;
+        self.store.flush_memtables()?;
+        Ok(())
+    }
+
+    /// Frees the space of removed deliveries. fjall drops a removed value
+    /// only when a compaction meets its tombstone at the last level, which
+    /// a store whose queues drained may not see for a long time; so once
+    /// the removals since the last compaction reach half of the keyspace's
+    /// entries (tombstones and overwrites included: an overestimate, so
+    /// live data is rewritten at most about twice per removal) and at
+    /// least `DURABLE_COMPACT_REMOVALS_MIN`, the memtable is written out
+    /// and the keyspace compacted whole, on a thread beside the writer so
+    /// acknowledgements do not wait for it (`last`: at close, waited for).
+    fn maybe_compact(&mut self, last: bool) -> Result<(), WriteError> {
+        if let Some(running) = &self.compaction {
+            if !running.is_finished() && !last {
+                return Ok(());
+            }
+            let running = self.compaction.take().expect("checked");
+            running.join().map_err(|_| WriteError::Panicked)??;
+        }
+        let entries = self.store.deliveries.approximate_len() as u64;
+        if self.removals < DURABLE_COMPACT_REMOVALS_MIN || self.removals * 2 < entries {
+            return Ok(());
+        }
+        self.removals = 0;
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        let deliveries = self.store.deliveries.clone();
+        let compact = move || {
+            deliveries.rotate_memtable_and_wait()?;
+            deliveries.major_compact()
+        };
+        if last {
+            compact()?;
+        } else {
+            let thread = std::thread::Builder::new()
+                .name("ringmq-compact".into())
+                .spawn(compact)
+                .map_err(fjall::Error::Io)?;
+            self.compaction = Some(thread);
+        }
         Ok(())
     }
 
@@ -254,6 +310,7 @@ impl State {
             Op::RemoveDelivery { client, epoch, seq } => {
                 if self.admit(&client, epoch, false) {
                     write.remove(&self.store.deliveries, delivery_key(&client, seq));
+                    self.removals += 1;
                 }
             }
             Op::RemoveSession { client, epoch } => {
@@ -263,7 +320,7 @@ impl State {
                 self.flush_pending(write)?;
                 let store = &self.store;
                 write.remove(&store.sessions, session_key(&client));
-                store.remove_deliveries(write, &delivery_prefix(&client))?;
+                self.removals += store.remove_deliveries(write, &delivery_prefix(&client))? as u64;
                 self.epochs.remove(&session_key(&client));
             }
             Op::PutRetained { topic, message } => {
