@@ -7,6 +7,7 @@
 
 pub mod handle;
 pub mod op;
+pub mod redis;
 pub mod synced;
 
 pub use handle::StoreHandle;
