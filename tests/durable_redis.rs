@@ -134,14 +134,20 @@ fn put_session(client: &str, epoch: u64, expires: Option<u64>) -> Op {
 fn write(store: &mut StoreHandle, ops: Vec<Op>) {
     let batch = store.seal(ops);
     let ticket = batch.ticket;
-    store.batches.blocking_send(batch).expect("redis thread alive");
+    store
+        .batches
+        .blocking_send(batch)
+        .expect("redis thread alive");
     wait_synced(store, ticket);
 }
 
 fn wait_synced(store: &StoreHandle, ticket: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.synced.ticket() < ticket {
-        assert!(Instant::now() < deadline, "ticket {ticket} not synced in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "ticket {ticket} not synced in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -223,7 +229,10 @@ fn round_trip_of_a_session_and_its_deliveries() {
     assert_eq!(s.deliveries[0].1.delivery, delivery("in-flight"));
     assert_eq!(s.deliveries[2].1, *queued("d7"));
     let counters = handle.counters();
-    assert!(counters.scripts >= 2 && counters.fenced == 0, "{counters:?}");
+    assert!(
+        counters.scripts >= 2 && counters.fenced == 0,
+        "{counters:?}"
+    );
     close(stores, handle);
     cluster.assert_no_keys_and_no_crossslot();
 }
@@ -402,7 +411,11 @@ fn ttl_follows_session_expiry_and_keys_are_gone_after_it() {
     let cluster = shared_cluster();
     let (mut stores, handle) = open(cluster, "ttl-node", 1);
     let c = "ttl-client";
-    let keys = ["{c:ttl-client}:own", "{c:ttl-client}:meta", "{c:ttl-client}:d"];
+    let keys = [
+        "{c:ttl-client}:own",
+        "{c:ttl-client}:meta",
+        "{c:ttl-client}:d",
+    ];
     write(&mut stores[0], vec![put_session(c, 1, None)]);
     for k in keys {
         assert_eq!(cluster.cli_key(&["PTTL", k]), "-1", "{k} online: no TTL");
@@ -501,9 +514,7 @@ fn retained_messages_live_in_buckets_and_load_at_start() {
     assert!(mine.iter().all(|(t, _)| t != "ret-test/0"));
     assert!(mine.contains(&("ret-test/1".into(), "v1-bis".into())));
     let with_any: usize = (0..ringmq::limits::RETAINED_BUCKETS)
-        .filter(|b| {
-            cluster.cli_key(&["EXISTS", &format!("ringmq:retained:{{b{b}}}")]) == "1"
-        })
+        .filter(|b| cluster.cli_key(&["EXISTS", &format!("ringmq:retained:{{b{b}}}")]) == "1")
         .count();
     assert!(with_any > 100, "300 topics spread over {with_any} buckets");
     close(stores, handle);
@@ -523,7 +534,10 @@ fn load_node_after_a_restart_restores_this_nodes_sessions_only() {
         write(&mut stores[shard], vec![put_session(&c, 1, None)]);
     }
     let (mut other, other_handle) = open(cluster, "restart-other", 1);
-    write(&mut other[0], vec![put_session("restart-elsewhere", 1, None)]);
+    write(
+        &mut other[0],
+        vec![put_session("restart-elsewhere", 1, None)],
+    );
     close(other, other_handle);
     close(stores, handle);
     let (stores, handle) = open(cluster, "restart-node", 2);
@@ -553,7 +567,14 @@ fn a_single_redis_server_works_too() {
     let dir = std::env::temp_dir().join(format!("ringmq-redis-single-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut server = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .arg("--dir")
         .arg(&dir)
         .stdout(std::process::Stdio::null())
@@ -594,7 +615,10 @@ fn a_bad_server_list_stops_the_start_naming_the_key() {
         servers: vec![format!("127.0.0.1:{closed_port}")],
         ..bad
     };
-    let e = start(&unreachable, "n", 1).err().expect("refused").to_string();
+    let e = start(&unreachable, "n", 1)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("cannot connect") && e.contains("[redis]"), "{e}");
 }
 
@@ -612,7 +636,7 @@ fn a_master_killed_mid_run_loses_no_published_write() {
         write(&mut stores[0], vec![put_session(c, 1, None)]);
     }
     let store = &mut stores[0];
-    let mut published: Vec<(u64, Vec<(Arc<str>, u64)>)> = Vec::new();
+    let mut last_ticket = 0;
     let victim = cluster.masters()[0];
     let started = Instant::now();
     let mut killed = false;
@@ -623,28 +647,26 @@ fn a_master_killed_mid_run_loses_no_published_write() {
             unsafe { libc::kill(victim.1 as i32, libc::SIGKILL) };
             killed = true;
         }
-        let mut ops = Vec::new();
-        let mut wrote = Vec::new();
-        for c in &clients {
-            ops.push(Op::PutDelivery {
+        let ops = clients
+            .iter()
+            .map(|c| Op::PutDelivery {
                 client: c.clone(),
                 epoch: 1,
                 seq,
                 record: queued(&format!("{c}-{seq}")),
-            });
-            wrote.push((c.clone(), seq));
-        }
+            })
+            .collect();
         seq += 1;
         let batch = store.seal(ops);
-        published.push((batch.ticket, wrote));
+        last_ticket = batch.ticket;
         store.batches.blocking_send(batch).unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    let last = published.last().unwrap().0;
-    wait_synced(store, last);
+    wait_synced(store, last_ticket);
     let counters = handle.counters();
     assert!(
-        counters.retries > 0 && counters.errors_io + counters.errors_cluster + counters.errors_timeout > 0,
+        counters.retries > 0
+            && counters.errors_io + counters.errors_cluster + counters.errors_timeout > 0,
         "the kill was seen and retried: {counters:?}"
     );
     for c in &clients {
@@ -657,4 +679,99 @@ fn a_master_killed_mid_run_loses_no_published_write() {
     eprintln!("failover: {counters:?}");
     close(stores, handle);
     cluster.assert_no_keys_and_no_crossslot();
+}
+
+/// Throughput through the backend (docs/durability-redis.md, "Measured"):
+/// QoS-1-sized deliveries (100-byte payload) written then removed, `n`
+/// ops per batch over 100 clients per shard, batches sent as fast as the
+/// channel takes them for 3 s. Run with
+/// `cargo test --release --test durable_redis -- --ignored --nocapture measure`.
+#[test]
+#[ignore]
+fn measure_ops_per_second() {
+    if !available("measure_ops_per_second") {
+        return;
+    }
+    let cluster = shared_cluster();
+    let payload = "x".repeat(100);
+    println!("| replica_acks | shards | ops/batch | ops/s | batches/s |");
+    println!("|---|---|---|---|---|");
+    for acks in [1, 0] {
+        for shards in [1usize, 2] {
+            for per_batch in [1usize, 10, 100] {
+                let node = format!("bench-{acks}-{shards}-{per_batch}");
+                let (stores, handle) =
+                    start(&settings(cluster, acks), &node, shards).expect("connect");
+                let threads: Vec<_> = stores
+                    .into_iter()
+                    .enumerate()
+                    .map(|(shard, mut store)| {
+                        let payload = payload.clone();
+                        std::thread::spawn(move || {
+                            let clients: Vec<Arc<str>> = (0..100)
+                                .map(|i| format!("bench-{shard}-{i}").into())
+                                .collect();
+                            let mut ops_done = 0u64;
+                            let mut batches = 0u64;
+                            for c in &clients {
+                                write(&mut store, vec![put_session(c, 1, None)]);
+                            }
+                            let begin = Instant::now();
+                            let mut k = 0u64;
+                            let mut last = 0;
+                            while begin.elapsed() < Duration::from_secs(3) {
+                                let ops: Vec<Op> = (0..per_batch)
+                                    .map(|_| {
+                                        let client = clients[((k / 2) % 100) as usize].clone();
+                                        let seq = 1_000 + k / 2;
+                                        let op = if k % 2 == 0 {
+                                            Op::PutDelivery {
+                                                client,
+                                                epoch: 1,
+                                                seq,
+                                                record: queued(&payload),
+                                            }
+                                        } else {
+                                            Op::RemoveDelivery {
+                                                client,
+                                                epoch: 1,
+                                                seq,
+                                            }
+                                        };
+                                        k += 1;
+                                        op
+                                    })
+                                    .collect();
+                                let batch = store.seal(ops);
+                                last = batch.ticket;
+                                store.batches.blocking_send(batch).unwrap();
+                                ops_done += per_batch as u64;
+                                batches += 1;
+                            }
+                            wait_synced(&store, last);
+                            (ops_done, batches, begin.elapsed(), store)
+                        })
+                    })
+                    .collect();
+                let mut total_ops = 0;
+                let mut total_batches = 0;
+                let mut longest = Duration::ZERO;
+                let mut stores = Vec::new();
+                for t in threads {
+                    let (ops, batches, took, store) = t.join().unwrap();
+                    total_ops += ops;
+                    total_batches += batches;
+                    longest = longest.max(took);
+                    stores.push(store);
+                }
+                let secs = longest.as_secs_f64();
+                println!(
+                    "| {acks} | {shards} | {per_batch} | {:.0} | {:.0} |",
+                    total_ops as f64 / secs,
+                    total_batches as f64 / secs
+                );
+                close(stores, handle);
+            }
+        }
+    }
 }

@@ -128,9 +128,15 @@ impl RedisCluster {
     pub fn assert_no_keys_and_no_crossslot(&self) {
         for port in self.alive() {
             let stats = self.cli(port, &["INFO", "commandstats"]);
-            assert!(!stats.contains("cmdstat_keys:"), "KEYS ran on {port}:\n{stats}");
+            assert!(
+                !stats.contains("cmdstat_keys:"),
+                "KEYS ran on {port}:\n{stats}"
+            );
             let errors = self.cli(port, &["INFO", "errorstats"]);
-            assert!(!errors.contains("CROSSSLOT"), "CROSSSLOT on {port}:\n{errors}");
+            assert!(
+                !errors.contains("CROSSSLOT"),
+                "CROSSSLOT on {port}:\n{errors}"
+            );
         }
     }
 }

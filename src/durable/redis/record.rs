@@ -174,7 +174,9 @@ pub fn session_records(
             },
         ));
     }
-    let first = snapshot.next_seq.saturating_sub(snapshot.queue.len() as u64);
+    let first = snapshot
+        .next_seq
+        .saturating_sub(snapshot.queue.len() as u64);
     for (i, d) in snapshot.queue.iter().enumerate() {
         if d.qos == 0 {
             continue;

@@ -181,17 +181,16 @@ pub fn deliveries_max(queue_len_max: u32) -> u64 {
     u64::from(queue_len_max) + u64::from(INFLIGHT_MAX) + MQUEUE_OVERSHOOT_MAX as u64
 }
 
-fn meta_args(
-    args: &mut Vec<Vec<u8>>,
-    meta: &SessionMeta,
-    bytes: Vec<u8>,
-    op: &str,
-    epoch: u64,
-) {
+fn meta_args(args: &mut Vec<Vec<u8>>, meta: &SessionMeta, bytes: Vec<u8>, op: &str, epoch: u64) {
     args.push(op.into());
     args.push(epoch.to_string().into_bytes());
     args.push(bytes);
-    args.push(meta.expires_at_unix_ms.unwrap_or(0).to_string().into_bytes());
+    args.push(
+        meta.expires_at_unix_ms
+            .unwrap_or(0)
+            .to_string()
+            .into_bytes(),
+    );
     args.push(deliveries_max(meta.queue_len_max).to_string().into_bytes());
 }
 

@@ -53,7 +53,10 @@ pub async fn run_shard(
         let last = group.last().expect("one batch").ticket;
         let plan = plan(&group);
         for refused in &plan.refused {
-            tracing::error!(shard, "redis: op not written, its record is too large: {refused}");
+            tracing::error!(
+                shard,
+                "redis: op not written, its record is too large: {refused}"
+            );
         }
         RedisCounters::add(
             &shared.counters.refused_too_large,
@@ -171,7 +174,10 @@ async fn done_client(shared: &Shared, shard: usize, w: &ClientWrite, answer: &Va
     RedisCounters::add(&c.scripts, 1);
     let Some(outcome) = parse_write(answer) else {
         RedisCounters::add(&c.errors_other, 1);
-        tracing::error!("redis: unexpected script answer for {}: {answer:?}", w.client);
+        tracing::error!(
+            "redis: unexpected script answer for {}: {answer:?}",
+            w.client
+        );
         return;
     };
     RedisCounters::add(&c.gone, outcome.gone);
