@@ -198,3 +198,61 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::snapshot::DeliverySnapshot;
+
+    fn record() -> DeliveryRecord {
+        DeliveryRecord {
+            delivery: DeliverySnapshot {
+                message: MessageSnapshot {
+                    topic: "a/b".into(),
+                    payload: bytes::Bytes::from_static(b"hello"),
+                    qos: 2,
+                    retain: false,
+                    payload_format_indicator: Some(1),
+                    message_expiry_interval_s: Some(60),
+                    response_topic: None,
+                    correlation_data: None,
+                    user_properties: vec![("k".into(), "v".into())],
+                    content_type: None,
+                    origin: None,
+                    expires_at_unix_ms: Some(1_765_000_000_000),
+                },
+                qos: 2,
+                retain: false,
+                subscription_ids: vec![1, 2],
+            },
+            state: DeliveryState::Queued,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_and_damage_is_refused() {
+        let bytes = encode_delivery(&record()).unwrap();
+        assert_eq!(decode_delivery(&bytes).unwrap(), record());
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(decode_delivery(&flipped), Err(RecordError::Checksum));
+        assert!(matches!(
+            decode_meta(&bytes),
+            Err(RecordError::WrongKind { found: 2, .. })
+        ));
+        let mut version = bytes.clone();
+        version[4] = 9;
+        assert_eq!(
+            decode_delivery(&version),
+            Err(RecordError::UnknownVersion(9))
+        );
+        assert_eq!(
+            decode_delivery(&bytes[..bytes.len() - 1]),
+            Err(RecordError::Length {
+                header: bytes.len() - HEADER_BYTES,
+                present: bytes.len() - HEADER_BYTES - 1
+            })
+        );
+        assert_eq!(decode_delivery(b"RMQ"), Err(RecordError::NotARecord));
+    }
+}

@@ -342,3 +342,113 @@ pub fn parse_write(v: &Value) -> Option<WriteOutcome> {
         full: int(full)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::{DeliveryRecord, DeliveryState};
+    use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot};
+
+    fn message(topic: &str) -> MessageSnapshot {
+        MessageSnapshot {
+            topic: topic.into(),
+            payload: bytes::Bytes::from_static(b"p"),
+            qos: 1,
+            retain: true,
+            payload_format_indicator: None,
+            message_expiry_interval_s: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![],
+            content_type: None,
+            origin: None,
+            expires_at_unix_ms: None,
+        }
+    }
+
+    fn put(client: &str, seq: u64) -> Op {
+        Op::PutDelivery {
+            client: client.into(),
+            epoch: 3,
+            seq,
+            record: Box::new(DeliveryRecord {
+                delivery: DeliverySnapshot {
+                    message: message("t"),
+                    qos: 1,
+                    retain: false,
+                    subscription_ids: vec![],
+                },
+                state: DeliveryState::Queued,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_group_is_one_call_per_client_with_its_ops_in_order() {
+        let remove = |client: &str, seq| Op::RemoveDelivery {
+            client: client.into(),
+            epoch: 3,
+            seq,
+        };
+        let batches = [
+            Batch {
+                ticket: 1,
+                ops: vec![put("a", 1), put("b", 1), remove("a", 1)],
+            },
+            Batch {
+                ticket: 2,
+                ops: vec![put("a", 2)],
+            },
+        ];
+        let plan = plan(&batches);
+        assert_eq!(plan.ops, 4);
+        let clients: Vec<&str> = plan.clients.iter().map(|w| &*w.client).collect();
+        assert_eq!(clients, ["a", "b"]);
+        let a = &plan.clients[0];
+        let codes: Vec<&[u8]> = a
+            .args
+            .iter()
+            .filter(|x| x.len() == 1 && x[0].is_ascii_uppercase())
+            .map(|x| x.as_slice())
+            .collect();
+        assert_eq!(codes, [b"D", b"R", b"D"]);
+        assert_eq!(a.keys, client_keys("a"));
+        assert_eq!(a.index, None);
+    }
+
+    #[test]
+    fn retained_ops_keep_the_last_state_per_topic() {
+        let batches = [Batch {
+            ticket: 1,
+            ops: vec![
+                Op::PutRetained {
+                    topic: "x".into(),
+                    message: Box::new(message("x")),
+                },
+                Op::RemoveRetained { topic: "x".into() },
+                Op::PutRetained {
+                    topic: "y".into(),
+                    message: Box::new(message("y")),
+                },
+            ],
+        }];
+        let plan = plan(&batches);
+        assert!(plan.clients.is_empty());
+        assert_eq!(plan.retained.len(), 2);
+        assert_eq!(plan.retained[0].record, None);
+        assert_eq!(plan.retained[0].key, retained_key(retained_bucket("x")));
+        assert!(plan.retained[1].record.is_some());
+    }
+
+    #[test]
+    fn session_ops_mark_the_node_index() {
+        let batches = [Batch {
+            ticket: 1,
+            ops: vec![Op::RemoveSession {
+                client: "a".into(),
+                epoch: 1,
+            }],
+        }];
+        assert_eq!(plan(&batches).clients[0].index, Some(false));
+    }
+}

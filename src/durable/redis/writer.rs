@@ -79,6 +79,10 @@ async fn apply(shared: &Shared, shard: usize, plan: &Plan) {
     let mut backoff_ms = REDIS_RETRY_BACKOFF_MIN_MS;
     let mut failing_since: Option<Instant> = None;
     let mut logged = Instant::now();
+    // Answers are acted on (fenced, index) once the whole group is
+    // acknowledged, so a group sent again after a failed WAIT is not
+    // counted twice.
+    let mut answered: Vec<(&ClientWrite, Value)> = Vec::with_capacity(clients.len());
     loop {
         let mut failed_clients = Vec::new();
         let mut failed_retained = Vec::new();
@@ -88,7 +92,7 @@ async fn apply(shared: &Shared, shard: usize, plan: &Plan) {
             let results = futures_util::future::join_all(calls).await;
             for (w, result) in chunk.iter().zip(results) {
                 match result {
-                    Ok(v) => done_client(shared, shard, w, &v).await,
+                    Ok(v) => answered.push((*w, v)),
                     Err(e) => {
                         shared.counters.error(&e);
                         last_error = Some(e);
@@ -114,11 +118,15 @@ async fn apply(shared: &Shared, shard: usize, plan: &Plan) {
                 // the whole group goes again, to whoever holds the slots.
                 shared.counters.error(&e);
                 last_error = Some(e);
+                answered.clear();
                 failed_clients = plan.clients.iter().collect();
                 failed_retained = plan.retained.iter().collect();
             }
         }
         let Some(error) = last_error else {
+            for (w, answer) in &answered {
+                done_client(shared, shard, w, answer).await;
+            }
             if let Some(since) = failing_since {
                 tracing::warn!(
                     shard,
