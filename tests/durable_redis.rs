@@ -420,9 +420,9 @@ fn ttl_follows_session_expiry_and_keys_are_gone_after_it() {
     for k in keys {
         assert_eq!(cluster.cli_key(&["PTTL", k]), "-1", "{k} online: no TTL");
     }
-    // Offline: expires in 1.5 s.
+    // Offline: expires in 20 s (room for a loaded machine).
     let mut meta = meta_of(&snapshot(c, None), 1);
-    meta.expires_at_unix_ms = Some(now_ms() + 1_500);
+    meta.expires_at_unix_ms = Some(now_ms() + 20_000);
     write(
         &mut stores[0],
         vec![Op::PutMeta {
@@ -432,7 +432,7 @@ fn ttl_follows_session_expiry_and_keys_are_gone_after_it() {
     );
     for k in keys {
         let ttl: i64 = cluster.cli_key(&["PTTL", k]).parse().unwrap();
-        assert!((1..=1_500).contains(&ttl), "{k} offline: TTL {ttl}");
+        assert!((1..=20_000).contains(&ttl), "{k} offline: TTL {ttl}");
     }
     // Back online before it expires: the TTL is removed.
     meta.expires_at_unix_ms = None;
