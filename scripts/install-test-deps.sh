@@ -3,6 +3,7 @@
 #   - Debian's mosquitto and mosquitto-clients (mosquitto_pub/sub are test clients;
 #     the mosquitto broker is the reference for RINGMQ_TEST_BROKER=mosquitto)
 #   - gdb: a failed e2e test prints the running broker's thread backtraces
+#   - Debian's redis-server and redis-tools: tests/durable_redis.rs starts a Redis Cluster
 #   - Debian's prometheus (the server and promtool): tests/e2e/test_prometheus.py
 #     starts a real Prometheus that scrapes the broker and checks the format
 #   - Node.js, npm and Chromium (Debian packages) and, with `npm ci` in tests/js,
@@ -58,6 +59,20 @@ if ! command -v haproxy >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq --no-install-recommends haproxy </dev/null
   else
     echo "warning: haproxy missing and no apt-get; tests/e2e/test_haproxy_evacuation.py will fail" >&2
+  fi
+fi
+
+# tests/durable_redis.rs: a real Redis Cluster (3 masters, 3 replicas on
+# loopback) started by scripts/redis-cluster.py; redis-cli creates the cluster.
+# The package's service is not used.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "installing redis-server redis-tools (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools </dev/null
+  else
+    echo "warning: redis-server/redis-cli missing and no apt-get; tests/durable_redis.rs will fail under CI" >&2
   fi
 fi
 

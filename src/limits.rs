@@ -837,3 +837,63 @@ pub const REDIS_SERVERS_MAX: usize = 64;
 
 /// Longest `redis.password`.
 pub const REDIS_PASSWORD_LEN_MAX_BYTES: usize = 1_024;
+
+// ---------------------------------------------------------------- durable sessions: Redis backend (src/durable/redis/)
+
+/// Hashes retained messages are spread over (`ringmq:retained:{b<N>}`,
+/// N = FNV-1a 64 of the topic % this): enough buckets that every master
+/// of a large Redis Cluster holds some and no hash grows past what one
+/// HSCAN page loop reads quickly; fixed, because changing it moves every
+/// retained message to another key.
+pub const RETAINED_BUCKETS: u32 = 256;
+
+/// Batches one shard's channel to the Redis thread holds (the shard awaits
+/// a free slot: back-pressure, never a drop).
+pub const REDIS_BATCHES_QUEUED_MAX: usize = 64;
+
+/// Most batches of one shard the Redis thread applies as one group (one
+/// round of pipelined scripts, one WAIT, one ticket published).
+pub const REDIS_GROUP_BATCHES_MAX: usize = 64;
+
+/// Scripts of one group in flight at once on the multiplexed connection
+/// (pipelined); a group with more clients sends them in rounds.
+pub const REDIS_SCRIPTS_IN_FLIGHT_MAX: usize = 512;
+
+/// First and longest wait between retries of a group Redis did not answer
+/// (connection lost, failover, CLUSTERDOWN, TRYAGAIN); doubled each time.
+/// Retries never stop: while Redis is unreachable tickets are not
+/// published and acknowledgements in `always` wait.
+pub const REDIS_RETRY_BACKOFF_MIN_MS: u64 = 20;
+pub const REDIS_RETRY_BACKOFF_MAX_MS: u64 = 2_000;
+
+/// How often "Redis unreachable" is logged while it lasts.
+pub const REDIS_UNREACHABLE_LOG_INTERVAL_MS: u64 = 5_000;
+
+/// Connecting to the servers at start, and each command's answer, may
+/// take this long before it counts as an error (and is retried).
+pub const REDIS_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const REDIS_RESPONSE_TIMEOUT_MS: u64 = 5_000;
+
+/// Retries (with MOVED/ASK redirects and slot refreshes) the cluster
+/// client makes itself before an error reaches the backend's own retry.
+pub const REDIS_CLIENT_RETRIES: u32 = 4;
+
+/// How long `WAIT <replica_acks>` may wait for replicas after a group
+/// before the ticket is published anyway (counted, logged): a master
+/// whose replica is gone must not stop every write.
+pub const REDIS_REPLICA_ACK_TIMEOUT_MS: u64 = 200;
+
+/// TTL of an owner record that only fences (a `load_session` of a client
+/// with no session, or a removed session): long enough to outlive a stale
+/// owner's retries, short enough not to pile up.
+pub const REDIS_FENCE_TOMBSTONE_TTL_MS: u64 = 600_000;
+
+/// Members one SSCAN / HSCAN page asks for at start (`load_node`).
+pub const REDIS_SCAN_COUNT: usize = 500;
+
+/// `load_session` / `load_node` requests waiting for the Redis thread.
+pub const REDIS_REQUESTS_QUEUED_MAX: usize = 256;
+
+/// Fenced answers kept per shard until the shard takes them; beyond it
+/// they are counted (`fenced_dropped`) and dropped.
+pub const REDIS_FENCED_QUEUE_MAX: usize = 4_096;

@@ -9,6 +9,7 @@ pub mod builtin;
 pub mod handle;
 pub mod op;
 pub mod record;
+pub mod redis;
 pub mod start;
 pub mod synced;
 

@@ -266,7 +266,7 @@ fn check_delivery(record: &DeliveryRecord) -> Result<(), RecordError> {
 /// FNV-1a, 64 bits: a checksum against damage, not an adversary (the
 /// archive's validation guards memory safety whatever the bytes). The same
 /// function as the session snapshot's.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
