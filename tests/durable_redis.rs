@@ -15,7 +15,7 @@ use ringmq::durable::redis::{start, Error, RedisHandle, RedisSettings};
 use ringmq::durable::{DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle};
 use ringmq::session::snapshot::{
     AwaitingSnapshot, DeliverySnapshot, DropsSnapshot, InflightSnapshot, MessageSnapshot,
-    SubscriptionSnapshot,
+    QueuedSnapshot, SubscriptionSnapshot,
 };
 use ringmq::session::SessionSnapshot;
 
@@ -98,7 +98,16 @@ fn snapshot(client: &str, expires_at_unix_ms: Option<u64>) -> SessionSnapshot {
         }],
         next_packet_id: 10,
         next_seq: 7,
-        queue: vec![delivery("q5"), delivery("q6")],
+        queue: vec![
+            QueuedSnapshot {
+                seq: 5,
+                delivery: delivery("q5"),
+            },
+            QueuedSnapshot {
+                seq: 6,
+                delivery: delivery("q6"),
+            },
+        ],
         queue_len_max: 100,
         incoming_qos2: vec![2],
         drops: DropsSnapshot::default(),
@@ -259,7 +268,10 @@ fn put_session_replaces_everything_stored() {
     );
     let mut fresh = snapshot(c, None);
     fresh.inflight.clear();
-    fresh.queue = vec![delivery("new")];
+    fresh.queue = vec![QueuedSnapshot {
+        seq: 0,
+        delivery: delivery("new"),
+    }];
     fresh.next_seq = 1;
     write(
         &mut stores[0],

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::durable::record::tests::{delivery, message, meta};
 use crate::durable::{DeliveryRecord, DeliveryState, Op, StoredSession};
-use crate::session::snapshot::{AwaitingSnapshot, SessionSnapshot};
+use crate::session::snapshot::{AwaitingSnapshot, QueuedSnapshot, SessionSnapshot};
 
 /// A directory removed when dropped.
 pub(super) struct TempDir(pub PathBuf);
@@ -263,7 +263,10 @@ fn snapshot_of(client: &str, next_seq: u64, queued: usize) -> SessionSnapshot {
         next_packet_id: 1,
         next_seq,
         queue: (0..queued)
-            .map(|i| delivery(i as u64, 2, DeliveryState::Queued).delivery)
+            .map(|i| QueuedSnapshot {
+                seq: next_seq - queued as u64 + i as u64,
+                delivery: delivery(i as u64, 2, DeliveryState::Queued).delivery,
+            })
             .collect(),
         queue_len_max: 100,
         incoming_qos2: Vec::new(),

@@ -5,6 +5,6 @@
 //! and from Redis.
 
 pub use crate::durable::record::{
-    decode_delivery, decode_meta, decode_retained, encode_delivery, encode_meta,
-    encode_retained, fnv1a64, session_records, RecordError,
+    decode_delivery, decode_meta, decode_retained, encode_delivery, encode_meta, encode_retained,
+    fnv1a64, session_records, RecordError,
 };
