@@ -180,9 +180,18 @@ def test_admin_lists_restored_offline_session_as_disconnected(broker_factory, tm
     s.subscribe(uid("t"), qos=1)
     s.disconnect()
     b = restart(broker_factory, tmp_path, b, "batch", signal.SIGTERM, extra)
-    code, body, _ = api(b, "GET", "/api/v5/clients?limit=100")
-    assert code == 200, body
-    row = next(x for x in body["data"] if x["clientid"] == cid)
+    # The listener is bound before the shards have restored (clients wait
+    # in its backlog until they have): the API may answer a moment earlier.
+    deadline = time.monotonic() + 10
+    while True:
+        code, body, _ = api(b, "GET", "/api/v5/clients?limit=100")
+        assert code == 200, body
+        rows = [x for x in body["data"] if x["clientid"] == cid]
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows, f"{cid} not listed: {body}"
+    row = rows[0]
     assert row["connected"] is False
     assert row["subscriptions_cnt"] == 1
 
