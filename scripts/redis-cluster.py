@@ -97,7 +97,7 @@ def main():
     for port in ports:
         d = os.path.join(TMP, str(port))
         os.mkdir(d)
-        # appendfsync everysec: Redis's own durability (docs/durability-redis.md);
+        # appendfsync everysec: Redis's own durability (docs/durability.md, "The Redis backend");
         # no RDB snapshots (a test cluster needs none).
         PROCS.append(subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1",

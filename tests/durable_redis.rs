@@ -693,7 +693,7 @@ fn a_master_killed_mid_run_loses_no_published_write() {
     cluster.assert_no_keys_and_no_crossslot();
 }
 
-/// Throughput through the backend (docs/durability-redis.md, "Measured"):
+/// Throughput through the backend (docs/durability.md, "The Redis backend", "Measured"):
 /// QoS-1-sized deliveries (100-byte payload) written then removed, `n`
 /// ops per batch over 100 clients per shard, batches sent as fast as the
 /// channel takes them for 3 s. Run with

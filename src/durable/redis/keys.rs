@@ -1,4 +1,4 @@
-//! The Redis key layout (docs/durability-redis.md, ADR 0007).
+//! The Redis key layout (docs/durability.md, "The Redis backend", ADR 0007).
 //!
 //! Every key of one client carries the hash tag `{c:<client id>}`, so they
 //! share a slot and one script changes them atomically:

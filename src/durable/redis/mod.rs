@@ -1,5 +1,5 @@
 //! The Redis backend of durable sessions (`durable.backend = "redis"`,
-//! ADR 0007, docs/durability-redis.md): a Redis Cluster (or one Redis)
+//! ADR 0007, docs/durability.md, "The Redis backend"): a Redis Cluster (or one Redis)
 //! shared by the nodes of a ringmq cluster or by independent nodes.
 //!
 //! One OS thread, `ringmq-redis`, runs a current-thread tokio runtime with
