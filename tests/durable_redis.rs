@@ -187,6 +187,23 @@ fn seqs(handle: &RedisHandle, client: &str, epoch: u64) -> Vec<(u64, String)> {
         .collect()
 }
 
+fn put_delivery(client: &str, epoch: u64, seq: u64, record: Box<DeliveryRecord>) -> Op {
+    Op::PutDelivery {
+        client: client.into(),
+        epoch,
+        seq,
+        record,
+    }
+}
+
+fn remove_delivery(client: &str, epoch: u64, seq: u64) -> Op {
+    Op::RemoveDelivery {
+        client: client.into(),
+        epoch,
+        seq,
+    }
+}
+
 #[test]
 fn round_trip_of_a_session_and_its_deliveries() {
     if !available("round_trip_of_a_session_and_its_deliveries") {
@@ -199,17 +216,8 @@ fn round_trip_of_a_session_and_its_deliveries() {
         &mut stores[0],
         vec![
             put_session(c, 1, None),
-            Op::PutDelivery {
-                client: c.into(),
-                epoch: 1,
-                seq: 7,
-                record: queued("d7"),
-            },
-            Op::RemoveDelivery {
-                client: c.into(),
-                epoch: 1,
-                seq: 5,
-            },
+            put_delivery(c, 1, 7, queued("d7")),
+            remove_delivery(c, 1, 5),
         ],
     );
     let snap = snapshot(c, None);
@@ -258,12 +266,7 @@ fn put_session_replaces_everything_stored() {
         &mut stores[0],
         vec![
             put_session(c, 1, None),
-            Op::PutDelivery {
-                client: c.into(),
-                epoch: 1,
-                seq: 50,
-                record: queued("old"),
-            },
+            put_delivery(c, 1, 50, queued("old")),
         ],
     );
     let mut fresh = snapshot(c, None);
@@ -313,15 +316,7 @@ fn remove_session_removes_its_keys_and_its_index_entry() {
         .unwrap();
     assert!(ttl > 0, "tombstone TTL {ttl}");
     // A stale write after the removal does not bring the session back.
-    write(
-        &mut stores[0],
-        vec![Op::PutDelivery {
-            client: c.into(),
-            epoch: 1,
-            seq: 9,
-            record: queued("late"),
-        }],
-    );
+    write(&mut stores[0], vec![put_delivery(c, 1, 9, queued("late"))]);
     assert_eq!(cluster.cli_key(&["EXISTS", "{c:rm-client}:d"]), "0");
     assert!(handle.counters().gone >= 1);
     assert_eq!(block(handle.load_session(c, 2)).unwrap(), None);
@@ -338,17 +333,8 @@ fn a_retried_batch_never_duplicates_a_delivery() {
     let c = "idem-client";
     write(&mut stores[0], vec![put_session(c, 1, None)]);
     let ops: Vec<Op> = (10..20)
-        .map(|seq| Op::PutDelivery {
-            client: c.into(),
-            epoch: 1,
-            seq,
-            record: queued(&format!("m{seq}")),
-        })
-        .chain([Op::RemoveDelivery {
-            client: c.into(),
-            epoch: 1,
-            seq: 10,
-        }])
+        .map(|seq| put_delivery(c, 1, seq, queued(&format!("m{seq}"))))
+        .chain([remove_delivery(c, 1, 10)])
         .collect();
     write(&mut stores[0], ops.clone());
     write(&mut stores[0], ops);
@@ -380,17 +366,8 @@ fn a_stale_owner_is_fenced_after_another_node_took_the_session() {
     write(
         &mut old_stores[0],
         vec![
-            Op::PutDelivery {
-                client: c.into(),
-                epoch: 5,
-                seq: 30,
-                record: queued("stale"),
-            },
-            Op::RemoveDelivery {
-                client: c.into(),
-                epoch: 5,
-                seq: 4,
-            },
+            put_delivery(c, 5, 30, queued("stale")),
+            remove_delivery(c, 5, 4),
         ],
     );
     assert_eq!(old.counters().fenced, 2);
@@ -399,12 +376,7 @@ fn a_stale_owner_is_fenced_after_another_node_took_the_session() {
     // The new owner's writes go through; nothing of the stale one landed.
     write(
         &mut new_stores[0],
-        vec![Op::PutDelivery {
-            client: c.into(),
-            epoch: 6,
-            seq: 31,
-            record: queued("fresh"),
-        }],
+        vec![put_delivery(c, 6, 31, queued("fresh"))],
     );
     let got: Vec<u64> = seqs(&new, c, 7).iter().map(|(s, _)| *s).collect();
     assert_eq!(got, vec![4, 5, 6, 31]);
@@ -466,12 +438,7 @@ fn ttl_follows_session_expiry_and_keys_are_gone_after_it() {
                 client: c.into(),
                 meta: Box::new(meta),
             },
-            Op::PutDelivery {
-                client: c.into(),
-                epoch: 1,
-                seq: 7,
-                record: queued("x"),
-            },
+            put_delivery(c, 1, 7, queued("x")),
         ],
     );
     std::thread::sleep(Duration::from_millis(1_600));
