@@ -89,19 +89,24 @@ if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v objdump >/dev/nu
   fi
 fi
 
-have_js_tools() {
-  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
-    { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
+# Only what is missing: a machine with NodeSource's nodejs (which bundles npm and conflicts with
+# Debian's npm package) still gets chromium.
+js_missing() {
+  command -v node >/dev/null 2>&1 || echo nodejs
+  command -v npm >/dev/null 2>&1 || echo npm
+  { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; } || echo chromium
 }
 
-if ! have_js_tools; then
+JS_MISSING=$(js_missing | tr '\n' ' ')
+if [ -n "${JS_MISSING// /}" ]; then
   if command -v apt-get >/dev/null 2>&1; then
-    echo "installing nodejs npm chromium (apt-get)" >&2
+    echo "installing ${JS_MISSING}(apt-get)" >&2
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends nodejs npm chromium ca-certificates </dev/null
+    # shellcheck disable=SC2086  # one word per package
+    $SUDO apt-get install -y -qq --no-install-recommends $JS_MISSING ca-certificates </dev/null
   else
-    echo "warning: node/npm/chromium missing and no apt-get; tests/e2e/test_mqttjs.py will fail" >&2
+    echo "warning: ${JS_MISSING}missing and no apt-get; tests/e2e/test_mqttjs.py will fail" >&2
   fi
 fi
 
