@@ -80,8 +80,9 @@ pub struct Node {
     swim: Swim,
     swim_io: AccumulatingRuntime<Member>,
     links: HashMap<NodeId, Link>,
-    /// Addresses a dial is under way to (one at a time each).
-    dialing: HashSet<SocketAddr>,
+    /// Addresses a dial is under way to (one at a time each), and the
+    /// handle that abandons it.
+    dialing: HashMap<SocketAddr, tokio::task::AbortHandle>,
     /// Addresses that turned out to be this node (a seed list usually
     /// holds every node, this one too).
     self_addrs: HashSet<SocketAddr>,
@@ -145,7 +146,7 @@ impl Node {
             swim,
             swim_io: AccumulatingRuntime::new(),
             links: HashMap::new(),
-            dialing: HashSet::new(),
+            dialing: HashMap::new(),
             self_addrs,
             known_addrs: HashMap::new(),
             up: HashMap::new(),
@@ -374,16 +375,17 @@ impl Node {
             }
             self.refused_until.remove(&addr);
         }
-        if !self.dialing.insert(addr) {
+        if self.dialing.contains_key(&addr) {
             return;
         }
-        tokio::spawn(link::dial(
+        let task = tokio::spawn(link::dial(
             self.endpoint.clone(),
             self.client.clone(),
             addr,
             self.ctx.clone(),
             self.inbox.clone(),
         ));
+        self.dialing.insert(addr, task.abort_handle());
     }
 
     /// Refreshes the per-link gauges the handle reads.
@@ -479,6 +481,18 @@ impl Node {
             );
             if self.up.contains_key(&node) {
                 self.emit(NetEvent::LinkDown { node });
+            }
+        }
+        if !up.dialed {
+            // The peer reached us first while our own dial to it is still
+            // under way (typically: we dialed before it listened, and QUIC
+            // resends its first packet about a second later). Left to
+            // finish, that dial would replace this link a second from now
+            // (`keeps_old_link`) and lose what the driver sent on it
+            // meanwhile (claims, takeover steps), just as clients arrive.
+            if let Some(dial) = self.dialing.remove(&member.quic_addr) {
+                debug!("cluster: dial to {} abandoned: the peer linked first", member.quic_addr);
+                dial.abort();
             }
         }
         info!(
