@@ -16,6 +16,18 @@
 //! The shard's side costs one relaxed increment per tick
 //! (`NodeHandle::note_tick`); the thread wakes every
 //! `SHARD_WATCHDOG_PERIOD` and reads one counter per shard.
+//!
+//! The inbox wake-up alone was not enough (2026-12-07: a shard asleep 58 s
+//! while the watchdog woke it every 400 ms). It is glommio's foreign
+//! wake: it writes the executor's eventfd only while the executor's
+//! `should_notify` says it sleeps, and the first wake-up clears that flag;
+//! if that write is the one lost, every later wake-up (the watchdog's,
+//! other shards' messages) takes the executor for awake and writes nothing,
+//! and the inbox's `AtomicWaker` is empty after its first wake anyway. So
+//! a shard found asleep is also sent `NUDGE_SIGNAL` (a handler that does
+//! nothing): the signal ends its `io_uring_enter` with `EINTR`, which
+//! glommio takes as a wake-up, and its loop then runs its due timers, the
+//! queued foreign wake-ups and the task work the kernel held.
 
 use super::inbox::NodeHandle;
 use crate::limits::{SHARD_WATCHDOG_PERIOD, SHARD_WATCHDOG_STALL};
@@ -89,9 +101,44 @@ fn thread_state(tid: i32) -> Option<char> {
         .next()
 }
 
+/// The signal that interrupts a shard asleep past its tick. `SIGURG` is
+/// ignored by default and used by nothing else in the process; a handler
+/// is installed (an ignored signal would be discarded without waking the
+/// thread), without `SA_RESTART` so that the sleep ends.
+const NUDGE_SIGNAL: libc::c_int = libc::SIGURG;
+
+extern "C" fn nudged(_: libc::c_int) {}
+
+fn install_nudge_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler does nothing, so
+    // it is async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = nudged as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(NUDGE_SIGNAL, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Interrupts thread `tid` of this process with `NUDGE_SIGNAL`.
+fn nudge(tid: i32) -> std::io::Result<()> {
+    // SAFETY: tgkill only sends a signal; the thread id came from the
+    // shard thread itself and the handler does nothing.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, NUDGE_SIGNAL) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Starts the watchdog thread for the node's shards. It runs until the
 /// process ends (it holds no resource a stop must release).
 pub fn start(node: NodeHandle) -> std::io::Result<()> {
+    install_nudge_handler()?;
     std::thread::Builder::new()
         .name("ringmq-watchdog".into())
         .spawn(move || {
@@ -118,8 +165,9 @@ pub fn start(node: NodeHandle) -> std::io::Result<()> {
                         tracing::debug!(shard, stopped_ms = stopped_for.as_millis() as u64,
                             "shard tick stopped: waiting for its CPU");
                     } else {
+                        let nudged = nudge(tid);
                         tracing::warn!(shard, stopped_ms = stopped_for.as_millis() as u64,
-                            thread_state = %state,
+                            thread_state = %state, signalled = nudged.is_ok(),
                             "shard tick stopped while the shard was not runnable: woken by the watchdog");
                     }
                 }
@@ -131,6 +179,31 @@ pub fn start(node: NodeHandle) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nudge ends a thread's blocking system call with `EINTR` (the
+    /// shard's is `io_uring_enter`; here a `poll` with no descriptors and a
+    /// 60 s timeout) and the process lives on. Without the handler the
+    /// default action of `SIGURG` (ignore) would drop the signal and the
+    /// poll would run its full minute, returning 0.
+    #[test]
+    fn the_nudge_interrupts_a_thread_blocked_in_the_kernel() {
+        install_nudge_handler().unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            // SAFETY: gettid cannot fail; poll with no descriptors only waits.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            let rc = unsafe { libc::poll(std::ptr::null_mut(), 0, 60_000) };
+            (rc, std::io::Error::last_os_error().raw_os_error())
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Until the poll returns: a signal sent before the thread entered
+        // it would be handled and lost, so send again while it runs.
+        while !sleeper.is_finished() {
+            nudge(tid).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(sleeper.join().unwrap(), (-1, Some(libc::EINTR)));
+    }
 
     const STALL: Duration = Duration::from_millis(400);
 

@@ -412,7 +412,12 @@ impl Node {
     }
 
     fn on_link_up(&mut self, up: Up) {
-        self.dialing.remove(&up.addr);
+        if up.dialed {
+            // Our dial ended. (An inbound link's address is the peer's
+            // endpoint, which is also where our own dial to it goes: that
+            // dial is dealt with below, once the link is kept.)
+            self.dialing.remove(&up.addr);
+        }
         let hello = &up.hello;
         let node = NodeId(hello.node_id);
         let member = Member {
