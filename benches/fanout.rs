@@ -46,6 +46,7 @@ fn message() -> Arc<Message> {
             "publisher",
         ))),
         expires_at: None,
+        id: None,
     })
 }
 

@@ -140,6 +140,7 @@ fn message(topic: &str) -> Arc<Message> {
         properties: None,
         origin: None,
         expires_at: None,
+        id: None,
     })
 }
 

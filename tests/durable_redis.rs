@@ -65,6 +65,7 @@ fn delivery(payload: &str) -> DeliverySnapshot {
         qos: 1,
         retain: false,
         subscription_ids: vec![3],
+        id: None,
     }
 }
 

@@ -16,7 +16,7 @@ use ringmq::session::snapshot::{
     AwaitingSnapshot, DeliverySnapshot, DropsSnapshot, InflightSnapshot, MessageSnapshot,
     QueuedSnapshot, SubscriptionSnapshot, WillSnapshot,
 };
-use ringmq::session::{SessionSnapshot, SnapshotError, WallClock, SNAPSHOT_VERSION};
+use ringmq::session::{MessageId, SessionSnapshot, SnapshotError, WallClock, SNAPSHOT_VERSION};
 
 /// A fixed wall-clock time for this process's "now": deadlines written
 /// relative to it convert to `Instant`s and back exactly.
@@ -83,14 +83,22 @@ fn message() -> impl Strategy<Value = MessageSnapshot> {
 }
 
 fn delivery(qos: impl Strategy<Value = u8>) -> impl Strategy<Value = DeliverySnapshot> {
-    (message(), qos, any::<bool>(), vec(1u32..268_435_455, 0..3)).prop_map(
-        |(message, qos, retain, subscription_ids)| DeliverySnapshot {
-            message,
-            qos,
-            retain,
-            subscription_ids,
-        },
+    (
+        message(),
+        qos,
+        any::<bool>(),
+        vec(1u32..268_435_455, 0..3),
+        option::of((any::<u32>(), any::<u16>(), any::<u64>())),
     )
+        .prop_map(
+            |(message, qos, retain, subscription_ids, id)| DeliverySnapshot {
+                message,
+                qos,
+                retain,
+                subscription_ids,
+                id: id.map(|(node, shard, seq)| MessageId { node, shard, seq }),
+            },
+        )
 }
 
 fn subscription() -> impl Strategy<Value = (String, SubscriptionSnapshot)> {
@@ -271,14 +279,24 @@ proptest! {
 
 /// A frame header as `SessionSnapshot::encode` writes it (module doc of
 /// `session::snapshot`).
+fn fold(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn header(version: u16, body: &[u8]) -> Vec<u8> {
     let mut h = b"RMQS".to_vec();
     h.extend_from_slice(&version.to_le_bytes());
     h.extend_from_slice(&0u16.to_le_bytes());
     h.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    let fnv = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    // From version 3 the checksum covers the version bytes, then the body.
+    let seed = if version >= 3 {
+        fold(0xcbf2_9ce4_8422_2325u64, &version.to_le_bytes())
+    } else {
+        0xcbf2_9ce4_8422_2325u64
+    };
+    let fnv = fold(seed, body);
     h.extend_from_slice(&fnv.to_le_bytes());
     h
 }
@@ -302,6 +320,11 @@ fn golden() -> SessionSnapshot {
         expires_at_unix_ms: Some(1_765_000_003_600_000),
     };
     let delivery = |m: MessageSnapshot, qos: u8| DeliverySnapshot {
+        id: Some(MessageId {
+            node: 0xDEAD_BEEF,
+            shard: 3,
+            seq: (1_765_000_000_000 << 20) + m.payload.len() as u64 + u64::from(qos),
+        }),
         message: m,
         qos,
         retain: true,
@@ -385,31 +408,54 @@ fn golden_path(version: u16) -> PathBuf {
         .join(format!("tests/data/session_snapshot_v{version}.bin"))
 }
 
-/// `tests/data/session_snapshot_v2.bin` was written by this format version
+/// The golden session as versions 1 and 2 held it: no message ids.
+fn golden_without_ids() -> SessionSnapshot {
+    let mut s = golden();
+    for o in &mut s.inflight {
+        o.delivery.id = None;
+    }
+    for q in &mut s.queue {
+        q.delivery.id = None;
+    }
+    s
+}
+
+/// `tests/data/session_snapshot_v3.bin` was written by this format version
 /// (`RINGMQ_WRITE_GOLDEN=1 cargo test --test session_snapshot golden`
 /// writes it anew: only when the format changes, with a new version).
-/// It must read back, and this build must write the same bytes: a change
-/// of the format without a new version fails here.
+/// It must read back, ids included, and this build must write the same
+/// bytes: a change of the format without a new version fails here.
 #[test]
-fn golden_file_of_version_2_reads_back() {
-    let path = golden_path(2);
+fn golden_file_of_version_3_reads_back() {
+    assert_eq!(SNAPSHOT_VERSION, 3);
+    let path = golden_path(3);
     let written = golden().encode().expect("encodes");
     if std::env::var_os("RINGMQ_WRITE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &written).unwrap();
     }
     let bytes = std::fs::read(&path).expect("the golden file is committed");
-    assert_eq!(SessionSnapshot::decode(&bytes), Ok(golden()));
-    assert_eq!(bytes, written, "the bytes form of version 2 changed");
+    let read = SessionSnapshot::decode(&bytes).expect("decodes");
+    assert_eq!(read, golden());
+    assert!(read.queue.iter().all(|q| q.delivery.id.is_some()));
+    assert_eq!(bytes, written, "the bytes form of version 3 changed");
+}
+
+/// Version 2's file (written before deliveries carried their message's
+/// id) still reads: every delivery has no id.
+#[test]
+fn golden_file_of_version_2_still_reads_without_ids() {
+    let bytes = std::fs::read(golden_path(2)).expect("the golden file is committed");
+    assert_eq!(SessionSnapshot::decode(&bytes), Ok(golden_without_ids()));
 }
 
 /// Version 1's file (written before queued deliveries kept their `seq`)
 /// still reads: its queued QoS 1/2 deliveries are numbered from its
-/// `next_seq` on.
+/// `next_seq` on, and have no message id.
 #[test]
 fn golden_file_of_version_1_still_reads() {
     let bytes = std::fs::read(golden_path(1)).expect("the golden file is committed");
-    assert_eq!(SessionSnapshot::decode(&bytes), Ok(golden()));
+    assert_eq!(SessionSnapshot::decode(&bytes), Ok(golden_without_ids()));
 }
 
 /// The parent writes a snapshot whose session expires 60 s after the
@@ -477,18 +523,18 @@ fn second_process_reads() {
 #[test]
 fn an_unknown_version_is_refused_with_a_clear_error() {
     let mut bytes = golden().encode().unwrap();
-    bytes[4..6].copy_from_slice(&3u16.to_le_bytes());
+    bytes[4..6].copy_from_slice(&4u16.to_le_bytes());
     let err = SessionSnapshot::decode(&bytes).unwrap_err();
     assert_eq!(
         err,
         SnapshotError::UnknownVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         }
     );
     assert_eq!(
         err.to_string(),
-        "session snapshot version 3 is not supported: this ringmq reads versions 1 to 2 \
+        "session snapshot version 4 is not supported: this ringmq reads versions 1 to 3 \
          (written by another ringmq version?)"
     );
     bytes[4..6].copy_from_slice(&0u16.to_le_bytes());

@@ -6,7 +6,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic, one per kind: "RMQM" meta, "RMQD" delivery, "RMQR" retained
-//!      4     2  version, little endian (refused unless == RECORD_VERSION)
+//!      4     2  version, little endian (1 or RECORD_VERSION = 2; refused otherwise)
 //!      6     2  flags, 0 (refused otherwise: a later version may use them)
 //!      8     4  body length in bytes, little endian (<= DURABLE_RECORD_BYTES_MAX)
 //!     12     8  FNV-1a 64 of the body, little endian
@@ -22,6 +22,11 @@
 //! own rules are checked. A magic per kind means a record written in the
 //! wrong place is an error, not a misread. A reader never guesses at a
 //! version it does not know.
+//!
+//! Version 2 gave a delivery record its message's cluster-wide id
+//! (`DeliverySnapshot::id`); a version 1 delivery reads with no id
+//! ([`DeliveryRecordV1`]). Meta and retained records have the same body in
+//! both versions.
 //!
 //! # Keys
 //!
@@ -40,12 +45,14 @@
 use std::collections::HashSet;
 
 use crate::limits::{DURABLE_KEY_NAME_BYTES_MAX, DURABLE_RECORD_BYTES_MAX};
-use crate::session::snapshot::{AwaitingSnapshot, MessageSnapshot, SessionSnapshot};
+use crate::session::snapshot::{
+    AwaitingSnapshot, DeliverySnapshotV2, MessageSnapshot, SessionSnapshot,
+};
 
 use super::{DeliveryRecord, DeliveryState, SessionMeta};
 
-/// The version this build writes, and the only one it reads.
-pub const RECORD_VERSION: u16 = 1;
+/// The version this build writes; it also reads version 1 (module doc).
+pub const RECORD_VERSION: u16 = 2;
 
 const HEADER_BYTES: usize = 20;
 
@@ -81,7 +88,7 @@ pub enum RecordError {
     #[error("not a ringmq {} record (its magic bytes are not {:?})", .0.as_str(), String::from_utf8_lossy(&.0.magic()))]
     NotARecord(RecordKind),
     #[error(
-        "record version {found} is not supported: this ringmq reads version {supported} only \
+        "record version {found} is not supported: this ringmq reads versions 1 to {supported} \
          (written by another ringmq version?)"
     )]
     UnknownVersion { found: u16, supported: u16 },
@@ -112,7 +119,7 @@ pub fn encode_meta(meta: &SessionMeta) -> Result<Vec<u8>, RecordError> {
 }
 
 pub fn decode_meta(bytes: &[u8]) -> Result<SessionMeta, RecordError> {
-    let body = unframe(RecordKind::Meta, bytes)?;
+    let (_, body) = unframe(RecordKind::Meta, bytes)?;
     let meta = rkyv::from_bytes::<SessionMeta, rkyv::rancor::Error>(&body)
         .map_err(|e| RecordError::Malformed(e.to_string()))?;
     check_meta(&meta)?;
@@ -126,9 +133,15 @@ pub fn encode_delivery(record: &DeliveryRecord) -> Result<Vec<u8>, RecordError> 
 }
 
 pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, RecordError> {
-    let body = unframe(RecordKind::Delivery, bytes)?;
-    let record = rkyv::from_bytes::<DeliveryRecord, rkyv::rancor::Error>(&body)
-        .map_err(|e| RecordError::Malformed(e.to_string()))?;
+    let (version, body) = unframe(RecordKind::Delivery, bytes)?;
+    let malformed = |e: rkyv::rancor::Error| RecordError::Malformed(e.to_string());
+    let record = if version == 1 {
+        rkyv::from_bytes::<DeliveryRecordV1, rkyv::rancor::Error>(&body)
+            .map(DeliveryRecordV1::upgrade)
+            .map_err(malformed)?
+    } else {
+        rkyv::from_bytes::<DeliveryRecord, rkyv::rancor::Error>(&body).map_err(malformed)?
+    };
     check_delivery(&record)?;
     Ok(record)
 }
@@ -140,7 +153,7 @@ pub fn encode_retained(message: &MessageSnapshot) -> Result<Vec<u8>, RecordError
 }
 
 pub fn decode_retained(bytes: &[u8]) -> Result<MessageSnapshot, RecordError> {
-    let body = unframe(RecordKind::Retained, bytes)?;
+    let (_, body) = unframe(RecordKind::Retained, bytes)?;
     let message = rkyv::from_bytes::<MessageSnapshot, rkyv::rancor::Error>(&body)
         .map_err(|e| RecordError::Malformed(e.to_string()))?;
     if message.qos > 2 {
@@ -169,9 +182,29 @@ fn frame(kind: RecordKind, body: &[u8]) -> Result<Vec<u8>, RecordError> {
 
 const _: () = assert!(DURABLE_RECORD_BYTES_MAX <= u32::MAX as usize);
 
-/// Header, length, checksum, in that order; the body comes back in a
-/// 16-byte aligned buffer, ready for the archive's validation.
-fn unframe(kind: RecordKind, bytes: &[u8]) -> Result<rkyv::util::AlignedVec<16>, RecordError> {
+/// A delivery record of version 1: its delivery has no message id.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DeliveryRecordV1 {
+    pub delivery: DeliverySnapshotV2,
+    pub state: DeliveryState,
+}
+
+impl DeliveryRecordV1 {
+    pub fn upgrade(self) -> DeliveryRecord {
+        DeliveryRecord {
+            delivery: self.delivery.upgrade(),
+            state: self.state,
+        }
+    }
+}
+
+/// Header, length, checksum, in that order; the version and the body come
+/// back, the body in a 16-byte aligned buffer, ready for the archive's
+/// validation.
+fn unframe(
+    kind: RecordKind,
+    bytes: &[u8],
+) -> Result<(u16, rkyv::util::AlignedVec<16>), RecordError> {
     if bytes.len() < 4 || bytes[..4] != kind.magic() {
         return Err(RecordError::NotARecord(kind));
     }
@@ -183,7 +216,7 @@ fn unframe(kind: RecordKind, bytes: &[u8]) -> Result<rkyv::util::AlignedVec<16>,
     }
     let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
     let version = u16_at(4);
-    if version != RECORD_VERSION {
+    if !(1..=RECORD_VERSION).contains(&version) {
         return Err(RecordError::UnknownVersion {
             found: version,
             supported: RECORD_VERSION,
@@ -216,7 +249,7 @@ fn unframe(kind: RecordKind, bytes: &[u8]) -> Result<rkyv::util::AlignedVec<16>,
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
     aligned.extend_from_slice(body);
-    Ok(aligned)
+    Ok((version, aligned))
 }
 
 /// The rules of a meta record the archive's types cannot express (the

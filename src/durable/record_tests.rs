@@ -30,6 +30,11 @@ pub(crate) fn delivery(seq: u64, qos: u8, state: DeliveryState) -> DeliveryRecor
             qos,
             retain: false,
             subscription_ids: vec![7],
+            id: Some(crate::session::MessageId {
+                node: 0xA1B2_C3D4,
+                shard: 3,
+                seq: 1_000_000 + seq,
+            }),
         },
         state,
     }
@@ -133,19 +138,74 @@ fn every_flipped_bit_of_the_body_fails_the_checksum() {
 #[test]
 fn an_unknown_version_or_flag_is_refused_and_named() {
     let mut bytes = encode_retained(&message("t", b"x", 0)).unwrap();
-    bytes[4] = 2;
+    bytes[4] = 3;
     let e = decode_retained(&bytes).unwrap_err();
     assert_eq!(
         e,
         RecordError::UnknownVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
-    assert!(e.to_string().contains("version 2 is not supported"), "{e}");
-    bytes[4] = 1;
+    assert!(e.to_string().contains("version 3 is not supported"), "{e}");
+    bytes[4] = 0;
+    assert!(matches!(
+        decode_retained(&bytes),
+        Err(RecordError::UnknownVersion { found: 0, .. })
+    ));
+    bytes[4] = 2;
     bytes[6] = 1;
     assert_eq!(decode_retained(&bytes), Err(RecordError::UnknownFlags(1)));
+}
+
+/// A record body framed as version `version` (what an older build wrote).
+fn framed_as(version: u16, kind: RecordKind, body: &[u8]) -> Vec<u8> {
+    let mut out = frame(kind, body).unwrap();
+    out[4..6].copy_from_slice(&version.to_le_bytes());
+    out
+}
+
+/// Version 2 delivery records carry the message id; a version 1 delivery
+/// record (its `DeliverySnapshot` had no id, `DeliveryRecordV1`) still
+/// reads, with no id; meta and retained records of version 1 read as they
+/// are (their bodies did not change).
+#[test]
+fn version_1_records_still_read_and_deliveries_have_no_id() {
+    let current = delivery(5, 1, DeliveryState::Queued);
+    assert!(current.delivery.id.is_some());
+    let back = decode_delivery(&encode_delivery(&current).unwrap()).unwrap();
+    assert_eq!(back.delivery.id, current.delivery.id, "the id round-trips");
+
+    let old = DeliveryRecordV1 {
+        delivery: crate::session::snapshot::DeliverySnapshotV2 {
+            message: current.delivery.message.clone(),
+            qos: 1,
+            retain: false,
+            subscription_ids: vec![7],
+        },
+        state: DeliveryState::Queued,
+    };
+    let body = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+    let read = decode_delivery(&framed_as(1, RecordKind::Delivery, &body)).unwrap();
+    let mut expected = current.clone();
+    expected.delivery.id = None;
+    assert_eq!(read, expected);
+    // The same body as version 2 is not a valid current archive: the
+    // version decides the layout, nothing is guessed.
+    assert!(decode_delivery(&framed_as(2, RecordKind::Delivery, &body)).is_err());
+
+    let m = meta("client-1", 4);
+    let body = rkyv::to_bytes::<rkyv::rancor::Error>(&m).unwrap();
+    assert_eq!(
+        decode_meta(&framed_as(1, RecordKind::Meta, &body)).unwrap(),
+        m
+    );
+    let r = message("r/t", b"retained", 1);
+    let body = rkyv::to_bytes::<rkyv::rancor::Error>(&r).unwrap();
+    assert_eq!(
+        decode_retained(&framed_as(1, RecordKind::Retained, &body)).unwrap(),
+        r
+    );
 }
 
 #[test]

@@ -132,6 +132,7 @@ mod connection;
 pub mod journal;
 mod lazy;
 pub mod lifecycle;
+pub mod message_id;
 mod origin;
 pub mod pressure;
 pub mod snapshot;
@@ -142,6 +143,7 @@ mod tests;
 
 pub use connection::Connection;
 pub use lifecycle::{Lifecycle, SessionEvent};
+pub use message_id::{MessageId, MessageIds};
 pub use origin::Origin;
 pub use snapshot::{SessionSnapshot, SnapshotError, WallClock, SNAPSHOT_VERSION};
 pub use state::Session;
@@ -228,9 +230,31 @@ pub struct Message {
     pub origin: Option<Origin>,
     /// From Message Expiry Interval at receipt.
     pub expires_at: Option<Instant>,
+    /// The message's identity cluster-wide ([`MessageId`]): set by the
+    /// publisher's shard before the `Arc` is shared (`Shard::publish_here`),
+    /// carried by forwarded copies; `None` only for a message rebuilt from
+    /// bytes written before ids existed, or not routed yet.
+    pub id: Option<MessageId>,
 }
 
 impl Message {
+    /// A copy of this message with id `id` (topic, payload and properties
+    /// shared or cloned, not the `Arc`): for a message that reaches
+    /// `Shard::publish_here` without an id while its `Arc` is already
+    /// shared, which the usual paths never do.
+    pub fn with_id(&self, id: MessageId) -> Message {
+        Message {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            origin: self.origin.clone(),
+            expires_at: self.expires_at,
+            id: Some(id),
+        }
+    }
+
     /// The properties, empty ones when there are none.
     pub fn properties(&self) -> &PublishProperties {
         self.properties

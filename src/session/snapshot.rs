@@ -21,10 +21,11 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "RMQS"
-//!      4     2  version, little endian (1 or SNAPSHOT_VERSION = 2; refused otherwise)
+//!      4     2  version, little endian (1 to SNAPSHOT_VERSION = 3; refused otherwise)
 //!      6     2  flags, 0 (refused otherwise: a later version may use them)
 //!      8     4  body length in bytes, little endian (<= SESSION_SNAPSHOT_BYTES_MAX)
-//!     12     8  FNV-1a 64 of the body, little endian
+//!     12     8  FNV-1a 64 of the body (from version 3: of the version
+//!               bytes, then the body), little endian
 //!     20     -  body: the rkyv 0.8 archive of `SessionSnapshot`
 //! ```
 //!
@@ -41,7 +42,11 @@
 //! QoS values, subscription options, lengths within `src/limits.rs`.
 //!
 //! A new version adds a new `SNAPSHOT_VERSION` and keeps a reader for the
-//! old one; a reader never guesses at a version it does not know.
+//! old one; a reader never guesses at a version it does not know. The
+//! readers of versions 1 and 2 are in `snapshot_compat.rs`: version 2
+//! gave queued deliveries their `seq`, version 3 gave every delivery its
+//! message's cluster-wide id ([`DeliverySnapshot::id`]; `None` when read
+//! from an older version).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -51,7 +56,7 @@ use bytes::Bytes;
 
 pub use super::clock::WallClock;
 use super::state::{Awaiting, Outbound, Session, Subscription};
-use super::{Delivery, DropCounts, Message, Origin};
+use super::{Delivery, DropCounts, Message, MessageId, Origin};
 use crate::codec::{ByteStr, PublishProperties, QoS, SubscriptionOptions};
 use crate::limits::{
     INFLIGHT_MAX, MQUEUE_LEN_MAX, MQUEUE_OVERSHOOT_MAX, SESSION_SNAPSHOT_BYTES_MAX,
@@ -59,8 +64,9 @@ use crate::limits::{
 };
 
 /// The version this build writes. It also reads version 1, whose queued
-/// deliveries had no `seq` ([`SessionSnapshotV1`]).
-pub const SNAPSHOT_VERSION: u16 = 2;
+/// deliveries had no `seq`, and version 2, whose deliveries had no message
+/// id (`snapshot_compat.rs`).
+pub const SNAPSHOT_VERSION: u16 = 3;
 
 const MAGIC: [u8; 4] = *b"RMQS";
 const HEADER_BYTES: usize = 20;
@@ -168,6 +174,13 @@ pub struct DeliverySnapshot {
     pub qos: u8,
     pub retain: bool,
     pub subscription_ids: Vec<u32>,
+    /// The message's cluster-wide id (`Message::id`): a session that moves
+    /// between nodes is merged by it (`shard::takeover_remote`). Here and
+    /// not in [`MessageSnapshot`], which is also a retained record, a will
+    /// and a retained copy for a peer, whose ids nothing compares: their
+    /// stored layout stays. `None`: read from a snapshot or record written
+    /// before ids existed (version 2 and older).
+    pub id: Option<MessageId>,
 }
 
 /// A routed message ([`Message`]) with its expiry on the wall clock.
@@ -431,7 +444,7 @@ impl SessionSnapshot {
         out.extend_from_slice(&0u16.to_le_bytes());
         // Fits: at most SESSION_SNAPSHOT_BYTES_MAX, asserted below u32::MAX.
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&fnv1a64(&body).to_le_bytes());
+        out.extend_from_slice(&checksum(SNAPSHOT_VERSION, &body).to_le_bytes());
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -477,75 +490,35 @@ impl SessionSnapshot {
         if body.len() > len {
             return Err(SnapshotError::TrailingBytes(body.len() - len));
         }
-        let checksum = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        if fnv1a64(body) != checksum {
+        let stored = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        if checksum(version, body) != stored {
             return Err(SnapshotError::Checksum);
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
         aligned.extend_from_slice(body);
         let malformed = |e: rkyv::rancor::Error| SnapshotError::Malformed(e.to_string());
-        if version == 1 {
-            return rkyv::from_bytes::<SessionSnapshotV1, rkyv::rancor::Error>(&aligned)
-                .map(SessionSnapshotV1::upgrade)
-                .map_err(malformed);
+        match version {
+            1 => {
+                return rkyv::from_bytes::<SessionSnapshotV1, rkyv::rancor::Error>(&aligned)
+                    .map(|v1| v1.upgrade().upgrade())
+                    .map_err(malformed)
+            }
+            2 => {
+                return rkyv::from_bytes::<SessionSnapshotV2, rkyv::rancor::Error>(&aligned)
+                    .map(SessionSnapshotV2::upgrade)
+                    .map_err(malformed)
+            }
+            _ => {}
         }
         rkyv::from_bytes::<SessionSnapshot, rkyv::rancor::Error>(&aligned).map_err(malformed)
     }
 }
 
-/// Version 1 of the bytes form: the same fields, but queued deliveries
-/// without the `seq` they entered with (given since version 2 so a durable
-/// store keys a delivery by one number for its whole life).
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct SessionSnapshotV1 {
-    pub client_id: String,
-    pub expiry_interval_s: u32,
-    pub expires_at_unix_ms: Option<u64>,
-    pub subscriptions: Vec<SubscriptionSnapshot>,
-    pub inflight: Vec<InflightSnapshot>,
-    pub next_packet_id: u16,
-    pub next_seq: u64,
-    pub queue: Vec<DeliverySnapshot>,
-    pub queue_len_max: u32,
-    pub incoming_qos2: Vec<u16>,
-    pub drops: DropsSnapshot,
-    pub will: Option<WillSnapshot>,
-}
-
-impl SessionSnapshotV1 {
-    /// Numbers the queued QoS 1/2 deliveries from `next_seq` on (above
-    /// every inflight `seq`), in queue order; QoS 0 ones get 0.
-    pub fn upgrade(self) -> SessionSnapshot {
-        let mut next_seq = self.next_seq;
-        let queue = self
-            .queue
-            .into_iter()
-            .map(|delivery| {
-                let seq = if delivery.qos == 0 {
-                    0
-                } else {
-                    next_seq += 1;
-                    next_seq - 1
-                };
-                QueuedSnapshot { seq, delivery }
-            })
-            .collect();
-        SessionSnapshot {
-            client_id: self.client_id,
-            expiry_interval_s: self.expiry_interval_s,
-            expires_at_unix_ms: self.expires_at_unix_ms,
-            subscriptions: self.subscriptions,
-            inflight: self.inflight,
-            next_packet_id: self.next_packet_id,
-            next_seq,
-            queue,
-            queue_len_max: self.queue_len_max,
-            incoming_qos2: self.incoming_qos2,
-            drops: self.drops,
-            will: self.will,
-        }
-    }
-}
+#[path = "snapshot_compat.rs"]
+mod compat;
+pub use compat::{
+    DeliverySnapshotV2, InflightSnapshotV2, QueuedSnapshotV2, SessionSnapshotV1, SessionSnapshotV2,
+};
 
 const _: () = assert!(SESSION_SNAPSHOT_BYTES_MAX <= u32::MAX as usize);
 
@@ -572,13 +545,16 @@ impl DeliverySnapshot {
             qos: d.qos as u8,
             retain: d.retain,
             subscription_ids: d.subscription_ids.to_vec(),
+            id: d.message.id,
         }
     }
 
     pub fn into_delivery(self, clock: &WallClock) -> Result<Delivery, SnapshotError> {
+        let mut message = self.message.into_message(clock)?;
+        message.id = self.id;
         Ok(Delivery {
             qos: qos(self.qos)?,
-            message: Arc::new(self.message.into_message(clock)?),
+            message: Arc::new(message),
             retain: self.retain,
             subscription_ids: self.subscription_ids.into_iter().collect(),
             // Not in the snapshot (docs/sessions.md): a moved session is
@@ -635,6 +611,9 @@ impl MessageSnapshot {
             .boxed(),
             origin: opt(self.origin, "origin")?.map(|id| Origin::new(&id)),
             expires_at: self.expires_at_unix_ms.map(|ms| clock.to_instant(ms)),
+            // Carried by `DeliverySnapshot` (its doc); a will or a
+            // retained message gets one when it is routed.
+            id: None,
         })
     }
 }
@@ -652,7 +631,23 @@ fn mqtt_str(s: String, what: &str) -> Result<ByteStr, SnapshotError> {
 /// FNV-1a, 64 bits: a checksum against damage, not an adversary (the
 /// archive's validation guards memory safety whatever the bytes).
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+    fnv1a64_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+fn fnv1a64_from(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The header's checksum. From version 3 it covers the version too: a
+/// session without deliveries has the same archive in versions 1 to 3, so
+/// a flipped bit turning 3 into 2 or 1 would otherwise read as another
+/// (here harmless, in general unchecked) version.
+fn checksum(version: u16, body: &[u8]) -> u64 {
+    if version >= 3 {
+        fnv1a64_from(fnv1a64(&version.to_le_bytes()), body)
+    } else {
+        fnv1a64(body)
+    }
 }

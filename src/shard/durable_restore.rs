@@ -32,10 +32,13 @@ impl Shard {
     ) -> Result<(), String> {
         let clock = WallClock::now();
         for (topic, message) in retained {
-            let message = message
+            let mut message = message
                 .clone()
                 .into_message(&clock)
                 .map_err(|e| format!("stored retained message on {topic:?}: {e}"))?;
+            // Not stored (`DeliverySnapshot` carries ids, the retained
+            // record does not): a new one, as for a message routed here.
+            message.id = Some(self.message_ids.next());
             let topic = ByteStr::from(topic.as_str());
             self.routes.set_retained(&topic, Some(Arc::new(message)));
         }

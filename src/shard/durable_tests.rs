@@ -64,6 +64,7 @@ fn delivery(payload: &'static str) -> Delivery {
             properties: None,
             origin: None,
             expires_at: None,
+            id: None,
         }),
         qos: QoS::AtLeastOnce,
         retain: false,

@@ -88,9 +88,18 @@ impl Shard {
     #[inline(always)]
     fn publish_here_as(
         self: &Rc<Self>,
-        message: Arc<Message>,
+        mut message: Arc<Message>,
         from_peer: bool,
     ) -> Option<RemoteSends> {
+        if message.id.is_none() {
+            // The message enters the cluster here: its id, before its
+            // `Arc` is shared (a forwarded one has its publisher's).
+            let id = self.message_ids.next();
+            match Arc::get_mut(&mut message) {
+                Some(m) => m.id = Some(id),
+                None => message = Arc::new(message.with_id(id)),
+            }
+        }
         let mut retain = None;
         if !from_peer && message.retain && self.settings.session.retain_available {
             let stored = if message.payload.is_empty() {

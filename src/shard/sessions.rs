@@ -346,6 +346,7 @@ mod tests {
             properties: None,
             origin: None,
             expires_at: None,
+            id: None,
         });
         Delivery {
             message,

@@ -35,7 +35,7 @@ use super::timers::Timers;
 use crate::admission::{NodeAdmission, ShardCounters};
 use crate::metrics::ShardMetrics;
 use crate::router::{InterestMarks, Location, NodeId};
-use crate::session::{Connection, Lifecycle, SessionConfig};
+use crate::session::{Connection, Lifecycle, MessageIds, SessionConfig, WallClock};
 use glommio::channels::channel_mesh::Senders;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -182,6 +182,9 @@ pub struct Shard {
     /// The durable store of this shard's persistent sessions and owned
     /// retained topics (`durable.rs`); off until a store is attached.
     pub durable: super::durable::Durable,
+    /// Gives each message this shard routes first its cluster-wide id
+    /// (`publish.rs`, `session::message_id`).
+    pub(super) message_ids: MessageIds,
 }
 
 impl Shard {
@@ -198,6 +201,7 @@ impl Shard {
         cluster: Option<crate::cluster::driver::ShardPort>,
     ) -> Shard {
         let now = Instant::now();
+        let settings_node = settings.node;
         Shard {
             id,
             count,
@@ -223,6 +227,7 @@ impl Shard {
             no_connections: Signal::default(),
             cluster: cluster.map(Cluster::new),
             durable: super::durable::Durable::default(),
+            message_ids: MessageIds::new(settings_node.0, id, WallClock::now().unix_ms),
         }
     }
 

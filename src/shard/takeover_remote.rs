@@ -26,7 +26,7 @@ use crate::cluster::driver::ToDriver;
 use crate::codec::ByteStr;
 use crate::router::Location;
 use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot, SessionSnapshot, WillSnapshot};
-use crate::session::{Delivery, Session, WallClock};
+use crate::session::{Delivery, Message, MessageId, Session, WallClock};
 use ahash::AHashMap;
 use bytes::Bytes;
 use std::future::Future;
@@ -234,11 +234,16 @@ impl Shard {
 }
 
 /// Puts what the previous owner held and what this node buffered into the
-/// moved session. Shard deliveries carry no cluster-wide message id, so a
-/// message that reached both nodes (both routes were in place) is
-/// recognised by its topic and payload, counted: each such message once.
-/// Per publisher, what only the previous owner got was published before
-/// the peers applied the new owner's routes, so it comes first.
+/// moved session. A message that reached both nodes (both routes were in
+/// place) is in both lists with the same cluster-wide id
+/// (`session::message_id`): a held delivery whose id is among this node's
+/// is dropped, once per copy here, so each message is delivered once and
+/// two messages with the same topic and payload stay two. A delivery
+/// without an id (rebuilt from bytes written before ids existed) is
+/// recognised by its topic and payload among this node's deliveries
+/// without an id, counted. Per publisher, what only the previous owner got
+/// was published before the peers applied the new owner's routes, so it
+/// comes first.
 pub(super) fn merge_moved(
     session: &mut Session,
     held: Vec<DeliverySnapshot>,
@@ -246,18 +251,15 @@ pub(super) fn merge_moved(
     clock: &WallClock,
     now: Instant,
 ) {
-    let mut both: AHashMap<(ByteStr, Bytes), usize> = AHashMap::new();
+    let mut both = Copies::default();
     for d in &here {
-        let key = (d.message.topic.clone(), d.message.payload.clone());
-        *both.entry(key).or_default() += 1;
+        both.add(&d.message);
     }
     for h in held {
         match h.into_delivery(clock) {
             Ok(d) => {
-                let key = (d.message.topic.clone(), d.message.payload.clone());
-                match both.get_mut(&key) {
-                    Some(n) if *n > 0 => *n -= 1,
-                    _ => session.deliver_offline(d, now),
+                if !both.take(&d.message) {
+                    session.deliver_offline(d, now);
                 }
             }
             Err(e) => tracing::warn!("a held delivery from a peer refused: {e}"),
@@ -265,6 +267,44 @@ pub(super) fn merge_moved(
     }
     for d in here {
         session.deliver_offline(d, now);
+    }
+}
+
+/// The messages this node buffered for a moving session, counted: by id,
+/// and by topic and payload for those without one.
+#[derive(Default)]
+struct Copies {
+    by_id: AHashMap<MessageId, usize>,
+    by_content: AHashMap<(ByteStr, Bytes), usize>,
+}
+
+impl Copies {
+    fn add(&mut self, m: &Message) {
+        let n = match m.id {
+            Some(id) => self.by_id.entry(id).or_default(),
+            None => {
+                let key = (m.topic.clone(), m.payload.clone());
+                self.by_content.entry(key).or_default()
+            }
+        };
+        *n += 1;
+    }
+
+    /// True if a copy of `m` is here (and counts it off).
+    fn take(&mut self, m: &Message) -> bool {
+        let n = match m.id {
+            Some(id) => self.by_id.get_mut(&id),
+            None => self
+                .by_content
+                .get_mut(&(m.topic.clone(), m.payload.clone())),
+        };
+        match n {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -305,6 +345,10 @@ mod tests {
     use std::sync::Arc;
 
     fn delivery(payload: &str) -> Delivery {
+        delivery_with_id(payload, None)
+    }
+
+    fn delivery_with_id(payload: &str, seq: Option<u64>) -> Delivery {
         Delivery {
             message: Arc::new(Message {
                 topic: "t".into(),
@@ -314,6 +358,11 @@ mod tests {
                 properties: None,
                 origin: None,
                 expires_at: None,
+                id: seq.map(|seq| MessageId {
+                    node: 3,
+                    shard: 1,
+                    seq,
+                }),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,
@@ -343,6 +392,68 @@ mod tests {
         assert_eq!(
             queued,
             ["1", "2", "3", "4", "5"].map(|p| Bytes::from(p.as_bytes()))
+        );
+    }
+
+    fn queued(session: &Session, clock: &WallClock) -> Vec<(Option<u64>, Bytes)> {
+        SessionSnapshot::of(session, None, None, clock)
+            .queue
+            .into_iter()
+            .map(|q| (q.delivery.id.map(|id| id.seq), q.delivery.message.payload))
+            .collect()
+    }
+
+    /// A sensor publishes "x" as messages 1, 2 and 3. The previous owner
+    /// held 1 and 2 (the new owner's route was not in place for 1), this
+    /// node buffered 2 and 3: the session gets 1, 2 and 3, each once. The
+    /// merge by topic and payload it replaced took held 1 for the "x" that
+    /// reached both nodes and dropped held 1 and 2, losing one message.
+    #[test]
+    fn distinct_messages_with_equal_bytes_each_survive_once() {
+        let clock = WallClock::now();
+        let held: Vec<DeliverySnapshot> = [1, 2]
+            .into_iter()
+            .map(|seq| DeliverySnapshot::of(&delivery_with_id("x", Some(seq)), &clock))
+            .collect();
+        let here = [2, 3]
+            .into_iter()
+            .map(|seq| delivery_with_id("x", Some(seq)))
+            .collect();
+        let mut session = Session::new("c".into(), 60, 100);
+        merge_moved(&mut session, held, here, &clock, Instant::now());
+        let x = Bytes::from_static(b"x");
+        assert_eq!(
+            queued(&session, &clock),
+            [(Some(1), x.clone()), (Some(2), x.clone()), (Some(3), x)]
+        );
+    }
+
+    /// Deliveries without an id (from bytes of an older version) fall back
+    /// to topic and payload, and only among the others without an id: a
+    /// held "a" with no id is not taken for a buffered "a" that has one.
+    #[test]
+    fn deliveries_without_an_id_merge_by_content_among_themselves() {
+        let clock = WallClock::now();
+        let held: Vec<DeliverySnapshot> = [("a", None), ("b", None), ("c", Some(7))]
+            .into_iter()
+            .map(|(p, seq)| DeliverySnapshot::of(&delivery_with_id(p, seq), &clock))
+            .collect();
+        let here = vec![
+            delivery_with_id("a", Some(5)),
+            delivery_with_id("b", None),
+            delivery_with_id("c", Some(7)),
+        ];
+        let mut session = Session::new("c".into(), 60, 100);
+        merge_moved(&mut session, held, here, &clock, Instant::now());
+        let b = |p: &'static str| Bytes::from_static(p.as_bytes());
+        assert_eq!(
+            queued(&session, &clock),
+            [
+                (None, b("a")),
+                (Some(5), b("a")),
+                (None, b("b")),
+                (Some(7), b("c"))
+            ]
         );
     }
 }

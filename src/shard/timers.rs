@@ -246,6 +246,7 @@ mod tests {
             properties: None,
             origin: None,
             expires_at: None,
+            id: None,
         })
     }
 

@@ -127,8 +127,6 @@ pub struct Core {
     /// Relay tokens whose release answers a SUBSCRIBE.
     subscribes: BTreeMap<u64, oneshot::Sender<()>>,
     publishers: BTreeMap<u64, Publisher>,
-    /// Per publishing shard, the number of its last forwarded message.
-    msg_seq: Vec<u64>,
     outbox: VecDeque<(NodeId, StreamId, Message)>,
     /// Encoded frames the cluster thread's queue refused, sent first.
     held_frames: VecDeque<(NodeId, StreamId, u8, Bytes)>,
@@ -187,7 +185,6 @@ impl Core {
             next_token: 0,
             subscribes: BTreeMap::new(),
             publishers: BTreeMap::new(),
-            msg_seq: vec![0; usize::from(shard_count)],
             outbox: VecDeque::new(),
             held_frames: VecDeque::new(),
             bad_peers: VecDeque::new(),
@@ -401,12 +398,14 @@ impl Core {
                     .handle_request(client_id, to, running, moved, now_ms)
             }
             ToDriver::Retain { topic, message } => {
+                let id = message.as_ref().and_then(|m| m.id);
                 let message = message.map(|m| MessageSnapshot::of(&m, clock));
                 let peers: Vec<NodeId> = self.view.keys().copied().collect();
                 for peer in peers {
                     let sync = RetainedSync {
                         topic: topic.to_string(),
                         message: message.clone(),
+                        id,
                     };
                     self.push_control(peer, Message::RetainedSync(sync));
                 }

@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use super::{Core, Delivery, Publisher, RouteOp};
 use crate::cluster::logic::forward::{DropReason, ForwardOut, PushOutcome};
 use crate::cluster::logic::proto::{
-    Forward, ForwardBatch, Message, MessageId, RetainedSync, SharedTarget, WindowId,
+    Forward, ForwardBatch, Message, RetainedSync, SharedTarget, WindowId,
 };
 use crate::cluster::logic::records::{self, OutForward};
 use crate::cluster::net::StreamId;
@@ -180,7 +180,15 @@ impl Core {
     /// One forwarded message of the rkyv kinds (`Forward`, `ForwardBatch`);
     /// false after a gap.
     pub(super) fn forwarded(&mut self, from: NodeId, f: Forward, clock: &WallClock) -> bool {
-        let message = f.message.into_message(clock).map_err(|e| e.to_string());
+        let id = f.id;
+        let message = f
+            .message
+            .into_message(clock)
+            .map(|mut m| {
+                m.id = Some(id);
+                m
+            })
+            .map_err(|e| e.to_string());
         self.forwarded_message(from, f.id.shard, f.stream_seq, message, f.shared.as_ref())
     }
 
@@ -237,8 +245,13 @@ impl Core {
     }
 
     pub(super) fn retained_in(&mut self, from: NodeId, r: RetainedSync, clock: &WallClock) {
+        let id = r.id;
+        let with_id = |mut m: crate::session::Message| {
+            m.id = id;
+            Arc::new(m)
+        };
         let message = match r.message.map(|m| m.into_message(clock)).transpose() {
-            Ok(message) => message.map(Arc::new),
+            Ok(message) => message.map(with_id),
             Err(e) => {
                 self.stats.bad_messages += 1;
                 warn!(%from, "cluster driver: retained message refused: {e}");
@@ -269,6 +282,7 @@ impl Core {
             let sync = RetainedSync {
                 topic: topic.to_string(),
                 message: Some(MessageSnapshot::of(&m, clock)),
+                id: m.id,
             };
             self.push_control(peer, Message::RetainedSync(sync));
         }
@@ -289,17 +303,18 @@ impl Core {
         done: Option<oneshot::Sender<bool>>,
         clock: &WallClock,
     ) {
-        let seq = {
-            let s = &mut self.msg_seq[usize::from(shard)];
-            *s += 1;
-            *s
+        // The id the publisher's shard gave (`Shard::publish_here`): the
+        // same on every node the message reaches.
+        let Some(id) = message.id else {
+            debug_assert!(false, "a forwarded message has its id");
+            warn!(
+                shard,
+                "cluster driver: a message without an id not forwarded"
+            );
+            return;
         };
         let forward = OutForward {
-            id: MessageId {
-                node: self.here.0,
-                shard,
-                seq,
-            },
+            id,
             stream_seq: 0,
             expires_at_unix_ms: message.expires_at.map(|t| clock.to_unix_ms(t)),
             message,

@@ -92,6 +92,7 @@ fn delivery(payload: &'static [u8]) -> DeliverySnapshot {
         qos: 1,
         retain: false,
         subscription_ids: Vec::new(),
+        id: None,
     }
 }
 

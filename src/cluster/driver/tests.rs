@@ -25,7 +25,11 @@ fn change(filter: &str, members: u32) -> InterestChange {
     }
 }
 
+/// A routed message: with an id, as `Shard::publish_here` gives every
+/// message before it reaches the driver.
 fn message(topic: &str, qos: QoS) -> Arc<crate::session::Message> {
+    static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let seq = NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Arc::new(crate::session::Message {
         topic: ByteStr::from(topic),
         payload: Bytes::from_static(b"x"),
@@ -34,6 +38,11 @@ fn message(topic: &str, qos: QoS) -> Arc<crate::session::Message> {
         properties: None,
         origin: None,
         expires_at: None,
+        id: Some(crate::session::MessageId {
+            node: 1,
+            shard: 0,
+            seq,
+        }),
     })
 }
 

@@ -23,6 +23,7 @@ fn forward_with(seq: u64, qos: u8, payload: Bytes) -> OutForward {
             properties: None,
             origin: None,
             expires_at: None,
+            id: None,
         }),
         expires_at_unix_ms: None,
         shared: None,

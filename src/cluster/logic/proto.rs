@@ -29,7 +29,9 @@ mod rebalance;
 pub use rebalance::{RebalanceAnswer, RebalanceRequest};
 
 /// The body format version this build writes and the only one it reads.
-pub const PROTO_VERSION: u8 = 1;
+/// 2: a held delivery (`HeldMessage`) and a retained copy (`RetainedSync`)
+/// carry their message's cluster-wide id.
+pub const PROTO_VERSION: u8 = 2;
 
 /// The first kind that belongs to the logic (0-15 are `net`'s).
 pub const KIND_FIRST_LOGIC: u8 = 16;
@@ -102,25 +104,9 @@ pub struct RouteSnapshot {
 }
 
 /// Identifies a message cluster-wide (an `Arc` does not cross nodes):
-/// the node and shard where it was published, and that shard's number.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-pub struct MessageId {
-    pub node: u32,
-    pub shard: u16,
-    pub seq: u64,
-}
+/// the node and shard where it was published, and that shard's number
+/// (`session::message_id`).
+pub use crate::session::MessageId;
 
 /// A shared group a forwarded message is for (one member of it).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -270,6 +256,8 @@ pub struct HeldRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct HeldMessage {
+    /// The held order on the previous owner (the new owner sorts by it),
+    /// not the message's id, which is `delivery.id`.
     pub id: MessageId,
     pub delivery: DeliverySnapshot,
 }
@@ -335,6 +323,9 @@ pub struct SessionPushDone {
 pub struct RetainedSync {
     pub topic: String,
     pub message: Option<MessageSnapshot>,
+    /// The retained message's cluster-wide id (its publisher's), which
+    /// `MessageSnapshot` does not carry.
+    pub id: Option<MessageId>,
 }
 
 /// A node's load, for the `least_connections` redirect strategy.

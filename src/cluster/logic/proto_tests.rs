@@ -115,6 +115,7 @@ fn samples() -> Vec<Message> {
                     qos: 1,
                     retain: false,
                     subscription_ids: vec![4],
+                    id: Some(id),
                 },
             }],
             last: true,
@@ -136,6 +137,11 @@ fn samples() -> Vec<Message> {
         Message::RetainedSync(RetainedSync {
             topic: "a/b".into(),
             message: Some(message_snapshot("a/b")),
+            id: Some(MessageId {
+                node: 9,
+                shard: 1,
+                seq: 77,
+            }),
         }),
         Message::LoadFigures(LoadFigures {
             connections: 10,
@@ -228,13 +234,15 @@ fn kinds_are_the_logic_range() {
 #[test]
 fn unknown_version_and_kind_are_refused() {
     let body = samples()[0].encode().unwrap();
-    assert_eq!(
-        Message::decode(2, kind::RouteChange, &body),
-        Err(ProtoError::UnknownVersion {
-            found: 2,
-            supported: PROTO_VERSION
-        })
-    );
+    for version in [1, PROTO_VERSION + 1] {
+        assert_eq!(
+            Message::decode(version, kind::RouteChange, &body),
+            Err(ProtoError::UnknownVersion {
+                found: version,
+                supported: PROTO_VERSION
+            })
+        );
+    }
     assert_eq!(
         Message::decode(PROTO_VERSION, 200, &body),
         Err(ProtoError::UnknownKind(200))

@@ -19,9 +19,10 @@
 //!
 //! ```text
 //! body:   layout u8 | flags u8 (0) | stream u16 | count u32
-//!         | window epoch u64 | window opened u32 | node u32 | first stream_seq u64
+//!         | window epoch u64 | window opened u32 | first stream_seq u64
 //!         | count records
-//! record: len u32 (bytes after this field) | message seq u64 | flags u8
+//! record: len u32 (bytes after this field)
+//!         | message id: node u32, shard u16, seq u64 | flags u8
 //!         | topic len u16 | payload len u32 | [expires_at_unix_ms u64]
 //!         | topic | payload | [origin: len u16, bytes]
 //!         | [shared: group len u16, group, filter len u16, filter]
@@ -34,7 +35,14 @@
 //! 4 content type (each len u16, bytes), 5 user properties (count u32, then
 //! key and value as len u16, bytes each); bits 6-7 zero. The records of a
 //! frame are consecutive messages of one data stream: numbers
-//! `first..first + count`, the message ids `(node, stream, seq)`.
+//! `first..first + count`.
+//!
+//! Layout 2 carries each message's own cluster-wide id
+//! (`session::MessageId`, given by the publisher's shard), so the
+//! receiving node builds its `Message` with the id the publisher's node
+//! and every other node use for it. Layout 1 carried a number the driver
+//! gave, with the frame's node and stream as the rest of the id; it is
+//! refused like any unknown layout.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -52,11 +60,11 @@ use crate::session::{Message, Origin};
 pub const KIND_FORWARD_RECORDS: u8 = 35;
 
 /// The body layout this build writes and the only one it reads.
-pub const RECORDS_LAYOUT_VERSION: u8 = 1;
+pub const RECORDS_LAYOUT_VERSION: u8 = 2;
 
-const BODY_HEAD_BYTES: usize = 32;
-/// len, message seq, flags, topic len, payload len.
-const RECORD_HEAD_BYTES: usize = 4 + 8 + 1 + 2 + 4;
+const BODY_HEAD_BYTES: usize = 28;
+/// len, message id (node, shard, seq), flags, topic len, payload len.
+const RECORD_HEAD_BYTES: usize = 4 + 4 + 2 + 8 + 1 + 2 + 4;
 
 const QOS_MASK: u8 = 0b11;
 const RETAIN: u8 = 1 << 2;
@@ -79,6 +87,7 @@ const P_KNOWN: u8 =
 /// routed message itself, shared with the local subscribers.
 #[derive(Debug, Clone)]
 pub struct OutForward {
+    /// `message.id`, which every forwarded message has.
     pub id: MessageId,
     /// Number in its data stream, set by `ForwardOut::push`.
     pub stream_seq: u64,
@@ -95,8 +104,9 @@ pub struct OutForward {
 pub struct InForward {
     pub id: MessageId,
     pub stream_seq: u64,
-    /// Topic and payload are slices of the frame; `expires_at` is `None`:
-    /// the driver sets it from `expires_at_unix_ms` with its clock.
+    /// Topic and payload are slices of the frame, `id` is `Some(id)`;
+    /// `expires_at` is `None`: the driver sets it from
+    /// `expires_at_unix_ms` with its clock.
     pub message: Message,
     pub expires_at_unix_ms: Option<u64>,
     pub shared: Option<SharedTarget>,
@@ -186,7 +196,6 @@ impl RecordsEncoder {
         buf.put_u32_le(0); // the count, written by `finish`
         buf.put_u64_le(window.epoch);
         buf.put_u32_le(window.opened);
-        buf.put_u32_le(first.id.node);
         buf.put_u64_le(first.stream_seq);
         RecordsEncoder {
             buf,
@@ -216,6 +225,8 @@ impl RecordsEncoder {
         let buf = &mut self.buf;
         let at = buf.len();
         buf.put_u32_le(0); // the record's length, written below
+        buf.put_u32_le(f.id.node);
+        buf.put_u16_le(f.id.shard);
         buf.put_u64_le(f.id.seq);
         buf.put_u8(flags);
         buf.put_u16_le(short_len(m.topic.len()));
@@ -344,7 +355,6 @@ pub fn decode(body: &Bytes) -> Result<RecordsFrame, RecordsError> {
         epoch: c.u64("the window epoch")?,
         opened: c.u32("the window number")?,
     };
-    let node = c.u32("the node")?;
     let first_seq = c.u64("the first number")?;
     if flags != 0 {
         return Err(RecordsError::Invalid {
@@ -374,8 +384,11 @@ pub fn decode(body: &Bytes) -> Result<RecordsFrame, RecordsError> {
             .ok_or_else(|| invalid(index, "stream numbers overflow".into()))?;
         let len = c.u32("a record length")? as usize;
         let mut r = c.sub(len, "a record")?;
-        let seq = r.u64("a message number")?;
-        let id = MessageId { node, shard, seq };
+        let id = MessageId {
+            node: r.u32("a message's node")?,
+            shard: r.u16("a message's shard")?,
+            seq: r.u64("a message number")?,
+        };
         let f = read_record(&mut r, id, stream_seq).map_err(|e| match e {
             RecordsError::Invalid { reason, .. } => invalid(index, reason),
             other => other,
@@ -455,6 +468,7 @@ fn read_record(
             properties,
             origin,
             expires_at: None,
+            id: Some(id),
         },
         expires_at_unix_ms,
         shared,

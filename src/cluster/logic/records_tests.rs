@@ -1,12 +1,17 @@
 use super::*;
 
+/// The id of the message a test sends as number `seq` of stream 3.
+fn id_of(seq: u64) -> MessageId {
+    MessageId {
+        node: 7,
+        shard: 3,
+        seq: 100 + seq,
+    }
+}
+
 fn out(seq: u64, topic: &str, payload: &[u8]) -> OutForward {
     OutForward {
-        id: MessageId {
-            node: 7,
-            shard: 3,
-            seq: 100 + seq,
-        },
+        id: id_of(seq),
         stream_seq: seq,
         message: Arc::new(Message {
             topic: ByteStr::from(topic),
@@ -16,6 +21,7 @@ fn out(seq: u64, topic: &str, payload: &[u8]) -> OutForward {
             properties: None,
             origin: None,
             expires_at: None,
+            id: Some(id_of(seq)),
         }),
         expires_at_unix_ms: None,
         shared: None,
@@ -37,11 +43,7 @@ fn full(seq: u64) -> OutForward {
         ..PublishProperties::default()
     };
     OutForward {
-        id: MessageId {
-            node: 7,
-            shard: 3,
-            seq: 100 + seq,
-        },
+        id: id_of(seq),
         stream_seq: seq,
         message: Arc::new(Message {
             topic: ByteStr::from("a/\u{fc}ber/topic"),
@@ -51,6 +53,7 @@ fn full(seq: u64) -> OutForward {
             properties: props.boxed(),
             origin: Some(Origin::new(&ByteStr::from("publisher-1"))),
             expires_at: None,
+            id: Some(id_of(seq)),
         }),
         expires_at_unix_ms: Some(1_700_000_000_123),
         shared: Some(SharedTarget {
@@ -135,16 +138,44 @@ fn every_truncation_is_an_error_never_a_panic() {
     );
 }
 
+/// Each record carries its message's own id, whatever node and shard
+/// published it: a message a shared group handed back on this node and
+/// picked again for another node keeps its publisher's id. Two messages
+/// with the same bytes stay two ids.
+#[test]
+fn each_record_carries_its_messages_own_id() {
+    let mut first = out(1, "t", b"x");
+    let mut second = out(2, "t", b"x");
+    let elsewhere = MessageId {
+        node: 0xFEED_F00D,
+        shard: 60_000,
+        seq: u64::MAX - 1,
+    };
+    first.id = elsewhere;
+    Arc::get_mut(&mut first.message).unwrap().id = Some(elsewhere);
+    second.id.seq = 1 << 62;
+    Arc::get_mut(&mut second.message).unwrap().id = Some(second.id);
+    let sent = [first, second];
+    let frame = decode(&encode(&sent)).expect("decodes");
+    let ids: Vec<_> = frame.forwards.iter().map(|f| f.message.id).collect();
+    assert_eq!(ids, [Some(elsewhere), Some(sent[1].id)]);
+    for (got, sent) in frame.forwards.iter().zip(&sent) {
+        assert_same(got, sent);
+    }
+}
+
+/// Layout 1 (ids made up by the driver) and any later one are refused.
 #[test]
 fn an_unknown_layout_is_refused() {
-    let mut body = encode(&[out(1, "t", b"x")]).to_vec();
-    body[0] = RECORDS_LAYOUT_VERSION + 1;
-    assert_eq!(
-        decode(&Bytes::from(body)).unwrap_err(),
-        RecordsError::UnknownLayout {
-            found: RECORDS_LAYOUT_VERSION + 1
-        }
-    );
+    assert_eq!(RECORDS_LAYOUT_VERSION, 2);
+    for layout in [0, 1, RECORDS_LAYOUT_VERSION + 1] {
+        let mut body = encode(&[out(1, "t", b"x")]).to_vec();
+        body[0] = layout;
+        assert_eq!(
+            decode(&Bytes::from(body)).unwrap_err(),
+            RecordsError::UnknownLayout { found: layout }
+        );
+    }
 }
 
 #[test]
@@ -190,7 +221,7 @@ fn an_oversized_body_or_record_length_is_refused() {
     ));
     // A payload length past the end of its record.
     let mut body = encode(&[out(1, "t", b"x"), out(2, "t", b"y")]).to_vec();
-    let payload_len_at = BODY_HEAD_BYTES + 4 + 8 + 1 + 2;
+    let payload_len_at = BODY_HEAD_BYTES + 4 + 14 + 1 + 2;
     body[payload_len_at..payload_len_at + 4].copy_from_slice(&2u32.to_le_bytes());
     assert!(matches!(
         decode(&Bytes::from(body)),
@@ -217,7 +248,7 @@ fn bad_strings_and_flags_are_refused() {
     );
     assert!(with(topic_at, 0).is_err(), "NUL in a topic");
     assert!(with(topic_at, b'+').is_err(), "a wildcard in a topic name");
-    let flags_at = BODY_HEAD_BYTES + 4 + 8;
+    let flags_at = BODY_HEAD_BYTES + 4 + 14;
     assert!(with(flags_at, 3).is_err(), "QoS 3");
     assert!(with(flags_at, 0x80).is_err(), "an unknown flag");
     assert!(with(1, 1).is_err(), "frame flags");

@@ -31,6 +31,7 @@ fn delivery(n: u64) -> (MessageId, DeliverySnapshot) {
         qos: 1,
         retain: false,
         subscription_ids: vec![],
+        id: None,
     };
     (id, d)
 }

@@ -377,6 +377,7 @@ mod tests {
                     qos: 1,
                     retain: false,
                     subscription_ids: vec![],
+                    id: None,
                 },
                 state: DeliveryState::Queued,
             }),

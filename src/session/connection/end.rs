@@ -191,6 +191,8 @@ impl Connection {
             }
             .boxed(),
             origin: Some(Origin::new(&self.session.client_id)),
+            // Given when the will is routed (`Shard::publish_here`).
+            id: None,
         };
         Some((Arc::new(message), delay))
     }

@@ -111,6 +111,8 @@ impl Connection {
             properties: p.properties,
             origin: Some(Origin::new(&self.session.client_id)),
             expires_at,
+            // Given by the shard that routes it (`Shard::publish_here`).
+            id: None,
         };
         self.actions.push_back(Action::Publish(Arc::new(message)));
     }

@@ -80,6 +80,7 @@ pub(super) fn message(topic: &str, qos: QoS, payload: &str) -> Arc<Message> {
         properties: None,
         origin: None,
         expires_at: None,
+        id: None,
     })
 }
 
@@ -93,6 +94,7 @@ impl Message {
             properties: m.properties.clone(),
             origin: m.origin.clone(),
             expires_at: m.expires_at,
+            id: m.id,
         }
     }
 }

@@ -113,6 +113,7 @@ fn outbound_properties_passed_through_v5() {
         }
         .boxed(),
         origin: Some(crate::session::Origin::new(&ByteStr::from("other"))),
+        id: None,
         expires_at: Some(p.now + Duration::from_millis(4500)),
     });
     p.deliver(Delivery {

@@ -587,6 +587,7 @@ pub(super) fn message_of(info: &super::world::MsgInfo) -> std::sync::Arc<crate::
         properties: None,
         origin: None,
         expires_at: None,
+        id: None,
     })
 }
 
@@ -609,5 +610,6 @@ pub(super) fn delivery_of(info: &super::world::MsgInfo) -> DeliverySnapshot {
         qos: info.qos,
         retain: false,
         subscription_ids: Vec::new(),
+        id: None,
     }
 }
