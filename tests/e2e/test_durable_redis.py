@@ -210,6 +210,38 @@ def test_session_moves_to_another_node_after_kill9(broker_factory, redis_cluster
     assert metric(b, "ringmq_durable_redis_sessions_resumed_total") >= 1
 
 
+def test_session_moves_within_a_ringmq_cluster_after_kill9(redis_cluster, tmp_path, uid):
+    """Two nodes of one ringmq cluster sharing the Redis Cluster: the node holding an offline
+    persistent session with N acknowledged QoS 1 messages is killed (-9); once the cluster
+    lets the id be claimed on B, B resumes it from Redis (the builtin backend gives a fresh
+    session here: test_cluster_takeover.py's killed-owner test)."""
+    from cluster import Cluster
+    from test_cluster_takeover import connect_retrying
+
+    extra = {"durable_sessions": {"enable": True, "backend": "redis", "sync": "always"},
+             "redis": {"redis_type": "cluster", "servers": redis_cluster.seeds}}
+    c = Cluster(tmp_path / "cl", n=2, extra=extra).start()
+    try:
+        c.wait_running(2)
+        a, b = c.nodes
+        sub_id, topic = uid("sub"), uid("t")
+        s = a.client(sub_id, version=5, clean=False, session_expiry=3600)
+        s.subscribe(f"{topic}/#", qos=1)
+        s.disconnect()
+        p = a.client(uid("pub"))
+        n = 15
+        for i in range(n):
+            p.publish(f"{topic}/x", f"m{i}", qos=1)
+        a.close_clients()
+        a.kill()
+        s = connect_retrying(b, sub_id)
+        assert s.session_present, "B did not resume the session from Redis"
+        got = [m.text for m in s.expect_messages(n, timeout=20)]
+        assert got == [f"m{i}" for i in range(n)]
+    finally:
+        c.stop()
+
+
 def test_paused_stale_owner_is_fenced(broker_factory, redis_cluster, uid):
     """A paused owner (SIGSTOP) whose client moved to B must not overwrite B's state:
     once resumed its next write comes back fenced and A ends the session there (its
