@@ -371,6 +371,9 @@ async fn shard_main(
                 // The others stop too (counted as restored: none waits on it).
                 stores.restored();
                 node.request_stop();
+                // Lets the store go: `main` joins its writer(s) at the end.
+                drop(task);
+                shard.durable.close().await;
                 return Err(std::io::Error::other(format!(
                     "cannot restore durable sessions: {e}"
                 )));
