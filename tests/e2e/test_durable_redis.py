@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import mqttraw
 from conftest import free_port
 
 pytestmark = pytest.mark.ringmq_only("the Redis backend of durable sessions")
@@ -208,6 +209,65 @@ def test_session_moves_to_another_node_after_kill9(broker_factory, redis_cluster
     p.publish(f"{topic}/y", "on-b", qos=1)
     assert s.expect_message().text == "on-b"
     assert metric(b, "ringmq_durable_redis_sessions_resumed_total") >= 1
+
+
+def test_inflight_qos2_moves_with_its_packet_ids(broker_factory, redis_cluster, uid):
+    """Outbound QoS 2 state moves between nodes: one message PUBREC'd on A gets its PUBREL
+    again from B, one sent and not acknowledged is resent by B under the same packet id
+    with DUP set (as test_durable_sessions.py's restart test, across nodes)."""
+    a = start(broker_factory, redis_cluster, uid("a"))
+    b = start(broker_factory, redis_cluster, uid("b"))
+    sub_id, topic = uid("sub"), uid("t")
+    props = {"session_expiry_interval": 3600}
+    raw = a.raw(connect=sub_id, clean=False, props=props)
+    raw.subscribe(topic, qos=2)
+    p = a.client(uid("pub"))
+    p.publish(topic, "q2-a", qos=2)
+    p.publish(topic, "q2-b", qos=2)
+    first = raw.expect_publish()
+    second = raw.expect_publish()
+    assert (first.payload, second.payload) == (b"q2-a", b"q2-b")
+    raw.send(mqttraw.pubrec(first.pid))
+    raw.wait_for(mqttraw.PUBREL, first.pid)
+    time.sleep(0.5)  # the PUBREC's new state reaches Redis (no ack promises it)
+    a.send_signal(signal.SIGKILL)
+    a.wait_exit()
+    raw.abort()
+    raw = b.raw(connect=sub_id, clean=False, props=props)
+    assert raw.connack.session_present
+    rel = raw.recv_packet(5)
+    assert rel.type == mqttraw.PUBREL and rel.pid == first.pid, rel
+    again = raw.recv_packet(5)
+    assert again.type == mqttraw.PUBLISH, again
+    assert again.pid == second.pid and again.dup and again.payload == b"q2-b"
+    raw.send(mqttraw.pubcomp(first.pid))
+    raw.expect_nothing(0.5)
+
+
+def test_clean_start_on_another_node_removes_the_stored_session(broker_factory, redis_cluster, uid):
+    """A Clean Start 1 connect on B of an id whose session A stored: B starts fresh and
+    removes the stored session under its new epoch (only the fencing tombstone is left),
+    so a later restart of A does not bring it back."""
+    a_name = uid("a")
+    a = start(broker_factory, redis_cluster, a_name)
+    b = start(broker_factory, redis_cluster, uid("b"))
+    cid, topic = uid("cs"), uid("t")
+    s = persistent(a, cid)
+    s.subscribe(f"{topic}/#", qos=1)
+    s.disconnect()
+    a.client(uid("pub")).publish(f"{topic}/x", "old", qos=1)
+    assert f"{{c:{cid}}}:meta" in redis_cluster.client_keys(cid)
+    a.close_clients()
+    port = a.port
+    a.stop(sig=signal.SIGKILL)
+    fresh = b.client(cid, version=5, clean=True, session_expiry=0)
+    assert not fresh.session_present
+    fresh.expect_no_message(0.5)
+    fresh.disconnect()
+    assert redis_cluster.client_keys(cid) == [f"{{c:{cid}}}:own"]
+    a = start(broker_factory, redis_cluster, a_name, port=port)
+    again = persistent(a, cid)
+    assert not again.session_present
 
 
 def test_session_moves_within_a_ringmq_cluster_after_kill9(redis_cluster, tmp_path, uid):
