@@ -278,9 +278,12 @@ fn main() -> ExitCode {
         eprintln!("ringmq: cannot start the shard watchdog thread: {e}");
         return ExitCode::from(1);
     }
+    // Filled once the Redis backend runs (it opens after the API starts).
+    let redis_counters = ringmq::admin::RedisCountersSlot::default();
     if config.api.enable {
         let peers = cluster_control.zip(rebalance_peers);
-        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), peers) {
+        let redis = redis_counters.clone();
+        if let Err(code) = start_admin(&config, &admission, &node, authn.clone(), peers, redis) {
             return code;
         }
     }
@@ -295,21 +298,26 @@ fn main() -> ExitCode {
     // Durable stores open (and restore) before any shard runs: a damaged
     // store stops the start with its message.
     let (durable, writers) = if config.durable_sessions.enable {
-        match ringmq::durable::start::open(
-            &config.durable_sessions,
-            &config.node.data_dir,
-            cpus.len(),
-            args.durable_recover_damaged,
-        ) {
-            Ok((stores, writers)) => (Some(Arc::new(stores)), writers),
+        let spec = ringmq::durable::start::OpenSpec {
+            durable: &config.durable_sessions,
+            redis: &config.redis,
+            node_name: &config.node.name,
+            data_dir: &config.node.data_dir,
+            recover_damaged: args.durable_recover_damaged,
+        };
+        match ringmq::durable::start::open_backend(&spec, cpus.len()) {
+            Ok((stores, writers)) => (Some(Arc::new(stores)), Some(writers)),
             Err(e) => {
                 eprintln!("ringmq: cannot open the durable store: {e}");
                 return ExitCode::from(1);
             }
         }
     } else {
-        (None, Vec::new())
+        (None, None)
     };
+    if let Some(counters) = writers.as_ref().and_then(|w| w.redis_counters()) {
+        let _ = redis_counters.set(counters);
+    }
     tracing::info!(node = %config.node.name, shards = cpus.len(), ?cpus, ?binds, "ringmq starting");
     let result = shard::run(NodeSpec {
         listeners,
@@ -328,10 +336,8 @@ fn main() -> ExitCode {
         durable,
     });
     // Every shard dropped its store handle: each writer syncs and ends.
-    for writer in writers {
-        if let Err(e) = writer.join() {
-            tracing::error!(error = %e, "durable store writer failed");
-        }
+    if let Some(writers) = writers {
+        writers.join();
     }
     drop(locks);
     match result {
@@ -439,6 +445,7 @@ fn start_admin(
     node: &NodeHandle,
     authn: Option<Arc<ringmq::authn::Authn>>,
     cluster: Option<(Arc<dyn admin::ClusterControl>, RebalancePeers)>,
+    redis: ringmq::admin::RedisCountersSlot,
 ) -> Result<(), ExitCode> {
     let api = &config.api;
     if api.has_default_credentials() {
@@ -478,7 +485,8 @@ fn start_admin(
             control: cluster,
         })
         .with_authn(authn)
-        .with_rebalancer(rebalancer),
+        .with_rebalancer(rebalancer)
+        .with_redis(redis),
     );
     match admin::start(api, state) {
         Ok(()) => Ok(()),

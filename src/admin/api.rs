@@ -48,7 +48,13 @@ pub struct AdminState {
     pub authn: Option<Arc<Authn>>,
     /// This node's evacuation (`rebalance.rs`).
     pub rebalancer: Option<Arc<crate::rebalance::Rebalancer>>,
+    /// The Redis backend's counters, set once it started (after the API:
+    /// the durable store opens later in `main`); empty otherwise.
+    pub redis: RedisCountersSlot,
 }
+
+/// Where `main` puts the Redis thread's counters once it runs.
+pub type RedisCountersSlot = Arc<std::sync::OnceLock<Arc<crate::durable::redis::RedisCounters>>>;
 
 impl AdminState {
     pub fn new(
@@ -74,7 +80,15 @@ impl AdminState {
             started_at: Instant::now(),
             authn: None,
             rebalancer: None,
+            redis: RedisCountersSlot::default(),
         }
+    }
+
+    /// The slot the Redis backend's counters appear in
+    /// (`durable_sessions.backend = "redis"`).
+    pub fn with_redis(mut self, redis: RedisCountersSlot) -> AdminState {
+        self.redis = redis;
+        self
     }
 
     /// Node evacuation through `/api/v5/load_rebalance`.

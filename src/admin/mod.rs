@@ -50,7 +50,7 @@ mod prometheus;
 mod rebalance;
 mod shards;
 
-pub use api::{router, AdminState};
+pub use api::{router, AdminState, RedisCountersSlot};
 pub use cluster_clients::{node_count, node_get, node_kick, node_list, PeerClients};
 pub use nodes::{kmg, ClusterAdmin, ClusterControl, ControlError, NodeInfo, NodeStatus, Pending};
 pub use shards::{AskShards, Asked, Unavailable};

@@ -44,6 +44,9 @@ pub async fn stats(State(state): State<Arc<AdminState>>) -> Response {
     if let Some(control) = &state.cluster.control {
         prometheus::render_peers(&mut text, &control.peer_stats());
     }
+    if let Some(redis) = state.redis.get() {
+        prometheus::render_redis(&mut text, &redis.snapshot());
+    }
     // Node-wide, kept by the password workers rather than the shards.
     let failures = state.authn.as_ref().map_or(0, |a| a.failures_total());
     text.push_str(&format!(

@@ -1,15 +1,18 @@
 //! Opening every shard's store at start (ADR 0007, "Restore"), before any
 //! shard runs: what each shard restores, and the writers `main` joins at
 //! the end (each syncs before it ends, so a clean stop loses nothing
-//! whatever the sync mode).
+//! whatever the sync mode). Builtin: one fjall store per shard; Redis: one
+//! `ringmq-redis` thread, this node's sessions (`load_node`) spread over
+//! the shards by client id.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::builtin::{self, OpenError, Writer};
+use super::redis::{RedisClient, RedisCounters, RedisHandle, RedisSettings};
 use super::{Restored, StoreHandle, StoredSession};
-use crate::config::{Backend, DurableSessionsConfig, SyncMode};
+use crate::config::{Backend, DurableSessionsConfig, RedisConfig, RedisType, SyncMode};
 use crate::session::snapshot::MessageSnapshot;
 
 /// What the shards take at their start: shard `i` takes `shards[i]` once.
@@ -30,6 +33,43 @@ pub struct DurableStores {
 pub struct ShardStore {
     pub handle: StoreHandle,
     pub sessions: Vec<StoredSession>,
+    /// The Redis backend: loads on connect, fenced answers.
+    pub redis: Option<RedisClient>,
+}
+
+/// What `main` joins once every shard dropped its store handle: each
+/// backend applies (and syncs) every batch it was sent before it ends.
+pub enum Writers {
+    Builtin(Vec<Writer>),
+    Redis(RedisHandle),
+}
+
+impl Writers {
+    /// The Redis thread's counters (`None`: builtin).
+    pub fn redis_counters(&self) -> Option<std::sync::Arc<RedisCounters>> {
+        match self {
+            Writers::Builtin(_) => None,
+            Writers::Redis(h) => Some(h.counters_shared()),
+        }
+    }
+
+    /// Waits for every writer to end, logging a failed one.
+    pub fn join(self) {
+        match self {
+            Writers::Builtin(writers) => {
+                for writer in writers {
+                    if let Err(e) = writer.join() {
+                        tracing::error!(error = %e, "durable store writer failed");
+                    }
+                }
+            }
+            Writers::Redis(handle) => {
+                let counters = handle.counters();
+                handle.join();
+                tracing::info!(?counters, "redis: durable store writer ended");
+            }
+        }
+    }
 }
 
 impl DurableStores {
@@ -64,13 +104,6 @@ pub fn open(
     shards: usize,
     recover_damaged: bool,
 ) -> Result<(DurableStores, Vec<Writer>), String> {
-    if cfg.backend != Backend::Builtin {
-        return Err(
-            "durable_sessions.backend = \"redis\" is not available in this build yet: set \
-             durable_sessions.backend = \"builtin\""
-                .to_owned(),
-        );
-    }
     let mut stores = Vec::with_capacity(shards);
     let mut writers = Vec::with_capacity(shards);
     let mut retained = Vec::new();
@@ -99,7 +132,11 @@ pub fn open(
             "durable store opened"
         );
         retained.extend(r);
-        stores.push(Mutex::new(Some(ShardStore { handle, sessions })));
+        stores.push(Mutex::new(Some(ShardStore {
+            handle,
+            sessions,
+            redis: None,
+        })));
         writers.push(writer);
     }
     Ok((
@@ -111,4 +148,132 @@ pub fn open(
         },
         writers,
     ))
+}
+
+/// Where the stores are: the builtin's data directory, or `[redis]` and
+/// this node's name (its key in Redis's node index).
+pub struct OpenSpec<'a> {
+    pub durable: &'a DurableSessionsConfig,
+    pub redis: &'a RedisConfig,
+    pub node_name: &'a str,
+    pub data_dir: &'a Path,
+    pub recover_damaged: bool,
+}
+
+/// Opens the configured backend for `shards` shards: `open` for builtin,
+/// `open_redis` for Redis.
+pub fn open_backend(spec: &OpenSpec, shards: usize) -> Result<(DurableStores, Writers), String> {
+    match spec.durable.backend {
+        Backend::Builtin => open(spec.durable, spec.data_dir, shards, spec.recover_damaged)
+            .map(|(stores, writers)| (stores, Writers::Builtin(writers))),
+        Backend::Redis => open_redis(spec.durable, spec.redis, spec.node_name, shards),
+    }
+}
+
+/// Connects to Redis (a start with Redis unreachable fails, naming
+/// `[redis] servers`), loads this node's sessions and every retained
+/// message, and gives each shard its handle. A session goes to the shard
+/// `shard_of` picks (any shard would do: each registers its sessions at
+/// their homes; this spreads them evenly).
+pub fn open_redis(
+    cfg: &DurableSessionsConfig,
+    redis: &RedisConfig,
+    node_name: &str,
+    shards: usize,
+) -> Result<(DurableStores, Writers), String> {
+    let settings = RedisSettings::new(
+        redis.redis_type == RedisType::Cluster,
+        redis.servers.iter().map(|s| s.to_string()).collect(),
+        redis.password.clone(),
+    );
+    let (handles, handle) =
+        super::redis::start(&settings, node_name, shards).map_err(|e| e.to_string())?;
+    let restored = match futures_lite::future::block_on(handle.load_node()) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = format!("cannot load this node's sessions from Redis: {e}");
+            drop(handles);
+            handle.join();
+            return Err(e);
+        }
+    };
+    let Restored { sessions, retained } = restored;
+    tracing::info!(
+        sessions = sessions.len(),
+        retained = retained.len(),
+        servers = %settings.servers.join(", "),
+        "redis: durable store opened"
+    );
+    let mut per_shard: Vec<Vec<StoredSession>> = (0..shards).map(|_| Vec::new()).collect();
+    for s in sessions {
+        per_shard[shard_of(&s.meta.client_id, shards)].push(s);
+    }
+    let stores = handles
+        .into_iter()
+        .zip(per_shard)
+        .enumerate()
+        .map(|(shard, (store, sessions))| {
+            Mutex::new(Some(ShardStore {
+                handle: store,
+                sessions,
+                redis: Some(handle.client(shard)),
+            }))
+        })
+        .collect();
+    Ok((
+        DurableStores {
+            shards: stores,
+            retained,
+            sync: cfg.sync,
+            restoring: AtomicUsize::new(shards),
+        },
+        Writers::Redis(handle),
+    ))
+}
+
+/// The shard a session loaded from Redis is restored on (FNV-1a of the
+/// client id: stable, spreads ids evenly).
+pub fn shard_of(client_id: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in client_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_of_is_in_range_and_spreads_ids() {
+        let mut seen = [0usize; 4];
+        for i in 0..400 {
+            seen[shard_of(&format!("client-{i}"), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        assert_eq!(shard_of("x", 1), 0);
+    }
+
+    #[test]
+    fn redis_unreachable_fails_naming_the_servers() {
+        let redis = RedisConfig {
+            redis_type: RedisType::Single,
+            servers: vec![crate::config::HostPort::parse("127.0.0.1:1").unwrap()],
+            password: String::new(),
+        };
+        let cfg = DurableSessionsConfig {
+            enable: true,
+            backend: Backend::Redis,
+            ..Default::default()
+        };
+        let e = open_redis(&cfg, &redis, "n1", 2)
+            .err()
+            .expect("unreachable");
+        assert!(
+            e.contains("127.0.0.1:1") && e.contains("[redis] servers"),
+            "{e}"
+        );
+    }
 }

@@ -172,6 +172,75 @@ fn label_value(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The Redis backend's counters (`durable_sessions.backend = "redis"`),
+/// node-wide: one `ringmq_durable_redis_*` series each.
+pub fn render_redis(out: &mut String, c: &crate::durable::redis::CountersSnapshot) {
+    let errors = c.errors_io + c.errors_cluster + c.errors_timeout + c.errors_other;
+    let series: [(&str, &str, u64); 12] = [
+        (
+            "groups_total",
+            "Groups of batches applied to Redis.",
+            c.groups,
+        ),
+        ("ops_total", "Ops written to Redis.", c.ops),
+        (
+            "retries_total",
+            "Calls sent again after a Redis error.",
+            c.retries,
+        ),
+        (
+            "errors_total",
+            "Redis calls that failed (unreachable, cluster, timeout, other).",
+            errors,
+        ),
+        (
+            "unreachable_ms_total",
+            "Time writes waited for an unreachable Redis, in ms.",
+            c.unreachable_ms,
+        ),
+        (
+            "fenced_ops_total",
+            "Ops Redis refused because a newer owner holds the session.",
+            c.fenced,
+        ),
+        (
+            "fenced_sessions_ended_total",
+            "Sessions ended here because Redis fenced them.",
+            c.sessions_fenced_ended,
+        ),
+        (
+            "sessions_resumed_total",
+            "Sessions a connect took from Redis.",
+            c.sessions_resumed,
+        ),
+        (
+            "load_failures_total",
+            "Connects refused because Redis could not be read.",
+            c.load_failures,
+        ),
+        (
+            "refused_too_large_total",
+            "Ops not written: record over the size limit.",
+            c.refused_too_large,
+        ),
+        (
+            "full_total",
+            "Deliveries refused past the session's bound.",
+            c.full,
+        ),
+        (
+            "replica_ack_shortfalls_total",
+            "Groups whose WAIT saw fewer replica acks than asked.",
+            c.replica_ack_shortfalls,
+        ),
+    ];
+    for (name, help, value) in series {
+        let name = format!("ringmq_durable_redis_{name}");
+        family(out, &name, Kind::Counter, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// The cluster's links, one series per peer (`peer="name@host"`), after
 /// `render`'s families: appended only by a clustered node.
 pub fn render_peers(out: &mut String, peers: &[(String, PeerStats)]) {

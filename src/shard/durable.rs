@@ -47,6 +47,8 @@ pub struct Durable {
     /// Readers waiting for the gathered bytes to go below
     /// `DURABLE_PENDING_BYTES_MAX` (`wait_pending_room`).
     room_waiters: RefCell<Vec<Waker>>,
+    /// The Redis backend's loads and fenced answers (`durable_resume`).
+    redis: RefCell<Option<crate::durable::redis::RedisClient>>,
 }
 
 struct Inner {
@@ -75,6 +77,17 @@ impl Durable {
             bytes: 0,
             waker: None,
         });
+    }
+
+    /// The Redis backend: connects resume sessions from it, and its
+    /// fenced answers end sessions here (`durable_resume`).
+    pub fn attach_redis(&self, client: crate::durable::redis::RedisClient) {
+        *self.redis.borrow_mut() = Some(client);
+    }
+
+    /// The Redis backend's client, while attached.
+    pub fn redis(&self) -> Option<crate::durable::redis::RedisClient> {
+        self.redis.borrow().clone()
     }
 
     pub fn is_on(&self) -> bool {
@@ -208,6 +221,8 @@ impl Durable {
             let _ = sender.send(batch).await;
         }
         self.inner.borrow_mut().take();
+        // The Redis thread ends once no shard can send it a request.
+        self.redis.borrow_mut().take();
         for w in std::mem::take(&mut *self.waiters.borrow_mut())
             .into_values()
             .flatten()
@@ -365,7 +380,9 @@ impl Shard {
             self.durable_forget(session);
             return;
         }
-        let epoch = new_epoch(clock);
+        // Never below the epoch a session resumed from Redis was loaded
+        // with (a wall clock stepped back must not fence this node itself).
+        let epoch = new_epoch(clock).max(session.durable_epoch().unwrap_or(0));
         session.make_durable(epoch);
         let snapshot = SessionSnapshot::of(session, None, None, clock);
         self.durable.push(Op::PutSession {

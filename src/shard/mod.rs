@@ -39,6 +39,7 @@ mod cluster_shared;
 mod conn;
 pub mod durable;
 mod durable_restore;
+mod durable_resume;
 mod evict;
 mod fd_table;
 mod inbox;
@@ -359,6 +360,9 @@ async fn shard_main(
     {
         Some((stores, store)) => {
             shard.durable.attach(store.handle, stores.sync);
+            if let Some(redis) = store.redis {
+                shard.durable.attach_redis(redis);
+            }
             let task = glommio::spawn_local(shard.clone().run_durable());
             if let Err(e) = shard
                 .restore_durable(store.sessions, &stores.retained)
@@ -367,6 +371,9 @@ async fn shard_main(
                 // The others stop too (counted as restored: none waits on it).
                 stores.restored();
                 node.request_stop();
+                // Lets the store go: `main` joins its writer(s) at the end.
+                drop(task);
+                shard.durable.close().await;
                 return Err(std::io::Error::other(format!(
                     "cannot restore durable sessions: {e}"
                 )));

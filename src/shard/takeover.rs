@@ -33,7 +33,16 @@ impl Shard {
         // A single node asks nobody else (`None` at once).
         match self.claim_in_cluster(client_id).await {
             None | Some(ClaimOutcome::Local) => {
-                Ok(self.acquire_local(prev, client_id, clean_start).await)
+                let local = self.acquire_local(prev, client_id, clean_start).await;
+                if local.is_some() {
+                    return Ok(local);
+                }
+                // No live owner: the Redis backend may hold it
+                // (`durable_resume`).
+                match self.load_from_store(client_id, clean_start).await? {
+                    Some(loaded) => Ok(self.bring_in_from(client_id, Some(loaded), false).await),
+                    None => Ok(None),
+                }
             }
             Some(ClaimOutcome::Refused) => Err(Unavailable),
             Some(ClaimOutcome::Import { snapshot }) => {
@@ -41,6 +50,18 @@ impl Shard {
                 // after a partition): the moving one has the newer claim.
                 if let Some(stale) = self.acquire_local(prev, client_id, true).await {
                     self.unsubscribe_session(&stale).await;
+                }
+                if snapshot.is_none() {
+                    // The peer had none (or is gone): Redis may hold it.
+                    let loaded = match self.load_from_store(client_id, clean_start).await {
+                        Ok(loaded) => loaded,
+                        Err(unavailable) => {
+                            // The driver waits for the import's end.
+                            self.bring_in(client_id, None).await;
+                            return Err(unavailable);
+                        }
+                    };
+                    return Ok(self.bring_in(client_id, loaded).await);
                 }
                 Ok(self.import_from_peer(client_id, snapshot).await)
             }

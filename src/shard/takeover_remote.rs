@@ -101,6 +101,17 @@ impl Shard {
         client_id: &ByteStr,
         session: Option<Session>,
     ) -> Option<Session> {
+        self.bring_in_from(client_id, session, true).await
+    }
+
+    /// `bring_in`; `from_peer` false: the session comes from the Redis
+    /// backend, no peer holds anything for it (the driver is not told).
+    pub(super) async fn bring_in_from(
+        self: &Rc<Self>,
+        client_id: &ByteStr,
+        session: Option<Session>,
+        from_peer: bool,
+    ) -> Option<Session> {
         self.sessions
             .insert(client_id.as_str(), Slot::Importing(Box::default()));
         if let Some(s) = &session {
@@ -115,7 +126,11 @@ impl Shard {
                 let _ = r.await;
             }
         }
-        let held = self.imported_in_cluster(client_id).await;
+        let held = if from_peer {
+            self.imported_in_cluster(client_id).await
+        } else {
+            Vec::new()
+        };
         let here = self.sessions.end_import(client_id.as_str());
         let mut session = session?;
         tracing::debug!(

@@ -229,6 +229,8 @@ impl Shard {
             self.end_session(session).await;
         }
         self.routes.expire_retained(now);
+        // Sessions a newer owner took in Redis (`durable_resume`).
+        self.end_fenced().await;
     }
 }
 

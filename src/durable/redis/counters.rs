@@ -17,6 +17,12 @@ pub struct RedisCounters {
     pub fenced: AtomicU64,
     /// Fenced answers the shard did not take in time (queue full).
     pub fenced_dropped: AtomicU64,
+    /// Sessions a shard ended because Redis fenced their writes.
+    pub sessions_fenced_ended: AtomicU64,
+    /// Sessions a connect took from Redis (`load_session` found one).
+    pub sessions_resumed: AtomicU64,
+    /// Connects refused because `load_session` failed (Redis unreachable).
+    pub load_failures: AtomicU64,
     /// Ops on a session Redis no longer holds (removed or expired).
     pub gone: AtomicU64,
     /// New deliveries refused past the session's bound.
@@ -45,6 +51,9 @@ pub struct CountersSnapshot {
     pub retries: u64,
     pub fenced: u64,
     pub fenced_dropped: u64,
+    pub sessions_fenced_ended: u64,
+    pub sessions_resumed: u64,
+    pub load_failures: u64,
     pub gone: u64,
     pub full: u64,
     pub refused_too_large: u64,
@@ -72,6 +81,9 @@ impl RedisCounters {
             retries: get(&self.retries),
             fenced: get(&self.fenced),
             fenced_dropped: get(&self.fenced_dropped),
+            sessions_fenced_ended: get(&self.sessions_fenced_ended),
+            sessions_resumed: get(&self.sessions_resumed),
+            load_failures: get(&self.load_failures),
             gone: get(&self.gone),
             full: get(&self.full),
             refused_too_large: get(&self.refused_too_large),

@@ -132,17 +132,7 @@ impl RedisHandle {
         client: &str,
         epoch: u64,
     ) -> Result<Option<StoredSession>, Error> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request::Session {
-            client: client.to_string(),
-            epoch,
-            reply,
-        };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)?
+        request_session(&self.requests, client, epoch).await
     }
 
     /// This node's sessions (from its index, each checked to be still
@@ -160,6 +150,22 @@ impl RedisHandle {
         self.counters.snapshot()
     }
 
+    /// The live counters (the admin API renders them).
+    pub fn counters_shared(&self) -> Arc<RedisCounters> {
+        self.counters.clone()
+    }
+
+    /// Shard `shard`'s end of the thread: loads and its fenced answers.
+    /// Every client must be dropped before [`RedisHandle::join`] (the
+    /// thread ends once no one can send it a request).
+    pub fn client(&self, shard: usize) -> RedisClient {
+        RedisClient {
+            requests: self.requests.clone(),
+            fenced: self.fenced[shard].clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
     /// Shard `shard`'s fenced answers (the shard pops them).
     pub fn fenced(&self, shard: usize) -> Arc<ArrayQueue<Fenced>> {
         self.fenced[shard].clone()
@@ -173,6 +179,50 @@ impl RedisHandle {
         if let Some(t) = thread {
             let _ = t.join();
         }
+    }
+}
+
+async fn request_session(
+    requests: &mpsc::Sender<Request>,
+    client: &str,
+    epoch: u64,
+) -> Result<Option<StoredSession>, Error> {
+    let (reply, answer) = oneshot::channel();
+    let request = Request::Session {
+        client: client.to_string(),
+        epoch,
+        reply,
+    };
+    requests.send(request).await.map_err(|_| Error::Stopped)?;
+    answer.await.map_err(|_| Error::Stopped)?
+}
+
+/// A shard's end of the Redis thread (`RedisHandle::client`): cheap to
+/// clone, usable from any runtime (tokio channels).
+#[derive(Clone)]
+pub struct RedisClient {
+    requests: mpsc::Sender<Request>,
+    fenced: Arc<ArrayQueue<Fenced>>,
+    counters: Arc<RedisCounters>,
+}
+
+impl RedisClient {
+    /// As [`RedisHandle::load_session`].
+    pub async fn load_session(
+        &self,
+        client: &str,
+        epoch: u64,
+    ) -> Result<Option<StoredSession>, Error> {
+        request_session(&self.requests, client, epoch).await
+    }
+
+    /// The next session Redis fenced on this shard, if any.
+    pub fn pop_fenced(&self) -> Option<Fenced> {
+        self.fenced.pop()
+    }
+
+    pub fn counters(&self) -> &RedisCounters {
+        &self.counters
     }
 }
 
