@@ -496,7 +496,10 @@ impl Node {
             // (`keeps_old_link`) and lose what the driver sent on it
             // meanwhile (claims, takeover steps), just as clients arrive.
             if let Some(dial) = self.dialing.remove(&member.quic_addr) {
-                debug!("cluster: dial to {} abandoned: the peer linked first", member.quic_addr);
+                debug!(
+                    "cluster: dial to {} abandoned: the peer linked first",
+                    member.quic_addr
+                );
                 dial.abort();
             }
         }
