@@ -883,6 +883,12 @@ pub const REDIS_CLIENT_RETRIES: u32 = 4;
 /// whose replica is gone must not stop every write.
 pub const REDIS_REPLICA_ACK_TIMEOUT_MS: u64 = 200;
 
+/// The highest owner epoch the Redis backend accepts: epochs travel through
+/// its Lua scripts as doubles, exact up to 2^53 (a wall-clock ms epoch
+/// reaches it in the year 287,396). A claim above it is refused, not
+/// rounded into another owner's epoch.
+pub const REDIS_EPOCH_MAX: u64 = 1 << 53;
+
 /// TTL of an owner record that only fences (a `load_session` of a client
 /// with no session, or a removed session): long enough to outlive a stale
 /// owner's retries, short enough not to pile up.

@@ -40,8 +40,8 @@ use crate::limits::{
     REDIS_REQUESTS_QUEUED_MAX,
 };
 
-/// Epochs travel through Lua as doubles: exact up to 2^53.
-pub const EPOCH_MAX: u64 = 1 << 53;
+/// Epochs travel through Lua as doubles (`limits::REDIS_EPOCH_MAX`).
+pub use crate::limits::REDIS_EPOCH_MAX as EPOCH_MAX;
 
 /// What the backend needs from the config (`[redis]`), as plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
