@@ -270,10 +270,9 @@ def fill(port: int, sessions: int, messages: int, size: int) -> float:
         s.close()
     s, buf, body = open_client(port, "rs-pub", clean=True, expiry_s=0)
     window = min(connack_props(body).get(0x21, 65535), 60000)
-    payload = b"x" * size
+    pad = b"x" * (size - 8)
     heads = [bytes([0x32]) + varint(2 + len(f"rs/{i}") + 2 + 1 + size) + mqtt_str(f"rs/{i}")
              for i in range(sessions)]
-    tail = b"\x00" + payload
     sent = acked = 0
     pid = 0
     rbuf = bytearray()
@@ -285,7 +284,9 @@ def fill(port: int, sessions: int, messages: int, size: int) -> float:
             chunk = []
             for _ in range(room):
                 pid = pid % 65535 + 1
-                chunk.append(heads[sent % sessions] + pid.to_bytes(2, "big") + tail)
+                # The payload starts with the message's index: the drain finds any lost.
+                chunk.append(heads[sent % sessions] + pid.to_bytes(2, "big") + b"\x00"
+                             + sent.to_bytes(8, "big") + pad)
                 sent += 1
             s.sendall(b"".join(chunk))
             if sent - acked < window and sent < messages:
@@ -362,7 +363,8 @@ def drain(port: int, sessions: int, expect: int, t0: float, idle_s: float) -> di
         sel.register(s, selectors.EVENT_READ)
     t_connected = time.monotonic() - t0
     started: set[socket.socket] = set()
-    st = {"got": 0, "dups": 0, "first": None, "sessions": None}
+    st = {"got": 0, "unique": 0, "dups": 0, "first": None, "sessions": None}
+    seen = bytearray(expect)
 
     def handle(s: socket.socket, buf: bytearray) -> None:
         pkts, used = split_packets(buf)
@@ -375,6 +377,13 @@ def drain(port: int, sessions: int, expect: int, t0: float, idle_s: float) -> di
             st["dups"] += (first >> 3) & 1
             tlen = (body[0] << 8) | body[1]
             acks.append(b"\x40\x02" + body[2 + tlen:4 + tlen])
+            # Packet id, properties (their length: one byte here), then the index.
+            plen = body[4 + tlen]
+            at = 5 + tlen + plen
+            index = int.from_bytes(body[at:at + 8], "big")
+            if index < expect and not seen[index]:
+                seen[index] = 1
+                st["unique"] += 1
         if acks:
             if st["first"] is None:
                 st["first"] = time.monotonic() - t0
@@ -389,7 +398,7 @@ def drain(port: int, sessions: int, expect: int, t0: float, idle_s: float) -> di
     for s, buf in bufs.items():
         handle(s, buf)
     last = time.monotonic()
-    while st["got"] < expect and time.monotonic() - last < idle_s:
+    while st["unique"] < expect and time.monotonic() - last < idle_s:
         for key, _ in sel.select(timeout=0.5):
             s = key.fileobj
             try:
@@ -403,7 +412,9 @@ def drain(port: int, sessions: int, expect: int, t0: float, idle_s: float) -> di
             bufs[s] += data
             handle(s, bufs[s])
     got, dups, t_first, t_sessions = st["got"], st["dups"], st["first"], st["sessions"]
-    t_drain = time.monotonic() - t0 if got >= expect else None
+    unique = st["unique"]
+    t_drain = time.monotonic() - t0 if unique >= expect else None
+    missing = [i for i, v in enumerate(seen) if not v][:10]
     for s in bufs:
         try:
             s.setblocking(True)
@@ -412,7 +423,8 @@ def drain(port: int, sessions: int, expect: int, t0: float, idle_s: float) -> di
             pass
         s.close()
     return {"present": present, "connected_s": t_connected, "first_s": t_first,
-            "sessions_s": t_sessions, "drain_s": t_drain, "got": got, "dups": dups}
+            "sessions_s": t_sessions, "drain_s": t_drain, "got": got, "dups": dups,
+            "unique": unique, "missing": missing}
 
 
 def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Path) -> dict:
@@ -504,7 +516,8 @@ def main() -> None:
                     print(f"{backend:7} shards={shards:7} {stop:4} fill {r['fill_msg_s']:,.0f} msg/s "
                           f"store {r['store_mib']:.0f} MiB; restart: listen {r['listen_s']:.2f} s "
                           f"accept {r['accept_s']:.2f} s sessions {fmt(r['sessions_s'])} s "
-                          f"drain {fmt(r['drain_s'])} s got {r['got']:,} (dup {r['dups']}) "
+                          f"drain {fmt(r['drain_s'])} s got {r['got']:,} (dup {r['dups']}, unique {r['unique']:,}"
+                          f", missing e.g. {r['missing']}) "
                           f"present {r['present']}/{a.sessions} RSS {r['rss_before_mib']:.0f}/"
                           f"{r['rss_restored_mib']:.0f}/{r['rss_drained_mib']:.0f} MiB "
                           f"(load {os.getloadavg()[0]:.2f})", flush=True)
@@ -517,13 +530,13 @@ def main() -> None:
           "times from the restart's exec")
     print()
     print("| backend | shards | stop | accepting (s) | sessions present + first message (s) "
-          "| all drained (s) | received | RSS before stop / restored / drained (MiB) "
+          "| all drained (s) | received (distinct) | RSS before stop / restored / drained (MiB) "
           "| store (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['backend']} | {r['shards']} | {'SIGTERM' if r['stop'] == 'term' else 'kill -9'} "
               f"| {r['accept_s']:.2f} | {fmt(r['sessions_s'])} | {fmt(r['drain_s'])} "
-              f"| {r['got']:,} | {r['rss_before_mib']:.0f} / {r['rss_restored_mib']:.0f} / "
+              f"| {r['unique']:,} | {r['rss_before_mib']:.0f} / {r['rss_restored_mib']:.0f} / "
               f"{r['rss_drained_mib']:.0f} | {r['store_mib']:.0f} |")
     print(f"\n(work dir: {work}; load after: {os.getloadavg()[0]:.2f})")
 
