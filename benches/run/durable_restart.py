@@ -34,6 +34,7 @@ table at the end.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import selectors
 import shutil
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,15 +176,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def config(backend: str, shards: str, port: int, data: Path, seeds: list[str],
-           mqueue_len: int) -> str:
+def config(backend: str, shards: str, port: int, api_port: int, data: Path,
+           seeds: list[str], mqueue_len: int) -> str:
     node = ["[node]", f'data_dir = "{data}"']
     if shards != "default":
         node.append(f"shards = {int(shards)}")
     lines = [*node, "",
              "[listeners.tcp.default]", f'bind = "127.0.0.1:{port}"', "",
              "[mqtt]", "max_inflight = 100", f"max_mqueue_len = {mqueue_len}", "",
-             "[log]", 'level = "info"', "", "[api]", "enable = false", "",
+             "[log]", 'level = "info"', "",
+             "[api]", "enable = true", f'bind = "127.0.0.1:{api_port}"', "",
              "[durable_sessions]", "enable = true", f'backend = "{backend}"',
              'sync = "batch"', ""]
     if backend == "redis":
@@ -252,6 +255,52 @@ def redis_used_mib(seeds: list[str]) -> float:
             if line.startswith("used_memory:"):
                 total += int(line.split(":")[1])
     return total / 2**20
+
+
+def redis_ops(api_port: int) -> int | None:
+    """`ringmq_durable_redis_ops_total`: ops the Redis thread wrote."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v5/prometheus/stats",
+                                    timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("ringmq_durable_redis_ops_total"):
+                    return int(float(line.split()[-1]))
+    except OSError:
+        pass
+    return None
+
+
+def wait_synced(backend: str, api_port: int, data: Path, settle_s: float) -> float:
+    """Waits until the store stopped taking writes (Redis: the ops counter, builtin: the
+    store's disk use) for `settle_s`: everything the shards acknowledged is written."""
+    t = time.monotonic()
+    probe = (lambda: redis_ops(api_port)) if backend == "redis" \
+        else (lambda: disk_mib(data / "durable"))
+    last, since = probe(), time.monotonic()
+    while time.monotonic() - since < settle_s and time.monotonic() - t < 600:
+        time.sleep(0.25)
+        now = probe()
+        if now != last:
+            last, since = now, time.monotonic()
+    return time.monotonic() - t
+
+
+def log_phases(log: Path, exec_wall: float) -> dict:
+    """Seconds from exec to the log lines that end the store's open and the shards'
+    restore (the last shard's)."""
+    out: dict = {}
+    marks = {"durable store opened": "opened_s", "durable sessions restored": "restored_s"}
+    for line in log.read_text(errors="replace").splitlines():
+        for text, key in marks.items():
+            if text in line:
+                stamp = line.split()[0].rstrip("Z")
+                try:
+                    wall = datetime.datetime.fromisoformat(stamp).replace(
+                        tzinfo=datetime.timezone.utc).timestamp()
+                except ValueError:
+                    continue
+                out[key] = max(out.get(key, 0.0), wall - exec_wall)
+    return out
 
 
 # ---------------------------------------------------------------- the phases
@@ -429,13 +478,13 @@ def drain(port: int, sessions: int, expect: int, t0: float, idle_s: float) -> di
 
 def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Path) -> dict:
     tag = f"{backend}-{shards}-{stop}"
-    port = free_port()
+    port, api_port = free_port(), free_port()
     data = work / f"data-{tag}"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     cfg = work / f"{tag}.toml"
     mqueue_len = max(1000, -(-a.messages // a.sessions) * 2)
-    cfg.write_text(config(backend, shards, port, data, seeds, mqueue_len))
+    cfg.write_text(config(backend, shards, port, api_port, data, seeds, mqueue_len))
     if backend == "redis":
         flush_redis(seeds)
     res: dict = {"backend": backend, "shards": shards, "stop": stop}
@@ -445,15 +494,22 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
         try:
             wait_accepting(port, broker, time.monotonic(), 30)
             res["fill_msg_s"] = fill(port, a.sessions, a.messages, a.size)
+            res["sync_wait_s"] = wait_synced(backend, api_port, data, a.settle)
             res["rss_before_mib"] = rss_mib(broker.pid)
+            if stop == "none":
+                # No restart: what the sessions hold in memory (a loss here is not the
+                # restart's).
+                t0 = time.monotonic()
+                res.update(listen_s=0.0, accept_s=0.0, rss_restored_mib=res["rss_before_mib"])
+                res.update(drain(port, a.sessions, a.messages, t0, a.idle))
+                res["rss_drained_mib"] = rss_mib(broker.pid)
             t = time.monotonic()
-            if stop == "term":
-                broker.send_signal(signal.SIGTERM)
-                broker.wait(300)
-            else:
-                time.sleep(a.settle)
+            if stop == "kill":
                 broker.kill()
                 broker.wait(30)
+            else:
+                broker.send_signal(signal.SIGTERM)
+                broker.wait(300)
             res["stop_s"] = time.monotonic() - t
         finally:
             if broker.poll() is None:
@@ -461,8 +517,11 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
                 broker.wait()
     res["store_mib"] = disk_mib(data / "durable") if backend == "builtin" \
         else redis_used_mib(seeds)
-    with open(work / f"{tag}-2.log", "w") as log:
-        t0 = time.monotonic()
+    if stop == "none":
+        return res
+    log_path = work / f"{tag}-2.log"
+    with open(log_path, "w") as log:
+        exec_wall, t0 = time.time(), time.monotonic()
         broker = subprocess.Popen([RINGMQ, "--config", str(cfg)], stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
@@ -477,6 +536,7 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
             except subprocess.TimeoutExpired:
                 broker.kill()
                 broker.wait()
+    res.update(log_phases(log_path, exec_wall))
     return res
 
 
@@ -488,12 +548,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="builtin,redis")
     ap.add_argument("--shards", default="1,default", help="comma list: a count or `default`")
-    ap.add_argument("--stops", default="term,kill", help="term (SIGTERM) and/or kill (-9)")
+    ap.add_argument("--stops", default="term,kill", help="term (SIGTERM), kill (-9), none (no restart: drain the same process)")
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--settle", type=float, default=3.0,
-                    help="kill: seconds between the last PUBACK and kill -9")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="before the stop: seconds the store must stay unchanged (Redis: its ops "
+                         "counter; builtin: its disk use) to count as synced")
     ap.add_argument("--timeout", type=float, default=300.0, help="restart: most seconds to wait")
     ap.add_argument("--idle", type=float, default=20.0,
                     help="drain: give up after this many seconds without a message")
@@ -514,7 +575,9 @@ def main() -> None:
                     r = run_one(backend, shards, stop, a, seeds, work)
                     rows.append(r)
                     print(f"{backend:7} shards={shards:7} {stop:4} fill {r['fill_msg_s']:,.0f} msg/s "
-                          f"store {r['store_mib']:.0f} MiB; restart: listen {r['listen_s']:.2f} s "
+                          f"sync wait {r['sync_wait_s']:.1f} s store {r['store_mib']:.0f} MiB; restart: "
+                          f"opened {fmt(r.get('opened_s'))} s restored {fmt(r.get('restored_s'))} s "
+                          f"listen {r['listen_s']:.2f} s "
                           f"accept {r['accept_s']:.2f} s sessions {fmt(r['sessions_s'])} s "
                           f"drain {fmt(r['drain_s'])} s got {r['got']:,} (dup {r['dups']}, unique {r['unique']:,}"
                           f", missing e.g. {r['missing']}) "
@@ -529,12 +592,13 @@ def main() -> None:
     print(f"{a.messages:,} QoS 1 messages of {a.size} B queued in {a.sessions} offline sessions; "
           "times from the restart's exec")
     print()
-    print("| backend | shards | stop | accepting (s) | sessions present + first message (s) "
+    print("| backend | shards | stop | store read (s) | accepting (s) | sessions present + first message (s) "
           "| all drained (s) | received (distinct) | RSS before stop / restored / drained (MiB) "
           "| store (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backend']} | {r['shards']} | {'SIGTERM' if r['stop'] == 'term' else 'kill -9'} "
+        stop = {"term": "SIGTERM", "kill": "kill -9", "none": "none (no restart)"}[r["stop"]]
+        print(f"| {r['backend']} | {r['shards']} | {stop} | {fmt(r.get('opened_s'))} "
               f"| {r['accept_s']:.2f} | {fmt(r['sessions_s'])} | {fmt(r['drain_s'])} "
               f"| {r['unique']:,} | {r['rss_before_mib']:.0f} / {r['rss_restored_mib']:.0f} / "
               f"{r['rss_drained_mib']:.0f} | {r['store_mib']:.0f} |")
