@@ -50,6 +50,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RINGMQ = os.environ.get("RINGMQ_BIN", str(REPO / "target/release/ringmq"))
+# ringmq reads RINGMQ_* variables as configuration (RINGMQ_BIN would be an unknown key).
+BROKER_ENV = {k: v for k, v in os.environ.items() if not k.startswith("RINGMQ_")}
 
 # ---------------------------------------------------------------- MQTT 5 by hand
 
@@ -490,7 +492,7 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
     res: dict = {"backend": backend, "shards": shards, "stop": stop}
     with open(work / f"{tag}-1.log", "w") as log:
         broker = subprocess.Popen([RINGMQ, "--config", str(cfg)], stdout=log,
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, env=BROKER_ENV)
         try:
             wait_accepting(port, broker, time.monotonic(), 30)
             res["fill_msg_s"] = fill(port, a.sessions, a.messages, a.size)
@@ -523,7 +525,7 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
     with open(log_path, "w") as log:
         exec_wall, t0 = time.time(), time.monotonic()
         broker = subprocess.Popen([RINGMQ, "--config", str(cfg)], stdout=log,
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, env=BROKER_ENV)
         try:
             res["listen_s"], res["accept_s"] = wait_accepting(port, broker, t0, a.timeout)
             res["rss_restored_mib"] = rss_mib(broker.pid)
