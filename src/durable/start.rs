@@ -94,43 +94,47 @@ impl DurableStores {
 }
 
 /// Opens the stores of `shards` shards under `data_dir` (moving in the
-/// stores a run with more shards left). With `recover_damaged`
+/// stores a run with more shards left), one thread per shard: each store is
+/// read and validated on its own thread, so a restart reads its records on
+/// every CPU (docs/durability.md, "Restart time"). With `recover_damaged`
 /// (`--durable-recover-damaged`) a damaged store is moved aside and its
 /// shard starts empty; otherwise damage stops the start with the error,
-/// which names the store and the fix.
+/// which names the store and the fix (the lowest shard's, if several).
 pub fn open(
     cfg: &DurableSessionsConfig,
     data_dir: &Path,
     shards: usize,
     recover_damaged: bool,
 ) -> Result<(DurableStores, Vec<Writer>), String> {
+    let opened: Vec<Result<Opened, String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..shards)
+            .map(|shard| {
+                std::thread::Builder::new()
+                    .name(format!("ringmq-restore-{shard}"))
+                    .spawn_scoped(scope, move || {
+                        open_one(cfg, data_dir, shard, shards, recover_damaged)
+                    })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| match t {
+                Ok(t) => t
+                    .join()
+                    .unwrap_or_else(|_| Err("a store's restore thread panicked".to_string())),
+                Err(e) => Err(format!("cannot start a store's restore thread: {e}")),
+            })
+            .collect()
+    });
     let mut stores = Vec::with_capacity(shards);
     let mut writers = Vec::with_capacity(shards);
     let mut retained = Vec::new();
-    for shard in 0..shards {
-        let opened = builtin::absorb_extra(data_dir, shard, shards)
-            .and_then(|_| builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval()));
-        let (handle, restored, writer) = match opened {
-            Ok(o) => o,
-            Err(e) if recover_damaged && e.is_damage() => {
-                tracing::warn!(shard, error = %e, "durable store damaged: moving it aside");
-                builtin::move_damaged_aside(data_dir, shard)
-                    .map_err(|io| format!("cannot move the damaged store aside: {io}"))?;
-                builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval())
-                    .map_err(|e: OpenError| e.to_string())?
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+    for result in opened {
+        let (handle, restored, writer) = result?;
         let Restored {
             sessions,
             retained: r,
         } = restored;
-        tracing::info!(
-            shard,
-            sessions = sessions.len(),
-            retained = r.len(),
-            "durable store opened"
-        );
         retained.extend(r);
         stores.push(Mutex::new(Some(ShardStore {
             handle,
@@ -148,6 +152,39 @@ pub fn open(
         },
         writers,
     ))
+}
+
+type Opened = (StoreHandle, Restored, Writer);
+
+/// Shard `shard`'s store: the extra stores moved in, opened (moved aside
+/// first if damaged and `recover_damaged`), every record read.
+fn open_one(
+    cfg: &DurableSessionsConfig,
+    data_dir: &Path,
+    shard: usize,
+    shards: usize,
+    recover_damaged: bool,
+) -> Result<Opened, String> {
+    let opened = builtin::absorb_extra(data_dir, shard, shards)
+        .and_then(|_| builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval()));
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) if recover_damaged && e.is_damage() => {
+            tracing::warn!(shard, error = %e, "durable store damaged: moving it aside");
+            builtin::move_damaged_aside(data_dir, shard)
+                .map_err(|io| format!("cannot move the damaged store aside: {io}"))?;
+            builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval())
+                .map_err(|e: OpenError| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    tracing::info!(
+        shard,
+        sessions = opened.1.sessions.len(),
+        retained = opened.1.retained.len(),
+        "durable store opened"
+    );
+    Ok(opened)
 }
 
 /// Where the stores are: the builtin's data directory, or `[redis]` and
