@@ -272,11 +272,15 @@ def redis_ops(api_port: int) -> int | None:
     return None
 
 
-def wait_synced(backend: str, api_port: int, data: Path, settle_s: float) -> float:
-    """Waits until the store stopped taking writes (Redis: the ops counter, builtin: the
-    store's disk use) for `settle_s`: everything the shards acknowledged is written."""
+def wait_synced(backend: str, api_port: int, data: Path, seeds: list[str],
+                settle_s: float) -> float:
+    """Waits until the store stopped taking writes (Redis: the ops counter and the
+    masters' memory, builtin: the store's disk use) for `settle_s`: everything the shards
+    acknowledged is written."""
     t = time.monotonic()
-    probe = (lambda: redis_ops(api_port)) if backend == "redis" \
+    # Redis: the ops counter moves once per group (a group may take seconds), so Redis's
+    # own memory use too.
+    probe = (lambda: (redis_ops(api_port), redis_used_mib(seeds))) if backend == "redis" \
         else (lambda: disk_mib(data / "durable"))
     last, since = probe(), time.monotonic()
     while time.monotonic() - since < settle_s and time.monotonic() - t < 600:
@@ -496,7 +500,7 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
         try:
             wait_accepting(port, broker, time.monotonic(), 30)
             res["fill_msg_s"] = fill(port, a.sessions, a.messages, a.size)
-            res["sync_wait_s"] = wait_synced(backend, api_port, data, a.settle)
+            res["sync_wait_s"] = wait_synced(backend, api_port, data, seeds, a.settle)
             res["rss_before_mib"] = rss_mib(broker.pid)
             if stop == "none":
                 # No restart: what the sessions hold in memory (a loss here is not the
