@@ -279,8 +279,9 @@ def wait_synced(backend: str, api_port: int, data: Path, seeds: list[str],
     acknowledged is written."""
     t = time.monotonic()
     # Redis: the ops counter moves once per group (a group may take seconds), so Redis's
-    # own memory use too.
-    probe = (lambda: (redis_ops(api_port), redis_used_mib(seeds))) if backend == "redis" \
+    # own memory use too, in 4 MiB steps (it moves by a few KiB at rest).
+    probe = (lambda: (redis_ops(api_port), int(redis_used_mib(seeds) / 4))) \
+        if backend == "redis" \
         else (lambda: disk_mib(data / "durable"))
     last, since = probe(), time.monotonic()
     while time.monotonic() - since < settle_s and time.monotonic() - t < 600:
