@@ -214,6 +214,11 @@ impl Durable {
         Some((inner.handle.seal(ops), inner.handle.batches.clone()))
     }
 
+    /// The store's channel (`None`: no store, or closed).
+    fn sender(&self) -> Option<tokio::sync::mpsc::Sender<Batch>> {
+        Some(self.inner.borrow().as_ref()?.handle.batches.clone())
+    }
+
     /// At a clean stop: sends what is gathered and lets the store go (its
     /// writer syncs and ends once every shard did).
     pub async fn close(&self) {
@@ -560,12 +565,19 @@ impl Shard {
             .await;
             // Let the rest of this turn note its changes first.
             futures_lite::future::yield_now().await;
-            let Some((batch, sender)) = self.durable.take_batch() else {
+            // Room in the channel first, then the batch: the stop drops
+            // this task, and a batch sealed before a wait for room would
+            // go with it (one turn's acknowledged ops lost at a clean
+            // stop); ops still gathered go out with `close`.
+            let Some(sender) = self.durable.sender() else {
                 continue;
             };
-            if sender.send(batch).await.is_err() {
+            let Ok(permit) = sender.reserve().await else {
                 tracing::error!(shard = self.id, "durable store writer is gone");
                 return;
+            };
+            if let Some((batch, _)) = self.durable.take_batch() {
+                permit.send(batch);
             }
         }
     }
