@@ -272,12 +272,29 @@ def redis_ops(api_port: int) -> int | None:
     return None
 
 
+def redis_deliveries(seeds: list[str], sessions: int) -> int:
+    """The delivery records Redis holds for the subscribers (HLEN of each one's `d` hash,
+    asked of every master: the masters not holding a key answer MOVED)."""
+    cmds = "".join(f"HLEN {{c:rs-sub-{i}}}:d\n" for i in range(sessions))
+    total = 0
+    for host, port in redis_masters(seeds):
+        out = subprocess.run(["redis-cli", "-h", host, "-p", port], input=cmds,
+                             capture_output=True, text=True).stdout
+        total += sum(int(x) for x in out.split() if x.isdigit())
+    return total
+
+
 def wait_synced(backend: str, api_port: int, data: Path, seeds: list[str],
-                settle_s: float) -> float:
+                settle_s: float, sessions: int = 0, messages: int = 0) -> float:
     """Waits until the store stopped taking writes (Redis: the ops counter and the
     masters' memory, builtin: the store's disk use) for `settle_s`: everything the shards
     acknowledged is written."""
     t = time.monotonic()
+    if backend == "redis":
+        # A writer retrying after timeouts moves no counter for seconds: wait until Redis
+        # holds a record for every message first.
+        while redis_deliveries(seeds, sessions) < messages and time.monotonic() - t < 600:
+            time.sleep(0.5)
     # Redis: the ops counter moves once per group (a group may take seconds), so Redis's
     # own memory use too, in 4 MiB steps (it moves by a few KiB at rest).
     probe = (lambda: (redis_ops(api_port), int(redis_used_mib(seeds) / 4))) \
@@ -501,7 +518,8 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
         try:
             wait_accepting(port, broker, time.monotonic(), 30)
             res["fill_msg_s"] = fill(port, a.sessions, a.messages, a.size)
-            res["sync_wait_s"] = wait_synced(backend, api_port, data, seeds, a.settle)
+            res["sync_wait_s"] = wait_synced(backend, api_port, data, seeds, a.settle,
+                                             a.sessions, a.messages)
             res["rss_before_mib"] = rss_mib(broker.pid)
             if stop == "none":
                 # No restart: what the sessions hold in memory (a loss here is not the
