@@ -897,6 +897,11 @@ pub const REDIS_FENCE_TOMBSTONE_TTL_MS: u64 = 600_000;
 /// Members one SSCAN / HSCAN page asks for at start (`load_node`).
 pub const REDIS_SCAN_COUNT: usize = 500;
 
+/// Sessions `load_node` reads at once at start (each answer is the whole
+/// session with its deliveries: many at once made a busy master answer the
+/// last past `REDIS_RESPONSE_TIMEOUT_MS`, and the start failed).
+pub const REDIS_LOAD_SESSIONS_IN_FLIGHT_MAX: usize = 8;
+
 /// `load_session` / `load_node` requests waiting for the Redis thread.
 pub const REDIS_REQUESTS_QUEUED_MAX: usize = 256;
 

@@ -15,8 +15,8 @@ use super::writer::Shared;
 use super::Error;
 use crate::durable::{Restored, StoredSession};
 use crate::limits::{
-    REDIS_CLIENT_RETRIES, REDIS_RETRY_BACKOFF_MIN_MS, REDIS_SCAN_COUNT,
-    REDIS_SCRIPTS_IN_FLIGHT_MAX, RETAINED_BUCKETS,
+    REDIS_CLIENT_RETRIES, REDIS_LOAD_SESSIONS_IN_FLIGHT_MAX, REDIS_RETRY_BACKOFF_MIN_MS,
+    REDIS_SCAN_COUNT, RETAINED_BUCKETS,
 };
 
 /// Runs `f` again after transient errors, a few times with backoff: a
@@ -151,7 +151,11 @@ pub async fn load_node(shared: &Shared) -> Result<Restored, Error> {
             .into_iter()
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .collect();
-        for chunk in clients.chunks(REDIS_SCRIPTS_IN_FLIGHT_MAX) {
+        // A few sessions in flight, not the whole page: each answer holds
+        // the session's every delivery, and a master busy with hundreds of
+        // them answers the last ones past `REDIS_RESPONSE_TIMEOUT_MS`, and
+        // the start fails (seen with 100 sessions of 10,000 deliveries).
+        for chunk in clients.chunks(REDIS_LOAD_SESSIONS_IN_FLIGHT_MAX) {
             let loads = chunk.iter().map(|c| run_load(shared, c, 0));
             let answers = futures_util::future::join_all(loads).await;
             for (client, answer) in chunk.iter().zip(answers) {
