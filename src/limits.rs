@@ -796,6 +796,18 @@ pub const CLUSTER_CLIENTS_SERVING_MAX: usize = 16;
 /// crash loses at most this much acknowledged work.
 pub const DURABLE_BATCH_INTERVAL_MAX_MS: u32 = 10_000;
 
+/// Smallest `durable_sessions.max_session_size` and `max_store_size`:
+/// below a record's overhead and a small message nothing could be stored.
+pub const DURABLE_SIZE_MIN_BYTES: u64 = 1 << 10;
+
+/// Largest `durable_sessions.max_session_size` (one session's queued and
+/// inflight QoS 1/2 deliveries in the store).
+pub const DURABLE_SESSION_SIZE_MAX_BYTES: u64 = 1 << 40;
+
+/// Largest `durable_sessions.max_store_size` (all durable sessions of a
+/// node; each shard enforces its equal share).
+pub const DURABLE_STORE_SIZE_MAX_BYTES: u64 = 1 << 46;
+
 /// Batches a shard may have queued to its store's writer before `send`
 /// waits (back-pressure to the shard, never a drop). One batch per executor
 /// turn, so this is turns of work, not ops.

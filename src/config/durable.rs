@@ -37,6 +37,24 @@ pub struct DurableSessionsConfig {
         serialize_with = "ser_batch_interval"
     )]
     pub batch_interval_ms: u32,
+    /// `durable_sessions.max_session_size`: bytes of queued and inflight
+    /// QoS 1/2 messages one durable session may keep in the store (topic,
+    /// payload and a 64-byte record overhead each); a message beyond it is
+    /// dropped for that session and counted (`session::store_quota`).
+    /// Default `"256MB"`.
+    #[serde(
+        deserialize_with = "de_max_session_size",
+        serialize_with = "value::serialize_size_bytes_u64"
+    )]
+    pub max_session_size: u64,
+    /// `durable_sessions.max_store_size`: the same for all durable sessions
+    /// of this node together, shared equally by its shards. Default
+    /// `"16GB"`.
+    #[serde(
+        deserialize_with = "de_max_store_size",
+        serialize_with = "value::serialize_size_bytes_u64"
+    )]
+    pub max_store_size: u64,
 }
 
 impl Default for DurableSessionsConfig {
@@ -46,6 +64,8 @@ impl Default for DurableSessionsConfig {
             backend: Backend::Builtin,
             sync: SyncMode::Batch,
             batch_interval_ms: 10,
+            max_session_size: 256 << 20,
+            max_store_size: 16 << 30,
         }
     }
 }
@@ -217,6 +237,22 @@ fn ser_redis_type<S: Serializer>(t: &RedisType, s: S) -> Result<S::Ok, S::Error>
 
 fn de_batch_interval<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     value::duration_ms_in(d, 1, limits::DURABLE_BATCH_INTERVAL_MAX_MS)
+}
+
+fn de_max_session_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    value::size_bytes_u64_in(
+        d,
+        limits::DURABLE_SIZE_MIN_BYTES,
+        limits::DURABLE_SESSION_SIZE_MAX_BYTES,
+    )
+}
+
+fn de_max_store_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    value::size_bytes_u64_in(
+        d,
+        limits::DURABLE_SIZE_MIN_BYTES,
+        limits::DURABLE_STORE_SIZE_MAX_BYTES,
+    )
 }
 
 fn ser_batch_interval<S: Serializer>(ms: &u32, s: S) -> Result<S::Ok, S::Error> {

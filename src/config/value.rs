@@ -183,6 +183,40 @@ pub(crate) fn size_bytes_in<'de, D: Deserializer<'de>>(
     }
 }
 
+/// [`size_bytes_in`] for sizes past 4 GiB (stores).
+pub(crate) fn size_bytes_u64_in<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u64,
+    max: u64,
+) -> Result<u64, D::Error> {
+    let allowed = format!(
+        "a size from {} to {}, as an integer (bytes) or a string like \"256MB\" or \"16GB\"",
+        format_size_bytes(min).unwrap_or_else(|| min.to_string()),
+        format_size_bytes(max).unwrap_or_else(|| max.to_string()),
+    );
+    let scalar = read_scalar(d, &allowed)?;
+    let value = match &scalar {
+        Scalar::Unsigned(v) => Some(*v),
+        Scalar::Str(s) => parse_size_bytes(s),
+        _ => None,
+    };
+    match value {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(scalar.invalid_number(&allowed)),
+    }
+}
+
+/// [`serialize_size_bytes`] for `u64` sizes.
+pub(crate) fn serialize_size_bytes_u64<S: Serializer>(
+    bytes: &u64,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match format_size_bytes(*bytes) {
+        Some(text) => s.serialize_str(&text),
+        None => s.serialize_u64(*bytes),
+    }
+}
+
 /// Writes a size as `"1MB"` when that is exact, else as an integer.
 pub(crate) fn serialize_size_bytes<S: Serializer>(bytes: &u32, s: S) -> Result<S::Ok, S::Error> {
     match format_size_bytes((*bytes).into()) {

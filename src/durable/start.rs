@@ -23,6 +23,9 @@ pub struct DurableStores {
     pub retained: Vec<(String, MessageSnapshot)>,
     /// `durable_sessions.sync`: what acknowledgements wait for.
     pub sync: SyncMode,
+    /// `durable_sessions.max_session_size` and each shard's share of
+    /// `max_store_size`.
+    pub quota: crate::session::store_quota::Quota,
     /// Shards still restoring: no shard accepts a connection before every
     /// restored session is registered at its home (a connect accepted
     /// earlier could miss a session another shard has not restored yet).
@@ -148,6 +151,11 @@ pub fn open(
             shards: stores,
             retained,
             sync: cfg.sync,
+            quota: crate::session::store_quota::Quota::new(
+                cfg.max_session_size,
+                cfg.max_store_size,
+                shards,
+            ),
             restoring: AtomicUsize::new(shards),
         },
         writers,
@@ -262,6 +270,11 @@ pub fn open_redis(
             shards: stores,
             retained,
             sync: cfg.sync,
+            quota: crate::session::store_quota::Quota::new(
+                cfg.max_session_size,
+                cfg.max_store_size,
+                shards,
+            ),
             restoring: AtomicUsize::new(shards),
         },
         Writers::Redis(handle),

@@ -84,6 +84,9 @@ pub struct ShardStats {
     pub dropped: DropTotals,
     /// Redirect and refusal counts of this shard's admission.
     pub admission: ShardCountersSnapshot,
+    /// Bytes its durable sessions keep in the store, and the deliveries
+    /// the store bounds refused (`session::store_quota`).
+    pub durable_store: crate::session::store_quota::ShardUsage,
 }
 
 #[cfg(test)]

@@ -126,6 +126,33 @@ pub fn render(shards: &[ShardStats]) -> String {
 
     family(
         &mut out,
+        "ringmq_durable_store_bytes",
+        Kind::Gauge,
+        "Bytes of queued and inflight QoS 1/2 messages the shard's durable sessions keep in the store.",
+    );
+    per_shard(&mut out, "ringmq_durable_store_bytes", shards, |s| {
+        s.durable_store.stored_bytes
+    });
+    family(
+        &mut out,
+        "ringmq_durable_store_refused_total",
+        Kind::Counter,
+        "Messages not queued for a durable session because a store bound was reached \
+         (also counted in ringmq_messages_dropped_total{reason=\"queue_full\"}).",
+    );
+    let refused: [(&str, u64); 2] = [
+        ("session", sum(|s| s.durable_store.refused_session)),
+        ("node", sum(|s| s.durable_store.refused_shard)),
+    ];
+    for (bound, n) in refused {
+        let _ = writeln!(
+            out,
+            "ringmq_durable_store_refused_total{{bound=\"{bound}\"}} {n}"
+        );
+    }
+
+    family(
+        &mut out,
         "ringmq_redirects_total",
         Kind::Counter,
         "CONNECTs redirected to another server, by reason code.",
@@ -384,6 +411,11 @@ mod tests {
                 redirected_use_another_server: 3 * n,
                 ..Default::default()
             },
+            durable_store: crate::session::store_quota::ShardUsage {
+                stored_bytes: 1000 * n,
+                refused_session: 2 * n,
+                refused_shard: n,
+            },
         }
     }
 
@@ -452,6 +484,12 @@ mod tests {
             s["ringmq_messages_dropped_total{reason=\"no_recipient\"}"],
             2.0
         );
+        assert_eq!(s["ringmq_durable_store_bytes{shard=\"1\"}"], 2000.0);
+        assert_eq!(
+            s["ringmq_durable_store_refused_total{bound=\"session\"}"],
+            6.0
+        );
+        assert_eq!(s["ringmq_durable_store_refused_total{bound=\"node\"}"], 3.0);
         assert_eq!(
             s["ringmq_redirects_total{reason=\"use_another_server\",shard=\"1\"}"],
             6.0

@@ -96,11 +96,21 @@ pub struct MetaState {
     pub drops: super::snapshot::DropsSnapshot,
 }
 
-/// A durable session's store key and epoch (module doc).
+/// A durable session's store key and epoch (module doc), and the bytes
+/// its deliveries take in the store (`session::store_quota`).
 #[derive(Debug)]
 pub struct Journal {
     client: Arc<str>,
     epoch: u64,
+    stored_bytes: u64,
+}
+
+impl Drop for Journal {
+    /// The session is no longer durable here (ended, forgotten, replaced
+    /// by a journal of a new epoch): its bytes leave the shard's total.
+    fn drop(&mut self) {
+        super::store_quota::release(self.stored_bytes);
+    }
 }
 
 thread_local! {
@@ -164,10 +174,78 @@ impl Session {
     /// Makes this session durable under `epoch`: from now on its changes
     /// are noted (module doc). Idempotent for the same epoch.
     pub fn make_durable(&mut self, epoch: u64) {
+        // The old journal (if any) gives its bytes back first.
+        self.extras.journal = None;
+        let stored_bytes = self.stored_bytes_now();
+        super::store_quota::acquire(stored_bytes);
         self.extras.journal = Some(Journal {
             client: Arc::from(self.client_id.as_str()),
             epoch,
+            stored_bytes,
         });
+    }
+
+    /// The store bytes of the QoS 1/2 deliveries this session holds.
+    fn stored_bytes_now(&self) -> u64 {
+        let queued: u64 = self
+            .queue
+            .iter()
+            .map(|(_, d)| super::store_quota::delivery_bytes(d))
+            .sum();
+        let inflight: u64 = self
+            .inflight
+            .values()
+            .map(|o| super::store_quota::delivery_bytes(&o.delivery))
+            .sum();
+        queued + inflight
+    }
+
+    /// The store bytes of this durable session's deliveries (0 when not
+    /// durable).
+    pub fn stored_bytes(&self) -> u64 {
+        self.extras.journal.as_ref().map_or(0, |j| j.stored_bytes)
+    }
+
+    /// Whether the store takes `d` for this session (always, when it is
+    /// not durable or `d` is QoS 0); `divisor` as `store_quota::admits`.
+    pub(crate) fn store_admits(
+        &self,
+        d: &Delivery,
+        divisor: u64,
+    ) -> Result<(), super::store_quota::Refusal> {
+        match &self.extras.journal {
+            Some(j) if d.qos != crate::codec::QoS::AtMostOnce => super::store_quota::admits(
+                j.stored_bytes,
+                super::store_quota::delivery_bytes(d),
+                divisor,
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// `d` entered this durable session: its bytes count.
+    pub(crate) fn store_acquire(&mut self, d: &Delivery) {
+        if let Some(j) = &mut self.extras.journal {
+            let bytes = super::store_quota::delivery_bytes(d);
+            j.stored_bytes += bytes;
+            super::store_quota::acquire(bytes);
+        }
+    }
+
+    /// `d` left this durable session: its bytes no longer count.
+    pub(crate) fn store_release(&mut self, d: &Delivery) {
+        if let Some(j) = &mut self.extras.journal {
+            let bytes = super::store_quota::delivery_bytes(d).min(j.stored_bytes);
+            j.stored_bytes -= bytes;
+            super::store_quota::release(bytes);
+        }
+    }
+
+    /// Counts a delivery the store refused for this session (module doc of
+    /// `store_quota`): a queue-full drop of the session, and by bound.
+    pub(crate) fn store_refused(&mut self, refusal: super::store_quota::Refusal) {
+        self.extras.drops.queue_full += 1;
+        super::store_quota::count_refusal(refusal, self.client_id.as_str());
     }
 
     /// The epoch of a durable session; `None` when not durable.

@@ -137,6 +137,7 @@ mod origin;
 pub mod pressure;
 pub mod snapshot;
 mod state;
+pub mod store_quota;
 
 #[cfg(test)]
 mod tests;

@@ -264,6 +264,7 @@ impl Session {
             taken.sort_unstable_by_key(|(seq, _)| *seq);
             for (seq, d) in taken {
                 self.note(|| Change::Remove { seq });
+                self.store_release(&d);
                 out.push(d);
             }
         }
@@ -275,6 +276,7 @@ impl Session {
             *self.queue = kept;
             for (seq, d) in shared {
                 self.note(|| Change::Remove { seq });
+                self.store_release(&d);
                 out.push(d);
             }
         }
@@ -290,6 +292,11 @@ impl Session {
     /// `enqueue` with another bound: an online subscriber that keeps
     /// reading may go past `queue_len_max` (see `session::pressure`).
     pub(crate) fn enqueue_within(&mut self, d: Delivery, queue_len_max: usize) {
+        // The store's bounds first (`store_quota`): a QoS 0 message, which
+        // is never stored, cannot make room for this one there.
+        if let Err(refusal) = self.store_admits(&d, 1) {
+            return self.store_refused(refusal);
+        }
         if self.queue.len() >= queue_len_max {
             if self.queue_qos0_len == 0 {
                 self.extras.drops.queue_full += 1;
@@ -314,6 +321,7 @@ impl Session {
             0
         } else {
             let seq = self.take_seq();
+            self.store_acquire(&d);
             self.note(|| Change::Put {
                 seq,
                 delivery: d.clone(),

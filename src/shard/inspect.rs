@@ -375,6 +375,7 @@ impl Shard {
                 no_recipient: self.routes.dropped_no_recipient(),
             },
             admission: self.counters.snapshot(),
+            durable_store: crate::session::store_quota::usage(),
         }
     }
 }

@@ -360,6 +360,7 @@ async fn shard_main(
     {
         Some((stores, store)) => {
             shard.durable.attach(store.handle, stores.sync);
+            crate::session::store_quota::configure(stores.quota);
             if let Some(redis) = store.redis {
                 shard.durable.attach_redis(redis);
             }

@@ -63,3 +63,5 @@ def test_durable_keys_show_in_print_config():
     assert ('[durable_sessions]\nenable = true\nbackend = "builtin"\nsync = "always"\n'
             'batch_interval = "250ms"\n') in out, out
     assert 'servers = ["10.0.0.1:7000", "10.0.0.2:7000"]' in out, out
+    # The store bounds, with their defaults.
+    assert 'max_session_size = "256MB"\nmax_store_size = "16GB"\n' in out, out

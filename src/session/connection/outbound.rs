@@ -8,6 +8,7 @@ use crate::codec::{PubAck, QoS, ReasonCode};
 use crate::session::journal::Change;
 use crate::session::pressure::{self, Pressure};
 use crate::session::state::{is_expired, Awaiting};
+use crate::session::store_quota::{self, Refusal};
 use crate::session::{Delivery, TX_QOS0_MAX};
 
 use super::{pubrel, Connection, Tx};
@@ -87,8 +88,9 @@ impl Connection {
                     self.tx.push_back(Tx::Qos0(d));
                     return;
                 }
-            } else if self.has_window() {
+            } else if self.has_window() && self.session.store_admits(&d, 2).is_ok() {
                 let seq = self.session.take_seq();
+                self.session.store_acquire(&d);
                 let id = self.session.insert_inflight(seq, d);
                 self.tx.push_back(Tx::Publish(id));
                 return;
@@ -100,10 +102,13 @@ impl Connection {
     /// Queues `d` for the live client: past the queue's bound only a QoS
     /// 1/2 message, when no QoS 0 message can make room and the client is
     /// not stalled; the client is then congested (see `session::pressure`).
+    /// A durable session past half its store bound (`store_quota`) counts
+    /// as past its queue's bound.
     fn enqueue_online(&mut self, d: Delivery) {
         let bound = self.session.queue_len_max as usize;
         let session = &mut self.session;
-        if session.queue.len() < bound
+        let store = session.store_admits(&d, 2);
+        if (session.queue.len() < bound && store != Err(Refusal::Session))
             || d.qos == QoS::AtMostOnce
             || session.queue_qos0_len > 0
             || self.pressure == Pressure::Stalled
@@ -127,6 +132,7 @@ impl Connection {
     pub fn poll_relieved(&mut self) -> bool {
         if self.pressure == Pressure::Free
             || self.session.queue.len() > pressure::resume_len(self.session.queue_len_max as usize)
+            || !store_quota::is_relieved(self.session.stored_bytes())
         {
             return false;
         }
@@ -208,6 +214,7 @@ impl Connection {
     pub(super) fn complete(&mut self, id: u16) {
         if let Some(o) = self.session.inflight.remove(&id) {
             self.session.note(|| Change::Remove { seq: o.seq });
+            self.session.store_release(&o.delivery);
         }
         self.unbacklog(id);
     }
@@ -237,6 +244,7 @@ impl Connection {
                 let (seq, d) = self.session.queue_pop_front().expect("front exists");
                 if d.qos != QoS::AtMostOnce {
                     self.session.note(|| Change::Remove { seq });
+                    self.session.store_release(&d);
                 }
                 self.session.extras.drops.expired += 1;
                 continue;

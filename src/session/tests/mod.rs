@@ -14,6 +14,7 @@ mod protocol_errors;
 mod resume;
 mod shared;
 mod sim;
+mod store_quota;
 mod subscriptions;
 mod topics;
 mod transmit;
