@@ -31,3 +31,16 @@ pub mod view;
 
 pub use run::run_node;
 pub use setup::Cluster;
+
+/// The protocol versions a link speaks, as this build has them: the
+/// handshake's (which names them all), the frames' and the logic bodies'.
+/// Changing the frame or body version without a new handshake version would
+/// let two builds link and then fail on every frame: this stops the build
+/// instead (bump `net::hello::HELLO_VERSION` and update the tuple).
+pub const PROTOCOL_VERSIONS: (u16, u8, u8) = (2, 1, 2);
+const _: () = assert!(
+    net::HELLO_VERSION == PROTOCOL_VERSIONS.0
+        && net::FRAME_VERSION == PROTOCOL_VERSIONS.1
+        && logic::proto::PROTO_VERSION == PROTOCOL_VERSIONS.2,
+    "a cluster protocol version changed: bump net::hello::HELLO_VERSION and PROTOCOL_VERSIONS"
+);

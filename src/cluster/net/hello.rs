@@ -15,8 +15,16 @@ use super::settings::{node_host, Role};
 use crate::limits;
 use crate::router::location::NodeId;
 
-/// Handshake protocol version (independent of the frame version).
-pub const HELLO_VERSION: u16 = 1;
+/// The version of everything a link speaks: the handshake, the frame
+/// layout (`frame::FRAME_VERSION`) and the logic's bodies
+/// (`cluster::logic::proto::PROTO_VERSION`). Checked first, so two builds
+/// that differ in any of them refuse each other at the handshake with a
+/// log line that says so, rather than link and then fail on a body the
+/// other cannot read (mixed-version clusters are not supported:
+/// docs/clustering.md, "Upgrades"). 2: message ids in held deliveries
+/// and retained copies (PROTO_VERSION 2). `cluster::PROTOCOL_VERSIONS`
+/// fails the build when one of the three changes alone.
+pub const HELLO_VERSION: u16 = 2;
 
 /// Label of the TLS exporter secret the proof is computed over.
 pub const EXPORTER_LABEL: &[u8] = b"ringmq-cluster cookie proof";
@@ -41,7 +49,10 @@ pub struct Hello {
 /// logged on both sides.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("handshake version {theirs}, this node speaks {HELLO_VERSION}")]
+    #[error(
+        "cluster protocol version {theirs}, this node speaks {HELLO_VERSION}: \
+         every node of a cluster must run the same ringmq version"
+    )]
     Version { theirs: u16 },
     #[error("cluster name mismatch: this node is in cluster {ours:?}, the peer in {theirs:?}")]
     ClusterName { ours: String, theirs: String },

@@ -40,6 +40,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use frame::{FRAME_VERSION, LOGIC_KIND_MIN};
+pub use hello::HELLO_VERSION;
 pub use member::{MemberInfo, MemberState, PeerStats};
 pub use settings::{Discovery, DnsRecordType, NetSettings, Role, Timing, TlsMode};
 
