@@ -115,8 +115,10 @@ def run_one(mode: str, args: list[str], seeds: list[str], work: Path, tag: str) 
     if mode.startswith("redis"):
         flush_redis(seeds)
     log = open(work / f"{tag}.log", "w")
+    # ringmq reads RINGMQ_* as configuration: RINGMQ_BIN is the script's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGMQ_")}
     broker = subprocess.Popen(["taskset", "-c", BROKER_CPU, RINGMQ, "--config", str(cfg)],
-                              stdout=log, stderr=subprocess.STDOUT)
+                              stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_port(port, broker)
         out = work / f"{tag}.json"
