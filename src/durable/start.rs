@@ -23,6 +23,9 @@ pub struct DurableStores {
     pub retained: Vec<(String, MessageSnapshot)>,
     /// `durable_sessions.sync`: what acknowledgements wait for.
     pub sync: SyncMode,
+    /// `durable_sessions.batch_interval`: how long a shard gathers a batch
+    /// (`batch`, `none`).
+    pub batch_interval: std::time::Duration,
     /// Shards still restoring: no shard accepts a connection before every
     /// restored session is registered at its home (a connect accepted
     /// earlier could miss a session another shard has not restored yet).
@@ -109,15 +112,14 @@ pub fn open(
     let mut retained = Vec::new();
     for shard in 0..shards {
         let opened = builtin::absorb_extra(data_dir, shard, shards)
-            .and_then(|_| builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval()));
+            .and_then(|_| builtin::open(data_dir, shard, cfg.sync));
         let (handle, restored, writer) = match opened {
             Ok(o) => o,
             Err(e) if recover_damaged && e.is_damage() => {
                 tracing::warn!(shard, error = %e, "durable store damaged: moving it aside");
                 builtin::move_damaged_aside(data_dir, shard)
                     .map_err(|io| format!("cannot move the damaged store aside: {io}"))?;
-                builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval())
-                    .map_err(|e: OpenError| e.to_string())?
+                builtin::open(data_dir, shard, cfg.sync).map_err(|e: OpenError| e.to_string())?
             }
             Err(e) => return Err(e.to_string()),
         };
@@ -144,6 +146,7 @@ pub fn open(
             shards: stores,
             retained,
             sync: cfg.sync,
+            batch_interval: cfg.batch_interval(),
             restoring: AtomicUsize::new(shards),
         },
         writers,
@@ -225,6 +228,7 @@ pub fn open_redis(
             shards: stores,
             retained,
             sync: cfg.sync,
+            batch_interval: cfg.batch_interval(),
             restoring: AtomicUsize::new(shards),
         },
         Writers::Redis(handle),

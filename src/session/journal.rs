@@ -35,6 +35,10 @@ pub enum Change {
         delivery: Delivery,
         /// `None`: queued.
         inflight: Option<InflightState>,
+        /// The delivery enters the session with this put (the first note
+        /// of its `seq`): a removal gathered in the same batch cancels
+        /// both, since no earlier batch can hold it (`shard::durable`).
+        fresh: bool,
     },
     /// A delivery left the session (acknowledged, expired, dropped, handed
     /// to another member of its shared group).
@@ -76,6 +80,8 @@ pub enum NotedChange {
         seq: u64,
         delivery: Delivery,
         inflight: Option<InflightState>,
+        /// See [`Change::Put`].
+        fresh: bool,
     },
     Remove {
         seq: u64,
@@ -127,10 +133,13 @@ impl Journal {
         }
     }
 
-    pub(crate) fn note_outbound(&mut self, packet_id: u16, o: &Outbound) {
+    /// `fresh`: the delivery enters the session with this note (it went
+    /// straight to the window, never queued).
+    pub(crate) fn note_outbound(&mut self, packet_id: u16, o: &Outbound, fresh: bool) {
         self.note_change(NotedChange::Put {
             seq: o.seq,
             delivery: o.delivery.clone(),
+            fresh,
             inflight: Some(InflightState {
                 packet_id,
                 awaiting: match o.state {
@@ -207,10 +216,12 @@ impl Session {
                 seq,
                 delivery,
                 inflight,
+                fresh,
             } => NotedChange::Put {
                 seq,
                 delivery,
                 inflight,
+                fresh,
             },
             Change::Remove { seq } => NotedChange::Remove { seq },
             Change::Meta => NotedChange::Meta(Box::new(self.meta_state())),
@@ -226,7 +237,7 @@ impl Session {
             return; // read only: the box is not made for nothing
         }
         if let (Some(journal), Some(o)) = (&mut self.extras.journal, self.inflight.get(&id)) {
-            journal.note_outbound(id, o);
+            journal.note_outbound(id, o, false);
         }
     }
 

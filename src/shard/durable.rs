@@ -20,12 +20,13 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::config::SyncMode;
 use crate::durable::{
     Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle, Synced, Ticket,
 };
-use crate::limits::DURABLE_PENDING_BYTES_MAX;
+use crate::limits::{DURABLE_GATHER_SEAL_BYTES, DURABLE_PENDING_BYTES_MAX};
 use crate::session::journal::{self, AwaitingKind, MetaState, Noted, NotedChange};
 use crate::session::snapshot::{AwaitingSnapshot, DeliverySnapshot, MessageSnapshot, WallClock};
 use crate::session::{Message, Session, SessionSnapshot};
@@ -55,28 +56,54 @@ struct Inner {
     handle: StoreHandle,
     /// `sync = "always"`: acknowledgements wait for their tickets.
     always: bool,
-    /// The ops of the batch being gathered, in order.
-    ops: Vec<Op>,
-    /// Where the last `PutDelivery` of a `(client, seq)` is in `ops`: a
-    /// later change of the same delivery in the same turn replaces it.
-    deliveries: HashMap<(Arc<str>, u64), usize>,
-    /// Estimated bytes of `ops` (payloads and topics).
+    /// How long a batch gathers (`batch` and `none`; `always` seals every
+    /// executor turn): `durable_sessions.batch_interval`.
+    gather_interval: Duration,
+    /// The batch being gathered, in order: notes as the sessions made them
+    /// (made into ops only at the seal, and only if they survive: `seal`),
+    /// ops the shard pushed, and `None` where a put and its removal
+    /// cancelled.
+    entries: Vec<Option<Entry>>,
+    /// Where the last put of a delivery is in `entries`, by `(client,
+    /// session generation, seq)`: a later change of it replaces it there.
+    deliveries: HashMap<(Arc<str>, u32, u64), Slot>,
+    /// Per client, how many `PutSession` / `RemoveSession` this gathering
+    /// holds: a delivery's changes never merge across one (the session op
+    /// replaces or removes what came before it in the store).
+    generations: HashMap<Arc<str>, u32>,
+    /// Anything was gathered (even if all of it cancelled): with `always`
+    /// an acknowledgement may wait for this gathering's ticket, so it is
+    /// sealed even when empty.
+    touched: bool,
+    /// A push or notes arrived since the store task last looked.
+    news: bool,
+    /// Estimated bytes of `entries` (payloads and topics).
     bytes: usize,
     /// The store task, waiting for ops.
     waker: Option<Waker>,
 }
 
+/// What the gathering holds at one place.
+enum Entry {
+    Noted(Noted),
+    Op(Op),
+}
+
+/// A delivery's place in the gathering.
+#[derive(Clone, Copy)]
+struct Slot {
+    at: usize,
+    /// The put that entered the delivery into the session is in this
+    /// gathering: no earlier batch holds it, so a removal cancels it.
+    fresh: bool,
+}
+
 impl Durable {
     /// Durable sessions are on: ops go through `handle` from now on.
-    pub fn attach(&self, handle: StoreHandle, mode: SyncMode) {
-        *self.inner.borrow_mut() = Some(Inner {
-            handle,
-            always: mode == SyncMode::Always,
-            ops: Vec::new(),
-            deliveries: HashMap::new(),
-            bytes: 0,
-            waker: None,
-        });
+    /// `gather_interval`: how long a batch gathers with `batch` and `none`
+    /// (`durable_sessions.batch_interval`).
+    pub fn attach(&self, handle: StoreHandle, mode: SyncMode, gather_interval: Duration) {
+        *self.inner.borrow_mut() = Some(Inner::new(handle, mode, gather_interval));
     }
 
     /// The Redis backend: connects resume sessions from it, and its
@@ -106,9 +133,8 @@ impl Durable {
         let Some(inner) = inner.as_mut() else {
             return;
         };
-        inner.absorb(journal::take_notes(), &WallClock::now());
-        inner.bytes += op_bytes(&op);
-        inner.ops.push(op);
+        inner.absorb(journal::take_notes());
+        inner.push(op);
         if let Some(w) = inner.waker.take() {
             w.wake();
         }
@@ -127,7 +153,7 @@ impl Durable {
         let inner = self.inner.borrow();
         let inner = inner.as_ref().filter(|i| i.always)?;
         let next = inner.handle.next_ticket();
-        let ticket = if !inner.ops.is_empty() || journal::has_notes() {
+        let ticket = if inner.touched || journal::has_notes() {
             next
         } else {
             next - 1
@@ -183,6 +209,15 @@ impl Durable {
             .is_some_and(|i| i.bytes > DURABLE_PENDING_BYTES_MAX)
     }
 
+    /// The gathering should be sealed before its interval passed: its
+    /// bytes near the pending bound (the shard would stop reading).
+    fn is_near_pending(&self) -> bool {
+        self.inner
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.bytes >= DURABLE_GATHER_SEAL_BYTES)
+    }
+
     /// Ready once the gathered bytes are within the bound again (a reader
     /// of publishers waits here: the pressure path of ADR 0002).
     pub async fn wait_pending_room(&self) {
@@ -197,21 +232,27 @@ impl Durable {
     }
 
     /// The ops gathered since the last call, sealed as the next batch
-    /// (`None` if there are none).
+    /// (`None` if there are none; with `always`, an empty batch if
+    /// everything gathered cancelled: an acknowledgement may wait for its
+    /// ticket).
     pub fn take_batch(&self) -> Option<(Batch, tokio::sync::mpsc::Sender<Batch>)> {
         let mut inner = self.inner.borrow_mut();
         let inner = inner.as_mut()?;
-        inner.absorb(journal::take_notes(), &WallClock::now());
-        if inner.ops.is_empty() {
-            return None;
-        }
-        let ops = std::mem::take(&mut inner.ops);
-        inner.deliveries.clear();
-        inner.bytes = 0;
+        inner.absorb(journal::take_notes());
+        let ops = inner.seal(&WallClock::now())?;
         for w in self.room_waiters.borrow_mut().drain(..) {
             w.wake();
         }
         Some((inner.handle.seal(ops), inner.handle.batches.clone()))
+    }
+
+    /// Takes this turn's notes into the gathering (where puts and removals
+    /// cancel); returns when it is due to be sealed: `None` for at once.
+    fn absorb_notes(&self) -> Option<Duration> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = inner.as_mut()?;
+        inner.absorb(journal::take_notes());
+        (!inner.always).then_some(inner.gather_interval)
     }
 
     /// At a clean stop: sends what is gathered and lets the store go (its
@@ -234,48 +275,199 @@ impl Durable {
         }
     }
 
-    /// Ready when ops or notes wait; registers the task's waker otherwise.
-    fn poll_ready(&self, waker: &Waker) -> bool {
+    /// Ready when something was pushed or noted since the last call;
+    /// registers the task's waker otherwise.
+    fn poll_news(&self, waker: &Waker) -> bool {
         let mut inner = self.inner.borrow_mut();
         let Some(inner) = inner.as_mut() else {
             return false;
         };
-        if !inner.ops.is_empty() || journal::has_notes() {
+        if std::mem::take(&mut inner.news) || journal::has_notes() {
             return true;
         }
         inner.waker = Some(waker.clone());
         journal::wake_on_note(waker);
         false
     }
+
+    /// Whether the gathering holds anything (or notes wait for it).
+    fn is_gathering(&self) -> bool {
+        self.inner
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.touched || journal::has_notes())
+    }
+
+    /// The store task (`Shard::run_durable`): seals the gathering and sends
+    /// it as a batch, in ticket order, awaiting a full channel. With
+    /// `always` once per executor turn that gathered anything (the turn's
+    /// acknowledgements wait for it; group commit happens in the writer);
+    /// with `batch` and `none` once the gather interval passed since the
+    /// gathering began, or earlier once its bytes near the pending bound,
+    /// so that more puts meet their removals and cancel. Returns when the
+    /// writer is gone.
+    async fn run_store(&self, shard: ShardId) {
+        loop {
+            poll_fn(
+                |cx| match self.poll_news(cx.waker()) || self.is_gathering() {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                },
+            )
+            .await;
+            // Let the rest of this turn note its changes first.
+            futures_lite::future::yield_now().await;
+            if let Some(interval) = self.absorb_notes() {
+                let due = Instant::now() + interval;
+                while !self.is_near_pending() {
+                    let left = due.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let news = poll_fn(|cx| match self.poll_news(cx.waker()) {
+                        true => Poll::Ready(()),
+                        false => Poll::Pending,
+                    });
+                    futures_lite::future::or(glommio::timer::sleep(left), news).await;
+                    futures_lite::future::yield_now().await;
+                    self.absorb_notes();
+                }
+            }
+            let Some((batch, sender)) = self.take_batch() else {
+                continue;
+            };
+            if sender.send(batch).await.is_err() {
+                tracing::error!(shard, "durable store writer is gone");
+                return;
+            }
+        }
+    }
 }
 
 impl Inner {
-    fn absorb(&mut self, notes: Vec<Noted>, clock: &WallClock) {
-        for noted in notes {
-            let op = op_of(noted, clock);
-            self.bytes += op_bytes(&op);
-            match &op {
-                Op::PutDelivery { client, seq, .. } => {
-                    let key = (client.clone(), *seq);
-                    if let Some(&at) = self.deliveries.get(&key) {
-                        self.ops[at] = op;
-                        continue;
-                    }
-                    self.deliveries.insert(key, self.ops.len());
-                }
-                Op::RemoveDelivery { client, seq, .. } => {
-                    // Put and removed in one turn: only the removal is
-                    // written (an earlier batch may hold the put).
-                    if let Some(at) = self.deliveries.remove(&(client.clone(), *seq)) {
-                        self.ops[at] = op;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            self.ops.push(op);
+    fn new(handle: StoreHandle, mode: SyncMode, gather_interval: Duration) -> Inner {
+        Inner {
+            handle,
+            always: mode == SyncMode::Always,
+            gather_interval,
+            entries: Vec::new(),
+            deliveries: HashMap::new(),
+            generations: HashMap::new(),
+            touched: false,
+            news: false,
+            bytes: 0,
+            waker: None,
         }
     }
+
+    /// Appends an op of the shard's own (after every note absorbed).
+    fn push(&mut self, op: Op) {
+        if let Op::PutSession { client, .. } | Op::RemoveSession { client, .. } = &op {
+            *self.generations.entry(client.clone()).or_default() += 1;
+        }
+        self.bytes += op_bytes(&op);
+        self.entries.push(Some(Entry::Op(op)));
+        self.touched = true;
+        self.news = true;
+    }
+
+    /// Takes `notes` into the gathering: a later put of a delivery replaces
+    /// its earlier one in place; a removal replaces it too, or cancels it
+    /// (both vanish) if the put that entered the delivery is in this
+    /// gathering.
+    fn absorb(&mut self, notes: Vec<Noted>) {
+        if notes.is_empty() {
+            return;
+        }
+        self.touched = true;
+        for noted in notes {
+            let seq = match noted.change {
+                NotedChange::Put { seq, .. } | NotedChange::Remove { seq } => seq,
+                NotedChange::Meta(_) => {
+                    self.entries.push(Some(Entry::Noted(noted)));
+                    continue;
+                }
+            };
+            let generation = match self.generations.is_empty() {
+                true => 0,
+                false => self.generations.get(&noted.client).copied().unwrap_or(0),
+            };
+            let key = (noted.client.clone(), generation, seq);
+            let fresh = match noted.change {
+                NotedChange::Put { fresh, .. } => Some(fresh),
+                _ => None,
+            };
+            if let Some(fresh) = fresh {
+                self.bytes += note_bytes(&noted.change);
+                match self.deliveries.get(&key) {
+                    Some(slot) => self.replace(slot.at, Some(noted)),
+                    None => {
+                        let at = self.entries.len();
+                        self.deliveries.insert(key, Slot { at, fresh });
+                        self.entries.push(Some(Entry::Noted(noted)));
+                    }
+                }
+                continue;
+            }
+            match self.deliveries.remove(&key) {
+                // Put and removed in one gathering: nothing is written if
+                // the put entered it here, else only the removal where the
+                // put was (an earlier batch holds the put).
+                Some(slot) if slot.fresh => self.replace(slot.at, None),
+                Some(slot) => {
+                    self.bytes += note_bytes(&noted.change);
+                    self.replace(slot.at, Some(noted));
+                }
+                None => {
+                    self.bytes += note_bytes(&noted.change);
+                    self.entries.push(Some(Entry::Noted(noted)));
+                }
+            }
+        }
+    }
+
+    /// Puts `noted` (or nothing) where a delivery's earlier change was.
+    fn replace(&mut self, at: usize, noted: Option<Noted>) {
+        if let Some(Entry::Noted(old)) = &self.entries[at] {
+            self.bytes = self.bytes.saturating_sub(note_bytes(&old.change));
+        }
+        self.entries[at] = noted.map(Entry::Noted);
+    }
+
+    /// Ends the gathering: its surviving entries as ops, in order (`None`
+    /// if it gathered nothing, or with `batch` / `none` if all of it
+    /// cancelled).
+    fn seal(&mut self, clock: &WallClock) -> Option<Vec<Op>> {
+        if !std::mem::take(&mut self.touched) {
+            return None;
+        }
+        let entries = std::mem::take(&mut self.entries);
+        self.deliveries.clear();
+        self.generations.clear();
+        self.bytes = 0;
+        self.news = false;
+        let ops: Vec<Op> = entries
+            .into_iter()
+            .flatten()
+            .map(|e| match e {
+                Entry::Noted(noted) => op_of(noted, clock),
+                Entry::Op(op) => op,
+            })
+            .collect();
+        (self.always || !ops.is_empty()).then_some(ops)
+    }
+}
+
+/// What a note costs the pending bound, as `op_bytes` of its op.
+fn note_bytes(change: &NotedChange) -> usize {
+    const RECORD_BYTES: usize = 64;
+    RECORD_BYTES
+        + match change {
+            NotedChange::Put { delivery, .. } => {
+                delivery.message.payload.len() + delivery.message.topic.len()
+            }
+            _ => 0,
+        }
 }
 
 /// One noted change as an op.
@@ -290,6 +482,7 @@ pub fn op_of(noted: Noted, clock: &WallClock) -> Op {
             seq,
             delivery,
             inflight,
+            ..
         } => Op::PutDelivery {
             client,
             epoch,
@@ -536,8 +729,8 @@ impl Shard {
         .detach();
     }
 
-    /// The store task of this shard: one batch per executor turn that
-    /// gathered ops, sent in order; a full channel is awaited.
+    /// The store task of this shard (`Durable::run_store`), with the
+    /// watcher of its synced tickets.
     pub async fn run_durable(self: Rc<Self>) {
         let synced = self
             .durable
@@ -549,25 +742,7 @@ impl Shard {
             let me = self.clone();
             glommio::spawn_local(async move { me.durable.run_synced(synced).await })
         });
-        loop {
-            poll_fn(|cx| {
-                if self.durable.poll_ready(cx.waker()) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            // Let the rest of this turn note its changes first.
-            futures_lite::future::yield_now().await;
-            let Some((batch, sender)) = self.durable.take_batch() else {
-                continue;
-            };
-            if sender.send(batch).await.is_err() {
-                tracing::error!(shard = self.id, "durable store writer is gone");
-                return;
-            }
-        }
+        self.durable.run_store(self.id).await;
     }
 }
 

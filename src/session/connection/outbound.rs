@@ -89,7 +89,7 @@ impl Connection {
                 }
             } else if self.has_window() {
                 let seq = self.session.take_seq();
-                let id = self.session.insert_inflight(seq, d);
+                let id = self.session.insert_inflight(seq, d, true);
                 self.tx.push_back(Tx::Publish(id));
                 return;
             }
@@ -253,7 +253,7 @@ impl Connection {
                     return;
                 }
                 let (seq, d) = self.session.queue_pop_front().expect("front exists");
-                let id = self.session.insert_inflight(seq, d);
+                let id = self.session.insert_inflight(seq, d, false);
                 self.tx.push_back(Tx::Publish(id));
             }
         }
