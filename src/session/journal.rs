@@ -8,8 +8,9 @@
 //! PUBREC'd, completed or dropped; a subscription or inbound QoS 2 id
 //! added or removed) as a [`Noted`] in this thread's note buffer. The
 //! thread is the shard's (a session is only ever touched by the shard that
-//! holds it), and the shard drains the buffer once per executor turn
-//! ([`take_notes`]) into one batch of store ops (`shard::durable`).
+//! holds it), and the shard's store task drains the buffer every executor
+//! turn ([`take_notes`]) into the batch it gathers (`shard::durable`),
+//! where a removal cancels the `fresh` put that entered its delivery.
 //!
 //! Why a buffer of the thread rather than one per session or a store
 //! threaded through every call: deliveries reach a session from many
@@ -156,6 +157,14 @@ impl Journal {
 /// Takes every change noted on this thread since the last call, in order.
 pub fn take_notes() -> Vec<Noted> {
     NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}
+
+/// [`take_notes`] into `buf` (empty): the buffers are swapped, so the
+/// thread's keeps `buf`'s room and noting does not grow a new one every
+/// turn.
+pub fn swap_notes(buf: &mut Vec<Noted>) {
+    debug_assert!(buf.is_empty());
+    NOTES.with(|n| std::mem::swap(&mut *n.borrow_mut(), buf))
 }
 
 /// Whether changes wait to be taken.

@@ -1,26 +1,29 @@
 //! The shard's side of its durable store (docs/adr/0007-durable-sessions.md):
 //! turns what its durable sessions noted (`session::journal`) and what the
 //! shard itself writes (a session created, moved, offline, ended; a
-//! retained topic it owns) into [`Op`]s, gathers the ops of one executor
-//! turn and sends them as one [`Batch`] through the shard's
-//! [`StoreHandle`].
+//! retained topic it owns) into [`Op`]s, gathers them (one executor turn
+//! with `sync = "always"`, `batch_interval` otherwise; a delivery put and
+//! removed within one gathering cancels) and sends them as one [`Batch`]
+//! through the shard's [`StoreHandle`] (docs/durability.md, "Batches").
 //!
 //! The interface is narrow: `attach` (at start, with the store's handle),
 //! `push` (an op the shard writes itself, ordered after every change
 //! noted before it), `is_durable_expiry` (which sessions are durable) and
-//! the task `run` (one per shard) that seals and sends the batches. A full
+//! the task `run_store` (one per shard) that seals and sends the batches. A full
 //! channel is awaited by that task, never dropped: the ops gathered
 //! meanwhile wait in the next batch, and their bytes are bounded by
 //! `limits::DURABLE_PENDING_BYTES_MAX` (`is_over_pending`: the shard stops
 //! reading publishers above it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
-use std::future::poll_fn;
+use std::collections::BTreeMap;
+
+use ahash::AHashMap;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::SyncMode;
 use crate::durable::{
@@ -64,13 +67,20 @@ struct Inner {
     /// ops the shard pushed, and `None` where a put and its removal
     /// cancelled.
     entries: Vec<Option<Entry>>,
-    /// Where the last put of a delivery is in `entries`, by `(client,
+    /// Where the last put of a delivery is in `entries`, by `(journal,
     /// session generation, seq)`: a later change of it replaces it there.
-    deliveries: HashMap<(Arc<str>, u32, u64), Slot>,
+    /// The journal is the address of the client id its notes share (one
+    /// `Arc` per `Journal`, kept alive by the entry): hashing it is cheap,
+    /// and notes of another journal of the same client (there is one per
+    /// `make_durable`) never merge, which can only write more, never
+    /// reorder.
+    deliveries: AHashMap<(usize, u32, u64), Slot>,
     /// Per client, how many `PutSession` / `RemoveSession` this gathering
     /// holds: a delivery's changes never merge across one (the session op
     /// replaces or removes what came before it in the store).
-    generations: HashMap<Arc<str>, u32>,
+    generations: AHashMap<Arc<str>, u32>,
+    /// The room of the last notes taken (`absorb_journal`).
+    spare: Vec<Noted>,
     /// Anything was gathered (even if all of it cancelled): with `always`
     /// an acknowledgement may wait for this gathering's ticket, so it is
     /// sealed even when empty.
@@ -133,7 +143,7 @@ impl Durable {
         let Some(inner) = inner.as_mut() else {
             return;
         };
-        inner.absorb(journal::take_notes());
+        inner.absorb_journal();
         inner.push(op);
         if let Some(w) = inner.waker.take() {
             w.wake();
@@ -238,7 +248,7 @@ impl Durable {
     pub fn take_batch(&self) -> Option<(Batch, tokio::sync::mpsc::Sender<Batch>)> {
         let mut inner = self.inner.borrow_mut();
         let inner = inner.as_mut()?;
-        inner.absorb(journal::take_notes());
+        inner.absorb_journal();
         let ops = inner.seal(&WallClock::now())?;
         for w in self.room_waiters.borrow_mut().drain(..) {
             w.wake();
@@ -251,7 +261,7 @@ impl Durable {
     fn absorb_notes(&self) -> Option<Duration> {
         let mut inner = self.inner.borrow_mut();
         let inner = inner.as_mut()?;
-        inner.absorb(journal::take_notes());
+        inner.absorb_journal();
         (!inner.always).then_some(inner.gather_interval)
     }
 
@@ -318,17 +328,22 @@ impl Durable {
             // Let the rest of this turn note its changes first.
             futures_lite::future::yield_now().await;
             if let Some(interval) = self.absorb_notes() {
-                let due = Instant::now() + interval;
+                // One timer per gathering, raced with the news of each turn.
+                let mut due = std::pin::pin!(glommio::timer::sleep(interval));
                 while !self.is_near_pending() {
-                    let left = due.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
+                    let passed = poll_fn(|cx| {
+                        if due.as_mut().poll(cx).is_ready() {
+                            Poll::Ready(true)
+                        } else if self.poll_news(cx.waker()) {
+                            Poll::Ready(false)
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    if passed {
                         break;
                     }
-                    let news = poll_fn(|cx| match self.poll_news(cx.waker()) {
-                        true => Poll::Ready(()),
-                        false => Poll::Pending,
-                    });
-                    futures_lite::future::or(glommio::timer::sleep(left), news).await;
                     futures_lite::future::yield_now().await;
                     self.absorb_notes();
                 }
@@ -351,8 +366,9 @@ impl Inner {
             always: mode == SyncMode::Always,
             gather_interval,
             entries: Vec::new(),
-            deliveries: HashMap::new(),
-            generations: HashMap::new(),
+            deliveries: AHashMap::new(),
+            generations: AHashMap::new(),
+            spare: Vec::new(),
             touched: false,
             news: false,
             bytes: 0,
@@ -371,16 +387,22 @@ impl Inner {
         self.news = true;
     }
 
+    /// Takes the notes of this thread's sessions into the gathering
+    /// (`absorb`), keeping the room of both buffers.
+    fn absorb_journal(&mut self) {
+        let mut notes = std::mem::take(&mut self.spare);
+        journal::swap_notes(&mut notes);
+        self.absorb(notes.drain(..));
+        self.spare = notes;
+    }
+
     /// Takes `notes` into the gathering: a later put of a delivery replaces
     /// its earlier one in place; a removal replaces it too, or cancels it
     /// (both vanish) if the put that entered the delivery is in this
     /// gathering.
-    fn absorb(&mut self, notes: Vec<Noted>) {
-        if notes.is_empty() {
-            return;
-        }
-        self.touched = true;
+    fn absorb(&mut self, notes: impl IntoIterator<Item = Noted>) {
         for noted in notes {
+            self.touched = true;
             let seq = match noted.change {
                 NotedChange::Put { seq, .. } | NotedChange::Remove { seq } => seq,
                 NotedChange::Meta(_) => {
@@ -392,7 +414,11 @@ impl Inner {
                 true => 0,
                 false => self.generations.get(&noted.client).copied().unwrap_or(0),
             };
-            let key = (noted.client.clone(), generation, seq);
+            let key = (
+                Arc::as_ptr(&noted.client) as *const u8 as usize,
+                generation,
+                seq,
+            );
             let fresh = match noted.change {
                 NotedChange::Put { fresh, .. } => Some(fresh),
                 _ => None,
