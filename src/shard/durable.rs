@@ -426,7 +426,15 @@ impl Inner {
             if let Some(fresh) = fresh {
                 self.bytes += note_bytes(&noted.change);
                 match self.deliveries.get(&key) {
-                    Some(slot) => self.replace(slot.at, Some(noted)),
+                    Some(slot) => {
+                        // Its op says whether the delivery entered in
+                        // this batch (the writer cancels across batches).
+                        let mut noted = noted;
+                        if let NotedChange::Put { fresh, .. } = &mut noted.change {
+                            *fresh |= slot.fresh;
+                        }
+                        self.replace(slot.at, Some(noted));
+                    }
                     None => {
                         let at = self.entries.len();
                         self.deliveries.insert(key, Slot { at, fresh });
@@ -508,11 +516,12 @@ pub fn op_of(noted: Noted, clock: &WallClock) -> Op {
             seq,
             delivery,
             inflight,
-            ..
+            fresh,
         } => Op::PutDelivery {
             client,
             epoch,
             seq,
+            fresh,
             record: Box::new(DeliveryRecord {
                 delivery: DeliverySnapshot::of(&delivery, clock),
                 state: match inflight {

@@ -73,9 +73,15 @@ fn delivery(payload: &'static str) -> Delivery {
     }
 }
 
+thread_local! {
+    /// The client id of the test journal: one `Arc` shared by its notes,
+    /// as a `Journal` shares its own (the gathering keys by its address).
+    static CLIENT: Arc<str> = Arc::from("c");
+}
+
 fn noted(change: NotedChange) -> Noted {
     Noted {
-        client: Arc::from("c"),
+        client: CLIENT.with(Arc::clone),
         epoch: 3,
         change,
     }
@@ -428,4 +434,28 @@ fn batch_seals_when_the_interval_passed_and_always_every_turn() {
         });
         assert_eq!(received, 1, "{mode:?}");
     }
+}
+
+/// A delivery's op says `fresh` when it entered in this batch, even after
+/// a state put replaced its entering put (the writer cancels across the
+/// batches of one write by it); a state put alone is not fresh. Fails if
+/// the merge kept the later note's `fresh: false`.
+#[test]
+fn a_put_merged_into_its_entering_put_stays_fresh() {
+    let mut inner = inner(SyncMode::Always);
+    inner.absorb(vec![
+        put(1, None, true),
+        put(1, inflight(AwaitingKind::PubAck), false),
+        put(2, inflight(AwaitingKind::PubAck), false),
+    ]);
+    let fresh: Vec<(u64, bool)> = inner
+        .seal(&WallClock::now())
+        .unwrap()
+        .iter()
+        .map(|op| match op {
+            Op::PutDelivery { seq, fresh, .. } => (*seq, *fresh),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(fresh, [(1, true), (2, false)]);
 }

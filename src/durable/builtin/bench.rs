@@ -23,6 +23,7 @@ fn put(client: &str, seq: u64) -> Op {
         epoch: 0,
         seq,
         record: Box::new(record),
+        fresh: false,
     }
 }
 

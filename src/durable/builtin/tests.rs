@@ -52,6 +52,7 @@ pub(super) fn put_delivery(client: &str, epoch: u64, seq: u64) -> Op {
         epoch,
         seq,
         record: Box::new(delivery(seq, 1, DeliveryState::Queued)),
+        fresh: false,
     }
 }
 
@@ -129,6 +130,7 @@ fn what_was_written_comes_back_after_a_clean_close() {
                 epoch: 1,
                 seq: 1,
                 record: Box::new(delivery(1, 1, inflight)),
+                fresh: false,
             },
             Op::RemoveRetained { topic: c("r/2") },
         ],

@@ -326,6 +326,7 @@ fn disk_use_returns_near_its_baseline_once_deliveries_are_removed() {
                 epoch: 0,
                 seq,
                 record: Box::new(record(seq)),
+                fresh: false,
             })
             .collect();
         send(&mut handle, ops);

@@ -3,7 +3,8 @@
 //! mode and publishes the tickets ([`Synced`]).
 //!
 //! Every wake-up drains every batch waiting (up to the channel's bound)
-//! and writes them as one fjall write (journal to the OS), then:
+//! and writes them as one fjall write (journal to the OS), skipping the
+//! deliveries put and removed within them (`op::cancelled`), then:
 //! * `always`: one `fdatasync` of the journal (`PersistMode::SyncData`)
 //!   for all of them (group commit), then the highest ticket is published:
 //!   a published ticket is on disk. Batches whose ops all cancelled in the
@@ -204,10 +205,15 @@ impl State {
         let mut ticket = 0;
         let mut write = self.store.db.batch();
         let mut ops = 0;
-        for batch in batches.drain(..) {
+        // A delivery put and removed within this group: skipped whole.
+        let skip = crate::durable::op::cancelled(batches);
+        for (b, batch) in batches.drain(..).enumerate() {
             ticket = ticket.max(batch.ticket);
-            ops += batch.ops.len() as u64;
-            for op in batch.ops {
+            for (o, op) in batch.ops.into_iter().enumerate() {
+                if skip.contains(&(b, o)) {
+                    continue;
+                }
+                ops += 1;
                 self.apply(&mut write, op)?;
             }
         }
@@ -268,6 +274,7 @@ impl State {
                 epoch,
                 seq,
                 record,
+                ..
             } => {
                 if self.admit(&client, epoch, false) {
                     let key = delivery_key(&client, seq);
