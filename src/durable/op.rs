@@ -102,6 +102,11 @@ pub enum Op {
     },
 }
 
+/// A delivery in [`cancelled`]: client, barrier generation, seq.
+type DeliveryKey<'a> = (&'a str, u32, u64);
+/// An op's place in a group of batches: (batch, op).
+type Position = (usize, usize);
+
 /// Where `batches` (applied together, in order: one write of a store's
 /// writer) hold a delivery's entering put (`fresh`) and its removal in a
 /// later batch, with the state puts between: `(batch, op)` positions the
@@ -109,14 +114,14 @@ pub enum Op {
 /// does. Never across a `PutSession` / `RemoveSession` of the client (the
 /// session op writes or removes what came before it). Sans-IO; empty for
 /// one batch (the shard cancelled within it already).
-pub fn cancelled(batches: &[Batch]) -> ahash::AHashSet<(usize, usize)> {
+pub fn cancelled(batches: &[Batch]) -> ahash::AHashSet<Position> {
     let mut skip = ahash::AHashSet::new();
     if batches.len() < 2 {
         return skip;
     }
     // (client, barrier generation, seq) -> the positions of its puts since
     // its fresh one.
-    let mut puts: ahash::AHashMap<(&str, u32, u64), Vec<(usize, usize)>> = Default::default();
+    let mut puts: ahash::AHashMap<DeliveryKey<'_>, Vec<Position>> = Default::default();
     let mut generations: ahash::AHashMap<&str, u32> = Default::default();
     for (b, batch) in batches.iter().enumerate() {
         for (o, op) in batch.ops.iter().enumerate() {
