@@ -202,6 +202,12 @@ pub const SESSION_EVENTS_MAX: usize = 1024;
 /// slows publishers down instead of growing memory or dropping writes.
 pub const DURABLE_PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Bytes at which a shard's store task seals the batch it gathers before
+/// its `batch_interval` passed (`shard::durable`, `sync = "batch"` /
+/// `"none"`): half the pending bound, so a full gathering is handed to the
+/// writer well before the shard would stop reading publishers.
+pub const DURABLE_GATHER_SEAL_BYTES: usize = DURABLE_PENDING_BYTES_MAX / 2;
+
 // ---------------------------------------------------------------- authorization
 
 /// Most authorization rules one broker takes: every check walks them in order.

@@ -194,6 +194,7 @@ fn put_delivery(client: &str, epoch: u64, seq: u64, record: Box<DeliveryRecord>)
         epoch,
         seq,
         record,
+        fresh: false,
     }
 }
 
@@ -634,6 +635,7 @@ fn a_master_killed_mid_run_loses_no_published_write() {
                 epoch: 1,
                 seq,
                 record: queued(&format!("{c}-{seq}")),
+                fresh: false,
             })
             .collect();
         seq += 1;
@@ -710,6 +712,7 @@ fn measure_ops_per_second() {
                                                 epoch: 1,
                                                 seq,
                                                 record: queued(&payload),
+                                                fresh: false,
                                             }
                                         } else {
                                             Op::RemoveDelivery {

@@ -77,6 +77,10 @@ pub enum Op {
         epoch: u64,
         seq: u64,
         record: Box<DeliveryRecord>,
+        /// The delivery entered the session in this batch: no earlier
+        /// batch holds it, so a writer that applies this batch and a later
+        /// one with its removal together may skip both ([`cancelled`]).
+        fresh: bool,
     },
     /// Acknowledged (PUBACK, PUBCOMP), expired or dropped.
     RemoveDelivery {
@@ -96,6 +100,58 @@ pub enum Op {
     RemoveRetained {
         topic: Arc<str>,
     },
+}
+
+/// A delivery in [`cancelled`]: client, barrier generation, seq.
+type DeliveryKey<'a> = (&'a str, u32, u64);
+/// An op's place in a group of batches: (batch, op).
+type Position = (usize, usize);
+
+/// Where `batches` (applied together, in order: one write of a store's
+/// writer) hold a delivery's entering put (`fresh`) and its removal in a
+/// later batch, with the state puts between: `(batch, op)` positions the
+/// writer may skip, as writing them all leaves the store as skipping them
+/// does. Never across a `PutSession` / `RemoveSession` of the client (the
+/// session op writes or removes what came before it). Sans-IO; empty for
+/// one batch (the shard cancelled within it already).
+pub fn cancelled(batches: &[Batch]) -> ahash::AHashSet<Position> {
+    let mut skip = ahash::AHashSet::new();
+    if batches.len() < 2 {
+        return skip;
+    }
+    // (client, barrier generation, seq) -> the positions of its puts since
+    // its fresh one.
+    let mut puts: ahash::AHashMap<DeliveryKey<'_>, Vec<Position>> = Default::default();
+    let mut generations: ahash::AHashMap<&str, u32> = Default::default();
+    for (b, batch) in batches.iter().enumerate() {
+        for (o, op) in batch.ops.iter().enumerate() {
+            match op {
+                Op::PutDelivery {
+                    client, seq, fresh, ..
+                } => {
+                    let g = generations.get(&**client).copied().unwrap_or(0);
+                    let key = (&**client, g, *seq);
+                    if *fresh {
+                        puts.insert(key, vec![(b, o)]);
+                    } else if let Some(at) = puts.get_mut(&key) {
+                        at.push((b, o));
+                    }
+                }
+                Op::RemoveDelivery { client, seq, .. } => {
+                    let g = generations.get(&**client).copied().unwrap_or(0);
+                    if let Some(at) = puts.remove(&(&**client, g, *seq)) {
+                        skip.extend(at);
+                        skip.insert((b, o));
+                    }
+                }
+                Op::PutSession { client, .. } | Op::RemoveSession { client, .. } => {
+                    *generations.entry(&**client).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    skip
 }
 
 /// The ops of one executor turn of a shard, under one ticket.
@@ -118,4 +174,92 @@ pub struct StoredSession {
 pub struct Restored {
     pub sessions: Vec<StoredSession>,
     pub retained: Vec<(String, MessageSnapshot)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::snapshot::{DeliverySnapshot, MessageSnapshot};
+
+    fn put(client: &str, seq: u64, fresh: bool) -> Op {
+        Op::PutDelivery {
+            client: client.into(),
+            epoch: 1,
+            seq,
+            record: Box::new(DeliveryRecord {
+                delivery: DeliverySnapshot {
+                    message: MessageSnapshot {
+                        topic: "t".into(),
+                        payload: bytes::Bytes::new(),
+                        qos: 1,
+                        retain: false,
+                        payload_format_indicator: None,
+                        message_expiry_interval_s: None,
+                        response_topic: None,
+                        correlation_data: None,
+                        user_properties: vec![],
+                        content_type: None,
+                        origin: None,
+                        expires_at_unix_ms: None,
+                    },
+                    qos: 1,
+                    retain: false,
+                    subscription_ids: vec![],
+                    id: None,
+                },
+                state: DeliveryState::Queued,
+            }),
+            fresh,
+        }
+    }
+
+    fn remove(client: &str, seq: u64) -> Op {
+        Op::RemoveDelivery {
+            client: client.into(),
+            epoch: 1,
+            seq,
+        }
+    }
+
+    fn batch(ticket: Ticket, ops: Vec<Op>) -> Batch {
+        Batch { ticket, ops }
+    }
+
+    fn sorted(skip: ahash::AHashSet<(usize, usize)>) -> Vec<(usize, usize)> {
+        let mut v: Vec<_> = skip.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A fresh put, a state put and the removal across the batches of one
+    /// write are skipped; a removal whose put is not fresh (an earlier
+    /// write holds it), a put with no removal, and anything across a
+    /// session op of the client are written. Fails if `cancelled` ignored
+    /// `fresh` or the session barrier (or found nothing: the writer then
+    /// wrote every pair).
+    #[test]
+    fn a_write_skips_the_deliveries_put_and_removed_within_it() {
+        let batches = [
+            batch(
+                1,
+                vec![put("a", 1, true), put("a", 2, false), put("a", 3, true)],
+            ),
+            batch(
+                2,
+                vec![
+                    put("a", 1, false),
+                    remove("a", 2),
+                    put("b", 3, true),
+                    Op::RemoveSession {
+                        client: "b".into(),
+                        epoch: 1,
+                    },
+                ],
+            ),
+            batch(3, vec![remove("a", 1), remove("b", 3), put("a", 4, true)]),
+        ];
+        assert_eq!(sorted(cancelled(&batches)), [(0, 0), (1, 0), (2, 0)]);
+        // One batch: the shard cancelled within it already.
+        assert!(cancelled(&batches[..1]).is_empty());
+    }
 }

@@ -26,6 +26,9 @@ pub struct DurableStores {
     /// `durable_sessions.max_session_size` and each shard's share of
     /// `max_store_size`.
     pub quota: crate::session::store_quota::Quota,
+    /// `durable_sessions.batch_interval`: how long a shard gathers a batch
+    /// (`batch`, `none`).
+    pub batch_interval: std::time::Duration,
     /// Shards still restoring: no shard accepts a connection before every
     /// restored session is registered at its home (a connect accepted
     /// earlier could miss a session another shard has not restored yet).
@@ -156,6 +159,7 @@ pub fn open(
                 cfg.max_store_size,
                 shards,
             ),
+            batch_interval: cfg.batch_interval(),
             restoring: AtomicUsize::new(shards),
         },
         writers,
@@ -174,15 +178,14 @@ fn open_one(
     recover_damaged: bool,
 ) -> Result<Opened, String> {
     let opened = builtin::absorb_extra(data_dir, shard, shards)
-        .and_then(|_| builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval()));
+        .and_then(|_| builtin::open(data_dir, shard, cfg.sync));
     let opened = match opened {
         Ok(o) => o,
         Err(e) if recover_damaged && e.is_damage() => {
             tracing::warn!(shard, error = %e, "durable store damaged: moving it aside");
             builtin::move_damaged_aside(data_dir, shard)
                 .map_err(|io| format!("cannot move the damaged store aside: {io}"))?;
-            builtin::open(data_dir, shard, cfg.sync, cfg.batch_interval())
-                .map_err(|e: OpenError| e.to_string())?
+            builtin::open(data_dir, shard, cfg.sync).map_err(|e: OpenError| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };
@@ -275,6 +278,7 @@ pub fn open_redis(
                 cfg.max_store_size,
                 shards,
             ),
+            batch_interval: cfg.batch_interval(),
             restoring: AtomicUsize::new(shards),
         },
         Writers::Redis(handle),

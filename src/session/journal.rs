@@ -8,8 +8,9 @@
 //! PUBREC'd, completed or dropped; a subscription or inbound QoS 2 id
 //! added or removed) as a [`Noted`] in this thread's note buffer. The
 //! thread is the shard's (a session is only ever touched by the shard that
-//! holds it), and the shard drains the buffer once per executor turn
-//! ([`take_notes`]) into one batch of store ops (`shard::durable`).
+//! holds it), and the shard's store task drains the buffer every executor
+//! turn ([`take_notes`]) into the batch it gathers (`shard::durable`),
+//! where a removal cancels the `fresh` put that entered its delivery.
 //!
 //! Why a buffer of the thread rather than one per session or a store
 //! threaded through every call: deliveries reach a session from many
@@ -35,6 +36,10 @@ pub enum Change {
         delivery: Delivery,
         /// `None`: queued.
         inflight: Option<InflightState>,
+        /// The delivery enters the session with this put (the first note
+        /// of its `seq`): a removal gathered in the same batch cancels
+        /// both, since no earlier batch can hold it (`shard::durable`).
+        fresh: bool,
     },
     /// A delivery left the session (acknowledged, expired, dropped, handed
     /// to another member of its shared group).
@@ -76,6 +81,8 @@ pub enum NotedChange {
         seq: u64,
         delivery: Delivery,
         inflight: Option<InflightState>,
+        /// See [`Change::Put`].
+        fresh: bool,
     },
     Remove {
         seq: u64,
@@ -137,10 +144,13 @@ impl Journal {
         }
     }
 
-    pub(crate) fn note_outbound(&mut self, packet_id: u16, o: &Outbound) {
+    /// `fresh`: the delivery enters the session with this note (it went
+    /// straight to the window, never queued).
+    pub(crate) fn note_outbound(&mut self, packet_id: u16, o: &Outbound, fresh: bool) {
         self.note_change(NotedChange::Put {
             seq: o.seq,
             delivery: o.delivery.clone(),
+            fresh,
             inflight: Some(InflightState {
                 packet_id,
                 awaiting: match o.state {
@@ -157,6 +167,14 @@ impl Journal {
 /// Takes every change noted on this thread since the last call, in order.
 pub fn take_notes() -> Vec<Noted> {
     NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}
+
+/// [`take_notes`] into `buf` (empty): the buffers are swapped, so the
+/// thread's keeps `buf`'s room and noting does not grow a new one every
+/// turn.
+pub fn swap_notes(buf: &mut Vec<Noted>) {
+    debug_assert!(buf.is_empty());
+    NOTES.with(|n| std::mem::swap(&mut *n.borrow_mut(), buf))
 }
 
 /// Whether changes wait to be taken.
@@ -285,10 +303,12 @@ impl Session {
                 seq,
                 delivery,
                 inflight,
+                fresh,
             } => NotedChange::Put {
                 seq,
                 delivery,
                 inflight,
+                fresh,
             },
             Change::Remove { seq } => NotedChange::Remove { seq },
             Change::Meta => NotedChange::Meta(Box::new(self.meta_state())),
@@ -304,7 +324,7 @@ impl Session {
             return; // read only: the box is not made for nothing
         }
         if let (Some(journal), Some(o)) = (&mut self.extras.journal, self.inflight.get(&id)) {
-            journal.note_outbound(id, o);
+            journal.note_outbound(id, o, false);
         }
     }
 

@@ -326,6 +326,7 @@ impl Session {
                 seq,
                 delivery: d.clone(),
                 inflight: None,
+                fresh: true,
             });
             seq
         };
@@ -356,8 +357,9 @@ impl Session {
     }
 
     /// Gives `d` (QoS 1/2, numbered `seq` when it entered) a packet id not
-    /// used by any inflight message.
-    pub(crate) fn insert_inflight(&mut self, seq: u64, d: Delivery) -> u16 {
+    /// used by any inflight message. `fresh`: `d` enters the session here
+    /// (`seq` just taken), rather than coming from the queue.
+    pub(crate) fn insert_inflight(&mut self, seq: u64, d: Delivery, fresh: bool) -> u16 {
         assert!(d.qos != QoS::AtMostOnce);
         // The `Lazy` resolved once, not per probe.
         let inflight = &mut *self.inflight;
@@ -388,7 +390,7 @@ impl Session {
         });
         if self.extras.journal.is_some() {
             if let Some(journal) = &mut self.extras.journal {
-                journal.note_outbound(id, o);
+                journal.note_outbound(id, o, fresh);
             }
         }
         id

@@ -1,31 +1,35 @@
 //! The shard's side of its durable store (docs/adr/0007-durable-sessions.md):
 //! turns what its durable sessions noted (`session::journal`) and what the
 //! shard itself writes (a session created, moved, offline, ended; a
-//! retained topic it owns) into [`Op`]s, gathers the ops of one executor
-//! turn and sends them as one [`Batch`] through the shard's
-//! [`StoreHandle`].
+//! retained topic it owns) into [`Op`]s, gathers them (one executor turn
+//! with `sync = "always"`, `batch_interval` otherwise; a delivery put and
+//! removed within one gathering cancels) and sends them as one [`Batch`]
+//! through the shard's [`StoreHandle`] (docs/durability.md, "Batches").
 //!
 //! The interface is narrow: `attach` (at start, with the store's handle),
 //! `push` (an op the shard writes itself, ordered after every change
 //! noted before it), `is_durable_expiry` (which sessions are durable) and
-//! the task `run` (one per shard) that seals and sends the batches. A full
+//! the task `run_store` (one per shard) that seals and sends the batches. A full
 //! channel is awaited by that task, never dropped: the ops gathered
 //! meanwhile wait in the next batch, and their bytes are bounded by
 //! `limits::DURABLE_PENDING_BYTES_MAX` (`is_over_pending`: the shard stops
 //! reading publishers above it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
-use std::future::poll_fn;
+use std::collections::BTreeMap;
+
+use ahash::AHashMap;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use crate::config::SyncMode;
 use crate::durable::{
     Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle, Synced, Ticket,
 };
-use crate::limits::DURABLE_PENDING_BYTES_MAX;
+use crate::limits::{DURABLE_GATHER_SEAL_BYTES, DURABLE_PENDING_BYTES_MAX};
 use crate::session::journal::{self, AwaitingKind, MetaState, Noted, NotedChange};
 use crate::session::snapshot::{AwaitingSnapshot, DeliverySnapshot, MessageSnapshot, WallClock};
 use crate::session::{Message, Session, SessionSnapshot};
@@ -55,28 +59,61 @@ struct Inner {
     handle: StoreHandle,
     /// `sync = "always"`: acknowledgements wait for their tickets.
     always: bool,
-    /// The ops of the batch being gathered, in order.
-    ops: Vec<Op>,
-    /// Where the last `PutDelivery` of a `(client, seq)` is in `ops`: a
-    /// later change of the same delivery in the same turn replaces it.
-    deliveries: HashMap<(Arc<str>, u64), usize>,
-    /// Estimated bytes of `ops` (payloads and topics).
+    /// How long a batch gathers (`batch` and `none`; `always` seals every
+    /// executor turn): `durable_sessions.batch_interval`.
+    gather_interval: Duration,
+    /// The batch being gathered, in order: notes as the sessions made them
+    /// (made into ops only at the seal, and only if they survive: `seal`),
+    /// ops the shard pushed, and `None` where a put and its removal
+    /// cancelled.
+    entries: Vec<Option<Entry>>,
+    /// Where the last put of a delivery is in `entries`, by `(journal,
+    /// session generation, seq)`: a later change of it replaces it there.
+    /// The journal is the address of the client id its notes share (one
+    /// `Arc` per `Journal`, kept alive by the entry): hashing it is cheap,
+    /// and notes of another journal of the same client (there is one per
+    /// `make_durable`) never merge, which can only write more, never
+    /// reorder.
+    deliveries: AHashMap<(usize, u32, u64), Slot>,
+    /// Per client, how many `PutSession` / `RemoveSession` this gathering
+    /// holds: a delivery's changes never merge across one (the session op
+    /// replaces or removes what came before it in the store).
+    generations: AHashMap<Arc<str>, u32>,
+    /// The room of the last notes taken (`absorb_journal`).
+    spare: Vec<Noted>,
+    /// Anything was gathered (even if all of it cancelled): with `always`
+    /// an acknowledgement may wait for this gathering's ticket, so it is
+    /// sealed even when empty.
+    touched: bool,
+    /// A push or notes arrived since the store task last looked.
+    news: bool,
+    /// Estimated bytes of `entries` (payloads and topics).
     bytes: usize,
     /// The store task, waiting for ops.
     waker: Option<Waker>,
 }
 
+/// What the gathering holds at one place.
+enum Entry {
+    Noted(Noted),
+    Op(Op),
+}
+
+/// A delivery's place in the gathering.
+#[derive(Clone, Copy)]
+struct Slot {
+    at: usize,
+    /// The put that entered the delivery into the session is in this
+    /// gathering: no earlier batch holds it, so a removal cancels it.
+    fresh: bool,
+}
+
 impl Durable {
     /// Durable sessions are on: ops go through `handle` from now on.
-    pub fn attach(&self, handle: StoreHandle, mode: SyncMode) {
-        *self.inner.borrow_mut() = Some(Inner {
-            handle,
-            always: mode == SyncMode::Always,
-            ops: Vec::new(),
-            deliveries: HashMap::new(),
-            bytes: 0,
-            waker: None,
-        });
+    /// `gather_interval`: how long a batch gathers with `batch` and `none`
+    /// (`durable_sessions.batch_interval`).
+    pub fn attach(&self, handle: StoreHandle, mode: SyncMode, gather_interval: Duration) {
+        *self.inner.borrow_mut() = Some(Inner::new(handle, mode, gather_interval));
     }
 
     /// The Redis backend: connects resume sessions from it, and its
@@ -106,9 +143,8 @@ impl Durable {
         let Some(inner) = inner.as_mut() else {
             return;
         };
-        inner.absorb(journal::take_notes(), &WallClock::now());
-        inner.bytes += op_bytes(&op);
-        inner.ops.push(op);
+        inner.absorb_journal();
+        inner.push(op);
         if let Some(w) = inner.waker.take() {
             w.wake();
         }
@@ -127,7 +163,7 @@ impl Durable {
         let inner = self.inner.borrow();
         let inner = inner.as_ref().filter(|i| i.always)?;
         let next = inner.handle.next_ticket();
-        let ticket = if !inner.ops.is_empty() || journal::has_notes() {
+        let ticket = if inner.touched || journal::has_notes() {
             next
         } else {
             next - 1
@@ -183,6 +219,15 @@ impl Durable {
             .is_some_and(|i| i.bytes > DURABLE_PENDING_BYTES_MAX)
     }
 
+    /// The gathering should be sealed before its interval passed: its
+    /// bytes near the pending bound (the shard would stop reading).
+    fn is_near_pending(&self) -> bool {
+        self.inner
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.bytes >= DURABLE_GATHER_SEAL_BYTES)
+    }
+
     /// Ready once the gathered bytes are within the bound again (a reader
     /// of publishers waits here: the pressure path of ADR 0002).
     pub async fn wait_pending_room(&self) {
@@ -197,17 +242,14 @@ impl Durable {
     }
 
     /// The ops gathered since the last call, sealed as the next batch
-    /// (`None` if there are none).
+    /// (`None` if there are none; with `always`, an empty batch if
+    /// everything gathered cancelled: an acknowledgement may wait for its
+    /// ticket).
     pub fn take_batch(&self) -> Option<(Batch, tokio::sync::mpsc::Sender<Batch>)> {
         let mut inner = self.inner.borrow_mut();
         let inner = inner.as_mut()?;
-        inner.absorb(journal::take_notes(), &WallClock::now());
-        if inner.ops.is_empty() {
-            return None;
-        }
-        let ops = std::mem::take(&mut inner.ops);
-        inner.deliveries.clear();
-        inner.bytes = 0;
+        inner.absorb_journal();
+        let ops = inner.seal(&WallClock::now())?;
         for w in self.room_waiters.borrow_mut().drain(..) {
             w.wake();
         }
@@ -217,6 +259,15 @@ impl Durable {
     /// The store's channel (`None`: no store, or closed).
     fn sender(&self) -> Option<tokio::sync::mpsc::Sender<Batch>> {
         Some(self.inner.borrow().as_ref()?.handle.batches.clone())
+    }
+
+    /// Takes this turn's notes into the gathering (where puts and removals
+    /// cancel); returns when it is due to be sealed: `None` for at once.
+    fn absorb_notes(&self) -> Option<Duration> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = inner.as_mut()?;
+        inner.absorb_journal();
+        (!inner.always).then_some(inner.gather_interval)
     }
 
     /// At a clean stop: sends what is gathered and lets the store go (its
@@ -239,48 +290,230 @@ impl Durable {
         }
     }
 
-    /// Ready when ops or notes wait; registers the task's waker otherwise.
-    fn poll_ready(&self, waker: &Waker) -> bool {
+    /// Ready when something was pushed or noted since the last call;
+    /// registers the task's waker otherwise.
+    fn poll_news(&self, waker: &Waker) -> bool {
         let mut inner = self.inner.borrow_mut();
         let Some(inner) = inner.as_mut() else {
             return false;
         };
-        if !inner.ops.is_empty() || journal::has_notes() {
+        if std::mem::take(&mut inner.news) || journal::has_notes() {
             return true;
         }
         inner.waker = Some(waker.clone());
         journal::wake_on_note(waker);
         false
     }
+
+    /// Whether the gathering holds anything (or notes wait for it).
+    fn is_gathering(&self) -> bool {
+        self.inner
+            .borrow()
+            .as_ref()
+            .is_some_and(|i| i.touched || journal::has_notes())
+    }
+
+    /// The store task (`Shard::run_durable`): seals the gathering and sends
+    /// it as a batch, in ticket order, awaiting a full channel. With
+    /// `always` once per executor turn that gathered anything (the turn's
+    /// acknowledgements wait for it; group commit happens in the writer);
+    /// with `batch` and `none` once the gather interval passed since the
+    /// gathering began, or earlier once its bytes near the pending bound,
+    /// so that more puts meet their removals and cancel. Returns when the
+    /// writer is gone.
+    async fn run_store(&self, shard: ShardId) {
+        loop {
+            poll_fn(
+                |cx| match self.poll_news(cx.waker()) || self.is_gathering() {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                },
+            )
+            .await;
+            // Let the rest of this turn note its changes first.
+            futures_lite::future::yield_now().await;
+            if let Some(interval) = self.absorb_notes() {
+                // One timer per gathering, raced with the news of each turn.
+                let mut due = std::pin::pin!(glommio::timer::sleep(interval));
+                while !self.is_near_pending() {
+                    let passed = poll_fn(|cx| {
+                        if due.as_mut().poll(cx).is_ready() {
+                            Poll::Ready(true)
+                        } else if self.poll_news(cx.waker()) {
+                            Poll::Ready(false)
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    if passed {
+                        break;
+                    }
+                    futures_lite::future::yield_now().await;
+                    self.absorb_notes();
+                }
+            }
+            // Room in the channel first, then the batch: the stop drops
+            // this task, and a batch sealed before a wait for room would
+            // go with it (acknowledged ops lost at a clean stop); ops
+            // still gathered go out with `close`.
+            let Some(sender) = self.sender() else {
+                continue;
+            };
+            let Ok(permit) = sender.reserve().await else {
+                tracing::error!(shard, "durable store writer is gone");
+                return;
+            };
+            if let Some((batch, _)) = self.take_batch() {
+                permit.send(batch);
+            }
+        }
+    }
 }
 
 impl Inner {
-    fn absorb(&mut self, notes: Vec<Noted>, clock: &WallClock) {
-        for noted in notes {
-            let op = op_of(noted, clock);
-            self.bytes += op_bytes(&op);
-            match &op {
-                Op::PutDelivery { client, seq, .. } => {
-                    let key = (client.clone(), *seq);
-                    if let Some(&at) = self.deliveries.get(&key) {
-                        self.ops[at] = op;
-                        continue;
-                    }
-                    self.deliveries.insert(key, self.ops.len());
-                }
-                Op::RemoveDelivery { client, seq, .. } => {
-                    // Put and removed in one turn: only the removal is
-                    // written (an earlier batch may hold the put).
-                    if let Some(at) = self.deliveries.remove(&(client.clone(), *seq)) {
-                        self.ops[at] = op;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            self.ops.push(op);
+    fn new(handle: StoreHandle, mode: SyncMode, gather_interval: Duration) -> Inner {
+        Inner {
+            handle,
+            always: mode == SyncMode::Always,
+            gather_interval,
+            entries: Vec::new(),
+            deliveries: AHashMap::new(),
+            generations: AHashMap::new(),
+            spare: Vec::new(),
+            touched: false,
+            news: false,
+            bytes: 0,
+            waker: None,
         }
     }
+
+    /// Appends an op of the shard's own (after every note absorbed).
+    fn push(&mut self, op: Op) {
+        if let Op::PutSession { client, .. } | Op::RemoveSession { client, .. } = &op {
+            *self.generations.entry(client.clone()).or_default() += 1;
+        }
+        self.bytes += op_bytes(&op);
+        self.entries.push(Some(Entry::Op(op)));
+        self.touched = true;
+        self.news = true;
+    }
+
+    /// Takes the notes of this thread's sessions into the gathering
+    /// (`absorb`), keeping the room of both buffers.
+    fn absorb_journal(&mut self) {
+        let mut notes = std::mem::take(&mut self.spare);
+        journal::swap_notes(&mut notes);
+        self.absorb(notes.drain(..));
+        self.spare = notes;
+    }
+
+    /// Takes `notes` into the gathering: a later put of a delivery replaces
+    /// its earlier one in place; a removal replaces it too, or cancels it
+    /// (both vanish) if the put that entered the delivery is in this
+    /// gathering.
+    fn absorb(&mut self, notes: impl IntoIterator<Item = Noted>) {
+        for noted in notes {
+            self.touched = true;
+            let seq = match noted.change {
+                NotedChange::Put { seq, .. } | NotedChange::Remove { seq } => seq,
+                NotedChange::Meta(_) => {
+                    self.entries.push(Some(Entry::Noted(noted)));
+                    continue;
+                }
+            };
+            let generation = match self.generations.is_empty() {
+                true => 0,
+                false => self.generations.get(&noted.client).copied().unwrap_or(0),
+            };
+            let key = (
+                Arc::as_ptr(&noted.client) as *const u8 as usize,
+                generation,
+                seq,
+            );
+            let fresh = match noted.change {
+                NotedChange::Put { fresh, .. } => Some(fresh),
+                _ => None,
+            };
+            if let Some(fresh) = fresh {
+                self.bytes += note_bytes(&noted.change);
+                match self.deliveries.get(&key) {
+                    Some(slot) => {
+                        // Its op says whether the delivery entered in
+                        // this batch (the writer cancels across batches).
+                        let mut noted = noted;
+                        if let NotedChange::Put { fresh, .. } = &mut noted.change {
+                            *fresh |= slot.fresh;
+                        }
+                        self.replace(slot.at, Some(noted));
+                    }
+                    None => {
+                        let at = self.entries.len();
+                        self.deliveries.insert(key, Slot { at, fresh });
+                        self.entries.push(Some(Entry::Noted(noted)));
+                    }
+                }
+                continue;
+            }
+            match self.deliveries.remove(&key) {
+                // Put and removed in one gathering: nothing is written if
+                // the put entered it here, else only the removal where the
+                // put was (an earlier batch holds the put).
+                Some(slot) if slot.fresh => self.replace(slot.at, None),
+                Some(slot) => {
+                    self.bytes += note_bytes(&noted.change);
+                    self.replace(slot.at, Some(noted));
+                }
+                None => {
+                    self.bytes += note_bytes(&noted.change);
+                    self.entries.push(Some(Entry::Noted(noted)));
+                }
+            }
+        }
+    }
+
+    /// Puts `noted` (or nothing) where a delivery's earlier change was.
+    fn replace(&mut self, at: usize, noted: Option<Noted>) {
+        if let Some(Entry::Noted(old)) = &self.entries[at] {
+            self.bytes = self.bytes.saturating_sub(note_bytes(&old.change));
+        }
+        self.entries[at] = noted.map(Entry::Noted);
+    }
+
+    /// Ends the gathering: its surviving entries as ops, in order (`None`
+    /// if it gathered nothing, or with `batch` / `none` if all of it
+    /// cancelled).
+    fn seal(&mut self, clock: &WallClock) -> Option<Vec<Op>> {
+        if !std::mem::take(&mut self.touched) {
+            return None;
+        }
+        let entries = std::mem::take(&mut self.entries);
+        self.deliveries.clear();
+        self.generations.clear();
+        self.bytes = 0;
+        self.news = false;
+        let ops: Vec<Op> = entries
+            .into_iter()
+            .flatten()
+            .map(|e| match e {
+                Entry::Noted(noted) => op_of(noted, clock),
+                Entry::Op(op) => op,
+            })
+            .collect();
+        (self.always || !ops.is_empty()).then_some(ops)
+    }
+}
+
+/// What a note costs the pending bound, as `op_bytes` of its op.
+fn note_bytes(change: &NotedChange) -> usize {
+    const RECORD_BYTES: usize = 64;
+    RECORD_BYTES
+        + match change {
+            NotedChange::Put { delivery, .. } => {
+                delivery.message.payload.len() + delivery.message.topic.len()
+            }
+            _ => 0,
+        }
 }
 
 /// One noted change as an op.
@@ -295,10 +528,12 @@ pub fn op_of(noted: Noted, clock: &WallClock) -> Op {
             seq,
             delivery,
             inflight,
+            fresh,
         } => Op::PutDelivery {
             client,
             epoch,
             seq,
+            fresh,
             record: Box::new(DeliveryRecord {
                 delivery: DeliverySnapshot::of(&delivery, clock),
                 state: match inflight {
@@ -541,8 +776,8 @@ impl Shard {
         .detach();
     }
 
-    /// The store task of this shard: one batch per executor turn that
-    /// gathered ops, sent in order; a full channel is awaited.
+    /// The store task of this shard (`Durable::run_store`), with the
+    /// watcher of its synced tickets.
     pub async fn run_durable(self: Rc<Self>) {
         let synced = self
             .durable
@@ -554,32 +789,7 @@ impl Shard {
             let me = self.clone();
             glommio::spawn_local(async move { me.durable.run_synced(synced).await })
         });
-        loop {
-            poll_fn(|cx| {
-                if self.durable.poll_ready(cx.waker()) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
-            // Let the rest of this turn note its changes first.
-            futures_lite::future::yield_now().await;
-            // Room in the channel first, then the batch: the stop drops
-            // this task, and a batch sealed before a wait for room would
-            // go with it (one turn's acknowledged ops lost at a clean
-            // stop); ops still gathered go out with `close`.
-            let Some(sender) = self.durable.sender() else {
-                continue;
-            };
-            let Ok(permit) = sender.reserve().await else {
-                tracing::error!(shard = self.id, "durable store writer is gone");
-                return;
-            };
-            if let Some((batch, _)) = self.durable.take_batch() {
-                permit.send(batch);
-            }
-        }
+        self.durable.run_store(self.id).await;
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::{mpsc, Arc, Mutex};
 
 use super::*;
-use crate::session::journal::{Noted, NotedChange};
+use crate::session::journal::{AwaitingKind, InflightState, Noted, NotedChange};
 use crate::session::{Delivery, Session};
 
 /// The writer thread's end: what it received, and a way to sync.
@@ -73,13 +73,22 @@ fn delivery(payload: &'static str) -> Delivery {
     }
 }
 
+thread_local! {
+    /// The client id of the test journal: one `Arc` shared by its notes,
+    /// as a `Journal` shares its own (the gathering keys by its address).
+    static CLIENT: Arc<str> = Arc::from("c");
+}
+
 fn noted(change: NotedChange) -> Noted {
     Noted {
-        client: Arc::from("c"),
+        client: CLIENT.with(Arc::clone),
         epoch: 3,
         change,
     }
 }
+
+/// A gather interval no test waits for.
+const GATHER: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -92,7 +101,7 @@ fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
 fn the_changes_of_one_turn_become_one_batch_with_one_put_per_delivery() {
     let (handle, writer) = TestWriter::start();
     let durable = Durable::default();
-    durable.attach(handle, SyncMode::Batch);
+    durable.attach(handle, SyncMode::Batch, GATHER);
     let mut session = Session::new("c".into(), 60, 10);
     session.make_durable(3);
     session.deliver_offline(delivery("a"), std::time::Instant::now());
@@ -121,50 +130,154 @@ fn the_changes_of_one_turn_become_one_batch_with_one_put_per_delivery() {
     assert!(durable.take_batch().is_none(), "nothing left");
 }
 
-#[test]
-fn a_delivery_put_and_acknowledged_in_one_turn_leaves_only_its_removal() {
-    let (handle, _writer) = TestWriter::start();
-    let mut inner = Inner {
-        handle,
-        always: false,
-        ops: Vec::new(),
-        deliveries: HashMap::new(),
-        bytes: 0,
-        waker: None,
-    };
-    let clock = WallClock::now();
-    let put = |seq, inflight| NotedChange::Put {
+fn put(seq: u64, inflight: Option<InflightState>, fresh: bool) -> Noted {
+    noted(NotedChange::Put {
         seq,
         delivery: delivery("x"),
         inflight,
-    };
-    let sent = crate::session::journal::InflightState {
+        fresh,
+    })
+}
+
+fn remove(seq: u64) -> Noted {
+    noted(NotedChange::Remove { seq })
+}
+
+fn inflight(awaiting: AwaitingKind) -> Option<InflightState> {
+    Some(InflightState {
         packet_id: 9,
-        awaiting: crate::session::journal::AwaitingKind::PubAck,
+        awaiting,
         transmitted: true,
-    };
-    inner.absorb(
-        vec![
-            noted(put(4, None)),
-            noted(put(4, Some(sent))),
-            noted(NotedChange::Remove { seq: 4 }),
-            noted(put(5, None)),
-            noted(put(5, Some(sent))),
-        ],
-        &clock,
+    })
+}
+
+/// The ops of `inner`'s gathering, sealed, as short strings.
+fn sealed(inner: &mut Inner) -> Vec<String> {
+    inner
+        .seal(&WallClock::now())
+        .unwrap_or_default()
+        .iter()
+        .map(|op| match op {
+            Op::PutDelivery { seq, record, .. } => match record.state {
+                DeliveryState::Queued => format!("put {seq} queued"),
+                DeliveryState::Inflight { awaiting, .. } => format!("put {seq} {awaiting:?}"),
+            },
+            Op::RemoveDelivery { seq, .. } => format!("remove {seq}"),
+            Op::PutSession { client, .. } => format!("put-session {client}"),
+            Op::RemoveSession { client, .. } => format!("remove-session {client}"),
+            Op::PutMeta { client, .. } => format!("meta {client}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn inner(mode: SyncMode) -> Inner {
+    let (handle, _writer) = TestWriter::start();
+    Inner::new(handle, mode, GATHER)
+}
+
+/// A delivery that enters and leaves in one gathering writes nothing: its
+/// entering put and its removal cancel, with its state puts between.
+/// Failed before cancellation (a removal was written for seq 4).
+#[test]
+fn a_delivery_that_enters_and_leaves_in_one_gathering_writes_nothing() {
+    let mut inner = inner(SyncMode::Batch);
+    inner.absorb(vec![
+        put(4, None, true),
+        put(4, inflight(AwaitingKind::PubAck), false),
+        remove(4),
+        put(5, None, true),
+        put(5, inflight(AwaitingKind::PubAck), false),
+    ]);
+    assert_eq!(sealed(&mut inner), ["put 5 PubAck"]);
+    assert_eq!(inner.bytes, 0);
+}
+
+/// A delivery that entered in an earlier batch: its removal is written (in
+/// place of its state put), as for QoS 2 whose PUBREC and PUBCOMP come in
+/// a later gathering than the put. Fails if a removal cancelled a put that
+/// did not enter the delivery.
+#[test]
+fn a_removal_of_a_delivery_from_an_earlier_batch_is_written() {
+    let mut inner = inner(SyncMode::Batch);
+    inner.absorb(vec![put(8, inflight(AwaitingKind::PubRec), true)]);
+    assert_eq!(sealed(&mut inner), ["put 8 PubRec"]);
+    inner.absorb(vec![
+        put(8, inflight(AwaitingKind::PubComp), false),
+        put(9, None, true),
+        remove(8),
+    ]);
+    assert_eq!(sealed(&mut inner), ["remove 8", "put 9 queued"]);
+    // A removal with no put gathered is written as it is.
+    inner.absorb(vec![remove(9)]);
+    assert_eq!(sealed(&mut inner), ["remove 9"]);
+}
+
+/// A `PutSession` / `RemoveSession` of the client between a put and its
+/// removal: nothing merges or cancels across it and the order is kept (the
+/// session op replaces what the store holds: the snapshot may hold the
+/// delivery, which the removal after it must still remove). Failed before
+/// (the removal took the put's place, before the `PutSession`).
+#[test]
+fn session_ops_between_a_put_and_its_removal_keep_both_in_order() {
+    let mut inner = inner(SyncMode::Batch);
+    inner.absorb(vec![put(4, None, true), put(6, None, true)]);
+    inner.push(Op::PutSession {
+        client: Arc::from("c"),
+        epoch: 4,
+        snapshot: Box::new(SessionSnapshot::of(
+            &Session::new("c".into(), 60, 10),
+            None,
+            None,
+            &WallClock::now(),
+        )),
+    });
+    inner.absorb(vec![
+        put(4, inflight(AwaitingKind::PubAck), false),
+        remove(4),
+    ]);
+    inner.push(Op::RemoveSession {
+        client: Arc::from("other"),
+        epoch: 1,
+    });
+    // Another client's session op does not stand between c's changes.
+    inner.absorb(vec![remove(6)]);
+    assert_eq!(
+        sealed(&mut inner),
+        [
+            "put 4 queued",
+            "put 6 queued",
+            "put-session c",
+            "remove 4",
+            "remove-session other",
+            "remove 6"
+        ]
     );
-    assert_eq!(inner.ops.len(), 2, "{:?}", inner.ops);
-    assert!(matches!(inner.ops[0], Op::RemoveDelivery { seq: 4, .. }));
-    match &inner.ops[1] {
-        Op::PutDelivery { seq: 5, record, .. } => assert_eq!(
-            record.state,
-            DeliveryState::Inflight {
-                packet_id: 9,
-                awaiting: AwaitingSnapshot::PubAck,
-                transmitted: true
+}
+
+/// With `always` a gathering whose changes all cancelled is still sealed
+/// (empty): the acknowledgement that waits for its ticket is released
+/// once the writer publishes it. With `batch` nothing is sealed. Fails if
+/// the seal skips an empty `always` gathering (the ack would wait for a
+/// later batch) or sends one in `batch`.
+#[test]
+fn with_always_a_gathering_that_all_cancelled_still_has_its_ticket() {
+    for mode in [SyncMode::Always, SyncMode::Batch] {
+        let (handle, _writer) = TestWriter::start();
+        let durable = Durable::default();
+        durable.attach(handle, mode, GATHER);
+        let mut session = Session::new("c".into(), 60, 10);
+        session.make_durable(3);
+        session.deliver_offline(delivery("a"), std::time::Instant::now());
+        session.note(|| crate::session::journal::Change::Remove { seq: 0 });
+        match mode {
+            SyncMode::Always => {
+                assert_eq!(durable.ack_ticket(), Some(1));
+                let (batch, _) = durable.take_batch().expect("an empty batch");
+                assert_eq!((batch.ticket, batch.ops.len()), (1, 0));
             }
-        ),
-        other => panic!("{other:?}"),
+            _ => assert!(durable.take_batch().is_none()),
+        }
     }
 }
 
@@ -172,7 +285,7 @@ fn a_delivery_put_and_acknowledged_in_one_turn_leaves_only_its_removal() {
 fn with_always_an_ack_waits_for_its_ticket_and_with_batch_for_nothing() {
     let (handle, writer) = TestWriter::start();
     let durable = Rc::new(Durable::default());
-    durable.attach(handle, SyncMode::Always);
+    durable.attach(handle, SyncMode::Always, GATHER);
     assert_eq!(durable.ack_ticket(), None, "nothing written yet");
     durable.push(Op::RemoveRetained {
         topic: Arc::from("r"),
@@ -209,7 +322,7 @@ fn with_always_an_ack_waits_for_its_ticket_and_with_batch_for_nothing() {
 
     let (handle, _writer) = TestWriter::start();
     let batch_mode = Durable::default();
-    batch_mode.attach(handle, SyncMode::Batch);
+    batch_mode.attach(handle, SyncMode::Batch, GATHER);
     batch_mode.push(Op::RemoveRetained {
         topic: Arc::from("r"),
     });
@@ -225,4 +338,124 @@ fn off_it_writes_nothing_and_no_session_is_durable() {
     });
     assert!(durable.take_batch().is_none());
     assert_eq!(durable.ack_ticket(), None);
+}
+
+/// Yields to the executor `n` times (other tasks run between).
+async fn turns(n: usize) {
+    for _ in 0..n {
+        futures_lite::future::yield_now().await;
+    }
+}
+
+/// `batch`: the store task gathers across executor turns until the
+/// interval passed, so a put and its removal made turns apart cancel; the
+/// gathering is sealed before the interval once its bytes reach
+/// `DURABLE_GATHER_SEAL_BYTES`. Failed before (one batch per turn: the
+/// put was sent in the first; and with a 10 s interval, nothing would be
+/// sent here without the bytes bound).
+#[test]
+fn batch_gathers_across_turns_until_the_interval_or_the_bytes_bound() {
+    let (handle, writer) = TestWriter::start();
+    let sent = run(async move {
+        let durable = Rc::new(Durable::default());
+        durable.attach(handle, SyncMode::Batch, GATHER);
+        let task = {
+            let d = durable.clone();
+            glommio::spawn_local(async move { d.run_store(0).await })
+        };
+        let mut session = Session::new("c".into(), 60, 10);
+        session.make_durable(3);
+        session.deliver_offline(delivery("a"), std::time::Instant::now());
+        turns(10).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        session.note(|| crate::session::journal::Change::Remove { seq: 0 });
+        durable.push(Op::RemoveRetained {
+            topic: Arc::from("r"),
+        });
+        turns(10).await;
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        let before = writer.batches.lock().unwrap().len();
+        // Past the bytes bound: sealed at once.
+        let payload = bytes::Bytes::from(vec![0u8; crate::limits::DURABLE_GATHER_SEAL_BYTES]);
+        let mut big = crate::session::snapshot::MessageSnapshot::of(
+            &delivery("b").message,
+            &WallClock::now(),
+        );
+        big.payload = payload;
+        durable.push(Op::PutRetained {
+            topic: Arc::from("big"),
+            message: Box::new(big),
+        });
+        turns(10).await;
+        let batches = writer.received(1);
+        drop(task);
+        (before, batches)
+    });
+    let (before, batches) = sent;
+    assert_eq!(before, 0, "sealed before the interval");
+    assert_eq!(batches.len(), 1);
+    let kinds: Vec<&str> = batches[0]
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::RemoveRetained { .. } => "remove-retained",
+            Op::PutRetained { .. } => "put-retained",
+            _ => "delivery",
+        })
+        .collect();
+    assert_eq!(kinds, ["remove-retained", "put-retained"]);
+}
+
+/// `batch` with a short interval: the gathering is sealed once it passed,
+/// with no further change to wake the task; `always` seals in the turn
+/// (its 10 s interval is not waited for). Fails if the store task waits
+/// only for changes (the batch would never come) or `always` gathered.
+#[test]
+fn batch_seals_when_the_interval_passed_and_always_every_turn() {
+    for (mode, interval_ms) in [(SyncMode::Batch, 20), (SyncMode::Always, 10_000)] {
+        let (handle, writer) = TestWriter::start();
+        let received = run(async move {
+            let durable = Rc::new(Durable::default());
+            durable.attach(handle, mode, std::time::Duration::from_millis(interval_ms));
+            let task = {
+                let d = durable.clone();
+                glommio::spawn_local(async move { d.run_store(0).await })
+            };
+            durable.push(Op::RemoveRetained {
+                topic: Arc::from("r"),
+            });
+            let mut waited_ms = 0;
+            while writer.batches.lock().unwrap().is_empty() && waited_ms < 2_000 {
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                waited_ms += 5;
+            }
+            drop(task);
+            writer.batches.lock().unwrap().len()
+        });
+        assert_eq!(received, 1, "{mode:?}");
+    }
+}
+
+/// A delivery's op says `fresh` when it entered in this batch, even after
+/// a state put replaced its entering put (the writer cancels across the
+/// batches of one write by it); a state put alone is not fresh. Fails if
+/// the merge kept the later note's `fresh: false`.
+#[test]
+fn a_put_merged_into_its_entering_put_stays_fresh() {
+    let mut inner = inner(SyncMode::Always);
+    inner.absorb(vec![
+        put(1, None, true),
+        put(1, inflight(AwaitingKind::PubAck), false),
+        put(2, inflight(AwaitingKind::PubAck), false),
+    ]);
+    let fresh: Vec<(u64, bool)> = inner
+        .seal(&WallClock::now())
+        .unwrap()
+        .iter()
+        .map(|op| match op {
+            Op::PutDelivery { seq, fresh, .. } => (*seq, *fresh),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(fresh, [(1, true), (2, false)]);
 }

@@ -359,7 +359,9 @@ async fn shard_main(
         .and_then(|d| d.take(id as usize).map(|s| (d, s)))
     {
         Some((stores, store)) => {
-            shard.durable.attach(store.handle, stores.sync);
+            shard
+                .durable
+                .attach(store.handle, stores.sync, stores.batch_interval);
             crate::session::store_quota::configure(stores.quota);
             if let Some(redis) = store.redis {
                 shard.durable.attach_redis(redis);

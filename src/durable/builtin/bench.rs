@@ -23,6 +23,7 @@ fn put(client: &str, seq: u64) -> Op {
         epoch: 0,
         seq,
         record: Box::new(record),
+        fresh: false,
     }
 }
 
@@ -39,7 +40,7 @@ fn remove(client: &str, seq: u64) -> Op {
 /// turn and does not wait); returns (ops/s, syncs/s, writes/s).
 fn throughput(mode: SyncMode, ops_per_batch: u64, run: Duration) -> (f64, f64, f64) {
     let dir = TempDir::new("bench");
-    let (mut handle, _, writer) = open(&dir.0, 0, mode, Duration::from_millis(10)).unwrap();
+    let (mut handle, _, writer) = open(&dir.0, 0, mode).unwrap();
     send(&mut handle, vec![put_meta("bench", 0)]);
     let stats = writer.stats().clone();
     let (ops0, syncs0, writes0) = (
@@ -96,8 +97,7 @@ fn bench_builtin_store() {
 
     // A million queued deliveries: 1,000 sessions of 1,000.
     let dir = TempDir::new("bench-open");
-    let (mut handle, _, writer) =
-        open(&dir.0, 0, SyncMode::None, Duration::from_millis(10)).unwrap();
+    let (mut handle, _, writer) = open(&dir.0, 0, SyncMode::None).unwrap();
     let write_start = Instant::now();
     for session in 0..1_000u64 {
         let client = format!("client-{session}");
@@ -126,8 +126,7 @@ fn bench_builtin_store() {
         walk(&store_dir(&dir.0, 0))
     };
     let open_start = Instant::now();
-    let (handle, restored, writer) =
-        open(&dir.0, 0, SyncMode::None, Duration::from_millis(10)).unwrap();
+    let (handle, restored, writer) = open(&dir.0, 0, SyncMode::None).unwrap();
     let open_s = open_start.elapsed().as_secs_f64();
     let deliveries: usize = restored.sessions.iter().map(|s| s.deliveries.len()).sum();
     assert_eq!(deliveries, 1_000_000);

@@ -27,7 +27,6 @@ mod tests_damage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::SyncMode;
 use crate::limits::{
@@ -135,23 +134,14 @@ pub fn open(
     data_dir: &Path,
     shard: usize,
     mode: SyncMode,
-    batch_interval: Duration,
 ) -> Result<(StoreHandle, Restored, Writer), OpenError> {
     let path = store_dir(data_dir, shard);
     let store = Store::open(&path)?;
     let (restored, epochs) = restore::read_all(&store)?;
     let (tx, rx) = tokio::sync::mpsc::channel(DURABLE_BATCHES_QUEUED_MAX);
     let synced = Arc::new(Synced::default());
-    let writer = Writer::spawn(
-        store,
-        shard,
-        mode,
-        batch_interval,
-        rx,
-        synced.clone(),
-        epochs,
-    )
-    .map_err(|source| OpenError::Io { path, source })?;
+    let writer = Writer::spawn(store, shard, mode, rx, synced.clone(), epochs)
+        .map_err(|source| OpenError::Io { path, source })?;
     Ok((StoreHandle::new(tx, synced), restored, writer))
 }
 

@@ -9,7 +9,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::tests::{c, close, put_delivery, put_meta, reopen, send, TempDir, INTERVAL};
+use super::tests::{c, close, put_delivery, put_meta, reopen, send, TempDir};
 use super::*;
 use crate::durable::record::tests::meta;
 use crate::durable::record::{encode_meta, session_key, RecordError};
@@ -108,7 +108,7 @@ fn a_torn_journal_tail_is_recovered() {
 }
 
 fn assert_refused_then_moved_aside(data_dir: &Path, names: &[&str]) {
-    let error = open(data_dir, 0, SyncMode::Batch, INTERVAL)
+    let error = open(data_dir, 0, SyncMode::Batch)
         .err()
         .expect("must be refused");
     assert!(error.is_damage(), "{error}");
@@ -209,7 +209,7 @@ fn a_record_failing_its_checksum_refuses_open_naming_the_key() {
             .unwrap();
         store.db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let error = open(&dir.0, 0, SyncMode::Batch, INTERVAL).err().unwrap();
+    let error = open(&dir.0, 0, SyncMode::Batch).err().unwrap();
     assert!(
         matches!(
             &error,
@@ -236,7 +236,7 @@ fn child_writes_until_killed() {
     let Some(dir) = std::env::var_os(CHILD_DIR_VAR) else {
         return;
     };
-    let (mut handle, _, writer) = open(Path::new(&dir), 0, SyncMode::Always, INTERVAL).unwrap();
+    let (mut handle, _, writer) = open(Path::new(&dir), 0, SyncMode::Always).unwrap();
     send(&mut handle, vec![put_meta("a", 0)]);
     let mut out = std::io::stdout().lock();
     let mut printed = handle.synced.ticket();
@@ -309,7 +309,7 @@ fn always_mode_keeps_every_published_ticket_across_sigkill() {
 fn disk_use_returns_near_its_baseline_once_deliveries_are_removed() {
     let dir = TempDir::new("disk");
     let path = store_dir(&dir.0, 0);
-    let (mut handle, _, writer) = open(&dir.0, 0, SyncMode::None, INTERVAL).unwrap();
+    let (mut handle, _, writer) = open(&dir.0, 0, SyncMode::None).unwrap();
     send(&mut handle, vec![put_meta("a", 0)]);
     let baseline = dir_bytes(&path);
     let payload = vec![0x42u8; 1024];
@@ -326,6 +326,7 @@ fn disk_use_returns_near_its_baseline_once_deliveries_are_removed() {
                 epoch: 0,
                 seq,
                 record: Box::new(record(seq)),
+                fresh: false,
             })
             .collect();
         send(&mut handle, ops);

@@ -3,13 +3,18 @@
 //! mode and publishes the tickets ([`Synced`]).
 //!
 //! Every wake-up drains every batch waiting (up to the channel's bound)
-//! and writes them as one fjall write (journal to the OS), then:
+//! and writes them as one fjall write (journal to the OS), skipping the
+//! deliveries put and removed within them (`op::cancelled`), then:
 //! * `always`: one `fdatasync` of the journal (`PersistMode::SyncData`)
 //!   for all of them (group commit), then the highest ticket is published:
-//!   a published ticket is on disk.
-//! * `batch`: the ticket is published at once; the journal is synced once
-//!   the oldest unsynced write is `batch_interval` old (the thread wakes
-//!   for it even if no batch comes).
+//!   a published ticket is on disk. Batches whose ops all cancelled in the
+//!   shard come empty: published without a sync when nothing was written
+//!   (everything before them is synced already).
+//! * `batch`: synced and published as `always` (nothing waits for the
+//!   ticket). The shard seals a batch `batch_interval` after it began to
+//!   gather it (`shard::durable`), so this is about one sync per interval,
+//!   and an acknowledged change is synced within the interval (plus the
+//!   write), not within two as a timer of the writer's own would make it.
 //! * `none`: published at once, never synced but at the end.
 //!
 //! When the channel closes (the shard dropped its handle: a clean
@@ -25,7 +30,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Receiver;
 
@@ -65,7 +69,6 @@ impl Writer {
         store: Store,
         shard: usize,
         mode: SyncMode,
-        batch_interval: Duration,
         batches: Receiver<Batch>,
         synced: Arc<Synced>,
         epochs: Epochs,
@@ -74,7 +77,6 @@ impl Writer {
         let state = State {
             store,
             mode,
-            batch_interval,
             synced,
             epochs,
             stats: stats.clone(),
@@ -111,7 +113,6 @@ impl Writer {
 struct State {
     store: Store,
     mode: SyncMode,
-    batch_interval: Duration,
     synced: Arc<Synced>,
     epochs: Epochs,
     stats: Arc<StoreStats>,
@@ -123,33 +124,8 @@ struct State {
 
 impl State {
     fn run(mut self, mut batches: Receiver<Batch>) -> Result<(), WriteError> {
-        // A runtime of this thread's own, only to wait for a batch with a
-        // deadline (`batch` mode's next sync).
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(fjall::Error::Io)?;
-        let mut unsynced_since: Option<Instant> = None;
         let mut waiting = Vec::new();
-        loop {
-            let next = match (self.mode, unsynced_since) {
-                (SyncMode::Batch, Some(since)) => {
-                    let deadline = since + self.batch_interval;
-                    let received = runtime.block_on(async {
-                        tokio::time::timeout_at(deadline.into(), batches.recv()).await
-                    });
-                    match received {
-                        Ok(next) => next,
-                        Err(_elapsed) => {
-                            self.sync()?;
-                            unsynced_since = None;
-                            continue;
-                        }
-                    }
-                }
-                _ => runtime.block_on(batches.recv()),
-            };
-            let Some(first) = next else { break };
+        while let Some(first) = batches.blocking_recv() {
             waiting.push(first);
             let mut idle = false;
             while waiting.len() < DURABLE_BATCHES_QUEUED_MAX {
@@ -161,17 +137,9 @@ impl State {
                     }
                 }
             }
-            let ticket = self.write(&mut waiting)?;
-            match self.mode {
-                SyncMode::Always => self.sync()?,
-                SyncMode::Batch => {
-                    let since = *unsynced_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.batch_interval {
-                        self.sync()?;
-                        unsynced_since = None;
-                    }
-                }
-                SyncMode::None => {}
+            let (ticket, ops) = self.write(&mut waiting)?;
+            if self.mode != SyncMode::None && ops > 0 {
+                self.sync()?;
             }
             self.synced.publish(ticket);
             if idle {
@@ -232,22 +200,27 @@ impl State {
     }
 
     /// Applies the ops of `batches` (emptied) in order; returns the highest
-    /// ticket.
-    fn write(&mut self, batches: &mut Vec<Batch>) -> Result<Ticket, WriteError> {
+    /// ticket and how many ops there were.
+    fn write(&mut self, batches: &mut Vec<Batch>) -> Result<(Ticket, u64), WriteError> {
         let mut ticket = 0;
         let mut write = self.store.db.batch();
         let mut ops = 0;
-        for batch in batches.drain(..) {
+        // A delivery put and removed within this group: skipped whole.
+        let skip = crate::durable::op::cancelled(batches);
+        for (b, batch) in batches.drain(..).enumerate() {
             ticket = ticket.max(batch.ticket);
-            ops += batch.ops.len() as u64;
-            for op in batch.ops {
+            for (o, op) in batch.ops.into_iter().enumerate() {
+                if skip.contains(&(b, o)) {
+                    continue;
+                }
+                ops += 1;
                 self.apply(&mut write, op)?;
             }
         }
         write.commit()?;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(ops, Ordering::Relaxed);
-        Ok(ticket)
+        Ok((ticket, ops))
     }
 
     /// Whether an op of `client` at `epoch` may write (and records a
@@ -301,6 +274,7 @@ impl State {
                 epoch,
                 seq,
                 record,
+                ..
             } => {
                 if self.admit(&client, epoch, false) {
                     let key = delivery_key(&client, seq);

@@ -201,7 +201,19 @@ pub fn plan(batches: &[Batch]) -> Plan {
     let mut plan = Plan::default();
     let mut by_client: HashMap<Arc<str>, usize> = HashMap::new();
     let mut by_topic: HashMap<Arc<str>, usize> = HashMap::new();
-    for op in batches.iter().flat_map(|b| b.ops.iter()) {
+    // A delivery put and removed within this group: neither is sent.
+    let skip = crate::durable::op::cancelled(batches);
+    let ops = batches.iter().enumerate().flat_map(|(b, batch)| {
+        batch
+            .ops
+            .iter()
+            .enumerate()
+            .map(move |(o, op)| ((b, o), op))
+    });
+    for (at, op) in ops {
+        if skip.contains(&at) {
+            continue;
+        }
         plan.ops += 1;
         let client = match op {
             Op::PutSession { client, .. }
@@ -381,6 +393,7 @@ mod tests {
                 },
                 state: DeliveryState::Queued,
             }),
+            fresh: false,
         }
     }
 

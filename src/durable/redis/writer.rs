@@ -62,7 +62,12 @@ pub async fn run_shard(
             &shared.counters.refused_too_large,
             plan.refused.len() as u64,
         );
-        apply(&shared, shard, &plan).await;
+        // A group whose ops all cancelled in the shard (`always`: empty
+        // batches keep their tickets) needs no call and no `WAIT`: every
+        // earlier group is acknowledged already.
+        if !plan.clients.is_empty() || !plan.retained.is_empty() {
+            apply(&shared, shard, &plan).await;
+        }
         let c = &shared.counters;
         RedisCounters::add(&c.groups, 1);
         RedisCounters::add(&c.batches, group.len() as u64);

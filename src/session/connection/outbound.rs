@@ -91,7 +91,7 @@ impl Connection {
             } else if self.has_window() && self.session.store_admits(&d, 2).is_ok() {
                 let seq = self.session.take_seq();
                 self.session.store_acquire(&d);
-                let id = self.session.insert_inflight(seq, d);
+                let id = self.session.insert_inflight(seq, d, true);
                 self.tx.push_back(Tx::Publish(id));
                 return;
             }
@@ -261,7 +261,7 @@ impl Connection {
                     return;
                 }
                 let (seq, d) = self.session.queue_pop_front().expect("front exists");
-                let id = self.session.insert_inflight(seq, d);
+                let id = self.session.insert_inflight(seq, d, false);
                 self.tx.push_back(Tx::Publish(id));
             }
         }

@@ -15,6 +15,7 @@ fn notes() -> Vec<String> {
                 seq,
                 delivery,
                 inflight,
+                ..
             } => {
                 let payload = String::from_utf8(delivery.message.payload.to_vec()).unwrap();
                 match inflight {
@@ -169,4 +170,43 @@ fn a_snapshot_keeps_the_seq_of_each_queued_delivery() {
     let (session, _, _) = snapshot.clone().into_session(&clock).unwrap();
     assert_eq!(SessionSnapshot::of(&session, None, None, &clock), snapshot);
     let _ = AwaitingKind::PubAck;
+}
+
+/// Only the note that brings a delivery into the session is `fresh` (the
+/// store cancels it with a removal in the same batch); a queued delivery
+/// entering the window, being sent or PUBREC'd is not. Fails if
+/// `insert_inflight` from the queue or `note_outbound` said fresh.
+#[test]
+fn only_the_note_that_enters_a_delivery_is_fresh() {
+    let mut p = durable_pair(1);
+    p.deliver(delivery("t", QoS::ExactlyOnce, "a"));
+    p.deliver(delivery("t", QoS::ExactlyOnce, "b"));
+    p.send(Packet::PubRec(ack(1)));
+    p.send(Packet::PubComp(ack(1)));
+    let fresh: Vec<String> = take_notes()
+        .into_iter()
+        .filter_map(|n| match n.change {
+            NotedChange::Put {
+                seq,
+                inflight,
+                fresh,
+                ..
+            } => Some(format!(
+                "{seq} {} {fresh}",
+                inflight.map_or("queued".into(), |i| format!("{:?}", i.awaiting))
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fresh,
+        [
+            "0 PubRec true",
+            "0 PubRec false",
+            "1 queued true",
+            "0 PubComp false",
+            "1 PubRec false",
+            "1 PubRec false",
+        ]
+    );
 }
