@@ -16,14 +16,14 @@
 //! reading publishers above it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use ahash::AHashMap;
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::SyncMode;
 use crate::durable::{
@@ -91,6 +91,13 @@ struct Inner {
     bytes: usize,
     /// The store task, waiting for ops.
     waker: Option<Waker>,
+    /// `sync = "batch"`: acknowledgements go at once while the store keeps
+    /// up, and wait once it is behind (`lagging_ticket`).
+    batch: bool,
+    /// Batches sealed and not yet seen synced, with when they were sealed
+    /// (`batch` only; at most the channel's batches and the one being
+    /// sent).
+    sealed: VecDeque<(Ticket, Instant)>,
 }
 
 /// What the gathering holds at one place.
@@ -159,9 +166,20 @@ impl Durable {
     /// just done must wait for: the batch being gathered if it holds
     /// anything (this change's ops are in it), else the last one sent;
     /// `None` when that is synced already, or in the other modes.
+    ///
+    /// With `sync = "batch"`: `None` while the store keeps up; once a batch
+    /// sealed more than `batch_interval` ago is still not synced (a slow
+    /// disk, Redis failing over or slow), the newest such batch's ticket:
+    /// acknowledgements then wait as in `always` (back-pressure), so what
+    /// was acknowledged and is not synced stays about two intervals' worth
+    /// of changes, however far the store falls behind.
     pub fn ack_ticket(&self) -> Option<Ticket> {
-        let inner = self.inner.borrow();
-        let inner = inner.as_ref().filter(|i| i.always)?;
+        let mut inner = self.inner.borrow_mut();
+        let inner = inner.as_mut()?;
+        if inner.batch {
+            return inner.lagging_ticket(Instant::now());
+        }
+        let inner = Some(&*inner).filter(|i| i.always)?;
         let next = inner.handle.next_ticket();
         let ticket = if inner.touched || journal::has_notes() {
             next
@@ -253,7 +271,11 @@ impl Durable {
         for w in self.room_waiters.borrow_mut().drain(..) {
             w.wake();
         }
-        Some((inner.handle.seal(ops), inner.handle.batches.clone()))
+        let batch = inner.handle.seal(ops);
+        if inner.batch {
+            inner.sealed.push_back((batch.ticket, Instant::now()));
+        }
+        Some((batch, inner.handle.batches.clone()))
     }
 
     /// The store's channel (`None`: no store, or closed).
@@ -372,10 +394,23 @@ impl Durable {
 }
 
 impl Inner {
+    /// `sync = "batch"`: the newest sealed batch that is still not synced
+    /// `gather_interval` after its seal (`None`: the store keeps up).
+    fn lagging_ticket(&mut self, now: Instant) -> Option<Ticket> {
+        let synced = self.handle.synced.ticket();
+        while self.sealed.front().is_some_and(|&(t, _)| t <= synced) {
+            self.sealed.pop_front();
+        }
+        let late = |&&(_, at): &&(Ticket, Instant)| now.duration_since(at) > self.gather_interval;
+        self.sealed.iter().take_while(late).last().map(|&(t, _)| t)
+    }
+
     fn new(handle: StoreHandle, mode: SyncMode, gather_interval: Duration) -> Inner {
         Inner {
             handle,
             always: mode == SyncMode::Always,
+            batch: mode == SyncMode::Batch,
+            sealed: VecDeque::new(),
             gather_interval,
             entries: Vec::new(),
             deliveries: AHashMap::new(),

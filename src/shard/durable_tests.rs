@@ -459,3 +459,38 @@ fn a_put_merged_into_its_entering_put_stays_fresh() {
         .collect();
     assert_eq!(fresh, [(1, true), (2, false)]);
 }
+
+/// `sync = "batch"` acknowledges at once while the store keeps up, and makes
+/// acknowledgements wait for the newest batch still unsynced an interval
+/// after its seal once it does not (before: never waited in `batch`, so a
+/// slow Redis left any amount acknowledged and unsynced).
+#[test]
+fn with_batch_acks_wait_only_for_a_store_behind_by_more_than_the_interval() {
+    let (handle, writer) = TestWriter::start();
+    let interval = std::time::Duration::from_millis(10);
+    let mut inner = Inner::new(handle, SyncMode::Batch, interval);
+    let ms = std::time::Duration::from_millis;
+    let t0 = std::time::Instant::now();
+    inner
+        .sealed
+        .extend([(1, t0), (2, t0 + ms(5)), (3, t0 + ms(20))]);
+    assert_eq!(inner.lagging_ticket(t0 + ms(8)), None, "the store keeps up");
+    assert_eq!(
+        inner.lagging_ticket(t0 + ms(16)),
+        Some(2),
+        "1 and 2 are late"
+    );
+    writer.synced.publish(2);
+    assert_eq!(inner.lagging_ticket(t0 + ms(16)), None, "caught up");
+    assert_eq!(inner.sealed.len(), 1);
+    assert_eq!(inner.lagging_ticket(t0 + ms(31)), Some(3));
+    // `always` and `none` never keep seals for this.
+    let (handle, _writer) = TestWriter::start();
+    let durable = Durable::default();
+    durable.attach(handle, SyncMode::None, interval);
+    durable.push(Op::RemoveRetained {
+        topic: Arc::from("r"),
+    });
+    let _ = durable.take_batch().expect("a batch");
+    assert!(durable.inner.borrow().as_ref().unwrap().sealed.is_empty());
+}
