@@ -48,6 +48,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from durable_bench import start_redis  # noqa: E402  (the same Redis Cluster start)
+
 REPO = Path(__file__).resolve().parents[2]
 RINGMQ = os.environ.get("RINGMQ_BIN", str(REPO / "target/release/ringmq"))
 # ringmq reads RINGMQ_* variables as configuration (RINGMQ_BIN would be an unknown key).
@@ -216,18 +219,6 @@ def disk_mib(path: Path) -> float:
             except OSError:
                 pass
     return total / 2**20
-
-
-def start_redis() -> tuple[subprocess.Popen, list[str]]:
-    p = subprocess.Popen([sys.executable, str(REPO / "scripts/redis-cluster.py")],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    seeds: list[str] = []
-    for line in p.stdout:
-        if line.startswith("SEEDS "):
-            seeds = line.split()[1].split(",")
-        if line.strip() == "READY":
-            return p, seeds
-    raise SystemExit("the Redis Cluster did not start")
 
 
 def redis_masters(seeds: list[str]) -> list[tuple[str, str]]:

@@ -91,6 +91,9 @@ struct Inner {
     bytes: usize,
     /// The store task, waiting for ops.
     waker: Option<Waker>,
+    /// The Redis backend: a delivery put and removed in one gathering still
+    /// writes its removal (an ownership check: fencing, ADR 0007).
+    keep_removals: bool,
     /// `sync = "batch"`: acknowledgements go at once while the store keeps
     /// up, and wait once it is behind (`lagging_ticket`).
     batch: bool,
@@ -126,6 +129,9 @@ impl Durable {
     /// The Redis backend: connects resume sessions from it, and its
     /// fenced answers end sessions here (`durable_resume`).
     pub fn attach_redis(&self, client: crate::durable::redis::RedisClient) {
+        if let Some(inner) = self.inner.borrow_mut().as_mut() {
+            inner.keep_removals = true;
+        }
         *self.redis.borrow_mut() = Some(client);
     }
 
@@ -409,6 +415,7 @@ impl Inner {
         Inner {
             handle,
             always: mode == SyncMode::Always,
+            keep_removals: false,
             batch: mode == SyncMode::Batch,
             sealed: VecDeque::new(),
             gather_interval,
@@ -494,7 +501,14 @@ impl Inner {
                 // Put and removed in one gathering: nothing is written if
                 // the put entered it here, else only the removal where the
                 // put was (an earlier batch holds the put).
-                Some(slot) if slot.fresh => self.replace(slot.at, None),
+                Some(slot) if slot.fresh && !self.keep_removals => self.replace(slot.at, None),
+                // Redis: the removal stays, so every delivery still writes
+                // and its script checks the owner (a stale owner whose
+                // writes all cancelled would never learn it is fenced).
+                Some(slot) if slot.fresh => {
+                    self.bytes += note_bytes(&noted.change);
+                    self.replace(slot.at, Some(noted));
+                }
                 Some(slot) => {
                     self.bytes += note_bytes(&noted.change);
                     self.replace(slot.at, Some(noted));

@@ -494,3 +494,19 @@ fn with_batch_acks_wait_only_for_a_store_behind_by_more_than_the_interval() {
     let _ = durable.take_batch().expect("a batch");
     assert!(durable.inner.borrow().as_ref().unwrap().sealed.is_empty());
 }
+
+/// The Redis backend keeps the removal of a delivery put and removed in one
+/// gathering: every delivery still reaches Redis, whose script checks the
+/// owner, so a stale owner learns it is fenced (test_durable_redis.py's
+/// `test_paused_stale_owner_is_fenced` failed when the pair vanished).
+#[test]
+fn with_redis_a_cancelled_delivery_still_writes_its_removal() {
+    let mut inner = inner(SyncMode::Batch);
+    inner.keep_removals = true;
+    inner.absorb(vec![
+        put(4, None, true),
+        put(4, inflight(AwaitingKind::PubAck), false),
+        remove(4),
+    ]);
+    assert_eq!(sealed(&mut inner), ["remove 4"]);
+}

@@ -201,8 +201,11 @@ pub fn plan(batches: &[Batch]) -> Plan {
     let mut plan = Plan::default();
     let mut by_client: HashMap<Arc<str>, usize> = HashMap::new();
     let mut by_topic: HashMap<Arc<str>, usize> = HashMap::new();
-    // A delivery put and removed within this group: neither is sent.
-    let skip = crate::durable::op::cancelled(batches);
+    // A delivery put and removed within this group: its puts are not sent;
+    // its removal is, as the shard keeps it (every delivery's script checks
+    // the owner, so a stale owner learns it is fenced on its next one).
+    let mut skip = crate::durable::op::cancelled(batches);
+    skip.retain(|&(b, o)| !matches!(batches[b].ops[o], Op::RemoveDelivery { .. }));
     let ops = batches.iter().enumerate().flat_map(|(b, batch)| {
         batch
             .ops
