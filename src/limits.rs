@@ -278,6 +278,13 @@ pub const SHARD_WATCHDOG_PERIOD: Duration = Duration::from_millis(100);
 /// then costs at most this, not minutes. Four ticks, so a shard merely
 /// busy for a moment is left alone.
 pub const SHARD_WATCHDOG_STALL: Duration = Duration::from_millis(400);
+/// How long a start waits for the listening sockets of an earlier ringmq on
+/// the same address to close (`shard::lock`): a killed broker's io_uring is
+/// torn down after its process is gone, its listeners with it (measured:
+/// up to about 10 ms after `kill -9`). Past this it refuses to start.
+pub const BIND_STALE_LISTENER_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How often that wait looks again.
+pub const BIND_STALE_LISTENER_POLL: Duration = Duration::from_millis(5);
 /// Longest sleep of a shard whose tasks I/O (a socket, another shard) woke
 /// less than [`SHARD_ACTIVE_WINDOW`] ago (vendored glommio, vendor/README.md
 /// patch 13). The wake-up interrupt of a halted vCPU is now and then

@@ -508,12 +508,22 @@ fn start_admin(
     }
 }
 
+/// `log.level` as a filter. At `info` the embedded store's crates (fjall,
+/// lsm_tree) say only warnings: their per-tree recovery and flush lines
+/// (some 25 per start) would bury the broker's own.
+fn default_filter(level: ringmq::config::LogLevel) -> String {
+    match level {
+        ringmq::config::LogLevel::Info => "info,fjall=warn,lsm_tree=warn".to_owned(),
+        other => other.as_str().to_owned(),
+    }
+}
+
 fn init_tracing(config: &Config) {
     // RUST_LOG, when set, wins over log.level.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(config.log.level.as_str()));
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default_filter(config.log.level)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

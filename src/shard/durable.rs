@@ -16,9 +16,8 @@
 //! reading publishers above it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
-use ahash::AHashMap;
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,15 +25,15 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::config::SyncMode;
-use crate::durable::{
-    Batch, DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle, Synced, Ticket,
-};
+use crate::durable::{Batch, Op, StoreHandle, Synced, Ticket};
 use crate::limits::{DURABLE_GATHER_SEAL_BYTES, DURABLE_PENDING_BYTES_MAX};
-use crate::session::journal::{self, AwaitingKind, MetaState, Noted, NotedChange};
-use crate::session::snapshot::{AwaitingSnapshot, DeliverySnapshot, MessageSnapshot, WallClock};
+use crate::session::journal;
+use crate::session::snapshot::{MessageSnapshot, WallClock};
 use crate::session::{Message, Session, SessionSnapshot};
 
 use super::cluster::update_acks_gate;
+use super::durable_gather::Inner;
+pub use super::durable_gather::{meta_of, op_of};
 use super::msg::ShardMsg;
 use super::state::{ConnHandle, Shard, ShardId};
 
@@ -48,74 +47,13 @@ pub struct Durable {
     waiters: RefCell<BTreeMap<Ticket, Vec<Waker>>>,
     /// The highest ticket the watcher saw synced.
     synced_seen: Cell<Ticket>,
+    /// The synced ticket the last tick read (`recheck_wakeups`).
+    synced_at_tick: Cell<Ticket>,
     /// Readers waiting for the gathered bytes to go below
     /// `DURABLE_PENDING_BYTES_MAX` (`wait_pending_room`).
     room_waiters: RefCell<Vec<Waker>>,
     /// The Redis backend's loads and fenced answers (`durable_resume`).
     redis: RefCell<Option<crate::durable::redis::RedisClient>>,
-}
-
-struct Inner {
-    handle: StoreHandle,
-    /// `sync = "always"`: acknowledgements wait for their tickets.
-    always: bool,
-    /// How long a batch gathers (`batch` and `none`; `always` seals every
-    /// executor turn): `durable_sessions.batch_interval`.
-    gather_interval: Duration,
-    /// The batch being gathered, in order: notes as the sessions made them
-    /// (made into ops only at the seal, and only if they survive: `seal`),
-    /// ops the shard pushed, and `None` where a put and its removal
-    /// cancelled.
-    entries: Vec<Option<Entry>>,
-    /// Where the last put of a delivery is in `entries`, by `(journal,
-    /// session generation, seq)`: a later change of it replaces it there.
-    /// The journal is the address of the client id its notes share (one
-    /// `Arc` per `Journal`, kept alive by the entry): hashing it is cheap,
-    /// and notes of another journal of the same client (there is one per
-    /// `make_durable`) never merge, which can only write more, never
-    /// reorder.
-    deliveries: AHashMap<(usize, u32, u64), Slot>,
-    /// Per client, how many `PutSession` / `RemoveSession` this gathering
-    /// holds: a delivery's changes never merge across one (the session op
-    /// replaces or removes what came before it in the store).
-    generations: AHashMap<Arc<str>, u32>,
-    /// The room of the last notes taken (`absorb_journal`).
-    spare: Vec<Noted>,
-    /// Anything was gathered (even if all of it cancelled): with `always`
-    /// an acknowledgement may wait for this gathering's ticket, so it is
-    /// sealed even when empty.
-    touched: bool,
-    /// A push or notes arrived since the store task last looked.
-    news: bool,
-    /// Estimated bytes of `entries` (payloads and topics).
-    bytes: usize,
-    /// The store task, waiting for ops.
-    waker: Option<Waker>,
-    /// The Redis backend: a delivery put and removed in one gathering still
-    /// writes its removal (an ownership check: fencing, ADR 0007).
-    keep_removals: bool,
-    /// `sync = "batch"`: acknowledgements go at once while the store keeps
-    /// up, and wait once it is behind (`lagging_ticket`).
-    batch: bool,
-    /// Batches sealed and not yet seen synced, with when they were sealed
-    /// (`batch` only; at most the channel's batches and the one being
-    /// sent).
-    sealed: VecDeque<(Ticket, Instant)>,
-}
-
-/// What the gathering holds at one place.
-enum Entry {
-    Noted(Noted),
-    Op(Op),
-}
-
-/// A delivery's place in the gathering.
-#[derive(Clone, Copy)]
-struct Slot {
-    at: usize,
-    /// The put that entered the delivery into the session is in this
-    /// gathering: no earlier batch holds it, so a removal cancels it.
-    fresh: bool,
 }
 
 impl Durable {
@@ -232,6 +170,49 @@ impl Durable {
                 w.wake();
             }
         }
+    }
+
+    /// Once a tick: wakes what a lost cross-thread wake-up would leave
+    /// asleep. The writer's `Synced::publish` and a note's wake reach this
+    /// executor as foreign wake-ups, and on the development VM glommio was
+    /// seen losing those (`watchdog.rs`); an acknowledgement of `always`
+    /// would then wait for a synced ticket forever. Here a lost one costs
+    /// one tick. Returns whether it woke anything that should have been
+    /// woken already.
+    pub fn recheck_wakeups(&self) -> bool {
+        let (synced, store_waker) = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(inner) = inner.as_mut() else {
+                return false;
+            };
+            let gathering = inner.touched || journal::has_notes();
+            let waker = inner.waker.take().filter(|_| gathering);
+            (inner.handle.synced.ticket(), waker)
+        };
+        let mut late = false;
+        if let Some(w) = store_waker {
+            // Not necessarily late: with `batch` the task may be inside its
+            // gather interval; a spurious wake only polls it once more.
+            w.wake();
+        }
+        // What was synced at the previous tick: if the watcher has not seen
+        // even that, its wake-up is over a tick late (a fresh publish the
+        // watcher has yet to run for is not).
+        let synced_at_last_tick = self.synced_at_tick.replace(synced);
+        let seen = self.synced_seen.get();
+        if synced > seen {
+            self.synced_seen.set(synced);
+            let woken = {
+                let mut waiters = self.waiters.borrow_mut();
+                let later = waiters.split_off(&(synced + 1));
+                std::mem::replace(&mut *waiters, later)
+            };
+            late = !woken.is_empty() && seen < synced_at_last_tick;
+            for w in woken.into_values().flatten() {
+                w.wake();
+            }
+        }
+        late
     }
 
     /// Bytes gathered and not yet handed to the store's channel above the
@@ -397,255 +378,6 @@ impl Durable {
             }
         }
     }
-}
-
-impl Inner {
-    /// `sync = "batch"`: the newest sealed batch that is still not synced
-    /// `gather_interval` after its seal (`None`: the store keeps up).
-    fn lagging_ticket(&mut self, now: Instant) -> Option<Ticket> {
-        let synced = self.handle.synced.ticket();
-        while self.sealed.front().is_some_and(|&(t, _)| t <= synced) {
-            self.sealed.pop_front();
-        }
-        let late = |&&(_, at): &&(Ticket, Instant)| now.duration_since(at) > self.gather_interval;
-        self.sealed.iter().take_while(late).last().map(|&(t, _)| t)
-    }
-
-    fn new(handle: StoreHandle, mode: SyncMode, gather_interval: Duration) -> Inner {
-        Inner {
-            handle,
-            always: mode == SyncMode::Always,
-            keep_removals: false,
-            batch: mode == SyncMode::Batch,
-            sealed: VecDeque::new(),
-            gather_interval,
-            entries: Vec::new(),
-            deliveries: AHashMap::new(),
-            generations: AHashMap::new(),
-            spare: Vec::new(),
-            touched: false,
-            news: false,
-            bytes: 0,
-            waker: None,
-        }
-    }
-
-    /// Appends an op of the shard's own (after every note absorbed).
-    fn push(&mut self, op: Op) {
-        if let Op::PutSession { client, .. } | Op::RemoveSession { client, .. } = &op {
-            *self.generations.entry(client.clone()).or_default() += 1;
-        }
-        self.bytes += op_bytes(&op);
-        self.entries.push(Some(Entry::Op(op)));
-        self.touched = true;
-        self.news = true;
-    }
-
-    /// Takes the notes of this thread's sessions into the gathering
-    /// (`absorb`), keeping the room of both buffers.
-    fn absorb_journal(&mut self) {
-        let mut notes = std::mem::take(&mut self.spare);
-        journal::swap_notes(&mut notes);
-        self.absorb(notes.drain(..));
-        self.spare = notes;
-    }
-
-    /// Takes `notes` into the gathering: a later put of a delivery replaces
-    /// its earlier one in place; a removal replaces it too, or cancels it
-    /// (both vanish) if the put that entered the delivery is in this
-    /// gathering.
-    fn absorb(&mut self, notes: impl IntoIterator<Item = Noted>) {
-        for noted in notes {
-            self.touched = true;
-            let seq = match noted.change {
-                NotedChange::Put { seq, .. } | NotedChange::Remove { seq } => seq,
-                NotedChange::Meta(_) => {
-                    self.entries.push(Some(Entry::Noted(noted)));
-                    continue;
-                }
-            };
-            let generation = match self.generations.is_empty() {
-                true => 0,
-                false => self.generations.get(&noted.client).copied().unwrap_or(0),
-            };
-            let key = (
-                Arc::as_ptr(&noted.client) as *const u8 as usize,
-                generation,
-                seq,
-            );
-            let fresh = match noted.change {
-                NotedChange::Put { fresh, .. } => Some(fresh),
-                _ => None,
-            };
-            if let Some(fresh) = fresh {
-                self.bytes += note_bytes(&noted.change);
-                match self.deliveries.get(&key) {
-                    Some(slot) => {
-                        // Its op says whether the delivery entered in
-                        // this batch (the writer cancels across batches).
-                        let mut noted = noted;
-                        if let NotedChange::Put { fresh, .. } = &mut noted.change {
-                            *fresh |= slot.fresh;
-                        }
-                        self.replace(slot.at, Some(noted));
-                    }
-                    None => {
-                        let at = self.entries.len();
-                        self.deliveries.insert(key, Slot { at, fresh });
-                        self.entries.push(Some(Entry::Noted(noted)));
-                    }
-                }
-                continue;
-            }
-            match self.deliveries.remove(&key) {
-                // Put and removed in one gathering: nothing is written if
-                // the put entered it here, else only the removal where the
-                // put was (an earlier batch holds the put).
-                Some(slot) if slot.fresh && !self.keep_removals => self.replace(slot.at, None),
-                // Redis: the removal stays, so every delivery still writes
-                // and its script checks the owner (a stale owner whose
-                // writes all cancelled would never learn it is fenced).
-                Some(slot) if slot.fresh => {
-                    self.bytes += note_bytes(&noted.change);
-                    self.replace(slot.at, Some(noted));
-                }
-                Some(slot) => {
-                    self.bytes += note_bytes(&noted.change);
-                    self.replace(slot.at, Some(noted));
-                }
-                None => {
-                    self.bytes += note_bytes(&noted.change);
-                    self.entries.push(Some(Entry::Noted(noted)));
-                }
-            }
-        }
-    }
-
-    /// Puts `noted` (or nothing) where a delivery's earlier change was.
-    fn replace(&mut self, at: usize, noted: Option<Noted>) {
-        if let Some(Entry::Noted(old)) = &self.entries[at] {
-            self.bytes = self.bytes.saturating_sub(note_bytes(&old.change));
-        }
-        self.entries[at] = noted.map(Entry::Noted);
-    }
-
-    /// Ends the gathering: its surviving entries as ops, in order (`None`
-    /// if it gathered nothing, or with `batch` / `none` if all of it
-    /// cancelled).
-    fn seal(&mut self, clock: &WallClock) -> Option<Vec<Op>> {
-        if !std::mem::take(&mut self.touched) {
-            return None;
-        }
-        let entries = std::mem::take(&mut self.entries);
-        self.deliveries.clear();
-        self.generations.clear();
-        self.bytes = 0;
-        self.news = false;
-        let ops: Vec<Op> = entries
-            .into_iter()
-            .flatten()
-            .map(|e| match e {
-                Entry::Noted(noted) => op_of(noted, clock),
-                Entry::Op(op) => op,
-            })
-            .collect();
-        (self.always || !ops.is_empty()).then_some(ops)
-    }
-}
-
-/// What a note costs the pending bound, as `op_bytes` of its op.
-fn note_bytes(change: &NotedChange) -> usize {
-    const RECORD_BYTES: usize = 64;
-    RECORD_BYTES
-        + match change {
-            NotedChange::Put { delivery, .. } => {
-                delivery.message.payload.len() + delivery.message.topic.len()
-            }
-            _ => 0,
-        }
-}
-
-/// One noted change as an op.
-pub fn op_of(noted: Noted, clock: &WallClock) -> Op {
-    let Noted {
-        client,
-        epoch,
-        change,
-    } = noted;
-    match change {
-        NotedChange::Put {
-            seq,
-            delivery,
-            inflight,
-            fresh,
-        } => Op::PutDelivery {
-            client,
-            epoch,
-            seq,
-            fresh,
-            record: Box::new(DeliveryRecord {
-                delivery: DeliverySnapshot::of(&delivery, clock),
-                state: match inflight {
-                    None => DeliveryState::Queued,
-                    Some(i) => DeliveryState::Inflight {
-                        packet_id: i.packet_id,
-                        awaiting: match i.awaiting {
-                            AwaitingKind::PubAck => AwaitingSnapshot::PubAck,
-                            AwaitingKind::PubRec => AwaitingSnapshot::PubRec,
-                            AwaitingKind::PubComp => AwaitingSnapshot::PubComp,
-                        },
-                        transmitted: i.transmitted,
-                    },
-                },
-            }),
-        },
-        NotedChange::Remove { seq } => Op::RemoveDelivery { client, epoch, seq },
-        NotedChange::Meta(state) => Op::PutMeta {
-            meta: Box::new(meta_of(&client, epoch, *state, None, None)),
-            client,
-        },
-    }
-}
-
-/// The meta record of a session: its own fields, and what the shard keeps
-/// beside it offline (expiry deadline, pending will).
-pub fn meta_of(
-    client: &str,
-    epoch: u64,
-    state: MetaState,
-    expires_at_unix_ms: Option<u64>,
-    will: Option<crate::session::snapshot::WillSnapshot>,
-) -> SessionMeta {
-    SessionMeta {
-        client_id: client.to_owned(),
-        epoch,
-        expiry_interval_s: state.expiry_interval_s,
-        expires_at_unix_ms,
-        subscriptions: state.subscriptions,
-        next_packet_id: state.next_packet_id,
-        next_seq: state.next_seq,
-        queue_len_max: state.queue_len_max,
-        incoming_qos2: state.incoming_qos2,
-        drops: state.drops,
-        will,
-    }
-}
-
-/// What an op costs the pending bound: its payload and names, roughly.
-fn op_bytes(op: &Op) -> usize {
-    const RECORD_BYTES: usize = 64;
-    RECORD_BYTES
-        + match op {
-            Op::PutDelivery { record, .. } => {
-                let m = &record.delivery.message;
-                m.payload.len() + m.topic.len()
-            }
-            Op::PutSession { snapshot, .. } => {
-                snapshot.inflight.len() * RECORD_BYTES + snapshot.queue.len() * RECORD_BYTES
-            }
-            Op::PutRetained { message, .. } => message.payload.len() + message.topic.len(),
-            _ => 0,
-        }
 }
 
 /// The epoch a session gets when it appears in this shard's store (created,

@@ -5,6 +5,7 @@
 use std::sync::{mpsc, Arc, Mutex};
 
 use super::*;
+use crate::durable::DeliveryState;
 use crate::session::journal::{AwaitingKind, InflightState, Noted, NotedChange};
 use crate::session::{Delivery, Session};
 
@@ -509,4 +510,70 @@ fn with_redis_a_cancelled_delivery_still_writes_its_removal() {
         remove(4),
     ]);
     assert_eq!(sealed(&mut inner), ["remove 4"]);
+}
+
+#[test]
+fn a_lost_synced_wake_up_is_made_good_by_the_tick() {
+    let (handle, writer) = TestWriter::start();
+    let durable = Rc::new(Durable::default());
+    durable.attach(handle, SyncMode::Always, GATHER);
+    durable.push(Op::RemoveRetained {
+        topic: Arc::from("r"),
+    });
+    let released = run(async move {
+        // No watcher runs (`run_synced`): its wake-up is the one lost.
+        let (batch, sender) = durable.take_batch().unwrap();
+        sender.send(batch).await.unwrap();
+        let done = Rc::new(Cell::new(false));
+        let waiting = {
+            let (d, done) = (durable.clone(), done.clone());
+            glommio::spawn_local(async move {
+                d.wait_synced(1).await;
+                done.set(true);
+            })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!durable.recheck_wakeups(), "nothing synced, nothing late");
+        writer.synced.publish(1);
+        // The first tick after the publish: woken, not yet called late.
+        assert!(!durable.recheck_wakeups());
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(done.get(), "the tick woke the waiter");
+        waiting.await;
+        true
+    });
+    assert!(released);
+
+    // A waiter still there a whole tick after the publish is reported late.
+    let (handle, writer) = TestWriter::start();
+    let durable = Rc::new(Durable::default());
+    durable.attach(handle, SyncMode::Always, GATHER);
+    writer.synced.publish(1);
+    assert!(!durable.recheck_wakeups(), "no waiter");
+    durable.push(Op::RemoveRetained {
+        topic: Arc::from("r"),
+    });
+    let late = run(async move {
+        let waiting = {
+            let d = durable.clone();
+            glommio::spawn_local(async move { d.wait_synced(2).await })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        writer.synced.publish(2);
+        assert!(!durable.recheck_wakeups(), "published since the last tick");
+        waiting.await;
+        // Made late by hand: the watcher saw 1 while the last tick saw 2.
+        durable.synced_seen.set(1);
+        durable.synced_at_tick.set(2);
+        let again = {
+            let d = durable.clone();
+            glommio::spawn_local(async move { d.wait_synced(3).await })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        writer.synced.publish(3);
+        let late = durable.recheck_wakeups();
+        again.await;
+        late
+    });
+    assert!(late);
 }

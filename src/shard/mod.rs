@@ -38,6 +38,7 @@ mod cluster;
 mod cluster_shared;
 mod conn;
 pub mod durable;
+mod durable_gather;
 mod durable_restore;
 mod durable_resume;
 mod evict;

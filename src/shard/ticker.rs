@@ -61,6 +61,12 @@ pub(super) async fn run(shard: Rc<Shard>, stopping: Rc<StopLatch>, node: NodeHan
                 "shard tick ran late"
             );
         }
+        if shard.durable.recheck_wakeups() {
+            tracing::warn!(
+                shard = shard.id,
+                "durable: a synced ticket's wake-up was lost; its waiters were woken by the tick"
+            );
+        }
         shard.tick(now).await;
     }
 }

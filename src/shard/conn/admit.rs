@@ -103,7 +103,19 @@ pub(super) async fn admit<S: Stream>(
                         let read = (buf.len() - before) as u64;
                         ShardMetrics::add(&shard.metrics.bytes_received, read);
                     }
-                    _ => return close(&io).await,
+                    ended => {
+                        // EOF (a port probe, a client giving up) or a failed
+                        // read (the CONNECT timeout among them).
+                        let error = ended.err().map(|e| e.to_string());
+                        tracing::debug!(
+                            shard = shard.id,
+                            ?peer,
+                            ?error,
+                            bytes = buf.len(),
+                            "connection ended before its CONNECT"
+                        );
+                        return close(&io).await;
+                    }
                 }
             }
             Err(e) => {
