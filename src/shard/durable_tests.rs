@@ -282,6 +282,17 @@ fn with_always_a_gathering_that_all_cancelled_still_has_its_ticket() {
     }
 }
 
+/// A task waiting for `ticket` to be synced, and whether it was released.
+fn wait_in_task(durable: &Rc<Durable>, ticket: Ticket) -> (Rc<Cell<bool>>, glommio::Task<()>) {
+    let done = Rc::new(Cell::new(false));
+    let (d, flag) = (durable.clone(), done.clone());
+    let task = glommio::spawn_local(async move {
+        d.wait_synced(ticket).await;
+        flag.set(true);
+    });
+    (done, task)
+}
+
 #[test]
 fn with_always_an_ack_waits_for_its_ticket_and_with_batch_for_nothing() {
     let (handle, writer) = TestWriter::start();
@@ -302,22 +313,14 @@ fn with_always_an_ack_waits_for_its_ticket_and_with_batch_for_nothing() {
         sender.send(batch).await.unwrap();
         // Sent, not synced: still waits for ticket 1.
         assert_eq!(durable.ack_ticket(), Some(1));
-        let done = Rc::new(Cell::new(false));
-        let waiting = {
-            let (d, done) = (durable.clone(), done.clone());
-            glommio::spawn_local(async move {
-                d.wait_synced(1).await;
-                done.set(true);
-                true
-            })
-        };
+        let (done, waiting) = wait_in_task(&durable, 1);
         glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!done.get(), "released before the sync");
         writer.sync_to.send(1).unwrap();
-        let released = waiting.await;
+        waiting.await;
         assert_eq!(durable.ack_ticket(), None, "synced");
         drop(watcher);
-        released
+        done.get()
     });
     assert!(released);
 
@@ -524,14 +527,7 @@ fn a_lost_synced_wake_up_is_made_good_by_the_tick() {
         // No watcher runs (`run_synced`): its wake-up is the one lost.
         let (batch, sender) = durable.take_batch().unwrap();
         sender.send(batch).await.unwrap();
-        let done = Rc::new(Cell::new(false));
-        let waiting = {
-            let (d, done) = (durable.clone(), done.clone());
-            glommio::spawn_local(async move {
-                d.wait_synced(1).await;
-                done.set(true);
-            })
-        };
+        let (done, waiting) = wait_in_task(&durable, 1);
         glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!durable.recheck_wakeups(), "nothing synced, nothing late");
         writer.synced.publish(1);
