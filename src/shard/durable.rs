@@ -186,7 +186,9 @@ impl Durable {
                 return false;
             };
             let gathering = inner.touched || journal::has_notes();
-            let waker = inner.waker.take().filter(|_| gathering);
+            // Taken only when there is something to seal: the task's one
+            // registration must stay for the next `push` otherwise.
+            let waker = if gathering { inner.waker.take() } else { None };
             (inner.handle.synced.ticket(), waker)
         };
         let mut late = false;

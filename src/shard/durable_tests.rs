@@ -573,3 +573,24 @@ fn a_lost_synced_wake_up_is_made_good_by_the_tick() {
     });
     assert!(late);
 }
+
+#[test]
+fn the_tick_leaves_an_idle_store_task_its_waker() {
+    let (handle, _writer) = TestWriter::start();
+    let durable = Durable::default();
+    durable.attach(handle, SyncMode::Always, GATHER);
+    let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(cx.waker().clone())
+    }));
+    durable.inner.borrow_mut().as_mut().unwrap().waker = Some(waker);
+    // Nothing gathered: the registration stays for the next `push`.
+    durable.recheck_wakeups();
+    assert!(durable.inner.borrow().as_ref().unwrap().waker.is_some());
+    durable.push(Op::RemoveRetained {
+        topic: Arc::from("r"),
+    });
+    assert!(
+        durable.inner.borrow().as_ref().unwrap().waker.is_none(),
+        "the push woke it"
+    );
+}
