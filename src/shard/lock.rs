@@ -96,7 +96,9 @@ fn wait_for_stale_listeners(bind: SocketAddr) -> Result<(), String> {
         }
         if started.elapsed() >= BIND_STALE_LISTENER_WAIT_MAX {
             return Err(format!(
-                "cannot listen on {bind}: {left} socket(s) of another process still listen                  there with SO_REUSEPORT after {} s (a ringmq that is still shutting down, or                  another server of the same user); stop it, or choose another address",
+                "cannot listen on {bind}: {left} socket(s) of another process still listen there \
+                 with SO_REUSEPORT after {} s (a ringmq that is still shutting down, or another \
+                 server of the same user); stop it, or choose another address",
                 BIND_STALE_LISTENER_WAIT_MAX.as_secs()
             ));
         }
