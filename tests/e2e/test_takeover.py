@@ -151,15 +151,20 @@ def test_takeover_under_load_loses_nothing(debug_broker, uid):
     cur = b.raw(connect=cid, **PERSIST)
     cur.subscribe(topic, qos=1)
     shard = b.shard_of(cid, 1)
-    total = 600
-    stop = threading.Event()
+    # The publisher runs until a takeover has crossed shards (which shard a connection lands on
+    # is the kernel's choice) and at least `least` messages are out; `cap` bounds the test.
+    least, cap, sent = 600, 40_000, [0]
+    stop, crossed_evt = threading.Event(), threading.Event()
     errors = []
 
     def publish():
         try:
             pub = b.raw(connect=uid("pub"))
-            for start in range(0, total, 20):
+            start = 0
+            while start < cap and not (crossed_evt.is_set() and start >= least):
                 pub.publish_many([(topic, str(i).encode()) for i in range(start, start + 20)], qos=1)
+                start += 20
+                sent[0] = start
                 time.sleep(0.01)
         except BaseException as e:
             errors.append(e)
@@ -199,9 +204,11 @@ def test_takeover_under_load_loses_nothing(debug_broker, uid):
         new_shard = b.shard_of(cid, n)
         crossed = new_shard != shard
         cur, shard = new, new_shard
+    crossed_evt.set()
     t.join(30)
     drain(cur, until_closed=False)
     assert not errors, errors
-    assert crossed, "the publisher finished before a cross-shard takeover happened"
+    assert crossed, "no takeover crossed shards before the publisher reached its cap"
     # QoS 1: a message whose PUBACK was lost in the takeover may come again; nothing may be missing.
+    total = sent[0]
     assert sorted(set(received)) == list(range(total)), f"missing: {sorted(set(range(total)) - set(received))[:20]}"
