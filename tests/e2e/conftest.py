@@ -83,8 +83,6 @@ def pytest_runtest_makereport(item, call):
 # ---------------------------------------------------------------- helpers
 
 _ports_given: set[int] = set()
-# Listener ports of brokers a test killed with SIGKILL (`Broker.start`).
-_killed_ports: set[int] = set()
 
 
 def free_port() -> int:
@@ -272,6 +270,8 @@ class Broker:
         env.pop("RUST_LOG", None)
         env.update(self.env_extra)
         self._log_file = open(self.log_path, "ab")
+        # Where this start's lines begin (a restart appends to the same log).
+        self._log_start = self._log_file.tell()
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
                                      preexec_fn=_broker_preexec)
@@ -280,41 +280,27 @@ class Broker:
     def start(self, timeout: float = READY_TIMEOUT) -> "Broker":
         self.spawn()
         self.wait_ready(timeout)
-        # Not for cluster nodes: a probe's session would be cluster-wide.
-        if (self.listen_port in _killed_ports and self.kind == "ringmq"
-                and not self.config.get("cluster")):
-            self.wait_mqtt_ready(timeout)
         return self
 
-    def wait_mqtt_ready(self, timeout: float = READY_TIMEOUT, in_a_row: int = 3) -> None:
-        """After a `kill -9` and a restart on the same port, a TCP connect is
-        not enough: on the test VM the first connections to the new broker
-        were now and then refused, reset or never answered, and the new
-        broker never saw them (about one restart in 40; the cause is not
-        found: docs/performance.md, "Restart on the port of a killed
-        broker"). So MQTT CONNECTs must get CONNACKs `in_a_row` times first."""
-        deadline = time.monotonic() + timeout
-        answered = 0
-        n = 0
-        while answered < in_a_row:
-            n += 1
-            try:
-                r = RawClient(self.listen_port, host=self.host, timeout=2.0)
-                try:
-                    r.connect(f"ready-probe-{n}", expect_rc=None)
-                    r.send(mqttraw.disconnect())
-                finally:
-                    r.abort()
-                answered += 1
-            except (OSError, AssertionError):
-                answered = 0
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.kind} {self.name} accepts TCP on {self.listen_port} "
-                                         f"but answers no CONNECT after {timeout}s:\n{self.notable()}")
-                time.sleep(0.05)
+    READY_LINE = b"ringmq ready: every shard listens"
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """A ringmq start is ready when this start logged that every shard
+        listens: a TCP connect alone is no proof, since for tens of ms after
+        a `kill -9` the dead broker's listeners (held by its io_uring until
+        the kernel tears the ring down) still accept and then drop
+        connections on the same port (docs/operations.md, "Readiness after a
+        restart"). Then a TCP connect, as for Mosquitto."""
         deadline = time.monotonic() + timeout
+        if self.kind == "ringmq":
+            while not self._logged_ready():
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"{self.kind} exited with {self.proc.returncode} before listening:\n"
+                                         + self.tail(60))
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.kind} logged no {self.READY_LINE.decode()!r} after "
+                                         f"{timeout}s:\n" + self.tail(60))
+                time.sleep(0.02)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.kind} exited with {self.proc.returncode} before listening:\n"
@@ -325,6 +311,14 @@ class Broker:
             except OSError:
                 time.sleep(0.02)
         raise AssertionError(f"{self.kind} not listening on {self.listen_port} after {timeout}s:\n" + self.tail(60))
+
+    def _logged_ready(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                return self.READY_LINE in f.read()
+        except FileNotFoundError:
+            return False
 
     @property
     def alive(self) -> bool:
@@ -356,8 +350,6 @@ class Broker:
     def send_signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
             self.stopped = True  # the test expects it to exit
-        if sig == signal.SIGKILL:
-            _killed_ports.add(self.listen_port)
         self.proc.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
