@@ -851,6 +851,17 @@ pub const DURABLE_MEMTABLE_BYTES_MAX: u64 = 16 << 20;
 /// keyspace to free their space (see `durable::builtin::writer`).
 pub const DURABLE_COMPACT_REMOVALS_MIN: u64 = 10_000;
 
+/// A log store's segment file is closed and a new one begun once it holds
+/// this many bytes (`durable::log`); compaction rewrites one segment at a
+/// time, so this bounds the memory and the writer's pause of one step.
+pub const DURABLE_LOG_SEGMENT_BYTES: u64 = 8 << 20;
+
+/// A log store compacts (its oldest segment first) once it holds more than
+/// this many bytes and more than twice its live bytes: the disk a drained
+/// store keeps, and the bound on rewriting (each live byte is copied about
+/// once per doubling of the log).
+pub const DURABLE_LOG_COMPACT_MIN_BYTES: u64 = 4 << 20;
+
 /// Client ids and topics longer than this are keyed by their SHA-256
 /// (fjall keys are at most 65,535 bytes and a delivery key adds 9 bytes to
 /// the client id); shorter ones are the key as they are, so a store stays

@@ -13,6 +13,9 @@ Benchmarks are not tests: nothing is asserted. Prints a Markdown table (medians 
 --repeat runs) for docs/benchmarks.md.
 
     python3 benches/run/durable_bench.py [--repeat 1] [--modes off,builtin-none,...] [--quick]
+
+Modes: `off` (in memory), `builtin-<sync>` (the builtin backend's default engine, the
+log), `fjall-<sync>` (the builtin backend with `engine = "fjall"`), `redis-<sync>`.
 """
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ LOADGEN = os.environ.get("LOADGEN_BIN", str(REPO / "target/release/ringmq-loadge
 BROKER_CPU, LOADGEN_CPU = "0", "1"
 PERSISTENT = ["-C", "false", "-x", "3600"]
 
+# builtin-*: the builtin backend's default engine (the log); fjall-*: the
+# builtin backend with `engine = "fjall"`.
 MODES = ["off", "builtin-none", "builtin-batch", "builtin-always",
+         "fjall-none", "fjall-batch", "fjall-always",
          "redis-none", "redis-batch", "redis-always"]
 
 
@@ -61,7 +67,10 @@ def config(mode: str, port: int, data: Path, seeds: list[str]) -> str:
              "[log]", 'level = "warn"', "", "[api]", "enable = false", ""]
     if mode != "off":
         backend, sync = mode.split("-")
-        lines += ["[durable_sessions]", "enable = true", f'backend = "{backend}"',
+        engine = []
+        if backend == "fjall":
+            backend, engine = "builtin", ['engine = "fjall"']
+        lines += ["[durable_sessions]", "enable = true", f'backend = "{backend}"', *engine,
                   f'sync = "{sync}"', ""]
         if backend == "redis":
             servers = ", ".join(f'"{s}"' for s in seeds)

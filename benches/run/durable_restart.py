@@ -19,7 +19,8 @@ on the same store. Measured from the second exec:
 * `drain`: every queued message received (and PUBACKed); `got` counts them (DUP
   re-sends of inflight messages included);
 * RSS of ringmq before the stop, right after `accept`, and after the drain; the store's
-  size (builtin: disk blocks of `data_dir/durable`; Redis: `used_memory` of the masters).
+  size (builtin: disk blocks of `data_dir/durable-log`, the log engine's; fjall: the builtin
+  backend with `engine = "fjall"`, `data_dir/durable`; Redis: `used_memory` of the masters).
 
 The clients are raw sockets in this process (paho is too slow for a million messages);
 the publisher keeps the server's Receive Maximum of PUBLISH packets in flight. Nothing is
@@ -28,7 +29,7 @@ pinned: the broker, its store threads, Redis and this script share the machine's
 Benchmarks are not tests: nothing is asserted. Prints one line per run and a Markdown
 table at the end.
 
-    python3 benches/run/durable_restart.py [--backends builtin,redis] [--shards 1,default]
+    python3 benches/run/durable_restart.py [--backends builtin,fjall,redis] [--shards 1,default]
         [--stops term,kill] [--messages 1000000] [--sessions 100] [--size 64]
 """
 from __future__ import annotations
@@ -191,7 +192,9 @@ def config(backend: str, shards: str, port: int, api_port: int, data: Path,
              "[mqtt]", "max_inflight = 100", f"max_mqueue_len = {mqueue_len}", "",
              "[log]", 'level = "info"', "",
              "[api]", "enable = true", f'bind = "127.0.0.1:{api_port}"', "",
-             "[durable_sessions]", "enable = true", f'backend = "{backend}"',
+             "[durable_sessions]", "enable = true",
+             *(['backend = "builtin"', 'engine = "fjall"'] if backend == "fjall"
+               else [f'backend = "{backend}"']),
              'sync = "batch"', ""]
     if backend == "redis":
         servers = ", ".join(f'"{s}"' for s in seeds)
@@ -207,6 +210,11 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def store_root(data: Path, backend: str) -> Path:
+    """builtin: the log engine's stores; fjall: the builtin backend with `engine = "fjall"`."""
+    return data / ("durable" if backend == "fjall" else "durable-log")
 
 
 def disk_mib(path: Path) -> float:
@@ -290,7 +298,7 @@ def wait_synced(backend: str, api_port: int, data: Path, seeds: list[str],
     # own memory use too, in 4 MiB steps (it moves by a few KiB at rest).
     probe = (lambda: (redis_ops(api_port), int(redis_used_mib(seeds) / 4))) \
         if backend == "redis" \
-        else (lambda: disk_mib(data / "durable"))
+        else (lambda: disk_mib(store_root(data, backend)))
     last, since = probe(), time.monotonic()
     while time.monotonic() - since < settle_s and time.monotonic() - t < 600:
         time.sleep(0.25)
@@ -531,7 +539,7 @@ def run_one(backend: str, shards: str, stop: str, a, seeds: list[str], work: Pat
             if broker.poll() is None:
                 broker.kill()
                 broker.wait()
-    res["store_mib"] = disk_mib(data / "durable") if backend == "builtin" \
+    res["store_mib"] = disk_mib(store_root(data, backend)) if backend != "redis" \
         else redis_used_mib(seeds)
     if stop == "none":
         return res

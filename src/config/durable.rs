@@ -23,6 +23,12 @@ pub struct DurableSessionsConfig {
     /// `builtin`.
     #[serde(deserialize_with = "de_backend", serialize_with = "ser_backend")]
     pub backend: Backend,
+    /// `durable_sessions.engine`: how the builtin backend stores:
+    /// `log` (an append-only log per shard under
+    /// `node.data_dir/durable-log/`, `durable::log`) or `fjall` (an LSM
+    /// tree per shard under `node.data_dir/durable/`). Default `log`.
+    #[serde(deserialize_with = "de_engine", serialize_with = "ser_engine")]
+    pub engine: Engine,
     /// `durable_sessions.sync`: `none`, `batch` or `always` (what each
     /// promises: docs/durability.md). Default `batch`.
     #[serde(deserialize_with = "de_sync", serialize_with = "ser_sync")]
@@ -62,6 +68,7 @@ impl Default for DurableSessionsConfig {
         DurableSessionsConfig {
             enable: false,
             backend: Backend::Builtin,
+            engine: Engine::Log,
             sync: SyncMode::Batch,
             batch_interval_ms: 10,
             max_session_size: 256 << 20,
@@ -99,6 +106,32 @@ impl Backend {
         Backend::ALL
             .into_iter()
             .find(|b| b.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// `durable_sessions.engine` (builtin backend only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    #[default]
+    Log,
+    Fjall,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 2] = [Engine::Log, Engine::Fjall];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Log => "log",
+            Engine::Fjall => "fjall",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Engine> {
+        let text = text.trim();
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(text))
     }
 }
 
@@ -217,6 +250,14 @@ fn de_backend<'de, D: Deserializer<'de>>(d: D) -> Result<Backend, D::Error> {
 
 fn ser_backend<S: Serializer>(backend: &Backend, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(backend.as_str())
+}
+
+fn de_engine<'de, D: Deserializer<'de>>(d: D) -> Result<Engine, D::Error> {
+    value::one_of(d, &Engine::ALL.map(Engine::as_str), Engine::parse)
+}
+
+fn ser_engine<S: Serializer>(engine: &Engine, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(engine.as_str())
 }
 
 fn de_sync<'de, D: Deserializer<'de>>(d: D) -> Result<SyncMode, D::Error> {

@@ -37,7 +37,7 @@ pub use cluster::{
     ClusterConfig, ClusterSslOptionsConfig, DiscoveryStrategy, DnsDiscoveryConfig, DnsRecordType,
     HostPort, StaticDiscoveryConfig,
 };
-pub use durable::{Backend, DurableSessionsConfig, RedisConfig, RedisType, SyncMode};
+pub use durable::{Backend, DurableSessionsConfig, Engine, RedisConfig, RedisType, SyncMode};
 pub use error::{ConfigError, Origin};
 pub use listener_plan::ListenerPlan;
 pub use listeners::{

@@ -119,7 +119,16 @@ pub fn encode_meta(meta: &SessionMeta) -> Result<Vec<u8>, RecordError> {
 }
 
 pub fn decode_meta(bytes: &[u8]) -> Result<SessionMeta, RecordError> {
-    let (_, body) = unframe(RecordKind::Meta, bytes)?;
+    decode_meta_as(bytes, Sum::Own)
+}
+
+/// A meta record as the log engine stores it ([`Sum::Group`]).
+pub fn decode_meta_in_group(bytes: &[u8]) -> Result<SessionMeta, RecordError> {
+    decode_meta_as(bytes, Sum::Group)
+}
+
+fn decode_meta_as(bytes: &[u8], sum: Sum) -> Result<SessionMeta, RecordError> {
+    let (_, body) = unframe(RecordKind::Meta, bytes, sum)?;
     let meta = rkyv::from_bytes::<SessionMeta, rkyv::rancor::Error>(&body)
         .map_err(|e| RecordError::Malformed(e.to_string()))?;
     check_meta(&meta)?;
@@ -133,7 +142,16 @@ pub fn encode_delivery(record: &DeliveryRecord) -> Result<Vec<u8>, RecordError> 
 }
 
 pub fn decode_delivery(bytes: &[u8]) -> Result<DeliveryRecord, RecordError> {
-    let (version, body) = unframe(RecordKind::Delivery, bytes)?;
+    decode_delivery_as(bytes, Sum::Own)
+}
+
+/// A delivery record as the log engine stores it ([`Sum::Group`]).
+pub fn decode_delivery_in_group(bytes: &[u8]) -> Result<DeliveryRecord, RecordError> {
+    decode_delivery_as(bytes, Sum::Group)
+}
+
+fn decode_delivery_as(bytes: &[u8], sum: Sum) -> Result<DeliveryRecord, RecordError> {
+    let (version, body) = unframe(RecordKind::Delivery, bytes, sum)?;
     let malformed = |e: rkyv::rancor::Error| RecordError::Malformed(e.to_string());
     let record = if version == 1 {
         rkyv::from_bytes::<DeliveryRecordV1, rkyv::rancor::Error>(&body)
@@ -153,7 +171,16 @@ pub fn encode_retained(message: &MessageSnapshot) -> Result<Vec<u8>, RecordError
 }
 
 pub fn decode_retained(bytes: &[u8]) -> Result<MessageSnapshot, RecordError> {
-    let (_, body) = unframe(RecordKind::Retained, bytes)?;
+    decode_retained_as(bytes, Sum::Own)
+}
+
+/// A retained record as the log engine stores it ([`Sum::Group`]).
+pub fn decode_retained_in_group(bytes: &[u8]) -> Result<MessageSnapshot, RecordError> {
+    decode_retained_as(bytes, Sum::Group)
+}
+
+fn decode_retained_as(bytes: &[u8], sum: Sum) -> Result<MessageSnapshot, RecordError> {
+    let (_, body) = unframe(RecordKind::Retained, bytes, sum)?;
     let message = rkyv::from_bytes::<MessageSnapshot, rkyv::rancor::Error>(&body)
         .map_err(|e| RecordError::Malformed(e.to_string()))?;
     if message.qos > 2 {
@@ -163,21 +190,82 @@ pub fn decode_retained(bytes: &[u8]) -> Result<MessageSnapshot, RecordError> {
 }
 
 fn frame(kind: RecordKind, body: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    frame_into(kind, body, Sum::Own, &mut out)?;
+    Ok(out)
+}
+
+/// Who checks a record's bytes against damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sum {
+    /// The record's own FNV-1a checksum (fjall stores, Redis).
+    Own,
+    /// The checksum of the log group that holds it (`durable::log`): the
+    /// record carries flag [`FLAG_GROUP_SUM`] and no checksum of its own.
+    Group,
+}
+
+/// Record flag: checksummed by its log group, not by itself.
+const FLAG_GROUP_SUM: u16 = 1;
+
+fn frame_into(
+    kind: RecordKind,
+    body: &[u8],
+    sum: Sum,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
     if body.len() > DURABLE_RECORD_BYTES_MAX {
         return Err(RecordError::TooLarge {
             len: body.len(),
             max: DURABLE_RECORD_BYTES_MAX,
         });
     }
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    let (flags, checksum) = match sum {
+        Sum::Own => (0u16, fnv1a64(body)),
+        Sum::Group => (FLAG_GROUP_SUM, 0),
+    };
     out.extend_from_slice(&kind.magic());
     out.extend_from_slice(&RECORD_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     // Fits: at most DURABLE_RECORD_BYTES_MAX, asserted below u32::MAX.
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&fnv1a64(body).to_le_bytes());
+    out.extend_from_slice(&checksum.to_le_bytes());
     out.extend_from_slice(body);
-    Ok(out)
+    Ok(())
+}
+
+fn archive<T>(value: &T) -> Result<rkyv::util::AlignedVec, RecordError>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(value).map_err(|e| RecordError::Malformed(e.to_string()))
+}
+
+/// Appends `meta` as the log engine stores it (no checksum of its own).
+pub fn append_meta_for_group(meta: &SessionMeta, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    frame_into(RecordKind::Meta, &archive(meta)?, Sum::Group, out)
+}
+
+/// Appends `record` as the log engine stores it.
+pub fn append_delivery_for_group(
+    record: &DeliveryRecord,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
+    frame_into(RecordKind::Delivery, &archive(record)?, Sum::Group, out)
+}
+
+/// Appends `message` as the log engine stores it.
+pub fn append_retained_for_group(
+    message: &MessageSnapshot,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
+    frame_into(RecordKind::Retained, &archive(message)?, Sum::Group, out)
 }
 
 const _: () = assert!(DURABLE_RECORD_BYTES_MAX <= u32::MAX as usize);
@@ -204,6 +292,7 @@ impl DeliveryRecordV1 {
 fn unframe(
     kind: RecordKind,
     bytes: &[u8],
+    sum: Sum,
 ) -> Result<(u16, rkyv::util::AlignedVec<16>), RecordError> {
     if bytes.len() < 4 || bytes[..4] != kind.magic() {
         return Err(RecordError::NotARecord(kind));
@@ -223,7 +312,11 @@ fn unframe(
         });
     }
     let flags = u16_at(6);
-    if flags != 0 {
+    let expected = match sum {
+        Sum::Own => 0,
+        Sum::Group => FLAG_GROUP_SUM,
+    };
+    if flags != expected {
         return Err(RecordError::UnknownFlags(flags));
     }
     let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
@@ -244,7 +337,7 @@ fn unframe(
         return Err(RecordError::TrailingBytes(body.len() - len));
     }
     let checksum = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    if fnv1a64(body) != checksum {
+    if sum == Sum::Own && fnv1a64(body) != checksum {
         return Err(RecordError::Checksum);
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::builtin::{self, OpenError, Writer};
+use super::log;
 use super::redis::{RedisClient, RedisCounters, RedisHandle, RedisSettings};
 use super::{Restored, StoreHandle, StoredSession};
-use crate::config::{Backend, DurableSessionsConfig, RedisConfig, RedisType, SyncMode};
+use crate::config::{Backend, DurableSessionsConfig, Engine, RedisConfig, RedisType, SyncMode};
 use crate::session::snapshot::MessageSnapshot;
 
 /// What the shards take at their start: shard `i` takes `shards[i]` once.
@@ -177,15 +178,27 @@ fn open_one(
     shards: usize,
     recover_damaged: bool,
 ) -> Result<Opened, String> {
-    let opened = builtin::absorb_extra(data_dir, shard, shards)
-        .and_then(|_| builtin::open(data_dir, shard, cfg.sync));
+    let engine = cfg.engine;
+    let open_own = || match engine {
+        Engine::Log => log::open(data_dir, shard, cfg.sync),
+        Engine::Fjall => builtin::open(data_dir, shard, cfg.sync),
+    };
+    let opened = match engine {
+        Engine::Log => log::absorb_extra(data_dir, shard, shards),
+        Engine::Fjall => builtin::absorb_extra(data_dir, shard, shards),
+    }
+    .and_then(|_| open_own());
     let opened = match opened {
         Ok(o) => o,
         Err(e) if recover_damaged && e.is_damage() => {
             tracing::warn!(shard, error = %e, "durable store damaged: moving it aside");
-            builtin::move_damaged_aside(data_dir, shard)
+            let dir = match engine {
+                Engine::Log => log::store_dir(data_dir, shard),
+                Engine::Fjall => builtin::store_dir(data_dir, shard),
+            };
+            builtin::move_aside(&dir)
                 .map_err(|io| format!("cannot move the damaged store aside: {io}"))?;
-            builtin::open(data_dir, shard, cfg.sync).map_err(|e: OpenError| e.to_string())?
+            open_own().map_err(|e: OpenError| e.to_string())?
         }
         Err(e) => return Err(e.to_string()),
     };

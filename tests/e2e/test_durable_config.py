@@ -28,6 +28,8 @@ def assert_refused(broker_factory, key: str, config: dict | None = None, env: di
 @pytest.mark.parametrize("config,key,fragment", [
     ({"durable_sessions": {"backend": "rocksdb"}}, "durable_sessions.backend",
      'one of "builtin", "redis"'),
+    ({"durable_sessions": {"engine": "rocksdb"}}, "durable_sessions.engine",
+     'one of "log", "fjall"'),
     ({"durable_sessions": {"sync": "sometimes"}}, "durable_sessions.sync",
      'one of "none", "batch", "always"'),
     ({"durable_sessions": {"batch_interval": "0ms"}}, "durable_sessions.batch_interval",
@@ -53,6 +55,7 @@ def test_durable_keys_show_in_print_config():
     env.update({
         "RINGMQ_DURABLE_SESSIONS__ENABLE": "true",
         "RINGMQ_DURABLE_SESSIONS__SYNC": "always",
+        "RINGMQ_DURABLE_SESSIONS__ENGINE": "fjall",
         "RINGMQ_DURABLE_SESSIONS__BATCH_INTERVAL": "250ms",
         "RINGMQ_REDIS__SERVERS": "10.0.0.1:7000,10.0.0.2:7000",
     })
@@ -60,8 +63,8 @@ def test_durable_keys_show_in_print_config():
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    assert ('[durable_sessions]\nenable = true\nbackend = "builtin"\nsync = "always"\n'
-            'batch_interval = "250ms"\n') in out, out
+    assert ('[durable_sessions]\nenable = true\nbackend = "builtin"\nengine = "fjall"\n'
+            'sync = "always"\nbatch_interval = "250ms"\n') in out, out
     assert 'servers = ["10.0.0.1:7000", "10.0.0.2:7000"]' in out, out
     # The store bounds, with their defaults.
     assert 'max_session_size = "256MB"\nmax_store_size = "16GB"\n' in out, out

@@ -242,16 +242,18 @@ def _subscriber(port: int, topic: str, stop, received: list[int]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_kill9_loop_under_qos1_load_loses_nothing_acknowledged(broker_factory, tmp_path, uid):
+@pytest.mark.parametrize("engine", ["log", "fjall"])
+def test_kill9_loop_under_qos1_load_loses_nothing_acknowledged(broker_factory, tmp_path, uid, engine):
     """The issue's main test: `kill -9` of the broker every 3 s under QoS 1
-    load with `sync = always`. Every message PUBACKed to the publisher
-    reaches the persistent subscriber after the restarts, in the
-    publisher's order (duplicates allowed and counted)."""
+    load with `sync = always`, with each builtin engine. Every message
+    PUBACKed to the publisher reaches the persistent subscriber after the
+    restarts, in the publisher's order (duplicates allowed and counted)."""
     import threading
 
     port = free_port()
     topic = uid("load")
-    b = start(broker_factory, tmp_path, "always", port)
+    extra = {"durable_sessions": {"engine": engine}}
+    b = start(broker_factory, tmp_path, "always", port, extra)
     stop, stop_sub = threading.Event(), threading.Event()
     acked: list[int] = []
     received: list[int] = []
@@ -270,7 +272,7 @@ def test_kill9_loop_under_qos1_load_loses_nothing_acknowledged(broker_factory, t
         b.send_signal(signal.SIGKILL)
         b.wait_exit()
         kills += 1
-        b = start(broker_factory, tmp_path, "always", port)
+        b = start(broker_factory, tmp_path, "always", port, extra)
     time.sleep(2)
     stop.set()
     pub.join(10)

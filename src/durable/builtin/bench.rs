@@ -5,6 +5,9 @@
 //! ```text
 //! cargo test --release --lib durable::builtin::bench -- --ignored --nocapture --test-threads=1
 //! ```
+//!
+//! Each engine is measured: `bench_builtin_store` (fjall) and
+//! `bench_log_store` (`durable::log`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +15,9 @@ use std::time::{Duration, Instant};
 use super::tests::{c, close, put_meta, send, TempDir};
 use super::*;
 use crate::durable::record::tests::delivery;
-use crate::durable::{DeliveryState, Op};
+use crate::durable::{DeliveryState, Op, Restored, StoreHandle};
+
+type Opener = fn(&Path, usize, SyncMode) -> Result<(StoreHandle, Restored, Writer), OpenError>;
 
 /// A QoS 1 delivery of a 64-byte payload, as a shard writes it.
 fn put(client: &str, seq: u64) -> Op {
@@ -38,7 +43,7 @@ fn remove(client: &str, seq: u64) -> Op {
 /// Pushes PutDelivery + RemoveDelivery pairs, `ops_per_batch` ops a batch,
 /// for `run`, as fast as the writer takes them (a shard sends a batch a
 /// turn and does not wait); returns (ops/s, syncs/s, writes/s).
-fn throughput(mode: SyncMode, ops_per_batch: u64, run: Duration) -> (f64, f64, f64) {
+fn throughput(open: Opener, mode: SyncMode, ops_per_batch: u64, run: Duration) -> (f64, f64, f64) {
     let dir = TempDir::new("bench");
     let (mut handle, _, writer) = open(&dir.0, 0, mode).unwrap();
     send(&mut handle, vec![put_meta("bench", 0)]);
@@ -83,11 +88,24 @@ fn throughput(mode: SyncMode, ops_per_batch: u64, run: Duration) -> (f64, f64, f
 #[test]
 #[ignore = "a benchmark: run with --release --ignored --nocapture"]
 fn bench_builtin_store() {
+    bench(open, |d| store_dir(d, 0));
+}
+
+#[test]
+#[ignore = "a benchmark: run with --release --ignored --nocapture"]
+fn bench_log_store() {
+    bench(crate::durable::log::open, |d| {
+        crate::durable::log::store_dir(d, 0)
+    });
+}
+
+fn bench(open: Opener, dir_of: fn(&Path) -> std::path::PathBuf) {
     println!("| sync | ops per batch | ops/s | syncs/s | writes/s |");
     println!("|---|---:|---:|---:|---:|");
     for mode in [SyncMode::None, SyncMode::Batch, SyncMode::Always] {
         for ops_per_batch in [1, 10, 100] {
-            let (ops, syncs, writes) = throughput(mode, ops_per_batch, Duration::from_secs(3));
+            let (ops, syncs, writes) =
+                throughput(open, mode, ops_per_batch, Duration::from_secs(3));
             println!(
                 "| {} | {ops_per_batch} | {ops:.0} | {syncs:.0} | {writes:.0} |",
                 mode.as_str()
@@ -123,7 +141,7 @@ fn bench_builtin_store() {
                 })
                 .sum()
         }
-        walk(&store_dir(&dir.0, 0))
+        walk(&dir_of(&dir.0))
     };
     let open_start = Instant::now();
     let (handle, restored, writer) = open(&dir.0, 0, SyncMode::None).unwrap();

@@ -21,7 +21,7 @@ mod writer;
 #[cfg(test)]
 mod bench;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_damage;
 
@@ -186,8 +186,16 @@ impl Store {
 /// The stores of shards `shard + shards`, `shard + 2 * shards`, ... that
 /// exist under `data_dir` (left by a run with more shards), ascending.
 pub fn extra_stores(data_dir: &Path, shard: usize, shards: usize) -> std::io::Result<Vec<usize>> {
-    let dir = data_dir.join("durable");
-    let entries = match std::fs::read_dir(&dir) {
+    extra_stores_in(&data_dir.join("durable"), shard, shards)
+}
+
+/// [`extra_stores`] of the engine whose stores are `{dir}/shard-{N}`.
+pub(crate) fn extra_stores_in(
+    dir: &Path,
+    shard: usize,
+    shards: usize,
+) -> std::io::Result<Vec<usize>> {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -250,7 +258,13 @@ pub fn absorb_extra(data_dir: &Path, shard: usize, shards: usize) -> Result<usiz
 /// (`ringmq --durable-recover-damaged`), so the next [`open`] starts
 /// with an empty store. Returns where it went; `None` if there was none.
 pub fn move_damaged_aside(data_dir: &Path, shard: usize) -> std::io::Result<Option<PathBuf>> {
-    let path = store_dir(data_dir, shard);
+    move_aside(&store_dir(data_dir, shard))
+}
+
+/// Moves the store directory `path` (of either engine) aside to
+/// `{path}.damaged-{unix time}`; `None` if there was none.
+pub fn move_aside(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    let path = path.to_path_buf();
     if !path.exists() {
         return Ok(None);
     }
@@ -270,7 +284,7 @@ pub fn move_damaged_aside(data_dir: &Path, shard: usize) -> std::io::Result<Opti
     Ok(Some(aside))
 }
 
-fn remove_dir_durably(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_dir_durably(path: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(path)?;
     sync_parent(path);
     Ok(())
@@ -354,4 +368,6 @@ pub enum WriteError {
     Record(#[from] RecordError),
     #[error("durable store writer thread panicked")]
     Panicked,
+    #[error("durable store write failed: {0}")]
+    Io(#[from] std::io::Error),
 }

@@ -13,10 +13,10 @@ use crate::durable::{DeliveryRecord, DeliveryState, Op, StoredSession};
 use crate::session::snapshot::{AwaitingSnapshot, QueuedSnapshot, SessionSnapshot};
 
 /// A directory removed when dropped.
-pub(super) struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub(super) fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ringmq-dstore-{}-{tag}-{}",
@@ -35,18 +35,18 @@ impl Drop for TempDir {
     }
 }
 
-pub(super) fn c(client: &str) -> Arc<str> {
+pub(crate) fn c(client: &str) -> Arc<str> {
     Arc::from(client)
 }
 
-pub(super) fn put_meta(client: &str, epoch: u64) -> Op {
+pub(crate) fn put_meta(client: &str, epoch: u64) -> Op {
     Op::PutMeta {
         client: c(client),
         meta: Box::new(meta(client, epoch)),
     }
 }
 
-pub(super) fn put_delivery(client: &str, epoch: u64, seq: u64) -> Op {
+pub(crate) fn put_delivery(client: &str, epoch: u64, seq: u64) -> Op {
     Op::PutDelivery {
         client: c(client),
         epoch,
@@ -57,7 +57,7 @@ pub(super) fn put_delivery(client: &str, epoch: u64, seq: u64) -> Op {
 }
 
 /// Sends `ops` as the next batch and waits until its ticket is published.
-pub(super) fn send(handle: &mut StoreHandle, ops: Vec<Op>) -> u64 {
+pub(crate) fn send(handle: &mut StoreHandle, ops: Vec<Op>) -> u64 {
     let batch = handle.seal(ops);
     let ticket = batch.ticket;
     handle.batches.blocking_send(batch).unwrap();
@@ -65,7 +65,7 @@ pub(super) fn send(handle: &mut StoreHandle, ops: Vec<Op>) -> u64 {
     ticket
 }
 
-pub(super) fn wait_for(handle: &StoreHandle, ticket: u64) {
+pub(crate) fn wait_for(handle: &StoreHandle, ticket: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while handle.synced.ticket() < ticket {
         assert!(Instant::now() < deadline, "ticket {ticket} never published");
@@ -74,12 +74,12 @@ pub(super) fn wait_for(handle: &StoreHandle, ticket: u64) {
 }
 
 /// Closes cleanly (the channel closes, the writer syncs and ends).
-pub(super) fn close(handle: StoreHandle, writer: Writer) {
+pub(crate) fn close(handle: StoreHandle, writer: Writer) {
     drop(handle);
     writer.join().unwrap();
 }
 
-pub(super) fn reopen(dir: &Path) -> Restored {
+pub(crate) fn reopen(dir: &Path) -> Restored {
     let (handle, restored, writer) = open(dir, 0, SyncMode::Batch).unwrap();
     close(handle, writer);
     restored
@@ -456,6 +456,6 @@ fn a_delivery_record_key_names_its_client_and_seq() {
     assert_eq!(record, delivery(258, 1, DeliveryState::Queued));
 }
 
-pub(super) fn delivery_record(seq: u64) -> DeliveryRecord {
+pub(crate) fn delivery_record(seq: u64) -> DeliveryRecord {
     delivery(seq, 1, DeliveryState::Queued)
 }

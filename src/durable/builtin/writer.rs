@@ -65,6 +65,17 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer of another engine (`durable::log`): its thread and stats.
+    pub(crate) fn from_thread(
+        thread: JoinHandle<Result<(), WriteError>>,
+        stats: Arc<StoreStats>,
+    ) -> Writer {
+        Writer {
+            thread: Some(thread),
+            stats,
+        }
+    }
+
     pub(crate) fn spawn(
         store: Store,
         shard: usize,
