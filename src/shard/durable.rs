@@ -16,7 +16,7 @@
 //! reading publishers above it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
@@ -54,6 +54,13 @@ pub struct Durable {
     room_waiters: RefCell<Vec<Waker>>,
     /// The Redis backend's loads and fenced answers (`durable_resume`).
     redis: RefCell<Option<crate::durable::redis::RedisClient>>,
+    /// Acknowledgements that wait for a ticket alone, in the order they were
+    /// held (tickets never go down): one task releases all of a synced
+    /// ticket in one pass (`release_held_acks`), instead of a task and a
+    /// waker per acknowledgement.
+    held: RefCell<VecDeque<(Ticket, Rc<ConnHandle>, u16)>>,
+    /// Whether the task of `release_held_acks` runs.
+    releasing: Cell<bool>,
 }
 
 impl Durable {
@@ -131,6 +138,14 @@ impl Durable {
             next - 1
         };
         (ticket > inner.handle.synced.ticket()).then_some(ticket)
+    }
+
+    /// The highest ticket the store synced; `None` once it is gone.
+    fn synced_ticket(&self) -> Option<Ticket> {
+        self.inner
+            .borrow()
+            .as_ref()
+            .map(|i| i.handle.synced.ticket())
     }
 
     /// Ready once `ticket` is synced (or the store is gone: nothing will
@@ -523,6 +538,19 @@ impl Shard {
             return; // closed meanwhile: nothing to acknowledge
         };
         update_acks_gate(handle, gate);
+        if let (Some(ticket), true, None) = (ticket, shards.is_empty(), &forward) {
+            // The common case: the store's sync alone.
+            let durable = &self.durable;
+            durable
+                .held
+                .borrow_mut()
+                .push_back((ticket, handle.clone(), packet_id));
+            if !durable.releasing.replace(true) {
+                let me = self.clone();
+                glommio::spawn_local(async move { me.release_held_acks().await }).detach();
+            }
+            return;
+        }
         let (me, handle) = (self.clone(), handle.clone());
         glommio::spawn_local(async move {
             if let Some(ticket) = ticket {
@@ -557,6 +585,52 @@ impl Shard {
             handle.raise_wake();
         })
         .detach();
+    }
+
+    /// Releases the acknowledgements of `Durable::held` as their tickets
+    /// are synced, oldest first, each connection woken once per pass; ends
+    /// when none is left (the next hold starts it again). The store gone
+    /// (the node stopping before it synced them): no acknowledgement, the
+    /// connections close and their clients send those PUBLISHes again.
+    async fn release_held_acks(self: Rc<Self>) {
+        loop {
+            let front = self.durable.held.borrow().front().map(|(t, _, _)| *t);
+            let Some(ticket) = front else {
+                self.durable.releasing.set(false);
+                return;
+            };
+            self.durable.wait_synced(ticket).await;
+            let synced = self.durable.synced_ticket();
+            let due: Vec<_> = {
+                let mut held = self.durable.held.borrow_mut();
+                let n = held
+                    .iter()
+                    .take_while(|(t, _, _)| synced.is_none_or(|s| *t <= s))
+                    .count();
+                held.drain(..n).collect()
+            };
+            let mut woken: ahash::AHashSet<*const ConnHandle> = Default::default();
+            let mut wake = Vec::new();
+            for (_, handle, packet_id) in due {
+                let gate = handle.conn.borrow().acks_gate();
+                {
+                    let mut conn = handle.conn.borrow_mut();
+                    if synced.is_some() {
+                        conn.release_held_ack(packet_id);
+                    } else if conn.held_acks() > 0 {
+                        conn.fail_held_acks();
+                    }
+                }
+                update_acks_gate(&handle, gate);
+                if woken.insert(Rc::as_ptr(&handle)) {
+                    wake.push(handle);
+                }
+            }
+            for handle in wake {
+                self.drain_sync_actions(&handle);
+                handle.raise_wake();
+            }
+        }
     }
 
     /// The store task of this shard (`Durable::run_store`), with the
