@@ -6,6 +6,7 @@
 //! thread) take batches of ops and never run on a shard.
 
 pub mod builtin;
+pub mod drain;
 pub mod handle;
 pub mod log;
 pub mod op;

@@ -39,7 +39,7 @@ use crate::durable::record::{
     session_key, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
-use crate::limits::{DURABLE_BATCHES_QUEUED_MAX, DURABLE_COMPACT_REMOVALS_MIN};
+use crate::limits::DURABLE_COMPACT_REMOVALS_MIN;
 
 use super::restore::Epochs;
 use super::{Store, WriteError};
@@ -136,18 +136,7 @@ struct State {
 impl State {
     fn run(mut self, mut batches: Receiver<Batch>) -> Result<(), WriteError> {
         let mut waiting = Vec::new();
-        while let Some(first) = batches.blocking_recv() {
-            waiting.push(first);
-            let mut idle = false;
-            while waiting.len() < DURABLE_BATCHES_QUEUED_MAX {
-                match batches.try_recv() {
-                    Ok(batch) => waiting.push(batch),
-                    Err(_) => {
-                        idle = true;
-                        break;
-                    }
-                }
-            }
+        while let Some(idle) = crate::durable::drain::next_batches(&mut batches, &mut waiting) {
             let (ticket, ops) = self.write(&mut waiting)?;
             if self.mode != SyncMode::None && ops > 0 {
                 self.sync()?;
@@ -213,21 +202,10 @@ impl State {
     /// Applies the ops of `batches` (emptied) in order; returns the highest
     /// ticket and how many ops there were.
     fn write(&mut self, batches: &mut Vec<Batch>) -> Result<(Ticket, u64), WriteError> {
-        let mut ticket = 0;
         let mut write = self.store.db.batch();
-        let mut ops = 0;
         // A delivery put and removed within this group: skipped whole.
-        let skip = crate::durable::op::cancelled(batches);
-        for (b, batch) in batches.drain(..).enumerate() {
-            ticket = ticket.max(batch.ticket);
-            for (o, op) in batch.ops.into_iter().enumerate() {
-                if skip.contains(&(b, o)) {
-                    continue;
-                }
-                ops += 1;
-                self.apply(&mut write, op)?;
-            }
-        }
+        let (ticket, ops) =
+            crate::durable::drain::apply_ops(batches, |op| self.apply(&mut write, op))?;
         write.commit()?;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(ops, Ordering::Relaxed);

@@ -22,7 +22,6 @@ use crate::durable::record::{
     append_delivery_for_group, append_meta_for_group, append_retained_for_group, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
-use crate::limits::DURABLE_BATCHES_QUEUED_MAX;
 
 use super::segment::{Group, Kind};
 use super::store::LogStore;
@@ -66,18 +65,7 @@ struct State {
 impl State {
     fn run(mut self, mut batches: Receiver<Batch>) -> Result<(), WriteError> {
         let mut waiting = Vec::new();
-        while let Some(first) = batches.blocking_recv() {
-            waiting.push(first);
-            let mut idle = false;
-            while waiting.len() < DURABLE_BATCHES_QUEUED_MAX {
-                match batches.try_recv() {
-                    Ok(batch) => waiting.push(batch),
-                    Err(_) => {
-                        idle = true;
-                        break;
-                    }
-                }
-            }
+        while let Some(idle) = crate::durable::drain::next_batches(&mut batches, &mut waiting) {
             let (ticket, ops) = self.write(&mut waiting)?;
             if self.mode != SyncMode::None && ops > 0 {
                 self.store.sync()?;
@@ -104,20 +92,9 @@ impl State {
     /// Encodes the ops of `batches` (emptied) into one group and appends
     /// it; returns the highest ticket and how many ops were written.
     fn write(&mut self, batches: &mut Vec<Batch>) -> Result<(Ticket, u64), WriteError> {
-        let mut ticket = 0;
         let mut group = Group::in_buffer(std::mem::take(&mut self.buffer));
-        let mut ops = 0;
-        let skip = crate::durable::op::cancelled(batches);
-        for (b, batch) in batches.drain(..).enumerate() {
-            ticket = ticket.max(batch.ticket);
-            for (o, op) in batch.ops.into_iter().enumerate() {
-                if skip.contains(&(b, o)) {
-                    continue;
-                }
-                ops += 1;
-                self.apply(&mut group, op)?;
-            }
-        }
+        let (ticket, ops) =
+            crate::durable::drain::apply_ops(batches, |op| self.apply(&mut group, op))?;
         self.buffer = self.store.write(group)?;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(ops, Ordering::Relaxed);
