@@ -862,6 +862,11 @@ pub const DURABLE_LOG_SEGMENT_BYTES: u64 = 8 << 20;
 /// once per doubling of the log).
 pub const DURABLE_LOG_COMPACT_MIN_BYTES: u64 = 4 << 20;
 
+/// A log store's writer that never finds its channel empty (its store is
+/// the bottleneck) still takes a compaction step every this many writes,
+/// so the disk stays bounded under a sustained load (`durable::log::writer`).
+pub const DURABLE_LOG_COMPACT_EVERY_WRITES: u32 = 16;
+
 /// Client ids and topics longer than this are keyed by their SHA-256
 /// (fjall keys are at most 65,535 bytes and a delivery key adds 9 bytes to
 /// the client id); shorter ones are the key as they are, so a store stays

@@ -9,7 +9,9 @@
 //!   the highest ticket is published; `none`: published at once;
 //! * the head segment is rotated when full, and when the writer finds no
 //!   batch waiting it takes one compaction step if the store holds more
-//!   than twice its live bytes ([`super::store::LogStore::compact_step`]).
+//!   than twice its live bytes ([`super::store::LogStore::compact_step`]);
+//!   a writer that never finds its channel empty takes one every
+//!   `limits::DURABLE_LOG_COMPACT_EVERY_WRITES` writes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::durable::record::{
     append_delivery_for_group, append_meta_for_group, append_retained_for_group, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
+use crate::limits::DURABLE_LOG_COMPACT_EVERY_WRITES;
 
 use super::segment::{Group, Kind};
 use super::store::LogStore;
@@ -65,6 +68,11 @@ struct State {
 impl State {
     fn run(mut self, mut batches: Receiver<Batch>) -> Result<(), WriteError> {
         let mut waiting = Vec::new();
+        // Writes since the last compaction step: a writer that never finds
+        // its channel empty (the store is the bottleneck) still compacts,
+        // one step every `DURABLE_LOG_COMPACT_EVERY_WRITES` writes, so its
+        // disk stays bounded under a sustained load.
+        let mut since_step = 0u32;
         while let Some(idle) = crate::durable::drain::next_batches(&mut batches, &mut waiting) {
             let (ticket, ops) = self.write(&mut waiting)?;
             if self.mode != SyncMode::None && ops > 0 {
@@ -73,9 +81,12 @@ impl State {
             }
             self.synced.publish(ticket);
             self.store.rotate_if_full()?;
-            if idle && self.store.wants_compaction() {
+            since_step += 1;
+            let due = idle || since_step >= DURABLE_LOG_COMPACT_EVERY_WRITES;
+            if due && self.store.wants_compaction() {
                 self.store.compact_step()?;
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                since_step = 0;
             }
         }
         // A clean close: everything synced, the dead bytes dropped.
