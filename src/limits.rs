@@ -862,10 +862,29 @@ pub const DURABLE_LOG_SEGMENT_BYTES: u64 = 8 << 20;
 /// once per doubling of the log).
 pub const DURABLE_LOG_COMPACT_MIN_BYTES: u64 = 4 << 20;
 
+/// While a log store's writer is busy (batches waiting, or more than
+/// `DURABLE_LOG_QUIET_BYTES` appended lately), it copies live records only
+/// once the store holds more than twice its live bytes plus this many:
+/// under a moving queue the oldest segment's records die by themselves
+/// moments later, and copying them was the writer's largest avoidable
+/// cost. A fully dead oldest segment is deleted whenever it is found.
+pub const DURABLE_LOG_BUSY_SLACK_BYTES: u64 = 2 * DURABLE_LOG_SEGMENT_BYTES;
+
+/// A log store's writer that appended at most this many bytes in the
+/// current and previous `DURABLE_LOG_QUIET_WINDOW` is quiet: it compacts
+/// down to `DURABLE_LOG_COMPACT_MIN_BYTES` of slack (the disk a drained
+/// store keeps).
+pub const DURABLE_LOG_QUIET_BYTES: u64 = 1 << 20;
+
+/// See `DURABLE_LOG_QUIET_BYTES`.
+pub const DURABLE_LOG_QUIET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A log store's writer that never finds its channel empty (its store is
-/// the bottleneck) still takes a compaction step every this many writes,
-/// so the disk stays bounded under a sustained load (`durable::log::writer`).
-pub const DURABLE_LOG_COMPACT_EVERY_WRITES: u32 = 16;
+/// the bottleneck) still takes a compaction step every this many bytes
+/// appended, so the disk stays bounded under a sustained load
+/// (`durable::log::writer`): half a segment, about what one step frees
+/// once the store holds twice its live bytes.
+pub const DURABLE_LOG_COMPACT_EVERY_BYTES: u64 = DURABLE_LOG_SEGMENT_BYTES / 2;
 
 /// Client ids and topics longer than this are keyed by their SHA-256
 /// (fjall keys are at most 65,535 bytes and a delivery key adds 9 bytes to

@@ -15,7 +15,9 @@ use crate::durable::record::{
     decode_delivery_in_group, decode_meta_in_group, decode_retained_in_group, RecordError,
 };
 use crate::durable::{Restored, StoredSession};
-use crate::limits::{DURABLE_LOG_COMPACT_MIN_BYTES, DURABLE_LOG_SEGMENT_BYTES};
+use crate::limits::{
+    DURABLE_LOG_BUSY_SLACK_BYTES, DURABLE_LOG_COMPACT_MIN_BYTES, DURABLE_LOG_SEGMENT_BYTES,
+};
 
 use super::index::{Index, Loc};
 use super::segment::{self, Group, Kind, SEGMENT_HEADER_BYTES};
@@ -210,10 +212,31 @@ impl LogStore {
         Ok(())
     }
 
-    /// Whether the store holds enough dead bytes to compact.
-    pub(crate) fn wants_compaction(&self) -> bool {
+    /// Whether a compaction step is due. A fully dead oldest segment
+    /// always is (it is deleted unread). Copying live records is due when
+    /// the store holds more than twice its live bytes, and, while the
+    /// writer is `busy` (its last write was large), only once the dead
+    /// bytes exceed `DURABLE_LOG_BUSY_SLACK_BYTES` too: under a moving
+    /// queue the oldest segment's records die by themselves moments later,
+    /// and copying them was the writer's largest avoidable cost
+    /// (docs/benchmarks.md, "The log engine").
+    pub(crate) fn wants_compaction(&self, busy: bool) -> bool {
+        if self.oldest_is_dead() {
+            return true;
+        }
         let (total, live) = self.index.bytes();
-        total > DURABLE_LOG_COMPACT_MIN_BYTES && total > 2 * live
+        match busy {
+            true => total > 2 * live + DURABLE_LOG_BUSY_SLACK_BYTES,
+            false => total > DURABLE_LOG_COMPACT_MIN_BYTES && total > 2 * live,
+        }
+    }
+
+    /// The oldest segment is not the head and holds no live record.
+    pub(crate) fn oldest_is_dead(&self) -> bool {
+        self.index
+            .segments()
+            .next()
+            .is_some_and(|(n, b)| n != self.head_number && b.live == 0)
     }
 
     /// One step of compaction: the oldest segment's live records are

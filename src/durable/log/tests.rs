@@ -383,3 +383,68 @@ fn the_stores_of_a_run_with_more_shards_are_moved_in() {
     assert_eq!(retained, [("r", &b"own"[..]), ("r2", &b"extra"[..])]);
     assert_eq!(absorb_extra(&dir.0, 0, 2).unwrap(), 0);
 }
+
+/// A writer that never finds its channel empty, writing about 1 MiB per
+/// write: a queue that moves (each delivery removed three writes after
+/// its put) and one in 200 deliveries kept for good, so no old segment
+/// ever dies whole. The disk stays within twice the live bytes plus the
+/// busy slack and two segments after every write, and every kept delivery
+/// survives a reopen. Fails if a busy writer never copies (about 16
+/// segments pile up against a bound of about 5), or if its compaction lost
+/// a kept record.
+#[test]
+fn a_writer_that_is_never_idle_keeps_its_disk_bounded() {
+    use crate::durable::record::tests::meta;
+    use crate::durable::record::{append_delivery_for_group, append_meta_for_group};
+    use crate::limits::{DURABLE_LOG_BUSY_SLACK_BYTES, DURABLE_LOG_SEGMENT_BYTES};
+    use segment::{Group, Kind};
+
+    let dir = TempDir::new("log-busy");
+    let path = store_dir(&dir.0, 0);
+    let (mut store, _) = store::LogStore::open(&path).unwrap();
+    let mut housekeeping = writer::Housekeeping::default();
+    let mut record = delivery(0, 1, DeliveryState::Queued);
+    record.delivery.message.payload = bytes::Bytes::from(vec![0x42; 2000]);
+    let mut group = Group::new();
+    store
+        .record_with(&mut group, Kind::Meta, "a", 1, |out| {
+            append_meta_for_group(&meta("a", 1), out)
+        })
+        .unwrap();
+    let (writes, per_write) = (80u64, 500u64);
+    let kept = |seq: u64| seq % 200 == 0;
+    let mut steps = 0;
+    for write in 0..writes {
+        for seq in write * per_write..(write + 1) * per_write {
+            store
+                .record_with(&mut group, Kind::Delivery, "a", seq, |out| {
+                    append_delivery_for_group(&record, out)
+                })
+                .unwrap();
+        }
+        if let Some(old) = write.checked_sub(3) {
+            for seq in (old * per_write..(old + 1) * per_write).filter(|&s| !kept(s)) {
+                store.record(&mut group, Kind::RemoveDelivery, "a", seq, &[]);
+            }
+        }
+        let written = std::mem::replace(&mut group, Group::new());
+        let appended = store.write(written).unwrap().len() as u64;
+        if housekeeping
+            .after_write(&mut store, false, appended, std::time::Instant::now())
+            .unwrap()
+        {
+            steps += 1;
+        }
+        let (total, live) = store.index.bytes();
+        let bound = 2 * live + DURABLE_LOG_BUSY_SLACK_BYTES + 2 * DURABLE_LOG_SEGMENT_BYTES;
+        assert!(total <= bound, "write {write}: {total} bytes, {live} live");
+    }
+    assert!(steps > 0, "never compacted");
+    drop(store);
+    let (_, restored) = store::LogStore::open(&path).unwrap();
+    let a = &restored.sessions[0];
+    let expect: Vec<u64> = (0..writes * per_write)
+        .filter(|&s| kept(s) || s >= (writes - 3) * per_write)
+        .collect();
+    assert_eq!(seqs(a), expect);
+}

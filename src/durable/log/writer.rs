@@ -7,14 +7,17 @@
 //!   and tombstones that would kill nothing ([`super::index::Index::kills`]);
 //! * `always` and `batch`: one `fdatasync` per group (group commit), then
 //!   the highest ticket is published; `none`: published at once;
-//! * the head segment is rotated when full, and when the writer finds no
-//!   batch waiting it takes one compaction step if the store holds more
-//!   than twice its live bytes ([`super::store::LogStore::compact_step`]);
-//!   a writer that never finds its channel empty takes one every
-//!   `limits::DURABLE_LOG_COMPACT_EVERY_WRITES` writes.
+//! * the head segment is rotated when full; a fully dead oldest segment is
+//!   deleted at once, and when the writer finds no batch waiting it takes
+//!   one compaction step if the store holds more than twice its live bytes
+//!   (plus `limits::DURABLE_LOG_BUSY_SLACK_BYTES` while it is busy:
+//!   [`super::store::LogStore::wants_compaction`]); a writer that
+//!   never finds its channel empty takes one every
+//!   `limits::DURABLE_LOG_COMPACT_EVERY_BYTES` appended.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc::Receiver;
 
@@ -24,7 +27,9 @@ use crate::durable::record::{
     append_delivery_for_group, append_meta_for_group, append_retained_for_group, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
-use crate::limits::DURABLE_LOG_COMPACT_EVERY_WRITES;
+use crate::limits::{
+    DURABLE_LOG_COMPACT_EVERY_BYTES, DURABLE_LOG_QUIET_BYTES, DURABLE_LOG_QUIET_WINDOW,
+};
 
 use super::segment::{Group, Kind};
 use super::store::LogStore;
@@ -65,35 +70,86 @@ struct State {
     buffer: Vec<u8>,
 }
 
+/// What the writer does to its store between writes: rotation, and at
+/// most one compaction step ([`LogStore::wants_compaction`]).
+#[derive(Default)]
+pub(super) struct Housekeeping {
+    /// Bytes appended since the last compaction step: a writer that never
+    /// finds its channel empty (the store is the bottleneck) still takes a
+    /// step every `DURABLE_LOG_COMPACT_EVERY_BYTES`, so its disk stays
+    /// bounded under a sustained load. A step frees about half a segment
+    /// on average once the store holds twice its live bytes; counting
+    /// writes instead let large writes outrun it (a unit test found it).
+    since_step_bytes: u64,
+    /// Bytes appended in the previous and the current
+    /// `DURABLE_LOG_QUIET_WINDOW` (a writer that appended more than
+    /// `DURABLE_LOG_QUIET_BYTES` in them is busy), and when the current
+    /// one began.
+    window_bytes: [u64; 2],
+    window_began: Option<Instant>,
+}
+
+impl Housekeeping {
+    /// After a write that appended `appended` bytes at `now`; `idle`: the
+    /// writer found no batch waiting. Returns whether it took a compaction
+    /// step.
+    pub(super) fn after_write(
+        &mut self,
+        store: &mut LogStore,
+        idle: bool,
+        appended: u64,
+        now: Instant,
+    ) -> std::io::Result<bool> {
+        store.rotate_if_full()?;
+        self.since_step_bytes += appended;
+        let recent = self.count(appended, now);
+        let busy = !idle || recent > DURABLE_LOG_QUIET_BYTES;
+        let due = idle || self.since_step_bytes >= DURABLE_LOG_COMPACT_EVERY_BYTES;
+        if (due || store.oldest_is_dead()) && store.wants_compaction(busy) {
+            store.compact_step()?;
+            self.since_step_bytes = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Counts `appended` in the current window; returns the bytes of the
+    /// previous and current windows.
+    fn count(&mut self, appended: u64, now: Instant) -> u64 {
+        let began = *self.window_began.get_or_insert(now);
+        let passed = now.saturating_duration_since(began);
+        if passed >= 2 * DURABLE_LOG_QUIET_WINDOW {
+            self.window_bytes = [0, 0];
+            self.window_began = Some(now);
+        } else if passed >= DURABLE_LOG_QUIET_WINDOW {
+            self.window_bytes = [self.window_bytes[1], 0];
+            self.window_began = Some(began + DURABLE_LOG_QUIET_WINDOW);
+        }
+        self.window_bytes[1] += appended;
+        self.window_bytes.iter().sum()
+    }
+}
+
 impl State {
     fn run(mut self, mut batches: Receiver<Batch>) -> Result<(), WriteError> {
         let mut waiting = Vec::new();
-        // Writes since the last compaction step: a writer that never finds
-        // its channel empty (the store is the bottleneck) still compacts,
-        // one step every `DURABLE_LOG_COMPACT_EVERY_WRITES` writes, so its
-        // disk stays bounded under a sustained load.
-        let mut since_step = 0u32;
+        let mut housekeeping = Housekeeping::default();
         while let Some(idle) = crate::durable::drain::next_batches(&mut batches, &mut waiting) {
-            let (ticket, ops) = self.write(&mut waiting)?;
+            let (ticket, ops, appended) = self.write(&mut waiting)?;
             if self.mode != SyncMode::None && ops > 0 {
                 self.store.sync()?;
                 self.stats.syncs.fetch_add(1, Ordering::Relaxed);
             }
             self.synced.publish(ticket);
-            self.store.rotate_if_full()?;
-            since_step += 1;
-            let due = idle || since_step >= DURABLE_LOG_COMPACT_EVERY_WRITES;
-            if due && self.store.wants_compaction() {
-                self.store.compact_step()?;
+            if housekeeping.after_write(&mut self.store, idle, appended, Instant::now())? {
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
-                since_step = 0;
             }
         }
         // A clean close: everything synced, the dead bytes dropped.
         self.store.sync()?;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         let mut steps = self.store.index.segments().count();
-        while self.store.wants_compaction() && steps > 0 {
+        while self.store.wants_compaction(false) && steps > 0 {
             self.store.compact_step()?;
             steps -= 1;
         }
@@ -101,15 +157,16 @@ impl State {
     }
 
     /// Encodes the ops of `batches` (emptied) into one group and appends
-    /// it; returns the highest ticket and how many ops were written.
-    fn write(&mut self, batches: &mut Vec<Batch>) -> Result<(Ticket, u64), WriteError> {
+    /// it; returns the highest ticket, how many ops were written and the
+    /// bytes appended.
+    fn write(&mut self, batches: &mut Vec<Batch>) -> Result<(Ticket, u64, u64), WriteError> {
         let mut group = Group::in_buffer(std::mem::take(&mut self.buffer));
         let (ticket, ops) =
             crate::durable::drain::apply_ops(batches, |op| self.apply(&mut group, op))?;
         self.buffer = self.store.write(group)?;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.ops.fetch_add(ops, Ordering::Relaxed);
-        Ok((ticket, ops))
+        Ok((ticket, ops, self.buffer.len() as u64))
     }
 
     /// Whether an op of `client` at `epoch` may write: not below the
@@ -202,5 +259,29 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Busy while more than `DURABLE_LOG_QUIET_BYTES` were appended in the
+    /// current and previous windows, quiet two windows later. Fails if the
+    /// windows never slide (a writer busy forever never compacts a drained
+    /// store down to its baseline) or forget too early.
+    #[test]
+    fn a_writer_is_busy_while_it_appended_a_lot_lately() {
+        let mut h = Housekeeping::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(h.count(600 << 10, t0), 600 << 10);
+        assert!(h.count(600 << 10, t0 + ms(500)) > DURABLE_LOG_QUIET_BYTES);
+        // The next window still counts the previous one.
+        assert_eq!(h.count(0, t0 + ms(1200)), 1200 << 10);
+        // Two windows on: quiet.
+        assert_eq!(h.count(0, t0 + ms(2300)), 0);
+        assert_eq!(h.count(10, t0 + ms(5000)), 10);
     }
 }
