@@ -27,6 +27,11 @@ pub const SEGMENT_HEADER_BYTES: usize = 16;
 pub const GROUP_MAGIC: u32 = 0x5247_4d51; // "QMGR" little-endian
 pub const GROUP_HEADER_BYTES: usize = 16;
 pub const RECORD_HEADER_BYTES: usize = 5;
+/// The longest record payload a reader accepts: the name's u16 length, the
+/// longest name, the u64 number and the largest record value
+/// (`limits::DURABLE_RECORD_BYTES_MAX`). A longer length field is damage,
+/// never an allocation.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = 2 + u16::MAX as usize + 8 + DURABLE_RECORD_BYTES_MAX;
 
 /// What a record holds. The payloads: `Meta` client, u64 epoch, meta
 /// record; `Delivery` client, u64 seq, delivery record; `RemoveDelivery`
@@ -293,7 +298,7 @@ fn read_records<'a>(
         let kind =
             Kind::from_u8(rest[0]).ok_or_else(|| bad(format!("unknown kind {}", rest[0])))?;
         let payload_len = u32::from_le_bytes(rest[1..5].try_into().expect("4")) as usize;
-        if payload_len > DURABLE_RECORD_BYTES_MAX + 65_545 {
+        if payload_len > RECORD_PAYLOAD_BYTES_MAX {
             return Err(bad(format!("{payload_len} payload bytes, over the limit")));
         }
         let payload = rest
