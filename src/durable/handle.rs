@@ -14,6 +14,9 @@ pub struct StoreHandle {
     pub synced: Arc<Synced>,
     /// The next ticket this shard gives a batch (tickets start at 1).
     next_ticket: Ticket,
+    /// The store takes `Op::PutDeliveryState` (the log engine); the shard
+    /// writes whole deliveries otherwise.
+    pub takes_states: bool,
 }
 
 impl StoreHandle {
@@ -22,7 +25,14 @@ impl StoreHandle {
             batches,
             synced,
             next_ticket: 1,
+            takes_states: false,
         }
+    }
+
+    /// This store takes `Op::PutDeliveryState`.
+    pub fn taking_states(mut self) -> StoreHandle {
+        self.takes_states = true;
+        self
     }
 
     /// The ticket the next sealed batch gets: what a change gathered now

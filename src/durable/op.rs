@@ -82,6 +82,17 @@ pub enum Op {
         /// one with its removal together may skip both ([`cancelled`]).
         fresh: bool,
     },
+    /// Only the state of a delivery a store holds changed (packet id
+    /// given, sent, PUBREC'd). Emitted only for a store that says it takes
+    /// these ([`crate::durable::StoreHandle::takes_states`]: the log
+    /// engine, which writes six bytes instead of the whole message again);
+    /// for the others the shard writes the whole delivery.
+    PutDeliveryState {
+        client: Arc<str>,
+        epoch: u64,
+        seq: u64,
+        state: DeliveryState,
+    },
     /// Acknowledged (PUBACK, PUBCOMP), expired or dropped.
     RemoveDelivery {
         client: Arc<str>,
@@ -134,6 +145,12 @@ pub fn cancelled(batches: &[Batch]) -> ahash::AHashSet<Position> {
                     if *fresh {
                         puts.insert(key, vec![(b, o)]);
                     } else if let Some(at) = puts.get_mut(&key) {
+                        at.push((b, o));
+                    }
+                }
+                Op::PutDeliveryState { client, seq, .. } => {
+                    let g = generations.get(&**client).copied().unwrap_or(0);
+                    if let Some(at) = puts.get_mut(&(&**client, g, *seq)) {
                         at.push((b, o));
                     }
                 }

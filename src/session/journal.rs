@@ -87,6 +87,13 @@ pub enum NotedChange {
     Remove {
         seq: u64,
     },
+    /// Only the window state of delivery `seq` changed (it got its packet
+    /// id, was sent, PUBREC'd): noted instead of a whole `Put` when this
+    /// thread's store takes states ([`note_states`]).
+    State {
+        seq: u64,
+        inflight: InflightState,
+    },
     Meta(Box<MetaState>),
 }
 
@@ -123,6 +130,14 @@ impl Drop for Journal {
 thread_local! {
     static NOTES: RefCell<Vec<Noted>> = const { RefCell::new(Vec::new()) };
     static WAKER: Cell<Option<Waker>> = const { Cell::new(None) };
+    static STATES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread's store takes state-only changes (the log engine): a
+/// delivery that is already stored and only changes state is noted as
+/// [`NotedChange::State`], without a copy of its message.
+pub fn note_states(on: bool) {
+    STATES.with(|s| s.set(on));
 }
 
 impl Journal {
@@ -147,19 +162,29 @@ impl Journal {
     /// `fresh`: the delivery enters the session with this note (it went
     /// straight to the window, never queued).
     pub(crate) fn note_outbound(&mut self, packet_id: u16, o: &Outbound, fresh: bool) {
+        let inflight = InflightState {
+            packet_id,
+            awaiting: match o.state {
+                Awaiting::PubAck => AwaitingKind::PubAck,
+                Awaiting::PubRec => AwaitingKind::PubRec,
+                Awaiting::PubComp => AwaitingKind::PubComp,
+            },
+            transmitted: o.transmitted,
+        };
+        // Not fresh: the delivery entered with an earlier note, whose put
+        // carries the message.
+        if !fresh && STATES.with(Cell::get) {
+            self.note_change(NotedChange::State {
+                seq: o.seq,
+                inflight,
+            });
+            return;
+        }
         self.note_change(NotedChange::Put {
             seq: o.seq,
             delivery: o.delivery.clone(),
             fresh,
-            inflight: Some(InflightState {
-                packet_id,
-                awaiting: match o.state {
-                    Awaiting::PubAck => AwaitingKind::PubAck,
-                    Awaiting::PubRec => AwaitingKind::PubRec,
-                    Awaiting::PubComp => AwaitingKind::PubComp,
-                },
-                transmitted: o.transmitted,
-            }),
+            inflight: Some(inflight),
         });
     }
 }

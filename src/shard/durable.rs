@@ -68,6 +68,7 @@ impl Durable {
     /// `gather_interval`: how long a batch gathers with `batch` and `none`
     /// (`durable_sessions.batch_interval`).
     pub fn attach(&self, handle: StoreHandle, mode: SyncMode, gather_interval: Duration) {
+        journal::note_states(handle.takes_states);
         *self.inner.borrow_mut() = Some(Inner::new(handle, mode, gather_interval));
     }
 

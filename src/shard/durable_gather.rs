@@ -15,7 +15,7 @@ use std::collections::hash_map::Entry as Entry_;
 
 use crate::config::SyncMode;
 use crate::durable::{DeliveryRecord, DeliveryState, Op, SessionMeta, StoreHandle, Ticket};
-use crate::session::journal::{self, AwaitingKind, MetaState, Noted, NotedChange};
+use crate::session::journal::{self, AwaitingKind, InflightState, MetaState, Noted, NotedChange};
 use crate::session::snapshot::{AwaitingSnapshot, DeliverySnapshot, WallClock};
 
 pub(super) struct Inner {
@@ -140,7 +140,9 @@ impl Inner {
         for noted in notes {
             self.touched = true;
             let seq = match noted.change {
-                NotedChange::Put { seq, .. } | NotedChange::Remove { seq } => seq,
+                NotedChange::Put { seq, .. }
+                | NotedChange::Remove { seq }
+                | NotedChange::State { seq, .. } => seq,
                 NotedChange::Meta(_) => {
                     self.entries.push(Some(Entry::Noted(noted)));
                     continue;
@@ -155,6 +157,10 @@ impl Inner {
                 generation,
                 seq,
             );
+            if let NotedChange::State { inflight, .. } = noted.change {
+                self.absorb_state(key, inflight, noted);
+                continue;
+            }
             let fresh = match noted.change {
                 NotedChange::Put { fresh, .. } => Some(fresh),
                 _ => None,
@@ -201,6 +207,35 @@ impl Inner {
                     self.entries.push(Some(Entry::Noted(noted)));
                 }
             }
+        }
+    }
+
+    /// A state-only note: merged into the change gathered for its delivery
+    /// (a put takes the new state and keeps its message; an earlier state
+    /// is replaced), else gathered as it is (the delivery's put is in an
+    /// earlier batch).
+    fn absorb_state(&mut self, key: (usize, u32, u64), state: InflightState, noted: Noted) {
+        let at = match self.deliveries.entry(key) {
+            Entry_::Occupied(slot) => slot.get().at,
+            Entry_::Vacant(v) => {
+                let at = self.entries.len();
+                v.insert(Slot { at, fresh: false });
+                self.bytes += note_bytes(&noted.change);
+                self.entries.push(Some(Entry::Noted(noted)));
+                return;
+            }
+        };
+        match &mut self.entries[at] {
+            Some(Entry::Noted(Noted {
+                change: NotedChange::Put { inflight, .. },
+                ..
+            })) => *inflight = Some(state),
+            Some(Entry::Noted(Noted {
+                change: NotedChange::State { inflight, .. },
+                ..
+            })) => *inflight = state,
+            // A slot is only ever a put or a state (a removal frees it).
+            _ => self.replace(at, Some(noted)),
         }
     }
 
@@ -267,25 +302,33 @@ pub fn op_of(noted: Noted, clock: &WallClock) -> Op {
             fresh,
             record: Box::new(DeliveryRecord {
                 delivery: DeliverySnapshot::of(&delivery, clock),
-                state: match inflight {
-                    None => DeliveryState::Queued,
-                    Some(i) => DeliveryState::Inflight {
-                        packet_id: i.packet_id,
-                        awaiting: match i.awaiting {
-                            AwaitingKind::PubAck => AwaitingSnapshot::PubAck,
-                            AwaitingKind::PubRec => AwaitingSnapshot::PubRec,
-                            AwaitingKind::PubComp => AwaitingSnapshot::PubComp,
-                        },
-                        transmitted: i.transmitted,
-                    },
-                },
+                state: inflight.map_or(DeliveryState::Queued, inflight_state),
             }),
         },
         NotedChange::Remove { seq } => Op::RemoveDelivery { client, epoch, seq },
+        NotedChange::State { seq, inflight } => Op::PutDeliveryState {
+            client,
+            epoch,
+            seq,
+            state: inflight_state(inflight),
+        },
         NotedChange::Meta(state) => Op::PutMeta {
             meta: Box::new(meta_of(&client, epoch, *state, None, None)),
             client,
         },
+    }
+}
+
+/// A noted window state as the stored one.
+fn inflight_state(i: InflightState) -> DeliveryState {
+    DeliveryState::Inflight {
+        packet_id: i.packet_id,
+        awaiting: match i.awaiting {
+            AwaitingKind::PubAck => AwaitingSnapshot::PubAck,
+            AwaitingKind::PubRec => AwaitingSnapshot::PubRec,
+            AwaitingKind::PubComp => AwaitingSnapshot::PubComp,
+        },
+        transmitted: i.transmitted,
     }
 }
 

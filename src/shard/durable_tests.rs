@@ -594,3 +594,57 @@ fn the_tick_leaves_an_idle_store_task_its_waker() {
         "the push woke it"
     );
 }
+
+fn state(seq: u64, awaiting: AwaitingKind) -> Noted {
+    noted(NotedChange::State {
+        seq,
+        inflight: inflight(awaiting).unwrap(),
+    })
+}
+
+/// State-only notes (a store that takes them: the log engine): merged into
+/// a put gathered for the same delivery (which keeps its message and takes
+/// the state), a later state replaces an earlier one, a state alone is its
+/// own op, and a removal replaces a state alone or cancels with the fresh
+/// put a state merged into. Fails if a state were gathered beside its put
+/// (two writes), or a state of a delivery entered in an earlier batch were
+/// dropped.
+#[test]
+fn a_state_note_merges_into_its_put_or_stands_alone() {
+    let mut inner = inner(SyncMode::Batch);
+    inner.absorb(vec![
+        put(1, None, true),
+        state(1, AwaitingKind::PubAck),
+        state(2, AwaitingKind::PubRec),
+        state(2, AwaitingKind::PubComp),
+        state(3, AwaitingKind::PubAck),
+        remove(3),
+        put(4, None, true),
+        state(4, AwaitingKind::PubAck),
+        remove(4),
+    ]);
+    let ops = inner.seal(&WallClock::now()).unwrap();
+    let shown: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            Op::PutDelivery {
+                seq, record, fresh, ..
+            } => format!("put {seq} {:?} fresh={fresh}", record.state),
+            Op::PutDeliveryState { seq, state, .. } => format!("state {seq} {state:?}"),
+            Op::RemoveDelivery { seq, .. } => format!("remove {seq}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    let inflight = |awaiting: &str| {
+        format!("Inflight {{ packet_id: 9, awaiting: {awaiting}, transmitted: true }}")
+    };
+    assert_eq!(
+        shown,
+        [
+            format!("put 1 {} fresh=true", inflight("PubAck")),
+            format!("state 2 {}", inflight("PubComp")),
+            "remove 3".to_string(),
+        ]
+    );
+    assert_eq!(inner.bytes, 0);
+}

@@ -35,7 +35,7 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::config::SyncMode;
 use crate::durable::record::{
-    delivery_key, delivery_prefix, encode_delivery, encode_meta, encode_retained, retained_key,
+    delivery_key, delivery_prefix, decode_delivery, encode_delivery, encode_meta, encode_retained, retained_key,
     session_key, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
@@ -268,6 +268,24 @@ impl State {
                 if self.admit(&client, epoch, false) {
                     let key = delivery_key(&client, seq);
                     write.insert(&self.store.deliveries, key, encode_delivery(&record)?);
+                }
+            }
+            Op::PutDeliveryState {
+                client,
+                epoch,
+                seq,
+                state,
+            } => {
+                // The shard sends these to the log engine only; should one
+                // come here, the whole record is read back and rewritten.
+                if self.admit(&client, epoch, false) {
+                    self.flush_pending(write)?;
+                    let key = delivery_key(&client, seq);
+                    if let Some(bytes) = self.store.deliveries.get(&key)? {
+                        let mut record = decode_delivery(&bytes)?;
+                        record.state = state;
+                        write.insert(&self.store.deliveries, key, encode_delivery(&record)?);
+                    }
                 }
             }
             Op::RemoveDelivery { client, epoch, seq } => {

@@ -1,5 +1,5 @@
 //! The log engine of the builtin durable store
-//! (`durable_sessions.engine = "log"`, docs/durability.md, ADR 0009): one
+//! (`durable_sessions.engine = "log"`, docs/durability.md, ADR 0008): one
 //! append-only log per shard under `{data_dir}/durable-log/shard-{N}/`,
 //! written by the thread `ringmq-store-{N}` as the fjall engine's is, but
 //! with no index on disk: the shard holds every session in memory, so the
@@ -17,6 +17,7 @@
 
 mod index;
 mod segment;
+mod state;
 mod store;
 mod writer;
 
@@ -50,7 +51,7 @@ pub fn open(
     let synced = Arc::new(Synced::default());
     let writer = writer::spawn(store, shard, mode, rx, synced.clone())
         .map_err(|source| OpenError::Io { path, source })?;
-    Ok((StoreHandle::new(tx, synced), restored, writer))
+    Ok((StoreHandle::new(tx, synced).taking_states(), restored, writer))
 }
 
 /// Moves the log stores of shards `shard + shards`, `shard + 2 * shards`,

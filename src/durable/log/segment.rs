@@ -36,8 +36,10 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 2 + u16::MAX as usize + 8 + DURABLE_
 /// What a record holds. The payloads: `Meta` client, u64 epoch, meta
 /// record; `Delivery` client, u64 seq, delivery record; `RemoveDelivery`
 /// client, u64 seq; `RemoveSession` client; `Retained` topic, retained
-/// record; `RemoveRetained` topic. Names are u16-length-prefixed; the
-/// records are `durable::record`'s (versioned, checked on decode).
+/// record; `RemoveRetained` topic; `DeliveryState` client, u64 seq, the
+/// new state of that delivery (`log::state`, six bytes). Names are
+/// u16-length-prefixed; the records are `durable::record`'s (versioned,
+/// checked on decode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
@@ -47,6 +49,7 @@ pub enum Kind {
     RemoveSession = 4,
     Retained = 5,
     RemoveRetained = 6,
+    DeliveryState = 7,
 }
 
 impl Kind {
@@ -58,6 +61,7 @@ impl Kind {
             4 => Kind::RemoveSession,
             5 => Kind::Retained,
             6 => Kind::RemoveRetained,
+            7 => Kind::DeliveryState,
             _ => return None,
         })
     }
@@ -78,7 +82,10 @@ pub struct Record<'a> {
 }
 
 fn has_number(kind: Kind) -> bool {
-    matches!(kind, Kind::Meta | Kind::Delivery | Kind::RemoveDelivery)
+    matches!(
+        kind,
+        Kind::Meta | Kind::Delivery | Kind::RemoveDelivery | Kind::DeliveryState
+    )
 }
 
 /// The segment header of segment `number`.

@@ -21,6 +21,7 @@ use crate::limits::{
 
 use super::index::{Index, Loc};
 use super::segment::{self, Group, Kind, SEGMENT_HEADER_BYTES};
+use super::state;
 
 pub(crate) struct LogStore {
     pub path: PathBuf,
@@ -80,7 +81,13 @@ impl LogStore {
                     at: r.at,
                     len: r.len,
                 };
-                index.apply(r.kind, r.name, r.number, loc);
+                if r.kind == Kind::DeliveryState {
+                    // Checked here, as the index keeps its bytes.
+                    state::decode(r.value).map_err(|why| {
+                        damaged(format!("segment {} at {}: {why}", file.display(), r.at))
+                    })?;
+                }
+                index.apply(r.kind, r.name, r.number, loc, r.value);
             }
             let end = parsed.torn_at.unwrap_or(bytes.len() as u64);
             if let Some(at) = parsed.torn_at {
@@ -147,7 +154,7 @@ impl LogStore {
         value: &[u8],
     ) {
         let (at, len) = group.push(kind, name, number, value);
-        self.noted(kind, name, number, at, len);
+        self.noted(kind, name, number, at, len, value);
     }
 
     /// [`LogStore::record`] of a record whose value `value` encodes in
@@ -160,18 +167,19 @@ impl LogStore {
         number: u64,
         value: impl FnOnce(&mut Vec<u8>) -> Result<(), RecordError>,
     ) -> Result<(), RecordError> {
+        debug_assert_ne!(kind, Kind::DeliveryState, "the index reads a state's bytes");
         let (at, len) = group.push_with(kind, name, number, value)?;
-        self.noted(kind, name, number, at, len);
+        self.noted(kind, name, number, at, len, &[]);
         Ok(())
     }
 
-    fn noted(&mut self, kind: Kind, name: &str, number: u64, at: usize, len: u32) {
+    fn noted(&mut self, kind: Kind, name: &str, number: u64, at: usize, len: u32, value: &[u8]) {
         let loc = Loc {
             segment: self.head_number,
             at: self.head_len + at as u64,
             len,
         };
-        self.index.apply(kind, name, number, loc);
+        self.index.apply(kind, name, number, loc, value);
     }
 
     /// Appends `group` to the head segment (not synced) and gives its
@@ -277,10 +285,25 @@ impl LogStore {
                 at: r.at,
                 len: r.len,
             };
-            if self.index.is_live(r.kind, r.name, r.number, from) {
-                let (at, len) =
-                    group.push_raw(&bytes[r.at as usize..r.at as usize + r.len as usize]);
-                moved.push((r.kind, r.name, r.number, at, len));
+            if !self.index.is_live(r.kind, r.name, r.number, from) {
+                continue;
+            }
+            let delivery = self.index.delivery(r.name, r.number);
+            if r.kind == Kind::DeliveryState
+                && delivery.is_some_and(|d| d.record.segment == oldest)
+            {
+                // Written again right after its delivery's copy (below).
+                continue;
+            }
+            let (at, len) = group.push_raw(&bytes[r.at as usize..r.at as usize + r.len as usize]);
+            moved.push((r.kind, r.name, r.number, at, len));
+            if r.kind == Kind::Delivery {
+                // Its state follows it, so the state stays after it in
+                // the log (the index's rule for a live state record).
+                if let Some((_, state)) = delivery.and_then(|d| d.state) {
+                    let (at, len) = group.push(Kind::DeliveryState, r.name, r.number, &state);
+                    moved.push((Kind::DeliveryState, r.name, r.number, at, len));
+                }
             }
         }
         let base = self.head_len;
@@ -410,8 +433,15 @@ fn decode_live(path: &Path, numbers: &[u64], index: &Index) -> Result<Restored, 
                     );
                 }
                 Kind::Delivery => {
-                    let d = decode_delivery_in_group(r.value)
+                    let mut d = decode_delivery_in_group(r.value)
                         .map_err(|e| bad("deliveries", r.name, e))?;
+                    // Its last state record, checked in pass 1.
+                    if let Some((_, state)) = index.delivery(r.name, r.number).and_then(|d| d.state)
+                    {
+                        d.state = state::decode(&state).map_err(|why| {
+                            bad("deliveries", r.name, RecordError::Invalid(why))
+                        })?;
+                    }
                     deliveries.push((r.name.to_string(), r.number, d));
                 }
                 Kind::Retained => {

@@ -55,6 +55,14 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+fn kept_state(seq: u64) -> DeliveryState {
+    DeliveryState::Inflight {
+        packet_id: seq as u16,
+        awaiting: crate::session::snapshot::AwaitingSnapshot::PubComp,
+        transmitted: true,
+    }
+}
+
 fn disk_bytes(dir: &Path) -> u64 {
     segments(dir)
         .iter()
@@ -90,6 +98,11 @@ fn what_was_written_comes_back_after_a_clean_close_and_after_a_crash() {
         awaiting: crate::session::snapshot::AwaitingSnapshot::PubAck,
         transmitted: true,
     };
+    let pubrec = DeliveryState::Inflight {
+        packet_id: 300,
+        awaiting: crate::session::snapshot::AwaitingSnapshot::PubRec,
+        transmitted: true,
+    };
     send(
         &mut handle,
         vec![
@@ -102,6 +115,20 @@ fn what_was_written_comes_back_after_a_clean_close_and_after_a_crash() {
                 fresh: false,
             },
             Op::RemoveRetained { topic: c("r/2") },
+            // A state alone: six bytes after seq 256's record.
+            Op::PutDeliveryState {
+                client: c("a"),
+                epoch: 1,
+                seq: 256,
+                state: pubrec,
+            },
+            // Of a delivery not stored: nothing.
+            Op::PutDeliveryState {
+                client: c("a"),
+                epoch: 1,
+                seq: 3,
+                state: pubrec,
+            },
         ],
     );
     // `always`: the ticket is synced, so a crash now keeps all of it.
@@ -113,6 +140,7 @@ fn what_was_written_comes_back_after_a_clean_close_and_after_a_crash() {
         assert_eq!(a.meta.client_id, "a");
         assert_eq!(seqs(a), [1, 256]);
         assert_eq!(a.deliveries[0].1.state, inflight);
+        assert_eq!(a.deliveries[1].1.state, pubrec);
         assert_eq!(restored.sessions[1].meta.client_id, "b");
         assert_eq!(restored.retained.len(), 1);
         assert_eq!(restored.retained[0].0, "r/1");
@@ -251,6 +279,15 @@ fn compaction_frees_dead_segments_and_keeps_live_records() {
                 record: Box::new(r),
                 fresh: false,
             });
+            if client == "keep" {
+                // Its state goes with it wherever compaction moves it.
+                ops.push(Op::PutDeliveryState {
+                    client: c(client),
+                    epoch: 1,
+                    seq,
+                    state: kept_state(seq),
+                });
+            }
         }
         if round > 0 {
             for s in seq - 199..=seq - 100 {
@@ -296,6 +333,9 @@ fn compaction_frees_dead_segments_and_keeps_live_records() {
         .unwrap();
     assert!(a.deliveries.is_empty());
     assert_eq!(keep.deliveries[0].1.delivery.message.payload, payload);
+    for (seq, d) in &keep.deliveries {
+        assert_eq!(d.state, kept_state(*seq), "seq {seq}");
+    }
 }
 
 #[test]

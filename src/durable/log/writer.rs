@@ -229,6 +229,21 @@ impl State {
                         })?;
                 }
             }
+            Op::PutDeliveryState {
+                client,
+                epoch,
+                seq,
+                state,
+            } => {
+                // Six bytes after the delivery's record; nothing if the
+                // delivery is not stored (its put was cancelled or fenced).
+                if self.admit(&client, epoch) && self.store.index.delivery(&client, seq).is_some()
+                {
+                    let state = super::state::encode(state);
+                    self.store
+                        .record(group, Kind::DeliveryState, &client, seq, &state);
+                }
+            }
             Op::RemoveDelivery { client, epoch, seq } => {
                 if self.admit(&client, epoch)
                     && self.store.index.kills(Kind::RemoveDelivery, &client, seq)

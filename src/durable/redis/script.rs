@@ -222,6 +222,7 @@ pub fn plan(batches: &[Batch]) -> Plan {
             Op::PutSession { client, .. }
             | Op::PutMeta { client, .. }
             | Op::PutDelivery { client, .. }
+            | Op::PutDeliveryState { client, .. }
             | Op::RemoveDelivery { client, .. }
             | Op::RemoveSession { client, .. } => client,
             Op::PutRetained { topic, message } => {
@@ -292,6 +293,13 @@ fn push_op(write: &mut ClientWrite, op: &Op) -> Result<(), super::record::Record
                 seq.to_string().into_bytes(),
                 bytes,
             ]);
+        }
+        Op::PutDeliveryState { seq, .. } => {
+            // The shard writes whole deliveries to Redis (its handle does
+            // not take states): refused and logged, never guessed.
+            return Err(super::record::RecordError::Invalid(format!(
+                "a state-only change of delivery {seq} reached the Redis backend"
+            )));
         }
         Op::RemoveDelivery { epoch, seq, .. } => {
             args.extend([

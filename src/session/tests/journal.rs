@@ -31,6 +31,12 @@ fn notes() -> Vec<String> {
                 }
             }
             NotedChange::Remove { seq } => format!("remove {seq}"),
+            NotedChange::State { seq, inflight } => format!(
+                "state {seq} id={} {:?}{}",
+                inflight.packet_id,
+                inflight.awaiting,
+                if inflight.transmitted { " sent" } else { "" }
+            ),
             NotedChange::Meta(m) => format!(
                 "meta subs={} qos2={:?} next_seq={}",
                 m.subscriptions.len(),
