@@ -35,8 +35,8 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::config::SyncMode;
 use crate::durable::record::{
-    delivery_key, delivery_prefix, decode_delivery, encode_delivery, encode_meta, encode_retained, retained_key,
-    session_key, session_records,
+    decode_delivery, delivery_key, delivery_prefix, encode_delivery, encode_meta, encode_retained,
+    retained_key, session_key, session_records,
 };
 use crate::durable::{Batch, Op, Synced, Ticket};
 use crate::limits::DURABLE_COMPACT_REMOVALS_MIN;

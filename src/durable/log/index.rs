@@ -209,9 +209,7 @@ impl Index {
     pub fn is_live(&self, kind: Kind, name: &str, number: u64, loc: Loc) -> bool {
         match kind {
             Kind::Meta => self.clients.get(name).is_some_and(|c| c.meta == Some(loc)),
-            Kind::Delivery => self
-                .delivery(name, number)
-                .is_some_and(|d| d.record == loc),
+            Kind::Delivery => self.delivery(name, number).is_some_and(|d| d.record == loc),
             Kind::DeliveryState => self
                 .delivery(name, number)
                 .and_then(|d| d.state)
@@ -369,7 +367,10 @@ mod tests {
         ix.apply(Kind::Delivery, "a", 1, loc(1, 10, 100), &[]);
         let s1 = [1, 1, 9, 0, 0, 1];
         ix.apply(Kind::DeliveryState, "a", 1, loc(1, 110, 20), &s1);
-        assert_eq!(ix.delivery("a", 1).unwrap().state, Some((loc(1, 110, 20), s1)));
+        assert_eq!(
+            ix.delivery("a", 1).unwrap().state,
+            Some((loc(1, 110, 20), s1))
+        );
         assert_eq!(ix.bytes(), (130, 130));
         // A later state replaces it; one for a delivery not stored is dead.
         let s2 = [1, 1, 9, 0, 1, 1];
@@ -382,7 +383,10 @@ mod tests {
         // Moved by compaction, with its bytes.
         ix.add_segment(2, 0);
         ix.relocate(Kind::DeliveryState, "a", 1, loc(2, 0, 20));
-        assert_eq!(ix.delivery("a", 1).unwrap().state, Some((loc(2, 0, 20), s2)));
+        assert_eq!(
+            ix.delivery("a", 1).unwrap().state,
+            Some((loc(2, 0, 20), s2))
+        );
         assert_eq!(ix.bytes(), (190, 130));
         // A new put of the delivery kills its state.
         ix.apply(Kind::Delivery, "a", 1, loc(2, 20, 100), &[]);

@@ -51,7 +51,11 @@ pub fn open(
     let synced = Arc::new(Synced::default());
     let writer = writer::spawn(store, shard, mode, rx, synced.clone())
         .map_err(|source| OpenError::Io { path, source })?;
-    Ok((StoreHandle::new(tx, synced).taking_states(), restored, writer))
+    Ok((
+        StoreHandle::new(tx, synced).taking_states(),
+        restored,
+        writer,
+    ))
 }
 
 /// Moves the log stores of shards `shard + shards`, `shard + 2 * shards`,

@@ -37,7 +37,10 @@ pub fn decode(bytes: &[u8]) -> Result<DeliveryState, String> {
         .try_into()
         .map_err(|_| format!("a state record of {} bytes, not 6", bytes.len()))?;
     if b[0] != STATE_VERSION {
-        return Err(format!("state record version {}, this build reads {STATE_VERSION}", b[0]));
+        return Err(format!(
+            "state record version {}, this build reads {STATE_VERSION}",
+            b[0]
+        ));
     }
     match b[1] {
         0 => Ok(DeliveryState::Queued),

@@ -289,8 +289,7 @@ impl LogStore {
                 continue;
             }
             let delivery = self.index.delivery(r.name, r.number);
-            if r.kind == Kind::DeliveryState
-                && delivery.is_some_and(|d| d.record.segment == oldest)
+            if r.kind == Kind::DeliveryState && delivery.is_some_and(|d| d.record.segment == oldest)
             {
                 // Written again right after its delivery's copy (below).
                 continue;
@@ -438,9 +437,8 @@ fn decode_live(path: &Path, numbers: &[u64], index: &Index) -> Result<Restored, 
                     // Its last state record, checked in pass 1.
                     if let Some((_, state)) = index.delivery(r.name, r.number).and_then(|d| d.state)
                     {
-                        d.state = state::decode(&state).map_err(|why| {
-                            bad("deliveries", r.name, RecordError::Invalid(why))
-                        })?;
+                        d.state = state::decode(&state)
+                            .map_err(|why| bad("deliveries", r.name, RecordError::Invalid(why)))?;
                     }
                     deliveries.push((r.name.to_string(), r.number, d));
                 }

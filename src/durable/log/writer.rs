@@ -237,8 +237,7 @@ impl State {
             } => {
                 // Six bytes after the delivery's record; nothing if the
                 // delivery is not stored (its put was cancelled or fenced).
-                if self.admit(&client, epoch) && self.store.index.delivery(&client, seq).is_some()
-                {
+                if self.admit(&client, epoch) && self.store.index.delivery(&client, seq).is_some() {
                     let state = super::state::encode(state);
                     self.store
                         .record(group, Kind::DeliveryState, &client, seq, &state);

@@ -85,6 +85,42 @@ fn a_delivery_keeps_the_seq_it_entered_with_through_its_whole_flow() {
     assert_eq!(p.publishes().len(), 2);
 }
 
+/// With a store that takes states (the log engine), every change after
+/// a delivery's entering put is a state note without the message: the
+/// same flow as above. Fails if a state change carried the whole delivery
+/// again, or the entering put of a delivery that went straight to the
+/// window were a state (its message would never be stored).
+#[test]
+fn with_a_store_that_takes_states_a_delivery_changes_by_state_notes() {
+    let mut p = durable_pair(1);
+    crate::session::journal::note_states(true);
+    p.deliver(delivery("t", QoS::AtLeastOnce, "a"));
+    p.deliver(delivery("t", QoS::ExactlyOnce, "b"));
+    let first = notes();
+    p.send(Packet::PubAck(ack(1)));
+    let second = notes();
+    p.send(Packet::PubRec(ack(2)));
+    let third = notes();
+    crate::session::journal::note_states(false);
+    assert_eq!(
+        first,
+        [
+            "put 0 a id=1 PubAck",
+            "state 0 id=1 PubAck sent",
+            "put 1 b queued"
+        ]
+    );
+    assert_eq!(
+        second,
+        [
+            "remove 0",
+            "state 1 id=2 PubRec",
+            "state 1 id=2 PubRec sent"
+        ]
+    );
+    assert_eq!(third, ["state 1 id=2 PubComp sent"]);
+}
+
 #[test]
 fn qos2_notes_pubrec_then_removes_at_pubcomp() {
     let mut p = durable_pair(10);
