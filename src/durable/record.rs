@@ -363,7 +363,10 @@ fn check_meta(meta: &SessionMeta) -> Result<(), RecordError> {
     Ok(())
 }
 
-fn check_delivery(record: &DeliveryRecord) -> Result<(), RecordError> {
+/// What a stored delivery must be: QoS 1 or 2, and an inflight state
+/// that fits its QoS (also checked by the log engine once a state record
+/// is applied).
+pub(crate) fn check_delivery(record: &DeliveryRecord) -> Result<(), RecordError> {
     let qos = record.delivery.qos;
     if !(1..=2).contains(&qos) {
         return Err(RecordError::Invalid(format!(

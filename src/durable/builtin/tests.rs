@@ -151,6 +151,44 @@ fn what_was_written_comes_back_after_a_clean_close() {
     );
 }
 
+/// A state-only change reaching the fjall engine (the shard sends these
+/// to the log engine only) rewrites the stored delivery with its new
+/// state, also when its put is in the same batch, and writes nothing for
+/// a delivery not stored. Fails if the state were dropped or a delivery
+/// made up.
+#[test]
+fn a_state_only_change_rewrites_the_stored_delivery() {
+    let dir = TempDir::new("state");
+    let (mut handle, _, writer) = open(&dir.0, 0, SyncMode::Batch).unwrap();
+    let state = |packet_id| DeliveryState::Inflight {
+        packet_id,
+        awaiting: crate::session::snapshot::AwaitingSnapshot::PubAck,
+        transmitted: true,
+    };
+    let put_state = |seq, packet_id| Op::PutDeliveryState {
+        client: c("a"),
+        epoch: 1,
+        seq,
+        state: state(packet_id),
+    };
+    send(&mut handle, vec![put_meta("a", 1), put_delivery("a", 1, 1)]);
+    send(
+        &mut handle,
+        vec![
+            put_state(1, 7),
+            put_delivery("a", 1, 2),
+            put_state(2, 8),
+            put_state(3, 9),
+        ],
+    );
+    close(handle, writer);
+    let restored = reopen(&dir.0);
+    let a = &restored.sessions[0];
+    assert_eq!(seqs(a), [1, 2]);
+    assert_eq!(a.deliveries[0].1.state, state(7));
+    assert_eq!(a.deliveries[1].1.state, state(8));
+}
+
 #[test]
 fn each_mode_publishes_every_ticket_and_syncs_as_it_promises() {
     for mode in [SyncMode::None, SyncMode::Batch, SyncMode::Always] {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::durable::builtin::{show_key, OpenError};
 use crate::durable::record::{
-    decode_delivery_in_group, decode_meta_in_group, decode_retained_in_group, RecordError,
+    check_delivery, decode_delivery_in_group, decode_meta_in_group, decode_retained_in_group,
+    RecordError,
 };
 use crate::durable::{Restored, StoredSession};
 use crate::limits::{
@@ -439,6 +440,8 @@ fn decode_live(path: &Path, numbers: &[u64], index: &Index) -> Result<Restored, 
                     {
                         d.state = state::decode(&state)
                             .map_err(|why| bad("deliveries", r.name, RecordError::Invalid(why)))?;
+                        // The state must fit the delivery's QoS.
+                        check_delivery(&d).map_err(|e| bad("deliveries", r.name, e))?;
                     }
                     deliveries.push((r.name.to_string(), r.number, d));
                 }

@@ -57,8 +57,8 @@ fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
 
 fn kept_state(seq: u64) -> DeliveryState {
     DeliveryState::Inflight {
-        packet_id: seq as u16,
-        awaiting: crate::session::snapshot::AwaitingSnapshot::PubComp,
+        packet_id: (seq % 65_535 + 1) as u16,
+        awaiting: crate::session::snapshot::AwaitingSnapshot::PubAck,
         transmitted: true,
     }
 }
@@ -100,8 +100,8 @@ fn what_was_written_comes_back_after_a_clean_close_and_after_a_crash() {
     };
     let pubrec = DeliveryState::Inflight {
         packet_id: 300,
-        awaiting: crate::session::snapshot::AwaitingSnapshot::PubRec,
-        transmitted: true,
+        awaiting: crate::session::snapshot::AwaitingSnapshot::PubAck,
+        transmitted: false,
     };
     send(
         &mut handle,
@@ -487,4 +487,44 @@ fn a_writer_that_is_never_idle_keeps_its_disk_bounded() {
         .filter(|&s| kept(s) || s >= (writes - 3) * per_write)
         .collect();
     assert_eq!(seqs(a), expect);
+}
+
+/// A state record that does not decode, or whose state does not fit its
+/// delivery's QoS, refuses the open with the file, never a guessed state.
+/// Fails if a bad state were skipped or applied.
+#[test]
+fn a_bad_state_record_refuses_the_open() {
+    use crate::durable::record::tests::meta;
+    use crate::durable::record::{append_delivery_for_group, append_meta_for_group};
+    use segment::{Group, Kind};
+
+    for (tag, bad, why) in [
+        ("tag", [1u8, 5, 1, 0, 0, 0], "state record tag 5"),
+        ("qos", [1u8, 1, 1, 0, 2, 1], "awaits PubComp with QoS 1"),
+    ] {
+        let dir = TempDir::new(&format!("log-bad-state-{tag}"));
+        let path = store_dir(&dir.0, 0);
+        let (mut store, _) = store::LogStore::open(&path).unwrap();
+        let mut group = Group::new();
+        store
+            .record_with(&mut group, Kind::Meta, "a", 1, |out| {
+                append_meta_for_group(&meta("a", 1), out)
+            })
+            .unwrap();
+        let record = delivery(1, 1, DeliveryState::Queued);
+        store
+            .record_with(&mut group, Kind::Delivery, "a", 1, |out| {
+                append_delivery_for_group(&record, out)
+            })
+            .unwrap();
+        store.record(&mut group, Kind::DeliveryState, "a", 1, &bad);
+        store.write(group).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let err = store::LogStore::open(&path)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(why), "{tag}: {err}");
+    }
 }
