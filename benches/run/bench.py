@@ -19,6 +19,9 @@ Environment:
                  `redirect` is the ringmq-only admission scenario (benches/run/redirect.py,
                  which also runs alone into its own file: --out FILE)
   BENCH_HALF_RATE  msg/s for `lathalf` when `p2p` is not run
+  BENCH_BUSY_POLL  1: the load generator busy-polls (`--busy-poll`) in the
+                 throughput scenarios, so brokers do not pay for waking it
+                 (loadgen/README.md, "Busy polling")
   BENCH_DOC      where to write the report (docs/benchmarks.md; the plot goes
                  beside it as <stem>-latency-cdf.png)
   RINGMQ_BIN, LOADGEN_BIN, MOSQUITTO_BIN   binaries (defaults: target/release, PATH)
@@ -75,6 +78,7 @@ def env_int(name: str, default: int) -> int:
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 REPEAT = env_int("BENCH_REPEAT", 1 if QUICK else 3)
+BUSY_POLL = os.environ.get("BENCH_BUSY_POLL", "") not in ("", "0")
 # Tails (p99, p99.9) on a shared virtual machine move with stalls no broker
 # causes (docs/performance.md, "Low rates, round 2"): the latency scenarios
 # take more runs so their medians settle.
@@ -544,7 +548,7 @@ class Scenario:
 
 
 def scenarios(half_rate: float | None) -> list[Scenario]:
-    tput = ["--warmup", WARMUP_TPUT, "-d", DURATION_TPUT]
+    tput = ["--warmup", WARMUP_TPUT, "-d", DURATION_TPUT, *(["--busy-poll"] if BUSY_POLL else [])]
     lat = ["--warmup", WARMUP_LAT, "-d", DURATION_LAT]
     out = [
         Scenario("p2p", "1. p2p QoS 0, 64 B, 50 publishers to 50 subscribers, closed loop",
@@ -1378,6 +1382,7 @@ def main() -> int:
         "loadgen_version": sh([lg_bin, "--version"]),
         "command": "make bench" + (f" FLASHMQ={flashmq}" if flashmq else "") +
                    (f" BENCH_REPEAT={REPEAT}" if os.environ.get("BENCH_REPEAT") else "") +
+                   (" BENCH_BUSY_POLL=1" if BUSY_POLL else "") +
                    (f" BENCH_REPEAT_LAT={REPEAT_LAT}" if os.environ.get("BENCH_REPEAT_LAT") else ""),
     }
     build_summary(ctx)

@@ -166,6 +166,14 @@ pub struct Args {
     /// Handshakes (TCP + CONNECT + SUBSCRIBE) pending at once per thread.
     #[arg(long, default_value_t = 512)]
     pub connect_inflight: u32,
+    /// Worker threads poll their sockets without ever sleeping in
+    /// epoll_wait. On loopback a sleeping reader is woken by the sender's
+    /// CPU (in the kernel's send path), so a broker measured beside a
+    /// sleepy load generator pays for its wake-ups; a busy-polling one takes
+    /// that cost off the broker, as clients on other machines would. Each
+    /// worker then uses its whole CPU. See README, "Busy polling".
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Local source addresses, used round robin (one address gives ~28k
     /// connections to one server port): 127.0.0.1,127.0.0.2,...
     #[arg(long, value_delimiter = ',')]

@@ -172,6 +172,7 @@ pub fn run(args: &Args) -> Result<Report, String> {
         connect_rate_per_thread: (args.connect_rate > 0.0)
             .then(|| args.connect_rate / threads as f64),
         connect_inflight: args.connect_inflight.max(1),
+        busy_poll: args.busy_poll,
         connect_timeout_ns: args.connect_timeout.as_nanos() as u64,
         target,
         bind_addrs: args.bind_addrs.clone(),

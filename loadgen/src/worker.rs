@@ -89,6 +89,8 @@ pub struct WorkerConfig {
     pub publishers_total: u32,
     pub connect_rate_per_thread: Option<f64>,
     pub connect_inflight: u32,
+    /// `--busy-poll`: never sleep in `epoll_wait`.
+    pub busy_poll: bool,
     pub connect_timeout_ns: u64,
     pub target: SocketAddr,
     pub bind_addrs: Vec<IpAddr>,
@@ -584,7 +586,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: u64) -> i32 {
-        if self.spin {
+        if self.spin || self.cfg.busy_poll {
             return 0;
         }
         let mut wait_ns = IDLE_WAIT_MS as u64 * NS_PER_MS;

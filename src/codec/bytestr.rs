@@ -49,6 +49,7 @@ impl ByteStr {
     /// wildcard character (`+` or `#`), in one pass over the (nearly always
     /// ASCII) bytes instead of one for the string check and one for the
     /// wildcard scan.
+    #[inline(always)]
     pub(crate) fn try_topic_from_bytes(bytes: Bytes) -> Result<(ByteStr, bool), Utf8Error> {
         let mut plain = true;
         let mut wildcard = false;

@@ -93,16 +93,18 @@ fn decode_frame(
         // Small bodies that hold no string are read in place: splitting
         // them off would take (and later drop) a reference count on the
         // read buffer for every ack.
+        // One arm per kind rather than `ack_kind`'s constructor pointer:
+        // the ack is then built in place, not returned through a call.
         let body = &buf[header_len..size];
         let protocol = protocol.unwrap_or(Protocol::V311);
-        let packet = match (ack_kind(packet_type), packet_type) {
-            (Some((make, reason_valid)), _) => Some(make(publish::decode_short_ack(
-                body,
-                protocol,
-                reason_valid,
-            )?)),
-            (None, PINGREQ) if remaining_len == 0 => Some(Packet::PingReq),
-            (None, PINGRESP) if remaining_len == 0 => Some(Packet::PingResp),
+        use publish::decode_short_ack as short;
+        let packet = match packet_type {
+            PUBACK => Some(Packet::PubAck(short(body, protocol, reason::puback)?)),
+            PUBREC => Some(Packet::PubRec(short(body, protocol, reason::puback)?)),
+            PUBREL => Some(Packet::PubRel(short(body, protocol, reason::pubrel)?)),
+            PUBCOMP => Some(Packet::PubComp(short(body, protocol, reason::pubrel)?)),
+            PINGREQ if remaining_len == 0 => Some(Packet::PingReq),
+            PINGRESP if remaining_len == 0 => Some(Packet::PingResp),
             _ => None,
         };
         if let Some(packet) = packet {
@@ -116,7 +118,17 @@ fn decode_frame(
     // `check_first_byte` let `None` through only for CONNECT, which parses
     // its own protocol level; the fallback is never used to parse.
     let protocol = protocol.unwrap_or(Protocol::V311);
-    let packet = decode_body(packet_type, flags, &mut r, protocol, from_client)?;
+    // PUBLISH, the commonest body, is decoded inline (see above).
+    let packet = if packet_type == PUBLISH {
+        Packet::Publish(publish::decode_publish(
+            flags,
+            &mut r,
+            protocol,
+            from_client,
+        )?)
+    } else {
+        decode_body(packet_type, flags, &mut r, protocol, from_client)?
+    };
     if !r.is_empty() {
         return Err(DecodeError::Malformed("bytes after the end of the packet"));
     }

@@ -17,6 +17,7 @@ pub(crate) const FLAG_DUP: u8 = 0x08;
 
 /// Fixed-header flags; the frame check already refused QoS 3 and DUP on
 /// QoS 0.
+#[inline(always)]
 pub(crate) fn decode_publish(
     flags: u8,
     r: &mut Reader,
@@ -160,6 +161,7 @@ pub(crate) fn decode_ack(
 /// `decode_ack` for a body of at most 3 bytes (so without properties), read
 /// in place: the caller does not split the read buffer for it, so the
 /// commonest packet after PUBLISH takes no reference count.
+#[inline(always)]
 pub(crate) fn decode_short_ack(
     body: &[u8],
     protocol: Protocol,

@@ -142,6 +142,7 @@ impl Reader {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<Bytes, DecodeError> {
         if len > self.bytes.len() {
             return Err(DecodeError::Malformed(what));
@@ -150,6 +151,7 @@ impl Reader {
     }
 
     /// Two-byte length prefix, then that many bytes.
+    #[inline(always)]
     pub(crate) fn binary(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u16(what)?;
         self.take(usize::from(len), what)
@@ -163,6 +165,7 @@ impl Reader {
 
     /// A topic name: a string as [`Reader::string`] reads it, and whether it
     /// holds a wildcard character, found in the same pass.
+    #[inline(always)]
     pub(crate) fn topic_name(&mut self) -> Result<(ByteStr, bool), DecodeError> {
         let bytes = self.binary("topic name")?;
         ByteStr::try_topic_from_bytes(bytes).map_err(|_| DecodeError::Malformed("topic name"))

@@ -21,6 +21,7 @@
 //! - `sim` (tests): seeded simulation of several routers against a naive model.
 //! - `sim_interest` (tests): seeded simulation of late interest changes and
 //!   the publishes routed meanwhile.
+mod children;
 mod filter;
 pub mod interest;
 mod local;

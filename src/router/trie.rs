@@ -7,7 +7,8 @@
 //! - filters with `+` or `#` sit in a tree with one node per level.
 //!
 //! Matching a topic of `L` levels costs `O(L)` for the exact part plus, for
-//! the tree, one hash lookup per visited node. A node is visited only if the
+//! the tree, one lookup per visited node: a scan of its few children, or a
+//! hash lookup once it has many (`children.rs`). A node is visited only if the
 //! topic's prefix matches its path, and each level can branch into at most
 //! two children (the literal one and `+`), so the walk is bounded by
 //! `O(L * 2^w)` where `w` is the number of `+` levels on a path, in practice
@@ -25,6 +26,7 @@ use std::ptr;
 use ahash::AHashMap;
 use smallvec::SmallVec;
 
+use super::children::Children;
 use super::topic::{has_wildcard, levels, split_level};
 use crate::limits::TOPIC_LEVELS_MAX;
 
@@ -46,7 +48,7 @@ pub struct TopicTrie<V> {
 /// One level of the wildcard tree.
 struct Node<V> {
     /// Literal next levels.
-    children: AHashMap<Box<str>, Node<V>>,
+    children: Children<Node<V>>,
     /// The `+` next level; boxed because few nodes have one.
     plus: Option<Box<Node<V>>>,
     /// The filter whose last level `#` follows this node (`a/#` lives in
@@ -65,7 +67,7 @@ struct Entry<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
-            children: AHashMap::new(),
+            children: Children::default(),
             plus: None,
             hash: None,
             value: None,
@@ -133,12 +135,7 @@ impl<V> Node<V> {
 
     fn child_or_insert(&mut self, step: Step<'_>) -> &mut Node<V> {
         match step {
-            Step::Literal(level) => {
-                if !self.children.contains_key(level) {
-                    self.children.insert(level.into(), Node::default());
-                }
-                self.children.get_mut(level).expect("just inserted")
-            }
+            Step::Literal(level) => self.children.get_or_insert_with(level, Node::default),
             Step::Plus => self.plus.get_or_insert_with(Default::default),
         }
     }

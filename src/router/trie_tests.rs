@@ -55,7 +55,14 @@ fn pruning_keeps_shared_prefixes() {
     trie.entry("a/+");
     trie.remove("a/+/c/#");
     // "a" -> "+" must stay (it holds "a/+"), its "c" child must go.
-    let plus = trie.root.children["a"].plus.as_deref().unwrap();
+    let plus = trie
+        .root
+        .children
+        .get("a")
+        .unwrap()
+        .plus
+        .as_deref()
+        .unwrap();
     assert!(plus.children.is_empty());
     assert!(plus.value.is_some());
     trie.remove("a/+");
