@@ -366,5 +366,6 @@ pub(super) async fn establish<S: Stream>(
         protocol,
         release: false,
         held: false,
+        defer: false,
     })
 }

@@ -39,6 +39,7 @@ pub(super) async fn finish<S: Stream>(live: Live<S>, eof: bool, listener: Arc<Li
         protocol: _,
         release: _,
         held: _,
+        defer: _,
     } = live;
     let shard = &shard;
     let mut buf = buf.map(|b| *b).unwrap_or_default();

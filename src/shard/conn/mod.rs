@@ -67,6 +67,9 @@ pub(super) struct Live<S> {
     /// Decoding stopped because the connection was paused: resume it when
     /// the pause ends (`shard::pressure`). In the padding after `protocol`.
     pub(super) held: bool,
+    /// The last read carried PUBLISH traffic: yield once before
+    /// transmitting what it caused (see `poll_wait`). In the padding too.
+    pub(super) defer: bool,
 }
 
 /// The task of one accepted connection.
@@ -155,6 +158,7 @@ fn serve_established<S: Stream>(
                 if !handling.await {
                     break false;
                 }
+                live.defer = !quiet;
             }
             // Paused by a congested subscriber (here or after the read
             // above): what is left in the buffer waits for the resume.
@@ -200,6 +204,21 @@ impl<S: Stream> Live<S> {
         let handle = &*self.handle;
         if handle.closing.get() {
             return Poll::Ready(Woken::Close);
+        }
+        // Sends in a burst: after a read of PUBLISH traffic the task goes
+        // to the back of the run queue once, so the connections that became
+        // readable in the same reactor pass are read first and the sends
+        // they all caused follow one another. A client on this machine that
+        // sleeps between reads is then woken once per burst rather than
+        // once per send, and on loopback each wake-up is paid by this CPU
+        // inside `send` (an inter-processor interrupt to an idle vCPU):
+        // fan-in's load generator woke 10,000 times a second instead of
+        // 2,600 (docs/performance.md, "Fan-in: sends in bursts"). With
+        // nothing else ready the task runs again at once.
+        if self.defer {
+            self.defer = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         while handle.take_raised() || self.backlog.is_some() {
             match poll_transmit(cx, shard, handle, &mut self.stream, &mut self.backlog) {
