@@ -16,29 +16,9 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$ROOT/target/release
 OUT=$ROOT/target/callgrind
 mkdir -p "$OUT/data"
-cat > "$OUT/one-shard.toml" <<TOML
-[node]
-shards = 1
-data_dir = "$OUT/data"
-# Instructions of work only: polling while idle would count too.
-idle_poll_us = 0
-
-[listeners.tcp.default]
-bind = "127.0.0.1:$PORT"
-
-[mqtt]
-max_inflight = 1000
-max_mqueue_len = 20000
-
-[log]
-level = "warn"
-TOML
-case $SCENARIO in
-  p2p) ARGS=(p2p -c 50 -q 0 -s 64 --max-outstanding 100) ;;
-  fanout) ARGS=(fanout --publishers 1 -c 100 -q 0 -s 64 --max-outstanding 1000) ;;
-  fanin) ARGS=(fanin -c 100 --subscribers 1 -q 1 -s 64 --max-outstanding 100) ;;
-  *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
-esac
+. "$ROOT/benches/run/one_shard.sh"
+one_shard_config "$OUT/one-shard.toml" "$OUT/data" "$PORT" "# Instructions of work only: polling while idle would count too." "idle_poll_us = 0"
+scenario_args "$SCENARIO"
 rm -f "$OUT/$SCENARIO.callgrind"*
 taskset -c 0 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$OUT/$SCENARIO.callgrind" \
   "$BIN/ringmq" --config "$OUT/one-shard.toml" > "$OUT/$SCENARIO.broker.log" 2>&1 &

@@ -26,30 +26,9 @@ BIN=$ROOT/target/release
 OUT=$ROOT/target/profile
 rm -rf "$OUT/data"
 mkdir -p "$OUT/data"
-cat > "$OUT/one-shard.toml" <<TOML
-[node]
-shards = 1
-data_dir = "$OUT/data"
-
-[listeners.tcp.default]
-bind = "127.0.0.1:$PORT"
-
-[mqtt]
-max_inflight = 1000
-max_mqueue_len = 20000
-
-[log]
-level = "warn"
-
-[api]
-enable = false
-TOML
-case $SCENARIO in
-  p2p) ARGS=(p2p -c 50 -q 0 -s 64 --max-outstanding 100) ;;
-  fanout) ARGS=(fanout --publishers 1 -c 100 -q 0 -s 64 --max-outstanding 1000) ;;
-  fanin) ARGS=(fanin -c 100 --subscribers 1 -q 1 -s 64 --max-outstanding 100) ;;
-  *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
-esac
+. "$ROOT/benches/run/one_shard.sh"
+one_shard_config "$OUT/one-shard.toml" "$OUT/data" "$PORT"
+scenario_args "$SCENARIO"
 command -v perf >/dev/null || { echo "perf is not installed (linux-perf)" >&2; exit 2; }
 
 taskset -c 0 "$BIN/ringmq" --config "$OUT/one-shard.toml" >"$OUT/broker.log" 2>&1 &
